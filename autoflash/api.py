@@ -1,0 +1,198 @@
+"""autoflash.attention(): arrays in, pick a config, compile once, launch, arrays out."""
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from dataclasses import dataclass
+
+from autoflash.config import ARCHS, KernelConfig
+from autoflash.launch import LoadedKernel, Problem, default_scale
+
+log = logging.getLogger("autoflash")
+
+SUPPORTED_ARRAYS = "PyTorch CUDA tensors, CuPy arrays, or objects with __cuda_array_interface__"
+
+
+class InputError(ValueError):
+    """Arguments attention() cannot take; the message names the problem."""
+
+
+@dataclass
+class Operand:
+    """A device array seen as a raw pointer plus what the kernel needs to know."""
+
+    name: str
+    kind: str  # "torch" or "cupy"
+    obj: object
+    ptr: int
+    shape: tuple
+    dtype: str
+    device: int
+
+
+_TORCH_DTYPES = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
+_CUPY_DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+
+
+def as_operand(x, name: str) -> Operand:
+    mod = type(x).__module__
+    if mod.startswith("torch"):
+        if not x.is_cuda:
+            raise InputError(f"{name} is on {x.device}; autoflash runs on CUDA tensors (use {name}.cuda())")
+        dtype = _TORCH_DTYPES.get(str(x.dtype))
+        if dtype is None:
+            raise InputError(f"{name} has dtype {x.dtype}; supported: float32, float16, bfloat16")
+        if not x.is_contiguous():
+            raise InputError(f"{name} is not contiguous (strides {tuple(x.stride())}); pass {name}.contiguous()")
+        return Operand(name, "torch", x, x.data_ptr(), tuple(x.shape), dtype, x.device.index)
+    if mod.startswith("numpy"):
+        raise InputError(f"{name} is a NumPy array on the CPU; pass {SUPPORTED_ARRAYS}")
+    if not mod.startswith("cupy"):
+        if not hasattr(x, "__cuda_array_interface__"):
+            raise InputError(f"{name} is a {type(x).__name__}; pass {SUPPORTED_ARRAYS}")
+        import cupy
+
+        x = cupy.asarray(x)  # zero-copy view of the foreign device array
+    dtype = _CUPY_DTYPES.get(str(x.dtype))
+    if dtype is None:
+        raise InputError(f"{name} has dtype {x.dtype}; supported: float32, float16, bfloat16")
+    if not x.flags.c_contiguous:
+        raise InputError(f"{name} is not C-contiguous (strides {x.strides}); pass cupy.ascontiguousarray({name})")
+    return Operand(name, "cupy", x, x.data.ptr, tuple(x.shape), dtype, x.device.id)
+
+
+def check_inputs(q: Operand, k: Operand, v: Operand) -> Problem:
+    for t in (q, k, v):
+        if len(t.shape) != 4:
+            raise InputError(f"{t.name} must have 4 dimensions (batch, heads, seq, head_dim), got shape {t.shape}")
+        if t.ptr % 16:
+            raise InputError(f"{t.name}'s data pointer is not 16-byte aligned; pass a fresh contiguous copy")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise InputError(f"q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.kind == k.kind == v.kind):
+        raise InputError(f"q, k, v must be the same kind of array, got {q.kind}, {k.kind}, {v.kind}")
+    if not (q.device == k.device == v.device):
+        raise InputError(f"q, k, v must be on one GPU, got devices {q.device}, {k.device}, {v.device}")
+    if k.shape != v.shape:
+        raise InputError(f"k and v must have the same shape, got {k.shape} and {v.shape}")
+    b, hq, nq, d = q.shape
+    bk, hkv, nk, dk = k.shape
+    if bk != b:
+        raise InputError(f"batch of q ({b}) and k/v ({bk}) differ")
+    if dk != d:
+        raise InputError(f"head_dim of q ({d}) and k/v ({dk}) differ")
+    if min(b, hq, nq, d, hkv, nk) == 0:
+        raise InputError(f"empty input: q shape {q.shape}, k/v shape {k.shape}")
+    if hq % hkv:
+        raise InputError(f"query heads ({hq}) must be a multiple of key/value heads ({hkv}) for GQA/MQA")
+    if max(nq, nk) >= 2**31:
+        raise InputError(f"sequence length {max(nq, nk)} does not fit the kernel's 32-bit lengths")
+    return Problem(b, hq, hkv, nq, nk, d, causal=False)
+
+
+@functools.cache
+def device_arch(device_id: int) -> tuple[str, str]:
+    """(arch, device name) of a GPU: exact arch if known, else the newest known one of the same major."""
+    import cupy
+
+    props = cupy.cuda.runtime.getDeviceProperties(device_id)
+    cc = props["major"] * 10 + props["minor"]
+    name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    exact = f"sm_{cc}"
+    if exact in ARCHS:
+        return exact, name
+    same_major = [a for a, lim in ARCHS.items() if lim.cc // 10 == cc // 10 and lim.cc <= cc and not a.endswith("a")]
+    if not same_major:
+        raise RuntimeError(f"GPU {name} (compute capability {cc}) is not supported; known archs: {sorted(ARCHS)}")
+    return max(same_major, key=lambda a: ARCHS[a].cc), name
+
+
+def choose_config(arch: str, device_name: str, dtype: str, head_dim: int, causal: bool, seq_len: int) -> KernelConfig:
+    """The tuned config for this problem if there is one, else the heuristic default."""
+    from autoflash import dispatch
+
+    return dispatch.select(arch, device_name, dtype, head_dim, causal, seq_len)
+
+
+@functools.cache
+def _compiled(cfg: KernelConfig):
+    from autoflash.compile import compile_kernel
+
+    return compile_kernel(cfg)
+
+
+@functools.cache
+def loaded_kernel(cfg: KernelConfig, device_id: int) -> LoadedKernel:
+    """Compiled once per process, loaded once per device."""
+    import cupy
+
+    with cupy.cuda.Device(device_id):
+        return LoadedKernel(_compiled(cfg))
+
+
+def _empty_like(ref: Operand, shape: tuple, dtype: str):
+    if ref.kind == "torch":
+        import torch
+
+        tdtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+        return torch.empty(shape, dtype=tdtype, device=ref.obj.device)
+    import cupy
+
+    with cupy.cuda.Device(ref.device):
+        return cupy.empty(shape, dtype={"fp32": cupy.float32, "fp16": cupy.float16}[dtype])
+
+
+def _pointer(x) -> int:
+    return x.data_ptr() if hasattr(x, "data_ptr") else x.data.ptr
+
+
+def _stream(ref: Operand) -> int:
+    """The stream the caller's framework is using now: results are ordered after prior work."""
+    if ref.kind == "torch":
+        import torch
+
+        return torch.cuda.current_stream(ref.obj.device).cuda_stream
+    import cupy
+
+    return cupy.cuda.get_current_stream().ptr
+
+
+def attention(q, k, v, *, causal: bool = False, scale: float | None = None, return_lse: bool = False,
+              config: KernelConfig | dict | None = None):
+    """Flash attention forward: softmax(q k^T * scale) v without the N x N matrix.
+
+    q: (batch, heads_q, seq_q, head_dim); k, v: (batch, heads_kv, seq_k, head_dim),
+    heads_q a multiple of heads_kv (GQA/MQA). PyTorch CUDA tensors or CuPy arrays
+    (fp32, fp16, bf16), contiguous. Causal masking is aligned top-left like torch's
+    is_causal: query i attends to keys 0..i. scale defaults to 1/sqrt(head_dim).
+    Returns the output (same kind, dtype, device; on the caller's current stream)
+    and, with return_lse, the per-row log-sum-exp (float32, batch x heads_q x seq_q).
+    """
+    ops = [as_operand(x, n) for x, n in ((q, "q"), (k, "k"), (v, "v"))]
+    problem = check_inputs(*ops)
+    problem.causal = bool(causal)
+    qo = ops[0]
+    if scale is None:
+        scale = default_scale(problem.head_dim)
+    elif not (isinstance(scale, (int, float)) and math.isfinite(scale)):
+        raise InputError(f"scale must be a finite number, got {scale!r}")
+    arch, device_name = device_arch(qo.device)
+    if config is None:
+        cfg = choose_config(arch, device_name, qo.dtype, problem.head_dim, problem.causal, problem.seq_k)
+    else:
+        cfg = config if isinstance(config, KernelConfig) else KernelConfig.from_dict(config)
+        cfg.validate()
+        want = (qo.dtype, problem.head_dim, problem.causal)
+        if (cfg.dtype, cfg.head_dim, cfg.causal) != want:
+            raise InputError(f"config {cfg.name} is for (dtype, head_dim, causal)={(cfg.dtype, cfg.head_dim, cfg.causal)}, "
+                             f"inputs need {want}")
+    kernel = loaded_kernel(cfg, qo.device)
+    out = _empty_like(qo, qo.shape, qo.dtype)
+    lse = _empty_like(qo, qo.shape[:3], "fp32") if return_lse else None
+    import cupy
+
+    with cupy.cuda.Device(qo.device):
+        kernel.launch(qo.ptr, ops[1].ptr, ops[2].ptr, _pointer(out), _pointer(lse) if lse is not None else 0,
+                      problem, scale, _stream(qo))
+    return (out, lse) if return_lse else out

@@ -1,0 +1,242 @@
+"""Compile rendered CUDA source to a cubin with NVRTC (through CuPy), on disk cache.
+
+Works without a GPU: NVRTC only needs its library and the CUDA headers, both from
+PyPI wheels. We always emit a cubin for the exact arch, never PTX: a newer NVRTC
+from PyPI makes PTX an older driver refuses, while its cubin loads fine.
+
+Cache contract: an entry is <key>.cubin + <key>.json, keyed by the source, the
+options, the NVRTC version and the package version; the JSON holds the cubin's
+sha256, and an entry that does not match is rebuilt, never trusted. Writes are
+atomic (temp file + rename) under a file lock, with a second look after the lock
+is taken, so concurrent processes build each kernel once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+import os
+import re
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from autoflash.config import KernelConfig
+
+log = logging.getLogger("autoflash")
+
+CACHE_ENV = "AUTOFLASH_CACHE_DIR"
+
+
+class CompileError(RuntimeError):
+    """NVRTC rejected a kernel; the message names the file holding its source."""
+
+
+@dataclass(frozen=True)
+class ResourceReport:
+    """What ptxas reported for the kernel."""
+
+    registers: int
+    spill_stores: int
+    spill_loads: int
+    stack_frame: int
+    static_smem: int
+
+    @property
+    def spills(self) -> int:
+        return self.spill_stores + self.spill_loads
+
+
+@dataclass(frozen=True)
+class CompiledKernel:
+    config: KernelConfig
+    cubin: bytes
+    report: ResourceReport
+    log: str
+    cached: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+def cache_dir() -> Path:
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("autoflash"))
+
+
+@functools.cache
+def nvrtc_version() -> str:
+    from cupy.cuda import nvrtc
+
+    major, minor = nvrtc.getVersion()
+    return f"{major}.{minor}"
+
+
+@functools.cache
+def include_dir() -> str:
+    import cupy
+
+    path = Path(cupy.cuda.get_cuda_path() or "") / "include"
+    if not (path / "cuda_fp16.h").exists():
+        raise CompileError(
+            f"CUDA headers not found under {path}: install the nvidia-cuda-runtime wheel "
+            "(pip install 'autoflash[cu13]') or set CUDA_PATH to a CUDA toolkit"
+        )
+    return str(path)
+
+
+def nvrtc_options(cfg: KernelConfig) -> list[str]:
+    return [
+        f"--gpu-architecture={cfg.arch}",  # sm_XX: NVRTC emits a cubin for exactly this arch
+        "--use_fast_math",
+        "--std=c++17",
+        "--ptxas-options=-v",  # the resource report, parsed below
+        f"-I{include_dir()}",
+    ]
+
+
+_PTXAS_PATTERNS = {
+    "registers": r"Used (\d+) registers",
+    "spill_stores": r"(\d+) bytes spill stores",
+    "spill_loads": r"(\d+) bytes spill loads",
+    "stack_frame": r"(\d+) bytes stack frame",
+    "static_smem": r"(\d+) bytes smem",
+}
+
+
+def parse_ptxas_report(text: str, kernel: str) -> ResourceReport:
+    """Pick the kernel's lines out of NVRTC's log (ptxas -v output)."""
+    start = text.find(f"Function properties for {kernel}")
+    if start < 0:
+        start = text.find(f"Compiling entry function '{kernel}'")
+    section = text[start:] if start >= 0 else text
+    values = {}
+    for field, pattern in _PTXAS_PATTERNS.items():
+        match = re.search(pattern, section)
+        values[field] = int(match.group(1)) if match else 0
+    if not re.search(_PTXAS_PATTERNS["registers"], section):
+        raise CompileError(f"no ptxas resource report for {kernel} in the NVRTC log:\n{text}")
+    return ResourceReport(**values)
+
+
+def _elf_size(blob: bytes) -> int:
+    """Size of an ELF64 image from its header (section headers come last in a cubin)."""
+    if len(blob) < 64 or blob[:4] != b"\x7fELF":
+        return len(blob)
+    shoff = struct.unpack_from("<Q", blob, 0x28)[0]
+    shentsize, shnum = struct.unpack_from("<HH", blob, 0x3A)
+    return max(len(blob), shoff + shentsize * shnum)
+
+
+def _nvrtc_compile(source: str, cfg: KernelConfig) -> tuple[bytes, str]:
+    from cupy.cuda import nvrtc
+
+    prog = nvrtc.createProgram(source, f"{cfg.name}.cu", [], [])
+    try:
+        try:
+            nvrtc.compileProgram(prog, nvrtc_options(cfg))
+        except nvrtc.NVRTCError as exc:
+            path = _save_failed_source(cfg, source)
+            raise CompileError(
+                f"NVRTC failed for {cfg.name} ({exc}); source saved to {path}\n{nvrtc.getProgramLog(prog)}"
+            ) from None
+        cubin = nvrtc.getCUBIN(prog)
+        text = nvrtc.getProgramLog(prog)
+    finally:
+        nvrtc.destroyProgram(prog)
+    # CuPy 14.2 returns the cubin one byte short; the driver ignores it but
+    # cuobjdump/nvdisasm reject the ELF, so pad it back to the size the header gives.
+    cubin = cubin + b"\0" * (_elf_size(cubin) - len(cubin))
+    return cubin, text
+
+
+def _save_failed_source(cfg: KernelConfig, source: str) -> Path:
+    folder = cache_dir() / "failed"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{cfg.name}.cu"
+    path.write_text(source)
+    return path
+
+
+def cache_key(source: str, cfg: KernelConfig) -> str:
+    from autoflash import __version__
+
+    h = hashlib.sha256()
+    for part in (source, "\0".join(nvrtc_options(cfg)), nvrtc_version(), __version__):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:32]
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_entry(stem: Path, cfg: KernelConfig) -> CompiledKernel | None:
+    """A cache entry, or None if absent or damaged (a damaged one is rebuilt)."""
+    meta_path, cubin_path = stem.with_suffix(".json"), stem.with_suffix(".cubin")
+    if not (meta_path.exists() and cubin_path.exists()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        cubin = cubin_path.read_bytes()
+        if hashlib.sha256(cubin).hexdigest() != meta["sha256"] or meta["name"] != cfg.name:
+            raise ValueError("checksum or name mismatch")
+        report = ResourceReport(**meta["report"])
+        return CompiledKernel(cfg, cubin, report, meta["log"], cached=True)
+    except Exception as exc:  # any damage: rebuild
+        log.warning("compile cache entry %s is damaged (%s); rebuilding", stem, exc)
+        return None
+
+
+def compile_kernel(cfg: KernelConfig, source: str | None = None, use_cache: bool = True) -> CompiledKernel:
+    """Render (unless given the source), compile and cache one kernel."""
+    from autoflash.render import render
+
+    if source is None:
+        source = render(cfg)
+    if not use_cache:
+        cubin, text = _nvrtc_compile(source, cfg)
+        return CompiledKernel(cfg, cubin, parse_ptxas_report(text, cfg.name), text)
+
+    folder = cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = folder / cache_key(source, cfg)
+    entry = _load_entry(stem, cfg)
+    if entry is not None:
+        return entry
+
+    import filelock
+
+    with filelock.FileLock(str(stem) + ".lock", timeout=600):
+        entry = _load_entry(stem, cfg)  # another process may have built it meanwhile
+        if entry is not None:
+            return entry
+        cubin, text = _nvrtc_compile(source, cfg)
+        report = parse_ptxas_report(text, cfg.name)
+        meta = {
+            "name": cfg.name,
+            "config": cfg.to_dict(),
+            "sha256": hashlib.sha256(cubin).hexdigest(),
+            "report": dataclasses.asdict(report),
+            "log": text,
+            "nvrtc": nvrtc_version(),
+        }
+        _atomic_write(stem.with_suffix(".cubin"), cubin)
+        _atomic_write(stem.with_suffix(".json"), json.dumps(meta, indent=1).encode())
+    return CompiledKernel(cfg, cubin, report, text)

@@ -1,0 +1,83 @@
+"""Load a compiled kernel on a GPU and launch it: grid, block, shared memory.
+
+Every template shares one kernel signature (see templates/README.md):
+    (q, k, v, o, lse, heads_q, heads_kv, seq_q, seq_k, scale_log2)
+with q/o of shape (batch, heads_q, seq_q, head_dim) and k/v of shape
+(batch, heads_kv, seq_k, head_dim), all contiguous; lse may be null.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from autoflash.compile import CompiledKernel
+
+LOG2E = 1.4426950408889634  # log2(e): softmax runs in base 2
+
+
+class LaunchError(RuntimeError):
+    """A kernel that could not be launched (resources, grid limits)."""
+
+
+@dataclass
+class Problem:
+    """The run-time shape of one attention call."""
+
+    batch: int
+    heads_q: int
+    heads_kv: int
+    seq_q: int
+    seq_k: int
+    head_dim: int
+    causal: bool
+
+    def flops(self) -> float:
+        """4 * B * H * Nq * Nk * D, halved for causal (the convention of FlashAttention's papers)."""
+        f = 4.0 * self.batch * self.heads_q * self.seq_q * self.seq_k * self.head_dim
+        return f / 2 if self.causal else f
+
+
+class LoadedKernel:
+    """A compiled kernel loaded into the current device's context."""
+
+    def __init__(self, compiled: CompiledKernel):
+        import cupy
+
+        from autoflash.variants import VARIANTS
+
+        self.compiled = compiled
+        self.config = compiled.config
+        self.variant = VARIANTS[self.config.template]
+        self.smem = self.variant.smem_bytes(self.config)
+        self.device_id = cupy.cuda.Device().id
+        self.module = cupy.cuda.function.Module()
+        self.module.load(compiled.cubin)
+        self.function = self.module.get_function(self.config.name)
+        if self.smem > 48 * 1024:  # above 48 KB a block must opt in to dynamic shared memory
+            self.function.max_dynamic_shared_size_bytes = self.smem
+
+    def grid(self, p: Problem) -> tuple[int, int, int]:
+        grid = self.variant.grid(self.config, p.batch, p.heads_q, p.seq_q)
+        if grid[1] > 65535 or grid[2] > 65535:
+            raise LaunchError(f"grid {grid} exceeds CUDA's 65535 limit on y/z (heads_q={p.heads_q}, batch={p.batch})")
+        return grid
+
+    def launch(self, q_ptr: int, k_ptr: int, v_ptr: int, o_ptr: int, lse_ptr: int, p: Problem, scale: float,
+               stream_ptr: int = 0) -> None:
+        import cupy
+
+        if p.head_dim != self.config.head_dim or p.causal != self.config.causal:
+            raise LaunchError(f"kernel {self.config.name} cannot run head_dim={p.head_dim} causal={p.causal}")
+        args = (
+            np.uint64(q_ptr), np.uint64(k_ptr), np.uint64(v_ptr), np.uint64(o_ptr), np.uint64(lse_ptr),
+            np.int32(p.heads_q), np.int32(p.heads_kv), np.int32(p.seq_q), np.int32(p.seq_k),
+            np.float32(scale * LOG2E),
+        )
+        stream = cupy.cuda.ExternalStream(stream_ptr) if stream_ptr else cupy.cuda.get_current_stream()
+        self.function(self.grid(p), (self.config.threads, 1, 1), args, shared_mem=self.smem, stream=stream)
+
+
+def default_scale(head_dim: int) -> float:
+    return 1.0 / math.sqrt(head_dim)

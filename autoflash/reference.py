@@ -1,0 +1,114 @@
+"""Exact attention in high precision, and the check every kernel must pass.
+
+Tolerances (relative Frobenius error ||out - ref|| / ||ref||, the reference in
+float64 from the same, upcast inputs, so input rounding does not count):
+  fp32  1e-4  fp32 accumulation and fast-math exp2 land near 1e-6; 1e-4 leaves
+              room for long sequences without letting a wrong tile through.
+  fp16  3e-3  the output is rounded to fp16 (RMS ~1.4e-4) and tensor-core templates
+              round P to fp16 before P.V; measured errors stay under 1e-3.
+  bf16  1e-2  bf16 has 8 significant bits: rounding the output alone gives ~1.1e-3
+              RMS, rounding P as well ~3e-3.
+The worst single query row may be off by WORST_ROW_FACTOR x the tolerance (a
+short row norm amplifies rounding), and every value must be finite: outputs are
+poisoned with NaN before a checked launch, so an unwritten element fails.
+The log-sum-exp (natural log) must match to LSE_TOLERANCE in absolute terms.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+TOLERANCE = {"fp32": 1e-4, "fp16": 3e-3, "bf16": 1e-2}
+LSE_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-3, "bf16": 1e-3}
+WORST_ROW_FACTOR = 5.0
+
+
+def reference_attention(q, k, v, *, causal: bool, scale: float | None = None, chunk: int = 1024):
+    """Attention of (B, Hq, Nq, D) queries over (B, Hkv, Nk, D) keys/values in float64.
+
+    Works on NumPy (CPU) or CuPy (GPU) arrays. Causal masking is aligned top-left,
+    as torch's is_causal: query i sees keys 0..i. Returns (out, lse), lse in natural log.
+    Query rows are processed in chunks so no Nq x Nk matrix is held at once.
+    """
+    xp = _array_module(q)
+    q, k, v = (xp.asarray(a, dtype=xp.float64) for a in (q, k, v))
+    b, hq, nq, d = q.shape
+    hkv, nk = k.shape[1], k.shape[2]
+    group = hq // hkv
+    k = xp.repeat(k, group, axis=1)  # GQA/MQA: each query head reads its group's K/V head
+    v = xp.repeat(v, group, axis=1)
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    out = xp.empty((b, hq, nq, d), dtype=xp.float64)
+    lse = xp.empty((b, hq, nq), dtype=xp.float64)
+    for start in range(0, nq, chunk):
+        stop = min(nq, start + chunk)
+        s = xp.einsum("bhqd,bhkd->bhqk", q[:, :, start:stop], k) * scale
+        if causal:
+            rows = xp.arange(start, stop)[:, None]
+            s = xp.where(xp.arange(nk)[None, :] > rows, -xp.inf, s)
+        m = s.max(axis=-1, keepdims=True)
+        p = xp.exp(s - m)
+        l = p.sum(axis=-1, keepdims=True)
+        out[:, :, start:stop] = xp.einsum("bhqk,bhkd->bhqd", p / l, v)
+        lse[:, :, start:stop] = (m + xp.log(l))[..., 0]
+    return out, lse
+
+
+def _array_module(a):
+    if type(a).__module__.startswith("cupy"):
+        import cupy
+
+        return cupy
+    return np
+
+
+@dataclass
+class Check:
+    """Outcome of comparing one kernel output with the reference."""
+
+    dtype: str
+    rel_error: float
+    worst_row_error: float
+    lse_error: float | None
+    finite: bool
+
+    @property
+    def tolerance(self) -> float:
+        return TOLERANCE[self.dtype]
+
+    @property
+    def passed(self) -> bool:
+        ok = self.finite and self.rel_error <= self.tolerance
+        ok = ok and self.worst_row_error <= WORST_ROW_FACTOR * self.tolerance
+        if self.lse_error is not None:
+            ok = ok and self.lse_error <= LSE_TOLERANCE[self.dtype]
+        return bool(ok)
+
+    def describe(self) -> str:
+        verdict = "ok" if self.passed else "WRONG"
+        lse = "" if self.lse_error is None else f", lse abs err {self.lse_error:.2e}"
+        finite = "" if self.finite else ", NON-FINITE values"
+        return (f"{verdict}: rel err {self.rel_error:.2e} (tol {self.tolerance:.0e}), "
+                f"worst row {self.worst_row_error:.2e}{lse}{finite}")
+
+
+def compare(out, ref, dtype: str, lse=None, ref_lse=None) -> Check:
+    """Compare an output (any float array, CPU or GPU) with the float64 reference."""
+    xp = _array_module(ref)
+    out = xp.asarray(out, dtype=xp.float64)
+    finite = bool(xp.isfinite(out).all())
+    if not finite:
+        return Check(dtype, math.inf, math.inf, None, False)
+    diff = out - ref
+    rel = float(xp.linalg.norm(diff) / max(float(xp.linalg.norm(ref)), 1e-30))
+    row_err = xp.linalg.norm(diff, axis=-1) / xp.maximum(xp.linalg.norm(ref, axis=-1), 1e-30)
+    worst = float(row_err.max())
+    lse_err = None
+    if lse is not None:
+        lse = xp.asarray(lse, dtype=xp.float64)
+        if not bool(xp.isfinite(lse).all()):
+            return Check(dtype, rel, worst, math.inf, False)
+        lse_err = float(xp.abs(lse - ref_lse).max())
+    return Check(dtype, rel, worst, lse_err, True)

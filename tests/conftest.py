@@ -1,0 +1,34 @@
+"""One GPU marker for the whole suite: gpu tests skip with the reason when no GPU is usable."""
+import functools
+import os
+
+import pytest
+
+
+@functools.cache
+def gpu_unavailable_reason() -> str | None:
+    try:
+        import cupy
+
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # no driver, no CuPy, no device
+        return f"no usable CUDA GPU ({type(exc).__name__}: {exc})"
+    return None if n > 0 else "no CUDA GPU found"
+
+
+def pytest_collection_modifyitems(config, items):
+    reason = gpu_unavailable_reason()
+    if reason is None:
+        return
+    skip = pytest.mark.skip(reason=reason)
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_compile_cache(tmp_path_factory):
+    """Tests share one compile cache (kernels are built once per run), isolated from the user's."""
+    if "AUTOFLASH_CACHE_DIR" not in os.environ:
+        os.environ["AUTOFLASH_CACHE_DIR"] = str(tmp_path_factory.mktemp("autoflash-cache"))
+    yield

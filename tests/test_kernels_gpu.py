@@ -1,0 +1,61 @@
+"""Every template against the float64 reference on the GPU: dtypes x head dims x
+causal x odd lengths (1, 17, 1000, 4097) x Nq != Nk x GQA, with the LSE output.
+New templates are picked up from autoflash.variants.VARIANTS automatically."""
+import pytest
+
+from autoflash.launch import Problem
+from autoflash.variants import VARIANTS
+
+pytestmark = pytest.mark.gpu
+
+# (batch, heads_q, heads_kv, seq_q, seq_k): odd lengths, Nq != Nk both ways, GQA and MQA.
+SHAPES = [
+    (1, 2, 2, 1, 1),
+    (2, 2, 1, 17, 17),
+    (1, 4, 2, 1000, 1000),
+    (1, 2, 2, 17, 1000),
+    (1, 3, 1, 1000, 17),
+    (1, 1, 1, 4097, 4097),
+    (1, 2, 1, 4097, 1000),
+]
+
+
+def gpu_arch():
+    from autoflash.api import device_arch
+
+    return device_arch(0)[0]
+
+
+CASES = [
+    (name, dtype, d, causal)
+    for name, variant in VARIANTS.items()
+    for dtype in variant.dtypes
+    for d in variant.head_dims
+    for causal in (False, True)
+]
+
+
+@pytest.mark.parametrize("template,dtype,head_dim,causal", CASES, ids=["-".join(map(str, c)) for c in CASES])
+def test_default_config_matches_reference(template, dtype, head_dim, causal):
+    from autoflash.api import loaded_kernel
+    from autoflash.verify import run_checked
+
+    arch = gpu_arch()
+    variant = VARIANTS[template]
+    if arch not in variant.archs:
+        pytest.skip(f"{template} does not target {arch}")
+    cfg = variant.default(arch, dtype, head_dim, causal)
+    kernel = loaded_kernel(cfg, 0)
+    for i, (b, hq, hkv, nq, nk) in enumerate(SHAPES):
+        p = Problem(b, hq, hkv, nq, nk, head_dim, causal)
+        check = run_checked(kernel, p, seed=1000 + i)
+        assert check.passed, f"{cfg.name} {p}: {check.describe()}"
+
+
+def test_scale_is_applied():
+    from autoflash.api import loaded_kernel
+    from autoflash.verify import run_checked
+
+    cfg = VARIANTS["flash_fwd_simt"].default(gpu_arch(), "fp32", 64, False)
+    check = run_checked(loaded_kernel(cfg, 0), Problem(1, 2, 2, 300, 500, 64, False), seed=7, scale=0.37)
+    assert check.passed, check.describe()
