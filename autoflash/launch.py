@@ -10,11 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-
 from autoflash.compile import CompiledKernel
 
-LOG2E = 1.4426950408889634  # log2(e): softmax runs in base 2
 
 
 class LaunchError(RuntimeError):
@@ -70,11 +67,7 @@ class LoadedKernel:
 
         if p.head_dim != self.config.head_dim or p.causal != self.config.causal:
             raise LaunchError(f"kernel {self.config.name} cannot run head_dim={p.head_dim} causal={p.causal}")
-        args = (
-            np.uint64(q_ptr), np.uint64(k_ptr), np.uint64(v_ptr), np.uint64(o_ptr), np.uint64(lse_ptr),
-            np.int32(p.heads_q), np.int32(p.heads_kv), np.int32(p.seq_q), np.int32(p.seq_k),
-            np.float32(scale * LOG2E),
-        )
+        args = self.variant.kernel_args(self.config, (q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr), p, scale)
         stream = cupy.cuda.ExternalStream(stream_ptr) if stream_ptr else cupy.cuda.get_current_stream()
         self.function(self.grid(p), (self.config.threads, 1, 1), args, shared_mem=self.smem, stream=stream)
 

@@ -6,6 +6,8 @@ import math
 
 from autoflash.config import ARCHS, DTYPE_BYTES, KernelConfig
 
+LOG2E = 1.4426950408889634  # log2(e): the kernels run softmax in base 2
+
 # Per-dtype C++ element types the templates are rendered with.
 ELEMENT_TYPES = {"fp32": "float", "fp16": "__half", "bf16": "__nv_bfloat16"}
 
@@ -85,6 +87,15 @@ class Variant:
             "stages": cfg.stages,
             "causal": "true" if cfg.causal else "false",
         }
+
+    def kernel_args(self, cfg: KernelConfig, pointers: tuple[int, ...], p, scale: float) -> tuple:
+        """Arguments of the shared kernel signature (launch.py). A template that needs
+        more (e.g. a TMA tensor map) overrides this and documents its signature."""
+        import numpy as np
+
+        q, k, v, o, lse = (np.uint64(x) for x in pointers)
+        return (q, k, v, o, lse, np.int32(p.heads_q), np.int32(p.heads_kv), np.int32(p.seq_q),
+                np.int32(p.seq_k), np.float32(scale * LOG2E))
 
     def grid(self, cfg: KernelConfig, batch: int, heads_q: int, seq_q: int) -> tuple[int, int, int]:
         """One block per (query tile, query head, batch): the FlashAttention-2 order.
