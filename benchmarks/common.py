@@ -1,0 +1,50 @@
+"""Timing and SDPA baselines shared by the benchmark scripts (GPU machine, PyTorch present)."""
+import statistics
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+SDPA_BACKENDS = {
+    "sdpa_flash": SDPBackend.FLASH_ATTENTION,
+    "sdpa_cudnn": SDPBackend.CUDNN_ATTENTION,
+    "sdpa_efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "sdpa_math": SDPBackend.MATH,
+}
+
+
+def time_ms(fn, warmup=5, reps=30, max_seconds=5.0):
+    """Median time of fn() in ms with CUDA events, after warm-up; fewer reps for slow functions."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record(); fn(); end.record(); end.synchronize()
+    probe = start.elapsed_time(end)
+    reps = max(3, min(reps, int(max_seconds * 1000 / max(probe, 1e-3))))
+    times = []
+    for _ in range(reps):
+        start.record(); fn(); end.record(); end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def sdpa_runner(backend, q, k, v, causal):
+    """A callable running torch SDPA with one backend, or None if it cannot run these inputs."""
+    gqa = q.shape[1] != k.shape[1]
+
+    def run():
+        with sdpa_kernel(SDPA_BACKENDS[backend]):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
+
+    try:
+        run()
+        torch.cuda.synchronize()
+    except RuntimeError:
+        return None
+    return run
+
+
+def tflops(b, h, nq, nk, d, causal, ms):
+    flops = 4.0 * b * h * nq * nk * d / (2 if causal else 1)
+    return flops / (ms * 1e-3) / 1e12

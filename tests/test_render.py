@@ -1,0 +1,48 @@
+"""Rendering: every config of the search space renders; constants are specialised."""
+import pytest
+
+from autoflash.config import KernelConfig
+from autoflash.render import render, templates_dir
+from autoflash.variants import VARIANTS
+
+
+def all_valid_configs(variant):
+    for arch in variant.archs:
+        for dtype in variant.dtypes:
+            for d in variant.head_dims:
+                for causal in (False, True):
+                    for cfg in variant.space(arch, dtype, d, causal):
+                        if not cfg.problems():
+                            yield cfg
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_every_valid_config_renders(name):
+    count = 0
+    for cfg in all_valid_configs(VARIANTS[name]):
+        src = render(cfg)
+        assert f"{cfg.name}(" in src
+        assert f"constexpr int HEAD_DIM = {cfg.head_dim};" in src
+        count += 1
+    assert count > 0
+
+
+def test_constants_are_specialised():
+    cfg = KernelConfig(template="flash_fwd_simt", arch="sm_80", dtype="bf16", head_dim=96, causal=True,
+                       block_m=32, block_n=32, warps=4, thread_m=4)
+    src = render(cfg)
+    assert "typedef __nv_bfloat16 elem_t;" in src
+    assert "constexpr bool CAUSAL = true;" in src
+    assert "constexpr int BLOCK_M = 32;" in src
+    assert "{{" not in src and "{%" not in src
+
+
+def test_invalid_config_is_not_rendered():
+    cfg = KernelConfig(template="flash_fwd_simt", arch="sm_80", dtype="bf16", head_dim=96, causal=True,
+                       block_m=32, block_n=32, warps=3, thread_m=4)
+    with pytest.raises(ValueError, match="warps"):
+        render(cfg)
+
+
+def test_templates_dir_exists():
+    assert (templates_dir() / "common.cuh.j2").is_file()
