@@ -53,7 +53,10 @@ class LoadedKernel:
         self.module.load(compiled.cubin)
         self.function = self.module.get_function(self.config.name)
         if self.smem > 48 * 1024:  # above 48 KB a block must opt in to dynamic shared memory
-            self.function.max_dynamic_shared_size_bytes = self.smem
+            from cupy.cuda import driver
+
+            driver.funcSetAttribute(self.function.ptr, driver.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                    self.smem)
 
     def grid(self, p: Problem) -> tuple[int, int, int]:
         grid = self.variant.grid(self.config, p.batch, p.heads_q, p.seq_q)

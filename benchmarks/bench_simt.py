@@ -14,6 +14,7 @@ from common import sdpa_runner, tflops, time_ms  # noqa: E402
 from seed_naive import run_naive  # noqa: E402
 
 import autoflash  # noqa: E402
+import autoflash.api  # noqa: E402
 from autoflash.reference import compare, reference_attention  # noqa: E402
 from autoflash.variants import VARIANTS  # noqa: E402
 
