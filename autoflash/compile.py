@@ -21,6 +21,7 @@ import os
 import re
 import struct
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,8 +68,10 @@ def cache_dir() -> Path:
     env = os.environ.get(CACHE_ENV)
     if env:
         return Path(env)
-    import platformdirs
-
+    try:
+        import platformdirs
+    except ModuleNotFoundError:  # a bare GPU image with only CuPy: use the XDG default
+        return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "autoflash"
     return Path(platformdirs.user_cache_dir("autoflash"))
 
 
@@ -139,7 +142,11 @@ def _elf_size(blob: bytes) -> int:
 def _nvrtc_compile(source: str, cfg: KernelConfig) -> tuple[bytes, str]:
     from cupy.cuda import nvrtc
 
-    prog = nvrtc.createProgram(source, f"{cfg.name}.cu", [], [])
+    # NVRTC 13.0 caches compilations in-process and returns an empty log (no ptxas
+    # report) for a repeat of identical source; a unique trailing comment avoids that.
+    # Our own disk cache (keyed without the nonce) is what saves repeat compiles.
+    nonce = f"\n// autoflash compile {uuid.uuid4().hex}\n"
+    prog = nvrtc.createProgram(source + nonce, f"{cfg.name}.cu", [], [])
     try:
         try:
             nvrtc.compileProgram(prog, nvrtc_options(cfg))
