@@ -12,6 +12,7 @@ is taken, so concurrent processes build each kernel once.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -21,7 +22,7 @@ import os
 import re
 import struct
 import tempfile
-import uuid
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,17 +140,35 @@ def _elf_size(blob: bytes) -> int:
     return max(len(blob), shoff + shentsize * shnum)
 
 
+@contextlib.contextmanager
+def _nvrtc_cache_disabled():
+    """NVRTC 13 keeps its own compilation cache (across processes) and, on a hit,
+    returns an empty log: no ptxas report. CUDA_CACHE_DISABLE=1 turns that cache off;
+    it is set only around the compile call, so the caller's process keeps its setting.
+    Our own disk cache is what saves repeat compiles."""
+    with _ENV_LOCK:
+        old = os.environ.get("CUDA_CACHE_DISABLE")
+        os.environ["CUDA_CACHE_DISABLE"] = "1"
+        try:
+            yield
+        finally:
+            if old is None:
+                del os.environ["CUDA_CACHE_DISABLE"]
+            else:
+                os.environ["CUDA_CACHE_DISABLE"] = old
+
+
+_ENV_LOCK = threading.Lock()
+
+
 def _nvrtc_compile(source: str, cfg: KernelConfig) -> tuple[bytes, str]:
     from cupy.cuda import nvrtc
 
-    # NVRTC 13.0 caches compilations in-process and returns an empty log (no ptxas
-    # report) for a repeat of identical source; a unique trailing comment avoids that.
-    # Our own disk cache (keyed without the nonce) is what saves repeat compiles.
-    nonce = f"\n// autoflash compile {uuid.uuid4().hex}\n"
-    prog = nvrtc.createProgram(source + nonce, f"{cfg.name}.cu", [], [])
+    prog = nvrtc.createProgram(source, f"{cfg.name}.cu", [], [])
     try:
         try:
-            nvrtc.compileProgram(prog, nvrtc_options(cfg))
+            with _nvrtc_cache_disabled():
+                nvrtc.compileProgram(prog, nvrtc_options(cfg))
         except nvrtc.NVRTCError as exc:
             path = _save_failed_source(cfg, source)
             raise CompileError(
