@@ -1,0 +1,159 @@
+"""Host-side TMA tensor maps (CUtensorMap), encoded with the driver's
+cuTensorMapEncodeTiled through ctypes on libcuda.so.1 (CuPy 14 does not wrap it).
+
+A tensor map is a 128-byte, 64-byte-aligned opaque struct that the kernel takes
+by value as a `const __grid_constant__` parameter. CuPy passes every kernel
+argument as a pointer in cuLaunchKernel's kernelParams array, so a
+`cupy.cuda.function.CPointer` holding the address of our host copy makes the
+driver copy the 128 bytes into the parameter space at launch.
+
+flash_fwd_wgmma views each (B, H, N, D) tensor as a 3-D tensor (D, N, B*H)
+(innermost first), so the sequence bound is per head: rows past N are
+zero-filled by the copy engine, never read from the next head.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import threading
+from collections import OrderedDict
+
+TENSOR_MAP_BYTES = 128
+TENSOR_MAP_ALIGN = 64
+
+# CUtensorMapDataType (cuda.h)
+DATA_TYPES = {"fp16": 6, "bf16": 9}
+ELEM_BYTES = {"fp16": 2, "bf16": 2}
+# CUtensorMapSwizzle
+SWIZZLE = {0: 0, 32: 1, 64: 2, 128: 3}
+INTERLEAVE_NONE = 0
+L2_PROMOTION_256B = 3  # CU_TENSOR_MAP_L2_PROMOTION_L2_256B
+OOB_FILL_ZERO = 0  # CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE: out-of-bounds elements read as zero
+
+
+class TmaError(RuntimeError):
+    """The driver refused to encode a tensor map."""
+
+
+@functools.cache
+def _encode_fn():
+    lib = ctypes.CDLL("libcuda.so.1")
+    fn = lib.cuTensorMapEncodeTiled
+    u32, u64 = ctypes.c_uint32, ctypes.c_uint64
+    fn.argtypes = [
+        ctypes.c_void_p,  # CUtensorMap* tensorMap
+        ctypes.c_int,  # CUtensorMapDataType
+        u32,  # tensorRank
+        ctypes.c_void_p,  # globalAddress
+        ctypes.POINTER(u64),  # globalDim[rank]
+        ctypes.POINTER(u64),  # globalStrides[rank-1] (bytes)
+        ctypes.POINTER(u32),  # boxDim[rank]
+        ctypes.POINTER(u32),  # elementStrides[rank]
+        ctypes.c_int,  # interleave
+        ctypes.c_int,  # swizzle
+        ctypes.c_int,  # l2Promotion
+        ctypes.c_int,  # oobFill
+    ]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+class TensorMap:
+    """One encoded CUtensorMap in 64-byte-aligned host memory."""
+
+    __slots__ = ("_buf", "address")
+
+    def __init__(self):
+        self._buf = ctypes.create_string_buffer(TENSOR_MAP_BYTES + TENSOR_MAP_ALIGN)
+        base = ctypes.addressof(self._buf)
+        self.address = (base + TENSOR_MAP_ALIGN - 1) // TENSOR_MAP_ALIGN * TENSOR_MAP_ALIGN
+
+    def raw(self) -> bytes:
+        return ctypes.string_at(self.address, TENSOR_MAP_BYTES)
+
+    def kernel_arg(self):
+        """What CuPy's launcher accepts for a by-value struct parameter: a pointer to its
+        bytes (a CPointer that also keeps this map alive until the launch is done)."""
+        return _map_arg_class()(self)
+
+
+def encode_tiled(ptr: int, dtype: str, dims: tuple[int, ...], strides_bytes: tuple[int, ...],
+                 box: tuple[int, ...], swizzle_bytes: int = 128) -> TensorMap:
+    """cuTensorMapEncodeTiled for a dense tensor; dims/box innermost first."""
+    rank = len(dims)
+    if len(box) != rank or len(strides_bytes) != rank - 1:
+        raise TmaError(f"rank mismatch: dims {dims}, strides {strides_bytes}, box {box}")
+    if ptr % 16:
+        raise TmaError(f"global address {ptr:#x} is not 16-byte aligned")
+    if any(s % 16 for s in strides_bytes):
+        raise TmaError(f"global strides {strides_bytes} must be multiples of 16 bytes")
+    if any(b < 1 or b > 256 for b in box):
+        raise TmaError(f"box {box}: each extent must be in 1..256")
+    if swizzle_bytes and box[0] * ELEM_BYTES[dtype] > swizzle_bytes:
+        raise TmaError(f"inner box extent {box[0]} x {ELEM_BYTES[dtype]} B exceeds the {swizzle_bytes} B swizzle span")
+    u32, u64 = ctypes.c_uint32, ctypes.c_uint64
+    tmap = TensorMap()
+    res = _encode_fn()(
+        tmap.address, DATA_TYPES[dtype], rank, ptr,
+        (u64 * rank)(*dims), (u64 * max(1, rank - 1))(*strides_bytes),
+        (u32 * rank)(*box), (u32 * rank)(*([1] * rank)),
+        INTERLEAVE_NONE, SWIZZLE[swizzle_bytes], L2_PROMOTION_256B, OOB_FILL_ZERO,
+    )
+    if res != 0:
+        raise TmaError(f"cuTensorMapEncodeTiled failed with CUresult {res} "
+                       f"(dims {dims}, strides {strides_bytes}, box {box}, dtype {dtype})")
+    return tmap
+
+
+def attention_operand_map(ptr: int, dtype: str, rows_per_head: int, heads_total: int, head_dim: int,
+                          box_rows: int, box_cols: int = 64) -> TensorMap:
+    """A (B, H, N, D) contiguous tensor as 3-D (D, N, B*H); box = box_cols x box_rows x 1,
+    swizzled 128 B (box_cols * element size must be 128 B)."""
+    eb = ELEM_BYTES[dtype]
+    return encode_tiled(ptr, dtype, (head_dim, rows_per_head, heads_total),
+                        (head_dim * eb, rows_per_head * head_dim * eb), (box_cols, box_rows, 1), 128)
+
+
+@functools.cache
+def _map_arg_class():
+    from cupy.cuda.function import CPointer
+
+    class TensorMapArg(CPointer):
+        def __init__(self, tmap: "TensorMap"):
+            super().__init__(tmap.address)
+            self.tmap = tmap
+
+    return TensorMapArg
+
+
+class _MapCache:
+    """Recently used tensor maps, keyed by everything they encode: re-encoding costs a
+    driver call per launch, and a cached map keeps its host bytes alive through the launch."""
+
+    def __init__(self, size: int = 64):
+        self.size = size
+        self.lock = threading.Lock()
+        self.items: OrderedDict = OrderedDict()
+
+    def get(self, key, make):
+        with self.lock:
+            item = self.items.get(key)
+            if item is not None:
+                self.items.move_to_end(key)
+                return item
+        item = make()
+        with self.lock:
+            self.items[key] = item
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+        return item
+
+
+_CACHE = _MapCache()
+
+
+def cached_operand_map(ptr: int, dtype: str, rows_per_head: int, heads_total: int, head_dim: int,
+                       box_rows: int, box_cols: int = 64) -> TensorMap:
+    key = (ptr, dtype, rows_per_head, heads_total, head_dim, box_rows, box_cols)
+    return _CACHE.get(key, lambda: attention_operand_map(ptr, dtype, rows_per_head, heads_total, head_dim,
+                                                         box_rows, box_cols))

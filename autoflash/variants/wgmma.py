@@ -1,0 +1,132 @@
+"""flash_fwd_wgmma: Hopper (sm_90a) flash attention forward, FlashAttention-3 style.
+
+One producer warpgroup (warps 0-3) issues TMA copies of Qi and of Kj/Vj tiles into a
+STAGES-deep ring of 128-byte-swizzled shared-memory buffers, completing on mbarriers;
+block_m / 64 consumer warpgroups each own 64 query rows and run
+S = Qi Kj^T (wgmma, both operands in shared memory) and O += P Vj (wgmma, P from
+registers) with the online softmax in base 2. `setmaxnreg` moves registers from
+the producer to the consumers.
+
+Kernel signature = the shared one (templates/README.md) plus three tensor maps
+passed by value (see templates/flash_fwd_wgmma.cu.j2 and autoflash/tma.py).
+"""
+from __future__ import annotations
+
+import math
+
+from autoflash.config import DTYPE_BYTES, KernelConfig
+from autoflash.variants.base import LOG2E, Variant
+
+# Per consumer-warpgroup count: (producer registers, consumer registers) after setmaxnreg.
+# 64K registers per SM, one block per SM: 128 * (producer + consumers * nc) <= 65536.
+REG_SPLIT = {1: (0, 0), 2: (24, 240), 3: (24, 160)}
+# Registers a consumer thread needs besides S, P and O (addresses, m_i, l_i, loop state).
+REG_OVERHEAD = 24
+BARRIER_BYTES = 8
+SMEM_ALIGN = 1024  # 128-byte swizzle atoms repeat every 1024 B: tiles start on that boundary
+
+
+class WgmmaVariant(Variant):
+    name = "flash_fwd_wgmma"
+    template_file = "flash_fwd_wgmma.cu.j2"
+    archs = ("sm_90a",)
+    dtypes = ("fp16", "bf16")
+    head_dims = (64, 128, 256)
+    knobs = {
+        "block_m": (64, 128, 192),  # Br = 64 x consumer warpgroups
+        "block_n": (64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240, 256),  # Bc: wgmma N, and K of P.V
+        "warps": (8, 12, 16),  # 4 x (1 producer + consumer warpgroups)
+        "stages": (2, 3, 4),  # K/V shared-memory ring depth
+    }
+
+    @staticmethod
+    def consumers(cfg: KernelConfig) -> int:
+        return cfg.block_m // 64
+
+    def own_problems(self, cfg: KernelConfig) -> list[str]:
+        errors = []
+        nc = self.consumers(cfg)
+        if cfg.warps != 4 * (nc + 1):
+            errors.append(f"warps={cfg.warps} must be 4 x (1 producer + {nc} consumer warpgroups) = {4 * (nc + 1)}")
+        if cfg.thread_m:
+            errors.append("thread_m is not used by flash_fwd_wgmma (must be 0)")
+        if cfg.block_n % 16:
+            errors.append(f"block_n={cfg.block_n} must be a multiple of 16 (k of the P.V wgmma)")
+        budget = REG_SPLIT[nc][1] or 255
+        regs = self.consumer_registers(cfg)
+        if regs > budget:
+            errors.append(f"~{regs} registers per consumer thread (S {cfg.block_n // 2} + P {cfg.block_n // 4} "
+                          f"+ O {cfg.head_dim // 2} + {REG_OVERHEAD}) exceed the {budget} a consumer gets")
+        return errors
+
+    @staticmethod
+    def consumer_registers(cfg: KernelConfig) -> int:
+        return cfg.block_n // 2 + cfg.block_n // 4 + cfg.head_dim // 2 + REG_OVERHEAD
+
+    def smem_layout(self, cfg: KernelConfig) -> dict:
+        eb = DTYPE_BYTES[cfg.dtype]
+        q_bytes = cfg.block_m * cfg.head_dim * eb
+        kv_bytes = cfg.block_n * cfg.head_dim * eb  # one K (or V) tile
+        q_off = 0
+        k_off = q_off + q_bytes
+        v_off = k_off + cfg.stages * kv_bytes
+        bar_off = v_off + cfg.stages * kv_bytes
+        bars = 1 + 3 * cfg.stages  # Q full; K full, V full, stage empty per stage
+        total = bar_off + bars * BARRIER_BYTES
+        return {"q_off": q_off, "k_off": k_off, "v_off": v_off, "bar_off": bar_off,
+                "q_bytes": q_bytes, "kv_bytes": kv_bytes, "total": total}
+
+    def smem_bytes(self, cfg: KernelConfig) -> int:
+        # + SMEM_ALIGN: the kernel rounds the dynamic shared-memory base up to 1024 B.
+        return self.smem_layout(cfg)["total"] + SMEM_ALIGN
+
+    def template_values(self, cfg: KernelConfig) -> dict:
+        lay = self.smem_layout(cfg)
+        nc = self.consumers(cfg)
+        producer_regs, consumer_regs = REG_SPLIT[nc]
+        return {
+            **self.common_values(cfg),
+            "consumers": nc,
+            "producer_regs": producer_regs,
+            "consumer_regs": consumer_regs,
+            "wgmma_type": "bf16" if cfg.dtype == "bf16" else "f16",
+            "q_off": lay["q_off"],
+            "k_off": lay["k_off"],
+            "v_off": lay["v_off"],
+            "bar_off": lay["bar_off"],
+            "kv_bytes": lay["kv_bytes"],
+            "q_bytes": lay["q_bytes"],
+            "overlap": 1,  # issue S(j+1) = Qi K(j+1)^T before softmax of tile j finishes P.V (FA3 intra-warpgroup)
+        }
+
+    def default(self, arch: str, dtype: str, head_dim: int, causal: bool) -> KernelConfig:
+        base = dict(template=self.name, arch=arch, dtype=dtype, head_dim=head_dim, causal=causal)
+        tiles = {64: (128, 128, 2), 128: (128, 128, 2), 256: (128, 80, 2)}
+        bm, bn, st = tiles[head_dim]
+        cfg = KernelConfig(**base, block_m=bm, block_n=bn, warps=4 * (bm // 64 + 1), stages=st)
+        errors = cfg.problems()
+        if errors:
+            raise ValueError(f"default wgmma config {cfg.name} is invalid: {errors}")
+        return cfg
+
+    # ------------------------------------------------------------ launching
+    def kernel_args(self, cfg: KernelConfig, pointers: tuple[int, ...], p, scale: float) -> tuple:
+        """The shared arguments plus tensor maps for Q, K and V (by value, 128 B each)."""
+        import numpy as np
+
+        from autoflash.tma import cached_operand_map
+
+        q, k, v, o, lse = pointers
+        d = cfg.head_dim
+        tq = cached_operand_map(q, cfg.dtype, p.seq_q, p.batch * p.heads_q, d, cfg.block_m)
+        tk = cached_operand_map(k, cfg.dtype, p.seq_k, p.batch * p.heads_kv, d, cfg.block_n)
+        tv = cached_operand_map(v, cfg.dtype, p.seq_k, p.batch * p.heads_kv, d, cfg.block_n)
+        return (np.uint64(q), np.uint64(k), np.uint64(v), np.uint64(o), np.uint64(lse),
+                np.int32(p.heads_q), np.int32(p.heads_kv), np.int32(p.seq_q), np.int32(p.seq_k),
+                np.float32(scale * LOG2E), tq.kernel_arg(), tk.kernel_arg(), tv.kernel_arg())
+
+    def grid(self, cfg: KernelConfig, batch: int, heads_q: int, seq_q: int) -> tuple[int, int, int]:
+        return (math.ceil(seq_q / cfg.block_m), heads_q, batch)
+
+
+VARIANT = WgmmaVariant()

@@ -1,0 +1,158 @@
+"""flash_fwd_wgmma on the H100: correctness of a few configs, then timing against
+torch SDPA's flash (FA2) and cuDNN backends. One run, short table last.
+
+    PYTHONPATH=$PWD timeout 300 python3 benchmarks/wgmma_probe.py [--quick] [--no-check] [--configs ...]
+
+Correctness: autoflash.verify.run_checked (fresh random inputs, NaN-poisoned outputs,
+float64 reference, LSE included) over odd lengths, Nq != Nk, GQA, causal.
+Timing: CUDA events, median of many reps after warm-up, random data, B*H = 64 heads.
+"""
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import torch  # noqa: E402
+
+from common import sdpa_runner, tflops, time_ms  # noqa: E402
+
+from autoflash.compile import compile_kernel  # noqa: E402
+from autoflash.config import KernelConfig  # noqa: E402
+from autoflash.launch import LoadedKernel, Problem  # noqa: E402
+from autoflash.render import environment  # noqa: E402
+from autoflash.variants import VARIANTS, register  # noqa: E402
+
+if "flash_fwd_wgmma" not in VARIANTS:
+    from autoflash.variants.wgmma import VARIANT
+
+    register(VARIANT)
+WG = VARIANTS["flash_fwd_wgmma"]
+
+# (batch, heads_q, heads_kv, seq_q, seq_k): odd lengths, Nq != Nk both ways, GQA and MQA.
+SHAPES = [
+    (1, 2, 2, 1, 1),
+    (2, 2, 1, 17, 17),
+    (1, 4, 2, 1000, 1000),
+    (1, 2, 2, 17, 1000),
+    (1, 3, 1, 1000, 17),
+    (1, 1, 1, 4097, 4097),
+    (1, 2, 1, 4097, 1000),
+]
+
+
+def cfg(dtype, d, causal, bm, bn, st):
+    return KernelConfig("flash_fwd_wgmma", "sm_90a", dtype, d, causal, bm, bn, 4 * (bm // 64 + 1), st)
+
+
+_LOADED = {}
+
+
+def load(c: KernelConfig, overlap: int = 1) -> LoadedKernel:
+    """Compile (optionally with the intra-warpgroup overlap off) and load one config."""
+    key = (c, overlap)
+    if key not in _LOADED:
+        values = WG.template_values(c)
+        values["overlap"] = overlap
+        src = environment().get_template(WG.template_file).render(**values)
+        compiled = compile_kernel(c, source=src, use_cache=False)
+        if compiled.report.spills:
+            print(f"  WARNING {c.name}: {compiled.report.spills} B spilled")
+        _LOADED[key] = LoadedKernel(compiled)
+    return _LOADED[key]
+
+
+def check(c: KernelConfig, overlap: int = 1, shapes=SHAPES) -> bool:
+    from autoflash.verify import run_checked
+
+    kernel = load(c, overlap)
+    ok = True
+    for i, (b, hq, hkv, nq, nk) in enumerate(shapes):
+        p = Problem(b, hq, hkv, nq, nk, c.head_dim, c.causal)
+        res = run_checked(kernel, p, seed=1000 + i)
+        if not res.passed:
+            ok = False
+            print(f"  FAIL {c.name} ov{overlap} {(b, hq, hkv, nq, nk)}: {res.describe()}", flush=True)
+    print(f"check {'ok  ' if ok else 'FAIL'} {c.name} overlap={overlap}", flush=True)
+    return ok
+
+
+def time_ours(c: KernelConfig, q, k, v, o, overlap: int = 1) -> float:
+    kernel = load(c, overlap)
+    b, h, n, d = q.shape
+    p = Problem(b, h, k.shape[1], n, k.shape[2], d, c.causal)
+    scale = d ** -0.5
+    stream = torch.cuda.current_stream().cuda_stream
+    ptrs = (q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), 0)
+    return time_ms(lambda: kernel.launch(*ptrs, p, scale, stream), warmup=5, reps=50, max_seconds=3)
+
+
+def bench(dtype, d, causal, n, configs, rows, heads=64, overlap_too=False):
+    tdt = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    b, h = max(1, heads * 4096 // (16 * n)), 16  # B*H*N fixed: fills the GPU for every N
+    q, k, v = (torch.randn(b, h, n, d, device="cuda", dtype=tdt) for _ in range(3))
+    o = torch.empty_like(q)
+    res = {}
+    for backend in ("sdpa_flash", "sdpa_cudnn"):
+        run = sdpa_runner(backend, q, k, v, causal)
+        res[backend] = tflops(b, h, n, n, d, causal, time_ms(run, reps=50, max_seconds=3)) if run else float("nan")
+    best = (0.0, None)
+    for c in configs:
+        for ov in ((1, 0) if overlap_too else (1,)):
+            tf = tflops(b, h, n, n, d, causal, time_ours(c, q, k, v, o, ov))
+            tag = c.name.replace("flash_fwd_wgmma_sm_90a_", "") + ("" if ov else " (no overlap)")
+            print(f"  {dtype} d{d} n{n} {'causal' if causal else 'full'}: {tag}: {tf:.0f} TFLOP/s", flush=True)
+            if tf > best[0]:
+                best = (tf, tag)
+    rows.append((dtype, d, n, causal, best[1], best[0], res["sdpa_flash"], res["sdpa_cudnn"]))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--no-check", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="check one config per head dim only")
+    ap.add_argument("--watchdog", type=float, default=270.0, help="dump stacks and exit after this many seconds")
+    args = ap.parse_args()
+    faulthandler.dump_traceback_later(args.watchdog, exit=True)
+    t0 = time.time()
+    print(torch.cuda.get_device_name(), flush=True)
+
+    if not args.no_check:
+        todo = [(cfg("bf16", 128, False, 128, 128, 2), 0)]  # overlap off: the simplest schedule first
+        for dtype in ("bf16", "fp16"):
+            for causal in (False, True):
+                for d in (64, 128, 256):
+                    todo.append((WG.default("sm_90a", dtype, d, causal), 1))
+        if not args.quick:
+            todo += [(cfg("bf16", 128, False, 128, 176, 2), 1), (cfg("bf16", 128, True, 64, 128, 3), 1),
+                     (cfg("fp16", 64, False, 192, 128, 2), 1)]
+        bad = [c.name for c, ov in todo if not check(c, ov)]
+        print(f"checks done in {time.time() - t0:.0f}s; failing: {bad or 'none'}", flush=True)
+
+    rows = []
+    d128 = [cfg("bf16", 128, False, 128, 128, 2), cfg("bf16", 128, False, 128, 176, 2),
+            cfg("bf16", 128, False, 128, 128, 3), cfg("bf16", 128, False, 128, 112, 2)]
+    bench("bf16", 128, False, 4096, d128, rows, overlap_too=True)
+    bench("fp16", 128, False, 4096, [c.replace(dtype="fp16") for c in d128[:2]], rows)
+    bench("bf16", 128, True, 4096, [cfg("bf16", 128, True, 128, 128, 2), cfg("bf16", 128, True, 128, 176, 2)], rows)
+    bench("bf16", 64, False, 4096, [cfg("bf16", 64, False, 128, 128, 2), cfg("bf16", 64, False, 192, 128, 2),
+                                    cfg("bf16", 64, False, 128, 192, 2)], rows)
+    bench("bf16", 256, False, 4096, [cfg("bf16", 256, False, 128, 80, 2), cfg("bf16", 256, False, 128, 64, 2)], rows)
+    bench("bf16", 128, False, 16384, [cfg("bf16", 128, False, 128, 128, 2)], rows)
+
+    print(f"\n{torch.cuda.get_device_name()}, forward TFLOP/s (4*B*H*N^2*D / t, halved for causal), "
+          f"median of CUDA-event timings; B*H*N = 64*4096")
+    print(f"{'dtype':<5} {'D':>4} {'N':>6} {'causal':>6} | {'wgmma':>6} {'FA2':>6} {'cuDNN':>6} | "
+          f"{'/FA2':>5} {'/cuDNN':>6} | best config")
+    for dtype, d, n, causal, tag, ours, fa2, cudnn in rows:
+        print(f"{dtype:<5} {d:>4} {n:>6} {str(causal):>6} | {ours:6.0f} {fa2:6.0f} {cudnn:6.0f} | "
+              f"{ours / fa2:5.2f} {ours / cudnn:6.2f} | {tag}")
+    print(f"total {time.time() - t0:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
