@@ -11,8 +11,8 @@ log = logging.getLogger("autoflash")
 # the arch, dtype and head dim wins.
 PREFERENCE = {
     "fp32": ("flash_fwd_simt",),
-    "fp16": ("flash_fwd_mma", "flash_fwd_simt"),
-    "bf16": ("flash_fwd_mma", "flash_fwd_simt"),
+    "fp16": ("flash_fwd_wgmma", "flash_fwd_mma", "flash_fwd_simt"),
+    "bf16": ("flash_fwd_wgmma", "flash_fwd_mma", "flash_fwd_simt"),
 }
 
 
@@ -22,12 +22,16 @@ def heuristic_default(arch: str, dtype: str, head_dim: int, causal: bool) -> Ker
     tried = []
     for name in PREFERENCE[dtype]:
         variant = VARIANTS.get(name)
-        if variant is None or arch not in variant.archs or dtype not in variant.dtypes:
+        if variant is None or dtype not in variant.dtypes:
+            continue
+        # An sm_90 GPU (H100) also runs sm_90a code (wgmma, setmaxnreg): such templates build for sm_90a.
+        use_arch = arch if arch in variant.archs else arch + "a" if arch + "a" in variant.archs else None
+        if use_arch is None:
             continue
         if head_dim not in variant.head_dims:
             tried.append(f"{name} supports head dims {list(variant.head_dims)}")
             continue
-        return variant.default(arch, dtype, head_dim, causal)
+        return variant.default(use_arch, dtype, head_dim, causal)
     from autoflash.api import InputError
 
     raise InputError(f"no template supports {dtype} head_dim={head_dim} on {arch}" + (": " + "; ".join(tried) if tried else ""))

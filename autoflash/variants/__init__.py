@@ -20,7 +20,7 @@ def _register_optional() -> None:
     # (no CUDA import), so this stays cheap and GPU-free.
     import importlib
 
-    for module in ("autoflash.variants.mma",):
+    for module in ("autoflash.variants.mma", "autoflash.variants.wgmma"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
