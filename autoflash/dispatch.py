@@ -1,4 +1,5 @@
-"""Which kernel config serves a problem: tuned entry if any, else a heuristic default."""
+"""Which kernel config serves a problem: a tuned entry (tuned_configs/, see store.py)
+if there is one, else a heuristic default."""
 from __future__ import annotations
 
 import logging
@@ -37,5 +38,39 @@ def heuristic_default(arch: str, dtype: str, head_dim: int, causal: bool) -> Ker
     raise InputError(f"no template supports {dtype} head_dim={head_dim} on {arch}" + (": " + "; ".join(tried) if tried else ""))
 
 
+_warned: set[tuple] = set()
+
+
+def tune_command(arch: str, dtype: str, head_dim: int, causal: bool) -> str:
+    return (f"autoflash tune --arch {arch} --dtype {dtype} --head-dim {head_dim} "
+            f"--causal {'yes' if causal else 'no'}")
+
+
+def explain(arch: str, device_name: str, dtype: str, head_dim: int, causal: bool, seq_len: int,
+            template: str | None = None) -> tuple[KernelConfig, str]:
+    """The config serving a problem and where it came from. Fallbacks, in order: an
+    entry tuned on this exact device, one tuned on another device of the same arch
+    (nearest sequence bucket in both), the heuristic default (with a one-time
+    warning naming the command that tunes it). A damaged tuned_configs file raises
+    StoreError naming the file and entry: it is never silently ignored."""
+    from autoflash import store
+
+    entries = store.entries_for_arch(arch)
+    entry, how = store.lookup(entries, device_name, dtype, head_dim, causal, seq_len, template)
+    if entry is not None:
+        cfg = KernelConfig.from_dict(entry["config"])
+        log.debug("tuned config %s for %s %s d%d causal=%s N=%d (%s)", cfg.name, device_name, dtype, head_dim,
+                  causal, seq_len, how)
+        return cfg, "tuned: " + how
+    cfg = heuristic_default(arch, dtype, head_dim, causal)
+    key = (arch, dtype, head_dim, causal)
+    if key not in _warned:
+        _warned.add(key)
+        log.warning("autoflash: no tuned config for %s %s head_dim=%d causal=%s on %s; using the untuned default "
+                    "%s. Tune it with: %s", arch, dtype, head_dim, causal, device_name, cfg.name,
+                    tune_command(arch, dtype, head_dim, causal))
+    return cfg, "heuristic default"
+
+
 def select(arch: str, device_name: str, dtype: str, head_dim: int, causal: bool, seq_len: int) -> KernelConfig:
-    return heuristic_default(arch, dtype, head_dim, causal)
+    return explain(arch, device_name, dtype, head_dim, causal, seq_len)[0]
