@@ -46,6 +46,7 @@ class ResourceReport:
     spill_loads: int
     stack_frame: int
     static_smem: int
+    source: str = "ptxas"  # "cubin" when read back from the ELF (see report_from_cubin)
 
     @property
     def spills(self) -> int:
@@ -116,6 +117,51 @@ _PTXAS_PATTERNS = {
 }
 
 
+def _elf_sections(blob: bytes) -> dict[str, tuple[int, int, int]]:
+    """name -> (offset, size, sh_info) of every section of an ELF64 image."""
+    shoff = struct.unpack_from("<Q", blob, 0x28)[0]
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", blob, 0x3A)
+    headers = [struct.unpack_from("<IIQQQQIIQQ", blob, shoff + i * shentsize) for i in range(shnum)]
+    names_at = headers[shstrndx][4]
+    sections = {}
+    for h in headers:
+        start = names_at + h[0]
+        name = blob[start:blob.index(b"\0", start)].decode()
+        sections[name] = (h[4], h[5], h[7])
+    return sections
+
+
+_EIATTR_REGCOUNT, _EIATTR_FRAME_SIZE = 0x2F, 0x11  # attributes in a cubin's .nv.info section
+
+
+def report_from_cubin(cubin: bytes, kernel: str) -> ResourceReport:
+    """Registers and stack frame read from the cubin itself, for when NVRTC's log
+    has no ptxas report (NVRTC 13 skips ptxas, and its -v output, when its own
+    cache holds the kernel). The cubin does not separate spills from other local
+    memory, so the whole stack frame is counted as spill stores (conservative)."""
+    sections = _elf_sections(cubin)
+    if f".text.{kernel}" not in sections or ".nv.info" not in sections:
+        raise CompileError(f"cubin has no code or .nv.info for {kernel}")
+    # sh_info of a kernel's .text: symbol index in the low 24 bits (registers in the top 8)
+    symbol = sections[f".text.{kernel}"][2] & 0xFFFFFF
+    offset, size, _ = sections[".nv.info"]
+    values, i = {}, offset
+    while i + 4 <= offset + size:  # records: format u8, attribute u8, size u16, payload
+        fmt, attr, length = cubin[i], cubin[i + 1], struct.unpack_from("<H", cubin, i + 2)[0]
+        if fmt != 4:  # only "sized" records have a payload here
+            i += 4
+            continue
+        if length == 8:
+            sym, value = struct.unpack_from("<II", cubin, i + 4)
+            if sym == symbol:
+                values[attr] = value
+        i += 4 + length
+    if _EIATTR_REGCOUNT not in values:
+        raise CompileError(f"cubin records no register count for {kernel}")
+    frame = values.get(_EIATTR_FRAME_SIZE, 0)
+    return ResourceReport(values[_EIATTR_REGCOUNT], frame, 0, frame, 0, source="cubin")
+
+
 def parse_ptxas_report(text: str, kernel: str) -> ResourceReport:
     """Pick the kernel's lines out of NVRTC's log (ptxas -v output)."""
     start = text.find(f"Function properties for {kernel}")
@@ -129,6 +175,14 @@ def parse_ptxas_report(text: str, kernel: str) -> ResourceReport:
     if not re.search(_PTXAS_PATTERNS["registers"], section):
         raise CompileError(f"no ptxas resource report for {kernel} in the NVRTC log:\n{text}")
     return ResourceReport(**values)
+
+
+def resource_report(cubin: bytes, text: str, kernel: str) -> ResourceReport:
+    """ptxas's own report when the log has one, else what the cubin records."""
+    if f"Function properties for {kernel}" in text:
+        return parse_ptxas_report(text, kernel)
+    log.debug("no ptxas report in the NVRTC log for %s; reading the cubin", kernel)
+    return report_from_cubin(cubin, kernel)
 
 
 def _elf_size(blob: bytes) -> int:
@@ -238,7 +292,7 @@ def compile_kernel(cfg: KernelConfig, source: str | None = None, use_cache: bool
         source = render(cfg)
     if not use_cache:
         cubin, text = _nvrtc_compile(source, cfg)
-        return CompiledKernel(cfg, cubin, parse_ptxas_report(text, cfg.name), text)
+        return CompiledKernel(cfg, cubin, resource_report(cubin, text, cfg.name), text)
 
     folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
@@ -254,7 +308,7 @@ def compile_kernel(cfg: KernelConfig, source: str | None = None, use_cache: bool
         if entry is not None:
             return entry
         cubin, text = _nvrtc_compile(source, cfg)
-        report = parse_ptxas_report(text, cfg.name)
+        report = resource_report(cubin, text, cfg.name)
         meta = {
             "name": cfg.name,
             "config": cfg.to_dict(),

@@ -88,3 +88,14 @@ def test_cubin_is_for_the_exact_arch():
     # a CUDA cubin's ELF e_flags (offset 0x30) carry the SM version in bits 8..15
     flags = int.from_bytes(cubin[0x30:0x34], "little")
     assert (flags >> 8) & 0xFF == 86
+
+
+def test_report_from_cubin_matches_ptxas():
+    """The fallback used when NVRTC's cache swallows the ptxas report."""
+    for cfg in REPRESENTATIVE[:3]:
+        kernel = afc.compile_kernel(cfg, use_cache=False)
+        assert kernel.report.source == "ptxas"
+        from_elf = afc.report_from_cubin(kernel.cubin, cfg.name)
+        assert from_elf.registers == kernel.report.registers
+        assert from_elf.stack_frame == kernel.report.stack_frame
+        assert afc.resource_report(kernel.cubin, "", cfg.name) == from_elf
