@@ -1,0 +1,235 @@
+"""The tuner's logic without a GPU: a deterministic stand-in runner and compiler
+(runner.StandInBackend, runner.standin_compile) drive every path of tune.Tuner."""
+import os
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from autoflash import store, tune
+from autoflash.runner import InlineRunner, RunnerProcess, StandInBackend, standin_tflops
+from autoflash.tune import StudyKey, TuneOptions, Tuner
+
+DEVICE = "Stand-in GPU"
+KEY = StudyKey("sm_90", DEVICE, None, "fp32", 64, False)
+# A small slice of the simt space: 3 x 2 x 2 x 2 = 24 configs, some of which break the rules.
+KNOBS = {"block_m": (32, 64, 128), "block_n": (32, 64), "warps": (4, 8), "thread_m": (4, 8)}
+BUCKETS = (1024, 4096)
+
+
+def standin(overrides=None):
+    return {"kind": "standin", "arch": "sm_90", "device_name": DEVICE, "overrides": overrides or {}}
+
+
+def run(overrides=None, key=KEY, **opts):
+    spec = standin(overrides)
+    runner = InlineRunner(StandInBackend(spec))
+    options = TuneOptions(**{"trials": 64, "buckets": BUCKETS, "knobs": KNOBS, **opts})
+    tuner = Tuner(options, runner, runner.call({"op": "info"}), workers=0, standin=spec)
+    (result,) = tuner.run([key])
+    return result, tuner
+
+
+def valid_configs(key=KEY):
+    return [c for c in tune.space(key, KNOBS) if not c.problems()]
+
+
+def by_state(result, state):
+    return [r for r in result.trials if r["state"] == state and r["duplicate_of"] is None]
+
+
+def test_space_has_rule_breakers_and_valid_configs():
+    configs = tune.space(KEY, KNOBS)
+    assert len(configs) == 24
+    assert 0 < len(valid_configs()) < 24
+
+
+def test_prunes_rule_breakers_before_compiling_with_the_reason():
+    result, tuner = run(sampler="exhaustive")
+    pruned = [r for r in by_state(result, "PRUNED") if r["reason"].startswith("rule:")]
+    invalid = {c.name for c in tune.space(KEY, KNOBS) if c.problems()}
+    # exhaustive enqueues valid configs only: rule-breakers come from the sampler (next test)
+    assert not pruned and not invalid & {r["config"] for r in result.trials}
+    result, tuner = run(sampler="tpe", trials=12, seed=3)
+    pruned = [r for r in result.trials if r["reason"].startswith("rule:")]
+    assert pruned, "TPE proposed no rule-breaker; the space should make it likely"
+    for r in pruned:
+        assert r["config"] in invalid
+        assert r["registers"] is None  # never compiled
+
+
+def test_failures_are_recorded_with_reasons_and_never_win():
+    ranked = sorted(valid_configs(), key=lambda c: -standin_tflops(c))
+    fastest, second, third, fourth, fifth = (c.name for c in ranked[:5])
+    overrides = {
+        fastest: {"wrong": 0.5},  # the fastest config gives a wrong answer
+        second: {"compile_error": "error: identifier 'x' is undefined"},
+        third: {"launch_error": "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES"},
+        fourth: {"spills": 64},
+    }
+    result, _ = run(overrides, sampler="exhaustive")
+    rows = {r["config"]: r for r in result.trials}
+    assert rows[fastest]["state"] == "FAIL" and "wrong answer" in rows[fastest]["reason"]
+    assert rows[second]["state"] == "FAIL" and rows[second]["reason"].startswith("compile error:")
+    assert "identifier 'x'" in rows[second]["reason"]
+    assert rows[third]["state"] == "FAIL" and "OUT_OF_RESOURCES" in rows[third]["reason"]
+    assert rows[fourth]["state"] == "PRUNED" and "spills 64 bytes" in rows[fourth]["reason"]
+    assert len(result.entries) == len(BUCKETS)
+    for e in result.entries:  # the fastest *correct* one wins
+        assert e["config"]["block_m"] is not None
+        assert tune.KernelConfig.from_dict(e["config"]).name == fifth
+    assert result.counts["failed"] == 3 and result.counts["pruned"] >= 1
+
+
+def test_returns_the_fastest_correct_config_per_bucket_and_records_what_was_measured():
+    result, tuner = run(sampler="exhaustive")
+    best = max(valid_configs(), key=standin_tflops)
+    assert [e["seq_bucket"] for e in result.entries] == list(BUCKETS)
+    for e in result.entries:
+        store.validate_entry(e, "sm_90")
+        assert tune.KernelConfig.from_dict(e["config"]) == best
+        problem = tune.bench_problem(e["seq_bucket"], 64, False)
+        assert e["problem"] == {"batch": problem["batch"], "heads": problem["heads_q"], "seq": e["seq_bucket"]}
+        expected_ms = tune.flops(problem) / (standin_tflops(best) * 1e9)
+        assert e["ms"] == pytest.approx(expected_ms, rel=1e-2)
+        assert e["tflops"] == pytest.approx(standin_tflops(best), rel=1e-2)
+        assert len(e["finalists"]) == 3 and e["finalists"][0]["name"] == best.name
+        assert 0 <= e["spread"] < 0.01
+        assert e["default_ms"] is not None and e["default_ms"] >= e["ms"]
+        assert e["trials"]["run"] == len(valid_configs())
+        assert e["device"] == DEVICE and e["driver"] == "13.0"
+
+
+def test_study_is_seeded_with_the_heuristic_default():
+    result, _ = run(sampler="tpe", trials=5)
+    default = tune.heuristic_default(KEY)
+    assert result.trials[0]["config"] == default.name and result.trials[0]["state"] == "COMPLETE"
+
+
+def test_trial_budget_counts_compiled_candidates_only():
+    result, _ = run(sampler="tpe", trials=6, seed=1)
+    counted = [r for r in result.trials if r["duplicate_of"] is None and not r["reason"].startswith("rule:")]
+    assert len(counted) == 6
+
+
+def test_far_slower_configs_stop_early_as_pruned():
+    result, _ = run(sampler="exhaustive", slower_factor=1.05)
+    early = [r for r in result.trials if r["reason"].startswith("stopped early")]
+    assert early, "with a 1.05x threshold some configs must stop early"
+    assert all(r["state"] == "PRUNED" for r in early)
+    best = max(valid_configs(), key=standin_tflops)
+    assert all(tune.KernelConfig.from_dict(e["config"]) == best for e in result.entries)
+
+
+def test_no_correct_config_gives_no_entry():
+    result, _ = run({c.name: {"wrong": 1.0} for c in valid_configs()}, sampler="exhaustive")
+    assert result.entries == []
+    assert result.counts["failed"] == len(valid_configs())
+
+
+def test_fixed_template_is_part_of_the_key():
+    key = StudyKey("sm_90", DEVICE, "flash_fwd_simt", "fp32", 64, False)
+    result, _ = run(key=key, sampler="exhaustive")
+    assert result.entries and all(e["template"] == "flash_fwd_simt" for e in result.entries)
+    assert "|flash_fwd_simt|" in result.study_name
+
+
+def test_every_template_supporting_the_problem_competes():
+    key = StudyKey("sm_90", DEVICE, None, "fp16", 64, False)
+    names = {v.name for v, _ in tune.variants_for("sm_90", "fp16", 64)}
+    assert "flash_fwd_simt" in names and len(names) >= 2  # simt plus the tensor-core templates
+    assert {c.template for c in tune.space(key)} == names
+    assert tune.variants_for("sm_90", "fp32", 64) and all(
+        v.name == "flash_fwd_simt" for v, _ in tune.variants_for("sm_90", "fp32", 64))
+
+
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_resumes_from_storage(tmp_path, kind):
+    url = str(tmp_path / "tune.log") if kind == "journal" else f"sqlite:///{tmp_path / 'tune.db'}"
+    first, _ = run(sampler="tpe", trials=4, seed=5, storage=url)
+    second, _ = run(sampler="tpe", trials=9, seed=5, storage=url)
+    assert second.study_name == first.study_name
+    counted = [r for r in second.trials if r["duplicate_of"] is None and not r["reason"].startswith("rule:")]
+    assert len(counted) == 9  # 4 from the first run + 5 more, not 9 new ones
+    assert len({r["config"] for r in counted}) == 9  # nothing already tried is tried again
+    assert [r["number"] for r in second.trials[:len(first.trials)]] == [r["number"] for r in first.trials]
+    listing = tune.stored_listing(url)
+    assert list(listing) == [first.study_name] and len(listing[first.study_name]) == len(second.trials)
+
+
+def test_resume_marks_trials_of_a_dead_process_failed(tmp_path):
+    url = str(tmp_path / "tune.log")
+    first, _ = run(sampler="tpe", trials=3, storage=url)
+    study = optuna.load_study(study_name=first.study_name, storage=tune.open_storage(url))
+    t = study.ask()  # a trial a killed `autoflash tune` left RUNNING
+    t.set_user_attr("worker", f"{os.uname().nodename}:999999999")
+    t.set_user_attr("counted", True)
+    result, _ = run(sampler="tpe", trials=5, storage=url)
+    row = next(r for r in result.trials if r["number"] == t.number)
+    assert row["state"] == "FAIL"
+
+
+def test_per_key_trial_listing_explains_every_trial():
+    ranked = sorted(valid_configs(), key=lambda c: -standin_tflops(c))
+    result, _ = run({ranked[0].name: {"wrong": 0.5}}, sampler="tpe", trials=10, seed=2)
+    assert result.trials
+    for r in result.trials:
+        assert r["state"] in ("COMPLETE", "PRUNED", "FAIL")
+        if r["state"] == "COMPLETE":
+            assert set(r["ms"]) == {str(b) for b in BUCKETS} and all(v > 0 for v in r["ms"].values())
+        else:
+            assert r["reason"], f"trial {r['number']} ({r['state']}) has no reason"
+
+
+def test_tuner_with_real_processes():
+    """The runner in a subprocess and a compile pool of 1 process, as a real run has them."""
+    spec = standin({})
+    runner = RunnerProcess(spec, timeout_s=60)
+    try:
+        info = runner.call({"op": "info"})
+        assert info["ok"] and info["device_name"] == DEVICE
+        tuner = Tuner(TuneOptions(trials=6, buckets=BUCKETS, knobs=KNOBS, sampler="tpe"), runner, info, workers=1,
+                      standin=spec)
+        (result,) = tuner.run([KEY])
+    finally:
+        runner.close()
+    assert len(result.entries) == len(BUCKETS)
+    assert result.counts["complete"] >= 1
+
+
+def test_runner_process_survives_a_crash_and_a_fault():
+    name = valid_configs()[0].name
+    cfg = valid_configs()[0].to_dict()
+    runner = RunnerProcess(standin({name: {"crash": 3}}), timeout_s=60)
+    try:
+        reply = runner.call({"op": "trial", "id": 1, "config": cfg, "buckets": []})
+        assert reply["status"] == "fail" and "died (exit code 3)" in reply["reason"]
+        assert runner.call({"op": "info"})["ok"]  # a fresh runner took over
+        assert runner.restarts == 1
+    finally:
+        runner.close()
+    runner = RunnerProcess(standin({name: {"launch_error": "illegal address", "fatal": True}}), timeout_s=60)
+    try:
+        reply = runner.call({"op": "trial", "id": 1, "config": cfg, "buckets": []})
+        assert reply["status"] == "fail" and "illegal address" in reply["reason"]
+        assert runner.call({"op": "info"})["ok"] and runner.restarts == 1
+    finally:
+        runner.close()
+
+
+def test_runner_reports_no_gpu_as_data():
+    runner = RunnerProcess({"kind": "nonexistent"}, timeout_s=60)
+    try:
+        reply = runner.call({"op": "info"})
+    finally:
+        runner.close()
+    assert reply["ok"] is False and "unknown runner kind" in reply["error"]
+
+
+def test_compile_space_prunes_by_rules_and_resources():
+    name = valid_configs()[0].name
+    rows = tune.compile_space([KEY], KNOBS, workers=0, standin=standin({name: {"spills": 8}}))
+    status = {r.config.name: r for r in rows}
+    assert status[name].status == "resources" and "spills 8 bytes" in status[name].reason
+    assert {r.status for r in rows} == {"ok", "rule", "resources"}
+    assert all(r.registers is not None for r in rows if r.status == "ok")
