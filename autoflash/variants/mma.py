@@ -13,8 +13,7 @@ from autoflash.variants.base import Variant
 
 SMEM_PAD = 8  # elements (16 bytes) added to each shared-memory row: conflict-free ldmatrix
 MAX_M_TILES = 2  # 16-row mma tiles per warp the template is built for
-REGISTER_OVERHEAD = 40  # addresses, loop state, softmax temporaries, K/V fragments in flight
-Q_IN_REGS_MAX_HEAD_DIM = 128  # above this, Q fragments are re-read from shared memory each k-step
+REGISTER_OVERHEAD = 56  # addresses, loop state, softmax temporaries, K/V fragments in flight
 
 
 class MmaVariant(Variant):
@@ -37,18 +36,22 @@ class MmaVariant(Variant):
         return cfg.block_m // rows if cfg.block_m % rows == 0 else 0
 
     @staticmethod
-    def register_estimate(cfg: KernelConfig) -> int:
-        """32-bit registers per thread that must stay live: Q fragments (D/4 per 16-row tile),
-        O accumulators (D/2), S accumulators (Bc/2), plus a fixed overhead."""
+    def register_estimate(cfg: KernelConfig, q_in_regs: bool | None = None) -> int:
+        """32-bit registers per thread that must stay live: Q fragments (D/4 per 16-row tile,
+        or 4 when re-read from shared memory each k-step), O accumulators (D/2), S
+        accumulators (Bc/2), plus a fixed overhead."""
         mt = MmaVariant.m_tiles(cfg)
-        q_regs = cfg.head_dim // 4 if MmaVariant.q_in_regs(cfg) else 4
+        if q_in_regs is None:
+            q_in_regs = MmaVariant.q_in_regs(cfg)
+        q_regs = cfg.head_dim // 4 if q_in_regs else 4
         return mt * (q_regs + cfg.head_dim // 2 + cfg.block_n // 2) + REGISTER_OVERHEAD
 
     @staticmethod
     def q_in_regs(cfg: KernelConfig) -> bool:
-        """Q fragments stay in registers for the whole key loop up to D = 128; at D = 256
-        their 64 registers beside O's 128 spill, so the template re-reads them per k-step."""
-        return cfg.head_dim <= Q_IN_REGS_MAX_HEAD_DIM
+        """Q fragments stay in registers for the whole key loop wherever they fit beside
+        O and S (D <= 128 with 16 rows per warp, D <= 64 with 32); otherwise (D = 256, or
+        32 rows a warp at D = 128) the template re-reads them with ldmatrix each k-step."""
+        return MmaVariant.register_estimate(cfg, q_in_regs=True) <= cfg.limits.regs_per_thread
 
     def own_problems(self, cfg: KernelConfig) -> list[str]:
         errors = []
@@ -89,10 +92,10 @@ class MmaVariant(Variant):
     # (block_m, block_n, warps, stages)
     DEFAULTS = {
         32: [(128, 64, 4, 2), (64, 64, 4, 2)],
-        64: [(128, 64, 4, 2), (128, 64, 8, 2), (64, 64, 4, 2)],
-        80: [(128, 64, 8, 2), (64, 64, 4, 2)],
-        96: [(128, 64, 8, 2), (64, 64, 4, 2)],
-        128: [(128, 64, 8, 2), (64, 64, 4, 2), (64, 32, 4, 2)],
+        64: [(128, 64, 4, 2), (64, 64, 4, 2)],
+        80: [(128, 32, 4, 2), (128, 64, 8, 2), (64, 64, 4, 2)],
+        96: [(128, 32, 4, 2), (128, 64, 8, 2), (64, 64, 4, 2)],
+        128: [(128, 32, 4, 2), (128, 64, 8, 2), (64, 64, 4, 2), (64, 32, 4, 2)],
         256: [(64, 32, 4, 2), (32, 32, 2, 1)],
     }
 
