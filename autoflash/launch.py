@@ -71,8 +71,27 @@ class LoadedKernel:
         if p.head_dim != self.config.head_dim or p.causal != self.config.causal:
             raise LaunchError(f"kernel {self.config.name} cannot run head_dim={p.head_dim} causal={p.causal}")
         args = self.variant.kernel_args(self.config, (q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr), p, scale)
-        stream = cupy.cuda.ExternalStream(stream_ptr) if stream_ptr else cupy.cuda.get_current_stream()
+        stream = external_stream(stream_ptr) if stream_ptr else cupy.cuda.get_current_stream()
         self.function(self.grid(p), (self.config.threads, 1, 1), args, shared_mem=self.smem, stream=stream)
+
+
+class _StreamHandle:
+    """A raw cudaStream_t seen through the CUDA stream protocol."""
+
+    def __init__(self, ptr: int):
+        self.ptr = ptr
+
+    def __cuda_stream__(self):
+        return (0, self.ptr)
+
+
+def external_stream(ptr: int):
+    """A CuPy stream object for a stream another framework (e.g. PyTorch) owns."""
+    import cupy
+
+    if hasattr(cupy.cuda.Stream, "from_external"):  # CuPy 14+
+        return cupy.cuda.Stream.from_external(_StreamHandle(ptr))
+    return cupy.cuda.ExternalStream(ptr)  # CuPy 13 (the cu12 extra)
 
 
 def default_scale(head_dim: int) -> float:
