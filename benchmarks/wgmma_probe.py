@@ -52,12 +52,15 @@ def cfg(dtype, d, causal, bm, bn, st):
 _LOADED = {}
 
 
-def load(c: KernelConfig, overlap: int = 1) -> LoadedKernel:
-    """Compile (optionally with the intra-warpgroup overlap off) and load one config."""
-    key = (c, overlap)
+def load(c: KernelConfig, overlap: int | None = None, pingpong: int | None = None) -> LoadedKernel:
+    """Compile (optionally overriding the schedule switches) and load one config."""
+    key = (c, overlap, pingpong)
     if key not in _LOADED:
         values = WG.template_values(c)
-        values["overlap"] = overlap
+        if overlap is not None:
+            values["overlap"] = overlap
+        if pingpong is not None:
+            values["pingpong"] = pingpong
         src = environment().get_template(WG.template_file).render(**values)
         compiled = compile_kernel(c, source=src, use_cache=False)
         if compiled.report.spills:
@@ -66,23 +69,23 @@ def load(c: KernelConfig, overlap: int = 1) -> LoadedKernel:
     return _LOADED[key]
 
 
-def check(c: KernelConfig, overlap: int = 1, shapes=SHAPES) -> bool:
+def check(c: KernelConfig, overlap=None, pingpong=None, shapes=SHAPES, scale=None) -> bool:
     from autoflash.verify import run_checked
 
-    kernel = load(c, overlap)
+    kernel = load(c, overlap, pingpong)
     ok = True
     for i, (b, hq, hkv, nq, nk) in enumerate(shapes):
         p = Problem(b, hq, hkv, nq, nk, c.head_dim, c.causal)
-        res = run_checked(kernel, p, seed=1000 + i)
+        res = run_checked(kernel, p, seed=1000 + i, scale=scale)
         if not res.passed:
             ok = False
-            print(f"  FAIL {c.name} ov{overlap} {(b, hq, hkv, nq, nk)}: {res.describe()}", flush=True)
-    print(f"check {'ok  ' if ok else 'FAIL'} {c.name} overlap={overlap}", flush=True)
+            print(f"  FAIL {c.name} ov{overlap} pp{pingpong} {(b, hq, hkv, nq, nk)}: {res.describe()}", flush=True)
+    print(f"check {'ok  ' if ok else 'FAIL'} {c.name} overlap={overlap} pingpong={pingpong}", flush=True)
     return ok
 
 
-def time_ours(c: KernelConfig, q, k, v, o, overlap: int = 1) -> float:
-    kernel = load(c, overlap)
+def time_ours(c: KernelConfig, q, k, v, o, overlap=None, pingpong=None) -> float:
+    kernel = load(c, overlap, pingpong)
     b, h, n, d = q.shape
     p = Problem(b, h, k.shape[1], n, k.shape[2], d, c.causal)
     scale = d ** -0.5
@@ -91,7 +94,7 @@ def time_ours(c: KernelConfig, q, k, v, o, overlap: int = 1) -> float:
     return time_ms(lambda: kernel.launch(*ptrs, p, scale, stream), warmup=5, reps=50, max_seconds=3)
 
 
-def bench(dtype, d, causal, n, configs, rows, heads=64, overlap_too=False):
+def bench(dtype, d, causal, n, configs, rows, heads=64, schedules=((None, None),)):
     tdt = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
     b, h = max(1, heads * 4096 // (16 * n)), 16  # B*H*N fixed: fills the GPU for every N
     q, k, v = (torch.randn(b, h, n, d, device="cuda", dtype=tdt) for _ in range(3))
@@ -102,9 +105,11 @@ def bench(dtype, d, causal, n, configs, rows, heads=64, overlap_too=False):
         res[backend] = tflops(b, h, n, n, d, causal, time_ms(run, reps=50, max_seconds=3)) if run else float("nan")
     best = (0.0, None)
     for c in configs:
-        for ov in ((1, 0) if overlap_too else (1,)):
-            tf = tflops(b, h, n, n, d, causal, time_ours(c, q, k, v, o, ov))
-            tag = c.name.replace("flash_fwd_wgmma_sm_90a_", "") + ("" if ov else " (no overlap)")
+        c = c.replace(dtype=dtype, causal=causal)
+        for ov, pp in schedules:
+            tf = tflops(b, h, n, n, d, causal, time_ours(c, q, k, v, o, ov, pp))
+            tag = c.name.replace("flash_fwd_wgmma_sm_90a_", "")
+            tag += "".join(f" {k}={x}" for k, x in (("overlap", ov), ("pingpong", pp)) if x is not None)
             print(f"  {dtype} d{d} n{n} {'causal' if causal else 'full'}: {tag}: {tf:.0f} TFLOP/s", flush=True)
             if tf > best[0]:
                 best = (tf, tag)
@@ -122,27 +127,36 @@ def main():
     print(torch.cuda.get_device_name(), flush=True)
 
     if not args.no_check:
-        todo = [(cfg("bf16", 128, False, 128, 128, 2), 0)]  # overlap off: the simplest schedule first
+        todo = []
         for dtype in ("bf16", "fp16"):
             for causal in (False, True):
                 for d in (64, 128, 256):
-                    todo.append((WG.default("sm_90a", dtype, d, causal), 1))
+                    todo.append((WG.default("sm_90a", dtype, d, causal), None, None))
         if not args.quick:
-            todo += [(cfg("bf16", 128, False, 128, 176, 2), 1), (cfg("bf16", 128, True, 64, 128, 3), 1),
-                     (cfg("fp16", 64, False, 192, 128, 2), 1)]
-        bad = [c.name for c, ov in todo if not check(c, ov)]
+            todo += [(cfg("bf16", 128, False, 128, 128, 2), 0, None), (cfg("bf16", 128, True, 128, 128, 2), 1, 1),
+                     (cfg("fp16", 64, True, 192, 128, 3), 1, 1), (cfg("bf16", 256, False, 128, 64, 2), 1, 1),
+                     (cfg("bf16", 128, False, 128, 176, 2), None, None), (cfg("bf16", 128, True, 64, 128, 3), None, None)]
+        bad = [c.name for c, ov, pp in todo if not check(c, ov, pp)]
+        for scale in (-0.3, 0.0):  # the generic softmax path (scale <= 0: no FFMA folding)
+            if not check(cfg("bf16", 128, True, 128, 128, 2), shapes=SHAPES[:4], scale=scale):
+                bad.append(f"scale={scale}")
         print(f"checks done in {time.time() - t0:.0f}s; failing: {bad or 'none'}", flush=True)
 
     rows = []
-    d128 = [cfg("bf16", 128, False, 128, 128, 2), cfg("bf16", 128, False, 128, 176, 2),
-            cfg("bf16", 128, False, 128, 128, 3), cfg("bf16", 128, False, 128, 112, 2)]
-    bench("bf16", 128, False, 4096, d128, rows, overlap_too=True)
-    bench("fp16", 128, False, 4096, [c.replace(dtype="fp16") for c in d128[:2]], rows)
-    bench("bf16", 128, True, 4096, [cfg("bf16", 128, True, 128, 128, 2), cfg("bf16", 128, True, 128, 176, 2)], rows)
-    bench("bf16", 64, False, 4096, [cfg("bf16", 64, False, 128, 128, 2), cfg("bf16", 64, False, 192, 128, 2),
-                                    cfg("bf16", 64, False, 128, 192, 2)], rows)
-    bench("bf16", 256, False, 4096, [cfg("bf16", 256, False, 128, 80, 2), cfg("bf16", 256, False, 128, 64, 2)], rows)
-    bench("bf16", 128, False, 16384, [cfg("bf16", 128, False, 128, 128, 2)], rows)
+    both = ((1, 0), (1, 1))  # (overlap, pingpong)
+    d128 = [cfg("bf16", 128, False, 128, 128, 2), cfg("bf16", 128, False, 128, 128, 3),
+            cfg("bf16", 128, False, 128, 176, 2)]
+    bench("bf16", 128, False, 4096, d128, rows, schedules=both)
+    bench("fp16", 128, False, 4096, d128[:2], rows, schedules=both)
+    bench("bf16", 128, True, 4096, d128[:2], rows, schedules=both)
+    d64 = [cfg("bf16", 64, False, 128, 128, 3), cfg("bf16", 64, False, 128, 128, 4), cfg("bf16", 64, False, 192, 128, 3),
+           cfg("bf16", 64, False, 128, 192, 3), cfg("bf16", 64, False, 192, 96, 4)]
+    bench("bf16", 64, False, 4096, d64, rows, schedules=both)
+    bench("bf16", 64, True, 4096, d64[:3], rows, schedules=both)
+    d256 = [cfg("bf16", 256, False, 128, 80, 2), cfg("bf16", 256, False, 128, 64, 2)]
+    bench("bf16", 256, False, 4096, d256, rows, schedules=both)
+    bench("bf16", 128, False, 16384, d128[:2], rows, schedules=both)
+    bench("bf16", 128, False, 1024, d128[:2], rows, schedules=both)
 
     print(f"\n{torch.cuda.get_device_name()}, forward TFLOP/s (4*B*H*N^2*D / t, halved for causal), "
           f"median of CUDA-event timings; B*H*N = 64*4096")

@@ -71,7 +71,7 @@ class WgmmaVariant(Variant):
         k_off = q_off + q_bytes
         v_off = k_off + cfg.stages * kv_bytes
         bar_off = v_off + cfg.stages * kv_bytes
-        bars = 1 + 3 * cfg.stages  # Q full; K full, V full, stage empty per stage
+        bars = 1 + 4 * cfg.stages  # Q full; K full, V full, K empty, V empty per stage
         total = bar_off + bars * BARRIER_BYTES
         return {"q_off": q_off, "k_off": k_off, "v_off": v_off, "bar_off": bar_off,
                 "q_bytes": q_bytes, "kv_bytes": kv_bytes, "total": total}
@@ -97,12 +97,20 @@ class WgmmaVariant(Variant):
             "kv_bytes": lay["kv_bytes"],
             "q_bytes": lay["q_bytes"],
             "overlap": 1,  # issue S(j+1) = Qi K(j+1)^T before softmax of tile j finishes P.V (FA3 intra-warpgroup)
+            # consumer warpgroups take turns issuing GEMMs (FA3 inter-warpgroup ping-pong); measured on the
+            # H100 (NOTES.md v2): +6% at 2 stages, within noise at 3; not a KernelConfig field yet
+            "pingpong": 0,
         }
 
     def default(self, arch: str, dtype: str, head_dim: int, causal: bool) -> KernelConfig:
         base = dict(template=self.name, arch=arch, dtype=dtype, head_dim=head_dim, causal=causal)
-        tiles = {64: (128, 128, 2), 128: (128, 128, 2), 256: (128, 80, 2)}
-        bm, bn, st = tiles[head_dim]
+        # Measured on the H100 (benchmarks/NOTES.md, flash_fwd_wgmma v2), bf16 N=4096.
+        tiles = {
+            (64, False): (128, 128, 2), (64, True): (128, 128, 2),
+            (128, False): (128, 128, 2), (128, True): (128, 128, 2),
+            (256, False): (128, 80, 2), (256, True): (128, 80, 2),
+        }
+        bm, bn, st = tiles[(head_dim, causal)]
         cfg = KernelConfig(**base, block_m=bm, block_n=bn, warps=4 * (bm // 64 + 1), stages=st)
         errors = cfg.problems()
         if errors:
