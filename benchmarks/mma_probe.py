@@ -126,6 +126,14 @@ def main():
                     f"spills={comp.report.spills} {msg}")
                 if not ok:
                     failures.append(cfg.name)
+    # the scale enters only through scale_log2: negative and zero scales too
+    for dtype, d, causal in (("bf16", 64, True), ("fp16", 128, False)):
+        cfg = V.default(arch, dtype, d, causal)
+        for scale in (-0.3, 0.0, 0.37):
+            c = run_checked(loaded_kernel(cfg, 0), Problem(1, 2, 1, 333, 257, d, causal), seed=9, scale=scale)
+            log(f"check {'PASS' if c.passed else 'FAIL'} {cfg.name} scale={scale} {c.describe()}")
+            if not c.passed:
+                failures.append(f"{cfg.name} scale={scale}")
     log(f"checks done in {time.time() - t0:.1f}s, {len(failures)} failures")
 
     # 2. sweep at N = 4096 (bf16 only; fp16 uses the same tiles)
