@@ -12,6 +12,7 @@ passed by value (see templates/flash_fwd_wgmma.cu.j2 and autoflash/tma.py).
 """
 from __future__ import annotations
 
+import functools
 import math
 
 from autoflash.config import DTYPE_BYTES, KernelConfig
@@ -71,7 +72,7 @@ class WgmmaVariant(Variant):
         k_off = q_off + q_bytes
         v_off = k_off + cfg.stages * kv_bytes
         bar_off = v_off + cfg.stages * kv_bytes
-        bars = 1 + 4 * cfg.stages  # Q full; K full, V full, K empty, V empty per stage
+        bars = 2 + 4 * cfg.stages  # Q full, Q empty; K full, V full, K empty, V empty per stage
         total = bar_off + bars * BARRIER_BYTES
         return {"q_off": q_off, "k_off": k_off, "v_off": v_off, "bar_off": bar_off,
                 "q_bytes": q_bytes, "kv_bytes": kv_bytes, "total": total}
@@ -97,17 +98,18 @@ class WgmmaVariant(Variant):
             "kv_bytes": lay["kv_bytes"],
             "q_bytes": lay["q_bytes"],
             "overlap": 1,  # issue S(j+1) = Qi K(j+1)^T before softmax of tile j finishes P.V (FA3 intra-warpgroup)
-            # consumer warpgroups take turns issuing GEMMs (FA3 inter-warpgroup ping-pong); measured on the
-            # H100 (NOTES.md v2): +6% at 2 stages, within noise at 3; not a KernelConfig field yet
-            "pingpong": 0,
+            # consumer warpgroups take turns issuing GEMMs (FA3 inter-warpgroup ping-pong): measured on the
+            # H100 (NOTES.md v3) it helps the causal kernels (one CTA per item) and not the persistent
+            # non-causal ones; not a KernelConfig field yet, so it follows `causal`
+            "pingpong": 1 if cfg.causal else 0,
         }
 
     def default(self, arch: str, dtype: str, head_dim: int, causal: bool) -> KernelConfig:
         base = dict(template=self.name, arch=arch, dtype=dtype, head_dim=head_dim, causal=causal)
-        # Measured on the H100 (benchmarks/NOTES.md, flash_fwd_wgmma v2), bf16 N=4096.
+        # Measured on the H100 (benchmarks/NOTES.md, flash_fwd_wgmma v3), bf16 N=4096.
         tiles = {
-            (64, False): (128, 128, 2), (64, True): (128, 128, 2),
-            (128, False): (128, 128, 2), (128, True): (128, 128, 2),
+            (64, False): (192, 128, 2), (64, True): (192, 128, 3),
+            (128, False): (128, 128, 3), (128, True): (128, 128, 3),
             (256, False): (128, 80, 2), (256, True): (128, 80, 2),
         }
         bm, bn, st = tiles[(head_dim, causal)]
@@ -131,10 +133,34 @@ class WgmmaVariant(Variant):
         tv = cached_operand_map(v, cfg.dtype, p.seq_k, p.batch * p.heads_kv, d, cfg.block_n)
         return (np.uint64(q), np.uint64(k), np.uint64(v), np.uint64(o), np.uint64(lse),
                 np.int32(p.heads_q), np.int32(p.heads_kv), np.int32(p.seq_q), np.int32(p.seq_k),
-                np.float32(scale * LOG2E), tq.kernel_arg(), tk.kernel_arg(), tv.kernel_arg())
+                np.float32(scale * LOG2E), tq.kernel_arg(), tk.kernel_arg(), tv.kernel_arg(), np.int32(p.batch))
+
+    # The kernel walks work items blockIdx.x, blockIdx.x + gridDim.x, ..., so the grid decides
+    # the schedule: one CTA per SM looping (persistent: the next item's Qi and K/V loads run under
+    # this item's epilogue; +5-15% non-causal on the H100), or one CTA per item (causal: items
+    # differ in cost, and the hardware's dynamic block scheduler balances them far better than a
+    # static round-robin: persistent causal lost up to 30%). None = by `causal`.
+    persistent: bool | None = None
 
     def grid(self, cfg: KernelConfig, batch: int, heads_q: int, seq_q: int) -> tuple[int, int, int]:
-        return (math.ceil(seq_q / cfg.block_m), heads_q, batch)
+        items = math.ceil(seq_q / cfg.block_m) * heads_q * batch
+        persistent = (not cfg.causal) if self.persistent is None else self.persistent
+        if persistent:
+            items = min(items, _sm_count())
+        return (items, 1, 1)
+
+
+@functools.cache
+def _sm_count_of(device_id: int) -> int:
+    import cupy
+
+    return int(cupy.cuda.runtime.getDeviceProperties(device_id)["multiProcessorCount"])
+
+
+def _sm_count() -> int:
+    import cupy
+
+    return _sm_count_of(cupy.cuda.Device().id)
 
 
 VARIANT = WgmmaVariant()
