@@ -11,7 +11,8 @@ from autoflash.launch import LoadedKernel, Problem, default_scale
 
 log = logging.getLogger("autoflash")
 
-SUPPORTED_ARRAYS = "PyTorch CUDA tensors, CuPy arrays, or objects with __cuda_array_interface__"
+SUPPORTED_ARRAYS = ("PyTorch CUDA tensors, CuPy arrays, or CUDA arrays with __dlpack__ (JAX, ...) or "
+                    "__cuda_array_interface__")
 
 
 class InputError(ValueError):
@@ -23,12 +24,13 @@ class Operand:
     """A device array seen as a raw pointer plus what the kernel needs to know."""
 
     name: str
-    kind: str  # "torch" or "cupy"
-    obj: object
+    kind: str  # "torch", "cupy", or the top-level module of a foreign array (e.g. "jax")
+    obj: object  # the tensor, or for a foreign array its zero-copy CuPy view
     ptr: int
     shape: tuple
     dtype: str
     device: int
+    wrap: object = None  # foreign arrays: turns a CuPy result into the caller's kind (None: CuPy)
 
 
 _TORCH_DTYPES = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
@@ -48,18 +50,75 @@ def as_operand(x, name: str) -> Operand:
         return Operand(name, "torch", x, x.data_ptr(), tuple(x.shape), dtype, x.device.index)
     if mod.startswith("numpy"):
         raise InputError(f"{name} is a NumPy array on the CPU; pass {SUPPORTED_ARRAYS}")
+    kind, wrap = "cupy", None
     if not mod.startswith("cupy"):
-        if not hasattr(x, "__cuda_array_interface__"):
-            raise InputError(f"{name} is a {type(x).__name__}; pass {SUPPORTED_ARRAYS}")
-        import cupy
-
-        x = cupy.asarray(x)  # zero-copy view of the foreign device array
+        kind = {"jaxlib": "jax"}.get(mod.split(".")[0], mod.split(".")[0])  # JAX arrays' type lives in jaxlib
+        x, wrap = _foreign_view(x, name)
     dtype = _CUPY_DTYPES.get(str(x.dtype))
     if dtype is None:
         raise InputError(f"{name} has dtype {x.dtype}; supported: float32, float16, bfloat16")
     if not x.flags.c_contiguous:
         raise InputError(f"{name} is not C-contiguous (strides {x.strides}); pass cupy.ascontiguousarray({name})")
-    return Operand(name, "cupy", x, x.data.ptr, tuple(x.shape), dtype, x.device.id)
+    return Operand(name, kind, x, x.data.ptr, tuple(x.shape), dtype, x.device.id, wrap)
+
+
+_DLPACK_CUDA_DEVICES = (2, 13)  # DLDeviceType kDLCUDA, kDLCUDAManaged
+
+
+def _foreign_view(x, name: str):
+    """A zero-copy CuPy view of another library's CUDA array, and how to hand a CuPy
+    result back as that library's array. DLPack first (it carries stream order: the
+    view is safe to use on CuPy's current stream, and the result is exported to the
+    caller's stream the same way), else __cuda_array_interface__ (result stays CuPy)."""
+    import cupy
+
+    if hasattr(x, "__dlpack__") and hasattr(x, "__dlpack_device__"):
+        device_type, _ = x.__dlpack_device__()
+        if int(device_type) not in _DLPACK_CUDA_DEVICES:
+            raise InputError(f"{name} is a {type(x).__name__} on DLPack device type {int(device_type)}, not a CUDA "
+                             f"GPU; move it to the GPU first")
+        try:
+            view = cupy.from_dlpack(x)
+        except Exception as exc:  # e.g. a dtype CuPy cannot represent
+            raise InputError(f"{name} ({type(x).__name__}) cannot be viewed through DLPack: {exc}") from None
+        return view, _returner(x)
+    if hasattr(x, "__cuda_array_interface__"):
+        return cupy.asarray(x), None  # zero-copy view of the foreign device array
+    raise InputError(f"{name} is a {type(x).__name__}; pass {SUPPORTED_ARRAYS}")
+
+
+def _returner(x):
+    """from_dlpack of the array's own library (array API namespace; JAX's jax.dlpack), or None."""
+    get_ns = getattr(x, "__array_namespace__", None)
+    if get_ns is not None:
+        try:
+            ns = get_ns()
+        except Exception:  # a library whose namespace is optional or broken: fall through
+            ns = None
+        if ns is not None and hasattr(ns, "from_dlpack"):
+            return ns.from_dlpack
+    if type(x).__module__.split(".")[0] in ("jax", "jaxlib"):
+        import jax.dlpack
+
+        return jax.dlpack.from_dlpack
+    return None
+
+
+def _cupy_dtype(dtype: str):
+    import cupy
+
+    if dtype == "bf16":
+        try:
+            import ml_dtypes  # CuPy's bfloat16 is ml_dtypes.bfloat16 (JAX installs it)
+        except ModuleNotFoundError:
+            raise InputError("bfloat16 CuPy arrays need the ml_dtypes package (pip install ml_dtypes)") from None
+        return ml_dtypes.bfloat16
+    return {"fp32": cupy.float32, "fp16": cupy.float16}[dtype]
+
+
+def _result(ref: Operand, x):
+    """A result in the caller's kind: foreign arrays get theirs back through DLPack (no copy)."""
+    return x if ref.wrap is None or x is None else ref.wrap(x)
 
 
 def check_inputs(q: Operand, k: Operand, v: Operand) -> Problem:
@@ -140,7 +199,7 @@ def _empty_like(ref: Operand, shape: tuple, dtype: str):
     import cupy
 
     with cupy.cuda.Device(ref.device):
-        return cupy.empty(shape, dtype={"fp32": cupy.float32, "fp16": cupy.float16}[dtype])
+        return cupy.empty(shape, dtype=_cupy_dtype(dtype))
 
 
 def _pointer(x) -> int:
@@ -195,4 +254,5 @@ def attention(q, k, v, *, causal: bool = False, scale: float | None = None, retu
     with cupy.cuda.Device(qo.device):
         kernel.launch(qo.ptr, ops[1].ptr, ops[2].ptr, _pointer(out), _pointer(lse) if lse is not None else 0,
                       problem, scale, _stream(qo))
+    out, lse = _result(qo, out), _result(qo, lse)
     return (out, lse) if return_lse else out
