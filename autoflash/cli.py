@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, help="folder for <arch>.json (default: the checkout's tuned_configs/, "
                                             "else the user data dir)")
     t.add_argument("--log", type=Path, help="write every trial of every problem here as JSON "
-                                            "(default: <out>/../tune-logs/ in a checkout, else the user data dir)")
+                                            "(default: a new file under the user state dir's tune-logs/)")
     t.add_argument("--compile-only", action="store_true",
                    help="no GPU needed: render and compile the space for --arch, prune by resources, print the table")
     t.add_argument("--workers", type=int, help="compile processes (default: CPU cores - 1)")
@@ -122,15 +122,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # ---------------------------------------------------------------- tune
-def _probe_gpu(device: int) -> dict:
-    """Ask a runner subprocess what GPU is here (this process never touches CUDA)."""
+def _probe_gpu(device: int):
+    """Start the GPU runner subprocess and ask it what GPU is here (this process
+    never touches CUDA): (info, runner); the runner is reused for tuning."""
     from autoflash.runner import RunnerProcess
 
-    runner = RunnerProcess({"kind": "gpu", "device": device}, timeout_s=180)
+    runner = RunnerProcess({"kind": "gpu", "device": device}, timeout_s=120)
     try:
-        return runner.call({"op": "info"})
-    finally:
+        info = runner.call({"op": "info"}, timeout=180)
+    except BaseException:
         runner.close()
+        raise
+    if not info.get("ok"):
+        runner.close()
+    return info, runner
 
 
 def _keys(args, arch: str, device: str) -> tuple[list, list[str]]:
@@ -191,9 +196,21 @@ def cmd_tune(args) -> int:
         return _compile_only(args, knobs, standin, reason=None)
 
     if standin is not None:
-        info = {"ok": True, "arch": standin["arch"], "device_name": STANDIN_DEVICE, "driver": "13.0", "nvrtc": "13.0"}
+        from autoflash.runner import InlineRunner, StandInBackend
+
+        runner = InlineRunner(StandInBackend(standin))
+        info = runner.call({"op": "info"})
     else:
-        info = _probe_gpu(args.device)
+        info, runner = _probe_gpu(args.device)
+    try:
+        return _tune_on_gpu(args, knobs, standin, buckets, info, runner)
+    finally:
+        runner.close()
+
+
+def _tune_on_gpu(args, knobs, standin, buckets, info, runner) -> int:
+    from autoflash import tune
+
     if not info.get("ok"):
         if not args.arch:
             raise CliError(f"no usable GPU ({info.get('error')}); to compile a search space without one, "
@@ -209,17 +226,10 @@ def cmd_tune(args) -> int:
     for note in skipped:
         print(f"skipped {note}")
     out_dir = args.out or store.default_out_dir()
-    log_path = args.log or _default_log_path(out_dir, arch)
+    log_path = args.log or _default_log_path(arch)
     opts = tune.TuneOptions(trials=args.trials, timeout=args.timeout, seed=args.seed, sampler=args.sampler,
                             storage=args.storage, buckets=buckets, tokens=args.tokens or tune.TOKENS, knobs=knobs)
-    if standin is not None:
-        from autoflash.runner import InlineRunner, StandInBackend
-
-        runner, workers = InlineRunner(StandInBackend(standin)), 0 if args.workers is None else args.workers
-    else:
-        from autoflash.runner import RunnerProcess
-
-        runner, workers = RunnerProcess({"kind": "gpu", "device": args.device}), args.workers
+    workers = (0 if args.workers is None else args.workers) if standin is not None else args.workers
     print(f"tuning {len(keys)} problem(s) on {info['device_name']} ({arch}, driver {info.get('driver')}, "
           f"NVRTC {info.get('nvrtc')}), buckets N={','.join(map(str, buckets))}, up to {args.trials} trials each"
           + (f", storage {args.storage}" if args.storage else ""))
@@ -231,7 +241,6 @@ def cmd_tune(args) -> int:
         raise CliError(str(exc)) from None
     finally:
         progress.close()
-        runner.close()
     entries = [e for r in results for e in r.entries]
     path = Path(out_dir) / f"{arch}.json"
     if entries:
@@ -246,11 +255,11 @@ def cmd_tune(args) -> int:
     return 0 if entries else 1
 
 
-def _default_log_path(out_dir: Path, arch: str) -> Path:
+def _default_log_path(arch: str) -> Path:
+    import platformdirs
+
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out_dir = Path(out_dir)
-    base = out_dir.parent / "tune-logs" if (out_dir.parent / "pyproject.toml").exists() else out_dir / "tune-logs"
-    return base / f"{arch}-{stamp}.json"
+    return Path(platformdirs.user_state_dir("autoflash")) / "tune-logs" / f"{arch}-{stamp}.json"
 
 
 class _Progress:

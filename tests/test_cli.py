@@ -67,8 +67,10 @@ def test_main_job_without_gpu_compiles_instead_and_says_so(capsys):
 
 
 def test_tuning_another_arch_than_the_gpus_is_an_error(capsys, monkeypatch):
-    monkeypatch.setattr(cli, "_probe_gpu", lambda device: {"ok": True, "arch": "sm_90",
-                                                           "device_name": "NVIDIA H100 80GB HBM3"})
+    from autoflash.runner import InlineRunner, StandInBackend
+
+    runner = InlineRunner(StandInBackend({"kind": "standin", "device_name": "NVIDIA H100 80GB HBM3"}))
+    monkeypatch.setattr(cli, "_probe_gpu", lambda device: (runner.call({"op": "info"}), runner))
     rc = cli.main(["tune", "--arch", "sm_89", *SMALL])
     err = capsys.readouterr().err
     assert rc == 2
