@@ -109,14 +109,27 @@ def main():
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--quick", action="store_true", help="defaults only, N=4096 only")
     ap.add_argument("--sweep-max", type=int, default=30)
+    ap.add_argument("--no-check", action="store_true", help="skip step 1 (tests/test_kernels_gpu.py covers it)")
+    ap.add_argument("--ncu", action="store_true",
+                    help="only launch the bf16 D128 N4096 default 3 times (a target for ncu), then exit")
     args = ap.parse_args()
     arch, name = device_arch(0)
+    if args.ncu:
+        cfg = V.default(arch, "bf16", 128, False)
+        q, k, v = (torch.randn(4, 32, 4096, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+        o = torch.empty_like(q)
+        run = our_runner(cfg, q, k, v, o, False)
+        for _ in range(3):
+            run()
+        torch.cuda.synchronize()
+        log(f"launched {cfg.name} x3")
+        return 0
     log(f"device {name} arch {arch} torch {torch.__version__}")
 
     # 1. correctness of every default config
     failures = []
     t0 = time.time()
-    for dtype in V.dtypes:
+    for dtype in () if args.no_check else V.dtypes:
         for d in V.head_dims:
             for causal in (False, True):
                 cfg = V.default(arch, dtype, d, causal)
