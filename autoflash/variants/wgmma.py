@@ -137,13 +137,18 @@ class WgmmaVariant(Variant):
 
     # The kernel walks work items blockIdx.x, blockIdx.x + gridDim.x, ..., so the grid decides
     # the schedule: one CTA per SM looping (persistent: the next item's Qi and K/V loads run under
-    # this item's epilogue; +5-15% non-causal on the H100), or one CTA per item (causal: items
-    # differ in cost, and the hardware's dynamic block scheduler balances them far better than a
-    # static round-robin: persistent causal lost up to 30%). None = by `causal`.
-    persistent: bool | None = None
+    # this item's epilogue; +5-15% non-causal on the H100), or one CTA per item. Causal items are
+    # pairs of query tiles of equal total cost, so a static round-robin balances them.
+    persistent: bool | None = True
+
+    @staticmethod
+    def items(cfg: KernelConfig, batch: int, heads_q: int, seq_q: int) -> int:
+        q_tiles = math.ceil(seq_q / cfg.block_m)
+        units = (q_tiles + 1) // 2 if cfg.causal else q_tiles  # causal: (T-1-u, u) pairs
+        return units * heads_q * batch
 
     def grid(self, cfg: KernelConfig, batch: int, heads_q: int, seq_q: int) -> tuple[int, int, int]:
-        items = math.ceil(seq_q / cfg.block_m) * heads_q * batch
+        items = self.items(cfg, batch, heads_q, seq_q)
         persistent = (not cfg.causal) if self.persistent is None else self.persistent
         if persistent:
             items = min(items, _sm_count())
