@@ -8,7 +8,10 @@ registers) with the online softmax in base 2. `setmaxnreg` moves registers from
 the producer to the consumers.
 
 Kernel signature = the shared one (templates/README.md) plus three tensor maps
-passed by value (see templates/flash_fwd_wgmma.cu.j2 and autoflash/tma.py).
+passed by value and the batch size (see templates/flash_fwd_wgmma.cu.j2 and
+autoflash/tma.py); the grid is 1-D and persistent (one CTA per SM), see `grid`.
+Schedule switches not (yet) in KernelConfig follow the config: intra-warpgroup
+overlap always, consumer ping-pong iff causal (measured, benchmarks/NOTES.md).
 """
 from __future__ import annotations
 
