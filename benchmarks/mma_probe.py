@@ -119,7 +119,7 @@ def candidates(arch, dtype, d, causal):
     for c in V.space(arch, dtype, d, causal):
         if c.problems() or c.block_m < 64 or c.warps not in (4, 8) or c.block_n > 128:
             continue
-        if c.stages == 3 and c.block_n > 64:
+        if (c.stages >= 3 and c.block_n > 64) or (c.stages == 4 and c.block_n > 32):
             continue
         out.append(c)
     return out

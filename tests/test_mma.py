@@ -91,6 +91,7 @@ REPRESENTATIVE = [
     MMA.default("sm_80", "bf16", 256, False),
     MMA.default("sm_86", "fp16", 128, True),
     MMA.default("sm_89", "bf16", 96, False),
+    cfg(block_m=128, block_n=32, warps=4, stages=3, causal=True),  # the software-pipelined loop
 ]
 
 

@@ -5,6 +5,12 @@ padded by 16 bytes a row, K/V tiles brought in by a cp.async pipeline of `stages
 buffers. Warps split the block's query rows: each owns m_tiles = block_m / (16 * warps)
 mma tiles of 16 rows, keeps its Q fragments in registers for the whole key loop, and
 runs the online softmax on its accumulator fragments (4 lanes per row).
+
+stages 1-2 run FlashAttention-2's loop (S, softmax, P V per tile); stages 3-4 run the
+template's software-pipelined loop (S_{j+1} = Q K_{j+1}^T issued before P_j V_j, whose
+mma interleaves with the softmax of S_{j+1}), with tiles j, j+1 resident and stages - 2
+tiles in flight. Q fragments stay in registers where they fit beside O and S (see
+q_in_regs); otherwise each k-step re-reads them with ldmatrix.
 """
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ class MmaVariant(Variant):
         "block_m": (32, 64, 128, 192, 256),
         "block_n": (32, 64, 128, 256),
         "warps": (2, 4, 6, 8, 12, 16),
-        "stages": (1, 2, 3),
+        "stages": (1, 2, 3, 4),  # 1-2: FlashAttention-2 loop; 3-4: software-pipelined loop (template)
     }
 
     @staticmethod
