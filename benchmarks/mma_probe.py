@@ -239,10 +239,11 @@ def main():
                     fl = sdpa(SDPBackend.FLASH_ATTENTION, q, k, v, causal)
                     cu = sdpa(SDPBackend.CUDNN_ATTENTION, q, k, v, causal)
                     runners = [("flash", fl), ("cudnn", cu)] + [(c, our_runner(c, q, k, v, o, causal)) for c in cfgs]
-                    # Round robin, 3 rounds, median per runner: no backend always runs on a hotter chip.
+                    # Round robin, 3 rounds, the order rotated each round, median per runner: no backend
+                    # always runs right after the same one (cuDNN heats the chip the most).
                     samples = {key: [] for key, fn in runners if fn}
-                    for _ in range(3):
-                        for key, fn in runners:
+                    for r in range(3):
+                        for key, fn in runners[r % len(runners):] + runners[:r % len(runners)]:
                             if fn:
                                 samples[key].append(tflops(b, h, n, d, causal, time_ms(fn, warmup=5, reps=20)))
                     med = {key: statistics.median(v) for key, v in samples.items()}
