@@ -132,6 +132,7 @@ def main():
     ap.add_argument("--no-check", action="store_true")
     ap.add_argument("--quick", action="store_true", help="check the defaults only")
     ap.add_argument("--sweep", choices=("all", "causal"), help="time tile/schedule variants instead of the table")
+    ap.add_argument("--checks-only", action="store_true", help="correctness checks, no timing")
     ap.add_argument("--watchdog", type=float, default=270.0, help="dump stacks and exit after this many seconds")
     args = ap.parse_args()
     faulthandler.dump_traceback_later(args.watchdog, exit=True)
@@ -145,8 +146,11 @@ def main():
                 for d in (64, 128, 256):
                     todo.append((WG.default("sm_90a", dtype, d, causal), None, None))
         if not args.quick:
-            todo += [(cfg("bf16", 128, False, 128, 128, 2), 0, None), (cfg("bf16", 128, True, 128, 128, 3), 1, 0),
-                     (cfg("bf16", 128, True, 64, 128, 3), None, None), (cfg("fp16", 128, False, 128, 128, 3), None, None)]
+            todo += [(cfg("bf16", 128, False, 128, 128, 2), 0, None), (cfg("bf16", 128, True, 128, 128, 3), 0, None),
+                     (cfg("bf16", 128, True, 128, 128, 3), 1, 0), (cfg("bf16", 128, False, 128, 128, 3), 1, 1),
+                     (cfg("bf16", 128, True, 64, 128, 3), None, None), (cfg("fp16", 64, False, 64, 128, 2), None, None),
+                     (cfg("bf16", 128, True, 128, 176, 2), None, None), (cfg("fp16", 256, True, 128, 64, 2), None, None),
+                     (cfg("bf16", 64, True, 128, 192, 4), None, None)]
         bad = [c.name for c, ov, pp in todo if not check(c, ov, pp)]
         for scale in (-0.3, 0.0):  # the generic softmax path (scale <= 0: no FFMA folding)
             if not check(cfg("bf16", 128, True, 128, 128, 2), shapes=SHAPES[:4], scale=scale):
@@ -158,7 +162,9 @@ def main():
         WG.persistent = saved
         print(f"checks done in {time.time() - t0:.0f}s; failing: {bad or 'none'}", flush=True)
 
-    if args.sweep:
+    if args.checks_only:
+        pass
+    elif args.sweep:
         sweep(args.sweep)
     else:
         table()
