@@ -707,6 +707,10 @@ class Tuner:
                     break
             if not chosen:
                 continue
+            # the heuristic default is re-timed beside them, so "vs default" compares like with like
+            default = [t for t in complete if t.user_attrs["config"] == st.default_name]
+            if default and default[0].user_attrs["config"] not in names:
+                chosen.append(default[0])
             st.finals[b] = {"trials": chosen, "compiled": [None] * len(chosen)}
             for i, t in enumerate(chosen):
                 cfg = suggest_from_params(st.key, t.params)
@@ -738,15 +742,17 @@ class Tuner:
             log.warning("re-timing the finalists of %s N=%d failed (%s); using their trial times", st.key.describe(), b,
                         reply.get("reason"))
             best = min((t for t, _ in ok), key=lambda t: t.user_attrs["ms"][str(b)])
-            self._final_entry(st, b, best, None, [(t.user_attrs["config"], t.user_attrs["ms"][str(b)]) for t, _ in ok])
+            finalists = [(t.user_attrs["config"], t.user_attrs["ms"][str(b)]) for t, _ in ok]
+            self._final_entry(st, b, best, None, finalists, dict(finalists).get(st.default_name))
             return
         medians = [timing.median(r) for r in reply["rounds"]]
         order = sorted(range(len(ok)), key=lambda i: medians[i])
         win = order[0]
         finalists = [(ok[i][0].user_attrs["config"], medians[i]) for i in order]
-        self._final_entry(st, b, ok[win][0], (medians[win], timing.spread(reply["rounds"][win])), finalists)
+        self._final_entry(st, b, ok[win][0], (medians[win], timing.spread(reply["rounds"][win])), finalists,
+                          dict(finalists).get(st.default_name))
 
-    def _final_entry(self, st: _Study, b: int, trial, retimed, finalists: list) -> None:
+    def _final_entry(self, st: _Study, b: int, trial, retimed, finalists: list, default_ms=None) -> None:
         st.finalize_jobs -= len(st.finals[b]["trials"])
         cfg = suggest_from_params(st.key, trial.params)
         if retimed is not None:
@@ -757,10 +763,6 @@ class Tuner:
             spread = (t["max_ms"] - t["min_ms"]) / t["min_ms"] if t.get("min_ms") else 0.0
         problem = bench_problem(b, st.key.head_dim, st.key.causal, self.opt.tokens)
         counts = trial_counts(st.study)
-        default_ms = None
-        if st.default_name is not None and st.default_name in st.outcome:
-            state, _, attrs = st.outcome[st.default_name]
-            default_ms = (attrs.get("ms") or {}).get(str(b)) if state.name == "COMPLETE" else None
         entry = {
             "device": st.key.device, "template": st.key.template, "dtype": st.key.dtype,
             "head_dim": st.key.head_dim, "causal": st.key.causal, "seq_bucket": b, "config": cfg.to_dict(),
