@@ -142,3 +142,10 @@ def test_show_names_a_damaged_file(tmp_path, capsys):
     rc = cli.main(["show", "--dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 2 and "sm_90.json: entry 0" in err
+
+
+@pytest.mark.skipif("has_gpu()", reason="checks the no-GPU error of verify")
+def test_verify_without_gpu_points_to_compile_only(capsys):
+    rc = cli.main(["verify"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no usable GPU" in err and "--compile-only" in err

@@ -237,3 +237,18 @@ def test_compile_space_prunes_by_rules_and_resources():
     assert status[name].status == "resources" and "spills 8 bytes" in status[name].reason
     assert {r.status for r in rows} == {"ok", "rule", "resources"}
     assert all(r.registers is not None for r in rows if r.status == "ok")
+
+
+def test_templates_compete_and_the_fastest_template_wins():
+    """bf16: the stand-in makes tensor-core templates 4x faster than simt, so a simt
+    config must not win, although simt configs are in the study."""
+    key = StudyKey("sm_90", DEVICE, None, "bf16", 128, False)
+    spec = standin({})
+    runner = InlineRunner(StandInBackend(spec))
+    tuner = Tuner(TuneOptions(trials=30, buckets=(4096,), sampler="random", seed=1), runner,
+                  runner.call({"op": "info"}), workers=0, standin=spec)
+    (result,) = tuner.run([key])
+    tried = {r["config"].split("_sm_")[0] for r in result.trials if r["registers"] is not None}  # compiled
+    assert "flash_fwd_simt" in tried and len(tried) >= 2
+    (entry,) = result.entries
+    assert entry["config"]["template"] != "flash_fwd_simt"
