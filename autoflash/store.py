@@ -275,17 +275,29 @@ def write(path: str | Path, entries: list[dict], arch: str | None = None) -> Non
     atomic_write_text(path, dumps(entries, arch))
 
 
+def lock_path(path: Path) -> Path:
+    """The lock serialising writers of one tuned_configs file. It lives in the temp dir,
+    keyed by the file's absolute path, so no lock file litters tuned_configs/ (a
+    checkout); it serialises the processes of one machine."""
+    import hashlib
+
+    key = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:24]
+    folder = Path(tempfile.gettempdir()) / "autoflash-locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{key}.lock"
+
+
 def merge(path: str | Path, new_entries: list[dict], arch: str | None = None) -> list[dict]:
     """Add entries to a file, replacing those with the same key and keeping the rest.
 
-    Holds <file>.lock while it reads, merges and writes, so concurrent writers all
-    land. A damaged existing file is an error (it is never silently overwritten)."""
+    Holds a lock (lock_path) while it reads, merges and writes, so concurrent writers
+    all land. A damaged existing file is an error (it is never silently overwritten)."""
     import filelock
 
     path = Path(path)
     arch = arch or path.stem
     path.parent.mkdir(parents=True, exist_ok=True)
-    with filelock.FileLock(str(path) + ".lock", timeout=120):
+    with filelock.FileLock(str(lock_path(path)), timeout=120):
         merged = {entry_key(e): e for e in read(path, arch)}
         for e in new_entries:
             merged[entry_key(e)] = e

@@ -137,6 +137,7 @@ def test_merge_keeps_other_entries_and_replaces_same_key(tmp_path):
     by_key = {(e["dtype"], e["seq_bucket"]): e for e in entries}
     assert set(by_key) == {("fp16", 1024), ("fp16", 4096), ("bf16", 1024)}  # tuning bf16 kept fp16
     assert by_key[("fp16", 4096)]["ms"] == 1.5
+    assert [p.name for p in tmp_path.iterdir()] == ["sm_90.json"]  # no lock or temp file left beside it
 
 
 def test_merge_never_overwrites_a_damaged_file(tmp_path):
