@@ -30,9 +30,11 @@ fake (meta) implementation, so it traces under torch.compile (fullgraph too), ru
 on the current CUDA stream, and can be captured in a CUDA graph: it allocates only
 through torch's allocator and never synchronises the host. The first call for a
 (dtype, head_dim, causal) compiles and loads its kernel (cached on disk and in the
-process); a first call that happens inside a graph capture loads it with the
-thread's capture mode set to relaxed, so warming up before capture (as torch's own
-CUDA-graph docs advise) is recommended but not required.
+process). Warm up before capturing (as torch's own CUDA-graph docs advise): capture
+and replay after a warm-up are tested on the H100. A first call that happens inside
+a capture loads the kernel with the thread's capture mode set to relaxed; that path
+has a test (tests/test_torch_sdpa.py::test_first_call_inside_a_graph_capture) that
+has not yet passed on a GPU.
 
 This module imports PyTorch; `import autoflash` does not import it.
 """

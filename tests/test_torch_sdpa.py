@@ -23,13 +23,19 @@ except ImportError:  # CI has no PyTorch: only the import test below runs
     torch = None
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env_with_root() -> dict:
+    """This process's environment with the checkout first on PYTHONPATH (keeping the rest)."""
+    paths = [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
 needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
 
 
 def test_import_autoflash_does_not_import_torch():
     code = "import sys, autoflash, autoflash.api, autoflash.export; assert 'torch' not in sys.modules, 'torch imported'"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          env=_env_with_root())
     assert proc.returncode == 0, proc.stderr
 
 
@@ -299,5 +305,5 @@ def test_first_call_inside_a_graph_capture(tmp_path):
         assert rel < 3e-3, rel
     """)
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          env=_env_with_root())
     assert proc.returncode == 0, proc.stdout + proc.stderr
