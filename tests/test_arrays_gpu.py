@@ -123,7 +123,7 @@ def test_jax_cpu_array_is_refused():
 
 
 def test_mixed_kinds_are_refused():
-    jax = _jax()
+    _jax()
     import jax.numpy as jnp
 
     q = jnp.zeros((1, 2, 8, 64), jnp.float16)

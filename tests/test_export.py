@@ -59,7 +59,7 @@ def test_export_writes_source_and_header(cfg, tmp_path):
     assert done.source == tmp_path / "out" / f"{cfg.name}.cu"
     source, header = done.source.read_text(), done.header.read_text()
     assert render(cfg) in source  # the rendered template, unchanged
-    assert f'extern "C" __global__ void __launch_bounds__' in source
+    assert 'extern "C" __global__ void __launch_bounds__' in source
     variant = VARIANTS[cfg.template]
     assert int(_header_value(header, "kSmemBytes")) == variant.smem_bytes(cfg)
     assert int(_header_value(header, "kThreads")) == cfg.threads

@@ -6,7 +6,6 @@ float64 from the same (upcast) inputs, with the tolerances of autoflash/referenc
 what it is is written there). CPU tests cover what is refused before the GPU is
 touched, and tracing with fake tensors; everything skips without PyTorch.
 """
-import math
 import os
 import subprocess
 import sys
