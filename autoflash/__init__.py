@@ -15,4 +15,13 @@ def attention(q, k, v, *, causal=False, scale=None, return_lse=False, config=Non
     return _attention(q, k, v, causal=causal, scale=scale, return_lse=return_lse, config=config)
 
 
+def __getattr__(name):
+    # autoflash.torch (the PyTorch drop-in) imports torch, so it loads only when asked for.
+    if name == "torch":
+        import importlib
+
+        return importlib.import_module("autoflash.torch")
+    raise AttributeError(f"module 'autoflash' has no attribute {name!r}")
+
+
 __all__ = ["attention", "KernelConfig", "ConfigError", "__version__"]

@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--compile-only", action="store_true", help="compile and check resources without a GPU")
     v.add_argument("--dir", type=Path, action="append", help="tuned_configs folder (default: the search path)")
     v.add_argument("--device", type=int, default=0)
+    e = sub.add_parser("export", help="write a kernel as a standalone .cu plus a C++ header with its launch shape")
+    from autoflash.export import add_arguments as add_export_arguments
+
+    add_export_arguments(e)
     return p
 
 
@@ -109,16 +113,27 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
-        return {"tune": cmd_tune, "show": cmd_show, "verify": cmd_verify}[args.command](args)
+        return {"tune": cmd_tune, "show": cmd_show, "verify": cmd_verify, "export": cmd_export}[args.command](args)
     except CliError as exc:
         print(f"autoflash {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except store.StoreError as exc:
         print(f"autoflash {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except ValueError as exc:  # ExportError, ConfigError: bad flags or config text
+        print(f"autoflash {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"autoflash {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def cmd_export(args) -> int:
+    from autoflash.export import export_main
+
+    done = export_main(args)
+    print(f"wrote {done.source} and {done.header} ({done.config.name})")
+    return 0
 
 
 # ---------------------------------------------------------------- tune

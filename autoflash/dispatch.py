@@ -17,6 +17,16 @@ PREFERENCE = {
 }
 
 
+def build_arch(variant, gpu_arch: str) -> str | None:
+    """The arch a template builds for on a GPU of gpu_arch, or None if it cannot run there.
+    An sm_90 GPU (H100) also runs sm_90a code (wgmma, setmaxnreg): such templates build for sm_90a."""
+    if gpu_arch in variant.archs:
+        return gpu_arch
+    if gpu_arch + "a" in variant.archs:
+        return gpu_arch + "a"
+    return None
+
+
 def heuristic_default(arch: str, dtype: str, head_dim: int, causal: bool) -> KernelConfig:
     from autoflash.variants import VARIANTS
 
@@ -25,8 +35,7 @@ def heuristic_default(arch: str, dtype: str, head_dim: int, causal: bool) -> Ker
         variant = VARIANTS.get(name)
         if variant is None or dtype not in variant.dtypes:
             continue
-        # An sm_90 GPU (H100) also runs sm_90a code (wgmma, setmaxnreg): such templates build for sm_90a.
-        use_arch = arch if arch in variant.archs else arch + "a" if arch + "a" in variant.archs else None
+        use_arch = build_arch(variant, arch)
         if use_arch is None:
             continue
         if head_dim not in variant.head_dims:

@@ -40,10 +40,12 @@ def test_default_config_matches_reference(template, dtype, head_dim, causal):
     from autoflash.api import loaded_kernel
     from autoflash.verify import run_checked
 
-    arch = gpu_arch()
+    from autoflash.dispatch import build_arch
+
     variant = VARIANTS[template]
-    if arch not in variant.archs:
-        pytest.skip(f"{template} does not target {arch}")
+    arch = build_arch(variant, gpu_arch())
+    if arch is None:
+        pytest.skip(f"{template} does not target {gpu_arch()}")
     cfg = variant.default(arch, dtype, head_dim, causal)
     kernel = loaded_kernel(cfg, 0)
     for i, (b, hq, hkv, nq, nk) in enumerate(SHAPES):
