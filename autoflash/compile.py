@@ -186,12 +186,18 @@ def resource_report(cubin: bytes, text: str, kernel: str) -> ResourceReport:
 
 
 def _elf_size(blob: bytes) -> int:
-    """Size of an ELF64 image from its header (section headers come last in a cubin)."""
+    """Size of an ELF64 image: the end of its last header table or section."""
     if len(blob) < 64 or blob[:4] != b"\x7fELF":
         return len(blob)
-    shoff = struct.unpack_from("<Q", blob, 0x28)[0]
-    shentsize, shnum = struct.unpack_from("<HH", blob, 0x3A)
-    return max(len(blob), shoff + shentsize * shnum)
+    phoff, shoff = struct.unpack_from("<QQ", blob, 0x20)
+    phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", blob, 0x36)
+    headers = [shoff + shentsize * shnum, phoff + phentsize * phnum]  # either table may come last
+    for i in range(shnum):  # and so may a section's data
+        _, kind, _, _, offset, size = struct.unpack_from("<IIQQQQ", blob, shoff + i * shentsize) \
+            if shoff + (i + 1) * shentsize <= len(blob) else (0, 8, 0, 0, 0, 0)
+        if kind != 8:  # SHT_NOBITS occupies no file space
+            headers.append(offset + size)
+    return max(len(blob), *headers)
 
 
 @contextlib.contextmanager
