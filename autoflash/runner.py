@@ -172,13 +172,8 @@ class GpuBackend:
                                          max_repeats=tm.get("max_repeats", timing.MAX_REPEATS),
                                          best_ms=b.get("best_ms"),
                                          slower_factor=tm.get("slower_factor", timing.SLOWER_FACTOR))
-                reply["timings"][str(b["bucket"])] = t.to_dict()
-                if t.stopped_early:
-                    reply.update(status="pruned", reason=(
-                        f"stopped early at N={b['bucket']}: probe {t.probe_ms:.3f} ms is over "
-                        f"{tm.get('slower_factor', timing.SLOWER_FACTOR)}x the best so far ({b['best_ms']:.3f} ms)"))
+                if not record_bucket(reply, b, t, tm):
                     break
-                reply["ms"][str(b["bucket"])] = t.ms
             reply["seconds"]["time"] = time.perf_counter() - t0
         except Exception as exc:  # a launch that fails is data, not a crash
             fatal = _is_cuda_fault(exc)
@@ -277,13 +272,8 @@ class StandInBackend:
             t = timing.time_launches(clock.launcher(ms), 1, budget_ms=tm.get("budget_ms", timing.DEFAULT_BUDGET_MS),
                                      best_ms=b.get("best_ms"),
                                      slower_factor=tm.get("slower_factor", timing.SLOWER_FACTOR), clock=clock)
-            reply["timings"][str(b["bucket"])] = t.to_dict()
-            if t.stopped_early:
-                reply.update(status="pruned", reason=(
-                    f"stopped early at N={b['bucket']}: probe {t.probe_ms:.3f} ms is over "
-                    f"{tm.get('slower_factor', timing.SLOWER_FACTOR)}x the best so far ({b['best_ms']:.3f} ms)"))
+            if not record_bucket(reply, b, t, tm):
                 break
-            reply["ms"][str(b["bucket"])] = t.ms
         return reply
 
     def retime(self, msg: dict) -> dict:
@@ -522,3 +512,15 @@ class RunnerProcess:
         except OSError:
             pass
         self._stop_proc(kill=self._inflight is not None)
+
+
+def record_bucket(reply: dict, bucket: dict, t, tm: dict) -> bool:
+    """Put one bucket's timing into a trial reply; False (and the trial pruned) when it stopped early."""
+    reply["timings"][str(bucket["bucket"])] = t.to_dict()
+    if t.stopped_early:
+        reply.update(status="pruned", reason=(
+            f"stopped early at N={bucket['bucket']}: probe {t.probe_ms:.3f} ms is over "
+            f"{tm.get('slower_factor', timing.SLOWER_FACTOR)}x the best so far ({bucket['best_ms']:.3f} ms)"))
+        return False
+    reply["ms"][str(bucket["bucket"])] = t.ms
+    return True

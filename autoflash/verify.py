@@ -5,6 +5,18 @@ from __future__ import annotations
 from autoflash.launch import LoadedKernel, Problem, default_scale
 from autoflash.reference import Check, compare, reference_attention
 
+# (batch, heads_q, heads_kv, seq_q, seq_k) every template is checked on: odd lengths
+# (1, 17, 1000, 4097), Nq != Nk both ways, GQA and MQA.
+CHECK_SHAPES = [
+    (1, 2, 2, 1, 1),
+    (2, 2, 1, 17, 17),
+    (1, 4, 2, 1000, 1000),
+    (1, 2, 2, 17, 1000),
+    (1, 3, 1, 1000, 17),
+    (1, 1, 1, 4097, 4097),
+    (1, 2, 1, 4097, 1000),
+]
+
 _NAN_BITS = {"fp16": 0x7E00, "bf16": 0x7FC0}  # quiet NaN bit patterns: poison for outputs
 
 

@@ -36,16 +36,7 @@ if "flash_fwd_wgmma" not in VARIANTS:
     register(VARIANT)
 WG = VARIANTS["flash_fwd_wgmma"]
 
-# (batch, heads_q, heads_kv, seq_q, seq_k): odd lengths, Nq != Nk both ways, GQA and MQA.
-SHAPES = [
-    (1, 2, 2, 1, 1),
-    (2, 2, 1, 17, 17),
-    (1, 4, 2, 1000, 1000),
-    (1, 2, 2, 17, 1000),
-    (1, 3, 1, 1000, 17),
-    (1, 1, 1, 4097, 4097),
-    (1, 2, 1, 4097, 1000),
-]
+from autoflash.verify import CHECK_SHAPES as SHAPES  # noqa: E402
 
 
 def cfg(dtype, d, causal, bm, bn, st):

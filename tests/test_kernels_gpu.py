@@ -8,16 +8,7 @@ from autoflash.variants import VARIANTS
 
 pytestmark = pytest.mark.gpu
 
-# (batch, heads_q, heads_kv, seq_q, seq_k): odd lengths, Nq != Nk both ways, GQA and MQA.
-SHAPES = [
-    (1, 2, 2, 1, 1),
-    (2, 2, 1, 17, 17),
-    (1, 4, 2, 1000, 1000),
-    (1, 2, 2, 17, 1000),
-    (1, 3, 1, 1000, 17),
-    (1, 1, 1, 4097, 4097),
-    (1, 2, 1, 4097, 1000),
-]
+from autoflash.verify import CHECK_SHAPES as SHAPES  # noqa: E402
 
 
 def gpu_arch():
