@@ -32,6 +32,7 @@ import hashlib
 import logging
 import math
 import multiprocessing
+import os
 import time
 from collections import OrderedDict
 
@@ -357,8 +358,29 @@ def make_backend(spec: dict):
 
 
 # ================================================================ processes
+def die_with_parent() -> None:
+    """Ask Linux to kill this child process when its parent dies. A `tune` killed with
+    SIGKILL must not leave runner or compile processes behind (holding a GPU, or the
+    terminal's output pipe). Elsewhere a no-op."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return
+    PR_SET_PDEATHSIG = 1
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def serve(conn, spec: dict) -> None:
     """Entry point of the runner subprocess: one message in, one reply out."""
+    die_with_parent()
     try:
         backend, init_error = make_backend(spec), None
     except Exception as exc:

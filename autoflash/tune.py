@@ -228,6 +228,31 @@ def compile_candidate(config: dict, standin: dict | None = None) -> dict:
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "seconds": time.perf_counter() - t0}
 
 
+def _defer_sigint(flag: list):
+    """Ctrl-C while tuning: note it and let the loop stop at its next safe point, so an
+    interrupt never lands inside a write to the Optuna storage (a journal file's lock
+    would be left half-released). A second Ctrl-C interrupts at once."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        if flag:
+            raise KeyboardInterrupt
+        flag.append(signum)
+
+    return signal.signal(signal.SIGINT, handler)
+
+
+def _restore_sigint(previous) -> None:
+    import signal
+
+    if previous is not None:
+        signal.signal(signal.SIGINT, previous)
+
+
 class CompilePool:
     """Compile jobs in N spawned processes (workers=0: inline, for tests)."""
 
@@ -243,8 +268,10 @@ class CompilePool:
             self._done.append((tag, compile_candidate(cfg.to_dict(), self.standin)))
             return
         if self._pool is None:
+            from autoflash.runner import die_with_parent
+
             self._pool = concurrent.futures.ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("spawn"))
+                self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent)
         self._futures[self._pool.submit(compile_candidate, cfg.to_dict(), self.standin)] = tag
 
     def pending(self) -> int:
@@ -497,8 +524,12 @@ class Tuner:
         studies = [self._open(k) for k in keys]
         self.progress("start", total=sum(max(0, s.budget - s.counted) for s in studies), studies=len(studies))
         lookahead = self.opt.lookahead or (self.workers + 2)
+        interrupted = []
+        previous = _defer_sigint(interrupted)
         try:
             while any(s.phase != "done" for s in studies):
+                if interrupted:  # stop here, between storage writes, never inside one
+                    raise KeyboardInterrupt
                 self._ask(studies, lookahead)
                 self._feed_runner()
                 for tag, res in self.pool.collect(timeout=0.002 if self._runner_job else 0.05):
@@ -507,6 +538,7 @@ class Tuner:
                 for s in studies:
                     self._maybe_finalize(s)
         finally:
+            _restore_sigint(previous)
             self.pool.close()
             self.stats.wall = time.perf_counter() - t0
         return [self._result(s) for s in studies]
