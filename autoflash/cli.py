@@ -53,7 +53,9 @@ def _flatten(lists):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="autoflash", description="Generated, tuned flash-attention kernels.")
-    p.add_argument("-v", "--verbose", action="store_true", help="log what the library does")
+    loud = p.add_mutually_exclusive_group()
+    loud.add_argument("-v", "--verbose", action="store_true", help="log what the library does (INFO)")
+    loud.add_argument("-q", "--quiet", action="store_true", help="log errors only (no warnings)")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("tune", help="tune kernels for this GPU (without a GPU: compile the search space)",
@@ -111,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    level = logging.INFO if args.verbose else logging.ERROR if args.quiet else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(message)s")
     try:
         return {"tune": cmd_tune, "show": cmd_show, "verify": cmd_verify, "export": cmd_export}[args.command](args)
     except CliError as exc:

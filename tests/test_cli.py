@@ -149,3 +149,15 @@ def test_verify_without_gpu_points_to_compile_only(capsys):
     rc = cli.main(["verify"])
     err = capsys.readouterr().err
     assert rc == 2 and "no usable GPU" in err and "--compile-only" in err
+
+
+def test_verbosity_flags_set_the_autoflash_log_level(monkeypatch):
+    import logging
+
+    seen = {}
+    monkeypatch.setattr(logging, "basicConfig", lambda **kw: seen.update(kw))
+    for flag, level in (("-v", logging.INFO), ("-q", logging.ERROR), (None, logging.WARNING)):
+        cli.main([flag, "show", "--dir", "/nonexistent"] if flag else ["show", "--dir", "/nonexistent"])
+        assert seen["level"] == level
+    with pytest.raises(SystemExit):
+        cli.main(["-v", "-q", "show"])
