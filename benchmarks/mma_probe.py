@@ -21,11 +21,11 @@ import time
 os.environ.setdefault("AUTOFLASH_CACHE_DIR", "/tmp/autoflash-cache")
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import sdpa_runner  # noqa: E402
 
 from autoflash.api import device_arch, loaded_kernel  # noqa: E402
-from autoflash.config import KernelConfig  # noqa: E402
 from autoflash.launch import Problem, default_scale  # noqa: E402
 from autoflash.verify import run_checked  # noqa: E402
 from autoflash.variants import VARIANTS  # noqa: E402
@@ -99,18 +99,6 @@ def our_runner(cfg, q, k, v, o, causal):
     scale = default_scale(d)
     stream = torch.cuda.current_stream().cuda_stream
     return lambda: kern.launch(q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), 0, p, scale, stream)
-
-
-def sdpa(backend, q, k, v, causal):
-    def run():
-        with sdpa_kernel(backend):
-            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-    try:
-        run()
-        torch.cuda.synchronize()
-    except RuntimeError:
-        return None
-    return run
 
 
 def candidates(arch, dtype, d, causal):
@@ -236,8 +224,8 @@ def main():
                             log(f"extra {c.name}: {'PASS' if ok else 'FAIL'} {msg}")
                             if ok:
                                 cfgs.append(c)
-                    fl = sdpa(SDPBackend.FLASH_ATTENTION, q, k, v, causal)
-                    cu = sdpa(SDPBackend.CUDNN_ATTENTION, q, k, v, causal)
+                    fl = sdpa_runner("sdpa_flash", q, k, v, causal)
+                    cu = sdpa_runner("sdpa_cudnn", q, k, v, causal)
                     runners = [("flash", fl), ("cudnn", cu)] + [(c, our_runner(c, q, k, v, o, causal)) for c in cfgs]
                     # Round robin, 3 rounds, the order rotated each round, median per runner: no backend
                     # always runs right after the same one (cuDNN heats the chip the most).
