@@ -104,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--compile-only", action="store_true", help="compile and check resources without a GPU")
     v.add_argument("--dir", type=Path, action="append", help="tuned_configs folder (default: the search path)")
     v.add_argument("--device", type=int, default=0)
+    r = sub.add_parser("report", help="PNG plots of tuning studies and of a benchmark run")
+    r.add_argument("--storage", help="plot every study in this Optuna storage (journal file or RDB URL)")
+    r.add_argument("--bench", type=Path, help="plot a benchmarks/bench_attention.py --out JSON")
+    r.add_argument("--out", type=Path, default=Path("report"), help="folder for the PNGs (default: ./report)")
     e = sub.add_parser("export", help="write a kernel as a standalone .cu plus a C++ header with its launch shape")
     from autoflash.export import add_arguments as add_export_arguments
 
@@ -116,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.INFO if args.verbose else logging.ERROR if args.quiet else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(message)s")
     try:
-        return {"tune": cmd_tune, "show": cmd_show, "verify": cmd_verify, "export": cmd_export}[args.command](args)
+        return {"tune": cmd_tune, "show": cmd_show, "verify": cmd_verify, "export": cmd_export,
+                "report": cmd_report}[args.command](args)
     except CliError as exc:
         print(f"autoflash {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -129,6 +134,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"autoflash {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def cmd_report(args) -> int:
+    from autoflash import report
+
+    if not (args.storage or args.bench):
+        raise CliError("give --storage URL (tuning studies) and/or --bench FILE (a benchmark JSON)")
+    written = []
+    try:
+        if args.bench:
+            written += report.plot_bench(args.bench, args.out)
+        if args.storage:
+            written += report.plot_study(args.storage, args.out)
+    except RuntimeError as exc:  # matplotlib missing
+        raise CliError(str(exc)) from None
+    for path in written:
+        print(path)
+    return 0
 
 
 def cmd_export(args) -> int:
