@@ -5,10 +5,9 @@ import pytest
 
 from autoflash.launch import Problem
 from autoflash.variants import VARIANTS
+from autoflash.verify import CHECK_SHAPES as SHAPES
 
 pytestmark = pytest.mark.gpu
-
-from autoflash.verify import CHECK_SHAPES as SHAPES  # noqa: E402
 
 
 def gpu_arch():
