@@ -122,13 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"tune": cmd_tune, "show": cmd_show, "verify": cmd_verify, "export": cmd_export,
                 "report": cmd_report}[args.command](args)
-    except CliError as exc:
-        print(f"autoflash {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except store.StoreError as exc:
-        print(f"autoflash {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:  # ExportError, ConfigError: bad flags or config text
+    except (CliError, store.StoreError) as exc:
         print(f"autoflash {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -157,7 +151,10 @@ def cmd_report(args) -> int:
 def cmd_export(args) -> int:
     from autoflash.export import export_main
 
-    done = export_main(args)
+    try:
+        done = export_main(args)
+    except ValueError as exc:  # ExportError, ConfigError: bad flags or config text
+        raise CliError(str(exc)) from None
     print(f"wrote {done.source} and {done.header} ({done.config.name})")
     return 0
 
