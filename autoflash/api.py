@@ -240,8 +240,9 @@ def attention(q, k, v, *, causal: bool = False, scale: float | None = None, retu
     if config is None:
         cfg = choose_config(arch, device_name, qo.dtype, problem.head_dim, problem.causal, problem.seq_k)
     else:
+        # from_dict validates a dict; a KernelConfig is validated when it is first rendered
+        # (loaded_kernel is cached), so calls after the first pay nothing for it.
         cfg = config if isinstance(config, KernelConfig) else KernelConfig.from_dict(config)
-        cfg.validate()
         want = (qo.dtype, problem.head_dim, problem.causal)
         if (cfg.dtype, cfg.head_dim, cfg.causal) != want:
             raise InputError(f"config {cfg.name} is for (dtype, head_dim, causal)={(cfg.dtype, cfg.head_dim, cfg.causal)}, "
