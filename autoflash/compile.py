@@ -70,10 +70,8 @@ def cache_dir() -> Path:
     env = os.environ.get(CACHE_ENV)
     if env:
         return Path(env)
-    try:
-        import platformdirs
-    except ModuleNotFoundError:  # a bare GPU image with only CuPy: use the XDG default
-        return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "autoflash"
+    import platformdirs  # a declared dependency, as for store.py's data dir and the CLI's state dir
+
     return Path(platformdirs.user_cache_dir("autoflash"))
 
 
@@ -118,7 +116,8 @@ _PTXAS_PATTERNS = {
 
 
 def _elf_sections(blob: bytes) -> dict[str, tuple[int, int, int]]:
-    """name -> (offset, size, sh_info) of every section of an ELF64 image."""
+    """name -> (offset, size, sh_info) of every section of an ELF64 image. (struct, not
+    pyelftools: only the section table is needed, and .nv.info is NVIDIA's own format.)"""
     shoff = struct.unpack_from("<Q", blob, 0x28)[0]
     shentsize, shnum, shstrndx = struct.unpack_from("<HHH", blob, 0x3A)
     headers = [struct.unpack_from("<IIQQQQIIQQ", blob, shoff + i * shentsize) for i in range(shnum)]

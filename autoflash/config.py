@@ -97,7 +97,10 @@ class KernelConfig:
 
     @classmethod
     def from_dict(cls, data) -> "KernelConfig":
-        """Build and validate a config from untrusted data (e.g. a JSON file)."""
+        """Build and validate a config from untrusted data (e.g. a JSON file).
+
+        The dataclass is the schema (no jsonschema): field names and types are checked
+        here, values in problems(), where the template's own rules also run."""
         if not isinstance(data, dict):
             raise ConfigError(f"kernel config must be an object, got {type(data).__name__}")
         fields = {f.name: f for f in dataclasses.fields(cls)}

@@ -96,6 +96,9 @@ def _str(pattern):
 
 
 # field -> (check, description). All fields are required; default_ms may be null.
+# Checked here rather than with jsonschema (a new dependency): the checks after these
+# (config against its template's rules and the entry's key) need code anyway, and this
+# way every error reads "<file>: entry N (key): field must be ..." in one style.
 ENTRY_FIELDS = {
     "device": (_str(_PRINTABLE), "a GPU name (printable ASCII, 1-128 characters)"),
     "template": (lambda x: x is None or (isinstance(x, str) and bool(_NAME.match(x))), "null or a template name"),
@@ -250,7 +253,8 @@ def dumps(entries: list[dict], arch: str) -> str:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temp file in the same folder, fsync, rename: readers see the old
-    file or the new one, never half of one."""
+    file or the new one, never half of one. (No library: atomicwrites, which did
+    this, is archived and points to os.replace.)"""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
     try:
