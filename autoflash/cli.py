@@ -85,12 +85,31 @@ def build_parser() -> argparse.ArgumentParser:
                                             "(default: a new file under the user state dir's tune-logs/)")
     t.add_argument("--compile-only", action="store_true",
                    help="no GPU needed: render and compile the space for --arch, prune by resources, print the table")
-    t.add_argument("--workers", type=int, help="compile processes (default: CPU cores - 1)")
-    t.add_argument("--device", type=int, default=0, help="GPU index (default: 0)")
+    t.add_argument("--workers", type=int, help="compile processes (default: CPU cores - 1, shared among --devices)")
+    t.add_argument("--device", type=int, help="GPU index (default: 0)")
+    t.add_argument("--devices", type=_csv(int), metavar="I,J,...",
+                   help="tune on several GPUs of this machine: one worker each, sharing the studies through "
+                        "--storage (default storage: a journal file under the user state dir); this process "
+                        "works on the first and writes the entries")
+    t.add_argument("--grace", type=float, default=120.0,
+                   help="seconds without a heartbeat after which another worker's running trial is lost "
+                        "and queued again (default: 120)")
     t.add_argument("--tokens", type=int, default=None, help="batch*heads*N of the timed problems (default: 131072)")
     t.add_argument("--all", action="store_true", help="--compile-only: list every config, rule-pruned ones too")
     t.add_argument("--stand-in", action="store_true",
                    help="testing only: a deterministic stand-in GPU and compiler (fake timings; needs --out)")
+
+    w = sub.add_parser("worker", help="join a tuning campaign in a shared storage with one GPU of this machine",
+                       description="Join the newest (or --campaign) campaign that `autoflash tune --storage` "
+                                   "published in STORAGE for this GPU's model, and run its trials until its "
+                                   "budget is spent. Writes no tuned_configs: the tune process does.")
+    w.add_argument("--storage", required=True, help="the campaign's Optuna storage: an RDB URL "
+                                                    "(postgresql://user@host/db) or a journal file on a shared disk")
+    w.add_argument("--device", type=int, default=0, help="GPU index (default: 0)")
+    w.add_argument("--campaign", help="campaign name (default: the newest one for this GPU model)")
+    w.add_argument("--workers", type=int, help="compile processes (default: CPU cores - 1)")
+    w.add_argument("--arch", choices=sorted(ARCHS), help="--stand-in only: the stand-in GPU's arch")
+    w.add_argument("--stand-in", action="store_true", help="testing only: the deterministic stand-in GPU")
 
     s = sub.add_parser("show", help="list tuned configs per arch and device, or the trials of a tuning run")
     s.add_argument("--arch", choices=sorted(ARCHS))
@@ -120,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.INFO if args.verbose else logging.ERROR if args.quiet else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(message)s")
     try:
-        return {"tune": cmd_tune, "show": cmd_show, "verify": cmd_verify, "export": cmd_export,
-                "report": cmd_report}[args.command](args)
+        return {"tune": cmd_tune, "worker": cmd_worker, "show": cmd_show, "verify": cmd_verify,
+                "export": cmd_export, "report": cmd_report}[args.command](args)
     except (CliError, store.StoreError) as exc:
         print(f"autoflash {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -222,26 +241,77 @@ def cmd_tune(args) -> int:
         raise CliError("--seq-len values must be positive")
     if args.trials < 1:
         raise CliError("--trials must be at least 1")
+    if args.devices is not None:
+        if not args.devices or any(d < 0 for d in args.devices):
+            raise CliError("--devices takes GPU indices, e.g. --devices 0,1,2,3")
+        if args.device is not None:
+            raise CliError("give --device or --devices, not both")
+    device = args.devices[0] if args.devices else (args.device or 0)
+    if args.grace <= 0:
+        raise CliError("--grace must be positive")
     standin = None
     if args.stand_in:
         if args.out is None:
             raise CliError("--stand-in writes fake timings: give --out (never the shipped tuned_configs/)")
-        standin = {"kind": "standin", "arch": args.arch or "sm_90", "device_name": STANDIN_DEVICE}
+        standin = _standin_spec(args.arch or "sm_90", device)
 
     if args.compile_only:
         if not args.arch:
             raise CliError("--compile-only needs --arch (e.g. --arch sm_89): there is no GPU to take it from")
         return _compile_only(args, knobs, standin, reason=None)
 
-    if standin is not None:
-        from autoflash.runner import InlineRunner, StandInBackend
-
-        runner = InlineRunner(StandInBackend(standin))
-        info = runner.call({"op": "info"})
-    else:
-        info, runner = _probe_gpu(args.device)
+    info, runner = _runner_for(standin, device)
     try:
         return _tune_on_gpu(args, knobs, standin, buckets, info, runner)
+    finally:
+        runner.close()
+
+
+def _standin_spec(arch: str, device: int) -> dict:
+    """The stand-in GPU; tests of several workers ask it (through the environment, which
+    worker processes inherit) to log each trial it runs, or to hang in its first trial."""
+    import os
+
+    spec = {"kind": "standin", "arch": arch, "device_name": STANDIN_DEVICE, "device": device}
+    for name in ("record", "hang"):
+        value = os.environ.get(f"AUTOFLASH_STANDIN_{name.upper()}")
+        if value:
+            spec[name] = value
+    return spec
+
+
+def _runner_for(standin: dict | None, device: int):
+    if standin is None:
+        return _probe_gpu(device)
+    from autoflash.runner import InlineRunner, StandInBackend
+
+    runner = InlineRunner(StandInBackend(standin))
+    return runner.call({"op": "info"}), runner
+
+
+def cmd_worker(args) -> int:
+    from autoflash import campaign, tune
+
+    standin = _standin_spec(args.arch or "sm_90", args.device) if args.stand_in else None
+    info, runner = _runner_for(standin, args.device)
+    try:
+        if not info.get("ok"):
+            raise CliError(f"no usable GPU {args.device}: {info.get('error')}")
+        try:
+            name, keys, opts = campaign.load(args.storage, info["arch"], info["device_name"], args.campaign)
+        except tune.TuneError as exc:
+            raise CliError(str(exc)) from None
+        print(f"worker {tune.WORKER_ID} on {info['device_name']} (device {args.device}) joins {name}: "
+              f"{len(keys)} problem(s)", flush=True)
+        workers = (0 if args.workers is None else args.workers) if standin is not None else args.workers
+        progress = _Progress()
+        tuner = tune.Tuner(opts, runner, info, workers=workers, standin=standin, progress=progress)
+        try:
+            tuner.run(keys)
+        finally:
+            progress.close()
+        print(f"ran {progress.done} trial(s) here; time: {tuner.stats.describe()}")
+        return 0
     finally:
         runner.close()
 
@@ -265,20 +335,33 @@ def _tune_on_gpu(args, knobs, standin, buckets, info, runner) -> int:
         print(f"skipped {note}")
     out_dir = args.out or store.default_out_dir()
     log_path = args.log or _default_log_path(arch)
+    storage = args.storage
+    if args.devices and not storage:  # the workers need a storage to meet in
+        storage = str(log_path.with_suffix(".journal"))
     opts = tune.TuneOptions(trials=args.trials, timeout=args.timeout, seed=args.seed, sampler=args.sampler,
-                            storage=args.storage, buckets=buckets, tokens=args.tokens or tune.TOKENS, knobs=knobs)
+                            storage=storage, buckets=buckets, tokens=args.tokens or tune.TOKENS, knobs=knobs,
+                            grace_s=args.grace)
     workers = (0 if args.workers is None else args.workers) if standin is not None else args.workers
+    if args.devices and workers is None:  # the compile pools of this machine's workers share its cores
+        workers = max(1, tune.default_workers() // len(args.devices))
     print(f"tuning {len(keys)} problem(s) on {info['device_name']} ({arch}, driver {info.get('driver')}, "
           f"NVRTC {info.get('nvrtc')}), buckets N={','.join(map(str, buckets))}, up to {args.trials} trials each"
-          + (f", storage {args.storage}" if args.storage else ""))
+          + (f", storage {storage}" if storage else ""))
+    others = _start_workers(args, keys, opts, workers, standin, log_path) if args.devices else None
     progress = _Progress()
     tuner = tune.Tuner(opts, runner, info, workers=workers, standin=standin, progress=progress)
     try:
         results = tuner.run(keys)
     except tune.TuneError as exc:
         raise CliError(str(exc)) from None
+    except BaseException:
+        if others is not None:
+            others.stop()
+        raise
     finally:
         progress.close()
+    for problem in others.wait() if others is not None else []:
+        print(f"warning: {problem}", file=sys.stderr)
     entries = [e for r in results for e in r.entries]
     path = Path(out_dir) / f"{arch}.json"
     if entries:
@@ -291,6 +374,22 @@ def _tune_on_gpu(args, knobs, standin, buckets, info, runner) -> int:
           f"(autoflash show --log {log_path})")
     print("time: " + tuner.stats.describe())
     return 0 if entries else 1
+
+
+def _start_workers(args, keys, opts, workers, standin, log_path: Path):
+    """Publish the campaign and start a worker for every device after the first."""
+    from autoflash import campaign
+
+    name = campaign.publish(opts.storage, keys, opts)
+    commands = [(d, campaign.worker_command(opts.storage, d, name, workers,
+                                            standin_arch=standin["arch"] if standin else None,
+                                            verbose=args.verbose)) for d in args.devices[1:]]
+    if len(set(args.devices)) < len(args.devices):
+        print("note: several workers share a GPU: the protocol is exercised, the timings are not meaningful")
+    print(f"campaign {name}: this process on device {args.devices[0]}, "
+          f"{len(commands)} more worker(s) on device(s) {','.join(str(d) for d, _ in commands) or '-'}; "
+          f"other machines join with: autoflash worker --storage {opts.storage} --device N")
+    return campaign.LocalWorkers(commands, log_path.parent / (log_path.stem + "-workers"))
 
 
 def _default_log_path(arch: str) -> Path:

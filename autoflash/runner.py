@@ -230,7 +230,7 @@ class StandInBackend:
         if op == "info":
             return {"ok": True, "arch": self.spec.get("arch", "sm_90"),
                     "device_name": self.spec.get("device_name", "Stand-in GPU"), "driver": "13.0",
-                    "runtime": "13.0", "nvrtc": "13.0", "l2_bytes": 50 * 2**20, "device": 0}
+                    "runtime": "13.0", "nvrtc": "13.0", "l2_bytes": 50 * 2**20, "device": self.spec.get("device", 0)}
         if op == "trial":
             return self.trial(msg)
         if op == "retime":
@@ -250,9 +250,8 @@ class StandInBackend:
         over = self.overrides.get(cfg.name, {})
         reply = {"id": msg.get("id"), "status": "ok", "reason": "", "ms": {}, "timings": {},
                  "seconds": {"verify": 0.0, "time": 0.0}, "rel_error": None}
+        self._record_or_hang(cfg.name, msg.get("seed"))
         if "crash" in over:  # the process dies mid-trial, as a kernel that takes the driver down would
-            import os
-
             os._exit(int(over["crash"]))
         if "launch_error" in over:
             reply.update(status="fail", reason=f"verify error: {over['launch_error']}", fatal=bool(over.get("fatal")))
@@ -276,6 +275,25 @@ class StandInBackend:
             if not record_bucket(reply, b, t, tm):
                 break
         return reply
+
+    def _record_or_hang(self, config_name: str, trial_number) -> None:
+        """For tests of several workers: spec["record"] is a file that gets a line per trial
+        ("pid device config trial"); spec["hang"] = "DEVICE:MARKER" makes the first trial on that
+        device that creates MARKER (it holds "pid config") hang, as a worker whose machine is lost."""
+        device = self.spec.get("device", 0)
+        if self.spec.get("record"):
+            with open(self.spec["record"], "a") as f:  # one short append per line: atomic between processes
+                f.write(f"{os.getpid()} {device} {config_name} {trial_number}\n")
+        hang_device, _, marker = self.spec.get("hang", "").partition(":")
+        if marker and hang_device == str(device):
+            try:
+                fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return
+            os.write(fd, f"{os.getpid()} {config_name}".encode())
+            os.close(fd)
+            while True:
+                time.sleep(3600)
 
     def retime(self, msg: dict) -> dict:
         from autoflash.launch import Problem

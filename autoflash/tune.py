@@ -328,6 +328,17 @@ class TuneOptions:
     budget_ms: float = timing.DEFAULT_BUDGET_MS
     slower_factor: float = timing.SLOWER_FACTOR
     lookahead: int | None = None  # candidates in the compile pipeline at once (default: workers + 2)
+    # Several workers on one storage (campaign.py): "full" searches, waits for the other
+    # workers' trials, then re-times finalists and makes entries; "search" only searches.
+    role: str = "full"
+    grace_s: float = 120.0  # a running trial whose worker's heartbeat is older than this is lost
+
+
+# Campaign options a worker reads back from the storage (campaign.py); not storage or role,
+# which are the worker's own.
+SHARED_OPTIONS = ("trials", "timeout", "seed", "sampler", "buckets", "tokens", "knobs", "finalists",
+                  "retime_rounds", "budget_ms", "slower_factor", "grace_s")
+SYNC_S = 1.0  # how often a shared study is re-read from its storage
 
 
 def open_storage(url: str | None):
@@ -338,7 +349,12 @@ def open_storage(url: str | None):
     if url is None:
         return None
     if "://" in url and not url.startswith("journal:"):
-        return optuna.storages.RDBStorage(url)
+        if not url.startswith("sqlite"):
+            return optuna.storages.RDBStorage(url)
+        # SQLite serialises writers; several workers need a longer wait than its 5 s default
+        storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+        _serialise_sqlite(storage.engine)
+        return storage
     path = url[len("journal:"):] if url.startswith("journal:") else url
     if path.startswith("//"):
         path = path[2:]
@@ -346,6 +362,24 @@ def open_storage(url: str | None):
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     return JournalStorage(JournalFileBackend(path))
+
+
+def _serialise_sqlite(engine) -> None:
+    """Make each SQLite transaction take the write lock when it starts. Optuna hands a
+    queued trial to one worker by SELECT ... FOR UPDATE, which SQLite ignores: two workers
+    could both read the trial as waiting and both run it (seen in tests/test_distributed.py).
+    BEGIN IMMEDIATE makes that read-then-write atomic, as the row lock does in PostgreSQL."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # the driver's own BEGIN would be DEFERRED
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the listeners would miss them
 
 
 def make_sampler(name: str, seed: int):
@@ -362,7 +396,10 @@ def make_sampler(name: str, seed: int):
 
 
 # ------------------------------------------------------------------ state
-WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+# Who runs a trial, as host:pid: a dead process of this host is seen at once; another
+# host's worker by its heartbeat. AUTOFLASH_WORKER_HOST lets tests play another host.
+HOST = os.environ.get("AUTOFLASH_WORKER_HOST") or socket.gethostname()
+WORKER_ID = f"{HOST}:{os.getpid()}"
 
 
 @dataclass
@@ -394,6 +431,10 @@ class _Study:
     finals: dict = field(default_factory=dict)  # bucket -> list of (name, cfg dict, compiled) to retime
     entries: list = field(default_factory=list)
     default_name: str | None = None
+    running: dict = field(default_factory=dict)  # trial number -> optuna.Trial asked here, not yet told
+    others_running: int = 0  # trials other workers are running (as of the last sync)
+    waiting: int = 0  # queued trials nobody has taken yet
+    last_sync: float = -1e9
 
 
 @dataclass
@@ -445,6 +486,8 @@ class Tuner:
         self._runner_job = None
         self._runner_since = 0.0
         self._next_id = 0
+        self._storage = None  # opened once, shared by the studies
+        self._last_beat = 0.0
 
     # ------------------------------------------------------------- setup
     def _open(self, key: StudyKey) -> _Study:
@@ -463,13 +506,20 @@ class Tuner:
             sampler_name = "exhaustive" if len(valid) <= opt.trials else "tpe"
         name = key.study_name(opt.buckets, opt.tokens)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.create_study(study_name=name, storage=open_storage(opt.storage), direction="minimize",
-                                    sampler=make_sampler(sampler_name, opt.seed), load_if_exists=True)
+        if self._storage is None and opt.storage is not None:
+            self._storage = open_storage(opt.storage)
+        sampler = make_sampler(sampler_name, opt.seed)
+        try:  # creating is atomic in every storage: of several workers exactly one creates (and seeds) it
+            study = optuna.create_study(study_name=name, storage=self._storage, direction="minimize",
+                                        sampler=sampler)
+            created = True
+        except optuna.exceptions.DuplicatedStudyError:
+            study = optuna.load_study(study_name=name, storage=self._storage, sampler=sampler)
+            created = False
         st = _Study(key, study, len(configs), len(valid), sampler_name == "exhaustive", opt.trials)
         default = heuristic_default(key)
-        trials = study.get_trials(deepcopy=False)
-        self._resume(st, trials)
-        if not trials:  # a fresh study: seed it with the heuristic default, then (exhaustive) everything else
+        self._sync(st)
+        if created:  # a fresh study: seed it with the heuristic default, then (exhaustive) everything else
             order = []
             if default is not None and default.name in {c.name for c in valid}:
                 order.append(default)
@@ -480,36 +530,95 @@ class Tuner:
         st.default_name = default.name if default is not None else None
         if st.exhaustive:
             st.budget = min(opt.trials, len(valid))
-        log.info("study %s: %d configs, %d pass the rules, sampler %s, %d trials already stored", name,
-                 len(configs), len(valid), sampler_name, len(trials))
+        log.info("study %s: %d configs, %d pass the rules, sampler %s, %s", name, len(configs), len(valid),
+                 sampler_name, "created" if created else f"{len(study.get_trials(deepcopy=False))} trials stored")
         return st
 
-    def _resume(self, st: _Study, trials: list) -> None:
-        """Pick up a stored study: its finished trials count, and trials left RUNNING
-        by a process of this host that no longer exists are marked failed."""
+    # ------------------------------------------------------ shared state
+    def _sync(self, st: _Study, force: bool = True) -> None:
+        """Re-read a study from its storage, where other workers write too: the budget
+        used (trials sent to a compiler, by anyone), the configs tried and their outcome,
+        the best time per bucket. A trial left running by a dead worker is marked lost
+        and queued again, so a lost worker costs only the trial it was running."""
         from optuna.trial import TrialState
 
-        for t in trials:
-            name = t.user_attrs.get("config")
-            if t.state == TrialState.RUNNING:
-                worker = t.user_attrs.get("worker", "")
-                host, _, pid = worker.rpartition(":")
-                if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
-                    st.study.tell(t.number, state=TrialState.FAIL)
-                    log.info("trial %d of %s was left running by a dead process: marked failed", t.number,
-                             st.study.study_name)
-                    st.counted += int(bool(t.user_attrs.get("counted")))
-                continue
+        now = time.monotonic()
+        if not force and now - st.last_sync < SYNC_S:
+            return
+        st.last_sync = now
+        counted = others = waiting = 0
+        st.seen, st.outcome = {}, {}  # rebuilt: a config whose trial was lost is free again
+        for t in st.study.get_trials(deepcopy=False):
+            a, name = t.user_attrs, t.user_attrs.get("config")
             if t.state == TrialState.WAITING:
+                waiting += 1
                 continue
-            if t.user_attrs.get("counted"):
-                st.counted += 1
-            if name and t.state in (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED) \
-                    and "duplicate_of" not in t.user_attrs:
-                st.seen.setdefault(name, t.number)
-                st.outcome[name] = (t.state, t.value, dict(t.user_attrs))
+            if t.state == TrialState.RUNNING and t.number not in st.running:
+                why = self._lost_reason(t)
+                if why is not None:
+                    waiting += self._mark_lost(st, t, why)  # its config is queued again
+                    continue
+                others += 1
+            if "lost" in a:
+                continue
+            counted += bool(a.get("counted"))
+            if not name or "duplicate_of" in a:
+                continue
+            if t.state == TrialState.RUNNING:
+                if a.get("counted"):  # being run by someone: a second copy would be a duplicate
+                    st.seen.setdefault(name, t.number)
+                continue
+            st.seen.setdefault(name, t.number)
+            st.outcome[name] = (t.state, t.value, dict(a))
             if t.state == TrialState.COMPLETE:
-                self._update_best(st, t.user_attrs.get("ms", {}))
+                self._update_best(st, a.get("ms", {}))
+        st.counted, st.others_running, st.waiting = counted, others, waiting
+
+    def _lost_reason(self, t) -> str | None:
+        """Why a trial another worker is running will never finish, or None."""
+        worker = t.user_attrs.get("worker", "")
+        host, _, pid = worker.rpartition(":")
+        if host == HOST and pid.isdigit():
+            if int(pid) == os.getpid():  # ours, but not this tuner's: an earlier run in this process
+                return "left running by an earlier run in this process"
+            if not _pid_alive(int(pid)):
+                return f"worker {worker} is gone"
+        beat = t.user_attrs.get("heartbeat")  # set when asked, then every grace_s / 12
+        if beat is not None and time.time() - beat > self.opt.grace_s:
+            return f"no heartbeat from worker {worker or '?'} for {time.time() - beat:.0f} s"
+        return None
+
+    def _mark_lost(self, st: _Study, t, why: str) -> bool:
+        """Fail a dead worker's trial and queue its config again. Of several workers that
+        see it at once, one wins the state change (storages make it atomic) and re-queues."""
+        from optuna.trial import TrialState
+
+        storage = st.study._storage  # Optuna's public tell() takes only this process's trials
+        try:
+            storage.set_trial_user_attr(t._trial_id, "lost", why)
+            storage.set_trial_user_attr(t._trial_id, "reason", f"lost: {why}")
+            if not storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
+                return False
+        except Exception as exc:  # finished meanwhile, by its worker or another detector
+            log.debug("trial %d of %s: not marked lost (%s)", t.number, st.study.study_name, exc)
+            return False
+        name = t.user_attrs.get("config")
+        requeued = bool(name) and "template" in t.params
+        if requeued:
+            st.study.enqueue_trial(t.params, user_attrs={"config": name, "retry_of": t.number})
+        log.warning("trial %d of %s (%s) lost: %s%s", t.number, st.study.study_name, name or "no config yet", why,
+                    "; queued again" if requeued else "")
+        return requeued
+
+    def _heartbeat(self, studies: list[_Study]) -> None:
+        """Tell the other workers that this one's running trials are alive."""
+        if self.opt.storage is None or time.monotonic() - self._last_beat < self.opt.grace_s / 12:
+            return
+        self._last_beat = time.monotonic()
+        now = time.time()
+        for st in studies:
+            for trial in st.running.values():
+                trial.set_user_attr("heartbeat", now)
 
     @staticmethod
     def _update_best(st: _Study, ms: dict) -> None:
@@ -531,6 +640,7 @@ class Tuner:
                 if interrupted:  # stop here, between storage writes, never inside one
                     raise KeyboardInterrupt
                 self._ask(studies, lookahead)
+                self._heartbeat(studies)
                 self._feed_runner()
                 for tag, res in self.pool.collect(timeout=0.002 if self._runner_job else 0.05):
                     self._compiled(tag, res)
@@ -548,6 +658,8 @@ class Tuner:
 
         in_pipeline = sum(s.in_flight for s in studies)
         for st in studies:
+            if st.phase == "search" and not st.asking_done and in_pipeline < lookahead and self.opt.storage:
+                self._sync(st, force=False)  # other workers' trials count against the budget too
             while st.phase == "search" and not st.asking_done and in_pipeline < lookahead:
                 if st.started is None:
                     st.started = time.perf_counter()
@@ -556,7 +668,18 @@ class Tuner:
                     break
                 trial = st.study.ask()
                 st.asks += 1
+                st.waiting -= 1  # an estimate until the next sync (ask takes a queued trial first)
+                st.running[trial.number] = trial
                 trial.set_user_attr("worker", WORKER_ID)
+                if self.opt.storage is not None:  # epoch seconds: comparable across hosts (with synced clocks)
+                    trial.set_user_attr("heartbeat", time.time())
+                    if st.exhaustive and "fixed_params" not in st.study._storage.get_trial_system_attrs(trial._trial_id):
+                        # every config was queued at the start, so a trial the sampler made up means another
+                        # worker took the last queued one since this one looked
+                        st.asking_done = True
+                        self._tell(st, trial, TrialState.PRUNED, None,
+                                   {"reason": "surplus: the queue of configs was empty", "surplus": True}, record=False)
+                        break
                 try:
                     cfg = suggest_config(trial, st.key, self.opt.knobs)
                 except Exception as exc:  # e.g. a stored study whose space changed
@@ -568,6 +691,8 @@ class Tuner:
                     self._tell(st, trial, TrialState.PRUNED, None,
                                {"reason": "rule: " + "; ".join(problems), "stage": "rules"}, cfg)
                     continue
+                if cfg.name not in st.seen and self.opt.storage is not None:
+                    self._sync(st)  # another worker may have started this config since the last look
                 if cfg.name in st.seen:
                     self._duplicate(st, trial, cfg)
                     continue
@@ -590,8 +715,10 @@ class Tuner:
             return True
         if len(st.seen) >= st.valid_size:
             return True  # every valid config has been tried
-        if st.exhaustive and not st.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            return True
+        if st.exhaustive and st.waiting <= 0:  # every config was queued at the start: the queue is the plan
+            self._sync(st)  # confirm: another worker may have queued a lost trial again
+            if st.waiting <= 0:
+                return True
         return st.asks >= 20 * max(st.budget, 10) + st.space_size  # a sampler stuck on duplicates
 
     def _duplicate(self, st: _Study, trial, cfg: KernelConfig) -> None:
@@ -610,19 +737,27 @@ class Tuner:
 
     def _tell(self, st: _Study, trial, state, value, attrs: dict, cfg: KernelConfig | None = None,
               record: bool = True) -> None:
+        import optuna
         from optuna.trial import TrialState
 
-        for k, v in attrs.items():
-            trial.set_user_attr(k, v)
-        if state == TrialState.COMPLETE:
-            st.study.tell(trial, value)
-        else:
-            st.study.tell(trial, state=state)
+        st.running.pop(trial.number, None)
+        try:
+            for k, v in attrs.items():
+                trial.set_user_attr(k, v)
+            if state == TrialState.COMPLETE:
+                st.study.tell(trial, value)
+            else:
+                st.study.tell(trial, state=state)
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as exc:
+            # another worker took this one for lost (no heartbeat for grace_s) and queued it again
+            log.warning("trial %d of %s finished after it was declared lost; result dropped (%s)", trial.number,
+                        st.study.study_name, exc)
+            return
         if record and cfg is not None:
             st.outcome[cfg.name] = (state, value, dict(attrs, config=cfg.name))
         self.progress("trial", key=st.key, number=trial.number, state=state.name, config=cfg.name if cfg else None,
                       value=value, reason=attrs.get("reason", ""), ms=attrs.get("ms"), stage=attrs.get("stage"),
-                      duplicate="duplicate_of" in attrs)
+                      duplicate="duplicate_of" in attrs or "surplus" in attrs)
 
     # -------------------------------------------------------- compile done
     def _compiled(self, tag, res: dict) -> None:
@@ -725,6 +860,17 @@ class Tuner:
             return
         from optuna.trial import TrialState
 
+        if self.opt.storage is not None:  # other workers may share the study
+            self._sync(st, force=False)
+            if st.waiting and not self._budget_spent(st):  # e.g. a lost trial queued again
+                st.asking_done = False
+                return
+            if self.opt.role == "search":
+                st.phase = "done"
+                self.progress("study_done", key=st.key, entries=[])
+                return
+            if st.others_running:  # the finalists are chosen from every worker's trials
+                return
         st.phase = "finalize"
         complete = [t for t in st.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                     if "duplicate_of" not in t.user_attrs and t.user_attrs.get("ms")]
@@ -842,19 +988,22 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a killed child its parent has not reaped yet (a zombie) still answers kill(pid, 0)
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 # --------------------------------------------------------------- listings
 def trial_counts(study) -> dict:
     from optuna.trial import TrialState
 
-    counts = {"run": 0, "complete": 0, "pruned": 0, "failed": 0, "duplicates": 0}
+    counts = {"run": 0, "complete": 0, "pruned": 0, "failed": 0, "duplicates": 0, "lost": 0}
     for t in study.get_trials(deepcopy=False):
         if t.state in (TrialState.WAITING, TrialState.RUNNING):
             continue
-        if "duplicate_of" in t.user_attrs:
-            counts["duplicates"] += 1
+        if "duplicate_of" in t.user_attrs or "lost" in t.user_attrs or "surplus" in t.user_attrs:
+            counts["lost" if "lost" in t.user_attrs else "duplicates"] += 1  # surplus: a kind of duplicate
             continue
         counts["run"] += 1
         counts[{TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}[t.state]] += 1
