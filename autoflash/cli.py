@@ -400,36 +400,51 @@ def _default_log_path(arch: str) -> Path:
 
 
 class _Progress:
-    """A tqdm bar over the trials that reach the compiler, with the best time so far."""
+    """One tqdm bar per problem key: trials done here out of the budget left, best time
+    so far, failures. Bars only on a terminal (tqdm's disable=None); the summary table
+    at the end is printed either way."""
 
     def __init__(self):
-        self.bar = None
+        self.bars = {}
+        self.best = {}
+        self.failed = {}
+        self.count = {}  # per key (a disabled tqdm bar does not count)
         self.done = 0
 
     def __call__(self, event: str, **kw) -> None:
         if event == "start":
-            try:
-                from tqdm import tqdm
+            from tqdm import tqdm
 
-                self.bar = tqdm(total=kw["total"], unit="trial", dynamic_ncols=True, file=sys.stderr,
-                                disable=None)  # None: no bar when not a terminal
-            except ImportError:
-                self.bar = None
+            for i, (key, todo) in enumerate(kw["studies"]):
+                self.bars[key] = tqdm(total=todo, desc=key.describe(), unit="trial", position=i, leave=True,
+                                      dynamic_ncols=True, file=sys.stderr, disable=None)
+                self.failed[key] = self.count[key] = 0
         elif event == "trial":
             if kw.get("duplicate") or kw.get("stage") == "rules":
                 return
+            key = kw["key"]
             self.done += 1
-            if self.bar is not None:
-                self.bar.set_description(kw["key"].describe())
-                self.bar.update(1)
-        elif event == "study_done" and self.bar is not None:
+            self.count[key] = self.count.get(key, 0) + 1
+            if kw["state"] == "FAIL":
+                self.failed[key] = self.failed.get(key, 0) + 1
+            ms = kw.get("ms") or {}
+            if kw["state"] == "COMPLETE" and ms:
+                self.best[key] = min(self.best.get(key, float("inf")), min(ms.values()))
+            bar = self.bars.get(key)
+            if bar is not None:
+                best = f"{self.best[key]:.3f} ms" if key in self.best else "-"
+                bar.set_postfix_str(f"best {best}, failed {self.failed[key]}", refresh=False)
+                bar.update(1)
+        elif event == "study_done" and kw["entries"]:
+            bar = self.bars.get(kw["key"])
             for e in kw["entries"]:
-                self.bar.write(f"  {kw['key'].describe()} N={e['seq_bucket']}: {_cfg_name(e)} "
-                               f"{e['ms']:.3f} ms {e['tflops']:.1f} TFLOP/s")
+                line = (f"  {kw['key'].describe()} N={e['seq_bucket']}: {_cfg_name(e)} "
+                        f"{e['ms']:.3f} ms {e['tflops']:.1f} TFLOP/s")
+                (bar.write if bar is not None else print)(line)
 
     def close(self):
-        if self.bar is not None:
-            self.bar.close()
+        for bar in self.bars.values():
+            bar.close()
 
 
 def _cfg_name(entry: dict) -> str:
@@ -476,27 +491,18 @@ def _compile_only(args, knobs, standin, reason: str | None) -> int:
     for note in skipped:
         print(f"skipped {note}")
     t0 = time.perf_counter()
-    total = [0]
-    bar = [None]
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="kernel", desc=f"compiling {arch}", file=sys.stderr, disable=None)
 
     def progress(event, **kw):
-        total[0] = kw["total"]
-        if bar[0] is None:
-            try:
-                from tqdm import tqdm
-
-                bar[0] = tqdm(total=kw["total"], unit="kernel", desc=f"compiling {arch}", file=sys.stderr,
-                              disable=None)
-            except ImportError:
-                bar[0] = False
-        if bar[0]:
-            bar[0].update(kw["done"] - bar[0].n)
+        bar.total = kw["total"]
+        bar.update(kw["done"] - bar.n)
 
     try:
         rows = tune.compile_space(keys, knobs, workers=args.workers, standin=standin, progress=progress)
     finally:
-        if bar[0]:
-            bar[0].close()
+        bar.close()
     wall = time.perf_counter() - t0
     rows.sort(key=lambda r: (r.config.dtype, r.config.head_dim, r.config.causal, r.config.template, r.status != "ok",
                              r.config.name))
@@ -515,7 +521,7 @@ def _compile_only(args, knobs, standin, reason: str | None) -> int:
           f"(the space a {arch} GPU will search), {counts.get('resources', 0)} pruned by resources, "
           f"{counts.get('compile-error', 0)} compile errors, {counts.get('rule', 0)} pruned by template rules"
           f"{'' if args.all else ' (not listed; --all lists them)'}. "
-          f"{total[0]} compiled ({cached} from cache) in {wall:.1f} s.")
+          f"{bar.total} compiled ({cached} from cache) in {wall:.1f} s.")
     if reason is not None:
         print(f"\nTo tune, run the same command on a {arch} GPU.")
     return 0 if counts.get("ok") else 1

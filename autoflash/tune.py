@@ -631,7 +631,7 @@ class Tuner:
     def run(self, keys: list[StudyKey]) -> list[TuneResult]:
         t0 = time.perf_counter()
         studies = [self._open(k) for k in keys]
-        self.progress("start", total=sum(max(0, s.budget - s.counted) for s in studies), studies=len(studies))
+        self.progress("start", studies=[(s.key, max(0, s.budget - s.counted)) for s in studies])
         lookahead = self.opt.lookahead or (self.workers + 2)
         interrupted = []
         previous = _defer_sigint(interrupted)

@@ -161,3 +161,19 @@ def test_verbosity_flags_set_the_autoflash_log_level(monkeypatch):
         assert seen["level"] == level
     with pytest.raises(SystemExit):
         cli.main(["-v", "-q", "show"])
+
+
+def test_progress_has_a_bar_per_problem_with_best_and_failures():
+    from autoflash.tune import StudyKey
+
+    fp16, bf16 = (StudyKey("sm_90", "GPU", None, d, 64, False) for d in ("fp16", "bf16"))
+    progress = cli._Progress()
+    progress("start", studies=[(fp16, 4), (bf16, 3)])
+    progress("trial", key=fp16, state="COMPLETE", ms={"1024": 0.5, "4096": 2.0})
+    progress("trial", key=fp16, state="COMPLETE", ms={"1024": 0.4, "4096": 2.5})
+    progress("trial", key=fp16, state="FAIL", ms=None)
+    progress("trial", key=fp16, state="PRUNED", ms=None, stage="rules")  # not a candidate: not counted
+    progress("trial", key=bf16, state="PRUNED", ms=None, duplicate=True)  # nor a duplicate
+    assert progress.count == {fp16: 3, bf16: 0} and progress.bars[fp16].total == 4
+    assert progress.best == {fp16: 0.4} and progress.failed == {fp16: 1, bf16: 0} and progress.done == 3
+    progress.close()
