@@ -467,6 +467,7 @@ class RunnerProcess:
         self.conn = None
         self._inflight = None
         self._deadline = 0.0
+        self._limit = timeout_s  # of the message in flight
         self.restarts = 0
 
     def _start(self) -> None:
@@ -502,7 +503,8 @@ class RunnerProcess:
                 self.restarts += 1
             self._start()
         self._inflight = msg
-        self._deadline = time.monotonic() + (timeout_s or self.timeout_s)
+        self._limit = timeout_s or self.timeout_s
+        self._deadline = time.monotonic() + self._limit
         self.conn.send(msg)
 
     def poll(self, timeout: float = 0.0) -> dict | None:
@@ -533,7 +535,7 @@ class RunnerProcess:
             self._stop_proc(kill=True)
             self.restarts += 1
             return {"id": msg.get("id"), "status": "fail", "ok": False, "fatal": True,
-                    "reason": f"runner timed out after {self.timeout_s:.0f} s during {msg.get('op')}; restarted"}
+                    "reason": f"runner timed out after {self._limit:.0f} s during {msg.get('op')}; restarted"}
         return None
 
     def call(self, msg: dict, timeout: float | None = None) -> dict:

@@ -221,6 +221,17 @@ def test_runner_process_survives_a_crash_and_a_fault():
         runner.close()
 
 
+def test_runner_process_cuts_a_hung_trial_at_its_own_limit(tmp_path):
+    cfg = valid_configs()[0].to_dict()
+    runner = RunnerProcess(dict(standin({}), hang=f"0:{tmp_path / 'hung'}"), timeout_s=60)
+    try:
+        reply = runner.call({"op": "trial", "id": 1, "config": cfg, "buckets": []}, timeout=2)
+        assert reply["status"] == "fail" and "timed out after 2 s" in reply["reason"], reply["reason"]
+        assert runner.call({"op": "info"})["ok"] and runner.restarts == 1  # replaced; the marker stops a 2nd hang
+    finally:
+        runner.close()
+
+
 def test_runner_reports_no_gpu_as_data():
     runner = RunnerProcess({"kind": "nonexistent"}, timeout_s=60)
     try:
