@@ -64,13 +64,14 @@ def one_worker(tmp_path_factory):
     return out
 
 
-def check_campaign(out: Path, reference: Path, workers: int) -> list:
+def check_campaign(out: Path, reference: Path, workers: int, out_dirs=None) -> list:
     runs = records(out / "runs.txt")
     names = collections.Counter(name for _, _, name in runs)
     assert names and max(names.values()) == 1, [n for n, c in names.items() if c > 1]  # every config once
     assert set(names) == {name for _, _, name in records(reference / "runs.txt")}  # the same configs as one worker
     assert len({pid for pid, _, _ in runs}) == workers  # and every worker took a share
-    assert comparable(out) == comparable(reference)
+    for folder in out_dirs or [out]:
+        assert comparable(folder) == comparable(reference)
     return runs
 
 
@@ -82,6 +83,18 @@ def test_three_workers_run_every_trial_once_and_agree_with_one(tmp_path, one_wor
     assert "2 more worker(s)" in out
     runs = check_campaign(tmp_path, one_worker, workers=3)
     assert {dev for _, dev, _ in runs} == {0, 1, 2}  # each worker timed on its own device
+
+
+def test_the_same_tune_command_twice_shares_the_campaign(tmp_path, one_worker):
+    """As on two machines: two `tune` runs on one storage split the trials, and each
+    writes the same entries to its own tuned_configs folder."""
+    url = str(tmp_path / "study.journal")
+    procs = [tune(tmp_path / name, "--storage", url, wait=False,
+                  extra_env={"AUTOFLASH_STANDIN_RECORD": str(tmp_path / "runs.txt")}) for name in ("a", "b")]
+    for proc in procs:
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out
+    check_campaign(tmp_path, one_worker, workers=2, out_dirs=[tmp_path / "a", tmp_path / "b"])
 
 
 def test_killed_worker_costs_only_its_trial(tmp_path, one_worker):
