@@ -6,8 +6,9 @@ import logging
 import math
 from dataclasses import dataclass
 
+from autoflash import dispatch
 from autoflash.config import ARCHS, KernelConfig
-from autoflash.launch import LoadedKernel, Problem, default_scale
+from autoflash.launch import LoadedKernel, Problem, default_scale, stream_handle
 
 log = logging.getLogger("autoflash")
 
@@ -47,7 +48,7 @@ def as_operand(x, name: str) -> Operand:
             raise InputError(f"{name} has dtype {x.dtype}; supported: float32, float16, bfloat16")
         if not x.is_contiguous():
             raise InputError(f"{name} is not contiguous (strides {tuple(x.stride())}); pass {name}.contiguous()")
-        return Operand(name, "torch", x, x.data_ptr(), tuple(x.shape), dtype, x.device.index)
+        return Operand(name, "torch", x, x.data_ptr(), tuple(x.shape), dtype, x.get_device())
     if mod.startswith("numpy"):
         raise InputError(f"{name} is a NumPy array on the CPU; pass {SUPPORTED_ARRAYS}")
     kind, wrap = "cupy", None
@@ -168,9 +169,8 @@ def device_arch(device_id: int) -> tuple[str, str]:
 
 
 def choose_config(arch: str, device_name: str, dtype: str, head_dim: int, causal: bool, seq_len: int) -> KernelConfig:
-    """The tuned config for this problem if there is one, else the heuristic default."""
-    from autoflash import dispatch
-
+    """The tuned config for this problem if there is one, else the heuristic default
+    (cached per problem by dispatch.explain)."""
     return dispatch.select(arch, device_name, dtype, head_dim, causal, seq_len)
 
 
@@ -190,14 +190,33 @@ def loaded_kernel(cfg: KernelConfig, device_id: int) -> LoadedKernel:
         return LoadedKernel(_compiled(cfg))
 
 
-def _empty_like(ref: Operand, shape: tuple, dtype: str):
-    if ref.kind == "torch":
-        import torch
-
-        tdtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
-        return torch.empty(shape, dtype=tdtype, device=ref.obj.device)
+@functools.cache
+def _cupy():
+    """CuPy, imported on first use (import autoflash needs no GPU stack)."""
     import cupy
 
+    return cupy
+
+
+@functools.cache
+def _torch():
+    """PyTorch pieces the per-call path uses, looked up once: dtypes by name, and the
+    current stream of a device as a raw pointer. torch._C._cuda_getCurrentRawStream is
+    what torch.compile's generated code calls; torch.cuda.current_stream builds a Stream
+    object per call (several us), so it is only the fallback."""
+    import torch
+
+    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    if raw_stream is None:
+        raw_stream = lambda index: torch.cuda.current_stream(index).cuda_stream  # noqa: E731
+    return dtypes, raw_stream
+
+
+def _empty_like(ref: Operand, shape: tuple, dtype: str):
+    if ref.kind == "torch":
+        return ref.obj.new_empty(shape, dtype=_torch()[0][dtype])  # same device as ref
+    cupy = _cupy()
     with cupy.cuda.Device(ref.device):
         return cupy.empty(shape, dtype=_cupy_dtype(dtype))
 
@@ -206,15 +225,13 @@ def _pointer(x) -> int:
     return x.data_ptr() if hasattr(x, "data_ptr") else x.data.ptr
 
 
-def _stream(ref: Operand) -> int:
-    """The stream the caller's framework is using now: results are ordered after prior work."""
+def _stream(ref: Operand):
+    """The stream the caller's framework is using now (results are ordered after prior
+    work), as a CuPy stream; None means CuPy's current stream."""
     if ref.kind == "torch":
-        import torch
-
-        return torch.cuda.current_stream(ref.obj.device).cuda_stream
-    import cupy
-
-    return cupy.cuda.get_current_stream().ptr
+        ptr = _torch()[1](ref.device)
+        return stream_handle(ptr) if ptr else None  # 0: the legacy default stream, CuPy's default too
+    return None
 
 
 def attention(q, k, v, *, causal: bool = False, scale: float | None = None, return_lse: bool = False,
@@ -228,32 +245,33 @@ def attention(q, k, v, *, causal: bool = False, scale: float | None = None, retu
     Returns the output (same kind, dtype, device; on the caller's current stream)
     and, with return_lse, the per-row log-sum-exp (float32, batch x heads_q x seq_q).
     """
-    ops = [as_operand(x, n) for x, n in ((q, "q"), (k, "k"), (v, "v"))]
-    problem = check_inputs(*ops)
-    problem.causal = bool(causal)
-    qo = ops[0]
+    qo, ko, vo = as_operand(q, "q"), as_operand(k, "k"), as_operand(v, "v")
+    problem = check_inputs(qo, ko, vo)
+    problem.causal = causal = bool(causal)
     if scale is None:
         scale = default_scale(problem.head_dim)
     elif not (isinstance(scale, (int, float)) and math.isfinite(scale)):
         raise InputError(f"scale must be a finite number, got {scale!r}")
-    arch, device_name = device_arch(qo.device)
+    device = qo.device
+    arch, device_name = device_arch(device)
     if config is None:
-        cfg = choose_config(arch, device_name, qo.dtype, problem.head_dim, problem.causal, problem.seq_k)
+        cfg = choose_config(arch, device_name, qo.dtype, problem.head_dim, causal, problem.seq_k)
     else:
         # from_dict validates a dict; a KernelConfig is validated when it is first rendered
         # (loaded_kernel is cached), so calls after the first pay nothing for it.
         cfg = config if isinstance(config, KernelConfig) else KernelConfig.from_dict(config)
-        want = (qo.dtype, problem.head_dim, problem.causal)
-        if (cfg.dtype, cfg.head_dim, cfg.causal) != want:
+        if cfg.dtype != qo.dtype or cfg.head_dim != problem.head_dim or cfg.causal != causal:
             raise InputError(f"config {cfg.name} is for (dtype, head_dim, causal)={(cfg.dtype, cfg.head_dim, cfg.causal)}, "
-                             f"inputs need {want}")
-    kernel = loaded_kernel(cfg, qo.device)
+                             f"inputs need {(qo.dtype, problem.head_dim, causal)}")
+    kernel = loaded_kernel(cfg, device)
     out = _empty_like(qo, qo.shape, qo.dtype)
     lse = _empty_like(qo, qo.shape[:3], "fp32") if return_lse else None
-    import cupy
-
-    with cupy.cuda.Device(qo.device):
-        kernel.launch(qo.ptr, ops[1].ptr, ops[2].ptr, _pointer(out), _pointer(lse) if lse is not None else 0,
-                      problem, scale, _stream(qo))
+    args = (qo.ptr, ko.ptr, vo.ptr, _pointer(out), _pointer(lse) if lse is not None else 0, _stream(qo))
+    cupy = _cupy()
+    if cupy.cuda.runtime.getDevice() == device:
+        kernel.plan(problem, scale)(*args)
+    else:  # the plan too is built on the kernel's device (its grid reads the SM count)
+        with cupy.cuda.Device(device):
+            kernel.plan(problem, scale)(*args)
     out, lse = _result(qo, out), _result(qo, lse)
     return (out, lse) if return_lse else out

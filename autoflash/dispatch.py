@@ -3,7 +3,9 @@ if there is one, else a heuristic default."""
 from __future__ import annotations
 
 import logging
+import os
 
+from autoflash import store
 from autoflash.config import KernelConfig
 
 log = logging.getLogger("autoflash")
@@ -61,9 +63,55 @@ def explain(arch: str, device_name: str, dtype: str, head_dim: int, causal: bool
     entry tuned on this exact device, one tuned on another device of the same arch
     (nearest sequence bucket in both), the heuristic default (with a one-time
     warning naming the command that tunes it). A damaged tuned_configs file raises
-    StoreError naming the file and entry: it is never silently ignored."""
-    from autoflash import store
+    StoreError naming the file and entry: it is never silently ignored.
 
+    Answers are cached per problem and per state of the tuned files (each file's
+    path, mtime and size, stat-ed on every call): a file written or removed while the
+    process runs is seen on the next call, and a hit costs no JSON read, no search and
+    no config validation."""
+    key = (arch, device_name, dtype, head_dim, causal, seq_len, template)
+    stamp = _files_stamp(arch)
+    hit = _chosen.get(key)
+    if hit is not None and hit[0] == stamp:
+        return hit[1], hit[2]
+    cfg, how = _explain_uncached(arch, device_name, dtype, head_dim, causal, seq_len, template)
+    if len(_chosen) >= _MAX_CHOSEN:
+        _chosen.clear()  # many distinct lengths: start over rather than track recency
+    _chosen[key] = (stamp, cfg, how)
+    return cfg, how
+
+
+_MAX_CHOSEN = 4096
+_chosen: dict[tuple, tuple] = {}  # key -> (files stamp, config, how)
+_paths: dict[tuple, tuple[str, ...]] = {}
+
+
+def _tuned_paths(arch: str) -> tuple[str, ...]:
+    """The <arch>.json path in every search folder. Resolving the folders costs ~50 us
+    (platformdirs, Path.resolve), so they are resolved again only when the environment
+    variable or store.search_dirs itself (tests replace it) changes."""
+    key = (store.search_dirs, os.environ.get(store.TUNED_ENV), arch)
+    paths = _paths.get(key)
+    if paths is None:
+        if len(_paths) >= 64:
+            _paths.clear()
+        paths = _paths[key] = tuple(os.path.join(d, f"{arch}.json") for d in store.search_dirs())
+    return paths
+
+
+def _files_stamp(arch: str) -> tuple:
+    stamp = []
+    for path in _tuned_paths(arch):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        stamp.append((path, st.st_mtime_ns, st.st_size))
+    return tuple(stamp)
+
+
+def _explain_uncached(arch: str, device_name: str, dtype: str, head_dim: int, causal: bool, seq_len: int,
+                      template: str | None) -> tuple[KernelConfig, str]:
     entries = store.entries_for_arch(arch)
     entry, how = store.lookup(entries, device_name, dtype, head_dim, causal, seq_len, template)
     if entry is not None:

@@ -77,14 +77,13 @@ class TensorMap:
         return _map_arg_class()(self)
 
 
-def encode_tiled(ptr: int, dtype: str, dims: tuple[int, ...], strides_bytes: tuple[int, ...],
-                 box: tuple[int, ...], swizzle_bytes: int = 128) -> TensorMap:
-    """cuTensorMapEncodeTiled for a dense tensor; dims/box innermost first."""
+@functools.lru_cache(maxsize=256)
+def _encode_params(dtype: str, dims: tuple, strides_bytes: tuple, box: tuple, swizzle_bytes: int) -> tuple:
+    """The checks and the ctypes arrays of one geometry, done once: Q, K and V maps of
+    one shape, and every later pointer set of that shape, differ only in the pointer."""
     rank = len(dims)
     if len(box) != rank or len(strides_bytes) != rank - 1:
         raise TmaError(f"rank mismatch: dims {dims}, strides {strides_bytes}, box {box}")
-    if ptr % 16:
-        raise TmaError(f"global address {ptr:#x} is not 16-byte aligned")
     if any(s % 16 for s in strides_bytes):
         raise TmaError(f"global strides {strides_bytes} must be multiples of 16 bytes")
     if any(b < 1 or b > 256 for b in box):
@@ -92,13 +91,20 @@ def encode_tiled(ptr: int, dtype: str, dims: tuple[int, ...], strides_bytes: tup
     if swizzle_bytes and box[0] * ELEM_BYTES[dtype] > swizzle_bytes:
         raise TmaError(f"inner box extent {box[0]} x {ELEM_BYTES[dtype]} B exceeds the {swizzle_bytes} B swizzle span")
     u32, u64 = ctypes.c_uint32, ctypes.c_uint64
+    return (DATA_TYPES[dtype], rank, (u64 * rank)(*dims), (u64 * max(1, rank - 1))(*strides_bytes),
+            (u32 * rank)(*box), (u32 * rank)(*([1] * rank)), SWIZZLE[swizzle_bytes])
+
+
+def encode_tiled(ptr: int, dtype: str, dims: tuple[int, ...], strides_bytes: tuple[int, ...],
+                 box: tuple[int, ...], swizzle_bytes: int = 128) -> TensorMap:
+    """cuTensorMapEncodeTiled for a dense tensor; dims/box innermost first."""
+    data_type, rank, dims_a, strides_a, box_a, elem_strides_a, swizzle = _encode_params(
+        dtype, tuple(dims), tuple(strides_bytes), tuple(box), swizzle_bytes)
+    if ptr % 16:
+        raise TmaError(f"global address {ptr:#x} is not 16-byte aligned")
     tmap = TensorMap()
-    res = _encode_fn()(
-        tmap.address, DATA_TYPES[dtype], rank, ptr,
-        (u64 * rank)(*dims), (u64 * max(1, rank - 1))(*strides_bytes),
-        (u32 * rank)(*box), (u32 * rank)(*([1] * rank)),
-        INTERLEAVE_NONE, SWIZZLE[swizzle_bytes], L2_PROMOTION_256B, OOB_FILL_ZERO,
-    )
+    res = _encode_fn()(tmap.address, data_type, rank, ptr, dims_a, strides_a, box_a, elem_strides_a,
+                       INTERLEAVE_NONE, swizzle, L2_PROMOTION_256B, OOB_FILL_ZERO)
     if res != 0:
         raise TmaError(f"cuTensorMapEncodeTiled failed with CUresult {res} "
                        f"(dims {dims}, strides {strides_bytes}, box {box}, dtype {dtype})")
@@ -127,26 +133,33 @@ def _map_arg_class():
 
 
 class _MapCache:
-    """Recently used tensor maps, keyed by everything they encode: re-encoding costs a
-    driver call per launch, and a cached map keeps its host bytes alive through the launch."""
+    """A bounded least-recently-used cache of tensor maps. A map embeds a raw device
+    pointer, so every key holds the pointer and the whole geometry the map encodes:
+    a freed pointer reused by a tensor of another shape or dtype gets a new key, and
+    one reused with the same geometry is served the same (identical) map."""
 
-    def __init__(self, size: int = 64):
+    def __init__(self, size: int = 256):
         self.size = size
         self.lock = threading.Lock()
         self.items: OrderedDict = OrderedDict()
 
-    def get(self, key, make):
+    def get(self, key, make, *args):
+        """The item for key, built as make(*args) on a miss (no closure per call)."""
         with self.lock:
             item = self.items.get(key)
             if item is not None:
                 self.items.move_to_end(key)
                 return item
-        item = make()
+        item = make(*args)  # outside the lock: encoding calls the driver
         with self.lock:
             self.items[key] = item
             while len(self.items) > self.size:
                 self.items.popitem(last=False)
         return item
+
+    def clear(self) -> None:
+        with self.lock:
+            self.items.clear()
 
 
 _CACHE = _MapCache()
@@ -155,5 +168,23 @@ _CACHE = _MapCache()
 def cached_operand_map(ptr: int, dtype: str, rows_per_head: int, heads_total: int, head_dim: int,
                        box_rows: int, box_cols: int = 64) -> TensorMap:
     key = (ptr, dtype, rows_per_head, heads_total, head_dim, box_rows, box_cols)
-    return _CACHE.get(key, lambda: attention_operand_map(ptr, dtype, rows_per_head, heads_total, head_dim,
-                                                         box_rows, box_cols))
+    return _CACHE.get(key, attention_operand_map, *key)
+
+
+def _qkv_map_args(q: int, k: int, v: int, dtype: str, seq_q: int, seq_k: int, heads_q_total: int,
+                  heads_kv_total: int, head_dim: int, block_m: int, block_n: int) -> tuple:
+    tq = attention_operand_map(q, dtype, seq_q, heads_q_total, head_dim, block_m)
+    tk = attention_operand_map(k, dtype, seq_k, heads_kv_total, head_dim, block_n)
+    tv = tk if v == k else attention_operand_map(v, dtype, seq_k, heads_kv_total, head_dim, block_n)
+    return tq.kernel_arg(), tk.kernel_arg(), tv.kernel_arg()
+
+
+_QKV_CACHE = _MapCache()
+
+
+def qkv_map_args(q: int, k: int, v: int, dtype: str, seq_q: int, seq_k: int, heads_q_total: int,
+                 heads_kv_total: int, head_dim: int, block_m: int, block_n: int) -> tuple:
+    """The kernel arguments of the Q, K and V tensor maps of one launch, from one cache
+    look-up (the per-call path of flash_fwd_wgmma). Each argument keeps its map alive."""
+    key = (q, k, v, dtype, seq_q, seq_k, heads_q_total, heads_kv_total, head_dim, block_m, block_n)
+    return _QKV_CACHE.get(key, _qkv_map_args, *key)

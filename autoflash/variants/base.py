@@ -90,12 +90,23 @@ class Variant:
 
     def kernel_args(self, cfg: KernelConfig, pointers: tuple[int, ...], p, scale: float) -> tuple:
         """Arguments of the shared kernel signature (launch.py). A template that needs
-        more (e.g. a TMA tensor map) overrides this and documents its signature."""
+        more (e.g. a TMA tensor map) overrides launch_args and documents its signature."""
+        return self.launch_args(cfg, p, scale)(*pointers)
+
+    def launch_args(self, cfg: KernelConfig, p, scale: float):
+        """A function of the five pointers (q, k, v, o, lse) returning the kernel's
+        arguments: what depends only on (cfg, p, scale) is converted once, here, so a
+        cached launch plan (launch.py) pays only for the pointers."""
         import numpy as np
 
-        q, k, v, o, lse = (np.uint64(x) for x in pointers)
-        return (q, k, v, o, lse, np.int32(p.heads_q), np.int32(p.heads_kv), np.int32(p.seq_q),
-                np.int32(p.seq_k), np.float32(scale * LOG2E))
+        u64 = np.uint64
+        tail = (np.int32(p.heads_q), np.int32(p.heads_kv), np.int32(p.seq_q), np.int32(p.seq_k),
+                np.float32(scale * LOG2E))
+
+        def args(q, k, v, o, lse):
+            return (u64(q), u64(k), u64(v), u64(o), u64(lse)) + tail
+
+        return args
 
     def grid(self, cfg: KernelConfig, batch: int, heads_q: int, seq_q: int) -> tuple[int, int, int]:
         """One block per (query tile, query head, batch): the FlashAttention-2 order.

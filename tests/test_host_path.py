@@ -1,0 +1,254 @@
+"""The per-call host path's caches, without a GPU: TMA descriptor cache keys and
+eviction, the dispatch cache and when it is dropped, launch plans and argument
+builders. GPU behaviour (results stay right across pointers and shapes) is
+tests/test_host_path_gpu.py."""
+import numpy as np
+import pytest
+
+from autoflash import dispatch, launch, store, tma
+from autoflash.config import KernelConfig
+from autoflash.launch import LoadedKernel, Problem
+from autoflash.variants import VARIANTS
+from autoflash.variants.base import LOG2E
+
+from test_store import make_entry
+
+
+# ------------------------------------------------------------ TMA descriptor cache
+class FakeMap:
+    """Stands in for an encoded TensorMap: remembers what it was encoded from."""
+
+    def __init__(self, *geometry):
+        self.geometry = geometry
+
+    def kernel_arg(self):
+        return ("arg", self.geometry)
+
+
+@pytest.fixture
+def encodes(monkeypatch):
+    """Every (fake) cuTensorMapEncode call, with a fresh 4-entry descriptor cache."""
+    made = []
+
+    def fake_encode(*geometry):
+        made.append(geometry)
+        return FakeMap(*geometry)
+
+    monkeypatch.setattr(tma, "attention_operand_map", fake_encode)
+    monkeypatch.setattr(tma, "_QKV_CACHE", tma._MapCache(size=4))
+    return made
+
+
+GEOM = ("bf16", 256, 512, 8, 4, 128, 128, 128)  # dtype, seq_q, seq_k, B*Hq, B*Hkv, D, Br, Bc
+
+
+def test_same_pointers_and_geometry_reuse_the_descriptors(encodes):
+    first = tma.qkv_map_args(0x1000, 0x2000, 0x3000, *GEOM)
+    again = tma.qkv_map_args(0x1000, 0x2000, 0x3000, *GEOM)
+    assert again is first and len(encodes) == 3
+    assert [e[0] for e in encodes] == [0x1000, 0x2000, 0x3000]
+    assert encodes[0][1:] == ("bf16", 256, 8, 128, 128) and encodes[1][1:] == ("bf16", 512, 4, 128, 128)
+
+
+def test_same_pointer_new_shape_or_dtype_is_encoded_again(encodes):
+    tma.qkv_map_args(0x1000, 0x2000, 0x3000, *GEOM)
+    longer = ("bf16", 300, 512, 8, 4, 128, 128, 128)  # freed and reused by a longer q
+    args = tma.qkv_map_args(0x1000, 0x2000, 0x3000, *longer)
+    assert args[0] == ("arg", (0x1000, "bf16", 300, 8, 128, 128))
+    fp16 = ("fp16",) + GEOM[1:]
+    args = tma.qkv_map_args(0x1000, 0x2000, 0x3000, *fp16)
+    assert all(a[1][1] == "fp16" for a in args)
+    other_tile = GEOM[:6] + (64, 128)
+    tma.qkv_map_args(0x1000, 0x2000, 0x3000, *other_tile)
+    assert len(encodes) == 12  # three maps per distinct key, none served stale
+
+
+def test_new_pointer_same_shape_is_encoded_for_that_pointer(encodes):
+    tma.qkv_map_args(0x1000, 0x2000, 0x3000, *GEOM)
+    args = tma.qkv_map_args(0x1000, 0x2000, 0x9000, *GEOM)  # a new v tensor
+    assert args[2] == ("arg", (0x9000, "bf16", 512, 4, 128, 128))
+
+
+def test_k_equal_v_shares_one_descriptor(encodes):
+    args = tma.qkv_map_args(0x1000, 0x2000, 0x2000, *GEOM)
+    assert len(encodes) == 2 and args[1] == args[2]
+
+
+def test_least_recently_used_entry_is_evicted(encodes):
+    for ptr in (0x1000, 0x2000, 0x3000, 0x4000):
+        tma.qkv_map_args(ptr, ptr + 1, ptr + 2, *GEOM)
+    tma.qkv_map_args(0x1000, 0x1001, 0x1002, *GEOM)  # touch the oldest: 0x2000 is now least recent
+    tma.qkv_map_args(0x5000, 0x5001, 0x5002, *GEOM)  # fifth key: evicts 0x2000
+    assert len(tma._QKV_CACHE.items) == 4
+    n = len(encodes)
+    tma.qkv_map_args(0x1000, 0x1001, 0x1002, *GEOM)
+    assert len(encodes) == n  # still cached
+    tma.qkv_map_args(0x2000, 0x2001, 0x2002, *GEOM)
+    assert len(encodes) == n + 3  # was evicted: encoded again
+
+
+def test_map_cache_builds_once_per_key_and_passes_args():
+    cache = tma._MapCache(size=2)
+    calls = []
+
+    def make(*args):
+        calls.append(args)
+        return object()
+
+    a = cache.get(("a",), make, 1, 2)
+    assert cache.get(("a",), make, 1, 2) is a and calls == [(1, 2)]
+    cache.get(("b",), make, 3)
+    cache.get(("c",), make, 4)
+    assert list(cache.items) == [("b",), ("c",)]
+    cache.clear()
+    assert not cache.items
+
+
+def test_single_operand_cache_key_holds_pointer_and_shape(monkeypatch):
+    monkeypatch.setattr(tma, "_CACHE", tma._MapCache(size=8))
+    made = []
+    monkeypatch.setattr(tma, "attention_operand_map", lambda *g: made.append(g) or FakeMap(*g))
+    a = tma.cached_operand_map(0x1000, "bf16", 256, 8, 128, 128)
+    assert tma.cached_operand_map(0x1000, "bf16", 256, 8, 128, 128) is a
+    assert tma.cached_operand_map(0x1000, "bf16", 257, 8, 128, 128) is not a
+    assert len(made) == 2
+
+
+# ------------------------------------------------------------ dispatch cache
+@pytest.fixture
+def tuned_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(store, "search_dirs", lambda: [tmp_path])
+    reads = []
+    real = store.entries_for_arch
+    monkeypatch.setattr(store, "entries_for_arch", lambda arch: reads.append(arch) or real(arch))
+    return tmp_path, reads
+
+
+H100 = "NVIDIA H100 80GB HBM3"
+
+
+def test_dispatch_answers_from_its_cache_until_a_file_changes(tuned_dir):
+    folder, reads = tuned_dir
+    store.write(folder / "sm_90.json", [make_entry(bucket=4096, block_n=32)])
+    cfg, how = dispatch.explain("sm_90", H100, "fp32", 64, False, 4096)
+    assert cfg.block_n == 32 and how.startswith("tuned") and len(reads) == 1
+    for _ in range(3):
+        assert dispatch.explain("sm_90", H100, "fp32", 64, False, 4096) == (cfg, how)
+    assert len(reads) == 1  # no re-read, no re-validation
+    dispatch.explain("sm_90", H100, "fp32", 64, False, 2048)  # another length: its own look-up
+    assert len(reads) == 2
+    store.write(folder / "sm_90.json", [make_entry(bucket=4096, block_n=64, ms=0.75)])  # retuned
+    assert dispatch.explain("sm_90", H100, "fp32", 64, False, 4096)[0].block_n == 64
+    (folder / "sm_90.json").unlink()
+    cfg, how = dispatch.explain("sm_90", H100, "fp32", 64, False, 4096)
+    assert how == "heuristic default"
+
+
+def test_dispatch_cache_follows_the_search_folders(tmp_path, monkeypatch):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    store.write(a / "sm_90.json", [make_entry(bucket=4096, block_n=32)])
+    store.write(b / "sm_90.json", [make_entry(bucket=4096, block_n=64)])
+    monkeypatch.setattr(store, "search_dirs", lambda: [a])
+    assert dispatch.select("sm_90", H100, "fp32", 64, False, 4096).block_n == 32
+    monkeypatch.setattr(store, "search_dirs", lambda: [b])
+    assert dispatch.select("sm_90", H100, "fp32", 64, False, 4096).block_n == 64
+
+
+def test_dispatch_does_not_cache_a_damaged_file(tuned_dir):
+    folder, _ = tuned_dir
+    (folder / "sm_90.json").write_text("{not json")
+    for _ in range(2):
+        with pytest.raises(store.StoreError):
+            dispatch.select("sm_90", H100, "fp32", 64, False, 4096)
+
+
+# ------------------------------------------------------------ launch plans and arguments
+def test_shared_signature_arguments_are_built_once_per_plan():
+    cfg = VARIANTS["flash_fwd_simt"].default("sm_90", "fp32", 64, False)
+    p = Problem(2, 8, 2, 100, 50, 64, False)
+    build = VARIANTS["flash_fwd_simt"].launch_args(cfg, p, 0.125)
+    args = build(16, 32, 48, 64, 0)
+    assert [type(a) for a in args] == [np.uint64] * 5 + [np.int32] * 4 + [np.float32]
+    assert [int(a) for a in args[:9]] == [16, 32, 48, 64, 0, 8, 2, 100, 50]
+    assert args[9] == np.float32(0.125 * LOG2E)
+    assert VARIANTS["flash_fwd_simt"].kernel_args(cfg, (16, 32, 48, 64, 0), p, 0.125) == args
+
+
+def test_wgmma_arguments_order(encodes):
+    wg = VARIANTS["flash_fwd_wgmma"]
+    cfg = wg.default("sm_90a", "bf16", 128, False)
+    p = Problem(2, 4, 2, 256, 512, 128, False)
+    args = wg.launch_args(cfg, p, 0.1)(0x1000, 0x2000, 0x3000, 0x4000, 0)
+    assert [int(a) for a in args[:9]] == [0x1000, 0x2000, 0x3000, 0x4000, 0, 4, 2, 256, 512]
+    assert args[10] == ("arg", (0x1000, "bf16", 256, 8, 128, cfg.block_m))
+    assert args[11] == ("arg", (0x2000, "bf16", 512, 4, 128, cfg.block_n))
+    assert args[12][1][0] == 0x3000 and int(args[13]) == 2 and type(args[13]) is np.int32
+    assert wg.kernel_args(cfg, (0x1000, 0x2000, 0x3000, 0x4000, 0), p, 0.1)[10] is args[10]  # cached
+
+
+class FakeFunction:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, grid, block, args, shared_mem=0, stream=None):
+        self.calls.append((grid, block, args, shared_mem, stream))
+
+
+def fake_kernel(cfg: KernelConfig) -> LoadedKernel:
+    """A LoadedKernel without a GPU: what plan() reads, with a recording function."""
+    kernel = LoadedKernel.__new__(LoadedKernel)
+    kernel.config, kernel.variant = cfg, VARIANTS[cfg.template]
+    kernel.smem, kernel.function, kernel._plans = 1234, FakeFunction(), {}
+    return kernel
+
+
+def test_plans_are_cached_per_shape_and_scale():
+    kernel = fake_kernel(VARIANTS["flash_fwd_simt"].default("sm_90", "fp32", 64, True))
+    p = Problem(2, 8, 2, 100, 50, 64, True)
+    plan = kernel.plan(p, 0.125)
+    assert kernel.plan(Problem(2, 8, 2, 100, 50, 64, True), 0.125) is plan
+    assert kernel.plan(p, 0.5) is not plan
+    assert kernel.plan(Problem(2, 8, 2, 300, 50, 64, True), 0.125).grid != plan.grid
+    plan(16, 32, 48, 64, 0, "stream")
+    grid, block, args, smem, stream = kernel.function.calls[-1]
+    assert grid == kernel.grid(p) and block == (kernel.config.threads, 1, 1) and smem == 1234 and stream == "stream"
+    assert int(args[3]) == 64 and int(args[7]) == 100
+
+
+def test_plan_cache_is_bounded(monkeypatch):
+    monkeypatch.setattr(LoadedKernel, "MAX_PLANS", 3)
+    kernel = fake_kernel(VARIANTS["flash_fwd_simt"].default("sm_90", "fp32", 64, False))
+    for n in range(1, 8):
+        kernel.plan(Problem(1, 1, 1, n, n, 64, False), 0.125)
+        assert len(kernel._plans) <= 3
+
+
+def test_plan_refuses_a_problem_the_kernel_was_not_built_for():
+    kernel = fake_kernel(VARIANTS["flash_fwd_simt"].default("sm_90", "fp32", 64, False))
+    with pytest.raises(launch.LaunchError, match="cannot run head_dim=128"):
+        kernel.plan(Problem(1, 1, 1, 8, 8, 128, False), 0.1)
+    with pytest.raises(launch.LaunchError, match="causal=True"):
+        kernel.plan(Problem(1, 1, 1, 8, 8, 64, True), 0.1)
+
+
+def test_stream_handles_are_made_once_per_pointer():
+    pytest.importorskip("cupy")
+    a = launch.stream_handle(0x7000)
+    assert launch.stream_handle(0x7000) is a and a.ptr == 0x7000
+    assert launch.stream_handle(0x7100).ptr == 0x7100
+
+
+def test_encode_passes_each_pointer_with_the_shared_geometry(monkeypatch):
+    calls = []
+    monkeypatch.setattr(tma, "_encode_fn", lambda: (lambda *a: calls.append(a) or 0))
+    tma.attention_operand_map(0x100000, "bf16", 4096, 64, 128, 128)
+    tma.attention_operand_map(0x200000, "bf16", 4096, 64, 128, 128)
+    tma.attention_operand_map(0x300000, "fp16", 100, 8, 64, 64)
+    (a, b, c) = calls
+    assert (a[3], b[3], c[3]) == (0x100000, 0x200000, 0x300000) and a[1] == 9 and c[1] == 6
+    assert list(a[4]) == [128, 4096, 64] and list(a[5]) == [256, 4096 * 256] and list(a[6]) == [64, 128, 1]
+    assert list(c[4]) == [64, 100, 8] and list(c[5]) == [128, 100 * 128] and list(c[6]) == [64, 64, 1]
+    assert list(a[7]) == [1, 1, 1] and a[8:] == (0, 3, 3, 0)  # no interleave, 128 B swizzle, L2 256 B, zero fill
+    with pytest.raises(tma.TmaError, match="16-byte aligned"):
+        tma.attention_operand_map(0x100008, "bf16", 4096, 64, 128, 128)  # geometry cached, pointer still checked

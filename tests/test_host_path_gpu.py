@@ -1,0 +1,136 @@
+"""attention() stays right across calls now that its host path caches (TMA descriptors
+per pointer set, launch plans per shape, configs per problem): a cached descriptor
+must never be served for another tensor. Same shape with new tensors, the same
+pointer with a new shape, more pointer sets than the cache holds, in-place updates
+under a CUDA graph."""
+import math
+
+import pytest
+
+import autoflash
+from autoflash import api, dispatch, tma
+from autoflash.reference import TOLERANCE
+
+pytestmark = pytest.mark.gpu
+torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+
+
+def reference(q, k, v, causal):
+    group = q.shape[1] // k.shape[1]
+    k = k.double().repeat_interleave(group, dim=1)
+    v = v.double().repeat_interleave(group, dim=1)
+    s = q.double() @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if causal:
+        s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool, device=s.device).triu(1), -math.inf)
+    return torch.softmax(s, dim=-1) @ v
+
+
+def rel_err(out, ref):
+    return ((out.double() - ref).norm() / ref.norm()).item()
+
+
+def config_for(dtype):
+    """fp32: a template without descriptors; bf16: the Hopper one (TMA descriptors)."""
+    arch, _ = api.device_arch(0)
+    if dtype == "bf16" and arch != "sm_90":
+        pytest.skip("the TMA template runs on sm_90 only")
+    return dispatch.heuristic_default(arch, dtype, 64 if dtype == "fp32" else 128, False)
+
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def randn(*shape, dtype="bf16", seed=0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    return torch.randn(*shape, device="cuda", generator=g).to(DTYPES[dtype])
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_same_shape_new_tensors_each_call(dtype):
+    cfg = config_for(dtype)
+    d = cfg.head_dim
+    for i in range(6):
+        q, k, v = (randn(2, 4, 300, d, dtype=dtype, seed=10 * i + j) for j in range(3))
+        out = autoflash.attention(q, k, v, config=cfg)
+        assert rel_err(out, reference(q, k, v, False)) < TOLERANCE[dtype], i
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_same_pointer_new_shape(dtype):
+    """Views at the start of one buffer share a data pointer but not a shape: each call
+    must encode its own descriptor (a stale one would read the wrong rows or heads)."""
+    cfg = config_for(dtype)
+    d = cfg.head_dim
+    buf = [randn(2 * 8 * 700 * d, dtype=dtype, seed=s) for s in range(3)]
+    shapes = [((1, 2, 256, d), (1, 2, 256, d)), ((1, 2, 700, d), (1, 1, 333, d)),
+              ((2, 8, 100, d), (2, 4, 700, d)), ((1, 2, 256, d), (1, 2, 256, d))]
+    for sq, skv in shapes:
+        q = buf[0][:math.prod(sq)].view(sq)
+        k, v = (b[:math.prod(skv)].view(skv) for b in buf[1:])
+        assert q.data_ptr() == buf[0].data_ptr()
+        out = autoflash.attention(q, k, v, config=cfg)
+        assert rel_err(out, reference(q, k, v, False)) < TOLERANCE[dtype], (sq, skv)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_contents_changed_in_place(dtype):
+    cfg = config_for(dtype)
+    d = cfg.head_dim
+    q, k, v = (randn(1, 2, 200, d, dtype=dtype, seed=j) for j in range(3))
+    first = autoflash.attention(q, k, v, config=cfg)
+    k.copy_(randn(1, 2, 200, d, dtype=dtype, seed=9))
+    second = autoflash.attention(q, k, v, config=cfg)
+    assert rel_err(second, reference(q, k, v, False)) < TOLERANCE[dtype]
+    assert not torch.equal(first, second)
+
+
+def test_more_pointer_sets_than_the_descriptor_cache_holds():
+    cfg = config_for("bf16")
+    n = tma._QKV_CACHE.size + 20
+    sets = [tuple(randn(1, 1, 64 + (i % 3) * 64, 128, seed=3 * i + j) for j in range(3)) for i in range(n)]
+    outs = [autoflash.attention(*s, config=cfg) for s in sets]
+    for i in (0, 1, n // 2, n - 1):  # the first ones were evicted before they were checked
+        assert rel_err(outs[i], reference(*sets[i], False)) < TOLERANCE["bf16"], i
+    again = autoflash.attention(*sets[0], config=cfg)  # re-encoded after eviction
+    assert rel_err(again, reference(*sets[0], False)) < TOLERANCE["bf16"]
+
+
+def test_alternating_causal_lse_and_default_config():
+    dtype = "bf16" if api.device_arch(0)[0] == "sm_90" else "fp16"
+    q, k, v = (randn(1, 4, 257, 64, dtype=dtype, seed=j) for j in range(3))
+    for causal in (False, True, False, True):
+        out, lse = autoflash.attention(q, k, v, causal=causal, return_lse=True)
+        assert rel_err(out, reference(q, k, v, causal)) < TOLERANCE[dtype]
+        assert lse.shape == (1, 4, 257) and lse.dtype == torch.float32
+        out2 = autoflash.attention(q, k, v, causal=causal)
+        assert torch.equal(out, out2)
+
+
+def test_side_streams_are_followed():
+    q, k, v = (randn(2, 4, 512, 64, dtype="fp16", seed=j) for j in range(3))
+    ref = reference(q, k, v, False)
+    for _ in range(2):
+        for s in (torch.cuda.Stream(), torch.cuda.Stream()):
+            s.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(s):
+                out = autoflash.attention(q, k, v)
+            torch.cuda.current_stream().wait_stream(s)
+            assert rel_err(out, ref) < TOLERANCE["fp16"]
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_graph_replay_reads_updated_inputs(dtype):
+    cfg = config_for(dtype)
+    d = cfg.head_dim
+    q, k, v = (randn(2, 4, 384, d, dtype=dtype, seed=j) for j in range(3))
+    autoflash.attention(q, k, v, config=cfg)  # warm up: compile, load, plan, descriptors
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = autoflash.attention(q, k, v, config=cfg)
+    for seed in (20, 30):
+        for t, s in zip((q, k, v), range(3)):
+            t.copy_(randn(*t.shape, dtype=dtype, seed=seed + s))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert rel_err(out, reference(q, k, v, False)) < TOLERANCE[dtype], seed
