@@ -14,7 +14,7 @@ for part in "$@"; do
     t0=$(date +%s)
     case $part in
         two) bash benchmarks/two_workers.sh > "$OUT/two.log" 2>&1
-             s=$(grep -E "^wall|ran once|FAILED|killing|exit status|lost:|^study|^[a-z_]+\|" "$OUT/two.log" | cut -c1-170) ;;
+             s=$(grep -E "^wall|ran once|FAILED|killed|never saw|exit status|lost:|^study|^[a-z_]+\|" "$OUT/two.log" | cut -c1-170) ;;
         sanitize) TOOLS="memcheck racecheck synccheck" timeout 200 bash benchmarks/sanitize.sh "$OUT/sanitize" \
                       > "$OUT/sanitize.log" 2>&1
                   s=$(tail -12 "$OUT/sanitize.log") ;;
