@@ -21,12 +21,12 @@ import logging
 import os
 import re
 import struct
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from autoflash.config import KernelConfig
+from autoflash.store import atomic_write_bytes
 
 log = logging.getLogger("autoflash")
 
@@ -261,17 +261,6 @@ def cache_key(source: str, cfg: KernelConfig) -> str:
     return h.hexdigest()[:32]
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _load_entry(stem: Path, cfg: KernelConfig) -> CompiledKernel | None:
     """A cache entry, or None if absent or damaged (a damaged one is rebuilt)."""
     meta_path, cubin_path = stem.with_suffix(".json"), stem.with_suffix(".cubin")
@@ -322,6 +311,6 @@ def compile_kernel(cfg: KernelConfig, source: str | None = None, use_cache: bool
             "log": text,
             "nvrtc": nvrtc_version(),
         }
-        _atomic_write(stem.with_suffix(".cubin"), cubin)
-        _atomic_write(stem.with_suffix(".json"), json.dumps(meta, indent=1).encode())
+        atomic_write_bytes(stem.with_suffix(".cubin"), cubin)
+        atomic_write_bytes(stem.with_suffix(".json"), json.dumps(meta, indent=1).encode())
     return CompiledKernel(cfg, cubin, report, text)

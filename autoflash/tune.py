@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Callable
 
 from autoflash import store, timing
-from autoflash.config import ARCHS, ConfigError, KernelConfig
+from autoflash.config import ARCHS, KernelConfig
 
 log = logging.getLogger("autoflash")
 
@@ -611,7 +611,9 @@ class Tuner:
         return requeued
 
     def _heartbeat(self, studies: list[_Study]) -> None:
-        """Tell the other workers that this one's running trials are alive."""
+        """Tell the other workers that this one's running trials are alive. Hand-written
+        rather than Optuna's heartbeat: that works only with RDB storages (not journal
+        files) and only inside study.optimize(), while the tuner uses ask/tell."""
         if self.opt.storage is None or time.monotonic() - self._last_beat < self.opt.grace_s / 12:
             return
         self._last_beat = time.monotonic()
@@ -706,8 +708,6 @@ class Tuner:
                 break
 
     def _budget_spent(self, st: _Study) -> bool:
-        from optuna.trial import TrialState
-
         if st.counted >= st.budget:
             return True
         if self.opt.timeout is not None and time.perf_counter() - st.started > self.opt.timeout:

@@ -4,7 +4,6 @@ import os
 
 import optuna
 import pytest
-from optuna.trial import TrialState
 
 from autoflash import store, tune
 from autoflash.runner import InlineRunner, RunnerProcess, StandInBackend, standin_tflops
