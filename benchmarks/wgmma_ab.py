@@ -42,7 +42,8 @@ WG = VARIANTS["flash_fwd_wgmma"]
 
 # Variants: name -> template values to override (empty: the committed schedule). To A/B a change,
 # put it in the template behind a new template value and add e.g. "new": {"that_value": 1} here.
-# (2026-11-25: "early"/"late" compared the rescale_early switch of NOTES.md v5; the switch was reverted.)
+# (2026-11-25: "early"/"late" compared the rescale_early switch of NOTES.md v5; "acc1"/"acc4" the softmax_acc
+# switch and "emu0"/"emu8"/"emu4" the exp2_emu switch of NOTES.md v6; all three switches were reverted.)
 VARIANT_VALUES = {
     "base": {},
     "pp0": {"pingpong": 0},

@@ -1,13 +1,27 @@
 #!/usr/bin/env bash
 # One device call: Nsight Compute over the tuned bf16 D128 N4096 wgmma kernels (non-causal, causal)
 # and SDPA's cuDNN kernels for the same inputs, then a graph-replay timing (benchmarks/wgmma_ab.py).
-# Usage on the GPU machine (carry .whl): bash benchmarks/wgmma_ncu.sh [variants]
+# Usage on the GPU machine (carry .whl): bash benchmarks/wgmma_ncu.sh [variants] [source]
+# With "source": only our kernels, SourceCounters (warp-stall PC sampling per SASS instruction) +
+# WarpStateStats; the per-instruction table goes to $OUT/source.csv.gz, summed by opcode in source_summary.txt.
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1 PATH=/tmp/site/bin:$PATH
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 variants=${1:-base}
 NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+if [ "${2:-}" = source ]; then
+  timeout 240 "$NCU" --clock-control none --profile-from-start off --kernel-name regex:flash_fwd_wgmma \
+    --section SourceCounters --section WarpStateStats --import-source no \
+    -f -o /tmp/src python3 benchmarks/wgmma_ab.py --profile --variants "$variants" > "$OUT/ncu_source.log" 2>&1
+  echo "ncu source rc=$?"
+  "$NCU" --import /tmp/src.ncu-rep --page source --csv --print-source sass > /tmp/source.csv 2> "$OUT/source_export.err"
+  echo "export rc=$? $(wc -l < /tmp/source.csv) lines"
+  gzip -c /tmp/source.csv > "$OUT/source.csv.gz"
+  python3 benchmarks/ncu_summary.py --source /tmp/source.csv > "$OUT/source_summary.txt" 2>&1
+  cat "$OUT/source_summary.txt"
+  exit 0
+fi
 echo "ncu: $NCU"; "$NCU" --version | tail -1; nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw --format=csv
 # tensor-pipe counters this ncu knows for GH100 (names differ between versions: ask, then use what exists)
 "$NCU" --query-metrics --chip gh100 2>/dev/null | awk '{print $1}' | grep -E 'pipe_tensor|gmma' > "$OUT/tensor_metrics.txt"
