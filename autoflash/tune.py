@@ -487,6 +487,7 @@ class Tuner:
         self._runner_since = 0.0
         self._next_id = 0
         self._storage = None  # opened once, shared by the studies
+        self._unclaimed = {}  # storage trial id -> when a RUNNING trial with no worker was first seen
         self._last_beat = 0.0
 
     # ------------------------------------------------------------- setup
@@ -586,6 +587,10 @@ class Tuner:
         beat = t.user_attrs.get("heartbeat")  # set when asked, then every grace_s / 12
         if beat is not None and time.time() - beat > self.opt.grace_s:
             return f"no heartbeat from worker {worker or '?'} for {time.time() - beat:.0f} s"
+        if beat is None:  # its worker died between ask() and writing who it is: time it on our own clock
+            since = self._unclaimed.setdefault(t._trial_id, time.monotonic())
+            if time.monotonic() - since > self.opt.grace_s:
+                return f"no worker claimed it for {time.monotonic() - since:.0f} s"
         return None
 
     def _mark_lost(self, st: _Study, t, why: str) -> bool:

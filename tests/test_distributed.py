@@ -161,6 +161,26 @@ def test_trial_of_a_silent_remote_worker_is_lost_after_grace(tmp_path):
     assert sum(1 for t in study.get_trials() if t.user_attrs.get("counted") and "lost" not in t.user_attrs) == 6
 
 
+def test_trial_nobody_claimed_is_lost_after_grace(tmp_path):
+    """A worker killed between ask() and recording who it is leaves a RUNNING trial with no
+    worker and no heartbeat: it is timed on this process's own clock and lost after grace."""
+    from autoflash import tune as tuning
+    from autoflash.runner import InlineRunner, StandInBackend
+    import optuna
+
+    spec = {"kind": "standin", "arch": "sm_90", "device_name": "Stand-in GPU"}
+    key = tuning.StudyKey("sm_90", "Stand-in GPU", "flash_fwd_simt", "fp32", 64, False)
+    opts = tuning.TuneOptions(trials=3, sampler="random", storage=str(tmp_path / "s.journal"), buckets=(1024,),
+                              grace_s=1.0)
+    study = optuna.create_study(study_name=key.study_name(opts.buckets, opts.tokens),
+                                storage=tuning.open_storage(opts.storage), direction="minimize")
+    orphan = study.ask()  # no attributes at all
+    runner = InlineRunner(StandInBackend(spec))
+    [result] = tuning.Tuner(opts, runner, runner.call({"op": "info"}), workers=0, standin=spec).run([key])
+    row = {r["number"]: r for r in result.trials}[orphan.number]
+    assert row["state"] == "FAIL" and "no worker claimed it" in row["reason"] and result.entries
+
+
 def test_worker_without_a_campaign_says_so(tmp_path):
     done = subprocess.run([sys.executable, "-m", "autoflash.cli", "worker", "--stand-in", "--storage",
                            str(tmp_path / "empty.journal")], capture_output=True, text=True, env=env())
