@@ -32,3 +32,18 @@ def _shared_compile_cache(tmp_path_factory):
     if "AUTOFLASH_CACHE_DIR" not in os.environ:
         os.environ["AUTOFLASH_CACHE_DIR"] = str(tmp_path_factory.mktemp("autoflash-cache"))
     yield
+
+
+def torch_reference(q, k, v, causal):
+    """Attention in float64 with torch (GQA by repeating K/V heads; causal top-left)."""
+    import math
+
+    import torch
+
+    group = q.shape[1] // k.shape[1]
+    k = k.double().repeat_interleave(group, dim=1)
+    v = v.double().repeat_interleave(group, dim=1)
+    s = q.double() @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if causal:
+        s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool, device=s.device).triu(1), -math.inf)
+    return torch.softmax(s, dim=-1) @ v

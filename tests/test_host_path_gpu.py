@@ -8,21 +8,12 @@ import math
 import pytest
 
 import autoflash
+from conftest import torch_reference as reference
 from autoflash import api, dispatch, tma
 from autoflash.reference import TOLERANCE
 
 pytestmark = pytest.mark.gpu
 torch = pytest.importorskip("torch", reason="PyTorch is not installed")
-
-
-def reference(q, k, v, causal):
-    group = q.shape[1] // k.shape[1]
-    k = k.double().repeat_interleave(group, dim=1)
-    v = v.double().repeat_interleave(group, dim=1)
-    s = q.double() @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
-    if causal:
-        s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool, device=s.device).triu(1), -math.inf)
-    return torch.softmax(s, dim=-1) @ v
 
 
 def rel_err(out, ref):
