@@ -289,6 +289,14 @@ def _runner_for(standin: dict | None, device: int):
     return runner.call({"op": "info"}), runner
 
 
+def _compile_workers(args, standin: dict | None) -> int | None:
+    """Compile processes: --workers, else the stand-in compiles inline (0) and a real run
+    takes the default (None: CPU cores - 1)."""
+    if args.workers is not None or standin is None:
+        return args.workers
+    return 0
+
+
 def cmd_worker(args) -> int:
     from autoflash import campaign, tune
 
@@ -303,7 +311,7 @@ def cmd_worker(args) -> int:
             raise CliError(str(exc)) from None
         print(f"worker {tune.WORKER_ID} on {info['device_name']} (device {args.device}) joins {name}: "
               f"{len(keys)} problem(s)", flush=True)
-        workers = (0 if args.workers is None else args.workers) if standin is not None else args.workers
+        workers = _compile_workers(args, standin)
         progress = _Progress()
         tuner = tune.Tuner(opts, runner, info, workers=workers, standin=standin, progress=progress)
         try:
@@ -341,7 +349,7 @@ def _tune_on_gpu(args, knobs, standin, buckets, info, runner) -> int:
     opts = tune.TuneOptions(trials=args.trials, timeout=args.timeout, seed=args.seed, sampler=args.sampler,
                             storage=storage, buckets=buckets, tokens=args.tokens or tune.TOKENS, knobs=knobs,
                             grace_s=args.grace)
-    workers = (0 if args.workers is None else args.workers) if standin is not None else args.workers
+    workers = _compile_workers(args, standin)
     if args.devices and workers is None:  # the compile pools of this machine's workers share its cores
         workers = max(1, tune.default_workers() // len(args.devices))
     print(f"tuning {len(keys)} problem(s) on {info['device_name']} ({arch}, driver {info.get('driver')}, "

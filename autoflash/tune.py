@@ -490,6 +490,11 @@ class Tuner:
         self._unclaimed = {}  # storage trial id -> when a RUNNING trial with no worker was first seen
         self._last_beat = 0.0
 
+    @property
+    def _shared(self) -> bool:
+        """A stored study: other workers may read and write it too."""
+        return self.opt.storage is not None
+
     # ------------------------------------------------------------- setup
     def _open(self, key: StudyKey) -> _Study:
         import optuna
@@ -619,7 +624,7 @@ class Tuner:
         """Tell the other workers that this one's running trials are alive. Hand-written
         rather than Optuna's heartbeat: that works only with RDB storages (not journal
         files) and only inside study.optimize(), while the tuner uses ask/tell."""
-        if self.opt.storage is None or time.monotonic() - self._last_beat < self.opt.grace_s / 12:
+        if not self._shared or time.monotonic() - self._last_beat < self.opt.grace_s / 12:
             return
         self._last_beat = time.monotonic()
         now = time.time()
@@ -665,7 +670,7 @@ class Tuner:
 
         in_pipeline = sum(s.in_flight for s in studies)
         for st in studies:
-            if st.phase == "search" and not st.asking_done and in_pipeline < lookahead and self.opt.storage:
+            if st.phase == "search" and not st.asking_done and in_pipeline < lookahead and self._shared:
                 self._sync(st, force=False)  # other workers' trials count against the budget too
             while st.phase == "search" and not st.asking_done and in_pipeline < lookahead:
                 if st.started is None:
@@ -678,7 +683,7 @@ class Tuner:
                 st.waiting -= 1  # an estimate until the next sync (ask takes a queued trial first)
                 st.running[trial.number] = trial
                 trial.set_user_attr("worker", WORKER_ID)
-                if self.opt.storage is not None:  # epoch seconds: comparable across hosts (with synced clocks)
+                if self._shared:  # epoch seconds: comparable across hosts (with synced clocks)
                     trial.set_user_attr("heartbeat", time.time())
                     if st.exhaustive and "fixed_params" not in st.study._storage.get_trial_system_attrs(trial._trial_id):
                         # every config was queued at the start, so a trial the sampler made up means another
@@ -698,7 +703,7 @@ class Tuner:
                     self._tell(st, trial, TrialState.PRUNED, None,
                                {"reason": "rule: " + "; ".join(problems), "stage": "rules"}, cfg)
                     continue
-                if cfg.name not in st.seen and self.opt.storage is not None:
+                if cfg.name not in st.seen and self._shared:
                     self._sync(st)  # another worker may have started this config since the last look
                 if cfg.name in st.seen:
                     self._duplicate(st, trial, cfg)
@@ -865,7 +870,7 @@ class Tuner:
             return
         from optuna.trial import TrialState
 
-        if self.opt.storage is not None:  # other workers may share the study
+        if self._shared:
             self._sync(st, force=False)
             if st.waiting and not self._budget_spent(st):  # e.g. a lost trial queued again
                 st.asking_done = False
