@@ -1,0 +1,123 @@
+"""Split-KV decode: attention of the last Nq (1 to ~16) query tokens of each sequence over its
+KV cache, with per-sequence cache lengths, GQA packing and a split count fixed by shapes.
+
+Problem key: (dtype, head_dim, m_tiles); m_tiles is 1 when the packed rows G * Nq (query
+heads per KV head x query tokens) fit one 16-row mma tile, else 2. Bucket: the cache length.
+Metric: GB/s, the bytes of Q, K, V and O over the time (decode is memory-bound).
+Template: flash_decode_mma (mma.sync + cp.async, sm_80+). The user-facing call is
+decode_attention (autoflash/ops/decode_api.py).
+"""
+from __future__ import annotations
+
+import math
+
+from autoflash.kernels.archs import build_arch
+from autoflash.kernels.registry import register_operation
+from autoflash.ops import decode_launch
+from autoflash.ops.base import Operation
+from autoflash.ops.decode_api import decode_attention
+from autoflash.ops.decode_kernels import MMA, DecodeConfig
+from autoflash.ops.decode_launch import DecodeProblem
+
+TOKENS = 1 << 21  # batch * KV heads * cache length of a timed problem: 1 GB of K/V at D 128
+# Packed-row shapes (query heads per KV head, query tokens) per key's m_tiles: what a
+# candidate is timed on, and the odd ones it must also get right.
+TIMED_GROUP = {1: (4, 1), 2: (32, 1)}
+CHECK_GROUPS = {1: ((4, 1), (8, 2), (1, 5)), 2: ((32, 1), (4, 5))}
+
+
+class DecodeOp(Operation):
+    name = "decode"
+    config_class = DecodeConfig
+    templates = (MMA,)
+    key_fields = ("head_dim", "m_tiles")
+    bucket_name = "cache length"
+    default_buckets = (1024, 8192, 65536)
+    metric = "gbps"
+    default_tokens = TOKENS
+
+    def describe_key(self, key: dict) -> str:
+        rows = "<=16" if key["m_tiles"] == 1 else ">16"
+        return f"{key['dtype']} d{key['head_dim']} rows{rows}"
+
+    def bench_problem(self, key: dict, bucket: int, tokens: int) -> dict:
+        """Eight KV heads (one when even a single sequence would overfill `tokens`), as many
+        full-length sequences as fill `tokens` KV tokens."""
+        group, seq_q = TIMED_GROUP[key["m_tiles"]]
+        heads_kv = 8 if tokens >= 8 * bucket else 1
+        batch = max(1, tokens // (heads_kv * bucket))
+        return dict(batch=batch, heads_q=group * heads_kv, heads_kv=heads_kv, seq_q=seq_q, seq_k=bucket,
+                    head_dim=key["head_dim"], causal=True)
+
+    def check_problems(self, key: dict) -> list[dict]:
+        """Odd cache lengths (partial tiles, several splits), several packed-row shapes, causal
+        with Nq > 1 (bottom-right); run_checked adds per-sequence lengths 0 and 1."""
+        out = []
+        for (group, seq_q), (batch, seq_k) in zip(CHECK_GROUPS[key["m_tiles"]], ((4, 1000), (3, 77), (1, 5003))):
+            out.append(dict(batch=batch, heads_q=2 * group, heads_kv=2, seq_q=seq_q, seq_k=seq_k,
+                            head_dim=key["head_dim"], causal=True))
+        return out
+
+    def verify_problems(self, key: dict, bucket: int) -> list[dict]:
+        group, seq_q = TIMED_GROUP[key["m_tiles"]]
+        return [dict(batch=3, heads_q=2 * group, heads_kv=2, seq_q=seq_q, seq_k=n, head_dim=key["head_dim"],
+                     causal=True) for n in (bucket, bucket // 2 + 1)]
+
+    def work(self, problem: dict) -> float:
+        return float(DecodeProblem(**problem).bytes_moved(problem.get("dtype", "bf16")))
+
+    def entry_problem(self, problem: dict) -> dict:
+        return {"batch": problem["batch"], "heads_kv": problem["heads_kv"], "group": problem["heads_q"]
+                // problem["heads_kv"], "seq_q": problem["seq_q"], "seq_k": problem["seq_k"]}
+
+    def default(self, arch: str, key: dict) -> DecodeConfig:
+        use_arch = build_arch(MMA.archs, arch)
+        if use_arch is None or not MMA.supports(use_arch, key):
+            raise ValueError(f"no decode template supports {key} on {arch} (flash_decode_mma: archs "
+                             f"{list(MMA.archs)}, dtypes {list(MMA.dtypes)}, head dims {list(MMA.key_values['head_dim'])})")
+        return MMA.default(use_arch, key)
+
+    # ------------------------------------------------------------- GPU side
+    def verify(self, kernel, problem: dict, seed: int):
+        return decode_launch.run_checked(kernel, DecodeProblem(**problem), seed)
+
+    def input_bytes(self, problem: dict, dtype: str) -> int:
+        return DecodeProblem(**problem).bytes_moved(dtype)
+
+    def make_inputs(self, problem: dict, dtype: str, seed: int):
+        """q, k, v (bshd, random), o and lse; the workspace comes with the launcher (its size
+        depends on the kernel's split count)."""
+        import cupy
+
+        from autoflash.kernels.arrays import random_normal
+
+        p = DecodeProblem(**problem)
+        rng = cupy.random.default_rng(seed)
+        kv_shape = (p.batch, p.seq_k, p.heads_kv, p.head_dim)
+        return dict(q=random_normal(rng, (p.batch, p.seq_q, p.heads_q, p.head_dim), dtype),
+                    k=random_normal(rng, kv_shape, dtype), v=random_normal(rng, kv_shape, dtype),
+                    o=cupy.empty((p.batch, p.seq_q, p.heads_q, p.head_dim), dtype=cupy.uint16),
+                    lse=cupy.empty((p.batch, p.heads_q, p.seq_q), dtype=cupy.float32))
+
+    def launcher(self, kernel, problem: dict, inputs):
+        import cupy
+
+        p = DecodeProblem(**problem)
+        splits = decode_launch.choose_splits(kernel, p)
+        n_o, n_l = decode_launch.workspace_sizes(p, splits)
+        o_part, lse_part = cupy.empty(max(n_o, 1), cupy.float32), cupy.empty(max(n_l, 1), cupy.float32)
+        plan = decode_launch.plan_for(kernel, p, decode_launch.contiguous_strides(p, "bshd", "bshd"), splits,
+                                      1.0 / math.sqrt(p.head_dim))
+        ptrs = tuple(inputs[n].data.ptr for n in ("q", "k", "v", "o", "lse")) + (
+            o_part.data.ptr if n_o else 0, lse_part.data.ptr if n_l else 0, 0)
+
+        def launch():
+            plan(*ptrs, cupy.cuda.get_current_stream())
+
+        launch.workspace = (o_part, lse_part)  # kept alive with the launcher
+        return launch
+
+
+DECODE = DecodeOp()
+register_operation(DECODE)
+__all__ = ["DECODE", "DecodeConfig", "DecodeOp", "DecodeProblem", "decode_attention"]

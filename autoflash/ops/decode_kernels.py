@@ -1,0 +1,139 @@
+"""Split-KV decode: its config, the flash_decode_mma template's rules, and the split-count heuristic.
+
+One config names one specialisation of templates/flash_decode_mma.cu.j2 (the split kernel
+`<name>` and its combine kernel `<name>_combine` live in one module). Problem-key fields:
+head_dim and m_tiles (16-row mma tiles of packed query rows G * Nq per block: 1 for up to
+16 rows, 2 beyond). Knobs: block_n (keys a warp takes per pipeline stage), warps (each runs
+its own K/V pipeline), stages (cp.async buffers per warp) and num_splits (0: the
+wave-efficiency heuristic at run time; else a fixed split count).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+from autoflash.kernels.archs import ARCHS
+from autoflash.kernels.config import OpConfig
+from autoflash.kernels.template import Template
+
+SMEM_PAD = 8        # elements added to each K/V/Q shared-memory row: conflict-free ldmatrix
+MERGE_PAD = 8       # floats added to each row of the warps' fp32 merge buffer
+MAX_SPLITS = 256    # workspace bound: num_splits * B * Hkv * rows * D floats
+COMBINE_THREADS = 128  # the combine kernel's block (COMBINE_WARPS = 4 in the template: a warp per row)
+HEAD_DIMS = (16, 32, 64, 128, 256)  # a warp's copy pass covers whole rows (D <= 256) or whole chunks
+
+
+@dataclass(frozen=True)
+class DecodeConfig(OpConfig):
+    head_dim: int
+    m_tiles: int       # 16-row tiles of packed query rows per block
+    block_n: int       # keys one warp takes per pipeline stage
+    warps: int         # threads = 32 * warps; a block step is warps * block_n keys
+    stages: int        # cp.async K/V buffers per warp
+    num_splits: int = 0  # 0: chosen at run time (split_heuristic); else fixed
+
+    op: ClassVar[str] = "decode"
+    name_parts: ClassVar[tuple] = (("head_dim", "d"), ("m_tiles", "mt"), ("block_n", "bn"), ("warps", "w"),
+                                   ("stages", "s"), ("num_splits", "ns"))
+
+    @property
+    def block_m(self) -> int:
+        return 16 * self.m_tiles
+
+    @property
+    def step_keys(self) -> int:
+        return self.warps * self.block_n
+
+
+def m_tiles_for(rows: int, head_dim: int) -> int:
+    """16-row tiles per block for G * Nq packed rows: one up to 16 rows, two beyond (D <= 128;
+    more rows take more m-blocks, which re-read K/V, mostly from L2)."""
+    return 1 if rows <= 16 or head_dim > 128 else 2
+
+
+def m_blocks(rows: int, m_tiles: int) -> int:
+    return math.ceil(rows / (16 * m_tiles))
+
+
+class DecodeMmaTemplate(Template):
+    name = "flash_decode_mma"
+    template_file = "flash_decode_mma.cu.j2"
+    op = "decode"
+    archs = ("sm_80", "sm_86", "sm_89", "sm_90")
+    dtypes = ("fp16", "bf16")
+    key_values = {"head_dim": HEAD_DIMS, "m_tiles": (1, 2)}
+    knobs = {
+        "block_n": (16, 32, 64),
+        "warps": (2, 4, 8),
+        "stages": (2, 3, 4, 5, 6),
+        "num_splits": (0, 1, 2, 4, 8, 16, 32, 64, 128, 256),
+    }
+
+    @staticmethod
+    def q_in_regs(cfg: DecodeConfig) -> bool:
+        """Q fragments (m_tiles * D / 4 registers) stay resident beside O (m_tiles * D / 2)
+        up to 16 x 128; beyond, each k-step re-reads them from shared memory."""
+        return cfg.m_tiles * cfg.head_dim <= 128
+
+    def smem_bytes(self, cfg: DecodeConfig) -> int:
+        """Q rows + every warp's K/V buffers; after the key loop the same space holds the
+        warps' (m, l, O) for the merge, whichever is larger."""
+        stride = cfg.head_dim + SMEM_PAD
+        elem = 2  # fp16 / bf16
+        pipeline = (cfg.block_m + cfg.warps * cfg.stages * 2 * cfg.block_n) * stride * elem
+        merge = 4 * cfg.warps * cfg.block_m * (2 + cfg.head_dim + MERGE_PAD)
+        return max(pipeline, merge)
+
+    def own_problems(self, cfg: DecodeConfig) -> list[str]:
+        if cfg.m_tiles * cfg.head_dim > 256:
+            return [f"m_tiles * head_dim = {cfg.m_tiles * cfg.head_dim} > 256: O alone would take over "
+                    "128 registers a thread"]
+        return []
+
+    def template_values(self, cfg: DecodeConfig) -> dict:
+        return {"mma_type": "bf16" if cfg.dtype == "bf16" else "f16",
+                "q_in_regs": "true" if self.q_in_regs(cfg) else "false"}
+
+    # Defaults, first valid wins: ~16 KB of K/V per warp stage at D 128, deeper for small D.
+    # (block_n, warps, stages)
+    DEFAULTS = {16: [(64, 4, 4), (32, 4, 2)], 32: [(64, 4, 4), (32, 4, 2)], 64: [(32, 4, 4), (32, 4, 2)],
+                128: [(32, 4, 3), (16, 4, 3), (16, 4, 2)], 256: [(16, 4, 3), (16, 4, 2), (16, 2, 2)]}
+
+    def default(self, arch: str, key: dict) -> DecodeConfig:
+        for block_n, warps, stages in self.DEFAULTS.get(key.get("head_dim"), []):
+            cfg = self.config(arch, key, block_n=block_n, warps=warps, stages=stages, num_splits=0)
+            if not cfg.problems():
+                return cfg
+        raise ValueError(f"no {self.name} config for {arch} {key}")
+
+
+MMA = DecodeMmaTemplate()
+
+
+def blocks_per_sm(cfg: DecodeConfig, smem: int, registers: int) -> int:
+    """Split blocks resident on one SM (threads, registers, shared memory): one wave's size."""
+    lim = ARCHS[cfg.arch]
+    regs_per_warp = math.ceil(max(registers, 1) * 32 / 256) * 256  # allocated per warp in units of 256
+    by_regs = lim.regs_per_sm // (regs_per_warp * cfg.warps)
+    by_smem = lim.smem_per_sm // (smem + 1024)  # 1 KB reserved per block
+    return max(1, min(lim.blocks_per_sm, lim.threads_per_sm // cfg.threads, by_regs, by_smem))
+
+
+def split_heuristic(work_blocks: int, n_steps: int, slots: int, max_splits: int = MAX_SPLITS) -> int:
+    """FlashAttention-3's rule (hopper/heuristics.h, design notes §9): one split when the
+    (batch, KV head, m-block) blocks already fill 80 % of the GPU's block slots; else the
+    smallest split count whose wave efficiency (blocks / slots over whole waves) is at least
+    85 % of the best, among counts that really shorten a split (ceil(n_steps / s) drops).
+    Depends only on shapes, never on cache_seqlens values, so it is fixed under CUDA graphs."""
+    if work_blocks <= 0 or n_steps <= 1 or work_blocks >= 0.8 * slots:
+        return 1
+    limit = max(1, min(max_splits, slots, n_steps))
+    eligible = [s for s in range(1, limit + 1) if s == 1 or math.ceil(n_steps / s) != math.ceil(n_steps / (s - 1))]
+
+    def efficiency(s: int) -> float:
+        waves = work_blocks * s / slots
+        return waves / math.ceil(waves)
+
+    best = max(efficiency(s) for s in eligible)
+    return next(s for s in eligible if efficiency(s) >= 0.85 * best)

@@ -1,0 +1,228 @@
+"""GPU side of split-KV decode: problem sizes, launch plans (grid, arguments, workspace), the
+float64 reference and the checked run. CuPy is imported where used.
+
+Layouts: queries and output (B, Nq, Hq, D) or (B, Hq, Nq, D); caches (B, Nk, Hkv, D) or
+(B, Hkv, Nk, D); any strides with D contiguous reach the kernel as element strides
+(batch, token, head). LSE is (B, Hq, Nq), fp32, natural log.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from autoflash.kernels.elements import DTYPE_BYTES, LOG2E
+from autoflash.ops.decode_kernels import COMBINE_THREADS, DecodeConfig, blocks_per_sm, m_blocks, split_heuristic
+
+COMBINE_ROWS = COMBINE_THREADS // 32  # a warp per packed row
+
+
+@dataclass(frozen=True)
+class DecodeProblem:
+    batch: int
+    heads_q: int
+    heads_kv: int
+    seq_q: int      # query tokens per sequence (the last seq_q positions)
+    seq_k: int      # cache capacity Nk (per-sequence lengths may be shorter)
+    head_dim: int
+    causal: bool
+
+    @property
+    def group(self) -> int:
+        return self.heads_q // self.heads_kv
+
+    @property
+    def rows(self) -> int:
+        """Packed query rows per (batch, KV head): G heads x Nq tokens."""
+        return self.group * self.seq_q
+
+    def bytes_moved(self, dtype: str, kv_tokens: int | None = None) -> int:
+        """The floor: Q and O once, K and V once per KV head (kv_tokens: the sum of the
+        sequence lengths, default every sequence full)."""
+        tokens = self.batch * self.seq_k if kv_tokens is None else kv_tokens
+        qo = 2 * self.batch * self.heads_q * self.seq_q * self.head_dim
+        return DTYPE_BYTES[dtype] * (qo + 2 * tokens * self.heads_kv * self.head_dim)
+
+
+def kernel_registers(kernel) -> int:
+    """The split kernel's registers from its own ptxas lines (its name prefixes the combine's)."""
+    log = getattr(kernel.compiled, "log", "") or ""
+    start = log.find(f"Compiling entry function '{kernel.config.name}'")
+    if start >= 0:
+        end = log.find("Compiling entry function", start + 1)
+        section = log[start:] if end < 0 else log[start:end]
+        import re
+
+        match = re.search(r"Used (\d+) registers", section)
+        if match:
+            return int(match.group(1))
+    return kernel.compiled.report.registers
+
+
+@functools.lru_cache(maxsize=16)
+def sm_count(device_id: int) -> int:
+    import cupy
+
+    return cupy.cuda.runtime.getDeviceProperties(device_id)["multiProcessorCount"]
+
+
+def choose_splits(kernel, p: DecodeProblem, requested: int | None = None) -> int:
+    """The caller's count, else the config's fixed one, else the wave-efficiency heuristic
+    over this GPU's block slots. Shapes only: the same at graph capture and replay."""
+    cfg: DecodeConfig = kernel.config
+    if requested:
+        return requested
+    if cfg.num_splits:
+        return cfg.num_splits
+    slots = sm_count(kernel.device_id) * blocks_per_sm(cfg, kernel.smem, kernel_registers(kernel))
+    work = p.batch * p.heads_kv * m_blocks(p.rows, cfg.m_tiles)
+    return split_heuristic(work, math.ceil(p.seq_k / cfg.step_keys), slots)
+
+
+def workspace_sizes(p: DecodeProblem, num_splits: int) -> tuple[int, int]:
+    """(partial O floats, partial LSE floats); (0, 0) with one split (the split kernel writes O)."""
+    if num_splits <= 1:
+        return 0, 0
+    rows = num_splits * p.batch * p.heads_kv * p.rows
+    return rows * p.head_dim, rows
+
+
+def contiguous_strides(p: DecodeProblem, q_layout: str, kv_layout: str) -> tuple[int, ...]:
+    """(q, k, v, o) element strides (batch, token, head) of contiguous arrays in these layouts."""
+    def three(tokens: int, heads: int, layout: str) -> tuple[int, int, int]:
+        d = p.head_dim
+        if layout == "bshd":
+            return tokens * heads * d, heads * d, d
+        return heads * tokens * d, d, tokens * d
+
+    q = three(p.seq_q, p.heads_q, q_layout)
+    kv = three(p.seq_k, p.heads_kv, kv_layout)
+    return q + kv + kv + q
+
+
+class DecodePlan:
+    """One problem's launches with everything but the pointers converted beforehand."""
+
+    __slots__ = ("split_fn", "combine_fn", "grid", "block", "smem", "tail", "num_splits", "combine_grid",
+                 "combine_tail")
+
+    def __init__(self, kernel, p: DecodeProblem, strides: tuple[int, ...], num_splits: int, scale: float):
+        cfg: DecodeConfig = kernel.config
+        if p.head_dim != cfg.head_dim:
+            raise ValueError(f"kernel {cfg.name} is built for head_dim {cfg.head_dim}, not {p.head_dim}")
+        self.split_fn, self.combine_fn = kernel.function, kernel.function_named("_combine")
+        self.num_splits = num_splits
+        self.grid = (num_splits, m_blocks(p.rows, cfg.m_tiles), p.batch * p.heads_kv)
+        if self.grid[1] > 65535 or self.grid[2] > 65535:
+            raise ValueError(f"grid {self.grid} exceeds CUDA's 65535 limit on y/z (batch * heads_kv = "
+                             f"{p.batch * p.heads_kv}, packed rows {p.rows})")
+        self.block = (cfg.threads, 1, 1)
+        self.smem = kernel.smem
+        i32, i64 = np.int32, np.int64
+        self.tail = tuple(i64(s) for s in strides) + (
+            i32(p.seq_k), i32(p.seq_q), i32(p.group), i32(p.heads_kv), i32(int(p.causal)),
+            np.float32(scale * LOG2E))
+        total_rows = p.batch * p.heads_kv * p.rows
+        self.combine_grid = (math.ceil(total_rows / COMBINE_ROWS), 1, 1)
+        self.combine_tail = tuple(i64(s) for s in strides[9:12]) + (
+            i32(total_rows), i32(p.rows), i32(p.group), i32(p.heads_kv), i32(p.seq_q), i32(num_splits))
+
+    def __call__(self, q: int, k: int, v: int, o: int, lse: int, o_part: int, lse_part: int, seqlens: int,
+                 stream) -> None:
+        u64 = np.uint64
+        self.split_fn(self.grid, self.block,
+                      (u64(q), u64(k), u64(v), u64(o), u64(lse), u64(o_part), u64(lse_part), u64(seqlens))
+                      + self.tail, shared_mem=self.smem, stream=stream)
+        if self.num_splits > 1:
+            self.combine_fn(self.combine_grid, (COMBINE_THREADS, 1, 1),
+                            (u64(o_part), u64(lse_part), u64(o), u64(lse)) + self.combine_tail, stream=stream)
+
+
+def plan_for(kernel, p: DecodeProblem, strides: tuple[int, ...], num_splits: int, scale: float) -> DecodePlan:
+    key = ("decode", p, strides, num_splits, scale)
+    return kernel.cached_plan(key, lambda: DecodePlan(kernel, p, strides, num_splits, scale))
+
+
+# ------------------------------------------------------------------ reference and check
+def reference_decode(q, k, v, seqlens, *, causal: bool, scale: float):
+    """float64 decode attention (NumPy or CuPy arrays): q (B, Nq, Hq, D), caches (B, Nk, Hkv, D),
+    seqlens (B,) ints. Query i of Nq sits at position L - Nq + i (bottom-right causal). A row
+    that sees no key: output 0, LSE -inf. Returns (out (B, Nq, Hq, D), lse (B, Hq, Nq))."""
+    xp = __import__("cupy") if type(q).__module__.startswith("cupy") else np
+    q, k, v = (xp.asarray(a, dtype=xp.float64) for a in (q, k, v))
+    b, nq, hq, d = q.shape
+    group = hq // k.shape[2]
+    out = xp.zeros((b, nq, hq, d), dtype=xp.float64)
+    lse = xp.full((b, hq, nq), -xp.inf, dtype=xp.float64)
+    for i in range(b):
+        n = int(seqlens[i])
+        if n == 0:
+            continue
+        kk = xp.repeat(k[i, :n], group, axis=1)  # (n, Hq, D): query head j reads KV head j // G
+        vv = xp.repeat(v[i, :n], group, axis=1)
+        s = xp.einsum("qhd,khd->hqk", q[i], kk) * scale
+        if causal:
+            visible = xp.arange(n)[None, :] <= (n - nq + xp.arange(nq))[:, None]  # (Nq, n)
+            s = xp.where(visible[None], s, -xp.inf)
+        m = s.max(axis=-1, keepdims=True)
+        seen = xp.isfinite(m)
+        p = xp.where(seen, xp.exp(s - xp.where(seen, m, 0)), 0)
+        l = p.sum(axis=-1, keepdims=True)
+        o = xp.einsum("hqk,khd->qhd", p / xp.where(seen, l, 1), vv)
+        out[i] = o
+        lse[i] = xp.where(seen, m + xp.log(xp.where(seen, l, 1)), -xp.inf)[..., 0]
+    return out, lse
+
+
+def check_output(out, ref, lse, ref_lse, dtype: str):
+    """ops.reference.compare, after checking that LSE is -inf exactly where the reference's is
+    (rows that see no key), which compare would count as non-finite."""
+    from autoflash.ops.reference import Check, compare
+
+    xp = __import__("cupy") if type(ref).__module__.startswith("cupy") else np
+    lse = xp.asarray(lse, dtype=xp.float64)
+    empty = xp.isneginf(ref_lse)
+    if not bool((xp.isneginf(lse) == empty).all()):
+        return Check(dtype, math.inf, math.inf, math.inf, False)
+    return compare(out, ref, dtype, xp.where(empty, 0.0, lse), xp.where(empty, 0.0, ref_lse))
+
+
+def run_checked(kernel, p: DecodeProblem, seed: int, num_splits: int | None = None, kv_layout: str = "bshd",
+                lengths=None):
+    """Launch on fresh random inputs with per-sequence lengths (seeded; includes 0 and 1 when the
+    batch has room), outputs poisoned with NaN, and compare with the float64 reference."""
+    import cupy
+
+    from autoflash.kernels.arrays import poisoned, random_normal, to_float64
+
+    dtype = kernel.config.dtype
+    rng = cupy.random.default_rng(seed)
+    if lengths is None:
+        lengths = np.random.default_rng(seed).integers(0, p.seq_k + 1, size=p.batch)
+        lengths[-1] = p.seq_k  # one full sequence
+        if p.batch >= 3:
+            lengths[0], lengths[1] = 0, 1
+    seqlens = cupy.asarray(np.asarray(lengths, dtype=np.int32))
+    q = random_normal(rng, (p.batch, p.seq_q, p.heads_q, p.head_dim), dtype)
+    kv_shape = ((p.batch, p.seq_k, p.heads_kv, p.head_dim) if kv_layout == "bshd"
+                else (p.batch, p.heads_kv, p.seq_k, p.head_dim))
+    k, v = random_normal(rng, kv_shape, dtype), random_normal(rng, kv_shape, dtype)
+    o = poisoned((p.batch, p.seq_q, p.heads_q, p.head_dim), dtype)
+    lse = cupy.full((p.batch, p.heads_q, p.seq_q), cupy.nan, dtype=cupy.float32)
+    splits = choose_splits(kernel, p, num_splits)
+    n_o, n_l = workspace_sizes(p, splits)
+    o_part = cupy.full(max(n_o, 1), cupy.nan, dtype=cupy.float32)  # stale data the combine must not read
+    lse_part = cupy.full(max(n_l, 1), cupy.nan, dtype=cupy.float32)
+    scale = 1.0 / math.sqrt(p.head_dim)
+    strides = contiguous_strides(p, "bshd", kv_layout)
+    plan = plan_for(kernel, p, strides, splits, scale)
+    plan(q.data.ptr, k.data.ptr, v.data.ptr, o.data.ptr, lse.data.ptr, o_part.data.ptr if n_o else 0,
+         lse_part.data.ptr if n_l else 0, seqlens.data.ptr, cupy.cuda.get_current_stream())
+    cupy.cuda.get_current_stream().synchronize()
+    kf, vf = to_float64(k, dtype), to_float64(v, dtype)
+    if kv_layout != "bshd":
+        kf, vf = kf.transpose(0, 2, 1, 3), vf.transpose(0, 2, 1, 3)
+    ref, ref_lse = reference_decode(to_float64(q, dtype), kf, vf, lengths, causal=p.causal, scale=scale)
+    return check_output(to_float64(o, dtype), ref, lse, ref_lse, dtype)

@@ -1,0 +1,171 @@
+"""Split-KV decode without a GPU: config rules, rendering, NVRTC compiles with no spills,
+the split-count heuristic, the operation's registration and its problems, input checks."""
+import math
+import re
+
+import pytest
+
+from autoflash.kernels.config import ConfigError, OpConfig
+from autoflash.ops import OPERATIONS, TEMPLATES
+from autoflash.ops.decode import DECODE, DecodeConfig, DecodeProblem, decode_attention
+from autoflash.ops.decode_kernels import HEAD_DIMS, MAX_SPLITS, MMA, m_tiles_for, split_heuristic
+
+
+def cfg(**changes):
+    base = dict(template="flash_decode_mma", arch="sm_90", dtype="bf16", head_dim=128, m_tiles=1, block_n=32,
+                warps=4, stages=3, num_splits=0)
+    return DecodeConfig(**{**base, **changes})
+
+
+def test_registered_with_its_template():
+    assert OPERATIONS["decode"] is DECODE
+    assert TEMPLATES["flash_decode_mma"] is MMA
+
+
+def test_name_is_deterministic_and_names_every_knob():
+    assert cfg().name == "flash_decode_mma_sm_90_bf16_d128_mt1_bn32_w4_s3"
+    assert cfg(num_splits=8).name.endswith("_ns8")
+
+
+@pytest.mark.parametrize("changes, fragment", [
+    (dict(block_n=24), "block_n=24"),
+    (dict(warps=3), "warps=3"),
+    (dict(head_dim=96), "head_dim 96"),
+    (dict(head_dim=256, m_tiles=2), "m_tiles * head_dim"),
+    (dict(block_n=64, stages=6, warps=8), "shared memory"),
+    (dict(dtype="fp32"), "dtype fp32"),
+    (dict(stages=True), "stages must be an integer"),
+])
+def test_bad_configs_are_refused_with_the_reason(changes, fragment):
+    problems = cfg(**changes).problems()
+    assert problems and any(fragment in p for p in problems), problems
+    with pytest.raises(ConfigError):
+        cfg(**changes).validate()
+
+
+def test_from_dict_round_trip_and_unknown_fields():
+    c = cfg(num_splits=4)
+    assert OpConfig.from_dict(c.to_dict()) == c
+    with pytest.raises(ConfigError):
+        OpConfig.from_dict({**c.to_dict(), "evil": 1})
+
+
+def test_smem_is_the_larger_of_pipeline_and_merge():
+    c = cfg()
+    stride = 128 + 8
+    assert MMA.smem_bytes(c) == (16 + 4 * 3 * 2 * 32) * stride * 2
+    tiny = cfg(block_n=16, stages=2, warps=8, m_tiles=2, head_dim=128)
+    assert MMA.smem_bytes(tiny) == max((32 + 8 * 2 * 2 * 16) * stride * 2, 4 * 8 * 32 * (2 + 128 + 8))
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_86", "sm_89", "sm_90"])
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+def test_every_key_has_a_valid_default(arch, head_dim):
+    for m_tiles in (1, 2):
+        key = {"dtype": "fp16", "head_dim": head_dim, "m_tiles": m_tiles}
+        if m_tiles * head_dim > 256:
+            with pytest.raises(ValueError):
+                DECODE.default(arch, key)
+            continue
+        c = DECODE.default(arch, key)
+        assert c.problems() == [] and c.num_splits == 0
+
+
+def test_render_fills_every_constant():
+    from autoflash.kernels.render import render
+
+    src = render(cfg(dtype="fp16"))
+    assert "extern \"C\" __global__" in src and cfg(dtype="fp16").name + "_combine(" in src
+    assert "constexpr int BLOCK_N = 32;" in src and "typedef __half elem_t;" in src
+    assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in src
+    assert "{{" not in src and "{%" not in src
+
+
+def _sections(log: str) -> dict:
+    parts = re.split(r"Compiling entry function '([^']+)'", log)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+@pytest.mark.parametrize("dtype, head_dim, m_tiles", [("bf16", 64, 1), ("bf16", 128, 1), ("fp16", 128, 2),
+                                                      ("bf16", 256, 1)])
+def test_nvrtc_compiles_both_kernels_without_spills(arch, dtype, head_dim, m_tiles):
+    pytest.importorskip("cupy")
+    from autoflash.kernels.compile import compile_kernel
+
+    c = DECODE.default(arch, {"dtype": dtype, "head_dim": head_dim, "m_tiles": m_tiles})
+    compiled = compile_kernel(c, use_cache=False)
+    sections = _sections(compiled.log)
+    assert set(sections) == {c.name, c.name + "_combine"}, compiled.log
+    for name, text in sections.items():
+        assert re.search(r"0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads", text), (name, text)
+        regs = int(re.search(r"Used (\d+) registers", text).group(1))
+        assert regs <= 255
+
+
+def test_split_heuristic_fills_the_gpu_and_is_one_when_full():
+    slots = 132 * 2
+    assert split_heuristic(2048, 1000, slots) == 1            # batch 256 x 8 KV heads: already full
+    assert split_heuristic(8, 1, slots) == 1                  # one step: nothing to split
+    s = split_heuristic(8, 1024, slots)                       # batch 1 x 8 KV heads, long cache
+    waves = 8 * s / slots
+    assert waves / math.ceil(waves) >= 0.8 and 8 * s <= slots  # 85 % of the best eligible count
+    assert split_heuristic(1, 100_000, slots) <= MAX_SPLITS
+    assert split_heuristic(1, 5, slots) <= 5                  # never more splits than steps
+
+
+def test_split_heuristic_skips_counts_that_do_not_shorten_a_split():
+    # 10 steps: 4 splits -> 3 steps each, 5 splits -> 2: but 4 is ineligible if 3 gives 4 steps too
+    s = split_heuristic(1, 10, 1000)
+    assert math.ceil(10 / s) != math.ceil(10 / (s - 1)) or s == 1
+
+
+def test_m_tiles_follow_the_packed_rows():
+    assert m_tiles_for(4, 128) == 1 and m_tiles_for(16, 128) == 1
+    assert m_tiles_for(17, 128) == 2 and m_tiles_for(512, 64) == 2
+    assert m_tiles_for(32, 256) == 1
+
+
+def test_problems_of_the_operation():
+    key = {"dtype": "bf16", "head_dim": 128, "m_tiles": 1}
+    bench = DECODE.bench_problem(key, 8192, DECODE.default_tokens)
+    p = DecodeProblem(**bench)
+    assert p.batch * p.heads_kv * p.seq_k == DECODE.default_tokens and p.rows <= 16
+    for problem in DECODE.check_problems(key) + DECODE.verify_problems(key, 4096):
+        p = DecodeProblem(**problem)
+        assert m_tiles_for(p.rows, p.head_dim) == 1
+    key2 = {**key, "m_tiles": 2}
+    assert all(m_tiles_for(DecodeProblem(**x).rows, 128) == 2 for x in DECODE.check_problems(key2))
+    # bytes: Q and O once, K and V once per KV head
+    p = DecodeProblem(2, 8, 2, 1, 100, 64, True)
+    assert p.bytes_moved("bf16") == 2 * (2 * 2 * 8 * 1 * 64 + 2 * 2 * 100 * 2 * 64)
+    assert DECODE.work(p.__dict__) == p.bytes_moved("bf16")
+
+
+def test_non_torch_inputs_are_refused_before_anything_runs():
+    import numpy as np
+
+    q = np.zeros((1, 1, 8, 128), np.float16)
+    with pytest.raises(ValueError, match="PyTorch CUDA tensors"):
+        decode_attention(q, q, q)
+
+
+def test_reference_matches_a_direct_computation():
+    import numpy as np
+
+    from autoflash.ops.decode_launch import reference_decode
+
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((3, 2, 4, 16))
+    k = rng.standard_normal((3, 9, 2, 16))
+    v = rng.standard_normal((3, 9, 2, 16))
+    lengths = [0, 1, 7]
+    out, lse = reference_decode(q, k, v, lengths, causal=True, scale=0.25)
+    assert np.all(out[0] == 0) and np.all(np.isneginf(lse[0]))
+    # sequence 1 (length 1): query 0 sits at position -1 (sees nothing), query 1 sees key 0
+    assert np.all(out[1, 0] == 0) and np.allclose(out[1, 1, 3], v[1, 0, 1])
+    # sequence 2, query token 0 at position 5 -> keys 0..5; head 3 reads KV head 1
+    s = q[2, 0, 3] @ k[2, :6, 1].T * 0.25
+    w = np.exp(s - s.max())
+    assert np.allclose(out[2, 0, 3], (w / w.sum()) @ v[2, :6, 1])
+    assert np.isclose(lse[2, 3, 0], np.log(np.exp(s).sum()))
