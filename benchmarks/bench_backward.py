@@ -1,0 +1,150 @@
+"""Attention backward TFLOP/s on one GPU: autoflash's flash_bwd_mma (default config) beside
+PyTorch SDPA's flash, cuDNN and efficient backward, bf16, D 64/128, N 1024/4096, causal and not.
+
+FLOPs: 2.5 x the forward's 4 * B * H * N^2 * D (FlashAttention's convention), halved for causal.
+Each implementation's backward alone is timed: SDPA's as torch.autograd.grad of a saved forward
+(retain_graph), autoflash's as attention_backward() on the saved O and LSE (its workspace
+allocation included). CUDA events around each call, after warm-up; ROUNDS interleaved rounds
+of REPS calls per implementation; the table gives the median of all calls and the spread of the
+round medians. Random normal inputs, B = 16384 / N, H = 2048 / D (16k tokens, model width 2048).
+Also: deterministic=True (bitwise repeatable dQ), and each gradient's relative error against
+SDPA's flash backward (a sanity check; the float64 checks are tests/test_backward_gpu.py).
+
+    python benchmarks/bench_backward.py [--json results.json]
+"""
+import argparse
+import json
+import math
+import statistics
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from autoflash.ops.backward_torch import attention_backward
+
+SDPA = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION}
+ROUNDS, REPS, WARMUP = 5, 10, 3
+
+
+def backward_flops(b, h, n, d, causal):
+    return 2.5 * 4.0 * b * h * n * n * d / (2 if causal else 1)
+
+
+def forward_lse(q, k, v, causal, scale):
+    """O and LSE for the backward: autoflash's own forward if it serves these inputs, else
+    float32 torch (any consistent O, LSE time the same); says which."""
+    try:
+        import autoflash
+
+        out, lse = autoflash.attention(q, k, v, causal=causal, scale=scale, return_lse=True)
+        return out, lse, "autoflash"
+    except Exception as exc:  # the forward's serving path may be unavailable; the backward is what is timed
+        print(f"  (autoflash forward unavailable: {type(exc).__name__}: {exc}; O and LSE from torch fp32)")
+    s = (q.float() @ k.float().transpose(-1, -2)) * scale
+    if causal:
+        s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool, device=s.device).triu(1), -math.inf)
+    return (torch.softmax(s, -1) @ v.float()).to(q.dtype), torch.logsumexp(s, -1), "torch"
+
+
+def sdpa_backward(name, q, k, v, dout, causal):
+    """A callable running SDPA's backward (one backend) on a saved forward, and its grads; None if unsupported."""
+    qq, kk, vv = (x.detach().clone().requires_grad_() for x in (q, k, v))
+    try:
+        with sdpa_kernel(SDPA[name]):
+            out = F.scaled_dot_product_attention(qq, kk, vv, is_causal=causal)
+        grads = torch.autograd.grad(out, (qq, kk, vv), dout, retain_graph=True)
+        torch.cuda.synchronize()
+    except RuntimeError as exc:
+        print(f"  sdpa {name}: not available ({str(exc).splitlines()[0][:80]})")
+        return None, None
+    return (lambda: torch.autograd.grad(out, (qq, kk, vv), dout, retain_graph=True)), grads
+
+
+def time_interleaved(fns: dict) -> dict:
+    """name -> (median ms of all calls, spread of the round medians as a fraction)."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    for fn in fns.values():
+        for _ in range(WARMUP):
+            fn()
+    torch.cuda.synchronize()
+    samples = {n: [] for n in fns}
+    rounds = {n: [] for n in fns}
+    for _ in range(ROUNDS):
+        for name, fn in fns.items():
+            times = []
+            for _ in range(REPS):
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end))
+            samples[name] += times
+            rounds[name].append(statistics.median(times))
+    return {n: (statistics.median(samples[n]), (max(rounds[n]) - min(rounds[n])) / statistics.median(rounds[n]))
+            for n in fns}
+
+
+def rel(a, b):
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", help="write the rows here")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    print(f"# {torch.cuda.get_device_name()} torch {torch.__version__}; backward TFLOP/s (2.5x forward FLOPs)")
+    rows = []
+    for d in (64, 128):
+        for n in (1024, 4096):
+            for causal in (False, True):
+                b, h = 16384 // n, 2048 // d
+                q, k, v, dout = (torch.randn(b, h, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(4))
+                scale = 1 / math.sqrt(d)
+                out, lse, source = forward_lse(q, k, v, causal, scale)
+                fns = {"autoflash": lambda: attention_backward(q, k, v, out, lse, dout, causal=causal),
+                       "autoflash_det": lambda: attention_backward(q, k, v, out, lse, dout, causal=causal,
+                                                                   deterministic=True)}
+                ref = None
+                for name in SDPA:
+                    fn, grads = sdpa_backward(name, q, k, v, dout, causal)
+                    if fn is not None:
+                        fns[f"sdpa_{name}"] = fn
+                        ref = grads if name == "flash" else ref
+                ours = attention_backward(q, k, v, out, lse, dout, causal=causal)
+                errs = [rel(a, r) for a, r in zip(ours, ref)] if ref is not None else []
+                det = [attention_backward(q, k, v, out, lse, dout, causal=causal, deterministic=True)
+                       for _ in range(2)]
+                repeatable = all(torch.equal(a, c) for a, c in zip(*det))
+                timed = time_interleaved(fns)
+                flops = backward_flops(b, h, n, d, causal)
+                row = dict(head_dim=d, seq=n, causal=causal, batch=b, heads=h, forward_source=source,
+                           rel_err_vs_sdpa_flash=errs, deterministic_repeatable=repeatable,
+                           ms={k_: t[0] for k_, t in timed.items()}, spread={k_: t[1] for k_, t in timed.items()},
+                           tflops={k_: flops / (t[0] * 1e-3) / 1e12 for k_, t in timed.items()})
+                rows.append(row)
+                print(f"  d{d} n{n} causal={causal}: " + ", ".join(f"{k_} {row['tflops'][k_]:.0f}"
+                      for k_ in row["tflops"]) + f"; err vs flash {['%.1e' % e for e in errs]}; "
+                      f"det repeatable {repeatable}", flush=True)
+                del fns, ref, ours, det
+                torch.cuda.empty_cache()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    names = ["autoflash", "autoflash_det", "sdpa_flash", "sdpa_cudnn", "sdpa_efficient"]
+    print("\n| D | N | causal | " + " | ".join(names) + " | vs flash | vs cuDNN | spread (ours) |")
+    print("|" + "---|" * (len(names) + 6))
+    for r in rows:
+        t = r["tflops"]
+        cells = [f"{t[k_]:.0f}" if k_ in t else "n/a" for k_ in names]
+        ratio = [f"{t['autoflash'] / t[k_]:.2f}x" if k_ in t else "n/a" for k_ in ("sdpa_flash", "sdpa_cudnn")]
+        print(f"| {r['head_dim']} | {r['seq']} | {r['causal']} | " + " | ".join(cells + ratio)
+              + f" | {100 * r['spread']['autoflash']:.1f}% |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""The backward on the CPU: template rules, NVRTC compiles with no register spills (sm_80,
+sm_90), input checks, and the float64 reference gradients against finite differences."""
+import re
+
+import numpy as np
+import pytest
+
+from autoflash.kernels.config import ConfigError
+from autoflash.kernels.registry import OPERATIONS, TEMPLATES
+from autoflash.ops.backward import (OPERATION, TEMPLATE, BackwardConfig, BackwardProblem, TensorSpec, check_inputs)
+from autoflash.ops.backward_gpu import reference_gradients
+from autoflash.ops.reference import reference_attention
+
+KERNEL_SUFFIXES = ("", "_pre", "_dq")  # main kernel, preprocess, dQ conversion
+
+
+def key(dtype="bf16", head_dim=128, causal=False, deterministic=False):
+    return dict(dtype=dtype, head_dim=head_dim, causal=causal, deterministic=deterministic)
+
+
+def test_registered_with_the_op_contract():
+    assert OPERATIONS["backward"] is OPERATION
+    assert TEMPLATES["flash_bwd_mma"] is TEMPLATE
+
+
+def test_rules():
+    valid = [c for c in TEMPLATE.space("sm_90", key()) if not c.problems()]
+    assert valid and all(c.block_n == 16 * c.warps for c in valid)
+    assert {(c.block_m, c.block_n, c.stages) for c in valid} == {(m, n, s) for m in (32, 64) for n in (64, 128)
+                                                                  for s in (1, 2)}
+    bad = TEMPLATE.config("sm_90", key(), block_m=64, block_n=64, warps=8, stages=2)
+    assert any("16 keys x warps" in e for e in bad.problems())
+    for field, value in (("head_dim", 256), ("dtype", "fp32")):
+        cfg = TEMPLATE.config("sm_90", {**key(), field: value}, block_m=64, block_n=64, warps=4, stages=2)
+        assert cfg.problems(), (field, value)
+    with pytest.raises(ConfigError):
+        BackwardConfig.from_dict({**TEMPLATE.default("sm_90", key()).to_dict(), "block_m": "64"})
+    with pytest.raises(ConfigError):
+        BackwardConfig.from_dict({**TEMPLATE.default("sm_90", key()).to_dict(), "unrolled": 1})
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_86", "sm_89", "sm_90"])
+def test_default_fits_every_arch(arch):
+    for dtype in ("bf16", "fp16"):
+        for d in (64, 128):
+            cfg = OPERATION.default(arch, key(dtype, d, True, True))
+            assert cfg.problems() == [] and TEMPLATE.smem_bytes(cfg) <= cfg.limits.smem_per_block
+
+
+def test_work_is_two_and_a_half_forwards():
+    p = dict(batch=2, heads_q=4, heads_kv=2, seq_q=100, seq_k=300, head_dim=64, causal=False)
+    assert OPERATION.work(p) == 2.5 * 4 * 2 * 4 * 100 * 300 * 64
+    assert OPERATION.work({**p, "causal": True}) == OPERATION.work(p) / 2
+
+
+def _reports(log: str, name: str) -> dict:
+    """ptxas -v lines per kernel of one module (exact names: the three share a prefix)."""
+    out = {}
+    for suffix in KERNEL_SUFFIXES:
+        start = log.index(f"Function properties for {name}{suffix}\n")
+        section = log[start:start + 400]
+        out[suffix] = {f: int(re.search(p, section).group(1)) for f, p in
+                       (("spills", r"(\d+) bytes spill stores"), ("stack", r"(\d+) bytes stack frame"),
+                        ("registers", r"Used (\d+) registers"))}
+    return out
+
+
+COMPILE_CASES = [(arch, dtype, d, causal) for arch in ("sm_80", "sm_90") for d in (64, 128) for causal in (False, True)
+                 for dtype in (("fp16",) if causal else ("bf16",))]
+KNOB_SWEEP = [c.to_dict() for c in TEMPLATE.space("sm_90", key()) if not c.problems()]
+
+
+def _compile_and_check(cfg):
+    pytest.importorskip("cupy")
+    from autoflash.kernels.compile import compile_kernel
+
+    compiled = compile_kernel(cfg, use_cache=False)
+    for suffix, rep in _reports(compiled.log, cfg.name).items():
+        assert rep["spills"] == 0 and rep["stack"] == 0, (cfg.name + suffix, rep)
+    assert compiled.report.registers == _reports(compiled.log, cfg.name)[""]["registers"]  # main kernel's report
+
+
+@pytest.mark.parametrize("arch,dtype,head_dim,causal", COMPILE_CASES)
+def test_default_compiles_without_spills(arch, dtype, head_dim, causal):
+    _compile_and_check(OPERATION.default(arch, key(dtype, head_dim, causal, deterministic=causal)))
+
+
+@pytest.mark.parametrize("cfg", KNOB_SWEEP, ids=lambda c: BackwardConfig(**c).name)
+def test_every_valid_knob_compiles_without_spills(cfg):
+    _compile_and_check(BackwardConfig(**cfg))
+
+
+def spec(name, shape, dtype="bf16", device="cuda:0", **kw):
+    return TensorSpec(name, tuple(shape), dtype, device, **kw)
+
+
+def specs(b=2, hq=4, hkv=2, nq=33, nk=65, d=64, **override):
+    s = dict(q=spec("q", (b, hq, nq, d)), k=spec("k", (b, hkv, nk, d)), v=spec("v", (b, hkv, nk, d)),
+             out=spec("out", (b, hq, nq, d)), lse=spec("lse", (b, hq, nq), "fp32"),
+             grad_out=spec("grad_out", (b, hq, nq, d)))
+    s.update(override)
+    return s
+
+
+def test_input_checks_accept_a_good_problem():
+    assert check_inputs(**specs(), causal=True) == BackwardProblem(2, 4, 2, 33, 65, 64, True)
+
+
+@pytest.mark.parametrize("override,message", [
+    (dict(q=spec("q", (2, 4, 33, 64), device="cpu")), "on cpu"),
+    (dict(k=spec("k", (2, 2, 65, 64), device="cuda:1")), "one GPU"),
+    (dict(q=spec("q", (2, 4, 33, 64), "fp32")), "no fp32 path"),
+    (dict(grad_out=spec("grad_out", (2, 4, 33, 64), "fp16")), "share one dtype"),
+    (dict(lse=spec("lse", (2, 4, 33), "bf16")), "lse must be float32"),
+    (dict(lse=spec("lse", (2, 4, 32), "fp32")), "lse must be float32 of shape"),
+    (dict(out=spec("out", (2, 4, 32, 64))), "out must have q's shape"),
+    (dict(v=spec("v", (2, 2, 64, 64))), "same shape"),
+    (dict(q=spec("q", (2, 3, 33, 64)), out=spec("out", (2, 3, 33, 64)), grad_out=spec("grad_out", (2, 3, 33, 64)),
+          lse=spec("lse", (2, 3, 33), "fp32")), "multiple of key/value heads"),
+    (dict(k=spec("k", (2, 2, 65, 32)), v=spec("v", (2, 2, 65, 32))), "differ in batch or head_dim"),
+    (dict(k=spec("k", (2, 2, 65))), "4 dimensions"),
+    (dict(q=spec("q", (2, 4, 33, 64), contiguous=False)), "not contiguous"),
+    (dict(lse=spec("lse", (2, 4, 33), "fp32", aligned=False)), "16-byte aligned"),
+])
+def test_input_checks_reject(override, message):
+    with pytest.raises(ValueError, match=message):
+        check_inputs(**specs(**override), causal=False)
+
+
+def test_input_checks_reject_unsupported_head_dim_and_empty():
+    s = specs(d=96)
+    with pytest.raises(ValueError, match="head_dim 96"):
+        check_inputs(**s, causal=False)
+    with pytest.raises(ValueError, match="empty"):
+        check_inputs(**specs(nk=0), causal=False)
+
+
+@pytest.mark.parametrize("causal,hq,hkv,nq,nk", [(False, 2, 1, 5, 7), (True, 2, 2, 6, 4), (True, 3, 1, 4, 9)])
+def test_reference_gradients_match_finite_differences(causal, hq, hkv, nq, nk):
+    """The closed-form float64 gradients are those of the float64 forward (ops.reference)."""
+    rng = np.random.default_rng(0)
+    q, dout = rng.standard_normal((2, 1, hq, nq, 8))
+    k, v = rng.standard_normal((2, 1, hkv, nk, 8))
+    scale = 0.4
+    out, lse, *grads = reference_gradients(q, k, v, dout, causal=causal, scale=scale)
+    ref_out, ref_lse = reference_attention(q, k, v, causal=causal, scale=scale)
+    np.testing.assert_allclose(out, ref_out, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(lse, ref_lse, rtol=1e-12, atol=1e-12)
+
+    def loss(q_, k_, v_):
+        return float((reference_attention(q_, k_, v_, causal=causal, scale=scale)[0] * dout).sum())
+
+    eps = 1e-6
+    for i, (x, g) in enumerate(zip((q, k, v), grads)):
+        numeric = np.zeros_like(x)
+        for idx in np.ndindex(x.shape):
+            args = [q, k, v]
+            plus, minus = x.copy(), x.copy()
+            plus[idx] += eps
+            minus[idx] -= eps
+            args[i] = plus
+            f_plus = loss(*args)
+            args[i] = minus
+            numeric[idx] = (f_plus - loss(*args)) / (2 * eps)
+        np.testing.assert_allclose(g, numeric, rtol=1e-5, atol=1e-7)
