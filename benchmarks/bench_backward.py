@@ -11,6 +11,7 @@ Also: deterministic=True (bitwise repeatable dQ), and each gradient's relative e
 SDPA's flash backward (a sanity check; the float64 checks are tests/test_backward_gpu.py).
 
     python benchmarks/bench_backward.py [--json results.json]
+    python benchmarks/bench_backward.py --precompile   # fill the compile cache in parallel first
 """
 import argparse
 import json
@@ -87,6 +88,57 @@ def time_interleaved(fns: dict) -> dict:
             for n in fns}
 
 
+def precompile(arch: str) -> None:
+    """Compile (into the disk cache) every config this benchmark and tests/test_backward_gpu.py use,
+    in parallel processes: GPU time is not spent waiting for NVRTC one kernel at a time."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from autoflash.ops.backward import OPERATION
+
+    keys = [dict(dtype=t, head_dim=d, causal=c, deterministic=det) for t in ("bf16", "fp16") for d in (64, 128)
+            for c in (False, True) for det in (False, True) if t == "bf16" or not det]
+    configs = [OPERATION.default(arch, k) for k in keys] + sweep_configs(arch)
+    with ProcessPoolExecutor() as pool:
+        for cfg, regs in zip(configs, pool.map(_compile, configs)):
+            print(f"  compiled {cfg.name}: {regs}")
+
+
+def sweep_configs(arch: str) -> list:
+    """Every valid flash_bwd_mma config (deterministic off) for bf16, D 64/128, causal and not."""
+    from autoflash.ops.backward import TEMPLATE
+
+    return [c for d in (64, 128) for causal in (False, True)
+            for c in TEMPLATE.space(arch, dict(dtype="bf16", head_dim=d, causal=causal, deterministic=False))
+            if not c.problems()]
+
+
+def sweep(arch: str, n: int = 4096) -> None:
+    """TFLOP/s of every valid config at N = n: data for the default (the tuner's job later)."""
+    print(f"\n# config sweep, bf16, N={n} (median ms, TFLOP/s)")
+    by_key = {}
+    for cfg in sweep_configs(arch):
+        by_key.setdefault((cfg.head_dim, cfg.causal), []).append(cfg)
+    for (d, causal), configs in by_key.items():
+        b, h = 16384 // n, 2048 // d
+        q, k, v, dout = (torch.randn(b, h, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(4))
+        out, lse, _ = forward_lse(q, k, v, causal, 1 / math.sqrt(d))
+        fns = {c.name: (lambda c=c: attention_backward(q, k, v, out, lse, dout, causal=causal, config=c))
+               for c in configs}
+        timed = time_interleaved(fns)
+        flops = backward_flops(b, h, n, d, causal)
+        for name, (ms, spread) in sorted(timed.items(), key=lambda kv: kv[1][0]):
+            print(f"  d{d} causal={causal} {name}: {ms:.3f} ms {flops / (ms * 1e-3) / 1e12:.0f} TFLOP/s "
+                  f"(spread {100 * spread:.1f}%)", flush=True)
+        del q, k, v, dout, out, lse, fns
+        torch.cuda.empty_cache()
+
+
+def _compile(cfg):
+    from autoflash.kernels.compile import compile_kernel
+
+    return compile_kernel(cfg).report
+
+
 def rel(a, b):
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
@@ -94,7 +146,14 @@ def rel(a, b):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the rows here")
+    parser.add_argument("--precompile", action="store_true", help="only compile the kernels (parallel), then exit")
+    parser.add_argument("--sweep", action="store_true", help="also time every valid config at N=4096")
     args = parser.parse_args()
+    if args.precompile:
+        from autoflash.kernels.device import device_arch
+
+        precompile(device_arch(torch.cuda.current_device())[0])
+        return 0
     torch.manual_seed(0)
     print(f"# {torch.cuda.get_device_name()} torch {torch.__version__}; backward TFLOP/s (2.5x forward FLOPs)")
     rows = []
@@ -131,6 +190,10 @@ def main():
                       f"det repeatable {repeatable}", flush=True)
                 del fns, ref, ours, det
                 torch.cuda.empty_cache()
+    if args.sweep:
+        from autoflash.kernels.device import device_arch
+
+        sweep(device_arch(torch.cuda.current_device())[0])
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
