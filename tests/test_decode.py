@@ -35,6 +35,7 @@ def test_name_is_deterministic_and_names_every_knob():
     (dict(block_n=64, stages=6, warps=8), "shared memory"),
     (dict(dtype="fp32"), "dtype fp32"),
     (dict(stages=True), "stages must be an integer"),
+    (dict(arch="sm_80", bulk_copy=True), "bulk_copy needs sm_90"),
 ])
 def test_bad_configs_are_refused_with_the_reason(changes, fragment):
     problems = cfg(**changes).problems()
@@ -53,9 +54,9 @@ def test_from_dict_round_trip_and_unknown_fields():
 def test_smem_is_the_larger_of_pipeline_and_merge():
     c = cfg()
     stride = 128 + 8
-    assert MMA.smem_bytes(c) == (16 + 4 * 3 * 2 * 32) * stride * 2
+    assert MMA.smem_bytes(c) == 96 + (16 + 4 * 3 * 2 * 32) * stride * 2  # 12 mbarriers, Q, K/V buffers
     tiny = cfg(block_n=16, stages=2, warps=8, m_tiles=2, head_dim=128)
-    assert MMA.smem_bytes(tiny) == max((32 + 8 * 2 * 2 * 16) * stride * 2, 4 * 8 * 32 * (2 + 128 + 8))
+    assert MMA.smem_bytes(tiny) == 128 + max((32 + 8 * 2 * 2 * 16) * stride * 2, 4 * 8 * 32 * (2 + 128 + 8))
 
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_86", "sm_89", "sm_90"])
@@ -86,14 +87,14 @@ def _sections(log: str) -> dict:
     return dict(zip(parts[1::2], parts[2::2]))
 
 
-@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+@pytest.mark.parametrize("arch, bulk", [("sm_80", False), ("sm_90", False), ("sm_90", True)])
 @pytest.mark.parametrize("dtype, head_dim, m_tiles", [("bf16", 64, 1), ("bf16", 128, 1), ("fp16", 128, 2),
                                                       ("bf16", 256, 1)])
-def test_nvrtc_compiles_both_kernels_without_spills(arch, dtype, head_dim, m_tiles):
+def test_nvrtc_compiles_both_kernels_without_spills(arch, bulk, dtype, head_dim, m_tiles):
     pytest.importorskip("cupy")
     from autoflash.kernels.compile import compile_kernel
 
-    c = DECODE.default(arch, {"dtype": dtype, "head_dim": head_dim, "m_tiles": m_tiles})
+    c = DECODE.default(arch, {"dtype": dtype, "head_dim": head_dim, "m_tiles": m_tiles}).replace(bulk_copy=bulk)
     compiled = compile_kernel(c, use_cache=False)
     sections = _sections(compiled.log)
     assert set(sections) == {c.name, c.name + "_combine"}, compiled.log

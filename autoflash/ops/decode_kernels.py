@@ -20,7 +20,8 @@ from autoflash.kernels.template import Template
 SMEM_PAD = 8        # elements added to each K/V/Q shared-memory row: conflict-free ldmatrix
 MERGE_PAD = 8       # floats added to each row of the warps' fp32 merge buffer
 MAX_SPLITS = 256    # workspace bound: num_splits * B * Hkv * rows * D floats
-COMBINE_THREADS = 128  # the combine kernel's block (COMBINE_WARPS = 4 in the template: a warp per row)
+MIN_SPLIT_KEYS = 256  # a split's fixed cost (Q, prologue, partial write, combine) needs this much work
+COMBINE_THREADS = 1024  # the combine kernel's block: one packed row, 32 groups of 32 lanes over its splits
 HEAD_DIMS = (16, 32, 64, 128, 256)  # a warp's copy pass covers whole rows (D <= 256) or whole chunks
 
 
@@ -32,6 +33,7 @@ class DecodeConfig(OpConfig):
     warps: int         # threads = 32 * warps; a block step is warps * block_n keys
     stages: int        # cp.async K/V buffers per warp
     num_splits: int = 0  # 0: chosen at run time (split_heuristic); else fixed
+    bulk_copy: bool = False  # sm_90: K/V rows by the bulk copy engine (mbarrier) instead of cp.async
 
     op: ClassVar[str] = "decode"
     name_parts: ClassVar[tuple] = (("head_dim", "d"), ("m_tiles", "mt"), ("block_n", "bn"), ("warps", "w"),
@@ -68,6 +70,7 @@ class DecodeMmaTemplate(Template):
         "warps": (2, 4, 8),
         "stages": (2, 3, 4, 5, 6),
         "num_splits": (0, 1, 2, 4, 8, 16, 32, 64, 128, 256),
+        "bulk_copy": (False, True),
     }
 
     @staticmethod
@@ -77,28 +80,32 @@ class DecodeMmaTemplate(Template):
         return cfg.m_tiles * cfg.head_dim <= 128
 
     def smem_bytes(self, cfg: DecodeConfig) -> int:
-        """Q rows + every warp's K/V buffers; after the key loop the same space holds the
-        warps' (m, l, O) for the merge, whichever is larger."""
+        """The warps' stage mbarriers, then Q rows + every warp's K/V buffers; after the key loop
+        the space past the barriers holds the warps' (m, l, O) for the merge, whichever is larger."""
         stride = cfg.head_dim + SMEM_PAD
         elem = 2  # fp16 / bf16
+        barriers = math.ceil(8 * cfg.warps * cfg.stages / 16) * 16
         pipeline = (cfg.block_m + cfg.warps * cfg.stages * 2 * cfg.block_n) * stride * elem
         merge = 4 * cfg.warps * cfg.block_m * (2 + cfg.head_dim + MERGE_PAD)
-        return max(pipeline, merge)
+        return barriers + max(pipeline, merge)
 
     def own_problems(self, cfg: DecodeConfig) -> list[str]:
+        errors = []
         if cfg.m_tiles * cfg.head_dim > 256:
-            return [f"m_tiles * head_dim = {cfg.m_tiles * cfg.head_dim} > 256: O alone would take over "
-                    "128 registers a thread"]
-        return []
+            errors.append(f"m_tiles * head_dim = {cfg.m_tiles * cfg.head_dim} > 256: O alone would take over "
+                          "128 registers a thread")
+        if cfg.bulk_copy and cfg.arch != "sm_90":
+            errors.append(f"bulk_copy needs sm_90 (cp.async.bulk with mbarrier transaction counts), not {cfg.arch}")
+        return errors
 
     def template_values(self, cfg: DecodeConfig) -> dict:
         return {"mma_type": "bf16" if cfg.dtype == "bf16" else "f16",
                 "q_in_regs": "true" if self.q_in_regs(cfg) else "false"}
 
-    # Defaults, first valid wins: ~16 KB of K/V per warp stage at D 128, deeper for small D.
-    # (block_n, warps, stages)
-    DEFAULTS = {16: [(64, 4, 4), (32, 4, 2)], 32: [(64, 4, 4), (32, 4, 2)], 64: [(32, 4, 4), (32, 4, 2)],
-                128: [(32, 4, 3), (16, 4, 3), (16, 4, 2)], 256: [(16, 4, 3), (16, 4, 2), (16, 2, 2)]}
+    # Defaults, first valid wins (block_n, warps, stages). D 64 and 128: the best of the H200 sweep
+    # (benchmarks/NOTES.md, decode), all within ~3 % of each other; the rest by bytes per stage.
+    DEFAULTS = {16: [(64, 4, 4), (32, 4, 2)], 32: [(64, 4, 4), (32, 4, 2)], 64: [(64, 4, 2), (32, 4, 2)],
+                128: [(32, 4, 2), (16, 4, 2)], 256: [(16, 4, 3), (16, 4, 2), (16, 2, 2)]}
 
     def default(self, arch: str, key: dict) -> DecodeConfig:
         for block_n, warps, stages in self.DEFAULTS.get(key.get("head_dim"), []):
@@ -111,24 +118,17 @@ class DecodeMmaTemplate(Template):
 MMA = DecodeMmaTemplate()
 
 
-def blocks_per_sm(cfg: DecodeConfig, smem: int, registers: int) -> int:
-    """Split blocks resident on one SM (threads, registers, shared memory): one wave's size."""
-    lim = ARCHS[cfg.arch]
-    regs_per_warp = math.ceil(max(registers, 1) * 32 / 256) * 256  # allocated per warp in units of 256
-    by_regs = lim.regs_per_sm // (regs_per_warp * cfg.warps)
-    by_smem = lim.smem_per_sm // (smem + 1024)  # 1 KB reserved per block
-    return max(1, min(lim.blocks_per_sm, lim.threads_per_sm // cfg.threads, by_regs, by_smem))
-
-
-def split_heuristic(work_blocks: int, n_steps: int, slots: int, max_splits: int = MAX_SPLITS) -> int:
+def split_heuristic(work_blocks: int, n_steps: int, slots: int, max_splits: int = MAX_SPLITS,
+                    min_steps: int = 1) -> int:
     """FlashAttention-3's rule (hopper/heuristics.h, design notes §9): one split when the
-    (batch, KV head, m-block) blocks already fill 80 % of the GPU's block slots; else the
-    smallest split count whose wave efficiency (blocks / slots over whole waves) is at least
-    85 % of the best, among counts that really shorten a split (ceil(n_steps / s) drops).
-    Depends only on shapes, never on cache_seqlens values, so it is fixed under CUDA graphs."""
+    (batch, KV head, m-block) blocks already fill 80 % of the slots (one per SM: the H200 sweep
+    found one wave of SMs better than one of resident blocks); else the smallest split count
+    whose wave efficiency (blocks / slots over whole waves) is at least 85 % of the best, among
+    counts that really shorten a split (ceil(n_steps / s) drops) and leave each split at least
+    min_steps steps. Shapes only, never cache_seqlens values: fixed under CUDA graphs."""
     if work_blocks <= 0 or n_steps <= 1 or work_blocks >= 0.8 * slots:
         return 1
-    limit = max(1, min(max_splits, slots, n_steps))
+    limit = max(1, min(max_splits, slots, n_steps // max(1, min_steps)))
     eligible = [s for s in range(1, limit + 1) if s == 1 or math.ceil(n_steps / s) != math.ceil(n_steps / (s - 1))]
 
     def efficiency(s: int) -> float:

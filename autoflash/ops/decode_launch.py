@@ -14,9 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from autoflash.kernels.elements import DTYPE_BYTES, LOG2E
-from autoflash.ops.decode_kernels import COMBINE_THREADS, DecodeConfig, blocks_per_sm, m_blocks, split_heuristic
+from autoflash.ops.decode_kernels import COMBINE_THREADS, MIN_SPLIT_KEYS, DecodeConfig, m_blocks, split_heuristic
 
-COMBINE_ROWS = COMBINE_THREADS // 32  # a warp per packed row
 
 
 @dataclass(frozen=True)
@@ -46,21 +45,6 @@ class DecodeProblem:
         return DTYPE_BYTES[dtype] * (qo + 2 * tokens * self.heads_kv * self.head_dim)
 
 
-def kernel_registers(kernel) -> int:
-    """The split kernel's registers from its own ptxas lines (its name prefixes the combine's)."""
-    log = getattr(kernel.compiled, "log", "") or ""
-    start = log.find(f"Compiling entry function '{kernel.config.name}'")
-    if start >= 0:
-        end = log.find("Compiling entry function", start + 1)
-        section = log[start:] if end < 0 else log[start:end]
-        import re
-
-        match = re.search(r"Used (\d+) registers", section)
-        if match:
-            return int(match.group(1))
-    return kernel.compiled.report.registers
-
-
 @functools.lru_cache(maxsize=16)
 def sm_count(device_id: int) -> int:
     import cupy
@@ -69,16 +53,16 @@ def sm_count(device_id: int) -> int:
 
 
 def choose_splits(kernel, p: DecodeProblem, requested: int | None = None) -> int:
-    """The caller's count, else the config's fixed one, else the wave-efficiency heuristic
-    over this GPU's block slots. Shapes only: the same at graph capture and replay."""
+    """The caller's count, else the config's fixed one, else the wave-efficiency heuristic over
+    this GPU's SMs. Shapes only: the same at graph capture and replay."""
     cfg: DecodeConfig = kernel.config
     if requested:
         return requested
     if cfg.num_splits:
         return cfg.num_splits
-    slots = sm_count(kernel.device_id) * blocks_per_sm(cfg, kernel.smem, kernel_registers(kernel))
     work = p.batch * p.heads_kv * m_blocks(p.rows, cfg.m_tiles)
-    return split_heuristic(work, math.ceil(p.seq_k / cfg.step_keys), slots)
+    return split_heuristic(work, math.ceil(p.seq_k / cfg.step_keys), sm_count(kernel.device_id),
+                           min_steps=math.ceil(MIN_SPLIT_KEYS / cfg.step_keys))
 
 
 def workspace_sizes(p: DecodeProblem, num_splits: int) -> tuple[int, int]:
@@ -125,7 +109,7 @@ class DecodePlan:
             i32(p.seq_k), i32(p.seq_q), i32(p.group), i32(p.heads_kv), i32(int(p.causal)),
             np.float32(scale * LOG2E))
         total_rows = p.batch * p.heads_kv * p.rows
-        self.combine_grid = (math.ceil(total_rows / COMBINE_ROWS), 1, 1)
+        self.combine_grid = (total_rows, 1, 1)  # a block per packed row
         self.combine_tail = tuple(i64(s) for s in strides[9:12]) + (
             i32(total_rows), i32(p.rows), i32(p.group), i32(p.heads_kv), i32(p.seq_q), i32(num_splits))
 

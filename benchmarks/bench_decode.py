@@ -1,0 +1,284 @@
+"""Decode attention on the GPU: autoflash's split-KV kernel against PyTorch SDPA's flash, cuDNN and
+efficient backends (enable_gqa=True) and the device copy bandwidth, all measured in one run.
+
+GB/s = bytes of Q, K, V and O (each once) over the time of one call. Each implementation is timed
+by CUDA-graph replay of one call per input set, rotating enough sets (>= 256 MB in all) that K/V
+come from HBM, not L2, as in a real decode step; rounds are interleaved (every implementation once
+per round) and the table gives the median over rounds and the spread (max - min) / median of ours.
+SDPA's is_causal is top-left, so the comparison uses Nq = 1 (then causal changes nothing).
+
+  python benchmarks/bench_decode.py                 # the full table (bf16)
+  python benchmarks/bench_decode.py --quick         # a few rows
+  python benchmarks/bench_decode.py --sweep         # our kernel's configs, then split counts, on the quick rows
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
+
+from autoflash.ops.decode import DECODE, decode_attention  # noqa: E402
+from autoflash.ops.decode_kernels import MMA, m_tiles_for  # noqa: E402
+
+ROTATE_BYTES = 256 << 20   # input sets rotated per timed graph: several times the 50 MB L2
+MAX_SETS = 256
+MAX_KV_BYTES = 12 << 30    # rows whose K/V would exceed this are left out (memory)
+SDPA = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION}
+
+
+def copy_bandwidth(rounds: int, warm_s: float = 0.0) -> float:
+    """Device-to-device copy (torch copy_, a cudaMemcpy) of 0.5, 2 and 4 GB: bytes read + written over
+    time, median of rounds per size; the best size counts. warm_s: seconds of copies first, so the
+    clocks have left idle."""
+    import time
+
+    best = 0.0
+    for n in (1 << 28, 1 << 30, 1 << 31):  # bf16 elements
+        a, b = torch.randn(n, dtype=torch.bfloat16, device="cuda"), torch.empty(n, dtype=torch.bfloat16, device="cuda")
+        end = time.time() + warm_s
+        while time.time() < end:
+            b.copy_(a)
+            torch.cuda.synchronize()
+        warm_s = 0.0
+        times = [graph_time(lambda: b.copy_(a), 5) for _ in range(rounds)]
+        gbps = 2 * 2 * n / statistics.median(times) / 1e9
+        print(f"  copy {2 * n / 2**30:.1f} GB: {gbps:.0f} GB/s")
+        best = max(best, gbps)
+        del a, b
+    return best
+
+
+def graph_time(fn, calls: int, replays: int = 5) -> float:
+    """Seconds per call: fn captured `calls` times in one graph, replayed; median replay."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        fn()  # warm-up (compiles, allocates) outside the capture
+    torch.cuda.current_stream().wait_stream(s)
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(calls):
+            fn()
+    g.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(replays):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        g.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3 / calls)
+    del g
+    return statistics.median(times)
+
+
+class Row:
+    def __init__(self, batch, heads_q, heads_kv, seq_k, head_dim, seq_q=1):
+        self.batch, self.heads_q, self.heads_kv, self.seq_k, self.head_dim, self.seq_q = (
+            batch, heads_q, heads_kv, seq_k, head_dim, seq_q)
+        self.kv_bytes = 2 * 2 * batch * heads_kv * seq_k * head_dim
+        self.bytes = self.kv_bytes + 2 * 2 * batch * heads_q * seq_q * head_dim
+
+    def label(self):
+        return f"d{self.head_dim} {self.heads_q}/{self.heads_kv} b{self.batch} n{self.seq_k}"
+
+    def make_sets(self):
+        n = max(1, min(MAX_SETS, math.ceil(ROTATE_BYTES / self.bytes)))
+        sets = []
+        for _ in range(n):  # SDPA's layout (B, H, N, D); ours reads it as layout "bhsd"
+            q = torch.randn(self.batch, self.heads_q, self.seq_q, self.head_dim, device="cuda", dtype=torch.bfloat16)
+            kv = [torch.randn(self.batch, self.heads_kv, self.seq_k, self.head_dim, device="cuda",
+                              dtype=torch.bfloat16) for _ in range(2)]
+            sets.append((q, *kv))
+        return sets
+
+
+def ours(sets, config=None, num_splits=None):
+    it = itertools.cycle(sets)
+    return lambda: decode_attention(*next(it), causal=True, layout="bhsd", config=config, num_splits=num_splits)
+
+
+def sdpa(sets, backend):
+    it = itertools.cycle(sets)
+
+    def call():
+        q, k, v = next(it)
+        with sdpa_kernel([backend]):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=False, enable_gqa=True)
+    return call
+
+
+def check(sets):
+    """Our output against SDPA's math backend in fp32 on the first sequence of the first set."""
+    q, k, v = (x[:1] for x in sets[0])
+    o = decode_attention(q, k, v, layout="bhsd")
+    ref = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), enable_gqa=True)
+    return float((o.float() - ref).norm() / ref.norm())
+
+
+def time_row(row: Row, rounds: int, impls: dict) -> dict:
+    results = {name: [] for name in impls}
+    for _ in range(rounds):  # interleaved: every implementation once per round
+        for name, fn in impls.items():
+            if results[name] is None:
+                continue
+            try:
+                results[name].append(graph_time(fn, len(row.sets)))
+            except Exception as exc:  # a backend that refuses the shape: n/a, with why
+                results[name] = None
+                print(f"  {row.label()} {name}: n/a ({type(exc).__name__}: {str(exc).splitlines()[0][:100]})")
+    out = {}
+    for name, ts in results.items():
+        if ts:
+            med = statistics.median(ts)
+            out[name] = dict(gbps=row.bytes / med / 1e9, us=med * 1e6, spread=(max(ts) - min(ts)) / med)
+    return out
+
+
+def rows_full():
+    for d, (hq, hkv), b, n in itertools.product((128, 64), ((32, 8), (8, 1)), (1, 8, 64, 256),
+                                                (1024, 8192, 32768, 131072)):
+        row = Row(b, hq, hkv, n, d)
+        if row.kv_bytes <= MAX_KV_BYTES:
+            yield row
+
+
+def rows_quick():
+    for d, (hq, hkv), b, n in ((128, (32, 8), 1, 32768), (128, (32, 8), 64, 8192), (128, (8, 1), 1, 32768),
+                               (128, (32, 8), 256, 8192), (64, (8, 1), 8, 131072)):
+        yield Row(b, hq, hkv, n, d)
+
+
+HEADER = (f"{'row':28} {'KV MB':>8} {'splits':>6} {'ours GB/s':>9} {'x copy':>6} {'spread':>6} {'flash':>6} "
+          f"{'cudnn':>6} {'effic':>6} {'x best':>6} {'err':>7}")
+
+
+def format_row(r: dict, copy: float) -> str:
+    best = max((r[n]["gbps"] for n in SDPA if n in r), default=float("nan"))
+    o = r["ours"]
+    sdpa_cols = " ".join(f"{r[n]['gbps']:6.0f}" if n in r else f"{'n/a':>6}" for n in SDPA)
+    return (f"{r['row']:28} {r['kv_bytes'] / 2**20:8.0f} {r['splits']:6d} {o['gbps']:9.0f} {o['gbps'] / copy:6.2f} "
+            f"{o['spread']:6.1%} {sdpa_cols} {o['gbps'] / best:6.2f} {r['rel_err_vs_sdpa_math']:7.1e}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--sweep", action="store_true", help="time our kernel's configs on the quick rows")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "bench_decode.json"))
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    copy = copy_bandwidth(args.rounds, warm_s=2.0)
+    print(f"{torch.cuda.get_device_name()}  copy bandwidth {copy:.0f} GB/s (2 GB D2D, read + write)", flush=True)
+    if args.sweep:
+        return sweep(copy)
+    records = []
+    print(HEADER)
+    for row in (rows_quick() if args.quick else rows_full()):
+        row.sets = row.make_sets()
+        impls = {"ours": ours(row.sets), **{n: sdpa(row.sets, be) for n, be in SDPA.items()}}
+        err = check(row.sets)
+        r = time_row(row, args.rounds, impls)
+        r.update(row=row.label(), batch=row.batch, heads_q=row.heads_q, heads_kv=row.heads_kv, seq_k=row.seq_k,
+                 head_dim=row.head_dim, kv_bytes=row.kv_bytes, bytes=row.bytes, rel_err_vs_sdpa_math=err,
+                 splits=splits_used(row))
+        records.append(r)
+        print(format_row(r, copy), flush=True)
+        del row.sets
+        torch.cuda.empty_cache()
+    copy_end = copy_bandwidth(args.rounds)
+    copy_max = max(copy, copy_end)  # the ratios below use the higher one: the harder bar
+    print(f"\ncopy bandwidth {copy:.0f} GB/s at the start, {copy_end:.0f} GB/s at the end; ratios use {copy_max:.0f}")
+    print(HEADER)
+    print("\n".join(format_row(r, copy_max) for r in records))
+    bars(records, copy_max)
+    Path(args.json).write_text(json.dumps(dict(copy_gbps=[copy, copy_end], device=torch.cuda.get_device_name(),
+                                               rows=records), indent=1))
+
+
+def splits_used(row: Row) -> int:
+    """The split count our default path chose for this row (shapes only)."""
+    from autoflash.ops import decode_api, decode_launch
+    from autoflash.ops.decode_launch import DecodeProblem
+
+    p = DecodeProblem(row.batch, row.heads_q, row.heads_kv, row.seq_q, row.seq_k, row.head_dim, True)
+    dev = torch.cuda.current_device()
+    kernel = decode_api._kernel_for(decode_api._choose_config(None, "bf16", p, dev), dev)
+    return decode_launch.choose_splits(kernel, p)
+
+
+def bars(records, copy):
+    """The issue's bars, row by row."""
+    miss = []
+    for r in records:
+        ours_g = r["ours"]["gbps"]
+        best = max((r[n]["gbps"] for n in SDPA if n in r), default=0)
+        if ours_g < best:
+            miss.append(f"{r['row']}: {ours_g / best:.2f}x best SDPA")
+        if r["kv_bytes"] >= 256 << 20 and ours_g < 0.85 * copy:
+            miss.append(f"{r['row']}: {ours_g / copy:.2f}x copy (KV >= 256 MB, bar 0.85)")
+        if r["batch"] == 1 and r["seq_k"] == 32768 and ours_g < 0.6 * copy:
+            miss.append(f"{r['row']}: {ours_g / copy:.2f}x copy (batch 1, 32k, bar 0.6)")
+    print(f"bars: {len(records)} rows, {len(miss)} misses" + "".join(f"\n  MISS {m}" for m in miss))
+
+
+def _compile(cfg_dict):
+    from autoflash.kernels.compile import compile_kernel
+    from autoflash.kernels.config import OpConfig
+
+    compile_kernel(OpConfig.from_dict(cfg_dict))
+
+
+def precompile(configs):
+    """Fill the compile cache from all CPU cores (one process per config) before timing."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=os.cpu_count()) as pool:
+        list(pool.map(_compile, [c.to_dict() for c in configs]))
+
+
+def sweep(copy):
+    """Our kernel over block_n x warps x stages x bulk_copy (heuristic splits) on the quick rows, then
+    the best config of each small-batch row over forced split counts."""
+    rows = list(rows_quick())
+    spaces = {}
+    for row in rows:
+        key = {"dtype": "bf16", "head_dim": row.head_dim, "m_tiles": m_tiles_for(row.heads_q // row.heads_kv, row.head_dim)}
+        space = [MMA.config("sm_90", key, block_n=bn, warps=w, stages=s, num_splits=0, bulk_copy=bulk)
+                 for bn, w, s, bulk in itertools.product((16, 32, 64), (2, 4, 8), (2, 3, 4), (False, True))]
+        spaces[row.label()] = [c for c in space if not c.problems()]
+    precompile({c for cs in spaces.values() for c in cs})
+    print(f"{'row':28} {'config':40} {'GB/s':>6} {'x copy':>6}")
+    for row in rows:
+        row.sets = row.make_sets()
+        results = sorted(((row.bytes / graph_time(ours(row.sets, c), len(row.sets)) / 1e9, c)
+                          for c in spaces[row.label()]), key=lambda x: -x[0])
+        default = MMA.default("sm_90", DECODE.key_of(results[0][1]))
+        for g, c in results[:5] + [x for x in results if x[1] == default][:1]:
+            print(f"{row.label():28} {c.name[len('flash_decode_mma_sm_90_bf16_'):]:40} {g:6.0f} {g / copy:6.2f}")
+        best = results[0][1]
+        for ns in (1, 2, 4, 8, 16, 32, 64, 128, 256):
+                g = row.bytes / graph_time(ours(row.sets, best, num_splits=ns), len(row.sets)) / 1e9
+                print(f"{row.label():28} {'best, num_splits=' + str(ns):40} {g:6.0f} {g / copy:6.2f}")
+        print(flush=True)
+        del row.sets
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
