@@ -85,7 +85,7 @@ def bench_row(dtype: str, head_dim: int, seq_len: int, causal: bool, *, tokens: 
     import torch
 
     import autoflash
-    from autoflash.reference import TOLERANCE
+    from autoflash.ops.reference import TOLERANCE
 
     torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
     batch = max(1, tokens // (HEADS * seq_len))

@@ -16,6 +16,8 @@ import re
 import warnings
 from pathlib import Path
 
+from autoflash.tuning.storage import open_storage
+
 log = logging.getLogger("autoflash")
 
 BACKENDS = {"autoflash": "autoflash (tuned)", "sdpa_flash": "SDPA flash (FA2)", "sdpa_cudnn": "SDPA cuDNN",
@@ -70,8 +72,6 @@ def plot_bench(results: Path, out_dir: Path) -> list[Path]:
 def plot_study(storage: str, out_dir: Path) -> list[Path]:
     import optuna
     from optuna.trial import TrialState
-
-    from autoflash.tune import open_storage
 
     plt = _pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,11 +1,14 @@
 """tuned_configs/<arch>.json: the tuned entries autoflash.attention() serves.
 
-File format (schema 1)::
+File format (schema 2)::
 
-    {"schema": 1, "arch": "sm_90", "entries": [ENTRY, ...]}
+    {"schema": 2, "arch": "sm_90", "entries": [ENTRY, ...]}
 
-Each ENTRY is keyed by (device, template, dtype, head_dim, causal, seq_bucket) and
-records what was measured; see ENTRY_FIELDS for every field and its type.
+Each ENTRY is keyed by (op, device, template, the op's problem key, seq_bucket) and
+records what was measured. Its fields: ENTRY_FIELDS (every operation), the op's key
+fields flat (dtype and Operation.key_fields, e.g. head_dim and causal for "forward")
+and its metric (Operation.metric: "tflops" or "gbps"). Schema 1 (forward only, no
+"op" field) is read as op "forward".
 
 A tuned_configs file is untrusted input (it may come from a pull request, a
 download, a disk that filled up): reading validates it strictly, and any problem
@@ -15,6 +18,8 @@ and replaces, so two tuning runs writing one file both keep their entries.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -22,14 +27,21 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
-from autoflash.config import ARCHS, DTYPES, ConfigError, KernelConfig
+import filelock
+import platformdirs
+
+from autoflash.atomic import atomic_write_text
+from autoflash.kernels.archs import ARCHS, compatible_archs
+from autoflash.kernels.config import ConfigError, OpConfig
+from autoflash.kernels.registry import OPERATIONS
 
 log = logging.getLogger("autoflash")
 
-SCHEMA = 1
-BUCKETS = (1024, 4096, 16384)  # the sequence lengths tuned by default; look-up takes the nearest
+SCHEMA = 2
+READABLE_SCHEMAS = (1, 2)  # 1: forward entries without "op" (migrated on read)
 MAX_FILE_BYTES = 16 * 1024 * 1024  # a tuned_configs file is a few hundred KB at most
 MAX_ENTRIES = 10000
 TUNED_ENV = "AUTOFLASH_TUNED_CONFIGS"  # extra folders searched first (os.pathsep-separated)
@@ -48,25 +60,35 @@ class StoreError(ValueError):
 @dataclass(frozen=True, order=True)
 class EntryKey:
     """What a tuned entry is for. template is None when the tuner chose among all
-    templates, or the template's name when the run fixed one (--template)."""
+    templates, or the template's name when the run fixed one (--template); key is the
+    op's problem key as (field, value) pairs."""
 
+    op: str
     device: str
     template: str | None
-    dtype: str
-    head_dim: int
-    causal: bool
+    key: tuple
     seq_bucket: int
 
     def describe(self) -> str:
-        return (f"{self.device} / {self.template or 'any template'} / {self.dtype} d{self.head_dim} "
-                f"{'causal' if self.causal else 'non-causal'} N~{self.seq_bucket}")
+        op = OPERATIONS.get(self.op)
+        what = op.describe_key(dict(self.key)) if op else str(dict(self.key))
+        return f"{self.device} / {self.op} / {self.template or 'any template'} / {what} N~{self.seq_bucket}"
 
     def sort_key(self) -> tuple:
-        return (self.device, self.template or "", self.dtype, self.head_dim, self.causal, self.seq_bucket)
+        return (self.op, self.device, self.template or "", self.key, self.seq_bucket)
+
+
+def key_fields(op_name: str) -> tuple[str, ...]:
+    return ("dtype",) + OPERATIONS[op_name].key_fields
+
+
+def problem_key(entry: dict) -> dict:
+    """The op's problem key of an entry, e.g. {"dtype": "bf16", "head_dim": 128, "causal": False}."""
+    return {f: entry[f] for f in key_fields(entry["op"])}
 
 
 def entry_key(entry: dict) -> EntryKey:
-    return EntryKey(entry["device"], entry["template"], entry["dtype"], entry["head_dim"], entry["causal"],
+    return EntryKey(entry["op"], entry["device"], entry["template"], tuple(problem_key(entry).items()),
                     entry["seq_bucket"])
 
 
@@ -95,21 +117,19 @@ def _str(pattern):
     return lambda x: isinstance(x, str) and bool(pattern.match(x))
 
 
-# field -> (check, description). All fields are required; default_ms may be null.
+# field -> (check, description), for every op's entries; the op adds its key fields (checked
+# through its config, which must agree with them) and its metric. All are required; default_ms may be null.
 # Checked here rather than with jsonschema (a new dependency): the checks after these
 # (config against its template's rules and the entry's key) need code anyway, and this
 # way every error reads "<file>: entry N (key): field must be ..." in one style.
 ENTRY_FIELDS = {
+    "op": (lambda x: isinstance(x, str) and x in OPERATIONS, f"a registered operation ({sorted(OPERATIONS)})"),
     "device": (_str(_PRINTABLE), "a GPU name (printable ASCII, 1-128 characters)"),
     "template": (lambda x: x is None or (isinstance(x, str) and bool(_NAME.match(x))), "null or a template name"),
-    "dtype": (lambda x: x in DTYPES, f"one of {list(DTYPES)}"),
-    "head_dim": (lambda x: _is_int(x) and 1 <= x <= 1024, "an integer in 1..1024"),
-    "causal": (lambda x: type(x) is bool, "true or false"),
     "seq_bucket": (lambda x: _is_int(x) and 1 <= x <= 2**24, "an integer in 1..16777216"),
     "config": (lambda x: isinstance(x, dict), "an object (a kernel config)"),
-    "problem": (lambda x: isinstance(x, dict), "an object {batch, heads, seq}"),
+    "problem": (lambda x: isinstance(x, dict) and 0 < len(x) <= 8, "an object of 1-8 sizes"),
     "ms": (_pos_num, "a positive number (milliseconds)"),
-    "tflops": (_pos_num, "a positive number"),
     "max_rel_error": (_nonneg_num, "a non-negative number"),
     "trials": (lambda x: isinstance(x, dict), "an object {run, complete, pruned, failed}"),
     "spread": (_nonneg_num, "a non-negative number (relative spread of the re-timed finalists)"),
@@ -120,22 +140,20 @@ ENTRY_FIELDS = {
     "autoflash": (_str(_VERSION), "a version string"),
     "date": (_str(_DATE), "an ISO 8601 date-time"),
 }
-PROBLEM_FIELDS = ("batch", "heads", "seq")
+METRICS = ("tflops", "gbps")
 TRIAL_FIELDS = ("run", "complete", "pruned", "failed")
-
-
-def compatible_archs(arch: str) -> tuple[str, ...]:
-    """Archs whose cubins a GPU of `arch` runs and whose configs <arch>.json may hold
-    (sm_90 also holds sm_90a configs: the same chip, with its arch-specific features)."""
-    return tuple(a for a in (arch, arch + "a") if a in ARCHS)
 
 
 def validate_entry(entry, arch: str) -> dict:
     """Check one entry; raise ValueError describing the first problems found."""
     if not isinstance(entry, dict):
         raise ValueError(f"entry must be an object, got {type(entry).__name__}")
-    unknown = sorted(set(entry) - set(ENTRY_FIELDS))
-    missing = sorted(set(ENTRY_FIELDS) - set(entry))
+    if entry.get("op") not in OPERATIONS:
+        raise ValueError(f"op must be a registered operation ({sorted(OPERATIONS)}), got {_short(entry.get('op'))}")
+    op = OPERATIONS[entry["op"]]
+    allowed = set(ENTRY_FIELDS) | set(key_fields(op.name)) | {op.metric}
+    unknown = sorted(set(entry) - allowed)
+    missing = sorted(allowed - set(entry))
     errors = []
     if unknown:
         errors.append(f"unknown field(s) {[u[:40] for u in unknown[:5]]}")
@@ -146,11 +164,19 @@ def validate_entry(entry, arch: str) -> dict:
     for field, (check, what) in ENTRY_FIELDS.items():
         if not check(entry[field]):
             errors.append(f"{field} must be {what}, got {_short(entry[field])}")
+    if not _pos_num(entry[op.metric]):
+        errors.append(f"{op.metric} must be a positive number, got {_short(entry[op.metric])}")
+    kinds = {f.name: f.type for f in dataclasses.fields(op.config_class)}
+    for field in op.key_fields:  # typed as the config's field of that name (its values: the config's check)
+        ok = type(entry[field]) is bool if kinds[field] in ("bool", bool) else _is_int(entry[field])
+        if not ok:
+            errors.append(f"{field} must be {'true or false' if kinds[field] in ('bool', bool) else 'an integer'}, "
+                          f"got {_short(entry[field])}")
     if errors:
         raise ValueError("; ".join(errors))
     prob = entry["problem"]
-    if set(prob) != set(PROBLEM_FIELDS) or not all(_is_int(prob[f]) and 1 <= prob[f] <= 2**31 for f in PROBLEM_FIELDS):
-        raise ValueError(f"problem must be {{batch, heads, seq}} of positive integers, got {_short(prob)}")
+    if not all(isinstance(k, str) and _is_int(v) and 1 <= v <= 2**31 for k, v in prob.items()):
+        raise ValueError(f"problem must hold positive integers, got {_short(prob)}")
     trials = entry["trials"]
     if set(trials) != set(TRIAL_FIELDS) or not all(_count(trials[f]) for f in TRIAL_FIELDS):
         raise ValueError(f"trials must be {{run, complete, pruned, failed}} of counts, got {_short(trials)}")
@@ -159,12 +185,15 @@ def validate_entry(entry, arch: str) -> dict:
                 and _NAME.match(f["name"]) and _pos_num(f["ms"])):
             raise ValueError(f"finalists must hold {{name, ms}} objects, got {_short(f)}")
     try:
-        cfg = KernelConfig.from_dict(entry["config"])
+        cfg = OpConfig.from_dict(entry["config"])
     except (ConfigError, TypeError) as exc:
         raise ValueError(f"config: {exc}") from None
+    if cfg.op != op.name:
+        raise ValueError(f"config is a {cfg.op} config, the entry is for {op.name}")
     if cfg.arch not in compatible_archs(arch):
         raise ValueError(f"config is for {cfg.arch}, but this file holds {arch} entries")
-    mismatch = [f for f in ("dtype", "head_dim", "causal") if getattr(cfg, f) != entry[f]]
+    mismatch = [f for f in key_fields(op.name)
+                if type(getattr(cfg, f)) is not type(entry[f]) or getattr(cfg, f) != entry[f]]
     if mismatch:
         raise ValueError(f"config's {mismatch} differ from the entry's key")
     if entry["template"] is not None and cfg.template != entry["template"]:
@@ -202,13 +231,16 @@ def parse(text: str, path: str | Path, arch: str | None = None) -> list[dict]:
     if not isinstance(data, dict) or set(data) != {"schema", "arch", "entries"}:
         keys = sorted(data)[:5] if isinstance(data, dict) else type(data).__name__
         raise StoreError(f"{path}: must be an object with keys schema, arch, entries (got {keys})")
-    if data["schema"] != SCHEMA:
-        raise StoreError(f"{path}: schema {_short(data['schema'])} is not supported (this autoflash reads {SCHEMA})")
+    if data["schema"] not in READABLE_SCHEMAS or type(data["schema"]) is not int:
+        raise StoreError(f"{path}: schema {_short(data['schema'])} is not supported (this autoflash reads "
+                         f"{list(READABLE_SCHEMAS)})")
     if data["arch"] != arch:
         raise StoreError(f"{path}: holds arch {_short(data['arch'])} but is named for {arch}")
     entries = data["entries"]
     if not isinstance(entries, list) or len(entries) > MAX_ENTRIES:
         raise StoreError(f"{path}: entries must be a list of at most {MAX_ENTRIES} objects")
+    if data["schema"] == 1:
+        entries = [_from_schema_1(e) for e in entries]
     seen = {}
     for i, entry in enumerate(entries):
         try:
@@ -222,9 +254,15 @@ def parse(text: str, path: str | Path, arch: str | None = None) -> list[dict]:
     return entries
 
 
+def _from_schema_1(entry):
+    """Schema 1 held forward entries only, without "op"; everything else is unchanged."""
+    return {"op": "forward", **entry} if isinstance(entry, dict) and "op" not in entry else entry
+
+
 def _entry_label(entry) -> str:
     if isinstance(entry, dict):
-        parts = [str(entry.get(f))[:40] for f in ("dtype", "head_dim", "causal", "seq_bucket") if f in entry]
+        fields = key_fields(entry["op"]) if entry.get("op") in OPERATIONS else ("dtype",)
+        parts = [str(entry.get(f))[:40] for f in fields + ("seq_bucket",) if f in entry]
         if parts:
             return " (" + " ".join(parts) + ")"
     return ""
@@ -251,27 +289,6 @@ def dumps(entries: list[dict], arch: str) -> str:
                       allow_nan=False) + "\n"
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder, fsync, rename: readers see the old
-    file or the new one, never half of one. (No library: atomicwrites, which did
-    this, is archived and points to os.replace.)"""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write(path: str | Path, entries: list[dict], arch: str | None = None) -> None:
     path = Path(path)
     arch = arch or path.stem
@@ -287,8 +304,6 @@ def lock_path(path: Path) -> Path:
     """The lock serialising writers of one tuned_configs file. It lives in the temp dir,
     keyed by the file's absolute path, so no lock file litters tuned_configs/ (a
     checkout); it serialises the processes of one machine."""
-    import hashlib
-
     key = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:24]
     folder = Path(tempfile.gettempdir()) / "autoflash-locks"
     folder.mkdir(parents=True, exist_ok=True)
@@ -300,8 +315,6 @@ def merge(path: str | Path, new_entries: list[dict], arch: str | None = None) ->
 
     Holds a lock (lock_path) while it reads, merges and writes, so concurrent writers
     all land. A damaged existing file is an error (it is never silently overwritten)."""
-    import filelock
-
     path = Path(path)
     arch = arch or path.stem
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -321,14 +334,10 @@ def shipped_dir() -> Path:
     checkout = Path(__file__).resolve().parent.parent / "tuned_configs"
     if checkout.is_dir():
         return checkout
-    from importlib import resources
-
     return Path(str(resources.files("autoflash") / "tuned_configs"))
 
 
 def user_dir() -> Path:
-    import platformdirs
-
     return Path(platformdirs.user_data_dir("autoflash")) / "tuned_configs"
 
 
@@ -368,12 +377,12 @@ def entries_for_arch(arch: str, dirs: list[Path] | None = None) -> list[dict]:
     return list(merged.values())
 
 
-def lookup(entries: list[dict], device: str, dtype: str, head_dim: int, causal: bool, seq_len: int,
+def lookup(entries: list[dict], device: str, op: str, key: dict, seq_len: int,
            template: str | None = None) -> tuple[dict | None, str]:
     """The entry serving a problem and how it was found: exact device, else any device
     of the arch; within those, the nearest sequence bucket (in log scale). Entries
     tuned over all templates are preferred to ones tuned with a template fixed."""
-    same = [e for e in entries if e["dtype"] == dtype and e["head_dim"] == head_dim and e["causal"] == causal]
+    same = [e for e in entries if e["op"] == op and all(e[f] == v and type(e[f]) is type(v) for f, v in key.items())]
     if template is not None:
         same = [e for e in same if e["config"]["template"] == template]
     for how, group in (("exact device", [e for e in same if e["device"] == device]), ("same arch", same)):

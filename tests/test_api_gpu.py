@@ -4,7 +4,7 @@ import math
 import pytest
 
 import autoflash
-from autoflash.reference import TOLERANCE
+from autoflash.ops.reference import TOLERANCE
 
 pytestmark = pytest.mark.gpu
 

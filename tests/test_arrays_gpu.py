@@ -1,13 +1,13 @@
 """autoflash.attention() with any CUDA array: CuPy, PyTorch, JAX (DLPack), and other
 __dlpack__ / __cuda_array_interface__ producers. In and out without copies; the
-result is the caller's kind. Compared with autoflash.reference (float64)."""
+result is the caller's kind. Compared with autoflash.ops.reference (float64)."""
 import os
 
 import pytest
 
 import autoflash
-from autoflash import api
-from autoflash.reference import TOLERANCE, reference_attention
+from autoflash.serve import api
+from autoflash.ops.reference import TOLERANCE, reference_attention
 
 pytestmark = pytest.mark.gpu
 

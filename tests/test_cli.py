@@ -7,6 +7,12 @@ import sys
 import pytest
 
 from autoflash import cli, store
+from autoflash.cli import tune as cli_tune
+from autoflash.cli.progress import Progress
+from autoflash.runner.process import InlineRunner
+from autoflash.runner.protocol import InfoRequest
+from autoflash.runner.standin import StandInBackend
+from autoflash.tuning.keys import StudyKey
 
 SMALL = ["--dtype", "fp32", "--head-dim", "64", "--causal", "no", "--knob", "block_m=64", "--knob", "block_n=32,64",
          "--knob", "warps=8"]
@@ -67,10 +73,8 @@ def test_main_job_without_gpu_compiles_instead_and_says_so(capsys):
 
 
 def test_tuning_another_arch_than_the_gpus_is_an_error(capsys, monkeypatch):
-    from autoflash.runner import InlineRunner, StandInBackend
-
     runner = InlineRunner(StandInBackend({"kind": "standin", "device_name": "NVIDIA H100 80GB HBM3"}))
-    monkeypatch.setattr(cli, "_probe_gpu", lambda device: (runner.call({"op": "info"}), runner))
+    monkeypatch.setattr(cli_tune, "_probe_gpu", lambda device: (runner.call(InfoRequest()), runner))
     rc = cli.main(["tune", "--arch", "sm_89", *SMALL])
     err = capsys.readouterr().err
     assert rc == 2
@@ -95,7 +99,7 @@ def test_stand_in_tune_writes_entries_and_show_lists_them(tmp_path, capsys):
 
     assert cli.main(["show", "--log", str(log)]) == 0
     out = capsys.readouterr().out
-    assert "COMPLETE" in out and "autoflash|sm_90|Stand-in GPU|any|fp32|d64|noncausal" in out
+    assert "COMPLETE" in out and "autoflash|forward|sm_90|Stand-in GPU|any|fp32|64|False" in out
 
     assert cli.main(["verify", "--compile-only", "--arch", "sm_90", "--dir", str(out_dir)]) == 0
     out = capsys.readouterr().out
@@ -164,10 +168,9 @@ def test_verbosity_flags_set_the_autoflash_log_level(monkeypatch):
 
 
 def test_progress_has_a_bar_per_problem_with_best_and_failures():
-    from autoflash.tune import StudyKey
-
-    fp16, bf16 = (StudyKey("sm_90", "GPU", None, d, 64, False) for d in ("fp16", "bf16"))
-    progress = cli._Progress()
+    fp16, bf16 = (StudyKey.of("forward", "sm_90", "GPU", None, dtype=d, head_dim=64, causal=False)
+                  for d in ("fp16", "bf16"))
+    progress = Progress()
     progress("start", studies=[(fp16, 4), (bf16, 3)])
     progress("trial", key=fp16, state="COMPLETE", ms={"1024": 0.5, "4096": 2.0})
     progress("trial", key=fp16, state="COMPLETE", ms={"1024": 0.4, "4096": 2.5})

@@ -1,17 +1,19 @@
 """NVRTC compilation without a GPU: cubins per arch, the ptxas report, the disk cache."""
 import pytest
 
-from autoflash import compile as afc
-from autoflash.config import ARCHS, KernelConfig
-from autoflash.variants import VARIANTS
+from autoflash.kernels import compile as afc
+from autoflash import KernelConfig
+from autoflash.kernels.archs import ARCHS
+from autoflash.kernels.registry import TEMPLATES
+from conftest import fwd_key as K
 
 pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
 
-SIMT = VARIANTS["flash_fwd_simt"]
+SIMT = TEMPLATES["flash_fwd_simt"]
 
 # Representative configs: each arch's default for a small and a large head dim, in each dtype.
 REPRESENTATIVE = [
-    SIMT.default(arch, dtype, d, causal)
+    SIMT.default(arch, K(dtype, d, causal))
     for arch in ("sm_80", "sm_86", "sm_89", "sm_90")
     for dtype, d, causal in (("fp32", 64, False), ("bf16", 128, True), ("fp16", 256, False))
 ]

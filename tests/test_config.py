@@ -3,8 +3,9 @@ import json
 
 import pytest
 
-from autoflash.config import ConfigError, KernelConfig
-from autoflash.variants import VARIANTS
+from autoflash import ConfigError, KernelConfig
+from autoflash.kernels.registry import templates_of
+from conftest import fwd_key as K
 
 GOOD = dict(template="flash_fwd_simt", arch="sm_90", dtype="fp32", head_dim=64, causal=False,
             block_m=64, block_n=64, warps=8, stages=1, thread_m=4)
@@ -61,10 +62,10 @@ def test_smem_limit_depends_on_arch():
 
 
 def test_every_default_is_valid():
-    for variant in VARIANTS.values():
+    for variant in templates_of("forward").values():
         for arch in variant.archs:
             for dtype in variant.dtypes:
                 for d in variant.head_dims:
                     for causal in (False, True):
-                        cfg = variant.default(arch, dtype, d, causal)
+                        cfg = variant.default(arch, K(dtype, d, causal))
                         assert cfg.problems() == [], cfg.name

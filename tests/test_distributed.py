@@ -1,7 +1,7 @@
-"""Several tuning workers share one Optuna storage (autoflash/campaign.py): each trial runs
-once, the campaign's entries equal a one-worker run's, and a dead worker costs only its
+"""Several tuning workers share one Optuna storage (autoflash/tuning/campaign.py): each trial
+runs once, the campaign's entries equal a one-worker run's, and a dead worker costs only its
 running trial, which is queued again. Driven through the stand-in GPU, so no GPU is needed;
-the stand-in logs every trial it runs (AUTOFLASH_STANDIN_RECORD) to prove "once"."""
+the stand-in's test hook (standin_hooks.py) logs every trial it runs to prove "once"."""
 import collections
 import glob
 import os
@@ -16,19 +16,32 @@ from pathlib import Path
 
 import pytest
 
+import optuna
+
 from autoflash import store
+from autoflash.ops.forward import FORWARD
+from autoflash.runner.process import InlineRunner
+from autoflash.runner.protocol import InfoRequest
+from autoflash.runner.standin import StandInBackend
+from autoflash.tuning import campaign
+from autoflash.tuning.keys import StudyKey, TuneOptions
+from autoflash.tuning.space import heuristic_default, params_of, suggest_config
+from autoflash.tuning.storage import open_storage
+from autoflash.tuning.tuner import Tuner
+from standin_hooks import HOOK
 
 ROOT = Path(__file__).resolve().parent.parent
 # fp16 d64 non-causal at one bucket on the CUDA-core template: ~100 configs pass the rules;
 # --trials 500 makes the sampler exhaustive, so one worker and three visit the same set and must agree.
 PROBLEM = ["--dtype", "fp16", "--head-dim", "64", "--causal", "no", "--seq-len", "1024", "--trials", "500",
            "--template", "flash_fwd_simt"]
-COMPARED = ("device", "template", "dtype", "head_dim", "causal", "seq_bucket", "config", "ms", "tflops", "finalists",
+COMPARED = ("op", "device", "template", "dtype", "head_dim", "causal", "seq_bucket", "config", "ms", "tflops", "finalists",
             "default_ms")
 
 
 def env(**extra):
-    return dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **extra)
+    return dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                AUTOFLASH_STANDIN_HOOK=HOOK, **extra)
 
 
 def tune(out: Path, *args, extra_env=None, timeout=300, wait=True):
@@ -60,7 +73,7 @@ def comparable(out: Path) -> list[dict]:
 def one_worker(tmp_path_factory):
     """The reference: the same campaign on one worker, in memory."""
     out = tmp_path_factory.mktemp("one")
-    tune(out, extra_env={"AUTOFLASH_STANDIN_RECORD": str(out / "runs.txt")})
+    tune(out, extra_env={"AUTOFLASH_TEST_RECORD": str(out / "runs.txt")})
     return out
 
 
@@ -79,7 +92,7 @@ def check_campaign(out: Path, reference: Path, workers: int, out_dirs=None) -> l
 def test_three_workers_run_every_trial_once_and_agree_with_one(tmp_path, one_worker, storage):
     url = str(tmp_path / "study.journal") if storage == "journal" else f"sqlite:///{tmp_path / 'study.db'}"
     out = tune(tmp_path, "--devices", "0,1,2", "--storage", url,
-               extra_env={"AUTOFLASH_STANDIN_RECORD": str(tmp_path / "runs.txt")})
+               extra_env={"AUTOFLASH_TEST_RECORD": str(tmp_path / "runs.txt")})
     assert "2 more worker(s)" in out
     runs = check_campaign(tmp_path, one_worker, workers=3)
     assert {dev for _, dev, _ in runs} == {0, 1, 2}  # each worker timed on its own device
@@ -90,7 +103,7 @@ def test_the_same_tune_command_twice_shares_the_campaign(tmp_path, one_worker):
     writes the same entries to its own tuned_configs folder."""
     url = str(tmp_path / "study.journal")
     procs = [tune(tmp_path / name, "--storage", url, wait=False,
-                  extra_env={"AUTOFLASH_STANDIN_RECORD": str(tmp_path / "runs.txt")}) for name in ("a", "b")]
+                  extra_env={"AUTOFLASH_TEST_RECORD": str(tmp_path / "runs.txt")}) for name in ("a", "b")]
     for proc in procs:
         out, _ = proc.communicate(timeout=300)
         assert proc.returncode == 0, out
@@ -102,8 +115,8 @@ def test_killed_worker_costs_only_its_trial(tmp_path, one_worker):
     process is gone), queued again, run by another worker, and the campaign completes."""
     marker = tmp_path / "hung"
     proc = tune(tmp_path, "--devices", "0,1", "--storage", str(tmp_path / "study.journal"), wait=False,
-                extra_env={"AUTOFLASH_STANDIN_RECORD": str(tmp_path / "runs.txt"),
-                           "AUTOFLASH_STANDIN_HANG": f"1:{marker}"})
+                extra_env={"AUTOFLASH_TEST_RECORD": str(tmp_path / "runs.txt"),
+                           "AUTOFLASH_TEST_HANG": f"1:{marker}"})
     deadline = time.time() + 120
     while not (marker.exists() and marker.read_text()) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.1)
@@ -127,28 +140,24 @@ def test_killed_worker_costs_only_its_trial(tmp_path, one_worker):
 def test_trial_of_a_silent_remote_worker_is_lost_after_grace(tmp_path):
     """A worker on another machine stops sending heartbeats (its pid means nothing here):
     after --grace seconds its running trial is failed as lost and queued again."""
-    from autoflash import tune as tuning
-    from autoflash.runner import InlineRunner, StandInBackend
-    import optuna
-
     spec = {"kind": "standin", "arch": "sm_90", "device_name": "Stand-in GPU"}
-    key = tuning.StudyKey("sm_90", "Stand-in GPU", "flash_fwd_simt", "fp32", 64, False)
-    opts = tuning.TuneOptions(trials=6, sampler="random", storage=str(tmp_path / "s.journal"), buckets=(1024,),
+    key = StudyKey.of("forward", "sm_90", "Stand-in GPU", "flash_fwd_simt", dtype="fp32", head_dim=64, causal=False)
+    opts = TuneOptions(trials=6, sampler="random", storage=str(tmp_path / "s.journal"), buckets=(1024,),
                               grace_s=2.0)
-    storage = tuning.open_storage(opts.storage)
-    name = key.study_name(opts.buckets, opts.tokens)
+    storage = open_storage(opts.storage)
+    name = key.study_name(opts.buckets, FORWARD.default_tokens)
     study = optuna.create_study(study_name=name, storage=storage, direction="minimize")
-    default = tuning.heuristic_default(key)
-    study.enqueue_trial(tuning.params_of(default))
+    default = heuristic_default(key)
+    study.enqueue_trial(params_of(default))
     remote = study.ask()  # a trial "running" on another host, which has just gone silent
-    cfg = tuning.suggest_config(remote, key, None)
+    cfg = suggest_config(remote, key, None)
     assert cfg == default
     for k, v in {"worker": "elsewhere:1", "config": cfg.name, "counted": True, "heartbeat": time.time()}.items():
         remote.set_user_attr(k, v)
 
     runner = InlineRunner(StandInBackend(spec))
     started = time.monotonic()
-    tuner = tuning.Tuner(opts, runner, runner.call({"op": "info"}), workers=0, standin=spec)
+    tuner = Tuner(opts, runner, runner.call(InfoRequest()), workers=0, standin=spec)
     [result] = tuner.run([key])
     assert time.monotonic() - started >= 1.5  # it waited for the grace period before taking the trial over
     rows = {r["number"]: r for r in result.trials}
@@ -164,19 +173,15 @@ def test_trial_of_a_silent_remote_worker_is_lost_after_grace(tmp_path):
 def test_trial_nobody_claimed_is_lost_after_grace(tmp_path):
     """A worker killed between ask() and recording who it is leaves a RUNNING trial with no
     worker and no heartbeat: it is timed on this process's own clock and lost after grace."""
-    from autoflash import tune as tuning
-    from autoflash.runner import InlineRunner, StandInBackend
-    import optuna
-
     spec = {"kind": "standin", "arch": "sm_90", "device_name": "Stand-in GPU"}
-    key = tuning.StudyKey("sm_90", "Stand-in GPU", "flash_fwd_simt", "fp32", 64, False)
-    opts = tuning.TuneOptions(trials=3, sampler="random", storage=str(tmp_path / "s.journal"), buckets=(1024,),
+    key = StudyKey.of("forward", "sm_90", "Stand-in GPU", "flash_fwd_simt", dtype="fp32", head_dim=64, causal=False)
+    opts = TuneOptions(trials=3, sampler="random", storage=str(tmp_path / "s.journal"), buckets=(1024,),
                               grace_s=1.0)
-    study = optuna.create_study(study_name=key.study_name(opts.buckets, opts.tokens),
-                                storage=tuning.open_storage(opts.storage), direction="minimize")
+    study = optuna.create_study(study_name=key.study_name(opts.buckets, FORWARD.default_tokens),
+                                storage=open_storage(opts.storage), direction="minimize")
     orphan = study.ask()  # no attributes at all
     runner = InlineRunner(StandInBackend(spec))
-    [result] = tuning.Tuner(opts, runner, runner.call({"op": "info"}), workers=0, standin=spec).run([key])
+    [result] = Tuner(opts, runner, runner.call(InfoRequest()), workers=0, standin=spec).run([key])
     row = {r["number"]: r for r in result.trials}[orphan.number]
     assert row["state"] == "FAIL" and "no worker claimed it" in row["reason"] and result.entries
 
@@ -188,15 +193,13 @@ def test_worker_without_a_campaign_says_so(tmp_path):
 
 
 def test_worker_of_another_gpu_model_does_not_join(tmp_path):
-    from autoflash import campaign, tune as tuning
-
     url = str(tmp_path / "s.journal")
-    keys = [tuning.StudyKey("sm_90", "NVIDIA H100 80GB HBM3", None, "bf16", 128, False)]
-    campaign.publish(url, keys, tuning.TuneOptions())
+    keys = [StudyKey.of("forward", "sm_90", "NVIDIA H100 80GB HBM3", None, dtype="bf16", head_dim=128, causal=False)]
+    campaign.publish(url, keys, TuneOptions())
     with pytest.raises(campaign.CampaignError, match="this GPU is Stand-in GPU"):
         campaign.load(url, "sm_90", "Stand-in GPU")
     name, loaded, opts = campaign.load(url, "sm_90", "NVIDIA H100 80GB HBM3")
-    assert loaded == keys and opts.role == "search" and opts.storage == url and opts.buckets == store.BUCKETS
+    assert loaded == keys and opts.role == "search" and opts.storage == url and opts.buckets is None
 
 
 def test_devices_flag_errors(tmp_path):
@@ -255,6 +258,6 @@ def postgres_url():
 
 def test_three_workers_through_postgresql(tmp_path, one_worker, postgres_url):
     out = tune(tmp_path, "--devices", "0,1,2", "--storage", postgres_url,
-               extra_env={"AUTOFLASH_STANDIN_RECORD": str(tmp_path / "runs.txt")})
+               extra_env={"AUTOFLASH_TEST_RECORD": str(tmp_path / "runs.txt")})
     assert "2 more worker(s)" in out
     check_campaign(tmp_path, one_worker, workers=3)

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from autoflash.config import KernelConfig
+from autoflash import KernelConfig
 from autoflash.export import (ExportError, add_arguments, export_kernel, export_main, exportable,
                               exportable_config)
-from autoflash.variants import VARIANTS
+from autoflash.kernels.registry import TEMPLATES
+from conftest import fwd_key as K
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "cpp"
@@ -53,14 +54,14 @@ def _header_value(text: str, name: str) -> str:
 # ------------------------------------------------------------ no tools needed
 @pytest.mark.parametrize("cfg", [MMA_80, MMA_90, SIMT_80], ids=lambda c: c.name)
 def test_export_writes_source_and_header(cfg, tmp_path):
-    from autoflash.render import render
+    from autoflash.kernels.render import render
 
     done = export_kernel(cfg, tmp_path / "out")
     assert done.source == tmp_path / "out" / f"{cfg.name}.cu"
     source, header = done.source.read_text(), done.header.read_text()
     assert render(cfg) in source  # the rendered template, unchanged
     assert 'extern "C" __global__ void __launch_bounds__' in source
-    variant = VARIANTS[cfg.template]
+    variant = TEMPLATES[cfg.template]
     assert int(_header_value(header, "kSmemBytes")) == variant.smem_bytes(cfg)
     assert int(_header_value(header, "kThreads")) == cfg.threads
     assert int(_header_value(header, "kBlockM")) == cfg.block_m
@@ -75,9 +76,9 @@ def test_export_writes_source_and_header(cfg, tmp_path):
 
 
 def test_tma_template_is_refused_with_an_alternative(tmp_path):
-    if "flash_fwd_wgmma" not in VARIANTS:
+    if "flash_fwd_wgmma" not in TEMPLATES:
         pytest.skip("flash_fwd_wgmma is not registered")
-    cfg = VARIANTS["flash_fwd_wgmma"].default("sm_90a", "bf16", 128, False)
+    cfg = TEMPLATES["flash_fwd_wgmma"].default("sm_90a", K("bf16", 128, False))
     assert "flash_fwd_mma" in exportable(cfg)
     with pytest.raises(ExportError, match="cannot export .*flash_fwd_mma"):
         export_kernel(cfg, tmp_path)

@@ -5,13 +5,18 @@ tests/test_host_path_gpu.py."""
 import numpy as np
 import pytest
 
-from autoflash import dispatch, launch, store, tma
-from autoflash.config import KernelConfig
-from autoflash.launch import LoadedKernel, Problem
-from autoflash.variants import VARIANTS
-from autoflash.variants.base import LOG2E
+from autoflash import store
+from autoflash.kernels import loaded as launch, tma
+from autoflash.ops.forward_launch import plan as make_plan
+from autoflash.serve import dispatch
+from autoflash import KernelConfig
+from autoflash.kernels.loaded import LoadedKernel
+from autoflash.ops.forward_base import Problem
+from autoflash.kernels.registry import TEMPLATES
+from autoflash.kernels.elements import LOG2E
 
 from test_store import make_entry
+from conftest import fwd_key as K
 
 
 # ------------------------------------------------------------ TMA descriptor cache
@@ -130,17 +135,17 @@ H100 = "NVIDIA H100 80GB HBM3"
 def test_dispatch_answers_from_its_cache_until_a_file_changes(tuned_dir):
     folder, reads = tuned_dir
     store.write(folder / "sm_90.json", [make_entry(bucket=4096, block_n=32)])
-    cfg, how = dispatch.explain("sm_90", H100, "fp32", 64, False, 4096)
+    cfg, how = dispatch.explain("sm_90", H100, "forward", K("fp32", 64, False), 4096)
     assert cfg.block_n == 32 and how.startswith("tuned") and len(reads) == 1
     for _ in range(3):
-        assert dispatch.explain("sm_90", H100, "fp32", 64, False, 4096) == (cfg, how)
+        assert dispatch.explain("sm_90", H100, "forward", K("fp32", 64, False), 4096) == (cfg, how)
     assert len(reads) == 1  # no re-read, no re-validation
-    dispatch.explain("sm_90", H100, "fp32", 64, False, 2048)  # another length: its own look-up
+    dispatch.explain("sm_90", H100, "forward", K("fp32", 64, False), 2048)  # another length: its own look-up
     assert len(reads) == 2
     store.write(folder / "sm_90.json", [make_entry(bucket=4096, block_n=64, ms=0.75)])  # retuned
-    assert dispatch.explain("sm_90", H100, "fp32", 64, False, 4096)[0].block_n == 64
+    assert dispatch.explain("sm_90", H100, "forward", K("fp32", 64, False), 4096)[0].block_n == 64
     (folder / "sm_90.json").unlink()
-    cfg, how = dispatch.explain("sm_90", H100, "fp32", 64, False, 4096)
+    cfg, how = dispatch.explain("sm_90", H100, "forward", K("fp32", 64, False), 4096)
     assert how == "heuristic default"
 
 
@@ -150,9 +155,9 @@ def test_dispatch_cache_follows_the_search_folders(tmp_path, monkeypatch):
     store.write(a / "sm_90.json", [make_entry(bucket=4096, block_n=32)])
     store.write(b / "sm_90.json", [make_entry(bucket=4096, block_n=64)])
     monkeypatch.setattr(store, "search_dirs", lambda: [a])
-    assert dispatch.select("sm_90", H100, "fp32", 64, False, 4096).block_n == 32
+    assert dispatch.select("sm_90", H100, "forward", K("fp32", 64, False), 4096).block_n == 32
     monkeypatch.setattr(store, "search_dirs", lambda: [b])
-    assert dispatch.select("sm_90", H100, "fp32", 64, False, 4096).block_n == 64
+    assert dispatch.select("sm_90", H100, "forward", K("fp32", 64, False), 4096).block_n == 64
 
 
 def test_dispatch_does_not_cache_a_damaged_file(tuned_dir):
@@ -160,31 +165,30 @@ def test_dispatch_does_not_cache_a_damaged_file(tuned_dir):
     (folder / "sm_90.json").write_text("{not json")
     for _ in range(2):
         with pytest.raises(store.StoreError):
-            dispatch.select("sm_90", H100, "fp32", 64, False, 4096)
+            dispatch.select("sm_90", H100, "forward", K("fp32", 64, False), 4096)
 
 
 # ------------------------------------------------------------ launch plans and arguments
 def test_shared_signature_arguments_are_built_once_per_plan():
-    cfg = VARIANTS["flash_fwd_simt"].default("sm_90", "fp32", 64, False)
+    cfg = TEMPLATES["flash_fwd_simt"].default("sm_90", K("fp32", 64, False))
     p = Problem(2, 8, 2, 100, 50, 64, False)
-    build = VARIANTS["flash_fwd_simt"].launch_args(cfg, p, 0.125)
+    build = TEMPLATES["flash_fwd_simt"].launch_args(cfg, p, 0.125)
     args = build(16, 32, 48, 64, 0)
     assert [type(a) for a in args] == [np.uint64] * 5 + [np.int32] * 4 + [np.float32]
     assert [int(a) for a in args[:9]] == [16, 32, 48, 64, 0, 8, 2, 100, 50]
     assert args[9] == np.float32(0.125 * LOG2E)
-    assert VARIANTS["flash_fwd_simt"].kernel_args(cfg, (16, 32, 48, 64, 0), p, 0.125) == args
 
 
 def test_wgmma_arguments_order(encodes):
-    wg = VARIANTS["flash_fwd_wgmma"]
-    cfg = wg.default("sm_90a", "bf16", 128, False)
+    wg = TEMPLATES["flash_fwd_wgmma"]
+    cfg = wg.default("sm_90a", K("bf16", 128, False))
     p = Problem(2, 4, 2, 256, 512, 128, False)
     args = wg.launch_args(cfg, p, 0.1)(0x1000, 0x2000, 0x3000, 0x4000, 0)
     assert [int(a) for a in args[:9]] == [0x1000, 0x2000, 0x3000, 0x4000, 0, 4, 2, 256, 512]
     assert args[10] == ("arg", (0x1000, "bf16", 256, 8, 128, cfg.block_m))
     assert args[11] == ("arg", (0x2000, "bf16", 512, 4, 128, cfg.block_n))
     assert args[12][1][0] == 0x3000 and int(args[13]) == 2 and type(args[13]) is np.int32
-    assert wg.kernel_args(cfg, (0x1000, 0x2000, 0x3000, 0x4000, 0), p, 0.1)[10] is args[10]  # cached
+    assert wg.launch_args(cfg, p, 0.1)(0x1000, 0x2000, 0x3000, 0x4000, 0)[10] is args[10]  # cached
 
 
 class FakeFunction:
@@ -198,38 +202,38 @@ class FakeFunction:
 def fake_kernel(cfg: KernelConfig) -> LoadedKernel:
     """A LoadedKernel without a GPU: what plan() reads, with a recording function."""
     kernel = LoadedKernel.__new__(LoadedKernel)
-    kernel.config, kernel.variant = cfg, VARIANTS[cfg.template]
+    kernel.config, kernel.template = cfg, TEMPLATES[cfg.template]
     kernel.smem, kernel.function, kernel._plans = 1234, FakeFunction(), {}
     return kernel
 
 
 def test_plans_are_cached_per_shape_and_scale():
-    kernel = fake_kernel(VARIANTS["flash_fwd_simt"].default("sm_90", "fp32", 64, True))
+    kernel = fake_kernel(TEMPLATES["flash_fwd_simt"].default("sm_90", K("fp32", 64, True)))
     p = Problem(2, 8, 2, 100, 50, 64, True)
-    plan = kernel.plan(p, 0.125)
-    assert kernel.plan(Problem(2, 8, 2, 100, 50, 64, True), 0.125) is plan
-    assert kernel.plan(p, 0.5) is not plan
-    assert kernel.plan(Problem(2, 8, 2, 300, 50, 64, True), 0.125).grid != plan.grid
+    plan = make_plan(kernel, p, 0.125)
+    assert make_plan(kernel, Problem(2, 8, 2, 100, 50, 64, True), 0.125) is plan
+    assert make_plan(kernel, p, 0.5) is not plan
+    assert make_plan(kernel, Problem(2, 8, 2, 300, 50, 64, True), 0.125).grid != plan.grid
     plan(16, 32, 48, 64, 0, "stream")
     grid, block, args, smem, stream = kernel.function.calls[-1]
-    assert grid == kernel.grid(p) and block == (kernel.config.threads, 1, 1) and smem == 1234 and stream == "stream"
+    assert grid == kernel.template.grid(kernel.config, p) and block == (kernel.config.threads, 1, 1) and smem == 1234 and stream == "stream"
     assert int(args[3]) == 64 and int(args[7]) == 100
 
 
 def test_plan_cache_is_bounded(monkeypatch):
     monkeypatch.setattr(LoadedKernel, "MAX_PLANS", 3)
-    kernel = fake_kernel(VARIANTS["flash_fwd_simt"].default("sm_90", "fp32", 64, False))
+    kernel = fake_kernel(TEMPLATES["flash_fwd_simt"].default("sm_90", K("fp32", 64, False)))
     for n in range(1, 8):
-        kernel.plan(Problem(1, 1, 1, n, n, 64, False), 0.125)
+        make_plan(kernel, Problem(1, 1, 1, n, n, 64, False), 0.125)
         assert len(kernel._plans) <= 3
 
 
 def test_plan_refuses_a_problem_the_kernel_was_not_built_for():
-    kernel = fake_kernel(VARIANTS["flash_fwd_simt"].default("sm_90", "fp32", 64, False))
+    kernel = fake_kernel(TEMPLATES["flash_fwd_simt"].default("sm_90", K("fp32", 64, False)))
     with pytest.raises(launch.LaunchError, match="cannot run head_dim=128"):
-        kernel.plan(Problem(1, 1, 1, 8, 8, 128, False), 0.1)
+        make_plan(kernel, Problem(1, 1, 1, 8, 8, 128, False), 0.1)
     with pytest.raises(launch.LaunchError, match="causal=True"):
-        kernel.plan(Problem(1, 1, 1, 8, 8, 64, True), 0.1)
+        make_plan(kernel, Problem(1, 1, 1, 8, 8, 64, True), 0.1)
 
 
 def test_stream_handles_are_made_once_per_pointer():

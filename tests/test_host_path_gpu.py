@@ -9,8 +9,10 @@ import pytest
 
 import autoflash
 from conftest import torch_reference as reference
-from autoflash import api, dispatch, tma
-from autoflash.reference import TOLERANCE
+from autoflash.kernels import tma
+from autoflash.kernels.device import device_arch
+from autoflash.serve import dispatch
+from autoflash.ops.reference import TOLERANCE
 
 pytestmark = pytest.mark.gpu
 torch = pytest.importorskip("torch", reason="PyTorch is not installed")
@@ -22,10 +24,10 @@ def rel_err(out, ref):
 
 def config_for(dtype):
     """fp32: a template without descriptors; bf16: the Hopper one (TMA descriptors)."""
-    arch, _ = api.device_arch(0)
+    arch, _ = device_arch(0)
     if dtype == "bf16" and arch != "sm_90":
         pytest.skip("the TMA template runs on sm_90 only")
-    return dispatch.heuristic_default(arch, dtype, 64 if dtype == "fp32" else 128, False)
+    return dispatch.heuristic_default(arch, "forward", {"dtype": dtype, "head_dim": 64 if dtype == "fp32" else 128, "causal": False})
 
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -87,7 +89,7 @@ def test_more_pointer_sets_than_the_descriptor_cache_holds():
 
 
 def test_alternating_causal_lse_and_default_config():
-    dtype = "bf16" if api.device_arch(0)[0] == "sm_90" else "fp16"
+    dtype = "bf16" if device_arch(0)[0] == "sm_90" else "fp16"
     q, k, v = (randn(1, 4, 257, 64, dtype=dtype, seed=j) for j in range(3))
     for causal in (False, True, False, True):
         out, lse = autoflash.attention(q, k, v, causal=causal, return_lse=True)

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 import autoflash
-from autoflash.api import InputError, check_inputs, Operand
+from autoflash.serve.api import InputError, check_inputs, Operand
+from conftest import fwd_key as K
 
 
 def test_numpy_arrays_are_refused():
@@ -49,7 +50,7 @@ def test_good_shapes_make_a_problem():
 
 
 def test_unsupported_head_dim_names_the_supported_ones():
-    from autoflash.dispatch import heuristic_default
+    from autoflash.serve.dispatch import heuristic_default
 
     with pytest.raises(InputError, match="head_dim=48"):
-        heuristic_default("sm_90", "fp32", 48, False)
+        heuristic_default("sm_90", "forward", K("fp32", 48, False))

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from autoflash.config import ARCHS, ConfigError, KernelConfig
-from autoflash.render import render
-from autoflash.variants import VARIANTS
+from autoflash import ConfigError, KernelConfig
+from autoflash.kernels.archs import ARCHS
+from autoflash.kernels.render import render
+from autoflash.kernels.registry import TEMPLATES
+from conftest import fwd_key as K
 
-MMA = VARIANTS["flash_fwd_mma"]
+MMA = TEMPLATES["flash_fwd_mma"]
 
 
 def cfg(**kw):
@@ -28,7 +30,7 @@ def test_registered_and_default_is_valid_everywhere():
         for dtype in MMA.dtypes:
             for d in MMA.head_dims:
                 for causal in (False, True):
-                    c = MMA.default(arch, dtype, d, causal)
+                    c = MMA.default(arch, K(dtype, d, causal))
                     assert c.template == "flash_fwd_mma" and not c.problems(), c.name
 
 
@@ -60,7 +62,7 @@ def test_smem_and_name():
 
 def test_default_raises_for_unsupported():
     with pytest.raises(ValueError):
-        MMA.default("sm_90", "bf16", 48, False)
+        MMA.default("sm_90", K("bf16", 48, False))
 
 
 # ------------------------------------------------------------------ render
@@ -71,7 +73,7 @@ def test_every_config_of_the_space_renders():
         for dtype in MMA.dtypes:
             for d in MMA.head_dims:
                 for causal in (False, True):
-                    for c in MMA.space(arch, dtype, d, causal):
+                    for c in MMA.space(arch, K(dtype, d, causal)):
                         if c.problems():
                             continue
                         src = render(c)
@@ -83,14 +85,14 @@ def test_every_config_of_the_space_renders():
 
 # ------------------------------------------------------------------ compile
 cupy = pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
-from autoflash import compile as afc  # noqa: E402
+from autoflash.kernels import compile as afc  # noqa: E402
 
 REPRESENTATIVE = [
-    MMA.default("sm_90", "bf16", 128, False),
-    MMA.default("sm_90", "fp16", 64, True),
-    MMA.default("sm_80", "bf16", 256, False),
-    MMA.default("sm_86", "fp16", 128, True),
-    MMA.default("sm_89", "bf16", 96, False),
+    MMA.default("sm_90", K("bf16", 128, False)),
+    MMA.default("sm_90", K("fp16", 64, True)),
+    MMA.default("sm_80", K("bf16", 256, False)),
+    MMA.default("sm_86", K("fp16", 128, True)),
+    MMA.default("sm_89", K("bf16", 96, False)),
     cfg(block_m=128, block_n=32, warps=4, stages=3, causal=True),  # the software-pipelined loop
 ]
 

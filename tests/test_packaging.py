@@ -34,9 +34,9 @@ def test_installed_wheel_renders_outside_the_checkout(wheel, tmp_path):
     py = venv / "bin" / "python"
     subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)], check=True)
     code = (
-        "import autoflash, autoflash.render as r, autoflash.variants as v;"
+        "import autoflash, autoflash.kernels.render as r; from autoflash.kernels.registry import TEMPLATES;"
         "assert 'site-packages' in str(r.templates_dir()), r.templates_dir();"
-        "cfg = v.VARIANTS['flash_fwd_simt'].default('sm_90', 'bf16', 128, True);"
+        "cfg = TEMPLATES['flash_fwd_simt'].default('sm_90', {'dtype': 'bf16', 'head_dim': 128, 'causal': True});"
         "print(len(r.render(cfg)))"
     )
     result = subprocess.run([str(py), "-c", code], cwd=tmp_path, capture_output=True, text=True)

@@ -3,7 +3,7 @@ test command is the one CI runs."""
 import re
 from pathlib import Path
 
-from autoflash import cli_reference
+from autoflash.cli import reference as cli_reference
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -16,7 +16,7 @@ def _quick_start_commands() -> list[str]:
 
 def test_cli_reference_is_generated_from_the_parser():
     _, block, _ = cli_reference.split(README)
-    assert block == cli_reference.render(), "README's CLI reference is stale: run python -m autoflash.cli_reference --write"
+    assert block == cli_reference.render(), "README's CLI reference is stale: run python -m autoflash.cli.reference --write"
 
 
 def test_quick_start_commands_are_what_ci_runs():

@@ -1,9 +1,10 @@
 """Rendering: every config of the search space renders; constants are specialised."""
 import pytest
 
-from autoflash.config import KernelConfig
-from autoflash.render import render, templates_dir
-from autoflash.variants import VARIANTS
+from autoflash import KernelConfig
+from autoflash.kernels.render import render, templates_dir
+from autoflash.kernels.registry import templates_of
+from conftest import fwd_key as K
 
 
 def all_valid_configs(variant):
@@ -11,15 +12,15 @@ def all_valid_configs(variant):
         for dtype in variant.dtypes:
             for d in variant.head_dims:
                 for causal in (False, True):
-                    for cfg in variant.space(arch, dtype, d, causal):
+                    for cfg in variant.space(arch, K(dtype, d, causal)):
                         if not cfg.problems():
                             yield cfg
 
 
-@pytest.mark.parametrize("name", sorted(VARIANTS))
+@pytest.mark.parametrize("name", sorted(templates_of("forward")))
 def test_every_valid_config_renders(name):
     count = 0
-    for cfg in all_valid_configs(VARIANTS[name]):
+    for cfg in all_valid_configs(templates_of("forward")[name]):
         src = render(cfg)
         assert f"{cfg.name}(" in src
         assert f"constexpr int HEAD_DIM = {cfg.head_dim};" in src

@@ -7,15 +7,17 @@ import os
 
 import pytest
 
-from autoflash import dispatch, store
-from autoflash.variants import VARIANTS
+from autoflash import store
+from autoflash.serve import dispatch
+from autoflash.kernels.registry import TEMPLATES
+from conftest import fwd_key as K
 
 
 def make_entry(dtype="fp32", head_dim=64, causal=False, bucket=4096, device="NVIDIA H100 80GB HBM3", ms=1.0,
                template=None, **config_changes):
-    cfg = VARIANTS["flash_fwd_simt"].default("sm_90", dtype, head_dim, causal).replace(**config_changes)
+    cfg = TEMPLATES["flash_fwd_simt"].default("sm_90", K(dtype, head_dim, causal)).replace(**config_changes)
     return {
-        "device": device, "template": template, "dtype": dtype, "head_dim": head_dim, "causal": causal,
+        "op": "forward", "device": device, "template": template, "dtype": dtype, "head_dim": head_dim, "causal": causal,
         "seq_bucket": bucket, "config": cfg.to_dict(), "problem": {"batch": 2, "heads": 16, "seq": bucket},
         "ms": ms, "tflops": 12.5, "max_rel_error": 1e-6,
         "trials": {"run": 10, "complete": 6, "pruned": 3, "failed": 1}, "spread": 0.01,
@@ -24,7 +26,7 @@ def make_entry(dtype="fp32", head_dim=64, causal=False, bucket=4096, device="NVI
     }
 
 
-def write_raw(path, entries, arch="sm_90", schema=1):
+def write_raw(path, entries, arch="sm_90", schema=2):
     path.write_text(json.dumps({"schema": schema, "arch": arch, "entries": entries}))
 
 
@@ -34,6 +36,16 @@ def test_roundtrip(tmp_path):
     store.write(path, entries)
     assert store.read(path) == sorted(entries, key=lambda e: e["seq_bucket"])
     assert store.read(tmp_path / "sm_80.json") == []  # absent file: no entries
+
+
+def test_schema_1_files_load_as_forward_entries(tmp_path):
+    """Files written before operations existed (schema 1, no "op") still load."""
+    old = [{k: v for k, v in make_entry(bucket=b).items() if k != "op"} for b in (1024, 4096)]
+    write_raw(tmp_path / "sm_90.json", old, schema=1)
+    assert [e["op"] for e in store.read(tmp_path / "sm_90.json")] == ["forward", "forward"]
+    write_raw(tmp_path / "sm_90.json", old, schema=2)  # schema 2 requires "op"
+    with pytest.raises(store.StoreError, match="op must be a registered operation"):
+        store.read(tmp_path / "sm_90.json")
 
 
 def _bad(entry_changes=None, drop=None, config_changes=None):
@@ -82,7 +94,7 @@ def test_hostile_entries_are_rejected_naming_file_and_entry(tmp_path, case):
     ('{"schema": 1, "arch": "sm_90", "entries": [', "not valid JSON"),  # truncated
     ('{"schema": 1, "arch": "sm_90", "arch": "sm_80", "entries": []}', "duplicate key"),
     ('{"schema": 1, "arch": "sm_90", "entries": [], "extra": 1}', "must be an object with keys"),
-    ('{"schema": 2, "arch": "sm_90", "entries": []}', "schema 2 is not supported"),
+    ('{"schema": 3, "arch": "sm_90", "entries": []}', "schema 3 is not supported"),
     ('{"schema": 1, "arch": "sm_89", "entries": []}', "holds arch 'sm_89'"),
     ('{"schema": 1, "arch": "sm_90", "entries": {}}', "entries must be a list"),
     ('[1, 2, 3]', "must be an object"),
@@ -184,23 +196,23 @@ def test_lookup_fallbacks():
     h100, other = "NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe"
     entries = [make_entry(bucket=1024, device=h100, ms=1.0), make_entry(bucket=16384, device=h100, ms=2.0),
                make_entry(bucket=4096, device=other, ms=3.0)]
-    e, how = store.lookup(entries, h100, "fp32", 64, False, 1024)
+    e, how = store.lookup(entries, h100, "forward", K("fp32", 64, False), 1024)
     assert e["seq_bucket"] == 1024 and how.startswith("exact device, bucket")
-    e, how = store.lookup(entries, h100, "fp32", 64, False, 3000)  # log2 distance: 1.55 to 1024, 2.45 to 16384
+    e, how = store.lookup(entries, h100, "forward", K("fp32", 64, False), 3000)  # log2 distance: 1.55 to 1024, 2.45 to 16384
     assert e["seq_bucket"] == 1024 and "nearest bucket" in how
-    e, _ = store.lookup(entries, h100, "fp32", 64, False, 9000)
+    e, _ = store.lookup(entries, h100, "forward", K("fp32", 64, False), 9000)
     assert e["seq_bucket"] == 16384
-    e, how = store.lookup(entries, "NVIDIA H200", "fp32", 64, False, 4096)  # other device of the arch
+    e, how = store.lookup(entries, "NVIDIA H200", "forward", K("fp32", 64, False), 4096)  # other device of the arch
     assert how.startswith("same arch") and e["device"] in (h100, other)
-    assert store.lookup(entries, h100, "fp32", 128, False, 4096)[0] is None
+    assert store.lookup(entries, h100, "forward", K("fp32", 128, False), 4096)[0] is None
 
 
 def test_lookup_prefers_entries_tuned_over_all_templates():
     fixed = make_entry(template="flash_fwd_simt", ms=0.5)
     free = make_entry(ms=1.0, block_n=32)
-    e, _ = store.lookup([fixed, free], "NVIDIA H100 80GB HBM3", "fp32", 64, False, 4096)
+    e, _ = store.lookup([fixed, free], "NVIDIA H100 80GB HBM3", "forward", K("fp32", 64, False), 4096)
     assert e is free
-    e, _ = store.lookup([fixed, free], "NVIDIA H100 80GB HBM3", "fp32", 64, False, 4096, template="flash_fwd_simt")
+    e, _ = store.lookup([fixed, free], "NVIDIA H100 80GB HBM3", "forward", K("fp32", 64, False), 4096, template="flash_fwd_simt")
     assert e["config"]["template"] == "flash_fwd_simt"
 
 
@@ -208,15 +220,15 @@ def test_dispatch_serves_tuned_entry_else_default_with_one_warning(tmp_path, mon
     monkeypatch.setattr(store, "search_dirs", lambda: [tmp_path])
     tuned = make_entry(bucket=4096, block_n=32)
     store.write(tmp_path / "sm_90.json", [tuned])
-    cfg, how = dispatch.explain("sm_90", "NVIDIA H100 80GB HBM3", "fp32", 64, False, 4000)
+    cfg, how = dispatch.explain("sm_90", "NVIDIA H100 80GB HBM3", "forward", K("fp32", 64, False), 4000)
     assert cfg.to_dict() == tuned["config"] and how.startswith("tuned: exact device")
-    cfg, how = dispatch.explain("sm_90", "NVIDIA H200", "fp32", 64, False, 20000)
+    cfg, how = dispatch.explain("sm_90", "NVIDIA H200", "forward", K("fp32", 64, False), 20000)
     assert cfg.to_dict() == tuned["config"] and "same arch" in how
     dispatch._warned.clear()
     with caplog.at_level(logging.WARNING, logger="autoflash"):
         for _ in range(3):
-            cfg, how = dispatch.explain("sm_90", "NVIDIA H100 80GB HBM3", "fp32", 128, True, 4096)
-    assert how == "heuristic default" and cfg == VARIANTS["flash_fwd_simt"].default("sm_90", "fp32", 128, True)
+            cfg, how = dispatch.explain("sm_90", "NVIDIA H100 80GB HBM3", "forward", K("fp32", 128, True), 4096)
+    assert how == "heuristic default" and cfg == TEMPLATES["flash_fwd_simt"].default("sm_90", K("fp32", 128, True))
     warnings = [r for r in caplog.records if "no tuned config" in r.getMessage()]
     assert len(warnings) == 1
     assert "autoflash tune --arch sm_90 --dtype fp32 --head-dim 128 --causal yes" in warnings[0].getMessage()
@@ -226,4 +238,4 @@ def test_dispatch_refuses_a_hostile_file(tmp_path, monkeypatch):
     monkeypatch.setattr(store, "search_dirs", lambda: [tmp_path])
     write_raw(tmp_path / "sm_90.json", [_bad(config_changes={"template": "flash_fwd_evil"})])
     with pytest.raises(store.StoreError, match="sm_90.json: entry 0"):
-        dispatch.select("sm_90", "NVIDIA H100 80GB HBM3", "fp32", 64, False, 4096)
+        dispatch.select("sm_90", "NVIDIA H100 80GB HBM3", "forward", K("fp32", 64, False), 4096)

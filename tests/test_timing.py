@@ -2,7 +2,7 @@
 and one real CUDA-event measurement where there is a GPU."""
 import pytest
 
-from autoflash import timing
+from autoflash.runner import timing
 
 
 class FakeClock:
@@ -106,19 +106,21 @@ def test_time_interleaved_rotates_the_order_each_round():
 def test_cuda_events_time_a_real_kernel():
     import cupy
 
-    from autoflash.api import device_arch, loaded_kernel
-    from autoflash.launch import Problem, default_scale
-    from autoflash.variants import VARIANTS
-    from autoflash.verify import random_inputs
+    from autoflash.kernels.device import device_arch
+    from autoflash.serve.api import loaded_kernel
+    from autoflash.ops.forward_base import Problem
+    from autoflash.ops.forward_launch import default_scale, launch as launch_kernel
+    from autoflash.kernels.registry import TEMPLATES
+    from autoflash.ops.forward_launch import random_inputs
 
-    cfg = VARIANTS["flash_fwd_simt"].default(device_arch(0)[0], "fp32", 64, False)
+    cfg = TEMPLATES["flash_fwd_simt"].default(device_arch(0)[0], {"dtype": "fp32", "head_dim": 64, "causal": False})
     kernel = loaded_kernel(cfg, 0)
     p = Problem(2, 8, 8, 1024, 1024, 64, False)
     q, k, v = random_inputs(p, "fp32", 0)
     o = cupy.empty_like(q)
 
     def launch(i):
-        kernel.launch(q.data.ptr, k.data.ptr, v.data.ptr, o.data.ptr, 0, p, default_scale(64))
+        launch_kernel(kernel, q.data.ptr, k.data.ptr, v.data.ptr, o.data.ptr, 0, p, default_scale(64))
 
     t = timing.time_launches(launch, budget_ms=20)
     assert 0 < t.min_ms <= t.ms <= t.max_ms

@@ -1,16 +1,25 @@
 """The tuner's logic without a GPU: a deterministic stand-in runner and compiler
-(runner.StandInBackend, runner.standin_compile) drive every path of tune.Tuner."""
+(runner.standin) drive every path of tuning.tuner.Tuner."""
 import os
 
 import optuna
 import pytest
 
-from autoflash import store, tune
-from autoflash.runner import InlineRunner, RunnerProcess, StandInBackend, standin_tflops
-from autoflash.tune import StudyKey, TuneOptions, Tuner
+from autoflash import KernelConfig, store
+from autoflash.ops.forward import FORWARD
+from autoflash.runner.process import InlineRunner, RunnerProcess
+from autoflash.runner.protocol import InfoRequest, KernelBinary, TrialRequest
+from autoflash.runner.standin import StandInBackend, standin_speed
+from autoflash.tuning.compile_only import compile_space
+from autoflash.tuning.keys import StudyKey, TuneOptions
+from autoflash.tuning.listing import stored_listing
+from autoflash.tuning.space import heuristic_default, space, templates_for
+from autoflash.tuning.storage import open_storage
+from autoflash.tuning.tuner import Tuner
+from standin_hooks import HOOK
 
 DEVICE = "Stand-in GPU"
-KEY = StudyKey("sm_90", DEVICE, None, "fp32", 64, False)
+KEY = StudyKey.of("forward", "sm_90", DEVICE, None, dtype="fp32", head_dim=64, causal=False)
 # A small slice of the simt space: 3 x 2 x 2 x 2 = 24 configs, some of which break the rules.
 KNOBS = {"block_m": (32, 64, 128), "block_n": (32, 64), "warps": (4, 8), "thread_m": (4, 8)}
 BUCKETS = (1024, 4096)
@@ -24,13 +33,13 @@ def run(overrides=None, key=KEY, **opts):
     spec = standin(overrides)
     runner = InlineRunner(StandInBackend(spec))
     options = TuneOptions(**{"trials": 64, "buckets": BUCKETS, "knobs": KNOBS, **opts})
-    tuner = Tuner(options, runner, runner.call({"op": "info"}), workers=0, standin=spec)
+    tuner = Tuner(options, runner, runner.call(InfoRequest()), workers=0, standin=spec)
     (result,) = tuner.run([key])
     return result, tuner
 
 
 def valid_configs(key=KEY):
-    return [c for c in tune.space(key, KNOBS) if not c.problems()]
+    return [c for c in space(key, KNOBS) if not c.problems()]
 
 
 def by_state(result, state):
@@ -38,7 +47,7 @@ def by_state(result, state):
 
 
 def test_space_has_rule_breakers_and_valid_configs():
-    configs = tune.space(KEY, KNOBS)
+    configs = space(KEY, KNOBS)
     assert len(configs) == 24
     assert 0 < len(valid_configs()) < 24
 
@@ -46,7 +55,7 @@ def test_space_has_rule_breakers_and_valid_configs():
 def test_prunes_rule_breakers_before_compiling_with_the_reason():
     result, tuner = run(sampler="exhaustive")
     pruned = [r for r in by_state(result, "PRUNED") if r["reason"].startswith("rule:")]
-    invalid = {c.name for c in tune.space(KEY, KNOBS) if c.problems()}
+    invalid = {c.name for c in space(KEY, KNOBS) if c.problems()}
     # exhaustive enqueues valid configs only: rule-breakers come from the sampler (next test)
     assert not pruned and not invalid & {r["config"] for r in result.trials}
     result, tuner = run(sampler="tpe", trials=12, seed=3)
@@ -58,7 +67,7 @@ def test_prunes_rule_breakers_before_compiling_with_the_reason():
 
 
 def test_failures_are_recorded_with_reasons_and_never_win():
-    ranked = sorted(valid_configs(), key=lambda c: -standin_tflops(c))
+    ranked = sorted(valid_configs(), key=lambda c: -standin_speed(c))
     fastest, second, third, fourth, fifth = (c.name for c in ranked[:5])
     overrides = {
         fastest: {"wrong": 0.5},  # the fastest config gives a wrong answer
@@ -76,25 +85,25 @@ def test_failures_are_recorded_with_reasons_and_never_win():
     assert len(result.entries) == len(BUCKETS)
     for e in result.entries:  # the fastest *correct* one wins
         assert e["config"]["block_m"] is not None
-        assert tune.KernelConfig.from_dict(e["config"]).name == fifth
+        assert KernelConfig.from_dict(e["config"]).name == fifth
     assert result.counts["failed"] == 3 and result.counts["pruned"] >= 1
 
 
 def test_returns_the_fastest_correct_config_per_bucket_and_records_what_was_measured():
     result, tuner = run(sampler="exhaustive")
-    best = max(valid_configs(), key=standin_tflops)
+    best = max(valid_configs(), key=standin_speed)
     assert [e["seq_bucket"] for e in result.entries] == list(BUCKETS)
     for e in result.entries:
         store.validate_entry(e, "sm_90")
-        assert tune.KernelConfig.from_dict(e["config"]) == best
-        problem = tune.bench_problem(e["seq_bucket"], 64, False)
+        assert KernelConfig.from_dict(e["config"]) == best
+        problem = FORWARD.bench_problem(KEY.params, e["seq_bucket"], FORWARD.default_tokens)
         assert e["problem"] == {"batch": problem["batch"], "heads": problem["heads_q"], "seq": e["seq_bucket"]}
-        expected_ms = tune.flops(problem) / (standin_tflops(best) * 1e9)
+        expected_ms = FORWARD.work(problem) / (standin_speed(best) * 1e9)
         assert e["ms"] == pytest.approx(expected_ms, rel=1e-2)
-        assert e["tflops"] == pytest.approx(standin_tflops(best), rel=1e-2)
+        assert e["tflops"] == pytest.approx(standin_speed(best), rel=1e-2)
         names = [f["name"] for f in e["finalists"]]
         assert names[0] == best.name  # re-timed fastest first
-        default = tune.heuristic_default(KEY).name
+        default = heuristic_default(KEY).name
         assert default in names and len(names) == (3 if default in names[:3] else 4)  # the default re-timed beside them
         assert e["default_ms"] == pytest.approx(e["finalists"][names.index(default)]["ms"])
         assert 0 <= e["spread"] < 0.01
@@ -105,7 +114,7 @@ def test_returns_the_fastest_correct_config_per_bucket_and_records_what_was_meas
 
 def test_study_is_seeded_with_the_heuristic_default():
     result, _ = run(sampler="tpe", trials=5)
-    default = tune.heuristic_default(KEY)
+    default = heuristic_default(KEY)
     assert result.trials[0]["config"] == default.name and result.trials[0]["state"] == "COMPLETE"
 
 
@@ -120,8 +129,8 @@ def test_far_slower_configs_stop_early_as_pruned():
     early = [r for r in result.trials if r["reason"].startswith("stopped early")]
     assert early, "with a 1.05x threshold some configs must stop early"
     assert all(r["state"] == "PRUNED" for r in early)
-    best = max(valid_configs(), key=standin_tflops)
-    assert all(tune.KernelConfig.from_dict(e["config"]) == best for e in result.entries)
+    best = max(valid_configs(), key=standin_speed)
+    assert all(KernelConfig.from_dict(e["config"]) == best for e in result.entries)
 
 
 def test_no_correct_config_gives_no_entry():
@@ -131,19 +140,20 @@ def test_no_correct_config_gives_no_entry():
 
 
 def test_fixed_template_is_part_of_the_key():
-    key = StudyKey("sm_90", DEVICE, "flash_fwd_simt", "fp32", 64, False)
+    key = StudyKey.of("forward", "sm_90", DEVICE, "flash_fwd_simt", dtype="fp32", head_dim=64, causal=False)
     result, _ = run(key=key, sampler="exhaustive")
     assert result.entries and all(e["template"] == "flash_fwd_simt" for e in result.entries)
     assert "|flash_fwd_simt|" in result.study_name
 
 
 def test_every_template_supporting_the_problem_competes():
-    key = StudyKey("sm_90", DEVICE, None, "fp16", 64, False)
-    names = {v.name for v, _ in tune.variants_for("sm_90", "fp16", 64)}
+    key = StudyKey.of("forward", "sm_90", DEVICE, None, dtype="fp16", head_dim=64, causal=False)
+    names = {t.name for t, _ in templates_for("forward", "sm_90", key.params)}
     assert "flash_fwd_simt" in names and len(names) >= 2  # simt plus the tensor-core templates
-    assert {c.template for c in tune.space(key)} == names
-    assert tune.variants_for("sm_90", "fp32", 64) and all(
-        v.name == "flash_fwd_simt" for v, _ in tune.variants_for("sm_90", "fp32", 64))
+    assert {c.template for c in space(key)} == names
+    fp32 = dict(key.params, dtype="fp32")
+    assert templates_for("forward", "sm_90", fp32) and all(
+        t.name == "flash_fwd_simt" for t, _ in templates_for("forward", "sm_90", fp32))
 
 
 @pytest.mark.parametrize("kind", ["journal", "sqlite"])
@@ -156,14 +166,14 @@ def test_resumes_from_storage(tmp_path, kind):
     assert len(counted) == 9  # 4 from the first run + 5 more, not 9 new ones
     assert len({r["config"] for r in counted}) == 9  # nothing already tried is tried again
     assert [r["number"] for r in second.trials[:len(first.trials)]] == [r["number"] for r in first.trials]
-    listing = tune.stored_listing(url)
+    listing = stored_listing(url)
     assert list(listing) == [first.study_name] and len(listing[first.study_name]) == len(second.trials)
 
 
 def test_resume_marks_trials_of_a_dead_process_failed(tmp_path):
     url = str(tmp_path / "tune.log")
     first, _ = run(sampler="tpe", trials=3, storage=url)
-    study = optuna.load_study(study_name=first.study_name, storage=tune.open_storage(url))
+    study = optuna.load_study(study_name=first.study_name, storage=open_storage(url))
     t = study.ask()  # a trial a killed `autoflash tune` left RUNNING
     t.set_user_attr("worker", f"{os.uname().nodename}:999999999")
     t.set_user_attr("counted", True)
@@ -173,7 +183,7 @@ def test_resume_marks_trials_of_a_dead_process_failed(tmp_path):
 
 
 def test_per_key_trial_listing_explains_every_trial():
-    ranked = sorted(valid_configs(), key=lambda c: -standin_tflops(c))
+    ranked = sorted(valid_configs(), key=lambda c: -standin_speed(c))
     result, _ = run({ranked[0].name: {"wrong": 0.5}}, sampler="tpe", trials=10, seed=2)
     assert result.trials
     for r in result.trials:
@@ -189,8 +199,8 @@ def test_tuner_with_real_processes():
     spec = standin({})
     runner = RunnerProcess(spec, timeout_s=60)
     try:
-        info = runner.call({"op": "info"})
-        assert info["ok"] and info["device_name"] == DEVICE
+        info = runner.call(InfoRequest())
+        assert info.ok and info.device_name == DEVICE
         tuner = Tuner(TuneOptions(trials=6, buckets=BUCKETS, knobs=KNOBS, sampler="tpe"), runner, info, workers=1,
                       standin=spec)
         (result,) = tuner.run([KEY])
@@ -202,31 +212,31 @@ def test_tuner_with_real_processes():
 
 def test_runner_process_survives_a_crash_and_a_fault():
     name = valid_configs()[0].name
-    cfg = valid_configs()[0].to_dict()
+    trial = TrialRequest(1, KernelBinary(valid_configs()[0].to_dict()))
     runner = RunnerProcess(standin({name: {"crash": 3}}), timeout_s=60)
     try:
-        reply = runner.call({"op": "trial", "id": 1, "config": cfg, "buckets": []})
-        assert reply["status"] == "fail" and "died (exit code 3)" in reply["reason"]
-        assert runner.call({"op": "info"})["ok"]  # a fresh runner took over
+        reply = runner.call(trial)
+        assert reply.status == "fail" and "died (exit code 3)" in reply.reason
+        assert runner.call(InfoRequest()).ok  # a fresh runner took over
         assert runner.restarts == 1
     finally:
         runner.close()
     runner = RunnerProcess(standin({name: {"launch_error": "illegal address", "fatal": True}}), timeout_s=60)
     try:
-        reply = runner.call({"op": "trial", "id": 1, "config": cfg, "buckets": []})
-        assert reply["status"] == "fail" and "illegal address" in reply["reason"]
-        assert runner.call({"op": "info"})["ok"] and runner.restarts == 1
+        reply = runner.call(trial)
+        assert reply.status == "fail" and "illegal address" in reply.reason
+        assert runner.call(InfoRequest()).ok and runner.restarts == 1
     finally:
         runner.close()
 
 
 def test_runner_process_cuts_a_hung_trial_at_its_own_limit(tmp_path):
-    cfg = valid_configs()[0].to_dict()
-    runner = RunnerProcess(dict(standin({}), hang=f"0:{tmp_path / 'hung'}"), timeout_s=60)
+    trial = TrialRequest(1, KernelBinary(valid_configs()[0].to_dict()))
+    runner = RunnerProcess(dict(standin({}), hook=HOOK, hang=f"0:{tmp_path / 'hung'}"), timeout_s=60)
     try:
-        reply = runner.call({"op": "trial", "id": 1, "config": cfg, "buckets": []}, timeout=2)
-        assert reply["status"] == "fail" and "timed out after 2 s" in reply["reason"], reply["reason"]
-        assert runner.call({"op": "info"})["ok"] and runner.restarts == 1  # replaced; the marker stops a 2nd hang
+        reply = runner.call(trial, timeout=2)
+        assert reply.status == "fail" and "timed out after 2 s" in reply.reason, reply.reason
+        assert runner.call(InfoRequest()).ok and runner.restarts == 1  # replaced; the marker stops a 2nd hang
     finally:
         runner.close()
 
@@ -234,15 +244,15 @@ def test_runner_process_cuts_a_hung_trial_at_its_own_limit(tmp_path):
 def test_runner_reports_no_gpu_as_data():
     runner = RunnerProcess({"kind": "nonexistent"}, timeout_s=60)
     try:
-        reply = runner.call({"op": "info"})
+        reply = runner.call(InfoRequest())
     finally:
         runner.close()
-    assert reply["ok"] is False and "unknown runner kind" in reply["error"]
+    assert reply.ok is False and "unknown runner kind" in reply.error
 
 
 def test_compile_space_prunes_by_rules_and_resources():
     name = valid_configs()[0].name
-    rows = tune.compile_space([KEY], KNOBS, workers=0, standin=standin({name: {"spills": 8}}))
+    rows = compile_space([KEY], KNOBS, workers=0, standin=standin({name: {"spills": 8}}))
     status = {r.config.name: r for r in rows}
     assert status[name].status == "resources" and "spills 8 bytes" in status[name].reason
     assert {r.status for r in rows} == {"ok", "rule", "resources"}
@@ -250,13 +260,13 @@ def test_compile_space_prunes_by_rules_and_resources():
 
 
 def test_templates_compete_and_the_fastest_template_wins():
-    """bf16: the stand-in makes tensor-core templates 4x faster than simt, so a simt
-    config must not win, although simt configs are in the study."""
-    key = StudyKey("sm_90", DEVICE, None, "bf16", 128, False)
-    spec = standin({})
+    """bf16: every simt config is made 10x slower than any other, so a simt config must
+    not win, although simt configs are in the study."""
+    key = StudyKey.of("forward", "sm_90", DEVICE, None, dtype="bf16", head_dim=128, causal=False)
+    spec = standin({c.name: {"speed": 0.5} for c in space(key) if c.template == "flash_fwd_simt"})
     runner = InlineRunner(StandInBackend(spec))
     tuner = Tuner(TuneOptions(trials=30, buckets=(4096,), sampler="random", seed=1), runner,
-                  runner.call({"op": "info"}), workers=0, standin=spec)
+                  runner.call(InfoRequest()), workers=0, standin=spec)
     (result,) = tuner.run([key])
     tried = {r["config"].split("_sm_")[0] for r in result.trials if r["registers"] is not None}  # compiled
     assert "flash_fwd_simt" in tried and len(tried) >= 2

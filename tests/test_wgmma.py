@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from autoflash.config import KernelConfig
-from autoflash.variants import VARIANTS
+from autoflash import KernelConfig
+from autoflash.kernels.registry import TEMPLATES
+from conftest import fwd_key as K
 
-WG = VARIANTS["flash_fwd_wgmma"]
+WG = TEMPLATES["flash_fwd_wgmma"]
 
 
 def cfg(dtype="bf16", d=128, causal=False, bm=128, bn=128, stages=2, warps=None):
@@ -25,7 +26,7 @@ def test_defaults_are_valid():
     for dtype in WG.dtypes:
         for d in WG.head_dims:
             for causal in (False, True):
-                c = WG.default("sm_90a", dtype, d, causal)
+                c = WG.default("sm_90a", K(dtype, d, causal))
                 assert c.problems() == [], c.name
 
 
@@ -45,20 +46,20 @@ def test_rules_prune_before_compiling(bad, reason):
 
 def test_search_space_has_valid_configs_for_every_head_dim():
     for d in WG.head_dims:
-        valid = [c for c in WG.space("sm_90a", "bf16", d, False) if not c.problems()]
+        valid = [c for c in WG.space("sm_90a", K("bf16", d, False)) if not c.problems()]
         assert len(valid) >= 5, d
 
 
 def test_dispatch_picks_wgmma_on_sm90():
-    from autoflash.dispatch import heuristic_default
+    from autoflash.serve.dispatch import heuristic_default
 
-    c = heuristic_default("sm_90", "bf16", 128, False)
+    c = heuristic_default("sm_90", "forward", K("bf16", 128, False))
     assert c.template == "flash_fwd_wgmma" and c.arch == "sm_90a"
-    assert heuristic_default("sm_80", "bf16", 128, False).template != "flash_fwd_wgmma"
+    assert heuristic_default("sm_80", "forward", K("bf16", 128, False)).template != "flash_fwd_wgmma"
 
 
 def test_tensor_map_checks_without_driver():
-    from autoflash.tma import TmaError, encode_tiled
+    from autoflash.kernels.tma import TmaError, encode_tiled
 
     with pytest.raises(TmaError, match="16-byte aligned"):
         encode_tiled(8, "bf16", (128, 100, 4), (256, 25600), (64, 128, 1))
@@ -105,7 +106,7 @@ COMPILED = [cfg("bf16", 128, False), cfg("fp16", 64, True), cfg("bf16", 256, Fal
 
 @pytest.mark.parametrize("c", COMPILED, ids=[c.name for c in COMPILED])
 def test_compiles_for_sm90a_without_spills(c, tmp_path):
-    from autoflash.compile import compile_kernel
+    from autoflash.kernels.compile import compile_kernel
 
     compiled = compile_kernel(c)
     assert compiled.report.spills == 0, compiled.report

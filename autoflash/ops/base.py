@@ -26,6 +26,7 @@ class Operation:
     config_class: type = None  # its kernels.config.OpConfig subclass
     templates: tuple = ()  # its kernels.template.Template instances
     key_fields: tuple[str, ...] = ()  # problem-key fields besides dtype, all also fields of config_class
+    key_defaults: dict = {}  # key field -> the values `autoflash tune` tunes when no flag names them
     bucket_name: str = "N"  # what a bucket measures, for messages ("N", "cache length", ...)
     default_buckets: tuple[int, ...] = ()
     # What a timing is reported in: "tflops" (work() counts FLOPs) or "gbps" (work() counts bytes moved).

@@ -1,0 +1,20 @@
+"""What GPU this is: its arch and name (CuPy, imported where used)."""
+from __future__ import annotations
+
+import functools
+
+from autoflash.kernels.archs import ARCHS, arch_of_capability
+
+
+@functools.cache
+def device_arch(device_id: int) -> tuple[str, str]:
+    """(arch, device name) of a GPU: exact arch if known, else the newest known one of the same major."""
+    import cupy
+
+    props = cupy.cuda.runtime.getDeviceProperties(device_id)
+    cc = props["major"] * 10 + props["minor"]
+    name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    arch = arch_of_capability(cc)
+    if arch is None:
+        raise RuntimeError(f"GPU {name} (compute capability {cc}) is not supported; known archs: {sorted(ARCHS)}")
+    return arch, name

@@ -1,0 +1,173 @@
+"""flash_fwd_wgmma: Hopper (sm_90a) flash attention forward, FlashAttention-3 style.
+
+One producer warpgroup (warps 0-3) issues TMA copies of Qi and of Kj/Vj tiles into a
+STAGES-deep ring of 128-byte-swizzled shared-memory buffers, completing on mbarriers;
+block_m / 64 consumer warpgroups each own 64 query rows and run
+S = Qi Kj^T (wgmma, both operands in shared memory) and O += P Vj (wgmma, P from
+registers) with the online softmax in base 2. `setmaxnreg` moves registers from
+the producer to the consumers.
+
+Kernel signature = the shared one (templates/README.md) plus three tensor maps
+passed by value and the batch size (see templates/flash_fwd_wgmma.cu.j2 and
+autoflash/tma.py); the grid is 1-D and persistent (one CTA per SM), see `grid`.
+Schedule switches not (yet) in KernelConfig follow the config: intra-warpgroup
+overlap always, consumer ping-pong iff causal (measured, benchmarks/NOTES.md).
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+from autoflash.kernels.elements import DTYPE_BYTES, LOG2E
+from autoflash.kernels.tma import qkv_map_args
+from autoflash.ops.forward_base import ForwardTemplate, KernelConfig, Problem
+
+# Per consumer-warpgroup count: (producer registers, consumer registers) after setmaxnreg.
+# 64K registers per SM, one block per SM: 128 * (producer + consumers * nc) <= 65536.
+REG_SPLIT = {1: (0, 0), 2: (24, 240), 3: (24, 160)}
+# Registers a consumer thread needs besides S, P and O (addresses, m_i, l_i, loop state).
+REG_OVERHEAD = 24
+BARRIER_BYTES = 8
+SMEM_ALIGN = 1024  # 128-byte swizzle atoms repeat every 1024 B: tiles start on that boundary
+
+
+class WgmmaTemplate(ForwardTemplate):
+    name = "flash_fwd_wgmma"
+    template_file = "flash_fwd_wgmma.cu.j2"
+    archs = ("sm_90a",)
+    shared_signature = False  # + three TMA tensor maps and the batch size
+    dtypes = ("fp16", "bf16")
+    head_dims = (64, 128, 256)
+    knobs = {
+        "block_m": (64, 128, 192),  # Br = 64 x consumer warpgroups
+        "block_n": (64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240, 256),  # Bc: wgmma N, and K of P.V
+        "warps": (8, 12, 16),  # 4 x (1 producer + consumer warpgroups)
+        "stages": (2, 3, 4),  # K/V shared-memory ring depth
+    }
+
+    @staticmethod
+    def consumers(cfg: KernelConfig) -> int:
+        return cfg.block_m // 64
+
+    def own_problems(self, cfg: KernelConfig) -> list[str]:
+        errors = []
+        nc = self.consumers(cfg)
+        if cfg.warps != 4 * (nc + 1):
+            errors.append(f"warps={cfg.warps} must be 4 x (1 producer + {nc} consumer warpgroups) = {4 * (nc + 1)}")
+        if cfg.thread_m:
+            errors.append("thread_m is not used by flash_fwd_wgmma (must be 0)")
+        if cfg.block_n % 16:
+            errors.append(f"block_n={cfg.block_n} must be a multiple of 16 (k of the P.V wgmma)")
+        budget = REG_SPLIT[nc][1] or 255
+        regs = self.consumer_registers(cfg)
+        if regs > budget:
+            errors.append(f"~{regs} registers per consumer thread (S {cfg.block_n // 2} + P {cfg.block_n // 4} "
+                          f"+ O {cfg.head_dim // 2} + {REG_OVERHEAD}) exceed the {budget} a consumer gets")
+        return errors
+
+    @staticmethod
+    def consumer_registers(cfg: KernelConfig) -> int:
+        return cfg.block_n // 2 + cfg.block_n // 4 + cfg.head_dim // 2 + REG_OVERHEAD
+
+    def smem_layout(self, cfg: KernelConfig) -> dict:
+        eb = DTYPE_BYTES[cfg.dtype]
+        q_bytes = cfg.block_m * cfg.head_dim * eb
+        kv_bytes = cfg.block_n * cfg.head_dim * eb  # one K (or V) tile
+        q_off = 0
+        k_off = q_off + q_bytes
+        v_off = k_off + cfg.stages * kv_bytes
+        bar_off = v_off + cfg.stages * kv_bytes
+        bars = 2 + 4 * cfg.stages  # Q full, Q empty; K full, V full, K empty, V empty per stage
+        total = bar_off + bars * BARRIER_BYTES
+        return {"q_off": q_off, "k_off": k_off, "v_off": v_off, "bar_off": bar_off,
+                "q_bytes": q_bytes, "kv_bytes": kv_bytes, "total": total}
+
+    def smem_bytes(self, cfg: KernelConfig) -> int:
+        # + SMEM_ALIGN: the kernel rounds the dynamic shared-memory base up to 1024 B.
+        return self.smem_layout(cfg)["total"] + SMEM_ALIGN
+
+    def template_values(self, cfg: KernelConfig) -> dict:
+        lay = self.smem_layout(cfg)
+        nc = self.consumers(cfg)
+        producer_regs, consumer_regs = REG_SPLIT[nc]
+        return {
+            "consumers": nc,
+            "producer_regs": producer_regs,
+            "consumer_regs": consumer_regs,
+            "wgmma_type": "bf16" if cfg.dtype == "bf16" else "f16",
+            "q_off": lay["q_off"],
+            "k_off": lay["k_off"],
+            "v_off": lay["v_off"],
+            "bar_off": lay["bar_off"],
+            "kv_bytes": lay["kv_bytes"],
+            "q_bytes": lay["q_bytes"],
+            "overlap": 1,  # issue S(j+1) = Qi K(j+1)^T before softmax of tile j finishes P.V (FA3 intra-warpgroup)
+            # consumer warpgroups take turns issuing GEMMs (FA3 inter-warpgroup ping-pong): measured on the
+            # H100 (NOTES.md v3) it helps the causal kernels (one CTA per item) and not the persistent
+            # non-causal ones; not a KernelConfig field yet, so it follows `causal`
+            "pingpong": 1 if cfg.causal else 0,
+        }
+
+    def default_tiles(self, key: dict) -> list[dict]:
+        # Measured on the H100 (benchmarks/NOTES.md, flash_fwd_wgmma v3), bf16 N=4096.
+        tiles = {
+            (64, False): (192, 128, 2), (64, True): (192, 128, 3),
+            (128, False): (128, 128, 3), (128, True): (128, 128, 3),
+            (256, False): (128, 80, 2), (256, True): (128, 80, 2),
+        }
+        bm, bn, st = tiles[(key["head_dim"], key["causal"])]
+        return [dict(block_m=bm, block_n=bn, warps=4 * (bm // 64 + 1), stages=st)]
+
+    # ------------------------------------------------------------ launching
+    def launch_args(self, cfg: KernelConfig, p: Problem, scale: float):
+        """The shared arguments plus tensor maps for Q, K and V (by value, 128 B each) and the batch."""
+        u64 = np.uint64
+        sizes = (np.int32(p.heads_q), np.int32(p.heads_kv), np.int32(p.seq_q), np.int32(p.seq_k),
+                 np.float32(scale * LOG2E))
+        batch = (np.int32(p.batch),)
+        # Everything a Q/K/V tensor map encodes besides its pointer (operands are contiguous,
+        # so the shape fixes the strides); the maps are cached per pointer set (tma.py).
+        geometry = (cfg.dtype, p.seq_q, p.seq_k, p.batch * p.heads_q, p.batch * p.heads_kv, cfg.head_dim,
+                    cfg.block_m, cfg.block_n)
+
+        def args(q, k, v, o, lse):
+            return (u64(q), u64(k), u64(v), u64(o), u64(lse)) + sizes + qkv_map_args(q, k, v, *geometry) + batch
+
+        return args
+
+    # The kernel walks work items blockIdx.x, blockIdx.x + gridDim.x, ..., so the grid decides
+    # the schedule: one CTA per SM looping (persistent: the next item's Qi and K/V loads run under
+    # this item's epilogue; +5-15% non-causal on the H100), or one CTA per item. Causal items are
+    # pairs of query tiles of equal total cost, so a static round-robin balances them.
+    persistent: bool | None = True
+
+    @staticmethod
+    def items(cfg: KernelConfig, p: Problem) -> int:
+        q_tiles = math.ceil(p.seq_q / cfg.block_m)
+        units = (q_tiles + 1) // 2 if cfg.causal else q_tiles  # causal: (T-1-u, u) pairs
+        return units * p.heads_q * p.batch
+
+    def grid(self, cfg: KernelConfig, p: Problem) -> tuple[int, int, int]:
+        items = self.items(cfg, p)
+        persistent = (not cfg.causal) if self.persistent is None else self.persistent
+        if persistent:
+            items = min(items, _sm_count())
+        return (items, 1, 1)
+
+
+@functools.cache
+def _sm_count_of(device_id: int) -> int:
+    import cupy
+
+    return int(cupy.cuda.runtime.getDeviceProperties(device_id)["multiProcessorCount"])
+
+
+def _sm_count() -> int:
+    import cupy
+
+    return _sm_count_of(cupy.cuda.Device().id)
+
+
+WGMMA = WgmmaTemplate()

@@ -1,0 +1,1 @@
+"""Serving: autoflash.attention() (api.py), which config serves a problem (dispatch.py)."""

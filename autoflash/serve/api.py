@@ -1,0 +1,260 @@
+"""autoflash.attention(): arrays in, pick a config, compile once, launch, arrays out."""
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from dataclasses import dataclass
+
+from autoflash.kernels.compile import compile_kernel
+from autoflash.kernels.device import device_arch
+from autoflash.kernels.loaded import LoadedKernel, stream_handle
+from autoflash.ops.forward import FORWARD
+from autoflash.ops.forward_base import KernelConfig, Problem
+from autoflash.ops.forward_launch import default_scale, plan
+from autoflash.serve import dispatch
+from autoflash.serve.errors import InputError
+
+log = logging.getLogger("autoflash")
+
+SUPPORTED_ARRAYS = ("PyTorch CUDA tensors, CuPy arrays, or CUDA arrays with __dlpack__ (JAX, ...) or "
+                    "__cuda_array_interface__")
+
+
+@dataclass
+class Operand:
+    """A device array seen as a raw pointer plus what the kernel needs to know."""
+
+    name: str
+    kind: str  # "torch", "cupy", or the top-level module of a foreign array (e.g. "jax")
+    obj: object  # the tensor, or for a foreign array its zero-copy CuPy view
+    ptr: int
+    shape: tuple
+    dtype: str
+    device: int
+    wrap: object = None  # foreign arrays: turns a CuPy result into the caller's kind (None: CuPy)
+
+
+_TORCH_DTYPES = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
+_CUPY_DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+
+
+def as_operand(x, name: str) -> Operand:
+    mod = type(x).__module__
+    if mod.startswith("torch"):
+        if not x.is_cuda:
+            raise InputError(f"{name} is on {x.device}; autoflash runs on CUDA tensors (use {name}.cuda())")
+        dtype = _TORCH_DTYPES.get(str(x.dtype))
+        if dtype is None:
+            raise InputError(f"{name} has dtype {x.dtype}; supported: float32, float16, bfloat16")
+        if not x.is_contiguous():
+            raise InputError(f"{name} is not contiguous (strides {tuple(x.stride())}); pass {name}.contiguous()")
+        return Operand(name, "torch", x, x.data_ptr(), tuple(x.shape), dtype, x.get_device())
+    if mod.startswith("numpy"):
+        raise InputError(f"{name} is a NumPy array on the CPU; pass {SUPPORTED_ARRAYS}")
+    kind, wrap = "cupy", None
+    if not mod.startswith("cupy"):
+        kind = {"jaxlib": "jax"}.get(mod.split(".")[0], mod.split(".")[0])  # JAX arrays' type lives in jaxlib
+        x, wrap = _foreign_view(x, name)
+    dtype = _CUPY_DTYPES.get(str(x.dtype))
+    if dtype is None:
+        raise InputError(f"{name} has dtype {x.dtype}; supported: float32, float16, bfloat16")
+    if not x.flags.c_contiguous:
+        raise InputError(f"{name} is not C-contiguous (strides {x.strides}); pass cupy.ascontiguousarray({name})")
+    return Operand(name, kind, x, x.data.ptr, tuple(x.shape), dtype, x.device.id, wrap)
+
+
+_DLPACK_CUDA_DEVICES = (2, 13)  # DLDeviceType kDLCUDA, kDLCUDAManaged
+
+
+def _foreign_view(x, name: str):
+    """A zero-copy CuPy view of another library's CUDA array, and how to hand a CuPy
+    result back as that library's array. DLPack first (it carries stream order: the
+    view is safe to use on CuPy's current stream, and the result is exported to the
+    caller's stream the same way), else __cuda_array_interface__ (result stays CuPy)."""
+    import cupy
+
+    if hasattr(x, "__dlpack__") and hasattr(x, "__dlpack_device__"):
+        device_type, _ = x.__dlpack_device__()
+        if int(device_type) not in _DLPACK_CUDA_DEVICES:
+            raise InputError(f"{name} is a {type(x).__name__} on DLPack device type {int(device_type)}, not a CUDA "
+                             f"GPU; move it to the GPU first")
+        try:
+            view = cupy.from_dlpack(x)
+        except Exception as exc:  # e.g. a dtype CuPy cannot represent
+            raise InputError(f"{name} ({type(x).__name__}) cannot be viewed through DLPack: {exc}") from None
+        return view, _returner(x)
+    if hasattr(x, "__cuda_array_interface__"):
+        return cupy.asarray(x), None  # zero-copy view of the foreign device array
+    raise InputError(f"{name} is a {type(x).__name__}; pass {SUPPORTED_ARRAYS}")
+
+
+def _returner(x):
+    """from_dlpack of the array's own library (array API namespace; JAX's jax.dlpack), or None."""
+    get_ns = getattr(x, "__array_namespace__", None)
+    if get_ns is not None:
+        try:
+            ns = get_ns()
+        except Exception:  # a library whose namespace is optional or broken: fall through
+            ns = None
+        if ns is not None and hasattr(ns, "from_dlpack"):
+            return ns.from_dlpack
+    if type(x).__module__.split(".")[0] in ("jax", "jaxlib"):
+        import jax.dlpack
+
+        return jax.dlpack.from_dlpack
+    return None
+
+
+def _cupy_dtype(dtype: str):
+    import cupy
+
+    if dtype == "bf16":
+        try:
+            import ml_dtypes  # CuPy's bfloat16 is ml_dtypes.bfloat16 (JAX installs it)
+        except ModuleNotFoundError:
+            raise InputError("bfloat16 CuPy arrays need the ml_dtypes package (pip install ml_dtypes)") from None
+        return ml_dtypes.bfloat16
+    return {"fp32": cupy.float32, "fp16": cupy.float16}[dtype]
+
+
+def _result(ref: Operand, x):
+    """A result in the caller's kind: foreign arrays get theirs back through DLPack (no copy)."""
+    return x if ref.wrap is None or x is None else ref.wrap(x)
+
+
+def check_inputs(q: Operand, k: Operand, v: Operand) -> Problem:
+    for t in (q, k, v):
+        if len(t.shape) != 4:
+            raise InputError(f"{t.name} must have 4 dimensions (batch, heads, seq, head_dim), got shape {t.shape}")
+        if t.ptr % 16:
+            raise InputError(f"{t.name}'s data pointer is not 16-byte aligned; pass a fresh contiguous copy")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise InputError(f"q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.kind == k.kind == v.kind):
+        raise InputError(f"q, k, v must be the same kind of array, got {q.kind}, {k.kind}, {v.kind}")
+    if not (q.device == k.device == v.device):
+        raise InputError(f"q, k, v must be on one GPU, got devices {q.device}, {k.device}, {v.device}")
+    if k.shape != v.shape:
+        raise InputError(f"k and v must have the same shape, got {k.shape} and {v.shape}")
+    b, hq, nq, d = q.shape
+    bk, hkv, nk, dk = k.shape
+    if bk != b:
+        raise InputError(f"batch of q ({b}) and k/v ({bk}) differ")
+    if dk != d:
+        raise InputError(f"head_dim of q ({d}) and k/v ({dk}) differ")
+    if min(b, hq, nq, d, hkv, nk) == 0:
+        raise InputError(f"empty input: q shape {q.shape}, k/v shape {k.shape}")
+    if hq % hkv:
+        raise InputError(f"query heads ({hq}) must be a multiple of key/value heads ({hkv}) for GQA/MQA")
+    if max(nq, nk) >= 2**31:
+        raise InputError(f"sequence length {max(nq, nk)} does not fit the kernel's 32-bit lengths")
+    return Problem(b, hq, hkv, nq, nk, d, causal=False)
+
+
+def choose_config(arch: str, device_name: str, dtype: str, head_dim: int, causal: bool, seq_len: int) -> KernelConfig:
+    """The tuned config for this problem if there is one, else the heuristic default
+    (cached per problem by dispatch.explain)."""
+    return dispatch.select(arch, device_name, FORWARD.name, dict(dtype=dtype, head_dim=head_dim, causal=causal),
+                           seq_len)
+
+
+@functools.cache
+def _compiled(cfg: KernelConfig):
+    return compile_kernel(cfg)
+
+
+@functools.cache
+def loaded_kernel(cfg: KernelConfig, device_id: int) -> LoadedKernel:
+    """Compiled once per process, loaded once per device."""
+    import cupy
+
+    with cupy.cuda.Device(device_id):
+        return LoadedKernel(_compiled(cfg))
+
+
+@functools.cache
+def _cupy():
+    """CuPy, imported on first use (import autoflash needs no GPU stack)."""
+    import cupy
+
+    return cupy
+
+
+@functools.cache
+def _torch():
+    """PyTorch pieces the per-call path uses, looked up once: dtypes by name, and the
+    current stream of a device as a raw pointer. torch._C._cuda_getCurrentRawStream is
+    what torch.compile's generated code calls; torch.cuda.current_stream builds a Stream
+    object per call (several us), so it is only the fallback."""
+    import torch
+
+    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    if raw_stream is None:
+        raw_stream = lambda index: torch.cuda.current_stream(index).cuda_stream  # noqa: E731
+    return dtypes, raw_stream
+
+
+def _empty_like(ref: Operand, shape: tuple, dtype: str):
+    if ref.kind == "torch":
+        return ref.obj.new_empty(shape, dtype=_torch()[0][dtype])  # same device as ref
+    cupy = _cupy()
+    with cupy.cuda.Device(ref.device):
+        return cupy.empty(shape, dtype=_cupy_dtype(dtype))
+
+
+def _pointer(x) -> int:
+    return x.data_ptr() if hasattr(x, "data_ptr") else x.data.ptr
+
+
+def _stream(ref: Operand):
+    """The stream the caller's framework is using now (results are ordered after prior
+    work), as a CuPy stream; None means CuPy's current stream."""
+    if ref.kind == "torch":
+        ptr = _torch()[1](ref.device)
+        return stream_handle(ptr) if ptr else None  # 0: the legacy default stream, CuPy's default too
+    return None
+
+
+def attention(q, k, v, *, causal: bool = False, scale: float | None = None, return_lse: bool = False,
+              config: KernelConfig | dict | None = None):
+    """Flash attention forward: softmax(q k^T * scale) v without the N x N matrix.
+
+    q: (batch, heads_q, seq_q, head_dim); k, v: (batch, heads_kv, seq_k, head_dim),
+    heads_q a multiple of heads_kv (GQA/MQA). PyTorch CUDA tensors or CuPy arrays
+    (fp32, fp16, bf16), contiguous. Causal masking is aligned top-left like torch's
+    is_causal: query i attends to keys 0..i. scale defaults to 1/sqrt(head_dim).
+    Returns the output (same kind, dtype, device; on the caller's current stream)
+    and, with return_lse, the per-row log-sum-exp (float32, batch x heads_q x seq_q).
+    """
+    qo, ko, vo = as_operand(q, "q"), as_operand(k, "k"), as_operand(v, "v")
+    problem = check_inputs(qo, ko, vo)
+    problem.causal = causal = bool(causal)
+    if scale is None:
+        scale = default_scale(problem.head_dim)
+    elif not (isinstance(scale, (int, float)) and math.isfinite(scale)):
+        raise InputError(f"scale must be a finite number, got {scale!r}")
+    device = qo.device
+    arch, device_name = device_arch(device)
+    if config is None:
+        cfg = choose_config(arch, device_name, qo.dtype, problem.head_dim, causal, problem.seq_k)
+    else:
+        # from_dict validates a dict; a KernelConfig is validated when it is first rendered
+        # (loaded_kernel is cached), so calls after the first pay nothing for it.
+        cfg = config if isinstance(config, KernelConfig) else KernelConfig.from_dict(config)
+        if cfg.dtype != qo.dtype or cfg.head_dim != problem.head_dim or cfg.causal != causal:
+            raise InputError(f"config {cfg.name} is for (dtype, head_dim, causal)={(cfg.dtype, cfg.head_dim, cfg.causal)}, "
+                             f"inputs need {(qo.dtype, problem.head_dim, causal)}")
+    kernel = loaded_kernel(cfg, device)
+    out = _empty_like(qo, qo.shape, qo.dtype)
+    lse = _empty_like(qo, qo.shape[:3], "fp32") if return_lse else None
+    args = (qo.ptr, ko.ptr, vo.ptr, _pointer(out), _pointer(lse) if lse is not None else 0, _stream(qo))
+    cupy = _cupy()
+    if cupy.cuda.runtime.getDevice() == device:
+        plan(kernel, problem, scale)(*args)
+    else:  # the plan too is built on the kernel's device (its grid reads the SM count)
+        with cupy.cuda.Device(device):
+            plan(kernel, problem, scale)(*args)
+    out, lse = _result(qo, out), _result(qo, lse)
+    return (out, lse) if return_lse else out

@@ -1,0 +1,6 @@
+"""Imported by path into a runner subprocess (its spec's "imports"): registers the
+test-only fault_test template there (the spawned process has the tests' sys.path)."""
+from autoflash.kernels.registry import register_template
+from fault_test_template import TEMPLATE
+
+register_template(TEMPLATE)

@@ -1,0 +1,30 @@
+"""Test hooks of the stand-in runner (runner.standin: spec["hook"] = "<this file>:on_trial").
+
+- spec["record"] (or $AUTOFLASH_TEST_RECORD): a file that gets a line per trial,
+  "pid device config trial"; one short append per line is atomic between processes.
+- spec["hang"] (or $AUTOFLASH_TEST_HANG) = "DEVICE:MARKER": the first trial on that
+  device that creates MARKER (it holds "pid config") hangs, as a worker whose machine is lost.
+"""
+import os
+import time
+from pathlib import Path
+
+HOOK = f"{Path(__file__).resolve()}:on_trial"
+
+
+def on_trial(spec: dict, config_name: str, trial_number) -> None:
+    device = spec.get("device", 0)
+    record = spec.get("record") or os.environ.get("AUTOFLASH_TEST_RECORD")
+    if record:
+        with open(record, "a") as f:
+            f.write(f"{os.getpid()} {device} {config_name} {trial_number}\n")
+    hang_device, _, marker = (spec.get("hang") or os.environ.get("AUTOFLASH_TEST_HANG", "")).partition(":")
+    if marker and hang_device == str(device):
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.write(fd, f"{os.getpid()} {config_name}".encode())
+        os.close(fd)
+        while True:
+            time.sleep(3600)
