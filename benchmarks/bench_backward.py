@@ -12,6 +12,7 @@ SDPA's flash backward (a sanity check; the float64 checks are tests/test_backwar
 
     python benchmarks/bench_backward.py [--json results.json]
     python benchmarks/bench_backward.py --precompile   # fill the compile cache in parallel first
+    ncu --profile-from-start off ... python benchmarks/bench_backward.py --profile   # one call each, bf16 D128 N4096
 """
 import argparse
 import json
@@ -133,6 +134,24 @@ def sweep(arch: str, n: int = 4096) -> None:
         torch.cuda.empty_cache()
 
 
+def profile(causal: bool = False, n: int = 4096, d: int = 128) -> None:
+    """One backward call of autoflash and one of SDPA's flash backend between cudaProfilerStart/Stop,
+    after warm-up, for Nsight Compute (--profile-from-start off)."""
+    b, h = 16384 // n, 2048 // d
+    q, k, v, dout = (torch.randn(b, h, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(4))
+    out, lse, _ = forward_lse(q, k, v, causal, 1 / math.sqrt(d))
+    flash, _ = sdpa_backward("flash", q, k, v, dout, causal)
+    for _ in range(3):
+        attention_backward(q, k, v, out, lse, dout, causal=causal)
+        flash()
+    torch.cuda.synchronize()
+    torch.cuda.cudart().cudaProfilerStart()
+    attention_backward(q, k, v, out, lse, dout, causal=causal)
+    flash()
+    torch.cuda.synchronize()
+    torch.cuda.cudart().cudaProfilerStop()
+
+
 def _compile(cfg):
     from autoflash.kernels.compile import compile_kernel
 
@@ -148,11 +167,15 @@ def main():
     parser.add_argument("--json", help="write the rows here")
     parser.add_argument("--precompile", action="store_true", help="only compile the kernels (parallel), then exit")
     parser.add_argument("--sweep", action="store_true", help="also time every valid config at N=4096")
+    parser.add_argument("--profile", action="store_true", help="one call of ours and of SDPA flash, for ncu")
     args = parser.parse_args()
     if args.precompile:
         from autoflash.kernels.device import device_arch
 
         precompile(device_arch(torch.cuda.current_device())[0])
+        return 0
+    if args.profile:
+        profile()
         return 0
     torch.manual_seed(0)
     print(f"# {torch.cuda.get_device_name()} torch {torch.__version__}; backward TFLOP/s (2.5x forward FLOPs)")

@@ -83,10 +83,14 @@ def test_gradients_match_float64_autograd(case, dtype):
     _, lse64, *refs = reference_grads(q, k, v, dout, causal, scale)
     out, lse = float64_forward(q, k, v, causal, scale)
     grads = attention_backward(q, k, v, out, lse, dout, causal=causal)
-    errs = [rel_err(x, r) for x, r in zip(grads, refs)]
-    _log(f"{dtype} {case}: dq {errs[0]:.2e} dk {errs[1]:.2e} dv {errs[2]:.2e}")
     for x in grads:
         assert torch.isfinite(x).all()
+    if nk == 1:  # one key: softmax is constant, dq = dk = 0 exactly; the kernel gets rounding-level values
+        errs = [(x.double() - r).norm().item() / dout.double().norm().item() for x, r in zip(grads, refs)]
+        _log(f"{dtype} {case}: |error| / |dO|: dq {errs[0]:.2e} dk {errs[1]:.2e} dv {errs[2]:.2e}")
+    else:
+        errs = [rel_err(x, r) for x, r in zip(grads, refs)]
+        _log(f"{dtype} {case}: dq {errs[0]:.2e} dk {errs[1]:.2e} dv {errs[2]:.2e}")
     assert max(errs) <= TOLERANCE[dtype], errs
 
 
@@ -149,7 +153,8 @@ def test_directional_derivative_of_the_float64_function():
         numeric = (loss(*plus) - loss(*minus)) / (2 * eps)
         analytic = (grad.double() * u).sum().item()
         _log(f"directional {'qkv'[i]}: kernel {analytic:.6e} numeric {numeric:.6e}")
-        assert abs(analytic - numeric) <= TOLERANCE["fp16"] * (grad.double().norm() * u.norm()).item()
+        # <error, u> for a standard-normal u has standard deviation |error| <= tol |grad|: 4 sigma
+        assert abs(analytic - numeric) <= 4 * TOLERANCE["fp16"] * grad.double().norm().item()
 
 
 def test_rows_that_saw_no_key_get_zero_gradient():
@@ -187,3 +192,111 @@ def test_input_errors_before_launch():
         attention_backward(q, k, v, q, lse, dout.transpose(2, 3).contiguous().transpose(2, 3))
     with pytest.raises(ValueError, match="scale"):
         attention_backward(q, k, v, q, lse, dout, scale=float("inf"))
+
+
+@pytest.mark.parametrize("key", [dict(dtype="bf16", head_dim=128, causal=True, deterministic=False),
+                                 dict(dtype="fp16", head_dim=64, causal=False, deterministic=True)],
+                         ids=lambda k: f"{k['dtype']}_d{k['head_dim']}_c{int(k['causal'])}_det{int(k['deterministic'])}")
+def test_op_contract_gpu_side(key):
+    """What the tuner's runner calls (CuPy arrays, no torch): verify on every check problem, then
+    make_inputs + launcher on a timed problem."""
+    import cupy
+
+    from autoflash.kernels.arrays import to_float64
+    from autoflash.kernels.compile import compile_kernel
+    from autoflash.kernels.device import device_arch
+    from autoflash.kernels.loaded import LoadedKernel
+    from autoflash.ops.backward import OPERATION
+
+    kernel = LoadedKernel(compile_kernel(OPERATION.default(device_arch(0)[0], key)))
+    for problem in OPERATION.check_problems(key) + OPERATION.verify_problems(key, 1024)[-1:]:
+        check = OPERATION.verify(kernel, problem, seed=7)
+        _log(f"op verify {key} {problem}: {check.describe()}")
+        assert check.passed, (problem, check.describe())
+    problem = OPERATION.bench_problem(key, 1024, 32768)
+    inputs = OPERATION.make_inputs(problem, key["dtype"], seed=8)
+    run = OPERATION.launcher(kernel, problem, inputs)
+    run()
+    run()  # twice: the workspace is reused
+    cupy.cuda.get_current_stream().synchronize()
+    for grad in inputs[6:9]:  # poisoned with NaN by make_inputs: every element written, all finite
+        assert bool(cupy.isfinite(to_float64(grad, key["dtype"])).all())
+
+
+def test_tiny_decoder_trains_like_sdpa():
+    """A 2-layer causal decoder (D 64) trained 200 steps from one initialisation with autoflash's
+    attention (forward + this backward) and with SDPA's flash and math backends, bf16 autocast,
+    the same batches. Rounding alone separates SDPA's two backends; autoflash must stay as close
+    to SDPA flash as a few times that gap (or 2 % of the loss)."""
+    import copy
+
+    import torch.nn as nn
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from autoflash.ops.backward_torch import attention
+
+    vocab, width, heads, seq, batch, steps = 16, 128, 2, 128, 16, 200
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln1, self.ln2 = nn.LayerNorm(width), nn.LayerNorm(width)
+            self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
+            self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+
+        def forward(self, x, attn):
+            b, n, _ = x.shape
+            q, k, v = self.qkv(self.ln1(x)).view(b, n, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)
+            y = attn(q.contiguous(), k.contiguous(), v.contiguous()).transpose(1, 2).reshape(b, n, width)
+            x = x + self.proj(y)
+            return x + self.mlp(self.ln2(x))
+
+    class Decoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.pos = nn.Embedding(vocab, width), nn.Parameter(torch.zeros(seq, width))
+            self.blocks = nn.ModuleList([Block(), Block()])
+            self.head = nn.Linear(width, vocab)
+
+        def forward(self, tokens, attn):
+            x = self.emb(tokens) + self.pos
+            for blk in self.blocks:
+                x = blk(x, attn)
+            return self.head(x)
+
+    def sdpa(backend):
+        def attn(q, k, v):
+            with sdpa_kernel(backend):
+                return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return attn
+
+    # A learnable causal task: t[i] = (t[i-1] + t[i-2]) % vocab after two random tokens.
+    g = torch.Generator(device="cuda").manual_seed(0)
+    torch.manual_seed(0)
+    base = Decoder().cuda()
+    runs = {"autoflash": lambda q, k, v: attention(q, k, v, causal=True),
+            "sdpa_flash": sdpa(SDPBackend.FLASH_ATTENTION), "sdpa_math": sdpa(SDPBackend.MATH)}
+    models = {name: copy.deepcopy(base) for name in runs}
+    opts = {name: torch.optim.AdamW(m.parameters(), lr=3e-3) for name, m in models.items()}
+    losses = {name: [] for name in runs}
+    for _ in range(steps):
+        t = torch.empty(batch, seq + 1, dtype=torch.long, device="cuda")
+        t[:, :2] = torch.randint(0, vocab, (batch, 2), device="cuda", generator=g)
+        for i in range(2, seq + 1):
+            t[:, i] = (t[:, i - 1] + t[:, i - 2]) % vocab
+        for name, attn in runs.items():
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                logits = models[name](t[:, :-1], attn)
+            loss = F.cross_entropy(logits.float().reshape(-1, vocab), t[:, 1:].reshape(-1))
+            opts[name].zero_grad()
+            loss.backward()
+            opts[name].step()
+            losses[name].append(loss.item())
+    tail = {name: sum(v[-20:]) / 20 for name, v in losses.items()}
+    gap, noise = abs(tail["autoflash"] - tail["sdpa_flash"]), abs(tail["sdpa_math"] - tail["sdpa_flash"])
+    _log(f"training: first loss {losses['autoflash'][0]:.3f}; mean of the last 20: "
+         + ", ".join(f"{n} {v:.4f}" for n, v in tail.items()) + f"; gap {gap:.4f}, flash-math gap {noise:.4f}")
+    assert all(math.isfinite(x) for v in losses.values() for x in v)
+    assert tail["sdpa_flash"] < 0.75 * losses["sdpa_flash"][0]  # training does learn
+    assert gap <= max(3 * noise, 0.02 * tail["sdpa_flash"]), (tail, gap, noise)

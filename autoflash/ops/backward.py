@@ -18,9 +18,11 @@ accumulator (B*Hq*Nq*D) and, deterministic, one counter per (B*Hq, query tile).
 
 Tolerances (relative Frobenius error of each gradient against the gradients of the float64
 forward, on the same rounded inputs): P and dS are rounded to the input dtype before their
-tensor-core products and delta uses the forward's rounded O, so each gradient carries a few
-units of rounding of the dtype (bf16 2^-9, fp16 2^-12), amplified where dP - delta cancels:
-  bf16 2e-2, fp16 5e-3.
+tensor-core products, delta uses the forward's rounded O, and the gradients are rounded on the
+way out, so each carries a few units of rounding of the dtype (bf16 2^-9, fp16 2^-12). Measured
+on the H200 over tests/test_backward_gpu.py (lengths 1..4097, GQA, causal, D 64/128): bf16
+2.1e-3..3.1e-3, fp16 2.7e-4..3.5e-4 (benchmarks/NOTES.md, backward). The bounds leave 3-6x:
+  bf16 1e-2, fp16 2e-3.
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ from autoflash.ops.base import Operation
 
 PAD_M = 128  # workspace rows per (batch, query head) are padded to this (>= every block_m)
 SMEM_PAD = 8  # elements (16 bytes) added to each shared-memory row: conflict-free ldmatrix
-TOLERANCE = {"fp16": 5e-3, "bf16": 2e-2}
+TOLERANCE = {"fp16": 2e-3, "bf16": 1e-2}
 FLOP_FACTOR = 2.5  # backward FLOPs / forward FLOPs (FlashAttention's convention)
 
 
