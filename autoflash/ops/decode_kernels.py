@@ -21,7 +21,7 @@ SMEM_PAD = 8        # elements added to each K/V/Q shared-memory row: conflict-f
 MERGE_PAD = 8       # floats added to each row of the warps' fp32 merge buffer
 MAX_SPLITS = 256    # workspace bound: num_splits * B * Hkv * rows * D floats
 MIN_SPLIT_KEYS = 256  # a split's fixed cost (Q, prologue, partial write, combine) needs this much work
-COMBINE_THREADS = 1024  # the combine kernel's block: one packed row, 32 groups of 32 lanes over its splits
+COMBINE_GROUPS = 32  # the combine kernel's block: one packed row, a group of 32 lanes per split, at most 32
 HEAD_DIMS = (16, 32, 64, 128, 256)  # a warp's copy pass covers whole rows (D <= 256) or whole chunks
 
 
@@ -102,10 +102,11 @@ class DecodeMmaTemplate(Template):
         return {"mma_type": "bf16" if cfg.dtype == "bf16" else "f16",
                 "q_in_regs": "true" if self.q_in_regs(cfg) else "false"}
 
-    # Defaults, first valid wins (block_n, warps, stages). D 64 and 128: the best of the H200 sweep
-    # (benchmarks/NOTES.md, decode), all within ~3 % of each other; the rest by bytes per stage.
-    DEFAULTS = {16: [(64, 4, 4), (32, 4, 2)], 32: [(64, 4, 4), (32, 4, 2)], 64: [(64, 4, 2), (32, 4, 2)],
-                128: [(32, 4, 2), (16, 4, 2)], 256: [(16, 4, 3), (16, 4, 2), (16, 2, 2)]}
+    # Defaults, first valid wins (block_n, warps, stages): ~16 KB of K/V per warp stage, 3-4 deep.
+    # The H200 sweeps (benchmarks/NOTES.md, decode) put every config within ~4 % of the best on
+    # long caches; short splits (small caches) did better with deeper pipelines.
+    DEFAULTS = {16: [(64, 4, 4), (32, 4, 2)], 32: [(64, 4, 4), (32, 4, 2)], 64: [(32, 4, 4), (32, 4, 2)],
+                128: [(32, 4, 3), (16, 4, 3), (16, 4, 2)], 256: [(16, 4, 3), (16, 4, 2), (16, 2, 2)]}
 
     def default(self, arch: str, key: dict) -> DecodeConfig:
         for block_n, warps, stages in self.DEFAULTS.get(key.get("head_dim"), []):

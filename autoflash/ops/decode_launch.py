@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from autoflash.kernels.elements import DTYPE_BYTES, LOG2E
-from autoflash.ops.decode_kernels import COMBINE_THREADS, MIN_SPLIT_KEYS, DecodeConfig, m_blocks, split_heuristic
+from autoflash.ops.decode_kernels import COMBINE_GROUPS, MIN_SPLIT_KEYS, DecodeConfig, m_blocks, split_heuristic
 
 
 
@@ -90,7 +90,7 @@ class DecodePlan:
     """One problem's launches with everything but the pointers converted beforehand."""
 
     __slots__ = ("split_fn", "combine_fn", "grid", "block", "smem", "tail", "num_splits", "combine_grid",
-                 "combine_tail")
+                 "combine_block", "combine_tail")
 
     def __init__(self, kernel, p: DecodeProblem, strides: tuple[int, ...], num_splits: int, scale: float):
         cfg: DecodeConfig = kernel.config
@@ -109,7 +109,8 @@ class DecodePlan:
             i32(p.seq_k), i32(p.seq_q), i32(p.group), i32(p.heads_kv), i32(int(p.causal)),
             np.float32(scale * LOG2E))
         total_rows = p.batch * p.heads_kv * p.rows
-        self.combine_grid = (total_rows, 1, 1)  # a block per packed row
+        self.combine_grid = (total_rows, 1, 1)  # a block per packed row, a warp per split (at most 32)
+        self.combine_block = (32 * min(COMBINE_GROUPS, num_splits), 1, 1)
         self.combine_tail = tuple(i64(s) for s in strides[9:12]) + (
             i32(total_rows), i32(p.rows), i32(p.group), i32(p.heads_kv), i32(p.seq_q), i32(num_splits))
 
@@ -120,7 +121,7 @@ class DecodePlan:
                       (u64(q), u64(k), u64(v), u64(o), u64(lse), u64(o_part), u64(lse_part), u64(seqlens))
                       + self.tail, shared_mem=self.smem, stream=stream)
         if self.num_splits > 1:
-            self.combine_fn(self.combine_grid, (COMBINE_THREADS, 1, 1),
+            self.combine_fn(self.combine_grid, self.combine_block,
                             (u64(o_part), u64(lse_part), u64(o), u64(lse)) + self.combine_tail, stream=stream)
 
 
