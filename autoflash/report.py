@@ -40,8 +40,13 @@ def _safe(name: str) -> str:
 
 
 def plot_bench(results: Path, out_dir: Path) -> list[Path]:
+    return plot_bench_result(json.loads(Path(results).read_text()), out_dir)
+
+
+def plot_bench_result(data: dict, out_dir: Path) -> list[Path]:
+    """One PNG per dtype and head dim from a benchmark result (`autoflash bench --json`)."""
     plt = _pyplot()
-    data = json.loads(Path(results).read_text())
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     groups: dict[tuple, list[dict]] = {}
     for row in data["rows"]:

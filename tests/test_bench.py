@@ -24,3 +24,17 @@ def test_a_backend_that_refused_the_inputs_shows_as_nan_not_as_zero():
     row = _row(500.0, 600.0)
     row["sdpa_flash"] = row["sdpa_flash_spread"] = float("nan")
     assert "| nan |" in bench.format_row(row)
+
+
+def test_cli_bench_without_a_usable_gpu_is_a_one_line_error(capsys):
+    import importlib.util
+
+    from autoflash.cli import main
+
+    torch_with_gpu = importlib.util.find_spec("torch") is not None and __import__("torch").cuda.is_available()
+    if torch_with_gpu:
+        import pytest
+        pytest.skip("torch sees a GPU here: the GPU run of autoflash bench is the benchmark itself")
+    assert main(["bench", "--dtype", "bf16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("autoflash bench: error: ") and ("torch" in err[0])

@@ -1,4 +1,4 @@
-"""`autoflash` command line: tune, worker, show, verify, report, export. A thin layer
+"""`autoflash` command line: tune, worker, show, verify, report, export, bench. A thin layer
 over autoflash.tuning and autoflash.store (commands in tune.py and show.py); the CLI
 is the only part of autoflash that prints."""
 from __future__ import annotations
@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from autoflash import store
+from autoflash.cli import bench as bench_cli
 from autoflash.cli.common import CliError, csv, key_value, knob
 from autoflash.cli.show import cmd_export, cmd_report, cmd_show, cmd_verify
 from autoflash.cli.tune import cmd_tune, cmd_worker
@@ -106,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", type=Path, default=Path("report"), help="folder for the PNGs (default: ./report)")
     e = sub.add_parser("export", help="write a kernel as a standalone .cu plus a C++ header with its launch shape")
     add_export_arguments(e)
+    b = sub.add_parser("bench", help="time the kernels attention() serves against PyTorch SDPA's backends",
+                       description="Time, on this GPU and in one run, the kernel autoflash.attention() serves for "
+                                   "each shape beside SDPA's flash, cuDNN and efficient backends: CUDA-graph replay, "
+                                   "interleaved rounds; prints TFLOP/s, ratios and the spread (needs torch).")
+    bench_cli.add_arguments(b)
     return p
 
 
@@ -115,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(message)s")
     try:
         return {"tune": cmd_tune, "worker": cmd_worker, "show": cmd_show, "verify": cmd_verify,
-                "export": cmd_export, "report": cmd_report}[args.command](args)
+                "export": cmd_export, "report": cmd_report,
+                "bench": bench_cli.cmd_bench}[args.command](args)
     except (CliError, store.StoreError) as exc:
         print(f"autoflash {args.command}: error: {exc}", file=sys.stderr)
         return 2
