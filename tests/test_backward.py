@@ -163,3 +163,21 @@ def test_reference_gradients_match_finite_differences(causal, hq, hkv, nq, nk):
             args[i] = minus
             numeric[idx] = (f_plus - loss(*args)) / (2 * eps)
         np.testing.assert_allclose(g, numeric, rtol=1e-5, atol=1e-7)
+
+
+def test_gradient_check_handles_exactly_zero_gradients():
+    """One visible key per query row (Nk = 1): dq = dk = 0 exactly; rounding noise passes, a wrong
+    gradient does not (the first H200 run failed these cases on a 0-norm denominator)."""
+    from autoflash.ops.backward_gpu import compare_gradients
+
+    rng = np.random.default_rng(1)
+    q, dout = rng.standard_normal((2, 1, 3, 64, 64))
+    k, v = rng.standard_normal((2, 1, 1, 1, 64))
+    _, _, *refs = reference_gradients(q, k, v, dout, causal=False, scale=0.125)
+    assert np.linalg.norm(refs[0]) < 1e-12 and np.linalg.norm(refs[2]) > 1
+    noisy = [r + 1e-7 * rng.standard_normal(r.shape) for r in refs]
+    assert compare_gradients(noisy, refs, "fp16").passed
+    wrong = [noisy[0] + 0.1, noisy[1], noisy[2]]
+    assert not compare_gradients(wrong, refs, "bf16").passed
+    nan = [noisy[0], noisy[1], noisy[2] * np.nan]
+    assert not compare_gradients(nan, refs, "bf16").passed
