@@ -207,11 +207,13 @@ def exportable_config(arch: str, dtype: str, head_dim: int, causal: bool, seq_le
             cfg, how = dispatch.explain(arch, device_name, "forward", key, seq_len)
         except ValueError as exc:  # no template supports the problem at all
             raise ExportError(f"no exportable config for {arch} {dtype} head_dim={head_dim}: {exc}") from None
-        if exportable(cfg) is None:
+        served_why = exportable(cfg)
+        if served_why is None:
             return cfg, how
-        log.info("%s is not exportable; looking for an exportable template instead", cfg.name)
+        served = f"{cfg.name} ({how}), which cannot be exported: {served_why}"
         candidates = [t for t in PREFERENCE[dtype] if t in TEMPLATES]
     else:
+        served = None
         if template not in TEMPLATES or TEMPLATES[template].op != "forward":
             raise ExportError(f"unknown template {template!r}; known: {sorted(TEMPLATES)}")
         candidates = [template]
@@ -229,6 +231,9 @@ def exportable_config(arch: str, dtype: str, head_dim: int, causal: bool, seq_le
             continue
         why = exportable(cfg)
         if why is None:
+            if served:  # the user asked for what attention() runs: say it is not that
+                log.warning("autoflash export: attention() serves %s; exporting %s (%s) instead",
+                            served, cfg.name, how)
             return cfg, how
         reasons.append(why)
     raise ExportError(f"no exportable config for {arch} {dtype} head_dim={head_dim} causal={causal}: "
@@ -239,9 +244,9 @@ def exportable_config(arch: str, dtype: str, head_dim: int, causal: bool, seq_le
 def add_arguments(parser) -> None:
     """Flags of `autoflash export` (to be wired into autoflash/cli.py)."""
     parser.add_argument("--arch", choices=sorted(ARCHS), help="target arch (required unless --config)")
-    parser.add_argument("--dtype", choices=DTYPES, default="bf16")
-    parser.add_argument("--head-dim", type=int, default=128)
-    parser.add_argument("--causal", choices=("yes", "no"), default="no")
+    parser.add_argument("--dtype", choices=DTYPES, default="bf16", help="default: bf16")
+    parser.add_argument("--head-dim", type=int, default=128, help="default: 128")
+    parser.add_argument("--causal", choices=("yes", "no"), default="no", help="default: no")
     parser.add_argument("--seq-len", type=int, default=4096, help="sequence length whose tuned entry is taken")
     parser.add_argument("--device-name", default="", help="prefer entries tuned on this GPU (e.g. 'NVIDIA H100 80GB HBM3')")
     parser.add_argument("--template", help="export this template's tuned entry or default")

@@ -344,6 +344,11 @@ def user_dir() -> Path:
 def search_dirs() -> list[Path]:
     """Folders looked in, first wins: $AUTOFLASH_TUNED_CONFIGS, the user's data dir, the shipped ones."""
     dirs = [Path(p) for p in os.environ.get(TUNED_ENV, "").split(os.pathsep) if p]
+    for d in dirs:  # a typo here would otherwise serve other configs without a word
+        if not d.is_dir():
+            what = "is a file" if d.exists() else "does not exist"
+            raise StoreError(f"${TUNED_ENV} names {d}, which {what}: it takes folders holding <arch>.json "
+                             f"files, separated by '{os.pathsep}'")
     return dirs + [user_dir(), shipped_dir()]
 
 

@@ -23,8 +23,15 @@ log = logging.getLogger("autoflash")
 __all__ = ["CliError", "build_parser", "main"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (the usage block is what --help is for)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="autoflash", description="Generated, tuned flash-attention kernels.")
+    p = _Parser(prog="autoflash", description="Generated, tuned flash-attention kernels.")
     loud = p.add_mutually_exclusive_group()
     loud.add_argument("-v", "--verbose", action="store_true", help="log what the library does (INFO)")
     loud.add_argument("-q", "--quiet", action="store_true", help="log errors only (no warnings)")

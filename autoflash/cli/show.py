@@ -12,6 +12,7 @@ from autoflash.kernels.device import device_arch
 from autoflash.kernels.registry import OPERATIONS
 from autoflash.tuning.entries import check_entry_offline, check_entry_on_gpu
 from autoflash.tuning.listing import stored_listing
+from autoflash.tuning.storage import storage_file
 
 
 def cmd_report(args) -> int:
@@ -79,6 +80,9 @@ def _key_label(entry: dict) -> str:
 
 def _show_trials(args) -> int:
     if args.storage:
+        local = storage_file(args.storage)
+        if local is not None and not local.is_file():  # opening it would create an empty one
+            raise CliError(f"no tuning storage at {local}: give the --storage of an earlier `autoflash tune`")
         listing = stored_listing(args.storage)
     else:
         try:

@@ -100,7 +100,7 @@ def _explain_uncached(arch: str, device_name: str, op: str, key: dict, seq_len: 
     if warned not in _warned:
         _warned.add(warned)
         log.warning("autoflash: no tuned config for %s %s %s on %s; using the untuned default %s. Tune it with: %s",
-                    arch, op, " ".join(f"{k}={v}" for k, v in key.items()), device_name, cfg.name,
+                    arch, op, " ".join(f"{k}={v}" for k, v in key.items()), device_name or "any GPU", cfg.name,
                     tune_command(arch, op, key))
     return cfg, "heuristic default"
 

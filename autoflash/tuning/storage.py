@@ -32,6 +32,16 @@ def open_storage(url: str | None):
     return JournalStorage(JournalFileBackend(path))
 
 
+def storage_file(url: str) -> Path | None:
+    """The local file behind a storage URL (journal path or sqlite:///PATH), None for a server URL."""
+    if url.startswith("sqlite:///"):
+        return Path(url[len("sqlite:///"):])
+    if "://" in url and not url.startswith("journal:"):
+        return None
+    path = url[len("journal:"):] if url.startswith("journal:") else url
+    return Path(path[2:] if path.startswith("//") else path)
+
+
 def _serialise_sqlite(engine) -> None:
     """Make each SQLite transaction take the write lock when it starts. Optuna hands a
     queued trial to one worker by SELECT ... FOR UPDATE, which SQLite ignores: two workers
