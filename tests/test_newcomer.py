@@ -59,3 +59,39 @@ def test_export_help_shows_the_defaults(capsys):
         main(["export", "--help"])
     out = capsys.readouterr().out
     assert "default: bf16" in out and "default: 128" in out
+
+
+def test_no_gpu_is_said_in_the_users_terms():
+    from autoflash.cli.tune import no_gpu_reason
+
+    assert "no NVIDIA driver" in no_gpu_reason("cudaErrorInsufficientDriver: CUDA driver version is insufficient")
+    assert no_gpu_reason("something else") == "something else"
+
+
+def _compile_only(tmp_path, *flags):
+    return main(["tune", "--arch", "sm_90", "--compile-only", "--stand-in", "--out", str(tmp_path), *flags])
+
+
+def test_compile_only_takes_served_configs_and_a_sample_unless_asked_for_all(tmp_path, capsys):
+    assert _compile_only(tmp_path, "--dtype", "bf16", "--head-dim", "128", "--causal", "no") == 0
+    out = capsys.readouterr().out
+    assert "compiling the served configs and 2 more of 1 problem(s)" in out
+    # the shipped tuned entry of this key is among what was compiled
+    assert "flash_fwd_wgmma_sm_90a_bf16_d128_br128_bc128_w12_s3" in out
+    sampled = int(out.split("sm_90: ")[1].split(" configs")[0])
+    assert _compile_only(tmp_path, "--dtype", "bf16", "--head-dim", "128", "--causal", "no", "--whole-space") == 0
+    whole = int(capsys.readouterr().out.split("sm_90: ")[1].split(" configs")[0])
+    assert 3 <= sampled < whole
+
+
+def test_timing_flags_without_a_gpu_are_named_as_ignored(tmp_path, capsys):
+    _compile_only(tmp_path, "--dtype", "bf16", "--head-dim", "64", "--causal", "no", "--trials", "5", "--seq-len", "1024")
+    assert "note: --trials, --seq-len only matter when kernels are timed: ignored here" in capsys.readouterr().out
+
+
+def test_a_knob_matching_nothing_and_an_unsupported_head_dim_say_what_exists(tmp_path, capsys):
+    assert _compile_only(tmp_path, "--dtype", "bf16", "--head-dim", "128", "--knob", "block_m=999") == 2
+    err = capsys.readouterr().err
+    assert "no config of the search space matches --knob block_m=999" in err and "block_m 16," in err
+    assert _compile_only(tmp_path, "--head-dim", "77") == 2
+    assert "the forward templates take" in capsys.readouterr().err

@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "and queued again (default: 120)")
     t.add_argument("--tokens", type=int, default=None, help="batch*heads*N of the timed problems (default: 131072)")
     t.add_argument("--all", action="store_true", help="--compile-only: list every config, rule-pruned ones too")
+    t.add_argument("--whole-space", action="store_true",
+                   help="--compile-only: compile every config of the space (default: the served configs of each "
+                        "problem and a sample, unless --knob or --all is given)")
     t.add_argument("--stand-in", action="store_true",
                    help="testing only: a deterministic stand-in GPU and compiler (fake timings; needs --out)")
 

@@ -15,9 +15,9 @@ from tqdm import tqdm
 from autoflash import store
 from autoflash.cli.common import CliError, flatten, table
 from autoflash.cli.progress import Progress, print_summary
-from autoflash.kernels.archs import compatible_archs
+from autoflash.kernels.archs import build_arch, compatible_archs
 from autoflash.kernels.elements import DTYPES
-from autoflash.kernels.registry import OPERATIONS
+from autoflash.kernels.registry import OPERATIONS, templates_of
 from autoflash.runner.process import InlineRunner, RunnerProcess
 from autoflash.runner.protocol import InfoRequest
 from autoflash.runner.standin import DEVICE_NAME as STANDIN_DEVICE, StandInBackend
@@ -90,8 +90,22 @@ def _keys(args, arch: str, device: str) -> tuple[list, list[str]]:
         else:
             keys.append(StudyKey.of(op.name, arch, device, None, **key))
     if not keys:
-        raise CliError("nothing to tune: " + "; ".join(skipped))
+        raise CliError("nothing to tune: " + "; ".join(skipped) + ". " + _supported(op, arch))
     return keys, skipped
+
+
+def _supported(op, arch: str) -> str:
+    """What the op's templates take on this arch, per key field (for an error message)."""
+    values: dict[str, set] = {}
+    for t, use_arch in ((t, build_arch(t.archs, arch)) for t in templates_of(op.name).values()):
+        if use_arch is None:
+            continue
+        for field, allowed in t.key_values.items():
+            values.setdefault(field, set()).update(allowed)
+    if not values:
+        return f"No {op.name} template supports {arch}."
+    return f"On {arch} the {op.name} templates take " + "; ".join(
+        f"{field} {', '.join(map(str, sorted(v)))}" for field, v in sorted(values.items()))
 
 
 def cmd_tune(args) -> int:
@@ -256,26 +270,60 @@ def _default_log_path(arch: str) -> Path:
     return Path(platformdirs.user_state_dir("autoflash")) / "tune-logs" / f"{arch}-{stamp}.json"
 
 
+# What CUDA says when there is no GPU, and what that means to the user.
+_NO_GPU_WORDS = {"cudaErrorInsufficientDriver": "no NVIDIA driver is loaded on this machine (CUDA reports that as "
+                                                "'driver version is insufficient')",
+                 "cudaErrorNoDevice": "the NVIDIA driver finds no GPU",
+                 "cudaErrorDevicesUnavailable": "the GPUs are busy or set to exclusive use by other processes"}
+# The tuning flags that only matter when kernels are timed.
+_TIMING_FLAGS = {"trials": 64, "seq_len": None, "timeout": None, "tokens": None, "storage": None, "devices": None}
+# Configs of each problem a compile-only run compiles besides the served ones (--whole-space: all).
+SAMPLE_PER_PROBLEM = 2
+
+
+def no_gpu_reason(error: str) -> str:
+    for code, words in _NO_GPU_WORDS.items():
+        if code in error:
+            return words
+    return error
+
+
 def _compile_only(args, knobs, standin, reason: str | None) -> int:
     arch = args.arch
     if reason is not None:
-        print(f"No usable GPU here ({reason}).\nWithout a GPU, `autoflash tune` does what needs none: it renders "
+        print(f"No usable GPU here: {no_gpu_reason(reason)}.\nWithout a GPU, `autoflash tune` does what needs none: it renders "
               f"and compiles the {arch} search space with NVRTC, prunes what {arch}'s resources rule out, and "
               f"prints what is left (the space a {arch} GPU will search). Nothing is timed or written.\n")
+    ignored = [f"--{f.replace('_', '-')}" for f, default in _TIMING_FLAGS.items() if getattr(args, f, default) != default]
+    if ignored:
+        print(f"note: {', '.join(ignored)} only matter when kernels are timed: ignored here")
     keys, skipped = _keys(args, arch, "(compile only)")
     for note in skipped:
         print(f"skipped {note}")
+    # --knob narrows the space by hand and --all asks for every config: both mean the whole (narrowed) space
+    sample = None if args.whole_space or knobs or args.all else SAMPLE_PER_PROBLEM
+    print(f"compiling {'the whole search space' if sample is None else f'the served configs and {sample} more'} "
+          f"of {len(keys)} problem(s) for {arch}" + ("" if sample is None else " (--whole-space: all of it)"),
+          flush=True)
     t0 = time.perf_counter()
     bar = tqdm(total=0, unit="kernel", desc=f"compiling {arch}", file=sys.stderr, disable=None)
+    said = [0]
 
     def progress(event, **kw):
         bar.total = kw["total"]
         bar.update(kw["done"] - bar.n)
+        tenth = 10 * kw["done"] // max(1, kw["total"])
+        if bar.disable and tenth > said[0]:  # no terminal, no bar: a line every tenth
+            said[0] = tenth
+            print(f"compiled {kw['done']}/{kw['total']} kernels ({time.perf_counter() - t0:.0f} s)", flush=True)
 
     try:
-        rows = compile_space(keys, knobs, workers=args.workers, standin=standin, progress=progress)
+        rows = compile_space(keys, knobs, workers=args.workers, standin=standin, progress=progress, sample=sample)
     finally:
         bar.close()
+    if not rows:
+        raise CliError("no config of the search space matches " + " ".join(
+            f"--knob {k}={','.join(map(str, v))}" for k, v in (knobs or {}).items()) + "; " + _knob_values(keys))
     wall = time.perf_counter() - t0
     rows.sort(key=lambda r: (r.config.op, tuple(OPERATIONS[r.config.op].key_of(r.config).values()),
                              r.config.template, r.status != "ok", r.config.name))
@@ -285,18 +333,30 @@ def _compile_only(args, knobs, standin, reason: str | None) -> int:
               f"{r.smem / 1024:.1f}" if r.smem is not None else "-",
               r.config.threads, r.blocks_per_sm if r.blocks_per_sm is not None else "-", r.reason[:90]]
              for r in shown]
-    print(table(["config", "status", "regs", "spills", "smem KB", "threads", "blocks/SM", "reason"], listed))
     counts = {}
     for r in rows:
         counts[r.status] = counts.get(r.status, 0) + 1
     cached = sum(r.cached for r in rows)
-    print(f"\n{arch}: {len(rows)} configs over {len(keys)} problem(s): {counts.get('ok', 0)} compiled and fit "
-          f"(the space a {arch} GPU will search), {counts.get('resources', 0)} pruned by resources, "
+    summary = (f"{arch}: {len(rows)} configs over {len(keys)} problem(s): {counts.get('ok', 0)} compiled and fit "
+          f"({'the space a ' + arch + ' GPU will search' if sample is None else 'served configs and a sample'}), "
+          f"{counts.get('resources', 0)} pruned by resources, "
           f"{counts.get('compile-error', 0)} compile errors, {counts.get('rule', 0)} pruned by template rules"
           f"{'' if args.all else ' (not listed; --all lists them)'}. "
           f"{bar.total} compiled ({cached} from cache) in {wall:.1f} s.")
+    print(f"\n{summary}\n")  # the summary first, the table after it, and the summary again below
+    print(table(["config", "status", "regs", "spills", "smem KB", "threads", "blocks/SM", "reason"], listed))
+    print(f"\n{summary}")
     if reason is not None:
         print(f"\nTo tune, run the same command on a {arch} GPU.")
     return 0 if counts.get("ok") else 1
+
+
+def _knob_values(keys) -> str:
+    values: dict[str, set] = {}
+    for key in keys:
+        for t, _ in templates_for(key.op, key.arch, key.params, [key.template] if key.template else None):
+            for knob, allowed in t.knobs.items():
+                values.setdefault(knob, set()).update(allowed)
+    return "the knobs take " + "; ".join(f"{k} {','.join(map(str, sorted(v)))}" for k, v in sorted(values.items()))
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from autoflash import store
+from autoflash.kernels.config import OpConfig
 from autoflash.kernels.registry import TEMPLATES
 from autoflash.tuning.compile_pool import CompilePool, default_workers
 from autoflash.tuning.keys import StudyKey
@@ -25,15 +27,38 @@ class SpaceRow:
     cached: bool = False
 
 
+def _first_configs(key: StudyKey, configs: list, sample: int) -> list:
+    """What a quick look compiles of one key's space: the configs served for it (tuned
+    entries of this arch, and the heuristic default), then `sample` more spread evenly
+    over the rest."""
+    by_name = {c.name: c for c in configs}
+    served = []
+    for entry in store.entries_for_arch(key.arch):
+        if entry["op"] == key.op and store.problem_key(entry) == key.params:
+            served.append(OpConfig.from_dict(entry["config"]).name)
+    try:
+        served.append(key.operation.default(key.arch, key.params).name)
+    except ValueError:  # no default for this key: the sample alone
+        pass
+    chosen = list(dict.fromkeys(n for n in served if n in by_name))
+    rest = [n for n in by_name if n not in chosen and not by_name[n].problems()]
+    step = max(1, len(rest) // sample) if sample and rest else 0
+    chosen += rest[::step][:sample] if step else []
+    return [by_name[n] for n in chosen]
+
+
 def compile_space(keys: list[StudyKey], knobs: dict | None = None, workers: int | None = None,
-                  standin: dict | None = None, progress: Callable | None = None) -> list[SpaceRow]:
+                  standin: dict | None = None, progress: Callable | None = None,
+                  sample: int | None = None) -> list[SpaceRow]:
     """Render and compile every config of the keys' spaces that passes the template
-    rules (no GPU needed), and prune what the arch's resources rule out."""
+    rules (no GPU needed), and prune what the arch's resources rule out. With `sample`,
+    only the served configs of each key and `sample` more (see _first_configs)."""
     rows: list[SpaceRow] = []
     todo: list = []
     names = set()
     for key in keys:
-        for cfg in space(key, knobs):
+        configs = space(key, knobs)
+        for cfg in configs if sample is None else _first_configs(key, configs, sample):
             if cfg.name in names:
                 continue
             names.add(cfg.name)
