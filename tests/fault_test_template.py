@@ -3,8 +3,7 @@
 It lets the tests drive real GPU faults (an illegal-address write, a hang, wrong
 values) through the tuner's runner. It lives with the tests (its source in
 tests/templates/), so real tuning never sees it: a test registers it (`registered()`),
-and a runner subprocess imports fault_test_plugin.py (spec["imports"] = [PLUGIN]), which
-registers it there too.
+and names fault_test_plugin.py in $AUTOFLASH_PLUGINS, so a runner subprocess registers it too.
 
 The forward's KernelConfig has no fault field, so this template reads `stages` as its
 fault knob: stages = 1 + FAULTS.index(mode).
@@ -51,7 +50,7 @@ class FaultTestTemplate(ForwardTemplate):
 
 
 TEMPLATE = FaultTestTemplate()
-PLUGIN = str(Path(__file__).resolve().parent / "fault_test_plugin.py")  # for a runner's spec["imports"]
+PLUGIN = str(Path(__file__).resolve().parent / "fault_test_plugin.py")  # for $AUTOFLASH_PLUGINS
 
 
 def config(fault: str, arch: str = "sm_90", dtype: str = "fp32", head_dim: int = 64, causal: bool = False,

@@ -14,6 +14,7 @@ import fault_test_template as fault_test
 from autoflash import store
 from autoflash.kernels.compile import compile_kernel
 from autoflash.kernels.registry import TEMPLATES
+from autoflash.ops import PLUGINS_ENV
 from autoflash.ops.forward import FORWARD
 from autoflash.ops.reference import TOLERANCE
 from autoflash.runner.process import RunnerProcess
@@ -23,7 +24,7 @@ from autoflash.tuning.tuner import Tuner
 
 pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
 
-GPU = {"kind": "gpu", "device": 0, "imports": [fault_test.PLUGIN]}  # the runner registers fault_test too
+GPU = {"kind": "gpu", "device": 0}
 BUCKET = 256
 TOKENS = 4096  # a tiny timed problem: these tests are about faults, not speed
 HANG_TIMEOUT_S = 20.0  # a fresh runner's CUDA start-up plus a correct trial fits well inside
@@ -31,7 +32,8 @@ HANG_TIMEOUT_S = 20.0  # a fresh runner's CUDA start-up plus a correct trial fit
 
 @pytest.fixture
 def fault_variant(monkeypatch):
-    """fault_test registered here (runner subprocesses import its plugin: GPU["imports"])."""
+    """fault_test registered here, and (through $AUTOFLASH_PLUGINS) in every runner process started meanwhile."""
+    monkeypatch.setenv(PLUGINS_ENV, fault_test.PLUGIN)
     monkeypatch.setitem(TEMPLATES, fault_test.TEMPLATE.name, fault_test.TEMPLATE)
     return fault_test.TEMPLATE
 

@@ -2,14 +2,13 @@
 times out, or reports a fault that poisons its CUDA context) or in this process
 (InlineRunner, for stand-in runs and tests). Both take one message at a time.
 
-spec = {"kind": "gpu" | "standin", "device": N, ..., "imports": [path.py, ...]}: files
-a fresh runner process imports first, so operations registered outside the package
-(a test's toy operation) exist there too.
+spec = {"kind": "gpu" | "standin", "device": N, ...}. Operations registered outside the
+package reach a runner process through $AUTOFLASH_PLUGINS (autoflash.ops), which it
+inherits.
 """
 from __future__ import annotations
 
 import ctypes
-import importlib.util
 import multiprocessing
 import os
 import signal
@@ -21,20 +20,7 @@ from autoflash.runner.protocol import InfoRequest, Stop, failure, handle
 from autoflash.runner.standin import StandInBackend
 
 
-def import_files(paths) -> None:
-    """Import Python files by path (each registers what it defines)."""
-    for path in paths or ():
-        name = "autoflash_plugin_" + os.path.splitext(os.path.basename(path))[0]
-        if name in sys.modules:
-            continue
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-
-
 def make_backend(spec: dict):
-    import_files(spec.get("imports"))
     kind = spec.get("kind", "gpu")
     if kind == "gpu":
         return GpuBackend(spec)

@@ -12,7 +12,7 @@ from collections import deque
 from autoflash.kernels.compile import compile_kernel
 from autoflash.kernels.config import OpConfig
 from autoflash.kernels.registry import TEMPLATES
-from autoflash.runner.process import die_with_parent, import_files
+from autoflash.runner.process import die_with_parent
 from autoflash.runner.standin import standin_compile
 
 
@@ -31,19 +31,12 @@ def compile_candidate(config: dict, standin: dict | None = None) -> dict:
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "seconds": time.perf_counter() - t0}
 
 
-def _start_worker(imports: tuple) -> None:
-    die_with_parent()
-    import_files(imports)
-
-
 class CompilePool:
-    """Compile jobs in N spawned processes (workers=0: inline, for tests). `imports`: files
-    each process imports first (operations registered outside the package)."""
+    """Compile jobs in N spawned processes (workers=0: inline, for tests)."""
 
-    def __init__(self, workers: int, standin: dict | None = None, imports: tuple = ()):
+    def __init__(self, workers: int, standin: dict | None = None):
         self.workers = workers
         self.standin = standin
-        self.imports = tuple(imports or ())
         self._pool = None
         self._done: deque = deque()
         self._futures: dict = {}
@@ -54,8 +47,7 @@ class CompilePool:
             return
         if self._pool is None:
             self._pool = concurrent.futures.ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
-                initargs=(self.imports,))
+                self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent)
         self._futures[self._pool.submit(compile_candidate, cfg.to_dict(), self.standin)] = tag
 
     def pending(self) -> int:

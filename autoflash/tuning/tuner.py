@@ -38,12 +38,12 @@ class Tuner:
     """Runs one study per StudyKey through a compile pool and a runner."""
 
     def __init__(self, options: TuneOptions, runner, device_info, workers: int | None = None,
-                 standin: dict | None = None, progress: Callable | None = None, imports: tuple = ()):
+                 standin: dict | None = None, progress: Callable | None = None):
         self.opt = options
         self.runner = runner
         self.info = device_info  # runner.protocol.DeviceInfo
         self.workers = default_workers() if workers is None else workers
-        self.pool = CompilePool(self.workers, standin, imports)
+        self.pool = CompilePool(self.workers, standin)
         self.progress = progress or (lambda event, **kw: None)
         self.stats = Stats()
         self.shared = SharedStudies(options)
