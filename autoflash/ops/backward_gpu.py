@@ -6,6 +6,8 @@ from autoflash.kernels.arrays import poisoned, random_normal, to_float64, to_sto
 from autoflash.ops.backward import TOLERANCE, BackwardProblem, default_scale, launch_plan
 from autoflash.ops.reference import Check
 
+ZERO_FLOOR = 1e-3  # see compare_gradients
+
 
 def reference_gradients(q, k, v, dout, *, causal: bool, scale: float, chunk: int = 512):
     """The gradients of float64 attention (top-left causal, GQA) at q, k, v for upstream dout,
@@ -66,9 +68,6 @@ def compare_gradients(grads, refs, dtype: str) -> Check:
         finite = finite and bool(xp.isfinite(g).all())
         worst = max(worst, float(xp.linalg.norm(g - r)) / max(float(xp.linalg.norm(r)), floor, 1e-30))
     return GradientCheck(dtype, worst if finite else float("inf"), 0.0, None, finite)
-
-
-ZERO_FLOOR = 1e-3
 
 
 class GradientCheck(Check):
