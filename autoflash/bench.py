@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import statistics
 
+from autoflash.ops.reference import TOLERANCE
+from autoflash.serve.api import attention
+
 GRAPH_LAUNCHES = 5
 HEADS = 16
 BACKENDS = ("sdpa_flash", "sdpa_cudnn", "sdpa_efficient")
@@ -84,15 +87,12 @@ def bench_row(dtype: str, head_dim: int, seq_len: int, causal: bool, *, tokens: 
     """One row: autoflash's served kernel and each SDPA backend on the same random inputs."""
     import torch
 
-    import autoflash
-    from autoflash.ops.reference import TOLERANCE
-
     torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
     batch = max(1, tokens // (HEADS * seq_len))
     gen = torch.Generator(device="cuda").manual_seed(seq_len + head_dim)
     q, k, v = (torch.randn(batch, HEADS, seq_len, head_dim, device="cuda", generator=gen).to(torch_dtype)
                for _ in range(3))
-    served = lambda: autoflash.attention(q, k, v, causal=causal)  # noqa: E731
+    served = lambda: attention(q, k, v, causal=causal)  # noqa: E731
     rel = _rel_error(torch, q, k, v, causal, served())
     fns = {"autoflash": served}
     for backend in BACKENDS:

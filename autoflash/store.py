@@ -4,11 +4,10 @@ File format (schema 2)::
 
     {"schema": 2, "arch": "sm_90", "entries": [ENTRY, ...]}
 
-Each ENTRY is keyed by (op, device, template, the op's problem key, seq_bucket) and
-records what was measured. Its fields: ENTRY_FIELDS (every operation), the op's key
-fields flat (dtype and Operation.key_fields, e.g. head_dim and causal for "forward")
-and its metric (Operation.metric: "tflops" or "gbps"). Schema 1 (forward only, no
-"op" field) is read as op "forward".
+Each ENTRY is keyed by (op, device, template, the op's problem key, seq_bucket). Its
+fields: ENTRY_FIELDS, the op's key fields flat (dtype and Operation.key_fields, e.g.
+head_dim and causal for "forward") and its metric ("tflops" or "gbps"). Schema 1
+(forward only, no "op" field) is read as op "forward".
 
 A tuned_configs file is untrusted input (it may come from a pull request, a
 download, a disk that filled up): reading validates it strictly, and any problem
@@ -117,11 +116,10 @@ def _str(pattern):
     return lambda x: isinstance(x, str) and bool(pattern.match(x))
 
 
-# field -> (check, description), for every op's entries; the op adds its key fields (checked
-# through its config, which must agree with them) and its metric. All are required; default_ms may be null.
-# Checked here rather than with jsonschema (a new dependency): the checks after these
-# (config against its template's rules and the entry's key) need code anyway, and this
-# way every error reads "<file>: entry N (key): field must be ..." in one style.
+# field -> (check, description), for every op's entries; the op adds its key fields and its metric.
+# All are required; default_ms may be null. Checked here rather than with jsonschema (a new
+# dependency): the checks after these (config against its template's rules and the entry's key)
+# need code anyway, and this way every error reads "<file>: entry N (key): field must be ...".
 ENTRY_FIELDS = {
     "op": (lambda x: isinstance(x, str) and x in OPERATIONS, f"a registered operation ({sorted(OPERATIONS)})"),
     "device": (_str(_PRINTABLE), "a GPU name (printable ASCII, 1-128 characters)"),

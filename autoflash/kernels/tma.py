@@ -18,12 +18,13 @@ import functools
 import threading
 from collections import OrderedDict
 
+from autoflash.kernels.elements import DTYPE_BYTES
+
 TENSOR_MAP_BYTES = 128
 TENSOR_MAP_ALIGN = 64
 
 # CUtensorMapDataType (cuda.h)
 DATA_TYPES = {"fp16": 6, "bf16": 9}
-ELEM_BYTES = {"fp16": 2, "bf16": 2}
 # CUtensorMapSwizzle
 SWIZZLE = {0: 0, 32: 1, 64: 2, 128: 3}
 INTERLEAVE_NONE = 0
@@ -88,8 +89,8 @@ def _encode_params(dtype: str, dims: tuple, strides_bytes: tuple, box: tuple, sw
         raise TmaError(f"global strides {strides_bytes} must be multiples of 16 bytes")
     if any(b < 1 or b > 256 for b in box):
         raise TmaError(f"box {box}: each extent must be in 1..256")
-    if swizzle_bytes and box[0] * ELEM_BYTES[dtype] > swizzle_bytes:
-        raise TmaError(f"inner box extent {box[0]} x {ELEM_BYTES[dtype]} B exceeds the {swizzle_bytes} B swizzle span")
+    if swizzle_bytes and box[0] * DTYPE_BYTES[dtype] > swizzle_bytes:
+        raise TmaError(f"inner box extent {box[0]} x {DTYPE_BYTES[dtype]} B exceeds the {swizzle_bytes} B swizzle span")
     u32, u64 = ctypes.c_uint32, ctypes.c_uint64
     return (DATA_TYPES[dtype], rank, (u64 * rank)(*dims), (u64 * max(1, rank - 1))(*strides_bytes),
             (u32 * rank)(*box), (u32 * rank)(*([1] * rank)), SWIZZLE[swizzle_bytes])
@@ -115,7 +116,7 @@ def attention_operand_map(ptr: int, dtype: str, rows_per_head: int, heads_total:
                           box_rows: int, box_cols: int = 64) -> TensorMap:
     """A (B, H, N, D) contiguous tensor as 3-D (D, N, B*H); box = box_cols x box_rows x 1,
     swizzled 128 B (box_cols * element size must be 128 B)."""
-    eb = ELEM_BYTES[dtype]
+    eb = DTYPE_BYTES[dtype]
     return encode_tiled(ptr, dtype, (head_dim, rows_per_head, heads_total),
                         (head_dim * eb, rows_per_head * head_dim * eb), (box_cols, box_rows, 1), 128)
 
