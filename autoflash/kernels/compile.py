@@ -164,12 +164,21 @@ def report_from_cubin(cubin: bytes, kernel: str) -> ResourceReport:
     return ResourceReport(values[_EIATTR_REGCOUNT], frame, 0, frame, 0, source="cubin")
 
 
+def _kernel_section(text: str, kernel: str) -> str:
+    """This kernel's lines of a log that may report several kernels of one source (a
+    decode kernel and its `_combine`): from its 'Compiling entry function' line to the
+    next one; names are matched whole, so `k` never picks up `k_combine`'s lines."""
+    entries = list(re.finditer(r"Compiling entry function '([^']+)'", text))
+    for i, m in enumerate(entries):
+        if m.group(1) == kernel:
+            return text[m.start():entries[i + 1].start() if i + 1 < len(entries) else len(text)]
+    whole = re.search(rf"Function properties for {re.escape(kernel)}\n", text)
+    return text[whole.start():] if whole else text
+
+
 def parse_ptxas_report(text: str, kernel: str) -> ResourceReport:
     """Pick the kernel's lines out of NVRTC's log (ptxas -v output)."""
-    start = text.find(f"Function properties for {kernel}")
-    if start < 0:
-        start = text.find(f"Compiling entry function '{kernel}'")
-    section = text[start:] if start >= 0 else text
+    section = _kernel_section(text, kernel)
     values = {}
     for field, pattern in _PTXAS_PATTERNS.items():
         match = re.search(pattern, section)
@@ -181,7 +190,7 @@ def parse_ptxas_report(text: str, kernel: str) -> ResourceReport:
 
 def resource_report(cubin: bytes, text: str, kernel: str) -> ResourceReport:
     """ptxas's own report when the log has one, else what the cubin records."""
-    if f"Function properties for {kernel}" in text:
+    if f"Function properties for {kernel}\n" in text:
         return parse_ptxas_report(text, kernel)
     log.debug("no ptxas report in the NVRTC log for %s; reading the cubin", kernel)
     return report_from_cubin(cubin, kernel)

@@ -1,0 +1,25 @@
+"""ptxas reports of sources with several kernels: each kernel's own lines, matched by whole name."""
+from autoflash.kernels.compile import parse_ptxas_report, resource_report
+
+# ptxas reports a source's kernels last-defined first: here the main kernel `k` follows `k_combine`
+LOG = """ptxas info    : 0 bytes gmem
+ptxas info    : Compiling entry function 'k_combine' for 'sm_90'
+ptxas info    : Function properties for k_combine
+    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+ptxas info    : Used 30 registers, used 0 barriers, 384 bytes cmem[0]
+ptxas info    : Compiling entry function 'k' for 'sm_90'
+ptxas info    : Function properties for k
+    8 bytes stack frame, 4 bytes spill stores, 12 bytes spill loads
+ptxas info    : Used 255 registers, used 1 barriers, 384 bytes cmem[0]
+"""
+
+
+def test_a_kernel_is_not_read_from_a_longer_names_lines():
+    main = parse_ptxas_report(LOG, "k")
+    assert (main.registers, main.spill_stores, main.spill_loads, main.stack_frame) == (255, 4, 12, 8)
+    combine = parse_ptxas_report(LOG, "k_combine")
+    assert (combine.registers, combine.spill_stores, combine.spill_loads) == (30, 0, 0)
+
+
+def test_resource_report_uses_the_log_when_it_names_the_kernel():
+    assert resource_report(b"", LOG, "k").registers == 255
