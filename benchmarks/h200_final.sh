@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The H200 session's closing checks, in one device call (carry .whl):
+#   tests   every GPU test (pytest -m gpu)
+#   verify  autoflash verify: every entry of tuned_configs/<arch>.json re-checked on this GPU
+#   decode  tune the decode op's keys (bf16/fp16 x D 64/128, <= 16 packed rows) into tuned_configs/
+# Usage on the GPU machine: bash benchmarks/h200_final.sh tests verify decode
+# Logs and the updated tuned_configs/sm_90.json land in $OUT; a short summary of each part comes last.
+set -uo pipefail
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1 PATH=/tmp/site/bin:$PATH
+export OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+export AUTOFLASH_CACHE_DIR=/tmp/autoflash-cache
+summary=""
+for part in "$@"; do
+    t0=$(date +%s)
+    case $part in
+        tests) timeout 330 python3 -m pytest -q -m gpu -p no:cacheprovider tests/ > "$OUT/tests.log" 2>&1
+               s=$(grep -E "passed|failed|error|FAILED|ERROR" "$OUT/tests.log" | tail -15) ;;
+        verify) timeout 150 python3 -m autoflash.cli verify > "$OUT/verify.log" 2>&1
+                s=$(tail -6 "$OUT/verify.log") ;;
+        decode) timeout 200 python3 -m autoflash.cli tune --op decode --dtype bf16,fp16 --head-dim 64,128 \
+                    --key m_tiles=1 --trials 12 --timeout 40 --out tuned_configs > "$OUT/decode_tune.log" 2>&1
+                cp tuned_configs/sm_90.json "$OUT/sm_90.json"
+                s=$(tail -14 "$OUT/decode_tune.log") ;;
+        *) s="unknown part $part" ;;
+    esac
+    summary+=$'\n'"===== $part ($(( $(date +%s) - t0 )) s)"$'\n'"$s"
+done
+echo "$summary"
