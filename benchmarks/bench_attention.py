@@ -18,9 +18,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import sdpa_runner, tflops, time_ms  # noqa: E402
 
 import autoflash  # noqa: E402
-import autoflash.api  # noqa: E402
-import autoflash.dispatch  # noqa: E402
-from autoflash.reference import TOLERANCE  # noqa: E402
+import autoflash.serve.api  # noqa: E402
+import autoflash.kernels.device  # noqa: E402
+import autoflash.serve.dispatch  # noqa: E402
+from autoflash.ops.reference import TOLERANCE  # noqa: E402
 
 TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 BACKENDS = ("sdpa_flash", "sdpa_cudnn", "sdpa_efficient")
@@ -43,7 +44,7 @@ def main():
     ap.add_argument("--causal", nargs="+", default=["no", "yes"])
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    arch, device = autoflash.api.device_arch(0)
+    arch, device = autoflash.kernels.device.device_arch(0)
     rows = []
     for dtype in args.dtypes:
         for d in args.head_dims:
@@ -53,7 +54,7 @@ def main():
                     g = torch.Generator(device="cuda").manual_seed(n + d)
                     q, k, v = (torch.randn(b, h, n, d, device="cuda", generator=g).to(TORCH_DTYPES[dtype])
                                for _ in range(3))
-                    cfg, how = autoflash.dispatch.explain(arch, device, dtype, d, causal, n)
+                    cfg, how = autoflash.serve.dispatch.explain(arch, device, "forward", {"dtype": dtype, "head_dim": d, "causal": causal}, n)
                     run = lambda: autoflash.attention(q, k, v, causal=causal, config=cfg)  # noqa: E731
                     rel, ok = check(q, k, v, causal, run(), dtype)
                     row = {"dtype": dtype, "head_dim": d, "causal": causal, "seq_len": n, "batch": b, "heads": h,

@@ -14,9 +14,10 @@ from common import sdpa_runner, tflops, time_ms  # noqa: E402
 from seed_naive import run_naive  # noqa: E402
 
 import autoflash  # noqa: E402
-import autoflash.api  # noqa: E402
-from autoflash.reference import compare, reference_attention  # noqa: E402
-from autoflash.variants import VARIANTS  # noqa: E402
+import autoflash.serve.api  # noqa: E402
+import autoflash.kernels.device  # noqa: E402
+from autoflash.ops.reference import compare, reference_attention  # noqa: E402
+from autoflash.kernels.registry import TEMPLATES as VARIANTS  # noqa: E402
 
 B, H, N, D = 4, 16, 4096, 64
 
@@ -29,8 +30,8 @@ def main():
     # correctness of each on a slice (float64 reference on the GPU)
     ref, _ = reference_attention(cq[:1, :2], ck[:1, :2], cv[:1, :2], causal=False)
     variant = VARIANTS["flash_fwd_simt"]
-    arch = autoflash.api.device_arch(0)[0]
-    configs = [variant.default(arch, "fp32", D, False)]
+    arch = autoflash.kernels.device.device_arch(0)[0]
+    configs = [variant.default(arch, {"dtype": "fp32", "head_dim": D, "causal": False})]
     # the sweep: the valid configs with at least 4 warps and 32x32 tiles (smaller ones cannot fill the SMs)
     configs += [c for c in variant.space(arch, "fp32", D, False)
                 if not c.problems() and c not in configs and c.warps >= 4 and min(c.block_m, c.block_n) >= 32]

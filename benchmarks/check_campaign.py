@@ -9,7 +9,7 @@ import sys
 import optuna
 from optuna.trial import TrialState
 
-from autoflash.tune import open_storage
+from autoflash.tuning.storage import open_storage
 
 
 def audit(url: str) -> bool:

@@ -56,16 +56,18 @@ def graph_ms(fn, time_ms):
 
 
 def part1(torch, autoflash, common):
-    from autoflash import api, dispatch
-    from autoflash.launch import Problem, default_scale
+    from autoflash.kernels.device import device_arch
+    from autoflash.ops.forward_base import Problem
+    from autoflash.ops.forward_launch import default_scale, launch as launch_kernel
+    from autoflash.serve import api, dispatch
 
-    arch, device = api.device_arch(0)
+    arch, device = device_arch(0)
     rows = {}
     g = torch.Generator(device="cuda").manual_seed(1)
     mk = lambda n=128: torch.randn(1, 2, n, 128, device="cuda", generator=g).to(torch.bfloat16)  # noqa: E731
     q, k, v = mk(), mk(), mk()
     q2, k2, v2 = mk(), mk(), mk()
-    cfg, how = dispatch.explain(arch, device, "bf16", 128, False, 128)
+    cfg, how = dispatch.explain(arch, device, "forward", {"dtype": "bf16", "head_dim": 128, "causal": False}, 128)
     rows["config"] = f"{cfg.name} ({how})"
     attention = autoflash.attention
     rows["attention() tuned-config look-up"] = host_us(lambda: attention(q, k, v))
@@ -92,7 +94,7 @@ def part1(torch, autoflash, common):
     ptrs = (q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), 0)
     stream = torch.cuda.current_stream().cuda_stream
     rows["LoadedKernel.launch (no checks, no allocation)"] = host_us(
-        lambda: kernel.launch(*ptrs, p, default_scale(128), stream))
+        lambda: launch_kernel(kernel, *ptrs, p, default_scale(128), stream))
     try:
         import autoflash.torch as aft
 
@@ -118,9 +120,11 @@ def part1(torch, autoflash, common):
 
 def stages(torch, api, dispatch, kernel, cfg, q, k, v, arch, device):
     """Each step attention() takes, alone, 1000 times (the launch floor launches)."""
+    from autoflash.ops.forward_launch import plan as plan_of
+
     ops = [api.as_operand(x, n) for x, n in ((q, "q"), (k, "k"), (v, "v"))]
     p = api.check_inputs(*ops)
-    plan = kernel.plan(p, 128 ** -0.5)
+    plan = plan_of(kernel, p, 128 ** -0.5)
     o = torch.empty_like(q)
     ptrs = (q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), 0)
     args = plan.args(*ptrs)
@@ -132,7 +136,7 @@ def stages(torch, api, dispatch, kernel, cfg, q, k, v, arch, device):
         "stage: check_inputs": host_us(lambda: api.check_inputs(*ops)),
         "stage: dispatch.select (cached, 2 stat calls)": host_us(
             lambda: dispatch.select(arch, device, "bf16", 128, False, 128)),
-        "stage: loaded_kernel + plan look-up": host_us(lambda: api.loaded_kernel(cfg, 0).plan(p, 128 ** -0.5)),
+        "stage: loaded_kernel + plan look-up": host_us(lambda: plan_of(api.loaded_kernel(cfg, 0), p, 128 ** -0.5)),
         "stage: output allocation (new_empty)": host_us(lambda: api._empty_like(ops[0], ops[0].shape, "bf16")),
         "stage: current stream": host_us(lambda: api._stream(ops[0])),
         "stage: device check": host_us(lambda: cupy.cuda.runtime.getDevice() == 0),
@@ -143,11 +147,12 @@ def stages(torch, api, dispatch, kernel, cfg, q, k, v, arch, device):
 
 
 def part2(torch, autoflash, common, args):
-    from autoflash import api, dispatch
-    from autoflash.reference import TOLERANCE
+    from autoflash.kernels.device import device_arch
+    from autoflash.ops.reference import TOLERANCE
+    from autoflash.serve import dispatch
 
     dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16}
-    arch, device = api.device_arch(0)
+    arch, device = device_arch(0)
     rows = []
     for dtype in args.dtypes:
         for d in args.head_dims:
@@ -157,7 +162,7 @@ def part2(torch, autoflash, common, args):
                     g = torch.Generator(device="cuda").manual_seed(n + d)
                     q, k, v = (torch.randn(b, h, n, d, device="cuda", generator=g).to(dtypes[dtype])
                                for _ in range(3))
-                    cfg, how = dispatch.explain(arch, device, dtype, d, causal, n)
+                    cfg, how = dispatch.explain(arch, device, "forward", {"dtype": dtype, "head_dim": d, "causal": causal}, n)
                     run = lambda: autoflash.attention(q, k, v, causal=causal, config=cfg)  # noqa: E731
                     out = run()
                     qs, ks, vs = (t[:1, :1].double() for t in (q, k, v))

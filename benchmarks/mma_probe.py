@@ -2,7 +2,7 @@
 
     PYTHONPATH=$PWD python3 benchmarks/mma_probe.py [--sweep] [--quick]
 
-1. Checks (autoflash.verify.run_checked: fresh random inputs, NaN-poisoned outputs,
+1. Checks (autoflash.ops.forward_launch.run_checked: fresh random inputs, NaN-poisoned outputs,
    float64 reference, LSE included) every default config for this GPU's arch, both
    dtypes, D in the variant's head dims, causal and not, on odd shapes; and every
    config that is timed below, on one odd shape.
@@ -25,10 +25,12 @@ import torch  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import sdpa_runner  # noqa: E402
 
-from autoflash.api import device_arch, loaded_kernel  # noqa: E402
-from autoflash.launch import Problem, default_scale  # noqa: E402
-from autoflash.verify import run_checked  # noqa: E402
-from autoflash.variants import VARIANTS  # noqa: E402
+from autoflash.kernels.device import device_arch
+from autoflash.serve.api import loaded_kernel  # noqa: E402
+from autoflash.ops.forward_base import Problem
+from autoflash.ops.forward_launch import default_scale  # noqa: E402
+from autoflash.ops.forward_launch import run_checked  # noqa: E402
+from autoflash.kernels.registry import TEMPLATES as VARIANTS  # noqa: E402
 
 V = VARIANTS["flash_fwd_mma"]
 TORCH_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -65,11 +67,11 @@ _EXPERIMENTAL = {}
 def experimental_kernel(cfg):
     """Load a config the rules reject (e.g. a few bytes of spill) to measure it anyway."""
     if cfg not in _EXPERIMENTAL:
-        from autoflash.compile import compile_kernel
-        from autoflash.launch import LoadedKernel
-        from autoflash.render import environment
+        from autoflash.kernels.compile import compile_kernel
+        from autoflash.kernels.loaded import LoadedKernel
+        from autoflash.kernels.render import environment
 
-        src = environment().get_template(V.template_file).render(**V.template_values(cfg))
+        src = environment().get_template(V.template_file).render(**V.values(cfg))
         comp = compile_kernel(cfg, source=src, use_cache=False)
         log(f"experimental {cfg.name}: {comp.report}")
         _EXPERIMENTAL[cfg] = LoadedKernel(comp)
@@ -126,7 +128,7 @@ def main():
     args = ap.parse_args()
     arch, name = device_arch(0)
     if args.ncu:
-        cfg = V.default(arch, "bf16", 128, False)
+        cfg = V.default(arch, {"dtype": "bf16", "head_dim": 128, "causal": False})
         q, k, v = (torch.randn(4, 32, 4096, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
         o = torch.empty_like(q)
         run = our_runner(cfg, q, k, v, o, False)
@@ -143,7 +145,7 @@ def main():
     for dtype in () if args.no_check else V.dtypes:
         for d in V.head_dims:
             for causal in (False, True):
-                cfg = V.default(arch, dtype, d, causal)
+                cfg = V.default(arch, {"dtype": dtype, "head_dim": d, "causal": causal})
                 comp = loaded_kernel(cfg, 0).compiled
                 ok, msg = check(cfg)
                 log(f"check {'PASS' if ok else 'FAIL'} {cfg.name} regs={comp.report.registers} "
@@ -152,7 +154,7 @@ def main():
                     failures.append(cfg.name)
     # the scale enters only through scale_log2: negative and zero scales too
     for dtype, d, causal in (("bf16", 64, True), ("fp16", 128, False)):
-        cfg = V.default(arch, dtype, d, causal)
+        cfg = V.default(arch, {"dtype": dtype, "head_dim": d, "causal": causal})
         for scale in (-0.3, 0.0, 0.37):
             c = run_checked(loaded_kernel(cfg, 0), Problem(1, 2, 1, 333, 257, d, causal), seed=9, scale=scale)
             log(f"check {'PASS' if c.passed else 'FAIL'} {cfg.name} scale={scale} {c.describe()}")
@@ -171,7 +173,7 @@ def main():
                 o = torch.empty_like(q)
                 res = []
                 cands = candidates(arch, dtype, d, causal)
-                default = V.default(arch, dtype, d, causal)
+                default = V.default(arch, {"dtype": dtype, "head_dim": d, "causal": causal})
                 if default not in cands:
                     cands.insert(0, default)
                 for cfg in cands[: args.sweep_max]:
@@ -208,7 +210,7 @@ def main():
                         b, h = 4, 32
                     q, k, v = (torch.randn(b, h, n, d, device="cuda", dtype=TORCH_DTYPE[dtype]) for _ in range(3))
                     o = torch.empty_like(q)
-                    cfgs = [V.default(arch, dtype, d, causal)]
+                    cfgs = [V.default(arch, {"dtype": dtype, "head_dim": d, "causal": causal})]
                     for c in best.get((d, causal), [])[:1]:
                         c = c.replace(dtype=dtype)
                         if c not in cfgs:

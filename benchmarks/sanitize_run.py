@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the test-only fault_test template lives with the tests
 
 # (template, dtype, head_dim, causal, seq bucket) of the tuned entry each target runs
 WANTED = {
@@ -30,18 +31,20 @@ SHAPE = dict(batch=1, heads_q=2, heads_kv=1, seq_q=333, seq_k=333)
 def target_config(target: str):
     """(config, where it came from)."""
     from autoflash import store
-    from autoflash.variants import VARIANTS, fault_test
+    from autoflash.kernels.registry import TEMPLATES as VARIANTS
 
     if target == "fault_test_oob":
+        import fault_test_template as fault_test
+
         return fault_test.config("oob"), "fault_test.config('oob')"
     dtype, head_dim, causal, bucket = WANTED[target]
     for e in store.read(ROOT / "tuned_configs" / "sm_90.json", "sm_90"):
         if (e["config"]["template"], e["dtype"], e["head_dim"], e["causal"], e["seq_bucket"]) == (
                 target, dtype, head_dim, causal, bucket):
-            from autoflash.config import KernelConfig
+            from autoflash import KernelConfig
 
             return KernelConfig.from_dict(e["config"]), f"tuned_configs/sm_90.json (N={bucket})"
-    return VARIANTS[target].default("sm_90", dtype, head_dim, causal), "template default (no tuned entry)"
+    return VARIANTS[target].default("sm_90", {"dtype": dtype, "head_dim": head_dim, "causal": causal}), "template default (no tuned entry)"
 
 
 def main() -> int:
@@ -49,22 +52,21 @@ def main() -> int:
     parser.add_argument("target", choices=[*WANTED, "fault_test_oob"])
     parser.add_argument("--compile-only", action="store_true", help="fill the compile cache, launch nothing")
     args = parser.parse_args()
-
-    from autoflash.variants import fault_test
+    import fault_test_template as fault_test
 
     # registered only for the control; harmless otherwise
     ctx = fault_test.registered() if args.target == "fault_test_oob" else contextlib.nullcontext()
     with ctx:
         cfg, source = target_config(args.target)
         if args.compile_only:
-            from autoflash.compile import compile_kernel
+            from autoflash.kernels.compile import compile_kernel
 
             compile_kernel(cfg)
             print(f"compiled {cfg.name}")
             return 0
-        from autoflash.api import loaded_kernel
-        from autoflash.launch import Problem
-        from autoflash.verify import run_checked
+        from autoflash.serve.api import loaded_kernel
+        from autoflash.ops.forward_base import Problem
+        from autoflash.ops.forward_launch import run_checked
 
         print(f"config {cfg.name} from {source}")
         p = Problem(**SHAPE, head_dim=cfg.head_dim, causal=cfg.causal)

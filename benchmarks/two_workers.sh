@@ -26,7 +26,7 @@ tune_pid=$!
 python3 - <<'PY' 2>&1 | tee -a "$OUT/kill.txt"
 import os, signal, subprocess, time
 import optuna
-from autoflash.tune import open_storage
+from autoflash.tuning.storage import open_storage
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 deadline = time.time() + 120
 while time.time() < deadline:

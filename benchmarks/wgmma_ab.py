@@ -28,16 +28,14 @@ import torch  # noqa: E402
 
 from common import sdpa_runner, tflops  # noqa: E402
 
-from autoflash.compile import compile_kernel  # noqa: E402
-from autoflash.config import KernelConfig  # noqa: E402
-from autoflash.launch import LoadedKernel, Problem  # noqa: E402
-from autoflash.render import environment  # noqa: E402
-from autoflash.variants import VARIANTS, register  # noqa: E402
+from autoflash.kernels.compile import compile_kernel  # noqa: E402
+from autoflash import KernelConfig  # noqa: E402
+from autoflash.kernels.loaded import LoadedKernel  # noqa: E402
+from autoflash.ops.forward_launch import launch as launch_kernel  # noqa: E402
+from autoflash.ops.forward_base import Problem  # noqa: E402
+from autoflash.kernels.render import environment  # noqa: E402
+from autoflash.kernels.registry import TEMPLATES as VARIANTS  # noqa: E402
 
-if "flash_fwd_wgmma" not in VARIANTS:
-    from autoflash.variants.wgmma import VARIANT
-
-    register(VARIANT)
 WG = VARIANTS["flash_fwd_wgmma"]
 
 # Variants: name -> template values to override (empty: the committed schedule). To A/B a change,
@@ -76,7 +74,7 @@ _LOADED = {}
 def load(c: KernelConfig, variant: str) -> LoadedKernel:
     key = (c, variant)
     if key not in _LOADED:
-        values = {**WG.template_values(c), **VARIANT_VALUES[variant]}
+        values = {**WG.values(c), **VARIANT_VALUES[variant]}
         src = environment().get_template(WG.template_file).render(**values)
         compiled = compile_kernel(c, source=src, use_cache=False)
         r = compiled.report
@@ -101,7 +99,7 @@ def our_fn(kernel, q, k, v, o, causal):
     scale = d ** -0.5
 
     def run():
-        kernel.launch(*ptrs, p, scale, torch.cuda.current_stream().cuda_stream)
+        launch_kernel(kernel, *ptrs, p, scale, torch.cuda.current_stream().cuda_stream)
 
     return run
 
@@ -183,7 +181,7 @@ def time_rows(which, variants, rounds):
 
 
 def check(variants):
-    from autoflash.verify import CHECK_SHAPES, run_checked
+    from autoflash.ops.forward_launch import CHECK_SHAPES, run_checked
 
     bad = []
     configs = [c for *_, c in rows("more")]

@@ -3,7 +3,7 @@ torch SDPA's flash (FA2) and cuDNN backends. One run, short table last.
 
     PYTHONPATH=$PWD timeout 300 python3 benchmarks/wgmma_probe.py [--quick] [--no-check] [--configs ...]
 
-Correctness: autoflash.verify.run_checked (fresh random inputs, NaN-poisoned outputs,
+Correctness: autoflash.ops.forward_launch.run_checked (fresh random inputs, NaN-poisoned outputs,
 float64 reference, LSE included) over odd lengths, Nq != Nk, GQA, causal.
 Timing: CUDA events, median of many reps after warm-up, random data, B*H = 64 heads.
 """
@@ -24,19 +24,17 @@ import torch  # noqa: E402
 
 from common import sdpa_runner, tflops, time_ms  # noqa: E402
 
-from autoflash.compile import compile_kernel  # noqa: E402
-from autoflash.config import KernelConfig  # noqa: E402
-from autoflash.launch import LoadedKernel, Problem  # noqa: E402
-from autoflash.render import environment  # noqa: E402
-from autoflash.variants import VARIANTS, register  # noqa: E402
+from autoflash.kernels.compile import compile_kernel  # noqa: E402
+from autoflash import KernelConfig  # noqa: E402
+from autoflash.kernels.loaded import LoadedKernel  # noqa: E402
+from autoflash.ops.forward_launch import launch as launch_kernel  # noqa: E402
+from autoflash.ops.forward_base import Problem  # noqa: E402
+from autoflash.kernels.render import environment  # noqa: E402
+from autoflash.kernels.registry import TEMPLATES as VARIANTS  # noqa: E402
 
-if "flash_fwd_wgmma" not in VARIANTS:
-    from autoflash.variants.wgmma import VARIANT
-
-    register(VARIANT)
 WG = VARIANTS["flash_fwd_wgmma"]
 
-from autoflash.verify import CHECK_SHAPES as SHAPES  # noqa: E402
+from autoflash.ops.forward_launch import CHECK_SHAPES as SHAPES  # noqa: E402
 
 
 def cfg(dtype, d, causal, bm, bn, st):
@@ -50,7 +48,7 @@ def load(c: KernelConfig, overlap: int | None = None, pingpong: int | None = Non
     """Compile (optionally overriding the schedule switches) and load one config."""
     key = (c, overlap, pingpong)
     if key not in _LOADED:
-        values = WG.template_values(c)
+        values = WG.values(c)
         if overlap is not None:
             values["overlap"] = overlap
         if pingpong is not None:
@@ -64,7 +62,7 @@ def load(c: KernelConfig, overlap: int | None = None, pingpong: int | None = Non
 
 
 def check(c: KernelConfig, overlap=None, pingpong=None, shapes=SHAPES, scale=None) -> bool:
-    from autoflash.verify import run_checked
+    from autoflash.ops.forward_launch import run_checked
 
     kernel = load(c, overlap, pingpong)
     ok = True
@@ -90,7 +88,7 @@ def time_ours(c: KernelConfig, q, k, v, o, overlap=None, pingpong=None, persiste
         scale = d ** -0.5
         stream = torch.cuda.current_stream().cuda_stream
         ptrs = (q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), 0)
-        return time_ms(lambda: kernel.launch(*ptrs, p, scale, stream), warmup=5, reps=reps, max_seconds=2)
+        return time_ms(lambda: launch_kernel(kernel, *ptrs, p, scale, stream), warmup=5, reps=reps, max_seconds=2)
     finally:
         WG.persistent = saved
 
@@ -135,7 +133,7 @@ def main():
         for dtype in ("bf16", "fp16"):
             for causal in (False, True):
                 for d in (64, 128, 256):
-                    todo.append((WG.default("sm_90a", dtype, d, causal), None, None))
+                    todo.append((WG.default("sm_90a", {"dtype": dtype, "head_dim": d, "causal": causal}), None, None))
         if not args.quick:
             todo += [(cfg("bf16", 128, False, 128, 128, 2), 0, None), (cfg("bf16", 128, True, 128, 128, 3), 0, None),
                      (cfg("bf16", 128, True, 128, 128, 3), 1, 0), (cfg("bf16", 128, False, 128, 128, 3), 1, 1),
@@ -147,7 +145,7 @@ def main():
             if not check(cfg("bf16", 128, True, 128, 128, 2), shapes=SHAPES[:4], scale=scale):
                 bad.append(f"scale={scale}")
         saved, WG.persistent = WG.persistent, not WG.persistent  # the same kernels on the other grid
-        for c in (WG.default("sm_90a", "bf16", 128, True), WG.default("sm_90a", "fp16", 64, False)):
+        for c in (WG.default("sm_90a", {"dtype": "bf16", "head_dim": 128, "causal": True}), WG.default("sm_90a", {"dtype": "fp16", "head_dim": 64, "causal": False})):
             if not check(c):
                 bad.append(c.name + f" (persistent={WG.persistent})")
         WG.persistent = saved
@@ -172,7 +170,7 @@ def table():
     import torch.nn.functional as F
 
     # the API path on an sm_90 device: dispatch must pick this template (sm_90a) unless a tuned entry exists
-    arch = autoflash.api.device_arch(0)[0]
+    arch = autoflash.kernels.device.device_arch(0)[0]
     for dtype in ("bf16", "fp16"):
         try:
             cfg0, how = dispatch.explain(arch, torch.cuda.get_device_name(), dtype, 128, False, 4096)
@@ -192,7 +190,7 @@ def table():
                     h = 16
                     b = max(1, 64 * 4096 // (h * n))  # B*H*N = 64*4096: the GPU is full at every N
                     q, k, v = (torch.randn(b, h, n, d, device="cuda", dtype=tdt) for _ in range(3))
-                    c = WG.default("sm_90a", dtype, d, causal)
+                    c = WG.default("sm_90a", {"dtype": dtype, "head_dim": d, "causal": causal})
                     o = torch.empty_like(q)
                     ms = {"kernel": time_ours(c, q, k, v, o, reps=30),
                           "ours": time_ms(lambda: autoflash.attention(q, k, v, causal=causal, config=c),

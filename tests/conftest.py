@@ -53,15 +53,3 @@ def fwd_key(dtype: str, head_dim: int, causal: bool) -> dict:
     """The forward operation's problem key."""
     return {"dtype": dtype, "head_dim": head_dim, "causal": causal}
 
-
-# (batch, heads_q, heads_kv, seq_q, seq_k) every forward template is checked on in the GPU tests:
-# odd lengths (1, 17, 1000, 4097), Nq != Nk both ways, GQA and MQA.
-CHECK_SHAPES = [
-    (1, 2, 2, 1, 1),
-    (2, 2, 1, 17, 17),
-    (1, 4, 2, 1000, 1000),
-    (1, 2, 2, 17, 1000),
-    (1, 3, 1, 1000, 17),
-    (1, 1, 1, 4097, 4097),
-    (1, 2, 1, 4097, 1000),
-]

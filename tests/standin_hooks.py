@@ -4,6 +4,8 @@
   "pid device config trial"; one short append per line is atomic between processes.
 - spec["hang"] (or $AUTOFLASH_TEST_HANG) = "DEVICE:MARKER": the first trial on that
   device that creates MARKER (it holds "pid config") hangs, as a worker whose machine is lost.
+- spec["crash"] = {config name: exit code}: the runner process dies in that config's trial, as
+  one whose kernel took the driver down would.
 """
 import os
 import time
@@ -13,6 +15,8 @@ HOOK = f"{Path(__file__).resolve()}:on_trial"
 
 
 def on_trial(spec: dict, config_name: str, trial_number) -> None:
+    if config_name in spec.get("crash", {}):
+        os._exit(int(spec["crash"][config_name]))
     device = spec.get("device", 0)
     record = spec.get("record") or os.environ.get("AUTOFLASH_TEST_RECORD")
     if record:

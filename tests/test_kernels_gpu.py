@@ -5,7 +5,7 @@ import pytest
 
 from autoflash.ops.forward_base import Problem
 from autoflash.kernels.registry import TEMPLATES, templates_of
-from conftest import CHECK_SHAPES as SHAPES
+from autoflash.ops.forward_launch import CHECK_SHAPES as SHAPES
 from conftest import fwd_key as K
 
 pytestmark = pytest.mark.gpu

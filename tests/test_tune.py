@@ -213,7 +213,7 @@ def test_tuner_with_real_processes():
 def test_runner_process_survives_a_crash_and_a_fault():
     name = valid_configs()[0].name
     trial = TrialRequest(1, KernelBinary(valid_configs()[0].to_dict()))
-    runner = RunnerProcess(standin({name: {"crash": 3}}), timeout_s=60)
+    runner = RunnerProcess(dict(standin({}), hook=HOOK, crash={name: 3}), timeout_s=60)
     try:
         reply = runner.call(trial)
         assert reply.status == "fail" and "died (exit code 3)" in reply.reason

@@ -10,6 +10,19 @@ from autoflash.ops.forward_base import Problem
 from autoflash.ops.reference import Check, compare, reference_attention
 
 
+# (batch, heads_q, heads_kv, seq_q, seq_k) every forward template is checked on in the GPU tests and
+# probes: odd lengths (1, 17, 1000, 4097), Nq != Nk both ways, GQA and MQA.
+CHECK_SHAPES = [
+    (1, 2, 2, 1, 1),
+    (2, 2, 1, 17, 17),
+    (1, 4, 2, 1000, 1000),
+    (1, 2, 2, 17, 1000),
+    (1, 3, 1, 1000, 17),
+    (1, 1, 1, 4097, 4097),
+    (1, 2, 1, 4097, 1000),
+]
+
+
 def default_scale(head_dim: int) -> float:
     return 1.0 / math.sqrt(head_dim)
 

@@ -6,9 +6,10 @@ spec = {"kind": "standin", "arch": "sm_90", "device_name": ..., "overrides": {co
 A config's speed is a fixed formula of its knobs (or overrides[name]["speed"], in the
 op's work units per ns: TFLOP/s or GB/s), so the fastest config is known in advance;
 overrides can also make a config give a wrong answer ("wrong": rel error), fail to
-launch ("launch_error"), fault its context ("fatal"), kill the runner ("crash": exit
-code), or, at compile time (standin_compile), fail to compile ("compile_error") or spill
-("spills"). A hook (tests) is called as hook(spec, config_name, seed) at every trial.
+launch ("launch_error"), fault its context ("fatal"), or, at compile time
+(standin_compile), fail to compile ("compile_error") or spill ("spills"). A hook
+(the tests' own: logging trials, hanging, crashing the runner) is called as
+hook(spec, config_name, seed) at every trial.
 Timings go through timing.time_launches with a simulated clock, so early stopping is
 exercised too.
 """
@@ -17,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import math
-import os
 
 from autoflash.kernels.config import OpConfig
 from autoflash.kernels.registry import OPERATIONS, TEMPLATES
@@ -50,8 +50,6 @@ class StandInBackend:
         result = TrialResult(req.id)
         if self.hook is not None:
             self.hook(self.spec, cfg.name, req.seed)
-        if "crash" in over:  # the process dies mid-trial, as a kernel that takes the driver down would
-            os._exit(int(over["crash"]))
         if "launch_error" in over:
             result.status, result.fatal = "fail", bool(over.get("fatal"))
             result.reason = f"verify error: {over['launch_error']}"
