@@ -75,7 +75,7 @@ CASES = [  # batch, heads_q, heads_kv, seq_q, seq_k, head_dim, causal
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "b{}_h{}x{}_q{}_k{}_d{}{}".format(*c[:6], "_causal" * c[6]))
 def test_gradients_match_float64_autograd(case, dtype):
-    from autoflash.ops.backward_torch import attention_backward
+    from autoflash.serve.autograd import attention_backward
 
     b, hq, hkv, nq, nk, d, causal = case
     q, k, v, dout = inputs(b, hq, hkv, nq, nk, d, DTYPES[dtype])
@@ -97,7 +97,7 @@ def test_gradients_match_float64_autograd(case, dtype):
 @pytest.mark.parametrize("case", [(1, 4, 2, 1000, 1000, 128, True), (2, 2, 1, 77, 300, 64, False)])
 def test_autograd_function_over_the_autoflash_forward(case):
     """AttentionFunction: autoflash.attention(return_lse=True) forward, this backward."""
-    from autoflash.ops.backward_torch import attention
+    from autoflash import attention
 
     b, hq, hkv, nq, nk, d, causal = case
     q, k, v, dout = inputs(b, hq, hkv, nq, nk, d, torch.bfloat16, seed=6)
@@ -111,7 +111,7 @@ def test_autograd_function_over_the_autoflash_forward(case):
 
 
 def test_scale_and_deterministic_mode_bitwise_repeatable():
-    from autoflash.ops.backward_torch import attention_backward
+    from autoflash.serve.autograd import attention_backward
 
     q, k, v, dout = inputs(2, 4, 2, 1000, 777, 128, torch.bfloat16, seed=1)
     scale = -0.3  # any finite scale, negative too
@@ -130,7 +130,7 @@ def test_scale_and_deterministic_mode_bitwise_repeatable():
 
 def test_directional_derivative_of_the_float64_function():
     """gradcheck-style: <grad, u> against a central difference of the float64 loss along u."""
-    from autoflash.ops.backward_torch import attention_backward
+    from autoflash.serve.autograd import attention_backward
 
     q, k, v, dout = inputs(1, 2, 1, 33, 47, 64, torch.float16, seed=2)
     scale = 1 / math.sqrt(64)
@@ -159,7 +159,7 @@ def test_directional_derivative_of_the_float64_function():
 
 def test_rows_that_saw_no_key_get_zero_gradient():
     """LSE = -inf (a row with no visible key, as bottom-right causal gives): dq row 0, no NaN."""
-    from autoflash.ops.backward_torch import attention_backward
+    from autoflash.serve.autograd import attention_backward
 
     q, k, v, dout = inputs(1, 2, 2, 40, 40, 64, torch.bfloat16, seed=4)
     out, lse = float64_forward(q, k, v, False, 0.125)
@@ -171,7 +171,7 @@ def test_rows_that_saw_no_key_get_zero_gradient():
 
 
 def test_nan_input_propagates():
-    from autoflash.ops.backward_torch import attention_backward
+    from autoflash.serve.autograd import attention_backward
 
     q, k, v, dout = inputs(1, 2, 2, 40, 40, 64, torch.bfloat16, seed=5)
     q[0, 0, 3, 7] = float("nan")
@@ -182,7 +182,7 @@ def test_nan_input_propagates():
 
 
 def test_input_errors_before_launch():
-    from autoflash.ops.backward_torch import attention_backward
+    from autoflash.serve.autograd import attention_backward
 
     q, k, v, dout = inputs(1, 2, 2, 16, 16, 64, torch.bfloat16)
     lse = torch.zeros(1, 2, 16, device="cuda")
@@ -234,7 +234,7 @@ def test_tiny_decoder_trains_like_sdpa():
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from autoflash.ops.backward_torch import attention
+    from autoflash import attention
 
     vocab, width, heads, seq, batch, steps = 16, 128, 2, 128, 16, 200
 

@@ -10,7 +10,7 @@ import pytest
 pytestmark = pytest.mark.gpu
 torch = pytest.importorskip("torch")
 
-from autoflash.ops.decode import decode_attention  # noqa: E402
+from autoflash.serve.decode import decode_attention  # noqa: E402
 from autoflash.ops.decode_launch import check_output, reference_decode  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

@@ -4,8 +4,9 @@ KV cache, with per-sequence cache lengths, GQA packing and a split count fixed b
 Problem key: (dtype, head_dim, m_tiles); m_tiles is 1 when the packed rows G * Nq (query
 heads per KV head x query tokens) fit one 16-row mma tile, else 2. Bucket: the cache length.
 Metric: GB/s, the bytes of Q, K, V and O over the time (decode is memory-bound).
-Template: flash_decode_mma (mma.sync + cp.async, sm_80+). The user-facing call is
-decode_attention (autoflash/ops/decode_api.py).
+Template: flash_decode_mma (mma.sync + cp.async, sm_80+). The user-facing calls live in the
+serving layer: decode_attention (autoflash/serve/decode.py), autoflash.attention_with_kvcache
+and autoflash.attention's decode route.
 """
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from autoflash.kernels.archs import build_arch
 from autoflash.kernels.registry import register_operation
 from autoflash.ops import decode_launch
 from autoflash.ops.base import Operation
-from autoflash.ops.decode_api import decode_attention
 from autoflash.ops.decode_kernels import MMA, DecodeConfig
 from autoflash.ops.decode_launch import DecodeProblem
 
@@ -120,4 +120,4 @@ class DecodeOp(Operation):
 
 DECODE = DecodeOp()
 register_operation(DECODE)
-__all__ = ["DECODE", "DecodeConfig", "DecodeOp", "DecodeProblem", "decode_attention"]
+__all__ = ["DECODE", "DecodeConfig", "DecodeOp", "DecodeProblem"]

@@ -1,4 +1,6 @@
-"""autoflash.attention(): arrays in, pick a config, compile once, launch, arrays out."""
+"""autoflash.attention(): arrays in, pick the operation (serve/routing.py) and its config, compile
+once, launch, arrays out; with PyTorch inputs that require grad, through the backward
+(serve/autograd.py)."""
 from __future__ import annotations
 
 import functools
@@ -7,13 +9,18 @@ import math
 from dataclasses import dataclass
 
 from autoflash.kernels.compile import compile_kernel
+from autoflash.kernels.config import OpConfig
 from autoflash.kernels.device import device_arch
 from autoflash.kernels.loaded import LoadedKernel, stream_handle
+from autoflash.ops.decode_kernels import DecodeConfig
 from autoflash.ops.forward import FORWARD
 from autoflash.ops.forward_base import KernelConfig, Problem
 from autoflash.ops.forward_launch import default_scale, plan
 from autoflash.serve import dispatch
+from autoflash.serve.autograd import differentiable_attention
+from autoflash.serve.decode import decode_attention
 from autoflash.serve.errors import InputError
+from autoflash.serve.routing import differentiable_problem, route_attention
 
 log = logging.getLogger("autoflash")
 
@@ -218,16 +225,63 @@ def _stream(ref: Operand):
 
 
 def attention(q, k, v, *, causal: bool = False, scale: float | None = None, return_lse: bool = False,
-              config: KernelConfig | dict | None = None):
-    """Flash attention forward: softmax(q k^T * scale) v without the N x N matrix.
+              config: KernelConfig | DecodeConfig | dict | None = None, deterministic: bool = False):
+    """Flash attention: softmax(q k^T * scale) v without the N x N matrix.
 
     q: (batch, heads_q, seq_q, head_dim); k, v: (batch, heads_kv, seq_k, head_dim),
-    heads_q a multiple of heads_kv (GQA/MQA). PyTorch CUDA tensors or CuPy arrays
-    (fp32, fp16, bf16), contiguous. Causal masking is aligned top-left like torch's
-    is_causal: query i attends to keys 0..i. scale defaults to 1/sqrt(head_dim).
-    Returns the output (same kind, dtype, device; on the caller's current stream)
-    and, with return_lse, the per-row log-sum-exp (float32, batch x heads_q x seq_q).
+    heads_q a multiple of heads_kv (GQA/MQA). PyTorch CUDA tensors, CuPy arrays or DLPack
+    producers (fp32, fp16, bf16), contiguous. causal: aligned top-left like torch's
+    is_causal, query i attends to keys 0..i (also when seq_q != seq_k). scale defaults to
+    1/sqrt(head_dim). Returns the output (same kind, dtype, device; on the caller's current
+    stream) and, with return_lse, the per-row log-sum-exp (float32, batch x heads_q x seq_q,
+    natural log).
+
+    Served by the split-KV decode kernel when that is the right kernel (PyTorch fp16/bf16,
+    seq_q <= 16, and no mask or seq_q == seq_k: serve/routing.route_attention), else by the
+    forward kernel. config pins a forward (KernelConfig) or decode (DecodeConfig) config.
+
+    Differentiable for PyTorch tensors that require grad (with grad mode on): fp16/bf16,
+    head_dim 64 or 128, sm_80+; the forward saves O and the LSE (not P) and the backward
+    recomputes P. deterministic=True makes dq bitwise repeatable (at a cost). Other
+    configurations raise InputError naming what is supported, never a silently
+    non-differentiable result.
     """
+    if type(q).__module__.startswith("torch") and _needs_grad(q, k, v):
+        qo = as_operand(q, "q")
+        problem = check_inputs(qo, as_operand(k, "k"), as_operand(v, "v"))  # shape errors come first
+        why = differentiable_problem(kind=qo.kind, dtype=qo.dtype, arch=device_arch(qo.device)[0],
+                                     head_dim=problem.head_dim)
+        if why is not None:
+            raise InputError(why)
+        return differentiable_attention(attention_forward, q, k, v, causal=bool(causal), scale=scale,
+                                        deterministic=bool(deterministic), config=config, return_lse=return_lse)
+    return attention_forward(q, k, v, causal=causal, scale=scale, return_lse=return_lse, config=config)
+
+
+def _needs_grad(q, k, v) -> bool:
+    import torch
+
+    return torch.is_grad_enabled() and any(getattr(t, "requires_grad", False) for t in (q, k, v))
+
+
+def _pinned_config(config) -> KernelConfig | DecodeConfig | None:
+    """The caller's config as a forward or decode config. from_dict validates a dict; a config
+    object is validated when it is first rendered (loaded kernels are cached), so calls after
+    the first pay nothing for it."""
+    if config is None or isinstance(config, (KernelConfig, DecodeConfig)):
+        return config
+    if not isinstance(config, dict):
+        raise InputError(f"config must be a KernelConfig, a DecodeConfig or a dict, got {type(config).__name__}")
+    cfg = OpConfig.from_dict(config)
+    if not isinstance(cfg, (KernelConfig, DecodeConfig)):
+        raise InputError(f"config {cfg.name} is a {cfg.op} config; attention() runs forward or decode configs")
+    return cfg
+
+
+def attention_forward(q, k, v, *, causal: bool = False, scale: float | None = None, return_lse: bool = False,
+                      config: KernelConfig | DecodeConfig | dict | None = None):
+    """attention() without autograd: the forward or decode kernel, as route_attention decides
+    (the torch drop-in's custom ops and the autograd Function call this)."""
     qo, ko, vo = as_operand(q, "q"), as_operand(k, "k"), as_operand(v, "v")
     problem = check_inputs(qo, ko, vo)
     problem.causal = causal = bool(causal)
@@ -237,12 +291,20 @@ def attention(q, k, v, *, causal: bool = False, scale: float | None = None, retu
         raise InputError(f"scale must be a finite number, got {scale!r}")
     device = qo.device
     arch, device_name = device_arch(device)
-    if config is None:
+    pinned = _pinned_config(config)
+    route = route_attention(kind=qo.kind, dtype=qo.dtype, arch=arch, batch=problem.batch, heads_q=problem.heads_q,
+                            heads_kv=problem.heads_kv, seq_q=problem.seq_q, seq_k=problem.seq_k,
+                            head_dim=problem.head_dim, causal=causal)
+    if isinstance(pinned, DecodeConfig) and route.op != "decode":
+        raise InputError(f"config {pinned.name} is a decode config, and decode cannot serve this call: {route.reason}")
+    if route.op == "decode" and not isinstance(pinned, KernelConfig):
+        # Causal reaches decode only with seq_q == seq_k, where its bottom-right mask is attention()'s.
+        return decode_attention(q, k, v, causal=causal, softmax_scale=float(scale), return_lse=return_lse,
+                                layout="bhsd", config=pinned)
+    if pinned is None:
         cfg = choose_config(arch, device_name, qo.dtype, problem.head_dim, causal, problem.seq_k)
     else:
-        # from_dict validates a dict; a KernelConfig is validated when it is first rendered
-        # (loaded_kernel is cached), so calls after the first pay nothing for it.
-        cfg = config if isinstance(config, KernelConfig) else KernelConfig.from_dict(config)
+        cfg = pinned
         if cfg.dtype != qo.dtype or cfg.head_dim != problem.head_dim or cfg.causal != causal:
             raise InputError(f"config {cfg.name} is for (dtype, head_dim, causal)={(cfg.dtype, cfg.head_dim, cfg.causal)}, "
                              f"inputs need {(qo.dtype, problem.head_dim, causal)}")

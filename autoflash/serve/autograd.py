@@ -1,0 +1,115 @@
+"""Gradients for PyTorch tensors: attention_backward() (the flash_bwd_mma backward, ops/backward.py)
+and the autograd.Function behind autoflash.attention(...) on inputs that require grad. The
+forward saves O and the LSE, never P; the backward recomputes P from Q, K and the LSE.
+
+torch is imported where used (this module loads with `import autoflash`). The drop-in
+(integrations/torch.py) registers the same backward with torch.library instead.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+from autoflash.kernels.compile import compile_kernel
+from autoflash.kernels.device import device_arch
+from autoflash.kernels.loaded import LoadedKernel, stream_handle
+from autoflash.ops.backward import OPERATION, BackwardConfig, TensorSpec, check_inputs, default_scale, launch_plan
+from autoflash.serve.errors import InputError
+
+_DTYPES = {"torch.float16": "fp16", "torch.bfloat16": "bf16", "torch.float32": "fp32"}
+
+
+def tensor_spec(name: str, t) -> TensorSpec:
+    if not type(t).__module__.startswith("torch") or not hasattr(t, "data_ptr"):
+        raise InputError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    return TensorSpec(name, tuple(t.shape), _DTYPES.get(str(t.dtype), str(t.dtype)), str(t.device), t.is_contiguous(),
+                      t.data_ptr() % 16 == 0)
+
+
+@functools.cache
+def _loaded(cfg: BackwardConfig, device: int):
+    """Compiled once per process (disk cache), loaded once per device."""
+    import cupy
+
+    compiled = compile_kernel(cfg)
+    with cupy.cuda.Device(device):
+        return LoadedKernel(compiled)
+
+
+def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, scale: float | None = None,
+                       deterministic: bool = False, config: BackwardConfig | dict | None = None):
+    """Gradients (dq, dk, dv) of attention(q, k, v, causal, scale) for upstream grad_out.
+
+    q, out, grad_out: (batch, heads_q, seq_q, head_dim); k, v: (batch, heads_kv, seq_k, head_dim),
+    fp16 or bf16 CUDA tensors, contiguous; lse: the forward's float32 natural-log log-sum-exp
+    (batch, heads_q, seq_q), e.g. from autoflash.attention(..., return_lse=True). Causal is
+    top-left (query i sees keys 0..i). GQA/MQA: dk, dv are summed over each group's query heads.
+    deterministic=True: bitwise repeatable dq (its adds serialised), at a cost.
+    Returns new tensors in the inputs' dtype, computed on the current stream.
+    """
+    p = check_inputs(*(tensor_spec(n, t) for n, t in zip(("q", "k", "v", "out", "lse", "grad_out"),
+                                                           (q, k, v, out, lse, grad_out))), causal)
+    if scale is None:
+        scale = default_scale(p.head_dim)
+    elif isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        raise InputError(f"scale must be a finite number, got {scale!r}")
+    import cupy
+    import torch
+
+    device = q.device.index if q.device.index is not None else torch.cuda.current_device()
+    key = dict(dtype=tensor_spec("q", q).dtype, head_dim=p.head_dim, causal=p.causal,
+               deterministic=bool(deterministic))
+    if config is None:
+        cfg = OPERATION.default(device_arch(device)[0], key)
+    else:
+        cfg = config if isinstance(config, BackwardConfig) else BackwardConfig.from_dict(config)
+        if OPERATION.key_of(cfg) != key:
+            raise InputError(f"config {cfg.name} is for {OPERATION.key_of(cfg)}, the inputs need {key}")
+    kernel = _loaded(cfg, device)
+    plan = launch_plan(kernel, p, float(scale))
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    workspace = torch.empty(plan.workspace_bytes, dtype=torch.uint8, device=q.device)
+    ptr = torch.cuda.current_stream(device).cuda_stream
+    stream = stream_handle(ptr) if ptr else cupy.cuda.Stream.null  # 0: the legacy default stream
+    with cupy.cuda.Device(device):
+        plan(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr(), grad_out.data_ptr(),
+             dq.data_ptr(), dk.data_ptr(), dv.data_ptr(), workspace.data_ptr(), stream)
+    return dq, dk, dv
+
+
+@functools.cache
+def attention_function():
+    """The torch.autograd.Function class (built on first use: defining it imports torch).
+
+    apply(forward, q, k, v, causal, scale, deterministic, config): `forward` is the
+    non-differentiable forward (serve/api.attention_forward, passed in because serve/api imports
+    this module), called with return_lse=True; O and LSE are saved for the backward."""
+    import torch
+
+    class AttentionFunction(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, forward, q, k, v, causal, scale, deterministic, config):
+            out, lse = forward(q, k, v, causal=causal, scale=scale, return_lse=True, config=config)
+            ctx.save_for_backward(q, k, v, out, lse)
+            ctx.mark_non_differentiable(lse)
+            ctx.causal, ctx.scale, ctx.deterministic = causal, scale, deterministic
+            return out, lse
+
+        @staticmethod
+        def backward(ctx, grad_out, _grad_lse):
+            q, k, v, out, lse = ctx.saved_tensors
+            grad_out = grad_out.contiguous()
+            if grad_out.data_ptr() % 16:
+                grad_out = grad_out.clone()  # the kernels read 16-byte vectors
+            dq, dk, dv = attention_backward(q, k, v, out, lse, grad_out, causal=ctx.causal, scale=ctx.scale,
+                                            deterministic=ctx.deterministic)
+            return None, dq, dk, dv, None, None, None, None
+
+    return AttentionFunction
+
+
+def differentiable_attention(forward, q, k, v, *, causal: bool, scale, deterministic: bool, config,
+                             return_lse: bool):
+    """autoflash.attention's path for inputs that require grad (checked by the caller)."""
+    out, lse = attention_function().apply(forward, q, k, v, causal, scale, deterministic, config)
+    return (out, lse) if return_lse else out

@@ -1,0 +1,95 @@
+"""Which operation serves a call, and whether its gradients exist: pure functions of shapes,
+dtypes and the GPU's arch (no GPU, no torch), so every decision is testable on the CPU.
+
+- autoflash.attention(): the split-KV decode kernel (ops/decode.py) when it is the right
+  kernel, else the forward (ops/forward.py). See route_attention for the rule.
+- autoflash.attention_with_kvcache(): decode only; longer query chunks are refused for now.
+- Gradients: the flash_bwd_mma backward (ops/backward.py); differentiable_problem says why a
+  call is not differentiable.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from autoflash.kernels.archs import build_arch
+from autoflash.ops.backward import TEMPLATE as BACKWARD_TEMPLATE
+from autoflash.ops.decode_kernels import HEAD_DIMS as DECODE_HEAD_DIMS
+from autoflash.ops.decode_kernels import MMA as DECODE_TEMPLATE
+
+# Query tokens per sequence the decode kernel serves: issue 14's range (one token, or a handful
+# for speculative decoding), the range tests/test_decode_gpu.py checks on the GPU (Nq 1..16).
+DECODE_MAX_QUERIES = 16
+GRID_YZ_LIMIT = 65535  # CUDA's limit on gridDim.y/z: decode puts batch * heads_kv in z
+DECODE_DTYPES = DECODE_TEMPLATE.dtypes  # ("fp16", "bf16")
+BACKWARD_DTYPES = BACKWARD_TEMPLATE.dtypes
+BACKWARD_HEAD_DIMS = BACKWARD_TEMPLATE.key_values["head_dim"]
+
+
+@dataclass(frozen=True)
+class Route:
+    op: str  # "decode" or "forward": the operation whose kernel runs
+    reason: str  # why, in words (the first rule that sent it to the forward, or why decode fits)
+
+
+def route_attention(*, kind: str, dtype: str, arch: str, batch: int, heads_q: int, heads_kv: int, seq_q: int,
+                    seq_k: int, head_dim: int, causal: bool) -> Route:
+    """The operation serving autoflash.attention(q, k, v, causal=causal) (top-left causal).
+
+    Decode serves it when all hold: PyTorch tensors (decode's launcher allocates with torch),
+    seq_q <= DECODE_MAX_QUERIES, fp16/bf16, a head dim and an arch the decode template has, the
+    decode grid fits (batch * heads_kv <= 65535), and the masks agree: decode's causal mask is
+    bottom-right (query i sees keys <= i + seq_k - seq_q), attention()'s is top-left (keys <= i);
+    they are the same mask only when seq_q == seq_k, and without causal there is no mask.
+    Everything else runs the forward kernel, as before decode existed."""
+    def forward(why: str) -> Route:
+        return Route("forward", why)
+
+    if kind != "torch":
+        return forward(f"{kind} arrays: the decode path takes PyTorch tensors")
+    if seq_q > DECODE_MAX_QUERIES:
+        return forward(f"seq_q {seq_q} > {DECODE_MAX_QUERIES} (decode serves up to {DECODE_MAX_QUERIES} query tokens)")
+    if dtype not in DECODE_DTYPES:
+        return forward(f"dtype {dtype}: decode has {list(DECODE_DTYPES)}")
+    if head_dim not in DECODE_HEAD_DIMS:
+        return forward(f"head_dim {head_dim}: decode has {list(DECODE_HEAD_DIMS)}")
+    if build_arch(DECODE_TEMPLATE.archs, arch) is None:
+        return forward(f"arch {arch}: decode runs on {list(DECODE_TEMPLATE.archs)}")
+    if batch * heads_kv > GRID_YZ_LIMIT:
+        return forward(f"batch * heads_kv = {batch * heads_kv} > {GRID_YZ_LIMIT} (decode's grid)")
+    if causal and seq_q != seq_k:
+        return forward(f"causal with seq_q {seq_q} != seq_k {seq_k}: attention()'s top-left mask differs "
+                       "from decode's bottom-right one")
+    return Route("decode", f"seq_q {seq_q} <= {DECODE_MAX_QUERIES}, {dtype} d{head_dim}"
+                 + (", causal with seq_q == seq_k (top-left = bottom-right)" if causal else ", no mask"))
+
+
+def differentiable_problem(*, kind: str, dtype: str, arch: str, head_dim: int) -> str | None:
+    """None when the backward covers a call of autoflash.attention(), else why not (the error
+    attention() raises when an input requires grad). Any seq_q / seq_k, GQA, causal or not, and
+    either forward route (both hand the backward O and the natural-log LSE (B, Hq, Nq))."""
+    supported = (f"gradients need PyTorch CUDA tensors in {' or '.join(BACKWARD_DTYPES)} with head_dim "
+                 f"{' or '.join(str(d) for d in BACKWARD_HEAD_DIMS)} on {'/'.join(BACKWARD_TEMPLATE.archs)}")
+    if kind != "torch":
+        why = f"{kind} arrays"
+    elif dtype not in BACKWARD_DTYPES:
+        why = f"dtype {dtype}"
+    elif head_dim not in BACKWARD_HEAD_DIMS:
+        why = f"head_dim {head_dim}"
+    elif build_arch(BACKWARD_TEMPLATE.archs, arch) is None:
+        why = f"arch {arch}"
+    else:
+        return None
+    return (f"autoflash.attention() has no backward for {why}: {supported} (the flash_bwd_mma backward). "
+            "For inference call it under torch.no_grad() or torch.inference_mode(); to train this "
+            "configuration use torch.nn.functional.scaled_dot_product_attention")
+
+
+def kvcache_problem(seq_q: int) -> str | None:
+    """None when attention_with_kvcache serves seq_q query tokens per sequence, else the error."""
+    if 1 <= seq_q <= DECODE_MAX_QUERIES:
+        return None
+    return (f"attention_with_kvcache serves 1..{DECODE_MAX_QUERIES} query tokens per sequence today (decode and "
+            f"speculative decoding, through the split-KV decode kernel); got seqlen_q = {seq_q}. Chunked prefill "
+            "against a cache (bottom-right causal with seqlen_q > 16) comes with issue 15. Until then: when the "
+            "chunk is the whole sequence (seqlen_q == seqlen_k, no cache_seqlens) autoflash.attention(q, k, v, "
+            "causal=True) with (batch, heads, seq, head_dim) tensors serves it (top-left = bottom-right there)")
