@@ -28,7 +28,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
 
-from autoflash.ops.decode import DECODE, decode_attention  # noqa: E402
+from autoflash.ops.decode import DECODE  # noqa: E402
+from autoflash.serve.decode import decode_attention  # noqa: E402
 from autoflash.ops.decode_kernels import MMA, m_tiles_for  # noqa: E402
 
 ROTATE_BYTES = 256 << 20   # input sets rotated per timed graph: several times the 50 MB L2
@@ -213,8 +214,9 @@ def main():
 
 def splits_used(row: Row) -> int:
     """The split count our default path chose for this row (shapes only)."""
-    from autoflash.ops import decode_api, decode_launch
+    from autoflash.ops import decode_launch
     from autoflash.ops.decode_launch import DecodeProblem
+    from autoflash.serve import decode as decode_api
 
     p = DecodeProblem(row.batch, row.heads_q, row.heads_kv, row.seq_q, row.seq_k, row.head_dim, True)
     dev = torch.cuda.current_device()

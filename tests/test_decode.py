@@ -37,6 +37,8 @@ def test_name_is_deterministic_and_names_every_knob():
     (dict(dtype="fp32"), "dtype fp32"),
     (dict(stages=True), "stages must be an integer"),
     (dict(arch="sm_80", bulk_copy=True), "bulk_copy needs sm_90"),
+    (dict(bulk_copy=True, l2_prefetch=256), "l2_prefetch applies to cp.async"),
+    (dict(l2_prefetch=64), "l2_prefetch=64"),
 ])
 def test_bad_configs_are_refused_with_the_reason(changes, fragment):
     problems = cfg(**changes).problems()
@@ -88,14 +90,33 @@ def _sections(log: str) -> dict:
     return dict(zip(parts[1::2], parts[2::2]))
 
 
-@pytest.mark.parametrize("arch, bulk", [("sm_80", False), ("sm_90", False), ("sm_90", True)])
+def test_cache_hint_and_fused_combine_knobs_render_their_code():
+    from autoflash.kernels.render import render
+
+    plain = render(cfg())
+    assert "L2::cache_hint" not in plain and "L2::256B" not in plain and "merge_if_last_block" not in plain
+    hinted = render(cfg(evict_first=True, l2_prefetch=256, fused_combine=True))
+    assert "cp.async.cg.shared.global.L2::cache_hint.L2::256B" in hinted
+    assert "createpolicy.fractional.L2::evict_first" in hinted and "merge_if_last_block(counters" in hinted
+    bulk = render(cfg(bulk_copy=True, evict_first=True))
+    assert "complete_tx::bytes.L2::cache_hint" in bulk
+    assert cfg(l2_prefetch=128, evict_first=True, fused_combine=True).name.endswith("_pf128_evict_first_fused_combine")
+
+
+KNOB_SETS = {"plain": {}, "bulk": dict(bulk_copy=True),
+             "hints+fused": dict(evict_first=True, l2_prefetch=256, fused_combine=True),
+             "bulk+hint+fused": dict(bulk_copy=True, evict_first=True, fused_combine=True)}
+
+
+@pytest.mark.parametrize("arch, knobs", [("sm_80", "plain"), ("sm_80", "hints+fused"), ("sm_90", "plain"),
+                                         ("sm_90", "bulk"), ("sm_90", "hints+fused"), ("sm_90", "bulk+hint+fused")])
 @pytest.mark.parametrize("dtype, head_dim, m_tiles", [("bf16", 64, 1), ("bf16", 128, 1), ("fp16", 128, 2),
                                                       ("bf16", 256, 1)])
-def test_nvrtc_compiles_both_kernels_without_spills(arch, bulk, dtype, head_dim, m_tiles):
+def test_nvrtc_compiles_both_kernels_without_spills(arch, knobs, dtype, head_dim, m_tiles):
     pytest.importorskip("cupy")
     from autoflash.kernels.compile import compile_kernel
 
-    c = DECODE.default(arch, {"dtype": dtype, "head_dim": head_dim, "m_tiles": m_tiles}).replace(bulk_copy=bulk)
+    c = DECODE.default(arch, {"dtype": dtype, "head_dim": head_dim, "m_tiles": m_tiles}).replace(**KNOB_SETS[knobs])
     compiled = compile_kernel(c, use_cache=False)
     sections = _sections(compiled.log)
     assert set(sections) == {c.name, c.name + "_combine"}, compiled.log

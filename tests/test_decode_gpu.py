@@ -96,6 +96,50 @@ def test_configs_and_copy_paths(bulk, block_n, warps, stages, layout, seq_q, gro
         run_and_check(q, k, v, [2500, 0, 1, 1001], layout=layout, num_splits=splits, config=cfg)
 
 
+@pytest.mark.parametrize("knobs", [dict(evict_first=True), dict(l2_prefetch=128), dict(l2_prefetch=256, evict_first=True),
+                                   dict(fused_combine=True), dict(fused_combine=True, bulk_copy=True, evict_first=True)])
+@pytest.mark.parametrize("layout, seq_q, group", [("bshd", 1, 4), ("bhsd", 3, 8), ("bshd", 3, 32)])
+def test_cache_hints_and_fused_combine(knobs, layout, seq_q, group):
+    """Every split count: 1 (no merge), 7 and 32 (fused: the last block merges, twice in a row so
+    the ticket counters must have been reset), 33 (beyond the fused limit: the combine kernel)."""
+    from autoflash.kernels.device import device_arch
+    from autoflash.ops.decode import DECODE
+    from autoflash.ops.decode_kernels import m_tiles_for
+
+    arch = device_arch(torch.cuda.current_device())[0]
+    if knobs.get("bulk_copy") and arch != "sm_90":
+        pytest.skip(f"bulk_copy needs sm_90, this GPU is {arch}")
+    key = {"dtype": "bf16", "head_dim": 128, "m_tiles": m_tiles_for(group * seq_q, 128)}
+    cfg = DECODE.default(arch, key).replace(**knobs)
+    q, k, v = make(4, seq_q, 2, group, 2500, 128, layout=layout, seed=group + seq_q)
+    for splits in (None, 1, 7, 7, 32, 33):
+        run_and_check(q, k, v, [2500, 0, 1, 1001], layout=layout, num_splits=splits, config=cfg)
+
+
+def test_fused_combine_under_graph_replay_with_new_lengths():
+    from autoflash.kernels.device import device_arch
+    from autoflash.ops.decode import DECODE
+
+    arch = device_arch(torch.cuda.current_device())[0]
+    cfg = DECODE.default(arch, {"dtype": "bf16", "head_dim": 128, "m_tiles": 1}).replace(fused_combine=True)
+    q, k, v = make(4, 1, 2, 4, 4096, 128, seed=12)
+    seqlens = torch.tensor([4096, 100, 1, 0], dtype=torch.int32, device="cuda")
+    decode_attention(q, k, v, seqlens, config=cfg, num_splits=8)  # compile, load and plan outside the capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        o, lse = decode_attention(q, k, v, seqlens, return_lse=True, config=cfg, num_splits=8)
+    for lengths in ([4096, 100, 1, 0], [17, 4000, 0, 2048], [1, 1, 4096, 4095], [4096, 100, 1, 0]):
+        seqlens.copy_(torch.tensor(lengths, dtype=torch.int32))
+        o.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        ref, ref_lse = reference_decode(as_bshd64(q, "bshd"), as_bshd64(k, "bshd"), as_bshd64(v, "bshd"), lengths,
+                                        causal=True, scale=1 / math.sqrt(128))
+        check = check_output(as_bshd64(o, "bshd"), ref, lse.double().cpu().numpy(), ref_lse, "bf16")
+        assert check.passed, (lengths, check.describe())
+
+
 def test_strided_caches_without_copies():
     # caches that are views into larger buffers: extra heads and a longer capacity
     g = torch.Generator(device="cuda").manual_seed(3)

@@ -22,6 +22,7 @@ MERGE_PAD = 8       # floats added to each row of the warps' fp32 merge buffer
 MAX_SPLITS = 256    # workspace bound: num_splits * B * Hkv * rows * D floats
 MIN_SPLIT_KEYS = 256  # a split's fixed cost (Q, prologue, partial write, combine) needs this much work
 COMBINE_GROUPS = 32  # the combine kernel's block: one packed row, a group of 32 lanes per split, at most 32
+FUSED_MAX_SPLITS = 32  # fused_combine merges with one lane per split; more splits use the combine kernel
 HEAD_DIMS = (16, 32, 64, 128, 256)  # a warp's copy pass covers whole rows (D <= 256) or whole chunks
 
 
@@ -34,10 +35,13 @@ class DecodeConfig(OpConfig):
     stages: int        # cp.async K/V buffers per warp
     num_splits: int = 0  # 0: chosen at run time (split_heuristic); else fixed
     bulk_copy: bool = False  # sm_90: K/V rows by the bulk copy engine (mbarrier) instead of cp.async
+    l2_prefetch: int = 0     # cp.async K/V: L2 fetches the whole 128/256-byte span of a miss (0: no hint)
+    evict_first: bool = False  # K/V (read once) loaded with an L2 evict_first cache policy
+    fused_combine: bool = False  # the last split block of a row merges (no combine launch; <= 32 splits)
 
     op: ClassVar[str] = "decode"
     name_parts: ClassVar[tuple] = (("head_dim", "d"), ("m_tiles", "mt"), ("block_n", "bn"), ("warps", "w"),
-                                   ("stages", "s"), ("num_splits", "ns"))
+                                   ("stages", "s"), ("num_splits", "ns"), ("l2_prefetch", "pf"))
 
     @property
     def block_m(self) -> int:
@@ -71,6 +75,9 @@ class DecodeMmaTemplate(Template):
         "stages": (2, 3, 4, 5, 6),
         "num_splits": (0, 1, 2, 4, 8, 16, 32, 64, 128, 256),
         "bulk_copy": (False, True),
+        "l2_prefetch": (0, 128, 256),
+        "evict_first": (False, True),
+        "fused_combine": (False, True),
     }
 
     @staticmethod
@@ -96,6 +103,8 @@ class DecodeMmaTemplate(Template):
                           "128 registers a thread")
         if cfg.bulk_copy and cfg.arch != "sm_90":
             errors.append(f"bulk_copy needs sm_90 (cp.async.bulk with mbarrier transaction counts), not {cfg.arch}")
+        if cfg.bulk_copy and cfg.l2_prefetch:
+            errors.append("l2_prefetch applies to cp.async copies, not bulk_copy")
         return errors
 
     def template_values(self, cfg: DecodeConfig) -> dict:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from autoflash.kernels.elements import DTYPE_BYTES, LOG2E
-from autoflash.ops.decode_kernels import COMBINE_GROUPS, MIN_SPLIT_KEYS, DecodeConfig, m_blocks, split_heuristic
+from autoflash.ops.decode_kernels import (COMBINE_GROUPS, FUSED_MAX_SPLITS, MIN_SPLIT_KEYS, DecodeConfig, m_blocks,
+                                         split_heuristic)
 
 
 
@@ -90,7 +91,7 @@ class DecodePlan:
     """One problem's launches with everything but the pointers converted beforehand."""
 
     __slots__ = ("split_fn", "combine_fn", "grid", "block", "smem", "tail", "num_splits", "combine_grid",
-                 "combine_block", "combine_tail")
+                 "combine_block", "combine_tail", "counters", "fused")
 
     def __init__(self, kernel, p: DecodeProblem, strides: tuple[int, ...], num_splits: int, scale: float):
         cfg: DecodeConfig = kernel.config
@@ -113,14 +114,26 @@ class DecodePlan:
         self.combine_block = (32 * min(COMBINE_GROUPS, num_splits), 1, 1)
         self.combine_tail = tuple(i64(s) for s in strides[9:12]) + (
             i32(total_rows), i32(p.rows), i32(p.group), i32(p.heads_kv), i32(p.seq_q), i32(num_splits))
+        # fused_combine: the last block of each (batch * KV head, m-block) merges; its ticket counters are
+        # zeroed here, once, and reset by the kernel after each use (so graph replays find them zero).
+        # The plan is cached, so this happens on the first call (outside any graph capture). Two streams
+        # running one plan at the same time would share the counters: not supported.
+        self.fused = cfg.fused_combine and 1 < num_splits <= FUSED_MAX_SPLITS
+        self.counters = None
+        if self.fused:
+            import cupy
+
+            self.counters = cupy.zeros(self.grid[1] * self.grid[2], dtype=cupy.uint32)
+            cupy.cuda.get_current_stream().synchronize()
 
     def __call__(self, q: int, k: int, v: int, o: int, lse: int, o_part: int, lse_part: int, seqlens: int,
                  stream) -> None:
         u64 = np.uint64
+        counters = self.counters.data.ptr if self.fused else 0
         self.split_fn(self.grid, self.block,
-                      (u64(q), u64(k), u64(v), u64(o), u64(lse), u64(o_part), u64(lse_part), u64(seqlens))
-                      + self.tail, shared_mem=self.smem, stream=stream)
-        if self.num_splits > 1:
+                      (u64(q), u64(k), u64(v), u64(o), u64(lse), u64(o_part), u64(lse_part), u64(seqlens),
+                       u64(counters)) + self.tail, shared_mem=self.smem, stream=stream)
+        if self.num_splits > 1 and not self.fused:
             self.combine_fn(self.combine_grid, self.combine_block,
                             (u64(o_part), u64(lse_part), u64(o), u64(lse)) + self.combine_tail, stream=stream)
 
