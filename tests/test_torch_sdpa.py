@@ -76,12 +76,14 @@ class TestRefusedBeforeTheGpu:
         with pytest.raises(NotImplementedError, match="dropout_p=0.1.*torch.nn.functional"):
             aft.scaled_dot_product_attention(q, q, q, dropout_p=0.1)
 
-    def test_requires_grad_is_refused(self):
-        q = self._t(1, 2, 8, 64, requires_grad=True)
-        k = self._t(1, 2, 8, 64)
-        with pytest.raises(aft.UnsupportedError, match="no backward.*torch.no_grad"):
+    def test_requires_grad_reaches_the_device_check(self):
+        """Inputs that require grad are served (the backward exists): the call gets past every
+        argument check and stops at the device, with grad mode on and off."""
+        q = self._t(1, 2, 8, 64, requires_grad=True, dtype=torch.float16)
+        k = self._t(1, 2, 8, 64, dtype=torch.float16)
+        with pytest.raises(ValueError, match="on cpu.*cuda"):
             aft.scaled_dot_product_attention(q, k, k)
-        with torch.no_grad():  # under no_grad it gets past the grad check (and stops at the device)
+        with torch.no_grad():
             with pytest.raises(ValueError, match="on cpu.*cuda"):
                 aft.scaled_dot_product_attention(q, k, k)
 

@@ -13,28 +13,33 @@ Same signature, layout and semantics as PyTorch's SDPA for what it supports:
 - enable_gqa=True lets Hq be a multiple of H (grouped-query / multi-query attention);
   without it the head counts must match, as in torch.
 - float32, float16 and bfloat16 CUDA tensors; head dims autoflash has kernels for.
+- Kernels: what autoflash.attention() picks (serve/routing.py): the split-KV decode kernel
+  for decode shapes (fp16/bf16, L <= 16, not causal or L == S), else the forward kernel.
+- Gradients: inputs that require grad (with grad mode on) get them through autoflash's
+  backward for float16/bfloat16 and E 64 or 128 (sm_80+); other dtypes and head dims raise
+  UnsupportedError naming what is supported. The backward is registered with
+  torch.library.register_autograd, so it also runs under torch.compile(fullgraph=True).
+  There is no `deterministic` switch here (SDPA has none); autoflash.attention() has one.
 
 Not supported, each with an error that names the alternative: attn_mask (use
 is_causal=True for a causal mask, torch's SDPA for other masks), dropout_p > 0
-(torch's SDPA), inputs that require grad (no backward pass yet: use torch's SDPA
-for training, or call under torch.no_grad() / torch.inference_mode()), a value head
-dim different from the query's.
+(torch's SDPA), a value head dim different from the query's.
 
 Layouts: the kernels take contiguous (B, H, N, D) tensors. Non-contiguous inputs
 (for example q.transpose(1, 2) of a (B, N, H, D) projection) are accepted, as torch's
 SDPA accepts them, but are copied with .contiguous() first: that costs one copy of
 the input.
 
-The kernel runs as the custom op ``torch.ops.autoflash.sdpa`` (torch.library) with a
-fake (meta) implementation, so it traces under torch.compile (fullgraph too), runs
-on the current CUDA stream, and can be captured in a CUDA graph: it allocates only
-through torch's allocator and never synchronises the host. The first call for a
-(dtype, head_dim, causal) compiles and loads its kernel (cached on disk and in the
-process). Warm up before capturing (as torch's own CUDA-graph docs advise): capture
-and replay after a warm-up are tested on the H100. A first call that happens inside
-a capture loads the kernel with the thread's capture mode set to relaxed; that path
-has a test (tests/test_torch_sdpa.py::test_first_call_inside_a_graph_capture) that
-has not yet passed on a GPU.
+The kernels run as custom ops (torch.library) with fake (meta) implementations:
+``torch.ops.autoflash.sdpa`` (inference: output only), ``autoflash::sdpa_fwd`` (output and
+LSE, with the autograd formula) and ``autoflash::sdpa_bwd`` (dq, dk, dv). They trace under
+torch.compile (fullgraph too), run on the current CUDA stream, and can be captured in a
+CUDA graph: they allocate only through torch's allocator and never synchronise the host
+(decode's split count is a function of the shapes). The first call for a kernel compiles
+and loads it (cached on disk and in the process). Warm up before capturing (as torch's own
+CUDA-graph docs advise). A first call that happens inside a capture loads the kernel with
+the thread's capture mode set to relaxed; that path has a test
+(tests/test_torch_sdpa.py::test_first_call_inside_a_graph_capture).
 
 This module imports PyTorch; `import autoflash` does not import it.
 """
@@ -47,7 +52,9 @@ import math
 
 import torch
 
-from autoflash.serve.api import attention
+from autoflash.serve.api import attention_forward
+from autoflash.serve.autograd import attention_backward
+from autoflash.serve.routing import differentiable_problem
 
 __all__ = ["scaled_dot_product_attention", "UnsupportedError"]
 
@@ -59,19 +66,66 @@ class UnsupportedError(NotImplementedError):
     """An SDPA argument autoflash does not support; the message names the alternative."""
 
 
-# --------------------------------------------------------------- the op
+# --------------------------------------------------------------- the ops
 @torch.library.custom_op("autoflash::sdpa", mutates_args=(), device_types="cuda")
 def _sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, is_causal: bool,
           scale: float) -> torch.Tensor:
-    """(B, Hq, L, E), (B, H, S, E) x2 -> (B, Hq, L, E) on torch's current CUDA stream."""
+    """(B, Hq, L, E), (B, H, S, E) x2 -> (B, Hq, L, E) on torch's current CUDA stream (no grad)."""
     q, k, v = (_kernel_ready(t) for t in (query, key, value))
     with _relaxed_capture_if_capturing(q.device):
-        return attention(q, k, v, causal=is_causal, scale=scale)
+        return attention_forward(q, k, v, causal=is_causal, scale=scale)
 
 
 @_sdpa.register_fake
 def _sdpa_fake(query, key, value, is_causal, scale):
     return query.new_empty(query.shape)  # contiguous, dtype and device of query, as the real op
+
+
+@torch.library.custom_op("autoflash::sdpa_fwd", mutates_args=(), device_types="cuda")
+def _sdpa_fwd(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, is_causal: bool,
+              scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The forward that keeps what the backward needs: out (B, Hq, L, E) and the natural-log
+    LSE (B, Hq, L), float32."""
+    q, k, v = (_kernel_ready(t) for t in (query, key, value))
+    with _relaxed_capture_if_capturing(q.device):
+        return attention_forward(q, k, v, causal=is_causal, scale=scale, return_lse=True)
+
+
+@_sdpa_fwd.register_fake
+def _sdpa_fwd_fake(query, key, value, is_causal, scale):
+    return query.new_empty(query.shape), query.new_empty(query.shape[:3], dtype=torch.float32)
+
+
+@torch.library.custom_op("autoflash::sdpa_bwd", mutates_args=(), device_types="cuda")
+def _sdpa_bwd(grad_out: torch.Tensor, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+              out: torch.Tensor, lse: torch.Tensor, is_causal: bool,
+              scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """dq, dk, dv (new contiguous tensors) from the forward's inputs, out and LSE."""
+    g, q, k, v, o, l = (_kernel_ready(t) for t in (grad_out, query, key, value, out, lse))
+    with _relaxed_capture_if_capturing(q.device):
+        return attention_backward(q, k, v, o, l, g, causal=is_causal, scale=scale)
+
+
+@_sdpa_bwd.register_fake
+def _sdpa_bwd_fake(grad_out, query, key, value, out, lse, is_causal, scale):
+    return query.new_empty(query.shape), key.new_empty(key.shape), value.new_empty(value.shape)
+
+
+def _sdpa_setup_context(ctx, inputs, output):
+    query, key, value, is_causal, scale = inputs
+    out, lse = output
+    ctx.save_for_backward(query, key, value, out, lse)  # O and LSE, never P
+    ctx.is_causal, ctx.scale = is_causal, scale
+
+
+def _sdpa_backward(ctx, grad_out, grad_lse):
+    # grad_lse is dropped: the drop-in never hands the LSE out, so nothing depends on it.
+    query, key, value, out, lse = ctx.saved_tensors
+    dq, dk, dv = torch.ops.autoflash.sdpa_bwd(grad_out, query, key, value, out, lse, ctx.is_causal, ctx.scale)
+    return dq, dk, dv, None, None
+
+
+torch.library.register_autograd("autoflash::sdpa_fwd", _sdpa_backward, setup_context=_sdpa_setup_context)
 
 
 def _kernel_ready(t: torch.Tensor) -> torch.Tensor:
@@ -126,11 +180,6 @@ def _check(query, key, value, attn_mask, dropout_p, enable_gqa) -> tuple[int, in
     for name, t in (("query", query), ("key", key), ("value", value)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad):
-        raise UnsupportedError(
-            "autoflash's scaled_dot_product_attention has no backward pass yet, and an input requires grad: "
-            "call it under torch.no_grad() or torch.inference_mode(), or use "
-            "torch.nn.functional.scaled_dot_product_attention for training")
     if not (query.dim() == key.dim() == value.dim()) or query.dim() < 2:
         raise ValueError(f"query, key and value must have the same number of dimensions (at least 2: (..., L, E)), "
                          f"got shapes {tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}")
@@ -167,11 +216,27 @@ def _check(query, key, value, attn_mask, dropout_p, enable_gqa) -> tuple[int, in
     return hq, hkv
 
 
+def _needs_grad(query, key, value) -> bool:
+    return torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad)
+
+
+def _check_differentiable(query) -> None:
+    """The backward's dtypes and head dims (the arch is checked when the backward runs)."""
+    if query.dtype in (torch.float16, torch.bfloat16) and query.shape[-1] in (64, 128):
+        return
+    why = differentiable_problem(kind="torch", dtype=_DTYPE_NAMES.get(query.dtype, str(query.dtype)), arch=None,
+                                 head_dim=query.shape[-1], api="autoflash's scaled_dot_product_attention")
+    raise UnsupportedError(why)
+
+
+_DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
 def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                                  attn_mask: torch.Tensor | None = None, dropout_p: float = 0.0,
                                  is_causal: bool = False, scale: float | None = None,
                                  enable_gqa: bool = False) -> torch.Tensor:
-    """torch.nn.functional.scaled_dot_product_attention on autoflash's kernels (forward only).
+    """torch.nn.functional.scaled_dot_product_attention on autoflash's kernels.
 
     See the module docstring for what is supported; unsupported arguments raise
     UnsupportedError (a NotImplementedError) naming the alternative.
@@ -182,13 +247,21 @@ def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: 
         scale = 1.0 / math.sqrt(e)
     elif not math.isfinite(float(scale)):
         raise ValueError(f"scale must be a finite number, got {scale!r}")
+    grad = _needs_grad(query, key, value)
+    if grad:
+        _check_differentiable(query)
     lead = query.shape[:-3]
     batch = math.prod(lead)
     seq_q, seq_k = query.shape[-2], key.shape[-2]
-    if batch == 0 or hq == 0 or seq_q == 0:
-        return query.new_empty(query.shape)  # nothing to compute, as torch
+    if batch == 0 or hq == 0 or seq_q == 0:  # nothing to compute, as torch
+        if grad:  # an empty output that still carries (zero) gradients to every input
+            return torch.zeros_like(query) + (query.sum() + key.sum() + value.sum()) * 0
+        return query.new_empty(query.shape)
     q4 = query.reshape(batch, hq, seq_q, e).contiguous()
     k4 = key.reshape(batch, hkv, seq_k, e).contiguous()
     v4 = value.reshape(batch, hkv, seq_k, e).contiguous()
-    out = torch.ops.autoflash.sdpa(q4, k4, v4, bool(is_causal), float(scale))
+    if grad:
+        out, _ = torch.ops.autoflash.sdpa_fwd(q4, k4, v4, bool(is_causal), float(scale))
+    else:
+        out = torch.ops.autoflash.sdpa(q4, k4, v4, bool(is_causal), float(scale))
     return out.reshape(query.shape)

@@ -63,10 +63,12 @@ def route_attention(*, kind: str, dtype: str, arch: str, batch: int, heads_q: in
                  + (", causal with seq_q == seq_k (top-left = bottom-right)" if causal else ", no mask"))
 
 
-def differentiable_problem(*, kind: str, dtype: str, arch: str, head_dim: int) -> str | None:
-    """None when the backward covers a call of autoflash.attention(), else why not (the error
-    attention() raises when an input requires grad). Any seq_q / seq_k, GQA, causal or not, and
-    either forward route (both hand the backward O and the natural-log LSE (B, Hq, Nq))."""
+def differentiable_problem(*, kind: str, dtype: str, arch: str | None, head_dim: int,
+                           api: str = "autoflash.attention()") -> str | None:
+    """None when the backward covers a call, else why not (the error raised when an input
+    requires grad). Any seq_q / seq_k, GQA, causal or not, and either forward route (both hand
+    the backward O and the natural-log LSE (B, Hq, Nq)). arch None: not checked here (the
+    backward checks it when it runs)."""
     supported = (f"gradients need PyTorch CUDA tensors in {' or '.join(BACKWARD_DTYPES)} with head_dim "
                  f"{' or '.join(str(d) for d in BACKWARD_HEAD_DIMS)} on {'/'.join(BACKWARD_TEMPLATE.archs)}")
     if kind != "torch":
@@ -75,13 +77,13 @@ def differentiable_problem(*, kind: str, dtype: str, arch: str, head_dim: int) -
         why = f"dtype {dtype}"
     elif head_dim not in BACKWARD_HEAD_DIMS:
         why = f"head_dim {head_dim}"
-    elif build_arch(BACKWARD_TEMPLATE.archs, arch) is None:
+    elif arch is not None and build_arch(BACKWARD_TEMPLATE.archs, arch) is None:
         why = f"arch {arch}"
     else:
         return None
-    return (f"autoflash.attention() has no backward for {why}: {supported} (the flash_bwd_mma backward). "
-            "For inference call it under torch.no_grad() or torch.inference_mode(); to train this "
-            "configuration use torch.nn.functional.scaled_dot_product_attention")
+    return (f"{api} has no backward for {why}: {supported} (the flash_bwd_mma backward). For inference "
+            "call it under torch.no_grad() or torch.inference_mode(); to train this configuration use "
+            "torch.nn.functional.scaled_dot_product_attention")
 
 
 def kvcache_problem(seq_q: int) -> str | None:

@@ -1,0 +1,57 @@
+"""autoflash.attention_with_kvcache(): attention of new query tokens over a KV cache, in
+flash-attn's argument names and layout (flash_attn_with_kvcache), served by the split-KV decode
+kernel (serve/decode.py). Chunked prefill (bottom-right causal with many query tokens),
+paged caches and appending new keys into the cache come with issue 15."""
+from __future__ import annotations
+
+from autoflash.serve.decode import decode_attention
+from autoflash.serve.errors import InputError
+from autoflash.serve.routing import kvcache_problem
+
+
+def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens=None, *, causal: bool = False,
+                           softmax_scale: float | None = None, return_lse: bool = False,
+                           num_splits: int | None = None):
+    """softmax(q k^T * softmax_scale) v of the newest query tokens of each sequence over its cache.
+
+    q: (batch, seqlen_q, heads_q, head_dim), seqlen_q 1..16 (decode, speculative decoding).
+    k_cache, v_cache: (batch, seqlen_k, heads_kv, head_dim), heads_q a multiple of heads_kv
+      (query head j reads KV head j // (heads_q / heads_kv)). Only this layout (flash-attn's) is
+      taken: (B, N, H, D) and (B, H, N, D) cannot be told apart by shape. A cache stored as
+      (B, H, N, D) is passed as k_cache.transpose(1, 2): any strides with head_dim contiguous
+      (strides multiples of 8 elements, 16-byte aligned data) are read in place, never copied.
+    PyTorch CUDA tensors, float16 or bfloat16; head_dim 16, 32, 64, 128 or 256.
+    cache_seqlens: int32 tensor (batch,), the valid length L of each sequence's cache (0..seqlen_k;
+      None: every sequence is seqlen_k long). Keys at positions >= L are never read. Checked on
+      the host before the launch, except while a CUDA graph is being captured (no host copy is
+      possible then; the kernel clamps to [0, seqlen_k]).
+    causal: bottom-right aligned (flash-attn's convention): the queries are the last seqlen_q
+      positions of the sequence, so query i sees keys 0 .. i + L - seqlen_q. Without causal
+      every query sees keys 0 .. L - 1. A query that sees no key (L = 0, or causal with
+      i + L < seqlen_q) gives output 0 and LSE -inf.
+    softmax_scale: default 1/sqrt(head_dim); any finite number.
+    return_lse: also return the log-sum-exp, float32 (batch, heads_q, seqlen_q), natural log.
+    num_splits: how many blocks share one sequence's keys (1..256); None or 0 (flash-attn's
+      "auto"): a heuristic of the shapes only, never of the cache_seqlens values, so a CUDA graph
+      captured once replays correctly with new lengths.
+
+    Returns out (batch, seqlen_q, heads_q, head_dim), contiguous, q's dtype, on the current
+    stream; with return_lse, (out, lse). Bad input raises ValueError before anything launches.
+    """
+    _check_queries(q)
+    if num_splits == 0 and type(num_splits) is int:
+        num_splits = None  # flash-attn spells "choose for me" as 0
+    return decode_attention(q, k_cache, v_cache, cache_seqlens, causal=causal, softmax_scale=softmax_scale,
+                            return_lse=return_lse, num_splits=num_splits, layout="bshd")
+
+
+def _check_queries(q) -> None:
+    """The query-chunk limit, checked before decode_attention's own checks of everything else."""
+    if not type(q).__module__.startswith("torch") or not hasattr(q, "shape"):
+        raise InputError(f"q is a {type(q).__name__}; attention_with_kvcache takes PyTorch CUDA tensors")
+    if len(q.shape) != 4:
+        raise InputError(f"q has shape {tuple(q.shape)}; attention_with_kvcache takes q as (batch, seqlen_q, "
+                         "heads_q, head_dim)")
+    why = kvcache_problem(q.shape[1])
+    if why is not None:
+        raise InputError(why)
