@@ -20,6 +20,7 @@ import math
 import os
 import statistics
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -39,26 +40,43 @@ SDPA = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION
         "efficient": SDPBackend.EFFICIENT_ATTENTION}
 
 
-def copy_bandwidth(rounds: int, warm_s: float = 0.0) -> float:
-    """Device-to-device copy (torch copy_, a cudaMemcpy) of 0.5, 2 and 4 GB: bytes read + written over
-    time, median of rounds per size; the best size counts. warm_s: seconds of copies first, so the
-    clocks have left idle."""
-    import time
+def event_time(fn, calls: int = 10, reps: int = 5) -> float:
+    """Seconds per call of fn launched eagerly `calls` times between two CUDA events; median of reps."""
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(calls):
+            fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3 / calls)
+    return statistics.median(times)
 
-    best = 0.0
-    for n in (1 << 28, 1 << 30, 1 << 31):  # bf16 elements
-        a, b = torch.randn(n, dtype=torch.bfloat16, device="cuda"), torch.empty(n, dtype=torch.bfloat16, device="cuda")
-        end = time.time() + warm_s
-        while time.time() < end:
-            b.copy_(a)
-            torch.cuda.synchronize()
-        warm_s = 0.0
-        times = [graph_time(lambda: b.copy_(a), 5) for _ in range(rounds)]
-        gbps = 2 * 2 * n / statistics.median(times) / 1e9
-        print(f"  copy {2 * n / 2**30:.1f} GB: {gbps:.0f} GB/s")
-        best = max(best, gbps)
-        del a, b
-    return best
+
+def copy_ceilings(warm_s: float = 0.0, gib: int = 2) -> dict:
+    """The memory ceilings in GB/s, on `gib` GiB of bf16 (40x the L2):
+    copy: y.copy_(x) launched eagerly (a cudaMemcpy D2D) between CUDA events, bytes read + written;
+    copy_graph: the same copy captured in a CUDA graph and replayed (a memcpy node; how earlier runs of
+      this bench measured "copy bandwidth": 2.72 TB/s);
+    read: x.sum(), a read-only reduction, bytes read (the ceiling for read-only traffic such as decode's).
+    warm_s: seconds of copies first, so the clocks have left idle."""
+    n = gib << 29  # bf16 elements
+    x = torch.randn(n, dtype=torch.bfloat16, device="cuda")
+    y = torch.empty_like(x)
+    end = time.time() + warm_s
+    while time.time() < end:
+        y.copy_(x)
+        torch.cuda.synchronize()
+    out = dict(copy=4 * n / event_time(lambda: y.copy_(x)) / 1e9,
+               copy_graph=4 * n / graph_time(lambda: y.copy_(x), 5) / 1e9,
+               read=2 * n / event_time(lambda: x.sum()) / 1e9)
+    x = y = None  # free the 2 x gib GiB before the rows
+    torch.cuda.empty_cache()
+    print("  " + ", ".join(f"{k} {v:.0f} GB/s" for k, v in out.items()), flush=True)
+    return out
 
 
 def graph_time(fn, calls: int, replays: int = 5) -> float:
@@ -164,15 +182,15 @@ def rows_quick():
         yield Row(b, hq, hkv, n, d)
 
 
-HEADER = (f"{'row':28} {'KV MB':>8} {'splits':>6} {'ours GB/s':>9} {'x copy':>6} {'spread':>6} {'flash':>6} "
+HEADER = (f"{'row':28} {'KV MB':>8} {'splits':>6} {'ours GB/s':>9} {'x copy':>6} {'x read':>6} {'spread':>6} {'flash':>6} "
           f"{'cudnn':>6} {'effic':>6} {'x best':>6} {'err':>7}")
 
 
-def format_row(r: dict, copy: float) -> str:
+def format_row(r: dict, copy: float, read: float = float("nan")) -> str:
     best = max((r[n]["gbps"] for n in SDPA if n in r), default=float("nan"))
     o = r["ours"]
     sdpa_cols = " ".join(f"{r[n]['gbps']:6.0f}" if n in r else f"{'n/a':>6}" for n in SDPA)
-    return (f"{r['row']:28} {r['kv_bytes'] / 2**20:8.0f} {r['splits']:6d} {o['gbps']:9.0f} {o['gbps'] / copy:6.2f} "
+    return (f"{r['row']:28} {r['kv_bytes'] / 2**20:8.0f} {r['splits']:6d} {o['gbps']:9.0f} {o['gbps'] / copy:6.2f} {o['gbps'] / read:6.2f} "
             f"{o['spread']:6.1%} {sdpa_cols} {o['gbps'] / best:6.2f} {r['rel_err_vs_sdpa_math']:7.1e}")
 
 
@@ -184,8 +202,10 @@ def main():
     ap.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "bench_decode.json"))
     args = ap.parse_args()
     torch.manual_seed(0)
-    copy = copy_bandwidth(args.rounds, warm_s=2.0)
-    print(f"{torch.cuda.get_device_name()}  copy bandwidth {copy:.0f} GB/s (2 GB D2D, read + write)", flush=True)
+    start = copy_ceilings(warm_s=2.0)
+    copy = start["copy"]
+    print(f"{torch.cuda.get_device_name()}  copy {copy:.0f} GB/s (2 GiB y.copy_(x), read + write), read "
+          f"{start['read']:.0f} GB/s (x.sum())", flush=True)
     if args.sweep:
         return sweep(copy)
     records = []
@@ -202,13 +222,16 @@ def main():
         print(format_row(r, copy), flush=True)
         del row.sets
         torch.cuda.empty_cache()
-    copy_end = copy_bandwidth(args.rounds)
-    copy_max = max(copy, copy_end)  # the ratios below use the higher one: the harder bar
-    print(f"\ncopy bandwidth {copy:.0f} GB/s at the start, {copy_end:.0f} GB/s at the end; ratios use {copy_max:.0f}")
+    end = copy_ceilings()
+    copy_max = max(copy, end["copy"])  # the ratios below use the higher one: the harder bar
+    read_max = max(start["read"], end["read"])
+    print(f"\ncopy (y.copy_(x), read + write) {copy:.0f} GB/s at the start, {end['copy']:.0f} at the end; read "
+          f"(x.sum()) {start['read']:.0f} / {end['read']:.0f}; graph-captured copy {start['copy_graph']:.0f} / "
+          f"{end['copy_graph']:.0f}; x copy uses {copy_max:.0f}, x read {read_max:.0f}")
     print(HEADER)
-    print("\n".join(format_row(r, copy_max) for r in records))
+    print("\n".join(format_row(r, copy_max, read_max) for r in records))
     bars(records, copy_max)
-    Path(args.json).write_text(json.dumps(dict(copy_gbps=[copy, copy_end], device=torch.cuda.get_device_name(),
+    Path(args.json).write_text(json.dumps(dict(ceilings=[start, end], device=torch.cuda.get_device_name(),
                                                rows=records), indent=1))
 
 
