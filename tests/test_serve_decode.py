@@ -1,0 +1,138 @@
+"""Serving decode without a GPU: which operation serves which attention() call (the pure rule in
+serve/routing.py), what is differentiable, and the errors attention_with_kvcache raises before
+anything launches. The GPU side is tests/test_serve_decode_gpu.py."""
+import sys
+
+import numpy as np
+import pytest
+
+import autoflash
+from autoflash.serve.errors import InputError
+from autoflash.serve.routing import (DECODE_MAX_QUERIES, differentiable_problem, kvcache_problem,
+                                     route_attention)
+
+try:
+    import torch
+except ImportError:  # CI has no PyTorch: the pure-function tests still run
+    torch = None
+needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
+
+BASE = dict(kind="torch", dtype="bf16", arch="sm_90", batch=4, heads_q=32, heads_kv=8, seq_q=1, seq_k=4096,
+            head_dim=128, causal=False)
+
+
+def route(**changes):
+    return route_attention(**{**BASE, **changes})
+
+
+@pytest.mark.parametrize("changes", [
+    {},                                           # one token, GQA 32/8: the decode case
+    dict(seq_q=DECODE_MAX_QUERIES),               # speculative decoding, at the limit
+    dict(dtype="fp16", head_dim=64),
+    dict(head_dim=256, heads_q=8, heads_kv=1),    # MQA, D 256
+    dict(arch="sm_80"),
+    dict(arch="sm_89"),
+    dict(causal=True, seq_q=7, seq_k=7),          # top-left == bottom-right when seq_q == seq_k
+    dict(causal=True, seq_q=1, seq_k=1),
+    dict(batch=8191, heads_kv=8),                 # 65528 blocks in z: still fits
+])
+def test_decode_serves(changes):
+    r = route(**changes)
+    assert r.op == "decode", r.reason
+
+
+@pytest.mark.parametrize("changes, why", [
+    (dict(seq_q=DECODE_MAX_QUERIES + 1), "seq_q 17 > 16"),
+    (dict(seq_q=4096), "seq_q 4096"),
+    (dict(dtype="fp32"), "dtype fp32"),
+    (dict(head_dim=96), "head_dim 96"),
+    (dict(kind="cupy"), "cupy arrays"),
+    (dict(kind="jax"), "jax arrays"),
+    (dict(arch="sm_75"), "arch sm_75"),
+    (dict(causal=True), "top-left"),               # one query over 4096 keys: top-left sees key 0 only
+    (dict(causal=True, seq_q=4, seq_k=5), "seq_q 4 != seq_k 5"),
+    (dict(batch=8193, heads_kv=8), "65535"),
+])
+def test_forward_serves_the_rest(changes, why):
+    r = route(**changes)
+    assert r.op == "forward"
+    assert why in r.reason
+
+
+def test_every_rule_names_the_condition_it_checked():
+    assert "no mask" in route().reason
+    assert "top-left = bottom-right" in route(causal=True, seq_q=3, seq_k=3).reason
+
+
+@pytest.mark.parametrize("kw, fragment", [
+    (dict(dtype="fp32", head_dim=64), "no backward for dtype fp32"),
+    (dict(dtype="bf16", head_dim=256), "no backward for head_dim 256"),
+    (dict(dtype="fp16", head_dim=96), "no backward for head_dim 96"),
+    (dict(dtype="bf16", head_dim=64, arch="sm_75"), "no backward for arch sm_75"),
+    (dict(dtype="bf16", head_dim=64, kind="cupy"), "no backward for cupy arrays"),
+])
+def test_not_differentiable_says_what_is(kw, fragment):
+    why = differentiable_problem(**{"kind": "torch", "arch": "sm_90", **kw})
+    assert fragment in why
+    assert "fp16 or bf16 with head_dim 64 or 128" in why and "torch.no_grad()" in why
+
+
+@pytest.mark.parametrize("dtype, head_dim, arch", [("bf16", 64, "sm_90"), ("fp16", 128, "sm_80"),
+                                                   ("bf16", 128, "sm_86"), ("fp16", 64, None)])
+def test_differentiable(dtype, head_dim, arch):
+    assert differentiable_problem(kind="torch", dtype=dtype, arch=arch, head_dim=head_dim) is None
+
+
+def test_kvcache_query_limit():
+    assert kvcache_problem(1) is None and kvcache_problem(DECODE_MAX_QUERIES) is None
+    why = kvcache_problem(256)
+    assert "1..16 query tokens" in why and "seqlen_q = 256" in why and "issue 15" in why
+
+
+def test_exported_from_the_package():
+    assert autoflash.attention_with_kvcache is autoflash.serve.kvcache.attention_with_kvcache
+    assert "attention_with_kvcache" in autoflash.__all__
+
+
+def test_non_torch_arrays_are_refused_before_anything_runs():
+    q = np.zeros((1, 1, 8, 64), dtype=np.float16)
+    with pytest.raises(InputError, match="q is a ndarray; attention_with_kvcache takes PyTorch"):
+        autoflash.attention_with_kvcache(q, q, q)
+
+
+def test_importing_the_serving_path_needs_no_torch():
+    import subprocess
+
+    code = ("import sys, autoflash, autoflash.serve.kvcache, autoflash.serve.autograd, autoflash.serve.routing; "
+            "assert 'torch' not in sys.modules and 'cupy' not in sys.modules, 'imported too early'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+# ----------------------------------------------------------- with PyTorch (CPU tensors)
+def t(*shape, dtype=None, **kw):
+    return torch.zeros(*shape, dtype=dtype or torch.bfloat16, **kw)
+
+
+@needs_torch
+@pytest.mark.parametrize("seq_q", [17, 256])
+def test_long_query_chunks_are_refused_with_what_works_today(seq_q):
+    q, kv = t(2, seq_q, 8, 128), t(2, 1024, 2, 128)
+    with pytest.raises(ValueError, match=r"1\.\.16 query tokens.*issue 15"):
+        autoflash.attention_with_kvcache(q, kv, kv, causal=True)
+
+
+@needs_torch
+def test_shape_errors_come_before_the_device():
+    with pytest.raises(ValueError, match=r"\(batch, seqlen_q, heads_q, head_dim\)"):
+        autoflash.attention_with_kvcache(t(1, 8, 128), t(1, 4, 1, 128), t(1, 4, 1, 128))
+    # within the query limit, the decode path's own checks run next: CPU tensors are refused there
+    with pytest.raises(ValueError, match="on cpu; the decode path runs on CUDA tensors"):
+        autoflash.attention_with_kvcache(t(1, 1, 8, 128), t(1, 4, 1, 128), t(1, 4, 1, 128))
+
+
+@needs_torch
+def test_attention_refuses_cpu_tensors_that_require_grad_before_any_gpu_work():
+    q = t(1, 2, 8, 64, requires_grad=True)
+    with pytest.raises(ValueError, match="q is on cpu"):
+        autoflash.attention(q, q, q)
