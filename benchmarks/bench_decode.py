@@ -284,8 +284,9 @@ def sweep(copy):
     spaces = {}
     for row in rows:
         key = {"dtype": "bf16", "head_dim": row.head_dim, "m_tiles": m_tiles_for(row.heads_q // row.heads_kv, row.head_dim)}
-        space = [MMA.config("sm_90", key, block_n=bn, warps=w, stages=s, num_splits=0, bulk_copy=bulk)
-                 for bn, w, s, bulk in itertools.product((16, 32, 64), (2, 4, 8), (2, 3, 4), (False, True))]
+        space = [MMA.config("sm_90", key, block_n=bn, warps=w, stages=s, num_splits=0, bulk_copy=bulk, l2_prefetch=pf)
+                 for bn, w, s, (bulk, pf) in itertools.product((16, 32, 64), (2, 4, 8), (2, 3, 4),
+                                                               ((False, 0), (False, 128), (True, 0)))]
         spaces[row.label()] = [c for c in space if not c.problems()]
     precompile({c for cs in spaces.values() for c in cs})
     print(f"{'row':28} {'config':40} {'GB/s':>6} {'x copy':>6}")

@@ -62,6 +62,14 @@ def test_smem_is_the_larger_of_pipeline_and_merge():
     assert MMA.smem_bytes(tiny) == 128 + max((32 + 8 * 2 * 2 * 16) * stride * 2, 4 * 8 * 32 * (2 + 128 + 8))
 
 
+def test_defaults_carry_the_measured_knobs():
+    from autoflash.ops.decode_kernels import DEFAULT_L2_PREFETCH, MIN_SPLIT_KEYS
+
+    c = DECODE.default("sm_90", {"dtype": "bf16", "head_dim": 128, "m_tiles": 1})
+    assert c.l2_prefetch == DEFAULT_L2_PREFETCH == 128 and not (c.evict_first or c.fused_combine or c.bulk_copy)
+    assert MIN_SPLIT_KEYS == 128
+
+
 @pytest.mark.parametrize("arch", ["sm_80", "sm_86", "sm_89", "sm_90"])
 @pytest.mark.parametrize("head_dim", HEAD_DIMS)
 def test_every_key_has_a_valid_default(arch, head_dim):
@@ -103,9 +111,9 @@ def test_cache_hint_and_fused_combine_knobs_render_their_code():
     assert cfg(l2_prefetch=128, evict_first=True, fused_combine=True).name.endswith("_pf128_evict_first_fused_combine")
 
 
-KNOB_SETS = {"plain": {}, "bulk": dict(bulk_copy=True),
+KNOB_SETS = {"plain": {}, "bulk": dict(bulk_copy=True, l2_prefetch=0),
              "hints+fused": dict(evict_first=True, l2_prefetch=256, fused_combine=True),
-             "bulk+hint+fused": dict(bulk_copy=True, evict_first=True, fused_combine=True)}
+             "bulk+hint+fused": dict(bulk_copy=True, l2_prefetch=0, evict_first=True, fused_combine=True)}
 
 
 @pytest.mark.parametrize("arch, knobs", [("sm_80", "plain"), ("sm_80", "hints+fused"), ("sm_90", "plain"),

@@ -88,7 +88,8 @@ def test_configs_and_copy_paths(bulk, block_n, warps, stages, layout, seq_q, gro
     if bulk and arch != "sm_90":
         pytest.skip(f"bulk_copy needs sm_90, this GPU is {arch}")
     key = {"dtype": "bf16", "head_dim": 128, "m_tiles": m_tiles_for(group * seq_q, 128)}
-    cfg = DECODE.default(arch, key).replace(block_n=block_n, warps=warps, stages=stages, bulk_copy=bulk)
+    cfg = DECODE.default(arch, key).replace(block_n=block_n, warps=warps, stages=stages, bulk_copy=bulk,
+                                            l2_prefetch=0 if bulk else DECODE.default(arch, key).l2_prefetch)
     if cfg.problems():
         pytest.skip("; ".join(cfg.problems()))
     q, k, v = make(4, seq_q, 2, group, 2500, 128, layout=layout, seed=block_n + warps)
@@ -96,8 +97,9 @@ def test_configs_and_copy_paths(bulk, block_n, warps, stages, layout, seq_q, gro
         run_and_check(q, k, v, [2500, 0, 1, 1001], layout=layout, num_splits=splits, config=cfg)
 
 
-@pytest.mark.parametrize("knobs", [dict(evict_first=True), dict(l2_prefetch=128), dict(l2_prefetch=256, evict_first=True),
-                                   dict(fused_combine=True), dict(fused_combine=True, bulk_copy=True, evict_first=True)])
+@pytest.mark.parametrize("knobs", [dict(evict_first=True), dict(l2_prefetch=0), dict(l2_prefetch=256, evict_first=True),
+                                   dict(fused_combine=True),
+                                   dict(fused_combine=True, bulk_copy=True, l2_prefetch=0, evict_first=True)])
 @pytest.mark.parametrize("layout, seq_q, group", [("bshd", 1, 4), ("bhsd", 3, 8), ("bshd", 3, 32)])
 def test_cache_hints_and_fused_combine(knobs, layout, seq_q, group):
     """Every split count: 1 (no merge), 7 and 32 (fused: the last block merges, twice in a row so

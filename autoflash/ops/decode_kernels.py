@@ -20,7 +20,9 @@ from autoflash.kernels.template import Template
 SMEM_PAD = 8        # elements added to each K/V/Q shared-memory row: conflict-free ldmatrix
 MERGE_PAD = 8       # floats added to each row of the warps' fp32 merge buffer
 MAX_SPLITS = 256    # workspace bound: num_splits * B * Hkv * rows * D floats
-MIN_SPLIT_KEYS = 256  # a split's fixed cost (Q, prologue, partial write, combine) needs this much work
+MIN_SPLIT_KEYS = 128  # a split's fixed cost (Q, prologue, partial write, combine) needs this much work
+# (H200, benchmarks/NOTES.md decode run 6: MQA b1 n1024 with 128 keys a split, 8 splits, 70 GB/s; 256, 4 splits, 62)
+DEFAULT_L2_PREFETCH = 128  # run 6: +1-7 % on every row at or above 512 MB of K/V, none slower beyond noise
 COMBINE_GROUPS = 32  # the combine kernel's block: one packed row, a group of 32 lanes per split, at most 32
 FUSED_MAX_SPLITS = 32  # fused_combine merges with one lane per split; more splits use the combine kernel
 HEAD_DIMS = (16, 32, 64, 128, 256)  # a warp's copy pass covers whole rows (D <= 256) or whole chunks
@@ -111,15 +113,17 @@ class DecodeMmaTemplate(Template):
         return {"mma_type": "bf16" if cfg.dtype == "bf16" else "f16",
                 "q_in_regs": "true" if self.q_in_regs(cfg) else "false"}
 
-    # Defaults, first valid wins (block_n, warps, stages): ~16 KB of K/V per warp stage, 3-4 deep.
-    # The H200 sweeps (benchmarks/NOTES.md, decode) put every config within ~4 % of the best on
-    # long caches; short splits (small caches) did better with deeper pipelines.
+    # Defaults, first valid wins (block_n, warps, stages): ~16 KB of K/V per warp stage, 3-4 deep,
+    # with the L2::128B prefetch hint on the K/V copies. The H200 sweeps (benchmarks/NOTES.md, decode)
+    # put every config within ~4 % of the best on long caches; short splits (small caches) did better
+    # with deeper pipelines.
     DEFAULTS = {16: [(64, 4, 4), (32, 4, 2)], 32: [(64, 4, 4), (32, 4, 2)], 64: [(32, 4, 4), (32, 4, 2)],
                 128: [(32, 4, 3), (16, 4, 3), (16, 4, 2)], 256: [(16, 4, 3), (16, 4, 2), (16, 2, 2)]}
 
     def default(self, arch: str, key: dict) -> DecodeConfig:
         for block_n, warps, stages in self.DEFAULTS.get(key.get("head_dim"), []):
-            cfg = self.config(arch, key, block_n=block_n, warps=warps, stages=stages, num_splits=0)
+            cfg = self.config(arch, key, block_n=block_n, warps=warps, stages=stages, num_splits=0,
+                              l2_prefetch=DEFAULT_L2_PREFETCH)
             if not cfg.problems():
                 return cfg
         raise ValueError(f"no {self.name} config for {arch} {key}")
