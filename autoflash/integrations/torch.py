@@ -54,7 +54,7 @@ import torch
 
 from autoflash.serve.api import attention_forward
 from autoflash.serve.autograd import attention_backward
-from autoflash.serve.routing import differentiable_problem
+from autoflash.serve.routing import BACKWARD_HEAD_DIMS, differentiable_problem
 
 __all__ = ["scaled_dot_product_attention", "UnsupportedError"]
 
@@ -222,7 +222,7 @@ def _needs_grad(query, key, value) -> bool:
 
 def _check_differentiable(query) -> None:
     """The backward's dtypes and head dims (the arch is checked when the backward runs)."""
-    if query.dtype in (torch.float16, torch.bfloat16) and query.shape[-1] in (64, 128):
+    if query.dtype in (torch.float16, torch.bfloat16) and query.shape[-1] in BACKWARD_HEAD_DIMS:
         return
     why = differentiable_problem(kind="torch", dtype=_DTYPE_NAMES.get(query.dtype, str(query.dtype)), arch=None,
                                  head_dim=query.shape[-1], api="autoflash's scaled_dot_product_attention")
