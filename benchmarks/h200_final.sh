@@ -3,6 +3,7 @@
 #   tests   every GPU test (pytest -m gpu)
 #   verify  autoflash verify: every entry of tuned_configs/<arch>.json re-checked on this GPU
 #   decode  tune the decode op's keys (bf16/fp16 x D 64/128, <= 16 packed rows) into tuned_configs/
+#   bench_decode  benchmarks/bench_decode.py: the decode table against SDPA and the copy bandwidth
 # Usage on the GPU machine: bash benchmarks/h200_final.sh tests verify decode
 # Logs and the updated tuned_configs/sm_90.json land in $OUT; a short summary of each part comes last.
 set -uo pipefail
@@ -14,7 +15,7 @@ summary=""
 for part in "$@"; do
     t0=$(date +%s)
     case $part in
-        tests) timeout 330 python3 -m pytest -q -m gpu -p no:cacheprovider tests/ > "$OUT/tests.log" 2>&1
+        tests) timeout 330 python3 -m pytest -q -m gpu -n 4 -p no:cacheprovider tests/ > "$OUT/tests.log" 2>&1
                s=$(grep -E "passed|failed|error|FAILED|ERROR" "$OUT/tests.log" | tail -15) ;;
         verify) timeout 150 python3 -m autoflash.cli verify > "$OUT/verify.log" 2>&1
                 s=$(tail -6 "$OUT/verify.log") ;;
@@ -22,6 +23,8 @@ for part in "$@"; do
                     --key m_tiles=1 --trials 12 --timeout 40 --out tuned_configs > "$OUT/decode_tune.log" 2>&1
                 cp tuned_configs/sm_90.json "$OUT/sm_90.json"
                 s=$(tail -14 "$OUT/decode_tune.log") ;;
+        bench_decode) timeout 240 python3 benchmarks/bench_decode.py --rounds 3 > "$OUT/bench_decode.log" 2>&1
+                      s=$(tail -25 "$OUT/bench_decode.log") ;;
         *) s="unknown part $part" ;;
     esac
     summary+=$'\n'"===== $part ($(( $(date +%s) - t0 )) s)"$'\n'"$s"
