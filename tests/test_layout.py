@@ -14,8 +14,7 @@ SERVING = ("autoflash.serve", "autoflash.integrations")
 # Modules written alongside issue 13 by the decode and backward work, which still import
 # autoflash modules inside functions (backward <-> backward_gpu that way is a cycle). Listed,
 # not hidden: remove a name once its imports are at the top.
-PENDING = {"autoflash.ops.backward", "autoflash.ops.backward_gpu", "autoflash.ops.backward_torch",
-           "autoflash.ops.decode", "autoflash.ops.decode_api", "autoflash.ops.decode_launch"}
+PENDING = {"autoflash.ops.decode", "autoflash.ops.decode_api", "autoflash.ops.decode_launch"}
 
 
 def modules() -> dict[str, Path]:

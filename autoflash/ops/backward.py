@@ -1,247 +1,17 @@
-"""The attention backward (issue 16): dQ, dK, dV from Q, K, V, the forward's O and LSE, and dO.
-
-One template so far, flash_bwd_mma (templates/flash_bwd_mma.cu.j2, sm_80+ mma.sync), whose
-module holds three kernels launched in order on one stream:
-  <name>_pre  delta = rowsum(dO * O) in fp32, lse2 = LSE * log2(e) (+inf where the forward saw
-              no key), the fp32 dQ accumulator zeroed (and, deterministic, the dQ counters)
-  <name>      parallel over (K/V tile, K/V head, batch), looping over every query tile of every
-              query head of the K/V head's group: P recomputed from Q, K and LSE; dK and dV summed
-              in registers (over the group too, so GQA/MQA needs no atomics and no per-query-head
-              dK/dV buffer); dQ added in fp32 to the accumulator (a reduction, or with
-              deterministic=True in K/V-tile order behind a per-query-tile counter)
-  <name>_dq   dQ = scale * accumulator, in the input dtype.
-The cost of putting K/V heads (not query heads) in the grid: B * Hkv * ceil(Nk / block_n)
-blocks, few for MQA at short lengths.
-
-Workspace (fp32/int32, one buffer): lse2 and delta (B*Hq rows padded to PAD_M), the dQ
-accumulator (B*Hq*Nq*D) and, deterministic, one counter per (B*Hq, query tile).
-
-Tolerances (relative Frobenius error of each gradient against the gradients of the float64
-forward, on the same rounded inputs): P and dS are rounded to the input dtype before their
-tensor-core products, delta uses the forward's rounded O, and the gradients are rounded on the
-way out, so each carries a few units of rounding of the dtype (bf16 2^-9, fp16 2^-12). Measured
-on the H200 over tests/test_backward_gpu.py (lengths 1..4097, GQA, causal, D 64/128): bf16
-2.1e-3..3.1e-3, fp16 2.7e-4..3.5e-4 (benchmarks/NOTES.md, backward). The bounds leave 3-6x:
-  bf16 1e-2, fp16 2e-3.
+"""The attention backward as an operation (issue 16): dQ, dK, dV from Q, K, V, the forward's
+O and LSE, and dO. The kernels, config, problem, input checks and tolerances are described in
+backward_kernels.py; the GPU side (launch plan, float64 reference, checked launches) is
+backward_gpu.py. This module ties them to the op contract and registers the operation; the
+names callers use are re-exported here.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import ClassVar
-
-from autoflash.kernels.config import OpConfig
-from autoflash.kernels.elements import DTYPE_BYTES, LOG2E
+from autoflash.kernels.elements import DTYPE_BYTES
 from autoflash.kernels.registry import register_operation
-from autoflash.kernels.template import Template
+from autoflash.ops import backward_gpu
+from autoflash.ops.backward_kernels import (TEMPLATE, TOLERANCE, BackwardConfig, BackwardProblem, TensorSpec,
+                                            check_inputs, default_scale)
 from autoflash.ops.base import Operation
-
-PAD_M = 128  # workspace rows per (batch, query head) are padded to this (>= every block_m)
-SMEM_PAD = 8  # elements (16 bytes) added to each shared-memory row: conflict-free ldmatrix
-TOLERANCE = {"fp16": 2e-3, "bf16": 1e-2}
-FLOP_FACTOR = 2.5  # backward FLOPs / forward FLOPs (FlashAttention's convention)
-
-
-@dataclass(frozen=True)
-class BackwardConfig(OpConfig):
-    """One specialisation of a backward template; lengths, batch and heads are run-time."""
-
-    head_dim: int
-    causal: bool
-    block_m: int  # query rows per inner-loop tile
-    block_n: int  # keys per block (16 per warp)
-    warps: int
-    stages: int = 2  # query-tile buffers: 2 prefetches the next (Q, dO, lse2, delta) tile
-    deterministic: bool = False  # dQ adds serialised in K/V-tile order: bitwise repeatable
-
-    op: ClassVar[str] = "backward"
-    name_parts: ClassVar[tuple] = (("head_dim", "d"), ("block_m", "bm"), ("block_n", "bn"), ("warps", "w"),
-                                   ("stages", "s"))
-
-
-@dataclass(frozen=True)
-class BackwardProblem:
-    """The run-time shape of one backward call."""
-
-    batch: int
-    heads_q: int
-    heads_kv: int
-    seq_q: int
-    seq_k: int
-    head_dim: int
-    causal: bool
-
-    def flops(self) -> float:
-        """2.5 x the forward's 4 * B * Hq * Nq * Nk * D, halved for causal."""
-        f = FLOP_FACTOR * 4.0 * self.batch * self.heads_q * self.seq_q * self.seq_k * self.head_dim
-        return f / 2 if self.causal else f
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "BackwardProblem":
-        return cls(**{f: d[f] for f in cls.__dataclass_fields__})
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """What the input checks need to know of one array (so they run without torch or a GPU)."""
-
-    name: str
-    shape: tuple
-    dtype: str  # "fp16", "bf16", "fp32", or the framework's own name of another dtype
-    device: str  # e.g. "cuda:0", "cpu"
-    contiguous: bool = True
-    aligned: bool = True  # data pointer a multiple of 16 bytes
-
-
-def check_inputs(q: TensorSpec, k: TensorSpec, v: TensorSpec, out: TensorSpec, lse: TensorSpec,
-                 grad_out: TensorSpec, causal: bool) -> BackwardProblem:
-    """The problem of a backward call, or ValueError naming what is wrong (before any launch)."""
-    arrays = (q, k, v, out, lse, grad_out)
-    for t in arrays:
-        if not t.device.startswith("cuda"):
-            raise ValueError(f"{t.name} is on {t.device}; the backward runs on CUDA tensors")
-    if len({t.device for t in arrays}) > 1:
-        raise ValueError(f"all inputs must be on one GPU, got {[f'{t.name}: {t.device}' for t in arrays]}")
-    for t in (q, k, v, out, grad_out):
-        if t.dtype not in TEMPLATE.dtypes:
-            raise ValueError(f"{t.name} has dtype {t.dtype}; the backward supports {list(TEMPLATE.dtypes)} "
-                             f"(no fp32 path yet)")
-        if len(t.shape) != 4:
-            raise ValueError(f"{t.name} must have 4 dimensions (batch, heads, seq, head_dim), got {t.shape}")
-    if len({t.dtype for t in (q, k, v, out, grad_out)}) > 1:
-        raise ValueError(f"q, k, v, out, grad_out must share one dtype, got "
-                         f"{[t.dtype for t in (q, k, v, out, grad_out)]}")
-    if lse.dtype != "fp32" or tuple(lse.shape) != tuple(q.shape[:3]):
-        raise ValueError(f"lse must be float32 of shape {tuple(q.shape[:3])} (the forward's natural-log "
-                         f"log-sum-exp), got {lse.dtype} {tuple(lse.shape)}")
-    for t in (out, grad_out):
-        if tuple(t.shape) != tuple(q.shape):
-            raise ValueError(f"{t.name} must have q's shape {tuple(q.shape)}, got {tuple(t.shape)}")
-    if tuple(k.shape) != tuple(v.shape):
-        raise ValueError(f"k and v must have the same shape, got {tuple(k.shape)} and {tuple(v.shape)}")
-    b, hq, nq, d = q.shape
-    bk, hkv, nk, dk = k.shape
-    if bk != b or dk != d:
-        raise ValueError(f"q {tuple(q.shape)} and k/v {tuple(k.shape)} differ in batch or head_dim")
-    if min(b, hq, nq, d, hkv, nk) == 0:
-        raise ValueError(f"empty input: q {tuple(q.shape)}, k/v {tuple(k.shape)}")
-    if hq % hkv:
-        raise ValueError(f"query heads ({hq}) must be a multiple of key/value heads ({hkv}) for GQA/MQA")
-    if d not in TEMPLATE.key_values["head_dim"]:
-        raise ValueError(f"head_dim {d} is not supported by the backward (supports "
-                         f"{list(TEMPLATE.key_values['head_dim'])})")
-    if max(nq, nk) >= 2**31 // PAD_M:
-        raise ValueError(f"sequence length {max(nq, nk)} is too long for the kernels' 32-bit indices")
-    for t in arrays:
-        if not t.contiguous:
-            raise ValueError(f"{t.name} is not contiguous; pass {t.name}.contiguous()")
-        if not t.aligned:
-            raise ValueError(f"{t.name}'s data pointer is not 16-byte aligned; pass a fresh contiguous copy")
-    return BackwardProblem(b, hq, hkv, nq, nk, d, bool(causal))
-
-
-class BackwardMmaTemplate(Template):
-    name = "flash_bwd_mma"
-    template_file = "flash_bwd_mma.cu.j2"
-    op = "backward"
-    archs = ("sm_80", "sm_86", "sm_89", "sm_90")
-    dtypes = ("fp16", "bf16")
-    # D = 256 does not fit: dK and dV accumulators alone would take 256 registers a thread.
-    key_values = {"head_dim": (64, 128)}
-    knobs = {
-        "block_m": (32, 64),  # 128 spills at D = 128 (P and dS fragments beside dK, dV)
-        "block_n": (64, 128),
-        "warps": (4, 8),
-        "stages": (1, 2),
-    }
-    # (block_m, block_n, warps, stages), first valid wins. Not tuned yet: the H200 run of
-    # benchmarks/bench_backward.py times them (benchmarks/NOTES.md, backward).
-    DEFAULTS = [(64, 128, 8, 2), (64, 64, 4, 2), (32, 64, 4, 2), (32, 64, 4, 1)]
-
-    def own_problems(self, cfg: BackwardConfig) -> list[str]:
-        errors = []
-        if cfg.block_n != 16 * cfg.warps:
-            errors.append(f"block_n={cfg.block_n} must be 16 keys x warps ({cfg.warps})")
-        if cfg.warps % (cfg.block_m // 16):
-            errors.append(f"warps={cfg.warps} must split the dQ tile's {cfg.block_m // 16} row groups evenly")
-        return errors
-
-    def smem_bytes(self, cfg: BackwardConfig) -> int:
-        elem = DTYPE_BYTES[cfg.dtype]
-        stride = cfg.head_dim + SMEM_PAD
-        rows = 2 * cfg.block_n * stride + cfg.block_n * (cfg.block_m + SMEM_PAD)  # K, V, dS^T
-        rows += 2 * cfg.stages * cfg.block_m * stride  # Q and dO buffers
-        return rows * elem + 2 * cfg.stages * cfg.block_m * 4  # + lse2 and delta buffers
-
-    def template_values(self, cfg: BackwardConfig) -> dict:
-        return {"mma_type": "bf16" if cfg.dtype == "bf16" else "f16", "pad_m": PAD_M}
-
-    def default(self, arch: str, key: dict) -> BackwardConfig:
-        for bm, bn, w, s in self.DEFAULTS:
-            cfg = self.config(arch, key, block_m=bm, block_n=bn, warps=w, stages=s)
-            if not cfg.problems():
-                return cfg
-        raise ValueError(f"no {self.name} config for {arch} {key}")
-
-
-TEMPLATE = BackwardMmaTemplate()
-
-
-class BackwardLaunch:
-    """The three launches of one problem on one loaded module: grids, fixed arguments and
-    the workspace layout, computed once; __call__ takes only pointers and a stream."""
-
-    def __init__(self, kernel, p: BackwardProblem, scale: float):
-        import numpy as np
-
-        cfg = kernel.config
-        if (p.head_dim, p.causal) != (cfg.head_dim, cfg.causal):
-            raise ValueError(f"kernel {cfg.name} cannot run head_dim={p.head_dim} causal={p.causal}")
-        bh = p.batch * p.heads_q
-        if max(bh, p.heads_kv, p.batch) > 65535:
-            raise ValueError(f"batch x heads_q = {bh} exceeds the kernels' grid limit (65535)")
-        self.pre, self.main, self.conv = kernel.function_named("_pre"), kernel.function, kernel.function_named("_dq")
-        self.smem = kernel.smem
-        seq_q_pad = -(-p.seq_q // PAD_M) * PAD_M
-        n_q_tiles = -(-p.seq_q // cfg.block_m)
-        sizes = [bh * seq_q_pad * 4, bh * seq_q_pad * 4, bh * p.seq_q * p.head_dim * 4,
-                 bh * n_q_tiles * 4 if cfg.deterministic else 0]  # lse2, delta, dQ accumulator, counters
-        self.offsets, total = [], 0
-        for size in sizes:
-            self.offsets.append(total)
-            total += -(-size // 256) * 256
-        self.workspace_bytes = total
-        pre_rows = 256 // (p.head_dim // 8)
-        self.pre_grid = (seq_q_pad // pre_rows, bh, 1)
-        self.main_grid = (-(-p.seq_k // cfg.block_n), p.heads_kv, p.batch)
-        self.block = (cfg.threads, 1, 1)
-        self.n_vec8 = np.uint64(bh * p.seq_q * p.head_dim // 8)
-        self.conv_grid = (max(1, min(-(-int(self.n_vec8) // 256), 8192)), 1, 1)
-        i32, f32 = np.int32, np.float32
-        self.pre_tail = (i32(p.seq_q), i32(seq_q_pad))
-        self.main_tail = (i32(p.heads_q), i32(p.heads_kv), i32(p.seq_q), i32(p.seq_k), i32(seq_q_pad),
-                          f32(scale), f32(scale * LOG2E))
-        self.scale = f32(scale)
-        self.deterministic = cfg.deterministic
-
-    def __call__(self, q: int, k: int, v: int, out: int, lse: int, dout: int, dq: int, dk: int, dv: int,
-                 workspace: int, stream) -> None:
-        """Pointers of contiguous arrays; workspace: workspace_bytes, 256-byte aligned."""
-        import numpy as np
-
-        u64 = np.uint64
-        lse2, delta, acc, sem = (u64(workspace + o) for o in self.offsets)
-        sem = sem if self.deterministic else u64(0)
-        self.pre(self.pre_grid, (256, 1, 1), (u64(out), u64(dout), u64(lse), lse2, delta, acc, sem) + self.pre_tail,
-                 stream=stream)
-        self.main(self.main_grid, self.block, (u64(q), u64(k), u64(v), u64(dout), lse2, delta, acc, u64(dk), u64(dv),
-                                               sem) + self.main_tail, shared_mem=self.smem, stream=stream)
-        self.conv(self.conv_grid, (256, 1, 1), (acc, u64(dq), self.n_vec8, self.scale), stream=stream)
-
-
-def launch_plan(kernel, p: BackwardProblem, scale: float) -> BackwardLaunch:
-    """The cached launch of problem p on a loaded kernel (one per shape and scale)."""
-    return kernel.cached_plan((p, scale), lambda: BackwardLaunch(kernel, p, scale))
 
 
 class BackwardOperation(Operation):
@@ -278,10 +48,8 @@ class BackwardOperation(Operation):
     def default(self, arch: str, key: dict) -> BackwardConfig:
         return TEMPLATE.default(arch, key)
 
-    # GPU side (CuPy): see backward_gpu.py.
+    # GPU side (CuPy, loaded there where used): backward_gpu.py.
     def verify(self, kernel, problem: dict, seed: int):
-        from autoflash.ops import backward_gpu
-
         return backward_gpu.verify(kernel, BackwardProblem.from_dict(problem), seed)
 
     def input_bytes(self, problem: dict, dtype: str) -> int:
@@ -291,21 +59,14 @@ class BackwardOperation(Operation):
         return DTYPE_BYTES[dtype] * (3 * q_like + 2 * kv_like) + 4 * p.batch * p.heads_q * p.seq_q
 
     def make_inputs(self, problem: dict, dtype: str, seed: int):
-        from autoflash.ops import backward_gpu
-
         return backward_gpu.make_inputs(BackwardProblem.from_dict(problem), dtype, seed)
 
     def launcher(self, kernel, problem: dict, inputs):
-        from autoflash.ops import backward_gpu
-
         return backward_gpu.launcher(kernel, BackwardProblem.from_dict(problem), inputs)
 
 
 OPERATION = BackwardOperation()
-
-
-def default_scale(head_dim: int) -> float:
-    return 1.0 / math.sqrt(head_dim)
-
-
 register_operation(OPERATION)
+
+__all__ = ["OPERATION", "TEMPLATE", "TOLERANCE", "BackwardConfig", "BackwardOperation", "BackwardProblem", "TensorSpec",
+           "check_inputs", "default_scale"]

@@ -1,12 +1,71 @@
-"""The backward's GPU side with CuPy (runner process, CuPy imported where used): the float64
-reference gradients, checked launches, and the timing inputs of the op contract."""
+"""The backward's GPU side (runner process and serve/autograd.py; CuPy imported where used):
+the launch plan of the three kernels, the float64 reference gradients, checked launches, and
+the timing inputs of the op contract."""
 from __future__ import annotations
 
+from dataclasses import astuple
+
+import numpy as np
+
 from autoflash.kernels.arrays import poisoned, random_normal, to_float64, to_storage
-from autoflash.ops.backward import TOLERANCE, BackwardProblem, default_scale, launch_plan
+from autoflash.kernels.elements import LOG2E
+from autoflash.ops.backward_kernels import PAD_M, TOLERANCE, BackwardProblem, default_scale
 from autoflash.ops.reference import Check
 
 ZERO_FLOOR = 1e-3  # see compare_gradients
+
+
+class BackwardLaunch:
+    """The three launches of one problem on one loaded module: grids, fixed arguments and
+    the workspace layout, computed once; __call__ takes only pointers and a stream."""
+
+    def __init__(self, kernel, p: BackwardProblem, scale: float):
+        cfg = kernel.config
+        if (p.head_dim, p.causal) != (cfg.head_dim, cfg.causal):
+            raise ValueError(f"kernel {cfg.name} cannot run head_dim={p.head_dim} causal={p.causal}")
+        bh = p.batch * p.heads_q
+        if max(bh, p.heads_kv, p.batch) > 65535:
+            raise ValueError(f"batch x heads_q = {bh} exceeds the kernels' grid limit (65535)")
+        self.pre, self.main, self.conv = kernel.function_named("_pre"), kernel.function, kernel.function_named("_dq")
+        self.smem = kernel.smem
+        seq_q_pad = -(-p.seq_q // PAD_M) * PAD_M
+        n_q_tiles = -(-p.seq_q // cfg.block_m)
+        sizes = [bh * seq_q_pad * 4, bh * seq_q_pad * 4, bh * p.seq_q * p.head_dim * 4,
+                 bh * n_q_tiles * 4 if cfg.deterministic else 0]  # lse2, delta, dQ accumulator, counters
+        self.offsets, total = [], 0
+        for size in sizes:
+            self.offsets.append(total)
+            total += -(-size // 256) * 256
+        self.workspace_bytes = total
+        pre_rows = 256 // (p.head_dim // 8)
+        self.pre_grid = (seq_q_pad // pre_rows, bh, 1)
+        self.main_grid = (-(-p.seq_k // cfg.block_n), p.heads_kv, p.batch)
+        self.block = (cfg.threads, 1, 1)
+        self.n_vec8 = np.uint64(bh * p.seq_q * p.head_dim // 8)
+        self.conv_grid = (max(1, min(-(-int(self.n_vec8) // 256), 8192)), 1, 1)
+        i32, f32 = np.int32, np.float32
+        self.pre_tail = (i32(p.seq_q), i32(seq_q_pad), f32(LOG2E))
+        self.main_tail = (i32(p.heads_q), i32(p.heads_kv), i32(p.seq_q), i32(p.seq_k), i32(seq_q_pad),
+                          f32(scale), f32(scale * LOG2E))
+        self.scale = f32(scale)
+        self.deterministic = cfg.deterministic
+
+    def __call__(self, q: int, k: int, v: int, out: int, lse: int, dout: int, dq: int, dk: int, dv: int,
+                 workspace: int, stream) -> None:
+        """Pointers of contiguous arrays; workspace: workspace_bytes, 256-byte aligned."""
+        u64 = np.uint64
+        lse2, delta, acc, sem = (u64(workspace + o) for o in self.offsets)
+        sem = sem if self.deterministic else u64(0)
+        self.pre(self.pre_grid, (256, 1, 1), (u64(out), u64(dout), u64(lse), lse2, delta, acc, sem) + self.pre_tail,
+                 stream=stream)
+        self.main(self.main_grid, self.block, (u64(q), u64(k), u64(v), u64(dout), lse2, delta, acc, u64(dk), u64(dv),
+                                               sem) + self.main_tail, shared_mem=self.smem, stream=stream)
+        self.conv(self.conv_grid, (256, 1, 1), (acc, u64(dq), self.n_vec8, self.scale), stream=stream)
+
+
+def launch_plan(kernel, p: BackwardProblem, scale: float) -> BackwardLaunch:
+    """The cached launch of problem p on a loaded kernel (one per shape and scale)."""
+    return kernel.cached_plan((astuple(p), scale), lambda: BackwardLaunch(kernel, p, scale))
 
 
 def reference_gradients(q, k, v, dout, *, causal: bool, scale: float, chunk: int = 512):
@@ -49,9 +108,7 @@ def _xp(a):
         import cupy
 
         return cupy
-    import numpy
-
-    return numpy
+    return np
 
 
 def compare_gradients(grads, refs, dtype: str) -> Check:
@@ -71,7 +128,7 @@ def compare_gradients(grads, refs, dtype: str) -> Check:
 
 
 class GradientCheck(Check):
-    """ops.reference.Check with the backward's tolerance (ops.backward.TOLERANCE); rel_error is
+    """ops.reference.Check with the backward's tolerance (ops.backward_kernels.TOLERANCE); rel_error is
     the worst gradient's, there is no per-row or LSE part."""
 
     @property

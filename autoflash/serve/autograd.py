@@ -13,7 +13,9 @@ import math
 from autoflash.kernels.compile import compile_kernel
 from autoflash.kernels.device import device_arch
 from autoflash.kernels.loaded import LoadedKernel, stream_handle
-from autoflash.ops.backward import OPERATION, BackwardConfig, TensorSpec, check_inputs, default_scale, launch_plan
+from autoflash.ops.backward import OPERATION
+from autoflash.ops.backward_gpu import launch_plan
+from autoflash.ops.backward_kernels import BackwardConfig, TensorSpec, check_inputs, default_scale
 from autoflash.serve.errors import InputError
 
 _DTYPES = {"torch.float16": "fp16", "torch.bfloat16": "bf16", "torch.float32": "fp32"}
