@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 from autoflash.kernels.archs import build_arch
+from autoflash.kernels.arrays import random_normal
 from autoflash.kernels.registry import register_operation
 from autoflash.ops import decode_launch
 from autoflash.ops.base import Operation
@@ -89,7 +90,6 @@ class DecodeOp(Operation):
         depends on the kernel's split count)."""
         import cupy
 
-        from autoflash.kernels.arrays import random_normal
 
         p = DecodeProblem(**problem)
         rng = cupy.random.default_rng(seed)

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from autoflash.kernels.arrays import poisoned, random_normal, to_float64
 from autoflash.kernels.elements import DTYPE_BYTES, LOG2E
 from autoflash.ops.decode_kernels import (COMBINE_GROUPS, FUSED_MAX_SPLITS, MIN_SPLIT_KEYS, DecodeConfig, m_blocks,
                                          split_heuristic)
-
+from autoflash.ops.reference import Check, compare
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,6 @@ def reference_decode(q, k, v, seqlens, *, causal: bool, scale: float):
 def check_output(out, ref, lse, ref_lse, dtype: str):
     """ops.reference.compare, after checking that LSE is -inf exactly where the reference's is
     (rows that see no key), which compare would count as non-finite."""
-    from autoflash.ops.reference import Check, compare
 
     xp = __import__("cupy") if type(ref).__module__.startswith("cupy") else np
     lse = xp.asarray(lse, dtype=xp.float64)
@@ -193,7 +193,6 @@ def run_checked(kernel, p: DecodeProblem, seed: int, num_splits: int | None = No
     batch has room), outputs poisoned with NaN, and compare with the float64 reference."""
     import cupy
 
-    from autoflash.kernels.arrays import poisoned, random_normal, to_float64
 
     dtype = kernel.config.dtype
     rng = cupy.random.default_rng(seed)
