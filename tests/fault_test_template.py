@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from autoflash import KernelConfig
+from autoflash.ops.forward_base import KernelConfig  # not `from autoflash`: a runner imports this plugin while autoflash itself is loading
 from autoflash.kernels.registry import TEMPLATES, register_template
 from autoflash.ops.forward_base import ForwardTemplate
 
