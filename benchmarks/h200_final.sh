@@ -19,11 +19,11 @@ for part in "$@"; do
                s=$(grep -E "passed|failed|error|FAILED|ERROR" "$OUT/tests.log" | tail -15) ;;
         verify) timeout 100 python3 -m autoflash.cli verify > "$OUT/verify.log" 2>&1
                 s=$(tail -6 "$OUT/verify.log") ;;
-        decode) timeout 200 python3 -m autoflash.cli tune --op decode --dtype bf16,fp16 --head-dim 64,128 \
-                    --key m_tiles=1 --trials 12 --timeout 40 --out tuned_configs > "$OUT/decode_tune.log" 2>&1
+        decode) timeout 150 python3 -m autoflash.cli tune --op decode --dtype bf16,fp16 --head-dim 64,128 \
+                    --key m_tiles=1 --trials 12 --timeout 25 --out tuned_configs > "$OUT/decode_tune.log" 2>&1
                 cp tuned_configs/sm_90.json "$OUT/sm_90.json"
                 s=$(tail -14 "$OUT/decode_tune.log") ;;
-        bench_decode) timeout 240 python3 benchmarks/bench_decode.py --rounds 3 > "$OUT/bench_decode.log" 2>&1
+        bench_decode) timeout 200 python3 benchmarks/bench_decode.py --rounds 3 > "$OUT/bench_decode.log" 2>&1
                       s=$(tail -25 "$OUT/bench_decode.log") ;;
         *) s="unknown part $part" ;;
     esac
