@@ -19,6 +19,9 @@ from __future__ import annotations
 from typing import Callable
 
 
+# Units of the metrics an operation reports its speed in: TFLOP/s and GB/s.
+METRIC_SCALE = {"tflops": 1e12, "gbps": 1e9}
+
 class Operation:
     """Base class of an operation. Class attributes first, then the hooks."""
 
@@ -66,6 +69,10 @@ class Operation:
     def work(self, problem: dict) -> float:
         """FLOPs (metric "tflops") or bytes moved (metric "gbps") of one call on problem."""
         raise NotImplementedError
+
+    def rate(self, problem: dict, ms: float) -> float:
+        """The metric of one call taking `ms`: TFLOP/s (work in FLOPs) or GB/s (work in bytes)."""
+        return self.work(problem) / (ms * 1e-3) / METRIC_SCALE[self.metric]
 
     def entry_problem(self, problem: dict) -> dict:
         """What a tuned entry records of its timed problem (positive ints, <= 8 fields)."""

@@ -21,6 +21,7 @@ import math
 
 from autoflash.kernels.config import OpConfig
 from autoflash.kernels.registry import OPERATIONS, TEMPLATES
+from autoflash.ops.base import METRIC_SCALE
 from autoflash.ops.reference import TOLERANCE
 from autoflash.runner.protocol import (DeviceInfo, RetimeRequest, RetimeResult, TrialRequest, TrialResult,
                                        record_bucket, time_bucket)
@@ -42,7 +43,8 @@ class StandInBackend:
                           nvrtc="13.0", l2_bytes=50 * 2**20, device=self.spec.get("device", 0))
 
     def ms(self, cfg: OpConfig, problem: dict) -> float:
-        return OPERATIONS[cfg.op].work(problem) / (standin_speed(cfg, self.overrides) * 1e9)
+        op = OPERATIONS[cfg.op]  # standin_speed is in the op's metric: TFLOP/s or GB/s
+        return op.work(problem) / (standin_speed(cfg, self.overrides) * METRIC_SCALE[op.metric]) * 1e3
 
     def trial(self, req: TrialRequest) -> TrialResult:
         cfg = OpConfig.from_dict(req.kernel.config)

@@ -80,7 +80,7 @@ def build_entry(st: StudyState, bucket: int, trial, retimed, finalists: list, de
     return {
         "op": op.name, "device": st.key.device, "template": st.key.template, **st.key.params,
         "seq_bucket": bucket, "config": cfg.to_dict(), "problem": op.entry_problem(problem),
-        "ms": round(ms, 5), op.metric: round(op.work(problem) / (ms * 1e9), 2),
+        "ms": round(ms, 5), op.metric: round(op.rate(problem, ms), 2),
         "max_rel_error": float(trial.user_attrs.get("rel_error") or 0.0),
         "trials": {k: counts[k] for k in ("run", "complete", "pruned", "failed")},
         "spread": round(spread, 4),

@@ -312,7 +312,7 @@ class Tuner:
         if reply.status == "ok" and len(reply.ms) == len(st.buckets):
             ms = {str(b): float(reply.ms[str(b)]) for b in st.buckets}
             attrs["ms"] = ms
-            attrs[op.metric] = {b: op.work(st.problem(int(b))) / (v * 1e9) for b, v in ms.items()}
+            attrs[op.metric] = {b: op.rate(st.problem(int(b)), v) for b, v in ms.items()}
             value = math.exp(sum(math.log(v) for v in ms.values()) / len(ms))  # geometric mean over buckets
             update_best(st, ms)
             self._tell(st, trial, TrialState.COMPLETE, value, attrs, cfg)
