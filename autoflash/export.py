@@ -96,9 +96,13 @@ def header_text(cfg: KernelConfig) -> str:
 // and include this header where the kernel is launched; it needs only the CUDA runtime headers.
 //
 // Kernel contract (templates/README.md): q (batch, heads_q, seq_q, head_dim), k and v
-// (batch, heads_kv, seq_k, head_dim), o like q, all contiguous and 16-byte aligned;
-// lse (batch, heads_q, seq_q) float32 natural-log log-sum-exp, or nullptr; heads_q a
-// multiple of heads_kv (GQA/MQA); causal masking aligned top-left (query i sees keys 0..i).
+// (batch, heads_kv, seq_k, head_dim), o like q, head dim contiguous, rows 16-byte aligned,
+// the other dims strided by the (batch, head, token) element strides the kernel takes;
+// lse (batch, heads_q, seq_q) contiguous float32 natural-log log-sum-exp, or nullptr; heads_q
+// a multiple of heads_kv (GQA/MQA). Causal: query i sees keys 0..i + causal_offset
+// (0: top-left, torch's is_causal; seq_k - seq_q: bottom-right, flash-attn's); rows that
+// see no key get O = 0 and LSE = -inf. launch() below takes contiguous tensors;
+// launch_strided() any strides.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -113,7 +117,11 @@ def header_text(cfg: KernelConfig) -> str:
 
 extern "C" AUTOFLASH_GLOBAL void {name}(const {elem}* q, const {elem}* k, const {elem}* v, {elem}* o,
                                    float* lse, int heads_q, int heads_kv, int seq_q, int seq_k,
-                                   float scale_log2);
+                                   float scale_log2, int causal_offset,
+                                   long long q_sb, long long q_sh, long long q_sn,
+                                   long long k_sb, long long k_sh, long long k_sn,
+                                   long long v_sb, long long v_sh, long long v_sn,
+                                   long long o_sb, long long o_sh, long long o_sn);
 
 namespace autoflash {{
 namespace {name} {{
@@ -142,23 +150,51 @@ inline dim3 grid(int batch, int heads_q, int seq_q) {{
 }}
 inline dim3 block() {{ return dim3(kThreads); }}
 
-// Launch on `stream`; scale <= 0 means 1/sqrt(head_dim). Returns the CUDA error, if any
-// (cudaErrorInvalidValue for shapes the kernel cannot take).
-inline cudaError_t launch(const elem_t* q, const elem_t* k, const elem_t* v, elem_t* o, float* lse,
-                          int batch, int heads_q, int heads_kv, int seq_q, int seq_k, float scale = 0.0f,
-                          cudaStream_t stream = nullptr) {{
+// (batch, head, token) element strides of one operand; the head dim is contiguous.
+struct Strides {{
+    long long batch, head, token;
+}};
+inline Strides contiguous(int heads, int seq) {{
+    return Strides{{static_cast<long long>(heads) * seq * kHeadDim, static_cast<long long>(seq) * kHeadDim, kHeadDim}};
+}}
+
+// Launch on `stream` with any strides (each a multiple of 16 bytes; token strides below 2^31 / 256);
+// scale <= 0 means 1/sqrt(head_dim); bottom_right picks the causal alignment (ignored when not
+// kCausal). Returns the CUDA error, if any (cudaErrorInvalidValue for shapes the kernel cannot take).
+inline cudaError_t launch_strided(const elem_t* q, const elem_t* k, const elem_t* v, elem_t* o, float* lse,
+                                  int batch, int heads_q, int heads_kv, int seq_q, int seq_k, Strides sq,
+                                  Strides sk, Strides sv, Strides so, float scale = 0.0f, bool bottom_right = false,
+                                  cudaStream_t stream = nullptr) {{
     if (batch <= 0 || heads_q <= 0 || heads_kv <= 0 || seq_q <= 0 || seq_k <= 0 || heads_q % heads_kv != 0 ||
         heads_q > 65535 || batch > 65535)
         return cudaErrorInvalidValue;
+    for (const Strides& s : {{sq, sk, sv, so}}) {{
+        const long long bytes = static_cast<long long>(sizeof(elem_t));
+        if (s.batch < 0 || s.head < 0 || s.token < 0 || (s.batch * bytes) % 16 || (s.head * bytes) % 16 ||
+            (s.token * bytes) % 16 || s.token * 256 >= (1LL << 31))
+            return cudaErrorInvalidValue;
+    }}
     if (kSmemBytes > {SMEM_OPT_IN}) {{  // above 48 KB a kernel must opt in to its dynamic shared memory
         cudaError_t err = cudaFuncSetAttribute(reinterpret_cast<const void*>(&::{name}),
                                                cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
         if (err != cudaSuccess) return err;
     }}
     float scale_log2 = (scale > 0.0f ? scale : kDefaultScale) * kLog2e;
-    void* args[] = {{&q, &k, &v, &o, &lse, &heads_q, &heads_kv, &seq_q, &seq_k, &scale_log2}};
+    int causal_offset = bottom_right ? seq_k - seq_q : 0;
+    void* args[] = {{&q, &k, &v, &o, &lse, &heads_q, &heads_kv, &seq_q, &seq_k, &scale_log2, &causal_offset,
+                    &sq.batch, &sq.head, &sq.token, &sk.batch, &sk.head, &sk.token,
+                    &sv.batch, &sv.head, &sv.token, &so.batch, &so.head, &so.token}};
     return cudaLaunchKernel(reinterpret_cast<const void*>(&::{name}), grid(batch, heads_q, seq_q), block(), args,
                             static_cast<size_t>(kSmemBytes), stream);
+}}
+
+// Launch with contiguous q, k, v, o (causal, if kCausal, aligned top-left).
+inline cudaError_t launch(const elem_t* q, const elem_t* k, const elem_t* v, elem_t* o, float* lse,
+                          int batch, int heads_q, int heads_kv, int seq_q, int seq_k, float scale = 0.0f,
+                          cudaStream_t stream = nullptr) {{
+    return launch_strided(q, k, v, o, lse, batch, heads_q, heads_kv, seq_q, seq_k, contiguous(heads_q, seq_q),
+                          contiguous(heads_kv, seq_k), contiguous(heads_kv, seq_k), contiguous(heads_q, seq_q), scale,
+                          false, stream);
 }}
 
 }}  // namespace {name}

@@ -44,7 +44,9 @@ def encodes(monkeypatch):
     return made
 
 
-GEOM = ("bf16", 256, 512, 8, 4, 128, 128, 128)  # dtype, seq_q, seq_k, B*Hq, B*Hkv, D, Br, Bc
+QS, KS = (8 * 256 * 128, 256 * 128, 128), (4 * 512 * 128, 512 * 128, 128)  # contiguous (batch, head, token) strides
+# dtype, B, Hq, Hkv, seq_q, seq_k, D, q/k/v strides, Br, Bc
+GEOM = ("bf16", 1, 8, 4, 256, 512, 128, QS, KS, KS, 128, 128)
 
 
 def test_same_pointers_and_geometry_reuse_the_descriptors(encodes):
@@ -52,26 +54,29 @@ def test_same_pointers_and_geometry_reuse_the_descriptors(encodes):
     again = tma.qkv_map_args(0x1000, 0x2000, 0x3000, *GEOM)
     assert again is first and len(encodes) == 3
     assert [e[0] for e in encodes] == [0x1000, 0x2000, 0x3000]
-    assert encodes[0][1:] == ("bf16", 256, 8, 128, 128) and encodes[1][1:] == ("bf16", 512, 4, 128, 128)
+    assert encodes[0][1:] == ("bf16", 1, 8, 256, 128, QS, 128) and encodes[1][1:] == ("bf16", 1, 4, 512, 128, KS, 128)
 
 
 def test_same_pointer_new_shape_or_dtype_is_encoded_again(encodes):
     tma.qkv_map_args(0x1000, 0x2000, 0x3000, *GEOM)
-    longer = ("bf16", 300, 512, 8, 4, 128, 128, 128)  # freed and reused by a longer q
+    longer = GEOM[:4] + (300,) + GEOM[5:]  # freed and reused by a longer q
     args = tma.qkv_map_args(0x1000, 0x2000, 0x3000, *longer)
-    assert args[0] == ("arg", (0x1000, "bf16", 300, 8, 128, 128))
+    assert args[0] == ("arg", (0x1000, "bf16", 1, 8, 300, 128, QS, 128))
     fp16 = ("fp16",) + GEOM[1:]
     args = tma.qkv_map_args(0x1000, 0x2000, 0x3000, *fp16)
     assert all(a[1][1] == "fp16" for a in args)
-    other_tile = GEOM[:6] + (64, 128)
+    other_tile = GEOM[:10] + (64, 128)
     tma.qkv_map_args(0x1000, 0x2000, 0x3000, *other_tile)
-    assert len(encodes) == 12  # three maps per distinct key, none served stale
+    transposed_q = GEOM[:7] + ((256 * 8 * 128, 128, 8 * 128),) + GEOM[8:]  # same shape, (B, N, H, D) memory
+    args = tma.qkv_map_args(0x1000, 0x2000, 0x3000, *transposed_q)
+    assert args[0][1][6] == (256 * 8 * 128, 128, 8 * 128)
+    assert len(encodes) == 15  # three maps per distinct key, none served stale
 
 
 def test_new_pointer_same_shape_is_encoded_for_that_pointer(encodes):
     tma.qkv_map_args(0x1000, 0x2000, 0x3000, *GEOM)
     args = tma.qkv_map_args(0x1000, 0x2000, 0x9000, *GEOM)  # a new v tensor
-    assert args[2] == ("arg", (0x9000, "bf16", 512, 4, 128, 128))
+    assert args[2] == ("arg", (0x9000, "bf16", 1, 4, 512, 128, KS, 128))
 
 
 def test_k_equal_v_shares_one_descriptor(encodes):
@@ -113,10 +118,11 @@ def test_single_operand_cache_key_holds_pointer_and_shape(monkeypatch):
     monkeypatch.setattr(tma, "_CACHE", tma._MapCache(size=8))
     made = []
     monkeypatch.setattr(tma, "attention_operand_map", lambda *g: made.append(g) or FakeMap(*g))
-    a = tma.cached_operand_map(0x1000, "bf16", 256, 8, 128, 128)
-    assert tma.cached_operand_map(0x1000, "bf16", 256, 8, 128, 128) is a
-    assert tma.cached_operand_map(0x1000, "bf16", 257, 8, 128, 128) is not a
-    assert len(made) == 2
+    a = tma.cached_operand_map(0x1000, "bf16", 1, 8, 256, 128, QS, 128)
+    assert tma.cached_operand_map(0x1000, "bf16", 1, 8, 256, 128, QS, 128) is a
+    assert tma.cached_operand_map(0x1000, "bf16", 1, 8, 257, 128, QS, 128) is not a
+    assert tma.cached_operand_map(0x1000, "bf16", 1, 8, 256, 128, (QS[0], 128, 1024), 128) is not a
+    assert len(made) == 3
 
 
 # ------------------------------------------------------------ dispatch cache
@@ -174,9 +180,15 @@ def test_shared_signature_arguments_are_built_once_per_plan():
     p = Problem(2, 8, 2, 100, 50, 64, False)
     build = TEMPLATES["flash_fwd_simt"].launch_args(cfg, p, 0.125)
     args = build(16, 32, 48, 64, 0)
-    assert [type(a) for a in args] == [np.uint64] * 5 + [np.int32] * 4 + [np.float32]
+    assert [type(a) for a in args] == [np.uint64] * 5 + [np.int32] * 4 + [np.float32, np.int32] + [np.int64] * 12
     assert [int(a) for a in args[:9]] == [16, 32, 48, 64, 0, 8, 2, 100, 50]
-    assert args[9] == np.float32(0.125 * LOG2E)
+    assert args[9] == np.float32(0.125 * LOG2E) and int(args[10]) == 0  # causal_offset: top-left
+    q, kv = [8 * 100 * 64, 100 * 64, 64], [2 * 50 * 64, 50 * 64, 64]  # contiguous (batch, head, token)
+    assert [int(a) for a in args[11:]] == q + kv + kv + q
+    strided = Problem(2, 8, 2, 100, 50, 64, True, causal_offset=-50,
+                      strides=((1, 2, 3), (4, 5, 6), (7, 8, 9), (10, 11, 12)))
+    args = TEMPLATES["flash_fwd_simt"].launch_args(cfg, strided, 0.125)(16, 32, 48, 64, 0)
+    assert int(args[10]) == -50 and [int(a) for a in args[11:]] == list(range(1, 13))
 
 
 def test_wgmma_arguments_order(encodes):
@@ -185,10 +197,12 @@ def test_wgmma_arguments_order(encodes):
     p = Problem(2, 4, 2, 256, 512, 128, False)
     args = wg.launch_args(cfg, p, 0.1)(0x1000, 0x2000, 0x3000, 0x4000, 0)
     assert [int(a) for a in args[:9]] == [0x1000, 0x2000, 0x3000, 0x4000, 0, 4, 2, 256, 512]
-    assert args[10] == ("arg", (0x1000, "bf16", 256, 8, 128, cfg.block_m))
-    assert args[11] == ("arg", (0x2000, "bf16", 512, 4, 128, cfg.block_n))
-    assert args[12][1][0] == 0x3000 and int(args[13]) == 2 and type(args[13]) is np.int32
-    assert wg.launch_args(cfg, p, 0.1)(0x1000, 0x2000, 0x3000, 0x4000, 0)[10] is args[10]  # cached
+    assert len(args) == 27 and int(args[10]) == 0  # shared tail: scale, causal_offset, 12 strides
+    qs, ks = (4 * 256 * 128, 256 * 128, 128), (2 * 512 * 128, 512 * 128, 128)
+    assert args[23] == ("arg", (0x1000, "bf16", 2, 4, 256, 128, qs, cfg.block_m))
+    assert args[24] == ("arg", (0x2000, "bf16", 2, 2, 512, 128, ks, cfg.block_n))
+    assert args[25][1][0] == 0x3000 and int(args[26]) == 2 and type(args[26]) is np.int32
+    assert wg.launch_args(cfg, p, 0.1)(0x1000, 0x2000, 0x3000, 0x4000, 0)[23] is args[23]  # cached
 
 
 class FakeFunction:
@@ -214,6 +228,10 @@ def test_plans_are_cached_per_shape_and_scale():
     assert make_plan(kernel, Problem(2, 8, 2, 100, 50, 64, True), 0.125) is plan
     assert make_plan(kernel, p, 0.5) is not plan
     assert make_plan(kernel, Problem(2, 8, 2, 300, 50, 64, True), 0.125).grid != plan.grid
+    assert make_plan(kernel, Problem(2, 8, 2, 100, 50, 64, True, causal_offset=-50), 0.125) is not plan
+    transposed = ((100 * 8 * 64, 64, 8 * 64), (50 * 2 * 64, 64, 2 * 64), (50 * 2 * 64, 64, 2 * 64),
+                  (8 * 100 * 64, 100 * 64, 64))
+    assert make_plan(kernel, Problem(2, 8, 2, 100, 50, 64, True, strides=transposed), 0.125) is not plan
     plan(16, 32, 48, 64, 0, "stream")
     grid, block, args, smem, stream = kernel.function.calls[-1]
     assert grid == kernel.template.grid(kernel.config, p) and block == (kernel.config.threads, 1, 1) and smem == 1234 and stream == "stream"
@@ -246,13 +264,18 @@ def test_stream_handles_are_made_once_per_pointer():
 def test_encode_passes_each_pointer_with_the_shared_geometry(monkeypatch):
     calls = []
     monkeypatch.setattr(tma, "_encode_fn", lambda: (lambda *a: calls.append(a) or 0))
-    tma.attention_operand_map(0x100000, "bf16", 4096, 64, 128, 128)
-    tma.attention_operand_map(0x200000, "bf16", 4096, 64, 128, 128)
-    tma.attention_operand_map(0x300000, "fp16", 100, 8, 64, 64)
+    contiguous = (64 * 4096 * 128, 4096 * 128, 128)
+    tma.attention_operand_map(0x100000, "bf16", 1, 64, 4096, 128, contiguous, 128)
+    tma.attention_operand_map(0x200000, "bf16", 1, 64, 4096, 128, contiguous, 128)
+    # a (B=2, N=100, H=8, D=64) tensor seen as (B, H, N, D): token stride H*D, head stride D
+    tma.attention_operand_map(0x300000, "fp16", 2, 8, 100, 64, (100 * 8 * 64, 64, 8 * 64), 64)
     (a, b, c) = calls
     assert (a[3], b[3], c[3]) == (0x100000, 0x200000, 0x300000) and a[1] == 9 and c[1] == 6
-    assert list(a[4]) == [128, 4096, 64] and list(a[5]) == [256, 4096 * 256] and list(a[6]) == [64, 128, 1]
-    assert list(c[4]) == [64, 100, 8] and list(c[5]) == [128, 100 * 128] and list(c[6]) == [64, 64, 1]
-    assert list(a[7]) == [1, 1, 1] and a[8:] == (0, 3, 3, 0)  # no interleave, 128 B swizzle, L2 256 B, zero fill
-    with pytest.raises(tma.TmaError, match="16-byte aligned"):
-        tma.attention_operand_map(0x100008, "bf16", 4096, 64, 128, 128)  # geometry cached, pointer still checked
+    assert list(a[4]) == [128, 4096, 64, 1] and list(a[5]) == [256, 4096 * 256, 64 * 4096 * 256]
+    assert list(a[6]) == [64, 128, 1, 1]
+    assert list(c[4]) == [64, 100, 8, 2] and list(c[5]) == [8 * 128, 128, 100 * 8 * 128] and list(c[6]) == [64, 64, 1, 1]
+    assert list(a[7]) == [1, 1, 1, 1] and a[8:] == (0, 3, 3, 0)  # no interleave, 128 B swizzle, L2 256 B, zero fill
+    with pytest.raises(tma.TmaError, match="16-byte aligned"):  # geometry cached, pointer still checked
+        tma.attention_operand_map(0x100008, "bf16", 1, 64, 4096, 128, contiguous, 128)
+    with pytest.raises(tma.TmaError, match="multiples of 16 bytes"):
+        tma.attention_operand_map(0x100000, "bf16", 1, 64, 4096, 128, (contiguous[0], 4096 * 128, 132), 128)

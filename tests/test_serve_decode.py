@@ -34,6 +34,9 @@ def route(**changes):
     dict(arch="sm_89"),
     dict(causal=True, seq_q=7, seq_k=7),          # top-left == bottom-right when seq_q == seq_k
     dict(causal=True, seq_q=1, seq_k=1),
+    dict(causal=True, causal_alignment="bottom_right"),                     # decode's own mask: 1 token, 4096 keys
+    dict(causal=True, causal_alignment="bottom_right", seq_q=16, seq_k=17),  # speculative verification
+    dict(causal=True, causal_alignment="bottom_right", seq_q=5, seq_k=5),
     dict(batch=8191, heads_kv=8),                 # 65528 blocks in z: still fits
 ])
 def test_decode_serves(changes):
@@ -51,6 +54,9 @@ def test_decode_serves(changes):
     (dict(arch="sm_75"), "arch sm_75"),
     (dict(causal=True), "top-left"),               # one query over 4096 keys: top-left sees key 0 only
     (dict(causal=True, seq_q=4, seq_k=5), "seq_q 4 != seq_k 5"),
+    (dict(causal=True, causal_alignment="top_left", seq_q=4, seq_k=5), "top-left"),
+    (dict(causal=True, causal_alignment="bottom_right", seq_q=5, seq_k=4), "seq_q 5 > seq_k 4"),  # rows see no key
+    (dict(causal=True, causal_alignment="bottom_right", seq_q=17), "seq_q 17 > 16"),
     (dict(batch=8193, heads_kv=8), "65535"),
 ])
 def test_forward_serves_the_rest(changes, why):
@@ -62,6 +68,7 @@ def test_forward_serves_the_rest(changes, why):
 def test_every_rule_names_the_condition_it_checked():
     assert "no mask" in route().reason
     assert "top-left = bottom-right" in route(causal=True, seq_q=3, seq_k=3).reason
+    assert "bottom-right causal" in route(causal=True, causal_alignment="bottom_right", seq_q=3, seq_k=30).reason
 
 
 @pytest.mark.parametrize("kw, fragment", [

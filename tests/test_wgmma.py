@@ -126,7 +126,7 @@ def test_compiles_for_sm90a_without_spills(c, tmp_path):
     sass = proc.stdout
     assert f"HGMMA.64x{c.block_n}x16.F32" in sass  # S = Qi Kj^T
     assert f"HGMMA.64x{c.head_dim}x16.F32" in sass  # O += P Vj
-    assert "UTMALDG.3D" in sass  # TMA tile loads
+    assert "UTMALDG.4D" in sass  # TMA tile loads (4-D: d, token, head, batch with the operand's strides)
     assert "SYNCS.PHASECHK" in sass  # mbarrier waits
     assert "USETMAXREG" in sass  # producer/consumer register split
     assert "LDL" not in sass and "STL" not in sass  # no local memory

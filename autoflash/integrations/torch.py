@@ -25,10 +25,12 @@ Not supported, each with an error that names the alternative: attn_mask (use
 is_causal=True for a causal mask, torch's SDPA for other masks), dropout_p > 0
 (torch's SDPA), a value head dim different from the query's.
 
-Layouts: the kernels take contiguous (B, H, N, D) tensors. Non-contiguous inputs
-(for example q.transpose(1, 2) of a (B, N, H, D) projection) are accepted, as torch's
-SDPA accepts them, but are copied with .contiguous() first: that costs one copy of
-the input.
+Layouts: the kernels take (B, H, N, D) tensors with any strides whose last dim is
+contiguous and whose other strides are multiples of 16 bytes, so views such as
+q.transpose(1, 2) of a (B, N, H, D) projection are read in place, without a copy.
+Other layouts are accepted, as torch's SDPA accepts them, but copied with .contiguous()
+first; so are the inputs of a call that needs gradients (the backward takes contiguous
+tensors). The output is a new contiguous (..., Hq, L, E) tensor.
 
 The kernels run as custom ops (torch.library) with fake (meta) implementations:
 ``torch.ops.autoflash.sdpa`` (inference: output only), ``autoflash::sdpa_fwd`` (output and
@@ -52,7 +54,7 @@ import math
 
 import torch
 
-from autoflash.serve.api import attention_forward
+from autoflash.serve.api import MAX_TOKEN_STRIDE, attention_forward
 from autoflash.serve.autograd import attention_backward
 from autoflash.serve.routing import BACKWARD_HEAD_DIMS, differentiable_problem
 
@@ -70,15 +72,16 @@ class UnsupportedError(NotImplementedError):
 @torch.library.custom_op("autoflash::sdpa", mutates_args=(), device_types="cuda")
 def _sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, is_causal: bool,
           scale: float) -> torch.Tensor:
-    """(B, Hq, L, E), (B, H, S, E) x2 -> (B, Hq, L, E) on torch's current CUDA stream (no grad)."""
-    q, k, v = (_kernel_ready(t) for t in (query, key, value))
+    """(B, Hq, L, E), (B, H, S, E) x2 -> (B, Hq, L, E) on torch's current CUDA stream (no grad).
+    Inputs are read in place when their strides allow it; the output is contiguous."""
+    q, k, v = (t if _readable_in_place(t) else _kernel_ready(t) for t in (query, key, value))
     with _relaxed_capture_if_capturing(q.device):
         return attention_forward(q, k, v, causal=is_causal, scale=scale)
 
 
 @_sdpa.register_fake
 def _sdpa_fake(query, key, value, is_causal, scale):
-    return query.new_empty(query.shape)  # contiguous, dtype and device of query, as the real op
+    return query.new_empty(query.shape)  # contiguous whatever query's strides, dtype and device of query, as the real op
 
 
 @torch.library.custom_op("autoflash::sdpa_fwd", mutates_args=(), device_types="cuda")
@@ -126,6 +129,17 @@ def _sdpa_backward(ctx, grad_out, grad_lse):
 
 
 torch.library.register_autograd("autoflash::sdpa_fwd", _sdpa_backward, setup_context=_sdpa_setup_context)
+
+
+def _readable_in_place(t: torch.Tensor) -> bool:
+    """The kernels can read t as it is: last dim contiguous, every other stride (of a dim
+    longer than 1) a multiple of 16 bytes, 16-byte aligned data (serve/api.kernel_strides)."""
+    eb = t.element_size()
+    if t.data_ptr() % _ALIGN or (t.shape[-1] > 1 and t.stride(-1) != 1):
+        return False
+    if t.shape[-2] > 1 and t.stride(-2) >= MAX_TOKEN_STRIDE:
+        return False
+    return all(s >= 0 and (s * eb) % _ALIGN == 0 for s, n in zip(t.stride()[:-1], t.shape[:-1]) if n > 1)
 
 
 def _kernel_ready(t: torch.Tensor) -> torch.Tensor:
@@ -257,10 +271,13 @@ def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: 
         if grad:  # an empty output that still carries (zero) gradients to every input
             return torch.zeros_like(query) + (query.sum() + key.sum() + value.sum()) * 0
         return query.new_empty(query.shape)
-    q4 = query.reshape(batch, hq, seq_q, e).contiguous()
-    k4 = key.reshape(batch, hkv, seq_k, e).contiguous()
-    v4 = value.reshape(batch, hkv, seq_k, e).contiguous()
+    # reshape is a view whenever the leading dims allow one (always for 4-D inputs): strided
+    # views reach the inference op as they are; the backward takes contiguous tensors.
+    q4 = query.reshape(batch, hq, seq_q, e)
+    k4 = key.reshape(batch, hkv, seq_k, e)
+    v4 = value.reshape(batch, hkv, seq_k, e)
     if grad:
+        q4, k4, v4 = q4.contiguous(), k4.contiguous(), v4.contiguous()
         out, _ = torch.ops.autoflash.sdpa_fwd(q4, k4, v4, bool(is_causal), float(scale))
     else:
         out = torch.ops.autoflash.sdpa(q4, k4, v4, bool(is_causal), float(scale))

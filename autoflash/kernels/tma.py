@@ -7,9 +7,11 @@ argument as a pointer in cuLaunchKernel's kernelParams array, so a
 `cupy.cuda.function.CPointer` holding the address of our host copy makes the
 driver copy the 128 bytes into the parameter space at launch.
 
-flash_fwd_wgmma views each (B, H, N, D) tensor as a 3-D tensor (D, N, B*H)
-(innermost first), so the sequence bound is per head: rows past N are
-zero-filled by the copy engine, never read from the next head.
+flash_fwd_wgmma views each (B, H, N, D) tensor as a 4-D tensor (D, N, H, B)
+(innermost first) with the tensor's own strides, so any layout with a contiguous
+head dim and 16-byte-multiple strides (e.g. a transposed (B, N, H, D) view) is read
+in place, and the sequence bound is per head: rows past N are zero-filled by the
+copy engine, never read from the next head.
 """
 from __future__ import annotations
 
@@ -112,13 +114,15 @@ def encode_tiled(ptr: int, dtype: str, dims: tuple[int, ...], strides_bytes: tup
     return tmap
 
 
-def attention_operand_map(ptr: int, dtype: str, rows_per_head: int, heads_total: int, head_dim: int,
-                          box_rows: int, box_cols: int = 64) -> TensorMap:
-    """A (B, H, N, D) contiguous tensor as 3-D (D, N, B*H); box = box_cols x box_rows x 1,
-    swizzled 128 B (box_cols * element size must be 128 B)."""
+def attention_operand_map(ptr: int, dtype: str, batch: int, heads: int, rows_per_head: int, head_dim: int,
+                          strides: tuple[int, int, int], box_rows: int, box_cols: int = 64) -> TensorMap:
+    """A (B, H, N, D) tensor with element strides (batch, head, token) and a contiguous head
+    dim, as 4-D (D, N, H, B); box = box_cols x box_rows x 1 x 1, swizzled 128 B (box_cols *
+    element size must be 128 B)."""
     eb = DTYPE_BYTES[dtype]
-    return encode_tiled(ptr, dtype, (head_dim, rows_per_head, heads_total),
-                        (head_dim * eb, rows_per_head * head_dim * eb), (box_cols, box_rows, 1), 128)
+    sb, sh, sn = strides
+    return encode_tiled(ptr, dtype, (head_dim, rows_per_head, heads, batch), (sn * eb, sh * eb, sb * eb),
+                        (box_cols, box_rows, 1, 1), 128)
 
 
 @functools.cache
@@ -166,26 +170,31 @@ class _MapCache:
 _CACHE = _MapCache()
 
 
-def cached_operand_map(ptr: int, dtype: str, rows_per_head: int, heads_total: int, head_dim: int,
-                       box_rows: int, box_cols: int = 64) -> TensorMap:
-    key = (ptr, dtype, rows_per_head, heads_total, head_dim, box_rows, box_cols)
+def cached_operand_map(ptr: int, dtype: str, batch: int, heads: int, rows_per_head: int, head_dim: int,
+                       strides: tuple[int, int, int], box_rows: int, box_cols: int = 64) -> TensorMap:
+    key = (ptr, dtype, batch, heads, rows_per_head, head_dim, tuple(strides), box_rows, box_cols)
     return _CACHE.get(key, attention_operand_map, *key)
 
 
-def _qkv_map_args(q: int, k: int, v: int, dtype: str, seq_q: int, seq_k: int, heads_q_total: int,
-                  heads_kv_total: int, head_dim: int, block_m: int, block_n: int) -> tuple:
-    tq = attention_operand_map(q, dtype, seq_q, heads_q_total, head_dim, block_m)
-    tk = attention_operand_map(k, dtype, seq_k, heads_kv_total, head_dim, block_n)
-    tv = tk if v == k else attention_operand_map(v, dtype, seq_k, heads_kv_total, head_dim, block_n)
+def _qkv_map_args(q: int, k: int, v: int, dtype: str, batch: int, heads_q: int, heads_kv: int, seq_q: int,
+                  seq_k: int, head_dim: int, q_strides: tuple, k_strides: tuple, v_strides: tuple, block_m: int,
+                  block_n: int) -> tuple:
+    tq = attention_operand_map(q, dtype, batch, heads_q, seq_q, head_dim, q_strides, block_m)
+    tk = attention_operand_map(k, dtype, batch, heads_kv, seq_k, head_dim, k_strides, block_n)
+    tv = (tk if (v, v_strides) == (k, k_strides)
+          else attention_operand_map(v, dtype, batch, heads_kv, seq_k, head_dim, v_strides, block_n))
     return tq.kernel_arg(), tk.kernel_arg(), tv.kernel_arg()
 
 
 _QKV_CACHE = _MapCache()
 
 
-def qkv_map_args(q: int, k: int, v: int, dtype: str, seq_q: int, seq_k: int, heads_q_total: int,
-                 heads_kv_total: int, head_dim: int, block_m: int, block_n: int) -> tuple:
+def qkv_map_args(q: int, k: int, v: int, dtype: str, batch: int, heads_q: int, heads_kv: int, seq_q: int,
+                 seq_k: int, head_dim: int, q_strides: tuple, k_strides: tuple, v_strides: tuple, block_m: int,
+                 block_n: int) -> tuple:
     """The kernel arguments of the Q, K and V tensor maps of one launch, from one cache
-    look-up (the per-call path of flash_fwd_wgmma). Each argument keeps its map alive."""
-    key = (q, k, v, dtype, seq_q, seq_k, heads_q_total, heads_kv_total, head_dim, block_m, block_n)
+    look-up (the per-call path of flash_fwd_wgmma). The key holds the pointers and the whole
+    geometry, element strides included. Each argument keeps its map alive."""
+    key = (q, k, v, dtype, batch, heads_q, heads_kv, seq_q, seq_k, head_dim, tuple(q_strides), tuple(k_strides),
+           tuple(v_strides), block_m, block_n)
     return _QKV_CACHE.get(key, _qkv_map_args, *key)

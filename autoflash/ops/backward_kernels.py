@@ -70,7 +70,7 @@ class BackwardProblem(Problem):
 
     @classmethod
     def from_dict(cls, d: dict) -> "BackwardProblem":
-        return cls(**{f: d[f] for f in cls.__dataclass_fields__})
+        return cls(**{f: d[f] for f in cls.__dataclass_fields__ if f in d})  # forward fields with defaults may be absent
 
 
 @dataclass(frozen=True)

@@ -52,9 +52,10 @@ class LaunchPlan:
 
 
 def plan(kernel: LoadedKernel, p: Problem, scale: float) -> LaunchPlan:
-    """The launch plan for a problem, built once per (shape, causal, scale) and kernel
+    """The launch plan for a problem, built once per (shape, causal, offset, strides, scale) and kernel
     (a plan holds no pointers, so it is never stale)."""
-    key = (p.batch, p.heads_q, p.heads_kv, p.seq_q, p.seq_k, p.head_dim, p.causal, scale)
+    key = (p.batch, p.heads_q, p.heads_kv, p.seq_q, p.seq_k, p.head_dim, p.causal, p.causal_offset, p.strides,
+           scale)
     return kernel.cached_plan(key, lambda: LaunchPlan(kernel, p, scale))
 
 

@@ -8,7 +8,7 @@ registers) with the online softmax in base 2. `setmaxnreg` moves registers from
 the producer to the consumers.
 
 Kernel signature = the shared one (templates/README.md) plus three tensor maps
-passed by value and the batch size (see templates/flash_fwd_wgmma.cu.j2 and
+passed by value (4-D, built from the operands' real strides) and the batch size (see templates/flash_fwd_wgmma.cu.j2 and
 autoflash/tma.py); the grid is 1-D and persistent (one CTA per SM), see `grid`.
 Schedule switches not (yet) in KernelConfig follow the config: intra-warpgroup
 overlap always, consumer ping-pong iff causal (measured, benchmarks/NOTES.md).
@@ -20,9 +20,9 @@ import math
 
 import numpy as np
 
-from autoflash.kernels.elements import DTYPE_BYTES, LOG2E
+from autoflash.kernels.elements import DTYPE_BYTES
 from autoflash.kernels.tma import qkv_map_args
-from autoflash.ops.forward_base import ForwardTemplate, KernelConfig, Problem
+from autoflash.ops.forward_base import ForwardTemplate, KernelConfig, Problem, shared_tail
 
 # Per consumer-warpgroup count: (producer registers, consumer registers) after setmaxnreg.
 # 64K registers per SM, one block per SM: 128 * (producer + consumers * nc) <= 65536.
@@ -124,12 +124,12 @@ class WgmmaTemplate(ForwardTemplate):
     def launch_args(self, cfg: KernelConfig, p: Problem, scale: float):
         """The shared arguments plus tensor maps for Q, K and V (by value, 128 B each) and the batch."""
         u64 = np.uint64
-        sizes = (np.int32(p.heads_q), np.int32(p.heads_kv), np.int32(p.seq_q), np.int32(p.seq_k),
-                 np.float32(scale * LOG2E))
+        sizes = shared_tail(p, scale)
         batch = (np.int32(p.batch),)
-        # Everything a Q/K/V tensor map encodes besides its pointer (operands are contiguous,
-        # so the shape fixes the strides); the maps are cached per pointer set (tma.py).
-        geometry = (cfg.dtype, p.seq_q, p.seq_k, p.batch * p.heads_q, p.batch * p.heads_kv, cfg.head_dim,
+        # Everything a Q/K/V tensor map encodes besides its pointer: shapes and element strides;
+        # the maps are cached per pointer set and geometry (tma.py).
+        qs, ks, vs, _ = p.operand_strides()
+        geometry = (cfg.dtype, p.batch, p.heads_q, p.heads_kv, p.seq_q, p.seq_k, cfg.head_dim, qs, ks, vs,
                     cfg.block_m, cfg.block_n)
 
         def args(q, k, v, o, lse):

@@ -14,7 +14,7 @@ from autoflash.kernels.device import device_arch
 from autoflash.kernels.loaded import LoadedKernel, stream_handle
 from autoflash.ops.decode_kernels import DecodeConfig
 from autoflash.ops.forward import FORWARD
-from autoflash.ops.forward_base import KernelConfig, Problem
+from autoflash.ops.forward_base import CAUSAL_ALIGNMENTS, KernelConfig, Problem, causal_offset
 from autoflash.ops.forward_launch import default_scale, plan
 from autoflash.serve import dispatch
 from autoflash.serve.autograd import differentiable_attention
@@ -40,6 +40,7 @@ class Operand:
     dtype: str
     device: int
     wrap: object = None  # foreign arrays: turns a CuPy result into the caller's kind (None: CuPy)
+    strides: tuple = ()  # element strides, one per dim
 
 
 _TORCH_DTYPES = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
@@ -54,9 +55,8 @@ def as_operand(x, name: str) -> Operand:
         dtype = _TORCH_DTYPES.get(str(x.dtype))
         if dtype is None:
             raise InputError(f"{name} has dtype {x.dtype}; supported: float32, float16, bfloat16")
-        if not x.is_contiguous():
-            raise InputError(f"{name} is not contiguous (strides {tuple(x.stride())}); pass {name}.contiguous()")
-        return Operand(name, "torch", x, x.data_ptr(), tuple(x.shape), dtype, x.get_device())
+        return Operand(name, "torch", x, x.data_ptr(), tuple(x.shape), dtype, x.get_device(),
+                       strides=tuple(x.stride()))
     if mod.startswith("numpy"):
         raise InputError(f"{name} is a NumPy array on the CPU; pass {SUPPORTED_ARRAYS}")
     kind, wrap = "cupy", None
@@ -66,9 +66,10 @@ def as_operand(x, name: str) -> Operand:
     dtype = _CUPY_DTYPES.get(str(x.dtype))
     if dtype is None:
         raise InputError(f"{name} has dtype {x.dtype}; supported: float32, float16, bfloat16")
-    if not x.flags.c_contiguous:
-        raise InputError(f"{name} is not C-contiguous (strides {x.strides}); pass cupy.ascontiguousarray({name})")
-    return Operand(name, kind, x, x.data.ptr, tuple(x.shape), dtype, x.device.id, wrap)
+    if any(s % x.itemsize for s in x.strides):
+        raise InputError(f"{name}'s strides {x.strides} (bytes) are not whole elements; pass cupy.ascontiguousarray({name})")
+    return Operand(name, kind, x, x.data.ptr, tuple(x.shape), dtype, x.device.id, wrap,
+                   strides=tuple(s // x.itemsize for s in x.strides))
 
 
 _DLPACK_CUDA_DEVICES = (2, 13)  # DLDeviceType kDLCUDA, kDLCUDAManaged
@@ -130,12 +131,42 @@ def _result(ref: Operand, x):
     return x if ref.wrap is None or x is None else ref.wrap(x)
 
 
+ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
+MAX_TOKEN_STRIDE = 2**31 // 256  # the kernels address rows within a tile with 32-bit offsets
+
+
+def kernel_strides(t: Operand) -> tuple[int, int, int]:
+    """(batch, head, token) element strides of a (B, H, N, D) operand as the kernels take them:
+    the head dim must be contiguous and each stride a multiple of 16 bytes (TMA and 16-byte
+    vector loads), else InputError. A dim of size 1 is never stepped along, so its stride
+    (arbitrary in PyTorch) is replaced by one that is valid for any kernel."""
+    b, h, n, d = t.shape
+    sb, sh, sn, sd = t.strides
+    if sd != 1 and d > 1:
+        raise InputError(f"{t.name}'s head dim is not contiguous (strides {t.strides} elements); the kernels "
+                         f"need stride 1 in the last dim: pass {t.name}.contiguous()")
+    if n == 1:
+        sn = d
+    if h == 1:
+        sh = sn * n
+    if b == 1:
+        sb = max(sh * h, sn * n)
+    eb = ELEMENT_BYTES[t.dtype]
+    if min(sb, sh, sn) < 0 or any((s * eb) % 16 for s in (sb, sh, sn)) or t.ptr % 16:
+        raise InputError(f"{t.name}'s rows are not 16-byte aligned (strides {t.strides} elements of {eb} B, "
+                         f"address {t.ptr:#x}): the batch, head and token strides must be non-negative multiples "
+                         f"of {16 // eb} elements and the data pointer 16-byte aligned; pass {t.name}.contiguous()")
+    if sn >= MAX_TOKEN_STRIDE:
+        raise InputError(f"{t.name}'s token stride {sn} is too large (the kernels take < {MAX_TOKEN_STRIDE})")
+    return (sb, sh, sn)
+
+
 def check_inputs(q: Operand, k: Operand, v: Operand) -> Problem:
+    """The problem of q, k, v (any strides with a contiguous head dim, rows 16-byte aligned);
+    its strides describe a new contiguous output."""
     for t in (q, k, v):
         if len(t.shape) != 4:
             raise InputError(f"{t.name} must have 4 dimensions (batch, heads, seq, head_dim), got shape {t.shape}")
-        if t.ptr % 16:
-            raise InputError(f"{t.name}'s data pointer is not 16-byte aligned; pass a fresh contiguous copy")
     if not (q.dtype == k.dtype == v.dtype):
         raise InputError(f"q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if not (q.kind == k.kind == v.kind):
@@ -156,7 +187,9 @@ def check_inputs(q: Operand, k: Operand, v: Operand) -> Problem:
         raise InputError(f"query heads ({hq}) must be a multiple of key/value heads ({hkv}) for GQA/MQA")
     if max(nq, nk) >= 2**31:
         raise InputError(f"sequence length {max(nq, nk)} does not fit the kernel's 32-bit lengths")
-    return Problem(b, hq, hkv, nq, nk, d, causal=False)
+    out = (hq * nq * d, nq * d, d)  # the output is a new contiguous (B, Hq, Nq, D) tensor
+    strides = (kernel_strides(q), kernel_strides(k), kernel_strides(v), out)
+    return Problem(b, hq, hkv, nq, nk, d, causal=False, strides=strides)
 
 
 def choose_config(arch: str, device_name: str, dtype: str, head_dim: int, causal: bool, seq_len: int) -> KernelConfig:
@@ -224,21 +257,32 @@ def _stream(ref: Operand):
     return None
 
 
-def attention(q, k, v, *, causal: bool = False, scale: float | None = None, return_lse: bool = False,
-              config: KernelConfig | DecodeConfig | dict | None = None, deterministic: bool = False):
+def attention(q, k, v, *, causal: bool = False, causal_alignment: str = "top_left", scale: float | None = None,
+              return_lse: bool = False, config: KernelConfig | DecodeConfig | dict | None = None,
+              deterministic: bool = False):
     """Flash attention: softmax(q k^T * scale) v without the N x N matrix.
 
     q: (batch, heads_q, seq_q, head_dim); k, v: (batch, heads_kv, seq_k, head_dim),
     heads_q a multiple of heads_kv (GQA/MQA). PyTorch CUDA tensors, CuPy arrays or DLPack
-    producers (fp32, fp16, bf16), contiguous. causal: aligned top-left like torch's
-    is_causal, query i attends to keys 0..i (also when seq_q != seq_k). scale defaults to
-    1/sqrt(head_dim). Returns the output (same kind, dtype, device; on the caller's current
-    stream) and, with return_lse, the per-row log-sum-exp (float32, batch x heads_q x seq_q,
-    natural log).
+    producers (fp32, fp16, bf16) with any strides whose last dim is contiguous and whose
+    other strides are multiples of 16 bytes (e.g. (B, N, H, D) tensors viewed as
+    x.transpose(1, 2), as Hugging Face hands them): read in place, never copied (except
+    for gradients, whose backward takes contiguous tensors). scale defaults to 1/sqrt(head_dim).
+
+    causal_alignment (used when causal=True):
+      "top_left" (default; torch's is_causal): query i attends to keys 0..i.
+      "bottom_right" (flash-attn >= 2.1; KV caches, chunked prefill): the queries are the
+        last seq_q positions, query i attends to keys 0..i + seq_k - seq_q.
+    The two agree when seq_q == seq_k. A row that sees no key (top-left never has one;
+    bottom-right when seq_q > seq_k, its first seq_q - seq_k rows) gets output 0 and LSE -inf.
+
+    Returns the output, a new contiguous (batch, heads_q, seq_q, head_dim) array (same kind,
+    dtype, device; on the caller's current stream) and, with return_lse, the per-row
+    log-sum-exp (float32, batch x heads_q x seq_q, natural log).
 
     Served by the split-KV decode kernel when that is the right kernel (PyTorch fp16/bf16,
-    seq_q <= 16, and no mask or seq_q == seq_k: serve/routing.route_attention), else by the
-    forward kernel. config pins a forward (KernelConfig) or decode (DecodeConfig) config.
+    seq_q <= 16, and no mask, bottom-right, or seq_q == seq_k: serve/routing.route_attention),
+    else by the forward kernel. config pins a forward (KernelConfig) or decode (DecodeConfig) config.
 
     Differentiable for PyTorch tensors that require grad (with grad mode on): fp16/bf16,
     head_dim 64 or 128, sm_80+; the forward saves O and the LSE (not P) and the backward
@@ -246,16 +290,28 @@ def attention(q, k, v, *, causal: bool = False, scale: float | None = None, retu
     configurations raise InputError naming what is supported, never a silently
     non-differentiable result.
     """
+    check_alignment(causal_alignment)
     if type(q).__module__.startswith("torch") and _needs_grad(q, k, v):
         qo = as_operand(q, "q")
         problem = check_inputs(qo, as_operand(k, "k"), as_operand(v, "v"))  # shape errors come first
         why = differentiable_problem(kind=qo.kind, dtype=qo.dtype, arch=device_arch(qo.device)[0],
                                      head_dim=problem.head_dim)
+        if why is None and causal and causal_offset(causal_alignment, problem.seq_q, problem.seq_k):
+            why = ("autoflash.attention() has no backward for bottom-right causal with seq_q != seq_k (the "
+                   "flash_bwd_mma backward is top-left); call it under torch.no_grad() for inference")
         if why is not None:
             raise InputError(why)
+        # The backward takes contiguous tensors: a strided view is copied here, for training only.
+        q, k, v = (t if t.is_contiguous() else t.contiguous() for t in (q, k, v))
         return differentiable_attention(attention_forward, q, k, v, causal=bool(causal), scale=scale,
                                         deterministic=bool(deterministic), config=config, return_lse=return_lse)
-    return attention_forward(q, k, v, causal=causal, scale=scale, return_lse=return_lse, config=config)
+    return attention_forward(q, k, v, causal=causal, causal_alignment=causal_alignment, scale=scale,
+                             return_lse=return_lse, config=config)
+
+
+def check_alignment(causal_alignment) -> None:
+    if causal_alignment not in CAUSAL_ALIGNMENTS:
+        raise InputError(f"causal_alignment must be one of {CAUSAL_ALIGNMENTS}, got {causal_alignment!r}")
 
 
 def _needs_grad(q, k, v) -> bool:
@@ -278,13 +334,17 @@ def _pinned_config(config) -> KernelConfig | DecodeConfig | None:
     return cfg
 
 
-def attention_forward(q, k, v, *, causal: bool = False, scale: float | None = None, return_lse: bool = False,
+def attention_forward(q, k, v, *, causal: bool = False, causal_alignment: str = "top_left",
+                      scale: float | None = None, return_lse: bool = False,
                       config: KernelConfig | DecodeConfig | dict | None = None):
     """attention() without autograd: the forward or decode kernel, as route_attention decides
     (the torch drop-in's custom ops and the autograd Function call this)."""
+    check_alignment(causal_alignment)
     qo, ko, vo = as_operand(q, "q"), as_operand(k, "k"), as_operand(v, "v")
     problem = check_inputs(qo, ko, vo)
     problem.causal = causal = bool(causal)
+    if causal:
+        problem.causal_offset = causal_offset(causal_alignment, problem.seq_q, problem.seq_k)
     if scale is None:
         scale = default_scale(problem.head_dim)
     elif not (isinstance(scale, (int, float)) and math.isfinite(scale)):
@@ -294,11 +354,11 @@ def attention_forward(q, k, v, *, causal: bool = False, scale: float | None = No
     pinned = _pinned_config(config)
     route = route_attention(kind=qo.kind, dtype=qo.dtype, arch=arch, batch=problem.batch, heads_q=problem.heads_q,
                             heads_kv=problem.heads_kv, seq_q=problem.seq_q, seq_k=problem.seq_k,
-                            head_dim=problem.head_dim, causal=causal)
+                            head_dim=problem.head_dim, causal=causal, causal_alignment=causal_alignment)
     if isinstance(pinned, DecodeConfig) and route.op != "decode":
         raise InputError(f"config {pinned.name} is a decode config, and decode cannot serve this call: {route.reason}")
     if route.op == "decode" and not isinstance(pinned, KernelConfig):
-        # Causal reaches decode only with seq_q == seq_k, where its bottom-right mask is attention()'s.
+        # Causal reaches decode only when its bottom-right mask is the one asked for (route_attention).
         return decode_attention(q, k, v, causal=causal, softmax_scale=float(scale), return_lse=return_lse,
                                 layout="bhsd", config=pinned)
     if pinned is None:

@@ -2,7 +2,8 @@
 dtypes and the GPU's arch (no GPU, no torch), so every decision is testable on the CPU.
 
 - autoflash.attention(): the split-KV decode kernel (ops/decode.py) when it is the right
-  kernel, else the forward (ops/forward.py). See route_attention for the rule.
+  kernel, else the forward (ops/forward.py). See route_attention for the rule (causal
+  alignment included: decode's mask is bottom-right).
 - autoflash.attention_with_kvcache(): decode only; longer query chunks are refused for now.
 - Gradients: the flash_bwd_mma backward (ops/backward.py); differentiable_problem says why a
   call is not differentiable.
@@ -32,14 +33,15 @@ class Route:
 
 
 def route_attention(*, kind: str, dtype: str, arch: str, batch: int, heads_q: int, heads_kv: int, seq_q: int,
-                    seq_k: int, head_dim: int, causal: bool) -> Route:
-    """The operation serving autoflash.attention(q, k, v, causal=causal) (top-left causal).
+                    seq_k: int, head_dim: int, causal: bool, causal_alignment: str = "top_left") -> Route:
+    """The operation serving autoflash.attention(q, k, v, causal=causal, causal_alignment=...).
 
     Decode serves it when all hold: PyTorch tensors (decode's launcher allocates with torch),
     seq_q <= DECODE_MAX_QUERIES, fp16/bf16, a head dim and an arch the decode template has, the
     decode grid fits (batch * heads_kv <= 65535), and the masks agree: decode's causal mask is
-    bottom-right (query i sees keys <= i + seq_k - seq_q), attention()'s is top-left (keys <= i);
-    they are the same mask only when seq_q == seq_k, and without causal there is no mask.
+    bottom-right (query i sees keys <= i + seq_k - seq_q), so it serves causal_alignment
+    "bottom_right" with seq_q <= seq_k (every row sees a key), and "top_left" (keys <= i) only
+    when seq_q == seq_k (the same mask); without causal there is no mask.
     Everything else runs the forward kernel, as before decode existed."""
     def forward(why: str) -> Route:
         return Route("forward", why)
@@ -56,11 +58,17 @@ def route_attention(*, kind: str, dtype: str, arch: str, batch: int, heads_q: in
         return forward(f"arch {arch}: decode runs on {list(DECODE_TEMPLATE.archs)}")
     if batch * heads_kv > GRID_YZ_LIMIT:
         return forward(f"batch * heads_kv = {batch * heads_kv} > {GRID_YZ_LIMIT} (decode's grid)")
-    if causal and seq_q != seq_k:
-        return forward(f"causal with seq_q {seq_q} != seq_k {seq_k}: attention()'s top-left mask differs "
-                       "from decode's bottom-right one")
-    return Route("decode", f"seq_q {seq_q} <= {DECODE_MAX_QUERIES}, {dtype} d{head_dim}"
-                 + (", causal with seq_q == seq_k (top-left = bottom-right)" if causal else ", no mask"))
+    if causal and causal_alignment != "bottom_right" and seq_q != seq_k:
+        return forward(f"top-left causal with seq_q {seq_q} != seq_k {seq_k}: decode's mask is bottom-right")
+    if causal and seq_q > seq_k:
+        return forward(f"causal with seq_q {seq_q} > seq_k {seq_k}: rows without a key are the forward's")
+    if not causal:
+        mask = ", no mask"
+    elif seq_q == seq_k:
+        mask = ", causal with seq_q == seq_k (top-left = bottom-right)"
+    else:
+        mask = ", bottom-right causal (decode's own mask)"
+    return Route("decode", f"seq_q {seq_q} <= {DECODE_MAX_QUERIES}, {dtype} d{head_dim}" + mask)
 
 
 def differentiable_problem(*, kind: str, dtype: str, arch: str | None, head_dim: int,
