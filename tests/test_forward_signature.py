@@ -1,0 +1,55 @@
+"""The forward templates and their host side agree on the kernel signature (no GPU): every
+rendered kernel declares exactly the parameters launch_args passes, in order and type, and the
+causal offset reaches both the tile-skip bound and the mask of every template."""
+import re
+
+import numpy as np
+import pytest
+
+from autoflash.kernels import tma
+from autoflash.kernels.registry import TEMPLATES
+from autoflash.kernels.render import render
+from autoflash.ops.forward_base import Problem
+from conftest import fwd_key as K
+
+SHARED = (["const elem_t*"] * 3 + ["elem_t*", "float*"] + ["int"] * 4 + ["float", "int"] + ["long long"] * 12)
+NUMPY = {"const elem_t*": np.uint64, "elem_t*": np.uint64, "float*": np.uint64, "int": np.int32,
+         "float": np.float32, "long long": np.int64}
+PINS = [("flash_fwd_simt", "sm_90", "fp32", 64), ("flash_fwd_mma", "sm_90", "bf16", 128),
+        ("flash_fwd_wgmma", "sm_90a", "bf16", 128)]
+
+
+def kernel_params(source: str) -> list[str]:
+    """The parameter types of the extern "C" kernel, qualifiers dropped."""
+    head = re.search(r'extern "C" __global__ void (?:__launch_bounds__\([^)]*\))?\s*\w+\(([^)]*)\)', source).group(1)
+    types = []
+    for p in head.split(","):
+        p = " ".join(p.replace("__restrict__", "").replace("__grid_constant__", "").split())
+        types.append(p.rsplit(" ", 1)[0].replace("const TmaDesc", "TmaDesc"))
+    return types
+
+
+@pytest.mark.parametrize("pin", PINS, ids=lambda p: p[0])
+@pytest.mark.parametrize("causal", [False, True])
+def test_rendered_signature_matches_launch_args(pin, causal, monkeypatch):
+    name, arch, dtype, d = pin
+    monkeypatch.setattr(tma, "attention_operand_map", lambda *g: type("M", (), {"kernel_arg": lambda s: "map"})())
+    monkeypatch.setattr(tma, "_QKV_CACHE", tma._MapCache(size=4))
+    template = TEMPLATES[name]
+    cfg = template.default(arch, K(dtype, d, causal))
+    params = kernel_params(render(cfg))
+    expected = SHARED + (["TmaDesc"] * 3 + ["int"] if name == "flash_fwd_wgmma" else [])
+    assert params == expected
+    args = template.launch_args(cfg, Problem(2, 4, 2, 100, 300, d, causal, causal_offset=200), 0.1)(16, 32, 48, 64, 0)
+    assert len(args) == len(params)
+    for a, t in zip(args, params):
+        assert a == "map" if t == "TmaDesc" else type(a) is NUMPY[t], (t, a)
+    assert int(args[10]) == 200
+
+
+@pytest.mark.parametrize("pin", PINS, ids=lambda p: p[0])
+def test_causal_offset_enters_the_tile_bound_and_the_mask(pin):
+    name, arch, dtype, d = pin
+    source = render(TEMPLATES[name].default(arch, K(dtype, d, True)))
+    assert re.search(r"min\(seq_k, [\w.]+ \+ BLOCK_M \+ causal_offset\)", source)  # keys past the diagonal skipped
+    assert source.count("causal_offset") >= 3  # the bound, the mask's diagonal, the signature
