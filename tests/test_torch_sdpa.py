@@ -192,8 +192,9 @@ def test_scale_and_mqa(dtype):
 
 
 @on_gpu
-def test_non_contiguous_inputs_are_copied():
-    """(B, L, H, E) projections transposed to (B, H, L, E), as a model hands them over."""
+def test_transposed_inputs_are_served():
+    """(B, L, H, E) projections transposed to (B, H, L, E), as a model hands them over: read in
+    place (no copy: tests/test_causal_strided_gpu.py checks peak memory)."""
     q, k, v = _inputs((2, 300, 4, 64), (2, 300, 4, 64), "bf16", seed=3)
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))
     assert not q.is_contiguous()
