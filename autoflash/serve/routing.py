@@ -99,7 +99,8 @@ def kvcache_problem(seq_q: int) -> str | None:
     if 1 <= seq_q <= DECODE_MAX_QUERIES:
         return None
     return (f"attention_with_kvcache serves 1..{DECODE_MAX_QUERIES} query tokens per sequence today (decode and "
-            f"speculative decoding, through the split-KV decode kernel); got seqlen_q = {seq_q}. Chunked prefill "
-            "against a cache (bottom-right causal with seqlen_q > 16) comes with issue 15. Until then: when the "
-            "chunk is the whole sequence (seqlen_q == seqlen_k, no cache_seqlens) autoflash.attention(q, k, v, "
-            "causal=True) with (batch, heads, seq, head_dim) tensors serves it (top-left = bottom-right there)")
+            f"speculative decoding, through the split-KV decode kernel); got seqlen_q = {seq_q}. A chunked "
+            "prefill whose cache is filled to its end for every sequence (no cache_seqlens) is served by "
+            "autoflash.attention(q.transpose(1, 2), k_cache.transpose(1, 2), v_cache.transpose(1, 2), causal=True, "
+            "causal_alignment=\"bottom_right\") (views read in place; the output is (batch, heads, seq, head_dim)); "
+            "per-sequence cache lengths with longer chunks come with issue 15")
