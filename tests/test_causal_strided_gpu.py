@@ -117,6 +117,17 @@ def test_bottom_right_decode_shapes_go_to_the_decode_kernel(monkeypatch):
     check(out, lse, q, k[:, :, :3], v[:, :, :3], 3 - nq, 1 / math.sqrt(d), "bf16")
 
 
+def requested_bytes(fn) -> int:
+    """Bytes requested from torch's caching allocator while fn runs (a copy of an input shows up
+    here whatever block the allocator hands out)."""
+    key = "requested_bytes.all.allocated"  # what callers asked for, before rounding and block reuse
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_stats()[key]
+    fn()
+    torch.cuda.synchronize()
+    return torch.cuda.memory_stats()[key] - before
+
+
 def bnhd(b, n, h, d, dtype, seed):
     """A (B, N, H, D) tensor (as a Hugging Face projection gives it) seen as (B, H, N, D)."""
     return randn((b, n, h, d), dtype, seed).transpose(1, 2)
@@ -143,13 +154,11 @@ def test_transposed_views_match_contiguous_copies_without_a_copy(pin, causal):
     ref2, ref_lse2 = autoflash.attention(q.contiguous(), ks.contiguous(), vs.contiguous(), **kw)
     assert torch.equal(out2, ref2) and torch.equal(lse2, ref_lse2)
     # No copy: what the call allocates is O and LSE (q alone is as large as O; K/V are 6.7x larger).
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    before = torch.cuda.memory_allocated()
-    autoflash.attention(q, k, v, **kw)
-    torch.cuda.synchronize()
+    # Counted as bytes requested from the caching allocator: its peak figure counts a cached block
+    # reused whole (O landing in a freed 2 MB K copy's block read as 2 MB on the H200).
+    requested = requested_bytes(lambda: autoflash.attention(q, k, v, **kw))
     o_bytes, lse_bytes = out.numel() * out.element_size(), lse.numel() * 4
-    assert torch.cuda.max_memory_allocated() - before < o_bytes + lse_bytes + o_bytes // 2
+    assert requested < o_bytes + lse_bytes + o_bytes // 2
 
 
 def test_misaligned_views_are_refused_before_launch():
@@ -185,6 +194,7 @@ def test_drop_in_under_torch_compile_reads_transposed_views(causal):
     with torch.no_grad():
         f(q, k, v)
         torch.cuda.synchronize()
+        torch.cuda.empty_cache()  # else O may reuse a larger cached block whole (a freed K copy) and count as more
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
         f(q, k, v)
