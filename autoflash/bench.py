@@ -24,16 +24,26 @@ DEFAULT_GRID = {"dtypes": ("bf16", "fp16"), "head_dims": (64, 128, 256), "seq_le
                 "causal": (False, True)}
 
 
-def _sdpa(torch, backend: str, q, k, v, causal: bool):
-    """A callable running one SDPA backend, or None when that backend refuses these inputs."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
+def sdpa_backends() -> dict:
+    """Our names for SDPA's backends -> torch's SDPBackend values."""
+    from torch.nn.attention import SDPBackend
 
-    kind = {"sdpa_flash": SDPBackend.FLASH_ATTENTION, "sdpa_cudnn": SDPBackend.CUDNN_ATTENTION,
-            "sdpa_efficient": SDPBackend.EFFICIENT_ATTENTION}[backend]
+    return {"sdpa_flash": SDPBackend.FLASH_ATTENTION, "sdpa_cudnn": SDPBackend.CUDNN_ATTENTION,
+            "sdpa_efficient": SDPBackend.EFFICIENT_ATTENTION, "sdpa_math": SDPBackend.MATH}
+
+
+def sdpa_runner(backend: str, q, k, v, causal: bool):
+    """A callable running torch SDPA with one backend (sdpa_flash, sdpa_cudnn, sdpa_efficient,
+    sdpa_math) on these inputs (GQA when the head counts differ), or None when it refuses them."""
+    import torch
+    from torch.nn.attention import sdpa_kernel
+
+    kind = sdpa_backends()[backend]
+    gqa = q.shape[1] != k.shape[1]
 
     def run():
         with sdpa_kernel(kind):
-            return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
 
     try:
         run()
@@ -96,7 +106,7 @@ def bench_row(dtype: str, head_dim: int, seq_len: int, causal: bool, *, tokens: 
     rel = _rel_error(torch, q, k, v, causal, served())
     fns = {"autoflash": served}
     for backend in BACKENDS:
-        fn = _sdpa(torch, backend, q, k, v, causal)
+        fn = sdpa_runner(backend, q, k, v, causal)
         if fn is not None:
             fns[backend] = fn
     graphs = {name: _graph(torch, fn) for name, fn in fns.items()}

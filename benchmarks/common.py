@@ -2,15 +2,10 @@
 import statistics
 
 import torch
-import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
-SDPA_BACKENDS = {
-    "sdpa_flash": SDPBackend.FLASH_ATTENTION,
-    "sdpa_cudnn": SDPBackend.CUDNN_ATTENTION,
-    "sdpa_efficient": SDPBackend.EFFICIENT_ATTENTION,
-    "sdpa_math": SDPBackend.MATH,
-}
+from autoflash.bench import sdpa_backends, sdpa_runner  # noqa: F401  (the benchmark scripts take them from here)
+
+SDPA_BACKENDS = sdpa_backends()
 
 
 def time_ms(fn, warmup=5, reps=30, max_seconds=5.0):
@@ -27,22 +22,6 @@ def time_ms(fn, warmup=5, reps=30, max_seconds=5.0):
         start.record(); fn(); end.record(); end.synchronize()
         times.append(start.elapsed_time(end))
     return statistics.median(times)
-
-
-def sdpa_runner(backend, q, k, v, causal):
-    """A callable running torch SDPA with one backend, or None if it cannot run these inputs."""
-    gqa = q.shape[1] != k.shape[1]
-
-    def run():
-        with sdpa_kernel(SDPA_BACKENDS[backend]):
-            return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
-
-    try:
-        run()
-        torch.cuda.synchronize()
-    except RuntimeError:
-        return None
-    return run
 
 
 def tflops(b, h, nq, nk, d, causal, ms):

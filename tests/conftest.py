@@ -53,3 +53,18 @@ def fwd_key(dtype: str, head_dim: int, causal: bool) -> dict:
     """The forward operation's problem key."""
     return {"dtype": dtype, "head_dim": head_dim, "causal": causal}
 
+
+@pytest.fixture
+def decode_calls(monkeypatch):
+    """The calls attention() (and so the drop-in) handed to the decode kernel (a spy that passes them on)."""
+    from autoflash.serve import api as serve_api
+
+    calls = []
+    real = serve_api.decode_attention
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(serve_api, "decode_attention", spy)
+    return calls

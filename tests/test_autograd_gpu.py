@@ -19,22 +19,8 @@ import autoflash  # noqa: E402
 import autoflash.torch as aft  # noqa: E402
 from autoflash.ops.backward import TOLERANCE as GRAD_TOLERANCE  # noqa: E402
 from autoflash.ops.reference import TOLERANCE as OUT_TOLERANCE  # noqa: E402
-from autoflash.serve import api as serve_api  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@pytest.fixture
-def decode_calls(monkeypatch):
-    calls = []
-    real = serve_api.decode_attention
-
-    def spy(*args, **kwargs):
-        calls.append(kwargs)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(serve_api, "decode_attention", spy)
-    return calls
 
 
 def leaves(shapes, dtype, seed):
