@@ -12,7 +12,9 @@ def gpu_unavailable_reason() -> str | None:
 
         n = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # no driver, no CuPy, no device
-        return f"no usable CUDA GPU ({type(exc).__name__}: {exc})"
+        from autoflash.kernels.device import no_gpu_reason
+
+        return f"no usable CUDA GPU: {no_gpu_reason(f'{type(exc).__name__}: {exc}')}"
     return None if n > 0 else "no CUDA GPU found"
 
 

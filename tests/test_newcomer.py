@@ -62,7 +62,7 @@ def test_export_help_shows_the_defaults(capsys):
 
 
 def test_no_gpu_is_said_in_the_users_terms():
-    from autoflash.cli.tune import no_gpu_reason
+    from autoflash.kernels.device import no_gpu_reason
 
     assert "no NVIDIA driver" in no_gpu_reason("cudaErrorInsufficientDriver: CUDA driver version is insufficient")
     assert no_gpu_reason("something else") == "something else"

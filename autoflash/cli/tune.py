@@ -16,6 +16,7 @@ from autoflash import store
 from autoflash.cli.common import CliError, flatten, table
 from autoflash.cli.progress import Progress, print_summary
 from autoflash.kernels.archs import build_arch, compatible_archs
+from autoflash.kernels.device import no_gpu_reason
 from autoflash.kernels.elements import DTYPES
 from autoflash.kernels.registry import OPERATIONS, templates_of
 from autoflash.runner.process import InlineRunner, RunnerProcess
@@ -270,22 +271,10 @@ def _default_log_path(arch: str) -> Path:
     return Path(platformdirs.user_state_dir("autoflash")) / "tune-logs" / f"{arch}-{stamp}.json"
 
 
-# What CUDA says when there is no GPU, and what that means to the user.
-_NO_GPU_WORDS = {"cudaErrorInsufficientDriver": "no NVIDIA driver is loaded on this machine (CUDA reports that as "
-                                                "'driver version is insufficient')",
-                 "cudaErrorNoDevice": "the NVIDIA driver finds no GPU",
-                 "cudaErrorDevicesUnavailable": "the GPUs are busy or set to exclusive use by other processes"}
 # The tuning flags that only matter when kernels are timed.
 _TIMING_FLAGS = {"trials": 64, "seq_len": None, "timeout": None, "tokens": None, "storage": None, "devices": None}
 # Configs of each problem a compile-only run compiles besides the served ones (--whole-space: all).
 SAMPLE_PER_PROBLEM = 2
-
-
-def no_gpu_reason(error: str) -> str:
-    for code, words in _NO_GPU_WORDS.items():
-        if code in error:
-            return words
-    return error
 
 
 def _compile_only(args, knobs, standin, reason: str | None) -> int:

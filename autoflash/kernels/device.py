@@ -18,3 +18,18 @@ def device_arch(device_id: int) -> tuple[str, str]:
     if arch is None:
         raise RuntimeError(f"GPU {name} (compute capability {cc}) is not supported; known archs: {sorted(ARCHS)}")
     return arch, name
+
+
+# What CUDA says when there is no GPU, and what that means to the user.
+NO_GPU_WORDS = {"cudaErrorInsufficientDriver": "no NVIDIA driver is loaded on this machine (CUDA reports that as "
+                                               "'driver version is insufficient')",
+                "cudaErrorNoDevice": "the NVIDIA driver finds no GPU",
+                "cudaErrorDevicesUnavailable": "the GPUs are busy or set to exclusive use by other processes"}
+
+
+def no_gpu_reason(error: str) -> str:
+    """What a CUDA error met while looking for a GPU means, in the user's terms."""
+    for code, words in NO_GPU_WORDS.items():
+        if code in error:
+            return words
+    return error
