@@ -97,16 +97,19 @@ def _keys(args, arch: str, device: str) -> tuple[list, list[str]]:
 
 def _supported(op, arch: str) -> str:
     """What the op's templates take on this arch, per key field (for an error message)."""
-    values: dict[str, set] = {}
-    for t, use_arch in ((t, build_arch(t.archs, arch)) for t in templates_of(op.name).values()):
-        if use_arch is None:
-            continue
-        for field, allowed in t.key_values.items():
-            values.setdefault(field, set()).update(allowed)
-    if not values:
+    usable = [t for t in templates_of(op.name).values() if build_arch(t.archs, arch) is not None]
+    if not usable:
         return f"No {op.name} template supports {arch}."
-    return f"On {arch} the {op.name} templates take " + "; ".join(
-        f"{field} {', '.join(map(str, sorted(v)))}" for field, v in sorted(values.items()))
+    return f"On {arch} the {op.name} templates take " + _allowed(t.key_values for t in usable)
+
+
+def _allowed(tables) -> str:
+    """'name v1, v2; ...': each name's values, united over several templates' {name: values} tables."""
+    values: dict[str, set] = {}
+    for by_name in tables:
+        for name, allowed in by_name.items():
+            values.setdefault(name, set()).update(allowed)
+    return "; ".join(f"{name} {', '.join(map(str, sorted(v)))}" for name, v in sorted(values.items()))
 
 
 def cmd_tune(args) -> int:
@@ -341,11 +344,7 @@ def _compile_only(args, knobs, standin, reason: str | None) -> int:
 
 
 def _knob_values(keys) -> str:
-    values: dict[str, set] = {}
-    for key in keys:
-        for t, _ in templates_for(key.op, key.arch, key.params, [key.template] if key.template else None):
-            for knob, allowed in t.knobs.items():
-                values.setdefault(knob, set()).update(allowed)
-    return "the knobs take " + "; ".join(f"{k} {','.join(map(str, sorted(v)))}" for k, v in sorted(values.items()))
+    return "the knobs take " + _allowed(t.knobs for key in keys for t, _ in templates_for(
+        key.op, key.arch, key.params, [key.template] if key.template else None))
 
 
