@@ -97,6 +97,21 @@ def test_configs_and_copy_paths(bulk, block_n, warps, stages, layout, seq_q, gro
         run_and_check(q, k, v, [2500, 0, 1, 1001], layout=layout, num_splits=splits, config=cfg)
 
 
+def replay_and_check(graph, q, k, v, o, lse, seqlens, length_sets, poison=False):
+    """Replay a captured decode (bshd, D 128, causal, bf16) with each set of cache lengths written
+    into its seqlens tensor, and check O and LSE against float64 (O NaN-poisoned first if asked)."""
+    for lengths in length_sets:
+        seqlens.copy_(torch.tensor(lengths, dtype=torch.int32))
+        if poison:
+            o.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        ref, ref_lse = reference_decode(as_bshd64(q, "bshd"), as_bshd64(k, "bshd"), as_bshd64(v, "bshd"), lengths,
+                                        causal=True, scale=1 / math.sqrt(128))
+        check = check_output(as_bshd64(o, "bshd"), ref, lse.double().cpu().numpy(), ref_lse, "bf16")
+        assert check.passed, (lengths, check.describe())
+
+
 @pytest.mark.parametrize("knobs", [dict(evict_first=True), dict(l2_prefetch=0), dict(l2_prefetch=256, evict_first=True),
                                    dict(fused_combine=True),
                                    dict(fused_combine=True, bulk_copy=True, l2_prefetch=0, evict_first=True)])
@@ -131,15 +146,8 @@ def test_fused_combine_under_graph_replay_with_new_lengths():
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         o, lse = decode_attention(q, k, v, seqlens, return_lse=True, config=cfg, num_splits=8)
-    for lengths in ([4096, 100, 1, 0], [17, 4000, 0, 2048], [1, 1, 4096, 4095], [4096, 100, 1, 0]):
-        seqlens.copy_(torch.tensor(lengths, dtype=torch.int32))
-        o.fill_(float("nan"))
-        graph.replay()
-        torch.cuda.synchronize()
-        ref, ref_lse = reference_decode(as_bshd64(q, "bshd"), as_bshd64(k, "bshd"), as_bshd64(v, "bshd"), lengths,
-                                        causal=True, scale=1 / math.sqrt(128))
-        check = check_output(as_bshd64(o, "bshd"), ref, lse.double().cpu().numpy(), ref_lse, "bf16")
-        assert check.passed, (lengths, check.describe())
+    replay_and_check(graph, q, k, v, o, lse, seqlens,
+                     ([4096, 100, 1, 0], [17, 4000, 0, 2048], [1, 1, 4096, 4095], [4096, 100, 1, 0]), poison=True)
 
 
 def test_strided_caches_without_copies():
@@ -181,14 +189,7 @@ def test_cuda_graph_replay_with_new_lengths():
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         o, lse = decode_attention(q, k, v, seqlens, return_lse=True)
-    for lengths in ([4096, 100, 1, 0], [17, 4000, 0, 2048], [1, 1, 4096, 4095]):
-        seqlens.copy_(torch.tensor(lengths, dtype=torch.int32))
-        graph.replay()
-        torch.cuda.synchronize()
-        ref, ref_lse = reference_decode(as_bshd64(q, "bshd"), as_bshd64(k, "bshd"), as_bshd64(v, "bshd"), lengths,
-                                        causal=True, scale=1 / math.sqrt(128))
-        check = check_output(as_bshd64(o, "bshd"), ref, lse.double().cpu().numpy(), ref_lse, "bf16")
-        assert check.passed, (lengths, check.describe())
+    replay_and_check(graph, q, k, v, o, lse, seqlens, ([4096, 100, 1, 0], [17, 4000, 0, 2048], [1, 1, 4096, 4095]))
 
 
 @pytest.mark.parametrize("lengths, match", [([-1, 5], "outside"), ([5, 65], "outside")])
