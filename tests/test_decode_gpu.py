@@ -4,7 +4,6 @@ counts (empty splits), LSE precision at 256k keys, CUDA-graph replay with new ca
 the input checks that must refuse before launch."""
 import math
 
-import numpy as np
 import pytest
 
 pytestmark = pytest.mark.gpu
