@@ -148,29 +148,32 @@ def test_drop_in_empty_query_still_carries_gradients():
 
 def test_attention_function_saves_out_and_lse_and_passes_its_flags(monkeypatch):
     """The autograd.Function behind autoflash.attention(): forward through the injected forward with
-    return_lse=True, backward through attention_backward with causal, scale and deterministic, the
-    LSE output non-differentiable."""
+    return_lse=True, backward through attention_backward with causal, its alignment, scale and
+    deterministic, the LSE output non-differentiable."""
     calls = {}
 
-    def forward(q, k, v, *, causal, scale, return_lse, config):
-        calls["forward"] = dict(causal=causal, scale=scale, return_lse=return_lse, config=config)
+    def forward(q, k, v, *, causal, causal_alignment, scale, return_lse, config):
+        calls["forward"] = dict(causal=causal, causal_alignment=causal_alignment, scale=scale, return_lse=return_lse,
+                                config=config)
         out, lse = reference(q.double(), k.double(), v.double(), causal, scale)
         return out.to(q.dtype), lse.float()
 
-    def backward(q, k, v, out, lse, grad_out, *, causal, scale, deterministic):
-        calls["backward"] = dict(causal=causal, scale=scale, deterministic=deterministic, lse=lse, out=out)
+    def backward(q, k, v, out, lse, grad_out, *, causal, causal_alignment, scale, deterministic):
+        calls["backward"] = dict(causal=causal, causal_alignment=causal_alignment, scale=scale,
+                                 deterministic=deterministic, lse=lse, out=out)
         return closed_form_grads(grad_out, q, k, v, causal, scale)
 
     monkeypatch.setattr(serve_autograd, "attention_backward", backward)
     q, k, v = inputs(nq=6, nk=6, seed=3)
     weight = torch.randn(q.shape, generator=torch.Generator().manual_seed(4))
     out, lse = serve_autograd.differentiable_attention(forward, q, k, v, causal=True, scale=0.2, deterministic=True,
-                                                       config=None, return_lse=True)
+                                                       config=None, return_lse=True, causal_alignment="bottom_right")
     assert not lse.requires_grad and out.requires_grad
     (out * weight).sum().backward()
-    assert calls["forward"] == dict(causal=True, scale=0.2, return_lse=True, config=None)
-    assert {n: calls["backward"][n] for n in ("causal", "scale", "deterministic")} == dict(causal=True, scale=0.2,
-                                                                                          deterministic=True)
+    assert calls["forward"] == dict(causal=True, causal_alignment="bottom_right", scale=0.2, return_lse=True,
+                                    config=None)
+    assert {n: calls["backward"][n] for n in ("causal", "causal_alignment", "scale", "deterministic")} == dict(
+        causal=True, causal_alignment="bottom_right", scale=0.2, deterministic=True)
     assert torch.equal(calls["backward"]["lse"], lse) and torch.equal(calls["backward"]["out"], out.detach())
     for x, ref in zip((q, k, v), float64_grads(q, k, v, True, 0.2, weight)):
         assert (x.grad.double() - ref).abs().max().item() < 1e-5

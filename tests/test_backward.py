@@ -26,8 +26,14 @@ def test_registered_with_the_op_contract():
 def test_rules():
     valid = [c for c in TEMPLATE.space("sm_90", key()) if not c.problems()]
     assert valid and all(c.block_n == 16 * c.warps for c in valid)
-    assert {(c.block_m, c.block_n, c.stages) for c in valid} == {(m, n, s) for m in (32, 64) for n in (64, 128)
-                                                                  for s in (1, 2)}
+    # warps_q=2 at block_m 64 with one query buffer spills at D 128 (the rule says so)
+    assert {(c.block_m, c.block_n, c.stages, c.warps_q) for c in valid} == {
+        (m, n, s, wq) for m in (32, 64) for n in (64, 128) for s in (1, 2) for wq in (1, 2)
+        if not (wq == 2 and m == 64 and s == 1)}
+    assert TEMPLATE.config("sm_90", key(deterministic=True), block_m=64, block_n=128, warps=8, stages=2,
+                           warps_q=2).problems()
+    d64 = TEMPLATE.config("sm_90", key(head_dim=64), block_m=32, block_n=128, warps=8, stages=2, warps_q=2)
+    assert any("16-column dQ slices" in e for e in d64.problems())
     bad = TEMPLATE.config("sm_90", key(), block_m=64, block_n=64, warps=8, stages=2)
     assert any("16 keys x warps" in e for e in bad.problems())
     for field, value in (("head_dim", 256), ("dtype", "fp32")):
@@ -65,8 +71,8 @@ def _reports(log: str, name: str) -> dict:
     return out
 
 
-COMPILE_CASES = [(arch, dtype, d, causal) for arch in ("sm_80", "sm_90") for d in (64, 128) for causal in (False, True)
-                 for dtype in (("fp16",) if causal else ("bf16",))]
+COMPILE_CASES = [(arch, dtype, d, causal, det) for arch in ("sm_80", "sm_90") for d in (64, 128)
+                 for dtype, causal, det in (("bf16", False, False), ("fp16", True, False), ("bf16", True, True))]
 KNOB_SWEEP = [c.to_dict() for c in TEMPLATE.space("sm_90", key()) if not c.problems()]
 
 
@@ -80,9 +86,9 @@ def _compile_and_check(cfg):
     assert compiled.report.registers == _reports(compiled.log, cfg.name)[""]["registers"]  # main kernel's report
 
 
-@pytest.mark.parametrize("arch,dtype,head_dim,causal", COMPILE_CASES)
-def test_default_compiles_without_spills(arch, dtype, head_dim, causal):
-    _compile_and_check(OPERATION.default(arch, key(dtype, head_dim, causal, deterministic=causal)))
+@pytest.mark.parametrize("arch,dtype,head_dim,causal,det", COMPILE_CASES)
+def test_default_compiles_without_spills(arch, dtype, head_dim, causal, det):
+    _compile_and_check(OPERATION.default(arch, key(dtype, head_dim, causal, deterministic=det)))
 
 
 @pytest.mark.parametrize("cfg", KNOB_SWEEP, ids=lambda c: BackwardConfig(**c).name)
@@ -104,6 +110,36 @@ def specs(b=2, hq=4, hkv=2, nq=33, nk=65, d=64, **override):
 
 def test_input_checks_accept_a_good_problem():
     assert check_inputs(**specs(), causal=True) == BackwardProblem(2, 4, 2, 33, 65, 64, True)
+
+
+@pytest.mark.parametrize("nq,nk,causal,alignment,offset", [
+    (33, 65, True, "bottom_right", 32), (65, 33, True, "bottom_right", -32), (33, 65, True, "top_left", 0),
+    (33, 65, False, "bottom_right", 0)])
+def test_input_checks_give_the_forwards_causal_offset(nq, nk, causal, alignment, offset):
+    p = check_inputs(**specs(nq=nq, nk=nk), causal=causal, causal_alignment=alignment)
+    assert p.causal_offset == offset
+    with pytest.raises(ValueError, match="causal_alignment"):
+        check_inputs(**specs(), causal=True, causal_alignment="bottom-right")
+
+
+@pytest.mark.parametrize("causal,alignment", [(True, "bottom_right"), (True, "top_left"), (False, "bottom_right")])
+def test_launch_plan_passes_the_offset_the_kernel_declares(causal, alignment):
+    """The main kernel's parameters (rendered source) are the launch plan's: 10 pointers then its
+    tail, causal_offset last (0 when not causal)."""
+    from types import SimpleNamespace
+
+    from autoflash.kernels.render import render
+    from autoflash.ops.backward_gpu import BackwardLaunch
+
+    cfg = OPERATION.default("sm_90", key(causal=causal))
+    p = check_inputs(**specs(nq=40, nk=100, d=128), causal=causal, causal_alignment=alignment)
+    kernel = SimpleNamespace(config=cfg, function="main", function_named=lambda s: s, smem=0)
+    plan = BackwardLaunch(kernel, p, 0.1)
+    assert int(plan.main_tail[-1]) == (60 if causal and alignment == "bottom_right" else 0)
+    source = render(cfg)
+    signature = source[source.index(f"{cfg.name}(const elem_t*"):]
+    params = signature[:signature.index(")")].split(",")
+    assert len(params) == 10 + len(plan.main_tail) and params[-1].split() == ["int", "causal_offset"]
 
 
 @pytest.mark.parametrize("override,message", [
@@ -135,20 +171,26 @@ def test_input_checks_reject_unsupported_head_dim_and_empty():
         check_inputs(**specs(nk=0), causal=False)
 
 
-@pytest.mark.parametrize("causal,hq,hkv,nq,nk", [(False, 2, 1, 5, 7), (True, 2, 2, 6, 4), (True, 3, 1, 4, 9)])
-def test_reference_gradients_match_finite_differences(causal, hq, hkv, nq, nk):
+@pytest.mark.parametrize("causal,hq,hkv,nq,nk,offset", [
+    (False, 2, 1, 5, 7, 0), (True, 2, 2, 6, 4, 0), (True, 3, 1, 4, 9, 0),
+    (True, 2, 1, 4, 9, 5),     # bottom-right, Nq < Nk
+    (True, 2, 2, 7, 4, -3)])   # bottom-right, Nq > Nk: the first 3 rows see no key (dq 0, no NaN)
+def test_reference_gradients_match_finite_differences(causal, hq, hkv, nq, nk, offset):
     """The closed-form float64 gradients are those of the float64 forward (ops.reference)."""
     rng = np.random.default_rng(0)
     q, dout = rng.standard_normal((2, 1, hq, nq, 8))
     k, v = rng.standard_normal((2, 1, hkv, nk, 8))
     scale = 0.4
-    out, lse, *grads = reference_gradients(q, k, v, dout, causal=causal, scale=scale)
-    ref_out, ref_lse = reference_attention(q, k, v, causal=causal, scale=scale)
+    out, lse, *grads = reference_gradients(q, k, v, dout, causal=causal, scale=scale, causal_offset=offset)
+    ref_out, ref_lse = reference_attention(q, k, v, causal=causal, scale=scale, causal_offset=offset)
+    if offset < 0:
+        assert np.isneginf(lse[..., :-offset]).all() and (grads[0][..., :-offset, :] == 0).all()
     np.testing.assert_allclose(out, ref_out, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(lse, ref_lse, rtol=1e-12, atol=1e-12)
 
     def loss(q_, k_, v_):
-        return float((reference_attention(q_, k_, v_, causal=causal, scale=scale)[0] * dout).sum())
+        return float((reference_attention(q_, k_, v_, causal=causal, scale=scale, causal_offset=offset)[0]
+                      * dout).sum())
 
     eps = 1e-6
     for i, (x, g) in enumerate(zip((q, k, v), grads)):

@@ -23,26 +23,30 @@ def _log(line: str) -> None:
             f.write(line + "\n")
 
 
-def reference_grads(q, k, v, dout, causal, scale):
-    """Gradients of float64 attention by torch autograd (GQA by repeating K/V heads, top-left
-    causal); also returns the float64 output and natural-log LSE."""
+def reference_grads(q, k, v, dout, causal, scale, offset=0):
+    """Gradients of float64 attention by torch autograd (GQA by repeating K/V heads; causal: query
+    i sees keys 0..i + offset); also returns the float64 output and natural-log LSE. A row that
+    sees no key has output 0 and LSE -inf, and no gradient flows through it."""
     q64, k64, v64 = (x.detach().double().requires_grad_() for x in (q, k, v))
     group = q.shape[1] // k.shape[1]
     kr, vr = k64.repeat_interleave(group, dim=1), v64.repeat_interleave(group, dim=1)
     s = (q64 @ kr.transpose(-1, -2)) * scale
+    nq, nk = s.shape[-2:]
+    empty = torch.zeros(nq, 1, dtype=torch.bool, device=s.device)
     if causal:
-        nq, nk = s.shape[-2:]
-        s = s.masked_fill(torch.ones(nq, nk, dtype=torch.bool, device=s.device).triu(1), -math.inf)
-    lse = torch.logsumexp(s, dim=-1)
-    out = torch.softmax(s, dim=-1) @ vr
+        s = s.masked_fill(torch.ones(nq, nk, dtype=torch.bool, device=s.device).triu(1 + offset), -math.inf)
+        empty = (torch.arange(nq, device=s.device) + offset < 0)[:, None]
+    s = s.masked_fill(empty, 0.0)  # an empty row: constant, cut from the graph, zeroed below
+    lse = torch.logsumexp(s, dim=-1).masked_fill(empty[:, 0], -math.inf)
+    out = (torch.softmax(s, dim=-1) @ vr).masked_fill(empty, 0.0)
     out.backward(dout.double())
     return out.detach(), lse.detach(), q64.grad, k64.grad, v64.grad
 
 
-def float64_forward(q, k, v, causal, scale):
+def float64_forward(q, k, v, causal, scale, offset=0):
     """O (rounded to the inputs' dtype) and float32 LSE of the float64 forward: what a forward
     kernel hands the backward, without depending on one."""
-    out, lse, *_ = reference_grads(q, k, v, torch.zeros_like(q), causal, scale)
+    out, lse, *_ = reference_grads(q, k, v, torch.zeros_like(q), causal, scale, offset)
     return out.to(q.dtype), lse.float()
 
 
@@ -92,6 +96,81 @@ def test_gradients_match_float64_autograd(case, dtype):
         errs = [rel_err(x, r) for x, r in zip(grads, refs)]
         _log(f"{dtype} {case}: dq {errs[0]:.2e} dk {errs[1]:.2e} dv {errs[2]:.2e}")
     assert max(errs) <= TOLERANCE[dtype], errs
+
+
+def pinned(dtype, head_dim, causal, warps_q, deterministic=False):
+    """The default tiles of the key with the S/dP warp layout pinned (1: keys only; 2: 2-D)."""
+    from autoflash.kernels.device import device_arch
+    from autoflash.ops.backward import TEMPLATE
+
+    key = dict(dtype=dtype, head_dim=head_dim, causal=causal, deterministic=deterministic)
+    for bm, bn, w, st, _ in TEMPLATE.DEFAULTS:
+        cfg = TEMPLATE.config(device_arch(0)[0], key, block_m=bm, block_n=bn, warps=w, stages=st, warps_q=warps_q)
+        if not cfg.problems():
+            return cfg
+    raise AssertionError(f"no valid warps_q={warps_q} config for {key}")
+
+
+BOTTOM_RIGHT = [  # batch, heads_q, heads_kv, seq_q, seq_k, head_dim
+    (1, 2, 2, 1000, 17, 128),   # Nq > Nk: the first 983 rows see no key (zero dq), keys all seen
+    (2, 4, 2, 77, 300, 64),     # Nq < Nk, GQA: every row sees its first 223 + i keys
+    (1, 2, 1, 333, 1000, 128),  # MQA, the diagonal crosses tiles at an offset not a multiple of any tile
+    (1, 2, 2, 200, 130, 64),    # Nq > Nk by 70 (inside the first query tile)
+    (1, 2, 2, 4097, 4000, 128),
+]
+
+
+@pytest.mark.parametrize("warps_q", [1, 2])
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("case", BOTTOM_RIGHT, ids=lambda c: "b{}_h{}x{}_q{}_k{}_d{}".format(*c))
+def test_bottom_right_causal_gradients(case, dtype, warps_q):
+    """causal_alignment="bottom_right" (query i sees keys 0..i + Nk - Nq), both warp layouts,
+    against float64 autograd; rows that see no key get exactly zero dq."""
+    from autoflash.serve.autograd import attention_backward
+
+    b, hq, hkv, nq, nk, d = case
+    offset = nk - nq
+    q, k, v, dout = inputs(b, hq, hkv, nq, nk, d, DTYPES[dtype], seed=nq)
+    scale = 1 / math.sqrt(d)
+    _, _, *refs = reference_grads(q, k, v, dout, True, scale, offset)
+    out, lse = float64_forward(q, k, v, True, scale, offset)
+    grads = attention_backward(q, k, v, out, lse, dout, causal=True, causal_alignment="bottom_right",
+                               config=pinned(dtype, d, True, warps_q))
+    assert all(torch.isfinite(x).all() for x in grads)
+    if offset < 0:
+        assert (grads[0][:, :, :-offset] == 0).all()
+    errs = [rel_err(x, r) for x, r in zip(grads, refs)]
+    _log(f"bottom-right wq{warps_q} {dtype} {case}: dq {errs[0]:.2e} dk {errs[1]:.2e} dv {errs[2]:.2e}")
+    assert max(errs) <= TOLERANCE[dtype], errs
+
+
+@pytest.mark.parametrize("case", [CASES[2], CASES[3], CASES[4], CASES[6]],
+                         ids=lambda c: "b{}_h{}x{}_q{}_k{}_d{}{}".format(*c[:6], "_causal" * c[6]))
+def test_keys_only_layout_gradients(case):
+    """warps_q=1 (the layout the default replaced) stays correct: it is a tuning choice."""
+    from autoflash.serve.autograd import attention_backward
+
+    b, hq, hkv, nq, nk, d, causal = case
+    q, k, v, dout = inputs(b, hq, hkv, nq, nk, d, torch.bfloat16, seed=9)
+    scale = 1 / math.sqrt(d)
+    _, _, *refs = reference_grads(q, k, v, dout, causal, scale)
+    out, lse = float64_forward(q, k, v, causal, scale)
+    grads = attention_backward(q, k, v, out, lse, dout, causal=causal, config=pinned("bf16", d, causal, 1))
+    errs = [rel_err(x, r) for x, r in zip(grads, refs)]
+    _log(f"keys-only layout bf16 {case}: dq {errs[0]:.2e} dk {errs[1]:.2e} dv {errs[2]:.2e}")
+    assert max(errs) <= TOLERANCE["bf16"], errs
+
+
+def test_bottom_right_deterministic_bitwise_repeatable():
+    from autoflash.serve.autograd import attention_backward
+
+    q, k, v, dout = inputs(1, 4, 2, 300, 700, 128, torch.bfloat16, seed=10)
+    out, lse = float64_forward(q, k, v, True, 0.1, 400)
+    runs = [attention_backward(q, k, v, out, lse, dout, causal=True, causal_alignment="bottom_right", scale=0.1,
+                               deterministic=True) for _ in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+    _, _, *refs = reference_grads(q, k, v, dout, True, 0.1, 400)
+    assert max(rel_err(x, r) for x, r in zip(runs[0], refs)) <= TOLERANCE["bf16"]
 
 
 @pytest.mark.parametrize("case", [(1, 4, 2, 1000, 1000, 128, True), (2, 2, 1, 77, 300, 64, False)])

@@ -46,7 +46,7 @@ class BackwardLaunch:
         i32, f32 = np.int32, np.float32
         self.pre_tail = (i32(p.seq_q), i32(seq_q_pad), f32(LOG2E))
         self.main_tail = (i32(p.heads_q), i32(p.heads_kv), i32(p.seq_q), i32(p.seq_k), i32(seq_q_pad),
-                          f32(scale), f32(scale * LOG2E))
+                          f32(scale), f32(scale * LOG2E), i32(p.causal_offset if p.causal else 0))
         self.scale = f32(scale)
         self.deterministic = cfg.deterministic
 
@@ -68,11 +68,13 @@ def launch_plan(kernel, p: BackwardProblem, scale: float) -> BackwardLaunch:
     return kernel.cached_plan((astuple(p), scale), lambda: BackwardLaunch(kernel, p, scale))
 
 
-def reference_gradients(q, k, v, dout, *, causal: bool, scale: float, chunk: int = 512):
-    """The gradients of float64 attention (top-left causal, GQA) at q, k, v for upstream dout,
-    in closed form: P = softmax(S), dV = P^T dO, dS = P (dO V^T - rowsum(dO * O)), dQ = scale
-    dS K, dK = scale dS^T Q, dK and dV summed over each K/V head's query heads. NumPy or CuPy,
-    query rows in chunks (no Nq x Nk matrix at once). Returns (out, lse, dq, dk, dv)."""
+def reference_gradients(q, k, v, dout, *, causal: bool, scale: float, causal_offset: int = 0, chunk: int = 512):
+    """The gradients of float64 attention (GQA; causal: query i sees keys 0..i + causal_offset)
+    at q, k, v for upstream dout, in closed form: P = softmax(S), dV = P^T dO, dS = P (dO V^T -
+    rowsum(dO * O)), dQ = scale dS K, dK = scale dS^T Q, dK and dV summed over each K/V head's
+    query heads. A row that sees no key has O = 0, LSE = -inf, P = 0: it contributes nothing and
+    its dQ is 0. NumPy or CuPy, query rows in chunks (no Nq x Nk matrix at once).
+    Returns (out, lse, dq, dk, dv)."""
     xp = _xp(q)
     q, k, v, dout = (xp.asarray(a, dtype=xp.float64) for a in (q, k, v, dout))
     b, hq, nq, d = q.shape
@@ -86,13 +88,15 @@ def reference_gradients(q, k, v, dout, *, causal: bool, scale: float, chunk: int
         rows = slice(start, min(nq, start + chunk))
         s = xp.einsum("bhqd,bhkd->bhqk", q[:, :, rows], k) * scale
         if causal:
-            s = xp.where(xp.arange(nk)[None, :] > xp.arange(start, rows.stop)[:, None], -xp.inf, s)
+            s = xp.where(xp.arange(nk)[None, :] > xp.arange(start, rows.stop)[:, None] + causal_offset, -xp.inf, s)
         m = s.max(axis=-1, keepdims=True)
-        p = xp.exp(s - m)
+        empty = xp.isneginf(m)  # rows that see no key
+        p = xp.exp(s - xp.where(empty, 0.0, m))
         l = p.sum(axis=-1, keepdims=True)
-        p /= l
+        p /= xp.where(empty, 1.0, l)
         o = xp.einsum("bhqk,bhkd->bhqd", p, v)
-        out[:, :, rows], lse[:, :, rows] = o, (m + xp.log(l))[..., 0]
+        out[:, :, rows] = o
+        lse[:, :, rows] = xp.where(empty, -xp.inf, m + xp.log(xp.where(empty, 1.0, l)))[..., 0]
         dp = xp.einsum("bhqd,bhkd->bhqk", dout[:, :, rows], v)
         ds = p * (dp - (dout[:, :, rows] * o).sum(axis=-1, keepdims=True))
         dq[:, :, rows] = scale * xp.einsum("bhqk,bhkd->bhqd", ds, k)
@@ -146,7 +150,8 @@ def make_inputs(p: BackwardProblem, dtype: str, seed: int, with_reference: bool 
     q_shape, kv_shape = (p.batch, p.heads_q, p.seq_q, p.head_dim), (p.batch, p.heads_kv, p.seq_k, p.head_dim)
     q, k, v, dout = (random_normal(rng, s, dtype) for s in (q_shape, kv_shape, kv_shape, q_shape))
     scale = default_scale(p.head_dim)
-    ref = reference_gradients(*(to_float64(x, dtype) for x in (q, k, v, dout)), causal=p.causal, scale=scale)
+    ref = reference_gradients(*(to_float64(x, dtype) for x in (q, k, v, dout)), causal=p.causal, scale=scale,
+                              causal_offset=p.causal_offset)
     out, lse = to_storage(ref[0].astype(cupy.float32), dtype), ref[1].astype(cupy.float32)
     dq, dk, dv = poisoned(q_shape, dtype), poisoned(kv_shape, dtype), poisoned(kv_shape, dtype)
     inputs = [q, k, v, out, lse, dout, dq, dk, dv, None]

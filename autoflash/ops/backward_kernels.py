@@ -35,7 +35,7 @@ from typing import ClassVar
 from autoflash.kernels.config import OpConfig
 from autoflash.kernels.elements import DTYPE_BYTES
 from autoflash.kernels.template import Template
-from autoflash.ops.forward_base import Problem
+from autoflash.ops.forward_base import Problem, causal_offset
 
 PAD_M = 128  # workspace rows per (batch, query head) are padded to this (>= every block_m)
 SMEM_PAD = 8  # elements (16 bytes) added to each shared-memory row: conflict-free ldmatrix
@@ -54,10 +54,11 @@ class BackwardConfig(OpConfig):
     warps: int
     stages: int = 2  # query-tile buffers: 2 prefetches the next (Q, dO, lse2, delta) tile
     deterministic: bool = False  # dQ adds serialised in K/V-tile order: bitwise repeatable
+    warps_q: int = 1  # warps along the query columns of S, dP: 2 = FlashAttention-2's 2-D layout
 
     op: ClassVar[str] = "backward"
     name_parts: ClassVar[tuple] = (("head_dim", "d"), ("block_m", "bm"), ("block_n", "bn"), ("warps", "w"),
-                                   ("stages", "s"))
+                                   ("stages", "s"), ("warps_q", "wq"))
 
 
 class BackwardProblem(Problem):
@@ -86,8 +87,9 @@ class TensorSpec:
 
 
 def check_inputs(q: TensorSpec, k: TensorSpec, v: TensorSpec, out: TensorSpec, lse: TensorSpec,
-                 grad_out: TensorSpec, causal: bool) -> BackwardProblem:
-    """The problem of a backward call, or ValueError naming what is wrong (before any launch)."""
+                 grad_out: TensorSpec, causal: bool, causal_alignment: str = "top_left") -> BackwardProblem:
+    """The problem of a backward call, or ValueError naming what is wrong (before any launch).
+    causal_alignment as the forward's (ops.forward_base.causal_offset): the problem's causal_offset."""
     arrays = (q, k, v, out, lse, grad_out)
     for t in arrays:
         if not t.device.startswith("cuda"):
@@ -129,7 +131,8 @@ def check_inputs(q: TensorSpec, k: TensorSpec, v: TensorSpec, out: TensorSpec, l
             raise ValueError(f"{t.name} is not contiguous; pass {t.name}.contiguous()")
         if not t.aligned:
             raise ValueError(f"{t.name}'s data pointer is not 16-byte aligned; pass a fresh contiguous copy")
-    return BackwardProblem(b, hq, hkv, nq, nk, d, bool(causal))
+    offset = causal_offset(causal_alignment, nq, nk)  # ValueError for an unknown alignment
+    return BackwardProblem(b, hq, hkv, nq, nk, d, bool(causal), offset if causal else 0)
 
 
 class BackwardMmaTemplate(Template):
@@ -145,23 +148,36 @@ class BackwardMmaTemplate(Template):
         "block_n": (64, 128),
         "warps": (4, 8),
         "stages": (1, 2),
+        "warps_q": (1, 2),  # 2: S/dP split over keys x query halves, P^T through shared memory
     }
-    # (block_m, block_n, warps, stages), first valid wins. Not tuned yet: the H200 run of
-    # benchmarks/bench_backward.py times them (benchmarks/NOTES.md, backward).
-    DEFAULTS = [(64, 128, 8, 2), (64, 64, 4, 2), (32, 64, 4, 2), (32, 64, 4, 1)]
+    # (block_m, block_n, warps, stages, warps_q), first valid wins. Not tuned yet: the H200 runs of
+    # benchmarks/bench_backward.py time them (benchmarks/NOTES.md, backward).
+    DEFAULTS = [(64, 128, 8, 2, 2), (64, 128, 8, 2, 1), (64, 64, 4, 2, 1), (32, 64, 4, 2, 1), (32, 64, 4, 1, 1)]
 
     def own_problems(self, cfg: BackwardConfig) -> list[str]:
         errors = []
         if cfg.block_n != 16 * cfg.warps:
             errors.append(f"block_n={cfg.block_n} must be 16 keys x warps ({cfg.warps})")
-        if cfg.warps % (cfg.block_m // 16):
-            errors.append(f"warps={cfg.warps} must split the dQ tile's {cfg.block_m // 16} row groups evenly")
+        dq_rows = 16 * cfg.warps_q  # the dQ tile's rows per warp
+        if cfg.block_m % dq_rows or cfg.warps % (cfg.block_m // dq_rows):
+            errors.append(f"warps={cfg.warps} must split the dQ tile's {cfg.block_m // dq_rows} groups of "
+                          f"{dq_rows} rows evenly")
+        elif cfg.head_dim % (16 * (cfg.warps // (cfg.block_m // dq_rows))):
+            errors.append(f"head_dim={cfg.head_dim} must split into 16-column dQ slices over "
+                          f"{cfg.warps // (cfg.block_m // dq_rows)} warps")
+        if cfg.warps_q == 2 and (cfg.block_m % 32 or cfg.warps % 2):
+            errors.append(f"warps_q=2 needs block_m a multiple of 32 and an even warp count, got "
+                          f"block_m={cfg.block_m} warps={cfg.warps}")
+        # ptxas (NVRTC 13, sm_80/sm_90): at D 128 the 2-D layout sits at the 255-register cap and
+        # spills 16-48 bytes with one query buffer or the deterministic mode's counter wait.
+        if cfg.warps_q == 2 and cfg.head_dim == 128 and cfg.block_m == 64 and (cfg.stages == 1 or cfg.deterministic):
+            errors.append("warps_q=2 with block_m=64 at head_dim 128 spills registers with stages=1 or deterministic")
         return errors
 
     def smem_bytes(self, cfg: BackwardConfig) -> int:
         elem = DTYPE_BYTES[cfg.dtype]
         stride = cfg.head_dim + SMEM_PAD
-        rows = 2 * cfg.block_n * stride + cfg.block_n * (cfg.block_m + SMEM_PAD)  # K, V, dS^T
+        rows = 2 * cfg.block_n * stride + cfg.warps_q * cfg.block_n * (cfg.block_m + SMEM_PAD)  # K, V, dS^T (P^T)
         rows += 2 * cfg.stages * cfg.block_m * stride  # Q and dO buffers
         return rows * elem + 2 * cfg.stages * cfg.block_m * 4  # + lse2 and delta buffers
 
@@ -169,8 +185,8 @@ class BackwardMmaTemplate(Template):
         return {"mma_type": "bf16" if cfg.dtype == "bf16" else "f16", "pad_m": PAD_M}
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
-        for bm, bn, w, s in self.DEFAULTS:
-            cfg = self.config(arch, key, block_m=bm, block_n=bn, warps=w, stages=s)
+        for bm, bn, w, s, wq in self.DEFAULTS:
+            cfg = self.config(arch, key, block_m=bm, block_n=bn, warps=w, stages=s, warps_q=wq)
             if not cfg.problems():
                 return cfg
         raise ValueError(f"no {self.name} config for {arch} {key}")

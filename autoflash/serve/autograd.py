@@ -38,19 +38,23 @@ def _loaded(cfg: BackwardConfig, device: int):
         return LoadedKernel(compiled)
 
 
-def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, scale: float | None = None,
-                       deterministic: bool = False, config: BackwardConfig | dict | None = None):
+def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, causal_alignment: str = "top_left",
+                       scale: float | None = None, deterministic: bool = False,
+                       config: BackwardConfig | dict | None = None):
     """Gradients (dq, dk, dv) of attention(q, k, v, causal, scale) for upstream grad_out.
 
     q, out, grad_out: (batch, heads_q, seq_q, head_dim); k, v: (batch, heads_kv, seq_k, head_dim),
     fp16 or bf16 CUDA tensors, contiguous; lse: the forward's float32 natural-log log-sum-exp
-    (batch, heads_q, seq_q), e.g. from autoflash.attention(..., return_lse=True). Causal is
-    top-left (query i sees keys 0..i). GQA/MQA: dk, dv are summed over each group's query heads.
+    (batch, heads_q, seq_q), e.g. from autoflash.attention(..., return_lse=True). causal_alignment
+    as the forward's: "top_left" (query i sees keys 0..i) or "bottom_right" (keys 0..i + seq_k - seq_q;
+    a row that sees no key has LSE -inf from the forward and gets dq = 0, contributing nothing
+    to dk, dv). GQA/MQA: dk, dv are summed over each group's query heads.
     deterministic=True: bitwise repeatable dq (its adds serialised), at a cost.
     Returns new tensors in the inputs' dtype, computed on the current stream.
     """
     p = check_inputs(*(tensor_spec(n, t) for n, t in zip(("q", "k", "v", "out", "lse", "grad_out"),
-                                                           (q, k, v, out, lse, grad_out))), causal)
+                                                           (q, k, v, out, lse, grad_out))), causal,
+                     causal_alignment)
     if scale is None:
         scale = default_scale(p.head_dim)
     elif isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
@@ -83,18 +87,20 @@ def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, sca
 def attention_function():
     """The torch.autograd.Function class (built on first use: defining it imports torch).
 
-    apply(forward, q, k, v, causal, scale, deterministic, config): `forward` is the
+    apply(forward, q, k, v, causal, scale, deterministic, config, causal_alignment): `forward` is the
     non-differentiable forward (serve/api.attention_forward, passed in because serve/api imports
     this module), called with return_lse=True; O and LSE are saved for the backward."""
     import torch
 
     class AttentionFunction(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, forward, q, k, v, causal, scale, deterministic, config):
-            out, lse = forward(q, k, v, causal=causal, scale=scale, return_lse=True, config=config)
+        def forward(ctx, forward, q, k, v, causal, scale, deterministic, config, causal_alignment):
+            out, lse = forward(q, k, v, causal=causal, causal_alignment=causal_alignment, scale=scale,
+                               return_lse=True, config=config)
             ctx.save_for_backward(q, k, v, out, lse)
             ctx.mark_non_differentiable(lse)
             ctx.causal, ctx.scale, ctx.deterministic = causal, scale, deterministic
+            ctx.causal_alignment = causal_alignment
             return out, lse
 
         @staticmethod
@@ -103,15 +109,17 @@ def attention_function():
             grad_out = grad_out.contiguous()
             if grad_out.data_ptr() % 16:
                 grad_out = grad_out.clone()  # the kernels read 16-byte vectors
-            dq, dk, dv = attention_backward(q, k, v, out, lse, grad_out, causal=ctx.causal, scale=ctx.scale,
+            dq, dk, dv = attention_backward(q, k, v, out, lse, grad_out, causal=ctx.causal,
+                                            causal_alignment=ctx.causal_alignment, scale=ctx.scale,
                                             deterministic=ctx.deterministic)
-            return None, dq, dk, dv, None, None, None, None
+            return None, dq, dk, dv, None, None, None, None, None
 
     return AttentionFunction
 
 
 def differentiable_attention(forward, q, k, v, *, causal: bool, scale, deterministic: bool, config,
-                             return_lse: bool):
+                             return_lse: bool, causal_alignment: str = "top_left"):
     """autoflash.attention's path for inputs that require grad (checked by the caller)."""
-    out, lse = attention_function().apply(forward, q, k, v, causal, scale, deterministic, config)
+    out, lse = attention_function().apply(forward, q, k, v, causal, scale, deterministic, config,
+                                          causal_alignment)
     return (out, lse) if return_lse else out
