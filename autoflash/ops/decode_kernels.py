@@ -2,8 +2,9 @@
 
 One config names one specialisation of templates/flash_decode_mma.cu.j2 (the split kernel
 `<name>` and its combine kernel `<name>_combine` live in one module). Problem-key fields:
-head_dim and m_tiles (16-row mma tiles of packed query rows G * Nq per block: 1 for up to
-16 rows, 2 beyond). Knobs: block_n (keys a warp takes per pipeline stage), warps (each runs
+head_dim, m_tiles (16-row mma tiles of packed query rows G * Nq per block: 1 for up to
+16 rows, 2 beyond) and paged (K/V read through a block table: any page size that is a
+multiple of 16, checked by the host). Knobs: block_n (keys a warp takes per pipeline stage), warps (each runs
 its own K/V pipeline), stages (cp.async buffers per warp) and num_splits (0: the
 wave-efficiency heuristic at run time; else a fixed split count).
 """
@@ -40,6 +41,7 @@ class DecodeConfig(OpConfig):
     l2_prefetch: int = 0     # cp.async K/V: L2 fetches the whole 128/256-byte span of a miss (0: no hint)
     evict_first: bool = False  # K/V (read once) loaded with an L2 evict_first cache policy
     fused_combine: bool = False  # the last split block of a row merges (no combine launch; <= 32 splits)
+    paged: bool = False  # K/V read through a block table from (num_pages, page_size, Hkv, D) caches
 
     op: ClassVar[str] = "decode"
     name_parts: ClassVar[tuple] = (("head_dim", "d"), ("m_tiles", "mt"), ("block_n", "bn"), ("warps", "w"),
@@ -70,7 +72,7 @@ class DecodeMmaTemplate(Template):
     op = "decode"
     archs = ("sm_80", "sm_86", "sm_89", "sm_90")
     dtypes = ("fp16", "bf16")
-    key_values = {"head_dim": HEAD_DIMS, "m_tiles": (1, 2)}
+    key_values = {"head_dim": HEAD_DIMS, "m_tiles": (1, 2)}  # paged: both values
     knobs = {
         "block_n": (16, 32, 64),
         "warps": (2, 4, 8),
@@ -105,6 +107,8 @@ class DecodeMmaTemplate(Template):
                           "128 registers a thread")
         if cfg.bulk_copy and cfg.arch != "sm_90":
             errors.append(f"bulk_copy needs sm_90 (cp.async.bulk with mbarrier transaction counts), not {cfg.arch}")
+        if cfg.bulk_copy and cfg.paged:
+            errors.append("paged caches are read by cp.async copies (a table look-up per 16 keys), not bulk_copy")
         if cfg.bulk_copy and cfg.l2_prefetch:
             errors.append("l2_prefetch applies to cp.async copies, not bulk_copy")
         return errors

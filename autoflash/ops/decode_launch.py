@@ -3,7 +3,9 @@ float64 reference and the checked run. CuPy is imported where used.
 
 Layouts: queries and output (B, Nq, Hq, D) or (B, Hq, Nq, D); caches (B, Nk, Hkv, D) or
 (B, Hkv, Nk, D); any strides with D contiguous reach the kernel as element strides
-(batch, token, head). LSE is (B, Hq, Nq), fp32, natural log.
+(batch, token, head). LSE is (B, Hq, Nq), fp32, natural log. Paged caches (page_size > 0) are
+(num_pages, page_size, Hkv, D) with a (B, max_pages) int32 block table; their "batch" stride is
+the page stride and Nk = max_pages * page_size (the capacity a table row addresses).
 """
 from __future__ import annotations
 
@@ -26,9 +28,15 @@ class DecodeProblem:
     heads_q: int
     heads_kv: int
     seq_q: int      # query tokens per sequence (the last seq_q positions)
-    seq_k: int      # cache capacity Nk (per-sequence lengths may be shorter)
+    seq_k: int      # cache capacity Nk (per-sequence lengths may be shorter); paged: max_pages * page_size
     head_dim: int
     causal: bool
+    page_size: int = 0  # 0: contiguous caches; else keys per page of a paged cache (a multiple of 16)
+    num_pages: int = 0  # pages in the paged cache (the kernel never reads a page outside 0..num_pages-1)
+
+    @property
+    def max_pages(self) -> int:
+        return self.seq_k // self.page_size if self.page_size else 0
 
     @property
     def group(self) -> int:
@@ -92,12 +100,16 @@ class DecodePlan:
     """One problem's launches with everything but the pointers converted beforehand."""
 
     __slots__ = ("split_fn", "combine_fn", "grid", "block", "smem", "tail", "num_splits", "combine_grid",
-                 "combine_block", "combine_tail", "counters", "fused")
+                 "combine_block", "combine_tail", "counters", "fused", "paged_tail")
 
-    def __init__(self, kernel, p: DecodeProblem, strides: tuple[int, ...], num_splits: int, scale: float):
+    def __init__(self, kernel, p: DecodeProblem, strides: tuple[int, ...], num_splits: int, scale: float,
+                 table_stride: int = 0):
         cfg: DecodeConfig = kernel.config
         if p.head_dim != cfg.head_dim:
             raise ValueError(f"kernel {cfg.name} is built for head_dim {cfg.head_dim}, not {p.head_dim}")
+        if cfg.paged != bool(p.page_size):
+            raise ValueError(f"kernel {cfg.name} is {'' if cfg.paged else 'not '}paged, the problem has "
+                             f"page_size {p.page_size}")
         self.split_fn, self.combine_fn = kernel.function, kernel.function_named("_combine")
         self.num_splits = num_splits
         self.grid = (num_splits, m_blocks(p.rows, cfg.m_tiles), p.batch * p.heads_kv)
@@ -110,6 +122,7 @@ class DecodePlan:
         self.tail = tuple(i64(s) for s in strides) + (
             i32(p.seq_k), i32(p.seq_q), i32(p.group), i32(p.heads_kv), i32(int(p.causal)),
             np.float32(scale * LOG2E))
+        self.paged_tail = (i64(table_stride), i32(p.page_size), i32(p.num_pages))  # after the table pointer
         total_rows = p.batch * p.heads_kv * p.rows
         self.combine_grid = (total_rows, 1, 1)  # a block per packed row, a warp per split (at most 32)
         self.combine_block = (32 * min(COMBINE_GROUPS, num_splits), 1, 1)
@@ -128,20 +141,50 @@ class DecodePlan:
             cupy.cuda.get_current_stream().synchronize()
 
     def __call__(self, q: int, k: int, v: int, o: int, lse: int, o_part: int, lse_part: int, seqlens: int,
-                 stream) -> None:
+                 stream, block_table: int = 0) -> None:
         u64 = np.uint64
         counters = self.counters.data.ptr if self.fused else 0
         self.split_fn(self.grid, self.block,
                       (u64(q), u64(k), u64(v), u64(o), u64(lse), u64(o_part), u64(lse_part), u64(seqlens),
-                       u64(counters)) + self.tail, shared_mem=self.smem, stream=stream)
+                       u64(counters)) + self.tail + (u64(block_table),) + self.paged_tail,
+                      shared_mem=self.smem, stream=stream)
         if self.num_splits > 1 and not self.fused:
             self.combine_fn(self.combine_grid, self.combine_block,
                             (u64(o_part), u64(lse_part), u64(o), u64(lse)) + self.combine_tail, stream=stream)
 
 
-def plan_for(kernel, p: DecodeProblem, strides: tuple[int, ...], num_splits: int, scale: float) -> DecodePlan:
-    key = ("decode", p, strides, num_splits, scale)
-    return kernel.cached_plan(key, lambda: DecodePlan(kernel, p, strides, num_splits, scale))
+def plan_for(kernel, p: DecodeProblem, strides: tuple[int, ...], num_splits: int, scale: float,
+             table_stride: int = 0) -> DecodePlan:
+    key = ("decode", p, strides, num_splits, scale, table_stride)
+    return kernel.cached_plan(key, lambda: DecodePlan(kernel, p, strides, num_splits, scale, table_stride))
+
+
+# ------------------------------------------------------------------ paged caches
+def shuffled_pages(batch: int, max_pages: int, num_pages: int, seed: int) -> np.ndarray:
+    """A (batch, max_pages) int32 block table whose entries are distinct pages of 0..num_pages-1 in
+    random order (num_pages >= batch * max_pages)."""
+    perm = np.random.default_rng(seed).permutation(num_pages)[:batch * max_pages]
+    return perm.reshape(batch, max_pages).astype(np.int32)
+
+
+def to_pages(x, table, num_pages: int):
+    """A contiguous (B, Nk, Hkv, D) cache (NumPy or CuPy) as (num_pages, page_size, Hkv, D) pages
+    laid out by `table` (pages no sequence uses hold zeros); Nk = max_pages * page_size."""
+    xp = __import__("cupy") if type(x).__module__.startswith("cupy") else np
+    b, nk, h, d = x.shape
+    max_pages = table.shape[1]
+    pages = xp.zeros((num_pages, nk // max_pages, h, d), dtype=x.dtype)
+    pages[xp.asarray(table).reshape(-1)] = x.reshape(b * max_pages, nk // max_pages, h, d)
+    return pages
+
+
+def from_pages(pages, table):
+    """The contiguous (B, max_pages * page_size, Hkv, D) view of a paged cache through its table."""
+    xp = __import__("cupy") if type(pages).__module__.startswith("cupy") else np
+    table = xp.asarray(table)
+    b, max_pages = table.shape
+    _, page_size, h, d = pages.shape
+    return pages[table.reshape(-1)].reshape(b, max_pages * page_size, h, d)
 
 
 # ------------------------------------------------------------------ reference and check
@@ -190,10 +233,13 @@ def check_output(out, ref, lse, ref_lse, dtype: str):
 def run_checked(kernel, p: DecodeProblem, seed: int, num_splits: int | None = None, kv_layout: str = "bshd",
                 lengths=None):
     """Launch on fresh random inputs with per-sequence lengths (seeded; includes 0 and 1 when the
-    batch has room), outputs poisoned with NaN, and compare with the float64 reference."""
+    batch has room), outputs poisoned with NaN, and compare with the float64 reference. A paged
+    problem reads the same keys from shuffled pages (shuffled_pages, to_pages)."""
     import cupy
 
 
+    if p.page_size and kv_layout != "bshd":
+        raise ValueError("a paged cache is (num_pages, page_size, Hkv, D): kv_layout must be bshd")
     dtype = kernel.config.dtype
     rng = cupy.random.default_rng(seed)
     if lengths is None:
@@ -206,6 +252,13 @@ def run_checked(kernel, p: DecodeProblem, seed: int, num_splits: int | None = No
     kv_shape = ((p.batch, p.seq_k, p.heads_kv, p.head_dim) if kv_layout == "bshd"
                 else (p.batch, p.heads_kv, p.seq_k, p.head_dim))
     k, v = random_normal(rng, kv_shape, dtype), random_normal(rng, kv_shape, dtype)
+    table, table_stride = None, 0
+    if p.page_size:  # the same keys, scattered over shuffled pages (bshd)
+        table = cupy.asarray(shuffled_pages(p.batch, p.max_pages, p.num_pages, seed))
+        table_stride = p.max_pages
+        k_run, v_run = to_pages(k, table, p.num_pages), to_pages(v, table, p.num_pages)
+    else:
+        k_run, v_run = k, v
     o = poisoned((p.batch, p.seq_q, p.heads_q, p.head_dim), dtype)
     lse = cupy.full((p.batch, p.heads_q, p.seq_q), cupy.nan, dtype=cupy.float32)
     splits = choose_splits(kernel, p, num_splits)
@@ -214,9 +267,13 @@ def run_checked(kernel, p: DecodeProblem, seed: int, num_splits: int | None = No
     lse_part = cupy.full(max(n_l, 1), cupy.nan, dtype=cupy.float32)
     scale = 1.0 / math.sqrt(p.head_dim)
     strides = contiguous_strides(p, "bshd", kv_layout)
-    plan = plan_for(kernel, p, strides, splits, scale)
-    plan(q.data.ptr, k.data.ptr, v.data.ptr, o.data.ptr, lse.data.ptr, o_part.data.ptr if n_o else 0,
-         lse_part.data.ptr if n_l else 0, seqlens.data.ptr, cupy.cuda.get_current_stream())
+    if p.page_size:  # batch stride -> page stride
+        page_stride = p.page_size * p.heads_kv * p.head_dim
+        strides = strides[:3] + (page_stride,) + strides[4:6] + (page_stride,) + strides[7:]
+    plan = plan_for(kernel, p, strides, splits, scale, table_stride)
+    plan(q.data.ptr, k_run.data.ptr, v_run.data.ptr, o.data.ptr, lse.data.ptr, o_part.data.ptr if n_o else 0,
+         lse_part.data.ptr if n_l else 0, seqlens.data.ptr, cupy.cuda.get_current_stream(),
+         table.data.ptr if table is not None else 0)
     cupy.cuda.get_current_stream().synchronize()
     kf, vf = to_float64(k, dtype), to_float64(v, dtype)
     if kv_layout != "bshd":

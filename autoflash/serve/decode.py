@@ -1,9 +1,12 @@
 """decode_attention(): the split-KV decode call (autoflash/ops/decode*.py) for PyTorch tensors,
-with every input checked before anything is launched. autoflash.attention_with_kvcache
-(serve/kvcache.py) and autoflash.attention's decode route (serve/api.py) call it. torch and CuPy
+contiguous or paged caches, with every input checked before anything is launched: check_decode
+(the checks) then launch_decode (no checks; a caller that checked its inputs itself, like
+autoflash.attention()'s decode route, may call it directly). autoflash.attention_with_kvcache
+(serve/kvcache.py) and autoflash.attention's decode route (serve/api.py) call decode_attention. torch and CuPy
 are imported where used, so `import autoflash` needs neither."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 
@@ -21,9 +24,9 @@ LAYOUTS = ("bshd", "bhsd")  # (batch, tokens, heads, D) as flash-attn's kv cache
 _DTYPES = {"torch.float16": "fp16", "torch.bfloat16": "bf16"}
 
 
-def decode_attention(q, k_cache, v_cache, cache_seqlens=None, *, causal: bool = True, softmax_scale=None,
-                     return_lse: bool = False, num_splits: int | None = None, layout: str = "bshd",
-                     config: DecodeConfig | dict | None = None):
+def decode_attention(q, k_cache, v_cache, cache_seqlens=None, *, block_table=None, causal: bool = True,
+                     softmax_scale=None, return_lse: bool = False, num_splits: int | None = None,
+                     layout: str = "bshd", config: DecodeConfig | dict | None = None):
     """Attention of the last Nq query tokens of each sequence over its KV cache.
 
     q: (B, Nq, Hq, D) for layout "bshd", (B, Hq, Nq, D) for "bhsd"; k_cache, v_cache:
@@ -36,18 +39,58 @@ def decode_attention(q, k_cache, v_cache, cache_seqlens=None, *, causal: bool = 
     outside capture the lengths are checked on the host, inside it the kernel clamps them to
     [0, Nk] (no address outside the cache is ever formed).
 
+    Paged caches (block_table given, layout "bshd"): k_cache, v_cache are (num_pages, page_size,
+    Hkv, D), page_size a multiple of 16 (any: 16, 32, 48, ..., 256, ...), and block_table an int32
+    CUDA tensor (B, max_pages) on the caches' device whose row b lists sequence b's pages in key
+    order (Nk = max_pages * page_size; pages may be shared between sequences). See check_decode
+    for what is checked where.
+
     Returns O (the layout and dtype of q), and with return_lse the LSE (B, Hq, Nq), fp32, natural log.
     """
-    p, layout_strides, dtype = _check_arrays(q, k_cache, v_cache, layout, causal)  # before importing torch
-    import cupy
-    import torch
+    checked = check_decode(q, k_cache, v_cache, cache_seqlens, block_table=block_table, causal=causal,
+                           softmax_scale=softmax_scale, num_splits=num_splits, layout=layout, config=config)
+    return launch_decode(q, k_cache, v_cache, return_lse=return_lse, **checked)
 
+
+def check_decode(q, k_cache, v_cache, cache_seqlens=None, *, block_table=None, causal: bool = True,
+                 softmax_scale=None, num_splits: int | None = None, layout: str = "bshd",
+                 config: DecodeConfig | dict | None = None) -> dict:
+    """Every check of decode_attention, nothing launched; returns launch_decode's keyword
+    arguments, normalised (cache_seqlens an int32 tensor on q's device, the scale a float, the
+    config a validated DecodeConfig or None).
+
+    Checked on the host: shapes, dtypes, devices, strides and alignment; cache_seqlens in
+    [0, Nk]; a paged cache's page size (a multiple of 16) and block table (int32, (B, max_pages),
+    on the caches' device, rows contiguous), and every table entry a sequence uses (the first
+    ceil(L / page_size) of its row) in [0, num_pages): the table (and cache_seqlens) is copied to
+    the host for that, a small synchronous copy. While a CUDA graph is being captured no copy is
+    possible: the values are not checked then, and the kernel guards instead: lengths are clamped
+    to [0, Nk] and a page number outside [0, num_pages) reads page 0, so no address outside the
+    caches is ever formed (a bad table gives wrong values, never a wild read)."""
+    p, _, dtype = _check_arrays(q, k_cache, v_cache, layout, causal, block_table)  # before importing torch
     seqlens = _check_seqlens(cache_seqlens, p.batch, p.seq_k, q.device)
+    if block_table is not None:
+        _check_table_entries(block_table, seqlens, p)
     scale = 1.0 / math.sqrt(p.head_dim) if softmax_scale is None else _check_scale(softmax_scale)
     if num_splits is not None and (type(num_splits) is not int or not 1 <= num_splits <= MAX_SPLITS):
         raise InputError(f"num_splits must be an int in 1..{MAX_SPLITS} (or None for the heuristic), got {num_splits!r}")
+    return dict(cache_seqlens=seqlens, block_table=block_table, causal=causal, softmax_scale=scale,
+                num_splits=num_splits, layout=layout, config=_checked_config(config, dtype, p))
 
-    kernel = _kernel_for(_choose_config(config, dtype, p, q.device.index), q.device.index)
+
+def launch_decode(q, k_cache, v_cache, *, cache_seqlens=None, block_table=None, causal: bool,
+                  softmax_scale: float, return_lse: bool = False, num_splits: int | None = None,
+                  layout: str = "bshd", config: DecodeConfig | None = None):
+    """The launch half of decode_attention, with no input checks: for inputs check_decode has
+    normalised, or ones the caller checked itself (autoflash.attention()'s check_inputs and
+    route_attention establish the same facts for its (B, H, N, D) tensors: call this with
+    layout="bhsd" and a float softmax_scale). A pinned config is still matched to the inputs'
+    dtype and head dim (a few comparisons)."""
+    import torch
+
+    p, layout_strides, dtype = _problem(q, k_cache, v_cache, layout, causal, block_table)
+    device = q.device.index
+    kernel = _kernel_for(_choose_config(config, dtype, p, device), device)
     splits = decode_launch.choose_splits(kernel, p, num_splits)
     o = torch.empty(q.shape, dtype=q.dtype, device=q.device)  # q's layout, contiguous
     lse = torch.empty((p.batch, p.heads_q, p.seq_q), dtype=torch.float32, device=q.device)
@@ -55,12 +98,34 @@ def decode_attention(q, k_cache, v_cache, cache_seqlens=None, *, causal: bool = 
     o_part = torch.empty(n_o, dtype=torch.float32, device=q.device) if n_o else None
     lse_part = torch.empty(n_l, dtype=torch.float32, device=q.device) if n_l else None
     strides = layout_strides + _token_head_strides(o, layout)
-    plan = decode_launch.plan_for(kernel, p, strides, splits, scale)
-    with cupy.cuda.Device(q.device.index):
-        plan(q.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), o.data_ptr(), lse.data_ptr(),
-             o_part.data_ptr() if n_o else 0, lse_part.data_ptr() if n_l else 0,
-             seqlens.data_ptr() if seqlens is not None else 0, _current_stream(q.device.index))
+    table_stride = block_table.stride(0) if block_table is not None else 0
+    args = (q.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), o.data_ptr(), lse.data_ptr(),
+            o_part.data_ptr() if n_o else 0, lse_part.data_ptr() if n_l else 0,
+            cache_seqlens.data_ptr() if cache_seqlens is not None else 0, _current_stream(device),
+            block_table.data_ptr() if block_table is not None else 0)
+    with _on_device(device):  # the plan reads the SM count and allocates on the kernel's device
+        decode_launch.plan_for(kernel, p, strides, splits, softmax_scale, table_stride)(*args)
     return (o, lse) if return_lse else o
+
+
+def _on_device(index: int):
+    """cupy.cuda.Device(index) only when it is not already current (entering it costs a few us)."""
+    import cupy
+
+    return contextlib.nullcontext() if cupy.cuda.runtime.getDevice() == index else cupy.cuda.Device(index)
+
+
+def _problem(q, k, v, layout: str, causal: bool, block_table):
+    """(DecodeProblem, (q, k, v) element strides (batch|page, token, head), dtype name) from
+    shapes and strides alone."""
+    b, nq, hq, d = q.shape if layout == "bshd" else (q.shape[0], q.shape[2], q.shape[1], q.shape[3])
+    nk, hkv = (k.shape[1], k.shape[2]) if layout == "bshd" else (k.shape[2], k.shape[1])
+    if block_table is None:
+        p = DecodeProblem(b, hq, hkv, nq, nk, d, causal)
+    else:  # nk is the page size; the capacity is what a table row addresses
+        p = DecodeProblem(b, hq, hkv, nq, block_table.shape[1] * nk, d, causal, page_size=nk, num_pages=k.shape[0])
+    strides = _token_head_strides(q, layout) + _token_head_strides(k, layout) + _token_head_strides(v, layout)
+    return p, strides, _DTYPES.get(str(q.dtype))
 
 
 def _token_head_strides(x, layout: str) -> tuple[int, int, int]:
@@ -80,7 +145,7 @@ def _current_stream(device_index: int):
     return stream_handle(ptr)
 
 
-def _check_arrays(q, k, v, layout: str, causal):
+def _check_arrays(q, k, v, layout: str, causal, block_table):
     for name, x in (("q", q), ("k_cache", k), ("v_cache", v)):
         if not type(x).__module__.startswith("torch") or not hasattr(x, "is_cuda"):
             raise InputError(f"{name} is a {type(x).__name__}; the decode path takes PyTorch CUDA tensors")
@@ -90,20 +155,23 @@ def _check_arrays(q, k, v, layout: str, causal):
             raise InputError(f"{name} has {x.dim()} dimensions (shape {tuple(x.shape)}); expected 4")
     if layout not in LAYOUTS:
         raise InputError(f"layout {layout!r} is not one of {LAYOUTS}")
+    if block_table is not None and layout != "bshd":
+        raise InputError("a paged cache is (num_pages, page_size, heads_kv, head_dim): block_table needs layout 'bshd'")
     if type(causal) is not bool:
         raise InputError(f"causal must be True or False, got {causal!r}")
     if not (q.device == k.device == v.device):
         raise InputError(f"q, k_cache, v_cache are on different devices ({q.device}, {k.device}, {v.device})")
     dtype = _DTYPES.get(str(q.dtype))
     if dtype is None:
-        raise InputError(f"q has dtype {q.dtype}; decode supports float16 and bfloat16")
+        raise InputError(f"q has dtype {q.dtype}; decode supports float16 and bfloat16 (float32 decode has no "
+                         "kernel yet: autoflash.attention() serves float32 with the forward kernel)")
     if k.dtype != q.dtype or v.dtype != q.dtype:
         raise InputError(f"dtypes differ: q {q.dtype}, k_cache {k.dtype}, v_cache {v.dtype}")
     if tuple(k.shape) != tuple(v.shape):
         raise InputError(f"k_cache {tuple(k.shape)} and v_cache {tuple(v.shape)} differ in shape")
     b, nq, hq, d = q.shape if layout == "bshd" else (q.shape[0], q.shape[2], q.shape[1], q.shape[3])
     bk, nk, hkv, dk = k.shape if layout == "bshd" else (k.shape[0], k.shape[2], k.shape[1], k.shape[3])
-    if bk != b:
+    if block_table is None and bk != b:
         raise InputError(f"q has batch {b}, the caches {bk}")
     if dk != d:
         raise InputError(f"q has head dim {d}, the caches {dk}")
@@ -113,6 +181,9 @@ def _check_arrays(q, k, v, layout: str, causal):
         raise InputError(f"empty problem: batch {b}, query tokens {nq}, query heads {hq}, KV heads {hkv}")
     if hq % hkv:
         raise InputError(f"query heads {hq} are not a multiple of KV heads {hkv}")
+    if block_table is not None:
+        _check_table(block_table, b, bk, nk, k.device)
+        nk *= block_table.shape[1]  # the capacity a table row addresses
     if nk >= 2**31 or hq * nq >= 2**31:
         raise InputError(f"cache length {nk} or query rows {hq * nq} exceed the kernel's int32 indices")
     for name, x in (("q", q), ("k_cache", k), ("v_cache", v)):
@@ -122,8 +193,49 @@ def _check_arrays(q, k, v, layout: str, causal):
         if any(s % 8 for s in x.stride()[:3]) or x.data_ptr() % 16:
             raise InputError(f"{name}'s rows are not 16-byte aligned (strides {tuple(x.stride())} elements, "
                              f"address {x.data_ptr():#x}); strides must be multiples of 8 elements")
-    p = DecodeProblem(b, hq, hkv, nq, nk, d, causal)
-    return p, _token_head_strides(q, layout) + _token_head_strides(k, layout) + _token_head_strides(v, layout), dtype
+    return _problem(q, k, v, layout, causal, block_table)
+
+
+def _check_table(table, batch: int, num_pages: int, page_size: int, device) -> None:
+    """The block table's type, shape, device and layout, and the page size the kernel supports."""
+    import torch
+
+    if not isinstance(table, torch.Tensor):
+        raise InputError(f"block_table is a {type(table).__name__}; pass an int32 torch CUDA tensor "
+                         f"(batch, max_pages)")
+    if table.dtype != torch.int32:
+        raise InputError(f"block_table has dtype {table.dtype}; expected torch.int32")
+    if table.dim() != 2 or table.shape[0] != batch or table.shape[1] < 1:
+        raise InputError(f"block_table has shape {tuple(table.shape)}; expected ({batch}, max_pages) with "
+                         "max_pages >= 1")
+    if table.device != device:
+        raise InputError(f"block_table is on {table.device}, the caches on {device}: the kernel reads it there")
+    if table.shape[1] > 1 and table.stride(1) != 1:
+        raise InputError(f"block_table's rows are not contiguous (strides {tuple(table.stride())})")
+    if page_size < 16 or page_size % 16:
+        raise InputError(f"page_size {page_size} (k_cache.shape[1]) is not supported: the paged decode kernel "
+                         "takes page sizes that are multiples of 16 (16, 32, 48, 64, ..., 256, ...)")
+    if num_pages < 1:
+        raise InputError("the paged caches hold no page (k_cache.shape[0] == 0)")
+
+
+def _check_table_entries(table, seqlens, p: DecodeProblem) -> None:
+    """Every entry a sequence uses (its first ceil(L / page_size)) names a page of the cache.
+    A host copy of the table (and of cache_seqlens); skipped during CUDA graph capture, where
+    the kernel's own guard (out-of-range pages read page 0) keeps every read inside the cache."""
+    import torch
+
+    if table.is_cuda and torch.cuda.is_current_stream_capturing():
+        return
+    rows = table.cpu()
+    lengths = seqlens.cpu() if seqlens is not None else torch.full((p.batch,), p.seq_k, dtype=torch.int32)
+    used = (lengths + p.page_size - 1) // p.page_size
+    in_use = torch.arange(p.max_pages)[None, :] < used[:, None]
+    bad = in_use & ((rows < 0) | (rows >= p.num_pages))
+    if bool(bad.any()):
+        b, j = (int(x) for x in bad.nonzero()[0])
+        raise InputError(f"block_table[{b}, {j}] = {int(rows[b, j])} is not a page of the cache (0..{p.num_pages - 1}); "
+                         f"sequence {b} holds {int(lengths[b])} keys, so it uses its first {int(used[b])} entries")
 
 
 def _check_seqlens(seqlens, batch: int, cache_len: int, device):
@@ -156,20 +268,37 @@ def _check_scale(scale) -> float:
     return float(scale)
 
 
-def _choose_config(config, dtype: str, p, device_id: int) -> DecodeConfig:
-    """The caller's config (checked against the problem), else the heuristic default for this GPU."""
-    key = {"dtype": dtype, "head_dim": p.head_dim, "m_tiles": m_tiles_for(p.rows, p.head_dim)}
-    if config is None:  # a tuned entry for this GPU and cache length, else the heuristic default
-        arch, name = device_arch(device_id)
-        return dispatch.select(arch, name, DECODE.name, key, p.seq_k)
+def _checked_config(config, dtype: str, p: DecodeProblem) -> DecodeConfig | None:
+    """The caller's config validated and matched to the problem (None: chosen at launch)."""
+    if config is None:
+        return None
     if isinstance(config, dict):
         config = DecodeConfig.from_dict(config)
     if not isinstance(config, DecodeConfig):
         raise InputError(f"config must be a DecodeConfig or a dict, got {type(config).__name__}")
     config.validate()
-    if (config.dtype, config.head_dim) != (dtype, p.head_dim):
-        raise InputError(f"config {config.name} is for {config.dtype} d{config.head_dim}, "
-                         f"the inputs are {dtype} d{p.head_dim}")
+    _match(config, dtype, p)
+    return config
+
+
+def _match(config: DecodeConfig, dtype: str, p: DecodeProblem) -> None:
+    if (config.dtype, config.head_dim, config.paged) != (dtype, p.head_dim, bool(p.page_size)):
+        raise InputError(f"config {config.name} is for {config.dtype} d{config.head_dim}"
+                         f"{' paged' if config.paged else ''}, the inputs are {dtype} d{p.head_dim}"
+                         f"{' paged' if p.page_size else ''}")
+
+
+def _choose_config(config, dtype: str, p: DecodeProblem, device_id: int) -> DecodeConfig:
+    """The caller's config (matched to the problem), else a tuned entry for this GPU and cache
+    length, else the heuristic default."""
+    if config is None:
+        arch, name = device_arch(device_id)
+        key = {"dtype": dtype, "head_dim": p.head_dim, "m_tiles": m_tiles_for(p.rows, p.head_dim),
+               "paged": bool(p.page_size)}
+        return dispatch.select(arch, name, DECODE.name, key, p.seq_k)
+    if isinstance(config, dict):  # attention() hands a validated config object; a dict is checked here
+        return _checked_config(config, dtype, p)
+    _match(config, dtype, p)
     return config
 
 
@@ -181,4 +310,4 @@ def _kernel_for(cfg: DecodeConfig, device_id: int):
         return LoadedKernel(compile_kernel(cfg))
 
 
-__all__ = ["decode_attention", "LAYOUTS", "MMA"]
+__all__ = ["check_decode", "decode_attention", "launch_decode", "LAYOUTS", "MMA"]

@@ -1,7 +1,8 @@
 """autoflash.attention_with_kvcache(): attention of new query tokens over a KV cache, in
 flash-attn's argument names and layout (flash_attn_with_kvcache), served by the split-KV decode
-kernel (serve/decode.py). Chunked prefill (bottom-right causal with many query tokens),
-paged caches and appending new keys into the cache come with issue 15."""
+kernel (serve/decode.py), contiguous or paged caches. Chunked prefill (bottom-right causal with
+more than 16 query tokens against cache_seqlens) and appending new keys into the cache are not
+served yet."""
 from __future__ import annotations
 
 from autoflash.serve.decode import decode_attention
@@ -9,7 +10,7 @@ from autoflash.serve.errors import InputError
 from autoflash.serve.routing import kvcache_problem
 
 
-def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens=None, *, causal: bool = False,
+def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens=None, *, block_table=None, causal: bool = False,
                            softmax_scale: float | None = None, return_lse: bool = False,
                            num_splits: int | None = None):
     """softmax(q k^T * softmax_scale) v of the newest query tokens of each sequence over its cache.
@@ -20,11 +21,23 @@ def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens=None, *, causal: b
       taken: (B, N, H, D) and (B, H, N, D) cannot be told apart by shape. A cache stored as
       (B, H, N, D) is passed as k_cache.transpose(1, 2): any strides with head_dim contiguous
       (strides multiples of 8 elements, 16-byte aligned data) are read in place, never copied.
+      With block_table: a paged cache, k_cache and v_cache (num_pages, page_size, heads_kv,
+      head_dim), page_size a multiple of 16 (vLLM's 16, 32, 64, ..., 256; 48 works too; other
+      sizes are refused).
     PyTorch CUDA tensors, float16 or bfloat16; head_dim 16, 32, 64, 128 or 256.
     cache_seqlens: int32 tensor (batch,), the valid length L of each sequence's cache (0..seqlen_k;
       None: every sequence is seqlen_k long). Keys at positions >= L are never read. Checked on
       the host before the launch, except while a CUDA graph is being captured (no host copy is
       possible then; the kernel clamps to [0, seqlen_k]).
+    block_table: int32 CUDA tensor (batch, max_pages) on the caches' device: row b lists the pages
+      of sequence b in key order (key j lives in page block_table[b, j // page_size], row
+      j % page_size); seqlen_k is max_pages * page_size. Pages may be shared between sequences
+      and need not be in order. Checked before launch: every entry a sequence uses (the first
+      ceil(L / page_size) of its row) must be in [0, num_pages); the table is copied to the host
+      for that (a small synchronous copy). During CUDA graph capture nothing can be copied, so
+      the values are not checked: the kernel then reads page 0 for an out-of-range entry and
+      clamps lengths to the capacity, so it never reads outside the caches (a bad table gives
+      wrong values, never a wild read). Entries past a sequence's pages are never read.
     causal: bottom-right aligned (flash-attn's convention): the queries are the last seqlen_q
       positions of the sequence, so query i sees keys 0 .. i + L - seqlen_q. Without causal
       every query sees keys 0 .. L - 1. A query that sees no key (L = 0, or causal with
@@ -41,8 +54,9 @@ def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens=None, *, causal: b
     _check_queries(q)
     if num_splits == 0 and type(num_splits) is int:
         num_splits = None  # flash-attn spells "choose for me" as 0
-    return decode_attention(q, k_cache, v_cache, cache_seqlens, causal=causal, softmax_scale=softmax_scale,
-                            return_lse=return_lse, num_splits=num_splits, layout="bshd")
+    return decode_attention(q, k_cache, v_cache, cache_seqlens, block_table=block_table, causal=causal,
+                            softmax_scale=softmax_scale, return_lse=return_lse, num_splits=num_splits,
+                            layout="bshd")
 
 
 def _check_queries(q) -> None:
