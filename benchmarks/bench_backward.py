@@ -11,6 +11,7 @@ Also: deterministic=True (bitwise repeatable dQ), and each gradient's relative e
 SDPA's flash backward (a sanity check; the float64 checks are tests/test_backward_gpu.py).
 
     python benchmarks/bench_backward.py [--json results.json]
+    python benchmarks/bench_backward.py --head-dims 64,128 --seqs 4096 --layouts   # a short A/B run
     python benchmarks/bench_backward.py --precompile   # fill the compile cache in parallel first
     ncu --profile-from-start off ... python benchmarks/bench_backward.py --profile   # one call each, bf16 D128 N4096
 """
@@ -89,16 +90,21 @@ def time_interleaved(fns: dict) -> dict:
             for n in fns}
 
 
-def precompile(arch: str) -> None:
+def precompile(arch: str, sweep: bool = False) -> None:
     """Compile (into the disk cache) every config this benchmark and tests/test_backward_gpu.py use,
-    in parallel processes: GPU time is not spent waiting for NVRTC one kernel at a time."""
+    in parallel processes: GPU time is not spent waiting for NVRTC one kernel at a time. The
+    whole knob sweep only with sweep=True."""
     from concurrent.futures import ProcessPoolExecutor
 
     from autoflash.ops.backward import OPERATION
 
     keys = [dict(dtype=t, head_dim=d, causal=c, deterministic=det) for t in ("bf16", "fp16") for d in (64, 128)
             for c in (False, True) for det in (False, True) if t == "bf16" or not det]
-    configs = [OPERATION.default(arch, k) for k in keys] + sweep_configs(arch)
+    configs = [OPERATION.default(arch, k) for k in keys]
+    configs += [c.replace(dtype=t) for t in ("bf16", "fp16") for d in (64, 128) for causal in (False, True)
+                for c in layout_configs(arch, d, causal)]  # both warp layouts (tests pin them too)
+    configs = list(dict.fromkeys(configs))
+    configs += sweep_configs(arch) if sweep else []
     with ProcessPoolExecutor() as pool:
         for cfg, regs in zip(configs, pool.map(_compile, configs)):
             print(f"  compiled {cfg.name}: {regs}")
@@ -152,6 +158,15 @@ def profile(causal: bool = False, n: int = 4096, d: int = 128) -> None:
     torch.cuda.cudart().cudaProfilerStop()
 
 
+def layout_configs(arch: str, d: int, causal: bool) -> list:
+    """The default config of bf16 (d, causal) with warps_q 1 and 2 (same tiles), where both are valid."""
+    from autoflash.ops.backward import OPERATION
+
+    cfg = OPERATION.default(arch, dict(dtype="bf16", head_dim=d, causal=causal, deterministic=False))
+    configs = [cfg.replace(warps_q=wq) for wq in (1, 2)]
+    return [c for c in configs if not c.problems()]
+
+
 def _compile(cfg):
     from autoflash.kernels.compile import compile_kernel
 
@@ -168,11 +183,15 @@ def main():
     parser.add_argument("--precompile", action="store_true", help="only compile the kernels (parallel), then exit")
     parser.add_argument("--sweep", action="store_true", help="also time every valid config at N=4096")
     parser.add_argument("--profile", action="store_true", help="one call of ours and of SDPA flash, for ncu")
+    parser.add_argument("--head-dims", default="64,128", help="comma-separated head dims (default 64,128)")
+    parser.add_argument("--seqs", default="1024,4096", help="comma-separated sequence lengths (default 1024,4096)")
+    parser.add_argument("--layouts", action="store_true",
+                        help="also time the default tiles with each S/dP warp layout (warps_q 1 and 2), interleaved")
     args = parser.parse_args()
     if args.precompile:
         from autoflash.kernels.device import device_arch
 
-        precompile(device_arch(torch.cuda.current_device())[0])
+        precompile(device_arch(torch.cuda.current_device())[0], args.sweep)
         return 0
     if args.profile:
         profile()
@@ -180,8 +199,13 @@ def main():
     torch.manual_seed(0)
     print(f"# {torch.cuda.get_device_name()} torch {torch.__version__}; backward TFLOP/s (2.5x forward FLOPs)")
     rows = []
-    for d in (64, 128):
-        for n in (1024, 4096):
+    arch = None
+    if args.layouts:
+        from autoflash.kernels.device import device_arch
+
+        arch = device_arch(torch.cuda.current_device())[0]
+    for d in (int(x) for x in args.head_dims.split(",")):
+        for n in (int(x) for x in args.seqs.split(",")):
             for causal in (False, True):
                 b, h = 16384 // n, 2048 // d
                 q, k, v, dout = (torch.randn(b, h, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(4))
@@ -190,6 +214,9 @@ def main():
                 fns = {"autoflash": lambda: attention_backward(q, k, v, out, lse, dout, causal=causal),
                        "autoflash_det": lambda: attention_backward(q, k, v, out, lse, dout, causal=causal,
                                                                    deterministic=True)}
+                for cfg in layout_configs(arch, d, causal) if args.layouts else []:
+                    fns[f"autoflash_wq{cfg.warps_q}"] = (
+                        lambda cfg=cfg: attention_backward(q, k, v, out, lse, dout, causal=causal, config=cfg))
                 ref = None
                 for name in SDPA:
                     fn, grads = sdpa_backward(name, q, k, v, dout, causal)
@@ -221,6 +248,7 @@ def main():
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
     names = ["autoflash", "autoflash_det", "sdpa_flash", "sdpa_cudnn", "sdpa_efficient"]
+    names += sorted({k_ for r in rows for k_ in r["tflops"] if k_.startswith("autoflash_wq")})
     print("\n| D | N | causal | " + " | ".join(names) + " | vs flash | vs cuDNN | spread (ours) |")
     print("|" + "---|" * (len(names) + 6))
     for r in rows:

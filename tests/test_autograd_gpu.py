@@ -157,3 +157,29 @@ def test_directional_derivative_of_the_float64_function(nq, nk, causal):
         # <error, u> for a standard-normal u has standard deviation |error| <= tol |grad|: 4 sigma
         assert abs(analytic - numeric) <= 4 * GRAD_TOLERANCE["fp16"] * x.grad.double().norm().item(), ("qkv"[i], analytic,
                                                                                                      numeric)
+
+
+@pytest.mark.parametrize("nq, nk", [(100, 300), (300, 100)], ids=["q_lt_k", "q_gt_k"])
+def test_bottom_right_through_the_autograd_function(nq, nk):
+    """causal_alignment="bottom_right" through the autograd.Function (serve/autograd.py) with
+    autoflash's own forward: the alignment reaches both kernels. (autoflash.attention() itself
+    refuses a bottom-right backward until serve/api.py passes the alignment through.) Rows that
+    see no key (Nq > Nk: the first Nq - Nk) have output 0 and get dq = 0."""
+    from autoflash.serve.api import attention_forward
+    from autoflash.serve.autograd import differentiable_attention
+
+    q, k, v = leaves(((2, 4, nq, 128), (2, 2, nk, 128), (2, 2, nk, 128)), "bf16", seed=nq)
+    weight = torch.randn(q.shape, device="cuda", dtype=q.dtype)
+    out = differentiable_attention(attention_forward, q, k, v, causal=True, scale=None, deterministic=False,
+                                   config=None, return_lse=False, causal_alignment="bottom_right")
+    (out * weight).sum().backward()
+    q64, k64, v64 = (x.detach().double().requires_grad_() for x in (q, k, v))
+    kr, vr = k64.repeat_interleave(2, 1), v64.repeat_interleave(2, 1)
+    s = (q64 @ kr.transpose(-1, -2)) / math.sqrt(128)
+    s = s.masked_fill(torch.ones(nq, nk, dtype=torch.bool, device="cuda").triu(1 + nk - nq), -math.inf)
+    empty = (torch.arange(nq, device="cuda") + nk - nq < 0)[:, None]
+    ref_out = (torch.softmax(s.masked_fill(empty, 0.0), -1) @ vr).masked_fill(empty, 0.0)
+    (ref_out * weight.double()).sum().backward()
+    assert_close(out, (q.grad, k.grad, v.grad), ref_out.detach(), (q64.grad, k64.grad, v64.grad), "bf16")
+    if nq > nk:
+        assert (out[:, :, :nq - nk] == 0).all() and (q.grad[:, :, :nq - nk] == 0).all()
