@@ -208,3 +208,21 @@ def test_entries_in_use_must_name_a_page():
     with pytest.raises(ValueError, match=r"block_table\[1, 0\] = 10 is not a page of the cache \(0..9\)"):
         _check_table_entries(torch.tensor([[1, 2, 3, 4], [10, 0, 0, 0]], dtype=torch.int32),
                              torch.tensor([64, 1], dtype=torch.int32), p)
+
+
+def test_paged_problems_take_the_tuned_contiguous_knobs_unless_a_paged_entry_exists(monkeypatch):
+    from autoflash.serve import decode as serve_decode
+
+    unpaged = DECODE.default("sm_90", {**KEY, "paged": False}).replace(block_n=16, stages=5, bulk_copy=True,
+                                                                        l2_prefetch=0)
+    monkeypatch.setattr(serve_decode.dispatch, "select", lambda *a: unpaged)
+    monkeypatch.setattr(serve_decode.store, "entries_for_arch", lambda arch: [])
+    serve_decode._paged_config.cache_clear()
+    key = tuple({**KEY, "paged": False}.items())
+    twin = serve_decode._paged_config("sm_90", "H200", key, 4096)
+    assert twin == unpaged.replace(paged=True, bulk_copy=False, l2_prefetch=128) and not twin.problems()
+    tuned = paged_cfg(block_n=64, stages=2, head_dim=64)
+    monkeypatch.setattr(serve_decode.store, "lookup", lambda *a: ({"config": tuned.to_dict()}, "tuned"))
+    serve_decode._paged_config.cache_clear()
+    assert serve_decode._paged_config("sm_90", "H200", key, 4096) == tuned
+    serve_decode._paged_config.cache_clear()

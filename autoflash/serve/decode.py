@@ -10,12 +10,13 @@ import contextlib
 import functools
 import math
 
+from autoflash import store
 from autoflash.kernels.compile import compile_kernel
 from autoflash.kernels.device import device_arch
 from autoflash.kernels.loaded import LoadedKernel, stream_handle
 from autoflash.ops import decode_launch
 from autoflash.ops.decode import DECODE
-from autoflash.ops.decode_kernels import HEAD_DIMS, MAX_SPLITS, MMA, DecodeConfig, m_tiles_for
+from autoflash.ops.decode_kernels import DEFAULT_L2_PREFETCH, HEAD_DIMS, MAX_SPLITS, MMA, DecodeConfig, m_tiles_for
 from autoflash.ops.decode_launch import DecodeProblem
 from autoflash.serve import dispatch
 from autoflash.serve.errors import InputError
@@ -293,13 +294,31 @@ def _choose_config(config, dtype: str, p: DecodeProblem, device_id: int) -> Deco
     length, else the heuristic default."""
     if config is None:
         arch, name = device_arch(device_id)
-        key = {"dtype": dtype, "head_dim": p.head_dim, "m_tiles": m_tiles_for(p.rows, p.head_dim),
-               "paged": bool(p.page_size)}
+        key = {"dtype": dtype, "head_dim": p.head_dim, "m_tiles": m_tiles_for(p.rows, p.head_dim), "paged": False}
+        if p.page_size:
+            return _paged_config(arch, name, tuple(key.items()), p.seq_k)
         return dispatch.select(arch, name, DECODE.name, key, p.seq_k)
     if isinstance(config, dict):  # attention() hands a validated config object; a dict is checked here
         return _checked_config(config, dtype, p)
     _match(config, dtype, p)
     return config
+
+
+@functools.lru_cache(maxsize=256)
+def _paged_config(arch: str, device_name: str, unpaged_key: tuple, seq_k: int) -> DecodeConfig:
+    """A paged problem's config: a tuned paged entry if there is one, else the tuned (or default)
+    config of the same problem on a contiguous cache with paged set (the knobs carry over: the
+    kernels differ only in their K/V addresses). Cached per process: a tuned file written later
+    is not seen for paged keys."""
+    key = {**dict(unpaged_key), "paged": True}
+    entry, _ = store.lookup(store.entries_for_arch(arch), device_name, DECODE.name, key, seq_k)
+    if entry is not None:
+        return DecodeConfig.from_dict(entry["config"])
+    unpaged = dispatch.select(arch, device_name, DECODE.name, dict(unpaged_key), seq_k)
+    twin = unpaged.replace(paged=True)
+    if unpaged.bulk_copy:  # paged kernels copy with cp.async (bulk copies had no prefetch hint)
+        twin = twin.replace(bulk_copy=False, l2_prefetch=DEFAULT_L2_PREFETCH)
+    return twin if not twin.problems() else DECODE.default(arch, key)
 
 
 @functools.lru_cache(maxsize=64)
