@@ -239,6 +239,7 @@ def parse(text: str, path: str | Path, arch: str | None = None) -> list[dict]:
         raise StoreError(f"{path}: entries must be a list of at most {MAX_ENTRIES} objects")
     if data["schema"] == 1:
         entries = [_from_schema_1(e) for e in entries]
+    entries = [_with_new_flags(e) for e in entries]
     seen = {}
     for i, entry in enumerate(entries):
         try:
@@ -255,6 +256,23 @@ def parse(text: str, path: str | Path, arch: str | None = None) -> list[dict]:
 def _from_schema_1(entry):
     """Schema 1 held forward entries only, without "op"; everything else is unchanged."""
     return {"op": "forward", **entry} if isinstance(entry, dict) and "op" not in entry else entry
+
+
+def _with_new_flags(entry):
+    """Bool key fields added to an op after an entry was written (the forward's variant flags)
+    read as their config default, False: such an entry was tuned for the plain problem."""
+    op = OPERATIONS.get(entry.get("op")) if isinstance(entry, dict) else None
+    if op is None:
+        return entry
+    missing = {f: False for f in off_flags(op.name) if f not in entry}
+    return {**entry, **missing} if missing else entry
+
+
+def off_flags(op_name: str) -> tuple[str, ...]:
+    """The op's bool key fields whose config default is False (variants a plain problem lacks)."""
+    op = OPERATIONS[op_name]
+    defaults = {f.name: f.default for f in dataclasses.fields(op.config_class)}
+    return tuple(f for f in op.key_fields if defaults.get(f) is False)
 
 
 def _entry_label(entry) -> str:
@@ -290,6 +308,7 @@ def dumps(entries: list[dict], arch: str) -> str:
 def write(path: str | Path, entries: list[dict], arch: str | None = None) -> None:
     path = Path(path)
     arch = arch or path.stem
+    entries = [_with_new_flags(e) for e in entries]
     for i, entry in enumerate(entries):
         try:
             validate_entry(entry, arch)
@@ -318,7 +337,7 @@ def merge(path: str | Path, new_entries: list[dict], arch: str | None = None) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     with filelock.FileLock(str(lock_path(path)), timeout=120):
         merged = {entry_key(e): e for e in read(path, arch)}
-        for e in new_entries:
+        for e in map(_with_new_flags, new_entries):
             merged[entry_key(e)] = e
         entries = list(merged.values())
         write(path, entries, arch)
@@ -385,6 +404,7 @@ def lookup(entries: list[dict], device: str, op: str, key: dict, seq_len: int,
     """The entry serving a problem and how it was found: exact device, else any device
     of the arch; within those, the nearest sequence bucket (in log scale). Entries
     tuned over all templates are preferred to ones tuned with a template fixed."""
+    key = {**{f: False for f in off_flags(op)}, **key} if op in OPERATIONS else key  # a flag left out is off
     same = [e for e in entries if e["op"] == op and all(e[f] == v and type(e[f]) is type(v) for f, v in key.items())]
     if template is not None:
         same = [e for e in same if e["config"]["template"] == template]

@@ -180,15 +180,18 @@ def test_shared_signature_arguments_are_built_once_per_plan():
     p = Problem(2, 8, 2, 100, 50, 64, False)
     build = TEMPLATES["flash_fwd_simt"].launch_args(cfg, p, 0.125)
     args = build(16, 32, 48, 64, 0)
-    assert [type(a) for a in args] == [np.uint64] * 5 + [np.int32] * 4 + [np.float32, np.int32] + [np.int64] * 12
+    variant = [np.uint64] * 3 + [np.int32] * 2 + [np.float32] + [np.uint64] * 2 + [np.int32]
+    assert [type(a) for a in args] == ([np.uint64] * 5 + [np.int32] * 4 + [np.float32, np.int32] + [np.int64] * 12
+                                       + variant)
     assert [int(a) for a in args[:9]] == [16, 32, 48, 64, 0, 8, 2, 100, 50]
     assert args[9] == np.float32(0.125 * LOG2E) and int(args[10]) == 0  # causal_offset: top-left
     q, kv = [8 * 100 * 64, 100 * 64, 64], [2 * 50 * 64, 50 * 64, 64]  # contiguous (batch, head, token)
-    assert [int(a) for a in args[11:]] == q + kv + kv + q
+    assert [int(a) for a in args[11:23]] == q + kv + kv + q
+    assert [float(a) for a in args[23:]] == [0, 0, 0, -1, -1, 0.0, 0, 0, 0]  # dense, no variant
     strided = Problem(2, 8, 2, 100, 50, 64, True, causal_offset=-50,
                       strides=((1, 2, 3), (4, 5, 6), (7, 8, 9), (10, 11, 12)))
     args = TEMPLATES["flash_fwd_simt"].launch_args(cfg, strided, 0.125)(16, 32, 48, 64, 0)
-    assert int(args[10]) == -50 and [int(a) for a in args[11:]] == list(range(1, 13))
+    assert int(args[10]) == -50 and [int(a) for a in args[11:23]] == list(range(1, 13))
 
 
 def test_wgmma_arguments_order(encodes):
@@ -197,7 +200,7 @@ def test_wgmma_arguments_order(encodes):
     p = Problem(2, 4, 2, 256, 512, 128, False)
     args = wg.launch_args(cfg, p, 0.1)(0x1000, 0x2000, 0x3000, 0x4000, 0)
     assert [int(a) for a in args[:9]] == [0x1000, 0x2000, 0x3000, 0x4000, 0, 4, 2, 256, 512]
-    assert len(args) == 27 and int(args[10]) == 0  # shared tail: scale, causal_offset, 12 strides
+    assert len(args) == 36 and int(args[10]) == 0  # shared tail (scale, causal_offset, 12 strides), maps, batch, variant tail
     qs, ks = (4 * 256 * 128, 256 * 128, 128), (2 * 512 * 128, 512 * 128, 128)
     assert args[23] == ("arg", (0x1000, "bf16", 2, 4, 256, 128, qs, cfg.block_m))
     assert args[24] == ("arg", (0x2000, "bf16", 2, 2, 512, 128, ks, cfg.block_n))

@@ -1,17 +1,20 @@
 """The dense attention forward: O = softmax(Q K^T * scale) V, with its log-sum-exp.
 
-Problem key: (dtype, head_dim, causal); bucket: the sequence length (Nq = Nk in the
-timed problems). Templates: flash_fwd_simt (CUDA cores, every arch), flash_fwd_mma
+Problem key: (dtype, head_dim, causal, window, softcap, sinks, alibi); bucket: the sequence
+length (Nq = Nk in the timed problems). A variant key's problems carry that variant with the
+values below (VARIANT_VALUES): what is checked and timed is the variant on real values. Templates: flash_fwd_simt (CUDA cores, every arch), flash_fwd_mma
 (mma.sync, sm_80+), flash_fwd_wgmma (wgmma + TMA, sm_90a).
 """
 from __future__ import annotations
+
+import numpy as np
 
 from autoflash.kernels.archs import build_arch
 from autoflash.kernels.elements import DTYPE_BYTES
 from autoflash.kernels.registry import register_operation
 from autoflash.ops import forward_launch
 from autoflash.ops.base import Operation
-from autoflash.ops.forward_base import KernelConfig, Problem
+from autoflash.ops.forward_base import VARIANT_FLAGS, KernelConfig, Problem
 from autoflash.ops.forward_mma import MMA
 from autoflash.ops.forward_simt import SIMT
 from autoflash.ops.forward_wgmma import WGMMA
@@ -21,6 +24,17 @@ MAX_HEADS = 16
 # (batch, heads_q, heads_kv, seq_q, seq_k) every candidate must get right before it is timed:
 # an odd length with a partial last tile and GQA (2 query heads per K/V head), and whole tiles.
 CHECK_SHAPES = ((1, 4, 2, 1031, 1031), (2, 2, 2, 512, 512))
+# A variant key's checks add a bottom-right problem (Nq < Nk: the diagonal off the corner).
+VARIANT_CHECK_SHAPE = (1, 4, 2, 300, 1031)
+# Values each variant is checked with (one per check problem, cycling): windows narrow and wide,
+# left-only and two-sided (a causal key forces the right bound to 0, as the API does); softcap 30
+# (Gemma 2) and 2 (bends most scores); sinks standard normal per head; ALiBi's geometric slopes,
+# per head and per (batch, head).
+CHECK_WINDOWS = ((64, 0), (256, 32), (17, -1))
+CHECK_SOFTCAPS = (30.0, 2.0, 50.0)
+ARRAY_REQUESTS = ("with_sinks", "with_alibi", "alibi_per_batch")  # problem-dict keys, not Problem fields
+BENCH_WINDOW = 1024  # left (and, non-causal, right) bound of the timed window problems
+BENCH_SOFTCAP = 30.0
 # Template preference per dtype for the heuristic default: the first that supports
 # the arch, dtype and head dim wins.
 PREFERENCE = {
@@ -34,38 +48,47 @@ class ForwardOp(Operation):
     name = "forward"
     config_class = KernelConfig
     templates = (SIMT, MMA, WGMMA)
-    key_fields = ("head_dim", "causal")
-    key_defaults = {"head_dim": (64, 128), "causal": (False, True)}
+    key_fields = ("head_dim", "causal") + VARIANT_FLAGS
+    key_defaults = {"head_dim": (64, 128), "causal": (False, True), **{f: (False,) for f in VARIANT_FLAGS}}
     bucket_name = "N"
     default_buckets = (1024, 4096, 16384)
     metric = "tflops"
     default_tokens = TOKENS
 
     def describe_key(self, key: dict) -> str:
-        return f"{key['dtype']} d{key['head_dim']} {'causal' if key['causal'] else 'non-causal'}"
+        variants = "".join(f" {f}" for f in VARIANT_FLAGS if key.get(f))
+        return f"{key['dtype']} d{key['head_dim']} {'causal' if key['causal'] else 'non-causal'}{variants}"
 
     @staticmethod
     def problem(d: dict) -> Problem:
-        return Problem(**d)
+        """A problem dict (plain data) as a Problem; ARRAY_REQUESTS ask for arrays the launcher
+        allocates (variant_arrays), so they are not Problem fields."""
+        return Problem(**{f: v for f, v in d.items() if f not in ARRAY_REQUESTS})
 
     def bench_problem(self, key: dict, bucket: int, tokens: int) -> dict:
         """batch * heads * N ~ tokens, so every bucket fills the GPU."""
         heads = max(1, min(MAX_HEADS, tokens // bucket))
         batch = max(1, tokens // (heads * bucket))
+        window = (BENCH_WINDOW, 0 if key["causal"] else BENCH_WINDOW)
         return dict(batch=batch, heads_q=heads, heads_kv=heads, seq_q=bucket, seq_k=bucket,
-                    head_dim=key["head_dim"], causal=key["causal"])
+                    head_dim=key["head_dim"], causal=key["causal"],
+                    **variant_values(key, window, BENCH_SOFTCAP, alibi_batch=False))
 
     def check_problems(self, key: dict) -> list[dict]:
-        return [dict(batch=b, heads_q=hq, heads_kv=hkv, seq_q=nq, seq_k=nk, head_dim=key["head_dim"],
-                     causal=key["causal"]) for b, hq, hkv, nq, nk in CHECK_SHAPES]
+        shapes = CHECK_SHAPES + ((VARIANT_CHECK_SHAPE,) if any(key.get(f) for f in VARIANT_FLAGS) else ())
+        return [with_offset(dict(batch=b, heads_q=hq, heads_kv=hkv, seq_q=nq, seq_k=nk, head_dim=key["head_dim"],
+                                 causal=key["causal"], **variant_values(key, CHECK_WINDOWS[i], CHECK_SOFTCAPS[i],
+                                                                        alibi_batch=i == 1)))
+                for i, (b, hq, hkv, nq, nk) in enumerate(shapes)]
 
     def verify_problems(self, key: dict, bucket: int) -> list[dict]:
         """Its bucket, and an odd length (a partial last tile), with GQA."""
         return [dict(batch=1, heads_q=4, heads_kv=2, seq_q=n, seq_k=n, head_dim=key["head_dim"],
-                     causal=key["causal"]) for n in (bucket, bucket // 2 + 1)]
+                     causal=key["causal"], **variant_values(key, CHECK_WINDOWS[i], CHECK_SOFTCAPS[i], alibi_batch=False))
+                for i, n in enumerate((bucket, bucket // 2 + 1))]
 
     def work(self, problem: dict) -> float:
-        return Problem(**problem).flops()
+        return self.problem(problem).flops()
 
     def entry_problem(self, problem: dict) -> dict:
         return {"batch": problem["batch"], "heads": problem["heads_q"], "seq": problem["seq_q"]}
@@ -86,18 +109,54 @@ class ForwardOp(Operation):
 
     # ------------------------------------------------------------- GPU side
     def verify(self, kernel, problem: dict, seed: int):
-        return forward_launch.run_checked(kernel, Problem(**problem), seed=seed)
+        return forward_launch.run_checked(kernel, self.problem(problem), seed=seed, **variant_arrays(problem, seed))
 
     def input_bytes(self, problem: dict, dtype: str) -> int:
-        p = Problem(**problem)
+        p = self.problem(problem)
         return DTYPE_BYTES[dtype] * p.head_dim * (2 * p.batch * p.heads_q * p.seq_q + 2 * p.batch * p.heads_kv * p.seq_k)
 
     def make_inputs(self, problem: dict, dtype: str, seed: int):
-        return forward_launch.timing_inputs(Problem(**problem), dtype, seed)
+        return forward_launch.timing_inputs(self.problem(problem), dtype, seed, **variant_arrays(problem, seed))
 
     def launcher(self, kernel, problem: dict, inputs):
-        p = Problem(**problem)
+        p = self.problem(problem)
         return forward_launch.prepared_launch(kernel, p, forward_launch.default_scale(p.head_dim), inputs)
+
+
+def variant_values(key: dict, window: tuple[int, int], softcap: float, alibi_batch: bool) -> dict:
+    """The Problem values (and array requests) of a key's variants: the plain key gets none."""
+    values = {}
+    if key.get("window"):
+        values.update(window_left=window[0], window_right=0 if key["causal"] else window[1])
+    if key.get("softcap"):
+        values["softcap"] = softcap
+    if key.get("sinks"):
+        values["with_sinks"] = True
+    if key.get("alibi"):
+        values["with_alibi"] = True
+        values["alibi_per_batch"] = alibi_batch  # slopes (B, Hq) rather than (Hq,)
+    return values
+
+
+def with_offset(problem: dict) -> dict:
+    """A problem with Nq != Nk checks the bottom-right diagonal (flash-attn's alignment)."""
+    if problem["seq_k"] != problem["seq_q"]:
+        problem["causal_offset"] = problem["seq_k"] - problem["seq_q"]
+    return problem
+
+
+def variant_arrays(problem: dict, seed: int) -> dict:
+    """Host values of the sinks (standard normal per query head) and ALiBi slopes (geometric; per
+    (batch, head) when asked, scaled per batch so rows differ) a problem dict asks for."""
+    arrays = {}
+    if problem.get("with_sinks"):
+        arrays["sinks"] = np.random.default_rng(seed).standard_normal(problem["heads_q"]).astype(np.float32)
+    if problem.get("with_alibi"):
+        slopes = forward_launch.alibi_slopes(problem["heads_q"])
+        if problem.get("alibi_per_batch"):
+            slopes = np.outer(1.0 + np.arange(problem["batch"]), slopes).astype(np.float32)
+        arrays["alibi_slopes"] = slopes
+    return arrays
 
 
 FORWARD = ForwardOp()

@@ -3,14 +3,22 @@ kernel signature and grid of its templates.
 
 Every forward template has one kernel signature (templates/README.md):
     (q, k, v, o, lse, heads_q, heads_kv, seq_q, seq_k, scale_log2, causal_offset,
-     q_sb, q_sh, q_sn, k_sb, k_sh, k_sn, v_sb, v_sh, v_sn, o_sb, o_sh, o_sn)
-with q/o of shape (batch, heads_q, seq_q, head_dim) and k/v of shape
+     q_sb, q_sh, q_sn, k_sb, k_sh, k_sn, v_sb, v_sh, v_sn, o_sb, o_sh, o_sn,       <- shared_tail
+     cu_seqlens_q, cu_seqlens_k, seqused_k, window_left, window_right, softcap,   <- variant_tail
+     sinks, alibi_slopes, alibi_batch_stride)
+(the variant tail, for issues 15 and 17; what each means: ops/reference.py; varlen
+pointers and sinks/slopes as uint64, null = not used; window bounds -1 = unbounded; softcap
+fp32, 0 = none), with q/o of shape (batch, heads_q, seq_q, head_dim) and k/v of shape
 (batch, heads_kv, seq_k, head_dim), the head dim contiguous and every other dim strided by
 the (batch, head, token) element strides that follow (int64); lse (batch, heads_q, seq_q)
-contiguous, or null. causal_offset (int32, read only by causal kernels): query i sees keys
-0..i + causal_offset, 0 for top-left alignment, seq_k - seq_q for bottom-right.
-A template that takes more (flash_fwd_wgmma: TMA tensor maps) overrides launch_args and
-says so with shared_signature = False.
+contiguous, or null. causal_offset (int32): query i's diagonal key is i + causal_offset, 0 for
+top-left alignment, seq_k - seq_q for bottom-right; causal, window and ALiBi all use it. Varlen and
+seqused_k launches pass BOTTOM_RIGHT_PER_SEQUENCE instead of a bottom-right offset (each sequence's
+own seq_k - seq_q). A template that takes more (flash_fwd_wgmma: TMA tensor maps) overrides
+launch_args, appends variant_tail after its own arguments, and says so with shared_signature = False.
+
+Variant flags (compile-time, KernelConfig window/softcap/sinks/alibi): a true flag adds its own
+name to the config name ("..._causal_window_softcap_sinks_alibi"); plain configs keep their names.
 """
 from __future__ import annotations
 
@@ -37,13 +45,22 @@ class KernelConfig(OpConfig):
     warps: int  # threads per block = 32 * warps
     stages: int = 1  # shared-memory pipeline depth for K/V tiles
     thread_m: int = 0  # flash_fwd_simt only: query rows per thread (0 = not used)
+    window: bool = False  # sliding window mask (Problem.window_left / window_right)
+    softcap: bool = False  # logit softcap (Problem.softcap > 0)
+    sinks: bool = False  # per-head sink logit in the softmax denominator (Problem.sinks)
+    alibi: bool = False  # ALiBi bias (Problem.alibi_slopes)
 
     op: ClassVar[str] = "forward"
     name_parts: ClassVar[tuple] = (("head_dim", "d"), ("block_m", "br"), ("block_n", "bc"), ("warps", "w"),
                                    ("stages", "s"), ("thread_m", "tm"))
 
 
+VARIANT_FLAGS = ("window", "softcap", "sinks", "alibi")  # KernelConfig bools, forward problem-key fields
 CAUSAL_ALIGNMENTS = ("top_left", "bottom_right")
+# causal_offset of a varlen / seqused_k launch asking for bottom-right alignment: one int cannot
+# carry a per-sequence offset, so the kernel uses each sequence's own seq_k - seq_q (common.cuh.j2
+# defines the same constant).
+BOTTOM_RIGHT_PER_SEQUENCE = 1 << 30
 
 
 def causal_offset(alignment: str, seq_q: int, seq_k: int) -> int:
@@ -64,7 +81,11 @@ def contiguous_strides(batch: int, heads: int, seq: int, head_dim: int) -> tuple
 @dataclass
 class Problem:
     """The run-time shape of one attention call. causal_offset: see causal_offset(); strides:
-    the (batch, head, token) element strides of (q, k, v, o), None for contiguous tensors."""
+    the (batch, head, token) element strides of (q, k, v, o), None for contiguous tensors.
+    The fields after strides are the variant tail's values (module docstring): device pointers
+    as ints (0 = null), window bounds (-1 = unbounded), softcap (0 = none). Varlen: q/o/k/v
+    packed (total_q or total_k, heads, D), batch = the number of sequences, seq_q/seq_k = the
+    longest. total_q/total_k are not kernel arguments (host-side extents only)."""
 
     batch: int
     heads_q: int
@@ -75,6 +96,22 @@ class Problem:
     causal: bool
     causal_offset: int = 0
     strides: tuple | None = None
+    cu_seqlens_q: int = 0
+    cu_seqlens_k: int = 0
+    seqused_k: int = 0
+    window_left: int = -1
+    window_right: int = -1
+    softcap: float = 0.0
+    sinks: int = 0
+    alibi_slopes: int = 0
+    alibi_batch_stride: int = 0
+    total_q: int = 0  # varlen: the packed token counts of q and k (0 = dense); wgmma's TMA maps end there
+    total_k: int = 0
+
+    def variant_flags(self) -> dict:
+        """The KernelConfig variant flags this problem needs."""
+        return {"window": self.window_left >= 0 or self.window_right >= 0, "softcap": self.softcap > 0,
+                "sinks": self.sinks != 0, "alibi": self.alibi_slopes != 0}
 
     def operand_strides(self) -> tuple:
         """((q_sb, q_sh, q_sn), (k_...), (v_...), (o_...)) in elements."""
@@ -85,9 +122,23 @@ class Problem:
         return (q, kv, kv, q)
 
     def flops(self) -> float:
-        """4 * B * H * Nq * Nk * D, halved for causal (the convention of FlashAttention's papers)."""
+        """4 * B * H * Nq * Nk * D, halved for causal (the convention of FlashAttention's papers);
+        with a window, 4 * B * H * D * (the visible (query, key) pairs), counted exactly."""
+        if self.variant_flags()["window"]:
+            return 4.0 * self.batch * self.heads_q * self.head_dim * self.visible_pairs()
         f = 4.0 * self.batch * self.heads_q * self.seq_q * self.seq_k * self.head_dim
         return f / 2 if self.causal else f
+
+    def visible_pairs(self) -> int:
+        """(query, key) pairs the causal/window masks leave visible in one (batch, head) (dense)."""
+        rows = np.arange(self.seq_q, dtype=np.int64) + self.causal_offset  # each row's diagonal key
+        hi = np.full_like(rows, self.seq_k - 1)
+        if self.causal:
+            hi = np.minimum(hi, rows)
+        if self.window_right >= 0:
+            hi = np.minimum(hi, rows + self.window_right)
+        lo = np.maximum(rows - self.window_left, 0) if self.window_left >= 0 else np.zeros_like(rows)
+        return int(np.maximum(hi - lo + 1, 0).sum())
 
 
 class ForwardTemplate(Template):
@@ -117,7 +168,7 @@ class ForwardTemplate(Template):
         arguments: what depends only on (cfg, p, scale) is converted once, here, so a
         cached launch plan pays only for the pointers."""
         u64 = np.uint64
-        tail = shared_tail(p, scale)
+        tail = shared_tail(p, scale) + variant_tail(p)
 
         def args(q, k, v, o, lse):
             return (u64(q), u64(k), u64(v), u64(o), u64(lse)) + tail
@@ -135,3 +186,13 @@ def shared_tail(p: Problem, scale: float) -> tuple:
     strides = tuple(np.int64(s) for operand in p.operand_strides() for s in operand)
     return (np.int32(p.heads_q), np.int32(p.heads_kv), np.int32(p.seq_q), np.int32(p.seq_k),
             np.float32(scale * LOG2E), np.int32(p.causal_offset)) + strides
+
+
+def variant_tail(p: Problem) -> tuple:
+    """The contract's appended arguments, in order: (cu_seqlens_q, cu_seqlens_k, seqused_k,
+    window_left, window_right, softcap, sinks, alibi_slopes, alibi_batch_stride); pointers uint64,
+    ints int32, softcap float32. Passed to every kernel, used by the ones specialised for them."""
+    u64, i32 = np.uint64, np.int32
+    return (u64(p.cu_seqlens_q), u64(p.cu_seqlens_k), u64(p.seqused_k), i32(p.window_left),
+            i32(p.window_right), np.float32(p.softcap), u64(p.sinks), u64(p.alibi_slopes),
+            i32(p.alibi_batch_stride))

@@ -11,7 +11,9 @@ float64 from the same, upcast inputs, so input rounding does not count):
 The worst single query row may be off by WORST_ROW_FACTOR x the tolerance (a
 short row norm amplifies rounding), and every value must be finite: outputs are
 poisoned with NaN before a checked launch, so an unwritten element fails.
-The log-sum-exp (natural log) must match to LSE_TOLERANCE in absolute terms.
+The log-sum-exp (natural log) must match to LSE_TOLERANCE in absolute terms; a row
+that sees no key must be exactly 0 (its reference row is 0, so any other value is an
+infinite row error) with LSE exactly -inf.
 """
 from __future__ import annotations
 
@@ -25,12 +27,23 @@ LSE_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-3, "bf16": 1e-3}
 WORST_ROW_FACTOR = 5.0
 
 
-def reference_attention(q, k, v, *, causal: bool, scale: float | None = None, chunk: int = 1024):
-    """Attention of (B, Hq, Nq, D) queries over (B, Hkv, Nk, D) keys/values in float64.
+def reference_attention(q, k, v, *, causal: bool, scale: float | None = None, causal_offset: int = 0,
+                        window: tuple[int, int] = (-1, -1), softcap: float = 0.0, sinks=None, alibi_slopes=None,
+                        chunk: int = 1024):
+    """Attention of (B, Hq, Nq, D) queries over (B, Hkv, Nk, D) keys/values in float64, each rule
+    applied literally, in scaled-score units (s_ij = scale * q_i . k_j, natural log):
 
-    Works on NumPy (CPU) or CuPy (GPU) arrays. Causal masking is aligned top-left,
-    as torch's is_causal: query i sees keys 0..i. Returns (out, lse), lse in natural log.
-    Query rows are processed in chunks so no Nq x Nk matrix is held at once.
+    - diagonal: query i's diagonal key is i + causal_offset (0: top-left, torch's is_causal;
+      Nk - Nq: bottom-right, flash-attn's). causal, window and ALiBi all measure from it.
+    - causal: key j visible iff j <= i + causal_offset.
+    - window (left, right): key j visible iff i + off - left <= j <= i + off + right; -1 = unbounded.
+    - softcap > 0: s -> softcap * tanh(s / softcap), before ALiBi and the masks.
+    - alibi_slopes (Hq,) or (B, Hq): s -> s - slope * |i + off - j| (slope of the query head).
+    - sinks (Hq,): e^sink joins the softmax denominator only; the LSE includes it.
+    A row with no visible key: output 0, LSE = its sink (-inf without sinks).
+
+    Works on NumPy (CPU) or CuPy (GPU) arrays. Returns (out, lse), lse in natural log. Query rows
+    are processed in chunks so no Nq x Nk matrix is held at once.
     """
     xp = _array_module(q)
     q, k, v = (xp.asarray(a, dtype=xp.float64) for a in (q, k, v))
@@ -40,19 +53,43 @@ def reference_attention(q, k, v, *, causal: bool, scale: float | None = None, ch
     k = xp.repeat(k, group, axis=1)  # GQA/MQA: each query head reads its group's K/V head
     v = xp.repeat(v, group, axis=1)
     scale = 1.0 / math.sqrt(d) if scale is None else scale
+    left, right = window
+    if alibi_slopes is not None:
+        slopes = xp.asarray(alibi_slopes, dtype=xp.float64)
+        slopes = xp.broadcast_to(slopes.reshape((1, hq) if slopes.ndim == 1 else (b, hq)), (b, hq))
+        slopes = slopes[:, :, None, None]
+    if sinks is not None:
+        sink = xp.asarray(sinks, dtype=xp.float64).reshape(1, hq, 1, 1)
+    keys = xp.arange(nk)[None, :]
     out = xp.empty((b, hq, nq, d), dtype=xp.float64)
     lse = xp.empty((b, hq, nq), dtype=xp.float64)
     for start in range(0, nq, chunk):
         stop = min(nq, start + chunk)
         s = xp.einsum("bhqd,bhkd->bhqk", q[:, :, start:stop], k) * scale
+        if softcap > 0:
+            s = softcap * xp.tanh(s / softcap)
+        diagonal = xp.arange(start, stop)[:, None] + causal_offset
+        if alibi_slopes is not None:
+            s = s - slopes * xp.abs(diagonal - keys)
+        visible = xp.ones((stop - start, nk), dtype=bool)
         if causal:
-            rows = xp.arange(start, stop)[:, None]
-            s = xp.where(xp.arange(nk)[None, :] > rows, -xp.inf, s)
-        m = s.max(axis=-1, keepdims=True)
-        p = xp.exp(s - m)
+            visible &= keys <= diagonal
+        if left >= 0:
+            visible &= keys >= diagonal - left
+        if right >= 0:
+            visible &= keys <= diagonal + right
+        s = xp.where(visible, s, -xp.inf)
+        m = s.max(axis=-1, keepdims=True) if nk else xp.full(s.shape[:-1] + (1,), -xp.inf)
+        if sinks is not None:
+            m = xp.maximum(m, sink)
+        safe_m = xp.where(xp.isneginf(m), 0.0, m)  # a row with nothing (and no finite sink): all terms 0
+        p = xp.exp(s - safe_m)
         l = p.sum(axis=-1, keepdims=True)
-        out[:, :, start:stop] = xp.einsum("bhqk,bhkd->bhqd", p / l, v)
-        lse[:, :, start:stop] = (m + xp.log(l))[..., 0]
+        if sinks is not None:
+            l = l + xp.exp(sink - safe_m)
+        empty = l == 0
+        out[:, :, start:stop] = xp.einsum("bhqk,bhkd->bhqd", p / xp.where(empty, 1.0, l), v)
+        lse[:, :, start:stop] = xp.where(empty, -xp.inf, safe_m + xp.log(xp.where(empty, 1.0, l)))[..., 0]
     return out, lse
 
 
@@ -106,9 +143,11 @@ def compare(out, ref, dtype: str, lse=None, ref_lse=None) -> Check:
     row_err = xp.linalg.norm(diff, axis=-1) / xp.maximum(xp.linalg.norm(ref, axis=-1), 1e-30)
     worst = float(row_err.max())
     lse_err = None
-    if lse is not None:
+    if lse is not None:  # rows without a key (ref -inf) must be exactly -inf, every other row finite
         lse = xp.asarray(lse, dtype=xp.float64)
-        if not bool(xp.isfinite(lse).all()):
+        ref_lse = xp.asarray(ref_lse, dtype=xp.float64)
+        empty = xp.isneginf(ref_lse)
+        if not bool((xp.isneginf(lse) == empty).all()) or not bool(xp.isfinite(lse[~empty]).all()):
             return Check(dtype, rel, worst, math.inf, False)
-        lse_err = float(xp.abs(lse - ref_lse).max())
+        lse_err = float(xp.abs(lse[~empty] - ref_lse[~empty]).max()) if bool((~empty).any()) else 0.0
     return Check(dtype, rel, worst, lse_err, True)

@@ -21,16 +21,18 @@ def heuristic_default(arch: str, op: str, key: dict) -> OpConfig:
 
 
 _warned: set[tuple] = set()
+FORWARD_FLAGS = ("head_dim", "causal")  # forward key fields with their own `autoflash tune` flag
 
 
 def tune_command(arch: str, op: str, key: dict) -> str:
     """The command that tunes a key (forward's own flags, --key NAME=V for the others)."""
     flags = [f"--arch {arch}"] + ([] if op == "forward" else [f"--op {op}"]) + [f"--dtype {key['dtype']}"]
     for field, value in key.items():
-        if field == "dtype":
-            continue
+        if field == "dtype" or (op == "forward" and field not in FORWARD_FLAGS and value is False):
+            continue  # a forward variant flag left off is the default
         text = ("yes" if value else "no") if isinstance(value, bool) else str(value)
-        flags.append(f"--{field.replace('_', '-')} {text}" if op == "forward" else f"--key {field}={text}")
+        own = op == "forward" and field in FORWARD_FLAGS
+        flags.append(f"--{field.replace('_', '-')} {text}" if own else f"--key {field}={text}")
     return "autoflash tune " + " ".join(flags)
 
 
