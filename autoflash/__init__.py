@@ -11,6 +11,7 @@ from autoflash.kernels.config import ConfigError
 from autoflash.ops.forward_base import KernelConfig
 from autoflash.serve.api import attention
 from autoflash.serve.kvcache import attention_with_kvcache
+from autoflash.serve.varlen import attention_varlen
 from autoflash.version import __version__
 
 
@@ -21,4 +22,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'autoflash' has no attribute {name!r}")
 
 
-__all__ = ["attention", "attention_with_kvcache", "KernelConfig", "ConfigError", "__version__"]
+__all__ = ["attention", "attention_varlen", "attention_with_kvcache", "KernelConfig", "ConfigError", "__version__"]

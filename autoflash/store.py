@@ -36,6 +36,7 @@ from autoflash.atomic import atomic_write_text
 from autoflash.kernels.archs import ARCHS, compatible_archs
 from autoflash.kernels.config import ConfigError, OpConfig
 from autoflash.kernels.registry import OPERATIONS
+from autoflash.key_flags import off_flags, with_new_flags
 
 log = logging.getLogger("autoflash")
 
@@ -237,9 +238,7 @@ def parse(text: str, path: str | Path, arch: str | None = None) -> list[dict]:
     entries = data["entries"]
     if not isinstance(entries, list) or len(entries) > MAX_ENTRIES:
         raise StoreError(f"{path}: entries must be a list of at most {MAX_ENTRIES} objects")
-    if data["schema"] == 1:
-        entries = [_from_schema_1(e) for e in entries]
-    entries = [_with_new_flags(e) for e in entries]
+    entries = [with_new_flags(_from_schema_1(e) if data["schema"] == 1 else e) for e in entries]
     seen = {}
     for i, entry in enumerate(entries):
         try:
@@ -256,23 +255,6 @@ def parse(text: str, path: str | Path, arch: str | None = None) -> list[dict]:
 def _from_schema_1(entry):
     """Schema 1 held forward entries only, without "op"; everything else is unchanged."""
     return {"op": "forward", **entry} if isinstance(entry, dict) and "op" not in entry else entry
-
-
-def _with_new_flags(entry):
-    """Bool key fields added to an op after an entry was written (the forward's variant flags)
-    read as their config default, False: such an entry was tuned for the plain problem."""
-    op = OPERATIONS.get(entry.get("op")) if isinstance(entry, dict) else None
-    if op is None:
-        return entry
-    missing = {f: False for f in off_flags(op.name) if f not in entry}
-    return {**entry, **missing} if missing else entry
-
-
-def off_flags(op_name: str) -> tuple[str, ...]:
-    """The op's bool key fields whose config default is False (variants a plain problem lacks)."""
-    op = OPERATIONS[op_name]
-    defaults = {f.name: f.default for f in dataclasses.fields(op.config_class)}
-    return tuple(f for f in op.key_fields if defaults.get(f) is False)
 
 
 def _entry_label(entry) -> str:
@@ -308,7 +290,7 @@ def dumps(entries: list[dict], arch: str) -> str:
 def write(path: str | Path, entries: list[dict], arch: str | None = None) -> None:
     path = Path(path)
     arch = arch or path.stem
-    entries = [_with_new_flags(e) for e in entries]
+    entries = [with_new_flags(e) for e in entries]  # flags added since (key_flags.py) read False
     for i, entry in enumerate(entries):
         try:
             validate_entry(entry, arch)
@@ -337,7 +319,7 @@ def merge(path: str | Path, new_entries: list[dict], arch: str | None = None) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     with filelock.FileLock(str(lock_path(path)), timeout=120):
         merged = {entry_key(e): e for e in read(path, arch)}
-        for e in map(_with_new_flags, new_entries):
+        for e in map(with_new_flags, new_entries):
             merged[entry_key(e)] = e
         entries = list(merged.values())
         write(path, entries, arch)
@@ -406,8 +388,7 @@ def lookup(entries: list[dict], device: str, op: str, key: dict, seq_len: int,
     tuned over all templates are preferred to ones tuned with a template fixed."""
     key = {**{f: False for f in off_flags(op)}, **key} if op in OPERATIONS else key  # a flag left out is off
     same = [e for e in entries if e["op"] == op and all(e[f] == v and type(e[f]) is type(v) for f, v in key.items())]
-    if template is not None:
-        same = [e for e in same if e["config"]["template"] == template]
+    same = [e for e in same if template is None or e["config"]["template"] == template]
     for how, group in (("exact device", [e for e in same if e["device"] == device]), ("same arch", same)):
         if not group:
             continue

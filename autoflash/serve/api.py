@@ -20,12 +20,12 @@ from autoflash.serve import dispatch
 from autoflash.serve.autograd import differentiable_attention
 from autoflash.serve.decode import decode_attention
 from autoflash.serve.errors import InputError
+from autoflash.serve.foreign import SUPPORTED_ARRAYS, foreign_view
 from autoflash.serve.routing import differentiable_problem, route_attention
+from autoflash.serve.variants import VARIANTS_DOC, Variants, check_variants
 
 log = logging.getLogger("autoflash")
 
-SUPPORTED_ARRAYS = ("PyTorch CUDA tensors, CuPy arrays, or CUDA arrays with __dlpack__ (JAX, ...) or "
-                    "__cuda_array_interface__")
 
 
 @dataclass
@@ -62,7 +62,7 @@ def as_operand(x, name: str) -> Operand:
     kind, wrap = "cupy", None
     if not mod.startswith("cupy"):
         kind = {"jaxlib": "jax"}.get(mod.split(".")[0], mod.split(".")[0])  # JAX arrays' type lives in jaxlib
-        x, wrap = _foreign_view(x, name)
+        x, wrap = foreign_view(x, name)
     dtype = _CUPY_DTYPES.get(str(x.dtype))
     if dtype is None:
         raise InputError(f"{name} has dtype {x.dtype}; supported: float32, float16, bfloat16")
@@ -70,48 +70,6 @@ def as_operand(x, name: str) -> Operand:
         raise InputError(f"{name}'s strides {x.strides} (bytes) are not whole elements; pass cupy.ascontiguousarray({name})")
     return Operand(name, kind, x, x.data.ptr, tuple(x.shape), dtype, x.device.id, wrap,
                    strides=tuple(s // x.itemsize for s in x.strides))
-
-
-_DLPACK_CUDA_DEVICES = (2, 13)  # DLDeviceType kDLCUDA, kDLCUDAManaged
-
-
-def _foreign_view(x, name: str):
-    """A zero-copy CuPy view of another library's CUDA array, and how to hand a CuPy
-    result back as that library's array. DLPack first (it carries stream order: the
-    view is safe to use on CuPy's current stream, and the result is exported to the
-    caller's stream the same way), else __cuda_array_interface__ (result stays CuPy)."""
-    import cupy
-
-    if hasattr(x, "__dlpack__") and hasattr(x, "__dlpack_device__"):
-        device_type, _ = x.__dlpack_device__()
-        if int(device_type) not in _DLPACK_CUDA_DEVICES:
-            raise InputError(f"{name} is a {type(x).__name__} on DLPack device type {int(device_type)}, not a CUDA "
-                             f"GPU; move it to the GPU first")
-        try:
-            view = cupy.from_dlpack(x)
-        except Exception as exc:  # e.g. a dtype CuPy cannot represent
-            raise InputError(f"{name} ({type(x).__name__}) cannot be viewed through DLPack: {exc}") from None
-        return view, _returner(x)
-    if hasattr(x, "__cuda_array_interface__"):
-        return cupy.asarray(x), None  # zero-copy view of the foreign device array
-    raise InputError(f"{name} is a {type(x).__name__}; pass {SUPPORTED_ARRAYS}")
-
-
-def _returner(x):
-    """from_dlpack of the array's own library (array API namespace; JAX's jax.dlpack), or None."""
-    get_ns = getattr(x, "__array_namespace__", None)
-    if get_ns is not None:
-        try:
-            ns = get_ns()
-        except Exception:  # a library whose namespace is optional or broken: fall through
-            ns = None
-        if ns is not None and hasattr(ns, "from_dlpack"):
-            return ns.from_dlpack
-    if type(x).__module__.split(".")[0] in ("jax", "jaxlib"):
-        import jax.dlpack
-
-        return jax.dlpack.from_dlpack
-    return None
 
 
 def _cupy_dtype(dtype: str):
@@ -192,11 +150,12 @@ def check_inputs(q: Operand, k: Operand, v: Operand) -> Problem:
     return Problem(b, hq, hkv, nq, nk, d, causal=False, strides=strides)
 
 
-def choose_config(arch: str, device_name: str, dtype: str, head_dim: int, causal: bool, seq_len: int) -> KernelConfig:
-    """The tuned config for this problem if there is one, else the heuristic default
-    (cached per problem by dispatch.explain)."""
-    return dispatch.select(arch, device_name, FORWARD.name, dict(dtype=dtype, head_dim=head_dim, causal=causal),
-                           seq_len)
+def choose_config(arch: str, device_name: str, dtype: str, head_dim: int, causal: bool, seq_len: int,
+                  flags: dict | None = None) -> KernelConfig:
+    """The tuned config for this problem (flags: its variant flags, Variants.flags) if there is
+    one, else the heuristic default (cached per problem by dispatch.explain)."""
+    return dispatch.select(arch, device_name, FORWARD.name,
+                           dict(dtype=dtype, head_dim=head_dim, causal=causal, **(flags or {})), seq_len)
 
 
 @functools.cache
@@ -259,7 +218,8 @@ def _stream(ref: Operand):
 
 def attention(q, k, v, *, causal: bool = False, causal_alignment: str = "top_left", scale: float | None = None,
               return_lse: bool = False, config: KernelConfig | DecodeConfig | dict | None = None,
-              deterministic: bool = False):
+              deterministic: bool = False, window_size: tuple[int, int] = (-1, -1), softcap: float | None = None,
+              sinks=None, alibi_slopes=None):
     """Flash attention: softmax(q k^T * scale) v without the N x N matrix.
 
     q: (batch, heads_q, seq_q, head_dim); k, v: (batch, heads_kv, seq_k, head_dim),
@@ -276,6 +236,9 @@ def attention(q, k, v, *, causal: bool = False, causal_alignment: str = "top_lef
     The two agree when seq_q == seq_k. A row that sees no key (top-left never has one;
     bottom-right when seq_q > seq_k, its first seq_q - seq_k rows) gets output 0 and LSE -inf.
 
+    Attention variants (flash-attn's names and semantics; checked before any launch):
+{variants}
+
     Returns the output, a new contiguous (batch, heads_q, seq_q, head_dim) array (same kind,
     dtype, device; on the caller's current stream) and, with return_lse, the per-row
     log-sum-exp (float32, batch x heads_q x seq_q, natural log).
@@ -291,9 +254,14 @@ def attention(q, k, v, *, causal: bool = False, causal_alignment: str = "top_lef
     non-differentiable result.
     """
     check_alignment(causal_alignment)
+    variant_args = dict(window_size=window_size, softcap=softcap, sinks=sinks, alibi_slopes=alibi_slopes)
     if type(q).__module__.startswith("torch") and _needs_grad(q, k, v):
         qo = as_operand(q, "q")
         problem = check_inputs(qo, as_operand(k, "k"), as_operand(v, "v"))  # shape errors come first
+        used = _variants(variant_args, qo, problem, causal).names()
+        if used:
+            raise InputError(f"autoflash.attention() has no backward for attention variants ({', '.join(used)}) yet; "
+                             "call it under torch.no_grad() or torch.inference_mode() for inference")
         why = differentiable_problem(kind=qo.kind, dtype=qo.dtype, arch=device_arch(qo.device)[0],
                                      head_dim=problem.head_dim)
         if why is None and causal and causal_offset(causal_alignment, problem.seq_q, problem.seq_k):
@@ -306,7 +274,16 @@ def attention(q, k, v, *, causal: bool = False, causal_alignment: str = "top_lef
         return differentiable_attention(attention_forward, q, k, v, causal=bool(causal), scale=scale,
                                         deterministic=bool(deterministic), config=config, return_lse=return_lse)
     return attention_forward(q, k, v, causal=causal, causal_alignment=causal_alignment, scale=scale,
-                             return_lse=return_lse, config=config)
+                             return_lse=return_lse, config=config, **variant_args)
+
+
+if attention.__doc__:  # None under python -OO
+    attention.__doc__ = attention.__doc__.replace("{variants}", VARIANTS_DOC)
+
+
+def _variants(args: dict, qo: Operand, problem: Problem, causal: bool) -> Variants:
+    return check_variants(**args, causal=bool(causal), kind=qo.kind, device=qo.device, batch=problem.batch,
+                          heads_q=problem.heads_q)
 
 
 def check_alignment(causal_alignment) -> None:
@@ -336,14 +313,18 @@ def _pinned_config(config) -> KernelConfig | DecodeConfig | None:
 
 def attention_forward(q, k, v, *, causal: bool = False, causal_alignment: str = "top_left",
                       scale: float | None = None, return_lse: bool = False,
-                      config: KernelConfig | DecodeConfig | dict | None = None):
+                      config: KernelConfig | DecodeConfig | dict | None = None, window_size=(-1, -1), softcap=None,
+                      sinks=None, alibi_slopes=None):
     """attention() without autograd: the forward or decode kernel, as route_attention decides
     (the torch drop-in's custom ops and the autograd Function call this)."""
     check_alignment(causal_alignment)
     qo, ko, vo = as_operand(q, "q"), as_operand(k, "k"), as_operand(v, "v")
     problem = check_inputs(qo, ko, vo)
     problem.causal = causal = bool(causal)
-    if causal:
+    variants = _variants(dict(window_size=window_size, softcap=softcap, sinks=sinks, alibi_slopes=alibi_slopes),
+                         qo, problem, causal).apply(problem)
+    flags = variants.flags()
+    if causal or flags["window"] or flags["alibi"]:  # the diagonal they measure from
         problem.causal_offset = causal_offset(causal_alignment, problem.seq_q, problem.seq_k)
     if scale is None:
         scale = default_scale(problem.head_dim)
@@ -354,7 +335,8 @@ def attention_forward(q, k, v, *, causal: bool = False, causal_alignment: str = 
     pinned = _pinned_config(config)
     route = route_attention(kind=qo.kind, dtype=qo.dtype, arch=arch, batch=problem.batch, heads_q=problem.heads_q,
                             heads_kv=problem.heads_kv, seq_q=problem.seq_q, seq_k=problem.seq_k,
-                            head_dim=problem.head_dim, causal=causal, causal_alignment=causal_alignment)
+                            head_dim=problem.head_dim, causal=causal, causal_alignment=causal_alignment,
+                            variants=tuple(variants.names()))
     if isinstance(pinned, DecodeConfig) and route.op != "decode":
         raise InputError(f"config {pinned.name} is a decode config, and decode cannot serve this call: {route.reason}")
     if route.op == "decode" and not isinstance(pinned, KernelConfig):
@@ -362,12 +344,13 @@ def attention_forward(q, k, v, *, causal: bool = False, causal_alignment: str = 
         return decode_attention(q, k, v, causal=causal, softmax_scale=float(scale), return_lse=return_lse,
                                 layout="bhsd", config=pinned)
     if pinned is None:
-        cfg = choose_config(arch, device_name, qo.dtype, problem.head_dim, causal, problem.seq_k)
+        cfg = choose_config(arch, device_name, qo.dtype, problem.head_dim, causal, problem.seq_k, flags)
     else:
         cfg = pinned
-        if cfg.dtype != qo.dtype or cfg.head_dim != problem.head_dim or cfg.causal != causal:
-            raise InputError(f"config {cfg.name} is for (dtype, head_dim, causal)={(cfg.dtype, cfg.head_dim, cfg.causal)}, "
-                             f"inputs need {(qo.dtype, problem.head_dim, causal)}")
+        have = (cfg.dtype, cfg.head_dim, cfg.causal, *(getattr(cfg, f) for f in flags))
+        if have != (qo.dtype, problem.head_dim, causal, *flags.values()):
+            raise InputError(f"config {cfg.name} is for (dtype, head_dim, causal, {', '.join(flags)})={have}, "
+                             f"inputs need {(qo.dtype, problem.head_dim, causal, *flags.values())}")
     kernel = loaded_kernel(cfg, device)
     out = _empty_like(qo, qo.shape, qo.dtype)
     lse = _empty_like(qo, qo.shape[:3], "fp32") if return_lse else None

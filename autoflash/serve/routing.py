@@ -33,7 +33,8 @@ class Route:
 
 
 def route_attention(*, kind: str, dtype: str, arch: str, batch: int, heads_q: int, heads_kv: int, seq_q: int,
-                    seq_k: int, head_dim: int, causal: bool, causal_alignment: str = "top_left") -> Route:
+                    seq_k: int, head_dim: int, causal: bool, causal_alignment: str = "top_left",
+                    variants: tuple[str, ...] = ()) -> Route:
     """The operation serving autoflash.attention(q, k, v, causal=causal, causal_alignment=...).
 
     Decode serves it when all hold: PyTorch tensors (decode's launcher allocates with torch),
@@ -41,11 +42,14 @@ def route_attention(*, kind: str, dtype: str, arch: str, batch: int, heads_q: in
     decode grid fits (batch * heads_kv <= 65535), and the masks agree: decode's causal mask is
     bottom-right (query i sees keys <= i + seq_k - seq_q), so it serves causal_alignment
     "bottom_right" with seq_q <= seq_k (every row sees a key), and "top_left" (keys <= i) only
-    when seq_q == seq_k (the same mask); without causal there is no mask.
+    when seq_q == seq_k (the same mask); without causal there is no mask; and no attention variant
+    (variants: the names of window_size/softcap/sinks/alibi_slopes in use; decode has none yet).
     Everything else runs the forward kernel, as before decode existed."""
     def forward(why: str) -> Route:
         return Route("forward", why)
 
+    if variants:
+        return forward(f"{', '.join(variants)}: the decode kernel has no attention variants yet, the forward has")
     if kind != "torch":
         return forward(f"{kind} arrays: the decode path takes PyTorch tensors")
     if seq_q > DECODE_MAX_QUERIES:

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from autoflash.kernels.registry import OPERATIONS
 from autoflash.runner import timing
-from autoflash.store import off_flags
+from autoflash.key_flags import off_flags
 
 
 class TuneError(RuntimeError):

@@ -1,0 +1,219 @@
+"""autoflash.attention_varlen(): packed variable-length batches in flash-attn's names and layout
+(flash_attn_varlen_func), and attention_with_seqused_k(): a dense batch whose sequences use only
+their first seqused_k[b] keys (chunked prefill against a KV cache). Both run the dense forward's
+kernels and tuned configs: varlen is a run-time mode of every forward template (cu_seqlens
+pointers; blocks past their sequence's end return at once), not a config of its own.
+
+Index arrays (cu_seqlens_q/k, seqused_k) live on the GPU, as flash-attn takes them; they are
+copied to the host and checked before the launch (B + 1 ints: one small synchronous copy), so a
+kernel never reads outside q, k or v because of a bad index. That copy cannot happen while a
+CUDA graph is being captured: such calls are refused.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from autoflash.kernels.device import device_arch
+from autoflash.ops.forward_base import BOTTOM_RIGHT_PER_SEQUENCE, CAUSAL_ALIGNMENTS, Problem
+from autoflash.ops.forward_launch import default_scale, plan
+from autoflash.serve import api
+from autoflash.serve.errors import InputError
+from autoflash.serve.variants import VARIANTS_DOC, check_variants
+
+
+def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q: int, max_seqlen_k: int, *,
+                     causal: bool = False, causal_alignment: str = "bottom_right", softmax_scale: float | None = None,
+                     window_size: tuple[int, int] = (-1, -1), softcap: float | None = None, sinks=None,
+                     alibi_slopes=None, return_lse: bool = False, seqused_k=None):
+    """Attention over a packed batch of sequences of different lengths, no work spent on padding.
+
+    q: (total_q, heads_q, head_dim); k, v: (total_k, heads_kv, head_dim), heads_q a multiple of
+      heads_kv (GQA/MQA); PyTorch CUDA tensors or CuPy arrays (fp32, fp16, bf16), any token and
+      head strides (multiples of 16 bytes) with head_dim contiguous: read in place.
+    cu_seqlens_q, cu_seqlens_k: int32 (batch + 1,) on q's device, same kind as q: sequence b's
+      queries are q[cu_seqlens_q[b]:cu_seqlens_q[b + 1]], its keys k[cu_seqlens_k[b]:cu_seqlens_k[b + 1]].
+      Each must start at 0, never decrease and end at total_q / total_k.
+    max_seqlen_q, max_seqlen_k: bounds on the sequence lengths (every span must be <= them).
+    seqused_k: optional int32 (batch,): sequence b uses only its first seqused_k[b] keys
+      (<= its cu_seqlens_k span).
+    The index arrays are copied to the host and checked there before the launch (2 * (batch + 1)
+    ints, a small synchronous copy); calls under CUDA graph capture are refused for that reason.
+
+    causal_alignment (used by causal, window_size and alibi_slopes), per sequence:
+      "bottom_right" (default here: flash-attn's varlen convention; KV caches, chunked prefill):
+        query i of a sequence with Nq queries and Nk keys (Nk = seqused_k[b] if given) has the
+        diagonal key i + Nk - Nq: causal lets it see keys 0..i + Nk - Nq.
+      "top_left" (torch's is_causal): the diagonal is key i.
+    The two agree when Nq == Nk.
+    softmax_scale: default 1/sqrt(head_dim).
+{variants}
+
+    Returns out (total_q, heads_q, head_dim), a new contiguous array of q's kind, dtype and device
+    (on the caller's current stream), and with return_lse the log-sum-exp, float32
+    (heads_q, total_q) (flash-attn's varlen layout), natural log. No gradients (inputs that
+    require grad are refused). Bad input raises ValueError (InputError) before anything launches.
+    """
+    _check_alignment(causal_alignment)
+    qo, ko, vo = (api.as_operand(x, n) for x, n in ((q, "q"), (k, "k"), (v, "v")))
+    _refuse_grad(qo, q, k, v)
+    for t in (qo, ko, vo):
+        if len(t.shape) != 3:
+            raise InputError(f"{t.name} must have 3 dimensions (total_tokens, heads, head_dim), got shape {t.shape}")
+    dense = api.check_inputs(*(_as_one_batch(t) for t in (qo, ko, vo)))  # dtype/kind/device/heads/head_dim checks
+    total_q, total_k = qo.shape[0], ko.shape[0]
+    cq = _host_index(cu_seqlens_q, "cu_seqlens_q", qo, None)
+    ck = _host_index(cu_seqlens_k, "cu_seqlens_k", qo, None)
+    batch = len(cq) - 1
+    if len(ck) != batch + 1:
+        raise InputError(f"cu_seqlens_q has {len(cq)} entries and cu_seqlens_k {len(ck)}; both must be batch + 1")
+    spans_q = _check_offsets(cq, "cu_seqlens_q", total_q, max_seqlen_q, "max_seqlen_q")
+    spans_k = _check_offsets(ck, "cu_seqlens_k", total_k, max_seqlen_k, "max_seqlen_k")
+    used = spans_k
+    if seqused_k is not None:
+        used = _host_index(seqused_k, "seqused_k", qo, batch)
+        bad = np.nonzero((used < 0) | (used > spans_k))[0]
+        if len(bad):
+            b = int(bad[0])
+            raise InputError(f"seqused_k[{b}] = {int(used[b])} is outside 0..{int(spans_k[b])} (sequence {b}'s "
+                             f"cu_seqlens_k span)")
+    p = dataclasses.replace(dense, batch=batch, seq_q=max(int(spans_q.max(initial=0)), 1),
+                            seq_k=max(int(used.max(initial=0)), 1), total_q=total_q, total_k=total_k,
+                            causal=bool(causal))
+    o_strides = (0, dense.head_dim, dense.heads_q * dense.head_dim)  # the new packed output
+    p.strides = (dense.strides[0], dense.strides[1], dense.strides[2], o_strides)
+    p.cu_seqlens_q, p.cu_seqlens_k = api._pointer(cu_seqlens_q), api._pointer(cu_seqlens_k)
+    p.seqused_k = 0 if seqused_k is None else api._pointer(seqused_k)
+    variants = check_variants(window_size, softcap, sinks, alibi_slopes, causal=p.causal, kind=qo.kind,
+                              device=qo.device, batch=batch, heads_q=p.heads_q).apply(p)
+    p.causal_offset = BOTTOM_RIGHT_PER_SEQUENCE if causal_alignment == "bottom_right" else 0
+    out = api._empty_like(qo, qo.shape, qo.dtype)
+    lse = api._empty_like(qo, (p.heads_q, total_q), "fp32") if return_lse else None
+    _launch(qo, ko, vo, p, variants.flags(), softmax_scale, out, lse)
+    out, lse = api._result(qo, out), api._result(qo, lse)
+    return (out, lse) if return_lse else out
+
+
+if attention_varlen.__doc__:  # None under python -OO
+    attention_varlen.__doc__ = attention_varlen.__doc__.replace("{variants}", VARIANTS_DOC)
+
+
+def attention_with_seqused_k(q, k, v, seqused_k, *, causal: bool = False, causal_alignment: str = "bottom_right",
+                             scale: float | None = None, return_lse: bool = False, window_size=(-1, -1),
+                             softcap=None, sinks=None, alibi_slopes=None):
+    """Dense attention where sequence b uses only keys 0..seqused_k[b] - 1 of its K/V: chunked
+    prefill of new queries against a KV cache filled to a different length per sequence (for
+    serve/kvcache.py; one forward launch, no copies).
+
+    q: (batch, heads_q, seq_q, head_dim); k, v: (batch, heads_kv, seq_k, head_dim), any strides
+    attention() takes (e.g. a (B, N, H, D) cache viewed as .transpose(1, 2)). seqused_k: int32
+    (batch,) on q's device, same kind as q, each in 0..seq_k; copied to the host and checked before
+    the launch (batch ints; refused under CUDA graph capture). causal_alignment "bottom_right"
+    (default): query i of sequence b sees keys 0..i + seqused_k[b] - seq_q (the queries are the
+    newest seq_q tokens); "top_left": keys 0..i. Variants and the rest as attention().
+    Returns out (batch, heads_q, seq_q, head_dim) contiguous, and with return_lse the LSE
+    (batch, heads_q, seq_q) float32; a row that sees no key gives 0 and LSE -inf.
+    """
+    _check_alignment(causal_alignment)
+    qo, ko, vo = (api.as_operand(x, n) for x, n in ((q, "q"), (k, "k"), (v, "v")))
+    _refuse_grad(qo, q, k, v)
+    p = api.check_inputs(qo, ko, vo)
+    used = _host_index(seqused_k, "seqused_k", qo, p.batch)
+    bad = np.nonzero((used < 0) | (used > p.seq_k))[0]
+    if len(bad):
+        raise InputError(f"seqused_k[{int(bad[0])}] = {int(used[bad[0]])} is outside 0..{p.seq_k} (k's seq_k)")
+    p.causal, p.seqused_k = bool(causal), api._pointer(seqused_k)
+    variants = check_variants(window_size, softcap, sinks, alibi_slopes, causal=p.causal, kind=qo.kind,
+                              device=qo.device, batch=p.batch, heads_q=p.heads_q).apply(p)
+    p.causal_offset = BOTTOM_RIGHT_PER_SEQUENCE if causal_alignment == "bottom_right" else 0
+    out = api._empty_like(qo, qo.shape, qo.dtype)
+    lse = api._empty_like(qo, qo.shape[:3], "fp32") if return_lse else None
+    _launch(qo, ko, vo, p, variants.flags(), scale, out, lse)
+    out, lse = api._result(qo, out), api._result(qo, lse)
+    return (out, lse) if return_lse else out
+
+
+def _launch(qo, ko, vo, p: Problem, flags: dict, scale, out, lse) -> None:
+    """The forward kernel of (dtype, head_dim, causal, flags), tuned or default, on the caller's stream."""
+    if scale is None:
+        scale = default_scale(p.head_dim)
+    elif isinstance(scale, bool) or not isinstance(scale, (int, float)) or not np.isfinite(scale):
+        raise InputError(f"softmax_scale must be a finite number, got {scale!r}")
+    arch, device_name = device_arch(qo.device)
+    cfg = api.choose_config(arch, device_name, qo.dtype, p.head_dim, p.causal, p.seq_k, flags)
+    kernel = api.loaded_kernel(cfg, qo.device)
+    args = (qo.ptr, ko.ptr, vo.ptr, api._pointer(out), api._pointer(lse) if lse is not None else 0, api._stream(qo))
+    cupy = api._cupy()
+    with cupy.cuda.Device(qo.device):  # the plan too is built on the kernel's device
+        plan(kernel, p, float(scale))(*args)
+
+
+def _check_alignment(causal_alignment) -> None:
+    if causal_alignment not in CAUSAL_ALIGNMENTS:
+        raise InputError(f"causal_alignment must be one of {CAUSAL_ALIGNMENTS}, got {causal_alignment!r}")
+
+
+def _refuse_grad(qo, *tensors) -> None:
+    if qo.kind == "torch" and api._needs_grad(*tensors):
+        raise InputError("attention_varlen / attention_with_seqused_k have no backward yet; call them under "
+                         "torch.no_grad() or torch.inference_mode()")
+
+
+def _as_one_batch(t):
+    """A packed (total, H, D) operand seen as the (1, H, total, D) batch check_inputs takes."""
+    n, h, d = t.shape
+    sn, sh, sd = t.strides
+    return dataclasses.replace(t, shape=(1, h, n, d), strides=(0, sh, sn, sd))
+
+
+def _host_index(x, name: str, qo, batch: int | None) -> np.ndarray:
+    """A device int32 index array of q's kind and device, 1-D ((batch,) if batch is given, else any
+    length >= 2), copied to the host."""
+    mod = type(x).__module__
+    if qo.kind == "torch":
+        if not mod.startswith("torch"):
+            raise InputError(f"{name} must be a torch int32 CUDA tensor like q, got {type(x).__name__}")
+        import torch
+
+        if not x.is_cuda or x.get_device() != qo.device:
+            raise InputError(f"{name} is on {x.device}; it must be on q's device (cuda:{qo.device})")
+        if x.dtype != torch.int32:
+            raise InputError(f"{name} must be int32, got {x.dtype} (pass {name}.to(torch.int32))")
+        if torch.cuda.is_current_stream_capturing():
+            raise InputError(f"{name} is checked on the host before the launch, which a CUDA graph capture "
+                             "cannot do; call this outside the capture")
+        host_of = lambda a: a.cpu().numpy()  # noqa: E731
+    else:
+        if not mod.startswith("cupy"):
+            raise InputError(f"{name} must be a CuPy int32 array like q, got {type(x).__name__}")
+        if x.device.id != qo.device:
+            raise InputError(f"{name} is on GPU {x.device.id}; it must be on q's device ({qo.device})")
+        if str(x.dtype) != "int32":
+            raise InputError(f"{name} must be int32, got {x.dtype}")
+        host_of = lambda a: a.get()  # noqa: E731
+    if len(x.shape) != 1 or (batch is not None and x.shape[0] != batch) or (batch is None and x.shape[0] < 2):
+        want = f"({batch},)" if batch is not None else "(batch + 1,) with batch >= 1"
+        raise InputError(f"{name} must have shape {want}, got {tuple(x.shape)}")
+    if not (x.is_contiguous() if qo.kind == "torch" else x.flags.c_contiguous):
+        raise InputError(f"{name} must be contiguous")
+    return host_of(x).astype(np.int64)
+
+
+def _check_offsets(cu: np.ndarray, name: str, total: int, max_len, max_name: str) -> np.ndarray:
+    """The spans of a cu_seqlens array checked: starts at 0, never decreases, ends at total,
+    every span <= max_len."""
+    if isinstance(max_len, bool) or not isinstance(max_len, (int, np.integer)) or max_len < 1:
+        raise InputError(f"{max_name} must be a positive int, got {max_len!r}")
+    if cu[0] != 0:
+        raise InputError(f"{name}[0] must be 0, got {int(cu[0])}")
+    spans = np.diff(cu)
+    if (spans < 0).any():
+        b = int(np.nonzero(spans < 0)[0][0])
+        raise InputError(f"{name} must not decrease: {name}[{b}] = {int(cu[b])} > {name}[{b + 1}] = {int(cu[b + 1])}")
+    if cu[-1] != total:
+        raise InputError(f"{name}[-1] = {int(cu[-1])} must equal the packed token count {total}")
+    if (spans > max_len).any():
+        b = int(np.nonzero(spans > max_len)[0][0])
+        raise InputError(f"sequence {b} has {int(spans[b])} tokens by {name}, more than {max_name} = {max_len}")
+    return spans
