@@ -174,10 +174,10 @@ def _host_index(x, name: str, qo, batch: int | None) -> np.ndarray:
     if qo.kind == "torch":
         if not mod.startswith("torch"):
             raise InputError(f"{name} must be a torch int32 CUDA tensor like q, got {type(x).__name__}")
-        import torch
-
         if not x.is_cuda or x.get_device() != qo.device:
             raise InputError(f"{name} is on {x.device}; it must be on q's device (cuda:{qo.device})")
+        import torch
+
         if x.dtype != torch.int32:
             raise InputError(f"{name} must be int32, got {x.dtype} (pass {name}.to(torch.int32))")
         if torch.cuda.is_current_stream_capturing():

@@ -1,0 +1,110 @@
+"""Variable-length batches (issue 15 item 2) on the CPU: the host checks of cu_seqlens / seqused_k
+(every bad array refused with a clear error before a launch), the packed operand view, the per-
+sequence reference against one dense reference, the export, and the kernels' shared marker."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import autoflash
+from autoflash.ops.forward_base import BOTTOM_RIGHT_PER_SEQUENCE
+from autoflash.ops.forward_launch import cu_seqlens
+from autoflash.ops.reference import reference_attention
+from autoflash.serve import varlen
+from autoflash.serve.api import Operand
+from autoflash.serve.errors import InputError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_exported():
+    assert autoflash.attention_varlen is varlen.attention_varlen
+    assert "attention_varlen" in autoflash.__all__
+    for text in ("cu_seqlens_q", "bottom_right", "(heads_q, total_q)", "host", "window_size", "sinks"):
+        assert text in varlen.attention_varlen.__doc__
+
+
+def test_marker_matches_the_templates():
+    common = (ROOT / "templates" / "common.cuh.j2").read_text()
+    assert "BOTTOM_RIGHT_PER_SEQUENCE = 1 << 30" in common and BOTTOM_RIGHT_PER_SEQUENCE == 1 << 30
+
+
+def test_cu_seqlens_helper():
+    assert cu_seqlens([3, 0, 5]).tolist() == [0, 3, 3, 8] and cu_seqlens([1]).dtype == np.int32
+
+
+@pytest.mark.parametrize("cu,total,max_len,fragment", [
+    ([1, 3, 5], 5, 8, r"cu_seqlens_q\[0\] must be 0"),
+    ([0, 4, 3, 5], 5, 8, r"must not decrease: cu_seqlens_q\[1\] = 4 > cu_seqlens_q\[2\] = 3"),
+    ([0, 2, 4], 5, 8, r"cu_seqlens_q\[-1\] = 4 must equal the packed token count 5"),
+    ([0, 2, 9], 9, 6, "sequence 1 has 7 tokens by cu_seqlens_q, more than max_seqlen_q = 6"),
+    ([0, 2, 5], 5, 0, "max_seqlen_q must be a positive int"),
+    ([0, 2, 5], 5, 2.5, "max_seqlen_q must be a positive int"),
+    ([0, 2, 5], 5, True, "max_seqlen_q must be a positive int"),
+])
+def test_bad_cu_seqlens_refused(cu, total, max_len, fragment):
+    with pytest.raises(InputError, match=fragment):
+        varlen._check_offsets(np.array(cu), "cu_seqlens_q", total, max_len, "max_seqlen_q")
+
+
+def test_good_cu_seqlens_give_spans():
+    spans = varlen._check_offsets(np.array([0, 0, 3, 4097, 4097]), "cu_seqlens_k", 4097, 4097, "max_seqlen_k")
+    assert spans.tolist() == [0, 3, 4094, 0]  # empty sequences are allowed
+
+
+class FakeIndex:
+    """What _host_index reads of a torch tensor, without torch."""
+    __module__ = "torch"
+
+    def __init__(self, values, cuda=True, device=0):
+        self.shape = np.asarray(values).shape
+        self.is_cuda, self._device = cuda, device
+        self.device = f"cuda:{device}" if cuda else "cpu"
+
+    def get_device(self):
+        return self._device if self.is_cuda else -1
+
+
+Q = Operand("q", "torch", None, 0, (10, 4, 64), "bf16", 0, strides=(256, 64, 1))
+
+
+@pytest.mark.parametrize("x,fragment", [
+    (np.array([0, 1], np.int32), "must be a torch int32 CUDA tensor like q"),
+    (FakeIndex([0, 1], cuda=False), "is on cpu; it must be on q's device"),
+    (FakeIndex([0, 1], device=1), "q's device"),
+])
+def test_index_arrays_must_be_device_tensors_of_q(x, fragment):
+    with pytest.raises(InputError, match=fragment):
+        varlen._host_index(x, "cu_seqlens_q", Q, None)
+
+
+def test_cupy_q_takes_cupy_indices():
+    q = Operand("q", "cupy", None, 0, (10, 4, 64), "bf16", 0, strides=(256, 64, 1))
+    with pytest.raises(InputError, match="must be a CuPy int32 array like q"):
+        varlen._host_index(np.array([0, 1], np.int32), "cu_seqlens_q", q, None)
+
+
+def test_packed_operand_is_seen_as_one_batch():
+    t = Operand("k", "torch", None, 0, (300, 2, 64), "bf16", 0, strides=(4 * 64, 64, 1))  # a (total, H, D) slice
+    one = varlen._as_one_batch(t)
+    assert one.shape == (1, 2, 300, 64) and one.strides == (0, 64, 256, 1)
+
+
+def test_bad_alignment_refused():
+    with pytest.raises(InputError, match="causal_alignment must be one of"):
+        varlen._check_alignment("diagonal")
+
+
+def test_per_sequence_reference_equals_dense_for_equal_lengths():
+    """The checked run assembles the reference sequence by sequence; with equal lengths that is
+    the dense reference of the same (batch, ...) data."""
+    rng = np.random.default_rng(0)
+    b, hq, hkv, n, d = 3, 4, 2, 7, 16
+    q, k, v = (rng.standard_normal((b, h, n, d)) for h in (hq, hkv, hkv))
+    slopes = np.linspace(0.1, 0.4, hq)
+    dense, dense_lse = reference_attention(q, k, v, causal=True, window=(2, 0), softcap=1.5, alibi_slopes=slopes)
+    for i in range(b):
+        o, lse = reference_attention(q[i:i + 1], k[i:i + 1], v[i:i + 1], causal=True, window=(2, 0), softcap=1.5,
+                                     alibi_slopes=slopes)
+        np.testing.assert_allclose(o[0], dense[i], atol=1e-13)
+        np.testing.assert_allclose(lse[0], dense_lse[i], atol=1e-13)
