@@ -7,7 +7,13 @@ DynamicCache, and a chunked prefill (64 tokens, then 32 more against the cache).
 some relative error `noise` (rounding in every bf16 matmul, not only in attention). autoflash's
 logits must be within NOISE_FACTOR * noise + FLOOR of sdpa's and of the float32 reference, step by
 step. A spy on autoflash.attention() checks that autoflash served every layer with the intended
-mask (so the test cannot pass on another implementation by accident)."""
+mask (so the test cannot pass on another implementation by accident).
+
+Padded batches (issue 15 item 6, integrations/padding.py): a left-padded batch of 3 prompts of
+different lengths, prefill + 16 teacher-forced decode steps + an 8-token chunk, in tiny Llama,
+Mistral (sliding window), Gemma2 (softcap + sliding window) and gpt-oss (sinks + sliding window)
+models (tests/transformers_models.py), against sdpa (eager where sdpa lacks the feature) in bf16
+with the same implementation in float32 as the reference, at the tokens that mean something."""
 import copy
 import functools
 
@@ -59,9 +65,7 @@ def calls(monkeypatch):
         return real(q, k, v, **kwargs)
 
     monkeypatch.setattr(autoflash, "attention", spy)
-    backend._has_causal_alignment.cache_clear()
-    yield seen
-    backend._has_causal_alignment.cache_clear()
+    return seen
 
 
 def rel(x, ref):
@@ -119,3 +123,40 @@ def test_chunked_prefill_against_the_cache(models, calls):
     logits = {k: run(models[k], ids[:, PROMPT:], caches[k]) for k in caches}
     check_logits(logits["ours"], logits["sdpa"], logits["reference"], f"chunk of {STEPS} on {PROMPT} cached")
     assert calls == [(STEPS, PROMPT + STEPS, True, "bottom_right")] * LAYERS
+
+
+PADDED_SHAPE = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=8,
+                    num_key_value_heads=2, head_dim=64, vocab_size=1000, max_position_embeddings=512)
+PADDED_PROMPTS, PADDED_WINDOW, PADDED_STEPS, PADDED_CHUNK = (20, 37, 64), 16, 16, 8
+
+
+@pytest.fixture
+def varlen_calls(monkeypatch):
+    """How many times autoflash.attention_varlen ran (the real function runs)."""
+    seen = []
+    real = autoflash.attention_varlen
+
+    @functools.wraps(real)
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("causal"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(autoflash, "attention_varlen", spy)
+    return seen
+
+
+@pytest.mark.parametrize("model", ["llama", "mistral-window", "gemma2-softcap-window", "gpt-oss-sinks-window"])
+@torch.no_grad()
+def test_left_padded_batch_of_three_prompts(model, varlen_calls):
+    if not torch.cuda.is_available():
+        pytest.skip("torch sees no CUDA device")
+    import transformers_models as tm
+
+    config, reference, extra = tm.tiny_models(PADDED_SHAPE, PADDED_WINDOW)[model]
+    ours, theirs, exact = tm.build(config, [backend.register(), reference, reference], extra, torch.bfloat16, "cuda")
+    exact.float()
+    ids, mask, more = tm.padded_batch(config.vocab_size, PADDED_STEPS, PADDED_CHUNK, "cuda", lengths=PADDED_PROMPTS)
+    runs = [tm.teacher_forced(m, ids, mask, more, PADDED_STEPS, PADDED_CHUNK) for m in (ours, theirs, exact)]
+    for (what, a), (_, b), (_, c) in zip(*runs):
+        check_logits(a, b, c, f"{model} {what}")
+    assert len(varlen_calls) >= config.num_hidden_layers  # the padded prefill at least went through varlen

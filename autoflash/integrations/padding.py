@@ -166,7 +166,7 @@ def gather_plan(key_valid, runs: Runs, n_q: int, n_k: int):
     return dict(q_index=(q_rows, q_slots), k_index=(k_rows, k_slots),
                 cu_seqlens_q=_device_ints(_boundaries(q_counts), device),
                 cu_seqlens_k=_device_ints(_boundaries(runs.counts), device),
-                max_seqlen_q=max(q_counts, default=0), max_seqlen_k=max(runs.counts, default=0),
+                max_seqlen_q=max(q_counts + [1]), max_seqlen_k=max(runs.counts + (1,)),
                 seqused_k=None)
 
 
