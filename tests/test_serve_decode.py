@@ -8,8 +8,8 @@ import pytest
 
 import autoflash
 from autoflash.serve.errors import InputError
-from autoflash.serve.routing import (DECODE_MAX_QUERIES, differentiable_problem, kvcache_problem,
-                                     route_attention)
+from autoflash.serve.routing import (BACKWARD_HEAD_DIMS, DECODE_MAX_QUERIES, differentiable_problem,
+                                     kvcache_problem, route_attention)
 
 try:
     import torch
@@ -73,7 +73,7 @@ def test_every_rule_names_the_condition_it_checked():
 
 @pytest.mark.parametrize("kw, fragment", [
     (dict(dtype="fp32", head_dim=64), "no backward for dtype fp32"),
-    (dict(dtype="bf16", head_dim=256), "no backward for head_dim 256"),
+    (dict(dtype="bf16", head_dim=32), "no backward for head_dim 32"),
     (dict(dtype="fp16", head_dim=96), "no backward for head_dim 96"),
     (dict(dtype="bf16", head_dim=64, arch="sm_75"), "no backward for arch sm_75"),
     (dict(dtype="bf16", head_dim=64, kind="cupy"), "no backward for cupy arrays"),
@@ -81,7 +81,8 @@ def test_every_rule_names_the_condition_it_checked():
 def test_not_differentiable_says_what_is(kw, fragment):
     why = differentiable_problem(**{"kind": "torch", "arch": "sm_90", **kw})
     assert fragment in why
-    assert "fp16 or bf16 with head_dim 64 or 128" in why and "torch.no_grad()" in why
+    dims = " or ".join(str(d) for d in BACKWARD_HEAD_DIMS)
+    assert f"fp16 or bf16 with head_dim {dims} on" in why and "torch.no_grad()" in why
 
 
 @pytest.mark.parametrize("dtype, head_dim, arch", [("bf16", 64, "sm_90"), ("fp16", 128, "sm_80"),
@@ -123,10 +124,41 @@ def t(*shape, dtype=None, **kw):
 
 @needs_torch
 @pytest.mark.parametrize("seq_q", [17, 256])
-def test_long_query_chunks_are_refused_with_what_works_today(seq_q):
-    q, kv = t(2, seq_q, 8, 128), t(2, 1024, 2, 128)
-    with pytest.raises(ValueError, match=r"1\.\.16 query tokens.*issue 15"):
-        autoflash.attention_with_kvcache(q, kv, kv, causal=True)
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_long_query_chunks_go_to_the_forward_as_views_bottom_right(monkeypatch, seq_q, with_lengths):
+    """Chunked prefill: q and the caches reach the forward as (B, H, N, D) views of the caller's
+    tensors (no copies), bottom-right, cache_seqlens as seqused_k; the output comes back as q's layout."""
+    from autoflash.serve import kvcache
+
+    calls = []
+
+    def spy(name):
+        def run(q, k, v, *rest, **kw):
+            calls.append((name, (q, k, v), rest, kw))
+            out = torch.ones(q.shape, dtype=q.dtype)
+            return (out, torch.zeros(q.shape[:3])) if kw["return_lse"] else out
+        return run
+
+    monkeypatch.setattr(kvcache.api, "attention", spy("attention"))
+    monkeypatch.setattr(kvcache, "attention_with_seqused_k", spy("seqused_k"))
+    q, k, v = t(2, seq_q, 8, 128), t(2, 1024, 2, 128), t(2, 1024, 2, 128)
+    lengths = torch.tensor([1024, 300], dtype=torch.int32) if with_lengths else None
+    out, lse = autoflash.attention_with_kvcache(q, k, v, lengths, causal=True, softmax_scale=0.1, return_lse=True)
+    (name, views, rest, kw), = calls
+    assert name == ("seqused_k" if with_lengths else "attention")
+    assert all(view._base is x and view.shape == x.transpose(1, 2).shape for view, x in zip(views, (q, k, v)))
+    assert kw == dict(causal=True, causal_alignment="bottom_right", scale=0.1, return_lse=True)
+    assert (rest == (lengths,)) if with_lengths else rest == ()
+    assert out.shape == q.shape and lse.shape == (2, 8, seq_q)
+
+
+@needs_torch
+def test_long_query_chunks_on_a_paged_cache_are_refused():
+    q, kv = t(2, 17, 8, 128), t(9, 16, 2, 128)
+    with pytest.raises(ValueError, match=r"paged cache \(block_table\) for 1\.\.16 query tokens; got seqlen_q = 17"):
+        autoflash.attention_with_kvcache(q, kv, kv, block_table=torch.zeros((2, 4), dtype=torch.int32))
+    with pytest.raises(ValueError, match="at least one query token"):
+        autoflash.attention_with_kvcache(t(2, 0, 8, 128), kv, kv)
 
 
 @needs_torch

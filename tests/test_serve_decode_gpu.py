@@ -144,8 +144,9 @@ def test_kvcache_refuses_bad_input_before_launch():
     q, kv = randn((2, 1, 8, 128), "bf16", 16), randn((2, 64, 2, 128), "bf16", 17)
     with pytest.raises(ValueError, match="outside \\[0, 64\\]"):
         autoflash.attention_with_kvcache(q, kv, kv, torch.tensor([3, 65], dtype=torch.int32, device="cuda"))
-    with pytest.raises(ValueError, match="1\\.\\.16 query tokens"):
-        autoflash.attention_with_kvcache(randn((2, 32, 8, 128), "bf16", 18), kv, kv, causal=True)
+    with pytest.raises(ValueError, match="1\\.\\.16 query tokens; got seqlen_q = 32"):  # chunked prefill, paged
+        autoflash.attention_with_kvcache(randn((2, 32, 8, 128), "bf16", 18), kv, kv, causal=True,
+                                         block_table=torch.zeros((2, 4), dtype=torch.int32, device="cuda"))
     with pytest.raises(ValueError, match="float16 and bfloat16"):
         autoflash.attention_with_kvcache(q.float(), kv.float(), kv.float())
 
@@ -191,3 +192,19 @@ def test_drop_in_decode_shape_captured_in_a_cuda_graph(decode_calls, causal, nq,
         result = compare(out.double().cpu().numpy(), ref, "bf16")
         assert result.passed, (seed, result.describe())
     assert np.isfinite(out.float().cpu().numpy()).all()
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("with_lengths", [True, False])
+def test_kvcache_chunked_prefill_bottom_right(with_lengths, causal):
+    """seqlen_q > 16 (chunked prefill) on a contiguous cache: the forward over views, each sequence its
+    first cache_seqlens[b] keys, bottom-right (sequence 2 is shorter than the chunk: its first rows
+    see no key under causal, output 0 and LSE -inf)."""
+    b, nq, hq, hkv, nk, d = 3, 64, 8, 2, 300, 128
+    q = randn((b, nq, hq, d), "bf16", 20)
+    k, v = randn((b, nk, hkv, d), "bf16", 21), randn((b, nk, hkv, d), "bf16", 22)
+    lengths = [nk, 100, 40] if with_lengths else [nk] * b
+    seqlens = torch.tensor(lengths, dtype=torch.int32, device="cuda") if with_lengths else None
+    out, lse = autoflash.attention_with_kvcache(q, k, v, seqlens, causal=causal, return_lse=True)
+    assert out.shape == q.shape and lse.shape == (b, hq, nq)
+    kv_reference_check(q, k, v, lengths, out, lse, causal, "bf16")

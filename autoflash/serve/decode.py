@@ -191,7 +191,8 @@ def _check_arrays(q, k, v, layout: str, causal, block_table):
         if x.stride(3) != 1:
             raise InputError(f"{name} is not contiguous in D (strides {tuple(x.stride())}); the kernel copies "
                              f"16-byte chunks of a row")
-        if any(s % 8 for s in x.stride()[:3]) or x.data_ptr() % 16:
+        if any(s % 8 for s, n in zip(x.stride()[:3], x.shape[:3]) if n > 1) or x.data_ptr() % 16:
+            # (a dim of size 1 is never stepped along: index 0 times any stride)
             raise InputError(f"{name}'s rows are not 16-byte aligned (strides {tuple(x.stride())} elements, "
                              f"address {x.data_ptr():#x}); strides must be multiples of 8 elements")
     return _problem(q, k, v, layout, causal, block_table)

@@ -1,13 +1,16 @@
 """autoflash.attention_with_kvcache(): attention of new query tokens over a KV cache, in
-flash-attn's argument names and layout (flash_attn_with_kvcache), served by the split-KV decode
-kernel (serve/decode.py), contiguous or paged caches. Chunked prefill (bottom-right causal with
-more than 16 query tokens against cache_seqlens) and appending new keys into the cache are not
-served yet."""
+flash-attn's argument names and layout (flash_attn_with_kvcache). Up to 16 query tokens: the
+split-KV decode kernel (serve/decode.py), contiguous or paged caches. Longer chunks (chunked
+prefill) on a contiguous cache: the dense forward with per-sequence used keys
+(serve/varlen.attention_with_seqused_k), bottom-right. Not served yet: chunked prefill on a paged
+cache, and appending new keys into the cache."""
 from __future__ import annotations
 
+from autoflash.serve import api
 from autoflash.serve.decode import decode_attention
 from autoflash.serve.errors import InputError
-from autoflash.serve.routing import kvcache_problem
+from autoflash.serve.routing import DECODE_MAX_QUERIES
+from autoflash.serve.varlen import attention_with_seqused_k
 
 
 def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens=None, *, block_table=None, causal: bool = False,
@@ -15,7 +18,10 @@ def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens=None, *, block_tab
                            num_splits: int | None = None):
     """softmax(q k^T * softmax_scale) v of the newest query tokens of each sequence over its cache.
 
-    q: (batch, seqlen_q, heads_q, head_dim), seqlen_q 1..16 (decode, speculative decoding).
+    q: (batch, seqlen_q, heads_q, head_dim). seqlen_q 1..16 (decode, speculative decoding): the
+      split-KV decode kernel. seqlen_q > 16 (chunked prefill): the dense forward kernel, reading
+      q and the caches in place as (B, H, N, D) views; contiguous caches only (a block_table is
+      refused there), and num_splits does not apply.
     k_cache, v_cache: (batch, seqlen_k, heads_kv, head_dim), heads_q a multiple of heads_kv
       (query head j reads KV head j // (heads_q / heads_kv)). Only this layout (flash-attn's) is
       taken: (B, N, H, D) and (B, H, N, D) cannot be told apart by shape. A cache stored as
@@ -48,10 +54,14 @@ def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens=None, *, block_tab
       "auto"): a heuristic of the shapes only, never of the cache_seqlens values, so a CUDA graph
       captured once replays correctly with new lengths.
 
-    Returns out (batch, seqlen_q, heads_q, head_dim), contiguous, q's dtype, on the current
-    stream; with return_lse, (out, lse). Bad input raises ValueError before anything launches.
+    Returns out (batch, seqlen_q, heads_q, head_dim), q's dtype, on the current stream: contiguous
+    from decode; from a chunked prefill a (batch, seqlen_q, heads, head_dim) view of a contiguous
+    (batch, heads, seqlen_q, head_dim) tensor (call .contiguous() if a packed copy is needed).
+    With return_lse, (out, lse). Bad input raises ValueError before anything launches.
     """
     _check_queries(q)
+    if q.shape[1] > DECODE_MAX_QUERIES:
+        return _chunked_prefill(q, k_cache, v_cache, cache_seqlens, block_table, causal, softmax_scale, return_lse)
     if num_splits == 0 and type(num_splits) is int:
         num_splits = None  # flash-attn spells "choose for me" as 0
     return decode_attention(q, k_cache, v_cache, cache_seqlens, block_table=block_table, causal=causal,
@@ -59,13 +69,36 @@ def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens=None, *, block_tab
                             layout="bshd")
 
 
+def _chunked_prefill(q, k_cache, v_cache, cache_seqlens, block_table, causal, softmax_scale, return_lse):
+    """seqlen_q > 16 on a contiguous cache: the dense forward over (B, H, N, D) views of the
+    caller's tensors, bottom-right; each sequence uses its first cache_seqlens[b] keys."""
+    if block_table is not None:
+        raise InputError(f"attention_with_kvcache serves a paged cache (block_table) for 1..{DECODE_MAX_QUERIES} query "
+                         f"tokens; got seqlen_q = {q.shape[1]}. Chunked prefill on a paged cache is not served yet: "
+                         "pass a contiguous (batch, seqlen_k, heads_kv, head_dim) cache, or chunks of at most "
+                         f"{DECODE_MAX_QUERIES} tokens")
+    for name, x in (("k_cache", k_cache), ("v_cache", v_cache)):
+        if not type(x).__module__.startswith("torch") or len(getattr(x, "shape", ())) != 4:
+            raise InputError(f"{name} must be a 4-D PyTorch tensor (batch, seqlen_k, heads_kv, head_dim)")
+    views = (q.transpose(1, 2), k_cache.transpose(1, 2), v_cache.transpose(1, 2))
+    if cache_seqlens is None:  # every sequence fills the cache
+        res = api.attention(*views, causal=causal, causal_alignment="bottom_right", scale=softmax_scale,
+                            return_lse=return_lse)
+    else:
+        res = attention_with_seqused_k(*views, cache_seqlens, causal=causal, causal_alignment="bottom_right",
+                                       scale=softmax_scale, return_lse=return_lse)
+    out, lse = res if return_lse else (res, None)
+    out = out.transpose(1, 2)  # back to q's (batch, seqlen_q, heads, head_dim), a view
+    return (out, lse) if return_lse else out
+
+
 def _check_queries(q) -> None:
-    """The query-chunk limit, checked before decode_attention's own checks of everything else."""
+    """q is a 4-D torch tensor with at least one query token (the rest: decode_attention's checks,
+    or the forward's for a chunked prefill)."""
     if not type(q).__module__.startswith("torch") or not hasattr(q, "shape"):
         raise InputError(f"q is a {type(q).__name__}; attention_with_kvcache takes PyTorch CUDA tensors")
     if len(q.shape) != 4:
         raise InputError(f"q has shape {tuple(q.shape)}; attention_with_kvcache takes q as (batch, seqlen_q, "
                          "heads_q, head_dim)")
-    why = kvcache_problem(q.shape[1])
-    if why is not None:
-        raise InputError(why)
+    if q.shape[1] < 1:  # 1..16: decode; longer: the chunked-prefill path
+        raise InputError(f"q has seqlen_q = {q.shape[1]}; attention_with_kvcache needs at least one query token")
