@@ -1,5 +1,6 @@
 """Attention backward TFLOP/s on one GPU: autoflash's flash_bwd_mma (default config) beside
-PyTorch SDPA's flash, cuDNN and efficient backward, bf16, D 64/128, N 1024/4096, causal and not.
+PyTorch SDPA's flash, cuDNN and efficient backward, bf16, D 64/128 (--head-dims: also 256), N 1024/4096,
+causal and not.
 
 FLOPs: 2.5 x the forward's 4 * B * H * N^2 * D (FlashAttention's convention), halved for causal.
 Each implementation's backward alone is timed: SDPA's as torch.autograd.grad of a saved forward
@@ -12,6 +13,7 @@ SDPA's flash backward (a sanity check; the float64 checks are tests/test_backwar
 
     python benchmarks/bench_backward.py [--json results.json]
     python benchmarks/bench_backward.py --head-dims 64,128 --seqs 4096 --layouts   # a short A/B run
+    python benchmarks/bench_backward.py --head-dims 64 --no-rows --sweep           # every valid D 64 config
     python benchmarks/bench_backward.py --precompile   # fill the compile cache in parallel first
     ncu --profile-from-start off ... python benchmarks/bench_backward.py --profile   # one call each, bf16 D128 N4096
 """
@@ -90,7 +92,7 @@ def time_interleaved(fns: dict) -> dict:
             for n in fns}
 
 
-def precompile(arch: str, sweep: bool = False) -> None:
+def precompile(arch: str, sweep: bool = False, head_dims=(64, 128)) -> None:
     """Compile (into the disk cache) every config this benchmark and tests/test_backward_gpu.py use,
     in parallel processes: GPU time is not spent waiting for NVRTC one kernel at a time. The
     whole knob sweep only with sweep=True."""
@@ -98,32 +100,32 @@ def precompile(arch: str, sweep: bool = False) -> None:
 
     from autoflash.ops.backward import OPERATION
 
-    keys = [dict(dtype=t, head_dim=d, causal=c, deterministic=det) for t in ("bf16", "fp16") for d in (64, 128)
+    keys = [dict(dtype=t, head_dim=d, causal=c, deterministic=det) for t in ("bf16", "fp16") for d in (64, 128, 256)
             for c in (False, True) for det in (False, True) if t == "bf16" or not det]
     configs = [OPERATION.default(arch, k) for k in keys]
     configs += [c.replace(dtype=t) for t in ("bf16", "fp16") for d in (64, 128) for causal in (False, True)
                 for c in layout_configs(arch, d, causal)]  # both warp layouts (tests pin them too)
     configs = list(dict.fromkeys(configs))
-    configs += sweep_configs(arch) if sweep else []
+    configs += sweep_configs(arch, head_dims, (False,)) if sweep else []
     with ProcessPoolExecutor() as pool:
         for cfg, regs in zip(configs, pool.map(_compile, configs)):
             print(f"  compiled {cfg.name}: {regs}")
 
 
-def sweep_configs(arch: str) -> list:
-    """Every valid flash_bwd_mma config (deterministic off) for bf16, D 64/128, causal and not."""
+def sweep_configs(arch: str, head_dims=(64, 128), causal_values=(False, True)) -> list:
+    """Every valid flash_bwd_mma config (deterministic off) for bf16 at these head dims and causal values."""
     from autoflash.ops.backward import TEMPLATE
 
-    return [c for d in (64, 128) for causal in (False, True)
+    return [c for d in head_dims for causal in causal_values
             for c in TEMPLATE.space(arch, dict(dtype="bf16", head_dim=d, causal=causal, deterministic=False))
             if not c.problems()]
 
 
-def sweep(arch: str, n: int = 4096) -> None:
+def sweep(arch: str, n: int = 4096, head_dims=(64, 128), causal_values=(False,)) -> None:
     """TFLOP/s of every valid config at N = n: data for the default (the tuner's job later)."""
     print(f"\n# config sweep, bf16, N={n} (median ms, TFLOP/s)")
     by_key = {}
-    for cfg in sweep_configs(arch):
+    for cfg in sweep_configs(arch, head_dims, causal_values):
         by_key.setdefault((cfg.head_dim, cfg.causal), []).append(cfg)
     for (d, causal), configs in by_key.items():
         b, h = 16384 // n, 2048 // d
@@ -181,17 +183,21 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the rows here")
     parser.add_argument("--precompile", action="store_true", help="only compile the kernels (parallel), then exit")
-    parser.add_argument("--sweep", action="store_true", help="also time every valid config at N=4096")
+    parser.add_argument("--sweep", action="store_true",
+                        help="also time every valid config at N=4096, non-causal, at --head-dims")
+    parser.add_argument("--rows", action=argparse.BooleanOptionalAction, default=True,
+                        help="the table rows beside SDPA (--no-rows: only the sweep)")
     parser.add_argument("--profile", action="store_true", help="one call of ours and of SDPA flash, for ncu")
     parser.add_argument("--head-dims", default="64,128", help="comma-separated head dims (default 64,128)")
     parser.add_argument("--seqs", default="1024,4096", help="comma-separated sequence lengths (default 1024,4096)")
     parser.add_argument("--layouts", action="store_true",
                         help="also time the default tiles with each S/dP warp layout (warps_q 1 and 2), interleaved")
     args = parser.parse_args()
+    head_dims = tuple(int(x) for x in args.head_dims.split(","))
     if args.precompile:
         from autoflash.kernels.device import device_arch
 
-        precompile(device_arch(torch.cuda.current_device())[0], args.sweep)
+        precompile(device_arch(torch.cuda.current_device())[0], args.sweep, head_dims)
         return 0
     if args.profile:
         profile()
@@ -204,7 +210,7 @@ def main():
         from autoflash.kernels.device import device_arch
 
         arch = device_arch(torch.cuda.current_device())[0]
-    for d in (int(x) for x in args.head_dims.split(",")):
+    for d in head_dims if args.rows else ():
         for n in (int(x) for x in args.seqs.split(",")):
             for causal in (False, True):
                 b, h = 16384 // n, 2048 // d
@@ -243,7 +249,7 @@ def main():
     if args.sweep:
         from autoflash.kernels.device import device_arch
 
-        sweep(device_arch(torch.cuda.current_device())[0])
+        sweep(device_arch(torch.cuda.current_device())[0], head_dims=head_dims)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -25,20 +25,29 @@ def test_registered_with_the_op_contract():
 
 def test_rules():
     valid = [c for c in TEMPLATE.space("sm_90", key()) if not c.problems()]
-    assert valid and all(c.block_n == 16 * c.warps for c in valid)
-    # warps_q=2 at block_m 64 with one query buffer spills at D 128 (the rule says so)
-    assert {(c.block_m, c.block_n, c.stages, c.warps_q) for c in valid} == {
-        (m, n, s, wq) for m in (32, 64) for n in (64, 128) for s in (1, 2) for wq in (1, 2)
-        if not (wq == 2 and m == 64 and s == 1)}
+    assert valid
+    # 16 keys a warp (warps_q 1); 16 or 32 (warps_q 2); warps_q=2 with 32 keys a warp and block_m 64
+    # spills at D 128 with one query buffer (the rule says so)
+    assert {(c.block_m, c.block_n, c.warps, c.stages, c.warps_q) for c in valid} == {
+        (m, n, w, s, wq) for m in (32, 64) for n in (32, 64, 128) for w in (4, 8) for s in (1, 2) for wq in (1, 2)
+        if n * wq // w in ((16,) if wq == 1 else (16, 32)) and n * wq % w == 0
+        and not (wq == 2 and m == 64 and s == 1 and n * 2 // w == 32)}
     assert TEMPLATE.config("sm_90", key(deterministic=True), block_m=64, block_n=128, warps=8, stages=2,
                            warps_q=2).problems()
     d64 = TEMPLATE.config("sm_90", key(head_dim=64), block_m=32, block_n=128, warps=8, stages=2, warps_q=2)
     assert any("16-column dQ slices" in e for e in d64.problems())
     bad = TEMPLATE.config("sm_90", key(), block_m=64, block_n=64, warps=8, stages=2)
     assert any("16 keys x warps" in e for e in bad.problems())
-    for field, value in (("head_dim", 256), ("dtype", "fp32")):
+    for field, value in (("head_dim", 96), ("dtype", "fp32")):
         cfg = TEMPLATE.config("sm_90", {**key(), field: value}, block_m=64, block_n=64, warps=4, stages=2)
         assert cfg.problems(), (field, value)
+    # D 256: only 16 keys x 128 columns of dK, dV a warp fit; the dQ tile at most 64 registers
+    d256 = key(head_dim=256)
+    assert any("head_dim 256 needs warps_q=2" in e for e in TEMPLATE.config(
+        "sm_90", d256, block_m=64, block_n=128, warps=8, stages=2, warps_q=2).problems())
+    assert any("dQ tile takes 128 registers" in e for e in TEMPLATE.config(
+        "sm_90", d256, block_m=64, block_n=32, warps=4, stages=2, warps_q=2).problems())
+    assert TEMPLATE.config("sm_90", d256, block_m=64, block_n=64, warps=8, stages=2, warps_q=2).problems() == []
     with pytest.raises(ConfigError):
         BackwardConfig.from_dict({**TEMPLATE.default("sm_90", key()).to_dict(), "block_m": "64"})
     with pytest.raises(ConfigError):
@@ -48,9 +57,14 @@ def test_rules():
 @pytest.mark.parametrize("arch", ["sm_80", "sm_86", "sm_89", "sm_90"])
 def test_default_fits_every_arch(arch):
     for dtype in ("bf16", "fp16"):
-        for d in (64, 128):
-            cfg = OPERATION.default(arch, key(dtype, d, True, True))
-            assert cfg.problems() == [] and TEMPLATE.smem_bytes(cfg) <= cfg.limits.smem_per_block
+        for d in (64, 128, 256):
+            for det in (False, True):
+                if d == 256 and det and arch in ("sm_86", "sm_89"):  # 99 KB: only stages 1 fits, which spills
+                    with pytest.raises(ValueError, match="no flash_bwd_mma config fits"):
+                        OPERATION.default(arch, key(dtype, d, True, det))
+                    continue
+                cfg = OPERATION.default(arch, key(dtype, d, True, det))
+                assert cfg.problems() == [] and TEMPLATE.smem_bytes(cfg) <= cfg.limits.smem_per_block
 
 
 def test_work_is_two_and_a_half_forwards():
@@ -71,7 +85,7 @@ def _reports(log: str, name: str) -> dict:
     return out
 
 
-COMPILE_CASES = [(arch, dtype, d, causal, det) for arch in ("sm_80", "sm_90") for d in (64, 128)
+COMPILE_CASES = [(arch, dtype, d, causal, det) for arch in ("sm_80", "sm_90") for d in (64, 128, 256)
                  for dtype, causal, det in (("bf16", False, False), ("fp16", True, False), ("bf16", True, True))]
 KNOB_SWEEP = [c.to_dict() for c in TEMPLATE.space("sm_90", key()) if not c.problems()]
 
@@ -165,6 +179,7 @@ def test_input_checks_reject(override, message):
 
 def test_input_checks_reject_unsupported_head_dim_and_empty():
     s = specs(d=96)
+    assert check_inputs(**specs(d=256), causal=False).head_dim == 256
     with pytest.raises(ValueError, match="head_dim 96"):
         check_inputs(**s, causal=False)
     with pytest.raises(ValueError, match="empty"):
@@ -223,3 +238,27 @@ def test_gradient_check_handles_exactly_zero_gradients():
     assert not compare_gradients(wrong, refs, "bf16").passed
     nan = [noisy[0], noisy[1], noisy[2] * np.nan]
     assert not compare_gradients(nan, refs, "bf16").passed
+
+
+def test_tune_backward_through_the_stand_in_runner(tmp_path, capsys):
+    """`autoflash tune --op backward` end to end without a GPU: the stand-in runner's times, the
+    backward's own search space (warps_q among its knobs), an entry whose config validates as a
+    BackwardConfig of the tuned key, listed by show and compiled without spills by verify."""
+    from autoflash import cli, store
+
+    out_dir = tmp_path / "tuned"
+    rc = cli.main(["tune", "--stand-in", "--op", "backward", "--arch", "sm_90", "--out", str(out_dir),
+                   "--log", str(tmp_path / "log.json"), "--seq-len", "1024", "--trials", "4", "--dtype", "bf16",
+                   "--head-dim", "64", "--causal", "yes", "--key", "deterministic=no", "--knob", "block_m=64",
+                   "--knob", "warps=8"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "backward bf16 64 True False" in out and "1 entry merged" in out
+    (entry,) = store.read(out_dir / "sm_90.json")
+    cfg = BackwardConfig.from_dict(entry["config"])
+    assert entry["op"] == "backward" and OPERATION.key_of(cfg) == key("bf16", 64, True, False)
+    assert (cfg.block_m, cfg.warps) == (64, 8) and cfg.warps_q in (1, 2)
+    assert cli.main(["show", "--dir", str(out_dir)]) == 0
+    assert cfg.name in capsys.readouterr().out
+    assert cli.main(["verify", "--compile-only", "--arch", "sm_90", "--dir", str(out_dir)]) == 0
+    assert "1/1 sm_90 configs compiled: all pass" in capsys.readouterr().out

@@ -1,7 +1,8 @@
 """The backward on a GPU: gradients against those of a float64 torch reference (autograd),
-odd lengths, Nq != Nk, GQA/MQA, causal, D 64/128; NaN-free; a directional-derivative
-(gradcheck-style) test; deterministic mode bitwise repeatable. Tolerances: ops.backward.TOLERANCE
-(relative Frobenius error per gradient; the reason is written there).
+odd lengths, Nq != Nk, GQA/MQA, causal (both alignments), D 64/128/256, both warp layouts;
+NaN-free; a directional-derivative (gradcheck-style) test; deterministic mode bitwise
+repeatable. Tolerances: ops.backward.TOLERANCE (relative Frobenius error per gradient; the reason
+is written there).
 
 Set AUTOFLASH_BWD_LOG to a file to record each case's errors (benchmarks/NOTES.md quotes them)."""
 import math
@@ -170,6 +171,47 @@ def test_bottom_right_deterministic_bitwise_repeatable():
                                deterministic=True) for _ in range(2)]
     assert all(torch.equal(a, b) for a, b in zip(*runs))
     _, _, *refs = reference_grads(q, k, v, dout, True, 0.1, 400)
+    assert max(rel_err(x, r) for x, r in zip(runs[0], refs)) <= TOLERANCE["bf16"]
+
+
+HEAD_DIM_256 = [  # batch, heads_q, heads_kv, seq_q, seq_k, causal alignment (None: not causal)
+    (1, 2, 2, 1000, 1000, "top_left"),
+    (1, 4, 2, 333, 517, None),           # GQA, Nq < Nk, odd lengths
+    (2, 2, 1, 17, 300, "bottom_right"),  # MQA, one query tile
+    (1, 2, 2, 300, 130, "bottom_right"),  # Nq > Nk: 170 rows see no key
+    (1, 2, 2, 4097, 4097, "top_left"),
+]
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("case", HEAD_DIM_256, ids=lambda c: "b{}_h{}x{}_q{}_k{}_{}".format(*c))
+def test_head_dim_256_gradients(case, dtype):
+    """D 256 (16 keys x 128 columns of dK, dV a warp) against float64 autograd."""
+    from autoflash.serve.autograd import attention_backward
+
+    b, hq, hkv, nq, nk, alignment = case
+    causal = alignment is not None
+    offset = nk - nq if alignment == "bottom_right" else 0
+    q, k, v, dout = inputs(b, hq, hkv, nq, nk, 256, DTYPES[dtype], seed=11)
+    scale = 1 / math.sqrt(256)
+    _, _, *refs = reference_grads(q, k, v, dout, causal, scale, offset)
+    out, lse = float64_forward(q, k, v, causal, scale, offset)
+    grads = attention_backward(q, k, v, out, lse, dout, causal=causal, causal_alignment=alignment or "top_left")
+    assert all(torch.isfinite(x).all() for x in grads)
+    errs = [rel_err(x, r) for x, r in zip(grads, refs)]
+    _log(f"d256 {dtype} {case}: dq {errs[0]:.2e} dk {errs[1]:.2e} dv {errs[2]:.2e}")
+    assert max(errs) <= TOLERANCE[dtype], errs
+
+
+def test_head_dim_256_deterministic_bitwise_repeatable():
+    from autoflash.serve.autograd import attention_backward
+
+    q, k, v, dout = inputs(1, 4, 2, 700, 500, 256, torch.bfloat16, seed=12)
+    out, lse = float64_forward(q, k, v, True, 0.05)
+    runs = [attention_backward(q, k, v, out, lse, dout, causal=True, scale=0.05, deterministic=True)
+            for _ in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+    _, _, *refs = reference_grads(q, k, v, dout, True, 0.05)
     assert max(rel_err(x, r) for x, r in zip(runs[0], refs)) <= TOLERANCE["bf16"]
 
 

@@ -13,7 +13,9 @@ module holds three kernels launched in order on one stream:
               deterministic=True in K/V-tile order behind a per-query-tile counter)
   <name>_dq   dQ = scale * accumulator, in the input dtype.
 The cost of putting K/V heads (not query heads) in the grid: B * Hkv * ceil(Nk / block_n)
-blocks, few for MQA at short lengths.
+blocks, few for MQA at short lengths. Causal in both alignments: the problem's causal_offset
+(query i sees keys 0..i + offset) is a kernel argument, as in the forward. Head dims 64, 128,
+256 (D 256 with 16 keys x 128 columns of dK, dV a warp: small tiles, as FlashAttention-2).
 
 Workspace (fp32/int32, one buffer): lse2 and delta (B*Hq rows padded to PAD_M), the dQ
 accumulator (B*Hq*Nq*D) and, deterministic, one counter per (B*Hq, query tile).
@@ -141,23 +143,33 @@ class BackwardMmaTemplate(Template):
     op = "backward"
     archs = ("sm_80", "sm_86", "sm_89", "sm_90")
     dtypes = ("fp16", "bf16")
-    # D = 256 does not fit: dK and dV accumulators alone would take 256 registers a thread.
-    key_values = {"head_dim": (64, 128)}
+    # D 256: dK and dV take 2 x block_n x 256 / threads registers a thread, so only 16 keys x 128
+    # columns a warp fits (warps_q 2, block_n = 8 x warps), with small tiles as FlashAttention-2's.
+    key_values = {"head_dim": (64, 128, 256)}
     knobs = {
         "block_m": (32, 64),  # 128 spills at D = 128 (P and dS fragments beside dK, dV)
-        "block_n": (64, 128),
+        "block_n": (32, 64, 128),
         "warps": (4, 8),
         "stages": (1, 2),
         "warps_q": (1, 2),  # 2: S/dP split over keys x query halves, P^T through shared memory
     }
-    # (block_m, block_n, warps, stages, warps_q), first valid wins. Not tuned yet: the H200 runs of
-    # benchmarks/bench_backward.py time them (benchmarks/NOTES.md, backward).
-    DEFAULTS = [(64, 128, 8, 2, 2), (64, 128, 8, 2, 1), (64, 64, 4, 2, 1), (32, 64, 4, 2, 1), (32, 64, 4, 1, 1)]
+    # head_dim -> (block_m, block_n, warps, stages, warps_q), first valid wins. Not tuned yet: the
+    # H200 runs of benchmarks/bench_backward.py time them (benchmarks/NOTES.md, backward): at D 128
+    # warps_q 2 ran 10 % ahead of 1, at D 64 they tied (1 uses less shared memory).
+    SMALL = [(64, 64, 4, 2, 1), (32, 64, 4, 2, 1), (32, 64, 4, 1, 1)]
+    DEFAULTS = {64: [(64, 128, 8, 2, 1), (64, 128, 8, 2, 2)] + SMALL,
+                128: [(64, 128, 8, 2, 2), (64, 128, 8, 2, 1)] + SMALL,
+                256: [(64, 64, 8, 2, 2), (64, 64, 8, 1, 2), (32, 64, 8, 2, 2), (32, 64, 8, 1, 2), (32, 32, 4, 1, 2)]}
 
     def own_problems(self, cfg: BackwardConfig) -> list[str]:
         errors = []
-        if cfg.block_n != 16 * cfg.warps:
-            errors.append(f"block_n={cfg.block_n} must be 16 keys x warps ({cfg.warps})")
+        keys_per_warp = cfg.block_n * cfg.warps_q // cfg.warps  # of S^T, dP^T, dK, dV
+        if cfg.block_n * cfg.warps_q % cfg.warps or keys_per_warp not in ((16,) if cfg.warps_q == 1 else (16, 32)):
+            errors.append(f"block_n={cfg.block_n} must be 16 keys x warps ({cfg.warps})" + (
+                "" if cfg.warps_q == 1 else f" or 8 keys x warps with warps_q={cfg.warps_q}"))
+        elif cfg.head_dim == 256 and not (cfg.warps_q == 2 and keys_per_warp == 16):
+            errors.append("head_dim 256 needs warps_q=2 and block_n = 8 x warps: dK and dV of more keys or "
+                          "columns a warp exceed the registers")
         dq_rows = 16 * cfg.warps_q  # the dQ tile's rows per warp
         if cfg.block_m % dq_rows or cfg.warps % (cfg.block_m // dq_rows):
             errors.append(f"warps={cfg.warps} must split the dQ tile's {cfg.block_m // dq_rows} groups of "
@@ -170,8 +182,17 @@ class BackwardMmaTemplate(Template):
                           f"block_m={cfg.block_m} warps={cfg.warps}")
         # ptxas (NVRTC 13, sm_80/sm_90): at D 128 the 2-D layout sits at the 255-register cap and
         # spills 16-48 bytes with one query buffer or the deterministic mode's counter wait.
-        if cfg.warps_q == 2 and cfg.head_dim == 128 and cfg.block_m == 64 and (cfg.stages == 1 or cfg.deterministic):
-            errors.append("warps_q=2 with block_m=64 at head_dim 128 spills registers with stages=1 or deterministic")
+        if (cfg.warps_q == 2 and cfg.head_dim == 128 and cfg.block_m == 64 and keys_per_warp == 32
+                and (cfg.stages == 1 or cfg.deterministic)):
+            errors.append("warps_q=2 with 32 keys a warp and block_m=64 at head_dim 128 spills registers with "
+                          "stages=1 or deterministic")
+        if cfg.head_dim == 256:  # ptxas (NVRTC 13, sm_90): what spills beside the 128 registers of dK, dV
+            dq_regs = 16 * cfg.warps_q * cfg.head_dim * (cfg.block_m // (16 * cfg.warps_q)) // cfg.warps // 32
+            if dq_regs > 64:
+                errors.append(f"head_dim 256: the dQ tile takes {dq_regs} registers a thread with block_m="
+                              f"{cfg.block_m} over {cfg.warps} warps (spills; at most 64)")
+            if cfg.deterministic and cfg.stages == 1:
+                errors.append("head_dim 256 deterministic spills registers with stages=1")
         return errors
 
     def smem_bytes(self, cfg: BackwardConfig) -> int:
@@ -185,11 +206,12 @@ class BackwardMmaTemplate(Template):
         return {"mma_type": "bf16" if cfg.dtype == "bf16" else "f16", "pad_m": PAD_M}
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
-        for bm, bn, w, s, wq in self.DEFAULTS:
+        for bm, bn, w, s, wq in self.DEFAULTS[key["head_dim"]]:
             cfg = self.config(arch, key, block_m=bm, block_n=bn, warps=w, stages=s, warps_q=wq)
             if not cfg.problems():
                 return cfg
-        raise ValueError(f"no {self.name} config for {arch} {key}")
+        raise ValueError(f"no {self.name} config fits {arch} for {key}: every candidate tile exceeds its shared "
+                         f"memory or spills registers")
 
 
 TEMPLATE = BackwardMmaTemplate()
