@@ -193,3 +193,16 @@ def test_attention_api_refuses_variants_with_grad_and_bad_arrays(torch_cuda):
         autoflash.attention(q, k, v, window_size=(-3, 0))
     with pytest.raises(InputError, match="softcap must be a finite number > 0"):
         autoflash.attention(q, k, v, softcap=0.0)
+
+
+@pytest.mark.parametrize("heading", ["### Attention variants", "### Packed variable-length batches"])
+def test_readme_examples_run(torch_cuda, heading):
+    """README's examples for the variants and attention_varlen run as written."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split(heading, 1)[1].split("\n### ", 1)[0]
+    code = re.findall(r"```python\n(.*?)```", section, re.S)[0]
+    exec(compile(code, f"README {heading}", "exec"), {})
+    torch_cuda.cuda.synchronize()
