@@ -14,6 +14,7 @@ SDPA's flash backward (a sanity check; the float64 checks are tests/test_backwar
     python benchmarks/bench_backward.py [--json results.json]
     python benchmarks/bench_backward.py --head-dims 64,128 --seqs 4096 --layouts   # a short A/B run
     python benchmarks/bench_backward.py --head-dims 64 --no-rows --sweep           # every valid D 64 config
+    python benchmarks/bench_backward.py --regs sm_90   # no GPU: ptxas registers/spills of both layouts
     python benchmarks/bench_backward.py --precompile   # fill the compile cache in parallel first
     ncu --profile-from-start off ... python benchmarks/bench_backward.py --profile   # one call each, bf16 D128 N4096
 """
@@ -169,6 +170,20 @@ def layout_configs(arch: str, d: int, causal: bool) -> list:
     return [c for c in configs if not c.problems()]
 
 
+def print_registers(arch: str, head_dims) -> None:
+    """ptxas resources (main kernel) of the bf16 default tiles with each warp layout, no GPU needed."""
+    from autoflash.kernels.compile import compile_kernel
+    from autoflash.ops.backward import OPERATION, TEMPLATE
+
+    for d in head_dims:
+        for causal in (False, True):
+            default = OPERATION.default(arch, dict(dtype="bf16", head_dim=d, causal=causal, deterministic=False))
+            for cfg in dict.fromkeys([default] + layout_configs(arch, d, causal)):
+                rep = compile_kernel(cfg).report
+                print(f"  {cfg.name}: {rep.registers} registers, {rep.spill_stores} B spilled, "
+                      f"{TEMPLATE.smem_bytes(cfg)} B shared memory")
+
+
 def _compile(cfg):
     from autoflash.kernels.compile import compile_kernel
 
@@ -182,6 +197,7 @@ def rel(a, b):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the rows here")
+    parser.add_argument("--regs", metavar="ARCH", help="only print ptxas registers/spills for ARCH (no GPU), then exit")
     parser.add_argument("--precompile", action="store_true", help="only compile the kernels (parallel), then exit")
     parser.add_argument("--sweep", action="store_true",
                         help="also time every valid config at N=4096, non-causal, at --head-dims")
@@ -194,6 +210,9 @@ def main():
                         help="also time the default tiles with each S/dP warp layout (warps_q 1 and 2), interleaved")
     args = parser.parse_args()
     head_dims = tuple(int(x) for x in args.head_dims.split(","))
+    if args.regs:
+        print_registers(args.regs, head_dims)
+        return 0
     if args.precompile:
         from autoflash.kernels.device import device_arch
 

@@ -262,3 +262,12 @@ def test_tune_backward_through_the_stand_in_runner(tmp_path, capsys):
     assert cfg.name in capsys.readouterr().out
     assert cli.main(["verify", "--compile-only", "--arch", "sm_90", "--dir", str(out_dir)]) == 0
     assert "1/1 sm_90 configs compiled: all pass" in capsys.readouterr().out
+
+
+def test_check_problems_cover_bottom_right_for_causal_keys():
+    """The tuner verifies a causal backward key on bottom-right problems too (both ways); the launch
+    plan of each passes its offset."""
+    causal = OPERATION.check_problems(key(causal=True))
+    offsets = sorted(BackwardProblem.from_dict(p).causal_offset for p in causal)
+    assert offsets[0] < 0 < offsets[-1]
+    assert all(BackwardProblem.from_dict(p).causal_offset == 0 for p in OPERATION.check_problems(key()))

@@ -31,11 +31,16 @@ class BackwardOperation(Operation):
                     seq_k=bucket, head_dim=key["head_dim"], causal=key["causal"])
 
     def check_problems(self, key: dict) -> list[dict]:
-        """Odd lengths (masked tails), Nq != Nk both ways, one row, GQA and MQA."""
+        """Odd lengths (masked tails), Nq != Nk both ways, one row, GQA and MQA; causal keys also
+        bottom-right both ways (Nq > Nk: rows that see no key)."""
         d, c = key["head_dim"], key["causal"]
         shapes = [(1, 2, 2, 17, 17), (1, 4, 2, 129, 77), (1, 2, 1, 77, 200), (2, 2, 2, 1, 65), (1, 3, 1, 64, 1)]
-        return [dict(batch=b, heads_q=hq, heads_kv=hkv, seq_q=nq, seq_k=nk, head_dim=d, causal=c)
-                for b, hq, hkv, nq, nk in shapes]
+        problems = [dict(batch=b, heads_q=hq, heads_kv=hkv, seq_q=nq, seq_k=nk, head_dim=d, causal=c)
+                    for b, hq, hkv, nq, nk in shapes]
+        if c:
+            problems += [dict(batch=1, heads_q=2, heads_kv=1, seq_q=nq, seq_k=nk, head_dim=d, causal=True,
+                              causal_offset=nk - nq) for nq, nk in ((77, 200), (129, 65))]
+        return problems
 
     def verify_problems(self, key: dict, bucket: int) -> list[dict]:
         d, c = key["head_dim"], key["causal"]
