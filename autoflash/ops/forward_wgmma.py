@@ -9,7 +9,9 @@ the producer to the consumers.
 
 Kernel signature = the shared one (templates/README.md) plus three tensor maps
 passed by value (4-D, built from the operands' real strides) and the batch size (see templates/flash_fwd_wgmma.cu.j2 and
-autoflash/tma.py); the grid is 1-D and persistent (one CTA per SM), see `grid`.
+autoflash/tma.py), then the forward contract's variant tail (ops/forward_base.py); the grid is 1-D
+and persistent (one CTA per SM), see `grid`. Varlen: the maps cover the packed (total, H, D)
+tensors as a batch of one, and the kernel starts each tile at its sequence's first token.
 Schedule switches not (yet) in KernelConfig follow the config: intra-warpgroup
 overlap always, consumer ping-pong iff causal (measured, benchmarks/NOTES.md).
 """
@@ -22,13 +24,18 @@ import numpy as np
 
 from autoflash.kernels.elements import DTYPE_BYTES
 from autoflash.kernels.tma import qkv_map_args
-from autoflash.ops.forward_base import ForwardTemplate, KernelConfig, Problem, shared_tail
+from autoflash.ops.forward_base import (VARIANT_FLAGS, ForwardTemplate, KernelConfig, Problem, shared_tail,
+                                       variant_tail)
 
 # Per consumer-warpgroup count: (producer registers, consumer registers) after setmaxnreg.
 # 64K registers per SM, one block per SM: 128 * (producer + consumers * nc) <= 65536.
 REG_SPLIT = {1: (0, 0), 2: (24, 240), 3: (24, 160)}
 # Registers a consumer thread needs besides S, P and O (addresses, m_i, l_i, loop state).
 REG_OVERHEAD = 24
+# What softcap or ALiBi adds (the variant's per-item constants and the score transform's temporaries):
+# with ptxas, d64 br192 bc128 (3 consumers, 160 registers) spills 16-228 B with either, none with
+# window or sinks alone.
+SCORE_MOD_REGS = 16
 BARRIER_BYTES = 8
 SMEM_ALIGN = 1024  # 128-byte swizzle atoms repeat every 1024 B: tiles start on that boundary
 
@@ -64,12 +71,14 @@ class WgmmaTemplate(ForwardTemplate):
         regs = self.consumer_registers(cfg)
         if regs > budget:
             errors.append(f"~{regs} registers per consumer thread (S {cfg.block_n // 2} + P {cfg.block_n // 4} "
-                          f"+ O {cfg.head_dim // 2} + {REG_OVERHEAD}) exceed the {budget} a consumer gets")
+                          f"+ O {cfg.head_dim // 2} + {regs - cfg.block_n // 2 - cfg.block_n // 4 - cfg.head_dim // 2}"
+                          f") exceed the {budget} a consumer gets")
         return errors
 
     @staticmethod
     def consumer_registers(cfg: KernelConfig) -> int:
-        return cfg.block_n // 2 + cfg.block_n // 4 + cfg.head_dim // 2 + REG_OVERHEAD
+        score_mod = SCORE_MOD_REGS if cfg.softcap or cfg.alibi else 0
+        return cfg.block_n // 2 + cfg.block_n // 4 + cfg.head_dim // 2 + REG_OVERHEAD + score_mod
 
     def smem_layout(self, cfg: KernelConfig) -> dict:
         eb = DTYPE_BYTES[cfg.dtype]
@@ -93,6 +102,7 @@ class WgmmaTemplate(ForwardTemplate):
         nc = self.consumers(cfg)
         producer_regs, consumer_regs = REG_SPLIT[nc]
         return {
+            **{flag: "true" if getattr(cfg, flag, False) else "false" for flag in VARIANT_FLAGS},
             "consumers": nc,
             "producer_regs": producer_regs,
             "consumer_regs": consumer_regs,
@@ -118,22 +128,22 @@ class WgmmaTemplate(ForwardTemplate):
             (256, False): (128, 80, 2), (256, True): (128, 80, 2),
         }
         bm, bn, st = tiles[(key["head_dim"], key["causal"])]
-        return [dict(block_m=bm, block_n=bn, warps=4 * (bm // 64 + 1), stages=st)]
+        # Variant keys: the plain tiles, or (softcap/ALiBi at D 64: no registers for three consumer
+        # warpgroups) two consumers with the causal D 64 tiles.
+        return [dict(block_m=bm, block_n=bn, warps=4 * (bm // 64 + 1), stages=st),
+                dict(block_m=128, block_n=128, warps=12, stages=3)]
 
     # ------------------------------------------------------------ launching
     def launch_args(self, cfg: KernelConfig, p: Problem, scale: float):
-        """The shared arguments plus tensor maps for Q, K and V (by value, 128 B each) and the batch."""
+        """The shared arguments, tensor maps for Q, K and V (by value, 128 B each), the batch, then
+        the variant tail."""
         u64 = np.uint64
         sizes = shared_tail(p, scale)
-        batch = (np.int32(p.batch),)
-        # Everything a Q/K/V tensor map encodes besides its pointer: shapes and element strides;
-        # the maps are cached per pointer set and geometry (tma.py).
-        qs, ks, vs, _ = p.operand_strides()
-        geometry = (cfg.dtype, p.batch, p.heads_q, p.heads_kv, p.seq_q, p.seq_k, cfg.head_dim, qs, ks, vs,
-                    cfg.block_m, cfg.block_n)
+        tail = (np.int32(p.batch),) + variant_tail(p)
+        geometry = map_geometry(cfg, p)
 
         def args(q, k, v, o, lse):
-            return (u64(q), u64(k), u64(v), u64(o), u64(lse)) + sizes + qkv_map_args(q, k, v, *geometry) + batch
+            return (u64(q), u64(k), u64(v), u64(o), u64(lse)) + sizes + qkv_map_args(q, k, v, *geometry) + tail
 
         return args
 
@@ -155,6 +165,29 @@ class WgmmaTemplate(ForwardTemplate):
         if persistent:
             items = min(items, _sm_count())
         return (items, 1, 1)
+
+
+def map_geometry(cfg: KernelConfig, p: Problem) -> tuple:
+    """Everything a Q/K/V tensor map encodes besides its pointer (qkv_map_args' arguments after
+    the pointers): shapes and element strides; the maps are cached per pointer set and geometry.
+    Dense: (B, H, N, D) with the operands' strides. Varlen: the packed (total, H, D) tensors as one
+    batch of total tokens, so a tile may read the next sequence's rows (the kernel masks them) but
+    never past the tensor (TMA zero-fills there)."""
+    qs, ks, vs, _ = p.operand_strides()
+    if not p.cu_seqlens_q:
+        return (cfg.dtype, p.batch, p.heads_q, p.heads_kv, p.seq_q, p.seq_k, cfg.head_dim, qs, ks, vs,
+                cfg.block_m, cfg.block_n)
+    total_q, total_k = p.total_q, p.total_k
+    if total_q <= 0 or total_k <= 0:
+        raise ValueError("flash_fwd_wgmma needs the packed token counts (Problem.total_q / total_k) of a "
+                         "varlen launch: its tensor maps must end where the tensors end")
+
+    def one_batch(strides, heads, total):  # batch stride of the single batch: past every element
+        _, sh, sn = strides
+        return (sh * heads + sn * total, sh, sn)
+
+    return (cfg.dtype, 1, p.heads_q, p.heads_kv, total_q, total_k, cfg.head_dim, one_batch(qs, p.heads_q, total_q),
+            one_batch(ks, p.heads_kv, total_k), one_batch(vs, p.heads_kv, total_k), cfg.block_m, cfg.block_n)
 
 
 @functools.cache
