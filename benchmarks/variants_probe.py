@@ -10,7 +10,7 @@ visible pair.
    bottom-right diagonal off the corner and rows with no key) with the config's variants on, then
    packed varlen batches (bottom-right per sequence, seqused_k, top-left). One line per failure,
    a pass/fail count per (template, flags) last.
-3. Times the mma default (bf16 D 128) plain vs window (1024, 0) causal and softcap 30, N = 16384:
+3. (run first, after compiling) Times the mma default (bf16 D 128) plain vs window (1024, 0) causal and softcap 30, N = 16384:
    TFLOP/s counting visible pairs (CUDA events, median of 20 after warm-up).
 """
 import argparse
@@ -152,7 +152,7 @@ def main():
 
     from autoflash.kernels.loaded import LoadedKernel
 
-    arch = device_arch()
+    arch, _ = device_arch(0)
     arch = "sm_90" if arch.startswith("sm_90") else arch
     cfgs = configs(arch, args.quick)
     spawn = multiprocessing.get_context("spawn")  # the parent has a CUDA context: never fork it
@@ -168,6 +168,8 @@ def main():
             cache[cfg.name] = LoadedKernel(afc.compile_kernel(cfg))
         return cache[cfg.name]
 
+    if not args.no_timing:
+        timing(arch, loaded)
     summary = {}
     for label, cfg in cfgs:
         flags = "+".join(f for f in VARIANT_FLAGS if getattr(cfg, f)) or "plain"
@@ -176,12 +178,11 @@ def main():
             fails = check_config(loaded(cfg), cfg)
         except Exception as e:  # a launch error is a failure of this config, not of the probe
             fails = [f"ERROR {type(e).__name__}: {str(e)[:300]}"]
+        log(f"{tag}: {'ok' if not fails else 'FAIL'}")
         for f in fails:
-            log(f"FAIL {tag} ({cfg.name}): {f}")
+            log(f"  FAIL {cfg.name}: {f}")
         summary.setdefault(label, [0, 0])[0 if not fails else 1] += 1
     cupy.cuda.get_current_stream().synchronize()
-    if not args.no_timing:
-        timing(arch, loaded)
     log("\n| configs | passed | failed |\n|---|---|---|")
     for label, (ok, bad) in summary.items():
         log(f"| {label} | {ok} | {bad} |")
