@@ -215,9 +215,9 @@ def _dense(query, key, value, causal, scaling, window, softcap, sinks):
         if _accepts(fn, "causal_alignment"):
             options["causal_alignment"] = "bottom_right"
         elif query.shape[2] != key.shape[2]:  # equal lengths: top-left and bottom-right are the same mask
-            raise ValueError(f"a chunked prefill ({query.shape[2]} new tokens on {key.shape[2]} keys) needs bottom-right "
-                             f"causal attention, and this autoflash.attention() has no causal_alignment argument (it "
-                             f"aligns top-left); update autoflash, or {_SDPA_HINT}")
+            raise ValueError(f"a chunked prefill ({query.shape[2]} new tokens on {key.shape[2]} keys) needs "
+                             f"bottom-right causal attention, and this autoflash.attention() has no causal_alignment "
+                             f"argument (it aligns top-left); update autoflash, or {_SDPA_HINT}")
     out = fn(query, key, value, causal=causal, scale=scaling, **options)
     return out.transpose(1, 2).contiguous()
 
