@@ -92,3 +92,14 @@ def test_unpadded_batch_takes_the_dense_path(calls):
     for (what, a), (_, b) in zip(got, want):
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-9), what
     assert {c[0] for c in calls} == {"dense"}
+
+
+def test_generate_with_left_padding_matches_sdpa(calls):
+    """generate() builds the padding mask, positions and cache itself: the same greedy tokens."""
+    config, reference, extra = tm.tiny_models()["mistral-window"]
+    ours, theirs = tm.build(config, [backend.register(), reference], extra, torch.float64, "cpu")
+    ids, mask, _ = tm.padded_batch(config.vocab_size, 0, 0, "cpu")
+    kwargs = dict(attention_mask=mask, max_new_tokens=8, do_sample=False, pad_token_id=0)
+    got, want = ours.generate(ids, **kwargs), theirs.generate(ids, **kwargs)
+    assert got.shape == (3, ids.shape[1] + 8) and torch.equal(got, want)
+    assert {c[0] for c in calls} == {"varlen", "dense"}
