@@ -289,7 +289,8 @@ def test_slopes_shapes_and_causal_window():
     v = variants(window_size=(8, -1), softcap=30, sinks=FakeTensor((4,)), alibi_slopes=FakeTensor((4,)))
     assert v.flags() == {f: True for f in VARIANT_FLAGS} and v.names() == ["window_size", "softcap", "sinks",
                                                                           "alibi_slopes"]
-    p = v.apply(Problem(2, 4, 2, 10, 10, 64, False))
+    p = Problem(2, 4, 2, 10, 10, 64, False)
+    assert v.apply(p) is v
     assert p.variant_flags() == v.flags() and p.softcap == 30.0 and p.sinks == p.alibi_slopes == 4096
 
 
@@ -299,3 +300,78 @@ def test_variant_calls_are_not_routed_to_decode():
     assert route_attention(**shape).op == "decode"
     route = route_attention(**shape, variants=("window_size",))
     assert route.op == "forward" and "window_size" in route.reason and "decode" in route.reason
+
+
+# ------------------------------------------------------------ attention()'s host path, faked GPU
+class FakeCupyArray:
+    """What as_operand and check_variants read of a CuPy array (no GPU): shape, dtype, strides, pointer."""
+    __module__ = "cupy._core.core"
+
+    def __init__(self, shape, dtype="float16", ptr=1 << 20, itemsize=2, strides=None):
+        import types
+        self.shape, self.dtype, self.itemsize = tuple(shape), dtype, itemsize
+        contiguous = [int(np.prod(shape[i + 1:])) * itemsize for i in range(len(shape))]
+        self.strides = tuple(strides) if strides else tuple(contiguous)
+        self.data, self.device = types.SimpleNamespace(ptr=ptr), types.SimpleNamespace(id=0)
+        self.flags = types.SimpleNamespace(c_contiguous=strides is None)
+        self.values = None
+
+    def get(self):
+        return self.values
+
+
+@pytest.fixture
+def fake_launch(monkeypatch):
+    """attention()/attention_varlen() down to the launch: the plan call records (config, problem)."""
+    import contextlib
+    import types
+
+    from autoflash.serve import api, varlen
+
+    launches = []
+
+    def fake_plan(kernel, p, scale):
+        return lambda *args: launches.append((kernel, p, scale, args))
+
+    fake_cupy = types.SimpleNamespace(cuda=types.SimpleNamespace(
+        runtime=types.SimpleNamespace(getDevice=lambda: 0), Device=lambda i: contextlib.nullcontext()))
+    for mod in (api, varlen):
+        monkeypatch.setattr(mod, "plan", fake_plan)
+        monkeypatch.setattr(mod, "device_arch", lambda device: ("sm_90", "Fake GPU"))
+    monkeypatch.setattr(api, "loaded_kernel", lambda cfg, device: cfg)
+    monkeypatch.setattr(api, "_cupy", lambda: fake_cupy)
+    monkeypatch.setattr(api, "_empty_like", lambda ref, shape, dtype: FakeCupyArray(shape, ptr=1 << 30))
+    return launches
+
+
+@pytest.mark.parametrize("alignment,offset", [("top_left", 0), ("bottom_right", 400)])
+def test_attention_passes_the_variants_to_a_variant_kernel(fake_launch, alignment, offset):
+    import autoflash
+
+    q = FakeCupyArray((2, 8, 100, 128))
+    k = v = FakeCupyArray((2, 2, 500, 128))
+    sinks, slopes = FakeCupyArray((8,), "float32", ptr=4096, itemsize=4), FakeCupyArray((2, 8), "float32", 8192, 4)
+    autoflash.attention(q, k, v, causal=True, causal_alignment=alignment, window_size=(64, 7), softcap=30,
+                        sinks=sinks, alibi_slopes=slopes, return_lse=True)
+    cfg, p, scale, _ = fake_launch[-1]
+    assert {f: getattr(cfg, f) for f in VARIANT_FLAGS} == {f: True for f in VARIANT_FLAGS} and cfg.causal
+    assert (p.window_left, p.window_right, p.softcap, p.causal_offset) == (64, 0, 30.0, offset)
+    assert (p.sinks, p.alibi_slopes, p.alibi_batch_stride) == (4096, 8192, 8)
+    autoflash.attention(q, k, v, alibi_slopes=FakeCupyArray((8,), "float32", ptr=4096, itemsize=4),
+                        causal_alignment=alignment)  # non-causal ALiBi: the diagonal still follows the alignment
+    cfg, p, _, _ = fake_launch[-1]
+    assert cfg.alibi and not (cfg.causal or cfg.window) and p.causal_offset == offset and p.alibi_batch_stride == 0
+    autoflash.attention(q, k, v, causal=True, window_size=(-1, 5))  # plain causal: the plain kernel
+    cfg, p, _, _ = fake_launch[-1]
+    assert not any(getattr(cfg, f) for f in VARIANT_FLAGS) and (p.window_left, p.window_right) == (-1, -1)
+
+
+def test_pinned_config_must_have_the_variants(fake_launch):
+    import autoflash
+
+    q = k = v = FakeCupyArray((1, 4, 64, 64))
+    plain = TEMPLATES["flash_fwd_mma"].default("sm_90", K("fp16", 64, False))
+    with pytest.raises(InputError, match="softcap"):
+        autoflash.attention(q, k, v, softcap=30.0, config=plain)
+    autoflash.attention(q, k, v, softcap=30.0, config=plain.replace(softcap=True))
+    assert fake_launch[-1][0].softcap

@@ -108,3 +108,57 @@ def test_per_sequence_reference_equals_dense_for_equal_lengths():
                                      alibi_slopes=slopes)
         np.testing.assert_allclose(o[0], dense[i], atol=1e-13)
         np.testing.assert_allclose(lse[0], dense_lse[i], atol=1e-13)
+
+
+# ------------------------------------------------------------ the host path, faked GPU
+from test_variants import FakeCupyArray, fake_launch  # noqa: E402,F401  (fake_launch: a fixture)
+
+
+def index(values, ptr):
+    a = FakeCupyArray((len(values),), "int32", ptr=ptr, itemsize=4)
+    a.values = np.asarray(values, np.int32)
+    return a
+
+
+@pytest.mark.parametrize("alignment", ["bottom_right", "top_left"])
+def test_attention_varlen_launch(fake_launch, alignment):
+    lens_q, lens_k = [5, 0, 300, 17], [9, 4, 300, 1]
+    cq, ck = cu_seqlens(lens_q), cu_seqlens(lens_k)
+    q = FakeCupyArray((int(cq[-1]), 8, 128), strides=(16 * 128 * 2, 128 * 2, 2))  # heads strided (a slice)
+    k = v = FakeCupyArray((int(ck[-1]), 2, 128))
+    out, lse = autoflash.attention_varlen(q, k, v, index(cq, 111), index(ck, 222), 512, 512, causal=True,
+                                          causal_alignment=alignment, window_size=(32, 32), return_lse=True,
+                                          seqused_k=index([9, 0, 200, 1], 333))
+    cfg, p, _, _ = fake_launch[-1]
+    assert cfg.causal and cfg.window and not cfg.sinks
+    assert (p.batch, p.seq_q, p.seq_k, p.total_q, p.total_k) == (4, 300, 200, 322, 314)
+    assert (p.cu_seqlens_q, p.cu_seqlens_k, p.seqused_k) == (111, 222, 333)
+    assert p.causal_offset == (BOTTOM_RIGHT_PER_SEQUENCE if alignment == "bottom_right" else 0)
+    assert (p.window_left, p.window_right) == (32, 0)
+    assert p.strides[0][1:] == (128, 16 * 128) and p.strides[3][1:] == (128, 8 * 128)  # (head, token) strides
+    assert out.shape == (322, 8, 128) and lse.shape == (8, 322)
+
+
+@pytest.mark.parametrize("cu_k,used,fragment", [
+    ([0, 9, 13], None, r"cu_seqlens_k\[-1\] = 13 must equal the packed token count 14"),
+    ([0, 9, 14], [9, 6], r"seqused_k\[1\] = 6 is outside 0..5"),
+    ([0, 9, 14, 14], None, "cu_seqlens_q has 3 entries and cu_seqlens_k 4"),
+])
+def test_attention_varlen_refusals(fake_launch, cu_k, used, fragment):
+    q, k = FakeCupyArray((10, 4, 64)), FakeCupyArray((14, 4, 64))
+    with pytest.raises(InputError, match=fragment):
+        autoflash.attention_varlen(q, k, k, index([0, 4, 10], 1), index(cu_k, 2), 8, 9,
+                                   seqused_k=None if used is None else index(used, 3))
+    assert not fake_launch
+
+
+def test_attention_with_seqused_k_launch(fake_launch):
+    from autoflash.serve.varlen import attention_with_seqused_k
+
+    q = FakeCupyArray((3, 8, 64, 128))
+    k = v = FakeCupyArray((3, 2, 1024, 128))
+    attention_with_seqused_k(q, k, v, index([64, 700, 1024], 444), causal=True)
+    cfg, p, _, _ = fake_launch[-1]
+    assert cfg.causal and p.seqused_k == 444 and p.cu_seqlens_q == 0 and p.causal_offset == BOTTOM_RIGHT_PER_SEQUENCE
+    with pytest.raises(InputError, match=r"seqused_k\[0\] = 1025 is outside 0..1024"):
+        attention_with_seqused_k(q, k, v, index([1025, 0, 0], 444))

@@ -57,11 +57,11 @@ class Variants:
         return [name for name, on in zip(("window_size", "softcap", "sinks", "alibi_slopes"), self.flags().values())
                 if on]
 
-    def apply(self, p: Problem) -> Problem:
-        """Set p's variant fields (the kernel arguments)."""
+    def apply(self, p: Problem) -> "Variants":
+        """Set p's variant fields (the kernel arguments); returns self."""
         p.window_left, p.window_right, p.softcap = self.window_left, self.window_right, self.softcap
         p.sinks, p.alibi_slopes, p.alibi_batch_stride = self.sinks_ptr, self.alibi_ptr, self.alibi_batch_stride
-        return p
+        return self
 
 
 def check_variants(window_size=(-1, -1), softcap=None, sinks=None, alibi_slopes=None, *, causal: bool,
