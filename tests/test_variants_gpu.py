@@ -120,11 +120,14 @@ def test_softcap_with_large_logits(pin, cap):
 
 @pytest.mark.parametrize("pin", PINS, ids=lambda p: f"{p[0]}-{p[2]}-d{p[3]}")
 def test_sinks_minus_inf_and_large(pin):
-    """Per-head sinks -inf (no sink), 0, +20 (takes nearly all the mass) and -20; causal bottom-right
-    with Nq > Nk so the first rows see no key: their output is 0 and their LSE the sink."""
+    """Per-head sinks -inf (no sink), 0, large (takes nearly all the mass) and -20; causal bottom-right
+    with Nq > Nk so the first rows see no key: their output is 0 and their LSE the sink. Large is +20,
+    but +10 in fp16: behind e^20 the outputs are ~1e-7, fp16 subnormals with 1 or 2 significant bits
+    (the H200 run measured a 0.42 worst-row error there; bf16 and fp32 have the range)."""
     from autoflash.ops.forward_launch import run_checked
 
-    sinks = np.array([-math.inf, 0.0, 20.0, -20.0], np.float32)
+    large = 10.0 if pin[2] == "fp16" else 20.0
+    sinks = np.array([-math.inf, 0.0, large, -20.0], np.float32)
     for causal, (nq, nk) in ((False, (200, 200)), (True, (300, 90))):
         kernel = pinned_kernel(pin, causal, ("sinks",))
         p = Problem(1, 4, 2, nq, nk, pin[3], causal, causal_offset=nk - nq)
