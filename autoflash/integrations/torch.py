@@ -23,7 +23,10 @@ Same signature, layout and semantics as PyTorch's SDPA for what it supports:
 
 Not supported, each with an error that names the alternative: attn_mask (use
 is_causal=True for a causal mask, torch's SDPA for other masks), dropout_p > 0
-(torch's SDPA), a value head dim different from the query's.
+(torch's SDPA), a value head dim different from the query's. SDPA's signature has no
+sliding window, softcap, sinks or ALiBi (FlexAttention's score_mod/block_mask express them):
+autoflash.attention(..., window_size=, softcap=, sinks=, alibi_slopes=) runs them, and
+autoflash.attention_varlen packed variable-length batches (flash-attn's names; no gradients yet).
 
 Layouts: the kernels take (B, H, N, D) tensors with any strides whose last dim is
 contiguous and whose other strides are multiples of 16 bytes, so views such as
