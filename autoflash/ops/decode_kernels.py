@@ -14,7 +14,6 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-from autoflash.kernels.archs import ARCHS
 from autoflash.kernels.config import OpConfig
 from autoflash.kernels.template import Template
 
