@@ -97,7 +97,7 @@ def test_exportable_config_falls_back_to_an_exportable_template():
     (dict(arch="sm_99", dtype="bf16", head_dim=128, causal=False), "unknown arch"),
     (dict(arch="sm_90", dtype="fp8", head_dim=128, causal=False), "unknown dtype"),
     (dict(arch="sm_90", dtype="bf16", head_dim=128, causal=False, template="nope"), "unknown template"),
-    (dict(arch="sm_90", dtype="bf16", head_dim=48, causal=False), "no exportable config"),
+    (dict(arch="sm_90", dtype="bf16", head_dim=44, causal=False), "no exportable config"),
 ])
 def test_exportable_config_errors(kwargs, match):
     with pytest.raises(ExportError, match=match):

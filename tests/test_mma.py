@@ -41,7 +41,7 @@ def test_registered_and_default_is_valid_everywhere():
     (dict(arch="sm_89", block_n=128, stages=2), "shared memory"),  # 99 KB on sm_89
     (dict(arch="sm_70"), "does not support arch"),
     (dict(dtype="fp32"), "does not support dtype"),
-    (dict(head_dim=48), "head_dim 48"),
+    (dict(head_dim=44), "head_dim 44"),  # not a multiple of 8
     (dict(block_n=48), "block_n=48 is not one of"),
     (dict(thread_m=4), "thread_m"),
     (dict(block_m=256, warps=16, block_n=64), "registers x 512 threads"),
@@ -62,7 +62,7 @@ def test_smem_and_name():
 
 def test_default_raises_for_unsupported():
     with pytest.raises(ValueError):
-        MMA.default("sm_90", K("bf16", 48, False))
+        MMA.default("sm_90", K("bf16", 44, False))
 
 
 # ------------------------------------------------------------------ render

@@ -73,3 +73,29 @@ def test_variants_compile_without_spills(case):
     report = afc.compile_kernel(cfg).report
     assert report.spills == 0 and report.stack_frame == 0, (cfg.name, report)
     assert report.registers <= 255
+
+
+# Head dims that are not a multiple of the mma k-step (16) run padded to it in shared memory and
+# registers (issue 17 item 2); 192 is DeepSeek-style MLA prefill's Dqk.
+@pytest.mark.parametrize("d", [8, 40, 72, 136, 160, 192, 248])
+def test_mma_takes_every_multiple_of_8(d):
+    for arch, causal in (("sm_80", False), ("sm_90", True)):
+        cfg = MMA.default(arch, K("bf16", d, causal))
+        assert not cfg.problems() and MMA.padded_dim(cfg) == -(-d // 16) * 16
+        source = render(cfg)
+        assert f"constexpr int HEAD_DIM = {d};" in source
+        assert ("if constexpr (DIM != HEAD_DIM)" in source)  # the pad chunk is zero-filled once
+    assert MMA.config("sm_90", K("bf16", 44, False), block_m=64, block_n=64, warps=4, stages=2).problems()
+
+
+@pytest.mark.parametrize("case", [("sm_90", 40, True, {}), ("sm_80", 72, False, ALL), ("sm_90", 136, False, {}),
+                                  ("sm_80", 160, True, {}), ("sm_90", 192, True, ALL), ("sm_80", 192, False, {})],
+                         ids=lambda c: f"{c[0]}-d{c[1]}-{'causal' if c[2] else 'full'}-{flag_id(c[3])}")
+def test_padded_head_dims_compile_without_spills(case):
+    pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
+    from autoflash.kernels import compile as afc
+
+    arch, d, causal, flags = case
+    cfg = variant(MMA, arch, "bf16", d, causal, flags)
+    report = afc.compile_kernel(cfg).report
+    assert report.spills == 0 and report.stack_frame == 0, (cfg.name, report)

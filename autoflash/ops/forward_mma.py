@@ -11,6 +11,11 @@ template's software-pipelined loop (S_{j+1} = Q K_{j+1}^T issued before P_j V_j,
 mma interleaves with the softmax of S_{j+1}), with tiles j, j+1 resident and stages - 2
 tiles in flight. Q fragments stay in registers where they fit beside O and S (see
 q_in_regs); otherwise each k-step re-reads them with ldmatrix.
+
+Head dims: every multiple of 8 up to 256. One not a multiple of the mma k-step (16) is padded to
+the next one inside shared memory and registers (a zero chunk per row, written once); global
+memory is read and written at the real head dim only. Variants (window, softcap, sinks, ALiBi)
+and varlen: every config accepts them (the template specialises on the flags).
 """
 from __future__ import annotations
 
@@ -27,13 +32,18 @@ class MmaTemplate(ForwardTemplate):
     template_file = "flash_fwd_mma.cu.j2"
     archs = ("sm_80", "sm_86", "sm_89", "sm_90")
     dtypes = ("fp16", "bf16")
-    head_dims = (32, 64, 80, 96, 128, 256)
+    head_dims = tuple(range(8, 257, 8))
     knobs = {
         "block_m": (32, 64, 128, 192, 256),
         "block_n": (32, 64, 128, 256),
         "warps": (2, 4, 6, 8, 12, 16),
         "stages": (1, 2, 3, 4),  # 1-2: FlashAttention-2 loop; 3-4: software-pipelined loop (template)
     }
+
+    @staticmethod
+    def padded_dim(cfg: KernelConfig) -> int:
+        """The head dim the mma work runs on: rounded up to the k-step of 16 (the template's DIM)."""
+        return -(-cfg.head_dim // 16) * 16
 
     @staticmethod
     def m_tiles(cfg: KernelConfig) -> int:
@@ -49,8 +59,9 @@ class MmaTemplate(ForwardTemplate):
         mt = MmaTemplate.m_tiles(cfg)
         if q_in_regs is None:
             q_in_regs = MmaTemplate.q_in_regs(cfg)
-        q_regs = cfg.head_dim // 4 if q_in_regs else 4
-        return mt * (q_regs + cfg.head_dim // 2 + cfg.block_n // 2) + REGISTER_OVERHEAD
+        dim = MmaTemplate.padded_dim(cfg)
+        q_regs = dim // 4 if q_in_regs else 4
+        return mt * (q_regs + dim // 2 + cfg.block_n // 2) + REGISTER_OVERHEAD
 
     @staticmethod
     def q_in_regs(cfg: KernelConfig) -> bool:
@@ -70,8 +81,6 @@ class MmaTemplate(ForwardTemplate):
             errors.append(f"{mt} mma tiles of 16 rows per warp (block_m / (16 * warps)); at most {MAX_M_TILES}")
         if cfg.block_n % 16:
             errors.append(f"block_n={cfg.block_n} is not a multiple of the mma k-step (16)")
-        if cfg.head_dim % 16:
-            errors.append(f"head_dim={cfg.head_dim} is not a multiple of the mma k-step (16)")
         if errors:
             return errors
         regs = self.register_estimate(cfg)
@@ -84,7 +93,7 @@ class MmaTemplate(ForwardTemplate):
 
     def smem_bytes(self, cfg: KernelConfig) -> int:
         rows = cfg.block_m + 2 * cfg.stages * cfg.block_n  # Qi, then `stages` buffers of Kj and of Vj
-        return rows * (cfg.head_dim + SMEM_PAD) * DTYPE_BYTES[cfg.dtype]
+        return rows * (self.padded_dim(cfg) + SMEM_PAD) * DTYPE_BYTES[cfg.dtype]
 
     def template_values(self, cfg: KernelConfig) -> dict:
         return {
@@ -105,7 +114,11 @@ class MmaTemplate(ForwardTemplate):
     }
 
     def default_tiles(self, key: dict) -> list[dict]:
-        return [dict(block_m=bm, block_n=bn, warps=w, stages=s) for bm, bn, w, s in self.DEFAULTS.get(key["head_dim"], [])]
+        """The measured head dim's defaults, else those of the next larger measured one (same
+        register and shared-memory footprint or more, so they fit)."""
+        d = key["head_dim"]
+        measured = d if d in self.DEFAULTS else min((m for m in self.DEFAULTS if m >= d), default=None)
+        return [dict(block_m=bm, block_n=bn, warps=w, stages=s) for bm, bn, w, s in self.DEFAULTS.get(measured, [])]
 
 
 MMA = MmaTemplate()
