@@ -3,6 +3,9 @@
 Each thread owns a thread_m x thread_n micro-tile of S = Q K^T and the matching
 thread_m rows x (head_dim / threads_x) columns of O. The threads_x threads that
 share a row group sit in one warp, so row max and row sum need only shuffles.
+
+Every config accepts the variants (window, softcap, sinks, ALiBi: the template specialises on the
+flags; softcap uses the accurate tanhf, fp32 included) and varlen / seqused_k launches.
 """
 from __future__ import annotations
 
