@@ -31,7 +31,7 @@ from autoflash.kernels.loaded import SMEM_OPT_IN
 from autoflash.kernels.registry import TEMPLATES
 from autoflash.kernels.render import render
 from autoflash.ops.forward import PREFERENCE
-from autoflash.ops.forward_base import KernelConfig, Problem
+from autoflash.ops.forward_base import VARIANT_FLAGS, KernelConfig, Problem
 from autoflash.serve import dispatch
 from autoflash.version import __version__
 
@@ -60,6 +60,10 @@ def exportable(cfg: KernelConfig) -> str | None:
     template = TEMPLATES[cfg.template]
     if template.op != "forward":
         return f"only forward kernels are exported; {cfg.template} is a {template.op} template"
+    variants = [f for f in VARIANT_FLAGS if getattr(cfg, f, False)]
+    if variants:
+        return (f"{cfg.name} is a variant kernel ({', '.join(variants)}): the exported launcher passes no "
+                f"window, softcap, sinks or ALiBi values; export a plain config")
     if not template.shared_signature:
         return (f"template {cfg.template} takes extra kernel arguments built on the host "
                 f"(see its module in autoflash/ops/), which the export does not write; "
@@ -121,7 +125,10 @@ extern "C" AUTOFLASH_GLOBAL void {name}(const {elem}* q, const {elem}* k, const 
                                    long long q_sb, long long q_sh, long long q_sn,
                                    long long k_sb, long long k_sh, long long k_sn,
                                    long long v_sb, long long v_sh, long long v_sn,
-                                   long long o_sb, long long o_sh, long long o_sn);
+                                   long long o_sb, long long o_sh, long long o_sn,
+                                   const int* cu_seqlens_q, const int* cu_seqlens_k, const int* seqused_k,
+                                   int window_left, int window_right, float softcap,
+                                   const float* sinks, const float* alibi_slopes, int alibi_batch_stride);
 
 namespace autoflash {{
 namespace {name} {{
@@ -181,9 +188,17 @@ inline cudaError_t launch_strided(const elem_t* q, const elem_t* k, const elem_t
     }}
     float scale_log2 = (scale > 0.0f ? scale : kDefaultScale) * kLog2e;
     int causal_offset = bottom_right ? seq_k - seq_q : 0;
+    // The variant tail: a dense batch (no cu_seqlens / seqused_k) of a plain kernel (no window, softcap,
+    // sinks or ALiBi: export writes plain configs only).
+    const int* no_index = nullptr;
+    const float* no_values = nullptr;
+    int no_window = -1, no_stride = 0;
+    float no_softcap = 0.0f;
     void* args[] = {{&q, &k, &v, &o, &lse, &heads_q, &heads_kv, &seq_q, &seq_k, &scale_log2, &causal_offset,
                     &sq.batch, &sq.head, &sq.token, &sk.batch, &sk.head, &sk.token,
-                    &sv.batch, &sv.head, &sv.token, &so.batch, &so.head, &so.token}};
+                    &sv.batch, &sv.head, &sv.token, &so.batch, &so.head, &so.token,
+                    &no_index, &no_index, &no_index, &no_window, &no_window, &no_softcap,
+                    &no_values, &no_values, &no_stride}};
     return cudaLaunchKernel(reinterpret_cast<const void*>(&::{name}), grid(batch, heads_q, seq_q), block(), args,
                             static_cast<size_t>(kSmemBytes), stream);
 }}

@@ -375,3 +375,15 @@ def test_pinned_config_must_have_the_variants(fake_launch):
         autoflash.attention(q, k, v, softcap=30.0, config=plain)
     autoflash.attention(q, k, v, softcap=30.0, config=plain.replace(softcap=True))
     assert fake_launch[-1][0].softcap
+
+
+def test_export_writes_the_tail_and_refuses_variant_configs():
+    from autoflash.export import exportable, header_text
+
+    plain = TEMPLATES["flash_fwd_mma"].default("sm_90", K("bf16", 128, True))
+    header = header_text(plain)
+    assert "const float* sinks, const float* alibi_slopes, int alibi_batch_stride);" in header  # the kernel's tail
+    assert "&no_index, &no_index, &no_index, &no_window, &no_window, &no_softcap" in header  # dense, plain
+    assert exportable(plain) is None
+    why = exportable(plain.replace(window=True, sinks=True))
+    assert why and "window, sinks" in why and "plain config" in why
