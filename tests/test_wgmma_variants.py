@@ -1,8 +1,10 @@
-"""flash_fwd_wgmma's variants (issue 17) and varlen launches (issue 15) without a GPU: every
-combination of window / softcap / sinks / alibi renders, and compiles for sm_90a without spills;
-the plain kernels carry none of the variants' code; the register rule keeps softcap/ALiBi off
-three consumer warpgroups; varlen launches build their tensor maps over the packed tensors.
-GPU correctness: tests/test_variants_gpu.py and tests/test_varlen_gpu.py (-k wgmma)."""
+"""flash_fwd_wgmma's variants and head dims (issue 17) and varlen launches (issue 15) without a
+GPU: every combination of window / softcap / sinks / alibi renders, and compiles for sm_90a without
+spills; the plain kernels carry none of the variants' code; the register rule keeps softcap/ALiBi
+off three consumer warpgroups; every multiple of 8 as head dim renders (tiles padded to 64-column
+blocks in shared memory, the tensor maps exact) and a spread of them compiles; varlen launches
+build their tensor maps over the packed tensors. GPU correctness: tests/test_variants_gpu.py and
+tests/test_varlen_gpu.py (-k wgmma), tests/test_wgmma_head_dims_gpu.py."""
 import itertools
 import re
 
@@ -38,8 +40,11 @@ def test_every_combination_renders_with_its_constants(flags, d, causal):
 
 # D 64 without causal (three consumer warpgroups where the registers allow it) and D 128 causal
 # (two, ping-pong) for every combination; both causalities of the heaviest combination at D 64.
+# Head dims off the 64-column grid: below one block (8, all variants), 2.5 k-steps (40), 1.25 blocks (80),
+# 3.125 blocks (200).
+ALL = dict.fromkeys(VARIANT_FLAGS, True)
 COMPILED = [(64, False, f) for f in COMBOS] + [(128, True, f) for f in COMBOS] + [
-    (64, True, dict.fromkeys(VARIANT_FLAGS, True)), (128, False, dict.fromkeys(VARIANT_FLAGS, True))]
+    (64, True, ALL), (128, False, ALL), (8, True, ALL), (40, False, ALL), (80, True, COMBOS[0]), (200, False, ALL)]
 
 
 @pytest.mark.parametrize("d,causal,flags", COMPILED, ids=lambda x: combo_id(x) if isinstance(x, dict) else str(x))
@@ -89,11 +94,22 @@ def test_only_a_kernels_own_variants_read_their_arguments(flag):
     assert {27, 28, 29} <= read  # cu_seqlens_q, cu_seqlens_k, seqused_k
 
 
-def test_softcap_and_alibi_need_two_consumer_warpgroups_at_d64():
+@pytest.mark.parametrize("d", range(8, 257, 8))
+def test_every_multiple_of_8_renders_padded_to_whole_column_blocks(d):
+    cfg = WG.default("sm_90a", key(d, d % 16 == 0))
+    assert not cfg.problems()
+    source = render(cfg)
+    assert f"constexpr int HEAD_DIM = {d};" in source
+    assert f"wgmma.mma_async.sync.aligned.m64n{d}k16" in source  # O += P V: N = the head dim exactly
+    cols = -(-d // 64) * 64
+    assert WG.smem_layout(cfg)["kv_bytes"] == cfg.block_n * cols * 2
+
+
+def test_softcap_and_alibi_need_two_consumer_warpgroups():
     plain = WG.default("sm_90a", key(64, False))
     assert plain.block_m == 192
     for flags in ({"softcap": True}, {"alibi": True}):
-        assert any("registers per consumer thread" in p for p in plain.replace(**flags).problems())
+        assert any("three consumer warpgroups" in p for p in plain.replace(**flags).problems())
         assert WG.default("sm_90a", key(64, False, **flags)).block_m == 128
     for flags in ({"window": True}, {"sinks": True}):
         assert WG.default("sm_90a", key(64, False, **flags)).block_m == 192
@@ -105,7 +121,7 @@ def captured_geometry(monkeypatch):
     seen = []
 
     def fake_map(ptr, dtype, batch, heads, rows, head_dim, strides, box_rows, box_cols=64):
-        seen.append((ptr, batch, heads, rows, tuple(strides), box_rows))
+        seen.append((ptr, batch, heads, rows, tuple(strides), box_rows, head_dim, box_cols))
         return type("M", (), {"kernel_arg": lambda self: "map"})()
 
     monkeypatch.setattr(tma, "attention_operand_map", fake_map)
@@ -120,7 +136,7 @@ def test_varlen_maps_cover_the_packed_tensors(captured_geometry):
     p = Problem(3, hq, hkv, 700, 900, d, True, causal_offset=1 << 30, strides=(packed_q, packed_kv, packed_kv, packed_q),
                 cu_seqlens_q=4096, cu_seqlens_k=8192, total_q=1500, total_k=2000)
     args = WG.launch_args(cfg, p, 0.1)(16, 32, 48, 64, 80)
-    (mq, bq, hq_, rows_q, sq, box_q), (mk, bk, hk_, rows_k, sk, box_k), (mv, *_rest) = captured_geometry
+    (mq, bq, hq_, rows_q, sq, box_q, *_), (mk, bk, hk_, rows_k, sk, box_k, *_), (mv, *_) = captured_geometry
     assert (mq, mk, mv) == (16, 32, 48)
     assert (bq, bk) == (1, 1)  # one batch: the packed tokens
     assert (hq_, rows_q, box_q) == (hq, 1500, cfg.block_m) and (hk_, rows_k, box_k) == (hkv, 2000, cfg.block_n)
@@ -134,6 +150,14 @@ def test_dense_maps_keep_the_batch(captured_geometry):
     cfg = WG.default("sm_90a", key(64, False))
     WG.launch_args(cfg, Problem(2, 4, 4, 300, 500, 64, False), 0.1)(16, 32, 48, 64, 0)
     assert [(g[1], g[3]) for g in captured_geometry] == [(2, 300), (2, 500), (2, 500)]
+
+
+def test_maps_of_an_odd_head_dim_end_at_the_head_dim(captured_geometry):
+    """D 80: the maps' inner extent is 80 (TMA zero-fills columns 80..127 of the second block in
+    shared memory; no padding is read from global memory), boxes stay 64 columns wide."""
+    cfg = WG.default("sm_90a", key(80, False))
+    WG.launch_args(cfg, Problem(1, 2, 2, 100, 100, 80, False), 0.1)(16, 32, 48, 64, 0)
+    assert {(g[6], g[7]) for g in captured_geometry} == {(80, 64)}
 
 
 def test_varlen_without_token_counts_is_refused():

@@ -32,10 +32,6 @@ from autoflash.ops.forward_base import (VARIANT_FLAGS, ForwardTemplate, KernelCo
 REG_SPLIT = {1: (0, 0), 2: (24, 240), 3: (24, 160)}
 # Registers a consumer thread needs besides S, P and O (addresses, m_i, l_i, loop state).
 REG_OVERHEAD = 24
-# What softcap or ALiBi adds (the variant's per-item constants and the score transform's temporaries):
-# with ptxas, d64 br192 bc128 (3 consumers, 160 registers) spills 16-228 B with either, none with
-# window or sinks alone.
-SCORE_MOD_REGS = 16
 BARRIER_BYTES = 8
 SMEM_ALIGN = 1024  # 128-byte swizzle atoms repeat every 1024 B: tiles start on that boundary
 
@@ -46,7 +42,7 @@ class WgmmaTemplate(ForwardTemplate):
     archs = ("sm_90a",)
     shared_signature = False  # + three TMA tensor maps and the batch size
     dtypes = ("fp16", "bf16")
-    head_dims = (64, 128, 256)
+    head_dims = tuple(range(8, 257, 8))  # any multiple of 8: tiles padded to 64 columns in shared memory
     knobs = {
         "block_m": (64, 128, 192),  # Br = 64 x consumer warpgroups
         "block_n": (64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240, 256),  # Bc: wgmma N, and K of P.V
@@ -71,19 +67,23 @@ class WgmmaTemplate(ForwardTemplate):
         regs = self.consumer_registers(cfg)
         if regs > budget:
             errors.append(f"~{regs} registers per consumer thread (S {cfg.block_n // 2} + P {cfg.block_n // 4} "
-                          f"+ O {cfg.head_dim // 2} + {regs - cfg.block_n // 2 - cfg.block_n // 4 - cfg.head_dim // 2}"
-                          f") exceed the {budget} a consumer gets")
+                          f"+ O {cfg.head_dim // 2} + {REG_OVERHEAD}) exceed the {budget} a consumer gets")
+        if nc == 3 and (cfg.softcap or cfg.alibi):
+            # the score transform's constants and temporaries: ptxas spilled 16-228 B at D 8 and D 64
+            # (block_n 128) with three consumers' 160 registers; window and sinks alone did not
+            errors.append("softcap/alibi need more registers than three consumer warpgroups get (160 each): "
+                          "use block_m 128")
         return errors
 
     @staticmethod
     def consumer_registers(cfg: KernelConfig) -> int:
-        score_mod = SCORE_MOD_REGS if cfg.softcap or cfg.alibi else 0
-        return cfg.block_n // 2 + cfg.block_n // 4 + cfg.head_dim // 2 + REG_OVERHEAD + score_mod
+        return cfg.block_n // 2 + cfg.block_n // 4 + cfg.head_dim // 2 + REG_OVERHEAD
 
     def smem_layout(self, cfg: KernelConfig) -> dict:
         eb = DTYPE_BYTES[cfg.dtype]
-        q_bytes = cfg.block_m * cfg.head_dim * eb
-        kv_bytes = cfg.block_n * cfg.head_dim * eb  # one K (or V) tile
+        cols = padded_head_dim(cfg.head_dim)  # whole 128-byte swizzle column blocks
+        q_bytes = cfg.block_m * cols * eb
+        kv_bytes = cfg.block_n * cols * eb  # one K (or V) tile
         q_off = 0
         k_off = q_off + q_bytes
         v_off = k_off + cfg.stages * kv_bytes
@@ -121,14 +121,15 @@ class WgmmaTemplate(ForwardTemplate):
         }
 
     def default_tiles(self, key: dict) -> list[dict]:
-        # Measured on the H100 (benchmarks/NOTES.md, flash_fwd_wgmma v3), bf16 N=4096.
+        # Measured on the H100 (benchmarks/NOTES.md, flash_fwd_wgmma v3), bf16 N=4096; other head dims take
+        # the tiles of the next of 64, 128, 256 (not measured).
         tiles = {
             (64, False): (192, 128, 2), (64, True): (192, 128, 3),
             (128, False): (128, 128, 3), (128, True): (128, 128, 3),
             (256, False): (128, 80, 2), (256, True): (128, 80, 2),
         }
-        bm, bn, st = tiles[(key["head_dim"], key["causal"])]
-        # Variant keys: the plain tiles, or (softcap/ALiBi at D 64: no registers for three consumer
+        bm, bn, st = tiles[(min(d for d in (64, 128, 256) if d >= key["head_dim"]), key["causal"])]
+        # Variant keys: the plain tiles, or (softcap/ALiBi at D <= 64: no registers for three consumer
         # warpgroups) two consumers with the causal D 64 tiles.
         return [dict(block_m=bm, block_n=bn, warps=4 * (bm // 64 + 1), stages=st),
                 dict(block_m=128, block_n=128, warps=12, stages=3)]
@@ -165,6 +166,11 @@ class WgmmaTemplate(ForwardTemplate):
         if persistent:
             items = min(items, _sm_count())
         return (items, 1, 1)
+
+
+def padded_head_dim(head_dim: int) -> int:
+    """Columns of a shared-memory tile: the head dim rounded up to whole 64-element blocks."""
+    return -(-head_dim // 64) * 64
 
 
 def map_geometry(cfg: KernelConfig, p: Problem) -> tuple:
