@@ -3,8 +3,10 @@
 One config names one specialisation of templates/flash_decode_mma.cu.j2 (the split kernel
 `<name>` and its combine kernel `<name>_combine` live in one module). Problem-key fields:
 head_dim, m_tiles (16-row mma tiles of packed query rows G * Nq per block: 1 for up to
-16 rows, 2 beyond) and paged (K/V read through a block table: any page size that is a
-multiple of 16, checked by the host). Knobs: block_n (keys a warp takes per pipeline stage), warps (each runs
+16 rows, 2 beyond), paged (K/V read through a block table: any page size that is a
+multiple of 16, checked by the host) and the variant flags window, softcap, sinks, alibi
+(VARIANT_FLAGS: compile-time specialisations, False in entries written before them).
+Knobs: block_n (keys a warp takes per pipeline stage), warps (each runs
 its own K/V pipeline), stages (cp.async buffers per warp) and num_splits (0: the
 wave-efficiency heuristic at run time; else a fixed split count).
 """
@@ -26,6 +28,7 @@ DEFAULT_L2_PREFETCH = 128  # run 6: +1-7 % on every row at or above 512 MB of K/
 COMBINE_GROUPS = 32  # the combine kernel's block: one packed row, a group of 32 lanes per split, at most 32
 FUSED_MAX_SPLITS = 32  # fused_combine merges with one lane per split; more splits use the combine kernel
 HEAD_DIMS = (16, 32, 64, 128, 256)  # a warp's copy pass covers whole rows (D <= 256) or whole chunks
+VARIANT_FLAGS = ("window", "softcap", "sinks", "alibi")  # the forward's, in its order
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,12 @@ class DecodeConfig(OpConfig):
     evict_first: bool = False  # K/V (read once) loaded with an L2 evict_first cache policy
     fused_combine: bool = False  # the last split block of a row merges (no combine launch; <= 32 splits)
     paged: bool = False  # K/V read through a block table from (num_pages, page_size, Hkv, D) caches
+    # Attention variants (issue 17, the forward's contract; problem-key fields, run-time values in the
+    # kernel's argument tail): sliding window, logit softcap, attention sinks, ALiBi.
+    window: bool = False
+    softcap: bool = False
+    sinks: bool = False
+    alibi: bool = False
 
     op: ClassVar[str] = "decode"
     name_parts: ClassVar[tuple] = (("head_dim", "d"), ("m_tiles", "mt"), ("block_n", "bn"), ("warps", "w"),

@@ -6,6 +6,8 @@ Layouts: queries and output (B, Nq, Hq, D) or (B, Hq, Nq, D); caches (B, Nk, Hkv
 (batch, token, head). LSE is (B, Hq, Nq), fp32, natural log. Paged caches (page_size > 0) are
 (num_pages, page_size, Hkv, D) with a (B, max_pages) int32 block table; their "batch" stride is
 the page stride and Nk = max_pages * page_size (the capacity a table row addresses).
+Variants (issue 17): window bounds and softcap are problem values (fixed in a plan); the sinks and
+ALiBi slopes are device arrays whose pointers come with each call (DecodePlan.__call__).
 """
 from __future__ import annotations
 
@@ -33,6 +35,28 @@ class DecodeProblem:
     causal: bool
     page_size: int = 0  # 0: contiguous caches; else keys per page of a paged cache (a multiple of 16)
     num_pages: int = 0  # pages in the paged cache (the kernel never reads a page outside 0..num_pages-1)
+    # Variants (the forward's semantics, diagonal of query i = L - Nq + i): window bounds (-1 = unbounded;
+    # with causal the host passes right = 0), softcap (0 = none), whether sinks (Hq,) and ALiBi slopes
+    # ((Hq,), or (B, Hq) with alibi_per_batch) come with the call.
+    window_left: int = -1
+    window_right: int = -1
+    softcap: float = 0.0
+    sinks: bool = False
+    alibi: bool = False
+    alibi_per_batch: bool = False
+
+    def variant_flags(self) -> dict:
+        """The DecodeConfig variant flags a kernel for this problem must have."""
+        return {"window": self.window_left >= 0 or self.window_right >= 0, "softcap": self.softcap > 0,
+                "sinks": self.sinks, "alibi": self.alibi}
+
+    @property
+    def key_span(self) -> int:
+        """Keys one sequence's splits share at most: the cache, or (window) the last Nq + window_left
+        positions (+15: the kernel starts at a multiple of 16)."""
+        if self.window_left < 0:
+            return self.seq_k
+        return min(self.seq_k, self.window_left + self.seq_q + 15)
 
     @property
     def max_pages(self) -> int:
@@ -49,8 +73,8 @@ class DecodeProblem:
 
     def bytes_moved(self, dtype: str, kv_tokens: int | None = None) -> int:
         """The floor: Q and O once, K and V once per KV head (kv_tokens: the sum of the
-        sequence lengths, default every sequence full)."""
-        tokens = self.batch * self.seq_k if kv_tokens is None else kv_tokens
+        sequence lengths, default every sequence full; a window: the keys it covers)."""
+        tokens = self.batch * self.key_span if kv_tokens is None else kv_tokens
         qo = 2 * self.batch * self.heads_q * self.seq_q * self.head_dim
         return DTYPE_BYTES[dtype] * (qo + 2 * tokens * self.heads_kv * self.head_dim)
 
@@ -71,7 +95,7 @@ def choose_splits(kernel, p: DecodeProblem, requested: int | None = None) -> int
     if cfg.num_splits:
         return cfg.num_splits
     work = p.batch * p.heads_kv * m_blocks(p.rows, cfg.m_tiles)
-    return split_heuristic(work, math.ceil(p.seq_k / cfg.step_keys), sm_count(kernel.device_id),
+    return split_heuristic(work, math.ceil(p.key_span / cfg.step_keys), sm_count(kernel.device_id),
                            min_steps=math.ceil(MIN_SPLIT_KEYS / cfg.step_keys))
 
 
@@ -100,7 +124,7 @@ class DecodePlan:
     """One problem's launches with everything but the pointers converted beforehand."""
 
     __slots__ = ("split_fn", "combine_fn", "grid", "block", "smem", "tail", "num_splits", "combine_grid",
-                 "combine_block", "combine_tail", "counters", "fused", "paged_tail")
+                 "combine_block", "combine_tail", "counters", "fused", "paged_tail", "variant_head", "variant_end")
 
     def __init__(self, kernel, p: DecodeProblem, strides: tuple[int, ...], num_splits: int, scale: float,
                  table_stride: int = 0):
@@ -110,6 +134,9 @@ class DecodePlan:
         if cfg.paged != bool(p.page_size):
             raise ValueError(f"kernel {cfg.name} is {'' if cfg.paged else 'not '}paged, the problem has "
                              f"page_size {p.page_size}")
+        flags = {f: getattr(cfg, f) for f in p.variant_flags()}
+        if flags != p.variant_flags():
+            raise ValueError(f"kernel {cfg.name} has variant flags {flags}, the problem needs {p.variant_flags()}")
         self.split_fn, self.combine_fn = kernel.function, kernel.function_named("_combine")
         self.num_splits = num_splits
         self.grid = (num_splits, m_blocks(p.rows, cfg.m_tiles), p.batch * p.heads_kv)
@@ -123,6 +150,10 @@ class DecodePlan:
             i32(p.seq_k), i32(p.seq_q), i32(p.group), i32(p.heads_kv), i32(int(p.causal)),
             np.float32(scale * LOG2E))
         self.paged_tail = (i64(table_stride), i32(p.page_size), i32(p.num_pages))  # after the table pointer
+        # The variant tail: window bounds and softcap, then (per call) the sinks and slopes pointers,
+        # then the slopes' batch stride (0: per-head slopes shared by the batch).
+        self.variant_head = (i32(p.window_left), i32(p.window_right), np.float32(p.softcap))
+        self.variant_end = (i32(p.heads_q if p.alibi_per_batch else 0),)
         total_rows = p.batch * p.heads_kv * p.rows
         self.combine_grid = (total_rows, 1, 1)  # a block per packed row, a warp per split (at most 32)
         self.combine_block = (32 * min(COMBINE_GROUPS, num_splits), 1, 1)
@@ -141,16 +172,19 @@ class DecodePlan:
             cupy.cuda.get_current_stream().synchronize()
 
     def __call__(self, q: int, k: int, v: int, o: int, lse: int, o_part: int, lse_part: int, seqlens: int,
-                 stream, block_table: int = 0) -> None:
+                 stream, block_table: int = 0, sinks: int = 0, alibi_slopes: int = 0) -> None:
         u64 = np.uint64
         counters = self.counters.data.ptr if self.fused else 0
+        sinks = u64(sinks)
         self.split_fn(self.grid, self.block,
                       (u64(q), u64(k), u64(v), u64(o), u64(lse), u64(o_part), u64(lse_part), u64(seqlens),
-                       u64(counters)) + self.tail + (u64(block_table),) + self.paged_tail,
+                       u64(counters)) + self.tail + (u64(block_table),) + self.paged_tail + self.variant_head
+                      + (sinks, u64(alibi_slopes)) + self.variant_end,
                       shared_mem=self.smem, stream=stream)
         if self.num_splits > 1 and not self.fused:
             self.combine_fn(self.combine_grid, self.combine_block,
-                            (u64(o_part), u64(lse_part), u64(o), u64(lse)) + self.combine_tail, stream=stream)
+                            (u64(o_part), u64(lse_part), u64(o), u64(lse)) + self.combine_tail + (sinks,),
+                            stream=stream)
 
 
 def plan_for(kernel, p: DecodeProblem, strides: tuple[int, ...], num_splits: int, scale: float,
@@ -188,34 +222,78 @@ def from_pages(pages, table):
 
 
 # ------------------------------------------------------------------ reference and check
-def reference_decode(q, k, v, seqlens, *, causal: bool, scale: float):
+def reference_decode(q, k, v, seqlens, *, causal: bool, scale: float, window=(-1, -1), softcap: float = 0.0,
+                     sinks=None, alibi_slopes=None):
     """float64 decode attention (NumPy or CuPy arrays): q (B, Nq, Hq, D), caches (B, Nk, Hkv, D),
-    seqlens (B,) ints. Query i of Nq sits at position L - Nq + i (bottom-right causal). A row
-    that sees no key: output 0, LSE -inf. Returns (out (B, Nq, Hq, D), lse (B, Hq, Nq))."""
+    seqlens (B,) ints. Query i of Nq sits at position L - Nq + i, its diagonal key (bottom-right).
+    Variants as the forward's (ops/reference.py): window (left, right) around the diagonal (-1 =
+    unbounded), softcap (0 = none) before ALiBi, alibi_slopes (Hq,) or (B, Hq): - slope * |diag - j|,
+    sinks (Hq,) in the denominator only. A row that sees no key: output 0, LSE -inf (its sink with
+    sinks). Returns (out (B, Nq, Hq, D), lse (B, Hq, Nq))."""
     xp = __import__("cupy") if type(q).__module__.startswith("cupy") else np
     q, k, v = (xp.asarray(a, dtype=xp.float64) for a in (q, k, v))
     b, nq, hq, d = q.shape
     group = hq // k.shape[2]
+    sink = None if sinks is None else xp.asarray(sinks, dtype=xp.float64).reshape(hq, 1, 1)
+    slopes = None if alibi_slopes is None else xp.broadcast_to(
+        xp.asarray(alibi_slopes, dtype=xp.float64).reshape(-1, hq), (b, hq))
     out = xp.zeros((b, nq, hq, d), dtype=xp.float64)
     lse = xp.full((b, hq, nq), -xp.inf, dtype=xp.float64)
     for i in range(b):
         n = int(seqlens[i])
         if n == 0:
+            if sink is not None:
+                lse[i] = xp.broadcast_to(sink[:, :, 0], (hq, nq))
             continue
         kk = xp.repeat(k[i, :n], group, axis=1)  # (n, Hq, D): query head j reads KV head j // G
         vv = xp.repeat(v[i, :n], group, axis=1)
         s = xp.einsum("qhd,khd->hqk", q[i], kk) * scale
+        if softcap > 0:
+            s = softcap * xp.tanh(s / softcap)
+        keys, diag = xp.arange(n)[None, :], (n - nq + xp.arange(nq))[:, None]  # (1, n), (Nq, 1)
+        if slopes is not None:
+            s = s - slopes[i][:, None, None] * xp.abs(diag - keys)[None]
+        visible = xp.ones((nq, n), dtype=bool)
         if causal:
-            visible = xp.arange(n)[None, :] <= (n - nq + xp.arange(nq))[:, None]  # (Nq, n)
-            s = xp.where(visible[None], s, -xp.inf)
+            visible &= keys <= diag
+        if window[0] >= 0:
+            visible &= keys >= diag - window[0]
+        if window[1] >= 0:
+            visible &= keys <= diag + window[1]
+        s = xp.where(visible[None], s, -xp.inf)
         m = s.max(axis=-1, keepdims=True)
+        if sink is not None:
+            m = xp.maximum(m, sink)
         seen = xp.isfinite(m)
         p = xp.where(seen, xp.exp(s - xp.where(seen, m, 0)), 0)
         l = p.sum(axis=-1, keepdims=True)
+        if sink is not None:
+            l = l + xp.where(seen, xp.exp(sink - xp.where(seen, m, 0)), 0)
         o = xp.einsum("hqk,khd->qhd", p / xp.where(seen, l, 1), vv)
         out[i] = o
         lse[i] = xp.where(seen, m + xp.log(xp.where(seen, l, 1)), -xp.inf)[..., 0]
     return out, lse
+
+
+def variant_arrays(p: DecodeProblem, seed: int):
+    """Seeded sinks (Hq,) and ALiBi slopes ((Hq,) or (B, Hq)) as float32 CuPy arrays for a problem
+    that has them (else None): sinks spread over [-3, 3] with the first head -inf (no sink) and the
+    last +8 (above most rows' logits); slopes geometric as ALiBi's, 2^(-8 (h+1) / Hq)."""
+    import cupy
+
+    sinks = alibi = None
+    if p.sinks:
+        x = np.random.default_rng(seed + 1).uniform(-3, 3, p.heads_q)
+        x[0] = -np.inf
+        if p.heads_q > 1:
+            x[-1] = 8.0
+        sinks = cupy.asarray(x.astype(np.float32))
+    if p.alibi:
+        x = 2.0 ** (-8.0 * (np.arange(p.heads_q) + 1) / p.heads_q)
+        if p.alibi_per_batch:
+            x = x[None, :] * np.random.default_rng(seed + 2).uniform(0.5, 1.5, (p.batch, 1))
+        alibi = cupy.asarray(x.astype(np.float32))
+    return sinks, alibi
 
 
 def check_output(out, ref, lse, ref_lse, dtype: str):
@@ -271,12 +349,16 @@ def run_checked(kernel, p: DecodeProblem, seed: int, num_splits: int | None = No
         page_stride = p.page_size * p.heads_kv * p.head_dim
         strides = strides[:3] + (page_stride,) + strides[4:6] + (page_stride,) + strides[7:]
     plan = plan_for(kernel, p, strides, splits, scale, table_stride)
+    sinks, alibi = variant_arrays(p, seed)
     plan(q.data.ptr, k_run.data.ptr, v_run.data.ptr, o.data.ptr, lse.data.ptr, o_part.data.ptr if n_o else 0,
          lse_part.data.ptr if n_l else 0, seqlens.data.ptr, cupy.cuda.get_current_stream(),
-         table.data.ptr if table is not None else 0)
+         table.data.ptr if table is not None else 0, sinks.data.ptr if sinks is not None else 0,
+         alibi.data.ptr if alibi is not None else 0)
     cupy.cuda.get_current_stream().synchronize()
     kf, vf = to_float64(k, dtype), to_float64(v, dtype)
     if kv_layout != "bshd":
         kf, vf = kf.transpose(0, 2, 1, 3), vf.transpose(0, 2, 1, 3)
-    ref, ref_lse = reference_decode(to_float64(q, dtype), kf, vf, lengths, causal=p.causal, scale=scale)
+    ref, ref_lse = reference_decode(to_float64(q, dtype), kf, vf, lengths, causal=p.causal, scale=scale,
+                                    window=(p.window_left, p.window_right), softcap=p.softcap, sinks=sinks,
+                                    alibi_slopes=alibi)
     return check_output(to_float64(o, dtype), ref, lse, ref_lse, dtype)
