@@ -62,11 +62,11 @@ def decode_calls(monkeypatch):
     from autoflash.serve import api as serve_api
 
     calls = []
-    real = serve_api.decode_attention
+    real = serve_api.launch_decode
 
     def spy(*args, **kwargs):
         calls.append(kwargs)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(serve_api, "decode_attention", spy)
+    monkeypatch.setattr(serve_api, "launch_decode", spy)
     return calls

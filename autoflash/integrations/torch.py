@@ -16,7 +16,7 @@ Same signature, layout and semantics as PyTorch's SDPA for what it supports:
 - Kernels: what autoflash.attention() picks (serve/routing.py): the split-KV decode kernel
   for decode shapes (fp16/bf16, L <= 16, not causal or L == S), else the forward kernel.
 - Gradients: inputs that require grad (with grad mode on) get them through autoflash's
-  backward for float16/bfloat16 and E 64 or 128 (sm_80+); other dtypes and head dims raise
+  backward for float16/bfloat16 and E 64, 128 or 256 (sm_80+); other dtypes and head dims raise
   UnsupportedError naming what is supported. The backward is registered with
   torch.library.register_autograd, so it also runs under torch.compile(fullgraph=True).
   There is no `deterministic` switch here (SDPA has none); autoflash.attention() has one.

@@ -18,7 +18,7 @@ from autoflash.ops.forward_base import CAUSAL_ALIGNMENTS, KernelConfig, Problem,
 from autoflash.ops.forward_launch import default_scale, plan
 from autoflash.serve import dispatch
 from autoflash.serve.autograd import differentiable_attention
-from autoflash.serve.decode import decode_attention
+from autoflash.serve.decode import launch_decode
 from autoflash.serve.errors import InputError
 from autoflash.serve.foreign import SUPPORTED_ARRAYS, foreign_view
 from autoflash.serve.routing import differentiable_problem, route_attention
@@ -248,7 +248,7 @@ def attention(q, k, v, *, causal: bool = False, causal_alignment: str = "top_lef
     else by the forward kernel. config pins a forward (KernelConfig) or decode (DecodeConfig) config.
 
     Differentiable for PyTorch tensors that require grad (with grad mode on): fp16/bf16,
-    head_dim 64 or 128, sm_80+; the forward saves O and the LSE (not P) and the backward
+    head_dim 64, 128 or 256, sm_80+, causal in either alignment; the forward saves O and the LSE (not P) and the backward
     recomputes P. deterministic=True makes dq bitwise repeatable (at a cost). Other
     configurations raise InputError naming what is supported, never a silently
     non-differentiable result.
@@ -264,15 +264,13 @@ def attention(q, k, v, *, causal: bool = False, causal_alignment: str = "top_lef
                              "call it under torch.no_grad() or torch.inference_mode() for inference")
         why = differentiable_problem(kind=qo.kind, dtype=qo.dtype, arch=device_arch(qo.device)[0],
                                      head_dim=problem.head_dim)
-        if why is None and causal and causal_offset(causal_alignment, problem.seq_q, problem.seq_k):
-            why = ("autoflash.attention() has no backward for bottom-right causal with seq_q != seq_k (the "
-                   "flash_bwd_mma backward is top-left); call it under torch.no_grad() for inference")
         if why is not None:
             raise InputError(why)
         # The backward takes contiguous tensors: a strided view is copied here, for training only.
         q, k, v = (t if t.is_contiguous() else t.contiguous() for t in (q, k, v))
         return differentiable_attention(attention_forward, q, k, v, causal=bool(causal), scale=scale,
-                                        deterministic=bool(deterministic), config=config, return_lse=return_lse)
+                                        deterministic=bool(deterministic), config=config, return_lse=return_lse,
+                                        causal_alignment=causal_alignment)
     return attention_forward(q, k, v, causal=causal, causal_alignment=causal_alignment, scale=scale,
                              return_lse=return_lse, config=config, **variant_args)
 
@@ -341,8 +339,9 @@ def attention_forward(q, k, v, *, causal: bool = False, causal_alignment: str = 
         raise InputError(f"config {pinned.name} is a decode config, and decode cannot serve this call: {route.reason}")
     if route.op == "decode" and not isinstance(pinned, KernelConfig):
         # Causal reaches decode only when its bottom-right mask is the one asked for (route_attention).
-        return decode_attention(q, k, v, causal=causal, softmax_scale=float(scale), return_lse=return_lse,
-                                layout="bhsd", config=pinned)
+        # check_inputs and route_attention established what check_decode would: launch only.
+        return launch_decode(q, k, v, causal=causal, softmax_scale=float(scale), return_lse=return_lse,
+                             layout="bhsd", config=pinned)
     if pinned is None:
         cfg = choose_config(arch, device_name, qo.dtype, problem.head_dim, causal, problem.seq_k, flags)
     else:
