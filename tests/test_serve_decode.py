@@ -147,7 +147,8 @@ def test_long_query_chunks_go_to_the_forward_as_views_bottom_right(monkeypatch, 
     (name, views, rest, kw), = calls
     assert name == ("seqused_k" if with_lengths else "attention")
     assert all(view._base is x and view.shape == x.transpose(1, 2).shape for view, x in zip(views, (q, k, v)))
-    assert kw == dict(causal=True, causal_alignment="bottom_right", scale=0.1, return_lse=True)
+    assert kw == dict(causal=True, causal_alignment="bottom_right", scale=0.1, return_lse=True, window_size=(-1, -1),
+                      softcap=None, sinks=None, alibi_slopes=None)
     assert (rest == (lengths,)) if with_lengths else rest == ()
     assert out.shape == q.shape and lse.shape == (2, 8, seq_q)
 

@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
+from autoflash.kernels.archs import ARCHS
 from autoflash.kernels.config import OpConfig
 from autoflash.kernels.template import Template
 
@@ -108,6 +109,12 @@ class DecodeMmaTemplate(Template):
         merge = 4 * cfg.warps * cfg.block_m * (2 + cfg.head_dim + MERGE_PAD)
         return barriers + max(pipeline, merge)
 
+    @staticmethod
+    def variant_static_smem(cfg: DecodeConfig) -> int:
+        """Static shared memory of the variant constants (per packed row: WINDOW's first key, ALIBI's
+        diagonal and slope, SINKS' sink; SOFTCAP's two factors): kept there, not in registers (spills)."""
+        return 4 * cfg.block_m * (cfg.window + 2 * cfg.alibi + cfg.sinks) + 8 * cfg.softcap
+
     def own_problems(self, cfg: DecodeConfig) -> list[str]:
         errors = []
         if cfg.m_tiles * cfg.head_dim > 256:
@@ -119,6 +126,10 @@ class DecodeMmaTemplate(Template):
             errors.append("paged caches are read by cp.async copies (a table look-up per 16 keys), not bulk_copy")
         if cfg.bulk_copy and cfg.l2_prefetch:
             errors.append("l2_prefetch applies to cp.async copies, not bulk_copy")
+        static = self.variant_static_smem(cfg)
+        if static and self.smem_bytes(cfg) + static > ARCHS[cfg.arch].smem_per_block:
+            errors.append(f"needs {self.smem_bytes(cfg)} B of shared memory plus {static} B of variant constants per "
+                          f"block, {cfg.arch} allows {ARCHS[cfg.arch].smem_per_block} B")
         return errors
 
     def template_values(self, cfg: DecodeConfig) -> dict:

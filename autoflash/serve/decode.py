@@ -7,6 +7,7 @@ are imported where used, so `import autoflash` needs neither."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
 
@@ -16,10 +17,12 @@ from autoflash.kernels.device import device_arch
 from autoflash.kernels.loaded import LoadedKernel, stream_handle
 from autoflash.ops import decode_launch
 from autoflash.ops.decode import DECODE
-from autoflash.ops.decode_kernels import DEFAULT_L2_PREFETCH, HEAD_DIMS, MAX_SPLITS, MMA, DecodeConfig, m_tiles_for
+from autoflash.ops.decode_kernels import (DEFAULT_L2_PREFETCH, HEAD_DIMS, MAX_SPLITS, MMA, DecodeConfig,
+                                         m_tiles_for)
 from autoflash.ops.decode_launch import DecodeProblem
 from autoflash.serve import dispatch
 from autoflash.serve.errors import InputError
+from autoflash.serve.variants import VARIANTS_DOC, Variants, check_variants
 
 LAYOUTS = ("bshd", "bhsd")  # (batch, tokens, heads, D) as flash-attn's kv cache; (batch, heads, tokens, D)
 _DTYPES = {"torch.float16": "fp16", "torch.bfloat16": "bf16"}
@@ -27,7 +30,8 @@ _DTYPES = {"torch.float16": "fp16", "torch.bfloat16": "bf16"}
 
 def decode_attention(q, k_cache, v_cache, cache_seqlens=None, *, block_table=None, causal: bool = True,
                      softmax_scale=None, return_lse: bool = False, num_splits: int | None = None,
-                     layout: str = "bshd", config: DecodeConfig | dict | None = None):
+                     layout: str = "bshd", config: DecodeConfig | dict | None = None, window_size=(-1, -1),
+                     softcap=None, sinks=None, alibi_slopes=None):
     """Attention of the last Nq query tokens of each sequence over its KV cache.
 
     q: (B, Nq, Hq, D) for layout "bshd", (B, Hq, Nq, D) for "bhsd"; k_cache, v_cache:
@@ -46,16 +50,26 @@ def decode_attention(q, k_cache, v_cache, cache_seqlens=None, *, block_table=Non
     order (Nk = max_pages * page_size; pages may be shared between sequences). See check_decode
     for what is checked where.
 
+    Variants (autoflash.attention()'s arguments, decode's diagonal: query i of Nq at L - Nq + i):
+{variants}
+    With a window the splits share only the keys the window covers, [L - Nq - left, L): a
+    4096-key window over a 128k cache reads about 4096 keys per sequence.
+
     Returns O (the layout and dtype of q), and with return_lse the LSE (B, Hq, Nq), fp32, natural log.
     """
     checked = check_decode(q, k_cache, v_cache, cache_seqlens, block_table=block_table, causal=causal,
-                           softmax_scale=softmax_scale, num_splits=num_splits, layout=layout, config=config)
+                           softmax_scale=softmax_scale, num_splits=num_splits, layout=layout, config=config,
+                           window_size=window_size, softcap=softcap, sinks=sinks, alibi_slopes=alibi_slopes)
     return launch_decode(q, k_cache, v_cache, return_lse=return_lse, **checked)
+
+
+decode_attention.__doc__ = decode_attention.__doc__.replace("{variants}", VARIANTS_DOC)
 
 
 def check_decode(q, k_cache, v_cache, cache_seqlens=None, *, block_table=None, causal: bool = True,
                  softmax_scale=None, num_splits: int | None = None, layout: str = "bshd",
-                 config: DecodeConfig | dict | None = None) -> dict:
+                 config: DecodeConfig | dict | None = None, window_size=(-1, -1), softcap=None, sinks=None,
+                 alibi_slopes=None) -> dict:
     """Every check of decode_attention, nothing launched; returns launch_decode's keyword
     arguments, normalised (cache_seqlens an int32 tensor on q's device, the scale a float, the
     config a validated DecodeConfig or None).
@@ -67,8 +81,12 @@ def check_decode(q, k_cache, v_cache, cache_seqlens=None, *, block_table=None, c
     the host for that, a small synchronous copy. While a CUDA graph is being captured no copy is
     possible: the values are not checked then, and the kernel guards instead: lengths are clamped
     to [0, Nk] and a page number outside [0, num_pages) reads page 0, so no address outside the
-    caches is ever formed (a bad table gives wrong values, never a wild read)."""
+    caches is ever formed (a bad table gives wrong values, never a wild read). The variants:
+    serve/variants.check_variants, the checks of autoflash.attention()."""
     p, _, dtype = _check_arrays(q, k_cache, v_cache, layout, causal, block_table)  # before importing torch
+    variants = check_variants(window_size, softcap, sinks, alibi_slopes, causal=causal, kind="torch",
+                              device=q.device.index, batch=p.batch, heads_q=p.heads_q)
+    p = _with_variants(p, variants)
     seqlens = _check_seqlens(cache_seqlens, p.batch, p.seq_k, q.device)
     if block_table is not None:
         _check_table_entries(block_table, seqlens, p)
@@ -76,20 +94,24 @@ def check_decode(q, k_cache, v_cache, cache_seqlens=None, *, block_table=None, c
     if num_splits is not None and (type(num_splits) is not int or not 1 <= num_splits <= MAX_SPLITS):
         raise InputError(f"num_splits must be an int in 1..{MAX_SPLITS} (or None for the heuristic), got {num_splits!r}")
     return dict(cache_seqlens=seqlens, block_table=block_table, causal=causal, softmax_scale=scale,
-                num_splits=num_splits, layout=layout, config=_checked_config(config, dtype, p))
+                num_splits=num_splits, layout=layout, config=_checked_config(config, dtype, p),
+                variants=variants if variants.any else None)
 
 
 def launch_decode(q, k_cache, v_cache, *, cache_seqlens=None, block_table=None, causal: bool,
                   softmax_scale: float, return_lse: bool = False, num_splits: int | None = None,
-                  layout: str = "bshd", config: DecodeConfig | None = None):
+                  layout: str = "bshd", config: DecodeConfig | None = None, variants: Variants | None = None):
     """The launch half of decode_attention, with no input checks: for inputs check_decode has
     normalised, or ones the caller checked itself (autoflash.attention()'s check_inputs and
     route_attention establish the same facts for its (B, H, N, D) tensors: call this with
     layout="bhsd" and a float softmax_scale). A pinned config is still matched to the inputs'
-    dtype and head dim (a few comparisons)."""
+    dtype and head dim (a few comparisons). variants: check_variants' result (None: plain), the
+    diagonal decode's own (bottom-right)."""
     import torch
 
     p, layout_strides, dtype = _problem(q, k_cache, v_cache, layout, causal, block_table)
+    if variants is not None:
+        p = _with_variants(p, variants)
     device = q.device.index
     kernel = _kernel_for(_choose_config(config, dtype, p, device), device)
     splits = decode_launch.choose_splits(kernel, p, num_splits)
@@ -104,9 +126,18 @@ def launch_decode(q, k_cache, v_cache, *, cache_seqlens=None, block_table=None, 
             o_part.data_ptr() if n_o else 0, lse_part.data_ptr() if n_l else 0,
             cache_seqlens.data_ptr() if cache_seqlens is not None else 0, _current_stream(device),
             block_table.data_ptr() if block_table is not None else 0)
+    if variants is not None:
+        args += (variants.sinks_ptr, variants.alibi_ptr)
     with _on_device(device):  # the plan reads the SM count and allocates on the kernel's device
         decode_launch.plan_for(kernel, p, strides, splits, softmax_scale, table_stride)(*args)
     return (o, lse) if return_lse else o
+
+
+def _with_variants(p: DecodeProblem, v: Variants) -> DecodeProblem:
+    """The problem with the checked variants' values (the pointers go with each launch)."""
+    return dataclasses.replace(p, window_left=v.window_left, window_right=v.window_right, softcap=v.softcap,
+                               sinks=v.sinks is not None, alibi=v.alibi is not None,
+                               alibi_per_batch=v.alibi_batch_stride > 0)
 
 
 def _on_device(index: int):
@@ -284,10 +315,13 @@ def _checked_config(config, dtype: str, p: DecodeProblem) -> DecodeConfig | None
 
 
 def _match(config: DecodeConfig, dtype: str, p: DecodeProblem) -> None:
-    if (config.dtype, config.head_dim, config.paged) != (dtype, p.head_dim, bool(p.page_size)):
-        raise InputError(f"config {config.name} is for {config.dtype} d{config.head_dim}"
-                         f"{' paged' if config.paged else ''}, the inputs are {dtype} d{p.head_dim}"
-                         f"{' paged' if p.page_size else ''}")
+    want = {"paged": bool(p.page_size), **p.variant_flags()}
+    have = {f: getattr(config, f) for f in want}
+    if (config.dtype, config.head_dim, have) != (dtype, p.head_dim, want):
+        def flags(d):
+            return "".join(f" {f}" for f, on in d.items() if on)
+        raise InputError(f"config {config.name} is for {config.dtype} d{config.head_dim}{flags(have)}, the inputs "
+                         f"are {dtype} d{p.head_dim}{flags(want)}")
 
 
 def _choose_config(config, dtype: str, p: DecodeProblem, device_id: int) -> DecodeConfig:
@@ -295,7 +329,8 @@ def _choose_config(config, dtype: str, p: DecodeProblem, device_id: int) -> Deco
     length, else the heuristic default."""
     if config is None:
         arch, name = device_arch(device_id)
-        key = {"dtype": dtype, "head_dim": p.head_dim, "m_tiles": m_tiles_for(p.rows, p.head_dim), "paged": False}
+        key = {"dtype": dtype, "head_dim": p.head_dim, "m_tiles": m_tiles_for(p.rows, p.head_dim), "paged": False,
+               **{f: on for f, on in p.variant_flags().items() if on}}  # plain keys stay as before
         if p.page_size:
             return _paged_config(arch, name, tuple(key.items()), p.seq_k)
         return dispatch.select(arch, name, DECODE.name, key, p.seq_k)

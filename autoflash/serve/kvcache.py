@@ -15,7 +15,8 @@ from autoflash.serve.varlen import attention_with_seqused_k
 
 def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens=None, *, block_table=None, causal: bool = False,
                            softmax_scale: float | None = None, return_lse: bool = False,
-                           num_splits: int | None = None):
+                           num_splits: int | None = None, window_size=(-1, -1), softcap: float | None = 0.0,
+                           sinks=None, alibi_slopes=None):
     """softmax(q k^T * softmax_scale) v of the newest query tokens of each sequence over its cache.
 
     q: (batch, seqlen_q, heads_q, head_dim). seqlen_q 1..16 (decode, speculative decoding): the
@@ -49,6 +50,13 @@ def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens=None, *, block_tab
       every query sees keys 0 .. L - 1. A query that sees no key (L = 0, or causal with
       i + L < seqlen_q) gives output 0 and LSE -inf.
     softmax_scale: default 1/sqrt(head_dim); any finite number.
+    window_size=(left, right), softcap, alibi_slopes: flash-attn's names and meaning, measured from
+      the query's diagonal key i + L - seqlen_q (bottom-right): query i sees keys diag - left ..
+      diag + right (-1 = unbounded; causal forces right = 0); softcap 0.0 or None = none (flash-attn's
+      default 0.0), else > 0; alibi_slopes float32 (heads_q,) or (batch, heads_q) on q's device.
+      sinks: float32 (heads_q,) on q's device, one logit per query head joining only the softmax
+      denominator (gpt-oss); the LSE includes it. Checked as autoflash.attention() checks them
+      (serve/variants.py). Decode with a window reads only the keys the window covers.
     return_lse: also return the log-sum-exp, float32 (batch, heads_q, seqlen_q), natural log.
     num_splits: how many blocks share one sequence's keys (1..256); None or 0 (flash-attn's
       "auto"): a heuristic of the shapes only, never of the cache_seqlens values, so a CUDA graph
@@ -60,16 +68,20 @@ def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens=None, *, block_tab
     With return_lse, (out, lse). Bad input raises ValueError before anything launches.
     """
     _check_queries(q)
+    if type(softcap) in (int, float) and softcap == 0:
+        softcap = None  # flash-attn spells "no softcap" as 0.0
+    variants = dict(window_size=window_size, softcap=softcap, sinks=sinks, alibi_slopes=alibi_slopes)
     if q.shape[1] > DECODE_MAX_QUERIES:
-        return _chunked_prefill(q, k_cache, v_cache, cache_seqlens, block_table, causal, softmax_scale, return_lse)
+        return _chunked_prefill(q, k_cache, v_cache, cache_seqlens, block_table, causal, softmax_scale, return_lse,
+                                variants)
     if num_splits == 0 and type(num_splits) is int:
         num_splits = None  # flash-attn spells "choose for me" as 0
     return decode_attention(q, k_cache, v_cache, cache_seqlens, block_table=block_table, causal=causal,
                             softmax_scale=softmax_scale, return_lse=return_lse, num_splits=num_splits,
-                            layout="bshd")
+                            layout="bshd", **variants)
 
 
-def _chunked_prefill(q, k_cache, v_cache, cache_seqlens, block_table, causal, softmax_scale, return_lse):
+def _chunked_prefill(q, k_cache, v_cache, cache_seqlens, block_table, causal, softmax_scale, return_lse, variants):
     """seqlen_q > 16 on a contiguous cache: the dense forward over (B, H, N, D) views of the
     caller's tensors, bottom-right; each sequence uses its first cache_seqlens[b] keys."""
     if block_table is not None:
@@ -83,10 +95,10 @@ def _chunked_prefill(q, k_cache, v_cache, cache_seqlens, block_table, causal, so
     views = (q.transpose(1, 2), k_cache.transpose(1, 2), v_cache.transpose(1, 2))
     if cache_seqlens is None:  # every sequence fills the cache
         res = api.attention(*views, causal=causal, causal_alignment="bottom_right", scale=softmax_scale,
-                            return_lse=return_lse)
+                            return_lse=return_lse, **variants)
     else:
         res = attention_with_seqused_k(*views, cache_seqlens, causal=causal, causal_alignment="bottom_right",
-                                       scale=softmax_scale, return_lse=return_lse)
+                                       scale=softmax_scale, return_lse=return_lse, **variants)
     out, lse = res if return_lse else (res, None)
     out = out.transpose(1, 2)  # back to q's (batch, seqlen_q, heads, head_dim), a view
     return (out, lse) if return_lse else out
