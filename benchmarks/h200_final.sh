@@ -15,8 +15,8 @@ summary=""
 for part in "$@"; do
     t0=$(date +%s)
     case $part in
-        tests) timeout 300 python3 -m pytest -q -m gpu -n 4 -p no:cacheprovider tests/ > "$OUT/tests.log" 2>&1
-               s=$(grep -E "passed|failed|error|FAILED|ERROR" "$OUT/tests.log" | tail -15) ;;
+        tests) timeout 330 python3 -m pytest -q -m gpu -n 12 -p no:cacheprovider -rf tests/ > "$OUT/tests.log" 2>&1
+               s=$(grep -E "passed|failed|error|FAILED|ERROR" "$OUT/tests.log" | tail -40) ;;
         verify) timeout 100 python3 -m autoflash.cli verify > "$OUT/verify.log" 2>&1
                 s=$(tail -6 "$OUT/verify.log") ;;
         decode) timeout 150 python3 -m autoflash.cli tune --op decode --dtype bf16,fp16 --head-dim 64,128 \
