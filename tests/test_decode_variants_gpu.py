@@ -170,3 +170,43 @@ def test_bad_variant_arguments_are_refused_before_launch(bad, match):
         bad = dict(alibi_slopes=torch.zeros(3, device="cuda"))
     with pytest.raises(ValueError, match=match):
         autoflash.attention_with_kvcache(q, k, v, **bad)
+
+
+def test_graph_replay_with_new_lengths_under_a_window_and_sinks():
+    """The split count comes from shapes and the window's width (host values fixed at capture); each
+    sequence's window start comes from its cache_seqlens on the device, so replays stay correct."""
+    q, k, v = make(3, 2, 16, 4, seed=7)
+    args = variant_args(dict(window_size=(200, -1), sinks=True, alibi_slopes="head"), 3, 16)
+    seqlens = torch.tensor([CAPACITY, 700, 1], dtype=torch.int32, device="cuda")
+    run = dict(causal=True, return_lse=True, **args)
+    autoflash.attention_with_kvcache(q, k, v, seqlens, **run)  # compile and plan outside the capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        o, lse = autoflash.attention_with_kvcache(q, k, v, seqlens, **run)
+    for lengths in ([CAPACITY, 700, 1], [0, 1999, 201], [5, 16, 17]):
+        seqlens.copy_(torch.tensor(lengths, dtype=torch.int32))
+        graph.replay()
+        torch.cuda.synchronize()
+        ref, ref_lse = reference(q, k, v, lengths, True, args)
+        result = check_output(f64(o), ref, f64(lse), ref_lse, "bf16")
+        assert result.passed, (lengths, result.describe())
+
+
+@pytest.mark.parametrize("paged_key", [False, True])
+def test_the_tuners_checked_run_and_timed_launch_of_a_variant_key(paged_key):
+    from autoflash.kernels.compile import compile_kernel
+    from autoflash.kernels.device import device_arch
+    from autoflash.kernels.loaded import LoadedKernel
+    from autoflash.ops.decode import DECODE
+
+    arch = device_arch(torch.cuda.current_device())[0]
+    key = {"dtype": "bf16", "head_dim": 128, "m_tiles": 1, "paged": paged_key, "window": True, "softcap": True,
+           "sinks": True, "alibi": True}
+    kernel = LoadedKernel(compile_kernel(DECODE.default(arch, key)))
+    for problem in DECODE.check_problems(key) + DECODE.verify_problems(key, 2048):
+        result = DECODE.verify(kernel, problem, seed=1)
+        assert result.passed, (problem, result.describe())
+    problem = DECODE.bench_problem(key, 8192, 1 << 18)
+    DECODE.launcher(kernel, problem, DECODE.make_inputs(problem, "bf16", 0))()
+    torch.cuda.synchronize()
