@@ -153,13 +153,15 @@ def test_attention_function_saves_out_and_lse_and_passes_its_flags(monkeypatch):
     deterministic, the LSE output non-differentiable."""
     calls = {}
 
-    def forward(q, k, v, *, causal, causal_alignment, scale, return_lse, config):
+    def forward(q, k, v, *, causal, causal_alignment, scale, return_lse, config, **variants):
+        assert variants == dict(window_size=(-1, -1), softcap=None, sinks=None, alibi_slopes=None)
         calls["forward"] = dict(causal=causal, causal_alignment=causal_alignment, scale=scale, return_lse=return_lse,
                                 config=config)
         out, lse = reference(q.double(), k.double(), v.double(), causal, scale)
         return out.to(q.dtype), lse.float()
 
-    def backward(q, k, v, out, lse, grad_out, *, causal, causal_alignment, scale, deterministic):
+    def backward(q, k, v, out, lse, grad_out, *, causal, causal_alignment, scale, deterministic, **variants):
+        assert variants == dict(window_size=(-1, -1), softcap=None, sinks=None, alibi_slopes=None)
         calls["backward"] = dict(causal=causal, causal_alignment=causal_alignment, scale=scale,
                                  deterministic=deterministic, lse=lse, out=out)
         return closed_form_grads(grad_out, q, k, v, causal, scale)
@@ -178,3 +180,56 @@ def test_attention_function_saves_out_and_lse_and_passes_its_flags(monkeypatch):
     assert torch.equal(calls["backward"]["lse"], lse) and torch.equal(calls["backward"]["out"], out.detach())
     for x, ref in zip((q, k, v), float64_grads(q, k, v, True, 0.2, weight)):
         assert (x.grad.double() - ref).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("sinks_grad", [True, False])
+def test_attention_function_passes_the_variants_and_returns_the_sinks_gradient(monkeypatch, sinks_grad):
+    """Variant calls through the autograd.Function: window_size, softcap, sinks and alibi_slopes reach
+    the forward and the backward unchanged; the backward's dsinks becomes sinks.grad (only when sinks
+    require grad); alibi_slopes never get a gradient. The float64 reference (ops/backward_gpu) plays
+    both kernels, so the gradients are the reference's."""
+    import numpy as np
+
+    from autoflash.ops.backward_gpu import reference_gradients
+
+    variants = dict(window_size=(3, 1), softcap=2.0)
+    seen = []
+
+    def forward(q, k, v, *, causal, causal_alignment, scale, return_lse, config, window_size, softcap, sinks,
+                alibi_slopes):
+        seen.append(("forward", window_size, softcap, sinks is not None, alibi_slopes is not None))
+        out, lse, *_ = reference_gradients(*(x.detach().double().numpy() for x in (q, k, v, q)), causal=causal,
+                                           scale=scale, causal_offset=k.shape[2] - q.shape[2], window=window_size,
+                                           softcap=softcap, sinks=sinks.detach().numpy(),
+                                           alibi_slopes=alibi_slopes.numpy())
+        return torch.from_numpy(out).to(q.dtype), torch.from_numpy(lse).float()
+
+    def backward(q, k, v, out, lse, grad_out, *, causal, causal_alignment, scale, deterministic, window_size, softcap,
+                 sinks, alibi_slopes):
+        seen.append(("backward", window_size, softcap, sinks is not None, alibi_slopes is not None))
+        grads = reference_gradients(*(x.detach().double().numpy() for x in (q, k, v, grad_out)), causal=causal,
+                                    scale=scale, causal_offset=k.shape[2] - q.shape[2], window=window_size,
+                                    softcap=softcap, sinks=sinks.detach().numpy(),
+                                    alibi_slopes=alibi_slopes.detach().numpy())[2:]
+        return tuple(torch.from_numpy(g).to(t.dtype) for g, t in zip(grads, (q, k, v, sinks)))
+
+    monkeypatch.setattr(serve_autograd, "attention_backward", backward)
+    q, k, v = inputs(nq=5, nk=7, seed=5)
+    sinks = torch.tensor([0.5, -1.0, 2.0, 0.0][:q.shape[1]], dtype=torch.float32, requires_grad=sinks_grad)
+    slopes = torch.linspace(0.1, 0.4, q.shape[1], dtype=torch.float32)
+    weight = torch.randn(q.shape, generator=torch.Generator().manual_seed(6))
+    out = serve_autograd.differentiable_attention(forward, q, k, v, causal=True, scale=0.3, deterministic=False,
+                                                  config=None, return_lse=False, causal_alignment="bottom_right",
+                                                  sinks=sinks, alibi_slopes=slopes, **variants)
+    (out * weight).sum().backward()
+    assert seen == [(step, (3, 1), 2.0, True, True) for step in ("forward", "backward")]
+    refs = reference_gradients(*(x.detach().double().numpy() for x in (q, k, v)), weight.double().numpy(),
+                               causal=True, scale=0.3, causal_offset=2, window=(3, 1), softcap=2.0,
+                               sinks=sinks.detach().numpy(), alibi_slopes=slopes.numpy())[2:]
+    for x, ref in zip((q, k, v), refs[:3]):
+        np.testing.assert_allclose(x.grad.double().numpy(), ref, rtol=1e-5, atol=1e-5)
+    assert slopes.grad is None
+    if sinks_grad:
+        np.testing.assert_allclose(sinks.grad.double().numpy(), refs[3], rtol=1e-5, atol=1e-6)
+    else:
+        assert sinks.grad is None

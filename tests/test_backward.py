@@ -14,8 +14,10 @@ from autoflash.ops.reference import reference_attention
 KERNEL_SUFFIXES = ("", "_pre", "_dq")  # main kernel, preprocess, dQ conversion
 
 
-def key(dtype="bf16", head_dim=128, causal=False, deterministic=False):
-    return dict(dtype=dtype, head_dim=head_dim, causal=causal, deterministic=deterministic)
+def key(dtype="bf16", head_dim=128, causal=False, deterministic=False, **flags):
+    """A backward problem key; variant flags (tests/test_backward_variants.py) False unless given."""
+    return dict(dtype=dtype, head_dim=head_dim, causal=causal, deterministic=deterministic,
+                **{f: flags.get(f, False) for f in ("window", "softcap", "sinks", "alibi")})
 
 
 def test_registered_with_the_op_contract():
@@ -138,8 +140,8 @@ def test_input_checks_give_the_forwards_causal_offset(nq, nk, causal, alignment,
 
 @pytest.mark.parametrize("causal,alignment", [(True, "bottom_right"), (True, "top_left"), (False, "bottom_right")])
 def test_launch_plan_passes_the_offset_the_kernel_declares(causal, alignment):
-    """The main kernel's parameters (rendered source) are the launch plan's: 10 pointers then its
-    tail, causal_offset last (0 when not causal)."""
+    """The main kernel's parameters (rendered source) are the launch plan's: 10 pointers, its tail
+    (causal_offset last, 0 when not causal), then the variant tail (tests/test_backward_variants.py)."""
     from types import SimpleNamespace
 
     from autoflash.kernels.render import render
@@ -153,7 +155,8 @@ def test_launch_plan_passes_the_offset_the_kernel_declares(causal, alignment):
     source = render(cfg)
     signature = source[source.index(f"{cfg.name}(const elem_t*"):]
     params = signature[:signature.index(")")].split(",")
-    assert len(params) == 10 + len(plan.main_tail) and params[-1].split() == ["int", "causal_offset"]
+    assert len(params) == 10 + len(plan.main_tail) + len(plan.variant_tail())
+    assert params[9 + len(plan.main_tail)].split() == ["int", "causal_offset"]
 
 
 @pytest.mark.parametrize("override,message", [

@@ -105,7 +105,7 @@ def pinned(dtype, head_dim, causal, warps_q, deterministic=False):
     from autoflash.ops.backward import TEMPLATE
 
     key = dict(dtype=dtype, head_dim=head_dim, causal=causal, deterministic=deterministic)
-    for bm, bn, w, st, _ in TEMPLATE.DEFAULTS:
+    for bm, bn, w, st, _ in TEMPLATE.DEFAULTS[head_dim]:  # (a dict per head dim since D 256)
         cfg = TEMPLATE.config(device_arch(0)[0], key, block_m=bm, block_n=bn, warps=w, stages=st, warps_q=warps_q)
         if not cfg.problems():
             return cfg

@@ -3,6 +3,7 @@ the launch plan of the three kernels, the float64 reference gradients, checked l
 the timing inputs of the op contract."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import astuple
 
 import numpy as np
@@ -16,13 +17,18 @@ ZERO_FLOOR = 1e-3  # see compare_gradients
 
 
 class BackwardLaunch:
-    """The three launches of one problem on one loaded module: grids, fixed arguments and
-    the workspace layout, computed once; __call__ takes only pointers and a stream."""
+    """The three launches of one problem on one loaded module (four with sinks: <name>_sink, the
+    sinks' gradient): grids, fixed arguments and the workspace layout, computed once; __call__
+    takes only pointers and a stream. Variants: the window bounds and softcap are the problem's
+    (fixed per plan, as its shape); the sinks, ALiBi slopes and dsinks pointers come with each call."""
 
     def __init__(self, kernel, p: BackwardProblem, scale: float):
         cfg = kernel.config
         if (p.head_dim, p.causal) != (cfg.head_dim, cfg.causal):
             raise ValueError(f"kernel {cfg.name} cannot run head_dim={p.head_dim} causal={p.causal}")
+        needs = p.variant_flags()
+        if any(needs[f] != getattr(cfg, f) for f in ("window", "softcap")):
+            raise ValueError(f"kernel {cfg.name} cannot run window={needs['window']} softcap={needs['softcap']}")
         bh = p.batch * p.heads_q
         if max(bh, p.heads_kv, p.batch) > 65535:
             raise ValueError(f"batch x heads_q = {bh} exceeds the kernels' grid limit (65535)")
@@ -46,20 +52,44 @@ class BackwardLaunch:
         i32, f32 = np.int32, np.float32
         self.pre_tail = (i32(p.seq_q), i32(seq_q_pad), f32(LOG2E))
         self.main_tail = (i32(p.heads_q), i32(p.heads_kv), i32(p.seq_q), i32(p.seq_k), i32(seq_q_pad),
-                          f32(scale), f32(scale * LOG2E), i32(p.causal_offset if p.causal else 0))
+                          f32(scale), f32(scale * LOG2E),
+                          i32(p.causal_offset if p.causal or cfg.window or cfg.alibi else 0))
+        # the variant tail: window bounds (a causal kernel takes 0 for the right one), softcap; the
+        # sinks and slopes pointers at call time
+        self.window = (i32(p.window_left), i32(p.window_right))
+        self.softcap = f32(p.softcap)
+        self.alibi_batch_stride = i32(p.alibi_batch_stride)
+        self.sinks, self.alibi = cfg.sinks, cfg.alibi
+        self.sink = kernel.function_named("_sink") if cfg.sinks else None
+        self.sink_tail = (i32(p.batch), i32(p.heads_q), i32(seq_q_pad), f32(LOG2E))
+        self.heads_q = p.heads_q
         self.scale = f32(scale)
         self.deterministic = cfg.deterministic
 
+    def variant_tail(self, sinks: int = 0, alibi_slopes: int = 0) -> tuple:
+        """The main kernel's last arguments, the forward's variant tail less its varlen pointers:
+        (window_left, window_right, softcap, sinks, alibi_slopes, alibi_batch_stride)."""
+        return self.window + (self.softcap, np.uint64(sinks), np.uint64(alibi_slopes), self.alibi_batch_stride)
+
     def __call__(self, q: int, k: int, v: int, out: int, lse: int, dout: int, dq: int, dk: int, dv: int,
-                 workspace: int, stream) -> None:
-        """Pointers of contiguous arrays; workspace: workspace_bytes, 256-byte aligned."""
+                 workspace: int, stream, sinks: int = 0, alibi_slopes: int = 0, dsinks: int = 0) -> None:
+        """Pointers of contiguous arrays; workspace: workspace_bytes, 256-byte aligned. Sinks kernels:
+        sinks (fp32, heads_q) and dsinks (fp32, heads_q, written); ALiBi kernels: alibi_slopes (fp32,
+        (heads_q,) or (batch, heads_q) as the problem's alibi_batch_stride says)."""
         u64 = np.uint64
+        if (self.sinks and not (sinks and dsinks)) or (self.alibi and not alibi_slopes):
+            raise ValueError("this backward kernel needs " + ("sinks and dsinks" if self.sinks else "alibi_slopes")
+                             + " pointers")
         lse2, delta, acc, sem = (u64(workspace + o) for o in self.offsets)
         sem = sem if self.deterministic else u64(0)
         self.pre(self.pre_grid, (256, 1, 1), (u64(out), u64(dout), u64(lse), lse2, delta, acc, sem) + self.pre_tail,
                  stream=stream)
+        if self.sink is not None:
+            self.sink((self.heads_q, 1, 1), (256, 1, 1), (lse2, delta, u64(sinks), u64(dsinks)) + self.sink_tail,
+                      stream=stream)
         self.main(self.main_grid, self.block, (u64(q), u64(k), u64(v), u64(dout), lse2, delta, acc, u64(dk), u64(dv),
-                                               sem) + self.main_tail, shared_mem=self.smem, stream=stream)
+                                               sem) + self.main_tail + self.variant_tail(sinks, alibi_slopes),
+                  shared_mem=self.smem, stream=stream)
         self.conv(self.conv_grid, (256, 1, 1), (acc, u64(dq), self.n_vec8, self.scale), stream=stream)
 
 
@@ -68,13 +98,19 @@ def launch_plan(kernel, p: BackwardProblem, scale: float) -> BackwardLaunch:
     return kernel.cached_plan((astuple(p), scale), lambda: BackwardLaunch(kernel, p, scale))
 
 
-def reference_gradients(q, k, v, dout, *, causal: bool, scale: float, causal_offset: int = 0, chunk: int = 512):
-    """The gradients of float64 attention (GQA; causal: query i sees keys 0..i + causal_offset)
-    at q, k, v for upstream dout, in closed form: P = softmax(S), dV = P^T dO, dS = P (dO V^T -
-    rowsum(dO * O)), dQ = scale dS K, dK = scale dS^T Q, dK and dV summed over each K/V head's
-    query heads. A row that sees no key has O = 0, LSE = -inf, P = 0: it contributes nothing and
-    its dQ is 0. NumPy or CuPy, query rows in chunks (no Nq x Nk matrix at once).
-    Returns (out, lse, dq, dk, dv)."""
+def reference_gradients(q, k, v, dout, *, causal: bool, scale: float, causal_offset: int = 0,
+                        window: tuple[int, int] = (-1, -1), softcap: float = 0.0, sinks=None, alibi_slopes=None,
+                        chunk: int = 512):
+    """The gradients of float64 attention (GQA; causal: query i sees keys 0..i + causal_offset; the
+    variants as ops.reference.reference_attention applies them) at q, k, v for upstream dout, in
+    closed form. With t the score after softcap and ALiBi (s = scale q.k; t = softcap tanh(s /
+    softcap) - slope |i + off - j|), P = e^(t - LSE) (LSE including e^sink), delta = rowsum(dO * O):
+      dV = P^T dO,  dT = P (dO V^T - delta),  dS = dT (1 - tanh^2(s / softcap)) (1 without softcap),
+      dQ = scale dS K,  dK = scale dS^T Q  (ALiBi is constant: no term),
+      dsink_h = -sum over batch and rows of e^(sink_h - LSE) delta  (dLSE/dsink = P_sink),
+    dK and dV summed over each K/V head's query heads. A row that sees no key has O = 0, P = 0: it
+    contributes nothing and its dQ is 0. NumPy or CuPy, query rows in chunks (no Nq x Nk matrix at
+    once). Returns (out, lse, dq, dk, dv), and dsinks (Hq,) last when sinks are given."""
     xp = _xp(q)
     q, k, v, dout = (xp.asarray(a, dtype=xp.float64) for a in (q, k, v, dout))
     b, hq, nq, d = q.shape
@@ -84,27 +120,55 @@ def reference_gradients(q, k, v, dout, *, causal: bool, scale: float, causal_off
     out, dq = xp.empty_like(q), xp.empty_like(q)
     lse = xp.empty((b, hq, nq))
     dk, dv = xp.zeros_like(k), xp.zeros_like(v)
+    left, right = window
+    keys = xp.arange(nk)[None, :]
+    if alibi_slopes is not None:
+        slopes = xp.asarray(alibi_slopes, dtype=xp.float64)
+        slopes = xp.broadcast_to(slopes.reshape((1, hq) if slopes.ndim == 1 else (b, hq)), (b, hq))[:, :, None, None]
+    sink = None if sinks is None else xp.asarray(sinks, dtype=xp.float64).reshape(1, hq, 1, 1)
+    dsinks = xp.zeros(hq)
     for start in range(0, nq, chunk):
         rows = slice(start, min(nq, start + chunk))
         s = xp.einsum("bhqd,bhkd->bhqk", q[:, :, rows], k) * scale
+        dcap = 1.0
+        if softcap > 0:
+            th = xp.tanh(s / softcap)
+            s, dcap = softcap * th, 1.0 - th * th
+        diagonal = xp.arange(start, rows.stop)[:, None] + causal_offset
+        if alibi_slopes is not None:
+            s = s - slopes * xp.abs(diagonal - keys)
+        visible = xp.ones((rows.stop - start, nk), dtype=bool)
         if causal:
-            s = xp.where(xp.arange(nk)[None, :] > xp.arange(start, rows.stop)[:, None] + causal_offset, -xp.inf, s)
+            visible &= keys <= diagonal
+        if left >= 0:
+            visible &= keys >= diagonal - left
+        if right >= 0:
+            visible &= keys <= diagonal + right
+        s = xp.where(visible, s, -xp.inf)
         m = s.max(axis=-1, keepdims=True)
-        empty = xp.isneginf(m)  # rows that see no key
-        p = xp.exp(s - xp.where(empty, 0.0, m))
-        l = p.sum(axis=-1, keepdims=True)
+        if sink is not None:
+            m = xp.maximum(m, sink)
+        empty = xp.isneginf(m)  # rows that see no key (and no finite sink)
+        safe_m = xp.where(empty, 0.0, m)
+        p = xp.exp(s - safe_m)
+        l = p.sum(axis=-1, keepdims=True) + (0.0 if sink is None else xp.exp(sink - safe_m))
         p /= xp.where(empty, 1.0, l)
         o = xp.einsum("bhqk,bhkd->bhqd", p, v)
         out[:, :, rows] = o
-        lse[:, :, rows] = xp.where(empty, -xp.inf, m + xp.log(xp.where(empty, 1.0, l)))[..., 0]
+        row_lse = xp.where(empty, -xp.inf, safe_m + xp.log(xp.where(empty, 1.0, l)))
+        lse[:, :, rows] = row_lse[..., 0]
         dp = xp.einsum("bhqd,bhkd->bhqk", dout[:, :, rows], v)
-        ds = p * (dp - (dout[:, :, rows] * o).sum(axis=-1, keepdims=True))
+        delta = (dout[:, :, rows] * o).sum(axis=-1, keepdims=True)
+        ds = p * (dp - delta) * dcap
         dq[:, :, rows] = scale * xp.einsum("bhqk,bhkd->bhqd", ds, k)
         dk += scale * xp.einsum("bhqk,bhqd->bhkd", ds, q[:, :, rows])
         dv += xp.einsum("bhqk,bhqd->bhkd", p, dout[:, :, rows])
+        if sink is not None:  # rows without a key have delta 0 (O = 0); LSE = sink or -inf there
+            p_sink = xp.where(empty, 0.0, xp.exp(sink - xp.where(empty, 0.0, row_lse)))
+            dsinks -= (p_sink * delta).sum(axis=(0, 2, 3))
     dk = dk.reshape(b, hkv, group, nk, d).sum(axis=2)
     dv = dv.reshape(b, hkv, group, nk, d).sum(axis=2)
-    return out, lse, dq, dk, dv
+    return (out, lse, dq, dk, dv) + (() if sinks is None else (dsinks,))
 
 
 def _xp(a):
@@ -140,47 +204,89 @@ class GradientCheck(Check):
         return TOLERANCE[self.dtype]
 
 
-def make_inputs(p: BackwardProblem, dtype: str, seed: int, with_reference: bool = False):
+def compare_sink_gradient(dsinks, ref, terms_norm: float, dtype: str) -> Check:
+    """The sinks' gradient: its error against the float64 one, relative to the norm (over heads)
+    of the sums of |e^(sink - LSE) delta| (cancellation in the sum does not count as error)."""
+    xp = _xp(ref)
+    g = xp.asarray(dsinks, dtype=xp.float64)
+    finite = bool(xp.isfinite(g).all())
+    err = float(xp.linalg.norm(g - ref)) / max(terms_norm, float(xp.linalg.norm(ref)), 1e-30)
+    return GradientCheck(dtype, err if finite else float("inf"), 0.0, None, finite)
+
+
+def sink_terms_norm(lse, delta, sinks) -> float:
+    """||sum over batch and rows of |e^(sink_h - LSE) delta|||  (the scale of dsinks' rounding)."""
+    xp = _xp(lse)
+    lse = xp.asarray(lse, dtype=xp.float64)
+    sink = xp.asarray(sinks, dtype=xp.float64).reshape(1, -1, 1)
+    w = xp.where(xp.isneginf(lse), 0.0, xp.exp(sink - xp.where(xp.isneginf(lse), 0.0, lse)))
+    return float(xp.linalg.norm(xp.abs(w * xp.asarray(delta, dtype=xp.float64)).sum(axis=(0, 2))))
+
+
+def make_inputs(p: BackwardProblem, dtype: str, seed: int, with_reference: bool = False, sinks=None,
+                alibi_slopes=None):
     """One input set: random q, k, v, dO; O and LSE from the float64 forward (O rounded to the
-    dtype, as a forward kernel would give it); outputs dq, dk, dv poisoned with NaN; the
-    workspace. With with_reference, the float64 gradients come last."""
+    dtype, as a forward kernel would give it, the problem's variants applied; sinks / alibi_slopes
+    host values, copied to the device); outputs dq, dk, dv poisoned with NaN; the workspace slot;
+    then the variant arrays [sinks, dsinks, slopes] (None where not used). With with_reference,
+    the float64 gradients come last: (dq, dk, dv) and, with sinks, (dsinks, its terms' norm)."""
     import cupy
 
     rng = cupy.random.default_rng(seed)
     q_shape, kv_shape = (p.batch, p.heads_q, p.seq_q, p.head_dim), (p.batch, p.heads_kv, p.seq_k, p.head_dim)
     q, k, v, dout = (random_normal(rng, s, dtype) for s in (q_shape, kv_shape, kv_shape, q_shape))
     scale = default_scale(p.head_dim)
+    d_sinks = None if sinks is None else cupy.asarray(np.asarray(sinks, dtype=np.float32))
+    d_slopes = None if alibi_slopes is None else cupy.asarray(np.asarray(alibi_slopes, dtype=np.float32))
     ref = reference_gradients(*(to_float64(x, dtype) for x in (q, k, v, dout)), causal=p.causal, scale=scale,
-                              causal_offset=p.causal_offset)
+                              causal_offset=p.causal_offset, window=(p.window_left, p.window_right),
+                              softcap=p.softcap, sinks=d_sinks, alibi_slopes=d_slopes)
     out, lse = to_storage(ref[0].astype(cupy.float32), dtype), ref[1].astype(cupy.float32)
     dq, dk, dv = poisoned(q_shape, dtype), poisoned(kv_shape, dtype), poisoned(kv_shape, dtype)
-    inputs = [q, k, v, out, lse, dout, dq, dk, dv, None]
-    return (inputs, ref[2:]) if with_reference else inputs
+    dsinks = None if d_sinks is None else cupy.full(p.heads_q, cupy.nan, dtype=cupy.float32)
+    inputs = [q, k, v, out, lse, dout, dq, dk, dv, None, d_sinks, dsinks, d_slopes]
+    if not with_reference:
+        return inputs
+    refs = tuple(ref[2:5])
+    if d_sinks is not None:
+        delta = (to_float64(dout, dtype) * to_float64(out, dtype)).sum(axis=-1)
+        refs += (ref[5], sink_terms_norm(ref[1], delta, d_sinks))
+    return inputs, refs
 
 
 def launcher(kernel, p: BackwardProblem, inputs, scale: float | None = None):
-    """One whole backward call (three launches) on CuPy's current stream; the workspace is
-    allocated here, once, and kept in inputs[-1]."""
+    """One whole backward call (three or four launches) on CuPy's current stream; the workspace is
+    allocated here, once, and kept in inputs[9]; inputs[10:13] are sinks, dsinks, slopes (or None)."""
     import cupy
 
+    slopes = inputs[12] if len(inputs) > 12 else None
+    if slopes is not None and slopes.ndim == 2:  # (B, Hq) slopes
+        p = dataclasses.replace(p, alibi_batch_stride=p.heads_q)
     plan = launch_plan(kernel, p, default_scale(p.head_dim) if scale is None else scale)
-    if inputs[-1] is None or inputs[-1].nbytes < plan.workspace_bytes:
-        inputs[-1] = cupy.empty(max(plan.workspace_bytes, 256), dtype=cupy.uint8)
-    ptrs = [x.data.ptr for x in inputs]
+    if inputs[9] is None or inputs[9].nbytes < plan.workspace_bytes:
+        inputs[9] = cupy.empty(max(plan.workspace_bytes, 256), dtype=cupy.uint8)
+    ptrs = [x.data.ptr for x in inputs[:10]]
+    sinks, dsinks, slopes = (0 if x is None else x.data.ptr for x in (list(inputs[10:13]) + [None] * 3)[:3])
     stream = cupy.cuda.get_current_stream()
 
     def run() -> None:
-        plan(*ptrs, stream)
+        plan(*ptrs, stream, sinks=sinks, alibi_slopes=slopes, dsinks=dsinks)
 
     return run
 
 
-def verify(kernel, p: BackwardProblem, seed: int) -> Check:
-    """Launch once on fresh inputs into NaN-poisoned gradients; compare with the float64 gradients."""
+def verify(kernel, p: BackwardProblem, seed: int, sinks=None, alibi_slopes=None) -> Check:
+    """Launch once on fresh inputs into NaN-poisoned gradients; compare with the float64 gradients
+    (and, with sinks, the sinks' gradient: the worse check is returned)."""
     import cupy
 
     dtype = kernel.config.dtype
-    inputs, refs = make_inputs(p, dtype, seed, with_reference=True)
+    inputs, refs = make_inputs(p, dtype, seed, with_reference=True, sinks=sinks, alibi_slopes=alibi_slopes)
     launcher(kernel, p, inputs)()
     cupy.cuda.get_current_stream().synchronize()
-    return compare_gradients([to_float64(g, dtype) for g in inputs[6:9]], refs, dtype)
+    check = compare_gradients([to_float64(g, dtype) for g in inputs[6:9]], refs[:3], dtype)
+    if sinks is not None:
+        sink_check = compare_sink_gradient(inputs[11], refs[3], refs[4], dtype)
+        if not sink_check.passed or sink_check.rel_error > check.rel_error:
+            return sink_check
+    return check

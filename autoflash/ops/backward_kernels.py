@@ -57,6 +57,12 @@ class BackwardConfig(OpConfig):
     stages: int = 2  # query-tile buffers: 2 prefetches the next (Q, dO, lse2, delta) tile
     deterministic: bool = False  # dQ adds serialised in K/V-tile order: bitwise repeatable
     warps_q: int = 1  # warps along the query columns of S, dP: 2 = FlashAttention-2's 2-D layout
+    # Variants (issue 17), compile-time like the forward's (ops/forward_base.KernelConfig): a true flag
+    # adds its name to the config name; plain configs keep their names and their code.
+    window: bool = False  # sliding window (Problem.window_left / window_right): query tiles outside skipped
+    softcap: bool = False  # logit softcap (Problem.softcap > 0): dS times 1 - tanh^2
+    sinks: bool = False  # per-head sink logit (Problem.sinks): its gradient from the <name>_sink kernel
+    alibi: bool = False  # ALiBi bias (Problem.alibi_slopes): constant, no gradient
 
     op: ClassVar[str] = "backward"
     name_parts: ClassVar[tuple] = (("head_dim", "d"), ("block_m", "bm"), ("block_n", "bn"), ("warps", "w"),
@@ -89,9 +95,15 @@ class TensorSpec:
 
 
 def check_inputs(q: TensorSpec, k: TensorSpec, v: TensorSpec, out: TensorSpec, lse: TensorSpec,
-                 grad_out: TensorSpec, causal: bool, causal_alignment: str = "top_left") -> BackwardProblem:
+                 grad_out: TensorSpec, causal: bool, causal_alignment: str = "top_left", *,
+                 window: tuple[int, int] = (-1, -1), softcap: float = 0.0,
+                 alibi_batch_stride: int = -1) -> BackwardProblem:
     """The problem of a backward call, or ValueError naming what is wrong (before any launch).
-    causal_alignment as the forward's (ops.forward_base.causal_offset): the problem's causal_offset."""
+    causal_alignment as the forward's (ops.forward_base.causal_offset): the problem's causal_offset,
+    set for causal and for the variants that measure from the diagonal (window, ALiBi), as the
+    forward does. Variants (their values checked by serve/variants.check_variants): window (left,
+    right) and softcap become problem fields; alibi_batch_stride is the slopes' batch stride (0:
+    per-head slopes), -1 for no ALiBi. The sinks and slopes pointers are passed at launch."""
     arrays = (q, k, v, out, lse, grad_out)
     for t in arrays:
         if not t.device.startswith("cuda"):
@@ -134,7 +146,12 @@ def check_inputs(q: TensorSpec, k: TensorSpec, v: TensorSpec, out: TensorSpec, l
         if not t.aligned:
             raise ValueError(f"{t.name}'s data pointer is not 16-byte aligned; pass a fresh contiguous copy")
     offset = causal_offset(causal_alignment, nq, nk)  # ValueError for an unknown alignment
-    return BackwardProblem(b, hq, hkv, nq, nk, d, bool(causal), offset if causal else 0)
+    p = BackwardProblem(b, hq, hkv, nq, nk, d, bool(causal), offset if causal else 0)
+    p.window_left, p.window_right, p.softcap = int(window[0]), int(window[1]), float(softcap)
+    if p.variant_flags()["window"] or alibi_batch_stride >= 0:  # the diagonal they measure from
+        p.causal_offset = offset
+    p.alibi_batch_stride = max(alibi_batch_stride, 0)
+    return p
 
 
 class BackwardMmaTemplate(Template):
@@ -193,6 +210,8 @@ class BackwardMmaTemplate(Template):
                               f"{cfg.block_m} over {cfg.warps} warps (spills; at most 64)")
             if cfg.deterministic and cfg.stages == 1:
                 errors.append("head_dim 256 deterministic spills registers with stages=1")
+            if cfg.window and cfg.alibi and cfg.block_m == 64:  # sm_90: 4 bytes; block_m 32: 245 registers
+                errors.append("head_dim 256 with window and alibi spills registers with block_m=64")
         return errors
 
     def smem_bytes(self, cfg: BackwardConfig) -> int:

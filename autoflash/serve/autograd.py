@@ -17,6 +17,7 @@ from autoflash.ops.backward import OPERATION
 from autoflash.ops.backward_gpu import launch_plan
 from autoflash.ops.backward_kernels import BackwardConfig, TensorSpec, check_inputs, default_scale
 from autoflash.serve.errors import InputError
+from autoflash.serve.variants import check_variants
 
 _DTYPES = {"torch.float16": "fp16", "torch.bfloat16": "bf16", "torch.float32": "fp32"}
 
@@ -46,7 +47,8 @@ def _default_config(arch: str, **key) -> BackwardConfig:
 
 def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, causal_alignment: str = "top_left",
                        scale: float | None = None, deterministic: bool = False,
-                       config: BackwardConfig | dict | None = None):
+                       config: BackwardConfig | dict | None = None, window_size=(-1, -1), softcap=None,
+                       sinks=None, alibi_slopes=None):
     """Gradients (dq, dk, dv) of attention(q, k, v, causal, scale) for upstream grad_out.
 
     q, out, grad_out: (batch, heads_q, seq_q, head_dim); k, v: (batch, heads_kv, seq_k, head_dim),
@@ -56,11 +58,22 @@ def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, cau
     a row that sees no key has LSE -inf from the forward and gets dq = 0, contributing nothing
     to dk, dv). GQA/MQA: dk, dv are summed over each group's query heads.
     deterministic=True: bitwise repeatable dq (its adds serialised), at a cost.
-    Returns new tensors in the inputs' dtype, computed on the current stream.
+    Variants (issue 17), the forward's arguments with its meaning (serve/variants.py; lse must be
+    that forward's, which includes the sinks): window_size, softcap (exact gradient through the
+    tanh), alibi_slopes (no gradient: the bias is constant), sinks (float32 (heads_q,)): then the
+    sinks' gradient dsinks (float32 (heads_q,)) is returned too.
+    Returns new tensors (dq, dk, dv in the inputs' dtype; dsinks when sinks are given), computed on
+    the current stream.
     """
-    p = check_inputs(*(tensor_spec(n, t) for n, t in zip(("q", "k", "v", "out", "lse", "grad_out"),
-                                                           (q, k, v, out, lse, grad_out))), causal,
-                     causal_alignment)
+    specs = [tensor_spec(n, t) for n, t in zip(("q", "k", "v", "out", "lse", "grad_out"),
+                                                (q, k, v, out, lse, grad_out))]
+    if len(specs[0].shape) != 4:
+        raise InputError(f"q must have 4 dimensions (batch, heads, seq, head_dim), got {specs[0].shape}")
+    variants = check_variants(window_size, softcap, sinks, alibi_slopes, causal=bool(causal), kind="torch",
+                              device=q.get_device(), batch=specs[0].shape[0], heads_q=specs[0].shape[1])
+    flags = variants.flags()
+    p = check_inputs(*specs, causal, causal_alignment, window=(variants.window_left, variants.window_right),
+                     softcap=variants.softcap, alibi_batch_stride=variants.alibi_batch_stride if flags["alibi"] else -1)
     if scale is None:
         scale = default_scale(p.head_dim)
     elif isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
@@ -70,7 +83,7 @@ def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, cau
 
     device = q.device.index if q.device.index is not None else torch.cuda.current_device()
     key = dict(dtype=tensor_spec("q", q).dtype, head_dim=p.head_dim, causal=p.causal,
-               deterministic=bool(deterministic))
+               deterministic=bool(deterministic), **flags)
     if config is None:
         cfg = _default_config(device_arch(device)[0], **key)
     else:
@@ -81,51 +94,62 @@ def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, cau
     plan = launch_plan(kernel, p, float(scale))
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     workspace = torch.empty(plan.workspace_bytes, dtype=torch.uint8, device=q.device)
+    dsinks = torch.empty(p.heads_q, dtype=torch.float32, device=q.device) if flags["sinks"] else None
     ptr = torch.cuda.current_stream(device).cuda_stream
     stream = stream_handle(ptr) if ptr else cupy.cuda.Stream.null  # 0: the legacy default stream
     with cupy.cuda.Device(device):
         plan(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr(), grad_out.data_ptr(),
-             dq.data_ptr(), dk.data_ptr(), dv.data_ptr(), workspace.data_ptr(), stream)
-    return dq, dk, dv
+             dq.data_ptr(), dk.data_ptr(), dv.data_ptr(), workspace.data_ptr(), stream, sinks=variants.sinks_ptr,
+             alibi_slopes=variants.alibi_ptr, dsinks=0 if dsinks is None else dsinks.data_ptr())
+    return (dq, dk, dv) if dsinks is None else (dq, dk, dv, dsinks)
 
 
 @functools.cache
 def attention_function():
     """The torch.autograd.Function class (built on first use: defining it imports torch).
 
-    apply(forward, q, k, v, causal, scale, deterministic, config, causal_alignment): `forward` is the
-    non-differentiable forward (serve/api.attention_forward, passed in because serve/api imports
-    this module), called with return_lse=True; O and LSE are saved for the backward."""
+    apply(forward, q, k, v, causal, scale, deterministic, config, causal_alignment, window_size, softcap,
+    sinks, alibi_slopes): `forward` is the non-differentiable forward (serve/api.attention_forward,
+    passed in because serve/api imports this module), called with return_lse=True and the
+    variants; O and LSE are saved for the backward. sinks (a tensor) gets its gradient when it
+    requires one; alibi_slopes never (constant)."""
     import torch
 
     class AttentionFunction(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, forward, q, k, v, causal, scale, deterministic, config, causal_alignment):
+        def forward(ctx, forward, q, k, v, causal, scale, deterministic, config, causal_alignment,
+                    window_size=(-1, -1), softcap=None, sinks=None, alibi_slopes=None):
+            variants = dict(window_size=window_size, softcap=softcap, sinks=sinks, alibi_slopes=alibi_slopes)
             out, lse = forward(q, k, v, causal=causal, causal_alignment=causal_alignment, scale=scale,
-                               return_lse=True, config=config)
-            ctx.save_for_backward(q, k, v, out, lse)
+                               return_lse=True, config=config, **variants)
+            ctx.save_for_backward(q, k, v, out, lse, sinks, alibi_slopes)
             ctx.mark_non_differentiable(lse)
             ctx.causal, ctx.scale, ctx.deterministic = causal, scale, deterministic
-            ctx.causal_alignment = causal_alignment
+            ctx.causal_alignment, ctx.window_size, ctx.softcap = causal_alignment, window_size, softcap
             return out, lse
 
         @staticmethod
         def backward(ctx, grad_out, _grad_lse):
-            q, k, v, out, lse = ctx.saved_tensors
+            q, k, v, out, lse, sinks, alibi_slopes = ctx.saved_tensors
             grad_out = grad_out.contiguous()
             if grad_out.data_ptr() % 16:
                 grad_out = grad_out.clone()  # the kernels read 16-byte vectors
-            dq, dk, dv = attention_backward(q, k, v, out, lse, grad_out, causal=ctx.causal,
-                                            causal_alignment=ctx.causal_alignment, scale=ctx.scale,
-                                            deterministic=ctx.deterministic)
-            return None, dq, dk, dv, None, None, None, None, None
+            grads = attention_backward(q, k, v, out, lse, grad_out, causal=ctx.causal,
+                                       causal_alignment=ctx.causal_alignment, scale=ctx.scale,
+                                       deterministic=ctx.deterministic, window_size=ctx.window_size,
+                                       softcap=ctx.softcap, sinks=sinks, alibi_slopes=alibi_slopes)
+            dq, dk, dv = grads[:3]
+            dsinks = grads[3].to(sinks.dtype) if sinks is not None and ctx.needs_input_grad[11] else None
+            return None, dq, dk, dv, None, None, None, None, None, None, None, dsinks, None
 
     return AttentionFunction
 
 
 def differentiable_attention(forward, q, k, v, *, causal: bool, scale, deterministic: bool, config,
-                             return_lse: bool, causal_alignment: str = "top_left"):
-    """autoflash.attention's path for inputs that require grad (checked by the caller)."""
+                             return_lse: bool, causal_alignment: str = "top_left", window_size=(-1, -1),
+                             softcap=None, sinks=None, alibi_slopes=None):
+    """autoflash.attention's path for inputs that require grad (checked by the caller), variants
+    included (their values checked by the forward it calls); sinks that require grad get theirs."""
     out, lse = attention_function().apply(forward, q, k, v, causal, scale, deterministic, config,
-                                          causal_alignment)
+                                          causal_alignment, window_size, softcap, sinks, alibi_slopes)
     return (out, lse) if return_lse else out
