@@ -101,10 +101,8 @@ def test_rows_without_a_key_are_zero_and_minus_infinity_in_every_dtype(dtype):
     check(out, lse, q, k, v, nk - nq, 1 / math.sqrt(d), dtype)
 
 
-def test_bottom_right_decode_shapes_go_to_the_decode_kernel(monkeypatch):
-    calls = []
-    real = serve_api.decode_attention
-    monkeypatch.setattr(serve_api, "decode_attention", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+def test_bottom_right_decode_shapes_go_to_the_decode_kernel(decode_calls):
+    calls = decode_calls
     b, hq, hkv, nq, nk, d = 2, 8, 2, 4, 1000, 128
     q, k, v = randn((b, hq, nq, d), "bf16", 7), randn((b, hkv, nk, d), "bf16", 8), randn((b, hkv, nk, d), "bf16", 9)
     out, lse = autoflash.attention(q, k, v, causal=True, causal_alignment="bottom_right", return_lse=True)

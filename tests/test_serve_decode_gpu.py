@@ -1,7 +1,7 @@
 """Decode as served (issue 14 item 8): autoflash.attention() on decode shapes, attention_with_kvcache
 and the torch drop-in (torch.compile, CUDA-graph capture and replay), each against attention in
 float64 from the same (upcast) inputs. Tolerances: autoflash/ops/reference.py (relative error of the
-whole output: fp16 3e-3, bf16 1e-2; LSE 1e-3 absolute). A spy on serve/api.decode_attention checks
+whole output: fp16 3e-3, bf16 1e-2; LSE 1e-3 absolute). A spy on serve/api.launch_decode checks
 which kernel served each attention() call, so a test cannot pass on the forward kernel by accident."""
 import math
 
