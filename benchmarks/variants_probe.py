@@ -18,7 +18,6 @@ import itertools
 import multiprocessing
 import os
 import statistics
-import sys
 from concurrent.futures import ProcessPoolExecutor
 
 os.environ.setdefault("AUTOFLASH_CACHE_DIR", "/tmp/autoflash-cache")
@@ -63,11 +62,15 @@ def _compile(cfg):
     return cfg.name, r.registers, r.spills
 
 
-def values(cfg) -> dict:
+WINDOW = (64, 37)  # (left, right); right is 0 for causal configs
+USED = [3, 10, 250, 129, 1]  # seqused_k per sequence of LENS
+
+
+def values(cfg, window=WINDOW) -> dict:
     """The Problem values of the config's variants (window, softcap)."""
     v = {}
     if cfg.window:
-        v.update(window_left=64, window_right=0 if cfg.causal else 37)
+        v.update(window_left=window[0], window_right=0 if cfg.causal else window[1])
     if cfg.softcap:
         v["softcap"] = SOFTCAP
     return v
@@ -86,21 +89,24 @@ def arrays(cfg, batch: int, heads_q: int, per_batch: bool) -> dict:
     return a
 
 
-def check_config(kernel, cfg) -> list[str]:
-    """Failures (one line each) of one config on every dense shape and the varlen batches."""
+def check_config(kernel, cfg, dense=DENSE, lens=LENS, used=USED, window=WINDOW) -> list[str]:
+    """Failures (one line each) of one config on every dense shape and the varlen batches
+    (bottom-right per sequence, with seqused_k, top-left). benchmarks/wgmma_variants_probe.py
+    calls it with its own shapes."""
     fails = []
-    for i, (b, hq, hkv, nq, nk, off) in enumerate(DENSE):
-        p = Problem(b, hq, hkv, nq, nk, cfg.head_dim, cfg.causal, causal_offset=off, **values(cfg))
+    v = values(cfg, window)
+    for i, (b, hq, hkv, nq, nk, off) in enumerate(dense):
+        p = Problem(b, hq, hkv, nq, nk, cfg.head_dim, cfg.causal, causal_offset=off, **v)
         c = fl.run_checked(kernel, p, seed=i, **arrays(cfg, b, hq, per_batch=(i == 0)))
         if not c.passed:
             fails.append(f"dense {(b, hq, hkv, nq, nk, off)}: {c.describe()}")
-    win = (64, 0 if cfg.causal else 37) if cfg.window else (-1, -1)
-    cap = SOFTCAP if cfg.softcap else 0.0
-    for j, (br, used) in enumerate(((True, None), (True, [3, 10, 250, 129, 1]), (False, None))):
-        c = fl.run_varlen_checked(kernel, LENS[0], LENS[1], 4, 2, bottom_right=br, seqused_k=used, seed=10 + j,
-                                  window=win, softcap=cap, **arrays(cfg, len(LENS[0]), 4, per_batch=(j == 1)))
+    win = (v.get("window_left", -1), v.get("window_right", -1))
+    for j, (br, seqused) in enumerate(((True, None), (True, used), (False, None))):
+        c = fl.run_varlen_checked(kernel, lens[0], lens[1], 4, 2, bottom_right=br, seqused_k=seqused, seed=10 + j,
+                                  window=win, softcap=v.get("softcap", 0.0),
+                                  **arrays(cfg, len(lens[0]), 4, per_batch=(j == 1)))
         if not c.passed:
-            fails.append(f"varlen bottom_right={br} seqused_k={used}: {c.describe()}")
+            fails.append(f"varlen bottom_right={br} seqused_k={seqused}: {c.describe()}")
     return fails
 
 

@@ -16,12 +16,12 @@ import multiprocessing
 import sys
 from concurrent.futures import ProcessPoolExecutor
 
-import numpy as np
-
 from autoflash.kernels import compile as afc
 from autoflash.kernels.registry import TEMPLATES
 from autoflash.ops import forward_launch as fl
-from autoflash.ops.forward_base import VARIANT_FLAGS, Problem
+from autoflash.ops.forward_base import VARIANT_FLAGS
+
+import variants_probe  # benchmarks/ (this script's folder): the checks both probes run
 
 WG = TEMPLATES["flash_fwd_wgmma"]
 # (batch, heads_q, heads_kv, seq_q, seq_k, causal_offset): square GQA, chunked prefill bottom-right,
@@ -49,41 +49,9 @@ def _compile(cfg):
     return cfg.name, r.spills
 
 
-def values(cfg) -> dict:
-    v = {}
-    if cfg.window:
-        v.update(window_left=WINDOW[0], window_right=0 if cfg.causal else WINDOW[1])
-    if cfg.softcap:
-        v["softcap"] = SOFTCAP
-    return v
-
-
-def arrays(cfg, batch: int, heads_q: int, per_batch: bool) -> dict:
-    a = {}
-    if cfg.sinks:
-        a["sinks"] = np.random.default_rng(1).standard_normal(heads_q).astype(np.float32) * 2
-    if cfg.alibi:
-        s = fl.alibi_slopes(heads_q)
-        a["alibi_slopes"] = np.outer(1.0 + np.arange(batch), s).astype(np.float32) if per_batch else s
-    return a
-
-
 def check_config(kernel, cfg) -> list[str]:
-    fails = []
-    for i, (b, hq, hkv, nq, nk, off) in enumerate(DENSE):
-        p = Problem(b, hq, hkv, nq, nk, cfg.head_dim, cfg.causal, causal_offset=off, **values(cfg))
-        c = fl.run_checked(kernel, p, seed=i, **arrays(cfg, b, hq, per_batch=(i == 0)))
-        if not c.passed:
-            fails.append(f"dense {(b, hq, hkv, nq, nk, off)}: {c.describe()}")
-    v = values(cfg)
-    win = (v.get("window_left", -1), v.get("window_right", -1))
-    for j, (br, used) in enumerate(((True, None), (True, USED), (False, None))):
-        c = fl.run_varlen_checked(kernel, LENS[0], LENS[1], 4, 2, bottom_right=br, seqused_k=used, seed=10 + j,
-                                  window=win, softcap=v.get("softcap", 0.0),
-                                  **arrays(cfg, len(LENS[0]), 4, per_batch=(j == 1)))
-        if not c.passed:
-            fails.append(f"varlen bottom_right={br} seqused_k={used is not None}: {c.describe()}")
-    return fails
+    """variants_probe's checks on this probe's shapes (several query tiles, a wider window)."""
+    return variants_probe.check_config(kernel, cfg, DENSE, LENS, USED, WINDOW)
 
 
 def worst_rows_capture():

@@ -70,3 +70,12 @@ def decode_calls(monkeypatch):
 
     monkeypatch.setattr(serve_api, "launch_decode", spy)
     return calls
+
+
+@pytest.fixture
+def torch_cuda():
+    """PyTorch, for GPU tests of the torch-facing API (skips without torch or a CUDA GPU)."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("PyTorch sees no CUDA GPU")
+    return torch

@@ -136,14 +136,6 @@ def test_sinks_minus_inf_and_large(pin):
 
 
 # ------------------------------------------------------------------ the API, through PyTorch
-@pytest.fixture
-def torch_cuda():
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("PyTorch sees no CUDA GPU")
-    return torch
-
-
 def reference_of(torch, q, k, v, **kw):
     from autoflash.ops.reference import reference_attention
 

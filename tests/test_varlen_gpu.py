@@ -83,14 +83,6 @@ def test_varlen_with_variants(pin, flags):
 
 
 # ------------------------------------------------------------------ the API, through PyTorch
-@pytest.fixture
-def torch_cuda():
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("PyTorch sees no CUDA GPU")
-    return torch
-
-
 @pytest.mark.parametrize("alignment", ["bottom_right", "top_left"])
 def test_attention_varlen_api(torch_cuda, alignment):
     import autoflash
