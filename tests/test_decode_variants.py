@@ -189,7 +189,7 @@ def test_render_declares_the_flags_and_plain_kernels_keep_no_variant_code_path()
     every = render(DECODE.default("sm_90", {**KEY, **dict.fromkeys(VARIANT_FLAGS, True)}))
     assert all(f"constexpr bool {f.upper()} = true;" in every for f in VARIANT_FLAGS)
     assert "key_lo = (seq_k - seq_q - window_left) & ~15" in every  # the splits cover the window's keys
-    assert "finish_with_sink(m, l, s_sink2[r], row_lse)" in every and "tanh_approx(s * cap_in)" in every
+    assert "finish_with_sink(m, l, s_sink2[r], row_lse)" in every and "exp2f(s * cap_in)" in every
 
 
 # ------------------------------------------------------------------ NVRTC / ptxas
