@@ -17,8 +17,8 @@ pytestmark = pytest.mark.gpu
 torch = pytest.importorskip("torch")
 cupy = pytest.importorskip("cupy")
 
-from autoflash.ops.backward import TOLERANCE  # noqa: E402
-from autoflash.ops.backward_gpu import compare_sink_gradient, reference_gradients, sink_terms_norm  # noqa: E402
+from autoflash.ops.backward_gpu import (ZERO_FLOOR, compare_gradients, compare_sink_gradient,  # noqa: E402
+                                        reference_gradients, sink_terms_norm)
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 INF = math.inf
@@ -61,11 +61,13 @@ def reference(q, k, v, dout, *, causal, scale, offset, window_size, softcap, sin
 
 
 def check(grads, refs, dtype, tag, sinks=None, lse=None, delta=None):
-    """Relative errors of dq, dk, dv (and dsinks) against the reference; asserts the tolerance."""
-    errs = []
-    for g, r in zip(grads[:3], refs[:3]):
-        assert torch.isfinite(g).all(), tag
-        errs.append(float(cupy.linalg.norm(as_cupy(g) - r)) / max(float(cupy.linalg.norm(r)), 1e-30))
+    """Relative errors of dq, dk, dv (and dsinks) against the reference; asserts the tolerance. A
+    gradient that is exactly 0 (a window of one key: dq = dk = 0) is measured against 1e-3 |dv|
+    (ops/backward_gpu.compare_gradients, which also fails any non-finite value)."""
+    floor = ZERO_FLOOR * float(cupy.linalg.norm(refs[2]))
+    errs = [float(cupy.linalg.norm(as_cupy(g) - r)) / max(float(cupy.linalg.norm(r)), floor, 1e-30)
+            for g, r in zip(grads[:3], refs[:3])]
+    overall = compare_gradients([as_cupy(g) for g in grads[:3]], list(refs[:3]), dtype)
     line = f"{tag}: dq {errs[0]:.2e} dk {errs[1]:.2e} dv {errs[2]:.2e}"
     if sinks is not None:
         sink_check = compare_sink_gradient(as_cupy(grads[3]), refs[3], sink_terms_norm(lse, delta, as_cupy(sinks)),
@@ -73,7 +75,7 @@ def check(grads, refs, dtype, tag, sinks=None, lse=None, delta=None):
         line += f" dsinks {sink_check.rel_error:.2e}"
         assert sink_check.passed, line
     _log(line)
-    assert max(errs) <= TOLERANCE[dtype], line
+    assert overall.passed, line
     return errs
 
 
