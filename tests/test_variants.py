@@ -294,12 +294,15 @@ def test_slopes_shapes_and_causal_window():
     assert p.variant_flags() == v.flags() and p.softcap == 30.0 and p.sinks == p.alibi_slopes == 4096
 
 
-def test_variant_calls_are_not_routed_to_decode():
+def test_variant_calls_reach_decode_only_where_its_diagonal_agrees():
     shape = dict(kind="torch", dtype="bf16", arch="sm_90", batch=1, heads_q=8, heads_kv=2, seq_q=1, seq_k=4096,
                  head_dim=128, causal=False)
     assert route_attention(**shape).op == "decode"
-    route = route_attention(**shape, variants=("window_size",))
-    assert route.op == "forward" and "window_size" in route.reason and "decode" in route.reason
+    for names in (("window_size",), ("alibi_slopes", "sinks"), ("softcap",)):
+        assert route_attention(**shape, causal_alignment="bottom_right", variants=names).op == "decode"
+    assert route_attention(**shape, variants=("softcap", "sinks")).op == "decode"  # no diagonal involved
+    route = route_attention(**shape, variants=("window_size",))  # top-left window, seq_q != seq_k
+    assert route.op == "forward" and "window_size" in route.reason and "bottom-right" in route.reason
 
 
 # ------------------------------------------------------------ attention()'s host path, faked GPU

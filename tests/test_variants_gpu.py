@@ -147,8 +147,8 @@ def reference_of(torch, q, k, v, **kw):
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
 @pytest.mark.parametrize("seq_q,alignment", [(1, "bottom_right"), (200, "top_left"), (200, "bottom_right")])
 def test_attention_api_with_every_variant(torch_cuda, dtype, seq_q, alignment):
-    """All four variants at once, causal, GQA, LSE; seq_q = 1 is decode-shaped, and must be served by
-    the forward (decode has no variants)."""
+    """All four variants at once, causal, GQA, LSE; seq_q = 1 bottom-right is decode-shaped and served
+    by the split-KV decode kernel's variants (serve/routing.py), the others by the forward."""
     import autoflash
     from autoflash.ops.reference import compare
 

@@ -341,7 +341,7 @@ def attention_forward(q, k, v, *, causal: bool = False, causal_alignment: str = 
         # Causal reaches decode only when its bottom-right mask is the one asked for (route_attention).
         # check_inputs and route_attention established what check_decode would: launch only.
         return launch_decode(q, k, v, causal=causal, softmax_scale=float(scale), return_lse=return_lse,
-                             layout="bhsd", config=pinned)
+                             layout="bhsd", config=pinned, variants=variants if variants.any else None)
     if pinned is None:
         cfg = choose_config(arch, device_name, qo.dtype, problem.head_dim, causal, problem.seq_k, flags)
     else:

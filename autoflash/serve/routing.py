@@ -42,14 +42,17 @@ def route_attention(*, kind: str, dtype: str, arch: str, batch: int, heads_q: in
     decode grid fits (batch * heads_kv <= 65535), and the masks agree: decode's causal mask is
     bottom-right (query i sees keys <= i + seq_k - seq_q), so it serves causal_alignment
     "bottom_right" with seq_q <= seq_k (every row sees a key), and "top_left" (keys <= i) only
-    when seq_q == seq_k (the same mask); without causal there is no mask; and no attention variant
-    (variants: the names of window_size/softcap/sinks/alibi_slopes in use; decode has none yet).
+    when seq_q == seq_k (the same mask); without causal there is no mask; and the variants'
+    diagonal agrees (variants: the names of window_size/softcap/sinks/alibi_slopes in use; window
+    and ALiBi measure from decode's bottom-right diagonal, so top-left needs seq_q == seq_k).
     Everything else runs the forward kernel, as before decode existed."""
     def forward(why: str) -> Route:
         return Route("forward", why)
 
-    if variants:
-        return forward(f"{', '.join(variants)}: the decode kernel has no attention variants yet, the forward has")
+    diagonal = [name for name in variants if name in ("window_size", "alibi_slopes")]
+    if diagonal and causal_alignment != "bottom_right" and seq_q != seq_k:
+        return forward(f"{', '.join(diagonal)} with the top-left diagonal and seq_q {seq_q} != seq_k {seq_k}: "
+                       "decode measures from the bottom-right one")
     if kind != "torch":
         return forward(f"{kind} arrays: the decode path takes PyTorch tensors")
     if seq_q > DECODE_MAX_QUERIES:
