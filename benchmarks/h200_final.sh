@@ -4,6 +4,7 @@
 #   verify  autoflash verify: every entry of tuned_configs/<arch>.json re-checked on this GPU
 #   decode  tune the decode op's keys (bf16/fp16 x D 64/128, <= 16 packed rows) into tuned_configs/
 #   bench_decode  benchmarks/bench_decode.py: the decode table against SDPA and the copy bandwidth
+#   bench_varlen  benchmarks/bench_varlen.py: varlen and chunked prefill against the dense kernel and SDPA
 # Usage on the GPU machine: bash benchmarks/h200_final.sh tests verify decode
 # Logs and the updated tuned_configs/sm_90.json land in $OUT; a short summary of each part comes last.
 set -uo pipefail
@@ -15,7 +16,7 @@ summary=""
 for part in "$@"; do
     t0=$(date +%s)
     case $part in
-        tests) timeout 330 python3 -m pytest -q -m gpu -n 12 -p no:cacheprovider -rf tests/ > "$OUT/tests.log" 2>&1
+        tests) timeout ${TESTS_TIMEOUT:-330} python3 -m pytest -q -m gpu -n 12 -p no:cacheprovider -rf tests/ > "$OUT/tests.log" 2>&1
                s=$(grep -E "passed|failed|error|FAILED|ERROR" "$OUT/tests.log" | tail -40) ;;
         verify) timeout 100 python3 -m autoflash.cli verify > "$OUT/verify.log" 2>&1
                 s=$(tail -6 "$OUT/verify.log") ;;
@@ -25,6 +26,8 @@ for part in "$@"; do
                 s=$(tail -14 "$OUT/decode_tune.log") ;;
         bench_decode) timeout 200 python3 benchmarks/bench_decode.py --rounds 3 > "$OUT/bench_decode.log" 2>&1
                       s=$(tail -25 "$OUT/bench_decode.log") ;;
+        bench_varlen) timeout 90 python3 benchmarks/bench_varlen.py --rounds 3 > "$OUT/bench_varlen.log" 2>&1
+                      s=$(tail -22 "$OUT/bench_varlen.log") ;;
         *) s="unknown part $part" ;;
     esac
     summary+=$'\n'"===== $part ($(( $(date +%s) - t0 )) s)"$'\n'"$s"
