@@ -255,13 +255,10 @@ def attention(q, k, v, *, causal: bool = False, causal_alignment: str = "top_lef
     """
     check_alignment(causal_alignment)
     variant_args = dict(window_size=window_size, softcap=softcap, sinks=sinks, alibi_slopes=alibi_slopes)
-    if type(q).__module__.startswith("torch") and _needs_grad(q, k, v):
+    if type(q).__module__.startswith("torch") and _needs_grad(q, k, v, sinks):
         qo = as_operand(q, "q")
         problem = check_inputs(qo, as_operand(k, "k"), as_operand(v, "v"))  # shape errors come first
-        used = _variants(variant_args, qo, problem, causal).names()
-        if used:
-            raise InputError(f"autoflash.attention() has no backward for attention variants ({', '.join(used)}) yet; "
-                             "call it under torch.no_grad() or torch.inference_mode() for inference")
+        _variants(variant_args, qo, problem, causal)  # bad variant values are refused before any launch
         why = differentiable_problem(kind=qo.kind, dtype=qo.dtype, arch=device_arch(qo.device)[0],
                                      head_dim=problem.head_dim)
         if why is not None:
@@ -270,7 +267,7 @@ def attention(q, k, v, *, causal: bool = False, causal_alignment: str = "top_lef
         q, k, v = (t if t.is_contiguous() else t.contiguous() for t in (q, k, v))
         return differentiable_attention(attention_forward, q, k, v, causal=bool(causal), scale=scale,
                                         deterministic=bool(deterministic), config=config, return_lse=return_lse,
-                                        causal_alignment=causal_alignment)
+                                        causal_alignment=causal_alignment, **variant_args)
     return attention_forward(q, k, v, causal=causal, causal_alignment=causal_alignment, scale=scale,
                              return_lse=return_lse, config=config, **variant_args)
 
@@ -289,10 +286,10 @@ def check_alignment(causal_alignment) -> None:
         raise InputError(f"causal_alignment must be one of {CAUSAL_ALIGNMENTS}, got {causal_alignment!r}")
 
 
-def _needs_grad(q, k, v) -> bool:
+def _needs_grad(q, k, v, sinks=None) -> bool:
     import torch
 
-    return torch.is_grad_enabled() and any(getattr(t, "requires_grad", False) for t in (q, k, v))
+    return torch.is_grad_enabled() and any(getattr(t, "requires_grad", False) for t in (q, k, v, sinks))
 
 
 def _pinned_config(config) -> KernelConfig | DecodeConfig | None:

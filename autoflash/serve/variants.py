@@ -26,7 +26,8 @@ VARIANTS_DOC = """    window_size=(left, right): sliding window (Mistral, Gemma,
     The diagonal diag follows causal_alignment for window and ALiBi with or without causal:
     i (top_left) or i + seq_k - seq_q (bottom_right). A row that sees no key gives output 0 and
     LSE -inf (with a sink: LSE = the sink). Every variant combines with the others, causal, GQA
-    and return_lse; none has gradients yet (inputs that require grad are refused)."""
+    and return_lse, and is differentiable for torch tensors: q, k, v and sinks (when they require
+    grad) get gradients (softcap's exact, through the tanh); ALiBi slopes get none (constant)."""
 
 
 @dataclass
