@@ -16,6 +16,7 @@ from autoflash.ops.decode import CHECK_WINDOW, DECODE, VARIANT_VALUES, DecodePro
 from autoflash.ops.decode_kernels import VARIANT_FLAGS, DecodeConfig
 from autoflash.ops.decode_launch import DecodePlan, reference_decode
 from autoflash.ops.reference import reference_attention
+from fake_decode_kernel import FakeKernel, launch_args_by_name
 
 KEY = {"dtype": "bf16", "head_dim": 128, "m_tiles": 1}
 COMBOS = [dict(zip(VARIANT_FLAGS, bits)) for bits in itertools.product((False, True), repeat=4)]
@@ -122,50 +123,21 @@ def test_key_span_bounds_the_keys_a_window_reads():
 
 
 # ------------------------------------------------------------------ plan and render
-def _kernel_params(src: str, name: str) -> list[str]:
-    sig = re.search(re.escape(name) + r"\((.*?)\)\s*\{", src, re.S).group(1)
-    return [" ".join(p.split()) for p in sig.split(",")]
-
-
-class _Recorder:
-    def __init__(self):
-        self.calls = []
-
-    def __call__(self, grid, block, args, **kw):
-        self.calls.append(args)
-
-
-class _FakeKernel:
-    def __init__(self, cfg):
-        self.config, self.smem, self.device_id = cfg, 0, 0
-        self.function, self.combine = _Recorder(), _Recorder()
-
-    def function_named(self, suffix):
-        return self.combine
-
-
 @pytest.mark.parametrize("flags", [COMBOS[0], COMBOS[-1]], ids=combo_id)
 def test_plan_passes_the_variant_tail_in_the_kernels_order(flags):
     from autoflash.kernels.render import render
 
     c = DECODE.default("sm_90", {**KEY, **flags})
     src = render(c)
-    kinds = {"uint64": "*", "int64": "long long", "int32": "int", "float32": "float"}
     p = DecodeProblem(2, 8, 2, 1, 64, 128, True, window_left=7 if flags["window"] else -1,
                       window_right=0 if flags["window"] else -1, softcap=30.0 if flags["softcap"] else 0.0,
                       sinks=flags["sinks"], alibi=flags["alibi"], alibi_per_batch=flags["alibi"])
-    kernel = _FakeKernel(c)
+    kernel = FakeKernel(c)
     plan = DecodePlan(kernel, p, tuple(range(1, 13)), 2, 0.1)
     plan(1, 2, 3, 4, 5, 6, 7, 8, None, 0, 111, 222)
     for fn, name in ((kernel.function, c.name), (kernel.combine, c.name + "_combine")):
-        params, args = _kernel_params(src, name), fn.calls[0]
-        assert len(args) == len(params), (params, args)
-        for param, arg in zip(params, args):
-            want = "*" if "*" in param else param.rsplit(" ", 1)[0].replace("const ", "")
-            assert kinds[type(arg).__name__] == want, (param, arg)
-        named = dict(zip((x.rsplit(" ", 1)[1] for x in params), args))
-        assert int(named["sinks"]) == 111
-    named = dict(zip((x.rsplit(" ", 1)[1] for x in _kernel_params(src, c.name)), kernel.function.calls[0]))
+        assert int(launch_args_by_name(src, name, fn.calls[0])["sinks"]) == 111
+    named = launch_args_by_name(src, c.name, kernel.function.calls[0])
     assert int(named["alibi_slopes"]) == 222
     assert (int(named["window_left"]), int(named["window_right"])) == ((7, 0) if flags["window"] else (-1, -1))
     assert float(named["softcap"]) == (30.0 if flags["softcap"] else 0.0)
@@ -175,9 +147,9 @@ def test_plan_passes_the_variant_tail_in_the_kernels_order(flags):
 def test_plan_refuses_a_kernel_without_the_problems_flags():
     p = DecodeProblem(2, 8, 2, 1, 64, 128, True, softcap=30.0)
     with pytest.raises(ValueError, match="variant flags"):
-        DecodePlan(_FakeKernel(DECODE.default("sm_90", KEY)), p, tuple(range(12)), 1, 0.1)
+        DecodePlan(FakeKernel(DECODE.default("sm_90", KEY)), p, tuple(range(12)), 1, 0.1)
     with pytest.raises(ValueError, match="variant flags"):  # and not a softcap kernel for a plain problem
-        DecodePlan(_FakeKernel(DECODE.default("sm_90", {**KEY, "softcap": True})),
+        DecodePlan(FakeKernel(DECODE.default("sm_90", {**KEY, "softcap": True})),
                    DecodeProblem(2, 8, 2, 1, 64, 128, True), tuple(range(12)), 1, 0.1)
 
 

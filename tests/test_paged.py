@@ -11,6 +11,7 @@ from autoflash.kernels.config import ConfigError, OpConfig
 from autoflash.ops.decode import CHECK_PAGES, DECODE, TIMED_PAGE, DecodeProblem
 from autoflash.ops.decode_kernels import DecodeConfig
 from autoflash.ops.decode_launch import (DecodePlan, from_pages, reference_decode, shuffled_pages, to_pages)
+from fake_decode_kernel import FakeKernel, launch_args_by_name
 
 KEY = {"dtype": "bf16", "head_dim": 128, "m_tiles": 1, "paged": True}
 
@@ -49,48 +50,17 @@ def test_render_switches_the_loads_through_the_table():
     assert "(unsigned)p < (unsigned)num_pages ? p : 0" in paged  # the kernel's own guard
 
 
-def _kernel_params(src: str, name: str) -> list[str]:
-    sig = re.search(re.escape(name) + r"\((.*?)\)\s*\{", src, re.S).group(1)
-    return [" ".join(p.split()) for p in sig.split(",")]
-
-
-class _Recorder:
-    def __init__(self):
-        self.calls = []
-
-    def __call__(self, grid, block, args, **kw):
-        self.calls.append(args)
-
-
-class _FakeKernel:
-    """What DecodePlan reads of a LoadedKernel, recording launches instead of making them."""
-
-    def __init__(self, cfg):
-        self.config, self.smem, self.device_id = cfg, 0, 0
-        self.function, self.combine = _Recorder(), _Recorder()
-
-    def function_named(self, suffix):
-        return self.combine
-
-
 @pytest.mark.parametrize("paged", [False, True])
 def test_plan_passes_exactly_the_kernels_parameters(paged):
     from autoflash.kernels.render import render
 
     cfg = paged_cfg(paged=paged)
-    params = _kernel_params(render(cfg), cfg.name)
     page = 16 if paged else 0
     p = DecodeProblem(2, 8, 2, 1, 64, 128, True, page_size=page, num_pages=9 if paged else 0)
-    kernel = _FakeKernel(cfg)
+    kernel = FakeKernel(cfg)
     plan = DecodePlan(kernel, p, tuple(range(1, 13)), 2, 0.1, 4 if paged else 0)
     plan(1, 2, 3, 4, 5, 6, 7, 8, None, 99)
-    args = kernel.function.calls[0]
-    assert len(args) == len(params), (params, args)
-    kinds = {"np.uint64": "*", "np.int64": "long long", "np.int32": "int", "np.float32": "float"}
-    for param, arg in zip(params, args):
-        want = "*" if "*" in param else param.rsplit(" ", 1)[0].replace("const ", "")
-        assert kinds["np." + type(arg).__name__] == want, (param, arg)
-    named = dict(zip((x.rsplit(" ", 1)[1] for x in params), args))
+    named = launch_args_by_name(render(cfg), cfg.name, kernel.function.calls[0])
     assert int(named["block_table"]) == 99 and int(named["page_size"]) == page
     assert int(named["num_pages"]) == p.num_pages and int(named["table_stride"]) == (4 if paged else 0)
     assert int(named["cache_len"]) == 64
@@ -99,7 +69,7 @@ def test_plan_passes_exactly_the_kernels_parameters(paged):
 def test_plan_refuses_a_kernel_of_the_other_kind():
     p = DecodeProblem(2, 8, 2, 1, 64, 128, True, page_size=16, num_pages=9)
     with pytest.raises(ValueError, match="not paged"):
-        DecodePlan(_FakeKernel(paged_cfg(paged=False)), p, tuple(range(12)), 1, 0.1, 4)
+        DecodePlan(FakeKernel(paged_cfg(paged=False)), p, tuple(range(12)), 1, 0.1, 4)
 
 
 @pytest.mark.parametrize("arch, head_dim, m_tiles, knobs", [
