@@ -13,7 +13,7 @@ from autoflash import store
 from autoflash.kernels.registry import TEMPLATES
 from autoflash.ops.forward import FORWARD, variant_arrays
 from autoflash.ops.forward_base import BOTTOM_RIGHT_PER_SEQUENCE, VARIANT_FLAGS, Problem, variant_tail
-from autoflash.ops.reference import compare, reference_attention
+from autoflash.ops.reference import compare, reference_attention, visible_keys
 from autoflash.serve import dispatch
 from autoflash.serve.errors import InputError
 from autoflash.serve.routing import route_attention
@@ -191,14 +191,7 @@ def test_variant_tail_order_and_types():
     (50, 50, False, 0, (0, 0)), (37, 91, False, 54, (-1, 3)), (20, 20, True, 0, (-1, -1))])
 def test_visible_pairs_counts_the_mask(nq, nk, causal, offset, window):
     p = Problem(1, 1, 1, nq, nk, 64, causal, causal_offset=offset, window_left=window[0], window_right=window[1])
-    i, j = np.arange(nq)[:, None] + offset, np.arange(nk)[None, :]
-    visible = np.ones((nq, nk), bool)
-    if causal:
-        visible &= j <= i
-    if window[0] >= 0:
-        visible &= j >= i - window[0]
-    if window[1] >= 0:
-        visible &= j <= i + window[1]
+    visible = visible_keys(np.arange(nq)[:, None] + offset, np.arange(nk)[None, :], causal=causal, window=window)
     assert p.visible_pairs() == int(visible.sum())
     if window != (-1, -1):
         assert p.flops() == 4.0 * 64 * visible.sum()

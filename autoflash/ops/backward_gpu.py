@@ -11,7 +11,7 @@ import numpy as np
 from autoflash.kernels.arrays import poisoned, random_normal, to_float64, to_storage
 from autoflash.kernels.elements import LOG2E
 from autoflash.ops.backward_kernels import PAD_M, TOLERANCE, BackwardProblem, default_scale
-from autoflash.ops.reference import Check
+from autoflash.ops.reference import Check, array_module, slopes_per_batch, visible_keys
 
 ZERO_FLOOR = 1e-3  # see compare_gradients
 
@@ -111,7 +111,7 @@ def reference_gradients(q, k, v, dout, *, causal: bool, scale: float, causal_off
     dK and dV summed over each K/V head's query heads. A row that sees no key has O = 0, P = 0: it
     contributes nothing and its dQ is 0. NumPy or CuPy, query rows in chunks (no Nq x Nk matrix at
     once). Returns (out, lse, dq, dk, dv), and dsinks (Hq,) last when sinks are given."""
-    xp = _xp(q)
+    xp = array_module(q)
     q, k, v, dout = (xp.asarray(a, dtype=xp.float64) for a in (q, k, v, dout))
     b, hq, nq, d = q.shape
     hkv, nk = k.shape[1], k.shape[2]
@@ -120,11 +120,9 @@ def reference_gradients(q, k, v, dout, *, causal: bool, scale: float, causal_off
     out, dq = xp.empty_like(q), xp.empty_like(q)
     lse = xp.empty((b, hq, nq))
     dk, dv = xp.zeros_like(k), xp.zeros_like(v)
-    left, right = window
     keys = xp.arange(nk)[None, :]
     if alibi_slopes is not None:
-        slopes = xp.asarray(alibi_slopes, dtype=xp.float64)
-        slopes = xp.broadcast_to(slopes.reshape((1, hq) if slopes.ndim == 1 else (b, hq)), (b, hq))[:, :, None, None]
+        slopes = slopes_per_batch(xp, alibi_slopes, b, hq)[:, :, None, None]
     sink = None if sinks is None else xp.asarray(sinks, dtype=xp.float64).reshape(1, hq, 1, 1)
     dsinks = xp.zeros(hq)
     for start in range(0, nq, chunk):
@@ -137,14 +135,7 @@ def reference_gradients(q, k, v, dout, *, causal: bool, scale: float, causal_off
         diagonal = xp.arange(start, rows.stop)[:, None] + causal_offset
         if alibi_slopes is not None:
             s = s - slopes * xp.abs(diagonal - keys)
-        visible = xp.ones((rows.stop - start, nk), dtype=bool)
-        if causal:
-            visible &= keys <= diagonal
-        if left >= 0:
-            visible &= keys >= diagonal - left
-        if right >= 0:
-            visible &= keys <= diagonal + right
-        s = xp.where(visible, s, -xp.inf)
+        s = xp.where(visible_keys(diagonal, keys, causal=causal, window=window), s, -xp.inf)
         m = s.max(axis=-1, keepdims=True)
         if sink is not None:
             m = xp.maximum(m, sink)
@@ -171,21 +162,13 @@ def reference_gradients(q, k, v, dout, *, causal: bool, scale: float, causal_off
     return (out, lse, dq, dk, dv) + (() if sinks is None else (dsinks,))
 
 
-def _xp(a):
-    if type(a).__module__.startswith("cupy"):
-        import cupy
-
-        return cupy
-    return np
-
-
 def compare_gradients(grads, refs, dtype: str) -> Check:
     """The worst of the three gradients' relative Frobenius errors; any non-finite value fails.
     grads and refs are (dq, dk, dv). A gradient that is exactly zero in exact arithmetic (every
     query row sees one key: dq = dk = 0) has no relative error: its error is measured against
     ZERO_FLOOR x |dv| instead (dv is never zero for a nonzero dO), so rounding noise of 1e-7
     passes and a wrong kernel does not."""
-    xp = _xp(refs[0])
+    xp = array_module(refs[0])
     floor = ZERO_FLOOR * float(xp.linalg.norm(refs[2]))
     worst, finite = 0.0, True
     for g, r in zip(grads, refs):
@@ -207,7 +190,7 @@ class GradientCheck(Check):
 def compare_sink_gradient(dsinks, ref, terms_norm: float, dtype: str) -> Check:
     """The sinks' gradient: its error against the float64 one, relative to the norm (over heads)
     of the sums of |e^(sink - LSE) delta| (cancellation in the sum does not count as error)."""
-    xp = _xp(ref)
+    xp = array_module(ref)
     g = xp.asarray(dsinks, dtype=xp.float64)
     finite = bool(xp.isfinite(g).all())
     err = float(xp.linalg.norm(g - ref)) / max(terms_norm, float(xp.linalg.norm(ref)), 1e-30)
@@ -216,7 +199,7 @@ def compare_sink_gradient(dsinks, ref, terms_norm: float, dtype: str) -> Check:
 
 def sink_terms_norm(lse, delta, sinks) -> float:
     """||sum over batch and rows of |e^(sink_h - LSE) delta|||  (the scale of dsinks' rounding)."""
-    xp = _xp(lse)
+    xp = array_module(lse)
     lse = xp.asarray(lse, dtype=xp.float64)
     sink = xp.asarray(sinks, dtype=xp.float64).reshape(1, -1, 1)
     w = xp.where(xp.isneginf(lse), 0.0, xp.exp(sink - xp.where(xp.isneginf(lse), 0.0, lse)))

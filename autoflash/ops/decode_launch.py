@@ -21,7 +21,7 @@ from autoflash.kernels.arrays import poisoned, random_normal, to_float64
 from autoflash.kernels.elements import DTYPE_BYTES, LOG2E
 from autoflash.ops.decode_kernels import (COMBINE_GROUPS, FUSED_MAX_SPLITS, MIN_SPLIT_KEYS, DecodeConfig, m_blocks,
                                          split_heuristic)
-from autoflash.ops.reference import Check, compare
+from autoflash.ops.reference import Check, array_module, compare, slopes_per_batch, visible_keys
 
 
 @dataclass(frozen=True)
@@ -204,7 +204,7 @@ def shuffled_pages(batch: int, max_pages: int, num_pages: int, seed: int) -> np.
 def to_pages(x, table, num_pages: int):
     """A contiguous (B, Nk, Hkv, D) cache (NumPy or CuPy) as (num_pages, page_size, Hkv, D) pages
     laid out by `table` (pages no sequence uses hold zeros); Nk = max_pages * page_size."""
-    xp = __import__("cupy") if type(x).__module__.startswith("cupy") else np
+    xp = array_module(x)
     b, nk, h, d = x.shape
     max_pages = table.shape[1]
     pages = xp.zeros((num_pages, nk // max_pages, h, d), dtype=x.dtype)
@@ -214,7 +214,7 @@ def to_pages(x, table, num_pages: int):
 
 def from_pages(pages, table):
     """The contiguous (B, max_pages * page_size, Hkv, D) view of a paged cache through its table."""
-    xp = __import__("cupy") if type(pages).__module__.startswith("cupy") else np
+    xp = array_module(pages)
     table = xp.asarray(table)
     b, max_pages = table.shape
     _, page_size, h, d = pages.shape
@@ -230,13 +230,12 @@ def reference_decode(q, k, v, seqlens, *, causal: bool, scale: float, window=(-1
     unbounded), softcap (0 = none) before ALiBi, alibi_slopes (Hq,) or (B, Hq): - slope * |diag - j|,
     sinks (Hq,) in the denominator only. A row that sees no key: output 0, LSE -inf (its sink with
     sinks). Returns (out (B, Nq, Hq, D), lse (B, Hq, Nq))."""
-    xp = __import__("cupy") if type(q).__module__.startswith("cupy") else np
+    xp = array_module(q)
     q, k, v = (xp.asarray(a, dtype=xp.float64) for a in (q, k, v))
     b, nq, hq, d = q.shape
     group = hq // k.shape[2]
     sink = None if sinks is None else xp.asarray(sinks, dtype=xp.float64).reshape(hq, 1, 1)
-    slopes = None if alibi_slopes is None else xp.broadcast_to(
-        xp.asarray(alibi_slopes, dtype=xp.float64).reshape(-1, hq), (b, hq))
+    slopes = None if alibi_slopes is None else slopes_per_batch(xp, alibi_slopes, b, hq)
     out = xp.zeros((b, nq, hq, d), dtype=xp.float64)
     lse = xp.full((b, hq, nq), -xp.inf, dtype=xp.float64)
     for i in range(b):
@@ -253,14 +252,7 @@ def reference_decode(q, k, v, seqlens, *, causal: bool, scale: float, window=(-1
         keys, diag = xp.arange(n)[None, :], (n - nq + xp.arange(nq))[:, None]  # (1, n), (Nq, 1)
         if slopes is not None:
             s = s - slopes[i][:, None, None] * xp.abs(diag - keys)[None]
-        visible = xp.ones((nq, n), dtype=bool)
-        if causal:
-            visible &= keys <= diag
-        if window[0] >= 0:
-            visible &= keys >= diag - window[0]
-        if window[1] >= 0:
-            visible &= keys <= diag + window[1]
-        s = xp.where(visible[None], s, -xp.inf)
+        s = xp.where(visible_keys(diag, keys, causal=causal, window=window)[None], s, -xp.inf)
         m = s.max(axis=-1, keepdims=True)
         if sink is not None:
             m = xp.maximum(m, sink)
@@ -300,7 +292,7 @@ def check_output(out, ref, lse, ref_lse, dtype: str):
     """ops.reference.compare, after checking that LSE is -inf exactly where the reference's is
     (rows that see no key), which compare would count as non-finite."""
 
-    xp = __import__("cupy") if type(ref).__module__.startswith("cupy") else np
+    xp = array_module(ref)
     lse = xp.asarray(lse, dtype=xp.float64)
     empty = xp.isneginf(ref_lse)
     if not bool((xp.isneginf(lse) == empty).all()):

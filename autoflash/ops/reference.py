@@ -45,7 +45,7 @@ def reference_attention(q, k, v, *, causal: bool, scale: float | None = None, ca
     Works on NumPy (CPU) or CuPy (GPU) arrays. Returns (out, lse), lse in natural log. Query rows
     are processed in chunks so no Nq x Nk matrix is held at once.
     """
-    xp = _array_module(q)
+    xp = array_module(q)
     q, k, v = (xp.asarray(a, dtype=xp.float64) for a in (q, k, v))
     b, hq, nq, d = q.shape
     hkv, nk = k.shape[1], k.shape[2]
@@ -53,11 +53,8 @@ def reference_attention(q, k, v, *, causal: bool, scale: float | None = None, ca
     k = xp.repeat(k, group, axis=1)  # GQA/MQA: each query head reads its group's K/V head
     v = xp.repeat(v, group, axis=1)
     scale = 1.0 / math.sqrt(d) if scale is None else scale
-    left, right = window
     if alibi_slopes is not None:
-        slopes = xp.asarray(alibi_slopes, dtype=xp.float64)
-        slopes = xp.broadcast_to(slopes.reshape((1, hq) if slopes.ndim == 1 else (b, hq)), (b, hq))
-        slopes = slopes[:, :, None, None]
+        slopes = slopes_per_batch(xp, alibi_slopes, b, hq)[:, :, None, None]
     if sinks is not None:
         sink = xp.asarray(sinks, dtype=xp.float64).reshape(1, hq, 1, 1)
     keys = xp.arange(nk)[None, :]
@@ -71,14 +68,7 @@ def reference_attention(q, k, v, *, causal: bool, scale: float | None = None, ca
         diagonal = xp.arange(start, stop)[:, None] + causal_offset
         if alibi_slopes is not None:
             s = s - slopes * xp.abs(diagonal - keys)
-        visible = xp.ones((stop - start, nk), dtype=bool)
-        if causal:
-            visible &= keys <= diagonal
-        if left >= 0:
-            visible &= keys >= diagonal - left
-        if right >= 0:
-            visible &= keys <= diagonal + right
-        s = xp.where(visible, s, -xp.inf)
+        s = xp.where(visible_keys(diagonal, keys, causal=causal, window=window), s, -xp.inf)
         m = s.max(axis=-1, keepdims=True) if nk else xp.full(s.shape[:-1] + (1,), -xp.inf)
         if sinks is not None:
             m = xp.maximum(m, sink)
@@ -93,12 +83,36 @@ def reference_attention(q, k, v, *, causal: bool, scale: float | None = None, ca
     return out, lse
 
 
-def _array_module(a):
+def array_module(a):
+    """numpy, or cupy for a CuPy array (imported only then)."""
     if type(a).__module__.startswith("cupy"):
         import cupy
 
         return cupy
     return np
+
+
+def visible_keys(diagonal, keys, *, causal: bool, window: tuple[int, int] = (-1, -1)):
+    """The keys each query row sees, as reference_attention's rules say: diagonal (rows, 1) each
+    row's diagonal key, keys (1, Nk) the key positions; causal: j <= diagonal; window (left,
+    right): diagonal - left <= j <= diagonal + right, -1 unbounded. A (rows, Nk) bool mask."""
+    xp = array_module(keys)
+    left, right = window
+    visible = xp.ones((diagonal.shape[0], keys.shape[1]), dtype=bool)
+    if causal:
+        visible &= keys <= diagonal
+    if left >= 0:
+        visible &= keys >= diagonal - left
+    if right >= 0:
+        visible &= keys <= diagonal + right
+    return visible
+
+
+def slopes_per_batch(xp, alibi_slopes, batch: int, heads_q: int):
+    """ALiBi slopes (Hq,) (shared by the batch) or (B, Hq) as a float64 (B, Hq) array of module xp."""
+    slopes = xp.asarray(alibi_slopes, dtype=xp.float64)
+    return xp.broadcast_to(slopes.reshape((1, heads_q) if slopes.ndim == 1 else (batch, heads_q)),
+                           (batch, heads_q))
 
 
 @dataclass
@@ -133,7 +147,7 @@ class Check:
 
 def compare(out, ref, dtype: str, lse=None, ref_lse=None) -> Check:
     """Compare an output (any float array, CPU or GPU) with the float64 reference."""
-    xp = _array_module(ref)
+    xp = array_module(ref)
     out = xp.asarray(out, dtype=xp.float64)
     finite = bool(xp.isfinite(out).all())
     if not finite:
