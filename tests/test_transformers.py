@@ -67,19 +67,25 @@ def test_models_accept_the_name(hf):
     assert model.config._attn_implementation == name
 
 
-def _mask(hf, torch, q_len, cached=0, attention_mask=None, name=None):
-    """create_causal_mask as LlamaModel calls it, with a DynamicCache holding `cached` tokens."""
-    from transformers.masking_utils import create_causal_mask
-
-    cfg = tiny_config(hf, name or backend.register())
+def _mask_over_cache(hf, torch, create_mask, cfg, q_len, cached, attention_mask):
+    """create_mask (a transformers.masking_utils mask function) as a model calls it for a batch of 2
+    and q_len new tokens, with a DynamicCache of cfg holding `cached` tokens."""
     cache = hf.DynamicCache(config=cfg)
     if cached:
         kv = torch.zeros(2, cfg.num_key_value_heads, cached, cfg.head_dim)
         for layer in range(cfg.num_hidden_layers):
             cache.update(kv, kv, layer)
-    return create_causal_mask(config=cfg, inputs_embeds=torch.zeros(2, q_len, cfg.hidden_size),
-                              attention_mask=attention_mask, past_key_values=cache,
-                              position_ids=torch.arange(cached, cached + q_len).expand(2, -1))
+    return create_mask(config=cfg, inputs_embeds=torch.zeros(2, q_len, cfg.hidden_size),
+                       attention_mask=attention_mask, past_key_values=cache,
+                       position_ids=torch.arange(cached, cached + q_len).expand(2, -1))
+
+
+def _mask(hf, torch, q_len, cached=0, attention_mask=None, name=None):
+    """create_causal_mask as LlamaModel calls it, with a DynamicCache holding `cached` tokens."""
+    from transformers.masking_utils import create_causal_mask
+
+    cfg = tiny_config(hf, name or backend.register())
+    return _mask_over_cache(hf, torch, create_causal_mask, cfg, q_len, cached, attention_mask)
 
 
 @pytest.mark.parametrize("q_len,cached", [(8, 0), (1, 8), (4, 8)], ids=["prefill", "decode", "chunked-prefill"])
@@ -122,14 +128,7 @@ def _sliding_mask(hf, torch, q_len, cached, attention_mask=None):
     from transformers.masking_utils import create_sliding_window_causal_mask
 
     cfg = sliding_config(hf, backend.register())
-    cache = hf.DynamicCache(config=cfg)
-    if cached:
-        kv = torch.zeros(2, cfg.num_key_value_heads, cached, cfg.head_dim)
-        for layer in range(cfg.num_hidden_layers):
-            cache.update(kv, kv, layer)
-    return create_sliding_window_causal_mask(config=cfg, inputs_embeds=torch.zeros(2, q_len, cfg.hidden_size),
-                                             attention_mask=attention_mask, past_key_values=cache,
-                                             position_ids=torch.arange(cached, cached + q_len).expand(2, -1))
+    return _mask_over_cache(hf, torch, create_sliding_window_causal_mask, cfg, q_len, cached, attention_mask)
 
 
 def test_sliding_window_masks_over_a_sliding_cache(hf, torch):
