@@ -47,3 +47,15 @@ def test_invalid_config_is_not_rendered():
 
 def test_templates_dir_exists():
     assert (templates_dir() / "common.cuh.j2").is_file()
+
+
+def test_no_generic_lambdas_in_templates():
+    """The H200 machine's NVRTC 13.0 rejects a lambda with an `auto` parameter in device code
+    ("host functions are not allowed in JIT mode") where this machine's newer NVRTC accepts it:
+    every flash_fwd_wgmma kernel once failed to build there. Keep lambdas' parameters typed."""
+    import re
+
+    generic = re.compile(r"\[[^\]\n]*\]\s*\([^)]*\bauto\b[^)]*\)")
+    found = [f"{path.name}: {m.group(0)}" for path in sorted(templates_dir().glob("*.j2"))
+             for m in generic.finditer(path.read_text())]
+    assert not found, found
