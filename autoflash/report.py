@@ -5,7 +5,8 @@
   importance, one PNG each.
 - plot_bench: TFLOP/s against sequence length per backend (autoflash, SDPA flash,
   cuDNN, efficient), one PNG per dtype and head dim, from benchmarks/bench_attention.py's
-  --out JSON.
+  --out JSON; for benchmarks/bench_decode.py's JSON (rows with kv_bytes), GB/s against the
+  KV-cache size per backend beside the copy bandwidth, one PNG per head dim and head ratio.
 matplotlib is optional (`pip install 'autoflash[report]'`) and imported only here.
 """
 from __future__ import annotations
@@ -40,7 +41,47 @@ def _safe(name: str) -> str:
 
 
 def plot_bench(results: Path, out_dir: Path) -> list[Path]:
-    return plot_bench_result(json.loads(Path(results).read_text()), out_dir)
+    data = json.loads(Path(results).read_text())
+    decode = data.get("rows") and "kv_bytes" in data["rows"][0]
+    return (plot_decode_result if decode else plot_bench_result)(data, out_dir)
+
+
+DECODE_BACKENDS = {"ours": "autoflash decode", "flash": "SDPA flash (FA2)", "cudnn": "SDPA cuDNN",
+                   "efficient": "SDPA efficient"}
+
+
+def plot_decode_result(data: dict, out_dir: Path) -> list[Path]:
+    """One PNG per (head dim, heads_q/heads_kv) from benchmarks/bench_decode.py's JSON: GB/s of each
+    backend against the KV bytes a call reads, every batch size a point, and the copy bandwidth
+    measured in the same run as a line."""
+    plt = _pyplot()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    copy = max(c["copy"] for c in data.get("ceilings", [{"copy": 0}]))
+    groups: dict[tuple, list[dict]] = {}
+    for row in data["rows"]:
+        groups.setdefault((row["head_dim"], row["heads_q"], row["heads_kv"]), []).append(row)
+    written = []
+    for (d, hq, hkv), rows in sorted(groups.items()):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for i, (backend, label) in enumerate(DECODE_BACKENDS.items()):
+            pts = sorted((r["kv_bytes"] / 2**20, r[backend]["gbps"]) for r in rows if backend in r)
+            if pts:
+                ax.plot(*zip(*pts), "o" if backend != "ours" else "o-", color=f"C{i}", label=label, alpha=0.85)
+        if copy:
+            ax.axhline(copy, color="gray", linestyle="--", label=f"copy {copy:.0f} GB/s (same run)")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("K + V bytes per call (MiB; batch 1-256 x cache length)")
+        ax.set_ylabel("GB/s")
+        ax.set_title(f"{data.get('device', '')}: decode Nq=1, head dim {d}, {hq}/{hkv} heads")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        path = out_dir / f"decode_d{d}_{hq}q{hkv}kv.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
 
 
 def plot_bench_result(data: dict, out_dir: Path) -> list[Path]:

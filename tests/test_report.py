@@ -34,3 +34,12 @@ def test_study_plots_one_png_per_study(tmp_path, capsys):
 def test_report_needs_an_input(capsys):
     assert cli.main(["report"]) == 2
     assert "give --storage" in capsys.readouterr().err
+
+
+def test_decode_bench_plots_one_png_per_head_dim_and_ratio(tmp_path):
+    """bench_decode.py's JSON (rows with kv_bytes) gets GB/s plots beside the copy bandwidth."""
+    bench = ROOT / "benchmarks" / "bench_decode_h200_2026-11-29_final.json"
+    assert cli.main(["report", "--bench", str(bench), "--out", str(tmp_path)]) == 0
+    pngs = sorted(p.name for p in tmp_path.glob("decode_*.png"))
+    assert pngs == ["decode_d128_32q8kv.png", "decode_d128_8q1kv.png", "decode_d64_32q8kv.png", "decode_d64_8q1kv.png"]
+    assert all((tmp_path / p).read_bytes().startswith(PNG) for p in pngs)

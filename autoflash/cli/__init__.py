@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--device", type=int, default=0)
     r = sub.add_parser("report", help="PNG plots of tuning studies and of a benchmark run")
     r.add_argument("--storage", help="plot every study in this Optuna storage (journal file or RDB URL)")
-    r.add_argument("--bench", type=Path, help="plot a benchmarks/bench_attention.py --out JSON")
+    r.add_argument("--bench", type=Path,
+                   help="plot a benchmark JSON (autoflash bench --json, bench_attention.py --out, bench_decode.py)")
     r.add_argument("--out", type=Path, default=Path("report"), help="folder for the PNGs (default: ./report)")
     e = sub.add_parser("export", help="write a kernel as a standalone .cu plus a C++ header with its launch shape")
     add_export_arguments(e)
