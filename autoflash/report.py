@@ -50,19 +50,37 @@ DECODE_BACKENDS = {"ours": "autoflash decode", "flash": "SDPA flash (FA2)", "cud
                    "efficient": "SDPA efficient"}
 
 
+def _rows_by(data: dict, fields: tuple[str, ...]) -> list[tuple[tuple, list[dict]]]:
+    """A benchmark's rows grouped by the values of fields (one figure per group), sorted."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in data["rows"]:
+        groups.setdefault(tuple(row[f] for f in fields), []).append(row)
+    return sorted(groups.items())
+
+
+def _save_figure(plt, fig, ax, path: Path, *, xlabel: str, ylabel: str, title: str, ncol: int = 1) -> Path:
+    """The look every benchmark figure shares (log2 x axis, grid, small legend), written as a PNG."""
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=ncol)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_decode_result(data: dict, out_dir: Path) -> list[Path]:
     """One PNG per (head dim, heads_q/heads_kv) from benchmarks/bench_decode.py's JSON: GB/s of each
     backend against the KV bytes a call reads, every batch size a point, and the copy bandwidth
     measured in the same run as a line."""
     plt = _pyplot()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     copy = max(c["copy"] for c in data.get("ceilings", [{"copy": 0}]))
-    groups: dict[tuple, list[dict]] = {}
-    for row in data["rows"]:
-        groups.setdefault((row["head_dim"], row["heads_q"], row["heads_kv"]), []).append(row)
     written = []
-    for (d, hq, hkv), rows in sorted(groups.items()):
+    for (d, hq, hkv), rows in _rows_by(data, ("head_dim", "heads_q", "heads_kv")):
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for i, (backend, label) in enumerate(DECODE_BACKENDS.items()):
             pts = sorted((r["kv_bytes"] / 2**20, r[backend]["gbps"]) for r in rows if backend in r)
@@ -70,30 +88,18 @@ def plot_decode_result(data: dict, out_dir: Path) -> list[Path]:
                 ax.plot(*zip(*pts), "o" if backend != "ours" else "o-", color=f"C{i}", label=label, alpha=0.85)
         if copy:
             ax.axhline(copy, color="gray", linestyle="--", label=f"copy {copy:.0f} GB/s (same run)")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("K + V bytes per call (MiB; batch 1-256 x cache length)")
-        ax.set_ylabel("GB/s")
-        ax.set_title(f"{data.get('device', '')}: decode Nq=1, head dim {d}, {hq}/{hkv} heads")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        path = out_dir / f"decode_d{d}_{hq}q{hkv}kv.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save_figure(
+            plt, fig, ax, Path(out_dir) / f"decode_d{d}_{hq}q{hkv}kv.png", ylabel="GB/s",
+            xlabel="K + V bytes per call (MiB; batch 1-256 x cache length)",
+            title=f"{data.get('device', '')}: decode Nq=1, head dim {d}, {hq}/{hkv} heads"))
     return written
 
 
 def plot_bench_result(data: dict, out_dir: Path) -> list[Path]:
     """One PNG per dtype and head dim from a benchmark result (`autoflash bench --json`)."""
     plt = _pyplot()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    groups: dict[tuple, list[dict]] = {}
-    for row in data["rows"]:
-        groups.setdefault((row["dtype"], row["head_dim"]), []).append(row)
     written = []
-    for (dtype, d), rows in sorted(groups.items()):
+    for (dtype, d), rows in _rows_by(data, ("dtype", "head_dim")):
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for i, (backend, label) in enumerate(BACKENDS.items()):
             for causal, style in ((False, "-"), (True, "--")):
@@ -101,17 +107,9 @@ def plot_bench_result(data: dict, out_dir: Path) -> list[Path]:
                 if pts:
                     ax.plot(*zip(*pts), style, marker="o", color=f"C{i}",
                             label=f"{label}{' causal' if causal else ''}")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("sequence length N")
-        ax.set_ylabel("TFLOP/s")
-        ax.set_title(f"{data.get('device', '')}: {dtype}, head dim {d} (forward)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
-        path = out_dir / f"bench_{dtype}_d{d}.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save_figure(plt, fig, ax, Path(out_dir) / f"bench_{dtype}_d{d}.png",
+                                    xlabel="sequence length N", ylabel="TFLOP/s",
+                                    title=f"{data.get('device', '')}: {dtype}, head dim {d} (forward)", ncol=2))
     return written
 
 
