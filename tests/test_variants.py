@@ -331,8 +331,8 @@ def fake_launch(monkeypatch):
 
     fake_cupy = types.SimpleNamespace(cuda=types.SimpleNamespace(
         runtime=types.SimpleNamespace(getDevice=lambda: 0), Device=lambda i: contextlib.nullcontext()))
+    monkeypatch.setattr(api, "plan", fake_plan)  # api.launch_forward launches for both modules
     for mod in (api, varlen):
-        monkeypatch.setattr(mod, "plan", fake_plan)
         monkeypatch.setattr(mod, "device_arch", lambda device: ("sm_90", "Fake GPU"))
     monkeypatch.setattr(api, "loaded_kernel", lambda cfg, device: cfg)
     monkeypatch.setattr(api, "_cupy", lambda: fake_cupy)

@@ -90,9 +90,12 @@ def test_packed_operand_is_seen_as_one_batch():
     assert one.shape == (1, 2, 300, 64) and one.strides == (0, 64, 256, 1)
 
 
-def test_bad_alignment_refused():
+@pytest.mark.parametrize("entry", ["attention_varlen", "attention_with_seqused_k"])
+def test_bad_alignment_refused(entry):
+    """Refused first, before any input is looked at."""
+    args = (None,) * (7 if entry == "attention_varlen" else 4)
     with pytest.raises(InputError, match="causal_alignment must be one of"):
-        varlen._check_alignment("diagonal")
+        getattr(varlen, entry)(*args, causal_alignment="diagonal")
 
 
 def test_per_sequence_reference_equals_dense_for_equal_lengths():

@@ -325,8 +325,7 @@ def attention_forward(q, k, v, *, causal: bool = False, causal_alignment: str = 
         scale = default_scale(problem.head_dim)
     elif not (isinstance(scale, (int, float)) and math.isfinite(scale)):
         raise InputError(f"scale must be a finite number, got {scale!r}")
-    device = qo.device
-    arch, device_name = device_arch(device)
+    arch, device_name = device_arch(qo.device)
     pinned = _pinned_config(config)
     route = route_attention(kind=qo.kind, dtype=qo.dtype, arch=arch, batch=problem.batch, heads_q=problem.heads_q,
                             heads_kv=problem.heads_kv, seq_q=problem.seq_q, seq_k=problem.seq_k,
@@ -347,15 +346,21 @@ def attention_forward(q, k, v, *, causal: bool = False, causal_alignment: str = 
         if have != (qo.dtype, problem.head_dim, causal, *flags.values()):
             raise InputError(f"config {cfg.name} is for (dtype, head_dim, causal, {', '.join(flags)})={have}, "
                              f"inputs need {(qo.dtype, problem.head_dim, causal, *flags.values())}")
-    kernel = loaded_kernel(cfg, device)
     out = _empty_like(qo, qo.shape, qo.dtype)
     lse = _empty_like(qo, qo.shape[:3], "fp32") if return_lse else None
-    args = (qo.ptr, ko.ptr, vo.ptr, _pointer(out), _pointer(lse) if lse is not None else 0, _stream(qo))
-    cupy = _cupy()
-    if cupy.cuda.runtime.getDevice() == device:
-        plan(kernel, problem, scale)(*args)
-    else:  # the plan too is built on the kernel's device (its grid reads the SM count)
-        with cupy.cuda.Device(device):
-            plan(kernel, problem, scale)(*args)
+    launch_forward(cfg, qo, ko, vo, problem, scale, out, lse)
     out, lse = _result(qo, out), _result(qo, lse)
     return (out, lse) if return_lse else out
+
+
+def launch_forward(cfg: KernelConfig, qo: Operand, ko: Operand, vo: Operand, problem: Problem, scale: float,
+                   out, lse) -> None:
+    """One forward kernel launch of checked operands on q's stream (attention() and serve/varlen.py)."""
+    kernel = loaded_kernel(cfg, qo.device)
+    args = (qo.ptr, ko.ptr, vo.ptr, _pointer(out), _pointer(lse) if lse is not None else 0, _stream(qo))
+    cupy = _cupy()
+    if cupy.cuda.runtime.getDevice() == qo.device:
+        plan(kernel, problem, scale)(*args)
+    else:  # the plan too is built on the kernel's device (its grid reads the SM count)
+        with cupy.cuda.Device(qo.device):
+            plan(kernel, problem, scale)(*args)

@@ -16,8 +16,8 @@ import dataclasses
 import numpy as np
 
 from autoflash.kernels.device import device_arch
-from autoflash.ops.forward_base import BOTTOM_RIGHT_PER_SEQUENCE, CAUSAL_ALIGNMENTS, Problem
-from autoflash.ops.forward_launch import default_scale, plan
+from autoflash.ops.forward_base import BOTTOM_RIGHT_PER_SEQUENCE, Problem
+from autoflash.ops.forward_launch import default_scale
 from autoflash.serve import api
 from autoflash.serve.errors import InputError
 from autoflash.serve.variants import VARIANTS_DOC, check_variants
@@ -55,7 +55,7 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q: int, max
     (heads_q, total_q) (flash-attn's varlen layout), natural log. No gradients (inputs that
     require grad are refused). Bad input raises ValueError (InputError) before anything launches.
     """
-    _check_alignment(causal_alignment)
+    api.check_alignment(causal_alignment)
     qo, ko, vo = (api.as_operand(x, n) for x, n in ((q, "q"), (k, "k"), (v, "v")))
     _refuse_grad(qo, q, k, v)
     for t in (qo, ko, vo):
@@ -115,7 +115,7 @@ def attention_with_seqused_k(q, k, v, seqused_k, *, causal: bool = False, causal
     Returns out (batch, heads_q, seq_q, head_dim) contiguous, and with return_lse the LSE
     (batch, heads_q, seq_q) float32; a row that sees no key gives 0 and LSE -inf.
     """
-    _check_alignment(causal_alignment)
+    api.check_alignment(causal_alignment)
     qo, ko, vo = (api.as_operand(x, n) for x, n in ((q, "q"), (k, "k"), (v, "v")))
     _refuse_grad(qo, q, k, v)
     p = api.check_inputs(qo, ko, vo)
@@ -142,16 +142,7 @@ def _launch(qo, ko, vo, p: Problem, flags: dict, scale, out, lse) -> None:
         raise InputError(f"softmax_scale must be a finite number, got {scale!r}")
     arch, device_name = device_arch(qo.device)
     cfg = api.choose_config(arch, device_name, qo.dtype, p.head_dim, p.causal, p.seq_k, flags)
-    kernel = api.loaded_kernel(cfg, qo.device)
-    args = (qo.ptr, ko.ptr, vo.ptr, api._pointer(out), api._pointer(lse) if lse is not None else 0, api._stream(qo))
-    cupy = api._cupy()
-    with cupy.cuda.Device(qo.device):  # the plan too is built on the kernel's device
-        plan(kernel, p, float(scale))(*args)
-
-
-def _check_alignment(causal_alignment) -> None:
-    if causal_alignment not in CAUSAL_ALIGNMENTS:
-        raise InputError(f"causal_alignment must be one of {CAUSAL_ALIGNMENTS}, got {causal_alignment!r}")
+    api.launch_forward(cfg, qo, ko, vo, p, float(scale), out, lse)
 
 
 def _refuse_grad(qo, *tensors) -> None:
