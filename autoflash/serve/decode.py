@@ -87,9 +87,9 @@ def check_decode(q, k_cache, v_cache, cache_seqlens=None, *, block_table=None, c
     variants = check_variants(window_size, softcap, sinks, alibi_slopes, causal=causal, kind="torch",
                               device=q.device.index, batch=p.batch, heads_q=p.heads_q)
     p = _with_variants(p, variants)
-    seqlens = _check_seqlens(cache_seqlens, p.batch, p.seq_k, q.device)
-    if block_table is not None:
-        _check_table_entries(block_table, seqlens, p)
+    seqlens, host_seqlens = _check_seqlens(cache_seqlens, p.batch, p.seq_k, q.device)
+    if block_table is not None:  # the lengths' one host copy serves the table check too
+        _check_table_entries(block_table, seqlens if host_seqlens is None else host_seqlens, p)
     scale = 1.0 / math.sqrt(p.head_dim) if softmax_scale is None else _check_scale(softmax_scale)
     if num_splits is not None and (type(num_splits) is not int or not 1 <= num_splits <= MAX_SPLITS):
         raise InputError(f"num_splits must be an int in 1..{MAX_SPLITS} (or None for the heuristic), got {num_splits!r}")
@@ -272,13 +272,13 @@ def _check_table_entries(table, seqlens, p: DecodeProblem) -> None:
 
 
 def _check_seqlens(seqlens, batch: int, cache_len: int, device):
-    """cache_seqlens -> an int32 tensor on q's device, its values in [0, cache_len] (checked on the
-    host, except while a CUDA graph is being captured, where no host copy is possible and the
-    kernel clamps instead)."""
+    """cache_seqlens -> (an int32 tensor on q's device, its host copy), its values in [0, cache_len]
+    (checked on the host, one copy, except while a CUDA graph is being captured, where no host
+    copy is possible (host copy None) and the kernel clamps instead). (None, None) without lengths."""
     import torch
 
     if seqlens is None:
-        return None
+        return None, None
     if not isinstance(seqlens, torch.Tensor):
         raise InputError(f"cache_seqlens is a {type(seqlens).__name__}; pass an int32 torch tensor of shape ({batch},)")
     if seqlens.dtype != torch.int32:
@@ -287,12 +287,14 @@ def _check_seqlens(seqlens, batch: int, cache_len: int, device):
         raise InputError(f"cache_seqlens has shape {tuple(seqlens.shape)}; expected ({batch},)")
     if seqlens.device.type == "cuda" and seqlens.device != device:
         raise InputError(f"cache_seqlens is on {seqlens.device}, q on {device}")
+    host = None
     if not (seqlens.device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
-        lo, hi = int(seqlens.min()), int(seqlens.max())
+        host = seqlens.cpu()
+        lo, hi = int(host.min()), int(host.max())
         if lo < 0 or hi > cache_len:
             bad = lo if lo < 0 else hi
             raise InputError(f"cache_seqlens holds {bad}, outside [0, {cache_len}] (the cache length)")
-    return seqlens.to(device).contiguous()
+    return seqlens.to(device).contiguous(), host
 
 
 def _check_scale(scale) -> float:
