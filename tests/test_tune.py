@@ -272,3 +272,16 @@ def test_templates_compete_and_the_fastest_template_wins():
     assert "flash_fwd_simt" in tried and len(tried) >= 2
     (entry,) = result.entries
     assert entry["config"]["template"] != "flash_fwd_simt"
+
+
+def test_warm_start_seeds_the_configs_tuned_for_the_key_before(monkeypatch):
+    default = heuristic_default(KEY)
+    other = next(c for c in valid_configs() if c.name != default.name)
+    elsewhere = {"op": "forward", "dtype": "fp32", "head_dim": 128, "causal": False, "config": default.to_dict()}
+    tuned = {"op": "forward", "dtype": "fp32", "head_dim": 64, "causal": False, "config": other.to_dict()}
+    monkeypatch.setattr(store, "entries_for_arch", lambda arch: [elsewhere, tuned])
+    result, _ = run(sampler="tpe", trials=3, warm_start=True)
+    first = [r["config"] for r in sorted(result.trials, key=lambda r: r["number"])][:2]
+    assert first == [default.name, other.name]  # the default, then the other GPU's winner for this key
+    result, _ = run(sampler="tpe", trials=3, seed=5)
+    assert [r["config"] for r in sorted(result.trials, key=lambda r: r["number"])][0] == default.name

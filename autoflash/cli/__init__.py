@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--grace", type=float, default=120.0,
                    help="seconds without a heartbeat after which another worker's running trial is lost "
                         "and queued again (default: 120)")
+    t.add_argument("--warm-start", action="store_true",
+                   help="seed each study with the configs already tuned for its problem on this arch (e.g. "
+                        "another GPU model's winners), so a short study ends at least as fast as them")
     t.add_argument("--tokens", type=int, default=None, help="batch*heads*N of the timed problems (default: 131072)")
     t.add_argument("--all", action="store_true", help="--compile-only: list every config, rule-pruned ones too")
     t.add_argument("--whole-space", action="store_true",

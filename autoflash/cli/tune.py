@@ -219,7 +219,8 @@ def _tune_on_gpu(args, knobs, standin, buckets, info, runner) -> int:
     if args.devices and not storage:  # the workers need a storage to meet in
         storage = str(log_path.with_suffix(".journal"))
     opts = TuneOptions(trials=args.trials, timeout=args.timeout, seed=args.seed, sampler=args.sampler,
-                       storage=storage, buckets=buckets, tokens=args.tokens, knobs=knobs, grace_s=args.grace)
+                       storage=storage, buckets=buckets, tokens=args.tokens, knobs=knobs, grace_s=args.grace,
+                       warm_start=args.warm_start)
     workers = _compile_workers(args, standin)
     if args.devices and workers is None:  # the compile pools of this machine's workers share its cores
         workers = max(1, default_workers() // len(args.devices))

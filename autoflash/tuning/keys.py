@@ -71,6 +71,7 @@ class TuneOptions:
     tokens: int | None = None  # size of the timed problems; None: the operation's default_tokens
     knobs: dict | None = None  # knob -> allowed values (restricts the space)
     finalists: int = 3
+    warm_start: bool = False  # seed studies with the configs tuned for the same key on this arch before
     retime_rounds: int = 5
     budget_ms: float = timing.DEFAULT_BUDGET_MS
     slower_factor: float = timing.SLOWER_FACTOR
@@ -89,5 +90,5 @@ class TuneOptions:
 
 # Campaign options a worker reads back from the storage (campaign.py); not storage or role,
 # which are the worker's own.
-SHARED_OPTIONS = ("trials", "timeout", "seed", "sampler", "buckets", "tokens", "knobs", "finalists",
+SHARED_OPTIONS = ("trials", "timeout", "seed", "sampler", "buckets", "tokens", "knobs", "finalists", "warm_start",
                   "retime_rounds", "budget_ms", "slower_factor", "grace_s")

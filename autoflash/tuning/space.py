@@ -3,9 +3,13 @@ params a config is stored as ("template" and "<template>.<knob>"), and the resou
 check that prunes a compiled kernel."""
 from __future__ import annotations
 
+import logging
+
 from autoflash.kernels.archs import ARCHS, build_arch
 from autoflash.kernels.registry import OPERATIONS, TEMPLATES, templates_of
 from autoflash.tuning.keys import StudyKey, TuneError
+
+log = logging.getLogger("autoflash")
 
 
 def templates_for(op: str, arch: str, key: dict, templates=None) -> list[tuple]:
@@ -77,6 +81,33 @@ def heuristic_default(key: StudyKey):
         return OPERATIONS[key.op].default(key.arch, key.params)
     except Exception:  # no default for this problem: the study simply starts unseeded
         return None
+
+
+def tuned_seeds(key: StudyKey) -> list:
+    """Configs already tuned for this problem key on this arch (any device, any bucket), so
+    a short study on a new GPU starts from the winners of the old one and ends at least as
+    fast as them (each is re-timed and re-checked here like any trial)."""
+    from autoflash import store
+    from autoflash.kernels.config import OpConfig
+
+    params = key.params
+    seeds = {}
+    try:
+        entries = store.entries_for_arch(key.arch)
+    except Exception as exc:  # an unreadable tuned file must not stop a study
+        log.warning("tuning: no seeds from the tuned files (%s)", exc)
+        return []
+    for entry in entries:
+        if entry["op"] != key.op or any(entry.get(f, False if v is False else None) != v for f, v in params.items()):
+            continue
+        if key.template and entry["config"]["template"] != key.template:
+            continue
+        try:
+            cfg = OpConfig.from_dict(entry["config"])
+        except Exception:
+            continue
+        seeds.setdefault(cfg.name, cfg)
+    return list(seeds.values())
 
 
 def resource_check(cfg, report: dict, smem: int) -> tuple[int, list[str]]:

@@ -27,7 +27,7 @@ from autoflash.tuning.keys import StudyKey, TuneError, TuneOptions
 from autoflash.tuning.listing import trial_rows, trial_counts
 from autoflash.tuning.shared import SharedStudies, update_best
 from autoflash.tuning.space import config_from_params, heuristic_default, params_of, resource_check, space, \
-    suggest_config
+    suggest_config, tuned_seeds
 from autoflash.tuning.state import Candidate, Finals, FinalTag, RetimeJob, Stats, StudyState, TuneResult
 from autoflash.tuning.storage import WORKER_ID, make_sampler, open_storage
 
@@ -85,12 +85,15 @@ class Tuner:
                         opt.trials)
         default = heuristic_default(key)
         self.shared.sync(st)
-        if created:  # a fresh study: seed it with the heuristic default, then (exhaustive) everything else
+        if created:  # a fresh study: seed it with the heuristic default and the
+            # configs tuned for this key before (other GPUs of the arch), then (exhaustive) everything else
             order = []
-            if default is not None and default.name in {c.name for c in valid}:
+            names = {c.name for c in valid}
+            if default is not None and default.name in names:
                 order.append(default)
+            order += [c for c in (tuned_seeds(key) if opt.warm_start else []) if c.name in names and c.name not in {o.name for o in order}]
             if st.exhaustive:
-                order += [c for c in valid if default is None or c.name != default.name]
+                order += [c for c in valid if c.name not in {o.name for o in order}]
             for cfg in order:
                 study.enqueue_trial(params_of(cfg), user_attrs={"config": cfg.name})
         st.default_name = default.name if default is not None else None
