@@ -2,6 +2,8 @@
 # The H200 session's closing checks, in one device call (carry .whl):
 #   tests   every GPU test (pytest -m gpu)
 #   verify  autoflash verify: every entry of tuned_configs/<arch>.json re-checked on this GPU
+#   forward tune the forward campaign's 16-bit keys (bf16/fp16 x D 64/128/256 x causal, buckets 1k/4k/16k),
+#           warm-started from the entries already in tuned_configs/, into tuned_configs/
 #   decode  tune the decode op's keys (bf16/fp16 x D 64/128, <= 16 packed rows) into tuned_configs/
 #   bench_decode  benchmarks/bench_decode.py: the decode table against SDPA and the copy bandwidth
 #   bench_varlen  benchmarks/bench_varlen.py: varlen and chunked prefill against the dense kernel and SDPA
@@ -20,6 +22,11 @@ for part in "$@"; do
                s=$(grep -E "passed|failed|error|FAILED|ERROR" "$OUT/tests.log" | tail -40) ;;
         verify) timeout 100 python3 -m autoflash.cli verify > "$OUT/verify.log" 2>&1
                 s=$(tail -6 "$OUT/verify.log") ;;
+        forward) timeout ${FORWARD_TIMEOUT:-330} python3 -m autoflash.cli tune --dtype bf16,fp16 --head-dim 64,128,256 \
+                     --causal both --trials ${FORWARD_TRIALS:-12} --timeout 12 --warm-start --out tuned_configs \
+                     > "$OUT/forward_tune.log" 2>&1
+                 cp tuned_configs/sm_90.json "$OUT/sm_90.json"
+                 s=$(tail -20 "$OUT/forward_tune.log") ;;
         decode) timeout 150 python3 -m autoflash.cli tune --op decode --dtype bf16,fp16 --head-dim 64,128 \
                     --key m_tiles=1 --trials 12 --timeout 25 --out tuned_configs > "$OUT/decode_tune.log" 2>&1
                 cp tuned_configs/sm_90.json "$OUT/sm_90.json"
