@@ -49,6 +49,9 @@ class KernelConfig(OpConfig):
     softcap: bool = False  # logit softcap (Problem.softcap > 0)
     sinks: bool = False  # per-head sink logit in the softmax denominator (Problem.sinks)
     alibi: bool = False  # ALiBi bias (Problem.alibi_slopes)
+    # K/V read through a block table (paged KV cache, Problem.block_table): flash_fwd_mma only; not a
+    # problem-key field (a paged call runs its unpaged key's mma config with paged set: serve/kvcache.py)
+    paged: bool = False
 
     op: ClassVar[str] = "forward"
     name_parts: ClassVar[tuple] = (("head_dim", "d"), ("block_m", "br"), ("block_n", "bc"), ("warps", "w"),
@@ -107,6 +110,13 @@ class Problem:
     alibi_batch_stride: int = 0
     total_q: int = 0  # varlen: the packed token counts of q and k (0 = dense); wgmma's TMA maps end there
     total_k: int = 0
+    # Paged K/V (KernelConfig.paged kernels only, appended after the variant tail): k/v are
+    # (num_pages, page_size, heads_kv, D) with the k/v batch strides the page strides, block_table
+    # a (batch, table_stride >= seq_k / page_size) int32 device pointer; seq_k = the capacity.
+    block_table: int = 0
+    table_stride: int = 0
+    page_size: int = 0
+    num_pages: int = 0
 
     def variant_flags(self) -> dict:
         """The KernelConfig variant flags this problem needs."""
@@ -147,6 +157,7 @@ class ForwardTemplate(Template):
     op = "forward"
     head_dims: tuple[int, ...] = ()
     shared_signature = True  # False: takes more kernel arguments than the shared ones (not exportable)
+    paged_kv = False  # True: its configs may set paged (K/V through a block table)
 
     @property
     def key_values(self) -> dict:
@@ -162,6 +173,12 @@ class ForwardTemplate(Template):
 
     def default_tiles(self, key: dict) -> list[dict]:
         raise NotImplementedError
+
+    def problems(self, cfg: KernelConfig) -> list[str]:
+        errors = super().problems(cfg)
+        if cfg.paged and not self.paged_kv:
+            errors.append(f"{self.name} does not read paged KV caches (paged=True); flash_fwd_mma does")
+        return errors
 
     def launch_args(self, cfg: KernelConfig, p: Problem, scale: float):
         """A function of the five pointers (q, k, v, o, lse) returning the kernel's
