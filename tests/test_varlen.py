@@ -1,6 +1,7 @@
 """Variable-length batches (issue 15 item 2) on the CPU: the host checks of cu_seqlens / seqused_k
 (every bad array refused with a clear error before a launch), the packed operand view, the per-
 sequence reference against one dense reference, the export, and the kernels' shared marker."""
+import types
 from pathlib import Path
 
 import numpy as np
@@ -165,3 +166,47 @@ def test_attention_with_seqused_k_launch(fake_launch):
     assert cfg.causal and p.seqused_k == 444 and p.cu_seqlens_q == 0 and p.causal_offset == BOTTOM_RIGHT_PER_SEQUENCE
     with pytest.raises(InputError, match=r"seqused_k\[0\] = 1025 is outside 0..1024"):
         attention_with_seqused_k(q, k, v, index([1025, 0, 0], 444))
+
+
+class FakeTorchIndex(FakeIndex):
+    """A CUDA int32 index tensor as _host_index sees it (torch installed, no GPU)."""
+
+    def __init__(self, values):
+        import torch
+
+        super().__init__(values)
+        self.dtype, self.values = torch.int32, np.asarray(values, np.int32)
+
+    def is_contiguous(self):
+        return True
+
+    def cpu(self):
+        return types.SimpleNamespace(numpy=lambda: self.values)
+
+
+def test_seqused_k_under_graph_capture_is_left_to_the_kernel(monkeypatch):
+    """Outside capture: copied and checked. Under capture: cu_seqlens (which the kernel trusts) is
+    refused, seqused_k (which the kernel clamps, common.cuh.j2 sequence_span) is not copied."""
+    torch = pytest.importorskip("torch")
+    x = FakeTorchIndex([3, 9])
+    assert varlen._host_index(x, "seqused_k", Q, 2, capture_ok=True).tolist() == [3, 9]
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    assert varlen._host_index(x, "seqused_k", Q, 2, capture_ok=True) is None
+    with pytest.raises(InputError, match="a CUDA graph capture cannot do.*prepare_varlen"):
+        varlen._host_index(x, "cu_seqlens_q", Q, None)
+    common = (ROOT / "templates" / "common.cuh.j2").read_text()
+    assert "s.seq_k = min(max(seqused_k[b], 0), s.seq_k)" in common
+
+
+def test_prepare_varlen_checks_first_and_launches_each_call(fake_launch):
+    lens = [5, 0, 30]
+    cq = cu_seqlens(lens)
+    q = FakeCupyArray((int(cq[-1]), 4, 64))
+    with pytest.raises(InputError, match="more than max_seqlen_q = 8"):
+        varlen.prepare_varlen(q, q, q, index(cq, 1), index(cq, 2), 8, 30)
+    assert not fake_launch
+    launch = varlen.prepare_varlen(q, q, q, index(cq, 1), index(cq, 2), 30, 30, causal=True)
+    assert not fake_launch  # checked, nothing launched yet
+    launch(), launch()
+    assert len(fake_launch) == 2 and fake_launch[0][1] is fake_launch[1][1]  # one checked problem
+    assert fake_launch[0][1].seq_q == 30 and fake_launch[0][1].cu_seqlens_q == 1

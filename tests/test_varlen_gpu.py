@@ -153,3 +153,61 @@ def test_attention_with_seqused_k_is_chunked_prefill(torch_cuda):
                                            as64(cache_v.transpose(1, 2))[:, :, :n], causal=True, causal_offset=n - 64)
         check = compare(out[b:b + 1].double().cpu().numpy(), ref, "bf16", lse[b:b + 1].double().cpu().numpy(), ref_lse)
         assert check.passed, f"sequence {b} ({n} cached keys): {check.describe()}"
+
+
+def _capture(torch, fn):
+    """fn captured once in a CUDA graph (after a warm-up outside it); returns (graph, its output)."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        fn()
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    return graph, out
+
+
+def test_attention_with_seqused_k_under_graph_capture(torch_cuda):
+    """Captured once, replayed with new lengths: the kernel reads seqused_k at replay, and values the
+    host never saw (negative, past the cache) are clamped to [0, seq_k] on the device."""
+    from autoflash.ops.reference import compare, reference_attention
+    from autoflash.serve.varlen import attention_with_seqused_k
+
+    torch = torch_cuda
+    g = torch.Generator(device="cuda").manual_seed(5)
+    q = torch.randn(3, 8, 64, 128, device="cuda", generator=g).to(torch.bfloat16)
+    k, v = (torch.randn(3, 2, 1024, 128, device="cuda", generator=g).to(torch.bfloat16) for _ in range(2))
+    used = torch.tensor([64, 64, 64], device="cuda", dtype=torch.int32)
+    graph, (out, lse) = _capture(torch, lambda: attention_with_seqused_k(q, k, v, used, causal=True, return_lse=True))
+    for values, clamped in (([64, 700, 1024], [64, 700, 1024]), ([-5, 10**6, 300], [0, 1024, 300])):
+        used.copy_(torch.tensor(values, dtype=torch.int32))
+        graph.replay()
+        torch.cuda.synchronize()
+        for b, n in enumerate(clamped):
+            if n == 0:  # no key for any row: O = 0, LSE = -inf
+                assert bool((out[b] == 0).all()) and bool(torch.isneginf(lse[b]).all()), f"sequence {b}"
+                continue
+            as64 = lambda t: t[b:b + 1].double().cpu().numpy()  # noqa: E731
+            ref, ref_lse = reference_attention(as64(q), as64(k)[:, :, :n], as64(v)[:, :, :n], causal=True,
+                                               causal_offset=n - 64)
+            check = compare(out[b:b + 1].double().cpu().numpy(), ref, "bf16", lse[b:b + 1].double().cpu().numpy(),
+                            ref_lse)
+            assert check.passed, f"seqused_k {values}, sequence {b}: {check.describe()}"
+
+
+def test_prepare_varlen_replays_in_a_graph(torch_cuda):
+    """prepare_varlen's launch captured in a CUDA graph gives attention_varlen's output bit for bit."""
+    import autoflash
+    from autoflash.serve.varlen import prepare_varlen
+
+    torch = torch_cuda
+    lens = [700, 1, 129, 2048]
+    cu = torch.tensor(cu_seqlens(lens), device="cuda")
+    g = torch.Generator(device="cuda").manual_seed(6)
+    q, k, v = (torch.randn(sum(lens), 8, 128, device="cuda", generator=g).to(torch.bfloat16) for _ in range(3))
+    launch = prepare_varlen(q, k, v, cu, cu, 2048, 2048, causal=True)
+    graph, out = _capture(torch, launch)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, autoflash.attention_varlen(q, k, v, cu, cu, 2048, 2048, causal=True))

@@ -6,8 +6,13 @@ pointers; blocks past their sequence's end return at once), not a config of its 
 
 Index arrays (cu_seqlens_q/k, seqused_k) live on the GPU, as flash-attn takes them; they are
 copied to the host and checked before the launch (B + 1 ints: one small synchronous copy), so a
-kernel never reads outside q, k or v because of a bad index. That copy cannot happen while a
-CUDA graph is being captured: such calls are refused.
+kernel never reads outside q, k or v because of a bad index. What is checked where:
+- attention_varlen: cu_seqlens_q/k (and seqused_k) on the host, every call. That copy cannot happen
+  while a CUDA graph is being captured: such calls are refused. prepare_varlen checks once and
+  returns a launch with no host work (graph capture of a fixed batch; the caller keeps the values valid).
+- attention_with_seqused_k: seqused_k on the host, except during CUDA graph capture, where the
+  kernel clamps each seqused_k[b] to [0, seq_k] (common.cuh.j2 sequence_span): a bad value gives
+  wrong rows, never a read outside k or v (decode's rule for cache_seqlens, serve/decode.py).
 """
 from __future__ import annotations
 
@@ -39,7 +44,8 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q: int, max
     seqused_k: optional int32 (batch,): sequence b uses only its first seqused_k[b] keys
       (<= its cu_seqlens_k span).
     The index arrays are copied to the host and checked there before the launch (2 * (batch + 1)
-    ints, a small synchronous copy); calls under CUDA graph capture are refused for that reason.
+    ints, a small synchronous copy); calls under CUDA graph capture are refused for that reason
+    (prepare_varlen: check once, then launch under capture).
 
     causal_alignment (used by causal, window_size and alibi_slopes), per sequence:
       "bottom_right" (default here: flash-attn's varlen convention; KV caches, chunked prefill):
@@ -55,6 +61,28 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q: int, max
     (heads_q, total_q) (flash-attn's varlen layout), natural log. No gradients (inputs that
     require grad are refused). Bad input raises ValueError (InputError) before anything launches.
     """
+    return prepare_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal=causal,
+                          causal_alignment=causal_alignment, softmax_scale=softmax_scale, window_size=window_size,
+                          softcap=softcap, sinks=sinks, alibi_slopes=alibi_slopes, return_lse=return_lse,
+                          seqused_k=seqused_k)()
+
+
+if attention_varlen.__doc__:  # None under python -OO
+    attention_varlen.__doc__ = attention_varlen.__doc__.replace("{variants}", VARIANTS_DOC)
+
+
+def prepare_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q: int, max_seqlen_k: int, *,
+                   causal: bool = False, causal_alignment: str = "bottom_right", softmax_scale: float | None = None,
+                   window_size: tuple[int, int] = (-1, -1), softcap: float | None = None, sinks=None,
+                   alibi_slopes=None, return_lse: bool = False, seqused_k=None):
+    """attention_varlen's checks now (the one host copy of the index arrays), its launch later:
+    returns a function of no arguments that launches the checked call and returns what
+    attention_varlen returns, with no host work but the launch, so it can be captured in a CUDA
+    graph and replayed (serving a fixed batch shape; kernel-level benchmarks). The launch reads
+    q, k, v and the index arrays at the addresses given here, whatever they hold then, and trusts
+    the index values: a caller that rewrites them between launches must keep them valid (same
+    batch, monotone, spans within the max lengths checked here and the packed tensors), as
+    flash-attn trusts them on every call. Arguments: attention_varlen's."""
     api.check_alignment(causal_alignment)
     qo, ko, vo = (api.as_operand(x, n) for x, n in ((q, "q"), (k, "k"), (v, "v")))
     _refuse_grad(qo, q, k, v)
@@ -88,15 +116,16 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q: int, max
     variants = check_variants(window_size, softcap, sinks, alibi_slopes, causal=p.causal, kind=qo.kind,
                               device=qo.device, batch=batch, heads_q=p.heads_q).apply(p)
     p.causal_offset = BOTTOM_RIGHT_PER_SEQUENCE if causal_alignment == "bottom_right" else 0
-    out = api._empty_like(qo, qo.shape, qo.dtype)
-    lse = api._empty_like(qo, (p.heads_q, total_q), "fp32") if return_lse else None
-    _launch(qo, ko, vo, p, variants.flags(), softmax_scale, out, lse)
-    out, lse = api._result(qo, out), api._result(qo, lse)
-    return (out, lse) if return_lse else out
+    cfg, scale = _kernel_config(qo, p, variants.flags(), softmax_scale)
 
+    def launch():
+        out = api._empty_like(qo, qo.shape, qo.dtype)
+        lse = api._empty_like(qo, (p.heads_q, total_q), "fp32") if return_lse else None
+        api.launch_forward(cfg, qo, ko, vo, p, scale, out, lse)
+        out, lse = api._result(qo, out), api._result(qo, lse)
+        return (out, lse) if return_lse else out
 
-if attention_varlen.__doc__:  # None under python -OO
-    attention_varlen.__doc__ = attention_varlen.__doc__.replace("{variants}", VARIANTS_DOC)
+    return launch
 
 
 def attention_with_seqused_k(q, k, v, seqused_k, *, causal: bool = False, causal_alignment: str = "bottom_right",
@@ -109,7 +138,10 @@ def attention_with_seqused_k(q, k, v, seqused_k, *, causal: bool = False, causal
     q: (batch, heads_q, seq_q, head_dim); k, v: (batch, heads_kv, seq_k, head_dim), any strides
     attention() takes (e.g. a (B, N, H, D) cache viewed as .transpose(1, 2)). seqused_k: int32
     (batch,) on q's device, same kind as q, each in 0..seq_k; copied to the host and checked before
-    the launch (batch ints; refused under CUDA graph capture). causal_alignment "bottom_right"
+    the launch (batch ints). During a CUDA graph capture (PyTorch) nothing can be copied: the values
+    are not checked then, and the kernel clamps each to [0, seq_k], so a bad value gives wrong rows,
+    never a read outside k or v; a captured graph replays with whatever seqused_k then holds.
+    causal_alignment "bottom_right"
     (default): query i of sequence b sees keys 0..i + seqused_k[b] - seq_q (the queries are the
     newest seq_q tokens); "top_left": keys 0..i. Variants and the rest as attention().
     Returns out (batch, heads_q, seq_q, head_dim) contiguous, and with return_lse the LSE
@@ -119,30 +151,30 @@ def attention_with_seqused_k(q, k, v, seqused_k, *, causal: bool = False, causal
     qo, ko, vo = (api.as_operand(x, n) for x, n in ((q, "q"), (k, "k"), (v, "v")))
     _refuse_grad(qo, q, k, v)
     p = api.check_inputs(qo, ko, vo)
-    used = _host_index(seqused_k, "seqused_k", qo, p.batch)
-    bad = np.nonzero((used < 0) | (used > p.seq_k))[0]
+    used = _host_index(seqused_k, "seqused_k", qo, p.batch, capture_ok=True)
+    bad = np.nonzero((used < 0) | (used > p.seq_k))[0] if used is not None else ()  # None: capture, kernel clamps
     if len(bad):
         raise InputError(f"seqused_k[{int(bad[0])}] = {int(used[bad[0]])} is outside 0..{p.seq_k} (k's seq_k)")
     p.causal, p.seqused_k = bool(causal), api._pointer(seqused_k)
     variants = check_variants(window_size, softcap, sinks, alibi_slopes, causal=p.causal, kind=qo.kind,
                               device=qo.device, batch=p.batch, heads_q=p.heads_q).apply(p)
     p.causal_offset = BOTTOM_RIGHT_PER_SEQUENCE if causal_alignment == "bottom_right" else 0
+    cfg, scale = _kernel_config(qo, p, variants.flags(), scale)
     out = api._empty_like(qo, qo.shape, qo.dtype)
     lse = api._empty_like(qo, qo.shape[:3], "fp32") if return_lse else None
-    _launch(qo, ko, vo, p, variants.flags(), scale, out, lse)
+    api.launch_forward(cfg, qo, ko, vo, p, scale, out, lse)
     out, lse = api._result(qo, out), api._result(qo, lse)
     return (out, lse) if return_lse else out
 
 
-def _launch(qo, ko, vo, p: Problem, flags: dict, scale, out, lse) -> None:
-    """The forward kernel of (dtype, head_dim, causal, flags), tuned or default, on the caller's stream."""
+def _kernel_config(qo, p: Problem, flags: dict, scale) -> tuple:
+    """(the forward config of (dtype, head_dim, causal, flags), tuned or default; the checked scale)."""
     if scale is None:
         scale = default_scale(p.head_dim)
     elif isinstance(scale, bool) or not isinstance(scale, (int, float)) or not np.isfinite(scale):
         raise InputError(f"softmax_scale must be a finite number, got {scale!r}")
     arch, device_name = device_arch(qo.device)
-    cfg = api.choose_config(arch, device_name, qo.dtype, p.head_dim, p.causal, p.seq_k, flags)
-    api.launch_forward(cfg, qo, ko, vo, p, float(scale), out, lse)
+    return api.choose_config(arch, device_name, qo.dtype, p.head_dim, p.causal, p.seq_k, flags), float(scale)
 
 
 def _refuse_grad(qo, *tensors) -> None:
@@ -158,9 +190,10 @@ def _as_one_batch(t):
     return dataclasses.replace(t, shape=(1, h, n, d), strides=(0, sh, sn, sd))
 
 
-def _host_index(x, name: str, qo, batch: int | None) -> np.ndarray:
+def _host_index(x, name: str, qo, batch: int | None, capture_ok: bool = False) -> np.ndarray | None:
     """A device int32 index array of q's kind and device, 1-D ((batch,) if batch is given, else any
-    length >= 2), copied to the host."""
+    length >= 2), copied to the host. During a CUDA graph capture: refused, or with capture_ok
+    (the kernel guards the values itself) None, nothing copied."""
     mod = type(x).__module__
     if qo.kind == "torch":
         if not mod.startswith("torch"):
@@ -171,10 +204,11 @@ def _host_index(x, name: str, qo, batch: int | None) -> np.ndarray:
 
         if x.dtype != torch.int32:
             raise InputError(f"{name} must be int32, got {x.dtype} (pass {name}.to(torch.int32))")
-        if torch.cuda.is_current_stream_capturing():
+        capturing = torch.cuda.is_current_stream_capturing()
+        if capturing and not capture_ok:
             raise InputError(f"{name} is checked on the host before the launch, which a CUDA graph capture "
-                             "cannot do; call this outside the capture")
-        host_of = lambda a: a.cpu().numpy()  # noqa: E731
+                             "cannot do; call this outside the capture (or capture prepare_varlen's launch)")
+        host_of = (lambda a: None) if capturing else (lambda a: a.cpu().numpy())  # noqa: E731
     else:
         if not mod.startswith("cupy"):
             raise InputError(f"{name} must be a CuPy int32 array like q, got {type(x).__name__}")
@@ -188,7 +222,8 @@ def _host_index(x, name: str, qo, batch: int | None) -> np.ndarray:
         raise InputError(f"{name} must have shape {want}, got {tuple(x.shape)}")
     if not (x.is_contiguous() if qo.kind == "torch" else x.flags.c_contiguous):
         raise InputError(f"{name} must be contiguous")
-    return host_of(x).astype(np.int64)
+    host = host_of(x)
+    return None if host is None else host.astype(np.int64)
 
 
 def _check_offsets(cu: np.ndarray, name: str, total: int, max_len, max_name: str) -> np.ndarray:
