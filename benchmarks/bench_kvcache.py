@@ -1,17 +1,32 @@
-"""Paged KV-cache decode on the GPU (issue 15's bar: paged decode with pages of 16 and 64 keys
->= 0.9x the contiguous decode of the same cache): autoflash's decode kernel on a contiguous cache,
-on the same keys in shuffled 16- and 64-key pages (attention_with_kvcache with a block table),
-and PyTorch SDPA's flash, cuDNN and efficient backends (enable_gqa=True, on a contiguous
-(B, H, N, D) copy: SDPA has no paged form), with the device copy bandwidth measured in the same run.
+"""Issue 15's benchmark on the GPU, one run, three tables (bf16), the bars last:
 
-GB/s = bytes of Q, K, V and O (each once) over the time of one call. Each implementation is timed
-by CUDA-graph replay of one call per input set, rotating enough sets (>= 256 MB of K/V) that K/V
-come from HBM, not L2; rounds are interleaved (every implementation once per round); the table gives
-the median over rounds and the largest spread (max - min) / median of our three. Every sequence is
-full (cache_seqlens = N), so SDPA does the same work; Nq = 1.
+1. varlen prefill: 16 packed sequences of 128..8192 tokens (fixed seed), D 128, 16 heads, causal, through
+   autoflash.attention_varlen; against autoflash's dense kernel on the same number of tokens (16 x the
+   mean length; bar: varlen TFLOP/s >= 0.9x dense TFLOP/s) and SDPA's backends on the padded batch
+   (16 x the longest, is_causal: right padding leaves every real row's keys real; bar: >= 1.0x the best).
+   TFLOP/s count useful pairs (sum of L (L + 1) / 2 over sequences; dense: its own).
+2. paged decode: autoflash's decode kernel on a contiguous cache and on the same keys in shuffled 16-
+   and 64-key pages (block table), Nq 1, full caches; SDPA (enable_gqa, contiguous (B, H, N, D) copies)
+   beside it. GB/s = Q+K+V+O bytes over time; input sets rotated (>= 256 MB) so K/V come from HBM.
+   Bar: paged >= 0.9x contiguous on every row and page size.
+3. chunked prefill: batch 4, 32 heads, D 128, 256 new tokens after 1024 cached, through
+   autoflash.attention_with_kvcache (bottom-right causal, the cache read in place), with cache_seqlens
+   None (every cache full: the dense bottom-right path) and with cache_seqlens given (full lengths);
+   against SDPA with an explicit bottom-right boolean mask (query i sees keys <= i + 1024) on each
+   backend that accepts one (the table says which refuse: flash takes no mask). Bar: >= 1.0x the best.
+   One more SDPA row for reference only, outside the bar: flash with torch's causal_lower_right bias
+   (bottom-right causal without a mask tensor).
 
-  python benchmarks/bench_kvcache.py             # the rows below, table last, JSON to $OUT or .
-  python benchmarks/bench_kvcache.py --quick     # three rows
+Kernel time: each implementation's call captured in a CUDA graph once and replayed; rounds interleaved
+(every implementation once per round); the tables give the median over rounds and the spread
+(max - min) / median. Host cost, separately: "host us" = CPU time to issue one call (20 calls back to
+back, no sync between; a call that copies to the host waits for the GPU inside it), "eager us" = CUDA
+events around those 20 calls / 20 (what an eager loop gets). attention_varlen copies cu_seqlens to the
+host on every call, so its graph replays prepare_varlen's launch (checked once) and its host and eager
+columns time attention_varlen itself.
+
+  python benchmarks/bench_kvcache.py                     # all three parts, JSON to $OUT or .
+  python benchmarks/bench_kvcache.py --parts decode --quick
 """
 from __future__ import annotations
 
@@ -22,156 +37,344 @@ import math
 import os
 import statistics
 import sys
+import time
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
+from torch.nn.attention.bias import causal_lower_right  # noqa: E402
 
+import autoflash  # noqa: E402
 from autoflash.ops.decode_launch import shuffled_pages  # noqa: E402
 from autoflash.serve.decode import decode_attention  # noqa: E402
-from bench_decode import copy_ceilings, graph_time  # noqa: E402
+from autoflash.serve.varlen import prepare_varlen  # noqa: E402
+from bench_decode import copy_ceilings  # noqa: E402
 
-PAGES = (16, 64)
-ROTATE_BYTES = 256 << 20
-MAX_SETS = 4
 SDPA = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
-        "efficient": SDPBackend.EFFICIENT_ATTENTION}
-OURS = ("contig",) + tuple(f"paged{p}" for p in PAGES)
-# (batch, heads_q, heads_kv, cache length, head_dim)
-ROWS = [(1, 32, 8, 32768, 128), (8, 32, 8, 8192, 128), (64, 32, 8, 4096, 128), (256, 32, 8, 1024, 128),
-        (16, 8, 1, 16384, 128), (32, 32, 8, 2048, 64)]
-QUICK = ROWS[:3]
+        "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
+DT = torch.bfloat16
+PAGES = (16, 64)
+ROTATE_BYTES, MAX_SETS = 256 << 20, 4
+# paged decode rows: (batch, heads_q, heads_kv, cache length, head_dim)
+DECODE_ROWS = [(1, 32, 8, 32768, 128), (8, 32, 8, 8192, 128), (64, 32, 8, 4096, 128), (256, 32, 8, 1024, 128),
+               (16, 8, 1, 16384, 128), (32, 32, 8, 2048, 64)]
 
 
-def make_set(b, hq, hkv, n, d):
-    """One input set: q (B, 1, Hq, D), contiguous caches (B, N, Hkv, D), the same keys in shuffled
-    pages per page size with their tables, and SDPA's (B, H, N, D) copies."""
-    q = torch.randn(b, 1, hq, d, device="cuda", dtype=torch.bfloat16)
-    k, v = (torch.randn(b, n, hkv, d, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+class Impl:
+    """One implementation: `kernel` (capturable) captured `calls` times in one CUDA graph and replayed;
+    `eager` (default: kernel) for the host cost. A first call outside the capture warms up (compiles)
+    and finds refusals: na then holds why."""
+
+    def __init__(self, name: str, kernel, eager=None, calls: int = 1, work: float = 0.0):
+        self.name, self.kernel, self.eager, self.calls, self.work = name, kernel, eager or kernel, calls, work
+        self.times, self.na, self.graph, self.host, self.eager_s = [], None, None, None, None
+
+    def capture(self) -> None:
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                self.kernel()
+                torch.cuda.synchronize()
+        except Exception as exc:  # a backend refusing the problem: n/a, with why
+            why = [str(w.message).strip().splitlines()[0] for w in caught]  # SDPA says why in warnings
+            why = [w for w in why if w and not w.endswith(":")] or [f"{type(exc).__name__}: {str(exc).splitlines()[0]}"]
+            self.na = "; ".join(why[:2])[:160]
+            return
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            self.kernel()
+        torch.cuda.current_stream().wait_stream(s)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            for _ in range(self.calls):
+                self.kernel()
+        self.graph.replay()
+        torch.cuda.synchronize()
+
+    def replay(self, replays: int = 3) -> None:
+        """One round: the median of `replays` replays, seconds per call."""
+        if self.graph is None:
+            return
+        ts = []
+        for _ in range(replays):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            self.graph.replay()
+            end.record()
+            end.synchronize()
+            ts.append(start.elapsed_time(end) / 1e3 / self.calls)
+        self.times.append(statistics.median(ts))
+
+    def host_cost(self, calls: int = 20) -> None:
+        if self.graph is None:
+            return
+        self.eager()
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            self.eager()
+        self.host = (time.perf_counter() - t0) / calls
+        end.record()
+        end.synchronize()
+        self.eager_s = start.elapsed_time(end) / 1e3 / calls
+
+    def result(self) -> dict:
+        if not self.times:
+            return dict(na=self.na)
+        med = statistics.median(self.times)
+        return dict(s=med, spread=(max(self.times) - min(self.times)) / med, host_s=self.host, eager_s=self.eager_s,
+                    rate=self.work / med if self.work else None)
+
+    def drop(self) -> None:
+        self.graph = None
+
+
+def measure(impls: list[Impl], rounds: int) -> dict:
+    for impl in impls:
+        impl.capture()
+    for _ in range(rounds):  # interleaved: every implementation once per round
+        for impl in impls:
+            impl.replay()
+    for impl in impls:
+        impl.host_cost()
+    out = {impl.name: impl.result() for impl in impls}
+    for impl in impls:
+        impl.drop()
+    torch.cuda.empty_cache()
+    return out
+
+
+def sdpa_call(backend: str, *args, **kw):
+    def call():
+        with sdpa_kernel([SDPA[backend]]):
+            return F.scaled_dot_product_attention(*args, **kw)
+    return call
+
+
+def prefill_table(title: str, r: dict, ours: str, notes: dict | None = None) -> None:
+    print(f"\n{title}\n| implementation | kernel us (graph) | TFLOP/s (useful pairs) | spread | eager us/call | "
+          f"host us/call | {ours}'s speed-up |\n|---|---|---|---|---|---|---|")
+    for name, m in r.items():
+        note = (notes or {}).get(name, "")
+        if m.get("na"):
+            print(f"| {name}{note} | n/a: {m['na']} | | | | | |")
+            continue
+        print(f"| {name}{note} | {m['s'] * 1e6:.1f} | {m['rate'] / 1e12:.0f} | {m['spread']:.1%} | "
+              f"{m['eager_s'] * 1e6:.1f} | {m['host_s'] * 1e6:.1f} | {m['s'] / r[ours]['s']:.2f}x |")
+
+
+# ---------------------------------------------------------------------------------------- 1. varlen
+def varlen_part(rounds: int, heads: int = 16, d: int = 128) -> dict:
+    lengths = np.random.default_rng(0).integers(128, 8193, 16).tolist()
+    b, total, longest, mean = len(lengths), sum(lengths), max(lengths), sum(lengths) // len(lengths)
+    q, k, v = (torch.randn(total, heads, d, device="cuda", dtype=DT) for _ in range(3))
+    cu = torch.tensor(np.concatenate([[0], np.cumsum(lengths)]), dtype=torch.int32, device="cuda")
+    dq, dk, dv = (torch.randn(b, heads, mean, d, device="cuda", dtype=DT) for _ in range(3))
+    pq, pk, pv = (torch.zeros(b, heads, longest, d, device="cuda", dtype=DT) for _ in range(3))
+    starts = cu.tolist()
+    for i, (s, n) in enumerate(zip(starts, lengths)):  # right padding
+        for dst, src in ((pq, q), (pk, k), (pv, v)):
+            dst[i, :, :n] = src[s:s + n].transpose(0, 1)
+    useful = 2.0 * heads * d * sum(n * (n + 1) for n in lengths)
+    impls = [Impl("varlen", prepare_varlen(q, k, v, cu, cu, longest, longest, causal=True), work=useful,
+                  eager=lambda: autoflash.attention_varlen(q, k, v, cu, cu, longest, longest, causal=True)),
+             Impl("dense", lambda: autoflash.attention(dq, dk, dv, causal=True),
+                  work=2.0 * b * heads * d * mean * (mean + 1))]
+    impls += [Impl(f"padded {n}", sdpa_call(n, pq, pk, pv, is_causal=True), work=useful)
+              for n in ("flash", "cudnn", "efficient")]
+    i = 3
+    check = (autoflash.attention_varlen(q, k, v, cu, cu, longest, longest, causal=True)[starts[i]:starts[i + 1]]
+             .transpose(0, 1).float() - F.scaled_dot_product_attention(
+                 pq[i:i + 1, :, :lengths[i]], pk[i:i + 1, :, :lengths[i]], pv[i:i + 1, :, :lengths[i]],
+                 is_causal=True)[0].float())
+    print(f"varlen lengths {lengths}; vs SDPA on sequence {i} (length {lengths[i]}): max abs diff "
+          f"{check.abs().max().item():.3e}", flush=True)
+    r = measure(impls, rounds)
+    prefill_table(f"varlen prefill: {b} sequences, {total} tokens, {heads} heads, D {d}, causal "
+                  f"(dense: {b} x {mean} tokens; padded: {b} x {longest})", r, "varlen")
+    return dict(lengths=lengths, rows=r)
+
+
+# ---------------------------------------------------------------------------------------- 2. paged decode
+def decode_set(b, hq, hkv, n, d) -> dict:
+    """q (B, 1, Hq, D), contiguous caches (B, N, Hkv, D), the same keys in shuffled pages per page size
+    with their tables, and SDPA's (B, H, N, D) copies."""
+    q = torch.randn(b, 1, hq, d, device="cuda", dtype=DT)
+    k, v = (torch.randn(b, n, hkv, d, device="cuda", dtype=DT) for _ in range(2))
     s = dict(q=q, k=k, v=v, seqlens=torch.full((b,), n, dtype=torch.int32, device="cuda"),
-             sdpa=(q.transpose(1, 2).contiguous(), k.transpose(1, 2).contiguous(), v.transpose(1, 2).contiguous()))
+             sdpa=tuple(x.transpose(1, 2).contiguous() for x in (q, k, v)))
     for page in PAGES:
         max_pages = n // page
         table = torch.from_numpy(shuffled_pages(b, max_pages, b * max_pages, seed=page)).cuda()
         order = table.reshape(-1).long()
         pages = []
         for x in (k, v):
-            paged = torch.empty(b * max_pages, page, hkv, d, device="cuda", dtype=torch.bfloat16)
+            paged = torch.empty(b * max_pages, page, hkv, d, device="cuda", dtype=DT)
             paged[order] = x.reshape(b * max_pages, page, hkv, d)
             pages.append(paged)
         s[f"paged{page}"] = (*pages, table)
     return s
 
 
-def implementations(sets) -> dict:
+def decode_impls(sets, total_bytes: float) -> list[Impl]:
     def cycle(call):
         it = itertools.cycle(sets)
         return lambda: call(next(it))
 
-    impls = {"contig": cycle(lambda s: decode_attention(s["q"], s["k"], s["v"], s["seqlens"], causal=True))}
+    n = len(sets)
+    impls = [Impl("contig", cycle(lambda s: decode_attention(s["q"], s["k"], s["v"], s["seqlens"], causal=True)),
+                  calls=n, work=total_bytes)]
     for page in PAGES:
         name = f"paged{page}"
-        impls[name] = cycle(lambda s, name=name: decode_attention(s["q"], s[name][0], s[name][1], s["seqlens"],
-                                                                  block_table=s[name][2], causal=True))
-    for name, backend in SDPA.items():
-        def call(s, backend=backend):
-            with sdpa_kernel([backend]):
-                return F.scaled_dot_product_attention(*s["sdpa"], enable_gqa=True)
-        impls[name] = cycle(call)
+        impls.append(Impl(name, cycle(lambda s, name=name: decode_attention(
+            s["q"], s[name][0], s[name][1], s["seqlens"], block_table=s[name][2], causal=True)), calls=n,
+            work=total_bytes))
+    for name in ("flash", "cudnn", "efficient"):
+        impls.append(Impl(name, cycle(lambda s, name=name: sdpa_call(name, *s["sdpa"], enable_gqa=True)()), calls=n,
+                          work=total_bytes))
     return impls
 
 
-def agreement(s) -> dict:
-    """Paged outputs against the contiguous one (the same keys; bit-equal when the same knobs and
-    split count serve both), and the contiguous one against SDPA's math backend in fp32."""
-    contig = decode_attention(s["q"], s["k"], s["v"], s["seqlens"], causal=True)
-    out = {}
-    for page in PAGES:
-        kp, vp, table = s[f"paged{page}"]
-        o = decode_attention(s["q"], kp, vp, s["seqlens"], block_table=table, causal=True)
-        out[f"paged{page}_equal"] = bool(torch.equal(o, contig))
-        out[f"paged{page}_max_diff"] = float((o.float() - contig.float()).abs().max())
-    q, k, v = (x[:1].float() for x in s["sdpa"])
-    with sdpa_kernel([SDPBackend.MATH]):
-        ref = F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
-    out["rel_err_vs_sdpa_math"] = float((contig[:1].float().transpose(1, 2) - ref).norm() / ref.norm())
-    return out
-
-
-def time_row(dims, rounds: int) -> dict:
+def decode_row(dims, rounds: int) -> dict:
     b, hq, hkv, n, d = dims
     kv_bytes = 2 * 2 * b * hkv * n * d
     total = kv_bytes + 2 * 2 * b * hq * d
-    sets = [make_set(*dims) for _ in range(max(1, min(MAX_SETS, math.ceil(ROTATE_BYTES / kv_bytes))))]
-    record = dict(row=f"d{d} {hq}/{hkv} b{b} n{n}", batch=b, heads_q=hq, heads_kv=hkv, seq_k=n, head_dim=d,
-                  kv_bytes=kv_bytes, bytes=total, sets=len(sets), **agreement(sets[0]))
-    impls = implementations(sets)
-    times = {name: [] for name in impls}
-    for _ in range(rounds):  # interleaved: every implementation once per round
-        for name, fn in impls.items():
-            if times[name] is None:
-                continue
-            try:
-                times[name].append(graph_time(fn, len(sets)))
-            except Exception as exc:  # a backend that refuses the shape: n/a, with why
-                times[name] = None
-                print(f"  {record['row']} {name}: n/a ({type(exc).__name__}: {str(exc).splitlines()[0][:100]})")
-    for name, ts in times.items():
-        if ts:
-            med = statistics.median(ts)
-            record[name] = dict(gbps=total / med / 1e9, us=med * 1e6, spread=(max(ts) - min(ts)) / med)
-    del sets, impls
+    sets = [decode_set(*dims) for _ in range(max(1, min(MAX_SETS, math.ceil(ROTATE_BYTES / kv_bytes))))]
+    s = sets[0]
+    contig = decode_attention(s["q"], s["k"], s["v"], s["seqlens"], causal=True)
+    same = all(torch.equal(decode_attention(s["q"], *s[f"paged{p}"][:2], s["seqlens"], block_table=s[f"paged{p}"][2],
+                                            causal=True), contig) for p in PAGES)
+    r = measure(decode_impls(sets, total), rounds)
+    del sets
     torch.cuda.empty_cache()
-    return record
+    return dict(row=f"d{d} {hq}/{hkv} b{b} n{n}", kv_bytes=kv_bytes, bytes=total, same=same, impls=r)
 
 
-HEADER = (f"{'row':24} {'KV MB':>6} {'contig':>7} {'pg16':>7} {'pg64':>7} {'16/c':>5} {'64/c':>5} {'flash':>6} "
-          f"{'cudnn':>6} {'effic':>6} {'16/best':>7} {'64/best':>7} {'16/copy':>7} {'spread':>6} {'same':>5}")
+DECODE_HEADER = (f"{'row':22} {'KV MB':>6} {'contig':>7} {'pg16':>7} {'pg64':>7} {'16/c':>5} {'64/c':>5} "
+                 f"{'flash':>6} {'cudnn':>6} {'effic':>6} {'16/best':>7} {'spread':>6} {'same':>4} "
+                 f"{'host us c/16/64':>16}")
 
 
-def _g(r, name):
-    return r[name]["gbps"] if name in r else float("nan")
+def _gbps(r, name):
+    m = r["impls"].get(name, {})
+    return m["rate"] / 1e9 if m.get("rate") else float("nan")
 
 
-def format_row(r: dict, copy: float) -> str:
-    best = max((_g(r, n) for n in SDPA if n in r), default=float("nan"))
-    spread = max(r[n]["spread"] for n in OURS if n in r)
-    same = "yes" if all(r[f"paged{p}_equal"] for p in PAGES) else "no"
-    sdpa_cols = " ".join(f"{_g(r, n):6.0f}" if n in r else f"{'n/a':>6}" for n in SDPA)
-    c, p16, p64 = _g(r, "contig"), _g(r, "paged16"), _g(r, "paged64")
-    return (f"{r['row']:24} {r['kv_bytes'] / 2**20:6.0f} {c:7.0f} {p16:7.0f} {p64:7.0f} {p16 / c:5.2f} {p64 / c:5.2f} "
-            f"{sdpa_cols} {p16 / best:7.2f} {p64 / best:7.2f} {p16 / copy:7.2f} {spread:6.1%} {same:>5}")
+def decode_line(r: dict) -> str:
+    c, p16, p64 = (_gbps(r, n) for n in ("contig", "paged16", "paged64"))
+    sdpa = [_gbps(r, n) for n in ("flash", "cudnn", "efficient")]
+    best = max((g for g in sdpa if g == g), default=float("nan"))
+    spread = max(r["impls"][n].get("spread", 0) for n in ("contig", "paged16", "paged64"))
+    host = "/".join(f"{r['impls'][n]['host_s'] * 1e6:.0f}" if r["impls"][n].get("host_s") else "-"
+                    for n in ("contig", "paged16", "paged64"))
+    cols = " ".join(f"{g:6.0f}" if g == g else f"{'n/a':>6}" for g in sdpa)
+    return (f"{r['row']:22} {r['kv_bytes'] / 2**20:6.0f} {c:7.0f} {p16:7.0f} {p64:7.0f} {p16 / c:5.2f} {p64 / c:5.2f} "
+            f"{cols} {p16 / best:7.2f} {spread:6.1%} {'yes' if r['same'] else 'no':>4} {host:>16}")
+
+
+def decode_part(rounds: int, quick: bool) -> dict:
+    start = copy_ceilings(warm_s=1.0)
+    records = []
+    for dims in (DECODE_ROWS[:3] if quick else DECODE_ROWS):
+        records.append(decode_row(dims, rounds))
+        print(decode_line(records[-1]), flush=True)
+    end = copy_ceilings()
+    for rec in records:
+        for name, m in rec["impls"].items():
+            if m.get("na"):
+                print(f"  {rec['row']} {name}: n/a ({m['na']})")
+    print(f"\npaged decode, Nq 1, full caches (GB/s = Q+K+V+O bytes / kernel time, graph replay; copy y.copy_(x) "
+          f"{start['copy']:.0f} GB/s at the start, {end['copy']:.0f} at the end); pg16/pg64: 16/64 keys a page, "
+          f"shuffled; same: paged outputs bit-equal to contiguous; host us: CPU time per decode_attention call "
+          f"(cache_seqlens checked on the host)\n```\n{DECODE_HEADER}")
+    print("\n".join(decode_line(r) for r in records) + "\n```")
+    return dict(ceilings=[start, end], rows=records)
+
+
+# ---------------------------------------------------------------------------------------- 3. chunked prefill
+def chunked_part(rounds: int, batch=4, heads=32, cache=1024, chunk=256, d=128) -> dict:
+    n = cache + chunk
+    q = torch.randn(batch, chunk, heads, d, device="cuda", dtype=DT)
+    k, v = (torch.randn(batch, n, heads, d, device="cuda", dtype=DT) for _ in range(2))
+    seqlens = torch.full((batch,), n, dtype=torch.int32, device="cuda")
+    tq, tk, tv = (x.transpose(1, 2).contiguous() for x in (q, k, v))
+    mask = torch.ones(chunk, n, dtype=torch.bool, device="cuda").tril(diagonal=cache)  # bottom-right
+    work = 4.0 * batch * heads * d * sum(min(n, cache + i + 1) for i in range(chunk))
+    impls = [Impl("ours", lambda: autoflash.attention_with_kvcache(q, k, v, causal=True), work=work),
+             Impl("ours, cache_seqlens", lambda: autoflash.attention_with_kvcache(q, k, v, seqlens, causal=True),
+                  work=work)]
+    impls += [Impl(f"sdpa {b}", sdpa_call(b, tq, tk, tv, attn_mask=mask), work=work) for b in SDPA]
+    impls.append(Impl("sdpa flash, causal_lower_right", sdpa_call("flash", tq, tk, tv,
+                                                                  attn_mask=causal_lower_right(chunk, n)), work=work))
+    ref = sdpa_call("math", tq.float(), tk.float(), tv.float(), attn_mask=mask)()
+    diff = {name: float((out.transpose(1, 2).float() - ref).abs().max()) for name, out in (
+        ("ours", autoflash.attention_with_kvcache(q, k, v, causal=True)),
+        ("ours, cache_seqlens", autoflash.attention_with_kvcache(q, k, v, seqlens, causal=True)))}
+    print(f"chunked prefill vs SDPA math fp32 (bottom-right mask): max abs diff {diff}", flush=True)
+    r = measure(impls, rounds)
+    prefill_table(f"chunked prefill: batch {batch}, {heads} heads, D {d}, {chunk} new tokens after {cache} cached "
+                  "(sdpa <backend>: an explicit bottom-right bool mask; n/a: the backend refuses it)", r, "ours",
+                  {"ours": " (cache_seqlens None)", "sdpa flash, causal_lower_right": " (reference, not a mask)"})
+    return dict(rows=r, max_abs_diff=diff)
+
+
+def bars(res: dict) -> None:
+    lines = []
+    if "varlen" in res:
+        r = res["varlen"]["rows"]
+        best = min((m["s"] for n, m in r.items() if n.startswith("padded") and "s" in m), default=float("nan"))
+        lines.append(f"varlen/dense TFLOP/s {r['varlen']['rate'] / r['dense']['rate']:.2f} (bar >= 0.9)")
+        lines.append(f"varlen vs best padded SDPA {best / r['varlen']['s']:.2f}x (bar >= 1.0)")
+    if "decode" in res:
+        recs = res["decode"]["rows"]
+        miss = [f"{r['row']} page {p}: {_gbps(r, f'paged{p}') / _gbps(r, 'contig'):.2f}x" for r in recs for p in PAGES
+                if not _gbps(r, f"paged{p}") >= 0.9 * _gbps(r, "contig")]
+        lines.append(f"paged >= 0.9x contiguous: {len(recs) * len(PAGES) - len(miss)} of {len(recs) * len(PAGES)} hold"
+                     + "".join(f"; MISS {m}" for m in miss))
+    if "chunked" in res:
+        r = res["chunked"]["rows"]
+        masked = {n: m["s"] for n, m in r.items() if n.startswith("sdpa") and "lower_right" not in n and "s" in m}
+        name = min(masked, key=masked.get)
+        for ours in ("ours", "ours, cache_seqlens"):
+            lines.append(f"chunked prefill ({ours}) vs best SDPA with a mask ({name}) {masked[name] / r[ours]['s']:.2f}x "
+                         "(bar >= 1.0)")
+    print("\nbars (kernel times, graph replay): " + "\n  ".join([""] + lines))
+
+
+def safe_bars(res: dict) -> None:
+    try:
+        bars(res)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:  # an implementation was n/a: say so
+        print(f"bars: not computed ({type(exc).__name__}: {exc}); see the tables")
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--parts", nargs="+", choices=("varlen", "decode", "chunked"),
+                    default=["varlen", "decode", "chunked"])
+    ap.add_argument("--quick", action="store_true", help="decode: the first three rows")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "bench_kvcache.json"))
     args = ap.parse_args()
     torch.manual_seed(0)
-    start = copy_ceilings(warm_s=1.0)
-    records = []
-    for dims in (QUICK if args.quick else ROWS):
-        records.append(time_row(dims, args.rounds))
-        print(format_row(records[-1], start["copy"]), flush=True)
-    end = copy_ceilings()
-    copy = max(start["copy"], end["copy"])
-    print(f"\n{torch.cuda.get_device_name()}: copy (y.copy_(x), read + write) {start['copy']:.0f} GB/s at the start, "
-          f"{end['copy']:.0f} at the end (x copy uses {copy:.0f}); pg16/pg64 = paged decode, 16/64 keys a page, "
-          f"shuffled; same = paged output bit-equal to the contiguous one")
-    print(HEADER)
-    print("\n".join(format_row(r, copy) for r in records))
-    miss = [f"{r['row']} paged{p}: {_g(r, f'paged{p}') / _g(r, 'contig'):.2f}x contig" for r in records for p in PAGES
-            if not _g(r, f"paged{p}") >= 0.9 * _g(r, "contig")]
-    print(f"bar (paged >= 0.9x contiguous): {len(records) * len(PAGES) - len(miss)} of {len(records) * len(PAGES)} hold"
-          + "".join(f"\n  MISS {m}" for m in miss))
-    Path(args.json).write_text(json.dumps(dict(ceilings=[start, end], device=torch.cuda.get_device_name(),
-                                               rows=records), indent=1))
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, bf16", flush=True)
+    res = {}
+    parts = {"varlen": lambda: varlen_part(args.rounds), "decode": lambda: decode_part(args.rounds, args.quick),
+             "chunked": lambda: chunked_part(args.rounds)}
+    for part in ("varlen", "chunked", "decode"):
+        if part in args.parts:
+            res[part] = parts[part]()
+    safe_bars(res)
+    Path(args.json).write_text(json.dumps(dict(device=torch.cuda.get_device_name(), **res), indent=1, default=str))
 
 
 if __name__ == "__main__":
