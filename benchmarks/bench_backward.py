@@ -1,6 +1,7 @@
-"""Attention backward TFLOP/s on one GPU: autoflash's flash_bwd_mma (default config) beside
-PyTorch SDPA's flash, cuDNN and efficient backward, bf16, D 64/128 (--head-dims: also 256), N 1024/4096,
-causal and not.
+"""Attention backward TFLOP/s on one GPU: autoflash's flash_bwd_mma (the served config) beside
+PyTorch SDPA's flash, cuDNN and efficient backward, bf16 (--dtypes: also fp16), D 64/128 (--head-dims:
+also 256), N 1024/4096, causal and not. Column autoflash is the config served (a tuned entry of
+tuned_configs/ when there is one: the row prints which), autoflash_default the heuristic default pinned.
 
 FLOPs: 2.5 x the forward's 4 * B * H * N^2 * D (FlashAttention's convention), halved for causal.
 Each implementation's backward alone is timed: SDPA's as torch.autograd.grad of a saved forward
@@ -12,6 +13,8 @@ Also: deterministic=True (bitwise repeatable dQ), and each gradient's relative e
 SDPA's flash backward (a sanity check; the float64 checks are tests/test_backward_gpu.py).
 
     python benchmarks/bench_backward.py [--json results.json]
+    python benchmarks/bench_backward.py --dtypes bf16,fp16 --seqs 4096,16384 --sdpa flash,cudnn --no-det \
+        --lse-from sdpa --rounds 3     # the tuned entries (column autoflash) vs the default config and SDPA
     python benchmarks/bench_backward.py --head-dims 64,128 --seqs 4096 --layouts   # a short A/B run
     python benchmarks/bench_backward.py --head-dims 64 --no-rows --sweep           # every valid D 64 config
     python benchmarks/bench_backward.py --regs sm_90   # no GPU: ptxas registers/spills of both layouts
@@ -39,16 +42,20 @@ def backward_flops(b, h, n, d, causal):
     return 2.5 * 4.0 * b * h * n * n * d / (2 if causal else 1)
 
 
-def forward_lse(q, k, v, causal, scale):
-    """O and LSE for the backward: autoflash's own forward if it serves these inputs, else
-    float32 torch (any consistent O, LSE time the same); says which."""
+def forward_lse(q, k, v, causal, scale, source="autoflash"):
+    """O and LSE for the backward: autoflash's own forward if it serves these inputs (or, source
+    "sdpa", SDPA's flash forward, which returns its natural-log LSE: no forward kernels to compile
+    in a short device call), else float32 torch (any consistent O, LSE time the same); says which."""
     try:
+        if source == "sdpa":
+            out, lse = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, causal, scale=scale)[:2]
+            return out, lse, "sdpa_flash"
         import autoflash
 
         out, lse = autoflash.attention(q, k, v, causal=causal, scale=scale, return_lse=True)
         return out, lse, "autoflash"
     except Exception as exc:  # the forward's serving path may be unavailable; the backward is what is timed
-        print(f"  (autoflash forward unavailable: {type(exc).__name__}: {exc}; O and LSE from torch fp32)")
+        print(f"  ({source} forward unavailable: {type(exc).__name__}: {exc}; O and LSE from torch fp32)")
     s = (q.float() @ k.float().transpose(-1, -2)) * scale
     if causal:
         s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool, device=s.device).triu(1), -math.inf)
@@ -206,10 +213,19 @@ def main():
     parser.add_argument("--profile", action="store_true", help="one call of ours and of SDPA flash, for ncu")
     parser.add_argument("--head-dims", default="64,128", help="comma-separated head dims (default 64,128)")
     parser.add_argument("--seqs", default="1024,4096", help="comma-separated sequence lengths (default 1024,4096)")
+    parser.add_argument("--dtypes", default="bf16", help="comma-separated: bf16, fp16 (default bf16)")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"interleaved rounds (default {ROUNDS})")
+    parser.add_argument("--sdpa", default=",".join(SDPA), help=f"SDPA backends timed (default {','.join(SDPA)})")
+    parser.add_argument("--lse-from", choices=("autoflash", "sdpa"), default="autoflash",
+                        help="the forward giving O and LSE (sdpa: no forward kernels to compile)")
+    parser.add_argument("--no-det", action="store_true", help="leave out the deterministic column (shorter runs)")
     parser.add_argument("--layouts", action="store_true",
                         help="also time the default tiles with each S/dP warp layout (warps_q 1 and 2), interleaved")
     args = parser.parse_args()
     head_dims = tuple(int(x) for x in args.head_dims.split(","))
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    global ROUNDS
+    ROUNDS = args.rounds
     if args.regs:
         print_registers(args.regs, head_dims)
         return 0
@@ -224,63 +240,69 @@ def main():
     torch.manual_seed(0)
     print(f"# {torch.cuda.get_device_name()} torch {torch.__version__}; backward TFLOP/s (2.5x forward FLOPs)")
     rows = []
-    arch = None
-    if args.layouts:
-        from autoflash.kernels.device import device_arch
+    from autoflash.kernels.device import device_arch
+    from autoflash.ops.backward import OPERATION
+    from autoflash.serve import dispatch
 
-        arch = device_arch(torch.cuda.current_device())[0]
-    for d in head_dims if args.rows else ():
-        for n in (int(x) for x in args.seqs.split(",")):
-            for causal in (False, True):
-                b, h = 16384 // n, 2048 // d
-                q, k, v, dout = (torch.randn(b, h, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(4))
-                scale = 1 / math.sqrt(d)
-                out, lse, source = forward_lse(q, k, v, causal, scale)
-                fns = {"autoflash": lambda: attention_backward(q, k, v, out, lse, dout, causal=causal),
-                       "autoflash_det": lambda: attention_backward(q, k, v, out, lse, dout, causal=causal,
-                                                                   deterministic=True)}
-                for cfg in layout_configs(arch, d, causal) if args.layouts else []:
-                    fns[f"autoflash_wq{cfg.warps_q}"] = (
-                        lambda cfg=cfg: attention_backward(q, k, v, out, lse, dout, causal=causal, config=cfg))
-                ref = None
-                for name in SDPA:
-                    fn, grads = sdpa_backward(name, q, k, v, dout, causal)
-                    if fn is not None:
-                        fns[f"sdpa_{name}"] = fn
-                        ref = grads if name == "flash" else ref
-                ours = attention_backward(q, k, v, out, lse, dout, causal=causal)
-                errs = [rel(a, r) for a, r in zip(ours, ref)] if ref is not None else []
-                det = [attention_backward(q, k, v, out, lse, dout, causal=causal, deterministic=True)
-                       for _ in range(2)]
-                repeatable = all(torch.equal(a, c) for a, c in zip(*det))
-                timed = time_interleaved(fns)
-                flops = backward_flops(b, h, n, d, causal)
-                row = dict(head_dim=d, seq=n, causal=causal, batch=b, heads=h, forward_source=source,
-                           rel_err_vs_sdpa_flash=errs, deterministic_repeatable=repeatable,
-                           ms={k_: t[0] for k_, t in timed.items()}, spread={k_: t[1] for k_, t in timed.items()},
-                           tflops={k_: flops / (t[0] * 1e-3) / 1e12 for k_, t in timed.items()})
-                rows.append(row)
-                print(f"  d{d} n{n} causal={causal}: " + ", ".join(f"{k_} {row['tflops'][k_]:.0f}"
-                      for k_ in row["tflops"]) + f"; err vs flash {['%.1e' % e for e in errs]}; "
-                      f"det repeatable {repeatable}", flush=True)
-                del fns, ref, ours, det
-                torch.cuda.empty_cache()
+    arch, device_name = device_arch(torch.cuda.current_device())
+    for dtype, d, n in [(t, d, int(n)) for t in args.dtypes.split(",") for d in head_dims if args.rows
+                        for n in args.seqs.split(",")]:
+        for causal in (False, True):
+            b, h = max(1, 16384 // n), 2048 // d
+            q, k, v, dout = (torch.randn(b, h, n, d, device="cuda", dtype=dtypes[dtype]) for _ in range(4))
+            scale = 1 / math.sqrt(d)
+            out, lse, source = forward_lse(q, k, v, causal, scale, args.lse_from)
+            # autoflash: the served config (a tuned entry if tuned_configs/ has one, else the default);
+            # autoflash_default: the heuristic default pinned, for the tuning's gain
+            default = OPERATION.default(arch, dict(dtype=dtype, head_dim=d, causal=causal, deterministic=False))
+            fns = {"autoflash": lambda: attention_backward(q, k, v, out, lse, dout, causal=causal),
+                   "autoflash_default": lambda: attention_backward(q, k, v, out, lse, dout, causal=causal,
+                                                                   config=default)}
+            if not args.no_det:
+                fns["autoflash_det"] = lambda: attention_backward(q, k, v, out, lse, dout, causal=causal,
+                                                                  deterministic=True)
+            for cfg in layout_configs(arch, d, causal) if args.layouts else []:
+                fns[f"autoflash_wq{cfg.warps_q}"] = (
+                    lambda cfg=cfg: attention_backward(q, k, v, out, lse, dout, causal=causal, config=cfg))
+            ref = None
+            for name in args.sdpa.split(","):
+                fn, grads = sdpa_backward(name, q, k, v, dout, causal)
+                if fn is not None:
+                    fns[f"sdpa_{name}"] = fn
+                    ref = grads if name == "flash" else ref
+            ours = attention_backward(q, k, v, out, lse, dout, causal=causal)
+            errs = [rel(a, r) for a, r in zip(ours, ref)] if ref is not None else []
+            det = [attention_backward(q, k, v, out, lse, dout, causal=causal, deterministic=True)
+                   for _ in range(0 if args.no_det else 2)]
+            repeatable = all(torch.equal(a, c) for a, c in zip(*det)) if len(det) == 2 else None
+            timed = time_interleaved(fns)
+            flops = backward_flops(b, h, n, d, causal)
+            served, how = dispatch.explain(arch, device_name, "backward", dict(
+                dtype=dtype, head_dim=d, causal=causal, deterministic=False), n, template="flash_bwd_mma")
+            row = dict(served=served.name, served_how=how, dtype=dtype, head_dim=d, seq=n, causal=causal, batch=b,
+                       heads=h, forward_source=source, rel_err_vs_sdpa_flash=errs, deterministic_repeatable=repeatable,
+                       ms={k_: t[0] for k_, t in timed.items()}, spread={k_: t[1] for k_, t in timed.items()},
+                       tflops={k_: flops / (t[0] * 1e-3) / 1e12 for k_, t in timed.items()})
+            rows.append(row)
+            print(f"  {dtype} d{d} n{n} causal={causal}: " + ", ".join(f"{k_} {row['tflops'][k_]:.0f}"
+                  for k_ in row["tflops"]) + f"; err vs flash {['%.1e' % e for e in errs]}; "
+                  f"det repeatable {repeatable}; served {served.name} ({how})", flush=True)
+            del fns, ref, ours, det
+            torch.cuda.empty_cache()
     if args.sweep:
-        from autoflash.kernels.device import device_arch
-
-        sweep(device_arch(torch.cuda.current_device())[0], head_dims=head_dims)
+        sweep(arch, head_dims=head_dims)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
-    names = ["autoflash", "autoflash_det", "sdpa_flash", "sdpa_cudnn", "sdpa_efficient"]
+    names = ["autoflash", "autoflash_default", "autoflash_det", "sdpa_flash", "sdpa_cudnn", "sdpa_efficient"]
     names += sorted({k_ for r in rows for k_ in r["tflops"] if k_.startswith("autoflash_wq")})
-    print("\n| D | N | causal | " + " | ".join(names) + " | vs flash | vs cuDNN | spread (ours) |")
-    print("|" + "---|" * (len(names) + 6))
+    print("\n| dtype | D | N | causal | " + " | ".join(names) + " | vs flash | vs cuDNN | spread (ours) |")
+    print("|" + "---|" * (len(names) + 7))
     for r in rows:
         t = r["tflops"]
         cells = [f"{t[k_]:.0f}" if k_ in t else "n/a" for k_ in names]
         ratio = [f"{t['autoflash'] / t[k_]:.2f}x" if k_ in t else "n/a" for k_ in ("sdpa_flash", "sdpa_cudnn")]
-        print(f"| {r['head_dim']} | {r['seq']} | {r['causal']} | " + " | ".join(cells + ratio)
+        print(f"| {r['dtype']} | {r['head_dim']} | {r['seq']} | {r['causal']} | " + " | ".join(cells + ratio)
               + f" | {100 * r['spread']['autoflash']:.1f}% |")
     return 0
 

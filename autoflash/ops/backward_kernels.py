@@ -164,7 +164,7 @@ class BackwardMmaTemplate(Template):
     # columns a warp fits (warps_q 2, block_n = 8 x warps), with small tiles as FlashAttention-2's.
     key_values = {"head_dim": (64, 128, 256)}
     knobs = {
-        "block_m": (32, 64),  # 128 spills at D = 128 (P and dS fragments beside dK, dV)
+        "block_m": (32, 64, 128),  # 128: FlashAttention-2's D 64 tile; fewer syncs and dQ tile set-ups per FLOP
         "block_n": (32, 64, 128),
         "warps": (4, 8),
         "stages": (1, 2),
@@ -203,6 +203,15 @@ class BackwardMmaTemplate(Template):
                 and (cfg.stages == 1 or cfg.deterministic)):
             errors.append("warps_q=2 with 32 keys a warp and block_m=64 at head_dim 128 spills registers with "
                           "stages=1 or deterministic")
+        if cfg.block_m == 128:  # ptxas (NVRTC 13, sm_90): S^T, dP^T of 128 queries beside dK, dV and dQ
+            if cfg.warps_q == 1:
+                errors.append("block_m=128 needs warps_q=2: S^T and dP^T of 16 keys x 128 queries a warp spill")
+            elif keys_per_warp == 32 and not (cfg.head_dim == 64 and cfg.warps == 8 and cfg.stages == 2):
+                errors.append("block_m=128 with 32 keys a warp spills registers except at head_dim 64, 8 warps, "
+                              "stages 2")
+            elif cfg.head_dim * cfg.block_m // cfg.warps // 32 > 64:
+                errors.append(f"block_m=128: the dQ tile takes {cfg.head_dim * cfg.block_m // cfg.warps // 32} "
+                              f"registers a thread over {cfg.warps} warps (spills; at most 64)")
         if cfg.head_dim == 256:  # ptxas (NVRTC 13, sm_90): what spills beside the 128 registers of dK, dV
             dq_regs = 16 * cfg.warps_q * cfg.head_dim * (cfg.block_m // (16 * cfg.warps_q)) // cfg.warps // 32
             if dq_regs > 64:

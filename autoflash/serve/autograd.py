@@ -13,9 +13,10 @@ import math
 from autoflash.kernels.compile import compile_kernel
 from autoflash.kernels.device import device_arch
 from autoflash.kernels.loaded import LoadedKernel, stream_handle
-from autoflash.ops.backward import OPERATION
+from autoflash.ops.backward import OPERATION, TEMPLATE
 from autoflash.ops.backward_gpu import launch_plan
 from autoflash.ops.backward_kernels import BackwardConfig, TensorSpec, check_inputs, default_scale
+from autoflash.serve import dispatch
 from autoflash.serve.errors import InputError
 from autoflash.serve.variants import check_variants
 
@@ -39,10 +40,12 @@ def _loaded(cfg: BackwardConfig, device: int):
         return LoadedKernel(compiled)
 
 
-@functools.cache
-def _default_config(arch: str, **key) -> BackwardConfig:
-    """Once per key: deriving and validating it took ~3 % of a 5 ms backward on the H200."""
-    return OPERATION.default(arch, key)
+def _served_config(device: int, key: dict, seq_len: int) -> BackwardConfig:
+    """The tuned flash_bwd_mma entry for this key and length (tuned_configs/, nearest bucket), else the
+    heuristic default; dispatch.explain caches the answer per problem (re-deriving the default on
+    every call took ~3 % of a 5 ms backward on the H200)."""
+    arch, device_name = device_arch(device)
+    return dispatch.explain(arch, device_name, OPERATION.name, key, seq_len, template=TEMPLATE.name)[0]
 
 
 def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, causal_alignment: str = "top_left",
@@ -85,7 +88,7 @@ def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, cau
     key = dict(dtype=tensor_spec("q", q).dtype, head_dim=p.head_dim, causal=p.causal,
                deterministic=bool(deterministic), **flags)
     if config is None:
-        cfg = _default_config(device_arch(device)[0], **key)
+        cfg = _served_config(device, key, p.seq_k)
     else:
         cfg = config if isinstance(config, BackwardConfig) else BackwardConfig.from_dict(config)
         if OPERATION.key_of(cfg) != key:
