@@ -49,7 +49,7 @@ def forward_lse(q, k, v, causal, scale, source="autoflash"):
     try:
         if source == "sdpa":
             out, lse = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, causal, scale=scale)[:2]
-            return out, lse, "sdpa_flash"
+            return out.contiguous(), lse.float().contiguous(), "sdpa_flash"
         import autoflash
 
         out, lse = autoflash.attention(q, k, v, causal=causal, scale=scale, return_lse=True)
@@ -76,7 +76,7 @@ def sdpa_backward(name, q, k, v, dout, causal):
     return (lambda: torch.autograd.grad(out, (qq, kk, vv), dout, retain_graph=True)), grads
 
 
-def time_interleaved(fns: dict) -> dict:
+def time_interleaved(fns: dict, rounds: int = ROUNDS) -> dict:
     """name -> (median ms of all calls, spread of the round medians as a fraction)."""
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     for fn in fns.values():
@@ -85,7 +85,7 @@ def time_interleaved(fns: dict) -> dict:
     torch.cuda.synchronize()
     samples = {n: [] for n in fns}
     rounds = {n: [] for n in fns}
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         for name, fn in fns.items():
             times = []
             for _ in range(REPS):
@@ -224,8 +224,6 @@ def main():
     args = parser.parse_args()
     head_dims = tuple(int(x) for x in args.head_dims.split(","))
     dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
-    global ROUNDS
-    ROUNDS = args.rounds
     if args.regs:
         print_registers(args.regs, head_dims)
         return 0
@@ -275,7 +273,7 @@ def main():
             det = [attention_backward(q, k, v, out, lse, dout, causal=causal, deterministic=True)
                    for _ in range(0 if args.no_det else 2)]
             repeatable = all(torch.equal(a, c) for a, c in zip(*det)) if len(det) == 2 else None
-            timed = time_interleaved(fns)
+            timed = time_interleaved(fns, args.rounds)
             flops = backward_flops(b, h, n, d, causal)
             served, how = dispatch.explain(arch, device_name, "backward", dict(
                 dtype=dtype, head_dim=d, causal=causal, deterministic=False), n, template="flash_bwd_mma")
