@@ -10,6 +10,7 @@ SDPA's is_causal is top-left, so the comparison uses Nq = 1 (then causal changes
   python benchmarks/bench_decode.py                 # the full table (bf16)
   python benchmarks/bench_decode.py --quick         # a few rows
   python benchmarks/bench_decode.py --sweep         # our kernel's configs, then split counts, on the quick rows
+  python benchmarks/bench_decode.py --paged-sweep   # paged configs on bench_kvcache's d64 page-16 row
 """
 from __future__ import annotations
 
@@ -198,6 +199,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--sweep", action="store_true", help="time our kernel's configs on the quick rows")
+    ap.add_argument("--paged-sweep", action="store_true", help="paged configs on the d64 b32 n2048 row")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "bench_decode.json"))
     args = ap.parse_args()
@@ -208,6 +210,8 @@ def main():
           f"{start['read']:.0f} GB/s (x.sum())", flush=True)
     if args.sweep:
         return sweep(copy)
+    if args.paged_sweep:
+        return paged_sweep(copy)
     records = []
     print(HEADER)
     for row in (rows_quick() if args.quick else rows_full()):
@@ -308,3 +312,69 @@ def sweep(copy):
 
 if __name__ == "__main__":
     main()
+
+
+def paged_sweep(copy, rows=((32, 32, 8, 2048, 64), (1, 32, 8, 32768, 128)), pages=(16, 64)):
+    """bench_kvcache's paged rows (batch, Hq, Hkv, N, D): the contiguous served config, then paged
+    configs (block_n x warps x stages x evict_first x num_splits 0/1, the served twin among them) on
+    the same keys in shuffled pages of each size; graph replay, 3 interleaved rounds; best first."""
+    spaces = {dims: paged_space(dims) for dims in rows}
+    precompile({c for space, _ in spaces.values() for c in space})
+    for dims, (space, twin) in spaces.items():
+        paged_sweep_row(dims, space, twin, pages, copy)
+        torch.cuda.empty_cache()
+
+
+def paged_space(dims):
+    from autoflash.serve import decode as decode_api
+
+    b, hq, hkv, n, d = dims
+    key = {"dtype": "bf16", "head_dim": d, "m_tiles": m_tiles_for(hq // hkv, d), "paged": True}
+    space = [MMA.config("sm_90", key, block_n=bn, warps=w, stages=s, num_splits=ns, evict_first=ef,
+                        fused_combine=ns == 1, l2_prefetch=128 if d >= 128 else 0)
+             for bn, w, s, ef, ns in itertools.product((16, 32, 64), (4, 8), (3, 4, 6), (False, True), (0, 1))]
+    twin = decode_api._paged_config("sm_90", torch.cuda.get_device_name(), tuple({**key, "paged": False}.items()), n)
+    return [twin] + [c for c in space if not c.problems() and c != twin], twin
+
+
+def paged_sweep_row(dims, space, twin, pages, copy):
+    from autoflash.ops.decode_launch import shuffled_pages
+
+    b, hq, hkv, n, d = dims
+    row = Row(b, hq, hkv, n, d)
+    sets = []
+    for _ in range(max(1, min(4, math.ceil(ROTATE_BYTES / row.kv_bytes)))):
+        q = torch.randn(b, 1, hq, d, device="cuda", dtype=torch.bfloat16)
+        k, v = (torch.randn(b, n, hkv, d, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+        s = dict(q=q, k=k, v=v)
+        for page in pages:
+            order = torch.from_numpy(shuffled_pages(b, n // page, b * n // page, seed=page)).cuda()
+            s[page] = (*(torch.empty(b * n // page, page, hkv, d, device="cuda", dtype=torch.bfloat16).index_copy_(
+                0, order.reshape(-1).long(), x.reshape(-1, page, hkv, d)) for x in (k, v)), order)
+        sets.append(s)
+
+    def call(cfg, page):
+        it = itertools.cycle(sets)
+
+        def run():
+            s = next(it)
+            if page is None:
+                return decode_attention(s["q"], s["k"], s["v"], causal=True, config=cfg)
+            return decode_attention(s["q"], s[page][0], s[page][1], block_table=s[page][2], causal=True, config=cfg)
+        return run
+
+    cases = [("contig served", None, None)] + [(c.name, p, c) for c in space for p in pages]
+    times = {i: [] for i in range(len(cases))}
+    for _ in range(3):
+        for i, (_, page, cfg) in enumerate(cases):
+            times[i].append(graph_time(call(cfg, page), len(sets)))
+    gbps = {i: row.bytes / statistics.median(ts) / 1e9 for i, ts in times.items()}
+    contig = gbps[0]
+    print(f"{row.label()}: contiguous (served config) {contig:.0f} GB/s, {contig / copy:.2f}x copy", flush=True)
+    for page in pages:
+        ranked = sorted((i for i, c in enumerate(cases) if c[1] == page), key=lambda i: -gbps[i])
+        for i in ranked[:8] + [i for i in ranked[8:] if cases[i][2] == twin]:
+            spread = (max(times[i]) - min(times[i])) / statistics.median(times[i])
+            print(f"  page {page:3d} {cases[i][0][len('flash_decode_mma_sm_90_bf16_'):]:58} {gbps[i]:6.0f} GB/s "
+                  f"{gbps[i] / contig:5.2f}x contig, spread {spread:5.1%}{' (served twin)' if cases[i][2] == twin else ''}",
+                  flush=True)

@@ -1,31 +1,23 @@
-"""Issue 15's benchmark on the GPU, one run, three tables (bf16), the bars last:
+"""Issue 15's benchmark on the GPU, one run, three tables (bf16), the bars last.
 
-1. varlen prefill: 16 packed sequences of 128..8192 tokens (fixed seed), D 128, 16 heads, causal, through
-   autoflash.attention_varlen; against autoflash's dense kernel on the same number of tokens (16 x the
-   mean length; bar: varlen TFLOP/s >= 0.9x dense TFLOP/s) and SDPA's backends on the padded batch
-   (16 x the longest, is_causal: right padding leaves every real row's keys real; bar: >= 1.0x the best).
-   TFLOP/s count useful pairs (sum of L (L + 1) / 2 over sequences; dense: its own).
-2. paged decode: autoflash's decode kernel on a contiguous cache and on the same keys in shuffled 16-
-   and 64-key pages (block table), Nq 1, full caches; SDPA (enable_gqa, contiguous (B, H, N, D) copies)
-   beside it. GB/s = Q+K+V+O bytes over time; input sets rotated (>= 256 MB) so K/V come from HBM.
-   Bar: paged >= 0.9x contiguous on every row and page size.
-3. chunked prefill: batch 4, 32 heads, D 128, 256 new tokens after 1024 cached, through
-   autoflash.attention_with_kvcache (bottom-right causal, the cache read in place), with cache_seqlens
-   None (every cache full: the dense bottom-right path) and with cache_seqlens given (full lengths);
-   against SDPA with an explicit bottom-right boolean mask (query i sees keys <= i + 1024) on each
-   backend that accepts one (the table says which refuse: flash takes no mask). Bar: >= 1.0x the best.
-   One more SDPA row for reference only, outside the bar: flash with torch's causal_lower_right bias
-   (bottom-right causal without a mask tensor).
+1. varlen prefill: 16 packed sequences of 128..8192 tokens (fixed seed), D 128, 16 heads, causal
+   (attention_varlen), vs autoflash's dense kernel on 16 x the mean length (bar: TFLOP/s >= 0.9x) and
+   SDPA on the right-padded batch, is_causal (bar: >= 1.0x the best). TFLOP/s count useful pairs.
+2. paged decode, Nq 1, full caches: the decode kernel on a contiguous cache and on the same keys in
+   shuffled 16- and 64-key pages (bar: >= 0.9x contiguous, every row and page size), SDPA beside it
+   (enable_gqa, (B, H, N, D) copies). GB/s = Q+K+V+O bytes / time; sets rotated (>= 256 MB).
+3. chunked prefill: batch 4, 32 heads, D 128, 256 new tokens after 1024 cached (attention_with_kvcache,
+   bottom-right, cache read in place; cache_seqlens None, and given), vs SDPA with an explicit bottom-right
+   bool mask on each backend that takes one (n/a: refused, with SDPA's reason; bar: >= 1.0x the best).
+   Flash with torch's causal_lower_right bias (no mask tensor) is shown for reference, outside the bar.
 
-Kernel time: each implementation's call captured in a CUDA graph once and replayed; rounds interleaved
-(every implementation once per round); the tables give the median over rounds and the spread
-(max - min) / median. Host cost, separately: "host us" = CPU time to issue one call (20 calls back to
-back, no sync between; a call that copies to the host waits for the GPU inside it), "eager us" = CUDA
-events around those 20 calls / 20 (what an eager loop gets). attention_varlen copies cu_seqlens to the
-host on every call, so its graph replays prepare_varlen's launch (checked once) and its host and eager
-columns time attention_varlen itself.
+Kernel time: each call captured in a CUDA graph once, replayed; rounds interleaved; median over rounds
+and spread (max - min) / median. Host cost apart: "host us" = CPU time to issue one call (20 back to
+back; a call that copies to the host waits for the GPU inside it), "eager us" = CUDA events around those
+20 / 20. attention_varlen copies cu_seqlens to the host every call, so its graph replays prepare_varlen's
+launch (checked once); its host and eager columns time attention_varlen itself.
 
-  python benchmarks/bench_kvcache.py                     # all three parts, JSON to $OUT or .
+  python benchmarks/bench_kvcache.py [--rounds 5]      # all three parts, JSON to $OUT or .
   python benchmarks/bench_kvcache.py --parts decode --quick
 """
 from __future__ import annotations
@@ -54,7 +46,7 @@ import autoflash  # noqa: E402
 from autoflash.ops.decode_launch import shuffled_pages  # noqa: E402
 from autoflash.serve.decode import decode_attention  # noqa: E402
 from autoflash.serve.varlen import prepare_varlen  # noqa: E402
-from bench_decode import copy_ceilings  # noqa: E402
+from bench_decode import copy_ceilings, precompile  # noqa: E402
 
 SDPA = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
         "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
@@ -64,6 +56,19 @@ ROTATE_BYTES, MAX_SETS = 256 << 20, 4
 # paged decode rows: (batch, heads_q, heads_kv, cache length, head_dim)
 DECODE_ROWS = [(1, 32, 8, 32768, 128), (8, 32, 8, 8192, 128), (64, 32, 8, 4096, 128), (256, 32, 8, 1024, 128),
                (16, 8, 1, 16384, 128), (32, 32, 8, 2048, 64)]
+
+
+def events():
+    """Two timing events, the first recorded now (elapsed: seconds from it to now)."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    return start, end
+
+
+def elapsed(start, end) -> float:
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3
 
 
 class Impl:
@@ -104,12 +109,9 @@ class Impl:
             return
         ts = []
         for _ in range(replays):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
+            start, end = events()
             self.graph.replay()
-            end.record()
-            end.synchronize()
-            ts.append(start.elapsed_time(end) / 1e3 / self.calls)
+            ts.append(elapsed(start, end) / self.calls)
         self.times.append(statistics.median(ts))
 
     def host_cost(self, calls: int = 20) -> None:
@@ -117,15 +119,12 @@ class Impl:
             return
         self.eager()
         torch.cuda.synchronize()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
+        start, end = events()
         t0 = time.perf_counter()
         for _ in range(calls):
             self.eager()
         self.host = (time.perf_counter() - t0) / calls
-        end.record()
-        end.synchronize()
-        self.eager_s = start.elapsed_time(end) / 1e3 / calls
+        self.eager_s = elapsed(start, end) / calls
 
     def result(self) -> dict:
         if not self.times:
@@ -133,9 +132,6 @@ class Impl:
         med = statistics.median(self.times)
         return dict(s=med, spread=(max(self.times) - min(self.times)) / med, host_s=self.host, eager_s=self.eager_s,
                     rate=self.work / med if self.work else None)
-
-    def drop(self) -> None:
-        self.graph = None
 
 
 def measure(impls: list[Impl], rounds: int) -> dict:
@@ -148,7 +144,7 @@ def measure(impls: list[Impl], rounds: int) -> dict:
         impl.host_cost()
     out = {impl.name: impl.result() for impl in impls}
     for impl in impls:
-        impl.drop()
+        impl.graph = None
     torch.cuda.empty_cache()
     return out
 
@@ -172,9 +168,33 @@ def prefill_table(title: str, r: dict, ours: str, notes: dict | None = None) -> 
               f"{m['eager_s'] * 1e6:.1f} | {m['host_s'] * 1e6:.1f} | {m['s'] / r[ours]['s']:.2f}x |")
 
 
+def served_configs() -> set:
+    """The configs this run's calls are served by (forward: tuned by their seq_k; decode: per row and
+    page size), to compile them on every core before anything is timed."""
+    from autoflash.kernels.device import device_arch
+    from autoflash.ops.decode_launch import DecodeProblem
+    from autoflash.serve import decode as decode_api
+    from autoflash.serve.api import choose_config
+
+    arch, name = device_arch(torch.cuda.current_device())
+    lengths = varlen_lengths()
+    flags = dict(window=False, softcap=False, sinks=False, alibi=False)
+    cfgs = {choose_config(arch, name, "bf16", 128, True, n, flags)
+            for n in (max(lengths), sum(lengths) // len(lengths), 1280)}
+    for b, hq, hkv, n, d in DECODE_ROWS:
+        for page in (0,) + PAGES:
+            p = DecodeProblem(b, hq, hkv, 1, n, d, True, page_size=page, num_pages=b * n // page if page else 0)
+            cfgs.add(decode_api._choose_config(None, "bf16", p, torch.cuda.current_device()))
+    return cfgs
+
+
 # ---------------------------------------------------------------------------------------- 1. varlen
+def varlen_lengths() -> list[int]:
+    return np.random.default_rng(0).integers(128, 8193, 16).tolist()
+
+
 def varlen_part(rounds: int, heads: int = 16, d: int = 128) -> dict:
-    lengths = np.random.default_rng(0).integers(128, 8193, 16).tolist()
+    lengths = varlen_lengths()
     b, total, longest, mean = len(lengths), sum(lengths), max(lengths), sum(lengths) // len(lengths)
     q, k, v = (torch.randn(total, heads, d, device="cuda", dtype=DT) for _ in range(3))
     cu = torch.tensor(np.concatenate([[0], np.cumsum(lengths)]), dtype=torch.int32, device="cuda")
@@ -191,11 +211,9 @@ def varlen_part(rounds: int, heads: int = 16, d: int = 128) -> dict:
                   work=2.0 * b * heads * d * mean * (mean + 1))]
     impls += [Impl(f"padded {n}", sdpa_call(n, pq, pk, pv, is_causal=True), work=useful)
               for n in ("flash", "cudnn", "efficient")]
-    i = 3
-    check = (autoflash.attention_varlen(q, k, v, cu, cu, longest, longest, causal=True)[starts[i]:starts[i + 1]]
-             .transpose(0, 1).float() - F.scaled_dot_product_attention(
-                 pq[i:i + 1, :, :lengths[i]], pk[i:i + 1, :, :lengths[i]], pv[i:i + 1, :, :lengths[i]],
-                 is_causal=True)[0].float())
+    i, ref = 3, F.scaled_dot_product_attention(*(x[3:4, :, :lengths[3]] for x in (pq, pk, pv)), is_causal=True)
+    check = autoflash.attention_varlen(q, k, v, cu, cu, longest, longest, causal=True)[starts[i]:starts[i + 1]]
+    check = check.transpose(0, 1).float() - ref[0].float()
     print(f"varlen lengths {lengths}; vs SDPA on sequence {i} (length {lengths[i]}): max abs diff "
           f"{check.abs().max().item():.3e}", flush=True)
     r = measure(impls, rounds)
@@ -215,13 +233,9 @@ def decode_set(b, hq, hkv, n, d) -> dict:
     for page in PAGES:
         max_pages = n // page
         table = torch.from_numpy(shuffled_pages(b, max_pages, b * max_pages, seed=page)).cuda()
-        order = table.reshape(-1).long()
-        pages = []
-        for x in (k, v):
-            paged = torch.empty(b * max_pages, page, hkv, d, device="cuda", dtype=DT)
-            paged[order] = x.reshape(b * max_pages, page, hkv, d)
-            pages.append(paged)
-        s[f"paged{page}"] = (*pages, table)
+        order = table.reshape(-1).long()  # page order[i] holds the i-th 16/64 keys of the batch
+        s[f"paged{page}"] = (*(torch.empty(b * max_pages, page, hkv, d, device="cuda", dtype=DT).index_copy_(
+            0, order, x.reshape(b * max_pages, page, hkv, d)) for x in (k, v)), table)
     return s
 
 
@@ -353,7 +367,7 @@ def bars(res: dict) -> None:
 def safe_bars(res: dict) -> None:
     try:
         bars(res)
-    except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:  # an implementation was n/a: say so
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:  # an implementation was n/a
         print(f"bars: not computed ({type(exc).__name__}: {exc}); see the tables")
 
 
@@ -367,6 +381,9 @@ def main():
     args = ap.parse_args()
     torch.manual_seed(0)
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, bf16", flush=True)
+    t0 = time.time()
+    precompile(served_configs())
+    print(f"compiled the served kernels in {time.time() - t0:.1f} s", flush=True)
     res = {}
     parts = {"varlen": lambda: varlen_part(args.rounds), "decode": lambda: decode_part(args.rounds, args.quick),
              "chunked": lambda: chunked_part(args.rounds)}
