@@ -16,11 +16,18 @@ Head dims: every multiple of 8 up to 256. One not a multiple of the mma k-step (
 the next one inside shared memory and registers (a zero chunk per row, written once); global
 memory is read and written at the real head dim only. Variants (window, softcap, sinks, ALiBi)
 and varlen: every config accepts them (the template specialises on the flags).
+
+Paged KV caches (paged=True, chunked prefill through serve/kvcache.py): K/V are read through a
+block table, each cp.async row from its own page (page sizes any multiple of 16). Only paged
+kernels take the four arguments appended after the forward contract's tail (launch_args below),
+so the shared signature of every other kernel is unchanged.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from autoflash.kernels.elements import DTYPE_BYTES
-from autoflash.ops.forward_base import ForwardTemplate, KernelConfig
+from autoflash.ops.forward_base import ForwardTemplate, KernelConfig, Problem
 
 SMEM_PAD = 8  # elements (16 bytes) added to each shared-memory row: conflict-free ldmatrix
 MAX_M_TILES = 2  # 16-row mma tiles per warp the template is built for
@@ -33,6 +40,7 @@ class MmaTemplate(ForwardTemplate):
     archs = ("sm_80", "sm_86", "sm_89", "sm_90")
     dtypes = ("fp16", "bf16")
     head_dims = tuple(range(8, 257, 8))
+    paged_kv = True
     knobs = {
         "block_m": (32, 64, 128, 192, 256),
         "block_n": (32, 64, 128, 256),
@@ -101,6 +109,14 @@ class MmaTemplate(ForwardTemplate):
             "q_in_regs": "true" if self.q_in_regs(cfg) else "false",
             "mma_type": "bf16" if cfg.dtype == "bf16" else "f16",
         }
+
+    def launch_args(self, cfg: KernelConfig, p: Problem, scale: float):
+        """The shared arguments, then (paged kernels only) block_table, table_stride, page_size, num_pages."""
+        args = super().launch_args(cfg, p, scale)
+        if not cfg.paged:
+            return args
+        paged = (np.uint64(p.block_table), np.int64(p.table_stride), np.int32(p.page_size), np.int32(p.num_pages))
+        return lambda q, k, v, o, lse: args(q, k, v, o, lse) + paged
 
     # Defaults, first that is valid wins (measured on the H100: benchmarks/NOTES.md).
     # (block_m, block_n, warps, stages)

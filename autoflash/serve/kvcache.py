@@ -2,14 +2,27 @@
 flash-attn's argument names and layout (flash_attn_with_kvcache). Up to 16 query tokens: the
 split-KV decode kernel (serve/decode.py), contiguous or paged caches. Longer chunks (chunked
 prefill) on a contiguous cache: the dense forward with per-sequence used keys
-(serve/varlen.attention_with_seqused_k), bottom-right. Not served yet: chunked prefill on a paged
-cache, and appending new keys into the cache."""
+(serve/varlen.attention_with_seqused_k), bottom-right; on a paged cache: flash_fwd_mma compiled
+with paged (K/V read through the block table; the wgmma template has no paged loads), the block
+table and lengths checked by decode's own checks. Not served yet: appending new keys into the cache."""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
+
+from autoflash.kernels.archs import build_arch
+from autoflash.kernels.compile import compile_kernel
+from autoflash.kernels.device import device_arch
+from autoflash.ops.decode_launch import DecodeProblem
+from autoflash.ops.forward_base import BOTTOM_RIGHT_PER_SEQUENCE, KernelConfig
+from autoflash.ops.forward_launch import LaunchPlan, default_scale
+from autoflash.ops.forward_mma import MMA
 from autoflash.serve import api
-from autoflash.serve.decode import decode_attention
+from autoflash.serve.decode import _check_seqlens, _check_table, _check_table_entries, decode_attention
 from autoflash.serve.errors import InputError
 from autoflash.serve.routing import DECODE_MAX_QUERIES
+from autoflash.serve.variants import check_variants
 from autoflash.serve.varlen import attention_with_seqused_k
 
 
@@ -21,8 +34,10 @@ def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens=None, *, block_tab
 
     q: (batch, seqlen_q, heads_q, head_dim). seqlen_q 1..16 (decode, speculative decoding): the
       split-KV decode kernel. seqlen_q > 16 (chunked prefill): the dense forward kernel, reading
-      q and the caches in place as (B, H, N, D) views; contiguous caches only (a block_table is
-      refused there), and num_splits does not apply.
+      q and the caches in place as (B, H, N, D) views (num_splits does not apply); on a paged
+      cache the flash_fwd_mma kernel compiled to read K/V through the block table (float16 or
+      bfloat16, sm_80+, head_dim any multiple of 8 up to 256; CUDA graph capture allowed, with the
+      kernel's guards below).
     k_cache, v_cache: (batch, seqlen_k, heads_kv, head_dim), heads_q a multiple of heads_kv
       (query head j reads KV head j // (heads_q / heads_kv)). Only this layout (flash-attn's) is
       taken: (B, N, H, D) and (B, H, N, D) cannot be told apart by shape. A cache stored as
@@ -31,7 +46,8 @@ def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens=None, *, block_tab
       With block_table: a paged cache, k_cache and v_cache (num_pages, page_size, heads_kv,
       head_dim), page_size a multiple of 16 (vLLM's 16, 32, 64, ..., 256; 48 works too; other
       sizes are refused).
-    PyTorch CUDA tensors, float16 or bfloat16; head_dim 16, 32, 64, 128 or 256.
+    PyTorch CUDA tensors, float16 or bfloat16; head_dim 16, 32, 64, 128 or 256 (decode); chunked
+      prefill: what attention() takes (paged: any multiple of 8 up to 256).
     cache_seqlens: int32 tensor (batch,), the valid length L of each sequence's cache (0..seqlen_k;
       None: every sequence is seqlen_k long). Keys at positions >= L are never read. Checked on
       the host before the launch, except while a CUDA graph is being captured (no host copy is
@@ -82,16 +98,14 @@ def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens=None, *, block_tab
 
 
 def _chunked_prefill(q, k_cache, v_cache, cache_seqlens, block_table, causal, softmax_scale, return_lse, variants):
-    """seqlen_q > 16 on a contiguous cache: the dense forward over (B, H, N, D) views of the
-    caller's tensors, bottom-right; each sequence uses its first cache_seqlens[b] keys."""
-    if block_table is not None:
-        raise InputError(f"attention_with_kvcache serves a paged cache (block_table) for 1..{DECODE_MAX_QUERIES} query "
-                         f"tokens; got seqlen_q = {q.shape[1]}. Chunked prefill on a paged cache is not served yet: "
-                         "pass a contiguous (batch, seqlen_k, heads_kv, head_dim) cache, or chunks of at most "
-                         f"{DECODE_MAX_QUERIES} tokens")
+    """seqlen_q > 16: the dense forward over (B, H, N, D) views of the caller's tensors,
+    bottom-right; each sequence uses its first cache_seqlens[b] keys (paged: _paged_prefill)."""
     for name, x in (("k_cache", k_cache), ("v_cache", v_cache)):
         if not type(x).__module__.startswith("torch") or len(getattr(x, "shape", ())) != 4:
             raise InputError(f"{name} must be a 4-D PyTorch tensor (batch, seqlen_k, heads_kv, head_dim)")
+    if block_table is not None:
+        return _paged_prefill(q, k_cache, v_cache, cache_seqlens, block_table, causal, softmax_scale, return_lse,
+                              variants)
     views = (q.transpose(1, 2), k_cache.transpose(1, 2), v_cache.transpose(1, 2))
     if cache_seqlens is None:  # every sequence fills the cache
         res = api.attention(*views, causal=causal, causal_alignment="bottom_right", scale=softmax_scale,
@@ -114,3 +128,90 @@ def _check_queries(q) -> None:
                          "heads_q, head_dim)")
     if q.shape[1] < 1:  # 1..16: decode; longer: the chunked-prefill path
         raise InputError(f"q has seqlen_q = {q.shape[1]}; attention_with_kvcache needs at least one query token")
+
+
+def _paged_prefill(q, k_cache, v_cache, cache_seqlens, block_table, causal, softmax_scale, return_lse, variants):
+    """seqlen_q > 16 on a paged cache: flash_fwd_mma with paged set, one launch, no copies. The
+    block table and cache_seqlens pass decode's checks (serve/decode.py: type, shape, device, page
+    size a multiple of 16, lengths in [0, capacity], every used entry a page of the cache; the values
+    are skipped during CUDA graph capture, where the kernel clamps lengths and reads page 0 for a bad
+    entry). The rest: attention()'s checks on (B, H, N, D) views, the caches seen as (B, Hkv,
+    capacity, D) with their page strides as batch strides."""
+    if type(causal) is not bool:
+        raise InputError(f"causal must be True or False, got {causal!r}")
+    if any(getattr(t, "requires_grad", False) for t in (q, k_cache, v_cache)):
+        import torch
+
+        if torch.is_grad_enabled():
+            raise InputError("chunked prefill on a paged cache has no backward; call it under torch.no_grad()")
+    if tuple(k_cache.shape) != tuple(v_cache.shape):
+        raise InputError(f"k_cache {tuple(k_cache.shape)} and v_cache {tuple(v_cache.shape)} differ in shape")
+    batch, seq_q, heads_q, head_dim = q.shape
+    num_pages, page_size, heads_kv, _ = k_cache.shape
+    _check_table(block_table, batch, num_pages, page_size, k_cache.device)
+    capacity = block_table.shape[1] * page_size  # the keys a table row addresses
+    qo = api.as_operand(q.transpose(1, 2), "q")
+    ko, vo = (api.as_operand(x.transpose(1, 2), n) for x, n in ((k_cache, "k_cache"), (v_cache, "v_cache")))
+    if qo.dtype not in MMA.dtypes:
+        raise InputError(f"q has dtype {qo.dtype}; chunked prefill on a paged cache runs flash_fwd_mma: "
+                         "float16 or bfloat16")
+    page_strides = (api.kernel_strides(ko), api.kernel_strides(vo))  # (page, head, row) of the real pages
+    as_cache = lambda t: dataclasses.replace(t, shape=(batch, heads_kv, capacity, t.shape[3]))  # noqa: E731
+    p = api.check_inputs(qo, as_cache(ko), as_cache(vo))
+    p.strides = (p.strides[0], *page_strides, p.strides[3])
+    seqlens, host = _check_seqlens(cache_seqlens, batch, capacity, q.device)
+    table_view = DecodeProblem(batch, heads_q, heads_kv, seq_q, capacity, head_dim, causal, page_size=page_size,
+                               num_pages=num_pages)
+    _check_table_entries(block_table, seqlens if host is None else host, table_view)
+    p.causal = causal
+    checked = check_variants(**variants, causal=causal, kind=qo.kind, device=qo.device, batch=batch,
+                             heads_q=heads_q).apply(p)
+    # the queries are the newest seq_q tokens: each sequence's own diagonal when its length is given
+    p.causal_offset = BOTTOM_RIGHT_PER_SEQUENCE if seqlens is not None else capacity - seq_q
+    p.seqused_k = seqlens.data_ptr() if seqlens is not None else 0
+    p.block_table, p.table_stride = block_table.data_ptr(), block_table.stride(0)
+    p.page_size, p.num_pages = page_size, num_pages
+    scale = default_scale(head_dim) if softmax_scale is None else softmax_scale
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not abs(scale) < float("inf"):
+        raise InputError(f"softmax_scale must be a finite number, got {softmax_scale!r}")
+    arch, device_name = device_arch(qo.device)
+    if build_arch(MMA.archs, arch) is None:
+        raise InputError(f"chunked prefill on a paged cache runs flash_fwd_mma, which needs {list(MMA.archs)}; "
+                         f"this GPU is {arch}")
+    cfg = paged_config(arch, device_name, qo.dtype, head_dim, causal, tuple(checked.flags().items()), capacity)
+    out = api._empty_like(qo, qo.shape, qo.dtype)
+    lse = api._empty_like(qo, qo.shape[:3], "fp32") if return_lse else None
+    kernel = api.loaded_kernel(cfg, qo.device)
+    args = (qo.ptr, ko.ptr, vo.ptr, api._pointer(out), api._pointer(lse) if lse is not None else 0, api._stream(qo))
+    # the plan holds the table and lengths pointers: they are part of its key
+    key = ("paged",) + dataclasses.astuple(p) + (float(scale),)
+    with _on_device(qo.device):
+        kernel.cached_plan(key, lambda: LaunchPlan(kernel, p, float(scale)))(*args)
+    out = out.transpose(1, 2)  # (batch, seqlen_q, heads, head_dim), a view
+    return (out, lse) if return_lse else out
+
+
+@functools.lru_cache(maxsize=256)
+def paged_config(arch: str, device_name: str, dtype: str, head_dim: int, causal: bool, flags: tuple,
+                 seq_k: int) -> KernelConfig:
+    """The paged forward config of a problem: its unpaged key's tuned (or default) config with
+    paged set when that is a flash_fwd_mma config, else flash_fwd_mma's defaults for the key (the
+    wgmma and simt templates have no paged loads); the first of these whose ptxas report shows no
+    register spill (the page lookups add a few registers to kernels that run at 240-255: the
+    all-variants d128 default spills when paged). Cached per process, as decode's paged configs."""
+    key = dict(dtype=dtype, head_dim=head_dim, causal=causal, **dict(flags))
+    chosen = api.choose_config(arch, device_name, dtype, head_dim, causal, seq_k, dict(flags))
+    use_arch = build_arch(MMA.archs, arch)
+    candidates = [chosen] if chosen.template == MMA.name else []
+    candidates += [MMA.config(use_arch, key, **knobs) for knobs in MMA.default_tiles(key)] if use_arch else []
+    valid = [c.replace(paged=True) for c in candidates if not c.replace(paged=True).problems()]
+    if not valid:
+        raise InputError(f"chunked prefill on a paged cache: flash_fwd_mma has no config for {dtype} d{head_dim} "
+                         f"on {arch}")
+    return next((c for c in valid if compile_kernel(c).report.spills == 0), valid[0])
+
+
+def _on_device(index: int):
+    """cupy.cuda.Device(index) unless it is current (the plan reads the SM count on its device)."""
+    cupy = api._cupy()
+    return contextlib.nullcontext() if cupy.cuda.runtime.getDevice() == index else cupy.cuda.Device(index)
