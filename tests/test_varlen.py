@@ -170,6 +170,7 @@ def test_attention_with_seqused_k_launch(fake_launch):
 
 class FakeTorchIndex(FakeIndex):
     """A CUDA int32 index tensor as _host_index sees it (torch installed, no GPU)."""
+    __module__ = "torch"
 
     def __init__(self, values):
         import torch
