@@ -1,0 +1,97 @@
+"""flash_bwd_wgmma: the attention backward on Hopper's warpgroup tensor cores (sm_90a, wgmma),
+FlashAttention-3's order of products (templates/flash_bwd_wgmma.cu.j2 says how it computes).
+
+Same kernels, signatures, workspace and launch as flash_bwd_mma (ops/backward_gpu.BackwardLaunch
+launches both): a preprocess, the main kernel (one block of 64 x `warps / 4` keys per (K/V tile,
+K/V head, batch), looping over query tiles of block_m rows), the dQ conversion. Config fields:
+block_n = 64 keys per warpgroup, warps = 4 per warpgroup; stages is 2 (the next query tile
+prefetched), warps_q unused (1).
+
+Not here (the rules refuse them, ops/backward.py serves them with flash_bwd_mma): the variants
+(window, softcap, sinks, ALiBi), deterministic=True, head dim 256 (dK and dV of 64 keys x 256
+columns are 256 registers a thread), fp32.
+"""
+from __future__ import annotations
+
+from autoflash.kernels.elements import DTYPE_BYTES
+from autoflash.kernels.template import Template
+from autoflash.ops.backward_kernels import PAD_M, BackwardConfig
+
+SMEM_ALIGN = 1024  # the kernel rounds the shared-memory base up to a swizzle atom
+REGISTER_BUDGET = 240  # fp32 accumulators a thread may hold at once (ptxas needs the rest)
+NOT_SUPPORTED = ("deterministic", "window", "softcap", "sinks", "alibi")
+
+
+class BackwardWgmmaTemplate(Template):
+    name = "flash_bwd_wgmma"
+    template_file = "flash_bwd_wgmma.cu.j2"
+    op = "backward"
+    archs = ("sm_90a",)
+    dtypes = ("fp16", "bf16")
+    key_values = {"head_dim": (64, 128), **{f: (False,) for f in NOT_SUPPORTED}}
+    knobs = {
+        "block_m": (64, 128),  # queries per tile: wgmma N of S^T, dP^T
+        "block_n": (64, 128, 192),  # keys per block: 64 per warpgroup
+        "warps": (4, 8, 12),  # 4 per warpgroup
+        "stages": (2,),
+        "warps_q": (1,),
+    }
+    # head_dim -> (block_m, block_n), first valid wins (not tuned yet)
+    DEFAULTS = {64: [(128, 128), (64, 128), (64, 64)], 128: [(64, 128), (64, 64)]}
+
+    @staticmethod
+    def consumers(cfg: BackwardConfig) -> int:
+        return cfg.block_n // 64
+
+    @staticmethod
+    def dq_split(cfg: BackwardConfig) -> tuple[int, int]:
+        """The dQ tile over the warpgroups: (row groups of 64 queries, column groups)."""
+        rows = cfg.block_m // 64
+        return rows, max(1, BackwardWgmmaTemplate.consumers(cfg) // rows)
+
+    @staticmethod
+    def accumulator_registers(cfg: BackwardConfig) -> int:
+        """fp32 accumulators live at once a thread: dK, dV, S^T, dP^T and the 16-bit P^T fragments."""
+        return cfg.head_dim + cfg.block_m + cfg.block_m // 4
+
+    def own_problems(self, cfg: BackwardConfig) -> list[str]:
+        errors = []
+        nc = self.consumers(cfg)
+        if cfg.block_n % 64 or cfg.warps != 4 * nc:
+            errors.append(f"warps={cfg.warps} must be 4 per warpgroup of 64 keys (block_n={cfg.block_n}): "
+                          f"{4 * max(nc, 1)}")
+            return errors
+        rows, cols = self.dq_split(cfg)
+        if nc % rows or (cfg.head_dim // cols) % 64 or rows * cols != nc:
+            errors.append(f"the dQ tile ({cfg.block_m} x {cfg.head_dim}) must split over {nc} warpgroups into "
+                          f"64-row x 64k-column slices")
+        regs = self.accumulator_registers(cfg)
+        if regs > REGISTER_BUDGET:
+            errors.append(f"~{regs} accumulator registers a thread (dK, dV {cfg.head_dim}, S^T, dP^T "
+                          f"{cfg.block_m}, P^T {cfg.block_m // 4}) exceed {REGISTER_BUDGET}")
+        return errors
+
+    def smem_layout(self, cfg: BackwardConfig) -> dict:
+        eb = DTYPE_BYTES[cfg.dtype]
+        kv = cfg.block_n * cfg.head_dim * eb
+        qo = cfg.block_m * cfg.head_dim * eb
+        ds = cfg.block_n * cfg.block_m * eb
+        return {"kv": kv, "qo": qo, "ds": ds, "total": 2 * kv + 4 * qo + ds + 4 * 4 * cfg.block_m}
+
+    def smem_bytes(self, cfg: BackwardConfig) -> int:
+        return self.smem_layout(cfg)["total"] + SMEM_ALIGN
+
+    def template_values(self, cfg: BackwardConfig) -> dict:
+        rows, cols = self.dq_split(cfg)
+        return {"wgmma_type": "bf16" if cfg.dtype == "bf16" else "f16", "pad_m": PAD_M,
+                "consumers": self.consumers(cfg), "dq_rs": rows, "dq_cs": cols, "dq_n": cfg.head_dim // cols}
+
+    def default(self, arch: str, key: dict) -> BackwardConfig:
+        for bm, bn in self.DEFAULTS.get(key["head_dim"], []):
+            cfg = self.config(arch, key, block_m=bm, block_n=bn, warps=4 * (bn // 64), stages=2, warps_q=1)
+            if not cfg.problems():
+                return cfg
+        raise ValueError(f"no {self.name} config fits {arch} for {key}")
+
+
+TEMPLATE = BackwardWgmmaTemplate()

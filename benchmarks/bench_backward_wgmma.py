@@ -1,0 +1,121 @@
+"""flash_bwd_wgmma (Hopper) beside flash_bwd_mma and SDPA's cuDNN and flash backward: TFLOP/s of the
+backward alone, bf16/fp16, D 64/128, causal and not, N 4096 by default (16k tokens: B = 16384 / N,
+H = 2048 / D). FLOPs: 2.5 x the forward's (FlashAttention's convention), halved for causal. Timing as
+benchmarks/bench_backward.py (CUDA events, warm-up, interleaved rounds, median; spread = range of the
+round medians); both autoflash kernels through attention_backward() with their config pinned, on
+one saved O and LSE (float32 torch forward). Also each gradient's relative error against SDPA's
+flash backward (a sanity check; the float64 checks are tests/test_backward_wgmma_gpu.py).
+
+    python benchmarks/bench_backward_wgmma.py [--dtypes bf16,fp16] [--head-dims 64,128] [--seqs 4096]
+    python benchmarks/bench_backward_wgmma.py --precompile   # compile every config it times, in parallel
+"""
+import argparse
+import math
+import sys
+
+import torch
+
+from bench_backward import backward_flops, rel, sdpa_backward, time_interleaved
+
+from autoflash.kernels.archs import build_arch
+from autoflash.kernels.device import device_arch
+from autoflash.ops.backward import TEMPLATE as MMA
+from autoflash.ops.backward_wgmma import TEMPLATE as WGMMA
+from autoflash.serve.autograd import attention_backward
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def key(dtype, d, causal):
+    return dict(dtype=dtype, head_dim=d, causal=causal, deterministic=False, window=False, softcap=False,
+                sinks=False, alibi=False)
+
+
+def configs(arch, dtype, d, causal):
+    """The two kernels timed: flash_bwd_wgmma's and flash_bwd_mma's default for the key."""
+    return {"wgmma": WGMMA.default(build_arch(WGMMA.archs, arch), key(dtype, d, causal)),
+            "mma": MMA.default(build_arch(MMA.archs, arch), key(dtype, d, causal))}
+
+
+def _compile(cfg):
+    from autoflash.kernels.compile import compile_kernel
+
+    return compile_kernel(cfg).report
+
+
+def precompile(arch, dtypes, head_dims):
+    from concurrent.futures import ProcessPoolExecutor
+
+    cfgs = list(dict.fromkeys(c for t in dtypes for d in head_dims for causal in (False, True)
+                              for c in configs(arch, t, d, causal).values()))
+    with ProcessPoolExecutor() as pool:
+        for cfg, rep in zip(cfgs, pool.map(_compile, cfgs)):
+            print(f"  compiled {cfg.name}: {rep.registers} registers, {rep.spills} B spilled", flush=True)
+
+
+def torch_forward(q, k, v, causal, scale):
+    """O (input dtype) and natural-log LSE (float32) of a float32 torch forward."""
+    s = (q.float() @ k.float().transpose(-1, -2)) * scale
+    if causal:
+        s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool, device=s.device).triu(1), -math.inf)
+    lse = torch.logsumexp(s, -1)
+    out = (torch.softmax(s, -1) @ v.float()).to(q.dtype)
+    del s
+    return out, lse
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dtypes", default="bf16")
+    parser.add_argument("--head-dims", default="64,128")
+    parser.add_argument("--seqs", default="4096")
+    parser.add_argument("--precompile", action="store_true", help="only compile the kernels, then exit")
+    args = parser.parse_args()
+    dtypes = args.dtypes.split(",")
+    head_dims = [int(x) for x in args.head_dims.split(",")]
+    arch = device_arch(torch.cuda.current_device())[0]
+    if args.precompile:
+        precompile(arch, dtypes, head_dims)
+        return 0
+    print(f"# {torch.cuda.get_device_name()} torch {torch.__version__}; backward TFLOP/s (2.5x forward FLOPs)")
+    rows = []
+    for dtype in dtypes:
+        for d in head_dims:
+            for n in (int(x) for x in args.seqs.split(",")):
+                for causal in (False, True):
+                    b, h = max(1, 16384 // n), 2048 // d
+                    torch.manual_seed(0)
+                    q, k, v, dout = (torch.randn(b, h, n, d, device="cuda", dtype=DTYPES[dtype]) for _ in range(4))
+                    out, lse = torch_forward(q, k, v, causal, 1 / math.sqrt(d))
+                    fns, errs = {}, {}
+                    _, ref = sdpa_backward("flash", q, k, v, dout, causal)
+                    for name, cfg in configs(arch, dtype, d, causal).items():
+                        fns[name] = (lambda cfg=cfg: attention_backward(q, k, v, out, lse, dout, causal=causal,
+                                                                        config=cfg))
+                        if ref is not None:
+                            errs[name] = max(rel(a, r) for a, r in zip(fns[name](), ref))
+                    for name in ("cudnn", "flash"):
+                        fn, _ = sdpa_backward(name, q, k, v, dout, causal)
+                        if fn is not None:
+                            fns[f"sdpa_{name}"] = fn
+                    timed = time_interleaved(fns)
+                    flops = backward_flops(b, h, n, d, causal)
+                    tf = {name: flops / (ms * 1e-3) / 1e12 for name, (ms, _) in timed.items()}
+                    rows.append((dtype, d, n, causal, tf, timed["wgmma"][1], errs))
+                    print(f"  {dtype} d{d} n{n} causal={causal}: " + ", ".join(f"{x} {y:.0f}" for x, y in tf.items())
+                          + "; max rel err vs sdpa flash " + ", ".join(f"{x} {y:.1e}" for x, y in errs.items()),
+                          flush=True)
+                    del q, k, v, dout, out, lse, fns, ref
+                    torch.cuda.empty_cache()
+    names = ["wgmma", "mma", "sdpa_cudnn", "sdpa_flash"]
+    print("\n| dtype | D | N | causal | " + " | ".join(names) + " | wgmma/mma | wgmma/cuDNN | spread (wgmma) |")
+    print("|" + "---|" * (len(names) + 7))
+    for dtype, d, n, causal, tf, spread, _ in rows:
+        cells = [f"{tf[x]:.0f}" if x in tf else "n/a" for x in names]
+        ratios = [f"{tf['wgmma'] / tf[x]:.2f}x" if x in tf else "n/a" for x in ("mma", "sdpa_cudnn")]
+        print(f"| {dtype} | {d} | {n} | {causal} | " + " | ".join(cells + ratios) + f" | {100 * spread:.1f}% |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""flash_bwd_wgmma without a GPU: its rules refuse what it does not implement (variants, the
+deterministic mode, D 256) and the tiles that do not fit, its defaults are valid, it renders and
+compiles for sm_90a with no spills, and its SASS has HGMMA (the wgmma products) and the vector
+dQ reductions. GPU correctness and speed: tests/test_backward_wgmma_gpu.py,
+benchmarks/bench_backward_wgmma.py."""
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from autoflash.kernels.registry import TEMPLATES
+from autoflash.ops.backward import OPERATION
+from autoflash.ops.backward_wgmma import TEMPLATE as WG
+
+
+def key(dtype="bf16", d=128, causal=False, **flags):
+    k = dict(dtype=dtype, head_dim=d, causal=causal, deterministic=False, window=False, softcap=False,
+             sinks=False, alibi=False)
+    k.update(flags)
+    return k
+
+
+def cfg(dtype="bf16", d=128, causal=False, bm=64, bn=128, warps=None, **flags):
+    return WG.config("sm_90a", key(dtype, d, causal, **flags), block_m=bm, block_n=bn,
+                     warps=warps if warps is not None else 4 * (bn // 64), stages=2, warps_q=1)
+
+
+def test_registered_with_the_backward_operation():
+    assert TEMPLATES["flash_bwd_wgmma"] is WG and WG in OPERATION.templates
+
+
+def test_defaults_are_valid():
+    for dtype in WG.dtypes:
+        for d in (64, 128):
+            for causal in (False, True):
+                c = WG.default("sm_90a", key(dtype, d, causal))
+                assert c.problems() == [], c.name
+
+
+@pytest.mark.parametrize("bad,reason", [
+    (cfg(warps=4), "4 per warpgroup"),
+    (cfg(d=128, bm=128), "accumulator registers"),  # dK, dV 128 + S^T, dP^T 128 + P^T 32
+    (cfg(d=64, bm=64, bn=128), "must split over 2 warpgroups"),  # 32-column dQ slices
+    (cfg(d=256, bn=64), "head_dim 256 is not supported"),
+    (cfg(dtype="fp32"), "does not support dtype fp32"),
+    (cfg(deterministic=True), "deterministic True is not supported"),
+    (cfg(window=True), "window True is not supported"),
+    (cfg(softcap=True), "softcap True is not supported"),
+    (cfg(sinks=True), "sinks True is not supported"),
+    (cfg(alibi=True), "alibi True is not supported"),
+])
+def test_rules_refuse_before_compiling(bad, reason):
+    problems = bad.problems()
+    assert any(reason in p for p in problems), problems
+
+
+def test_unsupported_keys_are_not_claimed():
+    assert WG.supports("sm_90a", key())
+    assert not WG.supports("sm_90", key())  # wgmma needs the arch-specific target
+    for flag in ("deterministic", "window", "softcap", "sinks", "alibi"):
+        assert not WG.supports("sm_90a", key(**{flag: True})), flag
+
+
+def test_search_space_has_valid_configs():
+    for d in (64, 128):
+        valid = [c for c in WG.space("sm_90a", key(d=d)) if not c.problems()]
+        assert len(valid) >= 2, d
+
+
+def _disassembler():
+    for name in ("cuobjdump",):
+        found = shutil.which(name) or (Path("/usr/local/cuda/bin") / name if (Path("/usr/local/cuda/bin") / name).exists() else None)
+        if found:
+            return str(found)
+    try:
+        import nvidia
+
+        for root in nvidia.__path__:
+            for path in Path(root).glob("*/bin/cuobjdump"):
+                return str(path)
+    except ImportError:
+        pass
+    return None
+
+
+@pytest.mark.parametrize("c", [WG.default("sm_90a", key(t, d, causal)) for t in ("bf16", "fp16")
+                               for d in (64, 128) for causal in (False, True)], ids=lambda c: c.name)
+def test_compiles_without_spills_and_uses_hgmma(c, tmp_path):
+    pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
+    from autoflash.kernels.compile import compile_kernel
+
+    kernel = compile_kernel(c)
+    assert kernel.report.spills == 0 and kernel.report.registers <= 255, kernel.report
+    assert "serialized" not in kernel.log  # ptxas did not serialise the wgmmas (a register hazard)
+    tool = _disassembler()
+    if tool is None:
+        pytest.skip("no cuobjdump to read the SASS (pip install nvidia-cuda-cuobjdump)")
+    cubin = tmp_path / "k.cubin"
+    cubin.write_bytes(kernel.cubin)
+    sass = subprocess.run([tool, "-sass", str(cubin)], capture_output=True, text=True, check=True).stdout
+    main = sass[sass.index(f"Function : {c.name}\n"):]
+    # S^T, dP^T (m64 n block_m), dV, dK (m64 n D) and dQ (m64 n D / column groups)
+    rows, cols = WG.dq_split(c)
+    shapes = {f"HGMMA.64x{c.block_m}x16", f"HGMMA.64x{c.head_dim}x16", f"HGMMA.64x{c.head_dim // cols}x16"}
+    for shape in shapes:
+        assert shape in main, shape
+    assert "REDG.E.ADD.F32x2" in main  # the dQ tile's vector reductions
