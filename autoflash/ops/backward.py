@@ -9,6 +9,7 @@ from __future__ import annotations
 from autoflash.kernels.elements import DTYPE_BYTES
 from autoflash.kernels.registry import register_operation
 from autoflash.ops import backward_gpu
+from autoflash.ops import backward_wgmma
 from autoflash.ops.backward_kernels import (TEMPLATE, TOLERANCE, BackwardConfig, BackwardProblem, TensorSpec,
                                             check_inputs, default_scale)
 from autoflash.ops.base import Operation
@@ -22,7 +23,7 @@ class BackwardOperation(Operation):
 
     name = "backward"
     config_class = BackwardConfig
-    templates = (TEMPLATE,)
+    templates = (TEMPLATE, backward_wgmma.TEMPLATE)
     key_fields = ("head_dim", "causal", "deterministic") + VARIANT_FLAGS  # missing flags read False (key_flags.py)
     key_defaults = {f: (False,) for f in VARIANT_FLAGS}
     bucket_name = "N"
