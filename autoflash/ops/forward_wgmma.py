@@ -157,9 +157,13 @@ class WgmmaTemplate(ForwardTemplate):
 
     @staticmethod
     def items(cfg: KernelConfig, p: Problem) -> int:
-        q_tiles = math.ceil(p.seq_q / cfg.block_m)
-        units = (q_tiles + 1) // 2 if cfg.causal else q_tiles  # causal: (T-1-u, u) pairs
-        return units * p.heads_q * p.batch
+        """Work items of a launch, as the kernel numbers them: (query tile or causal pair, head, batch);
+        varlen, per head, total_q // rows-per-item + batch slots (each sequence's own units, at most
+        one spare per sequence: see the template)."""
+        rows = cfg.block_m * (2 if cfg.causal else 1)  # causal: (T-1-u, u) pairs
+        if p.cu_seqlens_q:
+            return (p.total_q // rows + p.batch) * p.heads_q
+        return math.ceil(p.seq_q / rows) * p.heads_q * p.batch
 
     def grid(self, cfg: KernelConfig, p: Problem) -> tuple[int, int, int]:
         items = self.items(cfg, p)

@@ -1,0 +1,146 @@
+"""flash_fwd_wgmma kernels alone (no host checks), CUDA-graph replay, on the GPU:
+
+1. varlen prefill as benchmarks/bench_varlen.py sets it (16 sequences of 128..8192 tokens, seed 0,
+   16 heads, D 128, bf16, causal) against the dense kernel on 16 x the mean length, each with the
+   config autoflash's API picks for it; TFLOP/s of useful pairs (issue 15's bar: varlen >= 0.9x dense);
+2. (--window) the causal sliding window (1024, 0) at N 4096 with several tile shapes beside the plain
+   causal kernel, TFLOP/s per visible pair (issue 17's bar: >= 0.9x plain).
+
+A graph holds --launches launches; each round replays it --reps times (median), rounds interleave
+the kernels; the table gives the median over rounds and the spread (max - min) / median.
+
+    PYTHONPATH=$PWD python benchmarks/wgmma_schedule_bench.py [--window] [--rounds 5]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from autoflash.kernels.device import device_arch  # noqa: E402
+from autoflash.ops.forward_base import Problem  # noqa: E402
+from autoflash.ops.forward_launch import launch  # noqa: E402
+from autoflash.serve.api import choose_config, loaded_kernel  # noqa: E402
+
+HEADS, D = 16, 128
+
+
+def graph_ms(fn, launches: int, reps: int) -> float:
+    """Median per-launch time of fn replayed in a CUDA graph of `launches` calls (if the capture
+    fails: `launches` plain calls between the events, said once)."""
+    fn()  # warm-up (and the launch plan built) outside any capture
+    torch.cuda.synchronize()
+    try:
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(launches):
+                fn()
+        run = graph.replay
+    except RuntimeError as exc:
+        if not getattr(graph_ms, "warned", False):
+            print(f"CUDA graph capture failed ({str(exc)[:120]}): timing plain launches")
+            graph_ms.warned = True
+
+        def run():
+            for _ in range(launches):
+                fn()
+    run()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(reps):
+        start.record()
+        run()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / launches)
+    return statistics.median(times)
+
+
+def runner(cfg, p: Problem, q, k, v):
+    """A launch of cfg on p (scale 1/sqrt(D)) on the current torch stream, writing a fresh output."""
+    kernel = loaded_kernel(cfg, 0)
+    out = torch.empty_like(q)
+    return lambda: launch(kernel, q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), 0, p, D ** -0.5,
+                          torch.cuda.current_stream().cuda_stream)
+
+
+def varlen_cases(arch: str, name: str) -> dict:
+    lengths = np.random.default_rng(0).integers(128, 8193, 16).tolist()
+    b, total, longest, mean = len(lengths), sum(lengths), max(lengths), sum(lengths) // len(lengths)
+    q, k, v = (torch.randn(total, HEADS, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    cu = torch.tensor(np.concatenate([[0], np.cumsum(lengths)]), dtype=torch.int32, device="cuda")
+    packed = (0, D, HEADS * D)
+    pv = Problem(b, HEADS, HEADS, longest, longest, D, True, strides=(packed,) * 4, cu_seqlens_q=cu.data_ptr(),
+                 cu_seqlens_k=cu.data_ptr(), total_q=total, total_k=total)
+    dq, dk, dv = (torch.randn(b, HEADS, mean, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    pd = Problem(b, HEADS, HEADS, mean, mean, D, True)
+    cv, cd = (choose_config(arch, name, "bf16", D, True, n) for n in (longest, mean))
+    print(f"varlen lengths {lengths}; configs: varlen {cv.name}, dense {cd.name}")
+    useful = 2.0 * HEADS * D * sum(n * (n + 1) for n in lengths)
+    cases = {"varlen": (runner(cv, pv, q, k, v), useful),
+             "dense": (runner(cd, pd, dq, dk, dv), 2.0 * b * HEADS * D * mean * (mean + 1))}
+    if cd != cv:  # the dense problem with the varlen config too: the schedule alone
+        cases["dense, varlen's config"] = (runner(cv, pd, dq, dk, dv), cases["dense"][1])
+    return cases
+
+
+def window_cases(arch: str, name: str, n: int = 4096, left: int = 1024) -> dict:
+    batch = 32768 // n
+    q, k, v = (torch.randn(batch, HEADS, n, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    rows = np.arange(n)
+    pairs = int(np.minimum(rows + 1, left + 1).sum())
+    flops = 4.0 * batch * HEADS * D * pairs
+    plain = choose_config(arch, name, "bf16", D, True, n)
+    cases = {f"plain causal ({plain.name.split('_d128_')[1]})":
+             (runner(plain, Problem(batch, HEADS, HEADS, n, n, D, True), q, k, v), 4.0 * batch * HEADS * D * n * (n + 1) / 2)}
+    pw = Problem(batch, HEADS, HEADS, n, n, D, True, window_left=left, window_right=0)
+    base = choose_config(arch, name, "bf16", D, True, n, {"window": True})
+    for bm, bn, st in ((base.block_m, base.block_n, base.stages), (128, 64, 4), (64, 128, 3), (64, 64, 4)):
+        cfg = type(base)(**{**base.to_dict(), "block_m": bm, "block_n": bn, "warps": 4 * (bm // 64 + 1), "stages": st})
+        if cfg.problems():
+            print(f"skip {cfg.name}: {cfg.problems()}")
+            continue
+        cases[f"window ({left}, 0) br{bm} bc{bn} s{st}"] = (runner(cfg, pw, q, k, v), flops)
+    return cases
+
+
+def measure(cases: dict, rounds: int, launches: int, reps: int) -> None:
+    times = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, (fn, _) in cases.items():
+            times[name].append(graph_ms(fn, launches, reps))
+    first = next(iter(cases))
+    print("| kernel | ms | TFLOP/s | spread | vs first row |\n|---|---|---|---|---|")
+    rates = {}
+    for name, ts in times.items():
+        ms = statistics.median(ts)
+        rates[name] = cases[name][1] / (ms * 1e-3) / 1e12
+        print(f"| {name} | {ms:.3f} | {rates[name]:.0f} | {(max(ts) - min(ts)) / ms:.1%} | "
+              f"{rates[name] / rates[first]:.2f}x |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--launches", type=int, default=10)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--window", action="store_true")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    arch, name = device_arch(0)
+    print(f"{torch.cuda.get_device_name()}; graph of {args.launches} launches, median of {args.reps} replays, "
+          f"{args.rounds} rounds")
+    measure(varlen_cases(arch, name), args.rounds, args.launches, args.reps)
+    if args.window:
+        measure(window_cases(arch, name), args.rounds, args.launches, args.reps)
+
+
+if __name__ == "__main__":
+    main()
