@@ -76,7 +76,7 @@ def sdpa_backward(name, q, k, v, dout, causal):
     return (lambda: torch.autograd.grad(out, (qq, kk, vv), dout, retain_graph=True)), grads
 
 
-def time_interleaved(fns: dict, rounds: int = ROUNDS) -> dict:
+def time_interleaved(fns: dict, n_rounds: int = ROUNDS) -> dict:
     """name -> (median ms of all calls, spread of the round medians as a fraction)."""
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     for fn in fns.values():
@@ -85,7 +85,7 @@ def time_interleaved(fns: dict, rounds: int = ROUNDS) -> dict:
     torch.cuda.synchronize()
     samples = {n: [] for n in fns}
     rounds = {n: [] for n in fns}
-    for _ in range(rounds):
+    for _ in range(n_rounds):
         for name, fn in fns.items():
             times = []
             for _ in range(REPS):
