@@ -57,7 +57,8 @@ import math
 
 import torch
 
-from autoflash.serve.api import MAX_TOKEN_STRIDE, attention_forward
+from autoflash.serve import call_plans
+from autoflash.serve.api import MAX_TOKEN_STRIDE, attention_forward, forward_tagged
 from autoflash.serve.autograd import attention_backward
 from autoflash.serve.routing import BACKWARD_HEAD_DIMS, differentiable_problem
 
@@ -77,9 +78,16 @@ def _sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, is_causal
           scale: float) -> torch.Tensor:
     """(B, Hq, L, E), (B, H, S, E) x2 -> (B, Hq, L, E) on torch's current CUDA stream (no grad).
     Inputs are read in place when their strides allow it; the output is contiguous."""
+    return _sdpa_impl(query, key, value, is_causal, scale)
+
+
+def _sdpa_impl(query, key, value, is_causal: bool, scale: float, tag=None) -> torch.Tensor:
+    """The inference op's body; tag: the drop-in's call-plan tag when called directly (eager)."""
     q, k, v = (t if _readable_in_place(t) else _kernel_ready(t) for t in (query, key, value))
     with _relaxed_capture_if_capturing(q.device):
-        return attention_forward(q, k, v, causal=is_causal, scale=scale)
+        if tag is None:
+            return attention_forward(q, k, v, causal=is_causal, scale=scale)
+        return forward_tagged(tag, q, k, v, causal=is_causal, scale=scale)
 
 
 @_sdpa.register_fake
@@ -258,6 +266,14 @@ def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: 
     See the module docstring for what is supported; unsupported arguments raise
     UnsupportedError (a NotImplementedError) naming the alternative.
     """
+    direct = attn_mask is None and type(dropout_p) in _NUMBERS and dropout_p == 0 and _eager_plain(query, key, value)
+    if direct and query.dim() == 4 and type(scale) in _PLAN_SCALES:  # a call checked before: its plan
+        tag = _GQA_TAG if enable_gqa else _TAG
+        s = 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)
+        out = call_plans.run(call_plans.call_key(query, key, value, bool(is_causal), "top_left", s, False, None, tag),
+                             query, key, value)
+        if out is not None:
+            return out
     hq, hkv = _check(query, key, value, attn_mask, dropout_p, enable_gqa)
     e = query.shape[-1]
     if scale is None:
@@ -282,6 +298,38 @@ def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: 
     if grad:
         q4, k4, v4 = q4.contiguous(), k4.contiguous(), v4.contiguous()
         out, _ = torch.ops.autoflash.sdpa_fwd(q4, k4, v4, bool(is_causal), float(scale))
+    elif direct:  # what the op would run, without the dispatcher's cost; the plan kept under the drop-in's tag
+        out = _sdpa_impl(q4, k4, v4, bool(is_causal), float(scale), _GQA_TAG if enable_gqa else _TAG)
     else:
         out = torch.ops.autoflash.sdpa(q4, k4, v4, bool(is_causal), float(scale))
     return out.reshape(query.shape)
+
+
+# Call-plan tags: plans made by the drop-in passed its checks (enable_gqa's among them).
+_TAG, _GQA_TAG = ("sdpa", False), ("sdpa", True)
+_NUMBERS = (float, int)
+_PLAN_SCALES = (type(None), float, int)
+
+
+def _eager_check():
+    """A function telling whether query, key and value are plain tensors in plain eager mode (no
+    torch.compile tracing, no dispatch or function mode, no functorch transform): then calling the
+    inference op's body directly does what the op would do. Where this torch lacks one of the
+    probes, always False (every call goes through the op). compiling() comes first: under
+    torch.compile it is the constant True and nothing after it is traced."""
+    C = torch._C
+    try:
+        dispatch_modes, function_mode = C._len_torch_dispatch_stack, C._is_torch_function_mode_enabled
+        transforms, compiling = C._functorch.peek_interpreter_stack, torch.compiler.is_compiling
+    except AttributeError:
+        return lambda query, key, value: False
+    plain = torch.Tensor
+
+    def eager_plain(query, key, value) -> bool:
+        return (not compiling() and type(query) is plain and type(key) is plain and type(value) is plain
+                and not dispatch_modes() and not function_mode() and transforms() is None)
+
+    return eager_plain
+
+
+_eager_plain = _eager_check()

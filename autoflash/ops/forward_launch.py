@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from autoflash.kernels.arrays import poisoned, random_normal, to_float64
-from autoflash.kernels.loaded import LaunchError, LoadedKernel, stream_handle
+from autoflash.kernels.loaded import LaunchError, LoadedKernel, PackedLaunch, stream_handle
 from autoflash.ops.forward_base import BOTTOM_RIGHT_PER_SEQUENCE, VARIANT_FLAGS, Problem
 from autoflash.ops.reference import Check, compare, reference_attention
 
@@ -34,7 +34,7 @@ class LaunchPlan:
     """What one launch needs besides the pointers and the stream: grid, block, shared
     memory, and the kernel's argument builder with the fixed arguments converted."""
 
-    __slots__ = ("function", "grid", "block", "smem", "args")
+    __slots__ = ("function", "grid", "block", "smem", "args", "_packed")
 
     def __init__(self, kernel: LoadedKernel, p: Problem, scale: float):
         cfg = kernel.config
@@ -52,6 +52,15 @@ class LaunchPlan:
         self.block = (cfg.threads, 1, 1)
         self.smem = kernel.smem
         self.args = kernel.template.launch_args(cfg, p, scale)
+        self._packed = None
+
+    def packed(self, q: int, k: int, v: int, o: int, lse: int) -> PackedLaunch:
+        """This plan's arguments packed for the driver (built on the first call, from its pointers):
+        the per-call path of attention() (serve/call_plans.py)."""
+        if self._packed is None:
+            self._packed = PackedLaunch(self.function, self.grid, self.block, self.smem, self.args,
+                                        (q, k, v, o, lse))
+        return self._packed
 
     def __call__(self, q: int, k: int, v: int, o: int, lse: int, stream) -> None:
         """stream: a CuPy stream object (stream_handle wraps a raw one)."""

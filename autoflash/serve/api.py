@@ -16,7 +16,7 @@ from autoflash.ops.decode_kernels import DecodeConfig
 from autoflash.ops.forward import FORWARD
 from autoflash.ops.forward_base import CAUSAL_ALIGNMENTS, KernelConfig, Problem, causal_offset
 from autoflash.ops.forward_launch import default_scale, plan
-from autoflash.serve import dispatch
+from autoflash.serve import call_plans, dispatch
 from autoflash.serve.autograd import differentiable_attention
 from autoflash.serve.decode import launch_decode
 from autoflash.serve.errors import InputError
@@ -25,7 +25,6 @@ from autoflash.serve.routing import differentiable_problem, route_attention
 from autoflash.serve.variants import VARIANTS_DOC, Variants, check_variants
 
 log = logging.getLogger("autoflash")
-
 
 
 @dataclass
@@ -253,6 +252,10 @@ def attention(q, k, v, *, causal: bool = False, causal_alignment: str = "top_lef
     configurations raise InputError naming what is supported, never a silently
     non-differentiable result.
     """
+    out = call_plans.served(None, q, k, v, causal, causal_alignment, scale, return_lse, config, window_size, softcap,
+                            sinks, alibi_slopes)
+    if out is not None:  # a call checked before, served by its plan (serve/call_plans.py)
+        return out
     check_alignment(causal_alignment)
     variant_args = dict(window_size=window_size, softcap=softcap, sinks=sinks, alibi_slopes=alibi_slopes)
     if type(q).__module__.startswith("torch") and _needs_grad(q, k, v, sinks):
@@ -274,6 +277,16 @@ def attention(q, k, v, *, causal: bool = False, causal_alignment: str = "top_lef
 
 if attention.__doc__:  # None under python -OO
     attention.__doc__ = attention.__doc__.replace("{variants}", VARIANTS_DOC)
+
+
+def check_scale(scale, head_dim: int, name: str = "scale") -> float:
+    """The softmax scale as a float: None gives 1/sqrt(head_dim); anything but a finite int or
+    float (a bool too) is an InputError naming the argument."""
+    if scale is None:
+        return default_scale(head_dim)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        raise InputError(f"{name} must be a finite number, got {scale!r}")
+    return float(scale)
 
 
 def _variants(args: dict, qo: Operand, problem: Problem, causal: bool) -> Variants:
@@ -312,6 +325,21 @@ def attention_forward(q, k, v, *, causal: bool = False, causal_alignment: str = 
                       sinks=None, alibi_slopes=None):
     """attention() without autograd: the forward or decode kernel, as route_attention decides
     (the torch drop-in's custom ops and the autograd Function call this)."""
+    return forward_tagged(None, q, k, v, causal=causal, causal_alignment=causal_alignment, scale=scale,
+                          return_lse=return_lse, config=config, window_size=window_size, softcap=softcap,
+                          sinks=sinks, alibi_slopes=alibi_slopes)
+
+
+def forward_tagged(tag, q, k, v, *, causal: bool = False, causal_alignment: str = "top_left",
+                   scale: float | None = None, return_lse: bool = False,
+                   config: KernelConfig | DecodeConfig | dict | None = None, window_size=(-1, -1), softcap=None,
+                   sinks=None, alibi_slopes=None):
+    """attention_forward whose call plans are kept under `tag` (hashable): a caller with checks of
+    its own (the torch drop-in) finds its plans only where its checks passed."""
+    out = call_plans.served(tag, q, k, v, causal, causal_alignment, scale, return_lse, config, window_size, softcap,
+                            sinks, alibi_slopes)
+    if out is not None:
+        return out
     check_alignment(causal_alignment)
     qo, ko, vo = as_operand(q, "q"), as_operand(k, "k"), as_operand(v, "v")
     problem = check_inputs(qo, ko, vo)
@@ -321,10 +349,7 @@ def attention_forward(q, k, v, *, causal: bool = False, causal_alignment: str = 
     flags = variants.flags()
     if causal or flags["window"] or flags["alibi"]:  # the diagonal they measure from
         problem.causal_offset = causal_offset(causal_alignment, problem.seq_q, problem.seq_k)
-    if scale is None:
-        scale = default_scale(problem.head_dim)
-    elif not (isinstance(scale, (int, float)) and math.isfinite(scale)):
-        raise InputError(f"scale must be a finite number, got {scale!r}")
+    scale_value = check_scale(scale, problem.head_dim)
     arch, device_name = device_arch(qo.device)
     pinned = _pinned_config(config)
     route = route_attention(kind=qo.kind, dtype=qo.dtype, arch=arch, batch=problem.batch, heads_q=problem.heads_q,
@@ -336,7 +361,7 @@ def attention_forward(q, k, v, *, causal: bool = False, causal_alignment: str = 
     if route.op == "decode" and not isinstance(pinned, KernelConfig):
         # Causal reaches decode only when its bottom-right mask is the one asked for (route_attention).
         # check_inputs and route_attention established what check_decode would: launch only.
-        return launch_decode(q, k, v, causal=causal, softmax_scale=float(scale), return_lse=return_lse,
+        return launch_decode(q, k, v, causal=causal, softmax_scale=scale_value, return_lse=return_lse,
                              layout="bhsd", config=pinned, variants=variants if variants.any else None)
     if pinned is None:
         cfg = choose_config(arch, device_name, qo.dtype, problem.head_dim, causal, problem.seq_k, flags)
@@ -348,19 +373,27 @@ def attention_forward(q, k, v, *, causal: bool = False, causal_alignment: str = 
                              f"inputs need {(qo.dtype, problem.head_dim, causal, *flags.values())}")
     out = _empty_like(qo, qo.shape, qo.dtype)
     lse = _empty_like(qo, qo.shape[:3], "fp32") if return_lse else None
-    launch_forward(cfg, qo, ko, vo, problem, scale, out, lse)
+    launched = launch_forward(cfg, qo, ko, vo, problem, scale_value, out, lse)
+    if qo.wrap is None and call_plans.plain(window_size, softcap, sinks, alibi_slopes):  # next time: the launch only
+        call_plans.remember(call_plans.CallPlan(qo.kind, qo.device, qo.shape, qo.shape[:3], launched,
+                                                arch if pinned is None else None),
+                            q, k, v, causal, causal_alignment, scale, return_lse, config, tag)
     out, lse = _result(qo, out), _result(qo, lse)
     return (out, lse) if return_lse else out
 
 
 def launch_forward(cfg: KernelConfig, qo: Operand, ko: Operand, vo: Operand, problem: Problem, scale: float,
-                   out, lse) -> None:
-    """One forward kernel launch of checked operands on q's stream (attention() and serve/varlen.py)."""
+                   out, lse):
+    """One forward kernel launch of checked operands on q's stream (attention() and serve/varlen.py);
+    returns the launch plan it used."""
     kernel = loaded_kernel(cfg, qo.device)
     args = (qo.ptr, ko.ptr, vo.ptr, _pointer(out), _pointer(lse) if lse is not None else 0, _stream(qo))
     cupy = _cupy()
     if cupy.cuda.runtime.getDevice() == qo.device:
-        plan(kernel, problem, scale)(*args)
+        launch_plan = plan(kernel, problem, scale)
+        launch_plan(*args)
     else:  # the plan too is built on the kernel's device (its grid reads the SM count)
         with cupy.cuda.Device(qo.device):
-            plan(kernel, problem, scale)(*args)
+            launch_plan = plan(kernel, problem, scale)
+            launch_plan(*args)
+    return launch_plan

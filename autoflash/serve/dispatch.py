@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 from autoflash import store
 from autoflash.kernels.config import OpConfig
@@ -49,7 +50,7 @@ def explain(arch: str, device_name: str, op: str, key: dict, seq_len: int,
     process runs is seen on the next call, and a hit costs no JSON read, no search and
     no config validation."""
     cache_key = (arch, device_name, op, tuple(key.items()), seq_len, template)
-    stamp = _files_stamp(arch)
+    stamp = files_stamp(arch)
     hit = _chosen.get(cache_key)
     if hit is not None and hit[0] == stamp:
         return hit[1], hit[2]
@@ -78,15 +79,48 @@ def _tuned_paths(arch: str) -> tuple[str, ...]:
     return paths
 
 
-def _files_stamp(arch: str) -> tuple:
+def files_stamp(arch: str) -> tuple:
+    """(path, mtime, size) of every tuned file of arch that exists: what a cached answer was
+    made from. One system call per search path: a path found missing is probed with
+    os.access (no exception raised and caught per call) until it appears."""
+    now = clock()
+    stamp = _read_stamp(arch)
+    _recent[arch] = (now, stamp)
+    return stamp
+
+
+STAMP_MAX_AGE_S = 0.1  # how stale recent_files_stamp may be
+clock = time.monotonic  # tests replace it
+_recent: dict[str, tuple[float, tuple]] = {}
+
+
+def recent_files_stamp(arch: str) -> tuple:
+    """files_stamp(arch) as last read, read again when that reading is older than STAMP_MAX_AGE_S:
+    attention()'s call plans (serve/call_plans.py) check it on every call, so a tuned file
+    written or removed is seen within 0.1 s without the system calls (and the environment look-up)
+    on each of thousands of calls a second. explain() itself reads the files' state every time."""
+    hit = _recent.get(arch)
+    if hit is not None and clock() - hit[0] < STAMP_MAX_AGE_S:
+        return hit[1]
+    return files_stamp(arch)
+
+
+def _read_stamp(arch: str) -> tuple:
     stamp = []
     for path in _tuned_paths(arch):
+        if path in _absent and not os.access(path, os.F_OK):
+            continue
         try:
             st = os.stat(path)
         except OSError:
+            _absent.add(path)
             continue
+        _absent.discard(path)
         stamp.append((path, st.st_mtime_ns, st.st_size))
     return tuple(stamp)
+
+
+_absent: set[str] = set()
 
 
 def _explain_uncached(arch: str, device_name: str, op: str, key: dict, seq_len: int,
