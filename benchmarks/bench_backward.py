@@ -111,6 +111,7 @@ def precompile(arch: str, sweep: bool = False, head_dims=(64, 128)) -> None:
     keys = [dict(dtype=t, head_dim=d, causal=c, deterministic=det) for t in ("bf16", "fp16") for d in (64, 128, 256)
             for c in (False, True) for det in (False, True) if t == "bf16" or not det]
     configs = [OPERATION.default(arch, k) for k in keys]
+    configs += [served_config(arch, k, n) for k in keys for n in (1024, 4096, 16384) if not k["deterministic"]]
     configs += [c.replace(dtype=t) for t in ("bf16", "fp16") for d in (64, 128) for causal in (False, True)
                 for c in layout_configs(arch, d, causal)]  # both warp layouts (tests pin them too)
     configs = list(dict.fromkeys(configs))
@@ -118,6 +119,16 @@ def precompile(arch: str, sweep: bool = False, head_dims=(64, 128)) -> None:
     with ProcessPoolExecutor() as pool:
         for cfg, regs in zip(configs, pool.map(_compile, configs)):
             print(f"  compiled {cfg.name}: {regs}")
+
+
+def served_config(arch: str, key: dict, n: int):
+    """The flash_bwd_mma config attention_backward serves for this key and length on this GPU
+    (a tuned entry, else the heuristic default)."""
+    from autoflash.kernels.device import device_arch
+    from autoflash.serve import dispatch
+
+    return dispatch.explain(arch, device_arch(torch.cuda.current_device())[1], "backward", key, n,
+                            template="flash_bwd_mma")[0]
 
 
 def sweep_configs(arch: str, head_dims=(64, 128), causal_values=(False, True)) -> list:
@@ -275,8 +286,10 @@ def main():
             repeatable = all(torch.equal(a, c) for a, c in zip(*det)) if len(det) == 2 else None
             timed = time_interleaved(fns, args.rounds)
             flops = backward_flops(b, h, n, d, causal)
-            served, how = dispatch.explain(arch, device_name, "backward", dict(
-                dtype=dtype, head_dim=d, causal=causal, deterministic=False), n, template="flash_bwd_mma")
+            served = served_config(arch, dict(dtype=dtype, head_dim=d, causal=causal, deterministic=False), n)
+            how = dispatch.explain(arch, device_name, "backward", dict(dtype=dtype, head_dim=d, causal=causal,
+                                                                       deterministic=False), n,
+                                   template="flash_bwd_mma")[1]
             row = dict(served=served.name, served_how=how, dtype=dtype, head_dim=d, seq=n, causal=causal, batch=b,
                        heads=h, forward_source=source, rel_err_vs_sdpa_flash=errs, deterministic_repeatable=repeatable,
                        ms={k_: t[0] for k_, t in timed.items()}, spread={k_: t[1] for k_, t in timed.items()},

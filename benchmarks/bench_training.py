@@ -64,6 +64,35 @@ def time_interleaved(fns: dict, rounds: int, reps: int) -> dict:
             for n in fns}
 
 
+def _compile(cfg):
+    from autoflash.kernels.compile import compile_kernel
+
+    return cfg.name, compile_kernel(cfg).report.registers
+
+
+def precompile(keys, seq_lens) -> None:
+    """The forward and backward configs served for these (dtype, head_dim, causal) keys, compiled into
+    the disk cache in parallel processes: a fresh GPU machine does not wait on NVRTC one kernel at a time
+    inside the timed warm-up. Other configs (routing may pick e.g. decode) compile on first use."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from autoflash.kernels.device import device_arch
+    from autoflash.serve import dispatch
+    from autoflash.serve.api import choose_config
+
+    arch, name = device_arch(torch.cuda.current_device())
+    configs = []
+    for dtype, d, causal in keys:
+        for n in seq_lens:
+            configs.append(choose_config(arch, name, dtype, d, causal, n))
+            configs.append(dispatch.explain(arch, name, "backward", dict(dtype=dtype, head_dim=d, causal=causal,
+                                                                         deterministic=False), n,
+                                            template="flash_bwd_mma")[0])
+    with ProcessPoolExecutor() as pool:
+        for cfg_name, regs in pool.map(_compile, list(dict.fromkeys(configs))):
+            print(f"  compiled {cfg_name}: {regs} registers", flush=True)
+
+
 def attention_rows(dtypes, head_dims, seqs, rounds, reps) -> list:
     rows = []
     for dtype in dtypes:
@@ -162,6 +191,8 @@ def main():
     dtypes = (torch.bfloat16,) if args.quick else (torch.bfloat16, torch.float16)
     seqs = (4096,) if args.quick else (4096, 16384)
     print(f"# {torch.cuda.get_device_name()} torch {torch.__version__}; autoflash {autoflash.__version__}")
+    names = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+    precompile([(names[t], d, c) for t in dtypes for d in (64, 128) for c in (False, True)], seqs)
     rows = attention_rows(dtypes, (64, 128), seqs, rounds, REPS)
     rows += model_rows(args.layers, 4096, 2, rounds, REPS)
     if args.json:
