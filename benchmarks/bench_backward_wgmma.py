@@ -6,7 +6,7 @@ round medians); both autoflash kernels through attention_backward() with their c
 one saved O and LSE (float32 torch forward). Also each gradient's relative error against SDPA's
 flash backward (a sanity check; the float64 checks are tests/test_backward_wgmma_gpu.py).
 
-    python benchmarks/bench_backward_wgmma.py [--dtypes bf16,fp16] [--head-dims 64,128] [--seqs 4096]
+    python benchmarks/bench_backward_wgmma.py [--dtypes bf16,fp16] [--head-dims 64,128] [--seqs 4096] [--others]
     python benchmarks/bench_backward_wgmma.py --precompile   # compile every config it times, in parallel
 """
 import argparse
@@ -31,10 +31,16 @@ def key(dtype, d, causal):
                 sinks=False, alibi=False)
 
 
-def configs(arch, dtype, d, causal):
-    """The two kernels timed: flash_bwd_wgmma's and flash_bwd_mma's default for the key."""
-    return {"wgmma": WGMMA.default(build_arch(WGMMA.archs, arch), key(dtype, d, causal)),
-            "mma": MMA.default(build_arch(MMA.archs, arch), key(dtype, d, causal))}
+def configs(arch, dtype, d, causal, others=False):
+    """The kernels timed: flash_bwd_wgmma's and flash_bwd_mma's default for the key; with others, every
+    other valid flash_bwd_wgmma config too (named wgmma_bm<block_m>_bn<block_n>)."""
+    k = key(dtype, d, causal)
+    wg_arch = build_arch(WGMMA.archs, arch)
+    chosen = {"wgmma": WGMMA.default(wg_arch, k), "mma": MMA.default(build_arch(MMA.archs, arch), k)}
+    for c in WGMMA.space(wg_arch, k) if others else ():
+        if not c.problems() and c != chosen["wgmma"]:
+            chosen[f"wgmma_bm{c.block_m}_bn{c.block_n}"] = c
+    return chosen
 
 
 def _compile(cfg):
@@ -47,7 +53,7 @@ def precompile(arch, dtypes, head_dims):
     from concurrent.futures import ProcessPoolExecutor
 
     cfgs = list(dict.fromkeys(c for t in dtypes for d in head_dims for causal in (False, True)
-                              for c in configs(arch, t, d, causal).values()))
+                              for c in configs(arch, t, d, causal, t == "bf16").values()))
     with ProcessPoolExecutor() as pool:
         for cfg, rep in zip(cfgs, pool.map(_compile, cfgs)):
             print(f"  compiled {cfg.name}: {rep.registers} registers, {rep.spills} B spilled", flush=True)
@@ -69,6 +75,7 @@ def main():
     parser.add_argument("--dtypes", default="bf16")
     parser.add_argument("--head-dims", default="64,128")
     parser.add_argument("--seqs", default="4096")
+    parser.add_argument("--others", action="store_true", help="also time every other valid wgmma config (bf16)")
     parser.add_argument("--precompile", action="store_true", help="only compile the kernels, then exit")
     args = parser.parse_args()
     dtypes = args.dtypes.split(",")
@@ -89,7 +96,7 @@ def main():
                     out, lse = torch_forward(q, k, v, causal, 1 / math.sqrt(d))
                     fns, errs = {}, {}
                     _, ref = sdpa_backward("flash", q, k, v, dout, causal)
-                    for name, cfg in configs(arch, dtype, d, causal).items():
+                    for name, cfg in configs(arch, dtype, d, causal, args.others and dtype == "bf16").items():
                         fns[name] = (lambda cfg=cfg: attention_backward(q, k, v, out, lse, dout, causal=causal,
                                                                         config=cfg))
                         if ref is not None:
