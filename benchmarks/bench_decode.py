@@ -310,9 +310,6 @@ def sweep(copy):
         torch.cuda.empty_cache()
 
 
-if __name__ == "__main__":
-    main()
-
 
 def paged_sweep(copy, rows=((32, 32, 8, 2048, 64), (1, 32, 8, 32768, 128)), pages=(16, 64)):
     """bench_kvcache's paged rows (batch, Hq, Hkv, N, D): the contiguous served config, then paged
@@ -378,3 +375,7 @@ def paged_sweep_row(dims, space, twin, pages, copy):
             print(f"  page {page:3d} {cases[i][0][len('flash_decode_mma_sm_90_bf16_'):]:58} {gbps[i]:6.0f} GB/s "
                   f"{gbps[i] / contig:5.2f}x contig, spread {spread:5.1%}{' (served twin)' if cases[i][2] == twin else ''}",
                   flush=True)
+
+
+if __name__ == "__main__":
+    main()
