@@ -1,4 +1,5 @@
-"""Host cost of one autoflash.attention() call, and what it does to the end-to-end number.
+"""Host cost of one autoflash.attention() call and of the torch drop-in beside SDPA's, and what it does
+to the end-to-end number.
 
     PYTHONPATH=<autoflash checkout>:$PWD python3 benchmarks/host_overhead.py --label after --out after.json
     python3 benchmarks/host_overhead.py --compare before.json after.json
@@ -7,10 +8,13 @@ Run it once per autoflash version (e.g. the last commit unpacked into another fo
 put first on PYTHONPATH), then --compare prints the two side by side.
 
 Part 1, host microseconds per call: a tiny problem (B=1, H=2, N=128, D=128, bf16:
-a few us of GPU work) called 1000 times in a row, wall clock over the loop, median of
-7 loops. The GPU keeps up, so the loop measures the host; the tiny kernel's own time
-(graph replay) is printed beside it as the floor under which a number would mean the
-loop was GPU-bound.
+a few us of GPU work) called 1000 times in a row, wall clock over the loop; every path
+(autoflash.attention(), the drop-in, SDPA's backends) is timed in each of 9 interleaved
+rounds, so they share the machine's state; median and spread (min..max) over the rounds.
+The GPU keeps up, so the loop measures the host; the tiny kernel's own time (graph replay)
+is printed beside it as the floor under which a number would mean the loop was GPU-bound.
+The last lines compare attention() and the drop-in with SDPA's cuDNN path (issue 18's bar:
+at or below it).
 
 Part 2, the table of benchmarks/bench_attention.py (same shapes, same timing: CUDA
 events around one call after a synchronize, so host time before the launch counts),
@@ -25,22 +29,33 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
+ROUNDS = 9
 
 
-def host_us(fn, calls=1000, loops=7):
+def host_rounds(fns: dict, calls=1000, rounds=ROUNDS) -> dict:
+    """{name: {"median", "min", "max"}} host us per call of each fn, the fns interleaved round by round.
+    A value may be (fn, context): its calls then run inside `with context():` (e.g. an SDPA backend
+    set once around the loop)."""
+    import contextlib
+
     import torch
 
-    for _ in range(50):
-        fn()
+    fns = {name: f if isinstance(f, tuple) else (f, contextlib.nullcontext) for name, f in fns.items()}
+    for fn, context in fns.values():
+        with context():
+            for _ in range(50):
+                fn()
     torch.cuda.synchronize()
-    per_call = []
-    for _ in range(loops):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        per_call.append((time.perf_counter() - t0) / calls * 1e6)
-        torch.cuda.synchronize()
-    return statistics.median(per_call)
+    per_call = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, (fn, context) in fns.items():
+            with context():
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    fn()
+                per_call[name].append((time.perf_counter() - t0) / calls * 1e6)
+            torch.cuda.synchronize()
+    return {name: {"median": statistics.median(v), "min": min(v), "max": max(v)} for name, v in per_call.items()}
 
 
 def graph_ms(fn, time_ms):
@@ -55,31 +70,53 @@ def graph_ms(fn, time_ms):
     return time_ms(graph.replay)
 
 
+ATTENTION = "attention() tuned-config look-up"
+DROP_IN = "autoflash.torch.scaled_dot_product_attention"
+CUDNN = "sdpa_cudnn (backend set once)"
+CUDNN_CTX = "sdpa_cudnn (sdpa_kernel context per call, as the table)"
+
+
 def part1(torch, autoflash, common):
+    from torch.nn.attention import sdpa_kernel
+
     from autoflash.kernels.device import device_arch
-    from autoflash.ops.forward_base import Problem
-    from autoflash.ops.forward_launch import default_scale, launch as launch_kernel
     from autoflash.serve import api, dispatch
 
     arch, device = device_arch(0)
-    rows = {}
     g = torch.Generator(device="cuda").manual_seed(1)
     mk = lambda n=128: torch.randn(1, 2, n, 128, device="cuda", generator=g).to(torch.bfloat16)  # noqa: E731
     q, k, v = mk(), mk(), mk()
     q2, k2, v2 = mk(), mk(), mk()
+    qt, kt, vt = (torch.randn(1, 128, 2, 128, device="cuda", generator=g).to(torch.bfloat16).transpose(1, 2)
+                  for _ in range(3))  # (B, N, H, D) projections seen as (B, H, N, D), as Hugging Face passes them
     cfg, how = dispatch.explain(arch, device, "forward", {"dtype": "bf16", "head_dim": 128, "causal": False}, 128)
-    rows["config"] = f"{cfg.name} ({how})"
     attention = autoflash.attention
-    rows["attention() tuned-config look-up"] = host_us(lambda: attention(q, k, v))
-    rows["attention(config=cfg)"] = host_us(lambda: attention(q, k, v, config=cfg))
-    rows["attention(return_lse=True)"] = host_us(lambda: attention(q, k, v, return_lse=True))
     flip = [0]
 
     def alternate():  # two pointer sets, as two layers would give
         flip[0] ^= 1
         return attention(q, k, v) if flip[0] else attention(q2, k2, v2)
 
-    rows["attention() alternating 2 pointer sets"] = host_us(alternate)
+    import autoflash.torch as aft
+
+    F = torch.nn.functional
+    fns = {ATTENTION: lambda: attention(q, k, v),
+           "attention(config=cfg)": lambda: attention(q, k, v, config=cfg),
+           "attention(return_lse=True)": lambda: attention(q, k, v, return_lse=True),
+           "attention(causal=True)": lambda: attention(q, k, v, causal=True),
+           "attention() alternating 2 pointer sets": alternate,
+           "attention() on (B, N, H, D) views": lambda: attention(qt, kt, vt),
+           DROP_IN: lambda: aft.scaled_dot_product_attention(q, k, v),
+           "autoflash.torch drop-in, is_causal=True": lambda: aft.scaled_dot_product_attention(q, k, v, is_causal=True),
+           "torch.empty_like (the allocation alone)": lambda: torch.empty_like(q)}
+    for name in ("sdpa_cudnn", "sdpa_flash"):
+        run = common.sdpa_runner(name, q, k, v, False)
+        if run:
+            fns[f"{name} (sdpa_kernel context per call, as the table)"] = run
+    for name in ("sdpa_cudnn", "sdpa_flash"):  # the backend set once around each round's loop
+        fns[f"{name} (backend set once)"] = (lambda: F.scaled_dot_product_attention(q, k, v),
+                                             lambda backend=common.SDPA_BACKENDS[name]: sdpa_kernel(backend))
+    rows = host_rounds(fns)  # grad mode on (the default), inputs without grad: inference as most code calls it
     pool = [(mk(), mk(), mk()) for _ in range(600)]  # more sets than any descriptor cache holds
     it = [0]
 
@@ -87,63 +124,46 @@ def part1(torch, autoflash, common):
         it[0] = (it[0] + 1) % len(pool)
         return attention(*pool[it[0]])
 
-    rows["attention() new pointers every call (600-set cycle)"] = host_us(fresh, calls=600)
-    kernel = api.loaded_kernel(cfg, 0)
-    p = Problem(1, 2, 2, 128, 128, 128, False)
-    o = torch.empty_like(q)
-    ptrs = (q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), 0)
-    stream = torch.cuda.current_stream().cuda_stream
-    rows["LoadedKernel.launch (no checks, no allocation)"] = host_us(
-        lambda: launch_kernel(kernel, *ptrs, p, default_scale(128), stream))
-    try:
-        import autoflash.torch as aft
-
-        with torch.no_grad():
-            rows["autoflash.torch.scaled_dot_product_attention"] = host_us(
-                lambda: aft.scaled_dot_product_attention(q, k, v))
-    except Exception as exc:  # noqa: BLE001 - report, do not stop the run
-        rows["autoflash.torch.scaled_dot_product_attention"] = f"failed: {exc}"
-    from torch.nn.attention import sdpa_kernel
-
-    F = torch.nn.functional
-    for name in ("sdpa_cudnn", "sdpa_flash"):
-        backend = common.SDPA_BACKENDS[name]
-        run = common.sdpa_runner(name, q, k, v, False)
-        rows[f"{name} (sdpa_kernel context per call, as the table)"] = host_us(run) if run else None
-        with sdpa_kernel(backend):
-            rows[f"{name} (backend set once)"] = host_us(lambda: F.scaled_dot_product_attention(q, k, v))
+    rows.update(host_rounds({"attention() new pointers every call (600-set cycle)": fresh}, calls=600))
+    rows.update(stages(torch, api, cfg, q, k, v))
     rows["tiny kernel itself (graph replay, us)"] = 1e3 * graph_ms(lambda: attention(q, k, v), common.time_ms)
-    if hasattr(kernel, "plan"):  # this version has launch plans: time the stages of one call
-        rows.update(stages(torch, api, dispatch, kernel, cfg, q, k, v, arch, device))
+    rows["config"] = f"{cfg.name} ({how})"
     return rows
 
 
-def stages(torch, api, dispatch, kernel, cfg, q, k, v, arch, device):
-    """Each step attention() takes, alone, 1000 times (the launch floor launches)."""
+def stages(torch, api, cfg, q, k, v):
+    """The launch alone, 1000 times: through the plan's packed driver call and through CuPy's
+    launcher with the same arguments already built (the floor each path stands on)."""
     from autoflash.ops.forward_launch import plan as plan_of
 
     ops = [api.as_operand(x, n) for x, n in ((q, "q"), (k, "k"), (v, "v"))]
     p = api.check_inputs(*ops)
-    plan = plan_of(kernel, p, 128 ** -0.5)
+    plan = plan_of(api.loaded_kernel(cfg, 0), p, 128 ** -0.5)
     o = torch.empty_like(q)
     ptrs = (q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), 0)
+    if not hasattr(plan, "packed"):  # a version before packed launches
+        return {}
     args = plan.args(*ptrs)
+    packed = plan.packed(*ptrs)
+    raw = torch.cuda.current_stream().cuda_stream
     stream = api._stream(ops[0])
-    cupy = api._cupy()
-    return {
-        "stage: as_operand x3": host_us(lambda: (api.as_operand(q, "q"), api.as_operand(k, "k"),
-                                                 api.as_operand(v, "v"))),
-        "stage: check_inputs": host_us(lambda: api.check_inputs(*ops)),
-        "stage: dispatch.select (cached, 2 stat calls)": host_us(
-            lambda: dispatch.select(arch, device, "bf16", 128, False, 128)),
-        "stage: loaded_kernel + plan look-up": host_us(lambda: plan_of(api.loaded_kernel(cfg, 0), p, 128 ** -0.5)),
-        "stage: output allocation (new_empty)": host_us(lambda: api._empty_like(ops[0], ops[0].shape, "bf16")),
-        "stage: current stream": host_us(lambda: api._stream(ops[0])),
-        "stage: device check": host_us(lambda: cupy.cuda.runtime.getDevice() == 0),
-        "stage: kernel arguments (descriptor cache hit)": host_us(lambda: plan.args(*ptrs)),
-        "stage: CuPy launch, arguments ready (launches)": host_us(
-            lambda: plan.function(plan.grid, plan.block, args, shared_mem=plan.smem, stream=stream)),
-    }
+    return host_rounds({
+        "stage: packed driver launch (launches)": lambda: packed(*ptrs, raw),
+        "stage: CuPy launch, arguments built (launches)": lambda: plan.function(
+            plan.grid, plan.block, args, shared_mem=plan.smem, stream=stream)})
+
+
+def bar_lines(rows: dict) -> list[str]:
+    """attention() and the drop-in against SDPA's cuDNN path, medians (issue 18 item 3)."""
+    lines = []
+    for ours in (ATTENTION, DROP_IN):
+        for theirs in (CUDNN, CUDNN_CTX):
+            a, b = rows.get(ours), rows.get(theirs)
+            if isinstance(a, dict) and isinstance(b, dict):
+                verdict = "at or below" if a["median"] <= b["median"] else "ABOVE"
+                lines.append(f"{ours}: {a['median']:.1f} us vs {theirs}: {b['median']:.1f} us -> "
+                             f"{a['median'] / b['median']:.2f}x, {verdict} cuDNN")
+    return lines
 
 
 def part2(torch, autoflash, common, args):
@@ -189,6 +209,12 @@ def part2(torch, autoflash, common, args):
     return rows
 
 
+def fmt_host(x) -> str:
+    if isinstance(x, dict):
+        return f"{x['median']:.2f} ({x['min']:.2f}..{x['max']:.2f})"
+    return x if isinstance(x, str) else ("-" if x is None else f"{x:.2f}")
+
+
 def measure(args):
     import torch
 
@@ -200,8 +226,11 @@ def measure(args):
     print(f"autoflash from {Path(autoflash.__file__).parent}", flush=True)
     result = {"label": args.label, "torch": torch.__version__, "device": torch.cuda.get_device_name(0)}
     result["host_us"] = part1(torch, autoflash, common)
+    print(f"host us per call, median (min..max) of {ROUNDS} interleaved rounds of 1000 calls", flush=True)
     for name, us in result["host_us"].items():
-        print(f"{args.label:>8} | {name:<60} | {us if isinstance(us, str) else f'{us:.2f}'}", flush=True)
+        print(f"{args.label:>8} | {name:<60} | {fmt_host(us)}", flush=True)
+    for line in bar_lines(result["host_us"]):
+        print(line, flush=True)
     if not args.host_only:
         result["table"] = part2(torch, autoflash, common, args)
     if args.out:
@@ -214,9 +243,7 @@ def compare(before_path, after_path):
     print(f"\nHost time per call, us (tiny problem) | {before['label']} | {after['label']}")
     print("|---|---|---|")
     for name, a in after["host_us"].items():
-        b = before["host_us"].get(name)
-        fmt = lambda x: x if isinstance(x, str) else ("-" if x is None else f"{x:.1f}")  # noqa: E731
-        print(f"| {name} | {fmt(b)} | {fmt(a)} |")
+        print(f"| {name} | {fmt_host(before['host_us'].get(name))} | {fmt_host(a)} |")
     if "table" not in after or "table" not in before:
         return
     print(f"\nTFLOP/s, bench_attention.py timing ({before['label']} / {after['label']}); "

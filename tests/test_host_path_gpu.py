@@ -13,6 +13,7 @@ from autoflash.kernels import tma
 from autoflash.kernels.device import device_arch
 from autoflash.serve import dispatch
 from autoflash.ops.reference import TOLERANCE
+from autoflash.serve.errors import InputError
 
 pytestmark = pytest.mark.gpu
 torch = pytest.importorskip("torch", reason="PyTorch is not installed")
@@ -127,3 +128,93 @@ def test_graph_replay_reads_updated_inputs(dtype):
         graph.replay()
         torch.cuda.synchronize()
         assert rel_err(out, reference(q, k, v, False)) < TOLERANCE[dtype], seed
+
+
+# ------------------------------------------------------------ call plans (serve/call_plans.py)
+@pytest.fixture
+def full_calls(monkeypatch):
+    """Counts the calls that went through attention()'s checks (the rest were served by a plan)."""
+    from autoflash.serve import api
+
+    calls = []
+    real = api.check_inputs
+    monkeypatch.setattr(api, "check_inputs", lambda *ops: calls.append(1) or real(*ops))
+    return calls
+
+
+def test_plan_served_calls_stay_right(full_calls):
+    dtype = "bf16" if device_arch(0)[0] == "sm_90" else "fp16"
+    shapes = [((2, 4, 300, 128), (2, 2, 300, 128)), ((1, 8, 129, 64), (1, 8, 77, 64))]
+    for i in range(3):  # the first round is checked, the next two are served by plans
+        for j, (sq, skv) in enumerate(shapes):
+            q = randn(*sq, dtype=dtype, seed=100 * i + 10 * j)
+            k, v = (randn(*skv, dtype=dtype, seed=100 * i + 10 * j + s) for s in (1, 2))
+            for causal in (False, True):
+                out, lse = autoflash.attention(q, k, v, causal=causal, return_lse=True)
+                assert rel_err(out, reference(q, k, v, causal)) < TOLERANCE[dtype], (i, sq, causal)
+                assert torch.isfinite(lse).all()
+            # (B, N, H, D) memory seen as (B, H, N, D): another plan, read in place
+            qt = randn(sq[0], sq[2], sq[1], sq[3], dtype=dtype, seed=7 + i).transpose(1, 2)
+            assert rel_err(autoflash.attention(qt, k, v), reference(qt, k, v, False)) < TOLERANCE[dtype]
+    assert len(full_calls) == 2 * 3  # 2 shapes x (2 causal + 1 view), checked once each
+
+
+def test_misaligned_pointer_after_a_plan_is_refused():
+    q, k, v = (randn(1, 2, 64, 64, dtype="fp16", seed=s) for s in range(3))
+    autoflash.attention(q, k, v)
+    autoflash.attention(q, k, v)
+    buf = randn(2 * 64 * 64 + 4, dtype="fp16", seed=5)
+    shifted = buf[4:].view(1, 2, 64, 64)  # 8 bytes off: same shape and strides as q
+    with pytest.raises(InputError, match="16-byte aligned"):
+        autoflash.attention(shifted, k, v)
+
+
+def test_drop_in_plans_keep_its_checks():
+    import autoflash.torch as aft
+
+    q = randn(2, 8, 200, 64, dtype="fp16", seed=1)
+    k, v = (randn(2, 2, 200, 64, dtype="fp16", seed=s) for s in (2, 3))
+    for _ in range(3):
+        out = aft.scaled_dot_product_attention(q, k, v, enable_gqa=True, is_causal=True)
+        ref = torch.nn.functional.scaled_dot_product_attention(q.double(), k.double(), v.double(), is_causal=True,
+                                                               enable_gqa=True)
+        assert rel_err(out, ref) < TOLERANCE["fp16"]
+    autoflash.attention(q, k, v)  # attention() takes GQA without a flag; its plan is not the drop-in's
+    with pytest.raises(ValueError, match="enable_gqa"):
+        aft.scaled_dot_product_attention(q, k, v)
+    with pytest.raises(aft.UnsupportedError, match="dropout"):
+        aft.scaled_dot_product_attention(q, k, v, dropout_p=0.1, enable_gqa=True)
+    buf = randn(2 * 8 * 200 * 64 + 4, dtype="fp16", seed=4)
+    shifted = buf[4:].view(q.shape)  # misaligned: the drop-in copies it, as before plans
+    shifted_out = aft.scaled_dot_product_attention(shifted, k, v, enable_gqa=True, is_causal=True)
+    ref = torch.nn.functional.scaled_dot_product_attention(shifted.double(), k.double(), v.double(), is_causal=True,
+                                                           enable_gqa=True)
+    assert rel_err(shifted_out, ref) < TOLERANCE["fp16"]
+
+
+def test_threads_share_a_plan():
+    import threading
+
+    dtype = "bf16" if device_arch(0)[0] == "sm_90" else "fp16"
+    sets = [tuple(randn(1, 4, 256, 128, dtype=dtype, seed=10 * i + j) for j in range(3)) for i in range(4)]
+    autoflash.attention(*sets[0])
+    torch.cuda.synchronize()
+    outs, errors = {}, []
+
+    def work(i):
+        try:
+            for _ in range(50):
+                outs[i] = autoflash.attention(*sets[i])
+            torch.cuda.current_stream().synchronize()
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    torch.cuda.synchronize()
+    for i in range(4):
+        assert rel_err(outs[i], reference(*sets[i], False)) < TOLERANCE[dtype], i

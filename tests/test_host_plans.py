@@ -290,3 +290,28 @@ def test_an_argument_that_cannot_be_packed_is_refused(driver):
     with pytest.raises(loaded.LaunchError, match="cannot be packed"):
         loaded.PackedLaunch(fn, (1, 1, 1), (32, 1, 1), 0, lambda *p: tuple(np.uint64(x) for x in p) + ("x",),
                             (16, 32, 48, 64, 0))
+
+
+# ------------------------------------------------------------ benchmarks/host_overhead.py's report
+def test_host_overhead_reports_the_bar_against_cudnn(tmp_path, capsys):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "benchmarks" / "host_overhead.py"
+    spec = importlib.util.spec_from_file_location("host_overhead", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    row = lambda m: {"median": m, "min": m - 1, "max": m + 2}  # noqa: E731
+    rows = {bench.ATTENTION: row(18.0), bench.DROP_IN: row(30.0), bench.CUDNN: row(24.0), bench.CUDNN_CTX: row(29.0),
+            "config": "x (tuned)"}
+    lines = bench.bar_lines(rows)
+    assert len(lines) == 4 and "0.75x, at or below cuDNN" in lines[0] and "1.25x, ABOVE cuDNN" in lines[2]
+    assert bench.fmt_host(row(18.0)) == "18.00 (17.00..20.00)" and bench.fmt_host("x") == "x"
+    for label, scale in (("before", 2.0), ("after", 1.0)):
+        data = {"label": label, "device": "GPU", "torch": "2.x",
+                "host_us": {k: ({"median": v["median"] * scale, "min": 0, "max": 1} if isinstance(v, dict) else v)
+                            for k, v in rows.items()}}
+        (tmp_path / f"{label}.json").write_text(json.dumps(data))
+    bench.compare(tmp_path / "before.json", tmp_path / "after.json")
+    assert f"| {bench.ATTENTION} | 36.00 (0.00..1.00) | 18.00 (0.00..1.00) |" in capsys.readouterr().out
