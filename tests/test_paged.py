@@ -48,6 +48,7 @@ def test_render_switches_the_loads_through_the_table():
     assert "look_up_pages(page, page_row, table" in paged and "load_kv_paged(" in paged
     assert "look_up_pages" not in plain and "(void)block_table;" in plain
     assert "(unsigned)p < (unsigned)num_pages ? p : 0" in paged  # the kernel's own guard
+    assert "prefetch.global.L2" in paged and "prefetch.global.L2" not in plain  # the table slice, up front
 
 
 @pytest.mark.parametrize("paged", [False, True])

@@ -11,6 +11,8 @@ import dataclasses
 import functools
 import math
 
+import numpy as np
+
 from autoflash import store
 from autoflash.kernels.compile import compile_kernel
 from autoflash.kernels.device import device_arch
@@ -260,13 +262,13 @@ def _check_table_entries(table, seqlens, p: DecodeProblem) -> None:
 
     if table.is_cuda and torch.cuda.is_current_stream_capturing():
         return
-    rows = table.cpu()
-    lengths = seqlens.cpu() if seqlens is not None else torch.full((p.batch,), p.seq_k, dtype=torch.int32)
+    rows = table.cpu().numpy()  # NumPy from here: a torch CPU op costs several us, this runs every call
+    lengths = seqlens.cpu().numpy().astype(np.int64) if seqlens is not None else np.full(p.batch, p.seq_k)
     used = (lengths + p.page_size - 1) // p.page_size
-    in_use = torch.arange(p.max_pages)[None, :] < used[:, None]
+    in_use = np.arange(p.max_pages)[None, :] < used[:, None]
     bad = in_use & ((rows < 0) | (rows >= p.num_pages))
-    if bool(bad.any()):
-        b, j = (int(x) for x in bad.nonzero()[0])
+    if bad.any():
+        b, j = (int(x) for x in np.argwhere(bad)[0])
         raise InputError(f"block_table[{b}, {j}] = {int(rows[b, j])} is not a page of the cache (0..{p.num_pages - 1}); "
                          f"sequence {b} holds {int(lengths[b])} keys, so it uses its first {int(used[b])} entries")
 
