@@ -27,6 +27,7 @@ import itertools
 import json
 import math
 import os
+import re
 import statistics
 import sys
 import time
@@ -87,9 +88,9 @@ class Impl:
                 self.kernel()
                 torch.cuda.synchronize()
         except Exception as exc:  # a backend refusing the problem: n/a, with why
-            why = [str(w.message).strip().splitlines()[0] for w in caught]  # SDPA says why in warnings
-            why = [w for w in why if w and not w.endswith(":")] or [f"{type(exc).__name__}: {str(exc).splitlines()[0]}"]
-            self.na = "; ".join(why[:2])[:160]
+            why = [re.sub(r"\s*\(Triggered internally at [^)]*\)\.?", "", str(w.message)).strip() for w in caught]
+            why = sorted({w for w in why if w and not w.endswith(":")}, key=lambda w: "mask" not in w)  # SDPA's why
+            self.na = "; ".join(why[:2] or [f"{type(exc).__name__}: {str(exc).splitlines()[0]}"])[:160]
             return
         s = torch.cuda.Stream()
         s.wait_stream(torch.cuda.current_stream())
