@@ -5,7 +5,8 @@ Two measurements, each as CUDA events around whole steps after warm-up, ROUNDS i
 rounds of REPS steps per implementation, median of all steps and the spread of round medians:
   attention  forward + backward of the attention op alone: q, k, v (B, H, N, D) requiring grad,
              out = attn(q, k, v), out.backward(dout); TFLOP/s with 3.5 x the forward's FLOPs
-             (forward 1 + backward 2.5, FlashAttention's convention), halved for causal
+             (forward 1 + backward 2.5, FlashAttention's convention), halved for causal; SDPA with its
+             flash and cuDNN backends forced beside its default (which one the default is)
   model      a whole step of a small causal decoder (bf16 weights, LAYERS pre-norm blocks of width
              2048, D 128, N 4096, B 2): forward, cross-entropy, backward, AdamW step. q, k, v are
              the (B, N, H, D) projections viewed as (B, H, N, D) (non-contiguous) for both
@@ -39,6 +40,22 @@ def ours(q, k, v, causal):
 
 
 IMPLS = {"autoflash": ours, "sdpa_default": sdpa}
+
+
+def sdpa_backend(name):
+    """SDPA with one backend forced: the attention rows time these beside the default, so the table shows
+    which backend the default picked (PyTorch does not say)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backend = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION}[name]
+
+    def attn(q, k, v, causal):
+        with sdpa_kernel(backend):
+            return sdpa(q, k, v, causal)
+    return attn
+
+
+FORCED = {f"sdpa_{n}": sdpa_backend(n) for n in ("flash", "cudnn")}
 
 
 def time_interleaved(fns: dict, rounds: int, reps: int) -> dict:
@@ -110,6 +127,12 @@ def attention_rows(dtypes, head_dims, seqs, rounds, reps) -> list:
                         q.grad = k.grad = v.grad = None
 
                     fns = {name: (lambda a=attn: step(a)) for name, attn in IMPLS.items()}
+                    for name, attn in FORCED.items():
+                        try:
+                            step(attn)
+                            fns[name] = lambda a=attn: step(a)
+                        except RuntimeError as exc:  # a backend that refuses these inputs: n/a in the table
+                            print(f"  {name}: not available ({str(exc).splitlines()[0][:80]})")
                     timed = time_interleaved(fns, rounds, reps)
                     flops = 3.5 * 4.0 * b * h * n * n * d / (2 if causal else 1)
                     row = dict(kind="attention", dtype=str(dtype).split(".")[-1], head_dim=d, seq=n, causal=causal,
@@ -198,16 +221,19 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
-    print("\n| what | dtype | D | N | causal | autoflash | SDPA default | ratio | spread (ours) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| what | dtype | D | N | causal | autoflash | SDPA default | ratio | SDPA flash | SDPA cuDNN "
+          "| spread (ours) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r["kind"] == "attention":
-            a, s = r["tflops"]["autoflash"], r["tflops"]["sdpa_default"]
+            t = r["tflops"]
+            a, s = t["autoflash"], t["sdpa_default"]
             cells = [f"{a:.0f} TFLOP/s", f"{s:.0f} TFLOP/s", f"{a / s:.2f}x"]
+            cells += [f"{t[n]:.0f} TFLOP/s" if n in t else "n/a" for n in FORCED]
             what = "attention fwd+bwd"
         else:
             a, s = r["ms"]["autoflash"], r["ms"]["sdpa_default"]
-            cells = [f"{a:.2f} ms", f"{s:.2f} ms", f"{s / a:.2f}x"]
+            cells = [f"{a:.2f} ms", f"{s:.2f} ms", f"{s / a:.2f}x", "-", "-"]
             what = f"model step ({r['layers']} layers, B {r['batch']})"
         print(f"| {what} | {r['dtype']} | {r['head_dim']} | {r['seq']} | {r['causal']} | " + " | ".join(cells)
               + f" | {100 * r['spread']['autoflash']:.1f}% |")
