@@ -9,11 +9,12 @@
 A graph holds --launches launches; each round replays it --reps times (median), rounds interleave
 the kernels; the table gives the median over rounds and the spread (max - min) / median.
 
-    PYTHONPATH=$PWD python benchmarks/wgmma_schedule_bench.py [--window] [--rounds 5]
+    PYTHONPATH=$PWD python benchmarks/wgmma_schedule_bench.py [--window] [--rounds 5] [--compile-only]
 """
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import sys
 from pathlib import Path
@@ -126,15 +127,49 @@ def measure(cases: dict, rounds: int, launches: int, reps: int) -> None:
               f"{rates[name] / rates[first]:.2f}x |")
 
 
+def compile_all(arch: str, name: str) -> None:
+    """Compile (into the disk cache, 8 processes) every config this script and
+    `bench_variants.py --head-dims 128 64 --seqs 4096 16384` launch: the API's choices."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    cfgs = set()
+    for d in (128, 64):
+        for n in (4096, 7957, 4195, 16384):
+            for causal in (False, True):
+                cfgs.add(choose_config(arch, name, "bf16", d, causal, n))
+            for flag, causal in (("window", True), ("softcap", False), ("sinks", False), ("alibi", True)):
+                cfgs.add(choose_config(arch, name, "bf16", d, causal, n, {flag: True}))
+    base = choose_config(arch, name, "bf16", D, True, 4096, {"window": True})
+    for bm, bn, st in ((128, 64, 4), (64, 128, 3), (64, 64, 4)):
+        cfgs.add(type(base)(**{**base.to_dict(), "block_m": bm, "block_n": bn, "warps": 4 * (bm // 64 + 1), "stages": st}))
+    with ProcessPoolExecutor(8, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for cfg, report in zip(cfgs, pool.map(_compile_report, cfgs)):
+            print(f"{cfg.name}: {report}")
+
+
+def _compile_report(cfg) -> str:
+    from autoflash.kernels.compile import compile_kernel
+
+    try:
+        r = compile_kernel(cfg).report
+        return f"{r.registers} registers, {r.spills} B spilled"
+    except Exception as exc:  # one config failing must not hide the others
+        return f"FAILED {type(exc).__name__}: {str(exc)[:300]}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--launches", type=int, default=10)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--window", action="store_true")
+    ap.add_argument("--compile-only", action="store_true", help="only fill the kernel cache (no GPU time)")
     args = ap.parse_args()
     torch.manual_seed(0)
     arch, name = device_arch(0)
+    if args.compile_only:
+        compile_all(arch, name)
+        return
     print(f"{torch.cuda.get_device_name()}; graph of {args.launches} launches, median of {args.reps} replays, "
           f"{args.rounds} rounds")
     measure(varlen_cases(arch, name), args.rounds, args.launches, args.reps)

@@ -28,7 +28,26 @@ def slot(cu: np.ndarray, b: int, rows: int) -> int:
 def test_the_slot_expression_is_the_templates():
     assert "cu_seqlens_q[mid] / UNIT_ROWS + mid <= u" in TEMPLATE
     assert "u -= cu_seqlens_q[b] / UNIT_ROWS + b;" in TEMPLATE
-    assert "const int slots = packed ? cu_seqlens_q[batch] / UNIT_ROWS + batch : units;" in TEMPLATE
+    assert "const int slots = cu_seqlens_q[batch] / UNIT_ROWS + batch;" in TEMPLATE
+    assert "(cu_seqlens_q[batch] / UNIT_ROWS + batch) * heads_q" in TEMPLATE
+
+
+# The tightest register budgets: three consumer warpgroups (160 registers each) at D 64, 2 and 3 stages
+# (the tuned H200 D 64 causal entry is 192 x 128, 2 stages: holding the varlen slot count in a register
+# spilled it 188 B), two consumers at D 256, one consumer.
+@pytest.mark.parametrize("d,causal,block_m,block_n,stages", [
+    (64, True, 192, 128, 2), (64, False, 192, 128, 2), (64, True, 192, 128, 3), (256, True, 128, 80, 2),
+    (128, True, 64, 128, 3)])
+def test_tight_register_configs_compile_without_spills(d, causal, block_m, block_n, stages):
+    from autoflash.kernels.compile import compile_kernel
+
+    pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
+    cfg = WG.default("sm_90a", {"dtype": "bf16", "head_dim": d, "causal": causal})
+    cfg = type(cfg)(**{**cfg.to_dict(), "block_m": block_m, "block_n": block_n, "stages": stages,
+                       "warps": 4 * (block_m // 64 + 1)})
+    assert not cfg.problems()
+    report = compile_kernel(cfg).report
+    assert report.spills == 0 and report.stack_frame == 0, report
 
 
 @pytest.mark.parametrize("block_m", [64, 128, 192])
