@@ -20,11 +20,12 @@ from autoflash.serve import api, call_plans, dispatch
 from autoflash.serve.errors import InputError
 
 from conftest import fwd_key as K
-from test_host_path import FakeFunction, fake_kernel
+from test_host_path import FakeFunction, fake_kernel, no_context_binding  # noqa: F401  (an autouse fixture)
 from test_store import make_entry
 from test_variants import FakeCupyArray
 
 H100 = "NVIDIA H100 80GB HBM3"
+ENSURE_CONTEXT = loaded.ensure_context  # the real one (an autouse fixture stubs it for the other tests)
 
 
 class DriverCalls(list):
@@ -315,3 +316,13 @@ def test_host_overhead_reports_the_bar_against_cudnn(tmp_path, capsys):
         (tmp_path / f"{label}.json").write_text(json.dumps(data))
     bench.compare(tmp_path / "before.json", tmp_path / "after.json")
     assert f"| {bench.ATTENTION} | 36.00 (0.00..1.00) | 18.00 (0.00..1.00) |" in capsys.readouterr().out
+
+
+def test_a_thread_without_a_context_gets_the_primary_one(monkeypatch):
+    current, freed = [0], []
+    monkeypatch.setattr(loaded, "_context_calls", [lambda: current[0], freed.append])
+    ENSURE_CONTEXT()
+    assert freed == [0]  # none bound: cudaFree(0) binds the primary context
+    current[0] = 0x1234
+    ENSURE_CONTEXT()
+    assert freed == [0]  # one bound: nothing to do

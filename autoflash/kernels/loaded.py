@@ -162,8 +162,24 @@ class PackedLaunch:
 
     def __call__(self, q: int, k: int, v: int, o: int, lse: int, stream_ptr: int) -> None:
         """Launch on a raw stream (0: the legacy default stream)."""
+        ensure_context()
         with self._lock:
             if self.struct_slots and (q, k, v) != self._last_qkv:
                 self._set_structs((q, k, v), self._build(q, k, v, o, lse))
             _POINTERS.pack_into(self._values_view, 0, q, k, v, o, lse)
             self._launch(self.function_ptr, *self.grid, *self.block, self.smem, stream_ptr, self._params_ptr, 0)
+
+
+_context_calls: list = []  # (cuCtxGetCurrent, cudaFree), looked up once
+
+
+def ensure_context() -> None:
+    """Bind the current device's primary context to this thread if no context is bound: a thread
+    that has made no CUDA runtime call yet has none, and the driver calls of a launch
+    (cuLaunchKernel, cuTensorMapEncodeTiled) need one (CUDA_ERROR_INVALID_CONTEXT otherwise)."""
+    if not _context_calls:
+        from cupy.cuda import driver, runtime
+
+        _context_calls[:] = [driver.ctxGetCurrent, runtime.free]
+    if not _context_calls[0]():
+        _context_calls[1](0)  # cudaFree(0): the runtime binds the primary context of the current device

@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from autoflash.kernels.arrays import poisoned, random_normal, to_float64
-from autoflash.kernels.loaded import LaunchError, LoadedKernel, PackedLaunch, stream_handle
+from autoflash.kernels.loaded import LaunchError, LoadedKernel, PackedLaunch, ensure_context, stream_handle
 from autoflash.ops.forward_base import BOTTOM_RIGHT_PER_SEQUENCE, VARIANT_FLAGS, Problem
 from autoflash.ops.reference import Check, compare, reference_attention
 
@@ -64,6 +64,7 @@ class LaunchPlan:
 
     def __call__(self, q: int, k: int, v: int, o: int, lse: int, stream) -> None:
         """stream: a CuPy stream object (stream_handle wraps a raw one)."""
+        ensure_context()  # args() may encode TMA maps, a driver call
         self.function(self.grid, self.block, self.args(q, k, v, o, lse), shared_mem=self.smem, stream=stream)
 
 
