@@ -1,7 +1,8 @@
-"""Attention backward TFLOP/s on one GPU: autoflash's flash_bwd_mma (the served config) beside
+"""Attention backward TFLOP/s on one GPU: autoflash's backward (the served config) beside
 PyTorch SDPA's flash, cuDNN and efficient backward, bf16 (--dtypes: also fp16), D 64/128 (--head-dims:
-also 256), N 1024/4096, causal and not. Column autoflash is the config served (a tuned entry of
-tuned_configs/ when there is one: the row prints which), autoflash_default the heuristic default pinned.
+also 256), N 1024/4096, causal and not. Column autoflash is the config attention_backward serves (the
+row prints it), autoflash_mma flash_bwd_mma's own (tuned or default) pinned where another template
+serves, autoflash_default flash_bwd_mma's heuristic default pinned.
 
 FLOPs: 2.5 x the forward's 4 * B * H * N^2 * D (FlashAttention's convention), halved for causal.
 Each implementation's backward alone is timed: SDPA's as torch.autograd.grad of a saved forward
@@ -111,7 +112,8 @@ def precompile(arch: str, sweep: bool = False, head_dims=(64, 128)) -> None:
     keys = [dict(dtype=t, head_dim=d, causal=c, deterministic=det) for t in ("bf16", "fp16") for d in (64, 128, 256)
             for c in (False, True) for det in (False, True) if t == "bf16" or not det]
     configs = [OPERATION.default(arch, k) for k in keys]
-    configs += [served_config(arch, k, n) for k in keys for n in (1024, 4096, 16384) if not k["deterministic"]]
+    configs += [f(arch, k, n) for k in keys for n in (1024, 4096, 16384) if not k["deterministic"]
+                for f in (served_config, lambda *a: mma_config(*a)[0])]
     configs += [c.replace(dtype=t) for t in ("bf16", "fp16") for d in (64, 128) for causal in (False, True)
                 for c in layout_configs(arch, d, causal)]  # both warp layouts (tests pin them too)
     configs = list(dict.fromkeys(configs))
@@ -121,14 +123,27 @@ def precompile(arch: str, sweep: bool = False, head_dims=(64, 128)) -> None:
             print(f"  compiled {cfg.name}: {regs}")
 
 
+def full_key(key: dict) -> dict:
+    """A backward key as attention_backward builds it (variant flags off)."""
+    return {**key, **{f: False for f in ("window", "softcap", "sinks", "alibi")}}
+
+
 def served_config(arch: str, key: dict, n: int):
-    """The flash_bwd_mma config attention_backward serves for this key and length on this GPU
-    (a tuned entry, else the heuristic default)."""
+    """The config attention_backward serves for this key and length on this GPU, whichever template
+    (serve/autograd.py decides; arch is this GPU's)."""
+    from autoflash.serve.autograd import _served_config
+
+    return _served_config(torch.cuda.current_device(), full_key(key), n)
+
+
+def mma_config(arch: str, key: dict, n: int):
+    """The flash_bwd_mma config for this key and length (a tuned entry, else the heuristic default) and
+    where it came from: the mma bar's column when another template serves the key."""
     from autoflash.kernels.device import device_arch
     from autoflash.serve import dispatch
 
-    return dispatch.explain(arch, device_arch(torch.cuda.current_device())[1], "backward", key, n,
-                            template="flash_bwd_mma")[0]
+    return dispatch.explain(arch, device_arch(torch.cuda.current_device())[1], "backward", full_key(key), n,
+                            template="flash_bwd_mma")
 
 
 def sweep_configs(arch: str, head_dims=(64, 128), causal_values=(False, True)) -> list:
@@ -250,10 +265,9 @@ def main():
     print(f"# {torch.cuda.get_device_name()} torch {torch.__version__}; backward TFLOP/s (2.5x forward FLOPs)")
     rows = []
     from autoflash.kernels.device import device_arch
-    from autoflash.ops.backward import OPERATION
-    from autoflash.serve import dispatch
+    from autoflash.ops.backward_kernels import TEMPLATE as MMA
 
-    arch, device_name = device_arch(torch.cuda.current_device())
+    arch = device_arch(torch.cuda.current_device())[0]
     for dtype, d, n in [(t, d, int(n)) for t in args.dtypes.split(",") for d in head_dims if args.rows
                         for n in args.seqs.split(",")]:
         for causal in (False, True):
@@ -261,12 +275,17 @@ def main():
             q, k, v, dout = (torch.randn(b, h, n, d, device="cuda", dtype=dtypes[dtype]) for _ in range(4))
             scale = 1 / math.sqrt(d)
             out, lse, source = forward_lse(q, k, v, causal, scale, args.lse_from)
-            # autoflash: the served config (a tuned entry if tuned_configs/ has one, else the default);
-            # autoflash_default: the heuristic default pinned, for the tuning's gain
-            default = OPERATION.default(arch, dict(dtype=dtype, head_dim=d, causal=causal, deterministic=False))
+            # autoflash: what attention_backward serves (a tuned entry if tuned_configs/ has one, else the
+            # default); autoflash_mma: flash_bwd_mma's own choice pinned, where another template serves;
+            # autoflash_default: flash_bwd_mma's heuristic default pinned, for the tuning's gain
+            key = dict(dtype=dtype, head_dim=d, causal=causal, deterministic=False)
+            served, (mma, how) = served_config(arch, key, n), mma_config(arch, key, n)
+            default = MMA.default(arch, full_key(key))
             fns = {"autoflash": lambda: attention_backward(q, k, v, out, lse, dout, causal=causal),
                    "autoflash_default": lambda: attention_backward(q, k, v, out, lse, dout, causal=causal,
                                                                    config=default)}
+            if mma != served:
+                fns["autoflash_mma"] = lambda: attention_backward(q, k, v, out, lse, dout, causal=causal, config=mma)
             if not args.no_det:
                 fns["autoflash_det"] = lambda: attention_backward(q, k, v, out, lse, dout, causal=causal,
                                                                   deterministic=True)
@@ -286,18 +305,15 @@ def main():
             repeatable = all(torch.equal(a, c) for a, c in zip(*det)) if len(det) == 2 else None
             timed = time_interleaved(fns, args.rounds)
             flops = backward_flops(b, h, n, d, causal)
-            served = served_config(arch, dict(dtype=dtype, head_dim=d, causal=causal, deterministic=False), n)
-            how = dispatch.explain(arch, device_name, "backward", dict(dtype=dtype, head_dim=d, causal=causal,
-                                                                       deterministic=False), n,
-                                   template="flash_bwd_mma")[1]
-            row = dict(served=served.name, served_how=how, dtype=dtype, head_dim=d, seq=n, causal=causal, batch=b,
-                       heads=h, forward_source=source, rel_err_vs_sdpa_flash=errs, deterministic_repeatable=repeatable,
+            row = dict(served=served.name, mma=mma.name, mma_how=how, dtype=dtype, head_dim=d, seq=n, causal=causal,
+                       batch=b, heads=h, forward_source=source, rel_err_vs_sdpa_flash=errs,
+                       deterministic_repeatable=repeatable,
                        ms={k_: t[0] for k_, t in timed.items()}, spread={k_: t[1] for k_, t in timed.items()},
                        tflops={k_: flops / (t[0] * 1e-3) / 1e12 for k_, t in timed.items()})
             rows.append(row)
             print(f"  {dtype} d{d} n{n} causal={causal}: " + ", ".join(f"{k_} {row['tflops'][k_]:.0f}"
                   for k_ in row["tflops"]) + f"; err vs flash {['%.1e' % e for e in errs]}; "
-                  f"det repeatable {repeatable}; served {served.name} ({how})", flush=True)
+                  f"det repeatable {repeatable}; served {served.name}; mma {mma.name} ({how})", flush=True)
             del fns, ref, ours, det
             torch.cuda.empty_cache()
     if args.sweep:
@@ -305,14 +321,18 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
-    names = ["autoflash", "autoflash_default", "autoflash_det", "sdpa_flash", "sdpa_cudnn", "sdpa_efficient"]
+    names = ["autoflash", "autoflash_mma", "autoflash_default", "autoflash_det", "sdpa_flash", "sdpa_cudnn",
+             "sdpa_efficient"]
     names += sorted({k_ for r in rows for k_ in r["tflops"] if k_.startswith("autoflash_wq")})
-    print("\n| dtype | D | N | causal | " + " | ".join(names) + " | vs flash | vs cuDNN | spread (ours) |")
-    print("|" + "---|" * (len(names) + 7))
+    # vs flash / cuDNN: the served backward's; mma vs flash: flash_bwd_mma's (issue 16's mma bar)
+    print("\n| dtype | D | N | causal | " + " | ".join(names)
+          + " | vs flash | vs cuDNN | mma vs flash | spread (ours) |")
+    print("|" + "---|" * (len(names) + 8))
     for r in rows:
         t = r["tflops"]
         cells = [f"{t[k_]:.0f}" if k_ in t else "n/a" for k_ in names]
         ratio = [f"{t['autoflash'] / t[k_]:.2f}x" if k_ in t else "n/a" for k_ in ("sdpa_flash", "sdpa_cudnn")]
+        ratio.append(f"{t.get('autoflash_mma', t['autoflash']) / t['sdpa_flash']:.2f}x" if "sdpa_flash" in t else "n/a")
         print(f"| {r['dtype']} | {r['head_dim']} | {r['seq']} | {r['causal']} | " + " | ".join(cells + ratio)
               + f" | {100 * r['spread']['autoflash']:.1f}% |")
     return 0
