@@ -63,6 +63,20 @@ def test_unsupported_keys_are_not_claimed():
         assert not WG.supports("sm_90a", key(**{flag: True})), flag
 
 
+def test_serving_config_only_where_it_serves():
+    from autoflash.ops.backward_wgmma import serving_config
+
+    c = serving_config("sm_90", key("fp16", 64, True))
+    assert c.template == "flash_bwd_wgmma" and c.arch == "sm_90a" and c.problems() == []
+    assert serving_config("sm_80", key()) is None and serving_config("sm_89", key()) is None
+    assert serving_config("sm_90", key(d=256)) is None
+    for flag in ("deterministic", "window", "softcap", "sinks", "alibi"):
+        assert serving_config("sm_90", key(**{flag: True})) is None, flag
+    incomplete = key()
+    del incomplete["window"]  # a key missing a flag is not claimed
+    assert serving_config("sm_90", incomplete) is None
+
+
 def test_search_space_has_valid_configs():
     for d in (64, 128):
         valid = [c for c in WG.space("sm_90a", key(d=d)) if not c.problems()]

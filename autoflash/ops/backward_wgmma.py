@@ -7,12 +7,20 @@ K/V head, batch), looping over query tiles of block_m rows), the dQ conversion. 
 block_n = 64 keys per warpgroup, warps = 4 per warpgroup; stages is 2 (the next query tile
 prefetched), warps_q unused (1).
 
+Served by attention_backward() (serve/autograd.py, serving_config below) wherever it supports the
+key: on the H200 it ran 1.28-1.44x flash_bwd_mma's default on every bf16/fp16 D 64/128 row at
+N 4096, causal and not (benchmarks/bench_backward_wgmma_h200_2026-11-29.log), above the tuned
+flash_bwd_mma entries' own TFLOP/s too (tuned_configs/sm_90.json: 204-287).
+
 Not here (the rules refuse them, ops/backward.py serves them with flash_bwd_mma): the variants
 (window, softcap, sinks, ALiBi), deterministic=True, head dim 256 (dK and dV of 64 keys x 256
 columns are 256 registers a thread), fp32.
 """
 from __future__ import annotations
 
+import functools
+
+from autoflash.kernels.archs import build_arch
 from autoflash.kernels.elements import DTYPE_BYTES
 from autoflash.kernels.template import Template
 from autoflash.ops.backward_kernels import PAD_M, BackwardConfig
@@ -95,3 +103,17 @@ class BackwardWgmmaTemplate(Template):
 
 
 TEMPLATE = BackwardWgmmaTemplate()
+
+
+def serving_config(arch: str, key: dict) -> BackwardConfig | None:
+    """flash_bwd_wgmma's default for a backward key on a GPU of `arch` where the template serves it
+    (sm_90 GPUs, bf16/fp16, D 64/128, no variant, not deterministic), else None (flash_bwd_mma
+    serves it). Cached per key: attention_backward() asks on every call."""
+    return _serving_config(arch, tuple(sorted(key.items())))
+
+
+@functools.cache
+def _serving_config(arch: str, key_items: tuple) -> BackwardConfig | None:
+    key = dict(key_items)
+    use = build_arch(TEMPLATE.archs, arch)
+    return TEMPLATE.default(use, key) if use is not None and TEMPLATE.supports(use, key) else None
