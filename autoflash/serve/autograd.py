@@ -16,6 +16,7 @@ from autoflash.kernels.loaded import LoadedKernel, stream_handle
 from autoflash.ops.backward import OPERATION, TEMPLATE
 from autoflash.ops.backward_gpu import launch_plan
 from autoflash.ops.backward_kernels import BackwardConfig, TensorSpec, check_inputs, default_scale
+from autoflash.ops.backward_wgmma import serving_config
 from autoflash.serve import dispatch
 from autoflash.serve.errors import InputError
 from autoflash.serve.variants import check_variants
@@ -45,6 +46,9 @@ def _served_config(device: int, key: dict, seq_len: int) -> BackwardConfig:
     heuristic default; dispatch.explain caches the answer per problem (re-deriving the default on
     every call took ~3 % of a 5 ms backward on the H200)."""
     arch, device_name = device_arch(device)
+    wgmma = serving_config(arch, key)  # flash_bwd_wgmma where it serves the key (H200: 1.3-1.4x flash_bwd_mma)
+    if wgmma is not None:
+        return wgmma
     return dispatch.explain(arch, device_name, OPERATION.name, key, seq_len, template=TEMPLATE.name)[0]
 
 
