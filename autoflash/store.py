@@ -36,7 +36,7 @@ from autoflash.atomic import atomic_write_text
 from autoflash.kernels.archs import ARCHS, compatible_archs
 from autoflash.kernels.config import ConfigError, OpConfig
 from autoflash.kernels.registry import OPERATIONS
-from autoflash.key_flags import off_flags, with_new_flags
+from autoflash.key_flags import off_values, with_new_flags
 
 log = logging.getLogger("autoflash")
 
@@ -386,7 +386,7 @@ def lookup(entries: list[dict], device: str, op: str, key: dict, seq_len: int,
     """The entry serving a problem and how it was found: exact device, else any device
     of the arch; within those, the nearest sequence bucket (in log scale). Entries
     tuned over all templates are preferred to ones tuned with a template fixed."""
-    key = {**{f: False for f in off_flags(op)}, **key} if op in OPERATIONS else key  # a flag left out is off
+    key = {**off_values(op), **key} if op in OPERATIONS else key  # a flag left out is off
     same = [e for e in entries if e["op"] == op and all(e[f] == v and type(e[f]) is type(v) for f, v in key.items())]
     same = [e for e in same if template is None or e["config"]["template"] == template]
     for how, group in (("exact device", [e for e in same if e["device"] == device]), ("same arch", same)):

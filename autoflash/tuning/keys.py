@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from autoflash.kernels.registry import OPERATIONS
 from autoflash.runner import timing
-from autoflash.key_flags import off_flags
+from autoflash.key_flags import is_off, off_values
 
 
 class TuneError(RuntimeError):
@@ -26,7 +26,7 @@ class StudyKey:
     @classmethod
     def of(cls, op: str, arch: str, device: str, template: str | None = None, **key) -> "StudyKey":
         operation = OPERATIONS[op]
-        key = {**{f: False for f in off_flags(op)}, **key}  # a variant flag left out is off
+        key = {**off_values(op), **key}  # a variant flag (or head_dim_v) left out is off
         errors = operation.check_key(key)
         if errors:
             raise TuneError(f"{op} key {key}: " + "; ".join(errors))
@@ -42,8 +42,8 @@ class StudyKey:
         return OPERATIONS[self.op]
 
     def study_name(self, buckets, tokens: int) -> str:
-        off = off_flags(self.op)  # flags that are off stay out: plain keys keep their study names
-        values = "|".join(str(v) for f, v in self.key if not (f in off and v is False))
+        # fields that are off stay out: plain keys keep their study names
+        values = "|".join(str(v) for f, v in self.key if not is_off(self.op, f, v))
         b = ",".join(str(x) for x in buckets)
         return f"autoflash|{self.op}|{self.arch}|{self.device}|{self.template or 'any'}|{values}|N{b}|T{tokens}"
 
