@@ -278,3 +278,18 @@ def test_check_problems_cover_bottom_right_for_causal_keys():
     offsets = sorted(BackwardProblem.from_dict(p).causal_offset for p in causal)
     assert offsets[0] < 0 < offsets[-1]
     assert all(BackwardProblem.from_dict(p).causal_offset == 0 for p in OPERATION.check_problems(key()))
+
+
+def test_attention_backward_serves_the_tuned_entries(monkeypatch):
+    """attention_backward's config (no config given): the flash_bwd_mma entry tuned for the key and length
+    (tuned_configs/sm_90.json holds H200 ones), else the heuristic default; no GPU needed to choose."""
+    from autoflash.serve import autograd
+
+    monkeypatch.setattr(autograd, "device_arch", lambda device: ("sm_90", "NVIDIA H200"))
+    if hasattr(autograd, "serving_config"):  # another template's serving rule has its own tests; here flash_bwd_mma's
+        monkeypatch.setattr(autograd, "serving_config", lambda arch, k: None)
+    d64 = autograd._served_config(0, key(head_dim=64), 4096)
+    assert (d64.template, d64.block_m, d64.block_n, d64.warps_q) == ("flash_bwd_mma", 128, 128, 2)
+    assert autograd._served_config(0, key(head_dim=64), 5000) == d64  # the nearest bucket (4096)
+    d128_causal = key(head_dim=128, causal=True)  # no entry (the H200 tuner pruned its default: spills at NVRTC 13.0)
+    assert autograd._served_config(0, d128_causal, 4096) == TEMPLATE.default("sm_90", d128_causal)
