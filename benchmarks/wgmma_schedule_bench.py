@@ -3,13 +3,14 @@
 1. varlen prefill as benchmarks/bench_varlen.py sets it (16 sequences of 128..8192 tokens, seed 0,
    16 heads, D 128, bf16, causal) against the dense kernel on 16 x the mean length, each with the
    config autoflash's API picks for it; TFLOP/s of useful pairs (issue 15's bar: varlen >= 0.9x dense);
-2. (--window) the causal sliding window (1024, 0) at N 4096 with several tile shapes beside the plain
-   causal kernel, TFLOP/s per visible pair (issue 17's bar: >= 0.9x plain).
+2. (--variants window softcap alibi) bench_variants.py's variants at N 4096 (window (1024, 0) causal,
+   softcap 30, ALiBi causal) with their default tiles, the tuned plain kernel's tiles and (window)
+   other shapes, beside the tuned plain kernel: TFLOP/s per visible pair (issue 17's bar: >= 0.9x plain).
 
 A graph holds --launches launches; each round replays it --reps times (median), rounds interleave
 the kernels; the table gives the median over rounds and the spread (max - min) / median.
 
-    PYTHONPATH=$PWD python benchmarks/wgmma_schedule_bench.py [--window] [--rounds 5] [--compile-only]
+    PYTHONPATH=$PWD python benchmarks/wgmma_schedule_bench.py [--variants window softcap alibi] [--rounds 5] [--compile-only]
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from autoflash.kernels.compile import compile_kernel  # noqa: E402
 from autoflash.kernels.device import device_arch  # noqa: E402
 from autoflash.ops.forward_base import Problem  # noqa: E402
 from autoflash.ops.forward_launch import launch  # noqa: E402
@@ -64,12 +66,17 @@ def graph_ms(fn, launches: int, reps: int) -> float:
     return statistics.median(times)
 
 
-def runner(cfg, p: Problem, q, k, v):
-    """A launch of cfg on p (scale 1/sqrt(D)) on the current torch stream, writing a fresh output."""
+def runner(cfg, p: Problem, q, k, v, *keep):
+    """A launch of cfg on p (scale 1/sqrt(D)) on the current torch stream, writing a fresh output.
+    keep: the device arrays p points into (cu_seqlens, slopes), held as long as the runner."""
     kernel = loaded_kernel(cfg, 0)
     out = torch.empty_like(q)
-    return lambda: launch(kernel, q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), 0, p, D ** -0.5,
-                          torch.cuda.current_stream().cuda_stream)
+
+    def run():
+        launch(kernel, q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), 0, p, D ** -0.5,
+               torch.cuda.current_stream().cuda_stream)
+        return keep
+    return run
 
 
 def varlen_cases(arch: str, name: str) -> dict:
@@ -85,30 +92,46 @@ def varlen_cases(arch: str, name: str) -> dict:
     cv, cd = (choose_config(arch, name, "bf16", D, True, n) for n in (longest, mean))
     print(f"varlen lengths {lengths}; configs: varlen {cv.name}, dense {cd.name}")
     useful = 2.0 * HEADS * D * sum(n * (n + 1) for n in lengths)
-    cases = {"varlen": (runner(cv, pv, q, k, v), useful),
+    cases = {"varlen": (runner(cv, pv, q, k, v, cu), useful),
              "dense": (runner(cd, pd, dq, dk, dv), 2.0 * b * HEADS * D * mean * (mean + 1))}
     if cd != cv:  # the dense problem with the varlen config too: the schedule alone
         cases["dense, varlen's config"] = (runner(cv, pd, dq, dk, dv), cases["dense"][1])
     return cases
 
 
-def window_cases(arch: str, name: str, n: int = 4096, left: int = 1024) -> dict:
-    batch = 32768 // n
+def with_tiles(cfg, bm: int, bn: int, st: int):
+    return type(cfg)(**{**cfg.to_dict(), "block_m": bm, "block_n": bn, "warps": 4 * (bm // 64 + 1), "stages": st})
+
+
+def variant_cases(arch: str, name: str, variant: str, n: int = 4096, left: int = 1024) -> dict:
+    """The plain kernel (tuned) and the variant with its default tiles, the plain kernel's tiles and
+    (window) other shapes: bench_variants.py's settings (window (1024, 0) causal, softcap 30, ALiBi
+    causal), TFLOP/s per visible pair."""
+    batch, causal = 32768 // n, variant != "softcap"
     q, k, v = (torch.randn(batch, HEADS, n, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    slopes = 2.0 ** (-8.0 * torch.arange(1, HEADS + 1, dtype=torch.float32, device="cuda") / HEADS)
     rows = np.arange(n)
-    pairs = int(np.minimum(rows + 1, left + 1).sum())
-    flops = 4.0 * batch * HEADS * D * pairs
-    plain = choose_config(arch, name, "bf16", D, True, n)
-    cases = {f"plain causal ({plain.name.split('_d128_')[1]})":
-             (runner(plain, Problem(batch, HEADS, HEADS, n, n, D, True), q, k, v), 4.0 * batch * HEADS * D * n * (n + 1) / 2)}
-    pw = Problem(batch, HEADS, HEADS, n, n, D, True, window_left=left, window_right=0)
-    base = choose_config(arch, name, "bf16", D, True, n, {"window": True})
-    for bm, bn, st in ((base.block_m, base.block_n, base.stages), (128, 64, 4), (64, 128, 3), (64, 64, 4)):
-        cfg = type(base)(**{**base.to_dict(), "block_m": bm, "block_n": bn, "warps": 4 * (bm // 64 + 1), "stages": st})
+    seen = np.minimum(rows + 1, left + 1) if variant == "window" else rows + 1 if causal else np.full(n, n)
+    per_pair = 4.0 * batch * HEADS * D
+    plain = choose_config(arch, name, "bf16", D, causal, n)
+    plain_pairs = int((rows + 1).sum()) if causal else n * n
+    cases = {f"plain {'causal' if causal else 'non-causal'} br{plain.block_m} bc{plain.block_n} s{plain.stages}":
+             (runner(plain, Problem(batch, HEADS, HEADS, n, n, D, causal), q, k, v), per_pair * plain_pairs)}
+    fields = {"window": dict(window_left=left, window_right=0), "softcap": dict(softcap=30.0),
+              "alibi": dict(alibi_slopes=slopes.data_ptr())}[variant]
+    pv = Problem(batch, HEADS, HEADS, n, n, D, causal, **fields)
+    base = choose_config(arch, name, "bf16", D, causal, n, {variant: True})
+    tiles = [(base.block_m, base.block_n, base.stages), (plain.block_m, plain.block_n, plain.stages)]
+    if variant == "window":
+        tiles += [(128, 64, 4), (64, 128, 3), (64, 64, 4)]
+    for bm, bn, st in dict.fromkeys(tiles):
+        cfg = with_tiles(base, bm, bn, st)
         if cfg.problems():
             print(f"skip {cfg.name}: {cfg.problems()}")
             continue
-        cases[f"window ({left}, 0) br{bm} bc{bn} s{st}"] = (runner(cfg, pw, q, k, v), flops)
+        spills = compile_kernel(cfg).report.spills  # the tuner refuses spilling configs: say so here
+        label = f"{variant} br{bm} bc{bn} s{st}" + (f" ({spills} B spilled)" if spills else "")
+        cases[label] = (runner(cfg, pv, q, k, v, slopes), per_pair * int(seen.sum()))
     return cases
 
 
@@ -139,9 +162,12 @@ def compile_all(arch: str, name: str) -> None:
                 cfgs.add(choose_config(arch, name, "bf16", d, causal, n))
             for flag, causal in (("window", True), ("softcap", False), ("sinks", False), ("alibi", True)):
                 cfgs.add(choose_config(arch, name, "bf16", d, causal, n, {flag: True}))
-    base = choose_config(arch, name, "bf16", D, True, 4096, {"window": True})
-    for bm, bn, st in ((128, 64, 4), (64, 128, 3), (64, 64, 4)):
-        cfgs.add(type(base)(**{**base.to_dict(), "block_m": bm, "block_n": bn, "warps": 4 * (bm // 64 + 1), "stages": st}))
+    for flag, causal in (("window", True), ("softcap", False), ("alibi", True)):
+        base, plain = (choose_config(arch, name, "bf16", D, causal, 4096, f) for f in ({flag: True}, {}))
+        extra = ((128, 64, 4), (64, 128, 3), (64, 64, 4)) if flag == "window" else ()
+        for bm, bn, st in ((plain.block_m, plain.block_n, plain.stages),) + extra:
+            if not with_tiles(base, bm, bn, st).problems():
+                cfgs.add(with_tiles(base, bm, bn, st))
     with ProcessPoolExecutor(8, mp_context=multiprocessing.get_context("spawn")) as pool:
         for cfg, report in zip(cfgs, pool.map(_compile_report, cfgs)):
             print(f"{cfg.name}: {report}")
@@ -162,7 +188,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--launches", type=int, default=10)
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--window", action="store_true")
+    ap.add_argument("--variants", nargs="*", default=[], choices=("window", "softcap", "alibi"))
     ap.add_argument("--compile-only", action="store_true", help="only fill the kernel cache (no GPU time)")
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -173,8 +199,8 @@ def main() -> None:
     print(f"{torch.cuda.get_device_name()}; graph of {args.launches} launches, median of {args.reps} replays, "
           f"{args.rounds} rounds")
     measure(varlen_cases(arch, name), args.rounds, args.launches, args.reps)
-    if args.window:
-        measure(window_cases(arch, name), args.rounds, args.launches, args.reps)
+    for variant in args.variants:
+        measure(variant_cases(arch, name, variant), args.rounds, args.launches, args.reps)
 
 
 if __name__ == "__main__":

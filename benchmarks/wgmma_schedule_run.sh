@@ -18,8 +18,13 @@ wait $compiling
 echo "compiled: $(grep -c ' B spilled' "$OUT/compile.log") configs; spilling or failed:"
 grep -E "FAILED|spilled" "$OUT/compile.log" | grep -v " 0 B spilled"
 if [[ $STEPS == *schedule* ]]; then
-    timeout "${SCHEDULE_S:-20}" python3 benchmarks/wgmma_schedule_bench.py --window --rounds 3 2>&1 \
+    timeout "${SCHEDULE_S:-20}" python3 benchmarks/wgmma_schedule_bench.py --variants window softcap alibi --rounds 3 2>&1 \
         | grep -v "^autoflash: no tuned" | tee "$OUT/schedule.log"
+fi
+if [[ $STEPS == *varlen* ]]; then
+    timeout "${VARLEN_S:-30}" python3 benchmarks/bench_varlen.py --rounds 2 --json "$OUT/bench_varlen.json" \
+        > "$OUT/bench_varlen.log" 2>&1
+    tail -20 "$OUT/bench_varlen.log"
 fi
 if [[ $STEPS == *variants* ]]; then
     timeout "${VARIANTS_S:-25}" python3 benchmarks/bench_variants.py --no-flex --head-dims ${VARIANT_DIMS:-128} \
@@ -27,11 +32,8 @@ if [[ $STEPS == *variants* ]]; then
         > "$OUT/variants.log" 2>&1
     grep -A12 "^variant " "$OUT/variants.log" || tail -5 "$OUT/variants.log"
 fi
-if [[ $STEPS == *varlen* ]]; then
-    timeout "${VARLEN_S:-30}" python3 benchmarks/bench_varlen.py --rounds 2 --json "$OUT/bench_varlen.json" \
-        > "$OUT/bench_varlen.log" 2>&1
-    tail -20 "$OUT/bench_varlen.log"
+if [[ $STEPS == *tests* ]]; then
+    echo "---- tests (last lines)"
+    grep -E "passed|failed|error" "$OUT/tests.log" | tail -3
+    grep -E "^(FAILED|ERROR)" "$OUT/tests.log" | head -12
 fi
-echo "---- tests (last lines)"
-grep -E "passed|failed|error" "$OUT/tests.log" | tail -3
-grep -E "^(FAILED|ERROR)" "$OUT/tests.log" | head -12
