@@ -17,6 +17,11 @@ seqused_k launches pass BOTTOM_RIGHT_PER_SEQUENCE instead of a bottom-right offs
 own seq_k - seq_q). A template that takes more (flash_fwd_wgmma: TMA tensor maps) overrides
 launch_args, appends variant_tail after its own arguments, and says so with shared_signature = False.
 
+V's head dim (KernelConfig.head_dim_v, a problem-key field): 0 = head_dim (every config and tuned
+entry written before it; names unchanged), else Dv != Dqk (e.g. 192/128, MLA prefill): v is
+(batch, heads_kv, seq_k, head_dim_v) and o (batch, heads_q, seq_q, head_dim_v). Templates with
+head_dims_v = (0,) (flash_fwd_wgmma) refuse it.
+
 Variant flags (compile-time, KernelConfig window/softcap/sinks/alibi): a true flag adds its own
 name to the config name ("..._causal_window_softcap_sinks_alibi"); plain configs keep their names.
 """
@@ -49,12 +54,13 @@ class KernelConfig(OpConfig):
     softcap: bool = False  # logit softcap (Problem.softcap > 0)
     sinks: bool = False  # per-head sink logit in the softmax denominator (Problem.sinks)
     alibi: bool = False  # ALiBi bias (Problem.alibi_slopes)
+    head_dim_v: int = 0  # V's (and O's) head dim when it differs from head_dim; 0 = head_dim
     # K/V read through a block table (paged KV cache, Problem.block_table): flash_fwd_mma only; not a
     # problem-key field (a paged call runs its unpaged key's mma config with paged set: serve/kvcache.py)
     paged: bool = False
 
     op: ClassVar[str] = "forward"
-    name_parts: ClassVar[tuple] = (("head_dim", "d"), ("block_m", "br"), ("block_n", "bc"), ("warps", "w"),
+    name_parts: ClassVar[tuple] = (("head_dim", "d"), ("head_dim_v", "dv"), ("block_m", "br"), ("block_n", "bc"), ("warps", "w"),
                                    ("stages", "s"), ("thread_m", "tm"))
 
 
@@ -117,6 +123,12 @@ class Problem:
     table_stride: int = 0
     page_size: int = 0
     num_pages: int = 0
+    head_dim_v: int = 0  # V's and O's head dim when it differs from head_dim (0: head_dim)
+
+    @property
+    def dim_v(self) -> int:
+        """V's and O's head dim."""
+        return self.head_dim_v or self.head_dim
 
     def variant_flags(self) -> dict:
         """The KernelConfig variant flags this problem needs."""
@@ -128,15 +140,18 @@ class Problem:
         if self.strides is not None:
             return self.strides
         q = contiguous_strides(self.batch, self.heads_q, self.seq_q, self.head_dim)
-        kv = contiguous_strides(self.batch, self.heads_kv, self.seq_k, self.head_dim)
-        return (q, kv, kv, q)
+        k = contiguous_strides(self.batch, self.heads_kv, self.seq_k, self.head_dim)
+        v = contiguous_strides(self.batch, self.heads_kv, self.seq_k, self.dim_v)
+        return (q, k, v, contiguous_strides(self.batch, self.heads_q, self.seq_q, self.dim_v))
 
     def flops(self) -> float:
         """4 * B * H * Nq * Nk * D, halved for causal (the convention of FlashAttention's papers);
-        with a window, 4 * B * H * D * (the visible (query, key) pairs), counted exactly."""
+        with a window, 4 * B * H * D * (the visible (query, key) pairs), counted exactly. Dv != D:
+        2 * (D + Dv) in place of 4 * D (Q K^T and P V)."""
+        d2 = 2.0 * (self.head_dim + self.dim_v)
         if self.variant_flags()["window"]:
-            return 4.0 * self.batch * self.heads_q * self.head_dim * self.visible_pairs()
-        f = 4.0 * self.batch * self.heads_q * self.seq_q * self.seq_k * self.head_dim
+            return d2 * self.batch * self.heads_q * self.visible_pairs()
+        f = d2 * self.batch * self.heads_q * self.seq_q * self.seq_k
         return f / 2 if self.causal else f
 
     def visible_pairs(self) -> int:
@@ -156,12 +171,16 @@ class ForwardTemplate(Template):
 
     op = "forward"
     head_dims: tuple[int, ...] = ()
+    head_dims_v: tuple[int, ...] = (0,)  # V head dims besides head_dim (0 = head_dim): Dv != Dqk support
     shared_signature = True  # False: takes more kernel arguments than the shared ones (not exportable)
     paged_kv = False  # True: its configs may set paged (K/V through a block table)
 
     @property
     def key_values(self) -> dict:
-        return {"head_dim": self.head_dims}
+        return {"head_dim": self.head_dims, "head_dim_v": self.head_dims_v}
+
+    def supports(self, arch: str, key: dict) -> bool:
+        return super().supports(arch, {"head_dim_v": 0, **key})  # a key without head_dim_v: Dv = D
 
     def default(self, arch: str, key: dict) -> KernelConfig:
         """The first of default_tiles(key) that passes the rules."""
@@ -178,6 +197,11 @@ class ForwardTemplate(Template):
         errors = super().problems(cfg)
         if cfg.paged and not self.paged_kv:
             errors.append(f"{self.name} does not read paged KV caches (paged=True); flash_fwd_mma does")
+        if cfg.head_dim_v and cfg.head_dim_v == cfg.head_dim:
+            errors.append(f"head_dim_v={cfg.head_dim_v} equals head_dim: spelled 0 (one config name per kernel)")
+        elif cfg.head_dim_v and self.head_dims_v == (0,):
+            errors.append(f"{self.name} does not support a V head dim different from Q/K's (head_dim_v="
+                          f"{cfg.head_dim_v}, head_dim={cfg.head_dim}): flash_fwd_mma and flash_fwd_simt do")
         return errors
 
     def launch_args(self, cfg: KernelConfig, p: Problem, scale: float):
