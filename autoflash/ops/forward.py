@@ -1,6 +1,8 @@
 """The dense attention forward: O = softmax(Q K^T * scale) V, with its log-sum-exp.
 
-Problem key: (dtype, head_dim, causal, window, softcap, sinks, alibi); bucket: the sequence
+Problem key: (dtype, head_dim, causal, window, softcap, sinks, alibi, head_dim_v); head_dim_v 0 =
+head_dim (a key or entry without it reads 0), else V's head dim (flash_fwd_mma and flash_fwd_simt;
+served with default configs: its timing inputs are not built yet, so tuning refuses it); bucket: the sequence
 length (Nq = Nk in the timed problems). A variant key's problems carry that variant with the
 values below (VARIANT_VALUES): what is checked and timed is the variant on real values. Templates: flash_fwd_simt (CUDA cores, every arch), flash_fwd_mma
 (mma.sync, sm_80+), flash_fwd_wgmma (wgmma + TMA, sm_90a).
@@ -48,8 +50,9 @@ class ForwardOp(Operation):
     name = "forward"
     config_class = KernelConfig
     templates = (SIMT, MMA, WGMMA)
-    key_fields = ("head_dim", "causal") + VARIANT_FLAGS
-    key_defaults = {"head_dim": (64, 128), "causal": (False, True), **{f: (False,) for f in VARIANT_FLAGS}}
+    key_fields = ("head_dim", "causal") + VARIANT_FLAGS + ("head_dim_v",)
+    key_defaults = {"head_dim": (64, 128), "causal": (False, True), **{f: (False,) for f in VARIANT_FLAGS},
+                    "head_dim_v": (0,)}
     bucket_name = "N"
     default_buckets = (1024, 4096, 16384)
     metric = "tflops"
@@ -57,7 +60,15 @@ class ForwardOp(Operation):
 
     def describe_key(self, key: dict) -> str:
         variants = "".join(f" {f}" for f in VARIANT_FLAGS if key.get(f))
-        return f"{key['dtype']} d{key['head_dim']} {'causal' if key['causal'] else 'non-causal'}{variants}"
+        dv = f"/{key['head_dim_v']}" if key.get("head_dim_v") else ""
+        return f"{key['dtype']} d{key['head_dim']}{dv} {'causal' if key['causal'] else 'non-causal'}{variants}"
+
+    def check_key(self, key: dict) -> list[str]:
+        errors = super().check_key(key)
+        if not errors and key.get("head_dim_v"):  # forward_launch's timing/check inputs have one head dim
+            errors.append(f"head_dim_v={key['head_dim_v']}: keys with Dv != Dqk cannot be tuned yet (served by "
+                          "the default configs)")
+        return errors
 
     @staticmethod
     def problem(d: dict) -> Problem:
@@ -102,6 +113,9 @@ class ForwardOp(Operation):
                 continue
             if key["head_dim"] not in template.head_dims:
                 tried.append(f"{name} supports head dims {list(template.head_dims)}")
+                continue
+            if key.get("head_dim_v", 0) not in template.head_dims_v:
+                tried.append(f"{name} supports V head dims {list(template.head_dims_v)} (0: Q/K's)")
                 continue
             return template.default(use_arch, key)
         raise ValueError(f"no template supports {key['dtype']} head_dim={key['head_dim']} on {arch}"
