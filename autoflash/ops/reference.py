@@ -58,7 +58,7 @@ def reference_attention(q, k, v, *, causal: bool, scale: float | None = None, ca
     if sinks is not None:
         sink = xp.asarray(sinks, dtype=xp.float64).reshape(1, hq, 1, 1)
     keys = xp.arange(nk)[None, :]
-    out = xp.empty((b, hq, nq, d), dtype=xp.float64)
+    out = xp.empty((b, hq, nq, v.shape[-1]), dtype=xp.float64)  # V's head dim (Dv may differ from Dqk)
     lse = xp.empty((b, hq, nq), dtype=xp.float64)
     for start in range(0, nq, chunk):
         stop = min(nq, start + chunk)
