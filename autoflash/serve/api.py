@@ -21,7 +21,7 @@ from autoflash.serve.autograd import differentiable_attention
 from autoflash.serve.decode import launch_decode
 from autoflash.serve.errors import InputError
 from autoflash.serve.foreign import SUPPORTED_ARRAYS, foreign_view
-from autoflash.serve.routing import differentiable_problem, route_attention
+from autoflash.serve.routing import Route, differentiable_problem, route_attention
 from autoflash.serve.variants import VARIANTS_DOC, Variants, check_variants
 
 log = logging.getLogger("autoflash")
@@ -118,9 +118,10 @@ def kernel_strides(t: Operand) -> tuple[int, int, int]:
     return (sb, sh, sn)
 
 
-def check_inputs(q: Operand, k: Operand, v: Operand) -> Problem:
+def check_inputs(q: Operand, k: Operand, v: Operand, *, head_dim_v_ok: bool = False) -> Problem:
     """The problem of q, k, v (any strides with a contiguous head dim, rows 16-byte aligned);
-    its strides describe a new contiguous output."""
+    its strides describe a new contiguous output. head_dim_v_ok: v's head dim may differ from
+    q/k's (Problem.head_dim_v; attention()'s forward only)."""
     for t in (q, k, v):
         if len(t.shape) != 4:
             raise InputError(f"{t.name} must have 4 dimensions (batch, heads, seq, head_dim), got shape {t.shape}")
@@ -130,23 +131,27 @@ def check_inputs(q: Operand, k: Operand, v: Operand) -> Problem:
         raise InputError(f"q, k, v must be the same kind of array, got {q.kind}, {k.kind}, {v.kind}")
     if not (q.device == k.device == v.device):
         raise InputError(f"q, k, v must be on one GPU, got devices {q.device}, {k.device}, {v.device}")
-    if k.shape != v.shape:
+    if k.shape[:3] != v.shape[:3]:
         raise InputError(f"k and v must have the same shape, got {k.shape} and {v.shape}")
+    dv = v.shape[3]
+    if dv != k.shape[3] and not head_dim_v_ok:
+        raise InputError(f"v's head dim ({dv}) differs from k's ({k.shape[3]}): only attention()'s forward "
+                         "serves that")
     b, hq, nq, d = q.shape
     bk, hkv, nk, dk = k.shape
     if bk != b:
         raise InputError(f"batch of q ({b}) and k/v ({bk}) differ")
     if dk != d:
         raise InputError(f"head_dim of q ({d}) and k/v ({dk}) differ")
-    if min(b, hq, nq, d, hkv, nk) == 0:
+    if min(b, hq, nq, d, hkv, nk, dv) == 0:
         raise InputError(f"empty input: q shape {q.shape}, k/v shape {k.shape}")
     if hq % hkv:
         raise InputError(f"query heads ({hq}) must be a multiple of key/value heads ({hkv}) for GQA/MQA")
     if max(nq, nk) >= 2**31:
         raise InputError(f"sequence length {max(nq, nk)} does not fit the kernel's 32-bit lengths")
-    out = (hq * nq * d, nq * d, d)  # the output is a new contiguous (B, Hq, Nq, D) tensor
+    out = (hq * nq * dv, nq * dv, dv)  # the output is a new contiguous (B, Hq, Nq, Dv) tensor
     strides = (kernel_strides(q), kernel_strides(k), kernel_strides(v), out)
-    return Problem(b, hq, hkv, nq, nk, d, causal=False, strides=strides)
+    return Problem(b, hq, hkv, nq, nk, d, causal=False, strides=strides, head_dim_v=dv if dv != d else 0)
 
 
 def choose_config(arch: str, device_name: str, dtype: str, head_dim: int, causal: bool, seq_len: int,
@@ -227,6 +232,8 @@ def attention(q, k, v, *, causal: bool = False, causal_alignment: str = "top_lef
     other strides are multiples of 16 bytes (e.g. (B, N, H, D) tensors viewed as
     x.transpose(1, 2), as Hugging Face hands them): read in place, never copied (except
     for gradients, whose backward takes contiguous tensors). scale defaults to 1/sqrt(head_dim).
+    v's head dim may differ from q/k's (e.g. 192/128, MLA prefill; 128/64): out is then
+    (batch, heads_q, seq_q, head_dim_v); forward only (flash_fwd_mma, flash_fwd_simt).
 
     causal_alignment (used when causal=True):
       "top_left" (default; torch's is_causal): query i attends to keys 0..i.
@@ -260,8 +267,11 @@ def attention(q, k, v, *, causal: bool = False, causal_alignment: str = "top_lef
     variant_args = dict(window_size=window_size, softcap=softcap, sinks=sinks, alibi_slopes=alibi_slopes)
     if type(q).__module__.startswith("torch") and _needs_grad(q, k, v, sinks):
         qo = as_operand(q, "q")
-        problem = check_inputs(qo, as_operand(k, "k"), as_operand(v, "v"))  # shape errors come first
+        problem = check_inputs(qo, as_operand(k, "k"), as_operand(v, "v"), head_dim_v_ok=True)  # shapes first
         _variants(variant_args, qo, problem, causal)  # bad variant values are refused before any launch
+        if problem.head_dim_v:
+            raise InputError(f"no gradients with v's head dim ({problem.head_dim_v}) != q/k's ({problem.head_dim}): "
+                             "the backward has Dqk = Dv (call it under torch.no_grad())")
         why = differentiable_problem(kind=qo.kind, dtype=qo.dtype, arch=device_arch(qo.device)[0],
                                      head_dim=problem.head_dim)
         if why is not None:
@@ -342,11 +352,13 @@ def forward_tagged(tag, q, k, v, *, causal: bool = False, causal_alignment: str 
         return out
     check_alignment(causal_alignment)
     qo, ko, vo = as_operand(q, "q"), as_operand(k, "k"), as_operand(v, "v")
-    problem = check_inputs(qo, ko, vo)
+    problem = check_inputs(qo, ko, vo, head_dim_v_ok=True)
     problem.causal = causal = bool(causal)
     variants = _variants(dict(window_size=window_size, softcap=softcap, sinks=sinks, alibi_slopes=alibi_slopes),
                          qo, problem, causal).apply(problem)
     flags = variants.flags()
+    if problem.head_dim_v:  # a key field only when Dv != Dqk (old entries read 0: key_flags.py)
+        flags["head_dim_v"] = problem.head_dim_v
     if causal or flags["window"] or flags["alibi"]:  # the diagonal they measure from
         problem.causal_offset = causal_offset(causal_alignment, problem.seq_q, problem.seq_k)
     scale_value = check_scale(scale, problem.head_dim)
@@ -356,6 +368,8 @@ def forward_tagged(tag, q, k, v, *, causal: bool = False, causal_alignment: str 
                             heads_kv=problem.heads_kv, seq_q=problem.seq_q, seq_k=problem.seq_k,
                             head_dim=problem.head_dim, causal=causal, causal_alignment=causal_alignment,
                             variants=tuple(variants.names()))
+    if problem.head_dim_v and route.op == "decode":  # decode's kernel has one head dim
+        route = Route("forward", f"v's head dim {problem.head_dim_v} != q/k's {problem.head_dim}")
     if isinstance(pinned, DecodeConfig) and route.op != "decode":
         raise InputError(f"config {pinned.name} is a decode config, and decode cannot serve this call: {route.reason}")
     if route.op == "decode" and not isinstance(pinned, KernelConfig):
@@ -371,11 +385,14 @@ def forward_tagged(tag, q, k, v, *, causal: bool = False, causal_alignment: str 
         if have != (qo.dtype, problem.head_dim, causal, *flags.values()):
             raise InputError(f"config {cfg.name} is for (dtype, head_dim, causal, {', '.join(flags)})={have}, "
                              f"inputs need {(qo.dtype, problem.head_dim, causal, *flags.values())}")
-    out = _empty_like(qo, qo.shape, qo.dtype)
+        if cfg.head_dim_v != problem.head_dim_v:
+            raise InputError(f"config {cfg.name} has head_dim_v={cfg.head_dim_v}, the inputs {problem.head_dim_v}")
+    out_shape = (*qo.shape[:3], problem.dim_v)
+    out = _empty_like(qo, out_shape, qo.dtype)
     lse = _empty_like(qo, qo.shape[:3], "fp32") if return_lse else None
     launched = launch_forward(cfg, qo, ko, vo, problem, scale_value, out, lse)
     if qo.wrap is None and call_plans.plain(window_size, softcap, sinks, alibi_slopes):  # next time: the launch only
-        call_plans.remember(call_plans.CallPlan(qo.kind, qo.device, qo.shape, qo.shape[:3], launched,
+        call_plans.remember(call_plans.CallPlan(qo.kind, qo.device, out_shape, qo.shape[:3], launched,
                                                 arch if pinned is None else None),
                             q, k, v, causal, causal_alignment, scale, return_lse, config, tag)
     out, lse = _result(qo, out), _result(qo, lse)
