@@ -19,7 +19,7 @@ def make_entry(dtype="fp32", head_dim=64, causal=False, bucket=4096, device="NVI
     cfg = TEMPLATES["flash_fwd_simt"].default("sm_90", K(dtype, head_dim, causal)).replace(**config_changes)
     return {
         "op": "forward", "device": device, "template": template, "dtype": dtype, "head_dim": head_dim, "causal": causal,
-        **{f: getattr(cfg, f) for f in VARIANT_FLAGS}, "seq_bucket": bucket, "config": cfg.to_dict(), "problem": {"batch": 2, "heads": 16, "seq": bucket},
+        **{f: getattr(cfg, f) for f in VARIANT_FLAGS + ("head_dim_v",)}, "seq_bucket": bucket, "config": cfg.to_dict(), "problem": {"batch": 2, "heads": 16, "seq": bucket},
         "ms": ms, "tflops": 12.5, "max_rel_error": 1e-6,
         "trials": {"run": 10, "complete": 6, "pruned": 3, "failed": 1}, "spread": 0.01,
         "finalists": [{"name": cfg.name, "ms": ms}], "default_ms": 1.5, "nvrtc": "13.0", "driver": "13.0",
