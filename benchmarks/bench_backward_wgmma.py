@@ -2,26 +2,34 @@
 backward alone, bf16/fp16, D 64/128, causal and not, N 4096 by default (16k tokens: B = 16384 / N,
 H = 2048 / D). FLOPs: 2.5 x the forward's (FlashAttention's convention), halved for causal. Timing as
 benchmarks/bench_backward.py (CUDA events, warm-up, interleaved rounds, median; spread = range of the
-round medians); both autoflash kernels through attention_backward() with their config pinned, on
-one saved O and LSE (float32 torch forward). Also each gradient's relative error against SDPA's
-flash backward (a sanity check; the float64 checks are tests/test_backward_wgmma_gpu.py).
+round medians); each autoflash kernel pinned (its config, and for flash_bwd_wgmma its dQ schedule,
+ops/backward_wgmma.DQ_OWN_KEYS: "wgmma" the default, "wgmma_own" each warpgroup's dQ over its own
+keys) and launched as attention_backward() launches it, on one saved O and LSE (float32 torch
+forward). Also each gradient's relative error against SDPA's flash backward (a sanity check; the
+float64 checks are tests/test_backward_wgmma_gpu.py).
 
-    python benchmarks/bench_backward_wgmma.py [--dtypes bf16,fp16] [--head-dims 64,128] [--seqs 4096] [--others]
+    python benchmarks/bench_backward_wgmma.py [--dtypes bf16,fp16] [--head-dims 64,128] [--seqs 4096]
+        [--others]   # also every other valid wgmma config of both dQ schedules (bf16)
     python benchmarks/bench_backward_wgmma.py --precompile   # compile every config it times, in parallel
 """
 import argparse
 import math
 import sys
 
+import cupy
 import torch
 
 from bench_backward import backward_flops, rel, sdpa_backward, time_interleaved
 
 from autoflash.kernels.archs import build_arch
+from autoflash.kernels.compile import compile_kernel
 from autoflash.kernels.device import device_arch
+from autoflash.kernels.loaded import LoadedKernel, stream_handle
+from autoflash.ops import backward_wgmma
 from autoflash.ops.backward import TEMPLATE as MMA
+from autoflash.ops.backward_gpu import launch_plan
+from autoflash.ops.backward_kernels import BackwardProblem
 from autoflash.ops.backward_wgmma import TEMPLATE as WGMMA
-from autoflash.serve.autograd import attention_backward
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -31,22 +39,53 @@ def key(dtype, d, causal):
                 sinks=False, alibi=False)
 
 
+def with_own_keys(own, fn, *args):
+    """fn(*args) with ops/backward_wgmma.DQ_OWN_KEYS set to own (the template's rules and values read it)."""
+    saved, backward_wgmma.DQ_OWN_KEYS = backward_wgmma.DQ_OWN_KEYS, own
+    try:
+        return fn(*args)
+    finally:
+        backward_wgmma.DQ_OWN_KEYS = saved
+
+
 def configs(arch, dtype, d, causal, others=False):
-    """The kernels timed: flash_bwd_wgmma's and flash_bwd_mma's default for the key; with others, every
-    other valid flash_bwd_wgmma config too (named wgmma_bm<block_m>_bn<block_n>)."""
+    """name -> (config, DQ_OWN_KEYS): flash_bwd_wgmma's default in both dQ schedules and flash_bwd_mma's
+    default for the key; with others, every other valid flash_bwd_wgmma config of both schedules
+    (named wgmma[_own]_bm<block_m>_bn<block_n>)."""
     k = key(dtype, d, causal)
     wg_arch = build_arch(WGMMA.archs, arch)
-    chosen = {"wgmma": WGMMA.default(wg_arch, k), "mma": MMA.default(build_arch(MMA.archs, arch), k)}
-    for c in WGMMA.space(wg_arch, k) if others else ():
-        if not c.problems() and c != chosen["wgmma"]:
-            chosen[f"wgmma_bm{c.block_m}_bn{c.block_n}"] = c
+    chosen = {"wgmma": (WGMMA.default(wg_arch, k), False), "wgmma_own": (with_own_keys(True, WGMMA.default, wg_arch, k), True),
+              "mma": (MMA.default(build_arch(MMA.archs, arch), k), False)}
+    for own in (False, True) if others else ():
+        for c in with_own_keys(own, lambda: [c for c in WGMMA.space(wg_arch, k) if not c.problems()]):
+            if (c, own) not in chosen.values():
+                chosen[f"wgmma{'_own' if own else ''}_bm{c.block_m}_bn{c.block_n}"] = (c, own)
     return chosen
 
 
-def _compile(cfg):
-    from autoflash.kernels.compile import compile_kernel
+def pinned(cfg, own, q, k, v, out, lse, dout, causal):
+    """A callable running one backward with this kernel (as attention_backward launches it), returning
+    (dq, dk, dv)."""
+    kernel = with_own_keys(own, lambda: LoadedKernel(compile_kernel(cfg)))
+    b, hq, nq, d = q.shape
+    p = BackwardProblem(b, hq, k.shape[1], nq, k.shape[2], d, causal, 0)
+    plan = launch_plan(kernel, p, 1 / math.sqrt(d))
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    workspace = torch.empty(plan.workspace_bytes, dtype=torch.uint8, device=q.device)
+    ptr = torch.cuda.current_stream().cuda_stream
+    stream = stream_handle(ptr) if ptr else cupy.cuda.Stream.null  # 0: the legacy default stream
 
-    return compile_kernel(cfg).report
+    def run():
+        plan(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr(), dout.data_ptr(),
+             dq.data_ptr(), dk.data_ptr(), dv.data_ptr(), workspace.data_ptr(), stream)
+        return dq, dk, dv
+
+    return run
+
+
+def _compile(cfg_own):
+    cfg, own = cfg_own
+    return with_own_keys(own, lambda: compile_kernel(cfg).report)
 
 
 def precompile(arch, dtypes, head_dims):
@@ -55,8 +94,8 @@ def precompile(arch, dtypes, head_dims):
     cfgs = list(dict.fromkeys(c for t in dtypes for d in head_dims for causal in (False, True)
                               for c in configs(arch, t, d, causal, t == "bf16").values()))
     with ProcessPoolExecutor() as pool:
-        for cfg, rep in zip(cfgs, pool.map(_compile, cfgs)):
-            print(f"  compiled {cfg.name}: {rep.registers} registers, {rep.spills} B spilled", flush=True)
+        for (cfg, own), rep in zip(cfgs, pool.map(_compile, cfgs)):
+            print(f"  compiled {cfg.name} own_keys={own}: {rep.registers} registers, {rep.spills} B spilled", flush=True)
 
 
 def torch_forward(q, k, v, causal, scale):
@@ -96,9 +135,8 @@ def main():
                     out, lse = torch_forward(q, k, v, causal, 1 / math.sqrt(d))
                     fns, errs = {}, {}
                     _, ref = sdpa_backward("flash", q, k, v, dout, causal)
-                    for name, cfg in configs(arch, dtype, d, causal, args.others and dtype == "bf16").items():
-                        fns[name] = (lambda cfg=cfg: attention_backward(q, k, v, out, lse, dout, causal=causal,
-                                                                        config=cfg))
+                    for name, (cfg, own) in configs(arch, dtype, d, causal, args.others and dtype == "bf16").items():
+                        fns[name] = pinned(cfg, own, q, k, v, out, lse, dout, causal)
                         if ref is not None:
                             errs[name] = max(rel(a, r) for a, r in zip(fns[name](), ref))
                     for name in ("cudnn", "flash"):
@@ -114,12 +152,14 @@ def main():
                           flush=True)
                     del q, k, v, dout, out, lse, fns, ref
                     torch.cuda.empty_cache()
-    names = ["wgmma", "mma", "sdpa_cudnn", "sdpa_flash"]
-    print("\n| dtype | D | N | causal | " + " | ".join(names) + " | wgmma/mma | wgmma/cuDNN | spread (wgmma) |")
-    print("|" + "---|" * (len(names) + 7))
+    names = ["wgmma", "wgmma_own", "mma", "sdpa_cudnn", "sdpa_flash"]
+    print("\n| dtype | D | N | causal | " + " | ".join(names) + " | wgmma/mma | wgmma/cuDNN | wgmma_own/cuDNN "
+          "| spread (wgmma) |")
+    print("|" + "---|" * (len(names) + 8))
     for dtype, d, n, causal, tf, spread, _ in rows:
         cells = [f"{tf[x]:.0f}" if x in tf else "n/a" for x in names]
-        ratios = [f"{tf['wgmma'] / tf[x]:.2f}x" if x in tf else "n/a" for x in ("mma", "sdpa_cudnn")]
+        ratios = [f"{tf[a] / tf[b]:.2f}x" if a in tf and b in tf else "n/a"
+                  for a, b in (("wgmma", "mma"), ("wgmma", "sdpa_cudnn"), ("wgmma_own", "sdpa_cudnn"))]
         print(f"| {dtype} | {d} | {n} | {causal} | " + " | ".join(cells + ratios) + f" | {100 * spread:.1f}% |")
     return 0
 

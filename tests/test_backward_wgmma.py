@@ -41,6 +41,8 @@ def test_defaults_are_valid():
 
 @pytest.mark.parametrize("bad,reason", [
     (cfg(warps=4), "4 per warpgroup"),
+    (cfg(d=128, bn=64), "one warpgroup spills"),
+    (cfg(d=64, bm=128, bn=64), "one warpgroup spills"),
     (cfg(d=128, bm=128), "accumulator registers"),  # dK, dV 128 + S^T, dP^T 128 + P^T 32
     (cfg(d=64, bm=64, bn=128), "must split over 2 warpgroups"),  # 32-column dQ slices
     (cfg(d=256, bn=64), "head_dim 256 is not supported"),
@@ -80,7 +82,7 @@ def test_serving_config_only_where_it_serves():
 def test_search_space_has_valid_configs():
     for d in (64, 128):
         valid = [c for c in WG.space("sm_90a", key(d=d)) if not c.problems()]
-        assert len(valid) >= 2, d
+        assert len(valid) >= 1, d
 
 
 def _disassembler():
@@ -99,12 +101,27 @@ def _disassembler():
     return None
 
 
-@pytest.mark.parametrize("c", [WG.default("sm_90a", key(t, d, causal)) for t in ("bf16", "fp16")
-                               for d in (64, 128) for causal in (False, True)], ids=lambda c: c.name)
-def test_compiles_without_spills_and_uses_hgmma(c, tmp_path):
+def _valid_configs(own_keys):
+    from autoflash.ops import backward_wgmma
+
+    saved, backward_wgmma.DQ_OWN_KEYS = backward_wgmma.DQ_OWN_KEYS, own_keys
+    try:
+        return [(own_keys, c) for d in (64, 128) for causal in (False, True)
+                for c in WG.space("sm_90a", key("bf16", d, causal)) if not c.problems()]
+    finally:
+        backward_wgmma.DQ_OWN_KEYS = saved
+
+
+@pytest.mark.parametrize("own_keys,c", _valid_configs(False) + _valid_configs(True) +
+                         [(False, WG.default("sm_90a", key("fp16", d, True))) for d in (64, 128)],
+                         ids=lambda x: x.name if hasattr(x, "name") else f"own_keys{int(x)}")
+def test_compiles_without_spills_and_uses_hgmma(own_keys, c, tmp_path, monkeypatch):
+    """Every valid bf16 config of both dQ schedules (and fp16 defaults): no spills, HGMMA in the SASS."""
     pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
     from autoflash.kernels.compile import compile_kernel
+    from autoflash.ops import backward_wgmma
 
+    monkeypatch.setattr(backward_wgmma, "DQ_OWN_KEYS", own_keys)
     kernel = compile_kernel(c)
     assert kernel.report.spills == 0 and kernel.report.registers <= 255, kernel.report
     assert "serialized" not in kernel.log  # ptxas did not serialise the wgmmas (a register hazard)

@@ -1,6 +1,7 @@
 """flash_bwd_wgmma on an H100/H200: gradients against float64 autograd (tests/test_backward_gpu's
 reference and tolerances, ops.backward_kernels.TOLERANCE), odd lengths, Nq != Nk, GQA/MQA, causal
-in both alignments, D 64/128, bf16 and fp16; NaN-free; rows that see no key get dq = 0."""
+in both alignments, D 64/128, bf16 and fp16, both dQ schedules (ops/backward_wgmma.DQ_OWN_KEYS); NaN-free;
+rows that see no key get dq = 0; attention_backward() serves it on sm_90 GPUs."""
 import math
 
 import pytest
@@ -11,6 +12,18 @@ torch = pytest.importorskip("torch")
 
 from autoflash.ops.backward import TOLERANCE  # noqa: E402
 from test_backward_gpu import DTYPES, _log, float64_forward, inputs, reference_grads, rel_err  # noqa: E402
+
+
+@pytest.fixture(params=[False, True], ids=["dq_split", "dq_own_keys"])
+def dq_own_keys(request, monkeypatch):
+    """Both dQ schedules; the served kernels are reloaded (their cache keys on the config alone)."""
+    from autoflash.ops import backward_wgmma
+    from autoflash.serve import autograd
+
+    monkeypatch.setattr(backward_wgmma, "DQ_OWN_KEYS", request.param)
+    autograd._loaded.cache_clear()
+    yield request.param
+    autograd._loaded.cache_clear()
 
 
 def wgmma_config(dtype, head_dim, causal):
@@ -43,7 +56,7 @@ CASES = [  # batch, heads_q, heads_kv, seq_q, seq_k, head_dim, causal alignment 
 
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "b{}_h{}x{}_q{}_k{}_d{}_{}".format(*c))
-def test_wgmma_gradients_match_float64_autograd(case, dtype):
+def test_wgmma_gradients_match_float64_autograd(case, dtype, dq_own_keys):
     from autoflash.serve.autograd import attention_backward
 
     b, hq, hkv, nq, nk, d, alignment = case
@@ -62,5 +75,20 @@ def test_wgmma_gradients_match_float64_autograd(case, dtype):
         errs = [(x.double() - r).norm().item() / dout.double().norm().item() for x, r in zip(grads, refs)]
     else:
         errs = [rel_err(x, r) for x, r in zip(grads, refs)]
-    _log(f"wgmma {dtype} {case}: dq {errs[0]:.2e} dk {errs[1]:.2e} dv {errs[2]:.2e}")
+    _log(f"wgmma own_keys={dq_own_keys} {dtype} {case}: dq {errs[0]:.2e} dk {errs[1]:.2e} dv {errs[2]:.2e}")
     assert max(errs) <= TOLERANCE[dtype], errs
+
+
+def test_attention_backward_serves_wgmma_on_sm90():
+    from autoflash.serve.autograd import _served_config, attention_backward
+
+    cfg = wgmma_config("bf16", 128, True)  # skips off sm_90
+    key = dict(dtype="bf16", head_dim=128, causal=True, deterministic=False, window=False, softcap=False,
+               sinks=False, alibi=False)
+    assert _served_config(0, key, 1000) == cfg
+    assert _served_config(0, {**key, "deterministic": True}, 1000).template == "flash_bwd_mma"
+    q, k, v, dout = inputs(1, 4, 2, 1000, 1000, 128, torch.bfloat16, seed=5)
+    _, _, *refs = reference_grads(q, k, v, dout, True, 1 / math.sqrt(128))
+    out, lse = float64_forward(q, k, v, True, 1 / math.sqrt(128))
+    grads = attention_backward(q, k, v, out, lse, dout, causal=True)
+    assert max(rel_err(x, r) for x, r in zip(grads, refs)) <= TOLERANCE["bf16"]

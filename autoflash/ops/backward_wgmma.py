@@ -28,6 +28,10 @@ from autoflash.ops.backward_kernels import PAD_M, BackwardConfig
 SMEM_ALIGN = 1024  # the kernel rounds the shared-memory base up to a swizzle atom
 REGISTER_BUDGET = 240  # fp32 accumulators a thread may hold at once (ptxas needs the rest)
 NOT_SUPPORTED = ("deterministic", "window", "softcap", "sinks", "alibi")
+# A schedule switch not (yet) a BackwardConfig field (bench_backward_wgmma.py times both): each
+# warpgroup adds the dQ tile summed over its own 64 keys (twice the fp32 reductions, no block-wide
+# barrier for dS^T) instead of a slice of it summed over the block's keys.
+DQ_OWN_KEYS = False
 
 
 class BackwardWgmmaTemplate(Template):
@@ -39,8 +43,8 @@ class BackwardWgmmaTemplate(Template):
     key_values = {"head_dim": (64, 128), **{f: (False,) for f in NOT_SUPPORTED}}
     knobs = {
         "block_m": (64, 128),  # queries per tile: wgmma N of S^T, dP^T
-        "block_n": (64, 128, 192),  # keys per block: 64 per warpgroup
-        "warps": (4, 8, 12),  # 4 per warpgroup
+        "block_n": (64, 128),  # keys per block: 64 per warpgroup (three get 168 registers a thread: spills)
+        "warps": (4, 8),  # 4 per warpgroup
         "stages": (2,),
         "warps_q": (1,),
     }
@@ -53,9 +57,10 @@ class BackwardWgmmaTemplate(Template):
 
     @staticmethod
     def dq_split(cfg: BackwardConfig) -> tuple[int, int]:
-        """The dQ tile over the warpgroups: (row groups of 64 queries, column groups)."""
+        """The dQ tile over the warpgroups: (row groups of 64 queries, column groups); DQ_OWN_KEYS:
+        every warpgroup the whole tile (rows, 1)."""
         rows = cfg.block_m // 64
-        return rows, max(1, BackwardWgmmaTemplate.consumers(cfg) // rows)
+        return rows, 1 if DQ_OWN_KEYS else max(1, BackwardWgmmaTemplate.consumers(cfg) // rows)
 
     @staticmethod
     def accumulator_registers(cfg: BackwardConfig) -> int:
@@ -70,9 +75,12 @@ class BackwardWgmmaTemplate(Template):
                           f"{4 * max(nc, 1)}")
             return errors
         rows, cols = self.dq_split(cfg)
-        if nc % rows or (cfg.head_dim // cols) % 64 or rows * cols != nc:
+        if not DQ_OWN_KEYS and (nc % rows or (cfg.head_dim // cols) % 64 or rows * cols != nc):
             errors.append(f"the dQ tile ({cfg.block_m} x {cfg.head_dim}) must split over {nc} warpgroups into "
                           f"64-row x 64k-column slices")
+        if nc == 1 and (cfg.head_dim == 128 or cfg.block_m == 128):
+            # ptxas (NVRTC 13, sm_90a): 68-352 bytes of spills, the dQ tile beside dK, dV
+            errors.append(f"one warpgroup spills registers at head_dim {cfg.head_dim} with block_m {cfg.block_m}")
         regs = self.accumulator_registers(cfg)
         if regs > REGISTER_BUDGET:
             errors.append(f"~{regs} accumulator registers a thread (dK, dV {cfg.head_dim}, S^T, dP^T "
@@ -92,7 +100,7 @@ class BackwardWgmmaTemplate(Template):
     def template_values(self, cfg: BackwardConfig) -> dict:
         rows, cols = self.dq_split(cfg)
         return {"wgmma_type": "bf16" if cfg.dtype == "bf16" else "f16", "pad_m": PAD_M,
-                "consumers": self.consumers(cfg), "dq_rs": rows, "dq_cs": cols, "dq_n": cfg.head_dim // cols}
+                "consumers": self.consumers(cfg), "dq_own_keys": "true" if DQ_OWN_KEYS else "false", "dq_rs": rows, "dq_cs": cols, "dq_n": cfg.head_dim // cols}
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         for bm, bn in self.DEFAULTS.get(key["head_dim"], []):
