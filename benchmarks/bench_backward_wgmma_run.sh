@@ -9,3 +9,4 @@ nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm --format=csv,noheader
 timeout 35 python benchmarks/bench_backward_wgmma.py --precompile --dtypes bf16,fp16 2>&1 | tee $OUT/compile.log | tail -40
 timeout 40 python -m pytest -q -n 12 -p no:cacheprovider --tb=line -rf tests/test_backward_wgmma_gpu.py 2>&1 | grep -v Warning | tee $OUT/tests.log | tail -15
 timeout 38 python benchmarks/bench_backward_wgmma.py --dtypes bf16,fp16 --head-dims 128,64 --others 2>&1 | tee $OUT/bench.log | tail -30
+timeout 25 python benchmarks/bench_backward_wgmma.py --dtypes bf16 --head-dims 128 --seqs 16384 2>&1 | tee $OUT/bench16k.log | tail -8
