@@ -11,7 +11,8 @@ Kernel signature = the shared one (templates/README.md) plus three tensor maps
 passed by value (4-D, built from the operands' real strides) and the batch size (see templates/flash_fwd_wgmma.cu.j2 and
 autoflash/tma.py), then the forward contract's variant tail (ops/forward_base.py); the grid is 1-D
 and persistent (one CTA per SM), see `grid`. Varlen: the maps cover the packed (total, H, D)
-tensors as a batch of one, and the kernel starts each tile at its sequence's first token.
+tensors as a batch of one, the kernel starts each tile at its sequence's first token, and work items
+are numbered per sequence (`items`), so no slot is spent past a short sequence's end.
 Head dims: any multiple of 8 (shared-memory tiles padded to whole 64-column blocks, see the template).
 Schedule switches not (yet) in KernelConfig follow the config: intra-warpgroup
 overlap always, consumer ping-pong iff causal (measured, benchmarks/NOTES.md).
