@@ -8,8 +8,9 @@ block_n = 64 keys per warpgroup, warps = 4 per warpgroup; stages is 2 (the next 
 prefetched), warps_q unused (1).
 
 Served by attention_backward() (serve/autograd.py, serving_config below) wherever it supports the
-key: on the H200 it ran 1.28-1.44x flash_bwd_mma's default on every bf16/fp16 D 64/128 row at
-N 4096, causal and not (benchmarks/bench_backward_wgmma_h200_2026-11-29.log), above the tuned
+key: on the H200 it ran 302-361 TFLOP/s at N 4096 (387 at N 16384, D 128), 1.30-1.47x
+flash_bwd_mma's default on every bf16/fp16 D 64/128 row, causal and not, and 0.70-0.87x SDPA's
+cuDNN backward (benchmarks/bench_backward_wgmma_h200_2026-11-29_run2.log), above the tuned
 flash_bwd_mma entries' own TFLOP/s too (tuned_configs/sm_90.json: 204-287).
 
 Not here (the rules refuse them, ops/backward.py serves them with flash_bwd_mma): the variants
@@ -30,7 +31,8 @@ REGISTER_BUDGET = 240  # fp32 accumulators a thread may hold at once (ptxas need
 NOT_SUPPORTED = ("deterministic", "window", "softcap", "sinks", "alibi")
 # A schedule switch not (yet) a BackwardConfig field (bench_backward_wgmma.py times both): each
 # warpgroup adds the dQ tile summed over its own 64 keys (twice the fp32 reductions, no block-wide
-# barrier for dS^T) instead of a slice of it summed over the block's keys.
+# barrier for dS^T) instead of a slice of it summed over the block's keys. Measured on the H200
+# (run2 log): 20-24 % slower on every row, so off: the reductions cost more than the barrier.
 DQ_OWN_KEYS = False
 
 
