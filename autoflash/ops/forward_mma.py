@@ -14,7 +14,8 @@ q_in_regs); otherwise each k-step re-reads them with ldmatrix.
 
 Head dims: every multiple of 8 up to 256. One not a multiple of the mma k-step (16) is padded to
 the next one inside shared memory and registers (a zero chunk per row, written once); global
-memory is read and written at the real head dim only. Variants (window, softcap, sinks, ALiBi)
+memory is read and written at the real head dim only. V may have its own head dim (head_dim_v,
+Dv != Dqk, any multiple of 8 up to 256: S runs over Dqk, O over Dv). Variants (window, softcap, sinks, ALiBi)
 and varlen: every config accepts them (the template specialises on the flags).
 
 Paged KV caches (paged=True, chunked prefill through serve/kvcache.py): K/V are read through a
@@ -40,6 +41,7 @@ class MmaTemplate(ForwardTemplate):
     archs = ("sm_80", "sm_86", "sm_89", "sm_90")
     dtypes = ("fp16", "bf16")
     head_dims = tuple(range(8, 257, 8))
+    head_dims_v = (0,) + head_dims
     paged_kv = True
     knobs = {
         "block_m": (32, 64, 128, 192, 256),
@@ -54,6 +56,11 @@ class MmaTemplate(ForwardTemplate):
         return -(-cfg.head_dim // 16) * 16
 
     @staticmethod
+    def padded_dim_v(cfg: KernelConfig) -> int:
+        """V's and O's head dim rounded up to 16 (the template's DIM_V)."""
+        return -(-(cfg.head_dim_v or cfg.head_dim) // 16) * 16
+
+    @staticmethod
     def m_tiles(cfg: KernelConfig) -> int:
         """16-row mma tiles per warp (0 when block_m does not split evenly over the warps)."""
         rows = 16 * cfg.warps
@@ -62,14 +69,14 @@ class MmaTemplate(ForwardTemplate):
     @staticmethod
     def register_estimate(cfg: KernelConfig, q_in_regs: bool | None = None) -> int:
         """32-bit registers per thread that must stay live: Q fragments (D/4 per 16-row tile,
-        or 4 when re-read from shared memory each k-step), O accumulators (D/2), S
+        or 4 when re-read from shared memory each k-step), O accumulators (Dv/2), S
         accumulators (Bc/2), plus a fixed overhead."""
         mt = MmaTemplate.m_tiles(cfg)
         if q_in_regs is None:
             q_in_regs = MmaTemplate.q_in_regs(cfg)
         dim = MmaTemplate.padded_dim(cfg)
         q_regs = dim // 4 if q_in_regs else 4
-        return mt * (q_regs + dim // 2 + cfg.block_n // 2) + REGISTER_OVERHEAD
+        return mt * (q_regs + MmaTemplate.padded_dim_v(cfg) // 2 + cfg.block_n // 2) + REGISTER_OVERHEAD
 
     @staticmethod
     def q_in_regs(cfg: KernelConfig) -> bool:
@@ -100,12 +107,15 @@ class MmaTemplate(ForwardTemplate):
         return errors
 
     def smem_bytes(self, cfg: KernelConfig) -> int:
-        rows = cfg.block_m + 2 * cfg.stages * cfg.block_n  # Qi, then `stages` buffers of Kj and of Vj
-        return rows * (self.padded_dim(cfg) + SMEM_PAD) * DTYPE_BYTES[cfg.dtype]
+        d, dv = self.padded_dim(cfg), self.padded_dim_v(cfg)
+        # Qi (rows wide enough for O's staging), then `stages` buffers of Kj and of Vj
+        elements = cfg.block_m * (max(d, dv) + SMEM_PAD) + cfg.stages * cfg.block_n * (d + dv + 2 * SMEM_PAD)
+        return elements * DTYPE_BYTES[cfg.dtype]
 
     def template_values(self, cfg: KernelConfig) -> dict:
         return {
             "m_tiles": self.m_tiles(cfg),
+            "head_dim_v": cfg.head_dim_v or cfg.head_dim,
             "q_in_regs": "true" if self.q_in_regs(cfg) else "false",
             "mma_type": "bf16" if cfg.dtype == "bf16" else "f16",
         }
@@ -132,7 +142,7 @@ class MmaTemplate(ForwardTemplate):
     def default_tiles(self, key: dict) -> list[dict]:
         """The measured head dim's defaults, else those of the next larger measured one (same
         register and shared-memory footprint or more, so they fit)."""
-        d = key["head_dim"]
+        d = max(key["head_dim"], key.get("head_dim_v", 0))  # the larger head dim sets the footprint
         measured = d if d in self.DEFAULTS else min((m for m in self.DEFAULTS if m >= d), default=None)
         return [dict(block_m=bm, block_n=bn, warps=w, stages=s) for bm, bn, w, s in self.DEFAULTS.get(measured, [])]
 

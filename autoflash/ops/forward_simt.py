@@ -20,6 +20,7 @@ class SimtTemplate(ForwardTemplate):
     archs = ("sm_70", "sm_75", "sm_80", "sm_86", "sm_89", "sm_90")
     dtypes = ("fp32", "fp16", "bf16")
     head_dims = (32, 64, 80, 96, 128, 256)
+    head_dims_v = (0,) + head_dims  # V's head dim may differ from Q/K's (any pair of these)
     knobs = {
         "block_m": (16, 32, 64, 128),
         "block_n": (16, 32, 64, 128),
@@ -38,7 +39,7 @@ class SimtTemplate(ForwardTemplate):
             "row_groups": row_groups,
             "threads_x": threads_x,
             "thread_n": cfg.block_n // threads_x if threads_x else 0,
-            "thread_d": cfg.head_dim // threads_x if threads_x else 0,
+            "thread_d": (cfg.head_dim_v or cfg.head_dim) // threads_x if threads_x else 0,
         }
 
     def own_problems(self, cfg: KernelConfig) -> list[str]:
@@ -53,8 +54,9 @@ class SimtTemplate(ForwardTemplate):
             errors.append(f"threads per row group ({tx}) must be a power of two <= 32 (one warp)")
         elif cfg.block_n % tx:
             errors.append(f"block_n={cfg.block_n} is not a multiple of threads per row group ({tx})")
-        elif cfg.head_dim % tx:
-            errors.append(f"head_dim={cfg.head_dim} is not a multiple of threads per row group ({tx})")
+        elif cfg.head_dim % tx or (cfg.head_dim_v or cfg.head_dim) % tx:
+            errors.append(f"head_dim={cfg.head_dim} (head_dim_v={cfg.head_dim_v or cfg.head_dim}) is not a multiple "
+                          f"of threads per row group ({tx})")
         else:
             tn = cfg.block_n // tx
             if tn not in (1, 2, 4, 8):
@@ -65,8 +67,8 @@ class SimtTemplate(ForwardTemplate):
         return errors
 
     def smem_bytes(self, cfg: KernelConfig) -> int:
-        d, bm, bn = cfg.head_dim, cfg.block_m, cfg.block_n
-        floats = d * (bm + SMEM_PAD) + d * (bn + SMEM_PAD) + bn * d + bn * (bm + SMEM_PAD)
+        d, dv, bm, bn = cfg.head_dim, cfg.head_dim_v or cfg.head_dim, cfg.block_m, cfg.block_n
+        floats = d * (bm + SMEM_PAD) + d * (bn + SMEM_PAD) + bn * dv + bn * (bm + SMEM_PAD)
         return 4 * floats  # Q^T, K^T, V, P^T; all fp32 in shared memory
 
     def template_values(self, cfg: KernelConfig) -> dict:
@@ -74,6 +76,7 @@ class SimtTemplate(ForwardTemplate):
         return {
             "threads_x": lay["threads_x"],
             "smem_pad": SMEM_PAD,
+            "head_dim_v": cfg.head_dim_v or cfg.head_dim,
         }
 
     def default_tiles(self, key: dict) -> list[dict]:
