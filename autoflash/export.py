@@ -64,6 +64,9 @@ def exportable(cfg: KernelConfig) -> str | None:
     if variants:
         return (f"{cfg.name} is a variant kernel ({', '.join(variants)}): the exported launcher passes no "
                 f"window, softcap, sinks or ALiBi values; export a plain config")
+    if cfg.paged or cfg.head_dim_v:  # the header's contract: K/V contiguous per batch, one head dim
+        return (f"{cfg.name} reads a paged cache or has its own V head dim, which the exported launcher "
+                "does not describe; export a plain config")
     if not template.shared_signature:
         return (f"template {cfg.template} takes extra kernel arguments built on the host "
                 f"(see its module in autoflash/ops/), which the export does not write; "
@@ -308,7 +311,8 @@ def add_arguments(parser) -> None:
 def export_main(args) -> Exported:
     """`autoflash export`: pick (or read) a config and write it; returns what was written."""
     if args.config:
-        text = Path(args.config).read_text() if Path(args.config).is_file() else args.config
+        inline = args.config.lstrip().startswith(("{", "["))  # JSON text (may be longer than a file name may)
+        text = Path(args.config).read_text() if not inline and Path(args.config).is_file() else args.config
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
