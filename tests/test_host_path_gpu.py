@@ -138,7 +138,7 @@ def full_calls(monkeypatch):
 
     calls = []
     real = api.check_inputs
-    monkeypatch.setattr(api, "check_inputs", lambda *ops: calls.append(1) or real(*ops))
+    monkeypatch.setattr(api, "check_inputs", lambda *ops, **kw: calls.append(1) or real(*ops, **kw))
     return calls
 
 

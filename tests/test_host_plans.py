@@ -82,7 +82,7 @@ def gpu(monkeypatch, tmp_path, driver):
     monkeypatch.setattr(store, "search_dirs", lambda: [tmp_path])
     checked = []
     real_check = api.check_inputs
-    monkeypatch.setattr(api, "check_inputs", lambda *ops: checked.append(ops) or real_check(*ops))
+    monkeypatch.setattr(api, "check_inputs", lambda *ops, **kw: checked.append(ops) or real_check(*ops, **kw))
     return types.SimpleNamespace(folder=tmp_path, checked=checked, kernels=kernels, driver=driver)
 
 

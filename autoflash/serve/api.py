@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from dataclasses import dataclass
 
 from autoflash.kernels.compile import compile_kernel
 from autoflash.kernels.config import OpConfig
@@ -20,55 +19,12 @@ from autoflash.serve import call_plans, dispatch
 from autoflash.serve.autograd import differentiable_attention
 from autoflash.serve.decode import launch_decode
 from autoflash.serve.errors import InputError
-from autoflash.serve.foreign import SUPPORTED_ARRAYS, foreign_view
+from autoflash.serve.operands import (  # noqa: F401  (api's names too: varlen, kvcache, the drop-in)
+    ELEMENT_BYTES, MAX_TOKEN_STRIDE, Operand, as_operand, kernel_strides)
 from autoflash.serve.routing import Route, differentiable_problem, route_attention
 from autoflash.serve.variants import VARIANTS_DOC, Variants, check_variants
 
 log = logging.getLogger("autoflash")
-
-
-@dataclass
-class Operand:
-    """A device array seen as a raw pointer plus what the kernel needs to know."""
-
-    name: str
-    kind: str  # "torch", "cupy", or the top-level module of a foreign array (e.g. "jax")
-    obj: object  # the tensor, or for a foreign array its zero-copy CuPy view
-    ptr: int
-    shape: tuple
-    dtype: str
-    device: int
-    wrap: object = None  # foreign arrays: turns a CuPy result into the caller's kind (None: CuPy)
-    strides: tuple = ()  # element strides, one per dim
-
-
-_TORCH_DTYPES = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
-_CUPY_DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
-
-
-def as_operand(x, name: str) -> Operand:
-    mod = type(x).__module__
-    if mod.startswith("torch"):
-        if not x.is_cuda:
-            raise InputError(f"{name} is on {x.device}; autoflash runs on CUDA tensors (use {name}.cuda())")
-        dtype = _TORCH_DTYPES.get(str(x.dtype))
-        if dtype is None:
-            raise InputError(f"{name} has dtype {x.dtype}; supported: float32, float16, bfloat16")
-        return Operand(name, "torch", x, x.data_ptr(), tuple(x.shape), dtype, x.get_device(),
-                       strides=tuple(x.stride()))
-    if mod.startswith("numpy"):
-        raise InputError(f"{name} is a NumPy array on the CPU; pass {SUPPORTED_ARRAYS}")
-    kind, wrap = "cupy", None
-    if not mod.startswith("cupy"):
-        kind = {"jaxlib": "jax"}.get(mod.split(".")[0], mod.split(".")[0])  # JAX arrays' type lives in jaxlib
-        x, wrap = foreign_view(x, name)
-    dtype = _CUPY_DTYPES.get(str(x.dtype))
-    if dtype is None:
-        raise InputError(f"{name} has dtype {x.dtype}; supported: float32, float16, bfloat16")
-    if any(s % x.itemsize for s in x.strides):
-        raise InputError(f"{name}'s strides {x.strides} (bytes) are not whole elements; pass cupy.ascontiguousarray({name})")
-    return Operand(name, kind, x, x.data.ptr, tuple(x.shape), dtype, x.device.id, wrap,
-                   strides=tuple(s // x.itemsize for s in x.strides))
 
 
 def _cupy_dtype(dtype: str):
@@ -86,36 +42,6 @@ def _cupy_dtype(dtype: str):
 def _result(ref: Operand, x):
     """A result in the caller's kind: foreign arrays get theirs back through DLPack (no copy)."""
     return x if ref.wrap is None or x is None else ref.wrap(x)
-
-
-ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
-MAX_TOKEN_STRIDE = 2**31 // 256  # the kernels address rows within a tile with 32-bit offsets
-
-
-def kernel_strides(t: Operand) -> tuple[int, int, int]:
-    """(batch, head, token) element strides of a (B, H, N, D) operand as the kernels take them:
-    the head dim must be contiguous and each stride a multiple of 16 bytes (TMA and 16-byte
-    vector loads), else InputError. A dim of size 1 is never stepped along, so its stride
-    (arbitrary in PyTorch) is replaced by one that is valid for any kernel."""
-    b, h, n, d = t.shape
-    sb, sh, sn, sd = t.strides
-    if sd != 1 and d > 1:
-        raise InputError(f"{t.name}'s head dim is not contiguous (strides {t.strides} elements); the kernels "
-                         f"need stride 1 in the last dim: pass {t.name}.contiguous()")
-    if n == 1:
-        sn = d
-    if h == 1:
-        sh = sn * n
-    if b == 1:
-        sb = max(sh * h, sn * n)
-    eb = ELEMENT_BYTES[t.dtype]
-    if min(sb, sh, sn) < 0 or any((s * eb) % 16 for s in (sb, sh, sn)) or t.ptr % 16:
-        raise InputError(f"{t.name}'s rows are not 16-byte aligned (strides {t.strides} elements of {eb} B, "
-                         f"address {t.ptr:#x}): the batch, head and token strides must be non-negative multiples "
-                         f"of {16 // eb} elements and the data pointer 16-byte aligned; pass {t.name}.contiguous()")
-    if sn >= MAX_TOKEN_STRIDE:
-        raise InputError(f"{t.name}'s token stride {sn} is too large (the kernels take < {MAX_TOKEN_STRIDE})")
-    return (sb, sh, sn)
 
 
 def check_inputs(q: Operand, k: Operand, v: Operand, *, head_dim_v_ok: bool = False) -> Problem:
