@@ -10,8 +10,8 @@ pointers' 16-byte alignment, that q's device is the current one, whether PyTorch
 (then attention() must take the autograd path), and, for a config chosen from tuned_configs/, that
 the tuned files are unchanged (dispatch.recent_files_stamp: a change is seen within 0.1 s); any of
 those failing sends the call down the full path, which gives the same answer or error as without
-plans. Variant calls (window, softcap, sinks, ALiBi), decode-routed
-calls, pinned dict configs and foreign arrays always take the full path.
+plans. Variant calls (window, softcap, sinks, ALiBi), decode-routed calls, pinned dict configs,
+array subclasses and foreign arrays always take the full path.
 
 The launch goes through the plan's PackedLaunch (kernels/loaded.py): arguments packed once,
 pointers written per call, one cuLaunchKernel.
