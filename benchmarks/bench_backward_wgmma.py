@@ -3,13 +3,13 @@ backward alone, bf16/fp16, D 64/128, causal and not, N 4096 by default (16k toke
 H = 2048 / D). FLOPs: 2.5 x the forward's (FlashAttention's convention), halved for causal. Timing as
 benchmarks/bench_backward.py (CUDA events, warm-up, interleaved rounds, median; spread = range of the
 round medians); each autoflash kernel pinned (its config, and for flash_bwd_wgmma its dQ schedule,
-ops/backward_wgmma.DQ_OWN_KEYS: "wgmma" the default, "wgmma_own" each warpgroup's dQ over its own
-keys) and launched as attention_backward() launches it, on one saved O and LSE (float32 torch
+ops/backward_wgmma: "wgmma" the default, "wgmma_own" DQ_OWN_KEYS, "wgmma_bulk" DQ_BULK_REDUCE) and
+launched as attention_backward() launches it, on one saved O and LSE (float32 torch
 forward). Also each gradient's relative error against SDPA's flash backward (a sanity check; the
 float64 checks are tests/test_backward_wgmma_gpu.py).
 
     python benchmarks/bench_backward_wgmma.py [--dtypes bf16,fp16] [--head-dims 64,128] [--seqs 4096]
-        [--others]   # also every other valid wgmma config of both dQ schedules (bf16)
+        [--others]   # also every other valid wgmma config of every dQ schedule (bf16)
     python benchmarks/bench_backward_wgmma.py --precompile   # compile every config it times, in parallel
 """
 import argparse
@@ -39,34 +39,38 @@ def key(dtype, d, causal):
                 sinks=False, alibi=False)
 
 
-def with_own_keys(own, fn, *args):
-    """fn(*args) with ops/backward_wgmma.DQ_OWN_KEYS set to own (the template's rules and values read it)."""
-    saved, backward_wgmma.DQ_OWN_KEYS = backward_wgmma.DQ_OWN_KEYS, own
+SCHEDULES = {"": (False, False), "_own": (True, False), "_bulk": (False, True)}  # (DQ_OWN_KEYS, DQ_BULK_REDUCE)
+
+
+def with_schedule(schedule, fn, *args):
+    """fn(*args) with ops/backward_wgmma's dQ schedule switches set (its rules and values read them)."""
+    saved = backward_wgmma.DQ_OWN_KEYS, backward_wgmma.DQ_BULK_REDUCE
+    backward_wgmma.DQ_OWN_KEYS, backward_wgmma.DQ_BULK_REDUCE = SCHEDULES[schedule]
     try:
         return fn(*args)
     finally:
-        backward_wgmma.DQ_OWN_KEYS = saved
+        backward_wgmma.DQ_OWN_KEYS, backward_wgmma.DQ_BULK_REDUCE = saved
 
 
 def configs(arch, dtype, d, causal, others=False):
-    """name -> (config, DQ_OWN_KEYS): flash_bwd_wgmma's default in both dQ schedules and flash_bwd_mma's
-    default for the key; with others, every other valid flash_bwd_wgmma config of both schedules
-    (named wgmma[_own]_bm<block_m>_bn<block_n>)."""
+    """name -> (config, dQ schedule): flash_bwd_wgmma's default in every dQ schedule (wgmma<schedule>)
+    and flash_bwd_mma's default for the key; with others, every other valid flash_bwd_wgmma config of
+    every schedule (wgmma<schedule>_bm<block_m>_bn<block_n>)."""
     k = key(dtype, d, causal)
     wg_arch = build_arch(WGMMA.archs, arch)
-    chosen = {"wgmma": (WGMMA.default(wg_arch, k), False), "wgmma_own": (with_own_keys(True, WGMMA.default, wg_arch, k), True),
-              "mma": (MMA.default(build_arch(MMA.archs, arch), k), False)}
-    for own in (False, True) if others else ():
-        for c in with_own_keys(own, lambda: [c for c in WGMMA.space(wg_arch, k) if not c.problems()]):
-            if (c, own) not in chosen.values():
-                chosen[f"wgmma{'_own' if own else ''}_bm{c.block_m}_bn{c.block_n}"] = (c, own)
+    chosen = {f"wgmma{s}": (with_schedule(s, WGMMA.default, wg_arch, k), s) for s in SCHEDULES}
+    chosen["mma"] = (MMA.default(build_arch(MMA.archs, arch), k), "")
+    for s in SCHEDULES if others else ():
+        for c in with_schedule(s, lambda: [c for c in WGMMA.space(wg_arch, k) if not c.problems()]):
+            if (c, s) not in chosen.values():
+                chosen[f"wgmma{s}_bm{c.block_m}_bn{c.block_n}"] = (c, s)
     return chosen
 
 
-def pinned(cfg, own, q, k, v, out, lse, dout, causal):
+def pinned(cfg, schedule, q, k, v, out, lse, dout, causal):
     """A callable running one backward with this kernel (as attention_backward launches it), returning
     (dq, dk, dv)."""
-    kernel = with_own_keys(own, lambda: LoadedKernel(compile_kernel(cfg)))
+    kernel = with_schedule(schedule, lambda: LoadedKernel(compile_kernel(cfg)))  # (its shared memory too)
     b, hq, nq, d = q.shape
     p = BackwardProblem(b, hq, k.shape[1], nq, k.shape[2], d, causal, 0)
     plan = launch_plan(kernel, p, 1 / math.sqrt(d))
@@ -83,9 +87,9 @@ def pinned(cfg, own, q, k, v, out, lse, dout, causal):
     return run
 
 
-def _compile(cfg_own):
-    cfg, own = cfg_own
-    return with_own_keys(own, lambda: compile_kernel(cfg).report)
+def _compile(cfg_schedule):
+    cfg, schedule = cfg_schedule
+    return with_schedule(schedule, lambda: compile_kernel(cfg).report)
 
 
 def precompile(arch, dtypes, head_dims):
@@ -94,8 +98,9 @@ def precompile(arch, dtypes, head_dims):
     cfgs = list(dict.fromkeys(c for t in dtypes for d in head_dims for causal in (False, True)
                               for c in configs(arch, t, d, causal, t == "bf16").values()))
     with ProcessPoolExecutor() as pool:
-        for (cfg, own), rep in zip(cfgs, pool.map(_compile, cfgs)):
-            print(f"  compiled {cfg.name} own_keys={own}: {rep.registers} registers, {rep.spills} B spilled", flush=True)
+        for (cfg, schedule), rep in zip(cfgs, pool.map(_compile, cfgs)):
+            print(f"  compiled {cfg.name} schedule '{schedule}': {rep.registers} registers, {rep.spills} B spilled",
+                  flush=True)
 
 
 def torch_forward(q, k, v, causal, scale):
@@ -135,8 +140,9 @@ def main():
                     out, lse = torch_forward(q, k, v, causal, 1 / math.sqrt(d))
                     fns, errs = {}, {}
                     _, ref = sdpa_backward("flash", q, k, v, dout, causal)
-                    for name, (cfg, own) in configs(arch, dtype, d, causal, args.others and dtype == "bf16").items():
-                        fns[name] = pinned(cfg, own, q, k, v, out, lse, dout, causal)
+                    for name, (cfg, schedule) in configs(arch, dtype, d, causal,
+                                                         args.others and dtype == "bf16").items():
+                        fns[name] = pinned(cfg, schedule, q, k, v, out, lse, dout, causal)
                         if ref is not None:
                             errs[name] = max(rel(a, r) for a, r in zip(fns[name](), ref))
                     for name in ("cudnn", "flash"):
@@ -152,14 +158,15 @@ def main():
                           flush=True)
                     del q, k, v, dout, out, lse, fns, ref
                     torch.cuda.empty_cache()
-    names = ["wgmma", "wgmma_own", "mma", "sdpa_cudnn", "sdpa_flash"]
+    names = ["wgmma", "wgmma_own", "wgmma_bulk", "mma", "sdpa_cudnn", "sdpa_flash"]
     print("\n| dtype | D | N | causal | " + " | ".join(names) + " | wgmma/mma | wgmma/cuDNN | wgmma_own/cuDNN "
-          "| spread (wgmma) |")
-    print("|" + "---|" * (len(names) + 8))
+          "| wgmma_bulk/cuDNN | spread (wgmma) |")
+    print("|" + "---|" * (len(names) + 9))
     for dtype, d, n, causal, tf, spread, _ in rows:
         cells = [f"{tf[x]:.0f}" if x in tf else "n/a" for x in names]
         ratios = [f"{tf[a] / tf[b]:.2f}x" if a in tf and b in tf else "n/a"
-                  for a, b in (("wgmma", "mma"), ("wgmma", "sdpa_cudnn"), ("wgmma_own", "sdpa_cudnn"))]
+                  for a, b in (("wgmma", "mma"), ("wgmma", "sdpa_cudnn"), ("wgmma_own", "sdpa_cudnn"),
+                               ("wgmma_bulk", "sdpa_cudnn"))]
         print(f"| {dtype} | {d} | {n} | {causal} | " + " | ".join(cells + ratios) + f" | {100 * spread:.1f}% |")
     return 0
 

@@ -3,7 +3,6 @@ deterministic mode, D 256) and the tiles that do not fit, its defaults are valid
 compiles for sm_90a with no spills, and its SASS has HGMMA (the wgmma products) and the vector
 dQ reductions. GPU correctness and speed: tests/test_backward_wgmma_gpu.py,
 benchmarks/bench_backward_wgmma.py."""
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -86,10 +85,10 @@ def test_search_space_has_valid_configs():
 
 
 def _disassembler():
-    for name in ("cuobjdump",):
-        found = shutil.which(name) or (Path("/usr/local/cuda/bin") / name if (Path("/usr/local/cuda/bin") / name).exists() else None)
-        if found:
-            return str(found)
+    toolkit = Path("/usr/local/cuda/bin/cuobjdump")
+    found = shutil.which("cuobjdump") or (toolkit if toolkit.exists() else None)
+    if found:
+        return str(found)
     try:
         import nvidia
 
@@ -101,27 +100,41 @@ def _disassembler():
     return None
 
 
-def _valid_configs(own_keys):
+SCHEDULES = {"split": (False, False), "own_keys": (True, False), "bulk": (False, True)}  # (DQ_OWN_KEYS, DQ_BULK_REDUCE)
+
+
+def _valid_configs(schedule):
     from autoflash.ops import backward_wgmma
 
-    saved, backward_wgmma.DQ_OWN_KEYS = backward_wgmma.DQ_OWN_KEYS, own_keys
+    saved = backward_wgmma.DQ_OWN_KEYS, backward_wgmma.DQ_BULK_REDUCE
+    backward_wgmma.DQ_OWN_KEYS, backward_wgmma.DQ_BULK_REDUCE = SCHEDULES[schedule]
     try:
-        return [(own_keys, c) for d in (64, 128) for causal in (False, True)
+        return [(schedule, c) for d in (64, 128) for causal in (False, True)
                 for c in WG.space("sm_90a", key("bf16", d, causal)) if not c.problems()]
     finally:
-        backward_wgmma.DQ_OWN_KEYS = saved
+        backward_wgmma.DQ_OWN_KEYS, backward_wgmma.DQ_BULK_REDUCE = saved
 
 
-@pytest.mark.parametrize("own_keys,c", _valid_configs(False) + _valid_configs(True) +
-                         [(False, WG.default("sm_90a", key("fp16", d, True))) for d in (64, 128)],
-                         ids=lambda x: x.name if hasattr(x, "name") else f"own_keys{int(x)}")
-def test_compiles_without_spills_and_uses_hgmma(own_keys, c, tmp_path, monkeypatch):
-    """Every valid bf16 config of both dQ schedules (and fp16 defaults): no spills, HGMMA in the SASS."""
+def test_schedules_exclude_each_other(monkeypatch):
+    from autoflash.ops import backward_wgmma
+
+    monkeypatch.setattr(backward_wgmma, "DQ_OWN_KEYS", True)
+    monkeypatch.setattr(backward_wgmma, "DQ_BULK_REDUCE", True)
+    assert any("not with DQ_OWN_KEYS" in p for p in cfg().problems())
+
+
+@pytest.mark.parametrize("schedule,c", [x for s in SCHEDULES for x in _valid_configs(s)] +
+                         [("split", WG.default("sm_90a", key("fp16", d, True))) for d in (64, 128)],
+                         ids=lambda x: x.name if hasattr(x, "name") else x)
+def test_compiles_without_spills_and_uses_hgmma(schedule, c, tmp_path, monkeypatch):
+    """Every valid bf16 config of every dQ schedule (and fp16 defaults): no spills, HGMMA in the SASS,
+    and the dQ reductions the schedule makes (red.global from registers, or bulk from shared memory)."""
     pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
     from autoflash.kernels.compile import compile_kernel
     from autoflash.ops import backward_wgmma
 
-    monkeypatch.setattr(backward_wgmma, "DQ_OWN_KEYS", own_keys)
+    monkeypatch.setattr(backward_wgmma, "DQ_OWN_KEYS", SCHEDULES[schedule][0])
+    monkeypatch.setattr(backward_wgmma, "DQ_BULK_REDUCE", SCHEDULES[schedule][1])
     kernel = compile_kernel(c)
     assert kernel.report.spills == 0 and kernel.report.registers <= 255, kernel.report
     assert "serialized" not in kernel.log  # ptxas did not serialise the wgmmas (a register hazard)
@@ -137,4 +150,7 @@ def test_compiles_without_spills_and_uses_hgmma(own_keys, c, tmp_path, monkeypat
     shapes = {f"HGMMA.64x{c.block_m}x16", f"HGMMA.64x{c.head_dim}x16", f"HGMMA.64x{c.head_dim // cols}x16"}
     for shape in shapes:
         assert shape in main, shape
-    assert "REDG.E.ADD.F32x2" in main  # the dQ tile's vector reductions
+    if schedule == "bulk":
+        assert "UBLKRED.G.S.ADD.F32" in main and "REDG" not in main  # bulk reductions only
+    else:
+        assert "REDG.E.ADD.F32x2" in main  # the dQ tile's vector reductions

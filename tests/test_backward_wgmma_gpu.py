@@ -1,6 +1,7 @@
 """flash_bwd_wgmma on an H100/H200: gradients against float64 autograd (tests/test_backward_gpu's
 reference and tolerances, ops.backward_kernels.TOLERANCE), odd lengths, Nq != Nk, GQA/MQA, causal
-in both alignments, D 64/128, bf16 and fp16, both dQ schedules (ops/backward_wgmma.DQ_OWN_KEYS); NaN-free;
+in both alignments, D 64/128, bf16 and fp16, every dQ schedule (ops/backward_wgmma.DQ_OWN_KEYS,
+DQ_BULK_REDUCE); NaN-free;
 rows that see no key get dq = 0; attention_backward() serves it on sm_90 GPUs."""
 import math
 
@@ -14,13 +15,15 @@ from autoflash.ops.backward import TOLERANCE  # noqa: E402
 from test_backward_gpu import DTYPES, _log, float64_forward, inputs, reference_grads, rel_err  # noqa: E402
 
 
-@pytest.fixture(params=[False, True], ids=["dq_split", "dq_own_keys"])
-def dq_own_keys(request, monkeypatch):
-    """Both dQ schedules; the served kernels are reloaded (their cache keys on the config alone)."""
+@pytest.fixture(params=[(False, False), (True, False), (False, True)], ids=["dq_split", "dq_own_keys", "dq_bulk"])
+def dq_schedule(request, monkeypatch):
+    """Every dQ schedule (DQ_OWN_KEYS, DQ_BULK_REDUCE); the served kernels are reloaded (their cache
+    keys on the config alone)."""
     from autoflash.ops import backward_wgmma
     from autoflash.serve import autograd
 
-    monkeypatch.setattr(backward_wgmma, "DQ_OWN_KEYS", request.param)
+    monkeypatch.setattr(backward_wgmma, "DQ_OWN_KEYS", request.param[0])
+    monkeypatch.setattr(backward_wgmma, "DQ_BULK_REDUCE", request.param[1])
     autograd._loaded.cache_clear()
     yield request.param
     autograd._loaded.cache_clear()
@@ -56,7 +59,7 @@ CASES = [  # batch, heads_q, heads_kv, seq_q, seq_k, head_dim, causal alignment 
 
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "b{}_h{}x{}_q{}_k{}_d{}_{}".format(*c))
-def test_wgmma_gradients_match_float64_autograd(case, dtype, dq_own_keys):
+def test_wgmma_gradients_match_float64_autograd(case, dtype, dq_schedule):
     from autoflash.serve.autograd import attention_backward
 
     b, hq, hkv, nq, nk, d, alignment = case
@@ -75,7 +78,7 @@ def test_wgmma_gradients_match_float64_autograd(case, dtype, dq_own_keys):
         errs = [(x.double() - r).norm().item() / dout.double().norm().item() for x, r in zip(grads, refs)]
     else:
         errs = [rel_err(x, r) for x, r in zip(grads, refs)]
-    _log(f"wgmma own_keys={dq_own_keys} {dtype} {case}: dq {errs[0]:.2e} dk {errs[1]:.2e} dv {errs[2]:.2e}")
+    _log(f"wgmma own_keys, bulk={dq_schedule} {dtype} {case}: dq {errs[0]:.2e} dk {errs[1]:.2e} dv {errs[2]:.2e}")
     assert max(errs) <= TOLERANCE[dtype], errs
 
 

@@ -34,6 +34,10 @@ NOT_SUPPORTED = ("deterministic", "window", "softcap", "sinks", "alibi")
 # barrier for dS^T) instead of a slice of it summed over the block's keys. Measured on the H200
 # (run2 log): 20-24 % slower on every row, so off: the reductions cost more than the barrier.
 DQ_OWN_KEYS = False
+# Another (with the split schedule only): the warpgroups stage their dQ slices in shared memory and
+# one thread per row hands each row to the bulk-copy unit as an fp32 reduction, so the compute
+# warps issue no red.global. NOT yet run on a GPU (compiles, 0 spills): off until measured.
+DQ_BULK_REDUCE = False
 
 
 class BackwardWgmmaTemplate(Template):
@@ -71,6 +75,8 @@ class BackwardWgmmaTemplate(Template):
 
     def own_problems(self, cfg: BackwardConfig) -> list[str]:
         errors = []
+        if DQ_OWN_KEYS and DQ_BULK_REDUCE:
+            errors.append("DQ_BULK_REDUCE stages the split schedule's dQ slices: not with DQ_OWN_KEYS")
         nc = self.consumers(cfg)
         if cfg.block_n % 64 or cfg.warps != 4 * nc:
             errors.append(f"warps={cfg.warps} must be 4 per warpgroup of 64 keys (block_n={cfg.block_n}): "
@@ -94,7 +100,8 @@ class BackwardWgmmaTemplate(Template):
         kv = cfg.block_n * cfg.head_dim * eb
         qo = cfg.block_m * cfg.head_dim * eb
         ds = cfg.block_n * cfg.block_m * eb
-        return {"kv": kv, "qo": qo, "ds": ds, "total": 2 * kv + 4 * qo + ds + 4 * 4 * cfg.block_m}
+        dq = cfg.block_m * (cfg.head_dim + 4) * 4 if DQ_BULK_REDUCE else 0  # the fp32 dQ staging tile
+        return {"kv": kv, "qo": qo, "ds": ds, "total": 2 * kv + 4 * qo + ds + 4 * 4 * cfg.block_m + dq}
 
     def smem_bytes(self, cfg: BackwardConfig) -> int:
         return self.smem_layout(cfg)["total"] + SMEM_ALIGN
@@ -102,7 +109,9 @@ class BackwardWgmmaTemplate(Template):
     def template_values(self, cfg: BackwardConfig) -> dict:
         rows, cols = self.dq_split(cfg)
         return {"wgmma_type": "bf16" if cfg.dtype == "bf16" else "f16", "pad_m": PAD_M,
-                "consumers": self.consumers(cfg), "dq_own_keys": "true" if DQ_OWN_KEYS else "false", "dq_rs": rows, "dq_cs": cols, "dq_n": cfg.head_dim // cols}
+                "consumers": self.consumers(cfg), "dq_own_keys": "true" if DQ_OWN_KEYS else "false",
+                "dq_bulk": "true" if DQ_BULK_REDUCE else "false", "dq_rs": rows, "dq_cs": cols,
+                "dq_n": cfg.head_dim // cols}
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         for bm, bn in self.DEFAULTS.get(key["head_dim"], []):
