@@ -6,6 +6,8 @@
 #           warm-started from the entries already in tuned_configs/, into tuned_configs/
 #   decode  tune the decode op's keys (bf16/fp16 x D 64/128, <= 16 packed rows) into tuned_configs/
 #   bench_decode  benchmarks/bench_decode.py: the decode table against SDPA and the copy bandwidth
+#   bench_kvcache  benchmarks/bench_kvcache.py: issue 15's three tables (varlen, paged decode, chunked prefill)
+#   host    benchmarks/host_overhead.py: host microseconds per call, attention() and the drop-in vs SDPA
 #   bench_varlen  benchmarks/bench_varlen.py: varlen and chunked prefill against the dense kernel and SDPA
 # Usage on the GPU machine: bash benchmarks/h200_final.sh tests verify decode
 # Logs and the updated tuned_configs/sm_90.json land in $OUT; a short summary of each part comes last.
@@ -18,8 +20,10 @@ summary=""
 for part in "$@"; do
     t0=$(date +%s)
     case $part in
-        tests) timeout ${TESTS_TIMEOUT:-330} python3 -m pytest -q -m gpu -n 12 -p no:cacheprovider -rf tests/ > "$OUT/tests.log" 2>&1
-               s=$(grep -E "passed|failed|error|FAILED|ERROR" "$OUT/tests.log" | tail -40) ;;
+        tests) timeout ${TESTS_TIMEOUT:-330} python3 -m pytest -v -m gpu -n 15 -p no:cacheprovider -rf tests/ > "$OUT/tests.log" 2>&1
+               # -v: per-test lines survive a timeout; the counts below are read from them
+               s=$(grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests.log" | grep -v "^\[" | tail -30
+                   echo "per-test lines: $(grep -c ' PASSED' "$OUT/tests.log") PASSED, $(grep -c ' FAILED' "$OUT/tests.log") FAILED, $(grep -c ' SKIPPED' "$OUT/tests.log") SKIPPED, $(grep -c ' ERROR' "$OUT/tests.log") ERROR") ;;
         verify) timeout 100 python3 -m autoflash.cli verify > "$OUT/verify.log" 2>&1
                 s=$(tail -6 "$OUT/verify.log") ;;
         forward) timeout ${FORWARD_TIMEOUT:-330} python3 -m autoflash.cli tune --dtype bf16,fp16 --head-dim 64,128,256 \
@@ -33,6 +37,10 @@ for part in "$@"; do
                 s=$(tail -14 "$OUT/decode_tune.log") ;;
         bench_decode) timeout 200 python3 benchmarks/bench_decode.py --rounds 3 > "$OUT/bench_decode.log" 2>&1
                       s=$(tail -25 "$OUT/bench_decode.log") ;;
+        bench_kvcache) timeout ${KV_TIMEOUT:-120} python3 benchmarks/bench_kvcache.py --rounds 3 --json "$OUT/bench_kvcache.json" > "$OUT/bench_kvcache.log" 2>&1
+                       s=$(tail -12 "$OUT/bench_kvcache.log") ;;
+        host) timeout 60 python3 benchmarks/host_overhead.py --host-only --out "$OUT/host_overhead.json" > "$OUT/host_overhead.log" 2>&1
+              s=$(tail -12 "$OUT/host_overhead.log") ;;
         bench_varlen) timeout 90 python3 benchmarks/bench_varlen.py --rounds 3 > "$OUT/bench_varlen.log" 2>&1
                       s=$(tail -22 "$OUT/bench_varlen.log") ;;
         *) s="unknown part $part" ;;
