@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from autoflash.kernels.archs import ARCHS, build_arch
+from autoflash.key_flags import with_new_flags
 from autoflash.kernels.registry import OPERATIONS, TEMPLATES, templates_of
 from autoflash.tuning.keys import StudyKey, TuneError
 
@@ -98,7 +99,8 @@ def tuned_seeds(key: StudyKey) -> list:
         log.warning("tuning: no seeds from the tuned files (%s)", exc)
         return []
     for entry in entries:
-        if entry["op"] != key.op or any(entry.get(f, False if v is False else None) != v for f, v in params.items()):
+        entry = with_new_flags(entry)  # a key field added after the entry was written reads as off
+        if entry["op"] != key.op or any(entry.get(f) != v for f, v in params.items()):
             continue
         if key.template and entry["config"]["template"] != key.template:
             continue
