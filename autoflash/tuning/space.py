@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 
+from autoflash import store
 from autoflash.kernels.archs import ARCHS, build_arch
+from autoflash.kernels.config import OpConfig
 from autoflash.key_flags import with_new_flags
 from autoflash.kernels.registry import OPERATIONS, TEMPLATES, templates_of
 from autoflash.tuning.keys import StudyKey, TuneError
@@ -88,9 +90,6 @@ def tuned_seeds(key: StudyKey) -> list:
     """Configs already tuned for this problem key on this arch (any device, any bucket), so
     a short study on a new GPU starts from the winners of the old one and ends at least as
     fast as them (each is re-timed and re-checked here like any trial)."""
-    from autoflash import store
-    from autoflash.kernels.config import OpConfig
-
     params = key.params
     seeds = {}
     try:
