@@ -129,7 +129,7 @@ def test_plain_config_names_unchanged_and_flags_name_their_variant():
 
 
 def test_forward_key_has_the_flags_and_tunes_plain_by_default():
-    assert FORWARD.key_fields == ("head_dim", "causal", "window", "softcap", "sinks", "alibi")
+    assert FORWARD.key_fields == ("head_dim", "causal", "window", "softcap", "sinks", "alibi", "head_dim_v")
     assert all(FORWARD.key_defaults[f] == (False,) for f in VARIANT_FLAGS)
     key = {**K("bf16", 128, True), "window": True, "sinks": True}
     assert FORWARD.describe_key(key) == "bf16 d128 causal window sinks"
