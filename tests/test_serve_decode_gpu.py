@@ -144,9 +144,10 @@ def test_kvcache_refuses_bad_input_before_launch():
     q, kv = randn((2, 1, 8, 128), "bf16", 16), randn((2, 64, 2, 128), "bf16", 17)
     with pytest.raises(ValueError, match="outside \\[0, 64\\]"):
         autoflash.attention_with_kvcache(q, kv, kv, torch.tensor([3, 65], dtype=torch.int32, device="cuda"))
-    with pytest.raises(ValueError, match="1\\.\\.16 query tokens; got seqlen_q = 32"):  # chunked prefill, paged
-        autoflash.attention_with_kvcache(randn((2, 32, 8, 128), "bf16", 18), kv, kv, causal=True,
-                                         block_table=torch.zeros((2, 4), dtype=torch.int32, device="cuda"))
+    table = torch.zeros((2, 4), dtype=torch.int32, device="cuda")
+    table[1, 2] = 2  # kv as a paged cache holds pages 0 and 1
+    with pytest.raises(ValueError, match="block_table\\[1, 2\\] = 2 is not a page of the cache"):  # chunked prefill, paged
+        autoflash.attention_with_kvcache(randn((2, 32, 8, 128), "bf16", 18), kv, kv, causal=True, block_table=table)
     with pytest.raises(ValueError, match="float16 and bfloat16"):
         autoflash.attention_with_kvcache(q.float(), kv.float(), kv.float())
 
