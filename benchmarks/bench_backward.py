@@ -25,7 +25,6 @@ SDPA's flash backward (a sanity check; the float64 checks are tests/test_backwar
 import argparse
 import json
 import math
-import statistics
 import sys
 
 import torch
@@ -33,6 +32,8 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from autoflash.serve.autograd import attention_backward
+
+import common  # noqa: E402  (benchmarks/common.py: run as python benchmarks/bench_backward.py)
 
 SDPA = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
         "efficient": SDPBackend.EFFICIENT_ATTENTION}
@@ -79,26 +80,7 @@ def sdpa_backward(name, q, k, v, dout, causal):
 
 def time_interleaved(fns: dict, n_rounds: int = ROUNDS) -> dict:
     """name -> (median ms of all calls, spread of the round medians as a fraction)."""
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    for fn in fns.values():
-        for _ in range(WARMUP):
-            fn()
-    torch.cuda.synchronize()
-    samples = {n: [] for n in fns}
-    rounds = {n: [] for n in fns}
-    for _ in range(n_rounds):
-        for name, fn in fns.items():
-            times = []
-            for _ in range(REPS):
-                start.record()
-                fn()
-                end.record()
-                end.synchronize()
-                times.append(start.elapsed_time(end))
-            samples[name] += times
-            rounds[name].append(statistics.median(times))
-    return {n: (statistics.median(samples[n]), (max(rounds[n]) - min(rounds[n])) / statistics.median(rounds[n]))
-            for n in fns}
+    return common.time_interleaved(fns, n_rounds, REPS, WARMUP)
 
 
 def precompile(arch: str, sweep: bool = False, head_dims=(64, 128)) -> None:

@@ -19,7 +19,6 @@ import argparse
 import copy
 import json
 import math
-import statistics
 import sys
 
 import torch
@@ -27,6 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import autoflash
+
+import common  # noqa: E402  (benchmarks/common.py: run as python benchmarks/bench_training.py)
 
 ROUNDS, REPS, WARMUP = 5, 5, 2
 
@@ -60,25 +61,7 @@ FORCED = {f"sdpa_{n}": sdpa_backend(n) for n in ("flash", "cudnn")}
 
 def time_interleaved(fns: dict, rounds: int, reps: int) -> dict:
     """name -> (median ms of all calls, spread of the round medians as a fraction)."""
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    for fn in fns.values():
-        for _ in range(WARMUP):
-            fn()
-    torch.cuda.synchronize()
-    samples, medians = {n: [] for n in fns}, {n: [] for n in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            times = []
-            for _ in range(reps):
-                start.record()
-                fn()
-                end.record()
-                end.synchronize()
-                times.append(start.elapsed_time(end))
-            samples[name] += times
-            medians[name].append(statistics.median(times))
-    return {n: (statistics.median(samples[n]), (max(medians[n]) - min(medians[n])) / statistics.median(medians[n]))
-            for n in fns}
+    return common.time_interleaved(fns, rounds, reps, WARMUP)
 
 
 def _compile(cfg):

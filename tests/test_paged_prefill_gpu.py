@@ -12,31 +12,9 @@ pytestmark = pytest.mark.gpu
 torch = pytest.importorskip("torch")
 
 import autoflash  # noqa: E402
-from autoflash.ops.decode_launch import check_output, reference_decode, shuffled_pages  # noqa: E402
+from autoflash.ops.decode_launch import check_output, reference_decode  # noqa: E402
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def paged_inputs(batch, seq_q, heads_kv, group, max_pages, page_size, head_dim, dtype="bf16", spare=3, seed=0):
-    """q (B, Nq, Hq, D), contiguous caches (B, max_pages * page_size, Hkv, D), the same keys in
-    shuffled pages (spare pages random) and the table."""
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    t = DTYPES[dtype]
-    nk = max_pages * page_size
-    q = torch.randn(batch, seq_q, heads_kv * group, head_dim, generator=g, device="cuda", dtype=t)
-    k = torch.randn(batch, nk, heads_kv, head_dim, generator=g, device="cuda", dtype=t)
-    v = torch.randn(batch, nk, heads_kv, head_dim, generator=g, device="cuda", dtype=t)
-    num_pages = batch * max_pages + spare
-    table = torch.from_numpy(shuffled_pages(batch, max_pages, num_pages, seed)).cuda()
-    kp = torch.randn(num_pages, page_size, heads_kv, head_dim, generator=g, device="cuda", dtype=t)
-    vp = torch.randn(num_pages, page_size, heads_kv, head_dim, generator=g, device="cuda", dtype=t)
-    kp[table.reshape(-1).long()] = k.reshape(batch * max_pages, page_size, heads_kv, head_dim)
-    vp[table.reshape(-1).long()] = v.reshape(batch * max_pages, page_size, heads_kv, head_dim)
-    return q, k, v, kp, vp, table
-
-
-def f64(x):
-    return x.double().cpu().numpy()
+from test_paged_gpu import f64, paged_inputs  # noqa: E402  (the same paged test inputs)
 
 
 def check(o, lse, q, k, v, lengths, causal, dtype="bf16", **variants):
