@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 
 from autoflash.kernels.compile import compile_kernel
 from autoflash.kernels.config import OpConfig
@@ -14,13 +13,13 @@ from autoflash.kernels.loaded import LoadedKernel, stream_handle
 from autoflash.ops.decode_kernels import DecodeConfig
 from autoflash.ops.forward import FORWARD
 from autoflash.ops.forward_base import CAUSAL_ALIGNMENTS, KernelConfig, Problem, causal_offset
-from autoflash.ops.forward_launch import default_scale, plan
+from autoflash.ops.forward_launch import plan
 from autoflash.serve import call_plans, dispatch
 from autoflash.serve.autograd import differentiable_attention
 from autoflash.serve.decode import launch_decode
 from autoflash.serve.errors import InputError
 from autoflash.serve.operands import (  # noqa: F401  (api's names too: varlen, kvcache, the drop-in)
-    ELEMENT_BYTES, MAX_TOKEN_STRIDE, Operand, as_operand, kernel_strides)
+    ELEMENT_BYTES, MAX_TOKEN_STRIDE, Operand, as_operand, check_scale, kernel_strides)
 from autoflash.serve.routing import Route, differentiable_problem, route_attention
 from autoflash.serve.variants import VARIANTS_DOC, Variants, check_variants
 
@@ -213,16 +212,6 @@ def attention(q, k, v, *, causal: bool = False, causal_alignment: str = "top_lef
 
 if attention.__doc__:  # None under python -OO
     attention.__doc__ = attention.__doc__.replace("{variants}", VARIANTS_DOC)
-
-
-def check_scale(scale, head_dim: int, name: str = "scale") -> float:
-    """The softmax scale as a float: None gives 1/sqrt(head_dim); anything but a finite int or
-    float (a bool too) is an InputError naming the argument."""
-    if scale is None:
-        return default_scale(head_dim)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
-        raise InputError(f"{name} must be a finite number, got {scale!r}")
-    return float(scale)
 
 
 def _variants(args: dict, qo: Operand, problem: Problem, causal: bool) -> Variants:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import math
 
 import numpy as np
 
@@ -24,6 +23,7 @@ from autoflash.ops.decode_kernels import (DEFAULT_L2_PREFETCH, HEAD_DIMS, MAX_SP
 from autoflash.ops.decode_launch import DecodeProblem
 from autoflash.serve import dispatch
 from autoflash.serve.errors import InputError
+from autoflash.serve.operands import check_scale
 from autoflash.serve.variants import VARIANTS_DOC, Variants, check_variants
 
 LAYOUTS = ("bshd", "bhsd")  # (batch, tokens, heads, D) as flash-attn's kv cache; (batch, heads, tokens, D)
@@ -92,7 +92,7 @@ def check_decode(q, k_cache, v_cache, cache_seqlens=None, *, block_table=None, c
     seqlens, host_seqlens = _check_seqlens(cache_seqlens, p.batch, p.seq_k, q.device)
     if block_table is not None:  # the lengths' one host copy serves the table check too
         _check_table_entries(block_table, seqlens if host_seqlens is None else host_seqlens, p)
-    scale = 1.0 / math.sqrt(p.head_dim) if softmax_scale is None else _check_scale(softmax_scale)
+    scale = check_scale(softmax_scale, p.head_dim, "softmax_scale")
     if num_splits is not None and (type(num_splits) is not int or not 1 <= num_splits <= MAX_SPLITS):
         raise InputError(f"num_splits must be an int in 1..{MAX_SPLITS} (or None for the heuristic), got {num_splits!r}")
     return dict(cache_seqlens=seqlens, block_table=block_table, causal=causal, softmax_scale=scale,
@@ -297,12 +297,6 @@ def _check_seqlens(seqlens, batch: int, cache_len: int, device):
             bad = lo if lo < 0 else hi
             raise InputError(f"cache_seqlens holds {bad}, outside [0, {cache_len}] (the cache length)")
     return seqlens.to(device).contiguous(), host
-
-
-def _check_scale(scale) -> float:
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
-        raise InputError(f"softmax_scale must be a finite number, got {scale!r}")
-    return float(scale)
 
 
 def _checked_config(config, dtype: str, p: DecodeProblem) -> DecodeConfig | None:

@@ -16,11 +16,12 @@ from autoflash.kernels.compile import compile_kernel
 from autoflash.kernels.device import device_arch
 from autoflash.ops.decode_launch import DecodeProblem
 from autoflash.ops.forward_base import BOTTOM_RIGHT_PER_SEQUENCE, KernelConfig
-from autoflash.ops.forward_launch import LaunchPlan, default_scale
+from autoflash.ops.forward_launch import LaunchPlan
 from autoflash.ops.forward_mma import MMA
 from autoflash.serve import api
 from autoflash.serve.decode import _check_seqlens, _check_table, _check_table_entries, decode_attention
 from autoflash.serve.errors import InputError
+from autoflash.serve.operands import check_scale
 from autoflash.serve.routing import DECODE_MAX_QUERIES
 from autoflash.serve.variants import check_variants
 from autoflash.serve.varlen import attention_with_seqused_k
@@ -171,9 +172,7 @@ def _paged_prefill(q, k_cache, v_cache, cache_seqlens, block_table, causal, soft
     p.seqused_k = seqlens.data_ptr() if seqlens is not None else 0
     p.block_table, p.table_stride = block_table.data_ptr(), block_table.stride(0)
     p.page_size, p.num_pages = page_size, num_pages
-    scale = default_scale(head_dim) if softmax_scale is None else softmax_scale
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not abs(scale) < float("inf"):
-        raise InputError(f"softmax_scale must be a finite number, got {softmax_scale!r}")
+    scale = check_scale(softmax_scale, head_dim, "softmax_scale")
     arch, device_name = device_arch(qo.device)
     if build_arch(MMA.archs, arch) is None:
         raise InputError(f"chunked prefill on a paged cache runs flash_fwd_mma, which needs {list(MMA.archs)}; "

@@ -1,9 +1,10 @@
 """An array handed to autoflash as the kernels see it (Operand: pointer, shape, dtype, device,
 element strides), and the checks every serving entry point applies to one: framework, device,
 dtype, whole-element strides (as_operand), a contiguous head dim and 16-byte-aligned rows
-(kernel_strides)."""
+(kernel_strides); and the softmax scale every entry point takes (check_scale)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from autoflash.serve.errors import InputError
@@ -82,3 +83,13 @@ def kernel_strides(t: Operand) -> tuple[int, int, int]:
     if sn >= MAX_TOKEN_STRIDE:
         raise InputError(f"{t.name}'s token stride {sn} is too large (the kernels take < {MAX_TOKEN_STRIDE})")
     return (sb, sh, sn)
+
+
+def check_scale(scale, head_dim: int, name: str = "scale") -> float:
+    """The softmax scale as a float: None gives 1/sqrt(head_dim); anything but a finite int or
+    float (a bool too) is an InputError naming the argument (`name`: the entry point's spelling)."""
+    if scale is None:
+        return 1.0 / math.sqrt(head_dim)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        raise InputError(f"{name} must be a finite number, got {scale!r}")
+    return float(scale)

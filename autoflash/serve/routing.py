@@ -4,9 +4,10 @@ dtypes and the GPU's arch (no GPU, no torch), so every decision is testable on t
 - autoflash.attention(): the split-KV decode kernel (ops/decode.py) when it is the right
   kernel, else the forward (ops/forward.py). See route_attention for the rule (causal
   alignment included: decode's mask is bottom-right).
-- autoflash.attention_with_kvcache(): decode only; longer query chunks are refused for now.
-- Gradients: the flash_bwd_mma backward (ops/backward.py); differentiable_problem says why a
-  call is not differentiable.
+- autoflash.attention_with_kvcache() (serve/kvcache.py): decode for 1..DECODE_MAX_QUERIES query
+  tokens; longer chunks run the forward (paged caches: flash_fwd_mma compiled with `paged`).
+- Gradients: the backward operation (ops/backward.py: flash_bwd_wgmma where it serves the key on
+  sm_90, else flash_bwd_mma); differentiable_problem says why a call is not differentiable.
 """
 from __future__ import annotations
 

@@ -22,9 +22,9 @@ import numpy as np
 
 from autoflash.kernels.device import device_arch
 from autoflash.ops.forward_base import BOTTOM_RIGHT_PER_SEQUENCE, Problem
-from autoflash.ops.forward_launch import default_scale
 from autoflash.serve import api
 from autoflash.serve.errors import InputError
+from autoflash.serve.operands import check_scale
 from autoflash.serve.variants import VARIANTS_DOC, check_variants
 
 
@@ -169,12 +169,9 @@ def attention_with_seqused_k(q, k, v, seqused_k, *, causal: bool = False, causal
 
 def _kernel_config(qo, p: Problem, flags: dict, scale) -> tuple:
     """(the forward config of (dtype, head_dim, causal, flags), tuned or default; the checked scale)."""
-    if scale is None:
-        scale = default_scale(p.head_dim)
-    elif isinstance(scale, bool) or not isinstance(scale, (int, float)) or not np.isfinite(scale):
-        raise InputError(f"softmax_scale must be a finite number, got {scale!r}")
+    scale = check_scale(scale, p.head_dim, "softmax_scale")
     arch, device_name = device_arch(qo.device)
-    return api.choose_config(arch, device_name, qo.dtype, p.head_dim, p.causal, p.seq_k, flags), float(scale)
+    return api.choose_config(arch, device_name, qo.dtype, p.head_dim, p.causal, p.seq_k, flags), scale
 
 
 def _refuse_grad(qo, *tensors) -> None:
