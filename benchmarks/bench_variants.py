@@ -30,6 +30,8 @@ import torch
 
 import autoflash
 
+import common  # noqa: E402  (benchmarks/common.py: run as python benchmarks/bench_variants.py)
+
 WINDOW_LEFT = 1024
 SOFTCAP = 30.0
 HEADS = 16
@@ -53,15 +55,7 @@ def alibi_slopes(heads: int) -> torch.Tensor:
 
 def time_ms(fn, reps: int) -> float:
     """Median of reps CUDA-event timings of fn() (warm-up done by the caller)."""
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(reps):
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    return statistics.median(common.event_times(fn, reps))
 
 
 # ---------------------------------------------------------------------------- the runners

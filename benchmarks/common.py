@@ -33,7 +33,7 @@ def time_interleaved(fns: dict, rounds: int, reps: int, warmup: int = 3) -> dict
     """name -> (median ms of all calls, spread of the round medians as a fraction): every function
     warmed up, then `rounds` rounds that each time `reps` calls of every function in turn (CUDA
     events per call), so a drift of the GPU's clocks reaches every function alike."""
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start, end = _events()
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -41,14 +41,25 @@ def time_interleaved(fns: dict, rounds: int, reps: int, warmup: int = 3) -> dict
     samples, medians = {n: [] for n in fns}, {n: [] for n in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            times = []
-            for _ in range(reps):
-                start.record()
-                fn()
-                end.record()
-                end.synchronize()
-                times.append(start.elapsed_time(end))
+            times = event_times(fn, reps, (start, end))
             samples[name] += times
             medians[name].append(statistics.median(times))
     return {n: (statistics.median(samples[n]), (max(medians[n]) - min(medians[n])) / statistics.median(medians[n]))
             for n in fns}
+
+
+def _events():
+    return torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+
+def event_times(fn, reps: int, events=None) -> list[float]:
+    """reps CUDA-event timings of fn() in ms, each synchronised (warm-up is the caller's)."""
+    start, end = events or _events()
+    times = []
+    for _ in range(reps):
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return times
