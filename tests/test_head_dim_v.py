@@ -14,6 +14,7 @@ from autoflash.ops.forward import FORWARD
 from autoflash.ops.forward_base import Problem
 from autoflash.ops.reference import reference_attention
 from autoflash.tuning.keys import StudyKey
+from autoflash.tuning.space import space
 from conftest import fwd_key as K
 
 MMA, SIMT, WGMMA = (TEMPLATES[n] for n in ("flash_fwd_mma", "flash_fwd_simt", "flash_fwd_wgmma"))
@@ -33,8 +34,20 @@ def test_head_dim_v_is_a_key_field_whose_absence_means_equal():
     # study names of plain keys are unchanged by the new field (an off value stays out)
     assert StudyKey.of("forward", "sm_90", "H200", **K("bf16", 128, True)).study_name((1024,), 1) == \
         StudyKey.of("forward", "sm_90", "H200", **dv_key("bf16", 128, 0)).study_name((1024,), 1)
-    with pytest.raises(Exception, match="cannot be tuned yet"):
-        StudyKey.of("forward", "sm_90", "H200", **dv_key("bf16", 192, 128))
+
+
+
+def test_a_dv_key_is_tuned_over_the_templates_that_serve_it():
+    key = StudyKey.of("forward", "sm_90", "H200", **dv_key("bf16", 192, 128))
+    configs = [c for c in space(key, None) if not c.problems()]
+    assert configs and {c.template for c in configs} == {"flash_fwd_mma"}  # wgmma has no V head dim of its own
+    assert all(c.head_dim == 192 and c.head_dim_v == 128 for c in configs)
+    problems = [FORWARD.bench_problem(key.params, 1024, 1 << 17)] + FORWARD.check_problems(key.params) + \
+        FORWARD.verify_problems(key.params, 1024)
+    assert all(FORWARD.problem(d).dim_v == 128 and FORWARD.problem(d).head_dim == 192 for d in problems)
+    d = problems[0]
+    tokens_q = d["batch"] * d["heads_q"] * d["seq_q"]
+    assert FORWARD.input_bytes(d, "bf16") == 2 * (tokens_q * (192 + 128) + d["batch"] * d["heads_kv"] * d["seq_k"] * 320)
 
 
 def test_an_entry_written_before_head_dim_v_serves_the_plain_key_only():

@@ -2,7 +2,7 @@
 
 Problem key: (dtype, head_dim, causal, window, softcap, sinks, alibi, head_dim_v); head_dim_v 0 =
 head_dim (a key or entry without it reads 0), else V's head dim (flash_fwd_mma and flash_fwd_simt;
-served with default configs: its timing inputs are not built yet, so tuning refuses it); bucket: the sequence
+the checked and timed problems carry it, v and o built with it); bucket: the sequence
 length (Nq = Nk in the timed problems). A variant key's problems carry that variant with the
 values below (VARIANT_VALUES): what is checked and timed is the variant on real values. Templates: flash_fwd_simt (CUDA cores, every arch), flash_fwd_mma
 (mma.sync, sm_80+), flash_fwd_wgmma (wgmma + TMA, sm_90a).
@@ -63,13 +63,6 @@ class ForwardOp(Operation):
         dv = f"/{key['head_dim_v']}" if key.get("head_dim_v") else ""
         return f"{key['dtype']} d{key['head_dim']}{dv} {'causal' if key['causal'] else 'non-causal'}{variants}"
 
-    def check_key(self, key: dict) -> list[str]:
-        errors = super().check_key(key)
-        if not errors and key.get("head_dim_v"):  # forward_launch's timing/check inputs have one head dim
-            errors.append(f"head_dim_v={key['head_dim_v']}: keys with Dv != Dqk cannot be tuned yet (served by "
-                          "the default configs)")
-        return errors
-
     @staticmethod
     def problem(d: dict) -> Problem:
         """A problem dict (plain data) as a Problem; ARRAY_REQUESTS ask for arrays the launcher
@@ -82,20 +75,21 @@ class ForwardOp(Operation):
         batch = max(1, tokens // (heads * bucket))
         window = (BENCH_WINDOW, 0 if key["causal"] else BENCH_WINDOW)
         return dict(batch=batch, heads_q=heads, heads_kv=heads, seq_q=bucket, seq_k=bucket,
-                    head_dim=key["head_dim"], causal=key["causal"],
+                    head_dim=key["head_dim"], causal=key["causal"], **_dim_v(key),
                     **variant_values(key, window, BENCH_SOFTCAP, alibi_batch=False))
 
     def check_problems(self, key: dict) -> list[dict]:
         shapes = CHECK_SHAPES + ((VARIANT_CHECK_SHAPE,) if any(key.get(f) for f in VARIANT_FLAGS) else ())
         return [with_offset(dict(batch=b, heads_q=hq, heads_kv=hkv, seq_q=nq, seq_k=nk, head_dim=key["head_dim"],
-                                 causal=key["causal"], **variant_values(key, CHECK_WINDOWS[i], CHECK_SOFTCAPS[i],
-                                                                        alibi_batch=i == 1)))
+                                 causal=key["causal"], **_dim_v(key),
+                                 **variant_values(key, CHECK_WINDOWS[i], CHECK_SOFTCAPS[i], alibi_batch=i == 1)))
                 for i, (b, hq, hkv, nq, nk) in enumerate(shapes)]
 
     def verify_problems(self, key: dict, bucket: int) -> list[dict]:
         """Its bucket, and an odd length (a partial last tile), with GQA."""
         return [dict(batch=1, heads_q=4, heads_kv=2, seq_q=n, seq_k=n, head_dim=key["head_dim"],
-                     causal=key["causal"], **variant_values(key, CHECK_WINDOWS[i], CHECK_SOFTCAPS[i], alibi_batch=False))
+                     causal=key["causal"], **_dim_v(key),
+                     **variant_values(key, CHECK_WINDOWS[i], CHECK_SOFTCAPS[i], alibi_batch=False))
                 for i, n in enumerate((bucket, bucket // 2 + 1))]
 
     def work(self, problem: dict) -> float:
@@ -127,7 +121,8 @@ class ForwardOp(Operation):
 
     def input_bytes(self, problem: dict, dtype: str) -> int:
         p = self.problem(problem)
-        return DTYPE_BYTES[dtype] * p.head_dim * (2 * p.batch * p.heads_q * p.seq_q + 2 * p.batch * p.heads_kv * p.seq_k)
+        return DTYPE_BYTES[dtype] * (p.batch * p.heads_q * p.seq_q * (p.head_dim + p.dim_v)
+                                     + p.batch * p.heads_kv * p.seq_k * (p.head_dim + p.dim_v))
 
     def make_inputs(self, problem: dict, dtype: str, seed: int):
         return forward_launch.timing_inputs(self.problem(problem), dtype, seed, **variant_arrays(problem, seed))
@@ -135,6 +130,11 @@ class ForwardOp(Operation):
     def launcher(self, kernel, problem: dict, inputs):
         p = self.problem(problem)
         return forward_launch.prepared_launch(kernel, p, forward_launch.default_scale(p.head_dim), inputs)
+
+
+def _dim_v(key: dict) -> dict:
+    """V's head dim in a problem dict only when the key has one (plain problems stay as they were)."""
+    return {"head_dim_v": key["head_dim_v"]} if key.get("head_dim_v") else {}
 
 
 def variant_values(key: dict, window: tuple[int, int], softcap: float, alibi_batch: bool) -> dict:

@@ -38,8 +38,9 @@ class LaunchPlan:
 
     def __init__(self, kernel: LoadedKernel, p: Problem, scale: float):
         cfg = kernel.config
-        if p.head_dim != cfg.head_dim or p.causal != cfg.causal:
-            raise LaunchError(f"kernel {cfg.name} cannot run head_dim={p.head_dim} causal={p.causal}")
+        if p.head_dim != cfg.head_dim or p.head_dim_v != cfg.head_dim_v or p.causal != cfg.causal:
+            raise LaunchError(f"kernel {cfg.name} cannot run head_dim={p.head_dim} head_dim_v={p.head_dim_v} "
+                              f"causal={p.causal}")
         needs = p.variant_flags()
         if any(needs[f] != getattr(cfg, f) for f in VARIANT_FLAGS):
             raise LaunchError(f"kernel {cfg.name} has variants {[f for f in VARIANT_FLAGS if getattr(cfg, f)]}, "
@@ -87,13 +88,13 @@ def launch(kernel: LoadedKernel, q_ptr: int, k_ptr: int, v_ptr: int, o_ptr: int,
 
 
 def random_inputs(p: Problem, dtype: str, seed: int):
-    """Standard-normal q, k, v (never zeros), in the kernel's element type."""
+    """Standard-normal q, k, v (never zeros), in the kernel's element type; v has V's head dim."""
     import cupy
 
     rng = cupy.random.default_rng(seed)
     q = random_normal(rng, (p.batch, p.heads_q, p.seq_q, p.head_dim), dtype)
     k = random_normal(rng, (p.batch, p.heads_kv, p.seq_k, p.head_dim), dtype)
-    v = random_normal(rng, (p.batch, p.heads_kv, p.seq_k, p.head_dim), dtype)
+    v = random_normal(rng, (p.batch, p.heads_kv, p.seq_k, p.dim_v), dtype)
     return q, k, v
 
 
@@ -125,7 +126,7 @@ def run_checked(kernel: LoadedKernel, p: Problem, seed: int = 0, scale: float | 
     dtype = kernel.config.dtype
     scale = default_scale(p.head_dim) if scale is None else scale
     q, k, v = random_inputs(p, dtype, seed)
-    out = poisoned(q.shape, dtype)
+    out = poisoned(q.shape[:3] + (p.dim_v,), dtype)
     lse = cupy.full(q.shape[:3], cupy.nan, dtype=cupy.float32) if with_lse else None
     d_sinks, d_slopes = _device_f32(sinks), _device_f32(alibi_slopes)
     p = with_variant_arrays(p, d_sinks, d_slopes)
@@ -144,7 +145,8 @@ def timing_inputs(p: Problem, dtype: str, seed: int, sinks=None, alibi_slopes=No
     import cupy
 
     q, k, v = random_inputs(p, dtype, seed)
-    return (q, k, v, cupy.empty_like(q), cupy.empty((p.batch, p.heads_q, p.seq_q), dtype=cupy.float32),
+    o = cupy.empty(q.shape[:3] + (p.dim_v,), dtype=q.dtype)
+    return (q, k, v, o, cupy.empty((p.batch, p.heads_q, p.seq_q), dtype=cupy.float32),
             _device_f32(sinks), _device_f32(alibi_slopes))
 
 
