@@ -23,7 +23,7 @@ os.environ.setdefault("AUTOFLASH_CACHE_DIR", "/tmp/autoflash-cache")
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import sdpa_runner  # noqa: E402
+from common import event_times, sdpa_runner  # noqa: E402
 
 from autoflash.kernels.device import device_arch
 from autoflash.serve.api import loaded_kernel  # noqa: E402
@@ -46,15 +46,7 @@ def time_ms(fn, warmup=10, reps=50):
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
-    times = []
-    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    for _ in range(reps):
-        s.record()
-        fn()
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e))
-    return statistics.median(times)
+    return statistics.median(event_times(fn, reps))
 
 
 def tflops(b, h, n, d, causal, ms):

@@ -31,6 +31,8 @@ from autoflash.ops.forward_base import Problem  # noqa: E402
 from autoflash.ops.forward_launch import launch  # noqa: E402
 from autoflash.serve.api import choose_config, loaded_kernel  # noqa: E402
 
+import common  # noqa: E402  (benchmarks/common.py, this script's folder)
+
 HEADS, D = 16, 128
 
 
@@ -55,15 +57,7 @@ def graph_ms(fn, launches: int, reps: int) -> float:
                 fn()
     run()
     torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(reps):
-        start.record()
-        run()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / launches)
-    return statistics.median(times)
+    return statistics.median(common.event_times(run, reps)) / launches
 
 
 def runner(cfg, p: Problem, q, k, v, *keep):
