@@ -7,7 +7,6 @@ with paged (K/V read through the block table; the wgmma template has no paged lo
 table and lengths checked by decode's own checks. Not served yet: appending new keys into the cache."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 
@@ -19,7 +18,7 @@ from autoflash.ops.forward_base import BOTTOM_RIGHT_PER_SEQUENCE, KernelConfig
 from autoflash.ops.forward_launch import LaunchPlan
 from autoflash.ops.forward_mma import MMA
 from autoflash.serve import api
-from autoflash.serve.decode import _check_seqlens, _check_table, _check_table_entries, decode_attention
+from autoflash.serve.decode import _check_seqlens, _check_table, _check_table_entries, _on_device, decode_attention
 from autoflash.serve.errors import InputError
 from autoflash.serve.operands import check_scale
 from autoflash.serve.routing import DECODE_MAX_QUERIES
@@ -208,9 +207,3 @@ def paged_config(arch: str, device_name: str, dtype: str, head_dim: int, causal:
         raise InputError(f"chunked prefill on a paged cache: flash_fwd_mma has no config for {dtype} d{head_dim} "
                          f"on {arch}")
     return next((c for c in valid if compile_kernel(c).report.spills == 0), valid[0])
-
-
-def _on_device(index: int):
-    """cupy.cuda.Device(index) unless it is current (the plan reads the SM count on its device)."""
-    cupy = api._cupy()
-    return contextlib.nullcontext() if cupy.cuda.runtime.getDevice() == index else cupy.cuda.Device(index)
