@@ -16,7 +16,7 @@ from autoflash.kernels.registry import TEMPLATES
 from autoflash.ops import forward_wgmma
 from autoflash.ops.forward_base import Problem
 from autoflash.ops.forward_launch import plan as make_plan
-from autoflash.serve import api, call_plans, dispatch
+from autoflash.serve import api, call_plans, dispatch, frameworks
 from autoflash.serve.errors import InputError
 
 from conftest import fwd_key as K
@@ -73,8 +73,7 @@ def gpu(monkeypatch, tmp_path, driver):
         float32="float32", empty=lambda shape, dtype: FakeCupyArray(shape, str(dtype), ptr=1 << 30, itemsize=4),
         cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDevice=lambda: 0),
                                    get_current_stream=lambda: stream))
-    for mod in (api, call_plans):
-        monkeypatch.setattr(mod, "_cupy", lambda: fake_cupy)
+    monkeypatch.setattr(frameworks, "cupy", lambda: fake_cupy)  # what api and call_plans import through
     monkeypatch.setattr(api, "_empty_like", lambda ref, shape, dtype: FakeCupyArray(shape, ptr=1 << 30))
     monkeypatch.setitem(call_plans._signature_of, FakeCupyArray, call_plans._cupy_signature)
     monkeypatch.setattr(call_plans, "_plans", {})
@@ -222,7 +221,7 @@ def test_calls_on_another_device_take_the_full_path(gpu, monkeypatch):
     autoflash.attention(q, k, v)
     key = call_plans.call_key(q, k, v, False, "top_left", None, False, None, None)
     assert call_plans.run(key, q, k, v) is not None
-    monkeypatch.setattr(call_plans._cupy().cuda.runtime, "getDevice", lambda: 1)
+    monkeypatch.setattr(frameworks.cupy().cuda.runtime, "getDevice", lambda: 1)
     assert call_plans.run(key, q, k, v) is None
 
 

@@ -322,7 +322,7 @@ def fake_launch(monkeypatch):
     import contextlib
     import types
 
-    from autoflash.serve import api, varlen
+    from autoflash.serve import api, frameworks, varlen
 
     launches = []
 
@@ -335,7 +335,7 @@ def fake_launch(monkeypatch):
     for mod in (api, varlen):
         monkeypatch.setattr(mod, "device_arch", lambda device: ("sm_90", "Fake GPU"))
     monkeypatch.setattr(api, "loaded_kernel", lambda cfg, device: cfg)
-    monkeypatch.setattr(api, "_cupy", lambda: fake_cupy)
+    monkeypatch.setattr(frameworks, "cupy", lambda: fake_cupy)
     monkeypatch.setattr(api, "_empty_like", lambda ref, shape, dtype: FakeCupyArray(shape, ptr=1 << 30))
     return launches
 

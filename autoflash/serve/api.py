@@ -14,7 +14,7 @@ from autoflash.ops.decode_kernels import DecodeConfig
 from autoflash.ops.forward import FORWARD
 from autoflash.ops.forward_base import CAUSAL_ALIGNMENTS, KernelConfig, Problem, causal_offset
 from autoflash.ops.forward_launch import plan
-from autoflash.serve import call_plans, dispatch
+from autoflash.serve import call_plans, dispatch, frameworks
 from autoflash.serve.autograd import differentiable_attention
 from autoflash.serve.decode import launch_decode
 from autoflash.serve.errors import InputError
@@ -101,33 +101,10 @@ def loaded_kernel(cfg: KernelConfig, device_id: int) -> LoadedKernel:
         return LoadedKernel(_compiled(cfg))
 
 
-@functools.cache
-def _cupy():
-    """CuPy, imported on first use (import autoflash needs no GPU stack)."""
-    import cupy
-
-    return cupy
-
-
-@functools.cache
-def _torch():
-    """PyTorch pieces the per-call path uses, looked up once: dtypes by name, and the
-    current stream of a device as a raw pointer. torch._C._cuda_getCurrentRawStream is
-    what torch.compile's generated code calls; torch.cuda.current_stream builds a Stream
-    object per call (several us), so it is only the fallback."""
-    import torch
-
-    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-    raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
-    if raw_stream is None:
-        raw_stream = lambda index: torch.cuda.current_stream(index).cuda_stream  # noqa: E731
-    return dtypes, raw_stream
-
-
 def _empty_like(ref: Operand, shape: tuple, dtype: str):
     if ref.kind == "torch":
-        return ref.obj.new_empty(shape, dtype=_torch()[0][dtype])  # same device as ref
-    cupy = _cupy()
+        return ref.obj.new_empty(shape, dtype=frameworks.torch_dtypes()[dtype])  # same device as ref
+    cupy = frameworks.cupy()
     with cupy.cuda.Device(ref.device):
         return cupy.empty(shape, dtype=_cupy_dtype(dtype))
 
@@ -140,7 +117,7 @@ def _stream(ref: Operand):
     """The stream the caller's framework is using now (results are ordered after prior
     work), as a CuPy stream; None means CuPy's current stream."""
     if ref.kind == "torch":
-        ptr = _torch()[1](ref.device)
+        ptr = frameworks.raw_stream()(ref.device)
         return stream_handle(ptr) if ptr else None  # 0: the legacy default stream, CuPy's default too
     return None
 
@@ -320,7 +297,7 @@ def launch_forward(cfg: KernelConfig, qo: Operand, ko: Operand, vo: Operand, pro
     returns the launch plan it used."""
     kernel = loaded_kernel(cfg, qo.device)
     args = (qo.ptr, ko.ptr, vo.ptr, _pointer(out), _pointer(lse) if lse is not None else 0, _stream(qo))
-    cupy = _cupy()
+    cupy = frameworks.cupy()
     if cupy.cuda.runtime.getDevice() == qo.device:
         launch_plan = plan(kernel, problem, scale)
         launch_plan(*args)

@@ -19,7 +19,7 @@ pointers written per call, one cuLaunchKernel.
 from __future__ import annotations
 
 from autoflash.ops.forward_base import KernelConfig
-from autoflash.serve import dispatch
+from autoflash.serve import dispatch, frameworks
 
 MAX_PLANS = 1024  # distinct call signatures kept; past that the table starts over
 
@@ -127,7 +127,7 @@ def _fresh(entry: CallPlan) -> bool:
 
 
 def _run_torch(entry: CallPlan, return_lse: bool, q, k, v):
-    torch = _torch()
+    torch = frameworks.torch()
     ptrs = q.data_ptr(), k.data_ptr(), v.data_ptr()
     if (ptrs[0] | ptrs[1] | ptrs[2]) & 15 or not _on_device(entry) or not _fresh(entry):
         return None
@@ -135,12 +135,12 @@ def _run_torch(entry: CallPlan, return_lse: bool, q, k, v):
         return None  # attention() differentiates; attention_forward's callers never get here with grad on
     out = q.new_empty(entry.out_shape)
     lse = q.new_empty(entry.lse_shape, dtype=torch.float32) if return_lse else None
-    _launch(entry, ptrs, out.data_ptr(), lse.data_ptr() if return_lse else 0, _raw_stream(entry.device))
+    _launch(entry, ptrs, out.data_ptr(), lse.data_ptr() if return_lse else 0, frameworks.raw_stream()(entry.device))
     return (out, lse) if return_lse else out
 
 
 def _run_cupy(entry: CallPlan, return_lse: bool, q, k, v):
-    cupy = _cupy()
+    cupy = frameworks.cupy()
     ptrs = q.data.ptr, k.data.ptr, v.data.ptr
     if (ptrs[0] | ptrs[1] | ptrs[2]) & 15 or not _on_device(entry) or not _fresh(entry):
         return None
@@ -152,46 +152,13 @@ def _run_cupy(entry: CallPlan, return_lse: bool, q, k, v):
 
 def _on_device(entry: CallPlan) -> bool:
     """q's device is the current one (else the full path switches devices around the launch)."""
-    return _cupy().cuda.runtime.getDevice() == entry.device
+    return frameworks.cupy().cuda.runtime.getDevice() == entry.device
 
 
 def _launch(entry: CallPlan, ptrs: tuple, o: int, lse: int, stream_ptr: int) -> None:
     if entry.packed is None:
         entry.packed = entry.plan.packed(*ptrs, o, lse)
     entry.packed(*ptrs, o, lse, stream_ptr)
-
-
-_modules: dict[str, object] = {}
-
-
-def _cupy():
-    m = _modules.get("cupy")
-    if m is None:
-        import cupy
-
-        m = _modules["cupy"] = cupy
-    return m
-
-
-def _torch():
-    m = _modules.get("torch")
-    if m is None:
-        import torch
-
-        m = _modules["torch"] = torch
-    return m
-
-
-def _raw_stream(device: int) -> int:
-    """The current PyTorch stream of a device as a raw pointer (0: the legacy default stream)."""
-    fn = _modules.get("raw_stream")
-    if fn is None:
-        torch = _torch()
-        fn = getattr(torch._C, "_cuda_getCurrentRawStream", None)
-        if fn is None:
-            fn = lambda index: torch.cuda.current_stream(index).cuda_stream  # noqa: E731
-        _modules["raw_stream"] = fn
-    return fn(device)
 
 
 def clear() -> None:
