@@ -8,17 +8,17 @@ torch is imported where used (this module loads with `import autoflash`). The dr
 from __future__ import annotations
 
 import functools
-import math
 
 from autoflash.kernels.compile import compile_kernel
 from autoflash.kernels.device import device_arch
 from autoflash.kernels.loaded import LoadedKernel, stream_handle
 from autoflash.ops.backward import OPERATION, TEMPLATE
 from autoflash.ops.backward_gpu import launch_plan
-from autoflash.ops.backward_kernels import BackwardConfig, TensorSpec, check_inputs, default_scale
+from autoflash.ops.backward_kernels import BackwardConfig, TensorSpec, check_inputs
 from autoflash.ops.backward_wgmma import serving_config
 from autoflash.serve import dispatch
 from autoflash.serve.errors import InputError
+from autoflash.serve.operands import check_scale
 from autoflash.serve.variants import check_variants
 
 _DTYPES = {"torch.float16": "fp16", "torch.bfloat16": "bf16", "torch.float32": "fp32"}
@@ -81,10 +81,7 @@ def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, cau
     flags = variants.flags()
     p = check_inputs(*specs, causal, causal_alignment, window=(variants.window_left, variants.window_right),
                      softcap=variants.softcap, alibi_batch_stride=variants.alibi_batch_stride if flags["alibi"] else -1)
-    if scale is None:
-        scale = default_scale(p.head_dim)
-    elif isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
-        raise InputError(f"scale must be a finite number, got {scale!r}")
+    scale = check_scale(scale, p.head_dim)
     import cupy
     import torch
 
