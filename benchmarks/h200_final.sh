@@ -9,6 +9,10 @@
 #   bench_kvcache  benchmarks/bench_kvcache.py: issue 15's three tables (varlen, paged decode, chunked prefill)
 #   host    benchmarks/host_overhead.py: host microseconds per call, attention() and the drop-in vs SDPA
 #   bench_varlen  benchmarks/bench_varlen.py: varlen and chunked prefill against the dense kernel and SDPA
+#   bench   autoflash bench: the forward grid (bf16/fp16 x D 64/128/256 x causal x N 1k/4k/16k) vs SDPA
+#   bench_dims  autoflash bench at head dims 40/80/96/160 (bf16, N 4096, causal both) vs SDPA
+#   paged_sweep  benchmarks/bench_decode.py --paged-sweep: paged decode configs on the page-16 rows
+#   tests_serve  the GPU tests of the serving, host-path, backward and Dqk != Dv files only
 # Usage on the GPU machine: bash benchmarks/h200_final.sh tests verify decode
 # Logs and the updated tuned_configs/sm_90.json land in $OUT; a short summary of each part comes last.
 set -uo pipefail
@@ -43,6 +47,20 @@ for part in "$@"; do
               s=$(tail -12 "$OUT/host_overhead.log") ;;
         bench_varlen) timeout 90 python3 benchmarks/bench_varlen.py --rounds 3 > "$OUT/bench_varlen.log" 2>&1
                       s=$(tail -22 "$OUT/bench_varlen.log") ;;
+        bench) timeout ${BENCH_TIMEOUT:-200} python3 -m autoflash.cli bench --rounds 5 --out "$OUT/bench.json" \
+                   --plots "$OUT/plots" > "$OUT/bench.log" 2>&1
+               s=$(tail -42 "$OUT/bench.log") ;;
+        bench_dims) timeout 120 python3 -m autoflash.cli bench --dtype bf16 --head-dim 40,80,96,160 --seq-len 4096 \
+                        --rounds 5 --out "$OUT/bench_dims.json" > "$OUT/bench_dims.log" 2>&1
+                    s=$(tail -12 "$OUT/bench_dims.log") ;;
+        paged_sweep) timeout 100 python3 benchmarks/bench_decode.py --paged-sweep > "$OUT/paged_sweep.log" 2>&1
+                     s=$(tail -30 "$OUT/paged_sweep.log") ;;
+        tests_serve) timeout ${TESTS_TIMEOUT:-180} python3 -m pytest -q -m gpu -n 15 -p no:cacheprovider -rf \
+                         tests/test_host_path_gpu.py tests/test_api_gpu.py tests/test_paged_gpu.py \
+                         tests/test_paged_prefill_gpu.py tests/test_serve_decode_gpu.py tests/test_backward_gpu.py \
+                         tests/test_backward_wgmma_gpu.py tests/test_autograd_gpu.py tests/test_head_dim_v_gpu.py \
+                         > "$OUT/tests_serve.log" 2>&1
+                     s=$(grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_serve.log" | tail -25) ;;
         *) s="unknown part $part" ;;
     esac
     summary+=$'\n'"===== $part ($(( $(date +%s) - t0 )) s)"$'\n'"$s"
