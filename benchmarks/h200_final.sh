@@ -12,6 +12,9 @@
 #   bench   autoflash bench: the forward grid (bf16/fp16 x D 64/128/256 x causal x N 1k/4k/16k) vs SDPA
 #   bench_dims  autoflash bench at head dims 40/80/96/160 (bf16, N 4096, causal both) vs SDPA
 #   paged_sweep  benchmarks/bench_decode.py --paged-sweep: paged decode configs on the page-16 rows
+#   paged   tune the paged decode keys (bf16/fp16 x D 64/128, <= 16 packed rows, 16-key pages)
+#   variants  tune bf16 D 128 window (causal), softcap (non-causal), sinks and ALiBi (causal) keys at N 4k/16k,
+#             and bf16 D 80/96 (causal both) at N 1k/4k/16k
 #   tests_serve  the GPU tests of the serving, host-path, backward and Dqk != Dv files only
 # Usage on the GPU machine: bash benchmarks/h200_final.sh tests verify decode
 # Logs and the updated tuned_configs/sm_90.json land in $OUT; a short summary of each part comes last.
@@ -47,6 +50,17 @@ for part in "$@"; do
               s=$(tail -12 "$OUT/host_overhead.log") ;;
         bench_varlen) timeout 90 python3 benchmarks/bench_varlen.py --rounds 3 > "$OUT/bench_varlen.log" 2>&1
                       s=$(tail -22 "$OUT/bench_varlen.log") ;;
+        paged) timeout ${PAGED_TIMEOUT:-150} python3 -m autoflash.cli tune --op decode --dtype bf16,fp16 --head-dim 64,128 \
+                   --key m_tiles=1 --key paged=yes --trials 16 --timeout 10 --out tuned_configs > "$OUT/paged_tune.log" 2>&1
+               cp tuned_configs/sm_90.json "$OUT/sm_90.json"
+               s=$(tail -16 "$OUT/paged_tune.log") ;;
+        variants) { for v in "window=yes --causal yes" "softcap=yes --causal no" "sinks=yes --causal no" "alibi=yes --causal yes"; do
+                        timeout 60 python3 -m autoflash.cli tune --dtype bf16 --head-dim 128 --seq-len 4096,16384 --key $v \
+                            --trials 16 --timeout 6 --out tuned_configs; done
+                    timeout 100 python3 -m autoflash.cli tune --dtype bf16 --head-dim 80,96 --causal both --trials 16 \
+                        --timeout 6 --out tuned_configs; } > "$OUT/variants_tune.log" 2>&1
+                  cp tuned_configs/sm_90.json "$OUT/sm_90.json"
+                  s=$(grep -E "^(bf16|fp16)|merged|time: wall" "$OUT/variants_tune.log" | tail -40) ;;
         bench) timeout ${BENCH_TIMEOUT:-200} python3 -m autoflash.cli bench --rounds 5 --out "$OUT/bench.json" \
                    --plots "$OUT/plots" > "$OUT/bench.log" 2>&1
                s=$(tail -42 "$OUT/bench.log") ;;
