@@ -15,6 +15,8 @@
 #   paged   tune the paged decode keys (bf16/fp16 x D 64/128, <= 16 packed rows, 16-key pages)
 #   variants  tune bf16 D 128 window (causal), softcap (non-causal), sinks and ALiBi (causal) keys at N 4k/16k,
 #             and bf16 D 80/96 (causal both) at N 1k/4k/16k
+#   dv      tune bf16 Dqk 192 / Dv 128 (causal both, N 1k/4k/16k)
+#   training  benchmarks/bench_training.py --quick: a decoder's training step, autoflash vs SDPA's default
 #   tests_serve  the GPU tests of the serving, host-path, backward and Dqk != Dv files only
 # Usage on the GPU machine: bash benchmarks/h200_final.sh tests verify decode
 # Logs and the updated tuned_configs/sm_90.json land in $OUT; a short summary of each part comes last.
@@ -61,6 +63,12 @@ for part in "$@"; do
                         --timeout 6 --out tuned_configs; } > "$OUT/variants_tune.log" 2>&1
                   cp tuned_configs/sm_90.json "$OUT/sm_90.json"
                   s=$(grep -E "^(bf16|fp16)|merged|time: wall" "$OUT/variants_tune.log" | tail -40) ;;
+        dv) timeout 100 python3 -m autoflash.cli tune --dtype bf16 --head-dim 192 --key head_dim_v=128 --causal both \
+                --trials 16 --timeout 8 --out tuned_configs > "$OUT/dv_tune.log" 2>&1
+            cp tuned_configs/sm_90.json "$OUT/sm_90.json"
+            s=$(grep -E "^(bf16|fp16)|merged|time: wall" "$OUT/dv_tune.log" | tail -12) ;;
+        training) timeout 120 python3 benchmarks/bench_training.py --quick --json "$OUT/training.json" > "$OUT/training.log" 2>&1
+                  s=$(tail -12 "$OUT/training.log") ;;
         bench) timeout ${BENCH_TIMEOUT:-200} python3 -m autoflash.cli bench --rounds 5 --out "$OUT/bench.json" \
                    --plots "$OUT/plots" > "$OUT/bench.log" 2>&1
                s=$(tail -42 "$OUT/bench.log") ;;
