@@ -178,11 +178,12 @@ def cached_operand_map(ptr: int, dtype: str, batch: int, heads: int, rows_per_he
 
 def _qkv_map_args(q: int, k: int, v: int, dtype: str, batch: int, heads_q: int, heads_kv: int, seq_q: int,
                   seq_k: int, head_dim: int, q_strides: tuple, k_strides: tuple, v_strides: tuple, block_m: int,
-                  block_n: int) -> tuple:
+                  block_n: int, head_dim_v: int = 0) -> tuple:
+    dim_v = head_dim_v or head_dim  # V's own head dim (Dv != Dqk), else Q/K's
     tq = attention_operand_map(q, dtype, batch, heads_q, seq_q, head_dim, q_strides, block_m)
     tk = attention_operand_map(k, dtype, batch, heads_kv, seq_k, head_dim, k_strides, block_n)
-    tv = (tk if (v, v_strides) == (k, k_strides)
-          else attention_operand_map(v, dtype, batch, heads_kv, seq_k, head_dim, v_strides, block_n))
+    tv = (tk if (v, v_strides, dim_v) == (k, k_strides, head_dim)
+          else attention_operand_map(v, dtype, batch, heads_kv, seq_k, dim_v, v_strides, block_n))
     return tq.kernel_arg(), tk.kernel_arg(), tv.kernel_arg()
 
 
@@ -191,10 +192,11 @@ _QKV_CACHE = _MapCache()
 
 def qkv_map_args(q: int, k: int, v: int, dtype: str, batch: int, heads_q: int, heads_kv: int, seq_q: int,
                  seq_k: int, head_dim: int, q_strides: tuple, k_strides: tuple, v_strides: tuple, block_m: int,
-                 block_n: int) -> tuple:
+                 block_n: int, head_dim_v: int = 0) -> tuple:
     """The kernel arguments of the Q, K and V tensor maps of one launch, from one cache
     look-up (the per-call path of flash_fwd_wgmma). The key holds the pointers and the whole
-    geometry, element strides included. Each argument keeps its map alive."""
+    geometry, element strides included. head_dim_v: V's head dim when it differs (0: head_dim).
+    Each argument keeps its map alive."""
     key = (q, k, v, dtype, batch, heads_q, heads_kv, seq_q, seq_k, head_dim, tuple(q_strides), tuple(k_strides),
-           tuple(v_strides), block_m, block_n)
+           tuple(v_strides), block_m, block_n, head_dim_v if head_dim_v != head_dim else 0)
     return _QKV_CACHE.get(key, _qkv_map_args, *key)

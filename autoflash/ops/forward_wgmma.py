@@ -14,6 +14,8 @@ and persistent (one CTA per SM), see `grid`. Varlen: the maps cover the packed (
 tensors as a batch of one, the kernel starts each tile at its sequence's first token, and work items
 are numbered per sequence (`items`), so no slot is spent past a short sequence's end.
 Head dims: any multiple of 8 (shared-memory tiles padded to whole 64-column blocks, see the template).
+V may have its own head dim (head_dim_v, Dv != Dqk, e.g. 192/128 MLA prefill): Q/K tiles and S run
+over head_dim, the V tiles, O's accumulators and store over head_dim_v; V's tensor map has its own.
 Schedule switches not (yet) in KernelConfig follow the config: intra-warpgroup
 overlap always, consumer ping-pong iff causal (measured, benchmarks/NOTES.md).
 """
@@ -45,6 +47,7 @@ class WgmmaTemplate(ForwardTemplate):
     shared_signature = False  # + three TMA tensor maps and the batch size
     dtypes = ("fp16", "bf16")
     head_dims = tuple(range(8, 257, 8))  # any multiple of 8: tiles padded to 64 columns in shared memory
+    head_dims_v = (0,) + head_dims  # V/O head dim of its own (0 = head_dim)
     knobs = {
         "block_m": (64, 128, 192),  # Br = 64 x consumer warpgroups
         "block_n": (64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240, 256),  # Bc: wgmma N, and K of P.V
@@ -69,7 +72,7 @@ class WgmmaTemplate(ForwardTemplate):
         regs = self.consumer_registers(cfg)
         if regs > budget:
             errors.append(f"~{regs} registers per consumer thread (S {cfg.block_n // 2} + P {cfg.block_n // 4} "
-                          f"+ O {cfg.head_dim // 2} + {REG_OVERHEAD}) exceed the {budget} a consumer gets")
+                          f"+ O {dim_v(cfg) // 2} + {REG_OVERHEAD}) exceed the {budget} a consumer gets")
         if nc == 3 and (cfg.softcap or cfg.alibi):
             # the score transform's constants and temporaries: ptxas spilled 16-228 B at D 8 and D 64
             # (block_n 128) with three consumers' 160 registers; window and sinks alone did not
@@ -79,21 +82,22 @@ class WgmmaTemplate(ForwardTemplate):
 
     @staticmethod
     def consumer_registers(cfg: KernelConfig) -> int:
-        return cfg.block_n // 2 + cfg.block_n // 4 + cfg.head_dim // 2 + REG_OVERHEAD
+        return cfg.block_n // 2 + cfg.block_n // 4 + dim_v(cfg) // 2 + REG_OVERHEAD
 
     def smem_layout(self, cfg: KernelConfig) -> dict:
         eb = DTYPE_BYTES[cfg.dtype]
         cols = padded_head_dim(cfg.head_dim)  # whole 128-byte swizzle column blocks
         q_bytes = cfg.block_m * cols * eb
-        kv_bytes = cfg.block_n * cols * eb  # one K (or V) tile
+        kv_bytes = cfg.block_n * cols * eb  # one K tile
+        v_bytes = cfg.block_n * padded_head_dim(dim_v(cfg)) * eb  # one V tile (V's own head dim)
         q_off = 0
         k_off = q_off + q_bytes
         v_off = k_off + cfg.stages * kv_bytes
-        bar_off = v_off + cfg.stages * kv_bytes
+        bar_off = v_off + cfg.stages * v_bytes
         bars = 2 + 4 * cfg.stages  # Q full, Q empty; K full, V full, K empty, V empty per stage
         total = bar_off + bars * BARRIER_BYTES
         return {"q_off": q_off, "k_off": k_off, "v_off": v_off, "bar_off": bar_off,
-                "q_bytes": q_bytes, "kv_bytes": kv_bytes, "total": total}
+                "q_bytes": q_bytes, "kv_bytes": kv_bytes, "v_bytes": v_bytes, "total": total}
 
     def smem_bytes(self, cfg: KernelConfig) -> int:
         # + SMEM_ALIGN: the kernel rounds the dynamic shared-memory base up to 1024 B.
@@ -105,6 +109,7 @@ class WgmmaTemplate(ForwardTemplate):
         producer_regs, consumer_regs = REG_SPLIT[nc]
         return {
             **{flag: "true" if getattr(cfg, flag, False) else "false" for flag in VARIANT_FLAGS},
+            "head_dim_v": dim_v(cfg),
             "consumers": nc,
             "producer_regs": producer_regs,
             "consumer_regs": consumer_regs,
@@ -114,6 +119,7 @@ class WgmmaTemplate(ForwardTemplate):
             "v_off": lay["v_off"],
             "bar_off": lay["bar_off"],
             "kv_bytes": lay["kv_bytes"],
+            "v_bytes": lay["v_bytes"],
             "q_bytes": lay["q_bytes"],
             "overlap": 1,  # issue S(j+1) = Qi K(j+1)^T before softmax of tile j finishes P.V (FA3 intra-warpgroup)
             # consumer warpgroups take turns issuing GEMMs (FA3 inter-warpgroup ping-pong): measured on the
@@ -130,11 +136,17 @@ class WgmmaTemplate(ForwardTemplate):
             (128, False): (128, 128, 3), (128, True): (128, 128, 3),
             (256, False): (128, 80, 2), (256, True): (128, 80, 2),
         }
-        bm, bn, st = tiles[(min(d for d in (64, 128, 256) if d >= key["head_dim"]), key["causal"])]
+        d = max(key["head_dim"], key.get("head_dim_v", 0))  # the larger head dim sets the footprint
+        bm, bn, st = tiles[(min(m for m in (64, 128, 256) if m >= d), key["causal"])]
         # Variant keys: the plain tiles, or (softcap/ALiBi at D <= 64: no registers for three consumer
         # warpgroups) two consumers with the causal D 64 tiles.
-        return [dict(block_m=bm, block_n=bn, warps=4 * (bm // 64 + 1), stages=st),
-                dict(block_m=128, block_n=128, warps=12, stages=3)]
+        plain = [dict(block_m=bm, block_n=bn, warps=4 * (bm // 64 + 1), stages=st),
+                 dict(block_m=128, block_n=128, warps=12, stages=3)]
+        if key.get("head_dim_v", 0) and key["head_dim_v"] <= 128 < key["head_dim"]:
+            # 192/128 (MLA prefill): 128 x 128 two-stage tiles fit (Q 48 KB, K 2 x 48 KB, V 2 x 32 KB at
+            # D 192, bf16) and O holds Dv / 2 registers; FlashAttention-3's choice for this pair (not measured here)
+            plain.insert(0, dict(block_m=128, block_n=128, warps=12, stages=2))
+        return plain
 
     # ------------------------------------------------------------ launching
     def launch_args(self, cfg: KernelConfig, p: Problem, scale: float):
@@ -174,6 +186,11 @@ class WgmmaTemplate(ForwardTemplate):
         return (items, 1, 1)
 
 
+def dim_v(cfg: KernelConfig) -> int:
+    """V's and O's head dim (head_dim unless the config has its own)."""
+    return cfg.head_dim_v or cfg.head_dim
+
+
 def padded_head_dim(head_dim: int) -> int:
     """Columns of a shared-memory tile: the head dim rounded up to whole 64-element blocks."""
     return -(-head_dim // 64) * 64
@@ -184,11 +201,11 @@ def map_geometry(cfg: KernelConfig, p: Problem) -> tuple:
     the pointers): shapes and element strides; the maps are cached per pointer set and geometry.
     Dense: (B, H, N, D) with the operands' strides. Varlen: the packed (total, H, D) tensors as one
     batch of total tokens, so a tile may read the next sequence's rows (the kernel masks them) but
-    never past the tensor (TMA zero-fills there)."""
+    never past the tensor (TMA zero-fills there). The last element is V's head dim."""
     qs, ks, vs, _ = p.operand_strides()
     if not p.cu_seqlens_q:
         return (cfg.dtype, p.batch, p.heads_q, p.heads_kv, p.seq_q, p.seq_k, cfg.head_dim, qs, ks, vs,
-                cfg.block_m, cfg.block_n)
+                cfg.block_m, cfg.block_n, dim_v(cfg))
     total_q, total_k = p.total_q, p.total_k
     if total_q <= 0 or total_k <= 0:
         raise ValueError("flash_fwd_wgmma needs the packed token counts (Problem.total_q / total_k) of a "
@@ -199,7 +216,8 @@ def map_geometry(cfg: KernelConfig, p: Problem) -> tuple:
         return (sh * heads + sn * total, sh, sn)
 
     return (cfg.dtype, 1, p.heads_q, p.heads_kv, total_q, total_k, cfg.head_dim, one_batch(qs, p.heads_q, total_q),
-            one_batch(ks, p.heads_kv, total_k), one_batch(vs, p.heads_kv, total_k), cfg.block_m, cfg.block_n)
+            one_batch(ks, p.heads_kv, total_k), one_batch(vs, p.heads_kv, total_k), cfg.block_m, cfg.block_n,
+            dim_v(cfg))
 
 
 @functools.cache
