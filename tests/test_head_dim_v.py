@@ -1,6 +1,6 @@
 """Dqk != Dv in the forward without a GPU (issue 17 item 2): the head_dim_v key field (0 = Dv = Dqk;
 old entries and keys without it read 0, plain names and study names unchanged), which templates take
-it (mma, simt; wgmma refuses it with the reason, and the default skips it), what the templates render,
+it (mma, simt, wgmma; tests/test_wgmma_dv.py has wgmma's side), what the templates render,
 NVRTC compiles without spills for 192/128, 128/64, 64/128 (and a padded pair), the float64 reference
 with its own V head dim, and the API's refusals that need no GPU. The GPU side is
 tests/test_head_dim_v_gpu.py."""
@@ -40,7 +40,7 @@ def test_head_dim_v_is_a_key_field_whose_absence_means_equal():
 def test_a_dv_key_is_tuned_over_the_templates_that_serve_it():
     key = StudyKey.of("forward", "sm_90", "H200", **dv_key("bf16", 192, 128))
     configs = [c for c in space(key, None) if not c.problems()]
-    assert configs and {c.template for c in configs} == {"flash_fwd_mma"}  # wgmma has no V head dim of its own
+    assert configs and {c.template for c in configs} == {"flash_fwd_mma", "flash_fwd_wgmma"}
     assert all(c.head_dim == 192 and c.head_dim_v == 128 for c in configs)
     problems = [FORWARD.bench_problem(key.params, 1024, 1 << 17)] + FORWARD.check_problems(key.params) + \
         FORWARD.verify_problems(key.params, 1024)
@@ -62,13 +62,12 @@ def test_an_entry_written_before_head_dim_v_serves_the_plain_key_only():
 
 
 @pytest.mark.parametrize("d, dv", PAIRS)
-def test_mma_and_simt_take_it_wgmma_refuses_it_and_the_default_skips_wgmma(d, dv):
+def test_mma_simt_and_wgmma_take_it_and_the_sm_90_default_is_wgmma(d, dv):
     key = dv_key("bf16", d, dv)
     cfg = FORWARD.default("sm_90", key)
-    assert cfg.template == "flash_fwd_mma" and cfg.head_dim_v == dv and not cfg.problems()
-    assert not WGMMA.supports("sm_90a", key) and MMA.supports("sm_90", key)
-    wg = WGMMA.default("sm_90a", K("bf16", d if d != 192 else 128, True)).replace(head_dim_v=dv if d != 192 else 64)
-    assert any("does not support a V head dim" in p for p in wg.problems()), wg.problems()
+    assert cfg.template == "flash_fwd_wgmma" and cfg.head_dim_v == dv and not cfg.problems()
+    assert WGMMA.supports("sm_90a", key) and MMA.supports("sm_90", key)
+    assert FORWARD.default("sm_80", key).template == "flash_fwd_mma"
     if d in SIMT.head_dims and dv in SIMT.head_dims:
         assert not FORWARD.default("sm_90", dv_key("fp32", d, dv)).problems()
     assert MMA.default("sm_90", K("bf16", d, True)).replace(head_dim_v=d).problems()  # equal dims are spelled 0
