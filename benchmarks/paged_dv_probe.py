@@ -1,73 +1,182 @@
-"""Helper M's GPU probe (2026-11-29, README's paged-prefill and Dqk != Dv rows): chunked prefill on a paged cache vs the contiguous cache
-and SDPA (explicit bottom-right mask), CUDA events, median of 30 after warm-up."""
-import statistics
-import torch, torch.nn.functional as F
-import autoflash
-from autoflash.ops.decode_launch import shuffled_pages
-from autoflash.serve import kvcache
+"""GPU probe behind README's paged-prefill and Dqk != Dv rows (helper M's, extended by helper W).
 
-def med_ms(fn, n=30):
-    for _ in range(3): fn()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(n):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record(); fn(); b.record(); b.synchronize(); ts.append(a.elapsed_time(b))
-    return statistics.median(ts), min(ts), max(ts)
+--parts paged: chunked prefill on a paged cache (attention_with_kvcache with a block_table) vs the
+  contiguous cache and SDPA (explicit bottom-right mask), CUDA events, median of 30 after warm-up.
+--parts dv: Dqk != Dv forward (bf16, B 4, H 16, N 4096; pairs 192/128, 128/64, 64/128), full and causal:
+  autoflash's pick, flash_fwd_mma's default, flash_fwd_wgmma's default and (192/128) a few other wgmma
+  tiles, beside SDPA's cuDNN / flash / efficient backends, interleaved rounds of CUDA-event timings
+  (median over all calls, spread of the round medians). TFLOP/s = 2 (Dqk + Dv) B H N^2 (/2 causal).
+--compile-only: compile the dv part's configs in a process pool (fills the kernel cache) and exit.
 
-B, NQ, HQ, HKV, D, L = 8, 512, 32, 8, 128, 4096
-rows = []
-t = torch.bfloat16
-q = torch.randn(B, NQ, HQ, D, device="cuda", dtype=t)
-k = torch.randn(B, L, HKV, D, device="cuda", dtype=t); v = torch.randn_like(k)
-seqlens = torch.full((B,), L, dtype=torch.int32, device="cuda")
-flops = 4 * B * HQ * D * sum(L - NQ + i + 1 for i in range(NQ))  # visible pairs, bottom-right causal
-res = {}
-res["autoflash contiguous"] = med_ms(lambda: autoflash.attention_with_kvcache(q, k, v, seqlens, causal=True))
-for ps in (16, 64):
-    mp = L // ps; npg = B * mp
-    table = torch.from_numpy(shuffled_pages(B, mp, npg, 0)).cuda()
-    kp = torch.empty(npg, ps, HKV, D, device="cuda", dtype=t); vp = torch.empty_like(kp)
-    kp[table.reshape(-1).long()] = k.reshape(B * mp, ps, HKV, D); vp[table.reshape(-1).long()] = v.reshape(B * mp, ps, HKV, D)
-    o = autoflash.attention_with_kvcache(q, kp, vp, seqlens, block_table=table, causal=True)
-    oc = autoflash.attention_with_kvcache(q, k, v, seqlens, causal=True)
-    print(f"page {ps}: max |paged - contiguous| = {(o.float() - oc.float()).abs().max().item():.3g}", flush=True)
-    res[f"autoflash paged {ps}"] = med_ms(lambda: autoflash.attention_with_kvcache(q, kp, vp, seqlens, block_table=table, causal=True))
-from autoflash.kernels.device import device_arch
-arch, dev = device_arch(0)
-print("paged config:", kvcache.paged_config(arch, dev, "bf16", D, True, tuple((f, False) for f in ("window", "softcap", "sinks", "alibi")), L).name, flush=True)
-pcfg = kvcache.paged_config(arch, dev, "bf16", D, True, tuple((f, False) for f in ("window", "softcap", "sinks", "alibi")), L)
-res["autoflash mma unpaged (same config)"] = med_ms(lambda: autoflash.attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=True, causal_alignment="bottom_right", config=pcfg.replace(paged=False)))
-qs, ks, vs = q.transpose(1, 2), k.transpose(1, 2).repeat_interleave(HQ // HKV, 1), v.transpose(1, 2).repeat_interleave(HQ // HKV, 1)
-mask = torch.ones(NQ, L, dtype=torch.bool, device="cuda").tril(L - NQ)
-from torch.nn.attention import sdpa_kernel, SDPBackend
-for name, be in (("sdpa efficient", SDPBackend.EFFICIENT_ATTENTION), ("sdpa cudnn", SDPBackend.CUDNN_ATTENTION)):
-    try:
-        with sdpa_kernel([be]):
-            res[name] = med_ms(lambda: F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask))
-    except Exception as e:
-        print(name, "failed:", str(e)[:100])
-print(f"chunked prefill bf16 B={B} Nq={NQ} cache={L} Hq={HQ} Hkv={HKV} D={D}, causal bottom-right (SDPA: K/V repeated to Hq, bool mask)")
-print("| kernel | median ms (min-max) | TFLOP/s (visible pairs) |\n|---|---|---|")
-for n, (m, lo, hi) in res.items():
-    print(f"| {n} | {m:.3f} ({lo:.3f}-{hi:.3f}) | {flops / m / 1e9:.0f} |")
+    PYTHONPATH=$PWD python benchmarks/paged_dv_probe.py --parts dv [--rounds 3] [--compile-only]
+"""
+import argparse
+import multiprocessing
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
-# Dqk 192 / Dv 128 (MLA prefill shape), bf16, B=4 H=16 N=4096, causal
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from autoflash.kernels.registry import TEMPLATES  # noqa: E402
+
+PAIRS = [(192, 128), (128, 64), (64, 128)]
 B2, H2, N2 = 4, 16, 4096
-q2 = torch.randn(B2, H2, N2, 192, device="cuda", dtype=t); k2 = torch.randn_like(q2); v2 = torch.randn(B2, H2, N2, 128, device="cuda", dtype=t)
-fl2 = 2 * B2 * H2 * N2 * N2 * (192 + 128) / 2
-r2 = {}
-for causal in (False, True):
-    r2[f"autoflash {'causal' if causal else 'full'}"] = med_ms(lambda: autoflash.attention(q2, k2, v2, causal=causal))
-    for name, be in (("sdpa efficient", SDPBackend.EFFICIENT_ATTENTION), ("sdpa cudnn", SDPBackend.CUDNN_ATTENTION), ("sdpa flash", SDPBackend.FLASH_ATTENTION)):
+# wgmma tiles tried beside the default at 192/128 (block_m, block_n, stages); all ptxas-clean (NVRTC 13.5)
+EXTRA_192 = [(128, 112, 2), (128, 96, 2), (128, 80, 2), (192, 80, 2), (192, 64, 3)]
+WG, MMA = TEMPLATES["flash_fwd_wgmma"], TEMPLATES["flash_fwd_mma"]
+
+
+def dv_configs(d: int, dv: int, causal: bool) -> dict:
+    """label -> KernelConfig of the autoflash kernels timed for one pair."""
+    key = {"dtype": "bf16", "head_dim": d, "causal": causal, "head_dim_v": dv}
+    wg = WG.default("sm_90a", key)
+    cfgs = {f"wgmma default {wg.block_m}x{wg.block_n} s{wg.stages}": wg, "mma default": MMA.default("sm_90", key)}
+    if (d, dv) == (192, 128):
+        for bm, bn, st in EXTRA_192:
+            cfgs[f"wgmma {bm}x{bn} s{st}"] = WG.config("sm_90a", key, block_m=bm, block_n=bn, warps=4 * (bm // 64 + 1),
+                                                       stages=st)
+    return cfgs
+
+
+def _compile(cfg):
+    from autoflash.kernels.compile import compile_kernel
+
+    r = compile_kernel(cfg).report
+    return f"{cfg.name}: {r.registers} regs, {r.spills} B spilled"
+
+
+def compile_all():
+    cfgs = [c for d, dv in PAIRS for causal in (False, True) for c in dv_configs(d, dv, causal).values()]
+    with ProcessPoolExecutor(min(12, multiprocessing.cpu_count()), mp_context=multiprocessing.get_context("spawn")) as pool:
+        for line in pool.map(_compile, cfgs):
+            print(line, flush=True)
+
+
+def dv_part(rounds: int, reps: int):
+    import torch
+
+    import autoflash
+    import common  # benchmarks/common.py
+    from autoflash.kernels.device import device_arch
+    from autoflash.serve import api
+
+    arch, dev = device_arch(0)
+    print(f"forward Dqk != Dv, bf16 B={B2} H={H2} N={N2}; TFLOP/s = 2 (Dqk + Dv) B H N^2 (causal /2); "
+          f"median ms over {rounds} interleaved rounds x {reps} calls, spread = (max - min) / median of round medians")
+    print("| Dqk/Dv | causal | kernel | ms | TFLOP/s | spread | vs best SDPA |\n|---|---|---|---|---|---|---|")
+    for d, dv in PAIRS:
+        q = torch.randn(B2, H2, N2, d, device="cuda", dtype=torch.bfloat16)
+        k = torch.randn_like(q)
+        v = torch.randn(B2, H2, N2, dv, device="cuda", dtype=torch.bfloat16)
+        for causal in (False, True):
+            flops = 2 * B2 * H2 * N2 * N2 * (d + dv) / (2 if causal else 1)
+            pick = api.choose_config(arch, dev, "bf16", d, causal, N2, {"head_dim_v": dv})
+            fns = {f"autoflash ({pick.template[10:]} {pick.block_m}x{pick.block_n} s{pick.stages})":
+                   lambda c=causal: autoflash.attention(q, k, v, causal=c)}
+            for label, cfg in dv_configs(d, dv, causal).items():
+                if cfg.problems():
+                    print(f"skip {label}: {cfg.problems()}")
+                    continue
+                fns[label] = lambda c=causal, cfg=cfg: autoflash.attention(q, k, v, causal=c, config=cfg)
+            sdpa = []
+            for name in ("sdpa_cudnn", "sdpa_flash", "sdpa_efficient"):
+                run = common.sdpa_runner(name, q, k, v, causal)
+                if run is None:
+                    print(f"{name}: refused {d}/{dv}")
+                else:
+                    fns[name] = run
+                    sdpa.append(name)
+            # correctness of every autoflash kernel against SDPA's best-available backend (a sanity check)
+            ref = fns[sdpa[0]]().float() if sdpa else None
+            for label, fn in fns.items():
+                if ref is not None and not label.startswith("sdpa"):
+                    err = (fn().float() - ref).abs().max().item()
+                    if err > 0.05:
+                        print(f"WARNING {label}: max |autoflash - {sdpa[0]}| = {err:.3g}")
+            times = common.time_interleaved(fns, rounds, reps)
+            best = min((times[n][0] for n in sdpa), default=None)
+            for label, (ms, spread) in times.items():
+                ratio = f"{best / ms:.2f}x" if best else "-"
+                print(f"| {d}/{dv} | {'yes' if causal else 'no'} | {label} | {ms:.3f} | {flops / ms / 1e9:.0f} | "
+                      f"{spread:.1%} | {ratio} |", flush=True)
+
+
+def paged_part():
+    """Helper M's chunked-prefill rows (unchanged): paged vs contiguous cache vs SDPA with the mask."""
+    import statistics
+
+    import torch
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    import autoflash
+    from autoflash.kernels.device import device_arch
+    from autoflash.ops.decode_launch import shuffled_pages
+    from autoflash.serve import kvcache
+
+    def med_ms(fn, n=30):
+        for _ in range(3):
+            fn()
+        torch.cuda.synchronize()
+        ts = []
+        for _ in range(n):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record(); fn(); b.record(); b.synchronize(); ts.append(a.elapsed_time(b))  # noqa: E702
+        return statistics.median(ts), min(ts), max(ts)
+
+    B, NQ, HQ, HKV, D, L = 8, 512, 32, 8, 128, 4096
+    t = torch.bfloat16
+    q = torch.randn(B, NQ, HQ, D, device="cuda", dtype=t)
+    k = torch.randn(B, L, HKV, D, device="cuda", dtype=t); v = torch.randn_like(k)  # noqa: E702
+    seqlens = torch.full((B,), L, dtype=torch.int32, device="cuda")
+    flops = 4 * B * HQ * D * sum(L - NQ + i + 1 for i in range(NQ))  # visible pairs, bottom-right causal
+    res = {"autoflash contiguous": med_ms(lambda: autoflash.attention_with_kvcache(q, k, v, seqlens, causal=True))}
+    arch, dev = device_arch(0)
+    flags = tuple((f, False) for f in ("window", "softcap", "sinks", "alibi"))
+    for ps in (16, 64):
+        mp = L // ps; npg = B * mp  # noqa: E702
+        table = torch.from_numpy(shuffled_pages(B, mp, npg, 0)).cuda()
+        kp = torch.empty(npg, ps, HKV, D, device="cuda", dtype=t); vp = torch.empty_like(kp)  # noqa: E702
+        kp[table.reshape(-1).long()] = k.reshape(B * mp, ps, HKV, D); vp[table.reshape(-1).long()] = v.reshape(B * mp, ps, HKV, D)  # noqa: E702,E501
+        o = autoflash.attention_with_kvcache(q, kp, vp, seqlens, block_table=table, causal=True)
+        oc = autoflash.attention_with_kvcache(q, k, v, seqlens, causal=True)
+        print(f"page {ps}: max |paged - contiguous| = {(o.float() - oc.float()).abs().max().item():.3g}", flush=True)
+        res[f"autoflash paged {ps}"] = med_ms(lambda: autoflash.attention_with_kvcache(q, kp, vp, seqlens, block_table=table, causal=True))  # noqa: E501
+    pcfg = kvcache.paged_config(arch, dev, "bf16", D, True, flags, L)
+    print("paged config:", pcfg.name, flush=True)
+    res["autoflash unpaged (same config)"] = med_ms(lambda: autoflash.attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=True, causal_alignment="bottom_right",
+        config=pcfg.replace(paged=False)))
+    qs, ks, vs = q.transpose(1, 2), k.transpose(1, 2).repeat_interleave(HQ // HKV, 1), v.transpose(1, 2).repeat_interleave(HQ // HKV, 1)  # noqa: E501
+    mask = torch.ones(NQ, L, dtype=torch.bool, device="cuda").tril(L - NQ)
+    for name, be in (("sdpa efficient", SDPBackend.EFFICIENT_ATTENTION), ("sdpa cudnn", SDPBackend.CUDNN_ATTENTION)):
         try:
             with sdpa_kernel([be]):
-                r2[f"{name} {'causal' if causal else 'full'}"] = med_ms(lambda: F.scaled_dot_product_attention(q2, k2, v2, is_causal=causal))
-        except Exception as e:
-            print(name, "failed:", str(e)[:80])
-from autoflash.serve import api
-print("Dv config:", api.choose_config(arch, dev, "bf16", 192, True, N2, {"head_dim_v": 128}).name)
-print(f"forward Dqk 192 / Dv 128 bf16 B={B2} H={H2} N={N2} (causal: half the FLOPs)")
-print("| kernel | median ms (min-max) | TFLOP/s |\n|---|---|---|")
-for n, (m, lo, hi) in r2.items():
-    print(f"| {n} | {m:.3f} ({lo:.3f}-{hi:.3f}) | {(fl2 if 'causal' in n else 2 * fl2) / m / 1e9:.0f} |")
+                res[name] = med_ms(lambda: F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask))
+        except Exception as e:  # noqa: BLE001  (a backend that refuses the mask)
+            print(name, "failed:", str(e)[:100])
+    print(f"chunked prefill bf16 B={B} Nq={NQ} cache={L} Hq={HQ} Hkv={HKV} D={D}, causal bottom-right (SDPA: K/V repeated to Hq, bool mask)")  # noqa: E501
+    print("| kernel | median ms (min-max) | TFLOP/s (visible pairs) |\n|---|---|---|")
+    for n, (m, lo, hi) in res.items():
+        print(f"| {n} | {m:.3f} ({lo:.3f}-{hi:.3f}) | {flops / m / 1e9:.0f} |")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--parts", nargs="+", default=["paged", "dv"], choices=["paged", "dv"])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--compile-only", action="store_true")
+    args = ap.parse_args()
+    if args.compile_only:
+        compile_all()
+        return
+    if "paged" in args.parts:
+        paged_part()
+    if "dv" in args.parts:
+        dv_part(args.rounds, args.reps)
+
+
+if __name__ == "__main__":
+    main()
