@@ -200,3 +200,34 @@ def test_reference_matches_a_direct_computation():
     w = np.exp(s - s.max())
     assert np.allclose(out[2, 0, 3], (w / w.sum()) @ v[2, :6, 1])
     assert np.isclose(lse[2, 3, 0], np.log(np.exp(s).sum()))
+
+
+def test_split_heuristic_keeps_nearly_every_sm_busy():
+    # batch 1 x 8 KV heads, 32k cache, 128 keys a step, 132 SMs: 16 splits (128 blocks), not 14 (112)
+    assert split_heuristic(8, 256, 132) == 16
+    assert split_heuristic(1, 1024, 132) == 128  # MQA, batch 1: a block per SM but 4
+
+
+def test_a_tuned_split_count_serves_only_its_own_grid(monkeypatch):
+    from autoflash.serve import decode as serve_decode
+
+    key = {"dtype": "bf16", "head_dim": 64, "m_tiles": 1, "paged": False}
+    tuned = DECODE.default("sm_90", key).replace(num_splits=2)
+    entry = {"config": tuned.to_dict(), "problem": {"batch": 256, "heads_kv": 8, "group": 4, "seq_q": 1, "seq_k": 1024}}
+    monkeypatch.setattr(serve_decode.dispatch, "select", lambda *a: tuned)
+    monkeypatch.setattr(serve_decode.store, "entries_for_arch", lambda arch: [entry])
+    monkeypatch.setattr(serve_decode.store, "lookup", lambda entries, *a: (entries[0], "tuned"))
+    monkeypatch.setattr(serve_decode, "device_arch", lambda device: ("sm_90", "H200"))
+    serve_decode._entry_blocks.cache_clear()
+
+    def chosen(batch, heads_kv=8):
+        p = DecodeProblem(batch=batch, heads_q=4 * heads_kv, heads_kv=heads_kv, seq_q=1, seq_k=1024, head_dim=64,
+                          causal=True)
+        return serve_decode._choose_config(None, "bf16", p, 0).num_splits
+
+    assert chosen(256) == 2                      # the grid it was timed on: the tuned count
+    assert chosen(1) == 0 and chosen(256, 1) == 0  # other grids: the heuristic (0) decides
+    pinned = tuned.replace(num_splits=3)          # a caller's own config keeps its count
+    p = DecodeProblem(batch=1, heads_q=32, heads_kv=8, seq_q=1, seq_k=1024, head_dim=64, causal=True)
+    assert serve_decode._choose_config(pinned, "bf16", p, 0).num_splits == 3
+    serve_decode._entry_blocks.cache_clear()

@@ -23,6 +23,9 @@ from autoflash.kernels.template import Template
 SMEM_PAD = 8        # elements added to each K/V/Q shared-memory row: conflict-free ldmatrix
 MERGE_PAD = 8       # floats added to each row of the warps' fp32 merge buffer
 MAX_SPLITS = 256    # workspace bound: num_splits * B * Hkv * rows * D floats
+# FA3's 0.85 left 8 KV heads x 14 splits = 112 of 132 SMs busy on batch-1 long caches (H200 final table,
+# d128 b1 32k: 2888 GB/s); the H200 sweep (NOTES, decode) timed 16 splits (128 blocks) there at 3061, 32 at 3023
+WAVE_EFFICIENCY = 0.95
 MIN_SPLIT_KEYS = 128  # a split's fixed cost (Q, prologue, partial write, combine) needs this much work
 # (H200, benchmarks/NOTES.md decode run 6: MQA b1 n1024 with 128 keys a split, 8 splits, 70 GB/s; 256, 4 splits, 62)
 DEFAULT_L2_PREFETCH = 128  # run 6: +1-7 % on every row at or above 512 MB of K/V, none slower beyond noise
@@ -160,8 +163,8 @@ def split_heuristic(work_blocks: int, n_steps: int, slots: int, max_splits: int 
     """FlashAttention-3's rule (hopper/heuristics.h, design notes §9): one split when the
     (batch, KV head, m-block) blocks already fill 80 % of the slots (one per SM: the H200 sweep
     found one wave of SMs better than one of resident blocks); else the smallest split count
-    whose wave efficiency (blocks / slots over whole waves) is at least 85 % of the best, among
-    counts that really shorten a split (ceil(n_steps / s) drops) and leave each split at least
+    whose wave efficiency (blocks / slots over whole waves) is at least WAVE_EFFICIENCY of the best,
+    among counts that really shorten a split (ceil(n_steps / s) drops) and leave each split at least
     min_steps steps. Shapes only, never cache_seqlens values: fixed under CUDA graphs."""
     if work_blocks <= 0 or n_steps <= 1 or work_blocks >= 0.8 * slots:
         return 1
@@ -173,4 +176,4 @@ def split_heuristic(work_blocks: int, n_steps: int, slots: int, max_splits: int 
         return waves / math.ceil(waves)
 
     best = max(efficiency(s) for s in eligible)
-    return next(s for s in eligible if efficiency(s) >= 0.85 * best)
+    return next(s for s in eligible if efficiency(s) >= WAVE_EFFICIENCY * best)

@@ -19,7 +19,7 @@ from autoflash.kernels.loaded import LoadedKernel, stream_handle
 from autoflash.ops import decode_launch
 from autoflash.ops.decode import DECODE
 from autoflash.ops.decode_kernels import (DEFAULT_L2_PREFETCH, HEAD_DIMS, MAX_SPLITS, MMA, DecodeConfig,
-                                         m_tiles_for)
+                                         m_blocks, m_tiles_for)
 from autoflash.ops.decode_launch import DecodeProblem
 from autoflash.serve import dispatch
 from autoflash.serve.errors import InputError
@@ -330,12 +330,41 @@ def _choose_config(config, dtype: str, p: DecodeProblem, device_id: int) -> Deco
         key = {"dtype": dtype, "head_dim": p.head_dim, "m_tiles": m_tiles_for(p.rows, p.head_dim), "paged": False,
                **{f: on for f, on in p.variant_flags().items() if on}}  # plain keys stay as before
         if p.page_size:
-            return _paged_config(arch, name, tuple(key.items()), p.seq_k)
-        return dispatch.select(arch, name, DECODE.name, key, p.seq_k)
+            cfg = _paged_config(arch, name, tuple(key.items()), p.seq_k)
+            key["paged"] = True
+        else:
+            cfg = dispatch.select(arch, name, DECODE.name, key, p.seq_k)
+        return _splits_for_grid(cfg, arch, name, tuple(key.items()), p)
     if isinstance(config, dict):  # attention() hands a validated config object; a dict is checked here
         return _checked_config(config, dtype, p)
     _match(config, dtype, p)
     return config
+
+
+def _splits_for_grid(cfg: DecodeConfig, arch: str, device_name: str, key: tuple, p: DecodeProblem) -> DecodeConfig:
+    """A tuned entry's fixed split count was timed on its own problem's grid (batch x KV heads x m-blocks),
+    but entries are found by cache length alone: on another grid the heuristic chooses instead. (The H200
+    d64 N=1024 entry's 1 split, tuned at batch 256, left batch 1 on 8 blocks: 0.73-0.78x cuDNN.)"""
+    if not cfg.num_splits:
+        return cfg
+    blocks = p.batch * p.heads_kv * m_blocks(p.rows, cfg.m_tiles)
+    return cfg if _entry_blocks(arch, device_name, key, p.seq_k, cfg.m_tiles) == blocks else cfg.replace(num_splits=0)
+
+
+@functools.lru_cache(maxsize=256)
+def _entry_blocks(arch: str, device_name: str, key: tuple, seq_k: int, m_tiles: int) -> int | None:
+    """Blocks of one split of the timed problem of the entry serving this key (a paged key without its own
+    entry: the contiguous one its twin came from); None without one. Cached per process, as _paged_config."""
+    entries = store.entries_for_arch(arch)
+    for k in (dict(key), {**dict(key), "paged": False}):
+        entry, _ = store.lookup(entries, device_name, DECODE.name, k, seq_k)
+        if entry is not None:
+            e = entry.get("problem", {})
+            try:
+                return e["batch"] * e["heads_kv"] * m_blocks(e["group"] * e["seq_q"], m_tiles)
+            except KeyError:
+                return None
+    return None
 
 
 @functools.lru_cache(maxsize=256)
