@@ -3,13 +3,15 @@ backward alone, bf16/fp16, D 64/128, causal and not, N 4096 by default (16k toke
 H = 2048 / D). FLOPs: 2.5 x the forward's (FlashAttention's convention), halved for causal. Timing as
 benchmarks/bench_backward.py (CUDA events, warm-up, interleaved rounds, median; spread = range of the
 round medians); each autoflash kernel pinned (its config, and for flash_bwd_wgmma its dQ schedule,
-ops/backward_wgmma: "wgmma" the default, "wgmma_own" DQ_OWN_KEYS, "wgmma_bulk" DQ_BULK_REDUCE) and
+ops/backward_wgmma: "wgmma" the default, "wgmma_own" DQ_OWN_KEYS, "wgmma_bulk" DQ_BULK_REDUCE (these two
+with --schedules), "wgmma_ws" the default's tile with a producer warpgroup (warps + 4) where valid) and
 launched as attention_backward() launches it, on one saved O and LSE (float32 torch
 forward). Also each gradient's relative error against SDPA's flash backward (a sanity check; the
 float64 checks are tests/test_backward_wgmma_gpu.py).
 
     python benchmarks/bench_backward_wgmma.py [--dtypes bf16,fp16] [--head-dims 64,128] [--seqs 4096]
         [--others]   # also every other valid wgmma config of every dQ schedule (bf16)
+        [--schedules]   # also the DQ_OWN_KEYS and DQ_BULK_REDUCE schedules
     python benchmarks/bench_backward_wgmma.py --precompile   # compile every config it times, in parallel
 """
 import argparse
@@ -52,18 +54,24 @@ def with_schedule(schedule, fn, *args):
         backward_wgmma.DQ_OWN_KEYS, backward_wgmma.DQ_BULK_REDUCE = saved
 
 
-def configs(arch, dtype, d, causal, others=False):
-    """name -> (config, dQ schedule): flash_bwd_wgmma's default in every dQ schedule (wgmma<schedule>)
-    and flash_bwd_mma's default for the key; with others, every other valid flash_bwd_wgmma config of
-    every schedule (wgmma<schedule>_bm<block_m>_bn<block_n>)."""
+def configs(arch, dtype, d, causal, others=False, schedules=False):
+    """name -> (config, dQ schedule): flash_bwd_wgmma's default (wgmma), with schedules in every dQ
+    schedule (wgmma<schedule>), with a producer warpgroup (wgmma_ws) where valid, and flash_bwd_mma's
+    default for the key; with others, every other valid flash_bwd_wgmma config of every schedule
+    (wgmma<schedule>_bm<block_m>_bn<block_n>_w<warps>)."""
     k = key(dtype, d, causal)
     wg_arch = build_arch(WGMMA.archs, arch)
-    chosen = {f"wgmma{s}": (with_schedule(s, WGMMA.default, wg_arch, k), s) for s in SCHEDULES}
+    chosen = {f"wgmma{s}": (with_schedule(s, WGMMA.default, wg_arch, k), s) for s in SCHEDULES if schedules or not s}
+    c = chosen["wgmma"][0]
+    ws = WGMMA.config(wg_arch, k, block_m=c.block_m, block_n=c.block_n, warps=c.warps + 4, stages=c.stages,
+                      warps_q=c.warps_q)
+    if not ws.problems():
+        chosen["wgmma_ws"] = (ws, "")
     chosen["mma"] = (MMA.default(build_arch(MMA.archs, arch), k), "")
     for s in SCHEDULES if others else ():
         for c in with_schedule(s, lambda: [c for c in WGMMA.space(wg_arch, k) if not c.problems()]):
             if (c, s) not in chosen.values():
-                chosen[f"wgmma{s}_bm{c.block_m}_bn{c.block_n}"] = (c, s)
+                chosen[f"wgmma{s}_bm{c.block_m}_bn{c.block_n}_w{c.warps}"] = (c, s)
     return chosen
 
 
@@ -92,11 +100,11 @@ def _compile(cfg_schedule):
     return with_schedule(schedule, lambda: compile_kernel(cfg).report)
 
 
-def precompile(arch, dtypes, head_dims):
+def precompile(arch, dtypes, head_dims, others, schedules):
     from concurrent.futures import ProcessPoolExecutor
 
     cfgs = list(dict.fromkeys(c for t in dtypes for d in head_dims for causal in (False, True)
-                              for c in configs(arch, t, d, causal, t == "bf16").values()))
+                              for c in configs(arch, t, d, causal, others and t == "bf16", schedules).values()))
     with ProcessPoolExecutor() as pool:
         for (cfg, schedule), rep in zip(cfgs, pool.map(_compile, cfgs)):
             print(f"  compiled {cfg.name} schedule '{schedule}': {rep.registers} registers, {rep.spills} B spilled",
@@ -120,13 +128,14 @@ def main():
     parser.add_argument("--head-dims", default="64,128")
     parser.add_argument("--seqs", default="4096")
     parser.add_argument("--others", action="store_true", help="also time every other valid wgmma config (bf16)")
+    parser.add_argument("--schedules", action="store_true", help="also the DQ_OWN_KEYS, DQ_BULK_REDUCE schedules")
     parser.add_argument("--precompile", action="store_true", help="only compile the kernels, then exit")
     args = parser.parse_args()
     dtypes = args.dtypes.split(",")
     head_dims = [int(x) for x in args.head_dims.split(",")]
     arch = device_arch(torch.cuda.current_device())[0]
     if args.precompile:
-        precompile(arch, dtypes, head_dims)
+        precompile(arch, dtypes, head_dims, args.others, args.schedules)
         return 0
     print(f"# {torch.cuda.get_device_name()} torch {torch.__version__}; backward TFLOP/s (2.5x forward FLOPs)")
     rows = []
@@ -140,8 +149,8 @@ def main():
                     out, lse = torch_forward(q, k, v, causal, 1 / math.sqrt(d))
                     fns, errs = {}, {}
                     _, ref = sdpa_backward("flash", q, k, v, dout, causal)
-                    for name, (cfg, schedule) in configs(arch, dtype, d, causal,
-                                                         args.others and dtype == "bf16").items():
+                    for name, (cfg, schedule) in configs(arch, dtype, d, causal, args.others and dtype == "bf16",
+                                                         args.schedules).items():
                         fns[name] = pinned(cfg, schedule, q, k, v, out, lse, dout, causal)
                         if ref is not None:
                             errs[name] = max(rel(a, r) for a, r in zip(fns[name](), ref))
@@ -158,15 +167,15 @@ def main():
                           flush=True)
                     del q, k, v, dout, out, lse, fns, ref
                     torch.cuda.empty_cache()
-    names = ["wgmma", "wgmma_own", "wgmma_bulk", "mma", "sdpa_cudnn", "sdpa_flash"]
-    print("\n| dtype | D | N | causal | " + " | ".join(names) + " | wgmma/mma | wgmma/cuDNN | wgmma_own/cuDNN "
-          "| wgmma_bulk/cuDNN | spread (wgmma) |")
-    print("|" + "---|" * (len(names) + 9))
+    names = ["wgmma", "wgmma_ws", "wgmma_own", "wgmma_bulk", "mma", "sdpa_cudnn", "sdpa_flash"]
+    pairs = (("wgmma", "mma"), ("wgmma", "sdpa_cudnn"), ("wgmma_ws", "sdpa_cudnn"), ("wgmma_ws", "wgmma"),
+             ("wgmma_own", "sdpa_cudnn"), ("wgmma_bulk", "sdpa_cudnn"))
+    print("\n| dtype | D | N | causal | " + " | ".join(names) + " | " + " | ".join(f"{a}/{b}" for a, b in pairs)
+          + " | spread (wgmma) |")
+    print("|" + "---|" * (len(names) + len(pairs) + 5))
     for dtype, d, n, causal, tf, spread, _ in rows:
         cells = [f"{tf[x]:.0f}" if x in tf else "n/a" for x in names]
-        ratios = [f"{tf[a] / tf[b]:.2f}x" if a in tf and b in tf else "n/a"
-                  for a, b in (("wgmma", "mma"), ("wgmma", "sdpa_cudnn"), ("wgmma_own", "sdpa_cudnn"),
-                               ("wgmma_bulk", "sdpa_cudnn"))]
+        ratios = [f"{tf[a] / tf[b]:.2f}x" if a in tf and b in tf else "n/a" for a, b in pairs]
         print(f"| {dtype} | {d} | {n} | {causal} | " + " | ".join(cells + ratios) + f" | {100 * spread:.1f}% |")
     return 0
 

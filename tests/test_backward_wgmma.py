@@ -1,7 +1,7 @@
 """flash_bwd_wgmma without a GPU: its rules refuse what it does not implement (variants, the
 deterministic mode, D 256) and the tiles that do not fit, its defaults are valid, it renders and
-compiles for sm_90a with no spills, and its SASS has HGMMA (the wgmma products) and the vector
-dQ reductions. GPU correctness and speed: tests/test_backward_wgmma_gpu.py,
+compiles for sm_90a with no spills, and its SASS has HGMMA (the wgmma products), the vector
+dQ reductions and, with a producer warpgroup, setmaxnreg and mbarrier waits. GPU correctness and speed: tests/test_backward_wgmma_gpu.py,
 benchmarks/bench_backward_wgmma.py."""
 import shutil
 import subprocess
@@ -44,6 +44,9 @@ def test_defaults_are_valid():
     (cfg(d=64, bm=128, bn=64), "one warpgroup spills"),
     (cfg(d=128, bm=128), "accumulator registers"),  # dK, dV 128 + S^T, dP^T 128 + P^T 32
     (cfg(d=64, bm=64, bn=128), "must split over 2 warpgroups"),  # 32-column dQ slices
+    (cfg(d=64, bm=128, warps=12), "consumers get 240 registers"),  # producer: spills at D 64 x 128 queries
+    (cfg(bn=64, warps=8), "needs two consumers"),  # one consumer + a producer warpgroup
+    (cfg(warps=16), "not one of"),
     (cfg(d=256, bn=64), "head_dim 256 is not supported"),
     (cfg(dtype="fp32"), "does not support dtype fp32"),
     (cfg(deterministic=True), "deterministic True is not supported"),
@@ -150,6 +153,10 @@ def test_compiles_without_spills_and_uses_hgmma(schedule, c, tmp_path, monkeypat
     shapes = {f"HGMMA.64x{c.block_m}x16", f"HGMMA.64x{c.head_dim}x16", f"HGMMA.64x{c.head_dim // cols}x16"}
     for shape in shapes:
         assert shape in main, shape
+    if WG.producer(c):  # the producer gives its registers up, the consumers wait on mbarriers
+        assert "USETMAXREG.DEALLOC.CTAPOOL 0x18" in main and "USETMAXREG.TRY_ALLOC.CTAPOOL" in main
+        assert "SYNCS.PHASECHK.TRANS64.TRYWAIT" in main
+        assert schedule == "own_keys" or "BAR.SYNC.DEFER_BLOCKING 0x3, 0x100" in main  # the consumers' dS^T barrier
     if schedule == "bulk":
         assert "UBLKRED.G.S.ADD.F32" in main and "REDG" not in main  # bulk reductions only
     else:

@@ -1,7 +1,7 @@
 """flash_bwd_wgmma on an H100/H200: gradients against float64 autograd (tests/test_backward_gpu's
 reference and tolerances, ops.backward_kernels.TOLERANCE), odd lengths, Nq != Nk, GQA/MQA, causal
 in both alignments, D 64/128, bf16 and fp16, every dQ schedule (ops/backward_wgmma.DQ_OWN_KEYS,
-DQ_BULK_REDUCE); NaN-free;
+DQ_BULK_REDUCE) and the producer warpgroup (warp specialisation, D 128); NaN-free;
 rows that see no key get dq = 0; attention_backward() serves it on sm_90 GPUs."""
 import math
 
@@ -29,7 +29,7 @@ def dq_schedule(request, monkeypatch):
     autograd._loaded.cache_clear()
 
 
-def wgmma_config(dtype, head_dim, causal):
+def wgmma_config(dtype, head_dim, causal, producer=False):
     from autoflash.kernels.device import device_arch
     from autoflash.kernels.archs import build_arch
     from autoflash.ops.backward_wgmma import TEMPLATE
@@ -37,8 +37,14 @@ def wgmma_config(dtype, head_dim, causal):
     arch = build_arch(TEMPLATE.archs, device_arch(0)[0])
     if arch is None:
         pytest.skip(f"flash_bwd_wgmma needs sm_90a, this GPU is {device_arch(0)[0]}")
-    return TEMPLATE.default(arch, dict(dtype=dtype, head_dim=head_dim, causal=causal, deterministic=False,
-                                       window=False, softcap=False, sinks=False, alibi=False))
+    key = dict(dtype=dtype, head_dim=head_dim, causal=causal, deterministic=False, window=False, softcap=False,
+               sinks=False, alibi=False)
+    cfg = TEMPLATE.default(arch, key)
+    if producer:  # the default's tiles with a producer warpgroup (4 more warps)
+        cfg = TEMPLATE.config(arch, key, block_m=cfg.block_m, block_n=cfg.block_n, warps=cfg.warps + 4,
+                              stages=cfg.stages, warps_q=cfg.warps_q)
+        assert cfg.problems() == [], cfg.problems()
+    return cfg
 
 
 CASES = [  # batch, heads_q, heads_kv, seq_q, seq_k, head_dim, causal alignment (None: not causal)
@@ -60,6 +66,17 @@ CASES = [  # batch, heads_q, heads_kv, seq_q, seq_k, head_dim, causal alignment 
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "b{}_h{}x{}_q{}_k{}_d{}_{}".format(*c))
 def test_wgmma_gradients_match_float64_autograd(case, dtype, dq_schedule):
+    _check_gradients(case, dtype, wgmma_config(dtype, case[5], case[6] is not None), f"bulk={dq_schedule}")
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("case", [c for c in CASES if c[5] == 128],
+                         ids=lambda c: "b{}_h{}x{}_q{}_k{}_d{}_{}".format(*c))
+def test_producer_warpgroup_gradients_match_float64_autograd(case, dtype):
+    _check_gradients(case, dtype, wgmma_config(dtype, 128, case[6] is not None, producer=True), "producer")
+
+
+def _check_gradients(case, dtype, config, label):
     from autoflash.serve.autograd import attention_backward
 
     b, hq, hkv, nq, nk, d, alignment = case
@@ -70,7 +87,7 @@ def test_wgmma_gradients_match_float64_autograd(case, dtype, dq_schedule):
     _, _, *refs = reference_grads(q, k, v, dout, causal, scale, offset)
     out, lse = float64_forward(q, k, v, causal, scale, offset)
     grads = attention_backward(q, k, v, out, lse, dout, causal=causal, causal_alignment=alignment or "top_left",
-                               config=wgmma_config(dtype, d, causal))
+                               config=config)
     assert all(torch.isfinite(x).all() for x in grads)
     if offset < 0:
         assert (grads[0][:, :, :-offset] == 0).all()
@@ -78,7 +95,7 @@ def test_wgmma_gradients_match_float64_autograd(case, dtype, dq_schedule):
         errs = [(x.double() - r).norm().item() / dout.double().norm().item() for x, r in zip(grads, refs)]
     else:
         errs = [rel_err(x, r) for x, r in zip(grads, refs)]
-    _log(f"wgmma own_keys, bulk={dq_schedule} {dtype} {case}: dq {errs[0]:.2e} dk {errs[1]:.2e} dv {errs[2]:.2e}")
+    _log(f"wgmma {config.name} {label} {dtype} {case}: dq {errs[0]:.2e} dk {errs[1]:.2e} dv {errs[2]:.2e}")
     assert max(errs) <= TOLERANCE[dtype], errs
 
 

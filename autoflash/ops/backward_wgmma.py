@@ -4,8 +4,10 @@ FlashAttention-3's order of products (templates/flash_bwd_wgmma.cu.j2 says how i
 Same kernels, signatures, workspace and launch as flash_bwd_mma (ops/backward_gpu.BackwardLaunch
 launches both): a preprocess, the main kernel (one block of 64 x `warps / 4` keys per (K/V tile,
 K/V head, batch), looping over query tiles of block_m rows), the dQ conversion. Config fields:
-block_n = 64 keys per warpgroup, warps = 4 per warpgroup; stages is 2 (the next query tile
-prefetched), warps_q unused (1).
+block_n = 64 keys per warpgroup, warps = 4 per consumer warpgroup, plus 4 for a producer
+warpgroup (warp specialisation: it issues the query tiles' loads, mbarriers replace the block barrier
+that opens each tile, setmaxnreg moves its registers to the consumers); stages is 2 (the next query
+tile prefetched), warps_q unused (1).
 
 Served by attention_backward() (serve/autograd.py, serving_config below) wherever it supports the
 key: on the H200 it ran 302-361 TFLOP/s at N 4096 (387 at N 16384, D 128), 1.30-1.47x
@@ -28,6 +30,7 @@ from autoflash.ops.backward_kernels import PAD_M, BackwardConfig
 
 SMEM_ALIGN = 1024  # the kernel rounds the shared-memory base up to a swizzle atom
 REGISTER_BUDGET = 240  # fp32 accumulators a thread may hold at once (ptxas needs the rest)
+PRODUCER_ACCUMULATORS = 208  # the same under a producer warpgroup (setmaxnreg gives consumers 240 registers)
 NOT_SUPPORTED = ("deterministic", "window", "softcap", "sinks", "alibi")
 # A schedule switch not (yet) a BackwardConfig field (bench_backward_wgmma.py times both): each
 # warpgroup adds the dQ tile summed over its own 64 keys (twice the fp32 reductions, no block-wide
@@ -50,7 +53,7 @@ class BackwardWgmmaTemplate(Template):
     knobs = {
         "block_m": (64, 128),  # queries per tile: wgmma N of S^T, dP^T
         "block_n": (64, 128),  # keys per block: 64 per warpgroup (three get 168 registers a thread: spills)
-        "warps": (4, 8),  # 4 per warpgroup
+        "warps": (4, 8, 12),  # 4 per warpgroup: consumers (block_n / 64), then maybe a producer
         "stages": (2,),
         "warps_q": (1,),
     }
@@ -60,6 +63,11 @@ class BackwardWgmmaTemplate(Template):
     @staticmethod
     def consumers(cfg: BackwardConfig) -> int:
         return cfg.block_n // 64
+
+    @staticmethod
+    def producer(cfg: BackwardConfig) -> bool:
+        """A producer warpgroup besides the consumers (warps = 4 x (consumers + 1))."""
+        return cfg.warps == 4 * (BackwardWgmmaTemplate.consumers(cfg) + 1)
 
     @staticmethod
     def dq_split(cfg: BackwardConfig) -> tuple[int, int]:
@@ -78,10 +86,18 @@ class BackwardWgmmaTemplate(Template):
         if DQ_OWN_KEYS and DQ_BULK_REDUCE:
             errors.append("DQ_BULK_REDUCE stages the split schedule's dQ slices: not with DQ_OWN_KEYS")
         nc = self.consumers(cfg)
-        if cfg.block_n % 64 or cfg.warps != 4 * nc:
+        if cfg.block_n % 64 or cfg.warps not in (4 * nc, 4 * nc + 4):
             errors.append(f"warps={cfg.warps} must be 4 per warpgroup of 64 keys (block_n={cfg.block_n}): "
-                          f"{4 * max(nc, 1)}")
+                          f"{4 * max(nc, 1)}, or {4 * max(nc, 1) + 4} with a producer warpgroup")
             return errors
+        if self.producer(cfg) and (DQ_BULK_REDUCE or DQ_OWN_KEYS or nc != 2):
+            # (DQ_OWN_KEYS: ptxas serialises the wgmmas for registers at D 128 under setmaxnreg 240)
+            errors.append("a producer warpgroup needs two consumers (setmaxnreg 240/24) and the split dQ schedule "
+                          "(not DQ_BULK_REDUCE, DQ_OWN_KEYS)")
+        elif self.producer(cfg) and self.accumulator_registers(cfg) > PRODUCER_ACCUMULATORS:
+            # ptxas (NVRTC 13.5): D 64 x block_m 128 spills 48 bytes under setmaxnreg 240
+            errors.append(f"with a producer warpgroup the consumers get 240 registers: ~{self.accumulator_registers(cfg)} "
+                          f"accumulators exceed {PRODUCER_ACCUMULATORS}")
         rows, cols = self.dq_split(cfg)
         if not DQ_OWN_KEYS and (nc % rows or (cfg.head_dim // cols) % 64 or rows * cols != nc):
             errors.append(f"the dQ tile ({cfg.block_m} x {cfg.head_dim}) must split over {nc} warpgroups into "
@@ -101,7 +117,9 @@ class BackwardWgmmaTemplate(Template):
         qo = cfg.block_m * cfg.head_dim * eb
         ds = cfg.block_n * cfg.block_m * eb
         dq = cfg.block_m * (cfg.head_dim + 4) * 4 if DQ_BULK_REDUCE else 0  # the fp32 dQ staging tile
-        return {"kv": kv, "qo": qo, "ds": ds, "total": 2 * kv + 4 * qo + ds + 4 * 4 * cfg.block_m + dq}
+        ds_bufs, bars = (2, 32) if self.producer(cfg) else (1, 0)  # dS^T double-buffered, 4 mbarriers
+        return {"kv": kv, "qo": qo, "ds": ds,
+                "total": 2 * kv + 4 * qo + ds_bufs * ds + 4 * 4 * cfg.block_m + dq + bars}
 
     def smem_bytes(self, cfg: BackwardConfig) -> int:
         return self.smem_layout(cfg)["total"] + SMEM_ALIGN
@@ -109,7 +127,8 @@ class BackwardWgmmaTemplate(Template):
     def template_values(self, cfg: BackwardConfig) -> dict:
         rows, cols = self.dq_split(cfg)
         return {"wgmma_type": "bf16" if cfg.dtype == "bf16" else "f16", "pad_m": PAD_M,
-                "consumers": self.consumers(cfg), "dq_own_keys": "true" if DQ_OWN_KEYS else "false",
+                "consumers": self.consumers(cfg), "producer": "true" if self.producer(cfg) else "false",
+                "dq_own_keys": "true" if DQ_OWN_KEYS else "false",
                 "dq_bulk": "true" if DQ_BULK_REDUCE else "false", "dq_rs": rows, "dq_cs": cols,
                 "dq_n": cfg.head_dim // cols}
 
