@@ -9,6 +9,7 @@ SDPA's is_causal is top-left, so the comparison uses Nq = 1 (then causal changes
 
   python benchmarks/bench_decode.py                 # the full table (bf16)
   python benchmarks/bench_decode.py --quick         # a few rows
+  python benchmarks/bench_decode.py --rows 'd64 32/8 b1 n1024,d128 32/8 b1 n32768'   # rows of the full table
   python benchmarks/bench_decode.py --sweep         # our kernel's configs, then split counts, on the quick rows
   python benchmarks/bench_decode.py --paged-sweep   # paged configs on bench_kvcache's d64 page-16 row
 """
@@ -201,6 +202,7 @@ def main():
     ap.add_argument("--sweep", action="store_true", help="time our kernel's configs on the quick rows")
     ap.add_argument("--paged-sweep", action="store_true", help="paged configs on the d64 b32 n2048 row")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rows", help="only these rows of the full table, by label: 'd64 32/8 b1 n1024,d128 8/1 b8 n32768'")
     ap.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "bench_decode.json"))
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -214,7 +216,10 @@ def main():
         return paged_sweep(copy)
     records = []
     print(HEADER)
+    only = {r.strip() for r in args.rows.split(",")} if args.rows else None
     for row in (rows_quick() if args.quick else rows_full()):
+        if only is not None and row.label() not in only:
+            continue
         row.sets = row.make_sets()
         impls = {"ours": ours(row.sets), **{n: sdpa(row.sets, be) for n, be in SDPA.items()}}
         err = check(row.sets)
