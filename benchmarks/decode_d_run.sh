@@ -25,3 +25,9 @@ if [ -n "${ROWS:-}" ]; then
     echo "bench_decode: rc $? in $(( $(date +%s) - t0 )) s"
     tail -n 20 "$OUT/bench_decode.log"
 fi
+if [ -n "${PROBE:-}" ]; then
+    t0=$(date +%s)
+    timeout "${T_PROBE:-25}" python3 benchmarks/decode_split_probe.py > "$OUT/split_probe.log" 2>&1
+    echo "split probe: rc $? in $(( $(date +%s) - t0 )) s"
+    grep -v Warning "$OUT/split_probe.log" | grep -v "return F" | tail -n 10
+fi
