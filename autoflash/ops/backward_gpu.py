@@ -29,6 +29,9 @@ class BackwardLaunch:
         needs = p.variant_flags()
         if any(needs[f] != getattr(cfg, f) for f in ("window", "softcap")):
             raise ValueError(f"kernel {cfg.name} cannot run window={needs['window']} softcap={needs['softcap']}")
+        if cfg.varlen != bool(p.total_q or p.total_k):
+            raise ValueError(f"kernel {cfg.name} is for {'packed' if cfg.varlen else 'dense'} inputs, the problem "
+                             f"{'is not' if cfg.varlen else 'is'} packed (total_q / total_k)")
         bh = p.batch * p.heads_q
         if max(bh, p.heads_kv, p.batch) > 65535:
             raise ValueError(f"batch x heads_q = {bh} exceeds the kernels' grid limit (65535)")
@@ -36,7 +39,10 @@ class BackwardLaunch:
         self.smem = kernel.smem
         seq_q_pad = -(-p.seq_q // PAD_M) * PAD_M
         n_q_tiles = -(-p.seq_q // cfg.block_m)
-        sizes = [bh * seq_q_pad * 4, bh * seq_q_pad * 4, bh * p.seq_q * p.head_dim * 4,
+        # varlen: the workspace rows stay (sequences x heads_q, seq_q_pad of the longest); the dQ
+        # accumulator is packed as dQ, (total_q, heads_q, D)
+        q_rows = p.total_q * p.heads_q if cfg.varlen else bh * p.seq_q
+        sizes = [bh * seq_q_pad * 4, bh * seq_q_pad * 4, q_rows * p.head_dim * 4,
                  bh * n_q_tiles * 4 if cfg.deterministic else 0]  # lse2, delta, dQ accumulator, counters
         self.offsets, total = [], 0
         for size in sizes:
@@ -47,7 +53,7 @@ class BackwardLaunch:
         self.pre_grid = (seq_q_pad // pre_rows, bh, 1)
         self.main_grid = (-(-p.seq_k // cfg.block_n), p.heads_kv, p.batch)
         self.block = (cfg.threads, 1, 1)
-        self.n_vec8 = np.uint64(bh * p.seq_q * p.head_dim // 8)
+        self.n_vec8 = np.uint64(q_rows * p.head_dim // 8)
         self.conv_grid = (max(1, min(-(-int(self.n_vec8) // 256), 8192)), 1, 1)
         i32, f32 = np.int32, np.float32
         self.pre_tail = (i32(p.seq_q), i32(seq_q_pad), f32(LOG2E))
@@ -65,6 +71,7 @@ class BackwardLaunch:
         self.heads_q = p.heads_q
         self.scale = f32(scale)
         self.deterministic = cfg.deterministic
+        self.varlen = cfg.varlen
 
     def variant_tail(self, sinks: int = 0, alibi_slopes: int = 0) -> tuple:
         """The main kernel's last arguments, the forward's variant tail less its varlen pointers:
@@ -72,23 +79,31 @@ class BackwardLaunch:
         return self.window + (self.softcap, np.uint64(sinks), np.uint64(alibi_slopes), self.alibi_batch_stride)
 
     def __call__(self, q: int, k: int, v: int, out: int, lse: int, dout: int, dq: int, dk: int, dv: int,
-                 workspace: int, stream, sinks: int = 0, alibi_slopes: int = 0, dsinks: int = 0) -> None:
+                 workspace: int, stream, sinks: int = 0, alibi_slopes: int = 0, dsinks: int = 0,
+                 cu_seqlens_q: int = 0, cu_seqlens_k: int = 0) -> None:
         """Pointers of contiguous arrays; workspace: workspace_bytes, 256-byte aligned. Sinks kernels:
         sinks (fp32, heads_q) and dsinks (fp32, heads_q, written); ALiBi kernels: alibi_slopes (fp32,
-        (heads_q,) or (batch, heads_q) as the problem's alibi_batch_stride says)."""
+        (heads_q,) or (batch, heads_q) as the problem's alibi_batch_stride says). Varlen kernels:
+        cu_seqlens_q / cu_seqlens_k (int32, batch + 1, checked by the caller: the kernels trust them),
+        q, out, dout, dq packed (total_q, heads_q, D), k, v, dk, dv (total_k, heads_kv, D), lse
+        (heads_q, total_q)."""
         u64 = np.uint64
         if (self.sinks and not (sinks and dsinks)) or (self.alibi and not alibi_slopes):
             raise ValueError("this backward kernel needs " + ("sinks and dsinks" if self.sinks else "alibi_slopes")
                              + " pointers")
+        if self.varlen and not (cu_seqlens_q and cu_seqlens_k):
+            raise ValueError("a varlen backward kernel needs the cu_seqlens_q and cu_seqlens_k pointers")
         lse2, delta, acc, sem = (u64(workspace + o) for o in self.offsets)
         sem = sem if self.deterministic else u64(0)
-        self.pre(self.pre_grid, (256, 1, 1), (u64(out), u64(dout), u64(lse), lse2, delta, acc, sem) + self.pre_tail,
-                 stream=stream)
+        varlen_pre = (u64(cu_seqlens_q), np.int32(self.heads_q)) if self.varlen else ()
+        self.pre(self.pre_grid, (256, 1, 1),
+                 (u64(out), u64(dout), u64(lse), lse2, delta, acc, sem) + self.pre_tail + varlen_pre, stream=stream)
         if self.sink is not None:
             self.sink((self.heads_q, 1, 1), (256, 1, 1), (lse2, delta, u64(sinks), u64(dsinks)) + self.sink_tail,
                       stream=stream)
         self.main(self.main_grid, self.block, (u64(q), u64(k), u64(v), u64(dout), lse2, delta, acc, u64(dk), u64(dv),
-                                               sem) + self.main_tail + self.variant_tail(sinks, alibi_slopes),
+                                               sem) + self.main_tail + self.variant_tail(sinks, alibi_slopes)
+                  + ((u64(cu_seqlens_q), u64(cu_seqlens_k)) if self.varlen else ()),
                   shared_mem=self.smem, stream=stream)
         self.conv(self.conv_grid, (256, 1, 1), (acc, u64(dq), self.n_vec8, self.scale), stream=stream)
 

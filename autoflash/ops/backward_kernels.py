@@ -63,10 +63,19 @@ class BackwardConfig(OpConfig):
     softcap: bool = False  # logit softcap (Problem.softcap > 0): dS times 1 - tanh^2
     sinks: bool = False  # per-head sink logit (Problem.sinks): its gradient from the <name>_sink kernel
     alibi: bool = False  # ALiBi bias (Problem.alibi_slopes): constant, no gradient
+    # Packed variable-length sequences (cu_seqlens, serve/varlen_grad.py): a run-time layout, not a key
+    # field (the served dense config with varlen=True); flash_bwd_mma only.
+    varlen: bool = False
 
     op: ClassVar[str] = "backward"
     name_parts: ClassVar[tuple] = (("head_dim", "d"), ("block_m", "bm"), ("block_n", "bn"), ("warps", "w"),
                                    ("stages", "s"), ("warps_q", "wq"))
+
+    def problems(self) -> list[str]:
+        errors = super().problems()
+        if self.varlen is True and self.template != "flash_bwd_mma":
+            errors.append(f"varlen is a flash_bwd_mma mode; {self.template} has no varlen backward yet")
+        return errors
 
 
 class BackwardProblem(Problem):
@@ -174,8 +183,10 @@ class BackwardMmaTemplate(Template):
     # H200 runs of benchmarks/bench_backward.py time them (benchmarks/NOTES.md, backward): at D 128
     # warps_q 2 ran 10 % ahead of 1, at D 64 they tied (1 uses less shared memory).
     SMALL = [(64, 64, 4, 2, 1), (32, 64, 4, 2, 1), (32, 64, 4, 1, 1)]
+    # (64, 64, 8, 2, 2) and (32, 32, 4, 2, 2) at D 128 serve varlen (the rules refuse the others there);
+    # dense keys never reach them (the tiles before them fit wherever these do).
     DEFAULTS = {64: [(64, 128, 8, 2, 1), (64, 128, 8, 2, 2)] + SMALL,
-                128: [(64, 128, 8, 2, 2), (64, 128, 8, 2, 1)] + SMALL,
+                128: [(64, 128, 8, 2, 2), (64, 128, 8, 2, 1), (64, 64, 8, 2, 2)] + SMALL + [(32, 32, 4, 2, 2)],
                 256: [(64, 64, 8, 2, 2), (64, 64, 8, 1, 2), (32, 64, 8, 2, 2), (32, 64, 8, 1, 2), (32, 32, 4, 1, 2)]}
 
     def own_problems(self, cfg: BackwardConfig) -> list[str]:
@@ -221,6 +232,16 @@ class BackwardMmaTemplate(Template):
                 errors.append("head_dim 256 deterministic spills registers with stages=1")
             if cfg.window and cfg.alibi and cfg.block_m == 64:  # sm_90: 4 bytes; block_m 32: 245 registers
                 errors.append("head_dim 256 with window and alibi spills registers with block_m=64")
+        if cfg.varlen and cfg.head_dim == 128:
+            # ptxas (NVRTC 13, sm_90): the per-sequence offsets cost the tiles at the register cap
+            # 4-88 bytes of spills, except 16 keys a warp with warps_q 2 (177-221 registers) and, without
+            # variants or deterministic, block_n 128 with warps_q 2
+            plain = not (cfg.deterministic or cfg.window or cfg.softcap or cfg.sinks or cfg.alibi)
+            if cfg.warps_q != 2 or not (keys_per_warp == 16 or (plain and cfg.block_n == 128)):
+                errors.append("varlen at head_dim 128 spills registers unless warps_q=2 with 16 keys a warp "
+                              "(or block_n=128 without variants and deterministic)")
+        if cfg.varlen and cfg.head_dim == 256 and cfg.block_m != 32:  # ptxas (sm_90): block_m 64 spills 4 bytes
+            errors.append("varlen at head_dim 256 needs block_m=32 (block_m 64 spills registers)")
         return errors
 
     def smem_bytes(self, cfg: BackwardConfig) -> int:

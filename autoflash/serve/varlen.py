@@ -22,7 +22,7 @@ import numpy as np
 
 from autoflash.kernels.device import device_arch
 from autoflash.ops.forward_base import BOTTOM_RIGHT_PER_SEQUENCE, Problem
-from autoflash.serve import api
+from autoflash.serve import api, varlen_grad
 from autoflash.serve.errors import InputError
 from autoflash.serve.operands import check_scale
 from autoflash.serve.variants import VARIANTS_DOC, check_variants
@@ -31,7 +31,7 @@ from autoflash.serve.variants import VARIANTS_DOC, check_variants
 def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q: int, max_seqlen_k: int, *,
                      causal: bool = False, causal_alignment: str = "bottom_right", softmax_scale: float | None = None,
                      window_size: tuple[int, int] = (-1, -1), softcap: float | None = None, sinks=None,
-                     alibi_slopes=None, return_lse: bool = False, seqused_k=None):
+                     alibi_slopes=None, return_lse: bool = False, seqused_k=None, deterministic: bool = False):
     """Attention over a packed batch of sequences of different lengths, no work spent on padding.
 
     q: (total_q, heads_q, head_dim); k, v: (total_k, heads_kv, head_dim), heads_q a multiple of
@@ -58,13 +58,31 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q: int, max
 
     Returns out (total_q, heads_q, head_dim), a new contiguous array of q's kind, dtype and device
     (on the caller's current stream), and with return_lse the log-sum-exp, float32
-    (heads_q, total_q) (flash-attn's varlen layout), natural log. No gradients (inputs that
-    require grad are refused). Bad input raises ValueError (InputError) before anything launches.
+    (heads_q, total_q) (flash-attn's varlen layout), natural log. Bad input raises ValueError
+    (InputError) before anything launches.
+
+    Differentiable for PyTorch tensors that require grad (grad mode on): fp16/bf16, head_dim 64,
+    128 or 256, sm_80+, causal either alignment, GQA (dk, dv summed over each group), the variants
+    (sinks get their gradient), without seqused_k; dq, dk, dv come packed like q, k, v
+    (serve/varlen_grad.py, the flash_bwd_mma backward's varlen mode). deterministic=True: bitwise
+    repeatable dq. Other configurations raise InputError naming what is supported.
     """
-    return prepare_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal=causal,
-                          causal_alignment=causal_alignment, softmax_scale=softmax_scale, window_size=window_size,
-                          softcap=softcap, sinks=sinks, alibi_slopes=alibi_slopes, return_lse=return_lse,
-                          seqused_k=seqused_k)()
+    if type(q).__module__.startswith("torch") and api._needs_grad(q, k, v, sinks):
+        qo = api.as_operand(q, "q")
+        varlen_grad.check_differentiable(qo, k, v, seqused_k)
+        return varlen_grad.differentiable_varlen(
+            _forward, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal=causal,
+            causal_alignment=causal_alignment, softmax_scale=softmax_scale, deterministic=deterministic,
+            window_size=window_size, softcap=softcap, sinks=sinks, alibi_slopes=alibi_slopes, return_lse=return_lse)
+    return _forward(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal=causal,
+                    causal_alignment=causal_alignment, softmax_scale=softmax_scale, window_size=window_size,
+                    softcap=softcap, sinks=sinks, alibi_slopes=alibi_slopes, return_lse=return_lse,
+                    seqused_k=seqused_k)
+
+
+def _forward(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, **kwargs):
+    """attention_varlen without autograd (the autograd Function's forward calls it with grad off)."""
+    return prepare_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, **kwargs)()
 
 
 if attention_varlen.__doc__:  # None under python -OO
@@ -176,8 +194,8 @@ def _kernel_config(qo, p: Problem, flags: dict, scale) -> tuple:
 
 def _refuse_grad(qo, *tensors) -> None:
     if qo.kind == "torch" and api._needs_grad(*tensors):
-        raise InputError("attention_varlen / attention_with_seqused_k have no backward yet; call them under "
-                         "torch.no_grad() or torch.inference_mode()")
+        raise InputError("prepare_varlen / attention_with_seqused_k have no backward (attention_varlen has one); "
+                         "call them under torch.no_grad() or torch.inference_mode()")
 
 
 def _as_one_batch(t):
