@@ -231,3 +231,22 @@ def test_a_tuned_split_count_serves_only_its_own_grid(monkeypatch):
     p = DecodeProblem(batch=1, heads_q=32, heads_kv=8, seq_q=1, seq_k=1024, head_dim=64, causal=True)
     assert serve_decode._choose_config(pinned, "bf16", p, 0).num_splits == 3
     serve_decode._entry_blocks.cache_clear()
+
+
+def test_grids_that_fill_much_of_the_gpu_split_only_long_caches(monkeypatch):
+    from autoflash.ops import decode_launch
+    from autoflash.ops.decode_kernels import FILLED_MIN_SPLIT_KEYS, MIN_SPLIT_KEYS, min_split_keys
+
+    assert min_split_keys(8, 132) == MIN_SPLIT_KEYS and min_split_keys(64, 132) == FILLED_MIN_SPLIT_KEYS
+    monkeypatch.setattr(decode_launch, "sm_count", lambda device_id: 132)
+    kernel = type("K", (), {"config": DECODE.default("sm_90", {"dtype": "bf16", "head_dim": 128, "m_tiles": 1}),
+                            "device_id": 0})()
+
+    def splits(batch, heads_kv, seq_k):
+        p = DecodeProblem(batch=batch, heads_q=4 * heads_kv, heads_kv=heads_kv, seq_q=1, seq_k=seq_k, head_dim=128,
+                          causal=True)
+        return decode_launch.choose_splits(kernel, p)
+
+    # H200 probe (64 blocks): 1 split faster at 1024 keys, 2 at 4096 and 8192; batch 1 still splits short caches
+    assert (splits(8, 8, 1024), splits(8, 8, 4096), splits(8, 8, 8192)) == (1, 2, 2)
+    assert splits(1, 8, 1024) == 8 and splits(1, 8, 32768) == 16

@@ -28,6 +28,11 @@ MAX_SPLITS = 256    # workspace bound: num_splits * B * Hkv * rows * D floats
 WAVE_EFFICIENCY = 0.95
 MIN_SPLIT_KEYS = 128  # a split's fixed cost (Q, prologue, partial write, combine) needs this much work
 # (H200, benchmarks/NOTES.md decode run 6: MQA b1 n1024 with 128 keys a split, 8 splits, 70 GB/s; 256, 4 splits, 62)
+# A grid already on >= 40 % of the SMs gains at most ~2x from splitting, and a split's fixed cost (partials,
+# merge) outweighs it on short caches: H200 (benchmarks/decode_split_probe.py, 64 blocks on 132 SMs) 1 split
+# beat 2 by 7-16 % at 1024 keys; 2 beat 1 by 1 % at 4096 and 3-15 % at 8192. Such grids split >= 2048 keys.
+FILLED_GRID = 0.4
+FILLED_MIN_SPLIT_KEYS = 2048
 DEFAULT_L2_PREFETCH = 128  # run 6: +1-7 % on every row at or above 512 MB of K/V, none slower beyond noise
 COMBINE_GROUPS = 32  # the combine kernel's block: one packed row, a group of 32 lanes per split, at most 32
 FUSED_MAX_SPLITS = 32  # fused_combine merges with one lane per split; more splits use the combine kernel
@@ -156,6 +161,12 @@ class DecodeMmaTemplate(Template):
 
 
 MMA = DecodeMmaTemplate()
+
+
+def min_split_keys(work_blocks: int, slots: int) -> int:
+    """Keys a split must hold at least: MIN_SPLIT_KEYS, FILLED_MIN_SPLIT_KEYS on grids that already fill
+    FILLED_GRID of the slots."""
+    return FILLED_MIN_SPLIT_KEYS if work_blocks >= FILLED_GRID * slots else MIN_SPLIT_KEYS
 
 
 def split_heuristic(work_blocks: int, n_steps: int, slots: int, max_splits: int = MAX_SPLITS,

@@ -19,7 +19,7 @@ import numpy as np
 
 from autoflash.kernels.arrays import poisoned, random_normal, to_float64
 from autoflash.kernels.elements import DTYPE_BYTES, LOG2E
-from autoflash.ops.decode_kernels import (COMBINE_GROUPS, FUSED_MAX_SPLITS, MIN_SPLIT_KEYS, DecodeConfig, m_blocks,
+from autoflash.ops.decode_kernels import (COMBINE_GROUPS, FUSED_MAX_SPLITS, DecodeConfig, m_blocks, min_split_keys,
                                          split_heuristic)
 from autoflash.ops.reference import Check, array_module, compare, slopes_per_batch, visible_keys
 
@@ -94,9 +94,9 @@ def choose_splits(kernel, p: DecodeProblem, requested: int | None = None) -> int
         return requested
     if cfg.num_splits:
         return cfg.num_splits
-    work = p.batch * p.heads_kv * m_blocks(p.rows, cfg.m_tiles)
-    return split_heuristic(work, math.ceil(p.key_span / cfg.step_keys), sm_count(kernel.device_id),
-                           min_steps=math.ceil(MIN_SPLIT_KEYS / cfg.step_keys))
+    work, slots = p.batch * p.heads_kv * m_blocks(p.rows, cfg.m_tiles), sm_count(kernel.device_id)
+    return split_heuristic(work, math.ceil(p.key_span / cfg.step_keys), slots,
+                           min_steps=math.ceil(min_split_keys(work, slots) / cfg.step_keys))
 
 
 def workspace_sizes(p: DecodeProblem, num_splits: int) -> tuple[int, int]:
