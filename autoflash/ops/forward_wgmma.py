@@ -16,6 +16,10 @@ are numbered per sequence (`items`), so no slot is spent past a short sequence's
 Head dims: any multiple of 8 (shared-memory tiles padded to whole 64-column blocks, see the template).
 V may have its own head dim (head_dim_v, Dv != Dqk, e.g. 192/128 MLA prefill): Q/K tiles and S run
 over head_dim, the V tiles, O's accumulators and store over head_dim_v; V's tensor map has its own.
+Paged K/V (paged=True, chunked prefill through serve/kvcache.py): the producer warpgroup's 128 threads
+load each K/V tile with cp.async through the block table (each row from its own page, zero-filled past
+the sequence's keys); Q stays on TMA. Paged kernels take block_table, table_stride, page_size and
+num_pages after the contract's tail (as flash_fwd_mma's); dense launches only (seqused_k allowed).
 Schedule switches not (yet) in KernelConfig follow the config: intra-warpgroup
 overlap always, consumer ping-pong iff causal (measured, benchmarks/NOTES.md).
 """
@@ -27,13 +31,18 @@ import math
 import numpy as np
 
 from autoflash.kernels.elements import DTYPE_BYTES
-from autoflash.kernels.tma import qkv_map_args
+from autoflash.kernels.tma import cached_operand_map, qkv_map_args
 from autoflash.ops.forward_base import (VARIANT_FLAGS, ForwardTemplate, KernelConfig, Problem, shared_tail,
                                        variant_tail)
 
 # Per consumer-warpgroup count: (producer registers, consumer registers) after setmaxnreg.
 # 64K registers per SM, one block per SM: 128 * (producer + consumers * nc) <= 65536.
 REG_SPLIT = {1: (0, 0), 2: (24, 240), 3: (24, 160)}
+# Paged kernels: the producer's 128 threads run the cp.async loop (page look-ups, 64-bit addresses)
+# and spill in 24 registers; the consumers give some back: 48 / 224 where the consumers need little
+# (ptxas: D 64 spilled 12 B with a 40-register producer), else 40 / 232 (D 256 spilled 136 B at 224).
+PAGED_REG_SPLIT = {1: (0, 0), 2: ((48, 224), (40, 232)), 3: (32, 160)}
+PAGED_LIGHT_CONSUMER = 160  # consumer_registers() up to this take the 48 / 224 split
 # Registers a consumer thread needs besides S, P and O (addresses, m_i, l_i, loop state).
 REG_OVERHEAD = 24
 BARRIER_BYTES = 8
@@ -48,6 +57,7 @@ class WgmmaTemplate(ForwardTemplate):
     dtypes = ("fp16", "bf16")
     head_dims = tuple(range(8, 257, 8))  # any multiple of 8: tiles padded to 64 columns in shared memory
     head_dims_v = (0,) + head_dims  # V/O head dim of its own (0 = head_dim)
+    paged_kv = True  # paged=True: K/V through a block table (cp.async by the producer warpgroup)
     knobs = {
         "block_m": (64, 128, 192),  # Br = 64 x consumer warpgroups
         "block_n": (64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240, 256),  # Bc: wgmma N, and K of P.V
@@ -68,11 +78,15 @@ class WgmmaTemplate(ForwardTemplate):
             errors.append("thread_m is not used by flash_fwd_wgmma (must be 0)")
         if cfg.block_n % 16:
             errors.append(f"block_n={cfg.block_n} must be a multiple of 16 (k of the P.V wgmma)")
-        budget = REG_SPLIT[nc][1] or 255
+        budget = reg_split(cfg)[1] or 255
         regs = self.consumer_registers(cfg)
         if regs > budget:
             errors.append(f"~{regs} registers per consumer thread (S {cfg.block_n // 2} + P {cfg.block_n // 4} "
                           f"+ O {dim_v(cfg) // 2} + {REG_OVERHEAD}) exceed the {budget} a consumer gets")
+        if nc == 3 and cfg.paged:
+            # the producer's cp.async loop spilled 80 B in the 32 registers three consumers leave it
+            errors.append("paged K/V needs block_m 64 or 128 (three consumer warpgroups leave the producer "
+                          "too few registers for its cp.async loop)")
         if nc == 3 and (cfg.softcap or cfg.alibi):
             # the score transform's constants and temporaries: ptxas spilled 16-228 B at D 8 and D 64
             # (block_n 128) with three consumers' 160 registers; window and sinks alone did not
@@ -106,7 +120,7 @@ class WgmmaTemplate(ForwardTemplate):
     def template_values(self, cfg: KernelConfig) -> dict:
         lay = self.smem_layout(cfg)
         nc = self.consumers(cfg)
-        producer_regs, consumer_regs = REG_SPLIT[nc]
+        producer_regs, consumer_regs = reg_split(cfg)
         return {
             **{flag: "true" if getattr(cfg, flag, False) else "false" for flag in VARIANT_FLAGS},
             "head_dim_v": dim_v(cfg),
@@ -155,10 +169,28 @@ class WgmmaTemplate(ForwardTemplate):
         u64 = np.uint64
         sizes = shared_tail(p, scale)
         tail = (np.int32(p.batch),) + variant_tail(p)
+        if cfg.paged:
+            return self._paged_launch_args(cfg, p, sizes, tail)
         geometry = map_geometry(cfg, p)
 
         def args(q, k, v, o, lse):
             return (u64(q), u64(k), u64(v), u64(o), u64(lse)) + sizes + qkv_map_args(q, k, v, *geometry) + tail
+
+        return args
+
+    @staticmethod
+    def _paged_launch_args(cfg: KernelConfig, p: Problem, sizes: tuple, tail: tuple):
+        """Paged kernels: Q's tensor map in all three map slots (K/V are read by cp.async through the
+        table, their maps unused), then block_table, table_stride, page_size, num_pages."""
+        if p.cu_seqlens_q:
+            raise ValueError("flash_fwd_wgmma reads paged K/V in dense launches only (no cu_seqlens)")
+        u64 = np.uint64
+        qs = p.operand_strides()[0]
+        paged = (u64(p.block_table), np.int64(p.table_stride), np.int32(p.page_size), np.int32(p.num_pages))
+
+        def args(q, k, v, o, lse):
+            tq = cached_operand_map(q, cfg.dtype, p.batch, p.heads_q, p.seq_q, cfg.head_dim, qs, cfg.block_m).kernel_arg()
+            return (u64(q), u64(k), u64(v), u64(o), u64(lse)) + sizes + (tq, tq, tq) + tail + paged
 
         return args
 
@@ -184,6 +216,15 @@ class WgmmaTemplate(ForwardTemplate):
         if persistent:
             items = min(items, _sm_count())
         return (items, 1, 1)
+
+
+def reg_split(cfg: KernelConfig) -> tuple[int, int]:
+    """(producer, consumer) registers a thread after setmaxnreg (0: no setmaxnreg)."""
+    nc = WgmmaTemplate.consumers(cfg)
+    if not cfg.paged or nc != 2:
+        return (PAGED_REG_SPLIT if cfg.paged else REG_SPLIT)[nc]
+    light, heavy = PAGED_REG_SPLIT[2]
+    return light if WgmmaTemplate.consumer_registers(cfg) <= PAGED_LIGHT_CONSUMER else heavy
 
 
 def dim_v(cfg: KernelConfig) -> int:
