@@ -16,6 +16,7 @@ compiling=$!
 TESTS=""
 [[ $STEPS == *dv* ]] && TESTS="$TESTS tests/test_wgmma_dv_gpu.py tests/test_head_dim_v_gpu.py"
 [[ $STEPS == *paged* ]] && TESTS="$TESTS tests/test_wgmma_paged_gpu.py tests/test_paged_prefill_gpu.py"
+TESTS=${TESTS_ONLY:-$TESTS}  # e.g. TESTS_ONLY=tests/test_wgmma_paged_gpu.py
 timeout "${TESTS_S:-55}" python3 -m pytest -q ${XDIST:-} --maxfail=15 -p no:cacheprovider $TESTS > "$OUT/tests.log" 2>&1
 echo "tests exit $? (124: cut by the timeout)"
 wait $compiling
