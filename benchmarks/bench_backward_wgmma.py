@@ -4,7 +4,8 @@ H = 2048 / D). FLOPs: 2.5 x the forward's (FlashAttention's convention), halved 
 benchmarks/bench_backward.py (CUDA events, warm-up, interleaved rounds, median; spread = range of the
 round medians); each autoflash kernel pinned (its config, and for flash_bwd_wgmma its dQ schedule,
 ops/backward_wgmma: "wgmma" the default, "wgmma_own" DQ_OWN_KEYS, "wgmma_bulk" DQ_BULK_REDUCE (these two
-with --schedules), "wgmma_ws" the default's tile with a producer warpgroup (warps + 4) where valid) and
+with --schedules), "wgmma_ws" / "wgmma_plain" the default's tiles with / without a producer warpgroup
+where valid and not the default) and
 launched as attention_backward() launches it, on one saved O and LSE (float32 torch
 forward). Also each gradient's relative error against SDPA's flash backward (a sanity check; the
 float64 checks are tests/test_backward_wgmma_gpu.py).
@@ -57,17 +58,19 @@ def with_schedule(schedule, fn, *args):
 
 def configs(arch, dtype, d, causal, others=False, schedules=False):
     """name -> (config, dQ schedule): flash_bwd_wgmma's default (wgmma), with schedules in every dQ
-    schedule (wgmma<schedule>), with a producer warpgroup (wgmma_ws) where valid, and flash_bwd_mma's
+    schedule (wgmma<schedule>), its tiles with / without a producer warpgroup (wgmma_ws / wgmma_plain)
+    where valid and not the default, and flash_bwd_mma's
     default for the key; with others, every other valid flash_bwd_wgmma config of every schedule
     (wgmma<schedule>_bm<block_m>_bn<block_n>_w<warps>)."""
     k = key(dtype, d, causal)
     wg_arch = build_arch(WGMMA.archs, arch)
     chosen = {f"wgmma{s}": (with_schedule(s, WGMMA.default, wg_arch, k), s) for s in SCHEDULES if schedules or not s}
     c = chosen["wgmma"][0]
-    ws = WGMMA.config(wg_arch, k, block_m=c.block_m, block_n=c.block_n, warps=c.warps + 4, stages=c.stages,
-                      warps_q=c.warps_q)
-    if not ws.problems() and not os.environ.get("BENCH_NO_WS"):  # (the run script's guard if its tests fail)
-        chosen["wgmma_ws"] = (ws, "")
+    for name, producer in (("wgmma_ws", 1), ("wgmma_plain", 0)):
+        alt = WGMMA.config(wg_arch, k, block_m=c.block_m, block_n=c.block_n,
+                           warps=4 * (WGMMA.consumers(c) + producer), stages=c.stages, warps_q=c.warps_q)
+        if alt != c and not alt.problems() and not (producer and os.environ.get("BENCH_NO_WS")):
+            chosen[name] = (alt, "")  # (BENCH_NO_WS: the run script's guard if its tests fail)
     chosen["mma"] = (MMA.default(build_arch(MMA.archs, arch), k), "")
     for s in SCHEDULES if others else ():
         for c in with_schedule(s, lambda: [c for c in WGMMA.space(wg_arch, k) if not c.problems()]):
@@ -168,8 +171,9 @@ def main():
                           flush=True)
                     del q, k, v, dout, out, lse, fns, ref
                     torch.cuda.empty_cache()
-    names = ["wgmma", "wgmma_ws", "wgmma_own", "wgmma_bulk", "mma", "sdpa_cudnn", "sdpa_flash"]
+    names = ["wgmma", "wgmma_ws", "wgmma_plain", "wgmma_own", "wgmma_bulk", "mma", "sdpa_cudnn", "sdpa_flash"]
     pairs = (("wgmma", "mma"), ("wgmma", "sdpa_cudnn"), ("wgmma_ws", "sdpa_cudnn"), ("wgmma_ws", "wgmma"),
+             ("wgmma", "wgmma_plain"),
              ("wgmma_own", "sdpa_cudnn"), ("wgmma_bulk", "sdpa_cudnn"))
     print("\n| dtype | D | N | causal | " + " | ".join(names) + " | " + " | ".join(f"{a}/{b}" for a, b in pairs)
           + " | spread (wgmma) |")

@@ -1,7 +1,7 @@
 #!/bin/bash
 # One device call for flash_bwd_wgmma (helper B, issue 16): compile, float64 gradient checks (every dQ
 # schedule, the producer warpgroup, the served path), then timing beside flash_bwd_mma and SDPA (N 4096,
-# then bf16 D 128 N 16384); the producer's column is left out if any gradient test fails. Fits a 120 s
+# then bf16 D 128 N 16384); wgmma_ws (where not the default) is left out if a gradient test fails. Fits a 120 s
 # call. Run from the repository root with $OUT set.
 export PYTHONUNBUFFERED=1 AUTOFLASH_CACHE_DIR=/tmp/afcache
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \

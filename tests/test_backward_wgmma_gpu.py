@@ -29,7 +29,7 @@ def dq_schedule(request, monkeypatch):
     autograd._loaded.cache_clear()
 
 
-def wgmma_config(dtype, head_dim, causal, producer=False):
+def wgmma_config(dtype, head_dim, causal, producer=None):
     from autoflash.kernels.device import device_arch
     from autoflash.kernels.archs import build_arch
     from autoflash.ops.backward_wgmma import TEMPLATE
@@ -40,9 +40,9 @@ def wgmma_config(dtype, head_dim, causal, producer=False):
     key = dict(dtype=dtype, head_dim=head_dim, causal=causal, deterministic=False, window=False, softcap=False,
                sinks=False, alibi=False)
     cfg = TEMPLATE.default(arch, key)
-    if producer:  # the default's tiles with a producer warpgroup (4 more warps)
-        cfg = TEMPLATE.config(arch, key, block_m=cfg.block_m, block_n=cfg.block_n, warps=cfg.warps + 4,
-                              stages=cfg.stages, warps_q=cfg.warps_q)
+    if producer is not None:  # the default's tiles with (True) or without (False) a producer warpgroup
+        cfg = TEMPLATE.config(arch, key, block_m=cfg.block_m, block_n=cfg.block_n,
+                              warps=4 * (TEMPLATE.consumers(cfg) + producer), stages=cfg.stages, warps_q=cfg.warps_q)
         assert cfg.problems() == [], cfg.problems()
     return cfg
 
@@ -66,7 +66,8 @@ CASES = [  # batch, heads_q, heads_kv, seq_q, seq_k, head_dim, causal alignment 
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "b{}_h{}x{}_q{}_k{}_d{}_{}".format(*c))
 def test_wgmma_gradients_match_float64_autograd(case, dtype, dq_schedule):
-    _check_gradients(case, dtype, wgmma_config(dtype, case[5], case[6] is not None), f"bulk={dq_schedule}")
+    _check_gradients(case, dtype, wgmma_config(dtype, case[5], case[6] is not None, producer=False),
+                     f"own_keys, bulk={dq_schedule}")
 
 
 @pytest.mark.parametrize("dtype", list(DTYPES))
