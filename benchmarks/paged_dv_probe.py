@@ -148,10 +148,10 @@ def paged_part(rounds: int, reps: int):
     cfgs = paged_configs(D, True)
     original = kvcache.paged_config
 
-    def pinned(cfg, *args):
+    def pinned(cfg, q, kp, vp, seqlens, table):
         kvcache.paged_config = lambda *a: cfg
         try:
-            return autoflash.attention_with_kvcache(*args, causal=True)
+            return autoflash.attention_with_kvcache(q, kp, vp, seqlens, block_table=table, causal=True)
         finally:
             kvcache.paged_config = original
 
