@@ -1,7 +1,7 @@
 """Chunked prefill on a paged KV cache without a GPU (issue 15 item 3): flash_fwd_mma's `paged`
 flag (a config field, not a problem key), what it renders, its kernel signature against the launch
 arguments, NVRTC compiles for sm_80 and sm_90 without register spills, the config a paged call runs
-(never wgmma or simt), and the block-table checks (decode's own) reached through
+(wgmma's paged loads on sm_90, test_wgmma_paged.py; never simt), and the block-table checks (decode's own) reached through
 attention_with_kvcache. The GPU side is tests/test_paged_prefill_gpu.py."""
 import itertools
 
@@ -75,7 +75,7 @@ def untuned(monkeypatch):
     from autoflash.serve import api, kvcache
 
     monkeypatch.setattr(api, "choose_config", lambda arch, dev, dtype, d, causal, n, flags:
-                        WGMMA.default("sm_90a", K(dtype, max(64, d // 64 * 64), causal)))
+                        WGMMA.default("sm_90a", {**K(dtype, d, causal), **flags}))
     kvcache.paged_config.cache_clear()
     yield kvcache.paged_config
     kvcache.paged_config.cache_clear()
@@ -93,7 +93,8 @@ def test_paged_configs_compile_without_spills(case, untuned):
 
     arch, d, causal, flags = case
     cfg = untuned(arch, "x", "bf16", d, causal, _flags(flags), 4096)
-    assert cfg.paged and cfg.template == "flash_fwd_mma" and not cfg.problems(), cfg.problems()
+    template = "flash_fwd_wgmma" if arch == "sm_90" else "flash_fwd_mma"  # sm_90: wgmma's paged loads first
+    assert cfg.paged and cfg.template == template and not cfg.problems(), cfg.problems()
     assert all(getattr(cfg, f) == bool(flags.get(f)) for f in ALL)
     report = afc.compile_kernel(cfg).report
     assert report.spills == 0 and report.stack_frame == 0, (cfg.name, report)
@@ -109,17 +110,22 @@ def test_the_pipelined_loop_compiles_paged_without_spills(arch, causal):
     assert report.spills == 0 and report.stack_frame == 0, (cfg.name, report)
 
 
-def test_paged_config_never_runs_wgmma_or_simt(monkeypatch):
+def test_paged_config_runs_the_key_s_own_wgmma_or_mma_config_never_simt(monkeypatch):
     pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
     from autoflash.serve import api, kvcache
 
     wgmma = WGMMA.default("sm_90a", K("bf16", 128, True))
     tuned_mma = MMA.config("sm_90", K("bf16", 128, True), block_m=64, block_n=64, warps=4, stages=2)
-    for chosen, expect in ((wgmma, paged()), (tuned_mma, tuned_mma.replace(paged=True))):
+    simt = SIMT.default("sm_90", K("fp16", 128, True))
+    for chosen, expect in ((wgmma, wgmma.replace(paged=True)), (tuned_mma, tuned_mma.replace(paged=True)),
+                           (simt, WGMMA.default("sm_90a", K("bf16", 128, True)).replace(paged=True))):
         kvcache.paged_config.cache_clear()
         monkeypatch.setattr(api, "choose_config", lambda *a, chosen=chosen, **k: chosen)
         cfg = kvcache.paged_config("sm_90", "NVIDIA H200", "bf16", 128, True, _flags({}), 4096)
-        assert cfg == expect and cfg.paged and cfg.template == "flash_fwd_mma"
+        assert cfg == expect and cfg.paged and cfg.template != "flash_fwd_simt"
+    kvcache.paged_config.cache_clear()
+    mma = kvcache.paged_config("sm_80", "NVIDIA A100", "bf16", 128, True, _flags({}), 4096)
+    assert mma.template == "flash_fwd_mma" and mma.paged  # no wgmma before sm_90
     kvcache.paged_config.cache_clear()
 
 

@@ -2,9 +2,9 @@
 flash-attn's argument names and layout (flash_attn_with_kvcache). Up to 16 query tokens: the
 split-KV decode kernel (serve/decode.py), contiguous or paged caches. Longer chunks (chunked
 prefill) on a contiguous cache: the dense forward with per-sequence used keys
-(serve/varlen.attention_with_seqused_k), bottom-right; on a paged cache: flash_fwd_mma compiled
-with paged (K/V read through the block table; the wgmma template has no paged loads), the block
-table and lengths checked by decode's own checks. Not served yet: appending new keys into the cache."""
+(serve/varlen.attention_with_seqused_k), bottom-right; on a paged cache: the forward compiled
+with paged (K/V read through the block table: flash_fwd_wgmma on sm_90, flash_fwd_mma elsewhere), the
+block table and lengths checked by decode's own checks. Not served yet: appending new keys into the cache."""
 from __future__ import annotations
 
 import dataclasses
@@ -17,6 +17,7 @@ from autoflash.ops.decode_launch import DecodeProblem
 from autoflash.ops.forward_base import BOTTOM_RIGHT_PER_SEQUENCE, KernelConfig
 from autoflash.ops.forward_launch import LaunchPlan
 from autoflash.ops.forward_mma import MMA
+from autoflash.ops.forward_wgmma import WGMMA
 from autoflash.serve import api
 from autoflash.serve.decode import _check_seqlens, _check_table, _check_table_entries, _on_device, decode_attention
 from autoflash.serve.errors import InputError
@@ -193,15 +194,17 @@ def _paged_prefill(q, k_cache, v_cache, cache_seqlens, block_table, causal, soft
 def paged_config(arch: str, device_name: str, dtype: str, head_dim: int, causal: bool, flags: tuple,
                  seq_k: int) -> KernelConfig:
     """The paged forward config of a problem: its unpaged key's tuned (or default) config with
-    paged set when that is a flash_fwd_mma config, else flash_fwd_mma's defaults for the key (the
-    wgmma and simt templates have no paged loads); the first of these whose ptxas report shows no
+    paged set when that is a flash_fwd_wgmma or flash_fwd_mma config, else flash_fwd_wgmma's (sm_90)
+    then flash_fwd_mma's defaults for the key (simt has no paged loads); the first of these whose ptxas report shows no
     register spill (the page lookups add a few registers to kernels that run at 240-255: the
     all-variants d128 default spills when paged). Cached per process, as decode's paged configs."""
     key = dict(dtype=dtype, head_dim=head_dim, causal=causal, **dict(flags))
     chosen = api.choose_config(arch, device_name, dtype, head_dim, causal, seq_k, dict(flags))
-    use_arch = build_arch(MMA.archs, arch)
-    candidates = [chosen] if chosen.template == MMA.name else []
-    candidates += [MMA.config(use_arch, key, **knobs) for knobs in MMA.default_tiles(key)] if use_arch else []
+    templates = [t for t in (WGMMA, MMA) if build_arch(t.archs, arch)]  # sm_90: wgmma's paged loads first
+    candidates = [chosen] if chosen.template in [t.name for t in templates] else []
+    for template in templates:
+        use_arch = build_arch(template.archs, arch)
+        candidates += [template.config(use_arch, key, **knobs) for knobs in template.default_tiles(key)]
     valid = [c.replace(paged=True) for c in candidates if not c.replace(paged=True).problems()]
     if not valid:
         raise InputError(f"chunked prefill on a paged cache: flash_fwd_mma has no config for {dtype} d{head_dim} "
