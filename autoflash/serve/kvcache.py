@@ -36,9 +36,9 @@ def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens=None, *, block_tab
     q: (batch, seqlen_q, heads_q, head_dim). seqlen_q 1..16 (decode, speculative decoding): the
       split-KV decode kernel. seqlen_q > 16 (chunked prefill): the dense forward kernel, reading
       q and the caches in place as (B, H, N, D) views (num_splits does not apply); on a paged
-      cache the flash_fwd_mma kernel compiled to read K/V through the block table (float16 or
-      bfloat16, sm_80+, head_dim any multiple of 8 up to 256; CUDA graph capture allowed, with the
-      kernel's guards below).
+      cache the forward compiled to read K/V through the block table (flash_fwd_wgmma on sm_90,
+      flash_fwd_mma on sm_80-89; float16 or bfloat16, head_dim any multiple of 8 up to 256; CUDA
+      graph capture allowed, with the kernel's guards below).
     k_cache, v_cache: (batch, seqlen_k, heads_kv, head_dim), heads_q a multiple of heads_kv
       (query head j reads KV head j // (heads_q / heads_kv)). Only this layout (flash-attn's) is
       taken: (B, N, H, D) and (B, H, N, D) cannot be told apart by shape. A cache stored as
@@ -132,7 +132,7 @@ def _check_queries(q) -> None:
 
 
 def _paged_prefill(q, k_cache, v_cache, cache_seqlens, block_table, causal, softmax_scale, return_lse, variants):
-    """seqlen_q > 16 on a paged cache: flash_fwd_mma with paged set, one launch, no copies. The
+    """seqlen_q > 16 on a paged cache: paged_config's kernel (wgmma or mma) with paged set, one launch, no copies. The
     block table and cache_seqlens pass decode's checks (serve/decode.py: type, shape, device, page
     size a multiple of 16, lengths in [0, capacity], every used entry a page of the cache; the values
     are skipped during CUDA graph capture, where the kernel clamps lengths and reads page 0 for a bad
