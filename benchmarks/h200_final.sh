@@ -21,7 +21,7 @@
 # Usage on the GPU machine: bash benchmarks/h200_final.sh tests verify decode
 # Logs and the updated tuned_configs/sm_90.json land in $OUT; a short summary of each part comes last.
 set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+[ -n "${SKIP_PIP:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1 PATH=/tmp/site/bin:$PATH
 export OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export AUTOFLASH_CACHE_DIR=/tmp/autoflash-cache
@@ -29,7 +29,7 @@ summary=""
 for part in "$@"; do
     t0=$(date +%s)
     case $part in
-        tests) timeout ${TESTS_TIMEOUT:-330} python3 -m pytest -v -m gpu -n 15 -p no:cacheprovider -rf tests/ > "$OUT/tests.log" 2>&1
+        tests) timeout ${TESTS_TIMEOUT:-330} python3 -m pytest -v -m gpu -n ${XDIST:-15} -p no:cacheprovider -rf tests/ > "$OUT/tests.log" 2>&1
                # -v: per-test lines survive a timeout; the counts below are read from them
                s=$(grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests.log" | grep -v "^\[" | tail -30
                    echo "per-test lines: $(grep -c ' PASSED' "$OUT/tests.log") PASSED, $(grep -c ' FAILED' "$OUT/tests.log") FAILED, $(grep -c ' SKIPPED' "$OUT/tests.log") SKIPPED, $(grep -c ' ERROR' "$OUT/tests.log") ERROR") ;;
