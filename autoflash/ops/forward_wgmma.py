@@ -189,7 +189,8 @@ class WgmmaTemplate(ForwardTemplate):
         paged = (u64(p.block_table), np.int64(p.table_stride), np.int32(p.page_size), np.int32(p.num_pages))
 
         def args(q, k, v, o, lse):
-            tq = cached_operand_map(q, cfg.dtype, p.batch, p.heads_q, p.seq_q, cfg.head_dim, qs, cfg.block_m).kernel_arg()
+            tq = cached_operand_map(q, cfg.dtype, p.batch, p.heads_q, p.seq_q, cfg.head_dim, qs,
+                                    cfg.block_m).kernel_arg()
             return (u64(q), u64(k), u64(v), u64(o), u64(lse)) + sizes + (tq, tq, tq) + tail + paged
 
         return args
