@@ -1,5 +1,5 @@
-"""flash_bwd_wgmma without a GPU: its rules refuse what it does not implement (variants, the
-deterministic mode, D 256) and the tiles that do not fit, its defaults are valid, it renders and
+"""flash_bwd_wgmma without a GPU: its rules refuse what it does not implement (variants, D 256,
+the deterministic mode beside the other dQ schedules) and the tiles that do not fit, its defaults are valid, it renders and
 compiles for sm_90a with no spills, and its SASS has HGMMA (the wgmma products), the vector
 dQ reductions and, with a producer warpgroup, setmaxnreg and mbarrier waits. GPU correctness and speed: tests/test_backward_wgmma_gpu.py,
 benchmarks/bench_backward_wgmma.py."""
@@ -49,7 +49,6 @@ def test_defaults_are_valid():
     (cfg(warps=16), "not one of"),
     (cfg(d=256, bn=64), "head_dim 256 is not supported"),
     (cfg(dtype="fp32"), "does not support dtype fp32"),
-    (cfg(deterministic=True), "deterministic True is not supported"),
     (cfg(window=True), "window True is not supported"),
     (cfg(softcap=True), "softcap True is not supported"),
     (cfg(sinks=True), "sinks True is not supported"),
@@ -63,7 +62,8 @@ def test_rules_refuse_before_compiling(bad, reason):
 def test_unsupported_keys_are_not_claimed():
     assert WG.supports("sm_90a", key())
     assert not WG.supports("sm_90", key())  # wgmma needs the arch-specific target
-    for flag in ("deterministic", "window", "softcap", "sinks", "alibi"):
+    assert WG.supports("sm_90a", key(deterministic=True))
+    for flag in ("window", "softcap", "sinks", "alibi"):
         assert not WG.supports("sm_90a", key(**{flag: True})), flag
 
 
@@ -124,10 +124,17 @@ def test_schedules_exclude_each_other(monkeypatch):
     monkeypatch.setattr(backward_wgmma, "DQ_OWN_KEYS", True)
     monkeypatch.setattr(backward_wgmma, "DQ_BULK_REDUCE", True)
     assert any("not with DQ_OWN_KEYS" in p for p in cfg().problems())
+    for own, bulk in ((True, False), (False, True)):
+        monkeypatch.setattr(backward_wgmma, "DQ_OWN_KEYS", own)
+        monkeypatch.setattr(backward_wgmma, "DQ_BULK_REDUCE", bulk)
+        assert any("deterministic serialises" in p for p in cfg(deterministic=True).problems())
 
 
 @pytest.mark.parametrize("schedule,c", [x for s in SCHEDULES for x in _valid_configs(s)] +
-                         [("split", WG.default("sm_90a", key("fp16", d, True))) for d in (64, 128)],
+                         [("split", WG.default("sm_90a", key("fp16", d, True))) for d in (64, 128)] +
+                         [("split", WG.default("sm_90a", key("bf16", d, c, deterministic=True)))
+                          for d in (64, 128) for c in (False, True)] +
+                         [("split", cfg(d=128, causal=True, warps=8, deterministic=True))],
                          ids=lambda x: x.name if hasattr(x, "name") else x)
 def test_compiles_without_spills_and_uses_hgmma(schedule, c, tmp_path, monkeypatch):
     """Every valid bf16 config of every dQ schedule (and fp16 defaults): no spills, HGMMA in the SASS,
@@ -157,6 +164,8 @@ def test_compiles_without_spills_and_uses_hgmma(schedule, c, tmp_path, monkeypat
         assert "USETMAXREG.DEALLOC.CTAPOOL 0x18" in main and "USETMAXREG.TRY_ALLOC.CTAPOOL" in main
         assert "SYNCS.PHASECHK.TRANS64.TRYWAIT" in main
         assert schedule == "own_keys" or "BAR.SYNC.DEFER_BLOCKING 0x3, 0x100" in main  # the consumers' dS^T barrier
+    if c.deterministic:  # the semaphore: an acquire load, a fence before the release add
+        assert "LDG.E.STRONG.GPU" in main and "MEMBAR" in main, "no dq_sem ordering"
     if schedule == "bulk":
         assert "UBLKRED.G.S.ADD.F32" in main and "REDG" not in main  # bulk reductions only
     else:

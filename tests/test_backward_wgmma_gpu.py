@@ -1,7 +1,8 @@
 """flash_bwd_wgmma on an H100/H200: gradients against float64 autograd (tests/test_backward_gpu's
 reference and tolerances, ops.backward_kernels.TOLERANCE), odd lengths, Nq != Nk, GQA/MQA, causal
 in both alignments, D 64/128, bf16 and fp16, every dQ schedule (ops/backward_wgmma.DQ_OWN_KEYS,
-DQ_BULK_REDUCE) and the producer warpgroup (warp specialisation, D 128); NaN-free;
+DQ_BULK_REDUCE) and the producer warpgroup (warp specialisation, D 128); the deterministic mode
+(bitwise repeatable, with and without the producer); NaN-free;
 rows that see no key get dq = 0; attention_backward() serves it on sm_90 GPUs."""
 import math
 
@@ -29,7 +30,7 @@ def dq_schedule(request, monkeypatch):
     autograd._loaded.cache_clear()
 
 
-def wgmma_config(dtype, head_dim, causal, producer=None):
+def wgmma_config(dtype, head_dim, causal, producer=None, deterministic=False):
     from autoflash.kernels.device import device_arch
     from autoflash.kernels.archs import build_arch
     from autoflash.ops.backward_wgmma import TEMPLATE
@@ -37,8 +38,8 @@ def wgmma_config(dtype, head_dim, causal, producer=None):
     arch = build_arch(TEMPLATE.archs, device_arch(0)[0])
     if arch is None:
         pytest.skip(f"flash_bwd_wgmma needs sm_90a, this GPU is {device_arch(0)[0]}")
-    key = dict(dtype=dtype, head_dim=head_dim, causal=causal, deterministic=False, window=False, softcap=False,
-               sinks=False, alibi=False)
+    key = dict(dtype=dtype, head_dim=head_dim, causal=causal, deterministic=deterministic, window=False,
+               softcap=False, sinks=False, alibi=False)
     cfg = TEMPLATE.default(arch, key)
     if producer is not None:  # the default's tiles with (True) or without (False) a producer warpgroup
         cfg = TEMPLATE.config(arch, key, block_m=cfg.block_m, block_n=cfg.block_n,
@@ -77,7 +78,24 @@ def test_producer_warpgroup_gradients_match_float64_autograd(case, dtype):
     _check_gradients(case, dtype, wgmma_config(dtype, 128, case[6] is not None, producer=True), "producer")
 
 
+DETERMINISTIC_CASES = [CASES[2], CASES[3], CASES[7], CASES[9], CASES[10]]
+
+
+@pytest.mark.parametrize("case,producer", [(c, p) for c in DETERMINISTIC_CASES for p in (False, True)
+                                           if not p or c[5] == 128],
+                         ids=lambda x: ("producer" if x else "plain") if isinstance(x, bool)
+                         else "b{}_h{}x{}_q{}_k{}_d{}_{}".format(*x))
+def test_deterministic_is_bitwise_repeatable_and_matches_float64(case, producer):
+    """deterministic=True (dQ adds in K/V-tile order): two runs give the same bits, and both match the
+    float64 gradients (the producer warpgroup is a D 128 config)."""
+    cfg = wgmma_config("bf16", case[5], case[6] is not None, producer=producer, deterministic=True)
+    first = _check_gradients(case, "bf16", cfg, "deterministic")
+    second = _check_gradients(case, "bf16", cfg, "deterministic")
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
 def _check_gradients(case, dtype, config, label):
+    """Run `config` on the case, check its gradients against float64 autograd's; returns them."""
     from autoflash.serve.autograd import attention_backward
 
     b, hq, hkv, nq, nk, d, alignment = case
@@ -88,7 +106,7 @@ def _check_gradients(case, dtype, config, label):
     _, _, *refs = reference_grads(q, k, v, dout, causal, scale, offset)
     out, lse = float64_forward(q, k, v, causal, scale, offset)
     grads = attention_backward(q, k, v, out, lse, dout, causal=causal, causal_alignment=alignment or "top_left",
-                               config=config)
+                               config=config, deterministic=config.deterministic)
     assert all(torch.isfinite(x).all() for x in grads)
     if offset < 0:
         assert (grads[0][:, :, :-offset] == 0).all()
@@ -98,6 +116,7 @@ def _check_gradients(case, dtype, config, label):
         errs = [rel_err(x, r) for x, r in zip(grads, refs)]
     _log(f"wgmma {config.name} {label} {dtype} {case}: dq {errs[0]:.2e} dk {errs[1]:.2e} dv {errs[2]:.2e}")
     assert max(errs) <= TOLERANCE[dtype], errs
+    return grads
 
 
 def test_attention_backward_serves_wgmma_on_sm90():

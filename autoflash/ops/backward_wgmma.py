@@ -18,8 +18,9 @@ warpgroup (the D 128 default since): 348-399 at N 4096, 417 at N 16384, 8-9 % ab
 without it, 0.75-0.82x cuDNN (benchmarks/bench_backward_wgmma_h200_2026-11-29_s5_call2.log).
 
 Not here (the rules refuse them, ops/backward.py serves them with flash_bwd_mma): the variants
-(window, softcap, sinks, ALiBi), deterministic=True, head dim 256 (dK and dV of 64 keys x 256
-columns are 256 registers a thread), fp32.
+(window, softcap, sinks, ALiBi), head dim 256 (dK and dV of 64 keys x 256 columns are 256 registers
+a thread), fp32. deterministic=True (the dQ adds serialised in K/V-tile order, as flash_bwd_mma's)
+compiles and has GPU tests but is NOT served (SERVE_DETERMINISTIC) until they have passed on a GPU.
 """
 from __future__ import annotations
 
@@ -33,7 +34,10 @@ from autoflash.ops.backward_kernels import PAD_M, BackwardConfig
 SMEM_ALIGN = 1024  # the kernel rounds the shared-memory base up to a swizzle atom
 REGISTER_BUDGET = 240  # fp32 accumulators a thread may hold at once (ptxas needs the rest)
 PRODUCER_ACCUMULATORS = 208  # the same under a producer warpgroup (setmaxnreg gives consumers 240 registers)
-NOT_SUPPORTED = ("deterministic", "window", "softcap", "sinks", "alibi")
+NOT_SUPPORTED = ("window", "softcap", "sinks", "alibi")
+# Deterministic keys are served by flash_bwd_mma until this template's deterministic kernels have run
+# on a GPU (tests/test_backward_wgmma_gpu.py: float64 gradients, bitwise repeats; written, not yet run).
+SERVE_DETERMINISTIC = False
 # A schedule switch not (yet) a BackwardConfig field (bench_backward_wgmma.py times both): each
 # warpgroup adds the dQ tile summed over its own 64 keys (twice the fp32 reductions, no block-wide
 # barrier for dS^T) instead of a slice of it summed over the block's keys. Measured on the H200
@@ -51,7 +55,7 @@ class BackwardWgmmaTemplate(Template):
     op = "backward"
     archs = ("sm_90a",)
     dtypes = ("fp16", "bf16")
-    key_values = {"head_dim": (64, 128), **{f: (False,) for f in NOT_SUPPORTED}}
+    key_values = {"head_dim": (64, 128), "deterministic": (False, True), **{f: (False,) for f in NOT_SUPPORTED}}
     knobs = {
         "block_m": (64, 128),  # queries per tile: wgmma N of S^T, dP^T
         "block_n": (64, 128),  # keys per block: 64 per warpgroup (three get 168 registers a thread: spills)
@@ -89,6 +93,9 @@ class BackwardWgmmaTemplate(Template):
         errors = []
         if DQ_OWN_KEYS and DQ_BULK_REDUCE:
             errors.append("DQ_BULK_REDUCE stages the split schedule's dQ slices: not with DQ_OWN_KEYS")
+        if cfg.deterministic and (DQ_OWN_KEYS or DQ_BULK_REDUCE):
+            errors.append("deterministic serialises the split dQ schedule's adds: not with DQ_OWN_KEYS or "
+                          "DQ_BULK_REDUCE")
         nc = self.consumers(cfg)
         if cfg.block_n % 64 or cfg.warps not in (4 * nc, 4 * nc + 4):
             errors.append(f"warps={cfg.warps} must be 4 per warpgroup of 64 keys (block_n={cfg.block_n}): "
@@ -131,6 +138,7 @@ class BackwardWgmmaTemplate(Template):
     def template_values(self, cfg: BackwardConfig) -> dict:
         rows, cols = self.dq_split(cfg)
         return {"wgmma_type": "bf16" if cfg.dtype == "bf16" else "f16", "pad_m": PAD_M,
+                "head_dim_v": cfg.head_dim,  # backward_rows.cuh.j2's O row width: V's head dim is Q/K's here
                 "consumers": self.consumers(cfg), "producer": "true" if self.producer(cfg) else "false",
                 "dq_own_keys": "true" if DQ_OWN_KEYS else "false",
                 "dq_bulk": "true" if DQ_BULK_REDUCE else "false", "dq_rs": rows, "dq_cs": cols,
@@ -150,13 +158,15 @@ TEMPLATE = BackwardWgmmaTemplate()
 
 def serving_config(arch: str, key: dict) -> BackwardConfig | None:
     """flash_bwd_wgmma's default for a backward key on a GPU of `arch` where the template serves it
-    (sm_90 GPUs, bf16/fp16, D 64/128, no variant, not deterministic), else None (flash_bwd_mma
-    serves it). Cached per key: attention_backward() asks on every call."""
+    (sm_90 GPUs, bf16/fp16, D 64/128, no variant, deterministic only with SERVE_DETERMINISTIC), else
+    None (flash_bwd_mma serves it). Cached per key: attention_backward() asks on every call."""
     return _serving_config(arch, tuple(sorted(key.items())))
 
 
 @functools.cache
 def _serving_config(arch: str, key_items: tuple) -> BackwardConfig | None:
     key = dict(key_items)
+    if key.get("deterministic") and not SERVE_DETERMINISTIC:
+        return None
     use = build_arch(TEMPLATE.archs, arch)
     return TEMPLATE.default(use, key) if use is not None and TEMPLATE.supports(use, key) else None
