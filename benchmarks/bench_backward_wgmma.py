@@ -13,6 +13,7 @@ float64 checks are tests/test_backward_wgmma_gpu.py).
     python benchmarks/bench_backward_wgmma.py [--dtypes bf16,fp16] [--head-dims 64,128] [--seqs 4096]
         [--others]   # also every other valid wgmma config of every dQ schedule (bf16)
         [--schedules]   # also the DQ_OWN_KEYS and DQ_BULK_REDUCE schedules
+        [--deterministic]   # also both templates' deterministic defaults (wgmma_det, mma_det)
     python benchmarks/bench_backward_wgmma.py --precompile   # compile every config it times, in parallel
 """
 import argparse
@@ -38,8 +39,8 @@ from autoflash.ops.backward_wgmma import TEMPLATE as WGMMA
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def key(dtype, d, causal):
-    return dict(dtype=dtype, head_dim=d, causal=causal, deterministic=False, window=False, softcap=False,
+def key(dtype, d, causal, deterministic=False):
+    return dict(dtype=dtype, head_dim=d, causal=causal, deterministic=deterministic, window=False, softcap=False,
                 sinks=False, alibi=False)
 
 
@@ -56,7 +57,7 @@ def with_schedule(schedule, fn, *args):
         backward_wgmma.DQ_OWN_KEYS, backward_wgmma.DQ_BULK_REDUCE = saved
 
 
-def configs(arch, dtype, d, causal, others=False, schedules=False):
+def configs(arch, dtype, d, causal, others=False, schedules=False, deterministic=False):
     """name -> (config, dQ schedule): flash_bwd_wgmma's default (wgmma), with schedules in every dQ
     schedule (wgmma<schedule>), its tiles with / without a producer warpgroup (wgmma_ws / wgmma_plain)
     where valid and not the default, and flash_bwd_mma's
@@ -72,6 +73,10 @@ def configs(arch, dtype, d, causal, others=False, schedules=False):
         if alt != c and not alt.problems() and not (producer and os.environ.get("BENCH_NO_WS")):
             chosen[name] = (alt, "")  # (BENCH_NO_WS: the run script's guard if its tests fail)
     chosen["mma"] = (MMA.default(build_arch(MMA.archs, arch), k), "")
+    if deterministic:
+        kd = key(dtype, d, causal, True)
+        chosen["wgmma_det"] = (WGMMA.default(wg_arch, kd), "")
+        chosen["mma_det"] = (MMA.default(build_arch(MMA.archs, arch), kd), "")
     for s in SCHEDULES if others else ():
         for c in with_schedule(s, lambda: [c for c in WGMMA.space(wg_arch, k) if not c.problems()]):
             if (c, s) not in chosen.values():
@@ -104,11 +109,12 @@ def _compile(cfg_schedule):
     return with_schedule(schedule, lambda: compile_kernel(cfg).report)
 
 
-def precompile(arch, dtypes, head_dims, others, schedules):
+def precompile(arch, dtypes, head_dims, others, schedules, deterministic):
     from concurrent.futures import ProcessPoolExecutor
 
     cfgs = list(dict.fromkeys(c for t in dtypes for d in head_dims for causal in (False, True)
-                              for c in configs(arch, t, d, causal, others and t == "bf16", schedules).values()))
+                              for c in configs(arch, t, d, causal, others and t == "bf16", schedules,
+                                               deterministic).values()))
     with ProcessPoolExecutor() as pool:
         for (cfg, schedule), rep in zip(cfgs, pool.map(_compile, cfgs)):
             print(f"  compiled {cfg.name} schedule '{schedule}': {rep.registers} registers, {rep.spills} B spilled",
@@ -133,13 +139,14 @@ def main():
     parser.add_argument("--seqs", default="4096")
     parser.add_argument("--others", action="store_true", help="also time every other valid wgmma config (bf16)")
     parser.add_argument("--schedules", action="store_true", help="also the DQ_OWN_KEYS, DQ_BULK_REDUCE schedules")
+    parser.add_argument("--deterministic", action="store_true", help="also the deterministic defaults")
     parser.add_argument("--precompile", action="store_true", help="only compile the kernels, then exit")
     args = parser.parse_args()
     dtypes = args.dtypes.split(",")
     head_dims = [int(x) for x in args.head_dims.split(",")]
     arch = device_arch(torch.cuda.current_device())[0]
     if args.precompile:
-        precompile(arch, dtypes, head_dims, args.others, args.schedules)
+        precompile(arch, dtypes, head_dims, args.others, args.schedules, args.deterministic)
         return 0
     print(f"# {torch.cuda.get_device_name()} torch {torch.__version__}; backward TFLOP/s (2.5x forward FLOPs)")
     rows = []
@@ -154,7 +161,7 @@ def main():
                     fns, errs = {}, {}
                     _, ref = sdpa_backward("flash", q, k, v, dout, causal)
                     for name, (cfg, schedule) in configs(arch, dtype, d, causal, args.others and dtype == "bf16",
-                                                         args.schedules).items():
+                                                         args.schedules, args.deterministic).items():
                         fns[name] = pinned(cfg, schedule, q, k, v, out, lse, dout, causal)
                         if ref is not None:
                             errs[name] = max(rel(a, r) for a, r in zip(fns[name](), ref))
@@ -171,9 +178,10 @@ def main():
                           flush=True)
                     del q, k, v, dout, out, lse, fns, ref
                     torch.cuda.empty_cache()
-    names = ["wgmma", "wgmma_ws", "wgmma_plain", "wgmma_own", "wgmma_bulk", "mma", "sdpa_cudnn", "sdpa_flash"]
+    names = ["wgmma", "wgmma_ws", "wgmma_plain", "wgmma_own", "wgmma_bulk", "wgmma_det", "mma", "mma_det",
+             "sdpa_cudnn", "sdpa_flash"]
     pairs = (("wgmma", "mma"), ("wgmma", "sdpa_cudnn"), ("wgmma_ws", "sdpa_cudnn"), ("wgmma_ws", "wgmma"),
-             ("wgmma", "wgmma_plain"),
+             ("wgmma", "wgmma_plain"), ("wgmma_det", "wgmma"), ("wgmma_det", "mma_det"),
              ("wgmma_own", "sdpa_cudnn"), ("wgmma_bulk", "sdpa_cudnn"))
     print("\n| dtype | D | N | causal | " + " | ".join(names) + " | " + " | ".join(f"{a}/{b}" for a, b in pairs)
           + " | spread (wgmma) |")
