@@ -24,8 +24,9 @@ class BackwardLaunch:
 
     def __init__(self, kernel, p: BackwardProblem, scale: float):
         cfg = kernel.config
-        if (p.head_dim, p.causal) != (cfg.head_dim, cfg.causal):
-            raise ValueError(f"kernel {cfg.name} cannot run head_dim={p.head_dim} causal={p.causal}")
+        if (p.head_dim, p.head_dim_v, p.causal) != (cfg.head_dim, cfg.head_dim_v, cfg.causal):
+            raise ValueError(f"kernel {cfg.name} cannot run head_dim={p.head_dim} head_dim_v={p.head_dim_v} "
+                             f"causal={p.causal}")
         needs = p.variant_flags()
         if any(needs[f] != getattr(cfg, f) for f in ("window", "softcap")):
             raise ValueError(f"kernel {cfg.name} cannot run window={needs['window']} softcap={needs['softcap']}")
@@ -49,7 +50,7 @@ class BackwardLaunch:
             self.offsets.append(total)
             total += -(-size // 256) * 256
         self.workspace_bytes = total
-        pre_rows = 256 // (p.head_dim // 8)
+        pre_rows = 256 // (p.dim_v // 8)  # the preprocess has a lane per 16-byte chunk of an O row
         self.pre_grid = (seq_q_pad // pre_rows, bh, 1)
         self.main_grid = (-(-p.seq_k // cfg.block_n), p.heads_kv, p.batch)
         self.block = (cfg.threads, 1, 1)
@@ -232,7 +233,8 @@ def make_inputs(p: BackwardProblem, dtype: str, seed: int, with_reference: bool 
 
     rng = cupy.random.default_rng(seed)
     q_shape, kv_shape = (p.batch, p.heads_q, p.seq_q, p.head_dim), (p.batch, p.heads_kv, p.seq_k, p.head_dim)
-    q, k, v, dout = (random_normal(rng, s, dtype) for s in (q_shape, kv_shape, kv_shape, q_shape))
+    o_shape, v_shape = q_shape[:3] + (p.dim_v,), kv_shape[:3] + (p.dim_v,)  # V's head dim (head_dim_v)
+    q, k, v, dout = (random_normal(rng, s, dtype) for s in (q_shape, kv_shape, v_shape, o_shape))
     scale = default_scale(p.head_dim)
     d_sinks = None if sinks is None else cupy.asarray(np.asarray(sinks, dtype=np.float32))
     d_slopes = None if alibi_slopes is None else cupy.asarray(np.asarray(alibi_slopes, dtype=np.float32))
@@ -240,7 +242,7 @@ def make_inputs(p: BackwardProblem, dtype: str, seed: int, with_reference: bool 
                               causal_offset=p.causal_offset, window=(p.window_left, p.window_right),
                               softcap=p.softcap, sinks=d_sinks, alibi_slopes=d_slopes)
     out, lse = to_storage(ref[0].astype(cupy.float32), dtype), ref[1].astype(cupy.float32)
-    dq, dk, dv = poisoned(q_shape, dtype), poisoned(kv_shape, dtype), poisoned(kv_shape, dtype)
+    dq, dk, dv = poisoned(q_shape, dtype), poisoned(kv_shape, dtype), poisoned(v_shape, dtype)
     dsinks = None if d_sinks is None else cupy.full(p.heads_q, cupy.nan, dtype=cupy.float32)
     inputs = [q, k, v, out, lse, dout, dq, dk, dv, None, d_sinks, dsinks, d_slopes]
     if not with_reference:

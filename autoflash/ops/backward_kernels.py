@@ -30,6 +30,7 @@ on the H200 over tests/test_backward_gpu.py (lengths 1..4097, GQA, causal, D 64/
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -39,6 +40,9 @@ from autoflash.kernels.elements import DTYPE_BYTES
 from autoflash.kernels.template import Template
 from autoflash.ops.forward_base import Problem, causal_offset
 
+# (Q/K head dim, V head dim) pairs with a backward (Dv != Dqk, e.g. MLA's 192/128); 192 is a backward
+# head dim only as such a pair's (routing's dense head dims stay TEMPLATE.key_values).
+HEAD_DIM_PAIRS = ((192, 128), (128, 64))
 PAD_M = 128  # workspace rows per (batch, query head) are padded to this (>= every block_m)
 SMEM_PAD = 8  # elements (16 bytes) added to each shared-memory row: conflict-free ldmatrix
 TOLERANCE = {"fp16": 2e-3, "bf16": 1e-2}
@@ -66,15 +70,20 @@ class BackwardConfig(OpConfig):
     # Packed variable-length sequences (cu_seqlens, serve/varlen_grad.py): a run-time layout, not a key
     # field (the served dense config with varlen=True); flash_bwd_mma only.
     varlen: bool = False
+    # V's head dim when it differs from Q/K's (HEAD_DIM_PAIRS; 0 = head_dim): dV, dO, V at it, dK, dQ at
+    # head_dim. Not a key field either (no tuned entries: the pair's default tile serves it).
+    head_dim_v: int = 0
 
     op: ClassVar[str] = "backward"
-    name_parts: ClassVar[tuple] = (("head_dim", "d"), ("block_m", "bm"), ("block_n", "bn"), ("warps", "w"),
+    name_parts: ClassVar[tuple] = (("head_dim", "d"), ("head_dim_v", "dv"), ("block_m", "bm"), ("block_n", "bn"), ("warps", "w"),
                                    ("stages", "s"), ("warps_q", "wq"))
 
     def problems(self) -> list[str]:
         errors = super().problems()
         if self.varlen is True and self.template != "flash_bwd_mma":
             errors.append(f"varlen is a flash_bwd_mma mode; {self.template} has no varlen backward yet")
+        if self.head_dim_v and self.template != "flash_bwd_mma":
+            errors.append(f"head_dim_v (V's own head dim) is a flash_bwd_mma mode; {self.template} has none")
         return errors
 
 
@@ -131,20 +140,25 @@ def check_inputs(q: TensorSpec, k: TensorSpec, v: TensorSpec, out: TensorSpec, l
     if lse.dtype != "fp32" or tuple(lse.shape) != tuple(q.shape[:3]):
         raise ValueError(f"lse must be float32 of shape {tuple(q.shape[:3])} (the forward's natural-log "
                          f"log-sum-exp), got {lse.dtype} {tuple(lse.shape)}")
-    for t in (out, grad_out):
-        if tuple(t.shape) != tuple(q.shape):
-            raise ValueError(f"{t.name} must have q's shape {tuple(q.shape)}, got {tuple(t.shape)}")
-    if tuple(k.shape) != tuple(v.shape):
+    if tuple(k.shape[:3]) != tuple(v.shape[:3]):
         raise ValueError(f"k and v must have the same shape, got {tuple(k.shape)} and {tuple(v.shape)}")
     b, hq, nq, d = q.shape
     bk, hkv, nk, dk = k.shape
     if bk != b or dk != d:
         raise ValueError(f"q {tuple(q.shape)} and k/v {tuple(k.shape)} differ in batch or head_dim")
+    o_shape = tuple(q.shape[:3]) + (v.shape[3],)  # V's head dim
+    for t in (out, grad_out):
+        if tuple(t.shape) != o_shape:
+            raise ValueError(f"{t.name} must have q's shape with v's head dim {o_shape}, got {tuple(t.shape)}")
     if min(b, hq, nq, d, hkv, nk) == 0:
         raise ValueError(f"empty input: q {tuple(q.shape)}, k/v {tuple(k.shape)}")
     if hq % hkv:
         raise ValueError(f"query heads ({hq}) must be a multiple of key/value heads ({hkv}) for GQA/MQA")
-    if d not in TEMPLATE.key_values["head_dim"]:
+    dv = v.shape[3]
+    if dv != d and (d, dv) not in HEAD_DIM_PAIRS:
+        raise ValueError(f"head dims {d} (q, k) and {dv} (v) have no backward (Dv != Dqk pairs: "
+                         f"{', '.join(f'{a}/{b}' for a, b in HEAD_DIM_PAIRS)})")
+    if dv == d and d not in TEMPLATE.key_values["head_dim"]:
         raise ValueError(f"head_dim {d} is not supported by the backward (supports "
                          f"{list(TEMPLATE.key_values['head_dim'])})")
     if max(nq, nk) >= 2**31 // PAD_M:
@@ -156,6 +170,7 @@ def check_inputs(q: TensorSpec, k: TensorSpec, v: TensorSpec, out: TensorSpec, l
             raise ValueError(f"{t.name}'s data pointer is not 16-byte aligned; pass a fresh contiguous copy")
     offset = causal_offset(causal_alignment, nq, nk)  # ValueError for an unknown alignment
     p = BackwardProblem(b, hq, hkv, nq, nk, d, bool(causal), offset if causal else 0)
+    p.head_dim_v = dv if dv != d else 0
     p.window_left, p.window_right, p.softcap = int(window[0]), int(window[1]), float(softcap)
     if p.variant_flags()["window"] or alibi_batch_stride >= 0:  # the diagonal they measure from
         p.causal_offset = offset
@@ -189,8 +204,32 @@ class BackwardMmaTemplate(Template):
                 128: [(64, 128, 8, 2, 2), (64, 128, 8, 2, 1), (64, 64, 8, 2, 2)] + SMALL + [(32, 32, 4, 2, 2)],
                 256: [(64, 64, 8, 2, 2), (64, 64, 8, 1, 2), (32, 64, 8, 2, 2), (32, 64, 8, 1, 2), (32, 32, 4, 1, 2)]}
 
+    # (head_dim, head_dim_v) -> tiles as DEFAULTS (2-D layout, 16 keys a warp: dK and dV of the
+    # larger head dims; ptxas: 0 spills at sm_80 / sm_90)
+    PAIR_DEFAULTS = {(192, 128): [(64, 64, 8, 2, 2), (32, 32, 4, 1, 2)],
+                     (128, 64): [(64, 64, 8, 2, 2), (32, 32, 4, 1, 2)]}
+
+    def problems(self, cfg: BackwardConfig) -> list[str]:
+        """The template's checks; a HEAD_DIM_PAIRS Q/K head dim (192) counts as supported with its V's."""
+        pair = (cfg.head_dim, cfg.head_dim_v)
+        if cfg.head_dim_v and pair in HEAD_DIM_PAIRS and cfg.head_dim not in self.key_values["head_dim"]:
+            view = copy.copy(self)
+            view.key_values = {**self.key_values, "head_dim": self.key_values["head_dim"] + (cfg.head_dim,)}
+            return Template.problems(view, cfg)
+        return super().problems(cfg)
+
     def own_problems(self, cfg: BackwardConfig) -> list[str]:
         errors = []
+        if cfg.head_dim_v:
+            if (cfg.head_dim, cfg.head_dim_v) not in HEAD_DIM_PAIRS:
+                errors.append(f"head_dim_v={cfg.head_dim_v} with head_dim={cfg.head_dim}: supported pairs are "
+                              f"{list(HEAD_DIM_PAIRS)} (Dv = Dqk is head_dim_v=0)")
+            if cfg.varlen:
+                errors.append("varlen with head_dim_v: not yet (the packed dO rows have Dqk's stride)")
+            if cfg.warps_q != 2 or cfg.block_n * cfg.warps_q // cfg.warps != 16:
+                errors.append("head_dim_v needs warps_q=2 with 16 keys a warp (dK and dV of two head dims)")
+            if errors:
+                return errors
         keys_per_warp = cfg.block_n * cfg.warps_q // cfg.warps  # of S^T, dP^T, dK, dV
         if cfg.block_n * cfg.warps_q % cfg.warps or keys_per_warp not in ((16,) if cfg.warps_q == 1 else (16, 32)):
             errors.append(f"block_n={cfg.block_n} must be 16 keys x warps ({cfg.warps})" + (
@@ -246,16 +285,17 @@ class BackwardMmaTemplate(Template):
 
     def smem_bytes(self, cfg: BackwardConfig) -> int:
         elem = DTYPE_BYTES[cfg.dtype]
-        stride = cfg.head_dim + SMEM_PAD
-        rows = 2 * cfg.block_n * stride + cfg.warps_q * cfg.block_n * (cfg.block_m + SMEM_PAD)  # K, V, dS^T (P^T)
-        rows += 2 * cfg.stages * cfg.block_m * stride  # Q and dO buffers
+        stride, stride_v = cfg.head_dim + SMEM_PAD, (cfg.head_dim_v or cfg.head_dim) + SMEM_PAD
+        rows = cfg.block_n * (stride + stride_v) + cfg.warps_q * cfg.block_n * (cfg.block_m + SMEM_PAD)  # K, V, dS^T (P^T)
+        rows += cfg.stages * cfg.block_m * (stride + stride_v)  # Q and dO buffers
         return rows * elem + 2 * cfg.stages * cfg.block_m * 4  # + lse2 and delta buffers
 
     def template_values(self, cfg: BackwardConfig) -> dict:
         return {"mma_type": "bf16" if cfg.dtype == "bf16" else "f16", "pad_m": PAD_M}
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
-        for bm, bn, w, s, wq in self.DEFAULTS[key["head_dim"]]:
+        pair = (key["head_dim"], key.get("head_dim_v", 0))
+        for bm, bn, w, s, wq in self.PAIR_DEFAULTS[pair] if pair[1] else self.DEFAULTS[key["head_dim"]]:
             cfg = self.config(arch, key, block_m=bm, block_n=bn, warps=w, stages=s, warps_q=wq)
             if not cfg.problems():
                 return cfg

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 
+from autoflash.kernels.archs import build_arch
 from autoflash.kernels.compile import compile_kernel
 from autoflash.kernels.device import device_arch
 from autoflash.kernels.loaded import LoadedKernel, stream_handle
@@ -41,15 +42,26 @@ def _loaded(cfg: BackwardConfig, device: int):
         return LoadedKernel(compiled)
 
 
-def _served_config(device: int, key: dict, seq_len: int) -> BackwardConfig:
+def _served_config(device: int, key: dict, seq_len: int, head_dim_v: int = 0) -> BackwardConfig:
     """The tuned flash_bwd_mma entry for this key and length (tuned_configs/, nearest bucket), else the
     heuristic default; dispatch.explain caches the answer per problem (re-deriving the default on
-    every call took ~3 % of a 5 ms backward on the H200)."""
+    every call took ~3 % of a 5 ms backward on the H200). V's own head dim (head_dim_v, not tuned):
+    flash_bwd_mma's default tile for the pair."""
     arch, device_name = device_arch(device)
+    if head_dim_v:
+        return _pair_default(arch, tuple(sorted(key.items())), head_dim_v)
     wgmma = serving_config(arch, key)  # flash_bwd_wgmma where it serves the key (H200: 1.3-1.4x flash_bwd_mma)
     if wgmma is not None:
         return wgmma
     return dispatch.explain(arch, device_name, OPERATION.name, key, seq_len, template=TEMPLATE.name)[0]
+
+
+@functools.cache
+def _pair_default(arch: str, key_items: tuple, head_dim_v: int) -> BackwardConfig:
+    use = build_arch(TEMPLATE.archs, arch)
+    if use is None:
+        raise InputError(f"the backward needs one of {list(TEMPLATE.archs)}, this GPU is {arch}")
+    return TEMPLATE.default(use, {**dict(key_items), "head_dim_v": head_dim_v})
 
 
 def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, causal_alignment: str = "top_left",
@@ -58,8 +70,10 @@ def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, cau
                        sinks=None, alibi_slopes=None):
     """Gradients (dq, dk, dv) of attention(q, k, v, causal, scale) for upstream grad_out.
 
-    q, out, grad_out: (batch, heads_q, seq_q, head_dim); k, v: (batch, heads_kv, seq_k, head_dim),
-    fp16 or bf16 CUDA tensors, contiguous; lse: the forward's float32 natural-log log-sum-exp
+    q: (batch, heads_q, seq_q, head_dim); k: (batch, heads_kv, seq_k, head_dim); v: (batch, heads_kv,
+    seq_k, head_dim_v); out, grad_out: (batch, heads_q, seq_q, head_dim_v); head_dim_v = head_dim, or
+    V's own head dim for the pairs ops.backward_kernels.HEAD_DIM_PAIRS (192/128, 128/64; flash_bwd_mma's
+    default tile, not tuned); fp16 or bf16 CUDA tensors, contiguous; lse: the forward's float32 natural-log log-sum-exp
     (batch, heads_q, seq_q), e.g. from autoflash.attention(..., return_lse=True). causal_alignment
     as the forward's: "top_left" (query i sees keys 0..i) or "bottom_right" (keys 0..i + seq_k - seq_q;
     a row that sees no key has LSE -inf from the forward and gets dq = 0, contributing nothing
@@ -89,11 +103,12 @@ def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, cau
     key = dict(dtype=tensor_spec("q", q).dtype, head_dim=p.head_dim, causal=p.causal,
                deterministic=bool(deterministic), **flags)
     if config is None:
-        cfg = _served_config(device, key, p.seq_k)
+        cfg = _served_config(device, key, p.seq_k, p.head_dim_v)
     else:
         cfg = config if isinstance(config, BackwardConfig) else BackwardConfig.from_dict(config)
-        if OPERATION.key_of(cfg) != key:
-            raise InputError(f"config {cfg.name} is for {OPERATION.key_of(cfg)}, the inputs need {key}")
+        if OPERATION.key_of(cfg) != key or cfg.head_dim_v != p.head_dim_v:
+            raise InputError(f"config {cfg.name} is for {OPERATION.key_of(cfg)} head_dim_v={cfg.head_dim_v}, the "
+                             f"inputs need {key} head_dim_v={p.head_dim_v}")
     kernel = _loaded(cfg, device)
     plan = launch_plan(kernel, p, float(scale))
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
