@@ -68,9 +68,10 @@ def configs(arch, dtype, d, causal, others=False, schedules=False, deterministic
     chosen = {f"wgmma{s}": (with_schedule(s, WGMMA.default, wg_arch, k), s) for s in SCHEDULES if schedules or not s}
     c = chosen["wgmma"][0]
     for name, producer in (("wgmma_ws", 1), ("wgmma_plain", 0)):
-        alt = WGMMA.config(wg_arch, k, block_m=c.block_m, block_n=c.block_n,
-                           warps=4 * (WGMMA.consumers(c) + producer), stages=c.stages, warps_q=c.warps_q)
-        if alt != c and not alt.problems() and not (producer and os.environ.get("BENCH_NO_WS")):
+        alts = [WGMMA.config(wg_arch, k, block_m=bm, block_n=c.block_n, warps=4 * (WGMMA.consumers(c) + producer),
+                             stages=c.stages, warps_q=c.warps_q) for bm in (c.block_m, 64)]  # (D 64: 64 queries)
+        alt = next((a for a in alts if not a.problems()), None)
+        if alt is not None and alt != c and not (producer and os.environ.get("BENCH_NO_WS")):
             chosen[name] = (alt, "")  # (BENCH_NO_WS: the run script's guard if its tests fail)
     chosen["mma"] = (MMA.default(build_arch(MMA.archs, arch), k), "")
     if deterministic:

@@ -80,9 +80,14 @@ class BackwardWgmmaTemplate(Template):
     @staticmethod
     def dq_split(cfg: BackwardConfig) -> tuple[int, int]:
         """The dQ tile over the warpgroups: (row groups of 64 queries, column groups); DQ_OWN_KEYS:
-        every warpgroup the whole tile (rows, 1)."""
+        every warpgroup the whole tile (rows, 1). With a producer warpgroup, a tile too narrow for a
+        64-column slice each (D 64, block_m 64) goes to the first `rows` warpgroups whole (rows, 1):
+        the others only hand over their dS^T and run ahead."""
         rows = cfg.block_m // 64
-        return rows, 1 if DQ_OWN_KEYS else max(1, BackwardWgmmaTemplate.consumers(cfg) // rows)
+        cols = 1 if DQ_OWN_KEYS else max(1, BackwardWgmmaTemplate.consumers(cfg) // rows)
+        if BackwardWgmmaTemplate.producer(cfg) and (cfg.head_dim // cols) % 64:
+            cols = 1
+        return rows, cols
 
     @staticmethod
     def accumulator_registers(cfg: BackwardConfig) -> int:
@@ -110,7 +115,8 @@ class BackwardWgmmaTemplate(Template):
             errors.append(f"with a producer warpgroup the consumers get 240 registers: ~{self.accumulator_registers(cfg)} "
                           f"accumulators exceed {PRODUCER_ACCUMULATORS}")
         rows, cols = self.dq_split(cfg)
-        if not DQ_OWN_KEYS and (nc % rows or (cfg.head_dim // cols) % 64 or rows * cols != nc):
+        uneven = self.producer(cfg) and rows * cols < nc  # (dq_split: some warpgroups compute no dQ)
+        if not DQ_OWN_KEYS and (nc % rows or (cfg.head_dim // cols) % 64 or (rows * cols != nc and not uneven)):
             errors.append(f"the dQ tile ({cfg.block_m} x {cfg.head_dim}) must split over {nc} warpgroups into "
                           f"64-row x 64k-column slices")
         if nc == 1 and (cfg.head_dim == 128 or cfg.block_m == 128):
