@@ -16,6 +16,8 @@ cuDNN backward (benchmarks/bench_backward_wgmma_h200_2026-11-29_run2.log), above
 flash_bwd_mma entries' own TFLOP/s too (tuned_configs/sm_90.json: 204-287). With the producer
 warpgroup (the D 128 default since): 348-399 at N 4096, 417 at N 16384, 8-9 % above the same tiles
 without it, 0.75-0.82x cuDNN (benchmarks/bench_backward_wgmma_h200_2026-11-29_s5_call2.log).
+D 64's producer config (block_m 64, one warpgroup computes the dQ tile) is valid but not yet run on a
+GPU, so D 64 keeps its w8 default.
 
 Not here (the rules refuse them, ops/backward.py serves them with flash_bwd_mma): the variants
 (window, softcap, sinks, ALiBi), head dim 256 (dK and dV of 64 keys x 256 columns are 256 registers
@@ -41,11 +43,11 @@ SERVE_DETERMINISTIC = False
 # A schedule switch not (yet) a BackwardConfig field (bench_backward_wgmma.py times both): each
 # warpgroup adds the dQ tile summed over its own 64 keys (twice the fp32 reductions, no block-wide
 # barrier for dS^T) instead of a slice of it summed over the block's keys. Measured on the H200
-# (run2 log): 20-24 % slower on every row, so off: the reductions cost more than the barrier.
+# (run2 log): 20-24 % slower on every row, so off (twice the fp32 adds into L2).
 DQ_OWN_KEYS = False
 # Another (with the split schedule only): the warpgroups stage their dQ slices in shared memory and
 # one thread per row hands each row to the bulk-copy unit as an fp32 reduction, so the compute
-# warps issue no red.global. NOT yet run on a GPU (compiles, 0 spills): off until measured.
+# warps issue no red.global. Measured on the H200 (s5_call1 log): correct, 4-7 % slower on every row.
 DQ_BULK_REDUCE = False
 
 
