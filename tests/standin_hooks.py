@@ -4,6 +4,7 @@
   "pid device config trial"; one short append per line is atomic between processes.
 - spec["hang"] (or $AUTOFLASH_TEST_HANG) = "DEVICE:MARKER": the first trial on that
   device that creates MARKER (it holds "pid config") hangs, as a worker whose machine is lost.
+- spec["first_sleep"]: seconds the first trial of the process sleeps (a fresh machine's slow first kernel).
 - spec["crash"] = {config name: exit code}: the runner process dies in that config's trial, as
   one whose kernel took the driver down would.
 """
@@ -14,7 +15,13 @@ from pathlib import Path
 HOOK = f"{Path(__file__).resolve()}:on_trial"
 
 
+_slept = []
+
+
 def on_trial(spec: dict, config_name: str, trial_number) -> None:
+    if spec.get("first_sleep") and not _slept:
+        _slept.append(True)
+        time.sleep(spec["first_sleep"])
     if config_name in spec.get("crash", {}):
         os._exit(int(spec["crash"][config_name]))
     device = spec.get("device", 0)

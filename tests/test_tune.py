@@ -285,3 +285,16 @@ def test_warm_start_seeds_the_configs_tuned_for_the_key_before(monkeypatch):
     assert first == [default.name, other.name]  # the default, then the other GPU's winner for this key
     result, _ = run(sampler="tpe", trials=3, seed=5)
     assert [r["config"] for r in sorted(result.trials, key=lambda r: r["number"])][0] == default.name
+
+
+def test_timeout_counts_from_a_study_s_first_candidate_on_the_gpu():
+    """A study whose candidates wait behind another study's slow first trial keeps its --timeout: the clock
+    starts when its first candidate reaches the runner, not when it was asked (the H200 paged-decode tune
+    ended a study with 1 trial that way)."""
+    keys = [KEY, StudyKey.of("forward", "sm_90", DEVICE, None, dtype="fp32", head_dim=64, causal=True)]
+    spec = {**standin({}), "hook": HOOK, "first_sleep": 1.5}
+    runner = InlineRunner(StandInBackend(spec))
+    options = TuneOptions(trials=4, timeout=1.0, lookahead=5, buckets=BUCKETS, knobs=KNOBS, sampler="random")
+    tuner = Tuner(options, runner, runner.call(InfoRequest()), workers=0, standin=spec)
+    first, second = tuner.run(keys)
+    assert second.counts["complete"] >= 2, second.counts

@@ -63,7 +63,7 @@ class StudyKey:
 @dataclass
 class TuneOptions:
     trials: int = 64  # candidates compiled and timed per study (rule-pruned ones and duplicates not counted)
-    timeout: float | None = None  # seconds per study, from its first trial
+    timeout: float | None = None  # seconds per study, from its first candidate on the GPU
     seed: int = 0
     sampler: str = "auto"  # auto | tpe | exhaustive | random
     storage: str | None = None  # Optuna storage URL (sqlite:///..., a journal file path, any RDB URL)

@@ -139,8 +139,6 @@ class Tuner:
             if st.phase == "search" and not st.asking_done and in_pipeline < lookahead and self.shared.shared:
                 self.shared.sync(st, force=False)  # other workers' trials count against the budget too
             while st.phase == "search" and not st.asking_done and in_pipeline < lookahead:
-                if st.started is None:
-                    st.started = time.perf_counter()
                 if self._budget_spent(st):
                     st.asking_done = True
                     break
@@ -186,7 +184,8 @@ class Tuner:
     def _budget_spent(self, st: StudyState) -> bool:
         if st.counted >= st.budget:
             return True
-        if self.opt.timeout is not None and time.perf_counter() - st.started > self.opt.timeout:
+        if self.opt.timeout is not None and st.started is not None \
+                and time.perf_counter() - st.started > self.opt.timeout:
             log.info("study %s: --timeout %.0f s reached", st.study.study_name, self.opt.timeout)
             return True
         if len(st.seen) >= st.valid_size:
@@ -274,6 +273,8 @@ class Tuner:
         self._next_id += 1
         if isinstance(job, Candidate):
             st, op = job.study, job.study.operation
+            if st.started is None:  # --timeout counts from here: a study queued behind another's GPU work loses nothing
+                st.started = time.perf_counter()
             msg = TrialRequest(self._next_id, KernelBinary(job.cfg.to_dict(), job.compiled["cubin"],
                                                            job.compiled["report"]),
                                checks=op.check_problems(st.key.params),
