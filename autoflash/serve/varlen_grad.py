@@ -21,9 +21,10 @@ from autoflash.ops.forward_base import BOTTOM_RIGHT_PER_SEQUENCE
 from autoflash.serve import dispatch
 from autoflash.serve.autograd import _loaded, tensor_spec
 from autoflash.serve.errors import InputError
-from autoflash.serve.operands import check_scale
+from autoflash.serve.operands import as_operand, check_scale
 from autoflash.serve.routing import differentiable_problem
 from autoflash.serve.variants import check_variants
+from autoflash.serve.varlen_index import check_offsets, host_index
 
 API = "autoflash.attention_varlen()"
 
@@ -62,16 +63,14 @@ def attention_varlen_backward(q, k, v, out, lse, grad_out, cu_seqlens_q, cu_seql
     (lse fp32), on one GPU. cu_seqlens are copied to the host and checked before any launch.
     deterministic=True: bitwise repeatable dq. Returns new (dq, dk, dv) in the packed shapes of q, k,
     v, and dsinks (float32 (heads_q,)) last when sinks are given."""
-    from autoflash.serve import varlen  # serve/varlen imports this module
-
     specs = check_packed(q, k, v, out, lse, grad_out)  # dtypes, head dims, layout: check_inputs below
-    cq = varlen._host_index(cu_seqlens_q, "cu_seqlens_q", varlen.api.as_operand(q, "q"), None)
-    ck = varlen._host_index(cu_seqlens_k, "cu_seqlens_k", varlen.api.as_operand(q, "q"), None)
+    qo = as_operand(q, "q")
+    cq, ck = host_index(cu_seqlens_q, "cu_seqlens_q", qo, None), host_index(cu_seqlens_k, "cu_seqlens_k", qo, None)
     if len(ck) != len(cq):
         raise InputError(f"cu_seqlens_q has {len(cq)} entries and cu_seqlens_k {len(ck)}; both must be batch + 1")
     batch = len(cq) - 1
-    spans_q = varlen._check_offsets(cq, "cu_seqlens_q", specs[0].shape[2], max_seqlen_q, "max_seqlen_q")
-    spans_k = varlen._check_offsets(ck, "cu_seqlens_k", specs[1].shape[2], max_seqlen_k, "max_seqlen_k")
+    spans_q = check_offsets(cq, "cu_seqlens_q", specs[0].shape[2], max_seqlen_q, "max_seqlen_q")
+    spans_k = check_offsets(ck, "cu_seqlens_k", specs[1].shape[2], max_seqlen_k, "max_seqlen_k")
     variants = check_variants(window_size, softcap, sinks, alibi_slopes, causal=bool(causal), kind="torch",
                               device=q.get_device(), batch=batch, heads_q=specs[0].shape[1])
     flags = variants.flags()
