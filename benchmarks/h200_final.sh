@@ -17,6 +17,7 @@
 #             and bf16 D 80/96 (causal both) at N 1k/4k/16k
 #   dv      tune bf16 Dqk 192 / Dv 128 (causal both, N 1k/4k/16k)
 #   training  benchmarks/bench_training.py --quick: a decoder's training step, autoflash vs SDPA's default
+#   wgmma_det  flash_bwd_wgmma's deterministic tests alone, under a short timeout (a spin lock never run before)
 #   tests_serve  the GPU tests of the serving, host-path, backward and Dqk != Dv files only
 # Usage on the GPU machine: bash benchmarks/h200_final.sh tests verify decode
 # Logs and the updated tuned_configs/sm_90.json land in $OUT; a short summary of each part comes last.
@@ -29,7 +30,7 @@ summary=""
 for part in "$@"; do
     t0=$(date +%s)
     case $part in
-        tests) timeout ${TESTS_TIMEOUT:-330} python3 -m pytest -v -m gpu -n ${XDIST:-15} -p no:cacheprovider -rf tests/ > "$OUT/tests.log" 2>&1
+        tests) timeout ${TESTS_TIMEOUT:-330} python3 -m pytest -v -m gpu -n ${XDIST:-15} -p no:cacheprovider -rf -k "${TESTS_K:-}" tests/ > "$OUT/tests.log" 2>&1
                # -v: per-test lines survive a timeout; the counts below are read from them
                s=$(grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests.log" | grep -v "^\[" | tail -30
                    echo "per-test lines: $(grep -c ' PASSED' "$OUT/tests.log") PASSED, $(grep -c ' FAILED' "$OUT/tests.log") FAILED, $(grep -c ' SKIPPED' "$OUT/tests.log") SKIPPED, $(grep -c ' ERROR' "$OUT/tests.log") ERROR") ;;
@@ -69,6 +70,9 @@ for part in "$@"; do
             s=$(grep -E "^(bf16|fp16)|merged|time: wall" "$OUT/dv_tune.log" | tail -12) ;;
         training) timeout 120 python3 benchmarks/bench_training.py --quick --json "$OUT/training.json" > "$OUT/training.log" 2>&1
                   s=$(tail -12 "$OUT/training.log") ;;
+        wgmma_det) timeout 90 python3 -m pytest -q -n 4 -p no:cacheprovider -rf tests/test_backward_wgmma_gpu.py \
+                       -k deterministic > "$OUT/wgmma_det.log" 2>&1
+                   s=$(tail -5 "$OUT/wgmma_det.log") ;;
         bench) timeout ${BENCH_TIMEOUT:-200} python3 -m autoflash.cli bench --rounds 5 --out "$OUT/bench.json" \
                    --plots "$OUT/plots" > "$OUT/bench.log" 2>&1
                s=$(tail -42 "$OUT/bench.log") ;;
