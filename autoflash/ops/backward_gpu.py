@@ -133,7 +133,7 @@ def reference_gradients(q, k, v, dout, *, causal: bool, scale: float, causal_off
     hkv, nk = k.shape[1], k.shape[2]
     group = hq // hkv
     k, v = xp.repeat(k, group, axis=1), xp.repeat(v, group, axis=1)
-    out, dq = xp.empty_like(q), xp.empty_like(q)
+    out, dq = xp.empty(q.shape[:3] + v.shape[3:]), xp.empty_like(q)  # O at V's head dim (Dqk != Dv)
     lse = xp.empty((b, hq, nq))
     dk, dv = xp.zeros_like(k), xp.zeros_like(v)
     keys = xp.arange(nk)[None, :]
@@ -174,7 +174,7 @@ def reference_gradients(q, k, v, dout, *, causal: bool, scale: float, causal_off
             p_sink = xp.where(empty, 0.0, xp.exp(sink - xp.where(empty, 0.0, row_lse)))
             dsinks -= (p_sink * delta).sum(axis=(0, 2, 3))
     dk = dk.reshape(b, hkv, group, nk, d).sum(axis=2)
-    dv = dv.reshape(b, hkv, group, nk, d).sum(axis=2)
+    dv = dv.reshape(b, hkv, group, nk, v.shape[-1]).sum(axis=2)
     return (out, lse, dq, dk, dv) + (() if sinks is None else (dsinks,))
 
 

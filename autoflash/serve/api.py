@@ -10,13 +10,13 @@ from autoflash.kernels.compile import compile_kernel
 from autoflash.kernels.config import OpConfig
 from autoflash.kernels.device import device_arch
 from autoflash.kernels.loaded import LoadedKernel, stream_handle
-from autoflash.ops.backward_kernels import HEAD_DIM_PAIRS
+from autoflash.ops.backward_kernels import SERVED_HEAD_DIM_PAIRS
 from autoflash.ops.decode_kernels import DecodeConfig
 from autoflash.ops.forward import FORWARD
 from autoflash.ops.forward_base import CAUSAL_ALIGNMENTS, KernelConfig, Problem, causal_offset
 from autoflash.ops.forward_launch import plan
 from autoflash.serve import call_plans, dispatch, frameworks
-from autoflash.serve.autograd import differentiable_attention
+from autoflash.serve.autograd import differentiable_attention, no_v_head_dim_gradients
 from autoflash.serve.decode import launch_decode
 from autoflash.serve.errors import InputError
 from autoflash.serve.operands import (  # noqa: F401  (api's names too: varlen, kvcache, the drop-in)
@@ -172,10 +172,8 @@ def attention(q, k, v, *, causal: bool = False, causal_alignment: str = "top_lef
         qo = as_operand(q, "q")
         problem = check_inputs(qo, as_operand(k, "k"), as_operand(v, "v"), head_dim_v_ok=True)  # shapes first
         _variants(variant_args, qo, problem, causal)  # bad variant values are refused before any launch
-        if problem.head_dim_v and (problem.head_dim, problem.head_dim_v) not in HEAD_DIM_PAIRS:
-            raise InputError(f"no gradients with v's head dim ({problem.head_dim_v}) != q/k's ({problem.head_dim}): "
-                             f"the backward's Dqk/Dv pairs are {', '.join(f'{a}/{b}' for a, b in HEAD_DIM_PAIRS)} "
-                             "(call it under torch.no_grad())")
+        if problem.head_dim_v and (problem.head_dim, problem.head_dim_v) not in SERVED_HEAD_DIM_PAIRS:
+            raise InputError(no_v_head_dim_gradients(problem.head_dim, problem.head_dim_v))
         why = differentiable_problem(kind=qo.kind, dtype=qo.dtype, arch=device_arch(qo.device)[0],
                                      head_dim=problem.head_dim_v or problem.head_dim)  # a pair: its V head dim
         if why is not None:

@@ -15,7 +15,7 @@ from autoflash.kernels.device import device_arch
 from autoflash.kernels.loaded import LoadedKernel, stream_handle
 from autoflash.ops.backward import OPERATION, TEMPLATE
 from autoflash.ops.backward_gpu import launch_plan
-from autoflash.ops.backward_kernels import BackwardConfig, TensorSpec, check_inputs
+from autoflash.ops.backward_kernels import SERVED_HEAD_DIM_PAIRS, BackwardConfig, TensorSpec, check_inputs
 from autoflash.ops.backward_wgmma import serving_config
 from autoflash.serve import dispatch
 from autoflash.serve.errors import InputError
@@ -72,8 +72,8 @@ def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, cau
 
     q: (batch, heads_q, seq_q, head_dim); k: (batch, heads_kv, seq_k, head_dim); v: (batch, heads_kv,
     seq_k, head_dim_v); out, grad_out: (batch, heads_q, seq_q, head_dim_v); head_dim_v = head_dim, or
-    V's own head dim for the pairs ops.backward_kernels.HEAD_DIM_PAIRS (192/128, 128/64; flash_bwd_mma's
-    default tile, not tuned); fp16 or bf16 CUDA tensors, contiguous; lse: the forward's float32 natural-log log-sum-exp
+    V's own head dim for the pairs ops.backward_kernels.SERVED_HEAD_DIM_PAIRS (none yet: flash_bwd_mma has
+    192/128 and 128/64 kernels, not yet verified on a GPU); fp16 or bf16 CUDA tensors, contiguous; lse: the forward's float32 natural-log log-sum-exp
     (batch, heads_q, seq_q), e.g. from autoflash.attention(..., return_lse=True). causal_alignment
     as the forward's: "top_left" (query i sees keys 0..i) or "bottom_right" (keys 0..i + seq_k - seq_q;
     a row that sees no key has LSE -inf from the forward and gets dq = 0, contributing nothing
@@ -95,6 +95,8 @@ def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, cau
     flags = variants.flags()
     p = check_inputs(*specs, causal, causal_alignment, window=(variants.window_left, variants.window_right),
                      softcap=variants.softcap, alibi_batch_stride=variants.alibi_batch_stride if flags["alibi"] else -1)
+    if p.head_dim_v and (p.head_dim, p.head_dim_v) not in SERVED_HEAD_DIM_PAIRS:
+        raise InputError(no_v_head_dim_gradients(p.head_dim, p.head_dim_v))
     scale = check_scale(scale, p.head_dim)
     import cupy
     import torch
@@ -172,3 +174,10 @@ def differentiable_attention(forward, q, k, v, *, causal: bool, scale, determini
     out, lse = attention_function().apply(forward, q, k, v, causal, scale, deterministic, config,
                                           causal_alignment, window_size, softcap, sinks, alibi_slopes)
     return (out, lse) if return_lse else out
+
+
+def no_v_head_dim_gradients(head_dim: int, head_dim_v: int) -> str:
+    """Why a Dqk != Dv problem gets no gradients."""
+    return (f"no gradients with v's head dim ({head_dim_v}) != q/k's ({head_dim}): the backward for Dqk != Dv "
+            "(flash_bwd_mma, pairs 192/128 and 128/64) is not yet verified on a GPU, so it is not served; "
+            "call the forward under torch.no_grad()")
