@@ -44,7 +44,7 @@ def test_paged_prefill_matches_float64_and_the_contiguous_cache(page_size, seq_q
     assert (o_p.float() - o_c.float()).abs().max().item() < 0.05  # two kernels, one answer (bf16 noise)
 
 
-@pytest.mark.parametrize("dtype, head_dim", [("fp16", 64), ("bf16", 80), ("fp16", 256)])
+@pytest.mark.parametrize("dtype, head_dim", [("fp16", 64), ("bf16", 80), ("fp16", 256), ("bf16", 40)])
 def test_paged_prefill_other_dtypes_and_head_dims_without_lengths(dtype, head_dim):
     q, k, v, kp, vp, table = paged_inputs(2, 40, 2, 2, 6, 32, head_dim, dtype=dtype, seed=head_dim)
     o, lse = autoflash.attention_with_kvcache(q, kp, vp, block_table=table, causal=True, return_lse=True)
