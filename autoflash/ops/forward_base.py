@@ -22,6 +22,10 @@ entry written before it; names unchanged), else Dv != Dqk (e.g. 192/128, MLA pre
 (batch, heads_kv, seq_k, head_dim_v) and o (batch, heads_q, seq_q, head_dim_v). Templates with
 head_dims_v = (0,) (flash_fwd_wgmma) refuse it.
 
+Schedule fields (KernelConfig pingpong/persistent, knobs of flash_fwd_wgmma only): -1 = the
+template's rule (every config and tuned entry written before them; names unchanged), 0 / 1 = off / on,
+named "_pp0", "_persist1", ... after the flags; other templates refuse anything but -1.
+
 Variant flags (compile-time, KernelConfig window/softcap/sinks/alibi): a true flag adds its own
 name to the config name ("..._causal_window_softcap_sinks_alibi"); plain configs keep their names.
 """
@@ -58,10 +62,21 @@ class KernelConfig(OpConfig):
     # K/V read through a block table (paged KV cache, Problem.block_table): flash_fwd_mma only; not a
     # problem-key field (a paged call runs its unpaged key's mma config with paged set: serve/kvcache.py)
     paged: bool = False
+    # Schedule choices (flash_fwd_wgmma only): -1 = the template's rule, 0 / 1 = off / on. Consumer
+    # ping-pong (FA3's inter-warpgroup GEMM turns) and the persistent grid (one CTA per SM looping).
+    pingpong: int = -1
+    persistent: int = -1
 
     op: ClassVar[str] = "forward"
     name_parts: ClassVar[tuple] = (("head_dim", "d"), ("head_dim_v", "dv"), ("block_m", "br"), ("block_n", "bc"), ("warps", "w"),
                                    ("stages", "s"), ("thread_m", "tm"))
+    # (field, prefix) of the schedule fields: named only when not -1, after the flags ("..._causal_pp0")
+    SCHEDULE_PARTS: ClassVar[tuple] = (("pingpong", "pp"), ("persistent", "persist"))
+
+    @property
+    def name(self) -> str:
+        return super().name + "".join(f"_{prefix}{getattr(self, field)}" for field, prefix in self.SCHEDULE_PARTS
+                                      if getattr(self, field) != -1)
 
 
 VARIANT_FLAGS = ("window", "softcap", "sinks", "alibi")  # KernelConfig bools, forward problem-key fields
@@ -202,6 +217,11 @@ class ForwardTemplate(Template):
         elif cfg.head_dim_v and self.head_dims_v == (0,):
             errors.append(f"{self.name} does not support a V head dim different from Q/K's (head_dim_v="
                           f"{cfg.head_dim_v}, head_dim={cfg.head_dim}): flash_fwd_mma and flash_fwd_simt do")
+        for field, _ in KernelConfig.SCHEDULE_PARTS:
+            value = getattr(cfg, field)
+            if field not in self.knobs and value != -1:  # a template with the knob checks its values
+                errors.append(f"{field}={value}: {self.name} has no {field} choice (must be -1, the template's "
+                              f"rule); flash_fwd_wgmma has")
         return errors
 
     def launch_args(self, cfg: KernelConfig, p: Problem, scale: float):

@@ -20,8 +20,9 @@ Paged K/V (paged=True, chunked prefill through serve/kvcache.py): the producer w
 load each K/V tile with cp.async through the block table (each row from its own page, zero-filled past
 the sequence's keys); Q stays on TMA. Paged kernels take block_table, table_stride, page_size and
 num_pages after the contract's tail (as flash_fwd_mma's); dense launches only (seqused_k allowed).
-Schedule switches not (yet) in KernelConfig follow the config: intra-warpgroup
-overlap always, consumer ping-pong iff causal (measured, benchmarks/NOTES.md).
+Schedule: intra-warpgroup overlap always; consumer ping-pong and the persistent grid are knobs
+(KernelConfig pingpong / persistent, -1 = the rule: ping-pong iff causal, the grid persistent; measured
+on the H100, benchmarks/NOTES.md), so the tuner may try the other schedule per problem.
 """
 from __future__ import annotations
 
@@ -63,6 +64,8 @@ class WgmmaTemplate(ForwardTemplate):
         "block_n": (64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240, 256),  # Bc: wgmma N, and K of P.V
         "warps": (8, 12, 16),  # 4 x (1 producer + consumer warpgroups)
         "stages": (2, 3, 4),  # K/V shared-memory ring depth
+        "pingpong": (-1, 0, 1),  # consumer warpgroups take turns issuing GEMMs (-1: iff causal)
+        "persistent": (-1, 0, 1),  # grid: one CTA per SM looping, or one per item (-1: `persistent`)
     }
 
     @staticmethod
@@ -83,6 +86,7 @@ class WgmmaTemplate(ForwardTemplate):
         if regs > budget:
             errors.append(f"~{regs} registers per consumer thread (S {cfg.block_n // 2} + P {cfg.block_n // 4} "
                           f"+ O {dim_v(cfg) // 2} + {REG_OVERHEAD}) exceed the {budget} a consumer gets")
+        errors += self._schedule_problems(cfg)
         if nc == 3 and cfg.paged:
             # the producer's cp.async loop spilled 80 B in the 32 registers three consumers leave it
             errors.append("paged K/V needs block_m 64 or 128 (three consumer warpgroups leave the producer "
@@ -92,6 +96,20 @@ class WgmmaTemplate(ForwardTemplate):
             # (block_n 128) with three consumers' 160 registers; window and sinks alone did not
             errors.append("softcap/alibi need more registers than three consumer warpgroups get (160 each): "
                           "use block_m 128")
+        return errors
+
+    def _schedule_problems(self, cfg: KernelConfig) -> list[str]:
+        """An explicit schedule value must differ from its rule's (one config name per kernel)."""
+        errors = []
+        if cfg.pingpong != -1 and self.consumers(cfg) != 2:
+            errors.append(f"pingpong={cfg.pingpong}: ping-pong needs two consumer warpgroups (block_m 128), "
+                          f"block_m={cfg.block_m} has {self.consumers(cfg)} (must be -1)")
+        elif cfg.pingpong == pingpong_rule(cfg):
+            errors.append(f"pingpong={cfg.pingpong} is the rule's value for causal={cfg.causal}: spelled -1 "
+                          "(one config name per kernel)")
+        if cfg.persistent == int(self.persistent_rule(cfg)):
+            errors.append(f"persistent={cfg.persistent} is the rule's value (WgmmaTemplate.persistent="
+                          f"{self.persistent}): spelled -1 (one config name per kernel)")
         return errors
 
     @staticmethod
@@ -136,10 +154,9 @@ class WgmmaTemplate(ForwardTemplate):
             "v_bytes": lay["v_bytes"],
             "q_bytes": lay["q_bytes"],
             "overlap": 1,  # issue S(j+1) = Qi K(j+1)^T before softmax of tile j finishes P.V (FA3 intra-warpgroup)
-            # consumer warpgroups take turns issuing GEMMs (FA3 inter-warpgroup ping-pong): measured on the
-            # H100 (NOTES.md v3) it helps the causal kernels (one CTA per item) and not the persistent
-            # non-causal ones; not a KernelConfig field yet, so it follows `causal`
-            "pingpong": 1 if cfg.causal else 0,
+            # consumer warpgroups take turns issuing GEMMs (FA3 inter-warpgroup ping-pong); the template
+            # applies it only with two consumers
+            "pingpong": pingpong_rule(cfg) if cfg.pingpong == -1 else cfg.pingpong,
         }
 
     def default_tiles(self, key: dict) -> list[dict]:
@@ -199,7 +216,11 @@ class WgmmaTemplate(ForwardTemplate):
     # the schedule: one CTA per SM looping (persistent: the next item's Qi and K/V loads run under
     # this item's epilogue; +5-15% non-causal on the H100), or one CTA per item. Causal items are
     # pairs of query tiles of equal total cost, so a static round-robin balances them.
+    # The rule of configs with persistent=-1 (True, False, or None: iff not causal); benchmarks set it.
     persistent: bool | None = True
+
+    def persistent_rule(self, cfg: KernelConfig) -> bool:
+        return (not cfg.causal) if self.persistent is None else bool(self.persistent)
 
     @staticmethod
     def items(cfg: KernelConfig, p: Problem) -> int:
@@ -213,10 +234,16 @@ class WgmmaTemplate(ForwardTemplate):
 
     def grid(self, cfg: KernelConfig, p: Problem) -> tuple[int, int, int]:
         items = self.items(cfg, p)
-        persistent = (not cfg.causal) if self.persistent is None else self.persistent
+        persistent = self.persistent_rule(cfg) if cfg.persistent == -1 else cfg.persistent == 1
         if persistent:
             items = min(items, _sm_count())
         return (items, 1, 1)
+
+
+def pingpong_rule(cfg: KernelConfig) -> int:
+    """Ping-pong of configs with pingpong=-1: measured on the H100 (NOTES.md v3) it helped the causal
+    kernels and not the non-causal ones."""
+    return 1 if cfg.causal else 0
 
 
 def reg_split(cfg: KernelConfig) -> tuple[int, int]:
