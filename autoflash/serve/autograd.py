@@ -19,17 +19,15 @@ from autoflash.ops.backward_kernels import SERVED_HEAD_DIM_PAIRS, BackwardConfig
 from autoflash.ops.backward_wgmma import serving_config
 from autoflash.serve import dispatch
 from autoflash.serve.errors import InputError
-from autoflash.serve.operands import check_scale
+from autoflash.serve.operands import TORCH_DTYPES, check_scale
 from autoflash.serve.variants import check_variants
-
-_DTYPES = {"torch.float16": "fp16", "torch.bfloat16": "bf16", "torch.float32": "fp32"}
 
 
 def tensor_spec(name: str, t) -> TensorSpec:
     if not type(t).__module__.startswith("torch") or not hasattr(t, "data_ptr"):
         raise InputError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    return TensorSpec(name, tuple(t.shape), _DTYPES.get(str(t.dtype), str(t.dtype)), str(t.device), t.is_contiguous(),
-                      t.data_ptr() % 16 == 0)
+    return TensorSpec(name, tuple(t.shape), TORCH_DTYPES.get(str(t.dtype), str(t.dtype)), str(t.device),
+                      t.is_contiguous(), t.data_ptr() % 16 == 0)
 
 
 @functools.cache
@@ -98,7 +96,6 @@ def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, cau
     if p.head_dim_v and (p.head_dim, p.head_dim_v) not in SERVED_HEAD_DIM_PAIRS:
         raise InputError(no_v_head_dim_gradients(p.head_dim, p.head_dim_v))
     scale = check_scale(scale, p.head_dim)
-    import cupy
     import torch
 
     device = q.device.index if q.device.index is not None else torch.cuda.current_device()
@@ -111,18 +108,34 @@ def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, cau
         if OPERATION.key_of(cfg) != key or cfg.head_dim_v != p.head_dim_v:
             raise InputError(f"config {cfg.name} is for {OPERATION.key_of(cfg)} head_dim_v={cfg.head_dim_v}, the "
                              f"inputs need {key} head_dim_v={p.head_dim_v}")
-    kernel = _loaded(cfg, device)
-    plan = launch_plan(kernel, p, float(scale))
+    return launch_backward(cfg, device, p, scale, (q, k, v, out, lse, grad_out), variants)
+
+
+def launch_backward(cfg: BackwardConfig, device: int, p, scale: float, tensors: tuple, variants, **cu_seqlens):
+    """Runs cfg's backward for problem p on the current torch stream of device: tensors are the checked
+    (q, k, v, out, lse, grad_out); cu_seqlens (varlen) the device pointers cu_seqlens_q / cu_seqlens_k.
+    Returns new (dq, dk, dv) shaped as q, k, v, and dsinks (float32 (heads_q,)) last with sinks."""
+    import cupy
+    import torch
+
+    q, k, v = tensors[:3]
+    plan = launch_plan(_loaded(cfg, device), p, float(scale))
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     workspace = torch.empty(plan.workspace_bytes, dtype=torch.uint8, device=q.device)
-    dsinks = torch.empty(p.heads_q, dtype=torch.float32, device=q.device) if flags["sinks"] else None
+    dsinks = torch.empty(p.heads_q, dtype=torch.float32, device=q.device) if variants.sinks is not None else None
     ptr = torch.cuda.current_stream(device).cuda_stream
     stream = stream_handle(ptr) if ptr else cupy.cuda.Stream.null  # 0: the legacy default stream
     with cupy.cuda.Device(device):
-        plan(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr(), grad_out.data_ptr(),
-             dq.data_ptr(), dk.data_ptr(), dv.data_ptr(), workspace.data_ptr(), stream, sinks=variants.sinks_ptr,
-             alibi_slopes=variants.alibi_ptr, dsinks=0 if dsinks is None else dsinks.data_ptr())
+        plan(*(t.data_ptr() for t in tensors), dq.data_ptr(), dk.data_ptr(), dv.data_ptr(), workspace.data_ptr(),
+             stream, sinks=variants.sinks_ptr, alibi_slopes=variants.alibi_ptr,
+             dsinks=0 if dsinks is None else dsinks.data_ptr(), **cu_seqlens)
     return (dq, dk, dv) if dsinks is None else (dq, dk, dv, dsinks)
+
+
+def kernel_ready(grad_out):
+    """autograd's upstream gradient as the kernels read it: contiguous, 16-byte aligned."""
+    grad_out = grad_out.contiguous()
+    return grad_out.clone() if grad_out.data_ptr() % 16 else grad_out  # the kernels read 16-byte vectors
 
 
 @functools.cache
@@ -152,10 +165,7 @@ def attention_function():
         @staticmethod
         def backward(ctx, grad_out, _grad_lse):
             q, k, v, out, lse, sinks, alibi_slopes = ctx.saved_tensors
-            grad_out = grad_out.contiguous()
-            if grad_out.data_ptr() % 16:
-                grad_out = grad_out.clone()  # the kernels read 16-byte vectors
-            grads = attention_backward(q, k, v, out, lse, grad_out, causal=ctx.causal,
+            grads = attention_backward(q, k, v, out, lse, kernel_ready(grad_out), causal=ctx.causal,
                                        causal_alignment=ctx.causal_alignment, scale=ctx.scale,
                                        deterministic=ctx.deterministic, window_size=ctx.window_size,
                                        softcap=ctx.softcap, sinks=sinks, alibi_slopes=alibi_slopes)

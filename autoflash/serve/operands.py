@@ -26,7 +26,7 @@ class Operand:
     strides: tuple = ()  # element strides, one per dim
 
 
-_TORCH_DTYPES = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
+TORCH_DTYPES = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
 _CUPY_DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 
 
@@ -35,7 +35,7 @@ def as_operand(x, name: str) -> Operand:
     if mod.startswith("torch"):
         if not x.is_cuda:
             raise InputError(f"{name} is on {x.device}; autoflash runs on CUDA tensors (use {name}.cuda())")
-        dtype = _TORCH_DTYPES.get(str(x.dtype))
+        dtype = TORCH_DTYPES.get(str(x.dtype))
         if dtype is None:
             raise InputError(f"{name} has dtype {x.dtype}; supported: float32, float16, bfloat16")
         return Operand(name, "torch", x, x.data_ptr(), tuple(x.shape), dtype, x.get_device(),

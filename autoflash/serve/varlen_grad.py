@@ -13,13 +13,11 @@ from __future__ import annotations
 import functools
 
 from autoflash.kernels.device import device_arch
-from autoflash.kernels.loaded import stream_handle
 from autoflash.ops.backward import OPERATION, TEMPLATE
-from autoflash.ops.backward_gpu import launch_plan
 from autoflash.ops.backward_kernels import BackwardConfig, TensorSpec, check_inputs
 from autoflash.ops.forward_base import BOTTOM_RIGHT_PER_SEQUENCE
 from autoflash.serve import dispatch
-from autoflash.serve.autograd import _loaded, tensor_spec
+from autoflash.serve.autograd import kernel_ready, launch_backward, tensor_spec
 from autoflash.serve.errors import InputError
 from autoflash.serve.operands import as_operand, check_scale
 from autoflash.serve.routing import differentiable_problem
@@ -85,24 +83,13 @@ def attention_varlen_backward(q, k, v, out, lse, grad_out, cu_seqlens_q, cu_seql
     if p.causal or flags["window"] or flags["alibi"]:  # the diagonal, per sequence
         p.causal_offset = BOTTOM_RIGHT_PER_SEQUENCE if causal_alignment == "bottom_right" else 0
     scale = check_scale(softmax_scale, p.head_dim, "softmax_scale")
-    import cupy
     import torch
 
     device = q.device.index if q.device.index is not None else torch.cuda.current_device()
     key = dict(dtype=specs[0].dtype, head_dim=p.head_dim, causal=p.causal, deterministic=bool(deterministic), **flags)
     cfg = _served_config(device, key, p.seq_k) if config is None else _pinned(config, key)
-    plan = launch_plan(_loaded(cfg, device), p, float(scale))
-    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    workspace = torch.empty(plan.workspace_bytes, dtype=torch.uint8, device=q.device)
-    dsinks = torch.empty(p.heads_q, dtype=torch.float32, device=q.device) if flags["sinks"] else None
-    ptr = torch.cuda.current_stream(device).cuda_stream
-    stream = stream_handle(ptr) if ptr else cupy.cuda.Stream.null
-    with cupy.cuda.Device(device):
-        plan(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr(), grad_out.data_ptr(),
-             dq.data_ptr(), dk.data_ptr(), dv.data_ptr(), workspace.data_ptr(), stream, sinks=variants.sinks_ptr,
-             alibi_slopes=variants.alibi_ptr, dsinks=0 if dsinks is None else dsinks.data_ptr(),
-             cu_seqlens_q=cu_seqlens_q.data_ptr(), cu_seqlens_k=cu_seqlens_k.data_ptr())
-    return (dq, dk, dv) if dsinks is None else (dq, dk, dv, dsinks)
+    return launch_backward(cfg, device, p, scale, (q, k, v, out, lse, grad_out), variants,
+                           cu_seqlens_q=cu_seqlens_q.data_ptr(), cu_seqlens_k=cu_seqlens_k.data_ptr())
 
 
 def _served_config(device: int, key: dict, seq_len: int) -> BackwardConfig:
@@ -163,10 +150,7 @@ def varlen_function():
         @staticmethod
         def backward(ctx, grad_out, _grad_lse):
             q, k, v, out, lse, cu_q, cu_k, sinks, alibi_slopes = ctx.saved_tensors
-            grad_out = grad_out.contiguous()
-            if grad_out.data_ptr() % 16:
-                grad_out = grad_out.clone()  # the kernels read 16-byte vectors
-            grads = attention_varlen_backward(q, k, v, out, lse, grad_out, cu_q, cu_k, sinks=sinks,
+            grads = attention_varlen_backward(q, k, v, out, lse, kernel_ready(grad_out), cu_q, cu_k, sinks=sinks,
                                               alibi_slopes=alibi_slopes, **ctx.args)
             dsinks = grads[3].to(sinks.dtype) if sinks is not None and ctx.needs_input_grad[14] else None
             return (None, *grads[:3]) + (None,) * 10 + (dsinks, None)
