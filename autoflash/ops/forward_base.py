@@ -20,7 +20,7 @@ launch_args, appends variant_tail after its own arguments, and says so with shar
 V's head dim (KernelConfig.head_dim_v, a problem-key field): 0 = head_dim (every config and tuned
 entry written before it; names unchanged), else Dv != Dqk (e.g. 192/128, MLA prefill): v is
 (batch, heads_kv, seq_k, head_dim_v) and o (batch, heads_q, seq_q, head_dim_v). Templates with
-head_dims_v = (0,) (flash_fwd_wgmma) refuse it.
+head_dims_v = (0,) refuse it (flash_fwd_wgmma, flash_fwd_mma and flash_fwd_simt all take it).
 
 Schedule fields (KernelConfig pingpong/persistent, knobs of flash_fwd_wgmma only): -1 = the
 template's rule (every config and tuned entry written before them; names unchanged), 0 / 1 = off / on,
@@ -59,8 +59,9 @@ class KernelConfig(OpConfig):
     sinks: bool = False  # per-head sink logit in the softmax denominator (Problem.sinks)
     alibi: bool = False  # ALiBi bias (Problem.alibi_slopes)
     head_dim_v: int = 0  # V's (and O's) head dim when it differs from head_dim; 0 = head_dim
-    # K/V read through a block table (paged KV cache, Problem.block_table): flash_fwd_mma only; not a
-    # problem-key field (a paged call runs its unpaged key's mma config with paged set: serve/kvcache.py)
+    # K/V read through a block table (paged KV cache, Problem.block_table): templates with paged_kv
+    # (flash_fwd_wgmma, flash_fwd_mma); not a problem-key field (a paged call runs its unpaged key's config
+    # with paged set: serve/kvcache.py)
     paged: bool = False
     # Schedule choices (flash_fwd_wgmma only): -1 = the template's rule, 0 / 1 = off / on. Consumer
     # ping-pong (FA3's inter-warpgroup GEMM turns) and the persistent grid (one CTA per SM looping).
@@ -211,12 +212,14 @@ class ForwardTemplate(Template):
     def problems(self, cfg: KernelConfig) -> list[str]:
         errors = super().problems(cfg)
         if cfg.paged and not self.paged_kv:
-            errors.append(f"{self.name} does not read paged KV caches (paged=True); flash_fwd_mma does")
+            errors.append(f"{self.name} does not read paged KV caches (paged=True); flash_fwd_wgmma and "
+                          "flash_fwd_mma do")
         if cfg.head_dim_v and cfg.head_dim_v == cfg.head_dim:
             errors.append(f"head_dim_v={cfg.head_dim_v} equals head_dim: spelled 0 (one config name per kernel)")
         elif cfg.head_dim_v and self.head_dims_v == (0,):
             errors.append(f"{self.name} does not support a V head dim different from Q/K's (head_dim_v="
-                          f"{cfg.head_dim_v}, head_dim={cfg.head_dim}): flash_fwd_mma and flash_fwd_simt do")
+                          f"{cfg.head_dim_v}, head_dim={cfg.head_dim}): flash_fwd_wgmma, flash_fwd_mma and "
+                          "flash_fwd_simt do")
         for field, _ in KernelConfig.SCHEDULE_PARTS:
             value = getattr(cfg, field)
             if field not in self.knobs and value != -1:  # a template with the knob checks its values
