@@ -2,15 +2,14 @@
 default config (bf16 and fp16) against the float64 reference, non-causal and causal in both
 alignments, GQA, LSE included; every variant at once on 192/128 and 128/64; a padded pair (40/72);
 and autoflash.attention serving a 192/128 call with the wgmma kernel. Configs are compiled first
-in a pool of processes so the test stays short. CPU side: tests/test_wgmma_dv.py."""
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
-
+in a pool of processes (test_wgmma_head_dims_gpu.compile_on_sm90). CPU side: tests/test_wgmma_dv.py."""
 import numpy as np
 import pytest
 
 from autoflash.kernels.registry import TEMPLATES
 from autoflash.ops.forward_base import VARIANT_FLAGS, Problem
+
+from test_wgmma_head_dims_gpu import compile_on_sm90  # the sm_90 skip and the compile pool
 
 pytestmark = pytest.mark.gpu
 
@@ -28,24 +27,13 @@ def key(d, dv, causal, dtype="bf16", **flags):
     return {"dtype": dtype, "head_dim": d, "causal": causal, "head_dim_v": dv, **flags}
 
 
-def _compile(cfg):
-    from autoflash.kernels import compile as afc
-
-    return afc.compile_kernel(cfg).report.spills
-
-
 @pytest.fixture(scope="module")
 def configs():
-    from autoflash.kernels.device import device_arch
-
-    if device_arch(0)[0] not in ("sm_90", "sm_90a"):
-        pytest.skip("flash_fwd_wgmma needs an sm_90 GPU")
     cfgs = {(d, dv, c, dt): WG.default("sm_90a", key(d, dv, c, dt))
             for d, dv in PAIRS for c in (False, True) for dt in ("bf16", "fp16")}
     cfgs.update({(d, dv, c, "all"): WG.default("sm_90a", key(d, dv, c, **ALL))
                  for d, dv in ((192, 128), (128, 64)) for c in (False, True)})
-    with ProcessPoolExecutor(min(16, multiprocessing.cpu_count()), mp_context=multiprocessing.get_context("spawn")) as pool:
-        spills = list(pool.map(_compile, cfgs.values()))
+    spills = compile_on_sm90(cfgs)
     assert not any(spills), dict(zip((c.name for c in cfgs.values()), spills))
     return cfgs
 

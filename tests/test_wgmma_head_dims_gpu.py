@@ -30,16 +30,22 @@ def _compile(cfg):
     return afc.compile_kernel(cfg).report.spills
 
 
-@pytest.fixture(scope="module")
-def configs():
+def compile_on_sm90(cfgs: dict) -> list:
+    """Skips the test unless this GPU is sm_90, then compiles cfgs' configs in a pool of processes
+    (the test stays short); returns each one's spilled bytes."""
     from autoflash.kernels.device import device_arch
 
     if device_arch(0)[0] not in ("sm_90", "sm_90a"):
         pytest.skip("flash_fwd_wgmma needs an sm_90 GPU")
+    with ProcessPoolExecutor(min(16, multiprocessing.cpu_count()), mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_compile, cfgs.values()))
+
+
+@pytest.fixture(scope="module")
+def configs():
     cfgs = {("plain", d): WG.default("sm_90a", key(d, d % 16 == 8)) for d in DIMS}
     cfgs.update({("all", d): WG.default("sm_90a", key(d, d % 16 == 0, **ALL)) for d in VARIANT_DIMS})
-    with ProcessPoolExecutor(min(16, multiprocessing.cpu_count()), mp_context=multiprocessing.get_context("spawn")) as pool:
-        list(pool.map(_compile, cfgs.values()))
+    compile_on_sm90(cfgs)
     return cfgs
 
 
