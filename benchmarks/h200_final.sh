@@ -19,6 +19,7 @@
 #   training  benchmarks/bench_training.py --quick: a decoder's training step, autoflash vs SDPA's default
 #   wgmma_det  flash_bwd_wgmma's deterministic tests alone, under a short timeout (a spin lock never run before)
 #   tests_serve  the GPU tests of the serving, host-path, backward and Dqk != Dv files only
+#   tests_files  the GPU tests of the files named in $TESTS_FILES only
 # Usage on the GPU machine: bash benchmarks/h200_final.sh tests verify decode
 # Logs and the updated tuned_configs/sm_90.json land in $OUT; a short summary of each part comes last.
 set -uo pipefail
@@ -57,7 +58,7 @@ for part in "$@"; do
         bench_varlen) timeout 90 python3 benchmarks/bench_varlen.py --rounds 3 > "$OUT/bench_varlen.log" 2>&1
                       s=$(tail -22 "$OUT/bench_varlen.log") ;;
         paged) timeout ${PAGED_TIMEOUT:-150} python3 -m autoflash.cli tune --op decode --dtype bf16,fp16 --head-dim 64,128 \
-                   --key m_tiles=1 --key paged=yes --trials 16 --timeout 10 --out tuned_configs > "$OUT/paged_tune.log" 2>&1
+                   --key m_tiles=1 --key paged=yes --trials ${PAGED_TRIALS:-16} --timeout ${PAGED_STUDY_TIMEOUT:-10} --out tuned_configs > "$OUT/paged_tune.log" 2>&1
                cp tuned_configs/sm_90.json "$OUT/sm_90.json"
                s=$(tail -16 "$OUT/paged_tune.log") ;;
         variants) { for v in "window=yes --causal yes" "softcap=yes --causal no" "sinks=yes --causal no" "alibi=yes --causal yes"; do
@@ -90,6 +91,9 @@ for part in "$@"; do
                          tests/test_backward_wgmma_gpu.py tests/test_autograd_gpu.py tests/test_head_dim_v_gpu.py \
                          > "$OUT/tests_serve.log" 2>&1
                      s=$(grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_serve.log" | tail -25) ;;
+        tests_files) timeout ${TESTS_TIMEOUT:-180} python3 -m pytest -q -m gpu -n ${XDIST:-15} -p no:cacheprovider -rf \
+                         $TESTS_FILES > "$OUT/tests_files.log" 2>&1
+                     s=$(grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_files.log" | tail -25) ;;
         *) s="unknown part $part" ;;
     esac
     summary+=$'\n'"===== $part ($(( $(date +%s) - t0 )) s)"$'\n'"$s"

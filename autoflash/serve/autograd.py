@@ -70,8 +70,8 @@ def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, cau
 
     q: (batch, heads_q, seq_q, head_dim); k: (batch, heads_kv, seq_k, head_dim); v: (batch, heads_kv,
     seq_k, head_dim_v); out, grad_out: (batch, heads_q, seq_q, head_dim_v); head_dim_v = head_dim, or
-    V's own head dim for the pairs ops.backward_kernels.SERVED_HEAD_DIM_PAIRS (none yet: flash_bwd_mma has
-    192/128 and 128/64 kernels, not yet verified on a GPU); fp16 or bf16 CUDA tensors, contiguous; lse: the forward's float32 natural-log log-sum-exp
+    V's own head dim for the pairs ops.backward_kernels.SERVED_HEAD_DIM_PAIRS (192/128 and 128/64,
+    flash_bwd_mma); fp16 or bf16 CUDA tensors, contiguous; lse: the forward's float32 natural-log log-sum-exp
     (batch, heads_q, seq_q), e.g. from autoflash.attention(..., return_lse=True). causal_alignment
     as the forward's: "top_left" (query i sees keys 0..i) or "bottom_right" (keys 0..i + seq_k - seq_q;
     a row that sees no key has LSE -inf from the forward and gets dq = 0, contributing nothing
@@ -188,6 +188,6 @@ def differentiable_attention(forward, q, k, v, *, causal: bool, scale, determini
 
 def no_v_head_dim_gradients(head_dim: int, head_dim_v: int) -> str:
     """Why a Dqk != Dv problem gets no gradients."""
-    return (f"no gradients with v's head dim ({head_dim_v}) != q/k's ({head_dim}): the backward for Dqk != Dv "
-            "(flash_bwd_mma, pairs 192/128 and 128/64) is not yet verified on a GPU, so it is not served; "
-            "call the forward under torch.no_grad()")
+    pairs = ", ".join(f"{d}/{dv}" for d, dv in SERVED_HEAD_DIM_PAIRS) or "none"
+    return (f"no gradients with v's head dim ({head_dim_v}) != q/k's ({head_dim}): the backward serves Dqk/Dv "
+            f"pairs {pairs} only (flash_bwd_mma); call the forward under torch.no_grad()")
