@@ -17,8 +17,9 @@ Head dims: any multiple of 8 (shared-memory tiles padded to whole 64-column bloc
 V may have its own head dim (head_dim_v, Dv != Dqk, e.g. 192/128 MLA prefill): Q/K tiles and S run
 over head_dim, the V tiles, O's accumulators and store over head_dim_v; V's tensor map has its own.
 Paged K/V (paged=True, chunked prefill through serve/kvcache.py): the producer warpgroup's 128 threads
-load each K/V tile with cp.async through the block table (each row from its own page, zero-filled past
-the sequence's keys); Q stays on TMA. Paged kernels take block_table, table_stride, page_size and
+load each K/V tile with cp.async through the block table, read once per 16-key group (page sizes are
+multiples of 16) and passed between lanes by shuffle; rows past the sequence's keys are zero-filled; Q
+stays on TMA. Paged kernels take block_table, table_stride, page_size and
 num_pages after the contract's tail (as flash_fwd_mma's); dense launches only (seqused_k allowed).
 Schedule: intra-warpgroup overlap always; consumer ping-pong and the persistent grid are knobs
 (KernelConfig pingpong / persistent, -1 = the rule: ping-pong iff causal, the grid persistent; measured
@@ -202,7 +203,11 @@ class WgmmaTemplate(ForwardTemplate):
         if p.cu_seqlens_q:
             raise ValueError("flash_fwd_wgmma reads paged K/V in dense launches only (no cu_seqlens)")
         u64 = np.uint64
-        qs = p.operand_strides()[0]
+        qs, ks, vs, _ = p.operand_strides()
+        # the kernel computes offsets within a page in 32 bits (one 64-bit product per page)
+        if p.page_size * max(ks[2], vs[2]) >= 2 ** 31:
+            raise ValueError(f"flash_fwd_wgmma paged K/V: a page of {p.page_size} rows with row stride "
+                             f"{max(ks[2], vs[2])} elements spans 2^31 elements or more")
         paged = (u64(p.block_table), np.int64(p.table_stride), np.int32(p.page_size), np.int32(p.num_pages))
 
         def args(q, k, v, o, lse):
