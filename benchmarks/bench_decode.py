@@ -12,6 +12,7 @@ SDPA's is_causal is top-left, so the comparison uses Nq = 1 (then causal changes
   python benchmarks/bench_decode.py --rows 'd64 32/8 b1 n1024,d128 32/8 b1 n32768'   # rows of the full table
   python benchmarks/bench_decode.py --sweep         # our kernel's configs, then split counts, on the quick rows
   python benchmarks/bench_decode.py --paged-sweep   # paged configs on bench_kvcache's d64 page-16 row
+  python benchmarks/bench_decode.py --paged-choice  # bench_kvcache's six paged rows: served vs other choices
 """
 from __future__ import annotations
 
@@ -201,6 +202,8 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--sweep", action="store_true", help="time our kernel's configs on the quick rows")
     ap.add_argument("--paged-sweep", action="store_true", help="paged configs on the d64 b32 n2048 row")
+    ap.add_argument("--paged-choice", action="store_true",
+                    help="bench_kvcache's paged rows: the served config against the other selections")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--rows", help="only these rows of the full table, by label: 'd64 32/8 b1 n1024,d128 8/1 b8 n32768'")
     ap.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "bench_decode.json"))
@@ -214,6 +217,8 @@ def main():
         return sweep(copy)
     if args.paged_sweep:
         return paged_sweep(copy)
+    if args.paged_choice:
+        return paged_choice(copy)
     records = []
     print(HEADER)
     only = {r.strip() for r in args.rows.split(",")} if args.rows else None
@@ -335,11 +340,59 @@ def paged_space(dims):
     space = [MMA.config("sm_90", key, block_n=bn, warps=w, stages=s, num_splits=ns, evict_first=ef,
                         fused_combine=ns == 1, l2_prefetch=128 if d >= 128 else 0)
              for bn, w, s, ef, ns in itertools.product((16, 32, 64), (4, 8), (3, 4, 6), (False, True), (0, 1))]
-    twin = decode_api._paged_config("sm_90", torch.cuda.get_device_name(), tuple({**key, "paged": False}.items()), n)
+    twin = served_paged(dims, 16)
     return [twin] + [c for c in space if not c.problems() and c != twin], twin
 
 
-def paged_sweep_row(dims, space, twin, pages, copy):
+def served_paged(dims, page):
+    """The config the serving path gives this row's cache in pages of `page` keys."""
+    from autoflash.ops.decode_launch import DecodeProblem
+    from autoflash.serve import decode as decode_api
+
+    b, hq, hkv, n, d = dims
+    p = DecodeProblem(b, hq, hkv, 1, n, d, True, page_size=page, num_pages=b * n // page)
+    return decode_api._choose_config(None, "bf16", p, torch.cuda.current_device())
+
+
+# bench_kvcache.DECODE_ROWS (batch, Hq, Hkv, N, D)
+KVCACHE_ROWS = ((1, 32, 8, 32768, 128), (8, 32, 8, 8192, 128), (64, 32, 8, 4096, 128), (256, 32, 8, 1024, 128),
+                (16, 8, 1, 16384, 128), (32, 32, 8, 2048, 64))
+
+
+def paged_choice(copy, rows=KVCACHE_ROWS, pages=(16, 64)):
+    """Each bench_kvcache paged row: the contiguous served config, then on the same keys in shuffled pages
+    the served config ("served": the contiguous one with paged set unless a paged entry was timed on this
+    grid), the tuned paged entry of the row's bucket as served before (its split count only on its own
+    grid, else the heuristic: "paged entry"), and 16 keys x 8 warps x 3 stages (the page-16 sweep's best
+    on two rows); graph replay, 3 interleaved rounds."""
+    from autoflash import store
+    from autoflash.ops.decode_kernels import DecodeConfig
+    from autoflash.serve import decode as decode_api
+
+    choices = {}
+    for dims in rows:
+        b, hq, hkv, n, d = dims
+        key = {"dtype": "bf16", "head_dim": d, "m_tiles": m_tiles_for(hq // hkv, d), "paged": True}
+        served = served_paged(dims, 16)
+        labels = {served: "served"}
+        entry, _ = store.lookup(store.entries_for_arch("sm_90"), torch.cuda.get_device_name(), "decode", key, n)
+        if entry is not None:
+            old = DecodeConfig.from_dict(entry["config"])
+            if decode_api._timed_blocks(entry, old.m_tiles) != b * hkv * math.ceil(hq // hkv / (16 * old.m_tiles)):
+                old = old.replace(num_splits=0)
+            labels.setdefault(old, "paged entry")
+        alt = served.replace(block_n=16, warps=8, stages=3, num_splits=0, fused_combine=False)
+        if not alt.problems():
+            labels.setdefault(alt, "bn16 w8 s3")
+        choices[dims] = labels
+    precompile({c for labels in choices.values() for c in labels} | {served_paged(dims, 16).replace(paged=False)
+                                                                      for dims in rows})
+    for dims, labels in choices.items():
+        paged_sweep_row(dims, list(labels), None, pages, copy, labels)
+        torch.cuda.empty_cache()
+
+
+def paged_sweep_row(dims, space, twin, pages, copy, labels=None):
     from autoflash.ops.decode_launch import shuffled_pages
 
     b, hq, hkv, n, d = dims
@@ -377,9 +430,9 @@ def paged_sweep_row(dims, space, twin, pages, copy):
         ranked = sorted((i for i, c in enumerate(cases) if c[1] == page), key=lambda i: -gbps[i])
         for i in ranked[:8] + [i for i in ranked[8:] if cases[i][2] == twin]:
             spread = (max(times[i]) - min(times[i])) / statistics.median(times[i])
+            note = f" ({labels[cases[i][2]]})" if labels else " (served twin)" if cases[i][2] == twin else ""
             print(f"  page {page:3d} {cases[i][0][len('flash_decode_mma_sm_90_bf16_'):]:58} {gbps[i]:6.0f} GB/s "
-                  f"{gbps[i] / contig:5.2f}x contig, spread {spread:5.1%}{' (served twin)' if cases[i][2] == twin else ''}",
-                  flush=True)
+                  f"{gbps[i] / contig:5.2f}x contig, spread {spread:5.1%}{note}", flush=True)
 
 
 if __name__ == "__main__":

@@ -233,6 +233,40 @@ def test_a_tuned_split_count_serves_only_its_own_grid(monkeypatch):
     serve_decode._entry_blocks.cache_clear()
 
 
+def test_a_paged_cache_is_served_the_contiguous_config_and_split_count(monkeypatch):
+    """The H200 bucket-65536 paged entry (2 warps x 16 keys, 16 splits, timed on batch 4 x 8 KV heads) ran
+    batch 1 at 0.67x contiguous with the heuristic's split count: off its grid a paged cache now gets what
+    the contiguous cache gets (knobs and split count, paged set); on its grid the paged entry."""
+    from autoflash.serve import decode as serve_decode
+
+    key = {"dtype": "bf16", "head_dim": 128, "m_tiles": 1, "paged": False}
+    contig = DECODE.default("sm_90", key).replace(num_splits=16)
+    paged = DECODE.default("sm_90", {**key, "paged": True}).replace(block_n=16, warps=2, stages=2, num_splits=16,
+                                                                     evict_first=True)
+    timed = {"batch": 4, "heads_kv": 8, "group": 4, "seq_q": 1, "seq_k": 65536}
+    entries = [{"config": contig.to_dict(), "problem": timed, "paged": False},
+               {"config": paged.to_dict(), "problem": {**timed, "page_size": 16}, "paged": True}]
+    monkeypatch.setattr(serve_decode.dispatch, "select", lambda *a: contig)
+    monkeypatch.setattr(serve_decode.store, "entries_for_arch", lambda arch: entries)
+    monkeypatch.setattr(serve_decode.store, "lookup", lambda entries, device, op, k, n: (entries[k["paged"]], "tuned"))
+    monkeypatch.setattr(serve_decode, "device_arch", lambda device: ("sm_90", "H200"))
+    serve_decode._entry_blocks.cache_clear()
+    serve_decode._paged_config.cache_clear()
+
+    def served(batch, page):
+        p = DecodeProblem(batch=batch, heads_q=32, heads_kv=8, seq_q=1, seq_k=32768, head_dim=128, causal=True,
+                          page_size=page, num_pages=batch * 32768 // max(page, 1) if page else 0)
+        return serve_decode._choose_config(None, "bf16", p, 0)
+
+    for page in (16, 64):
+        assert served(1, page) == served(1, 0).replace(paged=True)  # batch 1: the contiguous config, heuristic splits
+        assert served(1, page).num_splits == 0 and served(1, page).block_n == contig.block_n
+        assert served(4, page) == paged  # the paged entry's own grid: its config and 16 splits
+    assert served(4, 0) == contig      # the contiguous entry's own grid keeps its count
+    serve_decode._entry_blocks.cache_clear()
+    serve_decode._paged_config.cache_clear()
+
+
 def test_grids_that_fill_much_of_the_gpu_split_only_long_caches(monkeypatch):
     from autoflash.ops import decode_launch
     from autoflash.ops.decode_kernels import FILLED_MIN_SPLIT_KEYS, MIN_SPLIT_KEYS, min_split_keys

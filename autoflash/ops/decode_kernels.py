@@ -36,6 +36,7 @@ FILLED_MIN_SPLIT_KEYS = 2048
 DEFAULT_L2_PREFETCH = 128  # run 6: +1-7 % on every row at or above 512 MB of K/V, none slower beyond noise
 COMBINE_GROUPS = 32  # the combine kernel's block: one packed row, a group of 32 lanes per split, at most 32
 FUSED_MAX_SPLITS = 32  # fused_combine merges with one lane per split; more splits use the combine kernel
+RING_BYTES = 256    # paged: a warp's static ring of table entries, two batches of 32 (template: RING ints)
 HEAD_DIMS = (16, 32, 64, 128, 256)  # a warp's copy pass covers whole rows (D <= 256) or whole chunks
 VARIANT_FLAGS = ("window", "softcap", "sinks", "alibi")  # the forward's, in its order
 
@@ -123,6 +124,12 @@ class DecodeMmaTemplate(Template):
         diagonal and slope, SINKS' sink; SOFTCAP's two factors): kept there, not in registers (spills)."""
         return 4 * cfg.block_m * (cfg.window + 2 * cfg.alibi + cfg.sinks) + 8 * cfg.softcap
 
+    @staticmethod
+    def static_smem(cfg: DecodeConfig) -> int:
+        """All static shared memory: the variant constants and, paged, each warp's ring of table
+        entries (RING_BYTES)."""
+        return DecodeMmaTemplate.variant_static_smem(cfg) + RING_BYTES * cfg.warps * cfg.paged
+
     def own_problems(self, cfg: DecodeConfig) -> list[str]:
         errors = []
         if cfg.m_tiles * cfg.head_dim > 256:
@@ -134,10 +141,10 @@ class DecodeMmaTemplate(Template):
             errors.append("paged caches are read by cp.async copies (a table look-up per 16 keys), not bulk_copy")
         if cfg.bulk_copy and cfg.l2_prefetch:
             errors.append("l2_prefetch applies to cp.async copies, not bulk_copy")
-        static = self.variant_static_smem(cfg)
+        static = self.static_smem(cfg)
         if static and self.smem_bytes(cfg) + static > ARCHS[cfg.arch].smem_per_block:
-            errors.append(f"needs {self.smem_bytes(cfg)} B of shared memory plus {static} B of variant constants per "
-                          f"block, {cfg.arch} allows {ARCHS[cfg.arch].smem_per_block} B")
+            errors.append(f"needs {self.smem_bytes(cfg)} B of shared memory plus {static} B of variant constants and "
+                          f"page look-ups per block, {cfg.arch} allows {ARCHS[cfg.arch].smem_per_block} B")
         return errors
 
     def template_values(self, cfg: DecodeConfig) -> dict:

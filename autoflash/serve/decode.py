@@ -324,21 +324,27 @@ def _match(config: DecodeConfig, dtype: str, p: DecodeProblem) -> None:
 
 def _choose_config(config, dtype: str, p: DecodeProblem, device_id: int) -> DecodeConfig:
     """The caller's config (matched to the problem), else a tuned entry for this GPU and cache
-    length, else the heuristic default."""
+    length, else the heuristic default. A paged cache serves what the same cache held contiguously
+    would (same knobs and split count, paged set: bit-equal outputs), unless a paged entry was timed
+    on this very grid (_paged_config)."""
     if config is None:
         arch, name = device_arch(device_id)
         key = {"dtype": dtype, "head_dim": p.head_dim, "m_tiles": m_tiles_for(p.rows, p.head_dim), "paged": False,
                **{f: on for f, on in p.variant_flags().items() if on}}  # plain keys stay as before
-        if p.page_size:
-            cfg = _paged_config(arch, name, tuple(key.items()), p.seq_k)
-            key["paged"] = True
-        else:
-            cfg = dispatch.select(arch, name, DECODE.name, key, p.seq_k)
-        return _splits_for_grid(cfg, arch, name, tuple(key.items()), p)
+        unpaged = _splits_for_grid(dispatch.select(arch, name, DECODE.name, key, p.seq_k), arch, name,
+                                   tuple(key.items()), p)
+        if not p.page_size:
+            return unpaged
+        return _paged_config(arch, name, tuple(key.items()), p.seq_k, _grid_blocks(p, unpaged.m_tiles), unpaged)
     if isinstance(config, dict):  # attention() hands a validated config object; a dict is checked here
         return _checked_config(config, dtype, p)
     _match(config, dtype, p)
     return config
+
+
+def _grid_blocks(p: DecodeProblem, m_tiles: int) -> int:
+    """Blocks of one split: (batch x KV heads) x m-blocks."""
+    return p.batch * p.heads_kv * m_blocks(p.rows, m_tiles)
 
 
 def _splits_for_grid(cfg: DecodeConfig, arch: str, device_name: str, key: tuple, p: DecodeProblem) -> DecodeConfig:
@@ -347,37 +353,41 @@ def _splits_for_grid(cfg: DecodeConfig, arch: str, device_name: str, key: tuple,
     d64 N=1024 entry's 1 split, tuned at batch 256, left batch 1 on 8 blocks: 0.73-0.78x cuDNN.)"""
     if not cfg.num_splits:
         return cfg
-    blocks = p.batch * p.heads_kv * m_blocks(p.rows, cfg.m_tiles)
+    blocks = _grid_blocks(p, cfg.m_tiles)
     return cfg if _entry_blocks(arch, device_name, key, p.seq_k, cfg.m_tiles) == blocks else cfg.replace(num_splits=0)
 
 
 @functools.lru_cache(maxsize=256)
 def _entry_blocks(arch: str, device_name: str, key: tuple, seq_k: int, m_tiles: int) -> int | None:
-    """Blocks of one split of the timed problem of the entry serving this key (a paged key without its own
-    entry: the contiguous one its twin came from); None without one. Cached per process, as _paged_config."""
-    entries = store.entries_for_arch(arch)
-    for k in (dict(key), {**dict(key), "paged": False}):
-        entry, _ = store.lookup(entries, device_name, DECODE.name, k, seq_k)
-        if entry is not None:
-            e = entry.get("problem", {})
-            try:
-                return e["batch"] * e["heads_kv"] * m_blocks(e["group"] * e["seq_q"], m_tiles)
-            except KeyError:
-                return None
-    return None
+    """Blocks of one split of the timed problem of the entry serving this key; None without one (or
+    without its problem). Cached per process, as _paged_config."""
+    entry, _ = store.lookup(store.entries_for_arch(arch), device_name, DECODE.name, dict(key), seq_k)
+    return _timed_blocks(entry, m_tiles) if entry is not None else None
+
+
+def _timed_blocks(entry: dict, m_tiles: int) -> int | None:
+    e = entry.get("problem", {})
+    try:
+        return e["batch"] * e["heads_kv"] * m_blocks(e["group"] * e["seq_q"], m_tiles)
+    except KeyError:
+        return None
 
 
 @functools.lru_cache(maxsize=256)
-def _paged_config(arch: str, device_name: str, unpaged_key: tuple, seq_k: int) -> DecodeConfig:
-    """A paged problem's config: a tuned paged entry if there is one, else the tuned (or default)
-    config of the same problem on a contiguous cache with paged set (the knobs carry over: the
-    kernels differ only in their K/V addresses). Cached per process: a tuned file written later
-    is not seen for paged keys."""
+def _paged_config(arch: str, device_name: str, unpaged_key: tuple, seq_k: int, blocks: int,
+                  unpaged: DecodeConfig) -> DecodeConfig:
+    """A paged problem's config: a tuned paged entry if it was timed on this grid (`blocks` blocks a
+    split; it keeps its split count), else `unpaged` (the config, split count included, that the same
+    cache held contiguously gets) with paged set: the kernels differ only in their K/V addresses, so
+    the outputs are bit-equal. (H200, bench_kvcache 2026-11-29: the bucket-65536 paged entry, 2 warps x
+    16 keys and 16 splits timed on 32 blocks, ran batch 1 (8 blocks) at 0.67x contiguous with the heuristic's
+    split count.) Cached per process: a tuned file written later is not seen for paged keys."""
     key = {**dict(unpaged_key), "paged": True}
     entry, _ = store.lookup(store.entries_for_arch(arch), device_name, DECODE.name, key, seq_k)
-    if entry is not None:
-        return DecodeConfig.from_dict(entry["config"])
-    unpaged = dispatch.select(arch, device_name, DECODE.name, dict(unpaged_key), seq_k)
+    if entry is not None and _timed_blocks(entry, unpaged.m_tiles) == blocks:
+        tuned = DecodeConfig.from_dict(entry["config"])
+        if tuned.m_tiles == unpaged.m_tiles and not tuned.problems():
+            return tuned
     twin = unpaged.replace(paged=True)
     if unpaged.bulk_copy:  # paged kernels copy with cp.async (bulk copies had no prefetch hint)
         twin = twin.replace(bulk_copy=False, l2_prefetch=DEFAULT_L2_PREFETCH)
