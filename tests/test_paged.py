@@ -45,8 +45,8 @@ def test_render_switches_the_loads_through_the_table():
     from autoflash.kernels.render import render
 
     paged, plain = render(paged_cfg()), render(paged_cfg(paged=False))
-    assert "look_up_pages(page, page_row, table" in paged and "load_kv_paged(" in paged
-    assert "look_up_pages" not in plain and "(void)block_table;" in plain
+    assert "copy_page_batch(ring, table" in paged and "pages_of_tile(" in paged and "load_kv_paged(" in paged
+    assert "copy_page_batch" not in plain and "(void)block_table;" in plain
     assert "(unsigned)p < (unsigned)num_pages ? p : 0" in paged  # the kernel's own guard
     assert "prefetch.global.L2" in paged and "prefetch.global.L2" not in plain  # the table slice, up front
 
@@ -186,14 +186,15 @@ def test_paged_problems_take_the_tuned_contiguous_knobs_unless_a_paged_entry_exi
 
     unpaged = DECODE.default("sm_90", {**KEY, "paged": False}).replace(block_n=16, stages=5, bulk_copy=True,
                                                                         l2_prefetch=0)
-    monkeypatch.setattr(serve_decode.dispatch, "select", lambda *a: unpaged)
     monkeypatch.setattr(serve_decode.store, "entries_for_arch", lambda arch: [])
     serve_decode._paged_config.cache_clear()
     key = tuple({**KEY, "paged": False}.items())
-    twin = serve_decode._paged_config("sm_90", "H200", key, 4096)
+    twin = serve_decode._paged_config("sm_90", "H200", key, 4096, 64, unpaged)
     assert twin == unpaged.replace(paged=True, bulk_copy=False, l2_prefetch=128) and not twin.problems()
     tuned = paged_cfg(block_n=64, stages=2, head_dim=64)
-    monkeypatch.setattr(serve_decode.store, "lookup", lambda *a: ({"config": tuned.to_dict()}, "tuned"))
+    entry = {"config": tuned.to_dict(), "problem": {"batch": 8, "heads_kv": 8, "group": 4, "seq_q": 1, "seq_k": 4096}}
+    monkeypatch.setattr(serve_decode.store, "lookup", lambda *a: (entry, "tuned"))
     serve_decode._paged_config.cache_clear()
-    assert serve_decode._paged_config("sm_90", "H200", key, 4096) == tuned
+    assert serve_decode._paged_config("sm_90", "H200", key, 4096, 64, unpaged) == tuned  # timed on this grid
+    assert serve_decode._paged_config("sm_90", "H200", key, 4096, 8, unpaged) == twin  # another grid: the twin
     serve_decode._paged_config.cache_clear()
