@@ -101,14 +101,18 @@ def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, cau
     device = q.device.index if q.device.index is not None else torch.cuda.current_device()
     key = dict(dtype=tensor_spec("q", q).dtype, head_dim=p.head_dim, causal=p.causal,
                deterministic=bool(deterministic), **flags)
-    if config is None:
-        cfg = _served_config(device, key, p.seq_k, p.head_dim_v)
-    else:
-        cfg = config if isinstance(config, BackwardConfig) else BackwardConfig.from_dict(config)
-        if OPERATION.key_of(cfg) != key or cfg.head_dim_v != p.head_dim_v:
-            raise InputError(f"config {cfg.name} is for {OPERATION.key_of(cfg)} head_dim_v={cfg.head_dim_v}, the "
-                             f"inputs need {key} head_dim_v={p.head_dim_v}")
+    cfg = _served_config(device, key, p.seq_k, p.head_dim_v) if config is None else pinned_config(config, key,
+                                                                                                  p.head_dim_v)
     return launch_backward(cfg, device, p, scale, (q, k, v, out, lse, grad_out), variants)
+
+
+def pinned_config(config, key: dict, head_dim_v: int = 0) -> BackwardConfig:
+    """A caller's config (a BackwardConfig or its dict form), refused unless it is for the inputs' key."""
+    cfg = config if isinstance(config, BackwardConfig) else BackwardConfig.from_dict(config)
+    if OPERATION.key_of(cfg) != key or cfg.head_dim_v != head_dim_v:
+        raise InputError(f"config {cfg.name} is for {OPERATION.key_of(cfg)} head_dim_v={cfg.head_dim_v}, the "
+                         f"inputs need {key} head_dim_v={head_dim_v}")
+    return cfg
 
 
 def launch_backward(cfg: BackwardConfig, device: int, p, scale: float, tensors: tuple, variants, **cu_seqlens):

@@ -17,7 +17,7 @@ from autoflash.ops.backward import OPERATION, TEMPLATE
 from autoflash.ops.backward_kernels import BackwardConfig, TensorSpec, check_inputs
 from autoflash.ops.forward_base import BOTTOM_RIGHT_PER_SEQUENCE
 from autoflash.serve import dispatch
-from autoflash.serve.autograd import kernel_ready, launch_backward, tensor_spec
+from autoflash.serve.autograd import kernel_ready, launch_backward, pinned_config, tensor_spec
 from autoflash.serve.errors import InputError
 from autoflash.serve.operands import as_operand, check_scale
 from autoflash.serve.routing import differentiable_problem
@@ -103,9 +103,7 @@ def _served_config(device: int, key: dict, seq_len: int) -> BackwardConfig:
 
 
 def _pinned(config, key: dict) -> BackwardConfig:
-    cfg = config if isinstance(config, BackwardConfig) else BackwardConfig.from_dict(config)
-    if OPERATION.key_of(cfg) != key:
-        raise InputError(f"config {cfg.name} is for {OPERATION.key_of(cfg)}, the inputs need {key}")
+    cfg = pinned_config(config, key)
     if cfg.template != TEMPLATE.name:
         raise InputError(f"config {cfg.name}: varlen gradients run {TEMPLATE.name} ({cfg.template} has no varlen mode)")
     return cfg.replace(varlen=True).validate()
