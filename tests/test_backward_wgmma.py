@@ -21,9 +21,9 @@ def key(dtype="bf16", d=128, causal=False, **flags):
     return k
 
 
-def cfg(dtype="bf16", d=128, causal=False, bm=64, bn=128, warps=None, **flags):
+def cfg(dtype="bf16", d=128, causal=False, bm=64, bn=128, warps=None, stages=2, **flags):
     return WG.config("sm_90a", key(dtype, d, causal, **flags), block_m=bm, block_n=bn,
-                     warps=warps if warps is not None else 4 * (bn // 64), stages=2, warps_q=1)
+                     warps=warps if warps is not None else 4 * (bn // 64), stages=stages, warps_q=1)
 
 
 def test_registered_with_the_backward_operation():
@@ -46,6 +46,8 @@ def test_defaults_are_valid():
     (cfg(d=64, bm=64, bn=128), "must split over 2 warpgroups"),  # 32-column dQ slices
     (cfg(d=64, bm=128, warps=12), "consumers get 240 registers"),  # producer: spills at D 64 x 128 queries
     (cfg(bn=64, warps=8), "needs two consumers"),  # one consumer + a producer warpgroup
+    (cfg(stages=3), "needs a producer warpgroup"),  # the pipelined schedule waits on the producer's mbarriers
+    (cfg(stages=4, warps=12), "not one of"),
     (cfg(warps=16), "not one of"),
     (cfg(d=256, bn=64), "head_dim 256 is not supported"),
     (cfg(dtype="fp32"), "does not support dtype fp32"),
@@ -79,6 +81,17 @@ def test_serving_config_only_where_it_serves():
     incomplete = key()
     del incomplete["window"]  # a key missing a flag is not claimed
     assert serving_config("sm_90", incomplete) is None
+
+
+def test_pipelined_schedule_shared_memory():
+    """stages 3: three query-tile buffers and a dS^T tile each, one more dS^T tile where the uneven dQ
+    split (D 64) lets the second warpgroup run ahead while dQ reads a tile's dS^T an iteration late."""
+    even, uneven = cfg(d=128, warps=12, stages=3), cfg(d=64, warps=12, stages=3)
+    assert even.problems() == [] and uneven.problems() == []
+    assert WG.ds_buffers(even) == 3 and WG.ds_buffers(uneven) == 4 and WG.ds_buffers(cfg(d=128, warps=12)) == 2
+    lay = WG.smem_layout(even)
+    assert lay["total"] == 2 * lay["kv"] + 6 * lay["qo"] + 3 * lay["ds"] + 6 * 4 * 64 + 16 * 3
+    assert WG.smem_bytes(even) <= 227 * 1024
 
 
 def test_search_space_has_valid_configs():
@@ -135,7 +148,9 @@ def test_schedules_exclude_each_other(monkeypatch):
                          [("split", WG.default("sm_90a", key("bf16", d, c, deterministic=True)))
                           for d in (64, 128) for c in (False, True)] +
                          [("split", cfg(d=128, causal=True, warps=8, deterministic=True)),
-                          ("split", cfg(d=64, bm=64, causal=True, warps=12, deterministic=True))],
+                          ("split", cfg(d=64, bm=64, causal=True, warps=12, deterministic=True))] +
+                         [("split", cfg(d=d, bm=64, causal=c, warps=12, stages=3, deterministic=True))
+                          for d in (64, 128) for c in (False, True)],
                          ids=lambda x: x.name if hasattr(x, "name") else x)
 def test_compiles_without_spills_and_uses_hgmma(schedule, c, tmp_path, monkeypatch):
     """Every valid bf16 config of every dQ schedule (and fp16 defaults): no spills, HGMMA in the SASS,

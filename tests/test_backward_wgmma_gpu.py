@@ -1,9 +1,9 @@
 """flash_bwd_wgmma on an H100/H200: gradients against float64 autograd (tests/test_backward_gpu's
 reference and tolerances, ops.backward_kernels.TOLERANCE), odd lengths, Nq != Nk, GQA/MQA, causal
 in both alignments, D 64/128, bf16 and fp16, every dQ schedule (ops/backward_wgmma.DQ_OWN_KEYS,
-DQ_BULK_REDUCE) and the producer warpgroup (warp specialisation; D 64: 64-query tiles whose dQ one
-warpgroup computes); the deterministic mode
-(bitwise repeatable, with and without the producer); NaN-free;
+DQ_BULK_REDUCE), the producer warpgroup (warp specialisation; D 64: 64-query tiles whose dQ one
+warpgroup computes) and its pipelined schedule (stages 3); the deterministic mode
+(bitwise repeatable, with and without the producer, pipelined); NaN-free;
 rows that see no key get dq = 0; attention_backward() serves it on sm_90 GPUs."""
 import math
 
@@ -31,7 +31,7 @@ def dq_schedule(request, monkeypatch):
     autograd._loaded.cache_clear()
 
 
-def wgmma_config(dtype, head_dim, causal, producer=None, deterministic=False):
+def wgmma_config(dtype, head_dim, causal, producer=None, deterministic=False, stages=None):
     from autoflash.kernels.device import device_arch
     from autoflash.kernels.archs import build_arch
     from autoflash.ops.backward_wgmma import TEMPLATE
@@ -42,10 +42,11 @@ def wgmma_config(dtype, head_dim, causal, producer=None, deterministic=False):
     key = dict(dtype=dtype, head_dim=head_dim, causal=causal, deterministic=deterministic, window=False,
                softcap=False, sinks=False, alibi=False)
     cfg = TEMPLATE.default(arch, key)
-    if producer is not None:  # the default's tiles with (True) or without (False) a producer warpgroup
+    if producer is not None:  # the default's tiles with (True) or without (False) a producer warpgroup, stages 2
+        # unless given (3: the pipelined schedule)
         # (D 64 with a producer: 64-query tiles, its dQ on one warpgroup; 128 spill)
         cfgs = [TEMPLATE.config(arch, key, block_m=bm, block_n=cfg.block_n, warps=4 * (TEMPLATE.consumers(cfg) + producer),
-                                stages=cfg.stages, warps_q=cfg.warps_q) for bm in (cfg.block_m, 64)]
+                                stages=stages or 2, warps_q=cfg.warps_q) for bm in (cfg.block_m, 64)]
         cfg = next((c for c in cfgs if not c.problems()), cfgs[0])
         assert cfg.problems() == [], cfg.problems()
     return cfg
@@ -80,16 +81,25 @@ def test_producer_warpgroup_gradients_match_float64_autograd(case, dtype):
     _check_gradients(case, dtype, wgmma_config(dtype, case[5], case[6] is not None, producer=True), "producer")
 
 
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "b{}_h{}x{}_q{}_k{}_d{}_{}".format(*c))
+def test_pipelined_gradients_match_float64_autograd(case, dtype):
+    """stages 3: the producer tiles with each tile's dQ wgmma deferred to the next iteration (and one
+    iteration past the last tile, whose products are zeroed)."""
+    _check_gradients(case, dtype, wgmma_config(dtype, case[5], case[6] is not None, producer=True, stages=3),
+                     "pipelined")
+
+
 DETERMINISTIC_CASES = [CASES[2], CASES[3], CASES[7], CASES[9], CASES[10]]
 
 
-@pytest.mark.parametrize("case,producer", [(c, p) for c in DETERMINISTIC_CASES for p in (False, True)],
-                         ids=lambda x: ("producer" if x else "plain") if isinstance(x, bool)
-                         else "b{}_h{}x{}_q{}_k{}_d{}_{}".format(*x))
-def test_deterministic_is_bitwise_repeatable_and_matches_float64(case, producer):
+@pytest.mark.parametrize("case,schedule", [(c, p) for c in DETERMINISTIC_CASES for p in ("plain", "producer", "pipelined")],
+                         ids=lambda x: x if isinstance(x, str) else "b{}_h{}x{}_q{}_k{}_d{}_{}".format(*x))
+def test_deterministic_is_bitwise_repeatable_and_matches_float64(case, schedule):
     """deterministic=True (dQ adds in K/V-tile order): two runs give the same bits, and both match the
     float64 gradients."""
-    cfg = wgmma_config("bf16", case[5], case[6] is not None, producer=producer, deterministic=True)
+    cfg = wgmma_config("bf16", case[5], case[6] is not None, producer=schedule != "plain", deterministic=True,
+                       stages=3 if schedule == "pipelined" else None)
     first = _check_gradients(case, "bf16", cfg, "deterministic")
     second = _check_gradients(case, "bf16", cfg, "deterministic")
     assert all(torch.equal(a, b) for a, b in zip(first, second))

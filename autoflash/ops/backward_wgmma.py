@@ -6,8 +6,10 @@ launches both): a preprocess, the main kernel (one block of 64 x `warps / 4` key
 K/V head, batch), looping over query tiles of block_m rows), the dQ conversion. Config fields:
 block_n = 64 keys per warpgroup, warps = 4 per consumer warpgroup, plus 4 for a producer
 warpgroup (warp specialisation: it issues the query tiles' loads, mbarriers replace the block barrier
-that opens each tile, setmaxnreg moves its registers to the consumers); stages is 2 (the next query
-tile prefetched), warps_q unused (1).
+that opens each tile, setmaxnreg moves its registers to the consumers); stages: query-tile buffers, 2 (the
+next tile prefetched) or, with a producer warpgroup, 3: the consumers are then software-pipelined (a
+tile's dQ wgmma deferred to the next iteration, behind that tile's dK, so both run while the warpgroup
+stores dS^T and waits at the barrier); warps_q unused (1).
 
 Served by attention_backward() (serve/autograd.py, serving_config below) wherever it supports the
 key: on the H200 it ran 302-361 TFLOP/s at N 4096 (387 at N 16384, D 128), 1.30-1.47x
@@ -62,7 +64,7 @@ class BackwardWgmmaTemplate(Template):
         "block_m": (64, 128),  # queries per tile: wgmma N of S^T, dP^T
         "block_n": (64, 128),  # keys per block: 64 per warpgroup (three get 168 registers a thread: spills)
         "warps": (4, 8, 12),  # 4 per warpgroup: consumers (block_n / 64), then maybe a producer
-        "stages": (2,),
+        "stages": (2, 3),  # query-tile buffers; 3: also the pipelined consumers (producer configs only)
         "warps_q": (1,),
     }
     # head_dim -> (block_m, block_n, producer warpgroup), first valid wins (not tuned yet). D 128: the
@@ -92,6 +94,17 @@ class BackwardWgmmaTemplate(Template):
         return rows, cols
 
     @staticmethod
+    def ds_buffers(cfg: BackwardConfig) -> int:
+        """dS^T tiles in shared memory (the template's DS_BUFS): one without a producer; with one, a tile per
+        stage (a warpgroup may run up to stages - 1 tiles ahead), one more where the pipelined schedule
+        (stages 3) reads a tile's dS^T an iteration later and the uneven dQ split lets a warpgroup run ahead."""
+        if not BackwardWgmmaTemplate.producer(cfg):
+            return 1
+        rows, cols = BackwardWgmmaTemplate.dq_split(cfg)
+        uneven = rows * cols < BackwardWgmmaTemplate.consumers(cfg)
+        return cfg.stages + 1 if cfg.stages == 3 and uneven else cfg.stages
+
+    @staticmethod
     def accumulator_registers(cfg: BackwardConfig) -> int:
         """fp32 accumulators live at once a thread: dK, dV, S^T, dP^T and the 16-bit P^T fragments."""
         return cfg.head_dim + cfg.block_m + cfg.block_m // 4
@@ -116,6 +129,8 @@ class BackwardWgmmaTemplate(Template):
             # ptxas (NVRTC 13.5): D 64 x block_m 128 spills 48 bytes under setmaxnreg 240
             errors.append(f"with a producer warpgroup the consumers get 240 registers: ~{self.accumulator_registers(cfg)} "
                           f"accumulators exceed {PRODUCER_ACCUMULATORS}")
+        if cfg.stages == 3 and not self.producer(cfg):
+            errors.append("stages=3 (the software-pipelined consumers) needs a producer warpgroup")
         rows, cols = self.dq_split(cfg)
         uneven = self.producer(cfg) and rows * cols < nc  # (dq_split: some warpgroups compute no dQ)
         if not DQ_OWN_KEYS and (nc % rows or (cfg.head_dim // cols) % 64 or (rows * cols != nc and not uneven)):
@@ -136,9 +151,10 @@ class BackwardWgmmaTemplate(Template):
         qo = cfg.block_m * cfg.head_dim * eb
         ds = cfg.block_n * cfg.block_m * eb
         dq = cfg.block_m * (cfg.head_dim + 4) * 4 if DQ_BULK_REDUCE else 0  # the fp32 dQ staging tile
-        ds_bufs, bars = (2, 32) if self.producer(cfg) else (1, 0)  # dS^T double-buffered, 4 mbarriers
+        st = cfg.stages  # Q, dO, lse2, delta per stage; (producer) dS^T tiles and two mbarriers per stage
+        ds_bufs, bars = (self.ds_buffers(cfg), 16 * st) if self.producer(cfg) else (1, 0)
         return {"kv": kv, "qo": qo, "ds": ds,
-                "total": 2 * kv + 4 * qo + ds_bufs * ds + 4 * 4 * cfg.block_m + dq + bars}
+                "total": 2 * kv + 2 * st * qo + ds_bufs * ds + 2 * st * 4 * cfg.block_m + dq + bars}
 
     def smem_bytes(self, cfg: BackwardConfig) -> int:
         return self.smem_layout(cfg)["total"] + SMEM_ALIGN
