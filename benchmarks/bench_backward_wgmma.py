@@ -5,7 +5,8 @@ benchmarks/bench_backward.py (CUDA events, warm-up, interleaved rounds, median; 
 round medians); each autoflash kernel pinned (its config, and for flash_bwd_wgmma its dQ schedule,
 ops/backward_wgmma: "wgmma" the default, "wgmma_own" DQ_OWN_KEYS, "wgmma_bulk" DQ_BULK_REDUCE (these two
 with --schedules), "wgmma_ws" / "wgmma_plain" the default's tiles with / without a producer warpgroup
-where valid and not the default) and
+(stages 2), "wgmma_pipe" with a producer and the pipelined schedule (stages 3), each where valid and not
+the default) and
 launched as attention_backward() launches it, on one saved O and LSE (float32 torch
 forward). Also each gradient's relative error against SDPA's flash backward (a sanity check; the
 float64 checks are tests/test_backward_wgmma_gpu.py).
@@ -67,11 +68,12 @@ def configs(arch, dtype, d, causal, others=False, schedules=False, deterministic
     wg_arch = build_arch(WGMMA.archs, arch)
     chosen = {f"wgmma{s}": (with_schedule(s, WGMMA.default, wg_arch, k), s) for s in SCHEDULES if schedules or not s}
     c = chosen["wgmma"][0]
-    for name, producer in (("wgmma_ws", 1), ("wgmma_plain", 0)):
+    for name, producer, stages in (("wgmma_ws", 1, 2), ("wgmma_plain", 0, 2), ("wgmma_pipe", 1, 3)):
         alts = [WGMMA.config(wg_arch, k, block_m=bm, block_n=c.block_n, warps=4 * (WGMMA.consumers(c) + producer),
-                             stages=c.stages, warps_q=c.warps_q) for bm in (c.block_m, 64)]  # (D 64: 64 queries)
+                             stages=stages, warps_q=c.warps_q) for bm in (c.block_m, 64)]  # (D 64: 64 queries)
         alt = next((a for a in alts if not a.problems()), None)
-        if alt is not None and alt != c and not (producer and os.environ.get("BENCH_NO_WS")):
+        if alt is not None and alt != c and not (producer and os.environ.get("BENCH_NO_WS")
+                                                  or stages == 3 and os.environ.get("BENCH_NO_PIPE")):
             chosen[name] = (alt, "")  # (BENCH_NO_WS: the run script's guard if its tests fail)
     chosen["mma"] = (MMA.default(build_arch(MMA.archs, arch), k), "")
     if deterministic:
@@ -179,9 +181,10 @@ def main():
                           flush=True)
                     del q, k, v, dout, out, lse, fns, ref
                     torch.cuda.empty_cache()
-    names = ["wgmma", "wgmma_ws", "wgmma_plain", "wgmma_own", "wgmma_bulk", "wgmma_det", "mma", "mma_det",
+    names = ["wgmma", "wgmma_ws", "wgmma_pipe", "wgmma_plain", "wgmma_own", "wgmma_bulk", "wgmma_det", "mma", "mma_det",
              "sdpa_cudnn", "sdpa_flash"]
     pairs = (("wgmma", "mma"), ("wgmma", "sdpa_cudnn"), ("wgmma_ws", "sdpa_cudnn"), ("wgmma_ws", "wgmma"),
+             ("wgmma_pipe", "sdpa_cudnn"), ("wgmma_pipe", "wgmma_ws"),
              ("wgmma", "wgmma_plain"), ("wgmma_det", "wgmma"), ("wgmma_det", "mma_det"),
              ("wgmma_own", "sdpa_cudnn"), ("wgmma_bulk", "sdpa_cudnn"))
     print("\n| dtype | D | N | causal | " + " | ".join(names) + " | " + " | ".join(f"{a}/{b}" for a, b in pairs)
