@@ -2,8 +2,8 @@
 # The H200 session's closing checks, in one device call (carry .whl):
 #   tests   every GPU test (pytest -m gpu)
 #   verify  autoflash verify: every entry of tuned_configs/<arch>.json re-checked on this GPU
-#   forward tune the forward campaign's 16-bit keys (bf16/fp16 x D 64/128/256 x causal, buckets 1k/4k/16k),
-#           warm-started from the entries already in tuned_configs/, into tuned_configs/
+#   forward tune the forward campaign's 16-bit keys (bf16/fp16 x D 64/128/256 x causal, buckets 1k/4k/16k, or
+#           $FORWARD_SEQS), warm-started from the entries already in tuned_configs/, into tuned_configs/
 #   decode  tune the decode op's keys (bf16/fp16 x D 64/128, <= 16 packed rows) into tuned_configs/
 #   bench_decode  benchmarks/bench_decode.py: the decode table against SDPA and the copy bandwidth
 #   bench_kvcache  benchmarks/bench_kvcache.py: issue 15's three tables (varlen, paged decode, chunked prefill)
@@ -41,7 +41,8 @@ for part in "$@"; do
         verify) timeout 100 python3 -m autoflash.cli verify > "$OUT/verify.log" 2>&1
                 s=$(tail -6 "$OUT/verify.log") ;;
         forward) timeout ${FORWARD_TIMEOUT:-330} python3 -m autoflash.cli tune --dtype bf16,fp16 --head-dim 64,128,256 \
-                     --causal both --trials ${FORWARD_TRIALS:-12} --timeout 12 --warm-start --out tuned_configs \
+                     --causal both --seq-len ${FORWARD_SEQS:-1024,4096,16384} --trials ${FORWARD_TRIALS:-12} --timeout 12 \
+                     --warm-start --out tuned_configs \
                      > "$OUT/forward_tune.log" 2>&1
                  cp tuned_configs/sm_90.json "$OUT/sm_90.json"
                  s=$(tail -20 "$OUT/forward_tune.log") ;;
