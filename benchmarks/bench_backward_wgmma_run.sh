@@ -13,7 +13,8 @@ timeout 30 python benchmarks/bench_backward_wgmma.py --precompile --dtypes bf16,
 timeout ${TESTS_S:-40} python -m pytest -q -n 8 -p no:cacheprovider --tb=line -rf tests/test_backward_wgmma_gpu.py \
   -k "${TESTS_K:-not dq_own_keys and not dq_bulk}" 2>&1 | grep -v Warning | tee $OUT/tests.log | tail -15
 wait; tail -4 $OUT/compile.log
-grep -q " passed" $OUT/tests.log && ! grep -q "failed\|error" $OUT/tests.log || export BENCH_NO_WS=1
-grep "FAILED" $OUT/tests.log | grep -q "pipelined" && export BENCH_NO_PIPE=1
+grep -q " passed" $OUT/tests.log || export BENCH_NO_WS=1 BENCH_NO_PIPE=1  # (the tests did not finish)
+grep "FAILED\|ERROR" $OUT/tests.log | grep -q "producer" && export BENCH_NO_WS=1
+grep "FAILED\|ERROR" $OUT/tests.log | grep -q "pipelined" && export BENCH_NO_PIPE=1
 timeout ${BENCH_S:-45} python benchmarks/bench_backward_wgmma.py --dtypes bf16,fp16 --head-dims 128,64 ${BENCH_ARGS:-} 2>&1 | tee $OUT/bench.log | tail -12
 timeout 14 python benchmarks/bench_backward_wgmma.py --dtypes bf16 --head-dims 128 --seqs 16384 2>&1 | tee $OUT/bench16k.log | tail -4
