@@ -335,16 +335,12 @@ def _choose_config(config, dtype: str, p: DecodeProblem, device_id: int) -> Deco
                                    tuple(key.items()), p)
         if not p.page_size:
             return unpaged
-        return _paged_config(arch, name, tuple(key.items()), p.seq_k, _grid_blocks(p, unpaged.m_tiles), unpaged)
+        blocks = p.batch * p.heads_kv * m_blocks(p.rows, unpaged.m_tiles)
+        return _paged_config(arch, name, tuple(key.items()), p.seq_k, blocks, unpaged)
     if isinstance(config, dict):  # attention() hands a validated config object; a dict is checked here
         return _checked_config(config, dtype, p)
     _match(config, dtype, p)
     return config
-
-
-def _grid_blocks(p: DecodeProblem, m_tiles: int) -> int:
-    """Blocks of one split: (batch x KV heads) x m-blocks."""
-    return p.batch * p.heads_kv * m_blocks(p.rows, m_tiles)
 
 
 def _splits_for_grid(cfg: DecodeConfig, arch: str, device_name: str, key: tuple, p: DecodeProblem) -> DecodeConfig:
@@ -353,14 +349,13 @@ def _splits_for_grid(cfg: DecodeConfig, arch: str, device_name: str, key: tuple,
     d64 N=1024 entry's 1 split, tuned at batch 256, left batch 1 on 8 blocks: 0.73-0.78x cuDNN.)"""
     if not cfg.num_splits:
         return cfg
-    blocks = _grid_blocks(p, cfg.m_tiles)
+    blocks = p.batch * p.heads_kv * m_blocks(p.rows, cfg.m_tiles)
     return cfg if _entry_blocks(arch, device_name, key, p.seq_k, cfg.m_tiles) == blocks else cfg.replace(num_splits=0)
 
 
 @functools.lru_cache(maxsize=256)
 def _entry_blocks(arch: str, device_name: str, key: tuple, seq_k: int, m_tiles: int) -> int | None:
-    """Blocks of one split of the timed problem of the entry serving this key; None without one (or
-    without its problem). Cached per process, as _paged_config."""
+    """Blocks of one split of the timed problem of the entry serving this key (None: no entry or problem)."""
     entry, _ = store.lookup(store.entries_for_arch(arch), device_name, DECODE.name, dict(key), seq_k)
     return _timed_blocks(entry, m_tiles) if entry is not None else None
 
@@ -379,9 +374,8 @@ def _paged_config(arch: str, device_name: str, unpaged_key: tuple, seq_k: int, b
     """A paged problem's config: a tuned paged entry if it was timed on this grid (`blocks` blocks a
     split; it keeps its split count), else `unpaged` (the config, split count included, that the same
     cache held contiguously gets) with paged set: the kernels differ only in their K/V addresses, so
-    the outputs are bit-equal. (H200, bench_kvcache 2026-11-29: the bucket-65536 paged entry, 2 warps x
-    16 keys and 16 splits timed on 32 blocks, ran batch 1 (8 blocks) at 0.67x contiguous with the heuristic's
-    split count.) Cached per process: a tuned file written later is not seen for paged keys."""
+    the outputs are bit-equal. (H200: the bucket-65536 paged entry, 2 warps x 16 keys x 16 splits timed on
+    32 blocks, ran batch 1 (8 blocks) at 0.67x contiguous.) Cached per process, as _entry_blocks."""
     key = {**dict(unpaged_key), "paged": True}
     entry, _ = store.lookup(store.entries_for_arch(arch), device_name, DECODE.name, key, seq_k)
     if entry is not None and _timed_blocks(entry, unpaged.m_tiles) == blocks:
