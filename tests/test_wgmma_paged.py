@@ -76,7 +76,10 @@ def test_paged_signature_is_wgmma_plus_four_and_matches_launch_args(causal, monk
         if t != "TmaDesc":
             assert type(a) is NUMPY[t], (t, a)
     assert [int(a) for a in args[-4:]] == [4096, 16, 64, 40]
-    assert len(made) == 1 and made[0][:6] == (16, "bf16", 2, 8, 300, 128)  # only Q's map: K/V go through cp.async
+    assert len(made) == 3 and made[0][:6] == (16, "bf16", 2, 8, 300, 128)
+    # K's and V's maps cover the pages as (num_pages, Hkv, page_size, D), 16-row boxes (one 16-key group)
+    assert made[1] == (32, "bf16", 40, 2, 64, 128, strides[1], 16, 64)
+    assert made[2] == (48, "bf16", 40, 2, 64, 128, strides[2], 16, 64)
     tma._CACHE.clear()
     with pytest.raises(ValueError, match="dense launches only"):
         WG.launch_args(cfg, Problem(2, 8, 2, 300, 1024, 128, causal, cu_seqlens_q=8, cu_seqlens_k=16, block_table=1,
