@@ -1,5 +1,6 @@
 """flash_fwd_wgmma's paged producer without a GPU: the block table is read once per 16-key group (one
-lane each, before the slot wait) and shared by shuffle, never inside the 16-byte copy loop; in-page
+lane each, before the slot wait) and shared by shuffle, never inside the 16-byte copy loop; whole groups
+by TMA (thread 0's arrive.expect_tx counted in the full barrier); in-page
 offsets are 32-bit, so the launch refuses pages spanning 2^31 elements; the tile bench_kvcache's chunked
 prefill runs on (br128 bc128 s2, d128 causal) compiles without spills. GPU side: tests/test_wgmma_paged_gpu.py."""
 import re
@@ -33,7 +34,10 @@ def test_the_copy_loop_reads_no_table_and_divides_by_no_page_size():
     assert copy.count("__shfl_sync") == 2  # the row's page and first row, from lane r / 16
     lookup = function_body(src, "page_group")
     assert lookup.count("__ldg") == 1 and "lane < BLOCK_N / 16" in lookup
+    tma = function_body(src, "tma_paged_groups")  # whole groups: one 16-row box per column block
+    assert "tma_load_4d(" in tma and "mbar_arrive_expect_tx" in tma and "__ldg" not in tma
     body = src.split('extern "C"')[1]
+    assert "mbar_init(full_k(s), PAGED ? PRODUCER_THREADS + 1 : 1)" in body  # thread 0's expect_tx + 128 cp.async
     # the look-up comes before the wait for the K slot, so its latency hides under it
     assert body.index("page_group(block_table") < body.index("mbar_wait(empty_k(s), free_parity)")
 

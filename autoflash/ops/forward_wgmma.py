@@ -17,9 +17,9 @@ Head dims: any multiple of 8 (shared-memory tiles padded to whole 64-column bloc
 V may have its own head dim (head_dim_v, Dv != Dqk, e.g. 192/128 MLA prefill): Q/K tiles and S run
 over head_dim, the V tiles, O's accumulators and store over head_dim_v; V's tensor map has its own.
 Paged K/V (paged=True, chunked prefill through serve/kvcache.py): the producer warpgroup's 128 threads
-load each K/V tile with cp.async through the block table, read once per 16-key group (page sizes are
-multiples of 16) and passed between lanes by shuffle; rows past the sequence's keys are zero-filled; Q
-stays on TMA. Paged kernels take block_table, table_stride, page_size and
+read the block table once per 16-key group of a K/V tile (page sizes are multiples of 16); groups whose
+rows are all keys of the sequence come by TMA (16-row boxes of K/V's maps over the pages), the rest by
+cp.async from the producer's 128 threads (rows past the sequence's keys zero-filled); Q on TMA. Paged kernels take block_table, table_stride, page_size and
 num_pages after the contract's tail (as flash_fwd_mma's); dense launches only (seqused_k allowed).
 Schedule: intra-warpgroup overlap always; consumer ping-pong and the persistent grid are knobs
 (KernelConfig pingpong / persistent, -1 = the rule: ping-pong iff causal, the grid persistent; measured
@@ -41,10 +41,12 @@ from autoflash.ops.forward_base import (VARIANT_FLAGS, ForwardTemplate, KernelCo
 # 64K registers per SM, one block per SM: 128 * (producer + consumers * nc) <= 65536.
 REG_SPLIT = {1: (0, 0), 2: (24, 240), 3: (24, 160)}
 # Paged kernels: the producer's 128 threads run the cp.async loop (page look-ups, 64-bit addresses)
-# and spill in 24 registers; the consumers give some back: 48 / 224 where the consumers need little
-# (ptxas: D 64 spilled 12 B with a 40-register producer), else 40 / 232 (D 256 spilled 136 B at 224).
-PAGED_REG_SPLIT = {1: (0, 0), 2: ((48, 224), (40, 232)), 3: (32, 160)}
-PAGED_LIGHT_CONSUMER = 160  # consumer_registers() up to this take the 48 / 224 split
+# and spill in 24 registers; the consumers give some back: 56 / 216 where the consumers need little
+# (ptxas: D 40 spilled 12 B with a 48-register producer since the TMA page groups), else 40 / 232
+# (D 256 spilled 136 B at 224).
+PAGED_REG_SPLIT = {1: (0, 0), 2: ((56, 216), (40, 232)), 3: (32, 160)}
+PAGED_LIGHT_CONSUMER = 160
+PAGE_GROUP = 16  # rows of a paged K/V TMA box: page sizes are multiples of 16, so a group is in one page  # consumer_registers() up to this take the 48 / 224 split
 # Registers a consumer thread needs besides S, P and O (addresses, m_i, l_i, loop state).
 REG_OVERHEAD = 24
 BARRIER_BYTES = 8
@@ -198,8 +200,9 @@ class WgmmaTemplate(ForwardTemplate):
 
     @staticmethod
     def _paged_launch_args(cfg: KernelConfig, p: Problem, sizes: tuple, tail: tuple):
-        """Paged kernels: Q's tensor map in all three map slots (K/V are read by cp.async through the
-        table, their maps unused), then block_table, table_stride, page_size, num_pages."""
+        """Paged kernels: Q's tensor map, then K's and V's over the caches as (num_pages, Hkv, page_size,
+        D) with 16-row boxes (one per 16-key group of a page, by TMA; the rows past a sequence's last
+        whole group come by cp.async), then block_table, table_stride, page_size, num_pages."""
         if p.cu_seqlens_q:
             raise ValueError("flash_fwd_wgmma reads paged K/V in dense launches only (no cu_seqlens)")
         u64 = np.uint64
@@ -213,7 +216,10 @@ class WgmmaTemplate(ForwardTemplate):
         def args(q, k, v, o, lse):
             tq = cached_operand_map(q, cfg.dtype, p.batch, p.heads_q, p.seq_q, cfg.head_dim, qs,
                                     cfg.block_m).kernel_arg()
-            return (u64(q), u64(k), u64(v), u64(o), u64(lse)) + sizes + (tq, tq, tq) + tail + paged
+            tk, tv = (cached_operand_map(ptr, cfg.dtype, p.num_pages, p.heads_kv, p.page_size, dim, strides,
+                                         PAGE_GROUP).kernel_arg()
+                      for ptr, dim, strides in ((k, cfg.head_dim, ks), (v, dim_v(cfg), vs)))
+            return (u64(q), u64(k), u64(v), u64(o), u64(lse)) + sizes + (tq, tk, tv) + tail + paged
 
         return args
 
