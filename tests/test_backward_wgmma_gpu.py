@@ -44,9 +44,9 @@ def wgmma_config(dtype, head_dim, causal, producer=None, deterministic=False, st
     cfg = TEMPLATE.default(arch, key)
     if producer is not None:  # the default's tiles with (True) or without (False) a producer warpgroup, stages 2
         # unless given (3: the pipelined schedule)
-        # (D 64 with a producer: 64-query tiles, its dQ on one warpgroup; 128 spill)
+        # (D 64 with a producer: 64-query tiles, its dQ on one warpgroup, 128 spill; without: 128-query tiles)
         cfgs = [TEMPLATE.config(arch, key, block_m=bm, block_n=cfg.block_n, warps=4 * (TEMPLATE.consumers(cfg) + producer),
-                                stages=stages or 2, warps_q=cfg.warps_q) for bm in (cfg.block_m, 64)]
+                                stages=stages or 2, warps_q=cfg.warps_q) for bm in (cfg.block_m, 64, 128)]
         cfg = next((c for c in cfgs if not c.problems()), cfgs[0])
         assert cfg.problems() == [], cfg.problems()
     return cfg
@@ -137,7 +137,7 @@ def test_attention_backward_serves_wgmma_on_sm90():
     key = dict(dtype="bf16", head_dim=128, causal=True, deterministic=False, window=False, softcap=False,
                sinks=False, alibi=False)
     assert _served_config(0, key, 1000) == cfg
-    assert _served_config(0, {**key, "deterministic": True}, 1000).template == "flash_bwd_mma"
+    assert _served_config(0, {**key, "deterministic": True}, 1000) == wgmma_config("bf16", 128, True, deterministic=True)
     q, k, v, dout = inputs(1, 4, 2, 1000, 1000, 128, torch.bfloat16, seed=5)
     _, _, *refs = reference_grads(q, k, v, dout, True, 1 / math.sqrt(128))
     out, lse = float64_forward(q, k, v, True, 1 / math.sqrt(128))

@@ -18,13 +18,17 @@ cuDNN backward (benchmarks/bench_backward_wgmma_h200_2026-11-29_run2.log), above
 flash_bwd_mma entries' own TFLOP/s too (tuned_configs/sm_90.json: 204-287). With the producer
 warpgroup (the D 128 default since): 348-399 at N 4096, 417 at N 16384, 8-9 % above the same tiles
 without it, 0.75-0.82x cuDNN (benchmarks/bench_backward_wgmma_h200_2026-11-29_s5_call2.log).
-D 64's producer config (block_m 64, one warpgroup computes the dQ tile) is valid but not yet run on a
-GPU, so D 64 keeps its w8 default.
+D 64's producer config (block_m 64, one warpgroup computes the dQ tile) ran 3-5 % above the w8
+block_m 128 tiles on every H200 N 4096 row (benchmarks/bench_backward_wgmma_h200_2026-11-29_s6_BW_call1.log)
+and is the D 64 default since. The pipelined schedule (stages 3) is correct but 2-6 % slower than
+stages 2 on every row there: not a default.
 
 Not here (the rules refuse them, ops/backward.py serves them with flash_bwd_mma): the variants
 (window, softcap, sinks, ALiBi), head dim 256 (dK and dV of 64 keys x 256 columns are 256 registers
-a thread), fp32. deterministic=True (the dQ adds serialised in K/V-tile order, as flash_bwd_mma's)
-compiles and has GPU tests but is NOT served (SERVE_DETERMINISTIC) until they have passed on a GPU.
+a thread), fp32. deterministic=True (the dQ adds serialised in K/V-tile order, as flash_bwd_mma's) is served
+(SERVE_DETERMINISTIC): its bitwise-repeat and float64 tests passed on the H200, and it ran 1.40-1.45x
+flash_bwd_mma's deterministic default, at 0.73-0.75x the non-deterministic kernel (0.42-0.44x causal: the
+blocks of a head add dQ in a wavefront) (s6_BW_call1 log).
 """
 from __future__ import annotations
 
@@ -39,9 +43,9 @@ SMEM_ALIGN = 1024  # the kernel rounds the shared-memory base up to a swizzle at
 REGISTER_BUDGET = 240  # fp32 accumulators a thread may hold at once (ptxas needs the rest)
 PRODUCER_ACCUMULATORS = 208  # the same under a producer warpgroup (setmaxnreg gives consumers 240 registers)
 NOT_SUPPORTED = ("window", "softcap", "sinks", "alibi")
-# Deterministic keys are served by flash_bwd_mma until this template's deterministic kernels have run
-# on a GPU (tests/test_backward_wgmma_gpu.py: float64 gradients, bitwise repeats; written, not yet run).
-SERVE_DETERMINISTIC = False
+# Deterministic keys served here (not by flash_bwd_mma): tests/test_backward_wgmma_gpu.py's float64 and
+# bitwise-repeat tests passed on the H200, 1.40-1.45x flash_bwd_mma's deterministic default (s6_BW_call1 log).
+SERVE_DETERMINISTIC = True
 # A schedule switch not (yet) a BackwardConfig field (bench_backward_wgmma.py times both): each
 # warpgroup adds the dQ tile summed over its own 64 keys (twice the fp32 reductions, no block-wide
 # barrier for dS^T) instead of a slice of it summed over the block's keys. Measured on the H200
@@ -68,8 +72,9 @@ class BackwardWgmmaTemplate(Template):
         "warps_q": (1,),
     }
     # head_dim -> (block_m, block_n, producer warpgroup), first valid wins (not tuned yet). D 128: the
-    # producer ran 8-9 % faster on every H200 row (s5_call2 log); D 64 has no producer config that fits.
-    DEFAULTS = {64: [(128, 128, False), (64, 128, False), (64, 64, False)],
+    # producer ran 8-9 % faster on every H200 row (s5_call2 log); D 64: its producer tile (64 queries, the
+    # dQ tile on one warpgroup) 3-5 % faster than w8 x 128 queries on every row (s6_BW_call1 log).
+    DEFAULTS = {64: [(64, 128, True), (128, 128, False), (64, 128, False), (64, 64, False)],
                 128: [(64, 128, True), (64, 128, False), (64, 64, False)]}
 
     @staticmethod
