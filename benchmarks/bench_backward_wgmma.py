@@ -70,7 +70,7 @@ def configs(arch, dtype, d, causal, others=False, schedules=False, deterministic
     c = chosen["wgmma"][0]
     for name, producer, stages in (("wgmma_ws", 1, 2), ("wgmma_plain", 0, 2), ("wgmma_pipe", 1, 3)):
         alts = [WGMMA.config(wg_arch, k, block_m=bm, block_n=c.block_n, warps=4 * (WGMMA.consumers(c) + producer),
-                             stages=stages, warps_q=c.warps_q) for bm in (c.block_m, 64)]  # (D 64: 64 queries)
+                             stages=stages, warps_q=c.warps_q) for bm in (c.block_m, 64, 128)]  # (D 64: 64 / 128 queries)
         alt = next((a for a in alts if not a.problems()), None)
         if alt is not None and alt != c and not (producer and os.environ.get("BENCH_NO_WS")
                                                   or stages == 3 and os.environ.get("BENCH_NO_PIPE")):
