@@ -3,7 +3,8 @@ KV cache, with per-sequence cache lengths, GQA packing and a split count fixed b
 
 Problem key: (dtype, head_dim, m_tiles, paged, window, softcap, sinks, alibi); m_tiles is 1 when the packed rows G * Nq (query
 heads per KV head x query tokens) fit one 16-row mma tile, else 2; paged: K/V read through a
-block table (timed on 16-key pages, vLLM's size and the most look-ups); the variant flags (issue 17)
+block table (timed on 16-key pages, vLLM's size and the most look-ups; served only on the grid it was
+timed on, else a paged cache gets the contiguous key's config: serve/decode._paged_config); the variant flags (issue 17)
 are timed on the common values (VARIANT_VALUES: window 4096, softcap 30). Bucket: the cache length.
 Metric: GB/s, the bytes of Q, K, V and O over the time (decode is memory-bound).
 Template: flash_decode_mma (mma.sync + cp.async, sm_80+). The user-facing calls live in the
