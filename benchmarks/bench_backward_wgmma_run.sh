@@ -17,4 +17,4 @@ grep -q " passed" $OUT/tests.log || export BENCH_NO_WS=1 BENCH_NO_PIPE=1  # (the
 grep "FAILED\|ERROR" $OUT/tests.log | grep -q "producer" && export BENCH_NO_WS=1
 grep "FAILED\|ERROR" $OUT/tests.log | grep -q "pipelined" && export BENCH_NO_PIPE=1
 timeout ${BENCH_S:-45} python benchmarks/bench_backward_wgmma.py --dtypes bf16,fp16 --head-dims 128,64 ${BENCH_ARGS:-} 2>&1 | tee $OUT/bench.log | tail -12
-timeout 14 python benchmarks/bench_backward_wgmma.py --dtypes bf16 --head-dims 128 --seqs 16384 2>&1 | tee $OUT/bench16k.log | tail -4
+timeout ${BENCH16K_S:-14} python benchmarks/bench_backward_wgmma.py --dtypes bf16 --head-dims 128 --seqs 16384 2>&1 | tee $OUT/bench16k.log | tail -4
