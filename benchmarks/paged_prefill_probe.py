@@ -103,8 +103,9 @@ def main() -> None:
             impls.append(Impl(name, call, work=work))
     impls.append(Impl("sdpa cudnn (mask)", sdpa_call("cudnn", tq, tk, tv, attn_mask=mask), work=work))
     r = measure(impls, args.rounds)
-    prefill_table(f"chunked prefill on a paged cache: batch {BATCH}, {HEADS} heads, D {D}, {CHUNK} new tokens after "
-                  f"{CACHE} cached, causal bottom-right, bf16 ({args.rounds} interleaved rounds)", r, "contiguous cache")
+    title = (f"chunked prefill on a paged cache: batch {BATCH}, {HEADS} heads, D {D}, {CHUNK} new tokens after "
+             f"{CACHE} cached, causal bottom-right, bf16 ({args.rounds} interleaved rounds)")
+    prefill_table(title, r, "contiguous cache")
     cudnn = r["sdpa cudnn (mask)"].get("s")
     if cudnn:
         print("\nvs sdpa cudnn (mask): " + ", ".join(f"{name} {cudnn / m['s']:.2f}x" for name, m in r.items()

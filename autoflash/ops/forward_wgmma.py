@@ -19,8 +19,9 @@ over head_dim, the V tiles, O's accumulators and store over head_dim_v; V's tens
 Paged K/V (paged=True, chunked prefill through serve/kvcache.py): the producer warpgroup's 128 threads
 read the block table once per 16-key group of a K/V tile (page sizes are multiples of 16); groups whose
 rows are all keys of the sequence come by TMA (16-row boxes of K/V's maps over the pages), the rest by
-cp.async from the producer's 128 threads (rows past the sequence's keys zero-filled); Q on TMA. Paged kernels take block_table, table_stride, page_size and
-num_pages after the contract's tail (as flash_fwd_mma's); dense launches only (seqused_k allowed).
+cp.async from the producer's 128 threads (rows past the sequence's keys zero-filled); Q on TMA. Paged
+kernels take block_table, table_stride, page_size and num_pages after the contract's tail (as
+flash_fwd_mma's); dense launches only (seqused_k allowed).
 Schedule: intra-warpgroup overlap always; consumer ping-pong and the persistent grid are knobs
 (KernelConfig pingpong / persistent, -1 = the rule: ping-pong iff causal, the grid persistent; measured
 on the H100, benchmarks/NOTES.md), so the tuner may try the other schedule per problem.
@@ -45,8 +46,8 @@ REG_SPLIT = {1: (0, 0), 2: (24, 240), 3: (24, 160)}
 # (ptxas: D 40 spilled 12 B with a 48-register producer since the TMA page groups), else 40 / 232
 # (D 256 spilled 136 B at 224).
 PAGED_REG_SPLIT = {1: (0, 0), 2: ((56, 216), (40, 232)), 3: (32, 160)}
-PAGED_LIGHT_CONSUMER = 160
-PAGE_GROUP = 16  # rows of a paged K/V TMA box: page sizes are multiples of 16, so a group is in one page  # consumer_registers() up to this take the 48 / 224 split
+PAGED_LIGHT_CONSUMER = 160  # consumer_registers() up to this take the 56 / 216 split
+PAGE_GROUP = 16  # rows of a paged K/V TMA box: page sizes are multiples of 16, so a group is in one page
 # Registers a consumer thread needs besides S, P and O (addresses, m_i, l_i, loop state).
 REG_OVERHEAD = 24
 BARRIER_BYTES = 8
