@@ -36,6 +36,9 @@ def test_defaults_take_the_producer_warpgroup():
     for d in (64, 128):
         c = WG.default("sm_90a", key("bf16", d, False))
         assert (c.block_m, c.block_n, c.warps, c.stages) == (64, 128, 12, 2) and WG.producer(c), c.name
+    det64 = WG.default("sm_90a", key("bf16", 64, False, deterministic=True))  # (the producer tile: 12 % slower)
+    assert (det64.block_m, det64.warps, det64.deterministic) == (128, 8, True)
+    assert WG.producer(WG.default("sm_90a", key("bf16", 128, True, deterministic=True)))
 
 
 def test_defaults_are_valid():

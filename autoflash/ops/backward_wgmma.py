@@ -28,7 +28,8 @@ Not here (the rules refuse them, ops/backward.py serves them with flash_bwd_mma)
 a thread), fp32. deterministic=True (the dQ adds serialised in K/V-tile order, as flash_bwd_mma's) is served
 (SERVE_DETERMINISTIC): its bitwise-repeat and float64 tests passed on the H200, and it ran 1.40-1.45x
 flash_bwd_mma's deterministic default, at 0.73-0.75x the non-deterministic kernel (0.42-0.44x causal: the
-blocks of a head add dQ in a wavefront) (s6_BW_call1 log).
+blocks of a head add dQ in a wavefront) (s6_BW_call1 log); at D 64 on the w8 x 128-query tile
+(DETERMINISTIC_DEFAULTS: the producer tile ran 12-13 % slower deterministic, s6_BW_call2 log).
 """
 from __future__ import annotations
 
@@ -76,6 +77,10 @@ class BackwardWgmmaTemplate(Template):
     # dQ tile on one warpgroup) 3-5 % faster than w8 x 128 queries on every row (s6_BW_call1 log).
     DEFAULTS = {64: [(64, 128, True), (128, 128, False), (64, 128, False), (64, 64, False)],
                 128: [(64, 128, True), (64, 128, False), (64, 64, False)]}
+    # deterministic=True where it differs: D 64 keeps w8 x 128 queries (s6 calls 1 / 2: 247 / 129 TFLOP/s
+    # bf16 N 4096 non-causal / causal vs 218 / 112 for the producer tile, whose 64-query tiles take twice
+    # the semaphore waits, each meeting both warpgroups)
+    DETERMINISTIC_DEFAULTS = {64: [(128, 128, False), (64, 128, True), (64, 128, False), (64, 64, False)]}
 
     @staticmethod
     def consumers(cfg: BackwardConfig) -> int:
@@ -174,7 +179,8 @@ class BackwardWgmmaTemplate(Template):
                 "dq_n": cfg.head_dim // cols}
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
-        for bm, bn, producer in self.DEFAULTS.get(key["head_dim"], []):
+        table = self.DETERMINISTIC_DEFAULTS if key.get("deterministic") else {}
+        for bm, bn, producer in table.get(key["head_dim"], self.DEFAULTS.get(key["head_dim"], [])):
             cfg = self.config(arch, key, block_m=bm, block_n=bn, warps=4 * (bn // 64 + producer), stages=2,
                               warps_q=1)
             if not cfg.problems():
