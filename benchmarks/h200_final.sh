@@ -20,6 +20,7 @@
 #   wgmma_det  flash_bwd_wgmma's deterministic tests alone, under a short timeout (a spin lock never run before)
 #   tests_serve  the GPU tests of the serving, host-path, backward and Dqk != Dv files only
 #   tests_files  the GPU tests of the files named in $TESTS_FILES only
+#   bench_variants  benchmarks/bench_variants.py (no FlexAttention): window/softcap/sinks/ALiBi per visible pair vs plain
 # Usage on the GPU machine: bash benchmarks/h200_final.sh tests verify decode
 # Logs and the updated tuned_configs/sm_90.json land in $OUT; a short summary of each part comes last.
 set -uo pipefail
@@ -95,6 +96,9 @@ for part in "$@"; do
         tests_files) timeout ${TESTS_TIMEOUT:-180} python3 -m pytest -q -m gpu -n ${XDIST:-15} -p no:cacheprovider -rf \
                          $TESTS_FILES > "$OUT/tests_files.log" 2>&1
                      s=$(grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_files.log" | tail -25) ;;
+        bench_variants) timeout ${VARIANTS_TIMEOUT:-120} python3 benchmarks/bench_variants.py --no-flex --head-dims 128 64 \
+                            --seqs 4096 --rounds 3 --reps 5 > "$OUT/bench_variants.log" 2>&1
+                        s=$(tail -14 "$OUT/bench_variants.log") ;;
         *) s="unknown part $part" ;;
     esac
     summary+=$'\n'"===== $part ($(( $(date +%s) - t0 )) s)"$'\n'"$s"
