@@ -77,17 +77,16 @@ def precompile(keys, seq_lens) -> None:
     from concurrent.futures import ProcessPoolExecutor
 
     from autoflash.kernels.device import device_arch
-    from autoflash.serve import dispatch
     from autoflash.serve.api import choose_config
+    from autoflash.serve.autograd import _served_config as served_backward
 
     arch, name = device_arch(torch.cuda.current_device())
     configs = []
     for dtype, d, causal in keys:
         for n in seq_lens:
             configs.append(choose_config(arch, name, dtype, d, causal, n))
-            configs.append(dispatch.explain(arch, name, "backward", dict(dtype=dtype, head_dim=d, causal=causal,
-                                                                         deterministic=False), n,
-                                            template="flash_bwd_mma")[0])
+            key = dict(dtype=dtype, head_dim=d, causal=causal, deterministic=False)
+            configs.append(served_backward(torch.cuda.current_device(), key, n))  # wgmma where it serves the key
     with ProcessPoolExecutor() as pool:
         for cfg_name, regs in pool.map(_compile, list(dict.fromkeys(configs))):
             print(f"  compiled {cfg_name}: {regs} registers", flush=True)
