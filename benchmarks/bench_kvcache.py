@@ -230,7 +230,9 @@ def decode_part(rounds: int, quick: bool) -> dict:
 
 
 # ---------------------------------------------------------------------------------------- 3. chunked prefill
-def chunked_part(rounds: int, batch=4, heads=32, cache=1024, chunk=256, d=128) -> dict:
+def chunked_inputs(batch: int, heads: int, cache: int, chunk: int, d: int):
+    """q (B, chunk, H, D) and full caches (B, cache + chunk, H, D), their lengths, SDPA's (B, H, N, D) copies,
+    SDPA's bottom-right bool mask and the useful FLOPs (also paged_prefill_probe.py's problem)."""
     n = cache + chunk
     q = torch.randn(batch, chunk, heads, d, device="cuda", dtype=DT)
     k, v = (torch.randn(batch, n, heads, d, device="cuda", dtype=DT) for _ in range(2))
@@ -238,6 +240,12 @@ def chunked_part(rounds: int, batch=4, heads=32, cache=1024, chunk=256, d=128) -
     tq, tk, tv = (x.transpose(1, 2).contiguous() for x in (q, k, v))
     mask = torch.ones(chunk, n, dtype=torch.bool, device="cuda").tril(diagonal=cache)  # bottom-right
     work = 4.0 * batch * heads * d * sum(min(n, cache + i + 1) for i in range(chunk))
+    return q, k, v, seqlens, (tq, tk, tv), mask, work
+
+
+def chunked_part(rounds: int, batch=4, heads=32, cache=1024, chunk=256, d=128) -> dict:
+    n = cache + chunk
+    q, k, v, seqlens, (tq, tk, tv), mask, work = chunked_inputs(batch, heads, cache, chunk, d)
     impls = [Impl("ours", lambda: autoflash.attention_with_kvcache(q, k, v, causal=True), work=work),
              Impl("ours, cache_seqlens", lambda: autoflash.attention_with_kvcache(q, k, v, seqlens, causal=True),
                   work=work)]

@@ -57,21 +57,14 @@ def main() -> None:
     if args.compile_only:
         compile_all()
         return
-    import torch
-
     import autoflash
     from autoflash.kernels.device import device_arch
     from autoflash.serve import kvcache
-    from bench_kvcache import DT, prefill_table, sdpa_call, shuffled
+    from bench_kvcache import chunked_inputs, prefill_table, sdpa_call, shuffled
     from graph_timing import Impl, measure
 
     n = CACHE + CHUNK
-    q = torch.randn(BATCH, CHUNK, HEADS, D, device="cuda", dtype=DT)
-    k, v = (torch.randn(BATCH, n, HEADS, D, device="cuda", dtype=DT) for _ in range(2))
-    seqlens = torch.full((BATCH,), n, dtype=torch.int32, device="cuda")
-    tq, tk, tv = (x.transpose(1, 2).contiguous() for x in (q, k, v))
-    mask = torch.ones(CHUNK, n, dtype=torch.bool, device="cuda").tril(diagonal=CACHE)  # bottom-right
-    work = 4.0 * BATCH * HEADS * D * sum(min(n, CACHE + i + 1) for i in range(CHUNK))
+    q, k, v, seqlens, (tq, tk, tv), mask, work = chunked_inputs(BATCH, HEADS, CACHE, CHUNK, D)
     arch, dev = device_arch(0)
     flags = tuple((f, False) for f in ("window", "softcap", "sinks", "alibi"))
     pick = kvcache.paged_config(arch, dev, "bf16", D, True, flags, n)
