@@ -1,4 +1,6 @@
-"""One GPU marker for the whole suite: gpu tests skip with the reason when no GPU is usable."""
+"""One GPU marker for the whole suite: gpu tests skip with the reason when no GPU is usable. A watchdog
+ends a test process that hangs (a spin-wait kernel that never finishes), so the run names the test."""
+import faulthandler
 import functools
 import os
 
@@ -26,6 +28,31 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+# Seconds one test's call may take before its process is ended with every thread's traceback on stderr
+# (0: no watchdog). Under xdist the worker is replaced and the test reported as crashed, instead of the
+# run waiting on it until an outer timeout cuts everything still queued behind it.
+TEST_WATCHDOG_S = float(os.environ.get("AUTOFLASH_TEST_WATCHDOG_S", "600"))
+
+
+_stderr_fd = None
+
+
+def pytest_configure(config):
+    global _stderr_fd
+    _stderr_fd = os.dup(2)  # the terminal's stderr: during a test's call fd 2 goes to pytest's capture file
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    if TEST_WATCHDOG_S > 0:
+        faulthandler.dump_traceback_later(TEST_WATCHDOG_S, exit=True, file=_stderr_fd)
+    try:
+        yield
+    finally:
+        if TEST_WATCHDOG_S > 0:
+            faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture(scope="session", autouse=True)
