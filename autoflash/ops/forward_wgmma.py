@@ -25,6 +25,9 @@ flash_fwd_mma's); dense launches only (seqused_k allowed).
 Schedule: intra-warpgroup overlap always; consumer ping-pong and the persistent grid are knobs
 (KernelConfig pingpong / persistent, -1 = the rule: ping-pong iff causal, the grid persistent; measured
 on the H100, benchmarks/NOTES.md), so the tuner may try the other schedule per problem.
+O's store: from registers (the rule), or (WgmmaTemplate.o_store = "tma", not timed yet) staged in shared
+memory and written by one TMA store per consumer warpgroup, so the consumers start the next item at
+once; the kernel then takes a fourth tensor map (O's) after V's.
 """
 from __future__ import annotations
 
@@ -91,6 +94,8 @@ class WgmmaTemplate(ForwardTemplate):
             errors.append(f"~{regs} registers per consumer thread (S {cfg.block_n // 2} + P {cfg.block_n // 4} "
                           f"+ O {dim_v(cfg) // 2} + {REG_OVERHEAD}) exceed the {budget} a consumer gets")
         errors += self._schedule_problems(cfg)
+        if self.o_store not in O_STORES:
+            errors.append(f"WgmmaTemplate.o_store={self.o_store!r} is not one of {O_STORES}")
         if nc == 3 and cfg.paged:
             # the producer's cp.async loop spilled 80 B in the 32 registers three consumers leave it
             errors.append("paged K/V needs block_m 64 or 128 (three consumer warpgroups leave the producer "
@@ -130,10 +135,14 @@ class WgmmaTemplate(ForwardTemplate):
         k_off = q_off + q_bytes
         v_off = k_off + cfg.stages * kv_bytes
         bar_off = v_off + cfg.stages * v_bytes
+        extra = {}
+        if self.o_store == "tma":  # O's staging tile after the V ring
+            extra = {"o_off": bar_off}
+            bar_off += cfg.block_m * padded_head_dim(dim_v(cfg)) * eb
         bars = 2 + 4 * cfg.stages  # Q full, Q empty; K full, V full, K empty, V empty per stage
         total = bar_off + bars * BARRIER_BYTES
         return {"q_off": q_off, "k_off": k_off, "v_off": v_off, "bar_off": bar_off,
-                "q_bytes": q_bytes, "kv_bytes": kv_bytes, "v_bytes": v_bytes, "total": total}
+                "q_bytes": q_bytes, "kv_bytes": kv_bytes, "v_bytes": v_bytes, "total": total, **extra}
 
     def smem_bytes(self, cfg: KernelConfig) -> int:
         # + SMEM_ALIGN: the kernel rounds the dynamic shared-memory base up to 1024 B.
@@ -161,6 +170,8 @@ class WgmmaTemplate(ForwardTemplate):
             # consumer warpgroups take turns issuing GEMMs (FA3 inter-warpgroup ping-pong); the template
             # applies it only with two consumers
             "pingpong": pingpong_rule(cfg) if cfg.pingpong == -1 else cfg.pingpong,
+            "o_store_tma": int(self.o_store == "tma"),
+            **({"o_off": lay["o_off"]} if "o_off" in lay else {}),
         }
 
     def default_tiles(self, key: dict) -> list[dict]:
@@ -185,22 +196,24 @@ class WgmmaTemplate(ForwardTemplate):
 
     # ------------------------------------------------------------ launching
     def launch_args(self, cfg: KernelConfig, p: Problem, scale: float):
-        """The shared arguments, tensor maps for Q, K and V (by value, 128 B each), the batch, then
-        the variant tail."""
+        """The shared arguments, tensor maps for Q, K and V (by value, 128 B each; o_store "tma": and O),
+        the batch, then the variant tail."""
         u64 = np.uint64
         sizes = shared_tail(p, scale)
         tail = (np.int32(p.batch),) + variant_tail(p)
+        o_map = self._o_map(cfg, p)
         if cfg.paged:
-            return self._paged_launch_args(cfg, p, sizes, tail)
+            return self._paged_launch_args(cfg, p, sizes, tail, o_map)
         geometry = map_geometry(cfg, p)
 
         def args(q, k, v, o, lse):
-            return (u64(q), u64(k), u64(v), u64(o), u64(lse)) + sizes + qkv_map_args(q, k, v, *geometry) + tail
+            maps = qkv_map_args(q, k, v, *geometry) + o_map(o)
+            return (u64(q), u64(k), u64(v), u64(o), u64(lse)) + sizes + maps + tail
 
         return args
 
     @staticmethod
-    def _paged_launch_args(cfg: KernelConfig, p: Problem, sizes: tuple, tail: tuple):
+    def _paged_launch_args(cfg: KernelConfig, p: Problem, sizes: tuple, tail: tuple, o_map):
         """Paged kernels: Q's tensor map, then K's and V's over the caches as (num_pages, Hkv, page_size,
         D) with 16-row boxes (one per 16-key group of a page, by TMA; the rows past a sequence's last
         whole group come by cp.async), then block_table, table_stride, page_size, num_pages."""
@@ -220,9 +233,23 @@ class WgmmaTemplate(ForwardTemplate):
             tk, tv = (cached_operand_map(ptr, cfg.dtype, p.num_pages, p.heads_kv, p.page_size, dim, strides,
                                          PAGE_GROUP).kernel_arg()
                       for ptr, dim, strides in ((k, cfg.head_dim, ks), (v, dim_v(cfg), vs)))
-            return (u64(q), u64(k), u64(v), u64(o), u64(lse)) + sizes + (tq, tk, tv) + tail + paged
+            return (u64(q), u64(k), u64(v), u64(o), u64(lse)) + sizes + (tq, tk, tv) + o_map(o) + tail + paged
 
         return args
+
+    def _o_map(self, cfg: KernelConfig, p: Problem):
+        """o -> the O tensor map argument the kernel takes after V's (o_store "tma"), else ().
+        Dense: (B, Hq, Nq, Dv) with o's strides, 64-row boxes (one consumer warpgroup's rows).
+        Varlen kernels store O from registers; the map (over the packed tensor) is passed, never used."""
+        if self.o_store != "tma":
+            return lambda o: ()
+        _, _, _, os_ = p.operand_strides()
+        batch, rows = p.batch, p.seq_q
+        if p.cu_seqlens_q:
+            batch, rows = 1, p.total_q
+            os_ = (os_[1] * p.heads_q + os_[2] * rows, os_[1], os_[2])
+        geometry = (cfg.dtype, batch, p.heads_q, rows, dim_v(cfg), tuple(os_), 64)
+        return lambda o: (cached_operand_map(o, *geometry).kernel_arg(),)
 
     # The kernel walks work items blockIdx.x, blockIdx.x + gridDim.x, ..., so the grid decides
     # the schedule: one CTA per SM looping (persistent: the next item's Qi and K/V loads run under
@@ -230,6 +257,10 @@ class WgmmaTemplate(ForwardTemplate):
     # pairs of query tiles of equal total cost, so a static round-robin balances them.
     # The rule of configs with persistent=-1 (True, False, or None: iff not causal); benchmarks set it.
     persistent: bool | None = True
+    # How O leaves the consumers (O_STORES): "registers" (st.global per thread, the rule) or "tma" (staged in
+    # shared memory, one TMA store per warpgroup; its tile after the V ring). Not timed on a GPU yet, so
+    # not a tuned knob: benchmarks and tests set it; a KernelConfig field would make it per config.
+    o_store: str = "registers"
 
     def persistent_rule(self, cfg: KernelConfig) -> bool:
         return (not cfg.causal) if self.persistent is None else bool(self.persistent)
@@ -250,6 +281,9 @@ class WgmmaTemplate(ForwardTemplate):
         if persistent:
             items = min(items, _sm_count())
         return (items, 1, 1)
+
+
+O_STORES = ("registers", "tma")
 
 
 def pingpong_rule(cfg: KernelConfig) -> int:
