@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import functools
 
-from autoflash.kernels.archs import build_arch
+from autoflash.kernels.archs import ARCHS, build_arch
 from autoflash.kernels.elements import DTYPE_BYTES
 from autoflash.kernels.template import Template
 from autoflash.ops.backward_kernels import PAD_M, BackwardConfig
@@ -56,6 +56,11 @@ DQ_OWN_KEYS = False
 # one thread per row hands each row to the bulk-copy unit as an fp32 reduction, so the compute
 # warps issue no red.global. Measured on the H200 (s5_call1 log): correct, 4-7 % slower on every row.
 DQ_BULK_REDUCE = False
+# Another (producer configs only, not deterministic: dq_sem orders the consumers' adds): the consumers store
+# each tile's dQ slices to an fp32 staging tile in shared memory and the producer warpgroup reduces its rows
+# into dq_accum with bulk copies, so the consumers issue no red.global. Not yet run on a GPU: off.
+DQ_VIA_PRODUCER = False
+DQ_STAGING_PAD = 8  # floats added to each staging row (the template's DQ_PSTRIDE): conflict-free float2 stores
 
 
 class BackwardWgmmaTemplate(Template):
@@ -126,6 +131,12 @@ class BackwardWgmmaTemplate(Template):
         if cfg.deterministic and (DQ_OWN_KEYS or DQ_BULK_REDUCE):
             errors.append("deterministic serialises the split dQ schedule's adds: not with DQ_OWN_KEYS or "
                           "DQ_BULK_REDUCE")
+        if DQ_VIA_PRODUCER and not self.producer(cfg):
+            errors.append(f"DQ_VIA_PRODUCER: the producer warpgroup reduces dQ, and warps={cfg.warps} has none "
+                          f"(warps = 4 x (block_n / 64 + 1))")
+        if DQ_VIA_PRODUCER and cfg.deterministic:
+            errors.append("DQ_VIA_PRODUCER: deterministic keeps the consumers' dQ adds (dq_sem orders them in "
+                          "K/V-tile order; the producer's bulk reductions are not)")
         nc = self.consumers(cfg)
         if cfg.block_n % 64 or cfg.warps not in (4 * nc, 4 * nc + 4):
             errors.append(f"warps={cfg.warps} must be 4 per warpgroup of 64 keys (block_n={cfg.block_n}): "
@@ -163,8 +174,19 @@ class BackwardWgmmaTemplate(Template):
         dq = cfg.block_m * (cfg.head_dim + 4) * 4 if DQ_BULK_REDUCE else 0  # the fp32 dQ staging tile
         st = cfg.stages  # Q, dO, lse2, delta per stage; (producer) dS^T tiles and two mbarriers per stage
         ds_bufs, bars = (self.ds_buffers(cfg), 16 * st) if self.producer(cfg) else (1, 0)
-        return {"kv": kv, "qo": qo, "ds": ds,
-                "total": 2 * kv + 2 * st * qo + ds_bufs * ds + 2 * st * 4 * cfg.block_m + dq + bars}
+        total = 2 * kv + 2 * st * qo + ds_bufs * ds + 2 * st * 4 * cfg.block_m + dq + bars
+        staging, dq_bufs = self.dq_staging_bytes(cfg), 0
+        if staging:  # (DQ_VIA_PRODUCER) two staging tiles where they fit, else one; an mbarrier pair each
+            fits = total + 2 * (staging + 16) + SMEM_ALIGN <= ARCHS[cfg.arch].smem_per_block
+            dq_bufs = 2 if fits else 1
+            total += dq_bufs * (staging + 16)
+        return {"kv": kv, "qo": qo, "ds": ds, "dq_staging": staging, "dq_bufs": dq_bufs, "total": total}
+
+    def dq_staging_bytes(self, cfg: BackwardConfig) -> int:
+        """One fp32 dQ staging tile (DQ_VIA_PRODUCER, producer configs), its rows padded; 0 otherwise."""
+        if not (DQ_VIA_PRODUCER and self.producer(cfg)):
+            return 0
+        return cfg.block_m * (cfg.head_dim + DQ_STAGING_PAD) * 4
 
     def smem_bytes(self, cfg: BackwardConfig) -> int:
         return self.smem_layout(cfg)["total"] + SMEM_ALIGN
@@ -176,7 +198,8 @@ class BackwardWgmmaTemplate(Template):
                 "consumers": self.consumers(cfg), "producer": "true" if self.producer(cfg) else "false",
                 "dq_own_keys": "true" if DQ_OWN_KEYS else "false",
                 "dq_bulk": "true" if DQ_BULK_REDUCE else "false", "dq_rs": rows, "dq_cs": cols,
-                "dq_n": cfg.head_dim // cols}
+                "dq_n": cfg.head_dim // cols, "dq_via_producer": bool(self.dq_staging_bytes(cfg)),
+                "dq_bufs": self.smem_layout(cfg)["dq_bufs"], "dq_pad": DQ_STAGING_PAD}
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         table = self.DETERMINISTIC_DEFAULTS if key.get("deterministic") else {}
