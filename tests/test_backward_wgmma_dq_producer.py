@@ -44,7 +44,7 @@ def test_on_changes_only_producer_configs(knob_on):
         c = cfg(d=d, causal=True, warps=12)
         source = render(c)
         assert all(t in source for t in KNOB_TEXT[:4]), d
-        assert "add_pair(dq_rows" not in source and "stage_dq" not in source  # (the macro expanded, not named)
+        assert "add_pair(dq_rows" not in source and "bulk_reduce_add(dq_accum" in source
         assert f"constexpr int DQ_BUFS = {2 if d == 64 else 1};" in source
 
 
