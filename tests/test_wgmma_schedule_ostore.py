@@ -41,7 +41,7 @@ def test_default_store_is_registers_and_adds_no_code(tmp_path):
     """Off, the source is the template's with the knob's blocks cut out: every shipped entry and variant."""
     assert W.o_store == "registers"
     source = (templates_dir() / W.template_file).read_text()
-    assert len(BLOCK.findall(source)) == 4 and source.count(SIGNATURE) == 1
+    assert len(BLOCK.findall(source)) == 5 and source.count(SIGNATURE) == 1
     cut_source = BLOCK.sub("", source).replace(SIGNATURE, "")
     assert "o_store_tma" not in cut_source
     (tmp_path / W.template_file).write_text(cut_source)
