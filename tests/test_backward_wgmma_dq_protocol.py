@@ -1,0 +1,150 @@
+"""The DQ_VIA_PRODUCER synchronisation of flash_bwd_wgmma (templates/flash_bwd_wgmma_steps.cuh.j2:
+produce_and_reduce_dq, stage_dq; the loops of flash_bwd_wgmma.cu.j2), checked without a GPU: the kernel's order
+of waits and arrivals, per actor, transcribed as a program, and every interleaving of the actors explored. An
+actor: the producer's threads that reduce dQ rows (r < BLOCK_M: they load too), its other threads (load only),
+each consumer warpgroup. mbarrier waits pass as the hardware's try_wait.parity does (on the parity of the
+completed phases), so a waiter one phase early or two late shows up; named barriers count arrivals as the
+hardware does, so a warpgroup arriving twice on one barrier id shows up. Checked for every interleaving: no
+deadlock, no early parity pass, no double arrival, a query stage never rewritten while a consumer reads it, a
+staging tile never rewritten before the producer has read it, and read only once all of its slices are stored."""
+import pytest
+
+
+def producer(n, stages, bufs, reduces):
+    ops = []
+    for it in range(n + stages):
+        if it < n:
+            st = it % stages
+            if it >= stages:
+                ops.append(("wait", ("empty", st), it // stages - 1))
+            ops += [("load", st, it), ("arrive", ("full", st))]
+        j = it - stages
+        if reduces and j >= 0:
+            b = j % bufs
+            ops += [("wait", ("dq_full", b), j // bufs), ("reduce", b, j), ("arrive", ("dq_empty", b))]
+    return ops
+
+
+def consumer(wg, n, stages, bufs, dq_wgs, pipeline, consumers=2):
+    uneven, does_dq = dq_wgs < consumers, wg < dq_wgs
+    ops = []
+
+    def ds_barrier(st):  # store_ds: dQ's warpgroups bar.sync, the others bar.arrive (uneven: an id per stage)
+        bar = ("ds", st if uneven else 0)
+        return [("bar_arrive", bar), ("bar_wait", bar)] if does_dq else [("bar_arrive", bar)]
+
+    def stage_dq(tile):
+        if not does_dq:
+            return []
+        b = tile % bufs
+        wait = [("wait", ("dq_empty", b), tile // bufs - 1)] if tile >= bufs else []
+        return wait + [("stage", b, tile, wg), ("arrive", ("dq_full", b))]
+
+    for it in range(n + 1 if pipeline else n):
+        tile = it < n
+        st = (it if tile else it - 1) % stages
+        if tile:
+            ops += [("wait", ("full", st), it // stages), ("read", st, it)]
+            ops += ds_barrier(st)
+        if not pipeline:
+            ops += [("done", st), ("arrive", ("empty", st))] + stage_dq(it)  # (reads retired: wgmma_wait<0>)
+        else:
+            ops += stage_dq(it - 1) if it > 0 else []
+            ops += [("done", st), ("arrive", ("empty", st))] if tile else []
+    return ops
+
+
+def explore(n, stages, bufs, dq_wgs, pipeline):
+    """Every interleaving; raises AssertionError at the first violation. Returns the number of states."""
+    programs = [producer(n, stages, bufs, True), producer(n, stages, bufs, False)]
+    programs += [consumer(w, n, stages, bufs, dq_wgs, pipeline) for w in range(2)]
+    expected = {"full": 2, "empty": 2, "dq_full": dq_wgs, "dq_empty": 1}
+    start = (tuple(0 for _ in programs), (), (), (), (), ())
+    seen, todo = {start}, [start]
+    while todo:
+        state = todo.pop()
+        pcs = state[0]
+        moved = False
+        for a, prog in enumerate(programs):
+            if pcs[a] < len(prog):
+                nxt = step(a, prog[pcs[a]], state, expected)
+                if nxt is not None:
+                    moved = True
+                    if nxt not in seen:
+                        seen.add(nxt)
+                        todo.append(nxt)
+        if not moved:
+            assert all(pc == len(p) for pc, p in zip(pcs, programs)), f"deadlock at {pcs}: {state}"
+    return len(seen)
+
+
+def step(a, op, state, expected):
+    """The state after actor a runs op, or None if op waits."""
+    pcs, mbars, bars, stages, staging, targets = (dict(x) if i else list(x) for i, x in enumerate(state))
+    kind = op[0]
+    if kind == "wait":
+        completed = mbars.get(op[1], (0, 0))[1]
+        if (completed & 1) == (op[2] & 1):
+            return None  # try_wait.parity: the phase of that parity is not complete
+        assert completed == op[2] + 1, f"actor {a} passed {op} with {completed} phases completed"
+    elif kind == "arrive":
+        count, completed = mbars.get(op[1], (0, 0))
+        count += 1
+        mbars[op[1]] = (0, completed + 1) if count == expected[op[1][0]] else (count, completed)
+    elif kind == "bar_arrive":
+        arrivers, generation = bars.get(op[1], ((), 0))
+        assert a not in arrivers, f"actor {a} arrived twice on named barrier {op[1]}"
+        arrivers += (a,)
+        targets[a] = generation + 1
+        bars[op[1]] = ((), generation + 1) if len(arrivers) == 2 else (arrivers, generation)
+    elif kind == "bar_wait":
+        if bars[op[1]][1] < targets[a]:
+            return None
+    elif kind == "load":
+        tile, readers = stages.get(op[1], (None, ()))
+        assert not readers, f"stage {op[1]} rewritten with tile {op[2]} while {readers} read tile {tile}"
+        stages[op[1]] = (op[2], ())
+    elif kind == "read":
+        tile, readers = stages.get(op[1], (None, ()))
+        assert tile == op[2], f"consumer {a} reads tile {op[2]} from stage {op[1]} holding {tile}"
+        stages[op[1]] = (tile, readers + (a,))
+    elif kind == "done":
+        tile, readers = stages[op[1]]
+        stages[op[1]] = (tile, tuple(r for r in readers if r != a))
+    elif kind == "stage":
+        tile, writers, read = staging.get(op[1], (None, (), True))
+        assert read or tile == op[2], f"staging tile {op[1]} rewritten with tile {op[2]} before tile {tile} was read"
+        staging[op[1]] = (op[2], (writers if tile == op[2] else ()) + (op[3],), False)
+    elif kind == "reduce":
+        tile, writers, read = staging.get(op[1], (None, (), True))
+        assert tile == op[2] and not read and len(writers) == expected["dq_full"], \
+            f"reduce of tile {op[2]} finds staging {op[1]} = {tile, writers, read}"
+        staging[op[1]] = (tile, writers, True)
+    pcs[a] += 1
+    return (tuple(pcs), *(tuple(sorted(d.items())) for d in (mbars, bars, stages, staging, targets)))
+
+
+# (stages, staging tiles, dQ warpgroups, pipelined): the four shapes the rules accept (D 128 s2; D 64 s2; D 64 s3)
+# and one they refuse for shared memory (D 128 s3, one staging tile), in case it ever fits
+SHAPES = [(2, 1, 2, False), (2, 2, 1, False), (3, 2, 1, True), (3, 1, 2, True), (2, 1, 1, False)]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "s{}_bufs{}_dqwgs{}{}".format(*s[:3], "_pipe" if s[3] else ""))
+def test_every_interleaving_is_safe(shape, n):
+    assert explore(n, *shape) > n
+
+
+def test_the_checker_finds_a_missing_wait():
+    """Without the consumers' dq_empty wait a staging tile is overwritten before the producer read it."""
+    original = consumer
+
+    def no_wait(*args, **kw):
+        return [op for op in original(*args, **kw) if not (op[0] == "wait" and op[1][0] == "dq_empty")]
+
+    globals()["consumer"] = no_wait
+    try:
+        with pytest.raises(AssertionError, match="rewritten .* before"):
+            explore(3, 2, 1, 2, False)
+    finally:
+        globals()["consumer"] = original
