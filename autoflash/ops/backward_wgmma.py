@@ -21,7 +21,8 @@ without it, 0.75-0.82x cuDNN (benchmarks/bench_backward_wgmma_h200_2026-11-29_s5
 D 64's producer config (block_m 64, one warpgroup computes the dQ tile) ran 3-5 % above the w8
 block_m 128 tiles on every H200 N 4096 row (benchmarks/bench_backward_wgmma_h200_2026-11-29_s6_BW_call1.log)
 and is the D 64 default since. The pipelined schedule (stages 3) is correct but 2-6 % slower than
-stages 2 on every row there: not a default.
+stages 2 on every row there: not a default. DQ_VIA_PRODUCER (a switch, off; not yet run on a GPU): the
+consumers stage dQ in shared memory and the producer warpgroup reduces it with bulk copies.
 
 Not here (the rules refuse them, ops/backward.py serves them with flash_bwd_mma): the variants
 (window, softcap, sinks, ALiBi), head dim 256 (dK and dV of 64 keys x 256 columns are 256 registers
