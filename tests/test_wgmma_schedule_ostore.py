@@ -141,3 +141,11 @@ def test_tma_store_compiles_without_spills(tma, cfg):
     kernel = afc.compile_kernel(cfg, use_cache=False)
     assert kernel.report.spills == 0, kernel.report
     assert kernel.report.registers <= 255
+
+
+def test_output_strides_the_tma_store_cannot_take_are_refused(fake_maps, tma):
+    odd = (8 * 1000 * 132, 1000 * 132, 132)  # a token stride of 264 B
+    contiguous = (8 * 1000 * 128, 1000 * 128, 128)
+    p = Problem(2, 8, 8, 1000, 1000, 128, False, strides=(contiguous, contiguous, contiguous, odd))
+    with pytest.raises(ValueError, match="multiples of 16 bytes"):
+        W.launch_args(wgmma(128), p, 0.1)

@@ -248,6 +248,9 @@ class WgmmaTemplate(ForwardTemplate):
         if p.cu_seqlens_q:
             batch, rows = 1, p.total_q
             os_ = (os_[1] * p.heads_q + os_[2] * rows, os_[1], os_[2])
+        if any(stride * DTYPE_BYTES[cfg.dtype] % 16 for stride in os_):
+            raise ValueError(f"flash_fwd_wgmma with o_store 'tma' needs O's (batch, head, token) strides {tuple(os_)} "
+                             "in multiples of 16 bytes (its TMA store)")
         geometry = (cfg.dtype, batch, p.heads_q, rows, dim_v(cfg), tuple(os_), 64)
         return lambda o: (cached_operand_map(o, *geometry).kernel_arg(),)
 
