@@ -7,14 +7,17 @@ consumer warpgroup: block_m 64); "regs-same", that same config with the register
 compared); and cuDNN. Every kernel is captured in a CUDA graph of --calls launches and replayed in interleaved
 rounds (benchmarks/graph_timing.py); the table gives TFLOP/s (median over rounds), ratios and the spread.
 
-    PYTHONPATH=$PWD python3 benchmarks/wgmma_ostore_ab.py [--seq-lens 1024] [--rounds 7] [--check]
+    PYTHONPATH=$PWD python3 benchmarks/wgmma_ostore_ab.py [--seq-lens 1024] [--rounds 7] [--check] [--precompile]
 
---check also compares each "tma" kernel's output with the served kernel's (max |diff|, bf16/fp16 noise).
+--check also compares each "tma" kernel's output with the served kernel's (max |diff|, bf16/fp16 noise);
+--precompile only compiles every kernel a run would time (8 processes, into the disk cache) and exits.
 """
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -115,6 +118,29 @@ def row(dtype, d, causal, n, rounds, calls, check):
           + f" | {cudnn / 1e12 if cudnn else float('nan'):.0f} | {ratio}{diff} |", flush=True)
 
 
+def _compile(cfg, store: str) -> str:
+    WG.o_store = store
+    r = compile_kernel(cfg).report
+    return f"{store:>9} {cfg.name}: {r.registers} registers, {r.spills} B spilled"
+
+
+def precompile(args) -> None:
+    arch, name = device_arch(0)
+    jobs = set()
+    for n in args.seq_lens:
+        for dtype in args.dtypes:
+            for d in args.head_dims:
+                for causal in (False, True):
+                    served = choose_config(arch, name, dtype, d, causal, n)
+                    same = fitting(served)
+                    jobs.add((served, "registers"))
+                    if same is not None:
+                        jobs |= {(same, "tma"), (same, "registers")}
+    with ProcessPoolExecutor(8, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for line in pool.map(_compile, *zip(*sorted(jobs, key=lambda j: (j[0].name, j[1])))):
+            print(line, flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seq-lens", nargs="+", type=int, default=[1024])
@@ -123,7 +149,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--calls", type=int, default=10, help="launches per CUDA graph")
     ap.add_argument("--check", action="store_true")
+    ap.add_argument("--precompile", action="store_true")
     args = ap.parse_args()
+    if args.precompile:
+        return precompile(args)
     print(f"{torch.cuda.get_device_name()}; graphs of {args.calls} launches, {args.rounds} interleaved rounds; "
           "TFLOP/s (x cuDNN, spread)")
     print("| row | served config | TMA-store config | served (registers) | tma | regs, TMA's tiles | cuDNN | "
