@@ -124,6 +124,16 @@ def precompile(arch, dtypes, head_dims, others, schedules, deterministic):
                   flush=True)
 
 
+def problem(dtype: str, d: int, n: int, causal: bool):
+    """The timed problem (16k tokens a row, H x D = 2048): q, k, v, dout, the forward's O and LSE, and SDPA
+    flash's gradients as the reference (None where it refuses)."""
+    b, h = max(1, 16384 // n), 2048 // d
+    torch.manual_seed(0)
+    q, k, v, dout = (torch.randn(b, h, n, d, device="cuda", dtype=DTYPES[dtype]) for _ in range(4))
+    out, lse = torch_forward(q, k, v, causal, 1 / math.sqrt(d))
+    return q, k, v, dout, out, lse, sdpa_backward("flash", q, k, v, dout, causal)[1]
+
+
 def torch_forward(q, k, v, causal, scale):
     """O (input dtype) and natural-log LSE (float32) of a float32 torch forward."""
     s = (q.float() @ k.float().transpose(-1, -2)) * scale
@@ -157,12 +167,8 @@ def main():
         for d in head_dims:
             for n in (int(x) for x in args.seqs.split(",")):
                 for causal in (False, True):
-                    b, h = max(1, 16384 // n), 2048 // d
-                    torch.manual_seed(0)
-                    q, k, v, dout = (torch.randn(b, h, n, d, device="cuda", dtype=DTYPES[dtype]) for _ in range(4))
-                    out, lse = torch_forward(q, k, v, causal, 1 / math.sqrt(d))
+                    q, k, v, dout, out, lse, ref = problem(dtype, d, n, causal)
                     fns, errs = {}, {}
-                    _, ref = sdpa_backward("flash", q, k, v, dout, causal)
                     for name, (cfg, schedule) in configs(arch, dtype, d, causal, args.others and dtype == "bf16",
                                                          args.schedules, args.deterministic).items():
                         fns[name] = pinned(cfg, schedule, q, k, v, out, lse, dout, causal)
@@ -173,7 +179,7 @@ def main():
                         if fn is not None:
                             fns[f"sdpa_{name}"] = fn
                     timed = time_interleaved(fns)
-                    flops = backward_flops(b, h, n, d, causal)
+                    flops = backward_flops(*q.shape[:2], n, d, causal)
                     tf = {name: flops / (ms * 1e-3) / 1e12 for name, (ms, _) in timed.items()}
                     rows.append((dtype, d, n, causal, tf, timed["wgmma"][1], errs))
                     print(f"  {dtype} d{d} n{n} causal={causal}: " + ", ".join(f"{x} {y:.0f}" for x, y in tf.items())

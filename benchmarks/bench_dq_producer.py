@@ -11,13 +11,12 @@ holds the float64 checks).
         [--head-dims 128,64] [--seqs 4096] [--precompile]
 """
 import argparse
-import math
 import sys
 
 import torch
 
 from bench_backward import backward_flops, rel, sdpa_backward, time_interleaved
-from bench_backward_wgmma import DTYPES, key, pinned, torch_forward
+from bench_backward_wgmma import key, pinned, problem
 
 from autoflash.kernels.archs import build_arch
 from autoflash.kernels.compile import compile_kernel
@@ -82,11 +81,7 @@ def main():
         for d in head_dims:
             for n in (int(x) for x in args.seqs.split(",")):
                 for causal in (False, True):
-                    b, h = max(1, 16384 // n), 2048 // d
-                    torch.manual_seed(0)
-                    q, k, v, dout = (torch.randn(b, h, n, d, device="cuda", dtype=DTYPES[dtype]) for _ in range(4))
-                    out, lse = torch_forward(q, k, v, causal, 1 / math.sqrt(d))
-                    _, ref = sdpa_backward("flash", q, k, v, dout, causal)
+                    q, k, v, dout, out, lse, ref = problem(dtype, d, n, causal)
                     fns, errs = {}, {}
                     for name, (cfg, on) in configs(arch, dtype, d, causal).items():
                         fns[name] = switched(on, pinned, cfg, "", q, k, v, out, lse, dout, causal)
@@ -96,7 +91,7 @@ def main():
                     if fn is not None:
                         fns["sdpa_cudnn"] = fn
                     timed = time_interleaved(fns)
-                    flops = backward_flops(b, h, n, d, causal)
+                    flops = backward_flops(*q.shape[:2], n, d, causal)
                     tf = {name: flops / (ms * 1e-3) / 1e12 for name, (ms, _) in timed.items()}
                     spread = {name: s for name, (_, s) in timed.items()}
                     rows.append((dtype, d, n, causal, tf, spread))
