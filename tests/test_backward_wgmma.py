@@ -129,6 +129,18 @@ def _disassembler():
     return None
 
 
+def kernel_sass(kernel, name: str, tmp_path) -> str:
+    """The SASS of kernel `name` in a compiled kernel's cubin (skips the test without cuobjdump)."""
+    tool = _disassembler()
+    if tool is None:
+        pytest.skip("no cuobjdump to read the SASS (pip install nvidia-cuda-cuobjdump)")
+    cubin = tmp_path / "k.cubin"
+    cubin.write_bytes(kernel.cubin)
+    sass = subprocess.run([tool, "-sass", str(cubin)], capture_output=True, text=True, check=True).stdout
+    main = sass[sass.index(f"Function : {name}\n"):]
+    return main[:main.index("Function : ", 20)] if "Function : " in main[20:] else main
+
+
 SCHEDULES = {"split": (False, False), "own_keys": (True, False), "bulk": (False, True)}  # (DQ_OWN_KEYS, DQ_BULK_REDUCE)
 
 
@@ -177,13 +189,7 @@ def test_compiles_without_spills_and_uses_hgmma(schedule, c, tmp_path, monkeypat
     kernel = compile_kernel(c)
     assert kernel.report.spills == 0 and kernel.report.registers <= 255, kernel.report
     assert "serialized" not in kernel.log  # ptxas did not serialise the wgmmas (a register hazard)
-    tool = _disassembler()
-    if tool is None:
-        pytest.skip("no cuobjdump to read the SASS (pip install nvidia-cuda-cuobjdump)")
-    cubin = tmp_path / "k.cubin"
-    cubin.write_bytes(kernel.cubin)
-    sass = subprocess.run([tool, "-sass", str(cubin)], capture_output=True, text=True, check=True).stdout
-    main = sass[sass.index(f"Function : {c.name}\n"):]
+    main = kernel_sass(kernel, c.name, tmp_path)
     # S^T, dP^T (m64 n block_m), dV, dK (m64 n D) and dQ (m64 n D / column groups)
     rows, cols = WG.dq_split(c)
     shapes = {f"HGMMA.64x{c.block_m}x16", f"HGMMA.64x{c.head_dim}x16", f"HGMMA.64x{c.head_dim // cols}x16"}

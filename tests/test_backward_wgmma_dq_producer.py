@@ -6,14 +6,13 @@ with no spills, the producer within its setmaxnreg budget, the consumers storing
 red.global) and the producer reducing it with bulk copies. GPU correctness:
 tests/test_backward_wgmma_dq_producer_gpu.py."""
 import re
-import subprocess
 
 import pytest
 
 from autoflash.kernels.render import render
 from autoflash.ops import backward_wgmma
 from autoflash.ops.backward_wgmma import TEMPLATE as WG
-from test_backward_wgmma import SCHEDULES, _disassembler, _valid_configs, cfg
+from test_backward_wgmma import SCHEDULES, _valid_configs, cfg, kernel_sass
 
 KNOB_TEXT = ("DQ_BUFS", "DQ_PSTRIDE", "dq_full_bar", "dq_empty_bar", "DQ_VIA_PRODUCER")
 
@@ -103,14 +102,7 @@ def test_compiles_without_spills(knob_on, d, causal, stages, dtype, tmp_path):
     print(f"{c.name}: {kernel.report.registers} registers, {kernel.report.spills} B spilled")
     assert kernel.report.spills == 0 and kernel.report.registers <= 168, kernel.report  # (384 threads, 1 block)
     assert "serialized" not in kernel.log
-    tool = _disassembler()
-    if tool is None:
-        pytest.skip("no cuobjdump to read the SASS (pip install nvidia-cuda-cuobjdump)")
-    cubin = tmp_path / "k.cubin"
-    cubin.write_bytes(kernel.cubin)
-    sass = subprocess.run([tool, "-sass", str(cubin)], capture_output=True, text=True, check=True).stdout
-    main = sass[sass.index(f"Function : {c.name}\n"):]
-    main = main[:main.index("Function : ", 20)] if "Function : " in main[20:] else main
+    main = kernel_sass(kernel, c.name, tmp_path)
     assert "UBLKRED.G.S.ADD.F32" in main and "REDG" not in main  # the producer's bulk reductions only
     assert "STS.64" in main  # the consumers' float2 stores of dQ to the staging tile
     assert "USETMAXREG.DEALLOC.CTAPOOL 0x18" in main and _producer_max_register(main) < 24
