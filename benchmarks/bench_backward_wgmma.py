@@ -134,6 +134,15 @@ def problem(dtype: str, d: int, n: int, causal: bool):
     return q, k, v, dout, out, lse, sdpa_backward("flash", q, k, v, dout, causal)[1]
 
 
+def problems(dtypes, head_dims, seqs: str):
+    """Every timed problem in the table's order: (dtype, d, n, causal) and problem()'s tensors."""
+    for dtype in dtypes:
+        for d in head_dims:
+            for n in (int(x) for x in seqs.split(",")):
+                for causal in (False, True):
+                    yield (dtype, d, n, causal), problem(dtype, d, n, causal)
+
+
 def torch_forward(q, k, v, causal, scale):
     """O (input dtype) and natural-log LSE (float32) of a float32 torch forward."""
     s = (q.float() @ k.float().transpose(-1, -2)) * scale
@@ -163,30 +172,26 @@ def main():
         return 0
     print(f"# {torch.cuda.get_device_name()} torch {torch.__version__}; backward TFLOP/s (2.5x forward FLOPs)")
     rows = []
-    for dtype in dtypes:
-        for d in head_dims:
-            for n in (int(x) for x in args.seqs.split(",")):
-                for causal in (False, True):
-                    q, k, v, dout, out, lse, ref = problem(dtype, d, n, causal)
-                    fns, errs = {}, {}
-                    for name, (cfg, schedule) in configs(arch, dtype, d, causal, args.others and dtype == "bf16",
-                                                         args.schedules, args.deterministic).items():
-                        fns[name] = pinned(cfg, schedule, q, k, v, out, lse, dout, causal)
-                        if ref is not None:
-                            errs[name] = max(rel(a, r) for a, r in zip(fns[name](), ref))
-                    for name in ("cudnn", "flash"):
-                        fn, _ = sdpa_backward(name, q, k, v, dout, causal)
-                        if fn is not None:
-                            fns[f"sdpa_{name}"] = fn
-                    timed = time_interleaved(fns)
-                    flops = backward_flops(*q.shape[:2], n, d, causal)
-                    tf = {name: flops / (ms * 1e-3) / 1e12 for name, (ms, _) in timed.items()}
-                    rows.append((dtype, d, n, causal, tf, timed["wgmma"][1], errs))
-                    print(f"  {dtype} d{d} n{n} causal={causal}: " + ", ".join(f"{x} {y:.0f}" for x, y in tf.items())
-                          + "; max rel err vs sdpa flash " + ", ".join(f"{x} {y:.1e}" for x, y in errs.items()),
-                          flush=True)
-                    del q, k, v, dout, out, lse, fns, ref
-                    torch.cuda.empty_cache()
+    for (dtype, d, n, causal), (q, k, v, dout, out, lse, ref) in problems(dtypes, head_dims, args.seqs):
+        fns, errs = {}, {}
+        for name, (cfg, schedule) in configs(arch, dtype, d, causal, args.others and dtype == "bf16",
+                                             args.schedules, args.deterministic).items():
+            fns[name] = pinned(cfg, schedule, q, k, v, out, lse, dout, causal)
+            if ref is not None:
+                errs[name] = max(rel(a, r) for a, r in zip(fns[name](), ref))
+        for name in ("cudnn", "flash"):
+            fn, _ = sdpa_backward(name, q, k, v, dout, causal)
+            if fn is not None:
+                fns[f"sdpa_{name}"] = fn
+        timed = time_interleaved(fns)
+        flops = backward_flops(*q.shape[:2], n, d, causal)
+        tf = {name: flops / (ms * 1e-3) / 1e12 for name, (ms, _) in timed.items()}
+        rows.append((dtype, d, n, causal, tf, timed["wgmma"][1], errs))
+        print(f"  {dtype} d{d} n{n} causal={causal}: " + ", ".join(f"{x} {y:.0f}" for x, y in tf.items())
+              + "; max rel err vs sdpa flash " + ", ".join(f"{x} {y:.1e}" for x, y in errs.items()),
+              flush=True)
+        del q, k, v, dout, out, lse, fns, ref
+        torch.cuda.empty_cache()
     names = ["wgmma", "wgmma_ws", "wgmma_pipe", "wgmma_plain", "wgmma_own", "wgmma_bulk", "wgmma_det", "mma", "mma_det",
              "sdpa_cudnn", "sdpa_flash"]
     pairs = (("wgmma", "mma"), ("wgmma", "sdpa_cudnn"), ("wgmma_ws", "sdpa_cudnn"), ("wgmma_ws", "wgmma"),

@@ -16,7 +16,7 @@ import sys
 import torch
 
 from bench_backward import backward_flops, rel, sdpa_backward, time_interleaved
-from bench_backward_wgmma import key, pinned, problem
+from bench_backward_wgmma import key, pinned, problems
 
 from autoflash.kernels.archs import build_arch
 from autoflash.kernels.compile import compile_kernel
@@ -77,29 +77,25 @@ def main():
     print(f"# {torch.cuda.get_device_name()} torch {torch.__version__}; backward TFLOP/s (2.5x forward FLOPs)")
     names = ["ws", "ws_dqp", "pipe", "pipe_dqp", "sdpa_cudnn"]
     rows = []
-    for dtype in dtypes:
-        for d in head_dims:
-            for n in (int(x) for x in args.seqs.split(",")):
-                for causal in (False, True):
-                    q, k, v, dout, out, lse, ref = problem(dtype, d, n, causal)
-                    fns, errs = {}, {}
-                    for name, (cfg, on) in configs(arch, dtype, d, causal).items():
-                        fns[name] = switched(on, pinned, cfg, "", q, k, v, out, lse, dout, causal)
-                        if ref is not None:
-                            errs[name] = max(rel(a, r) for a, r in zip(fns[name](), ref))
-                    fn, _ = sdpa_backward("cudnn", q, k, v, dout, causal)
-                    if fn is not None:
-                        fns["sdpa_cudnn"] = fn
-                    timed = time_interleaved(fns)
-                    flops = backward_flops(*q.shape[:2], n, d, causal)
-                    tf = {name: flops / (ms * 1e-3) / 1e12 for name, (ms, _) in timed.items()}
-                    spread = {name: s for name, (_, s) in timed.items()}
-                    rows.append((dtype, d, n, causal, tf, spread))
-                    print(f"  {dtype} d{d} n{n} causal={causal}: " + ", ".join(f"{x} {y:.0f}" for x, y in tf.items())
-                          + "; max rel err vs sdpa flash " + ", ".join(f"{x} {y:.1e}" for x, y in errs.items()),
-                          flush=True)
-                    del q, k, v, dout, out, lse, fns, ref
-                    torch.cuda.empty_cache()
+    for (dtype, d, n, causal), (q, k, v, dout, out, lse, ref) in problems(dtypes, head_dims, args.seqs):
+        fns, errs = {}, {}
+        for name, (cfg, on) in configs(arch, dtype, d, causal).items():
+            fns[name] = switched(on, pinned, cfg, "", q, k, v, out, lse, dout, causal)
+            if ref is not None:
+                errs[name] = max(rel(a, r) for a, r in zip(fns[name](), ref))
+        fn, _ = sdpa_backward("cudnn", q, k, v, dout, causal)
+        if fn is not None:
+            fns["sdpa_cudnn"] = fn
+        timed = time_interleaved(fns)
+        flops = backward_flops(*q.shape[:2], n, d, causal)
+        tf = {name: flops / (ms * 1e-3) / 1e12 for name, (ms, _) in timed.items()}
+        spread = {name: s for name, (_, s) in timed.items()}
+        rows.append((dtype, d, n, causal, tf, spread))
+        print(f"  {dtype} d{d} n{n} causal={causal}: " + ", ".join(f"{x} {y:.0f}" for x, y in tf.items())
+              + "; max rel err vs sdpa flash " + ", ".join(f"{x} {y:.1e}" for x, y in errs.items()),
+              flush=True)
+        del q, k, v, dout, out, lse, fns, ref
+        torch.cuda.empty_cache()
     pairs = (("ws_dqp", "ws"), ("pipe_dqp", "pipe"), ("pipe_dqp", "ws"), ("ws_dqp", "sdpa_cudnn"))
     print("\n| dtype | D | N | causal | " + " | ".join(names) + " | " + " | ".join(f"{a}/{b}" for a, b in pairs)
           + " | spread ws / ws_dqp |")
