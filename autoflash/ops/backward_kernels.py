@@ -42,11 +42,9 @@ from autoflash.ops.forward_base import Problem, causal_offset
 
 # (Q/K head dim, V head dim) pairs with a backward (Dv != Dqk, e.g. MLA's 192/128); 192 is a backward
 # head dim only as such a pair's (routing's dense head dims stay TEMPLATE.key_values).
+# Served by autoflash.attention() and attention_backward: their float64 gradient tests
+# (tests/test_backward_head_dim_v_gpu.py) passed on the H200 (2026-11-29, fifth session).
 HEAD_DIM_PAIRS = ((192, 128), (128, 64))
-# The pairs the serving calls (autoflash.attention(), attention_backward) run: those whose float64 gradient
-# tests (tests/test_backward_head_dim_v_gpu.py) have passed on a GPU (H200, 2026-11-29, fifth session: 158 passed
-# with the schedule-knob, paged and varlen-backward files).
-SERVED_HEAD_DIM_PAIRS: tuple = HEAD_DIM_PAIRS
 PAD_M = 128  # workspace rows per (batch, query head) are padded to this (>= every block_m)
 SMEM_PAD = 8  # elements (16 bytes) added to each shared-memory row: conflict-free ldmatrix
 TOLERANCE = {"fp16": 2e-3, "bf16": 1e-2}

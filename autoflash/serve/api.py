@@ -10,7 +10,7 @@ from autoflash.kernels.compile import compile_kernel
 from autoflash.kernels.config import OpConfig
 from autoflash.kernels.device import device_arch
 from autoflash.kernels.loaded import LoadedKernel, stream_handle
-from autoflash.ops.backward_kernels import SERVED_HEAD_DIM_PAIRS
+from autoflash.ops.backward_kernels import HEAD_DIM_PAIRS
 from autoflash.ops.decode_kernels import DecodeConfig
 from autoflash.ops.forward import FORWARD
 from autoflash.ops.forward_base import CAUSAL_ALIGNMENTS, KernelConfig, Problem, causal_offset
@@ -172,7 +172,7 @@ def attention(q, k, v, *, causal: bool = False, causal_alignment: str = "top_lef
         qo = as_operand(q, "q")
         problem = check_inputs(qo, as_operand(k, "k"), as_operand(v, "v"), head_dim_v_ok=True)  # shapes first
         _variants(variant_args, qo, problem, causal)  # bad variant values are refused before any launch
-        if problem.head_dim_v and (problem.head_dim, problem.head_dim_v) not in SERVED_HEAD_DIM_PAIRS:
+        if problem.head_dim_v and (problem.head_dim, problem.head_dim_v) not in HEAD_DIM_PAIRS:
             raise InputError(no_v_head_dim_gradients(problem.head_dim, problem.head_dim_v))
         why = differentiable_problem(kind=qo.kind, dtype=qo.dtype, arch=device_arch(qo.device)[0],
                                      head_dim=problem.head_dim_v or problem.head_dim)  # a pair: its V head dim

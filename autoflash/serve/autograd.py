@@ -15,7 +15,7 @@ from autoflash.kernels.device import device_arch
 from autoflash.kernels.loaded import LoadedKernel, stream_handle
 from autoflash.ops.backward import OPERATION, TEMPLATE
 from autoflash.ops.backward_gpu import launch_plan
-from autoflash.ops.backward_kernels import SERVED_HEAD_DIM_PAIRS, BackwardConfig, TensorSpec, check_inputs
+from autoflash.ops.backward_kernels import HEAD_DIM_PAIRS, BackwardConfig, TensorSpec, check_inputs
 from autoflash.ops.backward_wgmma import serving_config
 from autoflash.serve import dispatch
 from autoflash.serve.errors import InputError
@@ -70,7 +70,7 @@ def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, cau
 
     q: (batch, heads_q, seq_q, head_dim); k: (batch, heads_kv, seq_k, head_dim); v: (batch, heads_kv,
     seq_k, head_dim_v); out, grad_out: (batch, heads_q, seq_q, head_dim_v); head_dim_v = head_dim, or
-    V's own head dim for the pairs ops.backward_kernels.SERVED_HEAD_DIM_PAIRS (192/128 and 128/64,
+    V's own head dim for the pairs ops.backward_kernels.HEAD_DIM_PAIRS (192/128 and 128/64,
     flash_bwd_mma); fp16 or bf16 CUDA tensors, contiguous; lse: the forward's float32 natural-log log-sum-exp
     (batch, heads_q, seq_q), e.g. from autoflash.attention(..., return_lse=True). causal_alignment
     as the forward's: "top_left" (query i sees keys 0..i) or "bottom_right" (keys 0..i + seq_k - seq_q;
@@ -93,8 +93,6 @@ def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, cau
     flags = variants.flags()
     p = check_inputs(*specs, causal, causal_alignment, window=(variants.window_left, variants.window_right),
                      softcap=variants.softcap, alibi_batch_stride=variants.alibi_batch_stride if flags["alibi"] else -1)
-    if p.head_dim_v and (p.head_dim, p.head_dim_v) not in SERVED_HEAD_DIM_PAIRS:
-        raise InputError(no_v_head_dim_gradients(p.head_dim, p.head_dim_v))
     scale = check_scale(scale, p.head_dim)
     import torch
 
@@ -192,6 +190,6 @@ def differentiable_attention(forward, q, k, v, *, causal: bool, scale, determini
 
 def no_v_head_dim_gradients(head_dim: int, head_dim_v: int) -> str:
     """Why a Dqk != Dv problem gets no gradients."""
-    pairs = ", ".join(f"{d}/{dv}" for d, dv in SERVED_HEAD_DIM_PAIRS) or "none"
+    pairs = ", ".join(f"{d}/{dv}" for d, dv in HEAD_DIM_PAIRS)
     return (f"no gradients with v's head dim ({head_dim_v}) != q/k's ({head_dim}): the backward serves Dqk/Dv "
             f"pairs {pairs} only (flash_bwd_mma); call the forward under torch.no_grad()")
