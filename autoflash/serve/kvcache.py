@@ -200,13 +200,12 @@ def paged_config(arch: str, device_name: str, dtype: str, head_dim: int, causal:
     all-variants d128 default spills when paged). Cached per process, as decode's paged configs."""
     key = dict(dtype=dtype, head_dim=head_dim, causal=causal, **dict(flags))
     chosen = api.choose_config(arch, device_name, dtype, head_dim, causal, seq_k, dict(flags))
-    templates = [t for t in (WGMMA, MMA) if build_arch(t.archs, arch)]  # sm_90: wgmma's paged loads first
-    candidates = [chosen] if chosen.template in [t.name for t in templates] else []
-    for template in templates:
-        use_arch = build_arch(template.archs, arch)
-        candidates += [template.config(use_arch, key, **knobs) for knobs in template.default_tiles(key)]
-    valid = [c.replace(paged=True) for c in candidates if not c.replace(paged=True).problems()]
+    # (template, the arch it builds for) of the templates with paged loads here: sm_90 tries wgmma's first
+    templates = [(t, use) for t in (WGMMA, MMA) if (use := build_arch(t.archs, arch))]
+    candidates = [chosen] if chosen.template in [t.name for t, _ in templates] else []
+    candidates += [t.config(use, key, **knobs) for t, use in templates for knobs in t.default_tiles(key)]
+    valid = [c for c in (c.replace(paged=True) for c in candidates) if not c.problems()]
     if not valid:
-        raise InputError(f"chunked prefill on a paged cache: flash_fwd_mma has no config for {dtype} d{head_dim} "
+        raise InputError(f"chunked prefill on a paged cache: no paged forward config for {dtype} d{head_dim} "
                          f"on {arch}")
     return next((c for c in valid if compile_kernel(c).report.spills == 0), valid[0])
