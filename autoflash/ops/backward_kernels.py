@@ -75,13 +75,24 @@ class BackwardConfig(OpConfig):
     # V's head dim when it differs from Q/K's (HEAD_DIM_PAIRS; 0 = head_dim): dV, dO, V at it, dK, dQ at
     # head_dim. Not a key field either (no tuned entries: the pair's default tile serves it).
     head_dim_v: int = 0
+    # flash_bwd_wgmma's dQ reduction (a knob of that template only): -1 = its rule, 0 = the consumers'
+    # red.global adds, 1 = staged in shared memory and reduced by the producer warpgroup. Named "_dqp0" /
+    # "_dqp1" after the flags only when not -1 (configs and entries written before it keep their names).
+    dq_via_producer: int = -1
 
     op: ClassVar[str] = "backward"
     name_parts: ClassVar[tuple] = (("head_dim", "d"), ("head_dim_v", "dv"), ("block_m", "bm"), ("block_n", "bn"), ("warps", "w"),
                                    ("stages", "s"), ("warps_q", "wq"))
 
+    @property
+    def name(self) -> str:
+        return super().name + (f"_dqp{self.dq_via_producer}" if self.dq_via_producer != -1 else "")
+
     def problems(self) -> list[str]:
         errors = super().problems()
+        if self.dq_via_producer != -1 and self.template != "flash_bwd_wgmma":
+            errors.append(f"dq_via_producer={self.dq_via_producer} is a flash_bwd_wgmma knob; {self.template} "
+                          f"needs -1")
         if self.varlen is True and self.template != "flash_bwd_mma":
             errors.append(f"varlen is a flash_bwd_mma mode; {self.template} has no varlen backward yet")
         if self.head_dim_v and self.template != "flash_bwd_mma":
