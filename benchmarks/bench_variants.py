@@ -31,6 +31,7 @@ import torch
 import autoflash
 
 import common  # noqa: E402  (benchmarks/common.py: run as python benchmarks/bench_variants.py)
+import graph_timing  # noqa: E402  (benchmarks/graph_timing.py)
 
 WINDOW_LEFT = 1024
 SOFTCAP = 30.0
@@ -53,9 +54,31 @@ def alibi_slopes(heads: int) -> torch.Tensor:
     return 2.0 ** (-8.0 * torch.arange(1, heads + 1, dtype=torch.float32) / heads)
 
 
-def time_ms(fn, reps: int) -> float:
-    """Median of reps CUDA-event timings of fn() (warm-up done by the caller)."""
-    return statistics.median(common.event_times(fn, reps))
+def time_methods(runners: dict, rounds: int, reps: int, graph: bool) -> dict:
+    """name -> (ms per call, max/min of the round medians - 1), methods interleaved round by round.
+    graph: each method captured `reps` times in one CUDA graph and replayed (kernel level: no launch
+    gaps, graph_timing.Impl); else reps CUDA-event timings of single eager calls (warm-up done by the caller)."""
+    if graph:
+        impls = [graph_timing.Impl(name, fn, calls=reps) for name, fn in runners.items()]
+        for impl in impls:
+            try:
+                impl.capture()
+            except Exception as exc:  # not capturable: that method has no number, and the row says why
+                print(f"  {impl.name}: not captured in a CUDA graph ({type(exc).__name__}: {str(exc)[:120]})")
+                impl.graph = None
+        for _ in range(rounds):
+            for impl in impls:
+                impl.replay()
+        out = {impl.name: (1e3 * statistics.median(impl.times), max(impl.times) / min(impl.times) - 1)
+               for impl in impls if impl.times}
+        del impls
+        torch.cuda.empty_cache()
+        return out
+    times = {name: [] for name in runners}
+    for _ in range(rounds):  # interleaved: every method once per round
+        for name, fn in runners.items():
+            times[name].append(statistics.median(common.event_times(fn, reps)))
+    return {name: (statistics.median(ts), max(ts) / min(ts) - 1) for name, ts in times.items()}
 
 
 # ---------------------------------------------------------------------------- the runners
@@ -152,7 +175,8 @@ def sdpa_runner(variant: str, q, k, v, slopes):
 
 
 # ---------------------------------------------------------------------------- one shape
-def bench_shape(d: int, n: int, tokens: int, rounds: int, reps: int, flex, variants=VARIANTS) -> list[dict]:
+def bench_shape(d: int, n: int, tokens: int, rounds: int, reps: int, flex, variants=VARIANTS,
+                graph: bool = False) -> list[dict]:
     batch = max(1, tokens // n)
     gen = torch.Generator(device="cuda").manual_seed(0)
     q, k, v = (torch.randn(batch, HEADS, n, d, device="cuda", dtype=torch.bfloat16, generator=gen) for _ in range(3))
@@ -194,16 +218,11 @@ def bench_shape(d: int, n: int, tokens: int, rounds: int, reps: int, flex, varia
         if "flex" in runners:  # same problem, same answer: the largest difference of the outputs
             out = runners["autoflash"]()
             row["max_abs_diff_vs_flex"] = float((out.float() - runners["flex"]().float()).abs().max())
-        times = {name: [] for name in runners}
-        for _ in range(rounds):  # interleaved: every method once per round
-            for name, fn in runners.items():
-                times[name].append(time_ms(fn, reps))
         flops = 4.0 * batch * HEADS * d * pairs
-        for name, ts in times.items():
-            ms = statistics.median(ts)
+        for name, (ms, spread) in time_methods(runners, rounds, reps, graph).items():
             row[f"{name}_ms"] = ms
             row[f"{name}_tflops"] = flops / (ms * 1e-3) / 1e12
-            row[f"{name}_spread"] = max(ts) / min(ts) - 1
+            row[f"{name}_spread"] = spread
         plain_pairs = visible_pairs(n, causal)
         if "plain_ms" in row:  # the plain kernel's own rate per visible pair
             row["plain_tflops"] = 4.0 * batch * HEADS * d * plain_pairs / (row["plain_ms"] * 1e-3) / 1e12
@@ -241,6 +260,8 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     ap.add_argument("--no-flex", action="store_true", help="skip FlexAttention (its compilation takes minutes)")
+    ap.add_argument("--graph", action="store_true",
+                    help="kernel level: time CUDA-graph replays of --reps calls (default: single eager calls)")
     ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args(argv)
     flex = None
@@ -251,7 +272,7 @@ def main(argv=None) -> int:
     rows = []
     for d in args.head_dims:
         for n in args.seqs:
-            rows += bench_shape(d, n, args.tokens, args.rounds, args.reps, flex, args.variants)
+            rows += bench_shape(d, n, args.tokens, args.rounds, args.reps, flex, args.variants, args.graph)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows}, f, indent=1)
