@@ -13,14 +13,15 @@
 #   bench_dims  autoflash bench at head dims 40/80/96/160 (bf16, N 4096, causal both) vs SDPA
 #   paged_sweep  benchmarks/bench_decode.py --paged-sweep: paged decode configs on the page-16 rows
 #   paged   tune the paged decode keys (bf16/fp16 x D 64/128, <= 16 packed rows, 16-key pages)
-#   variants  tune bf16 D 128 window (causal), softcap (non-causal), sinks and ALiBi (causal) keys at N 4k/16k,
-#             and bf16 D 80/96 (causal both) at N 1k/4k/16k
+#   variants  tune bf16 D 128 ($VARIANT_DIMS, e.g. 64,128) window (causal), softcap (non-causal), sinks and ALiBi
+#             (causal) keys at N 4k/16k, and bf16 D 80/96 (causal both) at N 1k/4k/16k (unless $VARIANT_SKIP_80_96)
 #   dv      tune bf16 Dqk 192 / Dv 128 (causal both, N 1k/4k/16k)
 #   training  benchmarks/bench_training.py --quick: a decoder's training step, autoflash vs SDPA's default
 #   wgmma_det  flash_bwd_wgmma's deterministic tests alone, under a short timeout (a spin lock never run before)
 #   tests_serve  the GPU tests of the serving, host-path, backward and Dqk != Dv files only
 #   tests_files  the GPU tests of the files named in $TESTS_FILES only
-#   bench_variants  benchmarks/bench_variants.py (no FlexAttention): window/softcap/sinks/ALiBi per visible pair vs plain
+#   bench_variants  benchmarks/bench_variants.py (no FlexAttention; $VARIANTS_ARGS, e.g. --graph): window/softcap/sinks/ALiBi
+#                   per visible pair vs plain
 # Usage on the GPU machine: bash benchmarks/h200_final.sh tests verify decode
 # Logs and the updated tuned_configs/sm_90.json land in $OUT; a short summary of each part comes last.
 set -uo pipefail
@@ -64,10 +65,10 @@ for part in "$@"; do
                cp tuned_configs/sm_90.json "$OUT/sm_90.json"
                s=$(tail -16 "$OUT/paged_tune.log") ;;
         variants) { for v in "window=yes --causal yes" "softcap=yes --causal no" "sinks=yes --causal no" "alibi=yes --causal yes"; do
-                        timeout 60 python3 -m autoflash.cli tune --dtype bf16 --head-dim 128 --seq-len 4096,16384 --key $v \
-                            --trials 16 --timeout 6 --out tuned_configs; done
-                    timeout 100 python3 -m autoflash.cli tune --dtype bf16 --head-dim 80,96 --causal both --trials 16 \
-                        --timeout 6 --out tuned_configs; } > "$OUT/variants_tune.log" 2>&1
+                        timeout 60 python3 -m autoflash.cli tune --dtype bf16 --head-dim ${VARIANT_DIMS:-128} \
+                            --seq-len 4096,16384 --key $v --trials ${VARIANT_TRIALS:-16} --timeout 6 --out tuned_configs; done
+                    [ -n "${VARIANT_SKIP_80_96:-}" ] || timeout 100 python3 -m autoflash.cli tune --dtype bf16 --head-dim 80,96 \
+                        --causal both --trials 16 --timeout 6 --out tuned_configs; } > "$OUT/variants_tune.log" 2>&1
                   cp tuned_configs/sm_90.json "$OUT/sm_90.json"
                   s=$(grep -E "^(bf16|fp16)|merged|time: wall" "$OUT/variants_tune.log" | tail -40) ;;
         dv) timeout 100 python3 -m autoflash.cli tune --dtype bf16 --head-dim 192 --key head_dim_v=128 --causal both \
@@ -97,7 +98,7 @@ for part in "$@"; do
                          $TESTS_FILES > "$OUT/tests_files.log" 2>&1
                      s=$(grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_files.log" | tail -25) ;;
         bench_variants) timeout ${VARIANTS_TIMEOUT:-120} python3 benchmarks/bench_variants.py --no-flex --head-dims 128 64 \
-                            --seqs 4096 --rounds 3 --reps 5 > "$OUT/bench_variants.log" 2>&1
+                            --seqs 4096 --rounds 3 --reps 5 ${VARIANTS_ARGS:-} > "$OUT/bench_variants.log" 2>&1
                         s=$(tail -14 "$OUT/bench_variants.log") ;;
         *) s="unknown part $part" ;;
     esac
