@@ -22,9 +22,10 @@ entry written before it; names unchanged), else Dv != Dqk (e.g. 192/128, MLA pre
 (batch, heads_kv, seq_k, head_dim_v) and o (batch, heads_q, seq_q, head_dim_v). Templates with
 head_dims_v = (0,) refuse it (flash_fwd_wgmma, flash_fwd_mma and flash_fwd_simt all take it).
 
-Schedule fields (KernelConfig pingpong/persistent, knobs of flash_fwd_wgmma only): -1 = the
-template's rule (every config and tuned entry written before them; names unchanged), 0 / 1 = off / on,
-named "_pp0", "_persist1", ... after the flags; other templates refuse anything but -1.
+Schedule fields (KernelConfig pingpong/persistent/o_store, knobs of flash_fwd_wgmma only): -1 = the
+template's rule (every config and tuned entry written before them; names unchanged), 0 / 1 = off / on
+(o_store: 0 = from registers, 1 = through shared memory and TMA), named "_pp0", "_persist1", "_ostore1",
+... after the flags; other templates refuse anything but -1.
 
 Variant flags (compile-time, KernelConfig window/softcap/sinks/alibi): a true flag adds its own
 name to the config name ("..._causal_window_softcap_sinks_alibi"); plain configs keep their names.
@@ -67,12 +68,13 @@ class KernelConfig(OpConfig):
     # ping-pong (FA3's inter-warpgroup GEMM turns) and the persistent grid (one CTA per SM looping).
     pingpong: int = -1
     persistent: int = -1
+    o_store: int = -1  # O leaves the consumers from registers (0) or by a TMA store from shared memory (1)
 
     op: ClassVar[str] = "forward"
     name_parts: ClassVar[tuple] = (("head_dim", "d"), ("head_dim_v", "dv"), ("block_m", "br"), ("block_n", "bc"), ("warps", "w"),
                                    ("stages", "s"), ("thread_m", "tm"))
     # (field, prefix) of the schedule fields: named only when not -1, after the flags ("..._causal_pp0")
-    SCHEDULE_PARTS: ClassVar[tuple] = (("pingpong", "pp"), ("persistent", "persist"))
+    SCHEDULE_PARTS: ClassVar[tuple] = (("pingpong", "pp"), ("persistent", "persist"), ("o_store", "ostore"))
 
     @property
     def name(self) -> str:
