@@ -148,6 +148,8 @@ class PackedLaunch:
         self._params_ptr = self.params.ctypes.data
         self.grid, self.block, self.smem = tuple(grid), tuple(block), smem
         self._build = build
+        # leading pointers the structs embed: q, k, v (a build may say 4: flash_fwd_wgmma's O map embeds o)
+        self._struct_key = getattr(build, "struct_pointers", 3)
         self._last_qkv = None
         self._structs = ()  # keeps the last structs alive while their addresses are in params
         self._lock = threading.Lock()
@@ -158,14 +160,14 @@ class PackedLaunch:
             self._structs = tuple(args[i] for i in self.struct_slots)
             for i, a in zip(self.struct_slots, self._structs):
                 struct.pack_into("Q", self._params_view, i * _SLOT, a.ptr)
-        self._last_qkv = pointers[:3]
+        self._last_qkv = tuple(pointers[:self._struct_key])
 
     def __call__(self, q: int, k: int, v: int, o: int, lse: int, stream_ptr: int) -> None:
         """Launch on a raw stream (0: the legacy default stream)."""
         ensure_context()
         with self._lock:
-            if self.struct_slots and (q, k, v) != self._last_qkv:
-                self._set_structs((q, k, v), self._build(q, k, v, o, lse))
+            if self.struct_slots and (q, k, v, o)[:self._struct_key] != self._last_qkv:
+                self._set_structs((q, k, v, o), self._build(q, k, v, o, lse))
             _POINTERS.pack_into(self._values_view, 0, q, k, v, o, lse)
             self._launch(self.function_ptr, *self.grid, *self.block, self.smem, stream_ptr, self._params_ptr, 0)
 
