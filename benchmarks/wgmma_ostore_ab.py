@@ -1,10 +1,10 @@
-"""flash_fwd_wgmma's O store, registers vs TMA (WgmmaTemplate.o_store), at kernel level beside SDPA's cuDNN.
+"""flash_fwd_wgmma's O store, registers vs TMA (KernelConfig.o_store), at kernel level beside SDPA's cuDNN.
 
 For each row (fp16/bf16 x D 64/128/256 x causal, N 1024 by default, B*H*N = 64 x 4096, H = 16, as
-bench_attention.py) it times: "served", the config attention() picks, registers store; "tma", that config with
-the TMA store if its tiles leave room for O's staging tile, else the config with one stage fewer (or, D 256, one
-consumer warpgroup: block_m 64); "regs-same", that same config with the register store (so the store alone is
-compared); and cuDNN. Every kernel is captured in a CUDA graph of --calls launches and replayed in interleaved
+bench_attention.py) it times: "served", the config attention() picks with the register store; "tma", that config
+with the TMA store if its tiles leave room for O's staging tile, else the config with one stage fewer (or, D 256,
+one consumer warpgroup: block_m 64); "regs-same", that same config with the register store (so the store alone is
+compared); and cuDNN. (Each store is spelled as the checks want: o_store -1 where it is the rule.) Every kernel is captured in a CUDA graph of --calls launches and replayed in interleaved
 rounds (benchmarks/graph_timing.py); the table gives TFLOP/s (median over rounds), ratios and the spread.
 
     PYTHONPATH=$PWD python3 benchmarks/wgmma_ostore_ab.py [--seq-lens 1024] [--rounds 7] [--check] [--precompile]
@@ -40,33 +40,31 @@ WG = TEMPLATES["flash_fwd_wgmma"]
 TOKENS, HEADS = 64 * 4096, 16
 
 
+def with_store(cfg, store: str):
+    """cfg with O stored from "registers" or by "tma", o_store spelled -1 where that is the rule."""
+    rule = "tma" if WG.o_store_rule(cfg) else "registers"
+    return cfg.replace(o_store=-1 if store == rule else int(store == "tma"))
+
+
 def loaded(cfg, store: str, p: Problem, scale: float) -> LoadedKernel:
-    """cfg compiled, loaded and planned for p with WgmmaTemplate.o_store = store (the plan keeps the
-    arguments of that store, so later launches need no switch)."""
-    WG.o_store = store
-    try:
-        kernel = LoadedKernel(compile_kernel(cfg))
-        plan(kernel, p, scale)
-        r = kernel.compiled.report
-        print(f"  {store:>9} {cfg.name}: {r.registers} registers, {r.spills} B spilled, {kernel.smem} B smem",
-              flush=True)
-        return kernel
-    finally:
-        WG.o_store = "registers"
+    """cfg with that store, compiled, loaded and planned for p."""
+    cfg = with_store(cfg, store)
+    kernel = LoadedKernel(compile_kernel(cfg))
+    plan(kernel, p, scale)
+    r = kernel.compiled.report
+    print(f"  {store:>9} {cfg.name}: {r.registers} registers, {r.spills} B spilled, {kernel.smem} B smem",
+          flush=True)
+    return kernel
 
 
 def fitting(cfg):
     """cfg, or the nearest config whose tiles leave room for O's staging tile (fewer stages, then block_m 64)."""
-    WG.o_store = "tma"
-    try:
-        fewer_stages = [cfg.replace(stages=s) for s in range(cfg.stages - 1, 1, -1)]
-        one_consumer = [cfg.replace(block_m=64, warps=8, stages=s, pingpong=-1) for s in (2, 3)]
-        for c in [cfg] + fewer_stages + one_consumer:
-            if not c.problems():
-                return c
-        return None
-    finally:
-        WG.o_store = "registers"
+    fewer_stages = [cfg.replace(stages=s) for s in range(cfg.stages - 1, 1, -1)]
+    one_consumer = [cfg.replace(block_m=64, warps=8, stages=s, pingpong=-1) for s in (2, 3)]
+    for c in [cfg] + fewer_stages + one_consumer:
+        if not with_store(c, "tma").problems():
+            return c
+    return None
 
 
 def row(dtype, d, causal, n, rounds, calls, check):
@@ -76,7 +74,7 @@ def row(dtype, d, causal, n, rounds, calls, check):
     g = torch.Generator(device="cuda").manual_seed(n + d)
     q, k, v = (torch.randn(b, HEADS, n, d, device="cuda", generator=g).to(tdt) for _ in range(3))
     p, scale = Problem(b, HEADS, HEADS, n, n, d, causal), d ** -0.5
-    served = choose_config(arch, name, dtype, d, causal, n)
+    served = with_store(choose_config(arch, name, dtype, d, causal, n), "registers")
     same = fitting(served)
     kernels = {"served": loaded(served, "registers", p, scale)}
     if same is not None:
@@ -119,7 +117,7 @@ def row(dtype, d, causal, n, rounds, calls, check):
 
 
 def _compile(cfg, store: str) -> str:
-    WG.o_store = store
+    cfg = with_store(cfg, store)
     r = compile_kernel(cfg).report
     return f"{store:>9} {cfg.name}: {r.registers} registers, {r.spills} B spilled"
 
@@ -131,7 +129,7 @@ def precompile(args) -> None:
         for dtype in args.dtypes:
             for d in args.head_dims:
                 for causal in (False, True):
-                    served = choose_config(arch, name, dtype, d, causal, n)
+                    served = with_store(choose_config(arch, name, dtype, d, causal, n), "registers")
                     same = fitting(served)
                     jobs.add((served, "registers"))
                     if same is not None:

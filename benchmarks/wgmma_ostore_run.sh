@@ -1,5 +1,5 @@
 #!/bin/bash
-# One device call for flash_fwd_wgmma's TMA O store (WgmmaTemplate.o_store = "tma"; helper FE, issue 18 item 2):
+# One device call for flash_fwd_wgmma's TMA O store (KernelConfig.o_store; helper FE, issue 18 item 2):
 # compile every timed kernel in the background, the float64 tests with the store on
 # (tests/test_wgmma_schedule_ostore_gpu.py), then, only if they all pass, the A/B timing at N 1024 (registers vs
 # TMA store on the same tiles, the served config, SDPA cuDNN; benchmarks/wgmma_ostore_ab.py --check), then

@@ -25,9 +25,10 @@ flash_fwd_mma's); dense launches only (seqused_k allowed).
 Schedule: intra-warpgroup overlap always; consumer ping-pong and the persistent grid are knobs
 (KernelConfig pingpong / persistent, -1 = the rule: ping-pong iff causal, the grid persistent; measured
 on the H100, benchmarks/NOTES.md), so the tuner may try the other schedule per problem.
-O's store: from registers (the rule), or (WgmmaTemplate.o_store = "tma", not timed yet) staged in shared
-memory and written by one TMA store per consumer warpgroup, so the consumers start the next item at
-once; the kernel then takes a fourth tensor map (O's) after V's.
+O's store (KernelConfig o_store, -1 = o_store_rule): from registers (0), or (1) staged in shared memory
+and written by one TMA store per consumer warpgroup, so the consumers start the next item at once; the
+kernel then takes a fourth tensor map (O's) after V's. Varlen launches of a TMA kernel store from
+registers (a run-time branch); paged launches store by TMA like dense ones.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ import math
 
 import numpy as np
 
+from autoflash.kernels.archs import ARCHS
 from autoflash.kernels.elements import DTYPE_BYTES
 from autoflash.kernels.tma import cached_operand_map, qkv_map_args
 from autoflash.ops.forward_base import (VARIANT_FLAGS, ForwardTemplate, KernelConfig, Problem, shared_tail,
@@ -73,6 +75,7 @@ class WgmmaTemplate(ForwardTemplate):
         "stages": (2, 3, 4),  # K/V shared-memory ring depth
         "pingpong": (-1, 0, 1),  # consumer warpgroups take turns issuing GEMMs (-1: iff causal)
         "persistent": (-1, 0, 1),  # grid: one CTA per SM looping, or one per item (-1: `persistent`)
+        "o_store": (-1, 0, 1),  # O from registers (0) or by a TMA store through shared memory (1); -1: the rule
     }
 
     @staticmethod
@@ -93,9 +96,7 @@ class WgmmaTemplate(ForwardTemplate):
         if regs > budget:
             errors.append(f"~{regs} registers per consumer thread (S {cfg.block_n // 2} + P {cfg.block_n // 4} "
                           f"+ O {dim_v(cfg) // 2} + {REG_OVERHEAD}) exceed the {budget} a consumer gets")
-        errors += self._schedule_problems(cfg)
-        if self.o_store not in O_STORES:
-            errors.append(f"WgmmaTemplate.o_store={self.o_store!r} is not one of {O_STORES}")
+        errors += self._schedule_problems(cfg) + self._o_store_problems(cfg)
         if nc == 3 and cfg.paged:
             # the producer's cp.async loop spilled 80 B in the 32 registers three consumers leave it
             errors.append("paged K/V needs block_m 64 or 128 (three consumer warpgroups leave the producer "
@@ -121,11 +122,45 @@ class WgmmaTemplate(ForwardTemplate):
                           f"{self.persistent}): spelled -1 (one config name per kernel)")
         return errors
 
+    def _o_store_problems(self, cfg: KernelConfig) -> list[str]:
+        """An explicit o_store must differ from the rule's, and O's staging tile must fit (o_store=1)."""
+        if cfg.o_store == -1:
+            return []
+        if cfg.o_store == int(self.o_store_rule(cfg)):
+            return [f"o_store={cfg.o_store} is the rule's value for this tile and head dim: spelled -1 "
+                    "(one config name per kernel)"]
+        need, limit = self.smem_bytes(cfg), ARCHS[cfg.arch].smem_per_block
+        if cfg.o_store == 1 and need > limit:
+            staging = cfg.block_m * padded_head_dim(dim_v(cfg)) * DTYPE_BYTES[cfg.dtype]
+            return [f"o_store=1: O's {staging} B staging tile does not fit beside this tile's Q and K/V ring "
+                    f"({need} B of shared memory, {cfg.arch} allows {limit} B): use fewer stages or a smaller "
+                    "block_n, or o_store -1"]
+        return []
+
+    def o_store_tma(self, cfg: KernelConfig) -> bool:
+        """Whether the kernel stores O by TMA: the config's choice, or (o_store=-1) the rule's."""
+        return self.o_store_rule(cfg) if cfg.o_store == -1 else cfg.o_store == 1
+
+    def o_store_rule(self, cfg: KernelConfig) -> bool:
+        """TMA where it was measured to win and fits, registers elsewhere. H200, kernel level
+        (benchmarks/wgmma_ostore_ab_h200_2026-11-29_s6.log): D 128 with 128-row tiles +7-10 % at N 1024,
+        +3.6 % causal N 4096; D 64 neutral (0.98-1.02x); D 256 and 64-row tiles lose (their tiles must
+        shrink to make room). Head dims 96-128 (Q/K's and V's) share D 128's shared-memory geometry (two
+        64-column blocks, the same 32 KB staging tile, so the same tiles fit) and store at least 3/4 of
+        its O bytes per item; below 96 the stored share nears D 64's, where the store gained nothing."""
+        return (cfg.block_m == 128 and all(O_STORE_RULE_DIMS[0] <= d <= O_STORE_RULE_DIMS[1]
+                                           for d in (cfg.head_dim, dim_v(cfg)))
+                and self._smem_layout(cfg, True)["total"] + SMEM_ALIGN <= ARCHS[cfg.arch].smem_per_block)
+
     @staticmethod
     def consumer_registers(cfg: KernelConfig) -> int:
         return cfg.block_n // 2 + cfg.block_n // 4 + dim_v(cfg) // 2 + REG_OVERHEAD
 
     def smem_layout(self, cfg: KernelConfig) -> dict:
+        return self._smem_layout(cfg, self.o_store_tma(cfg))
+
+    @staticmethod
+    def _smem_layout(cfg: KernelConfig, o_tma: bool) -> dict:
         eb = DTYPE_BYTES[cfg.dtype]
         cols = padded_head_dim(cfg.head_dim)  # whole 128-byte swizzle column blocks
         q_bytes = cfg.block_m * cols * eb
@@ -136,7 +171,7 @@ class WgmmaTemplate(ForwardTemplate):
         v_off = k_off + cfg.stages * kv_bytes
         bar_off = v_off + cfg.stages * v_bytes
         extra = {}
-        if self.o_store == "tma":  # O's staging tile after the V ring
+        if o_tma:  # O's staging tile after the V ring
             extra = {"o_off": bar_off}
             bar_off += cfg.block_m * padded_head_dim(dim_v(cfg)) * eb
         bars = 2 + 4 * cfg.stages  # Q full, Q empty; K full, V full, K empty, V empty per stage
@@ -170,7 +205,7 @@ class WgmmaTemplate(ForwardTemplate):
             # consumer warpgroups take turns issuing GEMMs (FA3 inter-warpgroup ping-pong); the template
             # applies it only with two consumers
             "pingpong": pingpong_rule(cfg) if cfg.pingpong == -1 else cfg.pingpong,
-            "o_store_tma": int(self.o_store == "tma"),
+            "o_store_tma": int(self.o_store_tma(cfg)),
             **({"o_off": lay["o_off"]} if "o_off" in lay else {}),
         }
 
@@ -196,20 +231,23 @@ class WgmmaTemplate(ForwardTemplate):
 
     # ------------------------------------------------------------ launching
     def launch_args(self, cfg: KernelConfig, p: Problem, scale: float):
-        """The shared arguments, tensor maps for Q, K and V (by value, 128 B each; o_store "tma": and O),
-        the batch, then the variant tail."""
+        """The shared arguments, tensor maps for Q, K and V (by value, 128 B each; a TMA O store: and O),
+        the batch, then the variant tail. The function says how many leading pointers its maps embed
+        (struct_pointers: q, k, v, and o with O's map), so a packed launch rebuilds them when one changes."""
         u64 = np.uint64
         sizes = shared_tail(p, scale)
         tail = (np.int32(p.batch),) + variant_tail(p)
         o_map = self._o_map(cfg, p)
         if cfg.paged:
-            return self._paged_launch_args(cfg, p, sizes, tail, o_map)
-        geometry = map_geometry(cfg, p)
+            args = self._paged_launch_args(cfg, p, sizes, tail, o_map)
+        else:
+            geometry = map_geometry(cfg, p)
 
-        def args(q, k, v, o, lse):
-            maps = qkv_map_args(q, k, v, *geometry) + o_map(o)
-            return (u64(q), u64(k), u64(v), u64(o), u64(lse)) + sizes + maps + tail
+            def args(q, k, v, o, lse):
+                maps = qkv_map_args(q, k, v, *geometry) + o_map(o)
+                return (u64(q), u64(k), u64(v), u64(o), u64(lse)) + sizes + maps + tail
 
+        args.struct_pointers = 4 if self.o_store_tma(cfg) else 3
         return args
 
     @staticmethod
@@ -238,10 +276,10 @@ class WgmmaTemplate(ForwardTemplate):
         return args
 
     def _o_map(self, cfg: KernelConfig, p: Problem):
-        """o -> the O tensor map argument the kernel takes after V's (o_store "tma"), else ().
+        """o -> the O tensor map argument the kernel takes after V's (a TMA O store), else ().
         Dense: (B, Hq, Nq, Dv) with o's strides, 64-row boxes (one consumer warpgroup's rows).
         Varlen kernels store O from registers; the map (over the packed tensor) is passed, never used."""
-        if self.o_store != "tma":
+        if not self.o_store_tma(cfg):
             return lambda o: ()
         _, _, _, os_ = p.operand_strides()
         batch, rows = p.batch, p.seq_q
@@ -249,8 +287,8 @@ class WgmmaTemplate(ForwardTemplate):
             batch, rows = 1, p.total_q
             os_ = (os_[1] * p.heads_q + os_[2] * rows, os_[1], os_[2])
         if any(stride * DTYPE_BYTES[cfg.dtype] % 16 for stride in os_):
-            raise ValueError(f"flash_fwd_wgmma with o_store 'tma' needs O's (batch, head, token) strides {tuple(os_)} "
-                             "in multiples of 16 bytes (its TMA store)")
+            raise ValueError(f"{cfg.name} stores O by TMA and needs O's (batch, head, token) strides {tuple(os_)} "
+                             "in multiples of 16 bytes")
         geometry = (cfg.dtype, batch, p.heads_q, rows, dim_v(cfg), tuple(os_), 64)
         return lambda o: (cached_operand_map(o, *geometry).kernel_arg(),)
 
@@ -260,10 +298,6 @@ class WgmmaTemplate(ForwardTemplate):
     # pairs of query tiles of equal total cost, so a static round-robin balances them.
     # The rule of configs with persistent=-1 (True, False, or None: iff not causal); benchmarks set it.
     persistent: bool | None = True
-    # How O leaves the consumers (O_STORES): "registers" (st.global per thread, the rule) or "tma" (staged in
-    # shared memory, one TMA store per warpgroup; its tile after the V ring). Not timed on a GPU yet, so
-    # not a tuned knob: benchmarks and tests set it; a KernelConfig field would make it per config.
-    o_store: str = "registers"
 
     def persistent_rule(self, cfg: KernelConfig) -> bool:
         return (not cfg.causal) if self.persistent is None else bool(self.persistent)
@@ -286,7 +320,7 @@ class WgmmaTemplate(ForwardTemplate):
         return (items, 1, 1)
 
 
-O_STORES = ("registers", "tma")
+O_STORE_RULE_DIMS = (96, 128)  # o_store_rule: TMA for Q/K's and V's head dims in this range (128-row tiles)
 
 
 def pingpong_rule(cfg: KernelConfig) -> int:
