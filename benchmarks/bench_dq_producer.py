@@ -1,5 +1,5 @@
-"""flash_bwd_wgmma's DQ_VIA_PRODUCER switch (ops/backward_wgmma.py) timed against the same kernels without
-it, in one run: the producer default (stages 2, "ws") and the pipelined stages 3 ("pipe", D 64 only: at D 128
+"""flash_bwd_wgmma's dq_via_producer knob (ops/backward_wgmma.py; BackwardConfig) on and off on the same tiles,
+in one run: the producer default (stages 2, "ws") and the pipelined stages 3 ("pipe", D 64 only: at D 128
 its staging tile does not fit), each with the consumers' own dQ adds and with the producer's bulk reductions
 (the "_dqp" columns), beside SDPA's cuDNN backward. bf16/fp16, D 128/64, causal and not, N 4096 by default
 (B = 16384 / N, H = 2048 / D); TFLOP/s at 2.5x the forward's FLOPs; CUDA events, interleaved rounds, median,
@@ -21,29 +21,20 @@ from bench_backward_wgmma import key, pinned, problems
 from autoflash.kernels.archs import build_arch
 from autoflash.kernels.compile import compile_kernel
 from autoflash.kernels.device import device_arch
-from autoflash.ops import backward_wgmma
 from autoflash.ops.backward_wgmma import TEMPLATE as WGMMA
 
 
-def switched(on, fn, *args):
-    """fn(*args) with DQ_VIA_PRODUCER set to `on` (the rules, the rendering and the loaded shared memory read it)."""
-    saved = backward_wgmma.DQ_VIA_PRODUCER
-    backward_wgmma.DQ_VIA_PRODUCER = on
-    try:
-        return fn(*args)
-    finally:
-        backward_wgmma.DQ_VIA_PRODUCER = saved
-
-
 def configs(arch, dtype, d, causal):
-    """name -> (config, switch): the producer tile at stages 2 and 3, each with and without the switch, where valid."""
+    """name -> (config, knob on): the producer tile at stages 2 and 3, each with the knob off and on (-1 where the
+    rule gives that value, else spelled 0 / 1), where valid."""
     wg_arch = build_arch(WGMMA.archs, arch)
     out = {}
     for name, stages in (("ws", 2), ("pipe", 3)):
         c = WGMMA.config(wg_arch, key(dtype, d, causal), block_m=64, block_n=128, warps=12, stages=stages, warps_q=1)
         for suffix, on in (("", False), ("_dqp", True)):
-            if not switched(on, c.problems):
-                out[name + suffix] = (c, on)
+            x = c if WGMMA.dq_via_producer(c) == on else c.replace(dq_via_producer=int(on))
+            if not x.problems():
+                out[name + suffix] = (x, on)
     return out
 
 
@@ -58,8 +49,7 @@ def precompile(arch, dtypes, head_dims):
 
 
 def _compile(cfg_on):
-    cfg, on = cfg_on
-    return switched(on, lambda: compile_kernel(cfg).report)
+    return compile_kernel(cfg_on[0]).report
 
 
 def main():
@@ -80,7 +70,7 @@ def main():
     for (dtype, d, n, causal), (q, k, v, dout, out, lse, ref) in problems(dtypes, head_dims, args.seqs):
         fns, errs = {}, {}
         for name, (cfg, on) in configs(arch, dtype, d, causal).items():
-            fns[name] = switched(on, pinned, cfg, "", q, k, v, out, lse, dout, causal)
+            fns[name] = pinned(cfg, "", q, k, v, out, lse, dout, causal)
             if ref is not None:
                 errs[name] = max(rel(a, r) for a, r in zip(fns[name](), ref))
         fn, _ = sdpa_backward("cudnn", q, k, v, dout, causal)

@@ -145,13 +145,15 @@ SCHEDULES = {"split": (False, False), "own_keys": (True, False), "bulk": (False,
 
 
 def _valid_configs(schedule):
+    """Every valid bf16 config of a dQ schedule, dq_via_producer at its rule (-1; the explicit values:
+    tests/test_backward_wgmma_dq_producer.py)."""
     from autoflash.ops import backward_wgmma
 
     saved = backward_wgmma.DQ_OWN_KEYS, backward_wgmma.DQ_BULK_REDUCE
     backward_wgmma.DQ_OWN_KEYS, backward_wgmma.DQ_BULK_REDUCE = SCHEDULES[schedule]
     try:
         return [(schedule, c) for d in (64, 128) for causal in (False, True)
-                for c in WG.space("sm_90a", key("bf16", d, causal)) if not c.problems()]
+                for c in WG.space("sm_90a", key("bf16", d, causal), {"dq_via_producer": (-1,)}) if not c.problems()]
     finally:
         backward_wgmma.DQ_OWN_KEYS, backward_wgmma.DQ_BULK_REDUCE = saved
 
@@ -205,7 +207,7 @@ def test_compiles_without_spills_and_uses_hgmma(schedule, c, tmp_path, monkeypat
             assert schedule == "own_keys" or "BAR.SYNC.DEFER_BLOCKING 0x3, 0x100" in main  # the dS^T barrier
     if c.deterministic:  # the semaphore: an acquire load, a fence before the release add
         assert "LDG.E.STRONG.GPU" in main and "MEMBAR" in main, "no dq_sem ordering"
-    if schedule == "bulk":
+    if schedule == "bulk" or WG.dq_via_producer(c):  # (the rule: D 128 producer configs, stages 2)
         assert "UBLKRED.G.S.ADD.F32" in main and "REDG" not in main  # bulk reductions only
     else:
         assert "REDG.E.ADD.F32x2" in main  # the dQ tile's vector reductions

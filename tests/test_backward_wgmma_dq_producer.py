@@ -1,8 +1,10 @@
-"""flash_bwd_wgmma's DQ_VIA_PRODUCER switch without a GPU (ops/backward_wgmma.py): off, every config renders
-the source it rendered before the switch existed (none of its code is in it); on, the rules refuse what it
-cannot do (no producer warpgroup, deterministic) with the reason, the staging tiles fit in shared memory
-(two at D 64, one at D 128, where the pipelined stages 3 no longer fits), and D 64 / D 128 compile for sm_90a
-with no spills, the producer within its setmaxnreg budget, the consumers storing dQ to shared memory (no
+"""flash_bwd_wgmma's dq_via_producer knob without a GPU (ops/backward_wgmma.py; BackwardConfig field, -1 = the
+rule: on for producer configs from D 128 up that are not deterministic and hold a staging tile): off (0, or the
+rule off), every config renders the source it rendered before the knob existed (none of its code is in it; an
+explicit 0 renders what the rule's off renders); the rules refuse an explicit value that cannot apply (no producer
+warpgroup, deterministic) or equals the rule's (spelled -1), the staging tiles fit in shared memory (two at D 64,
+one at D 128, where the pipelined stages 3 has no room: the rule is off there), and D 64 / D 128 compile for
+sm_90a with no spills, the producer within its setmaxnreg budget, the consumers storing dQ to shared memory (no
 red.global) and the producer reducing it with bulk copies. GPU correctness:
 tests/test_backward_wgmma_dq_producer_gpu.py."""
 import re
@@ -11,74 +13,132 @@ import pytest
 
 from autoflash.kernels.render import render
 from autoflash.ops import backward_wgmma
+from autoflash.ops.backward_kernels import TEMPLATE as BackwardMma, BackwardConfig
 from autoflash.ops.backward_wgmma import TEMPLATE as WG
-from test_backward_wgmma import SCHEDULES, _valid_configs, cfg, kernel_sass
+from test_backward_wgmma import SCHEDULES, _valid_configs, cfg, kernel_sass, key
 
 KNOB_TEXT = ("DQ_BUFS", "DQ_PSTRIDE", "dq_full_bar", "dq_empty_bar", "DQ_VIA_PRODUCER")
 
 
-@pytest.fixture
-def knob_on(monkeypatch):
-    monkeypatch.setattr(backward_wgmma, "DQ_VIA_PRODUCER", True)
+def on(d=128, **kw):
+    """A producer config with the knob on: the rule at D 128, spelled 1 at D 64 (where the rule is off)."""
+    c = cfg(d=d, warps=12, **kw)
+    return c if WG.dq_via_producer(c) else c.replace(dq_via_producer=1)
+
+
+def off(c):
+    """The config with the knob off: -1 where the rule is off, else 0."""
+    return c.replace(dq_via_producer=0) if WG.dq_via_producer(c) else c
 
 
 @pytest.mark.parametrize("schedule", list(SCHEDULES))
 def test_off_renders_none_of_its_code(schedule, monkeypatch):
-    """Switch off (the default): no config's source has a line of the staging path (every valid config of
-    every dQ schedule; the sha1 of all 84 was unchanged by the commit that added it, /tmp/BQ_notes.md)."""
-    assert backward_wgmma.DQ_VIA_PRODUCER is False
+    """Knob off: no config's source has a line of the staging path (every valid config of every dQ schedule;
+    the sha1 of all 56 split-schedule renders equalled the module switch's off renders, /tmp/BK_notes.md)."""
     configs = _valid_configs(schedule)
     monkeypatch.setattr(backward_wgmma, "DQ_OWN_KEYS", SCHEDULES[schedule][0])
     monkeypatch.setattr(backward_wgmma, "DQ_BULK_REDUCE", SCHEDULES[schedule][1])
     assert configs
     for _, c in configs:
+        c = off(c)
+        assert c.problems() == [], c.problems()
         source = render(c)
         assert not [t for t in KNOB_TEXT if t in source], c.name
         assert "red.global.add.v2.f32" in source or schedule == "bulk", c.name
 
 
-def test_on_changes_only_producer_configs(knob_on):
+@pytest.mark.parametrize("causal", [False, True])
+def test_explicit_off_renders_the_rules_off(causal, monkeypatch):
+    """dq_via_producer=0 at D 128 (where the rule is on) renders the source the rule renders where it is off,
+    byte for byte but for the kernel names (their "_dqp0")."""
+    c = cfg(d=128, causal=causal, warps=12)
+    assert WG.dq_via_producer(c) and "DQ_PSTRIDE" in render(c)
+    explicit = render(c.replace(dq_via_producer=0))
+    monkeypatch.setattr(backward_wgmma, "DQ_VIA_PRODUCER_FROM_HEAD_DIM", 256)  # the rule off at D 128
+    assert not WG.dq_via_producer(c)
+    assert explicit == render(c).replace(c.name, c.name + "_dqp0") and c.name + "_dqp0" in explicit
+
+
+def test_on_changes_only_producer_configs():
     """On: producer configs render the staging path (and no longer the consumers' red.global adds)."""
     for d in (64, 128):
-        c = cfg(d=d, causal=True, warps=12)
+        c = on(d=d, causal=True)
         source = render(c)
         assert all(t in source for t in KNOB_TEXT[:4]), d
         assert "add_pair(dq_rows" not in source and "bulk_reduce_add(dq_accum" in source
         assert f"constexpr int DQ_BUFS = {2 if d == 64 else 1};" in source
 
 
+def test_rule():
+    """-1: on for D 128 producer configs with stages 2, not deterministic; off at D 64 (measured -11 %), without a
+    producer, deterministic, and at D 128 stages 3 (no room for a staging tile); D 256 has no config here."""
+    assert WG.dq_via_producer(cfg(d=128, warps=12)) and WG.dq_via_producer(cfg(d=128, causal=True, warps=12))
+    for c in (cfg(d=64, warps=12), cfg(d=64, warps=12, stages=3), cfg(d=128, warps=8), cfg(d=64, bm=128, warps=8),
+              cfg(d=128, warps=12, deterministic=True), cfg(d=128, warps=12, stages=3)):
+        assert c.problems() == [] and not WG.dq_via_producer(c) and WG.dq_staging_bytes(c) == 0, c.name
+    assert any("head_dim 256 is not supported" in p for p in cfg(d=256, warps=12).problems())
+
+
 @pytest.mark.parametrize("bad,reason", [
-    (lambda: cfg(warps=8), "DQ_VIA_PRODUCER: the producer warpgroup reduces dQ"),
-    (lambda: cfg(d=64, bm=128, warps=8), "has none"),
-    (lambda: cfg(warps=12, deterministic=True), "deterministic keeps the consumers' dQ adds"),
-    (lambda: cfg(d=128, warps=12, stages=3), "shared memory"),  # three stages + a 34 KB staging tile
+    (lambda: cfg(warps=8, dq_via_producer=1), "dq_via_producer=1: the producer warpgroup reduces dQ"),
+    (lambda: cfg(d=64, bm=128, warps=8, dq_via_producer=1), "has none"),
+    (lambda: cfg(warps=12, deterministic=True, dq_via_producer=1), "deterministic keeps the consumers' dQ adds"),
+    (lambda: cfg(d=128, warps=12, stages=3, dq_via_producer=1), "shared memory"),  # three stages + a 34 KB tile
+    (lambda: cfg(d=128, warps=12, dq_via_producer=1), "is the rule's value"),  # spelled -1
+    (lambda: cfg(d=64, warps=12, dq_via_producer=0), "spelled -1"),
+    (lambda: cfg(warps=8, dq_via_producer=0), "spelled -1"),
+    (lambda: cfg(d=128, warps=12, stages=3, dq_via_producer=0), "spelled -1"),
+    (lambda: cfg(warps=12, dq_via_producer=2), "dq_via_producer=2 is not one of [-1, 0, 1]"),
+    (lambda: cfg(warps=12, dq_via_producer=True), "dq_via_producer must be an integer"),
+    (lambda: BackwardMma.default("sm_90", key("bf16", 128, False)).replace(dq_via_producer=0),
+     "dq_via_producer=0 is a flash_bwd_wgmma knob; flash_bwd_mma needs -1"),
 ])
-def test_rules_refuse_with_the_reason(knob_on, bad, reason):
+def test_rules_refuse_with_the_reason(bad, reason):
     problems = bad().problems()
     assert any(reason in p for p in problems), problems
 
 
-def test_default_keys_with_the_switch_on(knob_on):
-    """The producer defaults stay valid; a deterministic key with no producer-less tile left says so."""
+def test_names_and_stored_entries():
+    """Named only when set (entries written before the knob keep their names and get the rule); a stored
+    config without the field reads as -1, one with it round-trips."""
+    c = cfg(d=128, causal=True, warps=12)
+    assert c.name.endswith("_w12_s2_wq1_causal") and c.replace(dq_via_producer=0).name.endswith("_causal_dqp0")
+    data = c.to_dict()
+    del data["dq_via_producer"]
+    assert BackwardConfig.from_dict(data) == c
+    d64 = cfg(d=64, warps=12, dq_via_producer=1)
+    assert BackwardConfig.from_dict(d64.to_dict()) == d64 and d64.name.endswith("_dqp1")
+
+
+def test_search_space_has_both_values():
+    """The tuner's space (Template.space over the knobs) holds the knob: the rule and the other value, per tile."""
+    assert WG.knobs["dq_via_producer"] == (-1, 0, 1)
+    for d, other in ((64, 1), (128, 0)):
+        valid = [c for c in WG.space("sm_90a", key("bf16", d, False)) if not c.problems() and WG.producer(c)]
+        stages2 = {c.dq_via_producer for c in valid if c.stages == 2}
+        assert stages2 == {-1, other}, (d, stages2)
+
+
+def test_default_keys_get_the_rule():
+    """The defaults stay the tiles they were (names unchanged): D 128's stages dQ for the producer, D 64's and
+    the deterministic ones do not."""
     for d in (64, 128):
-        assert WG.default("sm_90a", dict(dtype="bf16", head_dim=d, causal=True, deterministic=False, window=False,
-                                         softcap=False, sinks=False, alibi=False)).problems() == []
-    with pytest.raises(ValueError, match="no flash_bwd_wgmma config fits"):
-        WG.default("sm_90a", dict(dtype="bf16", head_dim=64, causal=False, deterministic=True, window=False,
-                                  softcap=False, sinks=False, alibi=False))
+        for det in (False, True):
+            c = WG.default("sm_90a", key("bf16", d, True, deterministic=det))
+            assert c.problems() == [] and c.dq_via_producer == -1 and "dqp" not in c.name
+            assert WG.dq_via_producer(c) == (d == 128 and not det), c.name
 
 
-def test_staging_shared_memory(knob_on):
+def test_staging_shared_memory():
     """A staging tile is BLOCK_M rows of D + 8 floats; two where they fit (D 64: 137 KB), else one (D 128:
     196 KB; two would need 231.5 KB + the 1 KB alignment, over sm_90's 227 KB)."""
     for d, bufs in ((64, 2), (128, 1)):
-        c = cfg(d=d, warps=12)
+        c = on(d=d)
         lay = WG.smem_layout(c)
         assert lay["dq_staging"] == 64 * (d + 8) * 4 and lay["dq_bufs"] == bufs
         assert WG.smem_bytes(c) <= 232448  # sm_90's limit a block
         assert (WG.smem_bytes(c) + lay["dq_staging"] + 16 > 232448) == (bufs == 1)  # (room for a second one?)
-    backward_wgmma.DQ_VIA_PRODUCER = False  # (monkeypatch restores it)
-    assert WG.smem_layout(cfg(d=128, warps=12))["dq_bufs"] == 0
+    assert WG.smem_layout(off(cfg(d=128, warps=12)))["dq_bufs"] == 0
 
 
 def _producer_max_register(sass: str) -> int:
@@ -92,11 +152,11 @@ def _producer_max_register(sass: str) -> int:
 @pytest.mark.parametrize("d,causal,stages,dtype", [(64, True, 2, "bf16"), (128, True, 2, "bf16"),
                                                    (64, False, 2, "fp16"), (128, False, 2, "fp16"),
                                                    (64, True, 3, "bf16")])
-def test_compiles_without_spills(knob_on, d, causal, stages, dtype, tmp_path):
+def test_compiles_without_spills(d, causal, stages, dtype, tmp_path):
     pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
     from autoflash.kernels.compile import compile_kernel
 
-    c = cfg(dtype=dtype, d=d, causal=causal, warps=12, stages=stages)
+    c = on(dtype=dtype, d=d, causal=causal, stages=stages)
     assert c.problems() == []
     kernel = compile_kernel(c)
     print(f"{c.name}: {kernel.report.registers} registers, {kernel.report.spills} B spilled")

@@ -1,9 +1,10 @@
-"""flash_bwd_wgmma with DQ_VIA_PRODUCER (ops/backward_wgmma.py: the consumers stage dQ in shared memory, the
-producer warpgroup reduces it into the fp32 accumulator with bulk copies) on an H100/H200: gradients against
+"""flash_bwd_wgmma with dq_via_producer on (ops/backward_wgmma.py: the consumers stage dQ in shared memory, the
+producer warpgroup reduces it into the fp32 accumulator with bulk copies; its rule at D 128, spelled 1 at D 64)
+on an H100/H200: gradients against
 float64 autograd for every case of tests/test_backward_wgmma_gpu.py (odd lengths, Nq != Nk, GQA/MQA, causal
 in both alignments, rows that see no key), D 64 (two staging tiles) and D 128 (one), bf16 and fp16, the
 pipelined stages 3 at D 64 (the only size its shared memory allows); two runs agree within the rounding of
-unordered fp32 adds; attention_backward() serves the switched kernel where it is set."""
+unordered fp32 adds; attention_backward() serves it by the rule (the D 128 default)."""
 import math
 
 import pytest
@@ -17,23 +18,13 @@ from test_backward_gpu import DTYPES, float64_forward, inputs, reference_grads, 
 from test_backward_wgmma_gpu import CASES, _check_gradients, wgmma_config  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def dq_via_producer(monkeypatch):
-    """The switch on; the served kernels are reloaded (their cache keys on the config alone, and the
-    shared memory a launch asks for is read when a kernel is loaded)."""
-    from autoflash.ops import backward_wgmma
-    from autoflash.serve import autograd
-
-    monkeypatch.setattr(backward_wgmma, "DQ_VIA_PRODUCER", True)
-    autograd._loaded.cache_clear()
-    yield
-    autograd._loaded.cache_clear()
-
-
 def producer_config(dtype, head_dim, causal, stages=2):
+    """The producer tile with the knob on: -1 where the rule turns it on (D 128), else 1."""
     from autoflash.ops.backward_wgmma import TEMPLATE
 
     cfg = wgmma_config(dtype, head_dim, causal, producer=True, stages=stages)
+    if not TEMPLATE.dq_via_producer(cfg):
+        cfg = cfg.replace(dq_via_producer=1)
     assert TEMPLATE.dq_staging_bytes(cfg) > 0 and TEMPLATE.smem_layout(cfg)["dq_bufs"] == (2 if head_dim == 64 else 1)
     return cfg
 
@@ -52,25 +43,25 @@ def test_dq_via_producer_pipelined_gradients_match_float64_autograd(case):
 
 
 @pytest.mark.parametrize("d", [64, 128])
-def test_two_runs_agree_and_match_the_consumers_adds(d, monkeypatch):
+def test_two_runs_agree_and_match_the_consumers_adds(d):
     """Many query tiles per block and many blocks per query tile (GQA 4:1, N 2048, causal): two runs, and the
-    consumers' own red.global adds (switch off), agree up to the order of the fp32 additions."""
-    from autoflash.ops import backward_wgmma
-    from autoflash.serve import autograd
+    consumers' own red.global adds (knob off), agree up to the order of the fp32 additions."""
+    from autoflash.ops.backward_wgmma import TEMPLATE
 
     case = (2, 8, 2, 2048, 2048, d, "top_left")
     cfg = producer_config("bf16", d, True)
     first = _check_gradients(case, "bf16", cfg, "dq_via_producer")
     second = _check_gradients(case, "bf16", cfg, "dq_via_producer")
-    monkeypatch.setattr(backward_wgmma, "DQ_VIA_PRODUCER", False)
-    autograd._loaded.cache_clear()
-    plain = _check_gradients(case, "bf16", cfg, "consumers' adds")
+    plain_cfg = cfg.replace(dq_via_producer=0 if cfg.dq_via_producer == -1 else -1)
+    assert plain_cfg.problems() == [] and not TEMPLATE.dq_via_producer(plain_cfg)
+    plain = _check_gradients(case, "bf16", plain_cfg, "consumers' adds")
     for a, b, c in zip(first, second, plain):  # (bf16 outputs: rounding flips only where the fp32 sums straddle)
         assert rel_err(a, b.double()) <= 1e-3 and rel_err(a, c.double()) <= 1e-3
 
 
-def test_attention_backward_serves_the_switched_kernel():
-    """attention_backward() picks the producer default, loaded with the staging tiles' shared memory."""
+def test_attention_backward_serves_the_rule():
+    """attention_backward() picks the D 128 producer default (the rule on), loaded with the staging tile's
+    shared memory."""
     from autoflash.serve.autograd import _served_config, attention_backward
 
     cfg = producer_config("bf16", 128, True)

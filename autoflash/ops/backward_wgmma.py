@@ -21,8 +21,11 @@ without it, 0.75-0.82x cuDNN (benchmarks/bench_backward_wgmma_h200_2026-11-29_s5
 D 64's producer config (block_m 64, one warpgroup computes the dQ tile) ran 3-5 % above the w8
 block_m 128 tiles on every H200 N 4096 row (benchmarks/bench_backward_wgmma_h200_2026-11-29_s6_BW_call1.log)
 and is the D 64 default since. The pipelined schedule (stages 3) is correct but 2-6 % slower than
-stages 2 on every row there: not a default. DQ_VIA_PRODUCER (a switch, off; not yet run on a GPU): the
-consumers stage dQ in shared memory and the producer warpgroup reduces it with bulk copies.
+stages 2 on every row there: not a default. dq_via_producer (a knob; its rule, -1: on at D 128 producer
+configs, not deterministic): the consumers stage dQ in shared memory and the producer warpgroup reduces it
+with bulk copies; H200 (benchmarks/dq_producer_ab_h200_2026-11-29_s6.log): D 128 +16-23 % over the same tiles
+(bf16 N 4096 373 -> 448 TFLOP/s, 0.85x cuDNN; causal 0.94-0.97x), D 64 -11 % (so off there). D 256 has no
+config here at all (below), so the rule has nothing to apply to.
 
 Not here (the rules refuse them, ops/backward.py serves them with flash_bwd_mma): the variants
 (window, softcap, sinks, ALiBi), head dim 256 (dK and dV of 64 keys x 256 columns are 256 registers
@@ -57,10 +60,12 @@ DQ_OWN_KEYS = False
 # one thread per row hands each row to the bulk-copy unit as an fp32 reduction, so the compute
 # warps issue no red.global. Measured on the H200 (s5_call1 log): correct, 4-7 % slower on every row.
 DQ_BULK_REDUCE = False
-# Another (producer configs only, not deterministic: dq_sem orders the consumers' adds): the consumers store
-# each tile's dQ slices to an fp32 staging tile in shared memory and the producer warpgroup reduces its rows
-# into dq_accum with bulk copies, so the consumers issue no red.global. Not yet run on a GPU: off.
-DQ_VIA_PRODUCER = False
+# The knob dq_via_producer (BackwardConfig; producer configs only, not deterministic: dq_sem orders the
+# consumers' adds): the consumers store each tile's dQ slices to an fp32 staging tile in shared memory and the
+# producer warpgroup reduces its rows into dq_accum with bulk copies, so the consumers issue no red.global.
+# Its rule (-1, dq_via_producer_rule): on from this head dim up (H200, dq_producer_ab_h200_2026-11-29_s6.log:
+# D 128 +16-23 % on every bf16/fp16 N 4096 / 16384 row, D 64 -11 %), where the staging tile fits.
+DQ_VIA_PRODUCER_FROM_HEAD_DIM = 128
 DQ_STAGING_PAD = 8  # floats added to each staging row (the template's DQ_PSTRIDE): conflict-free float2 stores
 
 
@@ -77,6 +82,7 @@ class BackwardWgmmaTemplate(Template):
         "warps": (4, 8, 12),  # 4 per warpgroup: consumers (block_n / 64), then maybe a producer
         "stages": (2, 3),  # query-tile buffers; 3: also the pipelined consumers (producer configs only)
         "warps_q": (1,),
+        "dq_via_producer": (-1, 0, 1),  # dQ staged for the producer's bulk reductions (-1: the rule)
     }
     # head_dim -> (block_m, block_n, producer warpgroup), first valid wins (not tuned yet). D 128: the
     # producer ran 8-9 % faster on every H200 row (s5_call2 log); D 64: its producer tile (64 queries, the
@@ -132,12 +138,6 @@ class BackwardWgmmaTemplate(Template):
         if cfg.deterministic and (DQ_OWN_KEYS or DQ_BULK_REDUCE):
             errors.append("deterministic serialises the split dQ schedule's adds: not with DQ_OWN_KEYS or "
                           "DQ_BULK_REDUCE")
-        if DQ_VIA_PRODUCER and not self.producer(cfg):
-            errors.append(f"DQ_VIA_PRODUCER: the producer warpgroup reduces dQ, and warps={cfg.warps} has none "
-                          f"(warps = 4 x (block_n / 64 + 1))")
-        if DQ_VIA_PRODUCER and cfg.deterministic:
-            errors.append("DQ_VIA_PRODUCER: deterministic keeps the consumers' dQ adds (dq_sem orders them in "
-                          "K/V-tile order; the producer's bulk reductions are not)")
         nc = self.consumers(cfg)
         if cfg.block_n % 64 or cfg.warps not in (4 * nc, 4 * nc + 4):
             errors.append(f"warps={cfg.warps} must be 4 per warpgroup of 64 keys (block_n={cfg.block_n}): "
@@ -165,9 +165,49 @@ class BackwardWgmmaTemplate(Template):
         if regs > REGISTER_BUDGET:
             errors.append(f"~{regs} accumulator registers a thread (dK, dV {cfg.head_dim}, S^T, dP^T "
                           f"{cfg.block_m}, P^T {cfg.block_m // 4}) exceed {REGISTER_BUDGET}")
-        return errors
+        return errors or self._dq_via_producer_problems(cfg)
+
+    def _dq_via_producer_problems(self, cfg: BackwardConfig) -> list[str]:
+        """An explicit dq_via_producer must be able to apply (on) and differ from the rule (one config name per
+        kernel); a staging tile that does not fit is refused by the shared-memory check."""
+        if cfg.dq_via_producer == 1 and not self.producer(cfg):
+            return [f"dq_via_producer=1: the producer warpgroup reduces dQ, and warps={cfg.warps} has none "
+                    f"(warps = 4 x (block_n / 64 + 1))"]
+        if cfg.dq_via_producer == 1 and cfg.deterministic:
+            return ["dq_via_producer=1: deterministic keeps the consumers' dQ adds (dq_sem orders them in "
+                    "K/V-tile order; the producer's bulk reductions are not)"]
+        if cfg.dq_via_producer == int(self.dq_via_producer_rule(cfg)):
+            return [f"dq_via_producer={cfg.dq_via_producer} is the rule's value for this config (head_dim "
+                    f"{cfg.head_dim}, warps {cfg.warps}, stages {cfg.stages}, deterministic {cfg.deterministic}): "
+                    f"spelled -1 (one config name per kernel)"]
+        return []
+
+    def dq_via_producer_rule(self, cfg: BackwardConfig) -> bool:
+        """dq_via_producer=-1: on for producer configs, not deterministic, head_dim >= DQ_VIA_PRODUCER_FROM_HEAD_DIM,
+        whose shared memory holds a staging tile (not D 128 stages 3); off elsewhere (D 64 measured -11 %)."""
+        if not self.producer(cfg) or cfg.deterministic or cfg.head_dim < DQ_VIA_PRODUCER_FROM_HEAD_DIM:
+            return False
+        room = ARCHS[cfg.arch].smem_per_block - self._base_smem(cfg) - SMEM_ALIGN
+        return room >= self._staging_tile_bytes(cfg) + 16
+
+    def dq_via_producer(self, cfg: BackwardConfig) -> bool:
+        """Whether this config stages dQ for the producer (the knob, or its rule at -1)."""
+        return self.dq_via_producer_rule(cfg) if cfg.dq_via_producer == -1 else cfg.dq_via_producer == 1
+
+    def _base_smem(self, cfg: BackwardConfig) -> int:
+        """Shared memory before the dQ staging tiles (smem_layout's total without them)."""
+        return self._layout(cfg)["total"]
 
     def smem_layout(self, cfg: BackwardConfig) -> dict:
+        lay = self._layout(cfg)
+        staging, dq_bufs, total = self.dq_staging_bytes(cfg), 0, lay["total"]
+        if staging:  # (dq_via_producer) two staging tiles where they fit, else one; an mbarrier pair each
+            fits = total + 2 * (staging + 16) + SMEM_ALIGN <= ARCHS[cfg.arch].smem_per_block
+            dq_bufs = 2 if fits else 1
+            total += dq_bufs * (staging + 16)
+        return {**lay, "dq_staging": staging, "dq_bufs": dq_bufs, "total": total}
+
+    def _layout(self, cfg: BackwardConfig) -> dict:
         eb = DTYPE_BYTES[cfg.dtype]
         kv = cfg.block_n * cfg.head_dim * eb
         qo = cfg.block_m * cfg.head_dim * eb
@@ -176,18 +216,17 @@ class BackwardWgmmaTemplate(Template):
         st = cfg.stages  # Q, dO, lse2, delta per stage; (producer) dS^T tiles and two mbarriers per stage
         ds_bufs, bars = (self.ds_buffers(cfg), 16 * st) if self.producer(cfg) else (1, 0)
         total = 2 * kv + 2 * st * qo + ds_bufs * ds + 2 * st * 4 * cfg.block_m + dq + bars
-        staging, dq_bufs = self.dq_staging_bytes(cfg), 0
-        if staging:  # (DQ_VIA_PRODUCER) two staging tiles where they fit, else one; an mbarrier pair each
-            fits = total + 2 * (staging + 16) + SMEM_ALIGN <= ARCHS[cfg.arch].smem_per_block
-            dq_bufs = 2 if fits else 1
-            total += dq_bufs * (staging + 16)
-        return {"kv": kv, "qo": qo, "ds": ds, "dq_staging": staging, "dq_bufs": dq_bufs, "total": total}
+        return {"kv": kv, "qo": qo, "ds": ds, "total": total}
+
+    @staticmethod
+    def _staging_tile_bytes(cfg: BackwardConfig) -> int:
+        return cfg.block_m * (cfg.head_dim + DQ_STAGING_PAD) * 4
 
     def dq_staging_bytes(self, cfg: BackwardConfig) -> int:
-        """One fp32 dQ staging tile (DQ_VIA_PRODUCER, producer configs), its rows padded; 0 otherwise."""
-        if not (DQ_VIA_PRODUCER and self.producer(cfg)):
+        """One fp32 dQ staging tile (dq_via_producer on, producer configs), its rows padded; 0 otherwise."""
+        if not (self.producer(cfg) and self.dq_via_producer(cfg)):
             return 0
-        return cfg.block_m * (cfg.head_dim + DQ_STAGING_PAD) * 4
+        return self._staging_tile_bytes(cfg)
 
     def smem_bytes(self, cfg: BackwardConfig) -> int:
         return self.smem_layout(cfg)["total"] + SMEM_ALIGN
