@@ -8,7 +8,8 @@ multiple of 16, checked by the host) and the variant flags window, softcap, sink
 (VARIANT_FLAGS: compile-time specialisations, False in entries written before them).
 Knobs: block_n (keys a warp takes per pipeline stage), warps (each runs
 its own K/V pipeline), stages (cp.async buffers per warp) and num_splits (0: the
-wave-efficiency heuristic at run time; else a fixed split count).
+wave-efficiency heuristic at run time; else a fixed split count); the copy knobs (bulk_copy,
+l2_prefetch, evict_first, l2_ahead: tiles prefetched into L2 beyond the cp.async ring) and fused_combine.
 """
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ class DecodeConfig(OpConfig):
     l2_prefetch: int = 0     # cp.async K/V: L2 fetches the whole 128/256-byte span of a miss (0: no hint)
     evict_first: bool = False  # K/V (read once) loaded with an L2 evict_first cache policy
     fused_combine: bool = False  # the last split block of a row merges (no combine launch; <= 32 splits)
+    l2_ahead: int = 0  # contiguous cp.async: also prefetch into L2 the tile this many past the ring's newest
     paged: bool = False  # K/V read through a block table from (num_pages, page_size, Hkv, D) caches
     # Attention variants (issue 17, the forward's contract; problem-key fields, run-time values in the
     # kernel's argument tail): sliding window, logit softcap, attention sinks, ALiBi.
@@ -63,7 +65,7 @@ class DecodeConfig(OpConfig):
 
     op: ClassVar[str] = "decode"
     name_parts: ClassVar[tuple] = (("head_dim", "d"), ("m_tiles", "mt"), ("block_n", "bn"), ("warps", "w"),
-                                   ("stages", "s"), ("num_splits", "ns"), ("l2_prefetch", "pf"))
+                                   ("stages", "s"), ("num_splits", "ns"), ("l2_prefetch", "pf"), ("l2_ahead", "la"))
 
     @property
     def block_m(self) -> int:
@@ -100,6 +102,7 @@ class DecodeMmaTemplate(Template):
         "l2_prefetch": (0, 128, 256),
         "evict_first": (False, True),
         "fused_combine": (False, True),
+        "l2_ahead": (0, 2, 4, 8),
     }
 
     @staticmethod
@@ -141,6 +144,9 @@ class DecodeMmaTemplate(Template):
             errors.append("paged caches are read by cp.async copies (a table look-up per 16 keys), not bulk_copy")
         if cfg.bulk_copy and cfg.l2_prefetch:
             errors.append("l2_prefetch applies to cp.async copies, not bulk_copy")
+        if cfg.l2_ahead and (cfg.paged or cfg.bulk_copy):
+            errors.append("l2_ahead prefetches contiguous K/V rows ahead of the cp.async ring: not with paged or "
+                          "bulk_copy")
         static = self.static_smem(cfg)
         if static and self.smem_bytes(cfg) + static > ARCHS[cfg.arch].smem_per_block:
             errors.append(f"needs {self.smem_bytes(cfg)} B of shared memory plus {static} B of variant constants and "
