@@ -6,7 +6,9 @@ each consumer warpgroup. mbarrier waits pass as the hardware's try_wait.parity d
 completed phases), so a waiter one phase early or two late shows up; named barriers count arrivals as the
 hardware does, so a warpgroup arriving twice on one barrier id shows up. Checked for every interleaving: no
 deadlock, no early parity pass, no double arrival, a query stage never rewritten while a consumer reads it, a
-staging tile never rewritten before the producer has read it, and read only once all of its slices are stored."""
+staging tile never rewritten before the producer has read it, and read only once all of its slices are stored; a
+dS^T buffer never rewritten while dQ's warpgroup reads it, and read only holding its tile from both warpgroups.
+DQ_ALTERNATE (tile it's dQ on warpgroup it % 2, the uneven split at stages 2) is checked the same way."""
 import pytest
 
 
@@ -25,16 +27,27 @@ def producer(n, stages, bufs, reduces):
     return ops
 
 
-def consumer(wg, n, stages, bufs, dq_wgs, pipeline, consumers=2):
-    uneven, does_dq = dq_wgs < consumers, wg < dq_wgs
+def consumer(wg, n, stages, bufs, dq_wgs, pipeline, consumers=2, alternate=False):
+    uneven = dq_wgs < consumers
+    ds_bufs = stages + 1 if pipeline and uneven else stages  # the template's DS_BUFS (a producer config)
     ops = []
 
-    def ds_barrier(st):  # store_ds: dQ's warpgroups bar.sync, the others bar.arrive (uneven: an id per stage)
+    def does_dq(tile):
+        return wg == tile % consumers if alternate else wg < dq_wgs
+
+    def ds_barrier(st, tile):  # store_ds: dQ's warpgroups bar.sync, the others bar.arrive (uneven: an id per stage)
         bar = ("ds", st if uneven else 0)
-        return [("bar_arrive", bar), ("bar_wait", bar)] if does_dq else [("bar_arrive", bar)]
+        ops = [("ds_write", tile % ds_bufs, tile, wg), ("bar_arrive", bar)]
+        return ops + ([("bar_wait", bar)] if does_dq(tile) else [])
+
+    def ds_read(tile):  # dQ's wgmma reads the tile's dS^T (issue_dq) ...
+        return [("ds_read", tile % ds_bufs, tile, wg)] if does_dq(tile) else []
+
+    def ds_done(tile):  # ... until wgmma_wait<0>
+        return [("ds_done", tile % ds_bufs, tile, wg)] if does_dq(tile) else []
 
     def stage_dq(tile):
-        if not does_dq:
+        if not does_dq(tile) or not bufs:
             return []
         b = tile % bufs
         wait = [("wait", ("dq_empty", b), tile // bufs - 1)] if tile >= bufs else []
@@ -45,21 +58,24 @@ def consumer(wg, n, stages, bufs, dq_wgs, pipeline, consumers=2):
         st = (it if tile else it - 1) % stages
         if tile:
             ops += [("wait", ("full", st), it // stages), ("read", st, it)]
-            ops += ds_barrier(st)
         if not pipeline:
+            ops += ds_barrier(st, it) + ds_read(it) + ds_done(it)
             ops += [("done", st), ("arrive", ("empty", st))] + stage_dq(it)  # (reads retired: wgmma_wait<0>)
-        else:
-            ops += stage_dq(it - 1) if it > 0 else []
+        else:  # the previous tile's dQ issued behind dK, before this tile's dS^T is stored
+            ops += ds_read(it - 1) if it > 0 else []
+            ops += ds_barrier(st, it) if tile else []
+            ops += (ds_done(it - 1) + stage_dq(it - 1)) if it > 0 else []
             ops += [("done", st), ("arrive", ("empty", st))] if tile else []
     return ops
 
 
-def explore(n, stages, bufs, dq_wgs, pipeline):
-    """Every interleaving; raises AssertionError at the first violation. Returns the number of states."""
-    programs = [producer(n, stages, bufs, True), producer(n, stages, bufs, False)]
-    programs += [consumer(w, n, stages, bufs, dq_wgs, pipeline) for w in range(2)]
+def explore(n, stages, bufs, dq_wgs, pipeline, alternate=False):
+    """Every interleaving; raises AssertionError at the first violation. Returns the number of states.
+    bufs 0: the consumers' own dQ adds (no staging tiles; the producer only loads)."""
+    programs = [producer(n, stages, max(bufs, 1), bool(bufs)), producer(n, stages, 1, False)]
+    programs += [consumer(w, n, stages, bufs, dq_wgs, pipeline, alternate=alternate) for w in range(2)]
     expected = {"full": 2, "empty": 2, "dq_full": dq_wgs, "dq_empty": 1}
-    start = (tuple(0 for _ in programs), (), (), (), (), ())
+    start = (tuple(0 for _ in programs), (), (), (), (), (), ())
     seen, todo = {start}, [start]
     while todo:
         state = todo.pop()
@@ -80,7 +96,7 @@ def explore(n, stages, bufs, dq_wgs, pipeline):
 
 def step(a, op, state, expected):
     """The state after actor a runs op, or None if op waits."""
-    pcs, mbars, bars, stages, staging, targets = (dict(x) if i else list(x) for i, x in enumerate(state))
+    pcs, mbars, bars, stages, staging, targets, ds = (dict(x) if i else list(x) for i, x in enumerate(state))
     kind = op[0]
     if kind == "wait":
         completed = mbars.get(op[1], (0, 0))[1]
@@ -120,8 +136,19 @@ def step(a, op, state, expected):
         assert tile == op[2] and not read and len(writers) == expected["dq_full"], \
             f"reduce of tile {op[2]} finds staging {op[1]} = {tile, writers, read}"
         staging[op[1]] = (tile, writers, True)
+    elif kind == "ds_write":
+        tile, writers, readers = ds.get(op[1], (None, (), ()))
+        assert tile == op[2] or not readers, f"dS^T buffer {op[1]} rewritten with tile {op[2]} while {readers} read {tile}"
+        ds[op[1]] = (op[2], (writers if tile == op[2] else ()) + (op[3],), () if tile != op[2] else readers)
+    elif kind == "ds_read":
+        tile, writers, readers = ds.get(op[1], (None, (), ()))
+        assert tile == op[2] and len(writers) == 2, f"dQ of tile {op[2]} reads dS^T buffer {op[1]} = {tile, writers}"
+        ds[op[1]] = (tile, writers, readers + (op[3],))
+    elif kind == "ds_done":
+        tile, writers, readers = ds[op[1]]
+        ds[op[1]] = (tile, writers, tuple(r for r in readers if r != op[3]))
     pcs[a] += 1
-    return (tuple(pcs), *(tuple(sorted(d.items())) for d in (mbars, bars, stages, staging, targets)))
+    return (tuple(pcs), *(tuple(sorted(d.items())) for d in (mbars, bars, stages, staging, targets, ds)))
 
 
 # (stages, staging tiles, dQ warpgroups, pipelined): the four shapes the rules accept (D 128 s2; D 64 s2; D 64 s3)
@@ -133,6 +160,33 @@ SHAPES = [(2, 1, 2, False), (2, 2, 1, False), (3, 2, 1, True), (3, 1, 2, True), 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "s{}_bufs{}_dqwgs{}{}".format(*s[:3], "_pipe" if s[3] else ""))
 def test_every_interleaving_is_safe(shape, n):
     assert explore(n, *shape) > n
+
+
+# DQ_ALTERNATE: the uneven split at stages 2 with dQ on warpgroup it % 2, with the consumers' own adds (bufs 0) and
+# dq_via_producer's two staging tiles (D 64)
+ALTERNATE_SHAPES = [(2, 0, 1, False), (2, 2, 1, False)]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+@pytest.mark.parametrize("shape", ALTERNATE_SHAPES, ids=lambda s: "s{}_bufs{}_dqwgs{}".format(*s[:3]))
+def test_alternating_dq_every_interleaving_is_safe(shape, n):
+    assert explore(n, *shape, alternate=True) > n
+
+
+def test_the_checker_finds_a_shared_ds_barrier_id():
+    """With one dS^T barrier id for every tile (not one per stage), the alternating warpgroups deadlock or arrive
+    twice: the id per stage is what keeps a run-ahead arrival out of the previous tile's barrier."""
+    original = consumer
+
+    def one_id(*args, **kw):
+        return [(op[0], ("ds", 0)) if op[0].startswith("bar_") else op for op in original(*args, **kw)]
+
+    globals()["consumer"] = one_id
+    try:
+        with pytest.raises(AssertionError):
+            explore(3, 2, 0, 1, False, alternate=True)
+    finally:
+        globals()["consumer"] = original
 
 
 def test_the_checker_finds_a_missing_wait():

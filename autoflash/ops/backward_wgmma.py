@@ -66,6 +66,10 @@ DQ_BULK_REDUCE = False
 # Its rule (-1, dq_via_producer_rule): on from this head dim up (H200, dq_producer_ab_h200_2026-11-29_s6.log:
 # D 128 +16-23 % on every bf16/fp16 N 4096 / 16384 row, D 64 -11 %), where the staging tile fits.
 DQ_VIA_PRODUCER_FROM_HEAD_DIM = 128
+# Another (producer configs whose dQ tile goes to one warpgroup, i.e. D 64 bm64 bn128 w12, stages 2; a no-op
+# elsewhere): tile it's dQ goes to warpgroup it % 2 instead of always the first, so the two share the dQ products
+# and reductions (or staging) instead of the first setting the pace. Not yet run on a GPU: off.
+DQ_ALTERNATE = False
 DQ_STAGING_PAD = 8  # floats added to each staging row (the template's DQ_PSTRIDE): conflict-free float2 stores
 
 
@@ -198,6 +202,12 @@ class BackwardWgmmaTemplate(Template):
         """Shared memory before the dQ staging tiles (smem_layout's total without them)."""
         return self._layout(cfg)["total"]
 
+    def alternates_dq(self, cfg: BackwardConfig) -> bool:
+        """DQ_ALTERNATE applies: a producer config with the uneven dQ split (one warpgroup computes the tile),
+        stages 2 (the pipelined loop keeps the first warpgroup on dQ)."""
+        rows, cols = self.dq_split(cfg)
+        return DQ_ALTERNATE and self.producer(cfg) and rows * cols < self.consumers(cfg) and cfg.stages == 2
+
     def smem_layout(self, cfg: BackwardConfig) -> dict:
         lay = self._layout(cfg)
         staging, dq_bufs, total = self.dq_staging_bytes(cfg), 0, lay["total"]
@@ -239,7 +249,8 @@ class BackwardWgmmaTemplate(Template):
                 "dq_own_keys": "true" if DQ_OWN_KEYS else "false",
                 "dq_bulk": "true" if DQ_BULK_REDUCE else "false", "dq_rs": rows, "dq_cs": cols,
                 "dq_n": cfg.head_dim // cols, "dq_via_producer": bool(self.dq_staging_bytes(cfg)),
-                "dq_bufs": self.smem_layout(cfg)["dq_bufs"], "dq_pad": DQ_STAGING_PAD}
+                "dq_bufs": self.smem_layout(cfg)["dq_bufs"], "dq_pad": DQ_STAGING_PAD,
+                "dq_alternate": self.alternates_dq(cfg)}
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         table = self.DETERMINISTIC_DEFAULTS if key.get("deterministic") else {}
