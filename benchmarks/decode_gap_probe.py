@@ -32,11 +32,12 @@ VARIANTS = {
     "bn32w2s3": dict(block_n=32, warps=2, stages=3, l2_prefetch=128),   # 109 KB, 2 warps a block
     "bn16w2s4": dict(block_n=16, warps=2, stages=4, l2_prefetch=128),   # 74 KB: 3 blocks an SM
     "pf128ef": dict(l2_prefetch=128, evict_first=True),
-    "ahead2": dict(l2_ahead=2),   # L2 prefetch of the tiles 2 .. ahead of the cp.async ring (knob l2_ahead)
-    "ahead4": dict(l2_ahead=4),
-    "ahead8": dict(l2_ahead=8),
-    "bn16w4s3a4": dict(block_n=16, warps=4, stages=3, l2_prefetch=128, l2_ahead=4),
+    "swizzle": dict(swizzle=True),  # K/V rows unpadded, chunks XOR-swizzled (knob swizzle)
+    "bn16w4s3sw": dict(block_n=16, warps=4, stages=3, l2_prefetch=128, swizzle=True),
+    "sw_pf0": dict(swizzle=True, l2_prefetch=0),
 }
+# (call 1 also ran "ahead2/4/8": an l2_ahead knob, L2 prefetches of the tile 2/4/8 past the cp.async ring:
+# 7-48 % slower on every row; removed, see benchmarks/NOTES.md and decode_gap_h200_2026-11-29_s6_DC_call1.log)
 
 
 def label(row) -> str:

@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
-# Helper DC's device calls (sixth session): the l2_ahead GPU tests, Nsight Compute of our served config,
+# Helper DC's device calls (sixth session): the knob's GPU tests, Nsight Compute of our served config,
 # two knob variants and cuDNN on two rows, then the knob A/B beside SDPA (decode_gap_probe.py); table last.
 #   OUT=/tmp/o bash benchmarks/decode_gap_run.sh        (T_TESTS, T_NCU, T_AB: per-stage limits in s)
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/decode_gap}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
-VARIANTS=${VARIANTS:-default,bn16w4s3,pf128ef,ahead2,ahead4,ahead8,bn16w4s3a4}
+VARIANTS=${VARIANTS:-default,swizzle,bn16w4s3,bn16w4s3sw,sw_pf0}
 NCU_ROWS=${NCU_ROWS:-d128 32/8 b64 n8192,d128 32/8 b64 n1024}
-NCU_VARIANTS=${NCU_VARIANTS:-default,bn16w4s3,ahead4}
+NCU_VARIANTS=${NCU_VARIANTS:-default,swizzle,bn16w4s3sw}
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader
 t0=$(date +%s)
 python3 benchmarks/decode_gap_probe.py --precompile-only --variants "$VARIANTS" > "$OUT/precompile.log" 2>&1 &
 PRE=$!
-timeout "${T_TESTS:-40}" python3 -m pytest -q -x -n 8 -p no:cacheprovider tests/test_decode_l2_ahead_gpu.py \
+timeout "${T_TESTS:-40}" python3 -m pytest -q -x -n 8 -p no:cacheprovider ${TESTS:-tests/test_decode_swizzle_gpu.py} \
     > "$OUT/tests.log" 2>&1
 echo "tests: rc $? in $(( $(date +%s) - t0 )) s: $(tail -1 "$OUT/tests.log")"
 grep -m5 -E "^(FAILED|ERROR|E  )" "$OUT/tests.log"

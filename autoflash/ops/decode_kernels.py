@@ -8,8 +8,8 @@ multiple of 16, checked by the host) and the variant flags window, softcap, sink
 (VARIANT_FLAGS: compile-time specialisations, False in entries written before them).
 Knobs: block_n (keys a warp takes per pipeline stage), warps (each runs
 its own K/V pipeline), stages (cp.async buffers per warp) and num_splits (0: the
-wave-efficiency heuristic at run time; else a fixed split count); the copy knobs (bulk_copy,
-l2_prefetch, evict_first, l2_ahead: tiles prefetched into L2 beyond the cp.async ring) and fused_combine.
+wave-efficiency heuristic at run time; else a fixed split count); the copy knobs bulk_copy,
+l2_prefetch, evict_first, swizzle (K/V shared-memory rows unpadded, chunks XOR-swizzled) and fused_combine.
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ class DecodeConfig(OpConfig):
     l2_prefetch: int = 0     # cp.async K/V: L2 fetches the whole 128/256-byte span of a miss (0: no hint)
     evict_first: bool = False  # K/V (read once) loaded with an L2 evict_first cache policy
     fused_combine: bool = False  # the last split block of a row merges (no combine launch; <= 32 splits)
-    l2_ahead: int = 0  # contiguous cp.async: also prefetch into L2 the tile this many past the ring's newest
+    swizzle: bool = False  # K/V buffers unpadded, 16-byte chunks XOR-swizzled by row (else rows padded by 16 B)
     paged: bool = False  # K/V read through a block table from (num_pages, page_size, Hkv, D) caches
     # Attention variants (issue 17, the forward's contract; problem-key fields, run-time values in the
     # kernel's argument tail): sliding window, logit softcap, attention sinks, ALiBi.
@@ -65,7 +65,7 @@ class DecodeConfig(OpConfig):
 
     op: ClassVar[str] = "decode"
     name_parts: ClassVar[tuple] = (("head_dim", "d"), ("m_tiles", "mt"), ("block_n", "bn"), ("warps", "w"),
-                                   ("stages", "s"), ("num_splits", "ns"), ("l2_prefetch", "pf"), ("l2_ahead", "la"))
+                                   ("stages", "s"), ("num_splits", "ns"), ("l2_prefetch", "pf"))
 
     @property
     def block_m(self) -> int:
@@ -102,7 +102,7 @@ class DecodeMmaTemplate(Template):
         "l2_prefetch": (0, 128, 256),
         "evict_first": (False, True),
         "fused_combine": (False, True),
-        "l2_ahead": (0, 2, 4, 8),
+        "swizzle": (False, True),
     }
 
     @staticmethod
@@ -112,12 +112,15 @@ class DecodeMmaTemplate(Template):
         return cfg.m_tiles * cfg.head_dim <= 128
 
     def smem_bytes(self, cfg: DecodeConfig) -> int:
-        """The warps' stage mbarriers, then Q rows + every warp's K/V buffers; after the key loop
+        """The warps' stage mbarriers, then Q rows + every warp's K/V buffers (rows padded by SMEM_PAD
+        elements, K/V rows not with swizzle); after the key loop
         the space past the barriers holds the warps' (m, l, O) for the merge, whichever is larger."""
         stride = cfg.head_dim + SMEM_PAD
+        kv_stride = cfg.head_dim if cfg.swizzle else stride
         elem = 2  # fp16 / bf16
         barriers = math.ceil(8 * cfg.warps * cfg.stages / 16) * 16
-        pipeline = (cfg.block_m + cfg.warps * cfg.stages * 2 * cfg.block_n) * stride * elem
+        pipeline = (cfg.block_m * stride + cfg.warps * cfg.stages * 2 * cfg.block_n * kv_stride) * elem
+        pipeline += 128 * cfg.swizzle  # the K/V buffers start on a 128-byte boundary
         merge = 4 * cfg.warps * cfg.block_m * (2 + cfg.head_dim + MERGE_PAD)
         return barriers + max(pipeline, merge)
 
@@ -144,9 +147,9 @@ class DecodeMmaTemplate(Template):
             errors.append("paged caches are read by cp.async copies (a table look-up per 16 keys), not bulk_copy")
         if cfg.bulk_copy and cfg.l2_prefetch:
             errors.append("l2_prefetch applies to cp.async copies, not bulk_copy")
-        if cfg.l2_ahead and (cfg.paged or cfg.bulk_copy):
-            errors.append("l2_ahead prefetches contiguous K/V rows ahead of the cp.async ring: not with paged or "
-                          "bulk_copy")
+        if cfg.swizzle and (cfg.bulk_copy or cfg.head_dim < 64):
+            errors.append("swizzle permutes the 16-byte chunks of rows of >= 8 chunks (head_dim >= 64) written by "
+                          "cp.async: not with bulk_copy (whole rows) or head_dim < 64")
         static = self.static_smem(cfg)
         if static and self.smem_bytes(cfg) + static > ARCHS[cfg.arch].smem_per_block:
             errors.append(f"needs {self.smem_bytes(cfg)} B of shared memory plus {static} B of variant constants and "
