@@ -97,6 +97,8 @@ class WgmmaTemplate(ForwardTemplate):
             errors.append(f"~{regs} registers per consumer thread (S {cfg.block_n // 2} + P {cfg.block_n // 4} "
                           f"+ O {dim_v(cfg) // 2} + {REG_OVERHEAD}) exceed the {budget} a consumer gets")
         errors += self._schedule_problems(cfg) + self._o_store_problems(cfg)
+        if self.q_buffers not in (1, 2):
+            errors.append(f"WgmmaTemplate.q_buffers={self.q_buffers} must be 1 or 2")
         if nc == 3 and cfg.paged:
             # the producer's cp.async loop spilled 80 B in the 32 registers three consumers leave it
             errors.append("paged K/V needs block_m 64 or 128 (three consumer warpgroups leave the producer "
@@ -159,22 +161,22 @@ class WgmmaTemplate(ForwardTemplate):
     def smem_layout(self, cfg: KernelConfig) -> dict:
         return self._smem_layout(cfg, self.o_store_tma(cfg))
 
-    @staticmethod
-    def _smem_layout(cfg: KernelConfig, o_tma: bool) -> dict:
+    def _smem_layout(self, cfg: KernelConfig, o_tma: bool) -> dict:
         eb = DTYPE_BYTES[cfg.dtype]
         cols = padded_head_dim(cfg.head_dim)  # whole 128-byte swizzle column blocks
         q_bytes = cfg.block_m * cols * eb
         kv_bytes = cfg.block_n * cols * eb  # one K tile
         v_bytes = cfg.block_n * padded_head_dim(dim_v(cfg)) * eb  # one V tile (V's own head dim)
         q_off = 0
-        k_off = q_off + q_bytes
+        k_off = q_off + self.q_buffers * q_bytes
         v_off = k_off + cfg.stages * kv_bytes
         bar_off = v_off + cfg.stages * v_bytes
         extra = {}
         if o_tma:  # O's staging tile after the V ring
             extra = {"o_off": bar_off}
             bar_off += cfg.block_m * padded_head_dim(dim_v(cfg)) * eb
-        bars = 2 + 4 * cfg.stages  # Q full, Q empty; K full, V full, K empty, V empty per stage
+        # Q full, Q empty; K full, V full, K empty, V empty per stage; (q_buffers 2) Q slot 1's full, empty
+        bars = 2 * self.q_buffers + 4 * cfg.stages
         total = bar_off + bars * BARRIER_BYTES
         return {"q_off": q_off, "k_off": k_off, "v_off": v_off, "bar_off": bar_off,
                 "q_bytes": q_bytes, "kv_bytes": kv_bytes, "v_bytes": v_bytes, "total": total, **extra}
@@ -206,6 +208,7 @@ class WgmmaTemplate(ForwardTemplate):
             # applies it only with two consumers
             "pingpong": pingpong_rule(cfg) if cfg.pingpong == -1 else cfg.pingpong,
             "o_store_tma": int(self.o_store_tma(cfg)),
+            "q_buffers": self.q_buffers,
             **({"o_off": lay["o_off"]} if "o_off" in lay else {}),
         }
 
@@ -298,6 +301,10 @@ class WgmmaTemplate(ForwardTemplate):
     # pairs of query tiles of equal total cost, so a static round-robin balances them.
     # The rule of configs with persistent=-1 (True, False, or None: iff not causal); benchmarks set it.
     persistent: bool | None = True
+    # Qi slots in shared memory (an experiment, not in the config name, so a process must not mix the two for
+    # one config): 1, or 2 so the producer loads the next item's Qi while this item's key tiles run (it waits
+    # for the last S = Qi Kj^T otherwise); benchmarks/wgmma_window_probe.py --switch q_buffers=2 times it.
+    q_buffers: int = 1
 
     def persistent_rule(self, cfg: KernelConfig) -> bool:
         return (not cfg.causal) if self.persistent is None else bool(self.persistent)
