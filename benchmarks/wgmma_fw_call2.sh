@@ -15,3 +15,7 @@ timeout ${WIN_S:-35} python benchmarks/wgmma_window_probe.py --rounds 7 --switch
   | grep -v "^  \|UserWarning\|warn("
 timeout ${WIN64_S:-30} python benchmarks/wgmma_window_probe.py --rounds 7 --switch q_buffers=2 --head-dim 64 \
   --tiles 192x128s2 2>&1 | tee $OUT/window64.log | grep -v "^  \|UserWarning\|warn("
+# attention()'s host cost now that its D 128 tiny-problem config (served from the N 1024 entry, br128 bc128 s2) stores
+# O by TMA: the packed launch re-encodes O's map whenever the output pointer is new
+timeout ${HOST_S:-25} python benchmarks/host_overhead.py --host-only --label fw_tma_store --out $OUT/host.json 2>&1 \
+  | tee $OUT/host.log | grep -v "^  \|UserWarning\|warn(" | tail -14
