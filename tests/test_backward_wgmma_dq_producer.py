@@ -166,3 +166,32 @@ def test_compiles_without_spills(d, causal, stages, dtype, tmp_path):
     assert "UBLKRED.G.S.ADD.F32" in main and "REDG" not in main  # the producer's bulk reductions only
     assert "STS.64" in main  # the consumers' float2 stores of dQ to the staging tile
     assert "USETMAXREG.DEALLOC.CTAPOOL 0x18" in main and _producer_max_register(main) < 24
+
+
+def test_tile_reduce_switch(monkeypatch):
+    """DQ_TILE_REDUCE: off, no render has its code; on, the staging rows are unpadded (the tile one contiguous range
+    of dq_accum, so D 128 now holds two staging tiles), one producer thread reduces it and frees it (count 1)."""
+    assert backward_wgmma.DQ_TILE_REDUCE is False
+    for d in (64, 128):
+        assert "DQ_TILE_REDUCE" not in render(on(d=d)) and "DQ_PSTRIDE = HEAD_DIM + 8;" in render(on(d=d))
+    monkeypatch.setattr(backward_wgmma, "DQ_TILE_REDUCE", True)
+    for d, bufs in ((64, 2), (128, 2)):
+        c = on(d=d, causal=True)
+        source, lay = render(c), WG.smem_layout(c)
+        assert "(DQ_TILE_REDUCE)" in source and "DQ_PSTRIDE = HEAD_DIM + 0;" in source
+        assert "mbar_init(dq_empty_bar + 8 * b, 1);" in source and lay["dq_bufs"] == bufs
+        assert lay["dq_staging"] == 64 * d * 4 and WG.smem_bytes(c) <= 232448
+    assert "DQ_TILE_REDUCE" not in render(off(cfg(d=128, warps=12)))  # (the knob off: no staging at all)
+
+
+@pytest.mark.parametrize("d,causal,dtype", [(64, True, "bf16"), (128, False, "fp16")])
+def test_tile_reduce_compiles_without_spills(d, causal, dtype, tmp_path, monkeypatch):
+    pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
+    from autoflash.kernels.compile import compile_kernel
+
+    monkeypatch.setattr(backward_wgmma, "DQ_TILE_REDUCE", True)
+    c = on(dtype=dtype, d=d, causal=causal)
+    kernel = compile_kernel(c)
+    assert kernel.report.spills == 0 and kernel.report.registers <= 168 and "serialized" not in kernel.log
+    main = kernel_sass(kernel, c.name, tmp_path)
+    assert main.count("UBLKRED.G.S.ADD.F32") == 1 and "REDG" not in main and "STS.64" in main

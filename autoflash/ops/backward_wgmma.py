@@ -70,6 +70,10 @@ DQ_VIA_PRODUCER_FROM_HEAD_DIM = 128
 # elsewhere): tile it's dQ goes to warpgroup it % 2 instead of always the first, so the two share the dQ products
 # and reductions (or staging) instead of the first setting the pace. Not yet run on a GPU: off.
 DQ_ALTERNATE = False
+# Another (with dq_via_producer on): the staging tile unpadded (row stride D, as dq_accum's rows), so a query tile's
+# dQ is one contiguous range reduced by ONE bulk op from one producer thread instead of one op per row (BLOCK_M ops,
+# serialised per warp). Costs bank conflicts on the consumers' staging stores. Not yet run on a GPU: off.
+DQ_TILE_REDUCE = False
 DQ_STAGING_PAD = 8  # floats added to each staging row (the template's DQ_PSTRIDE): conflict-free float2 stores
 
 
@@ -230,7 +234,7 @@ class BackwardWgmmaTemplate(Template):
 
     @staticmethod
     def _staging_tile_bytes(cfg: BackwardConfig) -> int:
-        return cfg.block_m * (cfg.head_dim + DQ_STAGING_PAD) * 4
+        return cfg.block_m * (cfg.head_dim + staging_pad()) * 4
 
     def dq_staging_bytes(self, cfg: BackwardConfig) -> int:
         """One fp32 dQ staging tile (dq_via_producer on, producer configs), its rows padded; 0 otherwise."""
@@ -249,7 +253,8 @@ class BackwardWgmmaTemplate(Template):
                 "dq_own_keys": "true" if DQ_OWN_KEYS else "false",
                 "dq_bulk": "true" if DQ_BULK_REDUCE else "false", "dq_rs": rows, "dq_cs": cols,
                 "dq_n": cfg.head_dim // cols, "dq_via_producer": bool(self.dq_staging_bytes(cfg)),
-                "dq_bufs": self.smem_layout(cfg)["dq_bufs"], "dq_pad": DQ_STAGING_PAD,
+                "dq_bufs": self.smem_layout(cfg)["dq_bufs"], "dq_pad": staging_pad(),
+                "dq_tile_reduce": DQ_TILE_REDUCE and bool(self.dq_staging_bytes(cfg)),
                 "dq_alternate": self.alternates_dq(cfg)}
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
@@ -260,6 +265,11 @@ class BackwardWgmmaTemplate(Template):
             if not cfg.problems():
                 return cfg
         raise ValueError(f"no {self.name} config fits {arch} for {key}")
+
+
+def staging_pad() -> int:
+    """Floats added to each dQ staging row: none where the tile is reduced by one bulk op (DQ_TILE_REDUCE)."""
+    return 0 if DQ_TILE_REDUCE else DQ_STAGING_PAD
 
 
 TEMPLATE = BackwardWgmmaTemplate()
