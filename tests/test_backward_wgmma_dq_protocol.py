@@ -151,9 +151,10 @@ def step(a, op, state, expected):
     return (tuple(pcs), *(tuple(sorted(d.items())) for d in (mbars, bars, stages, staging, targets, ds)))
 
 
-# (stages, staging tiles, dQ warpgroups, pipelined): the four shapes the rules accept (D 128 s2; D 64 s2; D 64 s3)
-# and one they refuse for shared memory (D 128 s3, one staging tile), in case it ever fits
-SHAPES = [(2, 1, 2, False), (2, 2, 1, False), (3, 2, 1, True), (3, 1, 2, True), (2, 1, 1, False)]
+# (stages, staging tiles, dQ warpgroups, pipelined): the four shapes the rules accept (D 128 s2; D 64 s2; D 64 s3),
+# one they refuse for shared memory (D 128 s3, one staging tile), in case it ever fits, and D 128 s2 with two
+# staging tiles (DQ_TILE_REDUCE's unpadded tiles fit two)
+SHAPES = [(2, 1, 2, False), (2, 2, 1, False), (3, 2, 1, True), (3, 1, 2, True), (2, 1, 1, False), (2, 2, 2, False)]
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5])
