@@ -76,8 +76,9 @@ class BackwardConfig(OpConfig):
     # head_dim. Not a key field either (no tuned entries: the pair's default tile serves it).
     head_dim_v: int = 0
     # flash_bwd_wgmma's dQ reduction (a knob of that template only): -1 = its rule, 0 = the consumers'
-    # red.global adds, 1 = staged in shared memory and reduced by the producer warpgroup. Named "_dqp0" /
-    # "_dqp1" after the flags only when not -1 (configs and entries written before it keep their names).
+    # red.global adds, 1 = staged in shared memory and reduced by the producer warpgroup a row at a time, 2 = the
+    # same with one bulk reduction a tile. Named "_dqp0" / "_dqp1" / "_dqp2" after the flags only when not -1
+    # (configs and entries written before it keep their names).
     dq_via_producer: int = -1
 
     op: ClassVar[str] = "backward"
