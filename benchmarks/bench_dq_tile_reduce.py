@@ -1,5 +1,5 @@
-"""flash_bwd_wgmma's DQ_TILE_REDUCE switch (ops/backward_wgmma.py: with dq_via_producer on, the staging tile unpadded
-and each query tile's dQ reduced by ONE bulk op instead of one per row) timed on the producer tile (bm64 bn128 w12
+"""flash_bwd_wgmma's dq_via_producer=2 (ops/backward_wgmma.py: the staging tile unpadded and each query tile's dQ
+reduced by ONE bulk op instead of one per row, dq_via_producer=1) timed on the producer tile (bm64 bn128 w12
 s2, the served default) against the same tile with dq_via_producer's per-row ops ("dqp_rows") and with the
 consumers' own red.global adds ("adds"), beside SDPA's cuDNN backward, in one run: bf16/fp16, D 64/128, causal and
 not, N 4096 by default (B = 16384 / N, H = 2048 / D); TFLOP/s at 2.5x the forward's FLOPs; CUDA events, interleaved
@@ -20,7 +20,6 @@ from bench_backward_wgmma import key, pinned, problems
 from autoflash.kernels.archs import build_arch
 from autoflash.kernels.compile import compile_kernel
 from autoflash.kernels.device import device_arch
-from autoflash.ops import backward_wgmma
 from autoflash.ops.backward_wgmma import TEMPLATE as WGMMA
 
 NAMES = ["adds", "dqp_rows", "dqp_tile", "sdpa_cudnn"]
@@ -28,31 +27,21 @@ PAIRS = (("dqp_tile", "dqp_rows"), ("dqp_tile", "adds"), ("dqp_rows", "adds"), (
          ("adds", "sdpa_cudnn"))
 
 
-def switched(tile, fn, *args):
-    """fn(*args) with DQ_TILE_REDUCE set (the rules, the rendering and the loaded shared memory read it)."""
-    saved = backward_wgmma.DQ_TILE_REDUCE
-    backward_wgmma.DQ_TILE_REDUCE = tile
-    try:
-        return fn(*args)
-    finally:
-        backward_wgmma.DQ_TILE_REDUCE = saved
-
-
 def configs(arch, dtype, d, causal):
-    """name -> (config, DQ_TILE_REDUCE): the producer tile with dq_via_producer off, on (per-row ops), on + the switch
-    (the knob at -1 where the rule gives that value, else spelled 0 / 1)."""
+    """name -> config: the producer tile with dq_via_producer 0, 1 (a bulk op a row), 2 (a bulk op a tile), spelled -1
+    where the rule gives that value."""
     c = WGMMA.config(build_arch(WGMMA.archs, arch), key(dtype, d, causal), block_m=64, block_n=128, warps=12,
                      stages=2, warps_q=1)
     out = {}
-    for name, on, tile in (("adds", False, False), ("dqp_rows", True, False), ("dqp_tile", True, True)):
-        x = c if WGMMA.dq_via_producer(c) == on else c.replace(dq_via_producer=int(on))
-        assert not switched(tile, x.problems), (x.name, switched(tile, x.problems))
-        out[name] = (x, tile)
+    for name, mode in (("adds", 0), ("dqp_rows", 1), ("dqp_tile", 2)):
+        x = c if WGMMA.dq_mode(c) == mode else c.replace(dq_via_producer=mode)
+        assert not x.problems(), (x.name, x.problems())
+        out[name] = x
     return out
 
 
-def _compile(cfg_tile):
-    return switched(cfg_tile[1], lambda: compile_kernel(cfg_tile[0]).report)
+def _compile(cfg):
+    return compile_kernel(cfg).report
 
 
 def precompile(arch, dtypes, head_dims):
@@ -60,8 +49,8 @@ def precompile(arch, dtypes, head_dims):
 
     cfgs = [x for t in dtypes for d in head_dims for causal in (False, True) for x in configs(arch, t, d, causal).values()]
     with ProcessPoolExecutor() as pool:
-        for (cfg, tile), rep in zip(cfgs, pool.map(_compile, cfgs)):
-            print(f"  compiled {cfg.name} tile_reduce={tile}: {rep.registers} registers, {rep.spills} B spilled", flush=True)
+        for cfg, rep in zip(cfgs, pool.map(_compile, cfgs)):
+            print(f"  compiled {cfg.name}: {rep.registers} registers, {rep.spills} B spilled", flush=True)
 
 
 def main():
@@ -80,8 +69,8 @@ def main():
     rows = []
     for (dtype, d, n, causal), (q, k, v, dout, out, lse, ref) in problems(dtypes, head_dims, args.seqs):
         fns, errs = {}, {}
-        for name, (cfg, tile) in configs(arch, dtype, d, causal).items():
-            fns[name] = switched(tile, pinned, cfg, "", q, k, v, out, lse, dout, causal)
+        for name, cfg in configs(arch, dtype, d, causal).items():
+            fns[name] = pinned(cfg, "", q, k, v, out, lse, dout, causal)
             if ref is not None:
                 errs[name] = max(rel(a, r) for a, r in zip(fns[name](), ref))
         fn, _ = sdpa_backward("cudnn", q, k, v, dout, causal)

@@ -1,5 +1,6 @@
 """flash_bwd_wgmma's dq_via_producer knob without a GPU (ops/backward_wgmma.py; BackwardConfig field, -1 = the
-rule: on for producer configs from D 128 up that are not deterministic and hold a staging tile): off (0, or the
+rule: 1 for producer configs from D 128 up that are not deterministic and hold a staging tile; 2: one bulk
+reduction a tile from an unpadded staging tile): off (0, or the
 rule off), every config renders the source it rendered before the knob existed (none of its code is in it; an
 explicit 0 renders what the rule's off renders); the rules refuse an explicit value that cannot apply (no producer
 warpgroup, deterministic) or equals the rule's (spelled -1), the staging tiles fit in shared memory (two at D 64,
@@ -88,7 +89,7 @@ def test_rule():
     (lambda: cfg(d=64, warps=12, dq_via_producer=0), "spelled -1"),
     (lambda: cfg(warps=8, dq_via_producer=0), "spelled -1"),
     (lambda: cfg(d=128, warps=12, stages=3, dq_via_producer=0), "spelled -1"),
-    (lambda: cfg(warps=12, dq_via_producer=2), "dq_via_producer=2 is not one of [-1, 0, 1]"),
+    (lambda: cfg(warps=12, dq_via_producer=3), "dq_via_producer=3 is not one of [-1, 0, 1, 2]"),
     (lambda: cfg(warps=12, dq_via_producer=True), "dq_via_producer must be an integer"),
     (lambda: BackwardMma.default("sm_90", key("bf16", 128, False)).replace(dq_via_producer=0),
      "dq_via_producer=0 is a flash_bwd_wgmma knob; flash_bwd_mma needs -1"),
@@ -112,11 +113,11 @@ def test_names_and_stored_entries():
 
 def test_search_space_has_both_values():
     """The tuner's space (Template.space over the knobs) holds the knob: the rule and the other value, per tile."""
-    assert WG.knobs["dq_via_producer"] == (-1, 0, 1)
+    assert WG.knobs["dq_via_producer"] == (-1, 0, 1, 2)
     for d, other in ((64, 1), (128, 0)):
         valid = [c for c in WG.space("sm_90a", key("bf16", d, False)) if not c.problems() and WG.producer(c)]
         stages2 = {c.dq_via_producer for c in valid if c.stages == 2}
-        assert stages2 == {-1, other}, (d, stages2)
+        assert stages2 == {-1, other, 2}, (d, stages2)
 
 
 def test_default_keys_get_the_rule():
@@ -168,29 +169,30 @@ def test_compiles_without_spills(d, causal, stages, dtype, tmp_path):
     assert "USETMAXREG.DEALLOC.CTAPOOL 0x18" in main and _producer_max_register(main) < 24
 
 
-def test_tile_reduce_switch(monkeypatch):
-    """DQ_TILE_REDUCE: off, no render has its code; on, the staging rows are unpadded (the tile one contiguous range
-    of dq_accum, so D 128 now holds two staging tiles), one producer thread reduces it and frees it (count 1)."""
-    assert backward_wgmma.DQ_TILE_REDUCE is False
+def test_tile_reduce_value():
+    """dq_via_producer=2: the staging rows unpadded (the tile one contiguous range of dq_accum, so D 128 holds two
+    staging tiles), one producer thread reduces it and frees it (count 1); 1 keeps none of that code."""
     for d in (64, 128):
-        assert "DQ_TILE_REDUCE" not in render(on(d=d)) and "DQ_PSTRIDE = HEAD_DIM + 8;" in render(on(d=d))
-    monkeypatch.setattr(backward_wgmma, "DQ_TILE_REDUCE", True)
+        rows = on(d=d)
+        assert "(dq_via_producer=2)" not in render(rows) and "DQ_PSTRIDE = HEAD_DIM + 8;" in render(rows)
     for d, bufs in ((64, 2), (128, 2)):
-        c = on(d=d, causal=True)
+        c = cfg(d=d, causal=True, warps=12, dq_via_producer=2)
         source, lay = render(c), WG.smem_layout(c)
-        assert "(DQ_TILE_REDUCE)" in source and "DQ_PSTRIDE = HEAD_DIM + 0;" in source
+        assert c.problems() == [] and WG.dq_mode(c) == 2 and c.name.endswith("_causal_dqp2")
+        assert "(dq_via_producer=2)" in source and "DQ_PSTRIDE = HEAD_DIM + 0;" in source
         assert "mbar_init(dq_empty_bar + 8 * b, 1);" in source and lay["dq_bufs"] == bufs
         assert lay["dq_staging"] == 64 * d * 4 and WG.smem_bytes(c) <= 232448
-    assert "DQ_TILE_REDUCE" not in render(off(cfg(d=128, warps=12)))  # (the knob off: no staging at all)
+    for bad, reason in ((cfg(warps=8, dq_via_producer=2), "dq_via_producer=2: the producer warpgroup"),
+                        (cfg(warps=12, deterministic=True, dq_via_producer=2), "dq_via_producer=2: deterministic")):
+        assert any(reason in p for p in bad.problems()), bad.problems()
 
 
 @pytest.mark.parametrize("d,causal,dtype", [(64, True, "bf16"), (128, False, "fp16")])
-def test_tile_reduce_compiles_without_spills(d, causal, dtype, tmp_path, monkeypatch):
+def test_tile_reduce_compiles_without_spills(d, causal, dtype, tmp_path):
     pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
     from autoflash.kernels.compile import compile_kernel
 
-    monkeypatch.setattr(backward_wgmma, "DQ_TILE_REDUCE", True)
-    c = on(dtype=dtype, d=d, causal=causal)
+    c = cfg(dtype=dtype, d=d, causal=causal, warps=12, dq_via_producer=2)
     kernel = compile_kernel(c)
     assert kernel.report.spills == 0 and kernel.report.registers <= 168 and "serialized" not in kernel.log
     main = kernel_sass(kernel, c.name, tmp_path)

@@ -70,11 +70,13 @@ DQ_VIA_PRODUCER_FROM_HEAD_DIM = 128
 # elsewhere): tile it's dQ goes to warpgroup it % 2 instead of always the first, so the two share the dQ products
 # and reductions (or staging) instead of the first setting the pace. Not yet run on a GPU: off.
 DQ_ALTERNATE = False
-# Another (with dq_via_producer on): the staging tile unpadded (row stride D, as dq_accum's rows), so a query tile's
-# dQ is one contiguous range reduced by ONE bulk op from one producer thread instead of one op per row (BLOCK_M ops,
-# serialised per warp). Costs bank conflicts on the consumers' staging stores. Not yet run on a GPU: off.
-DQ_TILE_REDUCE = False
+# dq_via_producer=2 (not the rule's yet): the staging tile unpadded (row stride D, as dq_accum's rows), so a query
+# tile's dQ is one contiguous range reduced by ONE bulk op from one producer thread instead of one op per row
+# (BLOCK_M ops, serialised per warp); the consumers' staging stores get bank conflicts. H200
+# (dq_tile_reduce_h200_2026-11-29_s6_BK_bench.log): D 64 +19-23 % over 1, +5-9 % over 0 (the D 64 rule's); D 128
+# -1..-3 % against 1 (the D 128 rule's).
 DQ_STAGING_PAD = 8  # floats added to each staging row (the template's DQ_PSTRIDE): conflict-free float2 stores
+DQ_MODES = {0: "consumers' adds", 1: "staged, a bulk op per row", 2: "staged unpadded, a bulk op per tile"}
 
 
 class BackwardWgmmaTemplate(Template):
@@ -90,7 +92,7 @@ class BackwardWgmmaTemplate(Template):
         "warps": (4, 8, 12),  # 4 per warpgroup: consumers (block_n / 64), then maybe a producer
         "stages": (2, 3),  # query-tile buffers; 3: also the pipelined consumers (producer configs only)
         "warps_q": (1,),
-        "dq_via_producer": (-1, 0, 1),  # dQ staged for the producer's bulk reductions (-1: the rule)
+        "dq_via_producer": (-1, 0, 1, 2),  # dQ staged for the producer's bulk reductions (DQ_MODES; -1: the rule)
     }
     # head_dim -> (block_m, block_n, producer warpgroup), first valid wins (not tuned yet). D 128: the
     # producer ran 8-9 % faster on every H200 row (s5_call2 log); D 64: its producer tile (64 queries, the
@@ -178,29 +180,34 @@ class BackwardWgmmaTemplate(Template):
     def _dq_via_producer_problems(self, cfg: BackwardConfig) -> list[str]:
         """An explicit dq_via_producer must be able to apply (on) and differ from the rule (one config name per
         kernel); a staging tile that does not fit is refused by the shared-memory check."""
-        if cfg.dq_via_producer == 1 and not self.producer(cfg):
-            return [f"dq_via_producer=1: the producer warpgroup reduces dQ, and warps={cfg.warps} has none "
+        v = cfg.dq_via_producer
+        if v > 0 and not self.producer(cfg):
+            return [f"dq_via_producer={v}: the producer warpgroup reduces dQ, and warps={cfg.warps} has none "
                     f"(warps = 4 x (block_n / 64 + 1))"]
-        if cfg.dq_via_producer == 1 and cfg.deterministic:
-            return ["dq_via_producer=1: deterministic keeps the consumers' dQ adds (dq_sem orders them in "
+        if v > 0 and cfg.deterministic:
+            return [f"dq_via_producer={v}: deterministic keeps the consumers' dQ adds (dq_sem orders them in "
                     "K/V-tile order; the producer's bulk reductions are not)"]
-        if cfg.dq_via_producer == int(self.dq_via_producer_rule(cfg)):
+        if v == self.dq_via_producer_rule(cfg):
             return [f"dq_via_producer={cfg.dq_via_producer} is the rule's value for this config (head_dim "
                     f"{cfg.head_dim}, warps {cfg.warps}, stages {cfg.stages}, deterministic {cfg.deterministic}): "
                     f"spelled -1 (one config name per kernel)"]
         return []
 
-    def dq_via_producer_rule(self, cfg: BackwardConfig) -> bool:
-        """dq_via_producer=-1: on for producer configs, not deterministic, head_dim >= DQ_VIA_PRODUCER_FROM_HEAD_DIM,
-        whose shared memory holds a staging tile (not D 128 stages 3); off elsewhere (D 64 measured -11 %)."""
+    def dq_via_producer_rule(self, cfg: BackwardConfig) -> int:
+        """dq_via_producer=-1: 1 for producer configs, not deterministic, head_dim >= DQ_VIA_PRODUCER_FROM_HEAD_DIM,
+        whose shared memory holds a staging tile (not D 128 stages 3); 0 elsewhere (D 64 measured -11 %)."""
         if not self.producer(cfg) or cfg.deterministic or cfg.head_dim < DQ_VIA_PRODUCER_FROM_HEAD_DIM:
-            return False
+            return 0
         room = ARCHS[cfg.arch].smem_per_block - self._base_smem(cfg) - SMEM_ALIGN
-        return room >= self._staging_tile_bytes(cfg) + 16
+        return int(room >= self._staging_tile_bytes(cfg, 1) + 16)
+
+    def dq_mode(self, cfg: BackwardConfig) -> int:
+        """This config's dQ path (DQ_MODES): the knob, or its rule at -1."""
+        return self.dq_via_producer_rule(cfg) if cfg.dq_via_producer == -1 else cfg.dq_via_producer
 
     def dq_via_producer(self, cfg: BackwardConfig) -> bool:
         """Whether this config stages dQ for the producer (the knob, or its rule at -1)."""
-        return self.dq_via_producer_rule(cfg) if cfg.dq_via_producer == -1 else cfg.dq_via_producer == 1
+        return self.dq_mode(cfg) > 0
 
     def _base_smem(self, cfg: BackwardConfig) -> int:
         """Shared memory before the dQ staging tiles (smem_layout's total without them)."""
@@ -233,14 +240,14 @@ class BackwardWgmmaTemplate(Template):
         return {"kv": kv, "qo": qo, "ds": ds, "total": total}
 
     @staticmethod
-    def _staging_tile_bytes(cfg: BackwardConfig) -> int:
-        return cfg.block_m * (cfg.head_dim + staging_pad()) * 4
+    def _staging_tile_bytes(cfg: BackwardConfig, mode: int) -> int:
+        return cfg.block_m * (cfg.head_dim + (0 if mode == 2 else DQ_STAGING_PAD)) * 4
 
     def dq_staging_bytes(self, cfg: BackwardConfig) -> int:
         """One fp32 dQ staging tile (dq_via_producer on, producer configs), its rows padded; 0 otherwise."""
         if not (self.producer(cfg) and self.dq_via_producer(cfg)):
             return 0
-        return self._staging_tile_bytes(cfg)
+        return self._staging_tile_bytes(cfg, self.dq_mode(cfg))
 
     def smem_bytes(self, cfg: BackwardConfig) -> int:
         return self.smem_layout(cfg)["total"] + SMEM_ALIGN
@@ -253,8 +260,9 @@ class BackwardWgmmaTemplate(Template):
                 "dq_own_keys": "true" if DQ_OWN_KEYS else "false",
                 "dq_bulk": "true" if DQ_BULK_REDUCE else "false", "dq_rs": rows, "dq_cs": cols,
                 "dq_n": cfg.head_dim // cols, "dq_via_producer": bool(self.dq_staging_bytes(cfg)),
-                "dq_bufs": self.smem_layout(cfg)["dq_bufs"], "dq_pad": staging_pad(),
-                "dq_tile_reduce": DQ_TILE_REDUCE and bool(self.dq_staging_bytes(cfg)),
+                "dq_bufs": self.smem_layout(cfg)["dq_bufs"],
+                "dq_pad": 0 if self.dq_mode(cfg) == 2 else DQ_STAGING_PAD,
+                "dq_tile_reduce": self.producer(cfg) and self.dq_mode(cfg) == 2,
                 "dq_alternate": self.alternates_dq(cfg)}
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
@@ -265,11 +273,6 @@ class BackwardWgmmaTemplate(Template):
             if not cfg.problems():
                 return cfg
         raise ValueError(f"no {self.name} config fits {arch} for {key}")
-
-
-def staging_pad() -> int:
-    """Floats added to each dQ staging row: none where the tile is reduced by one bulk op (DQ_TILE_REDUCE)."""
-    return 0 if DQ_TILE_REDUCE else DQ_STAGING_PAD
 
 
 TEMPLATE = BackwardWgmmaTemplate()
