@@ -55,7 +55,7 @@ def test_explicit_off_renders_the_rules_off(causal, monkeypatch):
     c = cfg(d=128, causal=causal, warps=12)
     assert WG.dq_via_producer(c) and "DQ_PSTRIDE" in render(c)
     explicit = render(c.replace(dq_via_producer=0))
-    monkeypatch.setattr(backward_wgmma, "DQ_VIA_PRODUCER_FROM_HEAD_DIM", 256)  # the rule off at D 128
+    monkeypatch.setattr(backward_wgmma, "DQ_RULE", {64: 0, 128: 0})  # the rule off at D 128
     assert not WG.dq_via_producer(c)
     assert explicit == render(c).replace(c.name, c.name + "_dqp0") and c.name + "_dqp0" in explicit
 
@@ -167,6 +167,17 @@ def test_compiles_without_spills(d, causal, stages, dtype, tmp_path):
     assert "UBLKRED.G.S.ADD.F32" in main and "REDG" not in main  # the producer's bulk reductions only
     assert "STS.64" in main  # the consumers' float2 stores of dQ to the staging tile
     assert "USETMAXREG.DEALLOC.CTAPOOL 0x18" in main and _producer_max_register(main) < 24
+
+
+def test_rule_table_can_pick_the_tile_reduction(monkeypatch):
+    """DQ_RULE[64] = 2 (what the H200 run suggests) serves D 64's producer default with one bulk op a tile; its
+    deterministic default and the D 128 rule stay as they are; 2 is then spelled -1 there."""
+    monkeypatch.setattr(backward_wgmma, "DQ_RULE", {64: 2, 128: 1})
+    c = WG.default("sm_90a", key("bf16", 64, True))
+    assert WG.dq_mode(c) == 2 and "(dq_via_producer=2)" in render(c) and "dqp" not in c.name
+    assert any("spelled -1" in p for p in c.replace(dq_via_producer=2).problems())
+    assert WG.dq_mode(WG.default("sm_90a", key("bf16", 64, True, deterministic=True))) == 0
+    assert WG.dq_mode(WG.default("sm_90a", key("bf16", 128, True))) == 1
 
 
 def test_tile_reduce_value():
