@@ -226,6 +226,10 @@ class WgmmaTemplate(ForwardTemplate):
         # warpgroups) two consumers with the causal D 64 tiles.
         plain = [dict(block_m=bm, block_n=bn, warps=4 * (bm // 64 + 1), stages=st),
                  dict(block_m=128, block_n=128, warps=12, stages=3)]
+        if key.get("window") and 96 <= min(key["head_dim"], key.get("head_dim_v", 0) or key["head_dim"]) and d <= 128:
+            # window keys: two stages leave room for the TMA O store (H200, bf16 D 128 N 4096 causal (1024, 0):
+            # 428 TFLOP/s vs 391 on three-stage register-store tiles, benchmarks/wgmma_fw_h200_*_s6_call2_window128)
+            plain.insert(0, dict(block_m=128, block_n=128, warps=12, stages=2))
         if key.get("head_dim_v", 0) and key["head_dim_v"] <= 128 < key["head_dim"]:
             # 192/128 (MLA prefill): 128 x 128 two-stage tiles fit (Q 48 KB, K 2 x 48 KB, V 2 x 32 KB at
             # D 192, bf16) and O holds Dv / 2 registers; FlashAttention-3's choice for this pair (not measured here)
@@ -301,9 +305,8 @@ class WgmmaTemplate(ForwardTemplate):
     # pairs of query tiles of equal total cost, so a static round-robin balances them.
     # The rule of configs with persistent=-1 (True, False, or None: iff not causal); benchmarks set it.
     persistent: bool | None = True
-    # Qi slots in shared memory (an experiment, not in the config name, so a process must not mix the two for
-    # one config): 1, or 2 so the producer loads the next item's Qi while this item's key tiles run (it waits
-    # for the last S = Qi Kj^T otherwise); benchmarks/wgmma_window_probe.py --switch q_buffers=2 times it.
+    # Qi slots (an experiment, not in the config name): 2 lets the producer load the next item's Qi while this
+    # item's key tiles run; no gain on the H200 (benchmarks/NOTES.md, window probe), so 1.
     q_buffers: int = 1
 
     def persistent_rule(self, cfg: KernelConfig) -> bool:
