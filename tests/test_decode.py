@@ -67,6 +67,9 @@ def test_defaults_carry_the_measured_knobs():
 
     c = DECODE.default("sm_90", {"dtype": "bf16", "head_dim": 128, "m_tiles": 1})
     assert c.l2_prefetch == DEFAULT_L2_PREFETCH == 128 and not (c.evict_first or c.fused_combine or c.bulk_copy)
+    assert c.swizzle  # sm_90, D >= 64 (measured there); elsewhere the padded rows
+    assert not DECODE.default("sm_80", {"dtype": "bf16", "head_dim": 128, "m_tiles": 1}).swizzle
+    assert not DECODE.default("sm_90", {"dtype": "bf16", "head_dim": 32, "m_tiles": 1}).swizzle
     assert MIN_SPLIT_KEYS == 128
 
 
@@ -111,9 +114,9 @@ def test_cache_hint_and_fused_combine_knobs_render_their_code():
     assert cfg(l2_prefetch=128, evict_first=True, fused_combine=True).name.endswith("_pf128_evict_first_fused_combine")
 
 
-KNOB_SETS = {"plain": {}, "bulk": dict(bulk_copy=True, l2_prefetch=0),
+KNOB_SETS = {"plain": {}, "bulk": dict(bulk_copy=True, l2_prefetch=0, swizzle=False),
              "hints+fused": dict(evict_first=True, l2_prefetch=256, fused_combine=True),
-             "bulk+hint+fused": dict(bulk_copy=True, l2_prefetch=0, evict_first=True, fused_combine=True)}
+             "bulk+hint+fused": dict(bulk_copy=True, l2_prefetch=0, evict_first=True, fused_combine=True, swizzle=False)}
 
 
 @pytest.mark.parametrize("arch, knobs", [("sm_80", "plain"), ("sm_80", "hints+fused"), ("sm_90", "plain"),

@@ -88,6 +88,7 @@ def test_configs_and_copy_paths(bulk, block_n, warps, stages, layout, seq_q, gro
         pytest.skip(f"bulk_copy needs sm_90, this GPU is {arch}")
     key = {"dtype": "bf16", "head_dim": 128, "m_tiles": m_tiles_for(group * seq_q, 128)}
     cfg = DECODE.default(arch, key).replace(block_n=block_n, warps=warps, stages=stages, bulk_copy=bulk,
+                                            swizzle=not bulk and DECODE.default(arch, key).swizzle,
                                             l2_prefetch=0 if bulk else DECODE.default(arch, key).l2_prefetch)
     if cfg.problems():
         pytest.skip("; ".join(cfg.problems()))
@@ -113,7 +114,7 @@ def replay_and_check(graph, q, k, v, o, lse, seqlens, length_sets, poison=False)
 
 @pytest.mark.parametrize("knobs", [dict(evict_first=True), dict(l2_prefetch=0), dict(l2_prefetch=256, evict_first=True),
                                    dict(fused_combine=True),
-                                   dict(fused_combine=True, bulk_copy=True, l2_prefetch=0, evict_first=True)])
+                                   dict(fused_combine=True, bulk_copy=True, l2_prefetch=0, evict_first=True, swizzle=False)])
 @pytest.mark.parametrize("layout, seq_q, group", [("bshd", 1, 4), ("bhsd", 3, 8), ("bshd", 3, 32)])
 def test_cache_hints_and_fused_combine(knobs, layout, seq_q, group):
     """Every split count: 1 (no merge), 7 and 32 (fused: the last block merges, twice in a row so

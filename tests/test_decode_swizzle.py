@@ -72,8 +72,8 @@ def test_on_renders_swizzled_copies_and_reads():
         assert "constexpr int TILE = BLOCK_N * HEAD_DIM;" in src
         assert "(r * HEAD_DIM + ((c ^ (r & 7)) * 8)) * sizeof(elem_t)" in src
         assert src.count("cp_async_kv(d + kv_swizzled(") == 1 + paged
-        assert src.count("ldmatrix_x4(k_addr + kv_swizzled(k_row + p * 16, 2 * kk + k_half)") == 2  # masked, not
-        assert src.count("ldmatrix_x4_trans(v_addr + kv_swizzled(v_row + kk * 16, 2 * p + v_half)") == 2
+        assert src.count("ldmatrix_x4((k_addr + 2 * (p * 16 * HEAD_DIM + kk * 16)) ^ kv_sw,") == 2  # masked, not
+        assert src.count("ldmatrix_x4_trans((v_addr + 2 * (kk * 16 * HEAD_DIM + p * 16)) ^ kv_sw,") == 2
         assert "% 128) / sizeof(elem_t);" in src  # K/V buffers from a 128-byte boundary
 
 
@@ -99,6 +99,27 @@ def test_the_swizzle_is_a_permutation_with_conflict_free_phases(head_dim):
         for c0 in range(0, chunks, 8):
             addrs = sorted(swizzled(r, c0 + i, head_dim) for i in range(8))
             assert addrs[0] % 128 == 0 and addrs == list(range(addrs[0], addrs[0] + 128, 16))
+
+
+@pytest.mark.parametrize("head_dim, block_n", [(64, 32), (128, 32), (128, 64), (256, 16)])
+def test_the_ldmatrix_xor_form_is_kv_swizzled(head_dim, block_n):
+    """The template's ldmatrix addresses, (unswizzled address) ^ ((lane % 8) << 4), equal kv_swizzled of the
+    row and chunk each lane addresses (buffer base on a 128-byte boundary), for K (Q K^T) and V (P V)."""
+    base = 3 * 128 * 64  # any multiple of 128
+    for lane in range(32):
+        sw = (lane % 8) << 4
+        k_off = ((lane % 8) + (lane // 16) * 8) * head_dim + ((lane // 8) % 2) * 8
+        v_off = ((lane % 8) + ((lane // 8) % 2) * 8) * head_dim + (lane // 16) * 8
+        for kk in range(head_dim // 16):
+            for p in range(block_n // 16):  # K: 16-key pairs of n-tiles
+                row, chunk = (lane % 8) + (lane // 16) * 8 + p * 16, 2 * kk + (lane // 8) % 2
+                got = (base + 2 * k_off + 2 * (p * 16 * head_dim + kk * 16)) ^ sw
+                assert got == base + swizzled(row, chunk, head_dim)
+        for kk in range(block_n // 16):
+            for p in range(head_dim // 16):  # V: transposed, 16 keys x 16 columns
+                row, chunk = (lane % 8) + ((lane // 8) % 2) * 8 + kk * 16, 2 * p + lane // 16
+                got = (base + 2 * v_off + 2 * (kk * 16 * head_dim + p * 16)) ^ sw
+                assert got == base + swizzled(row, chunk, head_dim)
 
 
 def _sections(log: str) -> dict:
@@ -135,6 +156,10 @@ def test_compiles_without_spills(arch, changes):
         assert regs[0] <= max(247, regs[1] + 2), regs
 
 
-def test_the_knob_is_off_by_default():
-    c = DECODE.default("sm_90", {"dtype": "bf16", "head_dim": 128, "m_tiles": 1})
-    assert not c.swizzle
+def test_the_default_swizzles_on_sm_90_only_and_not_d128_with_two_m_tiles():
+    for head_dim in (64, 128, 256):
+        for paged in (False, True):
+            key = {"dtype": "bf16", "head_dim": head_dim, "m_tiles": 1, "paged": paged}
+            assert DECODE.default("sm_90", key).swizzle and not DECODE.default("sm_80", key).swizzle
+    assert DECODE.default("sm_90", {"dtype": "bf16", "head_dim": 64, "m_tiles": 2}).swizzle
+    assert not DECODE.default("sm_90", {"dtype": "bf16", "head_dim": 128, "m_tiles": 2}).swizzle

@@ -81,7 +81,7 @@ def test_flags_are_key_fields_and_name_parts_plain_names_unchanged():
     assert DECODE.key_fields[-4:] == VARIANT_FLAGS
     assert all(DECODE.key_defaults[f] == (False,) for f in VARIANT_FLAGS)
     plain = DECODE.default("sm_90", KEY)
-    assert plain.name == "flash_decode_mma_sm_90_bf16_d128_mt1_bn32_w4_s3_pf128"
+    assert plain.name == "flash_decode_mma_sm_90_bf16_d128_mt1_bn32_w4_s3_pf128_swizzle"
     names = {DECODE.default("sm_90", {**KEY, **flags}).name for flags in COMBOS}
     assert len(names) == 16
     every = DECODE.default("sm_90", {**KEY, **dict.fromkeys(VARIANT_FLAGS, True)})
@@ -193,7 +193,7 @@ ALL = dict.fromkeys(VARIANT_FLAGS, True)
     ("sm_80", dict(head_dim=64), {}), ("sm_80", dict(head_dim=128, m_tiles=2), {}),
     ("sm_90", dict(head_dim=256), {}), ("sm_90", dict(dtype="fp16", head_dim=128, m_tiles=2), {}),
     ("sm_80", dict(head_dim=128, paged=True), {}), ("sm_90", dict(head_dim=64, paged=True), {}),
-    ("sm_90", dict(head_dim=128), dict(bulk_copy=True, l2_prefetch=0)),
+    ("sm_90", dict(head_dim=128), dict(bulk_copy=True, l2_prefetch=0, swizzle=False)),
     ("sm_90", dict(head_dim=64), dict(fused_combine=True, evict_first=True)),
     ("sm_80", dict(head_dim=128), dict(fused_combine=True))])
 def test_all_four_flags_compile_without_spills_across_the_templates_shapes(arch, key, knobs):

@@ -161,16 +161,20 @@ class DecodeMmaTemplate(Template):
                 "q_in_regs": "true" if self.q_in_regs(cfg) else "false"}
 
     # Defaults, first valid wins (block_n, warps, stages): ~16 KB of K/V per warp stage, 3-4 deep,
-    # with the L2::128B prefetch hint on the K/V copies. The H200 sweeps (benchmarks/NOTES.md, decode)
+    # with the L2::128B prefetch hint on the K/V copies (and on sm_90 the swizzled K/V rows). The H200 sweeps (benchmarks/NOTES.md, decode)
     # put every config within ~4 % of the best on long caches; short splits (small caches) did better
     # with deeper pipelines.
     DEFAULTS = {16: [(64, 4, 4), (32, 4, 2)], 32: [(64, 4, 4), (32, 4, 2)], 64: [(32, 4, 4), (32, 4, 2)],
                 128: [(32, 4, 3), (16, 4, 3), (16, 4, 2)], 256: [(16, 4, 3), (16, 4, 2), (16, 2, 2)]}
 
     def default(self, arch: str, key: dict) -> DecodeConfig:
+        # swizzle where measured (H200, sm_90): +4-17 % on six rows, every one faster (benchmarks/NOTES.md, DC);
+        # not D 128 with two m-tiles: 254 registers without it, and ptxas spilled 20 B with it (variants)
+        head_dim = key.get("head_dim", 0)
+        swizzle = arch == "sm_90" and head_dim >= 64 and (key.get("m_tiles", 1) == 1 or head_dim == 64)
         for block_n, warps, stages in self.DEFAULTS.get(key.get("head_dim"), []):
             cfg = self.config(arch, key, block_n=block_n, warps=warps, stages=stages, num_splits=0,
-                              l2_prefetch=DEFAULT_L2_PREFETCH)
+                              l2_prefetch=DEFAULT_L2_PREFETCH, swizzle=swizzle)
             if not cfg.problems():
                 return cfg
         raise ValueError(f"no {self.name} config for {arch} {key}")
