@@ -14,7 +14,8 @@ the extra masked tiles at the window's edge.
     PYTHONPATH=$PWD python3 benchmarks/wgmma_window_probe.py [--head-dim 128] [--seq 4096] [--tiles 128x128s2]
         [--lefts 1024 2048 3072] [--rounds 5] [--precompile]
 
---switch NAME=VALUE sets a WgmmaTemplate class attribute (an experimental switch) for the extra rows "...+sw".
+--switch NAME=VALUE (repeatable) sets WgmmaTemplate class attributes (experimental switches) for the extra rows
+"...+sw", e.g. --switch q_buffers=2 --switch cross_item=1.
 """
 from __future__ import annotations
 
@@ -84,16 +85,15 @@ def kernels(args, switch) -> list[tuple[str, KernelConfig, int, bool]]:
 
 @contextlib.contextmanager
 def switched(switch):
-    """WgmmaTemplate's class attribute switch[0] set to switch[1] inside (None: nothing)."""
-    if not switch:
-        yield
-        return
-    old = getattr(WG, switch[0])
-    setattr(WG, *switch)
+    """WgmmaTemplate's class attributes set to the (name, value) pairs of `switch` inside (None: nothing)."""
+    old = [(name, getattr(WG, name)) for name, _ in switch or ()]
+    for name, value in switch or ():
+        setattr(WG, name, value)
     try:
         yield
     finally:
-        setattr(WG, switch[0], old)
+        for name, value in old:
+            setattr(WG, name, value)
 
 
 def _compile(cfg: KernelConfig, switch) -> str:
@@ -102,11 +102,10 @@ def _compile(cfg: KernelConfig, switch) -> str:
     return f"{cfg.name}{' +sw' if switch else ''}: {r.registers} registers, {r.spills} B spilled"
 
 
-def parse_switch(text: str | None):
-    if not text:
+def parse_switch(texts: list | None):
+    if not texts:
         return None
-    name, value = text.split("=")
-    return name, int(value)
+    return tuple((text.split("=")[0], int(text.split("=")[1])) for text in texts)
 
 
 def main() -> None:
@@ -117,7 +116,7 @@ def main() -> None:
     ap.add_argument("--lefts", type=int, nargs="+", default=[1024, 2048, 3072])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--calls", type=int, default=10)
-    ap.add_argument("--switch", default=None)
+    ap.add_argument("--switch", action="append", default=None)
     ap.add_argument("--precompile", action="store_true")
     args = ap.parse_args()
     switch = parse_switch(args.switch)

@@ -69,3 +69,57 @@ def test_two_slots_compile_without_spills(two_slots, cfg):
     assert cfg.problems() == []
     kernel = afc.compile_kernel(cfg, use_cache=False)
     assert kernel.report.spills == 0 and kernel.report.registers <= 255, kernel.report
+
+
+# ------------------------------------------------------------ CROSS_ITEM (WgmmaTemplate.cross_item = 1)
+BEFORE_SWITCHES = "58131ca"  # the template before q_buffers and cross_item (the O store already a config field)
+
+
+def test_switches_off_render_the_template_they_were_added_to(tmp_path):
+    """Both experiments off: every config renders byte-identical to the template before them (the epilogue became
+    a macro for cross_item: its off expansion must be the text it replaced)."""
+    import subprocess
+
+    from autoflash.kernels.registry import TEMPLATES as REGISTRY
+
+    root = templates_dir().parent
+    try:
+        old = subprocess.run(["git", "show", f"{BEFORE_SWITCHES}:templates/{W.template_file}"], cwd=root,
+                             capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip(f"git history with {BEFORE_SWITCHES} is not available (a shallow clone or an installed wheel)")
+    (tmp_path / W.template_file).write_text(old)
+    before = environment(str(tmp_path)).get_template(W.template_file)
+    assert REGISTRY["flash_fwd_wgmma"].cross_item == 0
+    configs = configs_to_render() + [register_store(c) for c in configs_to_render()]
+    for cfg in configs:
+        assert render(cfg) == before.render(**W.values(cfg)), cfg.name
+
+
+@pytest.fixture
+def cross_item(monkeypatch):
+    monkeypatch.setattr(W, "q_buffers", 2)
+    monkeypatch.setattr(W, "cross_item", 1)
+
+
+def test_cross_item_renders_the_deferred_epilogue(cross_item):
+    source = render(wgmma(window=True))
+    assert "auto finish = [&](const Item& w, const Softmax& st)" in source and "finish(pw, pst);" in source
+    assert source.count("finish(pw, pst);") == 2  # the next item's tile 0, and the drain
+    assert "++it;\n                continue;" not in source  # the deferred TMA epilogue returns from finish
+
+
+def test_cross_item_refused_with_three_consumer_warpgroups(cross_item):
+    assert any("cross_item" in e for e in wgmma(64, block_m=192).problems())
+
+
+@pytest.mark.parametrize("cfg", [wgmma(), wgmma(window=True), wgmma(causal=False), wgmma(o_store=0),
+                                 wgmma(128, paged=True), wgmma(128, window=True, softcap=True, sinks=True, alibi=True),
+                                 wgmma(64)], ids=lambda c: c.name)
+def test_cross_item_compiles_without_spills(cross_item, cfg):
+    pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
+    from autoflash.kernels import compile as afc
+
+    assert cfg.problems() == []
+    kernel = afc.compile_kernel(cfg, use_cache=False)
+    assert kernel.report.spills == 0 and kernel.report.registers <= 255, kernel.report

@@ -97,8 +97,10 @@ class WgmmaTemplate(ForwardTemplate):
             errors.append(f"~{regs} registers per consumer thread (S {cfg.block_n // 2} + P {cfg.block_n // 4} "
                           f"+ O {dim_v(cfg) // 2} + {REG_OVERHEAD}) exceed the {budget} a consumer gets")
         errors += self._schedule_problems(cfg) + self._o_store_problems(cfg)
-        if self.q_buffers not in (1, 2):
-            errors.append(f"WgmmaTemplate.q_buffers={self.q_buffers} must be 1 or 2")
+        if self.q_buffers not in (1, 2) or self.cross_item not in (0, 1) or (self.cross_item and nc == 3):
+            # cross_item keeps the previous item's state live: three consumers' 160 registers spilled (ptxas)
+            errors.append(f"WgmmaTemplate.q_buffers={self.q_buffers} must be 1 or 2, cross_item={self.cross_item} 0 or "
+                          "1, and 0 with block_m 192")
         if nc == 3 and cfg.paged:
             # the producer's cp.async loop spilled 80 B in the 32 registers three consumers leave it
             errors.append("paged K/V needs block_m 64 or 128 (three consumer warpgroups leave the producer "
@@ -144,12 +146,9 @@ class WgmmaTemplate(ForwardTemplate):
         return self.o_store_rule(cfg) if cfg.o_store == -1 else cfg.o_store == 1
 
     def o_store_rule(self, cfg: KernelConfig) -> bool:
-        """TMA where it was measured to win and fits, registers elsewhere. H200, kernel level
-        (benchmarks/wgmma_ostore_ab_h200_2026-11-29_s6.log): D 128 with 128-row tiles +7-10 % at N 1024,
-        +3.6 % causal N 4096; D 64 neutral (0.98-1.02x); D 256 and 64-row tiles lose (their tiles must
-        shrink to make room). Head dims 96-128 (Q/K's and V's) share D 128's shared-memory geometry (two
-        64-column blocks, the same 32 KB staging tile, so the same tiles fit) and store at least 3/4 of
-        its O bytes per item; below 96 the stored share nears D 64's, where the store gained nothing."""
+        """TMA where measured to win and it fits (H200, kernel level, same tiles: D 128 +7-10 % and D 96 +7 % at
+        N 1024, D 128 causal N 4096 +3.6 %; D 64 neutral; D 256 and 64-row tiles lose: benchmarks/NOTES.md), so
+        128-row tiles with Q/K's and V's head dims in 96-128 (D 128's geometry); registers elsewhere."""
         return (cfg.block_m == 128 and all(O_STORE_RULE_DIMS[0] <= d <= O_STORE_RULE_DIMS[1]
                                            for d in (cfg.head_dim, dim_v(cfg)))
                 and self._smem_layout(cfg, True)["total"] + SMEM_ALIGN <= ARCHS[cfg.arch].smem_per_block)
@@ -209,6 +208,7 @@ class WgmmaTemplate(ForwardTemplate):
             "pingpong": pingpong_rule(cfg) if cfg.pingpong == -1 else cfg.pingpong,
             "o_store_tma": int(self.o_store_tma(cfg)),
             "q_buffers": self.q_buffers,
+            "cross_item": self.cross_item,
             **({"o_off": lay["o_off"]} if "o_off" in lay else {}),
         }
 
@@ -305,9 +305,10 @@ class WgmmaTemplate(ForwardTemplate):
     # pairs of query tiles of equal total cost, so a static round-robin balances them.
     # The rule of configs with persistent=-1 (True, False, or None: iff not causal); benchmarks set it.
     persistent: bool | None = True
-    # Qi slots (an experiment, not in the config name): 2 lets the producer load the next item's Qi while this
-    # item's key tiles run; no gain on the H200 (benchmarks/NOTES.md, window probe), so 1.
+    # Experiments, not in the config name (off): q_buffers 2 = two Qi slots (no gain on the H200, NOTES.md); cross_item
+    # 1 = an item's last P.V issued with the next item's S = Qi K0^T, its epilogue after that softmax (not timed).
     q_buffers: int = 1
+    cross_item: int = 0
 
     def persistent_rule(self, cfg: KernelConfig) -> bool:
         return (not cfg.causal) if self.persistent is None else bool(self.persistent)
