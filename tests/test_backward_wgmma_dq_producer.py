@@ -1,6 +1,6 @@
 """flash_bwd_wgmma's dq_via_producer knob without a GPU (ops/backward_wgmma.py; BackwardConfig field, -1 = the
-rule: 1 for producer configs from D 128 up that are not deterministic and hold a staging tile; 2: one bulk
-reduction a tile from an unpadded staging tile): off (0, or the
+rule: DQ_RULE's mode for producer configs that are not deterministic and hold a staging tile, 1 (a bulk reduction
+a row) at D 128, 2 (one a tile, from an unpadded staging tile) at D 64): off (0, or the
 rule off), every config renders the source it rendered before the knob existed (none of its code is in it; an
 explicit 0 renders what the rule's off renders); the rules refuse an explicit value that cannot apply (no producer
 warpgroup, deterministic) or equals the rule's (spelled -1), the staging tiles fit in shared memory (two at D 64,
@@ -21,10 +21,11 @@ from test_backward_wgmma import SCHEDULES, _valid_configs, cfg, kernel_sass, key
 KNOB_TEXT = ("DQ_BUFS", "DQ_PSTRIDE", "dq_full_bar", "dq_empty_bar", "DQ_VIA_PRODUCER")
 
 
-def on(d=128, **kw):
-    """A producer config with the knob on: the rule at D 128, spelled 1 at D 64 (where the rule is off)."""
+def on(d=128, mode=1, **kw):
+    """A producer config with dQ path `mode` (1: a bulk op a row, 2: one a tile): -1 where the rule picks it (D 128:
+    1, D 64: 2), else spelled out."""
     c = cfg(d=d, warps=12, **kw)
-    return c if WG.dq_via_producer(c) else c.replace(dq_via_producer=1)
+    return c if WG.dq_mode(c) == mode else c.replace(dq_via_producer=mode)
 
 
 def off(c):
@@ -71,10 +72,13 @@ def test_on_changes_only_producer_configs():
 
 
 def test_rule():
-    """-1: on for D 128 producer configs with stages 2, not deterministic; off at D 64 (measured -11 %), without a
-    producer, deterministic, and at D 128 stages 3 (no room for a staging tile); D 256 has no config here."""
-    assert WG.dq_via_producer(cfg(d=128, warps=12)) and WG.dq_via_producer(cfg(d=128, causal=True, warps=12))
-    for c in (cfg(d=64, warps=12), cfg(d=64, warps=12, stages=3), cfg(d=128, warps=8), cfg(d=64, bm=128, warps=8),
+    """-1: DQ_RULE's mode for producer configs, not deterministic, with room for a staging tile: 1 (a bulk op a row)
+    at D 128 stages 2, 2 (one a tile) at D 64; off without a producer, deterministic, and at D 128 stages 3 (no
+    room); D 256 has no config here."""
+    assert backward_wgmma.DQ_RULE == {64: 2, 128: 1}
+    assert WG.dq_mode(cfg(d=128, warps=12)) == 1 and WG.dq_mode(cfg(d=128, causal=True, warps=12)) == 1
+    assert WG.dq_mode(cfg(d=64, warps=12)) == 2 and WG.dq_mode(cfg(d=64, warps=12, stages=3, causal=True)) == 2
+    for c in (cfg(d=128, warps=8), cfg(d=64, bm=128, warps=8), cfg(d=64, warps=12, deterministic=True),
               cfg(d=128, warps=12, deterministic=True), cfg(d=128, warps=12, stages=3)):
         assert c.problems() == [] and not WG.dq_via_producer(c) and WG.dq_staging_bytes(c) == 0, c.name
     assert any("head_dim 256 is not supported" in p for p in cfg(d=256, warps=12).problems())
@@ -86,7 +90,7 @@ def test_rule():
     (lambda: cfg(warps=12, deterministic=True, dq_via_producer=1), "deterministic keeps the consumers' dQ adds"),
     (lambda: cfg(d=128, warps=12, stages=3, dq_via_producer=1), "shared memory"),  # three stages + a 34 KB tile
     (lambda: cfg(d=128, warps=12, dq_via_producer=1), "is the rule's value"),  # spelled -1
-    (lambda: cfg(d=64, warps=12, dq_via_producer=0), "spelled -1"),
+    (lambda: cfg(d=64, warps=12, dq_via_producer=2), "spelled -1"),
     (lambda: cfg(warps=8, dq_via_producer=0), "spelled -1"),
     (lambda: cfg(d=128, warps=12, stages=3, dq_via_producer=0), "spelled -1"),
     (lambda: cfg(warps=12, dq_via_producer=3), "dq_via_producer=3 is not one of [-1, 0, 1, 2]"),
@@ -114,20 +118,20 @@ def test_names_and_stored_entries():
 def test_search_space_has_both_values():
     """The tuner's space (Template.space over the knobs) holds the knob: the rule and the other value, per tile."""
     assert WG.knobs["dq_via_producer"] == (-1, 0, 1, 2)
-    for d, other in ((64, 1), (128, 0)):
+    for d, others in ((64, {0, 1}), (128, {0, 2})):
         valid = [c for c in WG.space("sm_90a", key("bf16", d, False)) if not c.problems() and WG.producer(c)]
         stages2 = {c.dq_via_producer for c in valid if c.stages == 2}
-        assert stages2 == {-1, other, 2}, (d, stages2)
+        assert stages2 == {-1} | others, (d, stages2)
 
 
 def test_default_keys_get_the_rule():
-    """The defaults stay the tiles they were (names unchanged): D 128's stages dQ for the producer, D 64's and
-    the deterministic ones do not."""
+    """The defaults stay the tiles they were (names unchanged): D 128's stage dQ for the producer (a bulk op a
+    row), D 64's too (one a tile), the deterministic ones do not."""
     for d in (64, 128):
         for det in (False, True):
             c = WG.default("sm_90a", key("bf16", d, True, deterministic=det))
             assert c.problems() == [] and c.dq_via_producer == -1 and "dqp" not in c.name
-            assert WG.dq_via_producer(c) == (d == 128 and not det), c.name
+            assert WG.dq_mode(c) == (0 if det else {64: 2, 128: 1}[d]), c.name
 
 
 def test_staging_shared_memory():
@@ -169,10 +173,9 @@ def test_compiles_without_spills(d, causal, stages, dtype, tmp_path):
     assert "USETMAXREG.DEALLOC.CTAPOOL 0x18" in main and _producer_max_register(main) < 24
 
 
-def test_rule_table_can_pick_the_tile_reduction(monkeypatch):
-    """DQ_RULE[64] = 2 (what the H200 run suggests) serves D 64's producer default with one bulk op a tile; its
-    deterministic default and the D 128 rule stay as they are; 2 is then spelled -1 there."""
-    monkeypatch.setattr(backward_wgmma, "DQ_RULE", {64: 2, 128: 1})
+def test_rule_table_picks_the_tile_reduction_at_d64():
+    """DQ_RULE[64] = 2 (H200: +5-9 % over the consumers' adds) serves D 64's producer default with one bulk op a
+    tile; its deterministic default and the D 128 rule stay as they are; 2 is spelled -1 there."""
     c = WG.default("sm_90a", key("bf16", 64, True))
     assert WG.dq_mode(c) == 2 and "(dq_via_producer=2)" in render(c) and "dqp" not in c.name
     assert any("spelled -1" in p for p in c.replace(dq_via_producer=2).problems())
@@ -187,9 +190,9 @@ def test_tile_reduce_value():
         rows = on(d=d)
         assert "(dq_via_producer=2)" not in render(rows) and "DQ_PSTRIDE = HEAD_DIM + 8;" in render(rows)
     for d, bufs in ((64, 2), (128, 2)):
-        c = cfg(d=d, causal=True, warps=12, dq_via_producer=2)
+        c = on(d=d, mode=2, causal=True)
         source, lay = render(c), WG.smem_layout(c)
-        assert c.problems() == [] and WG.dq_mode(c) == 2 and c.name.endswith("_causal_dqp2")
+        assert c.problems() == [] and WG.dq_mode(c) == 2 and c.name.endswith("_causal" if d == 64 else "_causal_dqp2")
         assert "(dq_via_producer=2)" in source and "DQ_PSTRIDE = HEAD_DIM + 0;" in source
         assert "mbar_init(dq_empty_bar + 8 * b, 1);" in source and lay["dq_bufs"] == bufs
         assert lay["dq_staging"] == 64 * d * 4 and WG.smem_bytes(c) <= 232448
@@ -203,7 +206,7 @@ def test_tile_reduce_compiles_without_spills(d, causal, dtype, tmp_path):
     pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
     from autoflash.kernels.compile import compile_kernel
 
-    c = cfg(dtype=dtype, d=d, causal=causal, warps=12, dq_via_producer=2)
+    c = on(d=d, mode=2, dtype=dtype, causal=causal)
     kernel = compile_kernel(c)
     assert kernel.report.spills == 0 and kernel.report.registers <= 168 and "serialized" not in kernel.log
     main = kernel_sass(kernel, c.name, tmp_path)

@@ -1,5 +1,5 @@
 """flash_bwd_wgmma with dq_via_producer on (ops/backward_wgmma.py: the consumers stage dQ in shared memory, the
-producer warpgroup reduces it into the fp32 accumulator with bulk copies; its rule at D 128, spelled 1 at D 64)
+producer warpgroup reduces it into the fp32 accumulator with bulk copies; value 1: a bulk op a row; the rule's at D 128, spelled 1 at D 64)
 on an H100/H200: gradients against
 float64 autograd for every case of tests/test_backward_wgmma_gpu.py (odd lengths, Nq != Nk, GQA/MQA, causal
 in both alignments, rows that see no key), D 64 (two staging tiles) and D 128 (one), bf16 and fp16, the
@@ -18,14 +18,15 @@ from test_backward_gpu import DTYPES, float64_forward, inputs, reference_grads, 
 from test_backward_wgmma_gpu import CASES, _check_gradients, wgmma_config  # noqa: E402
 
 
-def producer_config(dtype, head_dim, causal, stages=2):
-    """The producer tile with the knob on: -1 where the rule turns it on (D 128), else 1."""
+def producer_config(dtype, head_dim, causal, stages=2, mode=1):
+    """The producer tile with dQ path `mode` (1: a bulk op a row, 2: one a tile): -1 where the rule picks that
+    mode (D 128: 1, D 64: 2), else spelled out."""
     from autoflash.ops.backward_wgmma import TEMPLATE
 
     cfg = wgmma_config(dtype, head_dim, causal, producer=True, stages=stages)
-    if not TEMPLATE.dq_via_producer(cfg):
-        cfg = cfg.replace(dq_via_producer=1)
-    assert TEMPLATE.dq_staging_bytes(cfg) > 0 and TEMPLATE.smem_layout(cfg)["dq_bufs"] == (2 if head_dim == 64 else 1)
+    if TEMPLATE.dq_mode(cfg) != mode:
+        cfg = cfg.replace(dq_via_producer=mode)
+    assert TEMPLATE.dq_mode(cfg) == mode and TEMPLATE.dq_staging_bytes(cfg) > 0
     return cfg
 
 
@@ -52,8 +53,8 @@ def test_two_runs_agree_and_match_the_consumers_adds(d):
     cfg = producer_config("bf16", d, True)
     first = _check_gradients(case, "bf16", cfg, "dq_via_producer")
     second = _check_gradients(case, "bf16", cfg, "dq_via_producer")
-    plain_cfg = cfg.replace(dq_via_producer=0 if cfg.dq_via_producer == -1 else -1)
-    assert plain_cfg.problems() == [] and not TEMPLATE.dq_via_producer(plain_cfg)
+    plain_cfg = cfg.replace(dq_via_producer=0)
+    assert plain_cfg.problems() == [] and TEMPLATE.dq_mode(plain_cfg) == 0
     plain = _check_gradients(case, "bf16", plain_cfg, "consumers' adds")
     for a, b, c in zip(first, second, plain):  # (bf16 outputs: rounding flips only where the fp32 sums straddle)
         assert rel_err(a, b.double()) <= 1e-3 and rel_err(a, c.double()) <= 1e-3

@@ -17,7 +17,7 @@ from test_backward_wgmma_gpu import CASES, _check_gradients  # noqa: E402
 def tile_config(dtype, head_dim, causal):
     from autoflash.ops.backward_wgmma import TEMPLATE
 
-    cfg = producer_config(dtype, head_dim, causal).replace(dq_via_producer=2)
+    cfg = producer_config(dtype, head_dim, causal, mode=2)
     assert cfg.problems() == [] and TEMPLATE.template_values(cfg)["dq_tile_reduce"], cfg.name
     return cfg
 

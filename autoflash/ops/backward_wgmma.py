@@ -26,7 +26,7 @@ configs, not deterministic): the consumers stage dQ in shared memory and the pro
 with bulk copies; H200 (benchmarks/dq_producer_ab_h200_2026-11-29_s6.log): D 128 +16-23 % over the same tiles
 (bf16 N 4096 373 -> 448 TFLOP/s, 0.85x cuDNN; causal 0.94-0.97x), D 64 -11 % (so off there). Its value 2 reduces
 each tile with one bulk op from an unpadded staging tile: D 64 +5-9 % over the D 64 default, 0.87x / 0.95-0.98x
-cuDNN (one H200 run; DQ_RULE picks it per head dim, not yet at D 64). D 256 has no config here at all (below).
+cuDNN (one H200 run), so DQ_RULE picks it at D 64. D 256 has no config here at all (below).
 
 Not here (the rules refuse them, ops/backward.py serves them with flash_bwd_mma): the variants
 (window, softcap, sinks, ALiBi), head dim 256 (dK and dV of 64 keys x 256 columns are 256 registers
@@ -66,8 +66,8 @@ DQ_BULK_REDUCE = False
 # producer warpgroup reduces its rows into dq_accum with bulk copies, so the consumers issue no red.global.
 # Its rule (-1, dq_via_producer_rule): this head dim's value (DQ_MODES) where the staging tile fits, else 0. H200
 # (dq_producer_ab_h200_2026-11-29_s6.log): 1 at D 128 +16-23 % over 0 on every bf16/fp16 N 4096 / 16384 row, -11 %
-# at D 64. (2 at D 64: +5-9 % over 0 in dq_tile_reduce_h200_2026-11-29_s6_BK_bench.log, one run: not yet the rule.)
-DQ_RULE = {64: 0, 128: 1}
+# at D 64; 2 at D 64: +5-9 % over 0 (dq_tile_reduce_h200_2026-11-29_s6_BK_bench.log), 1-3 % below 1 at D 128.
+DQ_RULE = {64: 2, 128: 1}
 # A switch (producer configs whose dQ tile goes to one warpgroup, i.e. D 64 bm64 bn128 w12, stages 2; a no-op
 # elsewhere): tile it's dQ goes to warpgroup it % 2 instead of always the first, so the two share the dQ products
 # and reductions (or staging). H200 (dq_alternate_h200_2026-11-29_s6_BK_bench.log): correct, flat (-0.5..+1.6 %): off.
@@ -196,7 +196,7 @@ class BackwardWgmmaTemplate(Template):
         return []
 
     def dq_via_producer_rule(self, cfg: BackwardConfig) -> int:
-        """dq_via_producer=-1: DQ_RULE's value for the head dim (D 128: 1) for producer configs, not deterministic,
+        """dq_via_producer=-1: DQ_RULE's value for the head dim (D 64: 2, D 128: 1) for producer configs, not deterministic,
         whose shared memory holds a staging tile (not D 128 stages 3 with 1); 0 elsewhere."""
         mode = DQ_RULE.get(cfg.head_dim, 0)
         if not mode or not self.producer(cfg) or cfg.deterministic:
