@@ -49,7 +49,7 @@ for part in "$@"; do
                  cp tuned_configs/sm_90.json "$OUT/sm_90.json"
                  s=$(tail -20 "$OUT/forward_tune.log") ;;
         decode) timeout 150 python3 -m autoflash.cli tune --op decode --dtype bf16,fp16 --head-dim 64,128 \
-                    --key m_tiles=1 --trials 12 --timeout 25 --out tuned_configs > "$OUT/decode_tune.log" 2>&1
+                    --key m_tiles=1 --trials ${DECODE_TRIALS:-12} --timeout 25 --warm-start --out tuned_configs > "$OUT/decode_tune.log" 2>&1
                 cp tuned_configs/sm_90.json "$OUT/sm_90.json"
                 s=$(tail -14 "$OUT/decode_tune.log") ;;
         bench_decode) timeout 200 python3 benchmarks/bench_decode.py --rounds 3 > "$OUT/bench_decode.log" 2>&1
