@@ -40,7 +40,7 @@ for part in "$@"; do
                # -v: per-test lines survive a timeout; the counts below are read from them
                s=$(grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests.log" | grep -v "^\[" | tail -30
                    echo "per-test lines: $(grep -c ' PASSED' "$OUT/tests.log") PASSED, $(grep -c ' FAILED' "$OUT/tests.log") FAILED, $(grep -c ' SKIPPED' "$OUT/tests.log") SKIPPED, $(grep -c ' ERROR' "$OUT/tests.log") ERROR") ;;
-        verify) timeout 100 python3 -m autoflash.cli verify > "$OUT/verify.log" 2>&1
+        verify) timeout ${VERIFY_TIMEOUT:-200} python3 -m autoflash.cli verify > "$OUT/verify.log" 2>&1
                 s=$(tail -6 "$OUT/verify.log") ;;
         forward) timeout ${FORWARD_TIMEOUT:-330} python3 -m autoflash.cli tune --dtype bf16,fp16 --head-dim 64,128,256 \
                      --causal both --seq-len ${FORWARD_SEQS:-1024,4096,16384} --trials ${FORWARD_TRIALS:-12} --timeout 12 \
