@@ -253,18 +253,26 @@ def test_packed_arguments_are_the_ones_cupy_would_pass(driver):
     assert plan.packed(*new) is packed  # built once per plan
 
 
-def test_packed_tma_maps_follow_q_k_v(monkeypatch, driver):
+@pytest.fixture
+def fake_tma_maps(monkeypatch):
+    """Tensor maps encoded without a driver: each map's 128 bytes repeat the pointer it names; the geometries
+    encoded so far are returned (a list that grows); the flash_fwd_wgmma grid assumes 132 SMs."""
     made = []
 
     def fake_map(*geometry):
         made.append(geometry)
         m = tma.TensorMap()
-        ctypes.memmove(m.address, geometry[0].to_bytes(8, "little") * 16, 128)  # the map's bytes name its pointer
+        ctypes.memmove(m.address, geometry[0].to_bytes(8, "little") * 16, 128)
         return m
 
     monkeypatch.setattr(tma, "attention_operand_map", fake_map)
     monkeypatch.setattr(tma, "_QKV_CACHE", tma._MapCache(size=4))
     monkeypatch.setattr(forward_wgmma, "_sm_count", lambda: 132)
+    return made
+
+
+def test_packed_tma_maps_follow_q_k_v(fake_tma_maps, driver):
+    made = fake_tma_maps
     kernel = fake_kernel(TEMPLATES["flash_fwd_wgmma"].default("sm_90a", K("bf16", 128, False)))
     kernel.function.ptr = 0xDEF
     plan = make_plan(kernel, Problem(2, 4, 2, 256, 512, 128, False), 0.1)

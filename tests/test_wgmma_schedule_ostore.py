@@ -4,7 +4,6 @@ tile fits, registers elsewhere), the knob's checks (a rule value spelled out, a 
 registers add no code, O's staging tile sits after the V ring, the launch passes O's tensor map after V's (and a
 packed launch re-encodes it when o moves), and the kernels compile for sm_90a without spills. The GPU
 comparison against float64: tests/test_wgmma_schedule_ostore_gpu.py."""
-import ctypes
 import json
 import re
 from dataclasses import replace
@@ -12,7 +11,6 @@ from dataclasses import replace
 import pytest
 
 from autoflash import KernelConfig
-from autoflash.kernels import loaded, tma
 from autoflash.kernels.config import OpConfig
 from autoflash.kernels.render import environment, render, templates_dir
 from autoflash.kernels.registry import TEMPLATES
@@ -22,7 +20,7 @@ from autoflash.ops.forward_launch import plan as make_plan
 from autoflash.store import shipped_dir
 
 from test_host_path import FakeFunction, fake_kernel, no_context_binding  # noqa: F401  (an autouse fixture)
-from test_host_plans import driver, param_bytes  # noqa: F401  (a fixture)
+from test_host_plans import driver, fake_tma_maps, param_bytes  # noqa: F401  (fixtures)
 
 W = TEMPLATES["flash_fwd_wgmma"]
 BLOCK = re.compile(r"\s*\{%- if o_store_tma %\}.*?\{%- endif %\}", re.S)  # the knob's blocks
@@ -202,19 +200,9 @@ def test_paged_launch_passes_o_map(fake_maps):
     assert [m.geometry for m in o_maps] == [(64, "bf16", 2, 8, 300, 128, (8 * 300 * 128, 300 * 128, 128), 64)]
 
 
-def test_packed_launch_re_encodes_o_map_when_o_moves(monkeypatch, driver):
+def test_packed_launch_re_encodes_o_map_when_o_moves(fake_tma_maps, driver):
     """attention()'s per-call path (PackedLaunch) writes a fresh output each call: O's map must follow it."""
-    made = []
-
-    def fake_map(*geometry):
-        made.append(geometry)
-        m = tma.TensorMap()
-        ctypes.memmove(m.address, geometry[0].to_bytes(8, "little") * 16, 128)  # the map's bytes name its pointer
-        return m
-
-    monkeypatch.setattr(tma, "attention_operand_map", fake_map)
-    monkeypatch.setattr(tma, "_QKV_CACHE", tma._MapCache(size=4))
-    monkeypatch.setattr(forward_wgmma, "_sm_count", lambda: 132)
+    made = fake_tma_maps
     cfg = wgmma(128, True)
     assert W.o_store_tma(cfg)
     kernel = fake_kernel(cfg)
