@@ -155,7 +155,8 @@ def main():
 
 
 def ncu_target(bd, torch, rows, configs):
-    """Per row: one call of each variant and one of cuDNN's, each inside NVTX range "prof" (warmed up)."""
+    """Per row: one call of each variant (config None: the served one) and one of cuDNN's, each inside NVTX range
+    "prof" (warmed up)."""
     for row in rows:
         d, hq, hkv, b, n = row
         r = bd.Row(b, hq, hkv, n, d)
@@ -170,8 +171,8 @@ def ncu_target(bd, torch, rows, configs):
             fn()
             torch.cuda.synchronize()
             torch.cuda.nvtx.range_pop()
-            print(f"ncu target: {label(row)} {name} {configs[row][name].name if name in configs[row] else ''}",
-                  flush=True)
+            cfg = configs[row].get(name)
+            print(f"ncu target: {label(row)} {name} {cfg.name if cfg is not None else ''}", flush=True)
         del r.sets
         torch.cuda.empty_cache()
 

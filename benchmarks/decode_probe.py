@@ -156,20 +156,10 @@ def print_table(records, copy: float, read: float):
 
 
 def ncu_target(bd, torch):
-    """One call of our default and one of cuDNN's on NCU_ROW inside NVTX range "prof" (warmed up first)."""
-    d, hq, hkv, b, n = NCU_ROW
-    row = bd.Row(b, hq, hkv, n, d)
-    row.sets = row.make_sets()[:1]
-    fns = {"ours": bd.ours(row.sets), "cudnn": bd.sdpa(row.sets, bd.SDPA["cudnn"])}
-    for fn in fns.values():
-        fn()
-    torch.cuda.synchronize()
-    for name, fn in fns.items():
-        torch.cuda.nvtx.range_push("prof")
-        fn()
-        torch.cuda.synchronize()
-        torch.cuda.nvtx.range_pop()
-    print(f"ncu target done: {row.label()}, {row.bytes / 1e9:.2f} GB a call", flush=True)
+    """One call of our default and one of cuDNN's on NCU_ROW inside NVTX range "prof" (decode_gap_probe's)."""
+    import decode_gap_probe
+
+    decode_gap_probe.ncu_target(bd, torch, [NCU_ROW], {NCU_ROW: {"ours": None}})
 
 
 if __name__ == "__main__":
