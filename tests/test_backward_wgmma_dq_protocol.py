@@ -11,6 +11,8 @@ dS^T buffer never rewritten while dQ's warpgroup reads it, and read only holding
 DQ_ALTERNATE (tile it's dQ on warpgroup it % 2, the uneven split at stages 2) is checked the same way."""
 import pytest
 
+from model_check import reachable
+
 
 def producer(n, stages, bufs, reduces):
     ops = []
@@ -76,22 +78,10 @@ def explore(n, stages, bufs, dq_wgs, pipeline, alternate=False):
     programs += [consumer(w, n, stages, bufs, dq_wgs, pipeline, alternate=alternate) for w in range(2)]
     expected = {"full": 2, "empty": 2, "dq_full": dq_wgs, "dq_empty": 1}
     start = (tuple(0 for _ in programs), (), (), (), (), (), ())
-    seen, todo = {start}, [start]
-    while todo:
-        state = todo.pop()
-        pcs = state[0]
-        moved = False
-        for a, prog in enumerate(programs):
-            if pcs[a] < len(prog):
-                nxt = step(a, prog[pcs[a]], state, expected)
-                if nxt is not None:
-                    moved = True
-                    if nxt not in seen:
-                        seen.add(nxt)
-                        todo.append(nxt)
-        if not moved:
-            assert all(pc == len(p) for pc, p in zip(pcs, programs)), f"deadlock at {pcs}: {state}"
-    return len(seen)
+    return reachable(start,
+                     lambda state: (step(a, prog[state[0][a]], state, expected)
+                                    for a, prog in enumerate(programs) if state[0][a] < len(prog)),
+                     lambda state: all(pc == len(p) for pc, p in zip(state[0], programs)), lambda state: state[0])
 
 
 def step(a, op, state, expected):

@@ -8,6 +8,8 @@ K / V slot never reloaded while a warpgroup's wgmma still reads it, and every re
 The kernel's behaviour on a GPU: tests/test_wgmma_cross_item_gpu.py."""
 import pytest
 
+from model_check import reachable
+
 CONSUMERS = 2
 
 
@@ -147,21 +149,12 @@ def explore(items, stages, q_slots, cross_item) -> int:
     programs = [producer(items, stages, q_slots)]
     programs += [consumer(w, items, stages, q_slots, cross_item) for w in range(CONSUMERS)]
     start = (tuple(0 for _ in programs), (), (), (), (), ())
-    seen, todo = {start}, [start]
-    while todo:
-        state = todo.pop()
-        moved = False
-        nexts = [land(copy, state) for copy in state[5]]
-        nexts += [step(a, prog[state[0][a]], state) for a, prog in enumerate(programs) if state[0][a] < len(prog)]
-        for nxt in nexts:
-            if nxt is not None:
-                moved = True
-                if nxt not in seen:
-                    seen.add(nxt)
-                    todo.append(nxt)
-        if not moved:
-            assert all(pc == len(p) for pc, p in zip(state[0], programs)), f"deadlock at {state[0]}: {state}"
-    return len(seen)
+    def successors(state):
+        return ([land(copy, state) for copy in state[5]]
+                + [step(a, prog[state[0][a]], state) for a, prog in enumerate(programs) if state[0][a] < len(prog)])
+
+    return reachable(start, successors, lambda state: all(pc == len(p) for pc, p in zip(state[0], programs)),
+                     lambda state: state[0])
 
 
 ITEMS = [(1,), (3,), (1, 1), (2, 1), (1, 2, 2), (2, 1, 1, 2)]
