@@ -1,9 +1,10 @@
 """flash_bwd_wgmma with DQ_STAGE_ROTATE on (ops/backward_wgmma.py: with dq_via_producer=2 lane g stores dQ column
-block b ^ (g % 4) at step b, so the unpadded staging stores are conflict-free; the tile stays row-major) on an
-H100/H200: gradients against float64 autograd for every case of tests/test_backward_wgmma_gpu.py (one key, odd
-lengths: partial last tiles, Nq != Nk, GQA/MQA, causal in both alignments, rows that see no key), D 64 and D 128,
-bf16 and fp16; the pipelined stages 3 at D 64; many tiles per block and many blocks a query tile: within the rounding
-of unordered fp32 adds of the switch-off kernel (a misplaced column block would be off by O(1))."""
+block b ^ (g % 2 ** R) at step b, so the unpadded staging stores are (R = 2) conflict-free; the tile stays row-major)
+on an H100/H200: R = 2, gradients against float64 autograd for every case of tests/test_backward_wgmma_gpu.py (one
+key, odd lengths: partial last tiles, Nq != Nk, GQA/MQA, causal in both alignments, rows that see no key), D 64 and
+D 128, bf16 and fp16; the pipelined stages 3 at D 64; R = 1 and 2 with many tiles per block and many blocks a query
+tile: within the rounding of unordered fp32 adds of the switch-off kernel (a misplaced column block would be off by
+O(1))."""
 import pytest
 
 pytestmark = pytest.mark.gpu
@@ -21,7 +22,7 @@ def rotated(monkeypatch):
     from autoflash.ops import backward_wgmma
     from autoflash.serve import autograd
 
-    monkeypatch.setattr(backward_wgmma, "DQ_STAGE_ROTATE", True)
+    monkeypatch.setattr(backward_wgmma, "DQ_STAGE_ROTATE", 2)
     autograd._loaded.cache_clear()
     yield
     autograd._loaded.cache_clear()
@@ -49,16 +50,18 @@ def test_rotated_staging_pipelined_gradients_match_float64_autograd(case):
                      "dq rotated staging pipelined")
 
 
+@pytest.mark.parametrize("rounds", [1, 2])
 @pytest.mark.parametrize("d", [64, 128])
-def test_rotated_matches_the_plain_stores(d, monkeypatch):
+def test_rotated_matches_the_plain_stores(d, rounds, monkeypatch):
     """GQA 4:1, N 2000 (a partial last tile), causal: within 1e-3 of the switch-off kernel (same config)."""
     from autoflash.ops import backward_wgmma
     from autoflash.serve import autograd
 
+    monkeypatch.setattr(backward_wgmma, "DQ_STAGE_ROTATE", rounds)
     case = (2, 8, 2, 2000, 2000, d, "top_left")
     cfg = rotated_config("bf16", d, True)
     rotated = _check_gradients(case, "bf16", cfg, "dq rotated staging")
-    monkeypatch.setattr(backward_wgmma, "DQ_STAGE_ROTATE", False)
+    monkeypatch.setattr(backward_wgmma, "DQ_STAGE_ROTATE", 0)
     autograd._loaded.cache_clear()
     plain = _check_gradients(case, "bf16", cfg, "dq plain staging")
     for a, b in zip(rotated, plain):

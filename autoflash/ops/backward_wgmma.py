@@ -78,10 +78,11 @@ DQ_ALTERNATE = False
 # (dq_tile_reduce_h200_2026-11-29_s6_BK_bench.log): D 64 +19-23 % over 1, +5-9 % over 0 (the D 64 rule's); D 128
 # -1..-3 % against 1 (the D 128 rule's).
 DQ_STAGING_PAD = 8  # floats added to each staging row (the template's DQ_PSTRIDE): conflict-free float2 stores
-# A switch (dq_via_producer=2 only; off, not timed yet): lane g of a warp stores its float2 of column block b ^ (g % 4)
-# at step b (the values moved there by two rounds of selects), so the 8 rows of each unpadded staging store fall on
-# 4 distinct 32-byte bank groups (2 wavefronts instead of 8) while the tile stays dq_accum's row-major range.
-DQ_STAGE_ROTATE = False
+# A switch (dq_via_producer=2 only; 0 = off, not timed yet): lane g of a warp stores its float2 of column block
+# b ^ (g % 2 ** R) at step b (the values moved there by R rounds of selects), so the rows of each unpadded staging
+# store spread over 2 ** R of the 4 32-byte bank groups (R = 2: 2 wavefronts instead of 8; R = 1: 4) while the tile
+# stays dq_accum's row-major range.
+DQ_STAGE_ROTATE = 0
 DQ_MODES = {0: "consumers' adds", 1: "staged, a bulk op per row", 2: "staged unpadded, a bulk op per tile"}
 
 
@@ -226,9 +227,12 @@ class BackwardWgmmaTemplate(Template):
         rows, cols = self.dq_split(cfg)
         return DQ_ALTERNATE and self.producer(cfg) and rows * cols < self.consumers(cfg) and cfg.stages == 2
 
-    def rotates_dq_stores(self, cfg: BackwardConfig) -> bool:
-        """DQ_STAGE_ROTATE applies: the config stages dQ unpadded (dq_via_producer=2 or its rule)."""
-        return DQ_STAGE_ROTATE and self.producer(cfg) and self.dq_mode(cfg) == 2
+    def rotates_dq_stores(self, cfg: BackwardConfig) -> int:
+        """DQ_STAGE_ROTATE's rounds (0, 1, 2) where it applies: the config stages dQ unpadded (dq_via_producer=2 or
+        its rule); else 0."""
+        if DQ_STAGE_ROTATE not in (0, 1, 2):
+            raise ValueError(f"DQ_STAGE_ROTATE={DQ_STAGE_ROTATE!r}: 0 (off), 1 or 2 rounds of selects")
+        return DQ_STAGE_ROTATE if self.producer(cfg) and self.dq_mode(cfg) == 2 else 0
 
     def smem_layout(self, cfg: BackwardConfig) -> dict:
         lay = self._layout(cfg)
