@@ -68,7 +68,8 @@ def test_on_leaves_non_causal_kernels_alone(trim, monkeypatch):
 def test_on_renders_the_trimmed_paths(trim):
     source = render(wgmma(64, block_n=128))
     assert "issue_qk_trim(s_acc, desc_q" in source and "issue_pv_part<KSTEPS_PV - 4>" in source
-    assert "wgmma.mma_async.sync.aligned.m64n64k16" in source  # S on the tile's first 64 keys
+    assert "void wgmma_qk_trim(float (&d)[32]" in source  # S on the tile's first 64 keys: m64n64k16
+    assert "online_softmax<true, !SCORE_MOD, false, BLOCK_N - 64>" in source
     narrow = render(wgmma(64, block_n=64))  # no trimmed width left: only the skipped tiles
     assert "issue_qk_trim" not in narrow and "issue_pv_part<" not in narrow and "n_own" in narrow
 
