@@ -100,7 +100,7 @@ def test_paged_configs_compile_without_spills(case, untuned):
     assert report.spills == 0 and report.stack_frame == 0, (cfg.name, report)
 
 
-@pytest.mark.parametrize("arch, causal", itertools.product(("sm_80", "sm_90"), (False, True)))
+@pytest.mark.parametrize("arch, causal", list(itertools.product(("sm_80", "sm_90"), (False, True))))
 def test_the_pipelined_loop_compiles_paged_without_spills(arch, causal):
     pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
     from autoflash.kernels import compile as afc
