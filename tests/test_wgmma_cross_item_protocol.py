@@ -31,13 +31,9 @@ def producer(items, stages, q_slots):
     return ops
 
 
-def consumer(wg, items, stages, q_slots, cross_item):
-    """One consumer warpgroup: the OVERLAP loop with ping-pong turns; reads last from a wgmma's issue to the
-    release that follows its wgmma_wait."""
-    ops = [("bar_arrive", 1)] if wg == CONSUMERS - 1 else []  # warpgroup 0 goes first
-    turn_begin = [("bar_arrive", 1 + wg), ("bar_wait", 1 + wg)]
-    turn_end = [("bar_arrive", 1 + (wg + 1) % CONSUMERS)]
-
+def ring_ops(stages):
+    """A consumer's operations on the K/V rings of `stages` slots: tile (kv, t)'s slot, the wait for it to land,
+    and its release (reads done, empty arrive)."""
     def tile(kv, t):
         return (kv, t % stages)
 
@@ -46,6 +42,18 @@ def consumer(wg, items, stages, q_slots, cross_item):
 
     def release(kv, t):
         return [("done", tile(kv, t), t), ("arrive", (f"empty_{kv}", t % stages))]
+
+    return tile, wait_full, release
+
+
+def consumer(wg, items, stages, q_slots, cross_item):
+    """One consumer warpgroup: the OVERLAP loop with ping-pong turns; reads last from a wgmma's issue to the
+    release that follows its wgmma_wait."""
+    ops = [("bar_arrive", 1)] if wg == CONSUMERS - 1 else []  # warpgroup 0 goes first
+    turn_begin = [("bar_arrive", 1 + wg), ("bar_wait", 1 + wg)]
+    turn_end = [("bar_arrive", 1 + (wg + 1) % CONSUMERS)]
+
+    tile, wait_full, release = ring_ops(stages)
 
     g, pending = 0, None
     for i, n in enumerate(items):

@@ -19,14 +19,7 @@ def consumer(wg, items, stages, pingpong=True, early_skip=False):
     turn_begin = [("bar_arrive", 1 + wg), ("bar_wait", 1 + wg)] if pingpong else []
     turn_end = [("bar_arrive", 1 + (wg + 1) % model.CONSUMERS)] if pingpong else []
 
-    def tile(kv, t):
-        return (kv, t % stages)
-
-    def wait_full(kv, t):
-        return ("wait", (f"full_{kv}", t % stages), t // stages)
-
-    def release(kv, t):
-        return [("done", tile(kv, t), t), ("arrive", (f"empty_{kv}", t % stages))]
+    tile, wait_full, release = model.ring_ops(stages)
 
     g = 0
     for i, (n, owns) in enumerate(items):
