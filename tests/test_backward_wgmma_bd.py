@@ -9,13 +9,13 @@ every element of the tile once, to its row-major place, conflict-free per half-w
 not, stages 3) compile with no spills, no local memory, one bulk reduction and the same 16 float2 stores.
 GPU correctness: tests/test_backward_wgmma_bd_gpu.py."""
 import re
-import subprocess
 
 import pytest
 
-from autoflash.kernels.render import environment, render, templates_dir
+from autoflash.kernels.render import render
 from autoflash.ops import backward_wgmma
 from autoflash.ops.backward_wgmma import TEMPLATE as WG
+from template_history import templates_at
 from test_backward_wgmma import SCHEDULES, _valid_configs, cfg, kernel_sass, key
 
 BEFORE = "38072a2"  # the tree before DQ_STAGE_ROTATE (the sixth session's end)
@@ -55,15 +55,7 @@ def _render_in(schedule, c, monkeypatch, fn):
 def test_off_renders_the_templates_before_it(tmp_path, monkeypatch):
     """Switch off: every config's source is byte-identical to the three templates at BEFORE (the new template value
     dq_rotate is unused there)."""
-    root = templates_dir().parent
-    try:
-        for name in FILES:
-            old = subprocess.run(["git", "show", f"{BEFORE}:templates/{name}"], cwd=root, capture_output=True,
-                                 text=True, check=True).stdout
-            (tmp_path / name).write_text(old)
-    except (OSError, subprocess.CalledProcessError):
-        pytest.skip(f"git history with {BEFORE} is not available (a shallow clone or an installed wheel)")
-    before = environment(str(tmp_path)).get_template(WG.template_file)
+    before = templates_at(BEFORE, FILES, tmp_path).get_template(WG.template_file)
     assert backward_wgmma.DQ_STAGE_ROTATE == 0
     configs = every_config()
     assert len(configs) >= 60 and sum(WG.dq_mode(c) == 2 for _, c in configs) >= 8

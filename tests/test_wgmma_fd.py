@@ -15,8 +15,9 @@ import pytest
 
 from autoflash import KernelConfig
 from autoflash.kernels.registry import TEMPLATES
-from autoflash.kernels.render import environment, render, templates_dir
+from autoflash.kernels.render import render
 
+from template_history import templates_at
 from test_wgmma_schedule_ostore import configs_to_render, register_store, shipped
 
 W = TEMPLATES["flash_fwd_wgmma"]
@@ -38,14 +39,7 @@ def all_configs() -> list[KernelConfig]:
 
 
 def test_off_renders_the_template_before_the_switch(tmp_path, monkeypatch):
-    root = templates_dir().parent
-    try:
-        old = subprocess.run(["git", "show", f"{BEFORE}:templates/{W.template_file}"], cwd=root,
-                             capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        pytest.skip(f"git history with {BEFORE} is not available (a shallow clone or an installed wheel)")
-    (tmp_path / W.template_file).write_text(old)
-    before = environment(str(tmp_path)).get_template(W.template_file)
+    before = templates_at(BEFORE, [W.template_file], tmp_path).get_template(W.template_file)
     assert W.causal_trim == 0
     configs = all_configs()
     assert len(configs) > 50 and sum(c.causal for c in configs) > 20

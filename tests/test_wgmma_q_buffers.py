@@ -10,6 +10,7 @@ from autoflash import KernelConfig
 from autoflash.kernels.registry import TEMPLATES
 from autoflash.kernels.render import environment, render, templates_dir
 
+from template_history import templates_at
 from test_wgmma_schedule_ostore import configs_to_render, register_store
 
 W = TEMPLATES["flash_fwd_wgmma"]
@@ -78,18 +79,9 @@ BEFORE_SWITCHES = "58131ca"  # the template before q_buffers and cross_item (the
 def test_switches_off_render_the_template_they_were_added_to(tmp_path):
     """Both experiments off: every config renders byte-identical to the template before them (the epilogue became
     a macro for cross_item: its off expansion must be the text it replaced)."""
-    import subprocess
-
     from autoflash.kernels.registry import TEMPLATES as REGISTRY
 
-    root = templates_dir().parent
-    try:
-        old = subprocess.run(["git", "show", f"{BEFORE_SWITCHES}:templates/{W.template_file}"], cwd=root,
-                             capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        pytest.skip(f"git history with {BEFORE_SWITCHES} is not available (a shallow clone or an installed wheel)")
-    (tmp_path / W.template_file).write_text(old)
-    before = environment(str(tmp_path)).get_template(W.template_file)
+    before = templates_at(BEFORE_SWITCHES, [W.template_file], tmp_path).get_template(W.template_file)
     assert REGISTRY["flash_fwd_wgmma"].cross_item == 0
     configs = configs_to_render() + [register_store(c) for c in configs_to_render()]
     for cfg in configs:
