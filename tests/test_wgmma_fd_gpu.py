@@ -10,6 +10,7 @@ import pytest
 from autoflash import KernelConfig
 from autoflash.kernels.registry import TEMPLATES
 from autoflash.ops.forward_base import Problem
+from test_wgmma_q_buffers_gpu import switched_loader
 
 pytestmark = pytest.mark.gpu
 
@@ -33,24 +34,8 @@ VARIANTS = [wgmma(128, window=True), wgmma(64, block_m=192, window=True, sinks=T
 
 @pytest.fixture
 def trimmed(monkeypatch):
-    """A loader of kernels built with causal_trim = 1 (the config name does not say it, so they are loaded here, not
-    through serve's caches)."""
-    from autoflash.kernels.compile import compile_kernel
-    from autoflash.kernels.device import device_arch
-    from autoflash.kernels.loaded import LoadedKernel
-    from autoflash.kernels.render import render
-
-    if device_arch(0)[0] not in ("sm_90", "sm_90a"):
-        pytest.skip("flash_fwd_wgmma needs sm_90a")
-    monkeypatch.setattr(WG, "causal_trim", 1)
-
-    def load(cfg):
-        assert not cfg.problems(), cfg.problems()
-        compiled = compile_kernel(cfg)
-        assert "n_own" in render(cfg) and compiled.report.spills == 0, compiled.report
-        return LoadedKernel(compiled)
-
-    return load
+    """A loader of kernels built with causal_trim = 1."""
+    return switched_loader(monkeypatch, "causal_trim", 1, "n_own")
 
 
 def check_shapes(k, cfg, shapes, sinks=False, alibi=False, **variant):

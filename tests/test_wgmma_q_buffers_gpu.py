@@ -23,10 +23,10 @@ CONFIGS = [wgmma(128, False), wgmma(128, True), wgmma(128, True, window=True), w
            wgmma(64, True, block_m=192), wgmma(64, False, block_m=192, stages=3)]
 
 
-@pytest.fixture
-def two_q_slots(monkeypatch):
-    """A loader of kernels built (and planned) with q_buffers = 2 (the config name does not say it, so these
-    are loaded here, not through serve's caches)."""
+def switched_loader(monkeypatch, switch: str, value: int, marker: str):
+    """A loader of kernels built (and planned) with WgmmaTemplate.<switch> = value, checking that the source has
+    `marker` and nothing spilled (the config name does not say the switch, so these kernels are loaded here, not
+    through serve's caches)."""
     from autoflash.kernels.compile import compile_kernel
     from autoflash.kernels.device import device_arch
     from autoflash.kernels.loaded import LoadedKernel
@@ -34,15 +34,20 @@ def two_q_slots(monkeypatch):
 
     if device_arch(0)[0] not in ("sm_90", "sm_90a"):
         pytest.skip("flash_fwd_wgmma needs sm_90a")
-    monkeypatch.setattr(WG, "q_buffers", 2)
+    monkeypatch.setattr(WG, switch, value)
 
     def load(cfg):
         assert not cfg.problems(), cfg.problems()
         compiled = compile_kernel(cfg)
-        assert "Q1_BAR" in render(cfg) and compiled.report.spills == 0, compiled.report
+        assert marker in render(cfg) and compiled.report.spills == 0, compiled.report
         return LoadedKernel(compiled)
 
     return load
+
+
+@pytest.fixture
+def two_q_slots(monkeypatch):
+    return switched_loader(monkeypatch, "q_buffers", 2, "Q1_BAR")
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c.name)
