@@ -4,15 +4,5 @@
 # then, only if they all pass, the A/B timing against the same tiles without the switch and SDPA cuDNN
 # (benchmarks/bench_dq_producer.py, N 4096 bf16/fp16 D 128/64, then bf16 D 128 N 16384). Fits a 150 s call.
 # Run from the repository root with $OUT set, carry=[".whl"].
-export PYTHONUNBUFFERED=1 AUTOFLASH_CACHE_DIR=/tmp/afcache
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  && export PYTHONPATH=/tmp/site:$PWD:$PWD/benchmarks:$PWD/tests || exit 1
-nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm --format=csv,noheader
-timeout 40 python benchmarks/bench_dq_producer.py --precompile > $OUT/compile.log 2>&1 &
-timeout ${TESTS_S:-60} python -m pytest -q -n 8 -p no:cacheprovider --tb=short -rf \
-  tests/test_backward_wgmma_dq_producer_gpu.py 2>&1 | grep -v Warning | tee $OUT/tests.log | tail -15
-wait; tail -12 $OUT/compile.log
-grep -q " passed" $OUT/tests.log && ! grep -q "FAILED\|ERROR" $OUT/tests.log || { echo "tests did not all pass: no timing"; exit 1; }
-timeout ${BENCH_S:-50} python benchmarks/bench_dq_producer.py 2>&1 | tee $OUT/bench.log | tail -12
-timeout ${BENCH16K_S:-20} python benchmarks/bench_dq_producer.py --dtypes bf16 --head-dims 128 --seqs 16384 2>&1 \
-  | tee $OUT/bench16k.log | tail -4
+# (benchmarks/dq_ab_run.sh does the steps)
+bash benchmarks/dq_ab_run.sh benchmarks/bench_dq_producer.py tests/test_backward_wgmma_dq_producer_gpu.py
