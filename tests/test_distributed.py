@@ -261,3 +261,23 @@ def test_three_workers_through_postgresql(tmp_path, one_worker, postgres_url):
                extra_env={"AUTOFLASH_TEST_RECORD": str(tmp_path / "runs.txt")})
     assert "2 more worker(s)" in out
     check_campaign(tmp_path, one_worker, workers=3)
+
+
+def test_a_joining_worker_waits_until_the_creator_has_queued_the_configs(caplog):
+    """The race CI hit: a second `tune` loaded the study between its creation and its
+    seeding, saw an empty queue, and finalized with no trials. The joiner now waits for
+    the creator's mark, and past the grace period goes on with a warning."""
+    import threading
+
+    from autoflash.tuning import tuner
+
+    study = optuna.create_study()
+    threading.Timer(0.3, study.set_user_attr, (tuner.SEEDED, True)).start()
+    started = time.monotonic()
+    tuner._wait_until_seeded(study, grace_s=30)
+    assert 0.25 < time.monotonic() - started < 10 and study.user_attrs[tuner.SEEDED]
+
+    unseeded = optuna.create_study(study_name="never-seeded")
+    with caplog.at_level("WARNING", logger="autoflash"):
+        tuner._wait_until_seeded(unseeded, grace_s=0.2)
+    assert "never-seeded: not marked seeded" in caplog.text

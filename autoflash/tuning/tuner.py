@@ -84,7 +84,6 @@ class Tuner:
         st = StudyState(key, study, buckets, tokens, len(configs), len(valid), sampler_name == "exhaustive",
                         opt.trials)
         default = heuristic_default(key)
-        self.shared.sync(st)
         if created:  # a fresh study: seed it with the heuristic default and the
             # configs tuned for this key before (other GPUs of the arch), then (exhaustive) everything else
             order = []
@@ -96,6 +95,10 @@ class Tuner:
                 order += [c for c in valid if c.name not in {o.name for o in order}]
             for cfg in order:
                 study.enqueue_trial(params_of(cfg), user_attrs={"config": cfg.name})
+            study.set_user_attr(SEEDED, True)
+        else:
+            _wait_until_seeded(study, opt.grace_s)
+        self.shared.sync(st)
         st.default_name = default.name if default is not None else None
         if st.exhaustive:
             st.budget = min(opt.trials, len(valid))
@@ -371,6 +374,22 @@ class Tuner:
         if st.finalize_jobs <= 0:
             st.phase = "done"
             self.progress("study_done", key=st.key, entries=st.entries)
+
+
+SEEDED = "seeded"  # study attribute: its creator has queued every config it meant to
+
+
+def _wait_until_seeded(study, grace_s: float) -> None:
+    """A worker that joins a study another has just created waits for the queue to be
+    filled: read half-filled, an exhaustive study looks finished and the joiner would
+    finalize with no trials."""
+    deadline = time.monotonic() + grace_s
+    while not study.user_attrs.get(SEEDED):
+        if time.monotonic() > deadline:  # its creator died while seeding, or an older autoflash made it
+            log.warning("study %s: not marked seeded after %.0f s; going on with what is queued",
+                        study.study_name, grace_s)
+            return
+        time.sleep(0.05)
 
 
 def _defer_sigint(flag: list):
