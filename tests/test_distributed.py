@@ -269,15 +269,15 @@ def test_a_joining_worker_waits_until_the_creator_has_queued_the_configs(caplog)
     the creator's mark, and past the grace period goes on with a warning."""
     import threading
 
-    from autoflash.tuning import tuner
+    from autoflash.tuning import shared
 
     study = optuna.create_study()
-    threading.Timer(0.3, study.set_user_attr, (tuner.SEEDED, True)).start()
+    threading.Timer(0.3, study.set_user_attr, (shared.SEEDED, True)).start()
     started = time.monotonic()
-    tuner._wait_until_seeded(study, grace_s=30)
-    assert 0.25 < time.monotonic() - started < 10 and study.user_attrs[tuner.SEEDED]
+    shared.wait_until_seeded(study, grace_s=30)
+    assert 0.25 < time.monotonic() - started < 10 and study.user_attrs[shared.SEEDED]
 
     unseeded = optuna.create_study(study_name="never-seeded")
     with caplog.at_level("WARNING", logger="autoflash"):
-        tuner._wait_until_seeded(unseeded, grace_s=0.2)
+        shared.wait_until_seeded(unseeded, grace_s=0.2)
     assert "never-seeded: not marked seeded" in caplog.text

@@ -1,6 +1,7 @@
 """A study shared with other workers through its storage: re-reading it (budget used,
 configs tried, best times), finding trials a dead worker left running and queueing
-them again, and this worker's heartbeat on its own running trials."""
+them again, waiting for a new study to be seeded, and this worker's heartbeat on its own
+running trials."""
 from __future__ import annotations
 
 import logging
@@ -14,6 +15,20 @@ from autoflash.tuning.storage import HOST, pid_alive
 log = logging.getLogger("autoflash")
 
 SYNC_S = 1.0  # how often a shared study is re-read from its storage
+SEEDED = "seeded"  # study attribute: its creator has queued every config it meant to
+
+
+def wait_until_seeded(study, grace_s: float) -> None:
+    """A worker that joins a study another has just created waits for the queue to be
+    filled: read half-filled, an exhaustive study looks finished and the joiner would
+    finalize with no trials."""
+    deadline = time.monotonic() + grace_s
+    while not study.user_attrs.get(SEEDED):
+        if time.monotonic() > deadline:  # its creator died while seeding, or an older autoflash made it
+            log.warning("study %s: not marked seeded after %.0f s; going on with what is queued",
+                        study.study_name, grace_s)
+            return
+        time.sleep(0.05)
 
 
 class SharedStudies:

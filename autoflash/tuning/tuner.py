@@ -25,7 +25,7 @@ from autoflash.tuning import finalize
 from autoflash.tuning.compile_pool import CompilePool, default_workers
 from autoflash.tuning.keys import StudyKey, TuneError, TuneOptions
 from autoflash.tuning.listing import trial_rows, trial_counts
-from autoflash.tuning.shared import SharedStudies, update_best
+from autoflash.tuning.shared import SEEDED, SharedStudies, update_best, wait_until_seeded
 from autoflash.tuning.space import config_from_params, heuristic_default, params_of, resource_check, space, \
     suggest_config, tuned_seeds
 from autoflash.tuning.state import Candidate, Finals, FinalTag, RetimeJob, Stats, StudyState, TuneResult
@@ -97,7 +97,7 @@ class Tuner:
                 study.enqueue_trial(params_of(cfg), user_attrs={"config": cfg.name})
             study.set_user_attr(SEEDED, True)
         else:
-            _wait_until_seeded(study, opt.grace_s)
+            wait_until_seeded(study, opt.grace_s)
         self.shared.sync(st)
         st.default_name = default.name if default is not None else None
         if st.exhaustive:
@@ -374,22 +374,6 @@ class Tuner:
         if st.finalize_jobs <= 0:
             st.phase = "done"
             self.progress("study_done", key=st.key, entries=st.entries)
-
-
-SEEDED = "seeded"  # study attribute: its creator has queued every config it meant to
-
-
-def _wait_until_seeded(study, grace_s: float) -> None:
-    """A worker that joins a study another has just created waits for the queue to be
-    filled: read half-filled, an exhaustive study looks finished and the joiner would
-    finalize with no trials."""
-    deadline = time.monotonic() + grace_s
-    while not study.user_attrs.get(SEEDED):
-        if time.monotonic() > deadline:  # its creator died while seeding, or an older autoflash made it
-            log.warning("study %s: not marked seeded after %.0f s; going on with what is queued",
-                        study.study_name, grace_s)
-            return
-        time.sleep(0.05)
 
 
 def _defer_sigint(flag: list):
