@@ -16,11 +16,11 @@ from autoflash import store
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def tune_cmd(out: Path, storage: Path, dtype: str = "fp16", trials: int = 60) -> list[str]:
+def tune_cmd(out: Path, storage: Path, dtype: str = "fp16", trials: int = 30) -> list[str]:
     return [sys.executable, "-m", "autoflash.cli", "tune", "--stand-in", "--arch", "sm_90", "--out", str(out),
             "--log", str(out / f"log-{dtype}.json"), "--storage", str(storage), "--dtype", dtype,
             "--head-dim", "64,128", "--causal", "no", "--seq-len", "1024", "--trials", str(trials),
-            "--workers", "1", "--grace", "10"]  # a trial killed before it was claimed is lost after 10 s
+            "--workers", "1", "--grace", "4"]  # a trial killed before it was claimed is lost after 4 s
 
 
 def env():

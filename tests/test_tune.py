@@ -298,3 +298,22 @@ def test_timeout_counts_from_a_study_s_first_candidate_on_the_gpu():
     tuner = Tuner(options, runner, runner.call(InfoRequest()), workers=0, standin=spec)
     first, second = tuner.run(keys)
     assert second.counts["complete"] >= 2, second.counts
+
+
+def test_a_journal_lock_left_by_a_killed_worker_is_broken_after_the_grace(tmp_path, monkeypatch):
+    """A worker SIGKILLed while appending leaves the journal's lock behind; the next run
+    breaks it after JOURNAL_LOCK_GRACE_S (1 s here) instead of Optuna's default 30 s."""
+    import time
+    import warnings
+
+    from autoflash.tuning import storage
+
+    monkeypatch.setattr(storage, "JOURNAL_LOCK_GRACE_S", 1)
+    path = tmp_path / "study.journal"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna finds 1 s a small grace
+        journal = storage.open_storage(str(path))
+    os.symlink(path, str(path) + ".lock")  # the lock as a killed writer leaves it
+    started = time.monotonic()
+    optuna.create_study(study_name="after-a-kill", storage=journal)
+    assert 1 <= time.monotonic() - started < 15

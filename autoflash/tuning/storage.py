@@ -8,6 +8,7 @@ from pathlib import Path
 
 from autoflash.tuning.keys import TuneError
 
+JOURNAL_LOCK_GRACE_S = 5  # a journal file's lock older than this is a dead worker's, and is broken
 
 def open_storage(url: str | None):
     """Optuna storage from a URL: None (in memory), an RDB URL (sqlite:///x.db,
@@ -27,9 +28,12 @@ def open_storage(url: str | None):
     if path.startswith("//"):
         path = path[2:]
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
+    from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, JournalStorage
 
-    return JournalStorage(JournalFileBackend(path))
+    # A worker holds the lock for one append (milliseconds); one killed mid-append leaves it behind,
+    # which Optuna's default would break only after 30 s (every resume after a SIGKILL waited that).
+    lock = JournalFileSymlinkLock(path, grace_period=JOURNAL_LOCK_GRACE_S)
+    return JournalStorage(JournalFileBackend(path, lock_obj=lock))
 
 
 def storage_file(url: str) -> Path | None:
