@@ -7,8 +7,7 @@ completed phases), so a waiter one phase early or two late shows up; named barri
 hardware does, so a warpgroup arriving twice on one barrier id shows up. Checked for every interleaving: no
 deadlock, no early parity pass, no double arrival, a query stage never rewritten while a consumer reads it, a
 staging tile never rewritten before the producer has read it, and read only once all of its slices are stored; a
-dS^T buffer never rewritten while dQ's warpgroup reads it, and read only holding its tile from both warpgroups.
-DQ_ALTERNATE (tile it's dQ on warpgroup it % 2, the uneven split at stages 2) is checked the same way."""
+dS^T buffer never rewritten while dQ's warpgroup reads it, and read only holding its tile from both warpgroups."""
 import pytest
 
 from model_check import reachable
@@ -29,27 +28,24 @@ def producer(n, stages, bufs, reduces):
     return ops
 
 
-def consumer(wg, n, stages, bufs, dq_wgs, pipeline, consumers=2, alternate=False):
+def consumer(wg, n, stages, bufs, dq_wgs, pipeline, consumers=2):
     uneven = dq_wgs < consumers
     ds_bufs = stages + 1 if pipeline and uneven else stages  # the template's DS_BUFS (a producer config)
-    ops = []
-
-    def does_dq(tile):
-        return wg == tile % consumers if alternate else wg < dq_wgs
+    ops, does_dq = [], wg < dq_wgs
 
     def ds_barrier(st, tile):  # store_ds: dQ's warpgroups bar.sync, the others bar.arrive (uneven: an id per stage)
         bar = ("ds", st if uneven else 0)
         ops = [("ds_write", tile % ds_bufs, tile, wg), ("bar_arrive", bar)]
-        return ops + ([("bar_wait", bar)] if does_dq(tile) else [])
+        return ops + ([("bar_wait", bar)] if does_dq else [])
 
     def ds_read(tile):  # dQ's wgmma reads the tile's dS^T (issue_dq) ...
-        return [("ds_read", tile % ds_bufs, tile, wg)] if does_dq(tile) else []
+        return [("ds_read", tile % ds_bufs, tile, wg)] if does_dq else []
 
     def ds_done(tile):  # ... until wgmma_wait<0>
-        return [("ds_done", tile % ds_bufs, tile, wg)] if does_dq(tile) else []
+        return [("ds_done", tile % ds_bufs, tile, wg)] if does_dq else []
 
     def stage_dq(tile):
-        if not does_dq(tile) or not bufs:
+        if not does_dq or not bufs:
             return []
         b = tile % bufs
         wait = [("wait", ("dq_empty", b), tile // bufs - 1)] if tile >= bufs else []
@@ -71,11 +67,11 @@ def consumer(wg, n, stages, bufs, dq_wgs, pipeline, consumers=2, alternate=False
     return ops
 
 
-def explore(n, stages, bufs, dq_wgs, pipeline, alternate=False):
+def explore(n, stages, bufs, dq_wgs, pipeline):
     """Every interleaving; raises AssertionError at the first violation. Returns the number of states.
     bufs 0: the consumers' own dQ adds (no staging tiles; the producer only loads)."""
     programs = [producer(n, stages, max(bufs, 1), bool(bufs)), producer(n, stages, 1, False)]
-    programs += [consumer(w, n, stages, bufs, dq_wgs, pipeline, alternate=alternate) for w in range(2)]
+    programs += [consumer(w, n, stages, bufs, dq_wgs, pipeline) for w in range(2)]
     expected = {"full": 2, "empty": 2, "dq_full": dq_wgs, "dq_empty": 1}
     start = (tuple(0 for _ in programs), (), (), (), (), (), ())
     return reachable(start,
@@ -142,9 +138,11 @@ def step(a, op, state, expected):
 
 
 # (stages, staging tiles, dQ warpgroups, pipelined): the four shapes the rules accept (D 128 s2; D 64 s2; D 64 s3),
-# one they refuse for shared memory (D 128 s3, one staging tile), in case it ever fits, and D 128 s2 with two
-# staging tiles (DQ_TILE_REDUCE's unpadded tiles fit two)
-SHAPES = [(2, 1, 2, False), (2, 2, 1, False), (3, 2, 1, True), (3, 1, 2, True), (2, 1, 1, False), (2, 2, 2, False)]
+# one they refuse for shared memory (D 128 s3, one staging tile), in case it ever fits, D 128 s2 with two
+# staging tiles (DQ_TILE_REDUCE's unpadded tiles fit two), and the uneven split with the consumers' own adds (bufs 0:
+# D 64's producer tile with dq_via_producer=0 or deterministic)
+SHAPES = [(2, 1, 2, False), (2, 2, 1, False), (3, 2, 1, True), (3, 1, 2, True), (2, 1, 1, False), (2, 2, 2, False),
+          (2, 0, 1, False)]
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5])
@@ -153,20 +151,9 @@ def test_every_interleaving_is_safe(shape, n):
     assert explore(n, *shape) > n
 
 
-# DQ_ALTERNATE: the uneven split at stages 2 with dQ on warpgroup it % 2, with the consumers' own adds (bufs 0) and
-# dq_via_producer's two staging tiles (D 64)
-ALTERNATE_SHAPES = [(2, 0, 1, False), (2, 2, 1, False)]
-
-
-@pytest.mark.parametrize("n", [1, 2, 3, 5])
-@pytest.mark.parametrize("shape", ALTERNATE_SHAPES, ids=lambda s: "s{}_bufs{}_dqwgs{}".format(*s[:3]))
-def test_alternating_dq_every_interleaving_is_safe(shape, n):
-    assert explore(n, *shape, alternate=True) > n
-
-
 def test_the_checker_finds_a_shared_ds_barrier_id():
-    """With one dS^T barrier id for every tile (not one per stage), the alternating warpgroups deadlock or arrive
-    twice: the id per stage is what keeps a run-ahead arrival out of the previous tile's barrier."""
+    """With one dS^T barrier id for every tile (not one per stage), the warpgroup that computes no dQ runs ahead and
+    arrives twice: the id per stage is what keeps a run-ahead arrival out of the previous tile's barrier."""
     original = consumer
 
     def one_id(*args, **kw):
@@ -175,7 +162,7 @@ def test_the_checker_finds_a_shared_ds_barrier_id():
     globals()["consumer"] = one_id
     try:
         with pytest.raises(AssertionError):
-            explore(3, 2, 0, 1, False, alternate=True)
+            explore(3, 2, 0, 1, False)
     finally:
         globals()["consumer"] = original
 

@@ -68,10 +68,6 @@ DQ_BULK_REDUCE = False
 # (dq_producer_ab_h200_2026-11-29_s6.log): 1 at D 128 +16-23 % over 0 on every bf16/fp16 N 4096 / 16384 row, -11 %
 # at D 64; 2 at D 64: +5-9 % over 0 (dq_tile_reduce_h200_2026-11-29_s6_BK_bench.log), 1-3 % below 1 at D 128.
 DQ_RULE = {64: 2, 128: 1}
-# A switch (producer configs whose dQ tile goes to one warpgroup, i.e. D 64 bm64 bn128 w12, stages 2; a no-op
-# elsewhere): tile it's dQ goes to warpgroup it % 2 instead of always the first, so the two share the dQ products
-# and reductions (or staging). H200 (dq_alternate_h200_2026-11-29_s6_BK_bench.log): correct, flat (-0.5..+1.6 %): off.
-DQ_ALTERNATE = False
 # dq_via_producer=2 (not the rule's yet): the staging tile unpadded (row stride D, as dq_accum's rows), so a query
 # tile's dQ is one contiguous range reduced by ONE bulk op from one producer thread instead of one op per row
 # (BLOCK_M ops, serialised per warp); the consumers' staging stores get bank conflicts. H200
@@ -221,12 +217,6 @@ class BackwardWgmmaTemplate(Template):
         """Shared memory before the dQ staging tiles (smem_layout's total without them)."""
         return self._layout(cfg)["total"]
 
-    def alternates_dq(self, cfg: BackwardConfig) -> bool:
-        """DQ_ALTERNATE applies: a producer config with the uneven dQ split (one warpgroup computes the tile),
-        stages 2 (the pipelined loop keeps the first warpgroup on dQ)."""
-        rows, cols = self.dq_split(cfg)
-        return DQ_ALTERNATE and self.producer(cfg) and rows * cols < self.consumers(cfg) and cfg.stages == 2
-
     def rotates_dq_stores(self, cfg: BackwardConfig) -> int:
         """DQ_STAGE_ROTATE's rounds (0, 1, 2) where it applies: the config stages dQ unpadded (dq_via_producer=2 or
         its rule); else 0."""
@@ -278,7 +268,8 @@ class BackwardWgmmaTemplate(Template):
                 "dq_bufs": self.smem_layout(cfg)["dq_bufs"],
                 "dq_pad": 0 if self.dq_mode(cfg) == 2 else DQ_STAGING_PAD,
                 "dq_tile_reduce": self.producer(cfg) and self.dq_mode(cfg) == 2,
-                "dq_alternate": self.alternates_dq(cfg), "dq_rotate": self.rotates_dq_stores(cfg)}
+                "dq_rotate": self.rotates_dq_stores(cfg),
+                "dq_alternate": False}  # only for the templates at test_backward_wgmma_bd.BEFORE (switch removed)
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         table = self.DETERMINISTIC_DEFAULTS if key.get("deterministic") else {}
