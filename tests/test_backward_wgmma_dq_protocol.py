@@ -10,7 +10,9 @@ staging tile never rewritten before the producer has read it, and read only once
 dS^T buffer never rewritten while dQ's warpgroup reads it, and read only holding its tile from both warpgroups."""
 import pytest
 
+from autoflash.ops.backward_wgmma import TEMPLATE as WG
 from model_check import reachable
+from test_backward_wgmma import key
 
 
 def producer(n, stages, bufs, reduces):
@@ -137,18 +139,40 @@ def step(a, op, state, expected):
     return (tuple(pcs), *(tuple(sorted(d.items())) for d in (mbars, bars, stages, staging, targets, ds)))
 
 
-# (stages, staging tiles, dQ warpgroups, pipelined): the four shapes the rules accept (D 128 s2; D 64 s2; D 64 s3),
-# one they refuse for shared memory (D 128 s3, one staging tile), in case it ever fits, D 128 s2 with two
-# staging tiles (DQ_TILE_REDUCE's unpadded tiles fit two), and the uneven split with the consumers' own adds (bufs 0:
-# D 64's producer tile with dq_via_producer=0 or deterministic)
-SHAPES = [(2, 1, 2, False), (2, 2, 1, False), (3, 2, 1, True), (3, 1, 2, True), (2, 1, 1, False), (2, 2, 2, False),
-          (2, 0, 1, False)]
+# (stages, staging tiles, dQ warpgroups, pipelined). The shapes the rules accept with dQ staged (D 128 s2 with one
+# staging tile, or two with dq_via_producer=2; D 64 s2 and s3 with two) and the uneven split with the consumers' own
+# adds (bufs 0: D 64's producer tile with dq_via_producer=0 or deterministic), each to 5 tiles: a stages-2 ring's
+# barriers then complete a third phase (the first's parity again), so a waiter two phases late would pass.
+ACCEPTED = [(2, 1, 2, False), (2, 2, 1, False), (3, 2, 1, True), (2, 2, 2, False), (2, 0, 1, False)]
+# Two the rules refuse (D 128 s3 with one staging tile: shared memory; D 64 s2 with one: two always fit there), to
+# 3 tiles only: test_the_checked_shapes_are_the_rules_ones fails if the rules ever accept one.
+REFUSED = [(3, 1, 2, True), (2, 1, 1, False)]
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 5])
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "s{}_bufs{}_dqwgs{}{}".format(*s[:3], "_pipe" if s[3] else ""))
+def _shape_id(s):
+    return "s{}_bufs{}_dqwgs{}{}".format(*s[:3], "_pipe" if s[3] else "")
+
+
+@pytest.mark.parametrize("shape,n", [pytest.param(s, n, id=f"{_shape_id(s)}-{n}")
+                                     for shapes, depths in ((ACCEPTED, (1, 2, 3, 5)), (REFUSED, (1, 2, 3)))
+                                     for s in shapes for n in depths])
 def test_every_interleaving_is_safe(shape, n):
     assert explore(n, *shape) > n
+
+
+def test_the_checked_shapes_are_the_rules_ones():
+    """Every producer config of flash_bwd_wgmma's space that stages dQ has a shape of ACCEPTED, and each shape of
+    ACCEPTED is some valid config's (so neither list goes stale when the rules or the shared memory change)."""
+    shapes = set()
+    for dtype in WG.dtypes:
+        for d in WG.key_values["head_dim"]:
+            for causal in (False, True):
+                for det in (False, True):
+                    for c in WG.space("sm_90a", key(dtype, d, causal, deterministic=det)):
+                        if not c.problems() and WG.producer(c):
+                            rows, cols = WG.dq_split(c)
+                            shapes.add((c.stages, WG.smem_layout(c)["dq_bufs"], rows * cols, c.stages == 3))
+    assert {s for s in shapes if s[1]} <= set(ACCEPTED) <= shapes, shapes
 
 
 def test_the_checker_finds_a_shared_ds_barrier_id():
