@@ -153,7 +153,9 @@ def test_every_served_causal_config_compiles_without_spills(trim):
 
     configs = served_causal()
     assert len(configs) >= 10
-    for cfg in configs:
+    # one dtype of each served shape (bf16 and fp16 use the same registers), TARGETS' own compiles apart
+    shapes = {c.replace(dtype="bf16").name: c for c in reversed(configs)}
+    for cfg in (c for c in shapes.values() if c not in TARGETS):
         assert cfg.problems() == [], (cfg.name, cfg.problems())
         report = afc.compile_kernel(cfg, use_cache=False).report
         assert report.spills == 0, (cfg.name, report)

@@ -13,6 +13,7 @@ OpConfig.from_dict picks the class from the config's template.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -87,8 +88,9 @@ class OpConfig:
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def _typed_fields(cls, kind: str) -> list:
-        return [f for f in dataclasses.fields(cls) if f.type in (kind, {"int": int, "bool": bool}[kind])]
+    @functools.cache  # per class: validation runs over every config of a search space (a million at wgmma's)
+    def _typed_fields(cls, kind: str) -> tuple:
+        return tuple(f for f in dataclasses.fields(cls) if f.type in (kind, {"int": int, "bool": bool}[kind]))
 
     # ------------------------------------------------------------ validation
     def problems(self) -> list[str]:
