@@ -3,15 +3,13 @@ the deterministic mode beside the other dQ schedules) and the tiles that do not 
 compiles for sm_90a with no spills, and its SASS has HGMMA (the wgmma products), the vector
 dQ reductions and, with a producer warpgroup, setmaxnreg and mbarrier waits. GPU correctness and speed: tests/test_backward_wgmma_gpu.py,
 benchmarks/bench_backward_wgmma.py."""
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 
 from autoflash.kernels.registry import TEMPLATES
 from autoflash.ops.backward import OPERATION
 from autoflash.ops.backward_wgmma import TEMPLATE as WG
+from sass import sass as read_sass
 
 
 def key(dtype="bf16", d=128, causal=False, **flags):
@@ -113,32 +111,9 @@ def test_search_space_has_valid_configs():
         assert len(valid) >= 1, d
 
 
-def _disassembler():
-    toolkit = Path("/usr/local/cuda/bin/cuobjdump")
-    found = shutil.which("cuobjdump") or (toolkit if toolkit.exists() else None)
-    if found:
-        return str(found)
-    try:
-        import nvidia
-
-        for root in nvidia.__path__:
-            for path in Path(root).glob("*/bin/cuobjdump"):
-                return str(path)
-    except ImportError:
-        pass
-    return None
-
-
 def kernel_sass(kernel, name: str, tmp_path) -> str:
     """The SASS of kernel `name` in a compiled kernel's cubin (skips the test without cuobjdump)."""
-    tool = _disassembler()
-    if tool is None:
-        pytest.skip("no cuobjdump to read the SASS (pip install nvidia-cuda-cuobjdump)")
-    cubin = tmp_path / "k.cubin"
-    cubin.write_bytes(kernel.cubin)
-    sass = subprocess.run([tool, "-sass", str(cubin)], capture_output=True, text=True, check=True).stdout
-    main = sass[sass.index(f"Function : {name}\n"):]
-    return main[:main.index("Function : ", 20)] if "Function : " in main[20:] else main
+    return read_sass(kernel.cubin, tmp_path, name)
 
 
 SCHEDULES = {"split": (False, False), "own_keys": (True, False), "bulk": (False, True)}  # (DQ_OWN_KEYS, DQ_BULK_REDUCE)

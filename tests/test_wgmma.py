@@ -2,17 +2,13 @@
 for sm_90a with no spills, and its SASS shows HGMMA, TMA loads (UTMALDG) and
 setmaxnreg (USETMAXREG). GPU correctness is tests/test_kernels_gpu.py and
 benchmarks/wgmma_probe.py."""
-import os
-import shutil
-import struct
-import subprocess
-from pathlib import Path
 
 import pytest
 
 from autoflash import KernelConfig
 from autoflash.kernels.registry import TEMPLATES
 from conftest import fwd_key as K
+from sass import sass as read_sass
 
 WG = TEMPLATES["flash_fwd_wgmma"]
 
@@ -67,40 +63,6 @@ def test_tensor_map_checks_without_driver():
         encode_tiled(256, "bf16", (128, 100, 4), (256, 25600), (128, 128, 1))
 
 
-def _full_elf(blob: bytes) -> bytes:
-    """Pad a cubin to the extent its section and program headers describe (CuPy's
-    getCUBIN drops the last byte; program headers come last in an sm_90a cubin)."""
-    end = len(blob)
-    shoff = struct.unpack_from("<Q", blob, 0x28)[0]
-    shentsize, shnum = struct.unpack_from("<HH", blob, 0x3A)
-    end = max(end, shoff + shentsize * shnum)
-    phoff = struct.unpack_from("<Q", blob, 0x20)[0]
-    phentsize, phnum = struct.unpack_from("<HH", blob, 0x36)
-    end = max(end, phoff + phentsize * phnum)
-    for i in range(phnum):
-        off, size = struct.unpack_from("<Q", blob, phoff + i * phentsize + 8)[0], \
-            struct.unpack_from("<Q", blob, phoff + i * phentsize + 0x20)[0]
-        end = max(end, off + size)
-    return blob + b"\0" * (end - len(blob))
-
-
-def _cuobjdump() -> str | None:
-    exe = shutil.which("cuobjdump")
-    if exe:
-        return exe
-    try:
-        import nvidia
-
-        for base in nvidia.__path__:
-            for sub in ("cu13/bin", "cuda_cuobjdump/bin"):
-                cand = Path(base) / sub / "cuobjdump"
-                if cand.exists():
-                    return str(cand)
-    except ImportError:
-        pass
-    return None
-
-
 COMPILED = [cfg("bf16", 128, False), cfg("fp16", 64, True), cfg("bf16", 256, False, bn=80)]
 
 
@@ -114,16 +76,7 @@ def test_compiles_for_sm90a_without_spills(c, tmp_path):
     assert "C7508" not in compiled.log, "ptxas ignored setmaxnreg"  # no register cap at entry
     assert "serialized" not in compiled.log, compiled.log  # wgmma serialisation warnings
 
-    exe = _cuobjdump()
-    if exe is None:
-        pytest.skip("cuobjdump not found (pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)")
-    path = tmp_path / f"{c.name}.cubin"
-    path.write_bytes(_full_elf(compiled.cubin))
-    env = dict(os.environ, PATH=str(Path(exe).parent) + os.pathsep + os.environ.get("PATH", ""))
-    proc = subprocess.run([exe, "-sass", str(path)], capture_output=True, text=True, env=env)
-    if proc.returncode != 0 or "nvdisasm" in proc.stderr:
-        pytest.skip(f"cuobjdump could not disassemble: {proc.stderr.strip()[:200]}")
-    sass = proc.stdout
+    sass = read_sass(compiled.cubin, tmp_path)
     assert f"HGMMA.64x{c.block_n}x16.F32" in sass  # S = Qi Kj^T
     assert f"HGMMA.64x{c.head_dim}x16.F32" in sass  # O += P Vj
     assert "UTMALDG.4D" in sass  # TMA tile loads (4-D: d, token, head, batch with the operand's strides)
