@@ -268,8 +268,7 @@ class BackwardWgmmaTemplate(Template):
                 "dq_bufs": self.smem_layout(cfg)["dq_bufs"],
                 "dq_pad": 0 if self.dq_mode(cfg) == 2 else DQ_STAGING_PAD,
                 "dq_tile_reduce": self.producer(cfg) and self.dq_mode(cfg) == 2,
-                "dq_rotate": self.rotates_dq_stores(cfg),
-                "dq_alternate": False}  # only for the templates at test_backward_wgmma_bd.BEFORE (switch removed)
+                "dq_rotate": self.rotates_dq_stores(cfg)}
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         table = self.DETERMINISTIC_DEFAULTS if key.get("deterministic") else {}
