@@ -15,7 +15,7 @@ the extra masked tiles at the window's edge.
         [--lefts 1024 2048 3072] [--rounds 5] [--precompile]
 
 --switch NAME=VALUE (repeatable) sets WgmmaTemplate class attributes (experimental switches) for the extra rows
-"...+sw", e.g. --switch q_buffers=2 --switch cross_item=1.
+"...+sw", e.g. --switch causal_trim=1.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Templates as a git revision had them, for the render-identity tests of switches that are off by default
-(test_wgmma_q_buffers.py, test_wgmma_fd.py, test_backward_wgmma_bd.py)."""
+(test_wgmma_fd.py, test_backward_wgmma_bd.py)."""
 import subprocess
 
 import pytest

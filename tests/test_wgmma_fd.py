@@ -3,7 +3,7 @@ item 2) without a GPU. Each consumer warpgroup of a causal kernel runs the GEMMs
 tiles past its last row's diagonal are waited for and handed back with an empty ping-pong turn, and its last own tile
 runs S = Qi Kj^T on BLOCK_N - 64 keys and P.V on those keys' k-steps when the tile's last 64 keys are past every
 diagonal of its rows. Checked here: off, every config renders byte-identical to the template before the switch (git);
-on, non-causal kernels are unchanged; the switch is refused with cross_item; the tile arithmetic (an emulation of the
+on, non-causal kernels are unchanged; out-of-range values are refused; the tile arithmetic (an emulation of the
 template's three lines) never drops a visible key; the kernels compile for sm_90a without spills, including every
 served causal config; the trimmed QK wgmma is in the SASS. GPU: tests/test_wgmma_fd_gpu.py."""
 import re
@@ -36,18 +36,14 @@ def all_configs() -> list[KernelConfig]:
     return configs_to_render() + [register_store(c) for c in configs_to_render()]
 
 
-def test_off_renders_the_template_before_the_switch(tmp_path, monkeypatch):
+def test_off_renders_the_template_before_the_switch(tmp_path):
     before = templates_at(BEFORE, [W.template_file], tmp_path).get_template(W.template_file)
     assert W.causal_trim == 0
     configs = all_configs()
     assert len(configs) > 50 and sum(c.causal for c in configs) > 20
+    removed = {"q_buffers": 1, "cross_item": 0}  # that template's switches since removed, off
     for cfg in configs:
-        assert render(cfg) == before.render(**W.values(cfg)), cfg.name
-    # and with the other experiments on (their code is unchanged by this switch's blocks)
-    monkeypatch.setattr(W, "q_buffers", 2)
-    monkeypatch.setattr(W, "cross_item", 1)
-    for cfg in [wgmma(128), wgmma(128, window=True), wgmma(64, causal=False)]:
-        assert render(cfg) == before.render(**W.values(cfg)), cfg.name
+        assert render(cfg) == before.render(**W.values(cfg), **removed), cfg.name
 
 
 def test_on_leaves_non_causal_kernels_alone(trim, monkeypatch):
@@ -66,13 +62,8 @@ def test_on_renders_the_trimmed_paths(trim):
     assert "issue_qk_trim" not in narrow and "issue_pv_part<" not in narrow and "n_own" in narrow
 
 
-def test_refused_with_cross_item_and_out_of_range(trim, monkeypatch):
-    assert wgmma().problems() == []
-    monkeypatch.setattr(W, "q_buffers", 2)
-    monkeypatch.setattr(W, "cross_item", 1)
-    assert any("causal_trim" in e for e in wgmma().problems())
-    assert not any("causal_trim" in e for e in wgmma(causal=False).problems())  # a no-op there
-    monkeypatch.setattr(W, "cross_item", 0)
+def test_refused_out_of_range(trim, monkeypatch):
+    assert wgmma().problems() == [] and wgmma(causal=False).problems() == []
     monkeypatch.setattr(W, "causal_trim", 2)
     assert any("causal_trim=2" in e for e in wgmma().problems())
 

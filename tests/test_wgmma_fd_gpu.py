@@ -10,7 +10,7 @@ import pytest
 from autoflash import KernelConfig
 from autoflash.kernels.registry import TEMPLATES
 from autoflash.ops.forward_base import Problem
-from test_wgmma_q_buffers_gpu import switched_loader
+from switched_loader import switched_loader
 
 pytestmark = pytest.mark.gpu
 

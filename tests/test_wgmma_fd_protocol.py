@@ -2,13 +2,13 @@
 each consumer warpgroup runs its own number of key tiles per item (n_own <= n_tiles) and, for the tiles past its
 rows' diagonals, waits for K and V to land, takes an empty ping-pong turn and hands both slots back. The producer
 and both warpgroups' programs (templates/flash_fwd_wgmma.cu.j2's CAUSAL_TRIM block, dense TMA path, ping-pong
-on and off, one Qi slot) go through test_wgmma_cross_item_protocol.py's model (try_wait.parity, named-barrier generations, TMA
-copies landing in any order) and every interleaving is explored: no deadlock, no early pass, no double arrival, no
+on and off) go through test_wgmma_protocol.py's model (try_wait.parity, named-barrier generations, TMA copies
+landing in any order) and every interleaving is explored: no deadlock, no early pass, no double arrival, no
 slot reloaded while a wgmma reads it, every read finds its tile. A skipped tile handed back before it lands is
 caught (its arrival would count for the slot's previous fill). GPU: tests/test_wgmma_fd_gpu.py."""
 import pytest
 
-import test_wgmma_cross_item_protocol as model
+import test_wgmma_protocol as model
 from model_check import reachable
 
 
@@ -46,7 +46,7 @@ def consumer(wg, items, stages, pingpong=True, early_skip=False):
 
 
 def explore(items, stages, pingpong=True, early_skip=False) -> int:
-    programs = [model.producer([n for n, _ in items], stages, 1)]
+    programs = [model.producer([n for n, _ in items], stages)]
     programs += [consumer(w, items, stages, pingpong, early_skip) for w in range(model.CONSUMERS)]
     start = (tuple(0 for _ in programs), (), (), (), (), ())
 

@@ -97,10 +97,8 @@ class WgmmaTemplate(ForwardTemplate):
             errors.append(f"~{regs} registers per consumer thread (S {cfg.block_n // 2} + P {cfg.block_n // 4} "
                           f"+ O {dim_v(cfg) // 2} + {REG_OVERHEAD}) exceed the {budget} a consumer gets")
         errors += self._schedule_problems(cfg) + self._o_store_problems(cfg)
-        if (self.q_buffers not in (1, 2) or self.cross_item not in (0, 1) or (self.cross_item and nc == 3)  # 3 spilled
-                or self.causal_trim not in (0, 1) or (self.causal_trim and self.cross_item and cfg.causal)):
-            errors.append(f"WgmmaTemplate.q_buffers={self.q_buffers} must be 1 or 2, cross_item={self.cross_item} 0 or "
-                          f"1 (0 with block_m 192), causal_trim={self.causal_trim} 0 or 1 (0 with cross_item)")
+        if self.causal_trim not in (0, 1):
+            errors.append(f"WgmmaTemplate.causal_trim={self.causal_trim} must be 0 or 1")
         if nc == 3 and cfg.paged:
             # the producer's cp.async loop spilled 80 B in the 32 registers three consumers leave it
             errors.append("paged K/V needs block_m 64 or 128 (three consumer warpgroups leave the producer "
@@ -167,15 +165,15 @@ class WgmmaTemplate(ForwardTemplate):
         kv_bytes = cfg.block_n * cols * eb  # one K tile
         v_bytes = cfg.block_n * padded_head_dim(dim_v(cfg)) * eb  # one V tile (V's own head dim)
         q_off = 0
-        k_off = q_off + self.q_buffers * q_bytes
+        k_off = q_off + q_bytes
         v_off = k_off + cfg.stages * kv_bytes
         bar_off = v_off + cfg.stages * v_bytes
         extra = {}
         if o_tma:  # O's staging tile after the V ring
             extra = {"o_off": bar_off}
             bar_off += cfg.block_m * padded_head_dim(dim_v(cfg)) * eb
-        # Q full, Q empty; K full, V full, K empty, V empty per stage; (q_buffers 2) Q slot 1's full, empty
-        bars = 2 * self.q_buffers + 4 * cfg.stages
+        # Q full, Q empty; K full, V full, K empty, V empty per stage
+        bars = 2 + 4 * cfg.stages
         total = bar_off + bars * BARRIER_BYTES
         return {"q_off": q_off, "k_off": k_off, "v_off": v_off, "bar_off": bar_off,
                 "q_bytes": q_bytes, "kv_bytes": kv_bytes, "v_bytes": v_bytes, "total": total, **extra}
@@ -207,7 +205,6 @@ class WgmmaTemplate(ForwardTemplate):
             # applies it only with two consumers
             "pingpong": pingpong_rule(cfg) if cfg.pingpong == -1 else cfg.pingpong,
             "o_store_tma": int(self.o_store_tma(cfg)),
-            "q_buffers": self.q_buffers, "cross_item": self.cross_item,
             "causal_trim": int(bool(self.causal_trim) and cfg.causal),  # a causal kernel's switch (no-op otherwise)
             **({"o_off": lay["o_off"]} if "o_off" in lay else {}),
         }
@@ -305,10 +302,9 @@ class WgmmaTemplate(ForwardTemplate):
     # pairs of query tiles of equal total cost, so a static round-robin balances them.
     # The rule of configs with persistent=-1 (True, False, or None: iff not causal); benchmarks set it.
     persistent: bool | None = True
-    # Experiments, not in the config name (off): q_buffers 2 = two Qi slots (no gain on the H200, NOTES.md); cross_item
-    # 1 = an item's last P.V issued with the next item's S = Qi K0^T, its epilogue after that softmax (not timed);
-    # causal_trim 1 = no GEMMs on a warpgroup's key tiles past its rows' diagonals, its last tile trimmed (not timed).
-    q_buffers, cross_item, causal_trim = 1, 0, 0
+    # An experiment, not in the config name (off): causal_trim 1 = no GEMMs on a warpgroup's key tiles past its rows'
+    # diagonals, its last tile trimmed (not timed).
+    causal_trim = 0
 
     def persistent_rule(self, cfg: KernelConfig) -> bool:
         return (not cfg.causal) if self.persistent is None else bool(self.persistent)

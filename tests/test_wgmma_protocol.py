@@ -1,11 +1,10 @@
-"""flash_fwd_wgmma's synchronisation with CROSS_ITEM (WgmmaTemplate.cross_item = 1, q_buffers = 2) and without it,
-checked without a GPU: the order of waits, arrivals and shared-memory reads of the producer thread and of the two
-consumer warpgroups (templates/flash_fwd_wgmma.cu.j2, dense TMA path, ping-pong on), transcribed as programs over a
-CTA's work items, and every interleaving explored. mbarrier waits pass as try_wait.parity does (on the parity of the
-completed phases: one phase early or two late shows up); ping-pong's named barriers count arrivals (a warpgroup
-arriving twice on one barrier generation shows up). Checked: no deadlock, no early pass, no double arrival, a Qi /
-K / V slot never reloaded while a warpgroup's wgmma still reads it, and every read finds the tile it expects.
-The kernel's behaviour on a GPU: tests/test_wgmma_cross_item_gpu.py."""
+"""flash_fwd_wgmma's synchronisation, checked without a GPU: the order of waits, arrivals and shared-memory reads
+of the producer thread and of the two consumer warpgroups (templates/flash_fwd_wgmma.cu.j2, dense TMA path, ping-pong
+on), transcribed as programs over a CTA's work items, and every interleaving explored. mbarrier waits pass as
+try_wait.parity does (on the parity of the completed phases: one phase early or two late shows up); ping-pong's named
+barriers count arrivals (a warpgroup arriving twice on one barrier generation shows up). Checked: no deadlock, no early
+pass, no double arrival, a Qi / K / V slot never reloaded while a warpgroup's wgmma still reads it, and every read
+finds the tile it expects. test_wgmma_fd_protocol.py runs the causal trim's consumers against this model's producer."""
 import pytest
 
 from model_check import reachable
@@ -13,14 +12,13 @@ from model_check import reachable
 CONSUMERS = 2
 
 
-def producer(items, stages, q_slots):
-    """The producer thread: per item its Qi (slot i % q_slots), then its key tiles' K and V."""
+def producer(items, stages):
+    """The producer thread: per item its Qi (once the previous item's is released), then its key tiles' K and V."""
     ops, g = [], 0
     for i, n in enumerate(items):
-        slot = i % q_slots
-        if i >= q_slots:
-            ops.append(("wait", ("empty_q", slot), i // q_slots - 1))
-        ops.append(("load", ("q", slot), i, ("full_q", slot)))
+        if i:
+            ops.append(("wait", ("empty_q", 0), i - 1))
+        ops.append(("load", ("q", 0), i, ("full_q", 0)))
         for _ in range(n):
             s, fill = g % stages, g // stages
             for kv in ("k", "v"):
@@ -46,7 +44,7 @@ def ring_ops(stages):
     return tile, wait_full, release
 
 
-def consumer(wg, items, stages, q_slots, cross_item):
+def consumer(wg, items, stages):
     """One consumer warpgroup: the OVERLAP loop with ping-pong turns; reads last from a wgmma's issue to the
     release that follows its wgmma_wait."""
     ops = [("bar_arrive", 1)] if wg == CONSUMERS - 1 else []  # warpgroup 0 goes first
@@ -55,36 +53,22 @@ def consumer(wg, items, stages, q_slots, cross_item):
 
     tile, wait_full, release = ring_ops(stages)
 
-    g, pending = 0, None
+    g = 0
     for i, n in enumerate(items):
-        q = ("q", i % q_slots)
-        ops += [("wait", ("full_q", i % q_slots), i // q_slots)]
-        release_q = [("done", q, i), ("arrive", ("empty_q", i % q_slots))]
-        # tile 0 (with the previous item's last P.V under CROSS_ITEM)
-        ops.append(wait_full("k", g))
-        if pending is not None:
-            ops.append(wait_full("v", pending))
+        q = ("q", 0)
+        ops += [("wait", ("full_q", 0), i)]
+        release_q = [("done", q, i), ("arrive", ("empty_q", 0))]
+        ops.append(wait_full("k", g))  # tile 0
         ops += turn_begin + [("read", q, i), ("read", tile("k", g), g)]
-        if pending is not None:
-            ops.append(("read", tile("v", pending), pending))
         ops += turn_end + release("k", g) + (release_q if n == 1 else [])
-        if pending is not None:  # wgmma_wait<0>, then the previous item's epilogue
-            ops += release("v", pending)
-            pending = None
         for j in range(1, n):
             t = g + j
             ops += [wait_full("k", t), wait_full("v", t - 1)] + turn_begin
             ops += [("read", q, i), ("read", tile("k", t), t), ("read", tile("v", t - 1), t - 1)] + turn_end
             ops += release("k", t) + (release_q if j == n - 1 else []) + release("v", t - 1)
         last = g + n - 1
-        if cross_item:
-            pending = last
-        else:
-            ops += [wait_full("v", last)] + turn_begin + [("read", tile("v", last), last)] + turn_end + release("v", last)
+        ops += [wait_full("v", last)] + turn_begin + [("read", tile("v", last), last)] + turn_end + release("v", last)
         g += n
-    if pending is not None:  # the drain
-        ops += [wait_full("v", pending)] + turn_begin + [("read", tile("v", pending), pending)] + turn_end
-        ops += release("v", pending)
     if wg == 0:
         ops += [("bar_arrive", 1), ("bar_wait", 1)]  # consumes the last warpgroup's unmatched turn signal
     return ops
@@ -151,11 +135,11 @@ def land(copy, state):
     return pack(pcs, mbars, bars, targets, buffers, flight)
 
 
-def explore(items, stages, q_slots, cross_item) -> int:
+def explore(items, stages) -> int:
     """Every interleaving of the producer and the two consumer warpgroups; AssertionError at the first violation.
     Returns the number of states."""
-    programs = [producer(items, stages, q_slots)]
-    programs += [consumer(w, items, stages, q_slots, cross_item) for w in range(CONSUMERS)]
+    programs = [producer(items, stages)]
+    programs += [consumer(w, items, stages) for w in range(CONSUMERS)]
     start = (tuple(0 for _ in programs), (), (), (), (), ())
     def successors(state):
         return ([land(copy, state) for copy in state[5]]
@@ -170,39 +154,38 @@ ITEMS = [(1,), (3,), (1, 1), (2, 1), (1, 2, 2), (2, 1, 1, 2)]
 
 @pytest.mark.parametrize("items", ITEMS, ids=str)
 @pytest.mark.parametrize("stages", [2, 3])
-@pytest.mark.parametrize("q_slots, cross_item", [(1, False), (2, False), (2, True), (1, True)])
-def test_every_interleaving_is_safe(items, stages, q_slots, cross_item):
-    assert explore(list(items), stages, q_slots, cross_item) > len(items)
+def test_every_interleaving_is_safe(items, stages):
+    assert explore(list(items), stages) > len(items)
 
 
 def _mutated(change):
     """consumer() with `change` applied to each warpgroup's program."""
     original = consumer
 
-    def mutated(wg, items, stages, q_slots, cross_item):
-        return change(original(wg, items, stages, q_slots, cross_item))
+    def mutated(wg, items, stages):
+        return change(original(wg, items, stages))
 
     return original, mutated
 
 
 def _early_v_release(ops):
-    """The deferred P.V's V slot handed back (arrive) before that P.V is done reading it."""
+    """The first P.V's V slot handed back (arrive) before that P.V is done reading it."""
     k = next(k for k, op in enumerate(ops) if op[0] == "done" and op[1][0] == "v")
     return ops[:k] + [ops[k + 1], ops[k]] + ops[k + 2:]
 
 
-def _no_wait_for_deferred_v(ops):
-    """The next item's tile 0 issuing the deferred P.V without waiting for its V tile to land."""
+def _no_wait_for_v(ops):
+    """The first P.V issued without waiting for its V tile to land."""
     k = next(k for k, op in enumerate(ops) if op[0] == "wait" and op[1][0] == "full_v")
     return ops[:k] + ops[k + 1:]
 
 
-@pytest.mark.parametrize("change", [_early_v_release, _no_wait_for_deferred_v])
+@pytest.mark.parametrize("change", [_early_v_release, _no_wait_for_v])
 def test_the_model_catches_a_broken_handoff(change):
     original, mutated = _mutated(change)
     globals()["consumer"] = mutated
     try:
         with pytest.raises(AssertionError):
-            explore([1, 2, 2, 1], 2, 2, True)
+            explore([1, 2, 2, 1], 2)
     finally:
         globals()["consumer"] = original
