@@ -25,8 +25,6 @@ from test_host_plans import driver, fake_tma_maps, param_bytes  # noqa: F401  (f
 W = TEMPLATES["flash_fwd_wgmma"]
 BLOCK = re.compile(r"\s*\{%- if o_store_tma %\}.*?\{%- endif %\}", re.S)  # the knob's blocks
 SIGNATURE = "{% if o_store_tma %}const __grid_constant__ TmaDesc tma_o, {% endif %}"  # and its kernel argument
-# inside the TMA block, the epilogue macro's deferred/inline ending (cross_item): resolved to its inline branch first
-DEFERRED = re.compile(r"\s*\{%- if deferred %\}(?:(?!\{%- endif %\}).)*?\{%- else %\}(.*?)\s*\{%- endif %\}", re.S)
 
 
 def wgmma(head_dim=128, causal=False, block_m=128, block_n=128, stages=2, dtype="bf16", **extra):
@@ -114,7 +112,7 @@ def test_register_store_adds_no_code(tmp_path):
     """Registers (the rule's or o_store=0): the source is the template's with the knob's blocks cut out."""
     source = (templates_dir() / W.template_file).read_text()
     assert len(BLOCK.findall(source)) == 5 and source.count(SIGNATURE) == 1
-    cut_source = BLOCK.sub("", DEFERRED.sub(lambda m: m.group(1), source)).replace(SIGNATURE, "")
+    cut_source = BLOCK.sub("", source).replace(SIGNATURE, "")
     assert "o_store_tma" not in cut_source
     (tmp_path / W.template_file).write_text(cut_source)
     cut = environment(str(tmp_path)).get_template(W.template_file)
