@@ -6,8 +6,8 @@
 # Time limits (s): COMPILE_S 40, TESTS_S 60, BENCH_S 55, BENCH16K_S 25 (0: no N 16384 run).
 bench=$1; shift
 export PYTHONUNBUFFERED=1 AUTOFLASH_CACHE_DIR=/tmp/afcache
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  && export PYTHONPATH=/tmp/site:$PWD:$PWD/benchmarks:$PWD/tests || exit 1
+{ [ -n "${SKIP_PIP:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+  --target /tmp/site .whl/*.whl; } && export PYTHONPATH=/tmp/site:$PWD:$PWD/benchmarks:$PWD/tests || exit 1
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm --format=csv,noheader
 timeout ${COMPILE_S:-40} python "$bench" --precompile > $OUT/compile.log 2>&1 &
 timeout ${TESTS_S:-60} python -m pytest -q -n 8 -p no:cacheprovider --tb=short -rf "$@" 2>&1 | grep -v Warning \

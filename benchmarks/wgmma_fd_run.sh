@@ -6,8 +6,8 @@
 # 4096, D 256 N 1024 (and N 4096), bf16 and fp16. Run from the repository root with $OUT set, carry=[".whl"]:
 #   bash benchmarks/wgmma_fd_run.sh        (~2-3 min on one H200; logs in $OUT)
 export PYTHONUNBUFFERED=1 AUTOFLASH_CACHE_DIR=/tmp/afcache
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  && export PYTHONPATH=/tmp/site:$PWD:$PWD/benchmarks:$PWD/tests || exit 1
+{ [ -n "${SKIP_PIP:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+  --target /tmp/site .whl/*.whl; } && export PYTHONPATH=/tmp/site:$PWD:$PWD/benchmarks:$PWD/tests || exit 1
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm --format=csv,noheader
 timeout ${COMPILE_S:-90} python benchmarks/wgmma_fd_ab.py --precompile > $OUT/compile.log 2>&1 &
 timeout ${TESTS_S:-150} python -m pytest -q -n 8 -p no:cacheprovider --tb=short -rf \
