@@ -9,11 +9,12 @@ ops.backward_wgmma.serving_config for the backward), unless --tiles BMxBNxSTAGES
 
 How the main loop is found: the SASS is split into basic blocks (leaders: branch targets and the
 instruction after a branch or EXIT). Every backward branch (target <= its own address) closes a loop
-spanning [target, branch]; the main loop is the smallest such span holding an HGMMA: the consumer's
-per-key-tile body (forward) or per-query-tile body (backward). Spin-wait loops hold no HGMMA; the item
-loop around the main loop is larger. One iteration is a path through the span's blocks along forward
-edges only (inner loops' back edges and exits out of the span are not taken: waits that succeed at
-once). Warp-uniform branches (masked or unmasked tile, ALiBi's column form) make several paths, so
+spanning [target, branch]; the main loop is the smallest such span one of whose iterations issues an
+HGMMA: the consumer's per-key-tile body (forward) or per-query-tile body (backward). Spin-wait loops
+issue no HGMMA; the item loop around the main loop is larger; an out-of-line wait-retry block that
+jumps back into the body spans [target, branch] too, but no forward path from its target reaches it.
+One iteration is a path through the span's blocks along forward edges only (inner loops' back edges
+and exits out of the span are not taken: waits that succeed at once). Warp-uniform branches (masked or unmasked tile, ALiBi's column form) make several paths, so
 two are reported: the one with the fewest instructions ("min": the steady-state tile) and the one with
 the most ("max": a masked edge tile). Counts are per warp per iteration (each of a warpgroup's 4 warps
 issues the same stream on its own SM sub-partition).
@@ -23,7 +24,9 @@ tensor 4096 dense bf16/fp16 FLOP/clk/SM (an HGMMA 64xNx16 is 2*64*N*16 FLOP of i
 over the 4 SMSPs), MUFU 16/clk/SM (8 clk a warp instruction), FP32 FFMA/FMUL/FADD 128/clk/SM (1 clk),
 integer/logic/compare/select/conversion 64/clk/SM (2 clk), issue 1 instruction/clk/SMSP. The largest is
 the tile's lower bound if everything else overlaps with it; each consumer warpgroup adds one such tile
-per SMSP per step, so the bound per tile holds for any consumer count.
+per SMSP per step, so the bound per tile holds for any consumer count. They do not overlap in practice:
+H200 kernel-level rates of 6 forward configs fit FIT_CLK = 1.02 tensor + 1.31 issue (SM clocks at
+1.83 GHz per warpgroup-tile, residuals -4..+11 %; benchmarks/NOTES.md, helper SA), printed as "fit".
 """
 from __future__ import annotations
 
@@ -57,6 +60,7 @@ GROUPS = (  # (column, opcode prefixes) in print order; the first match wins
 COLUMNS = [name for name, _ in GROUPS] + ["other", "total"]
 CLK = {"ex2": 8, "mufu_other": 8, "fp32": 1, "fmnmx": 2, "conv": 2, "int": 2, "cmp_sel": 2}  # per warp instruction
 TENSOR_FLOP_PER_CLK = 4096
+FIT = {"tensor": 1.02, "issue": 1.31}  # SM clocks per warpgroup-tile (module docstring)
 LINE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Za-z0-9_.]*)\s*([^;]*);")
 
 
@@ -170,6 +174,7 @@ def bounds(counts: Counter) -> dict[str, float]:
     out["mufu"] = CLK["ex2"] * (c["ex2"] + c["mufu_other"])
     out["fp32"] = float(c["fp32"])
     out["alu"] = 2.0 * (c["fmnmx"] + c["conv"] + c["int"] + c["cmp_sel"])
+    out["fit"] = FIT["tensor"] * out["tensor"] + FIT["issue"] * out["issue"]
     return out
 
 
@@ -225,11 +230,11 @@ def run(cfg) -> dict:
 def report(result: dict) -> None:
     print(f"{result['name']}  main loop 0x{result['span'][0]:x}-0x{result['span'][1]:x}  "
           f"{', '.join(result['hgmma'])}")
-    print("  path " + "".join(f"{c:>11s}" for c in COLUMNS) + "   | clk/SMSP: tensor  issue   mufu   fp32    alu")
+    print("  path " + "".join(f"{c:>11s}" for c in COLUMNS) + "   | clk/SMSP: tensor  issue   mufu   fp32    alu    fit")
     for kind, counts in result["paths"].items():
         c, b = census(counts), bounds(counts)
         print(f"  {kind:4s} " + "".join(f"{c[col]:11d}" for col in COLUMNS) + "   |        "
-              + "".join(f"{b[u]:7.0f}" for u in ("tensor", "issue", "mufu", "fp32", "alu")))
+              + "".join(f"{b[u]:7.0f}" for u in ("tensor", "issue", "mufu", "fp32", "alu", "fit")))
 
 
 def main(argv=None) -> None:
