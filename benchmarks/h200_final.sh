@@ -15,6 +15,7 @@
 #   paged   tune the paged decode keys (bf16/fp16 x D 64/128, <= 16 packed rows, 16-key pages)
 #   variants  tune bf16 D 128 ($VARIANT_DIMS, e.g. 64,128) window (causal), softcap (non-causal), sinks and ALiBi
 #             (causal) keys at N 4k/16k, and bf16 D 80/96 (causal both) at N 1k/4k/16k (unless $VARIANT_SKIP_80_96)
+#   window  re-tune bf16 D 128 ($VARIANT_DIMS) window (causal) keys at N 4k/16k, o_store in the space (SA's W0)
 #   dv      tune bf16 Dqk 192 / Dv 128 (causal both, N 1k/4k/16k)
 #   training  benchmarks/bench_training.py --quick: a decoder's training step, autoflash vs SDPA's default
 #   wgmma_det  flash_bwd_wgmma's deterministic tests alone, under a short timeout (a spin lock never run before)
@@ -71,6 +72,11 @@ for part in "$@"; do
                         --causal both --trials 16 --timeout 6 --out tuned_configs; } > "$OUT/variants_tune.log" 2>&1
                   cp tuned_configs/sm_90.json "$OUT/sm_90.json"
                   s=$(grep -E "^(bf16|fp16)|merged|time: wall" "$OUT/variants_tune.log" | tail -40) ;;
+        window) timeout ${WINDOW_TIMEOUT:-90} python3 -m autoflash.cli tune --dtype bf16 --head-dim ${VARIANT_DIMS:-128} \
+                    --seq-len 4096,16384 --key window=yes --causal yes --trials ${VARIANT_TRIALS:-16} --timeout 8 \
+                    --out tuned_configs > "$OUT/window_tune.log" 2>&1
+                cp tuned_configs/sm_90.json "$OUT/sm_90.json"
+                s=$(grep -E "^(bf16|fp16)|merged|time: wall" "$OUT/window_tune.log" | tail -12) ;;
         dv) timeout 100 python3 -m autoflash.cli tune --dtype bf16 --head-dim 192 --key head_dim_v=128 --causal both \
                 --trials 16 --timeout 8 --out tuned_configs > "$OUT/dv_tune.log" 2>&1
             cp tuned_configs/sm_90.json "$OUT/sm_90.json"
