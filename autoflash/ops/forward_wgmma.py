@@ -97,8 +97,8 @@ class WgmmaTemplate(ForwardTemplate):
             errors.append(f"~{regs} registers per consumer thread (S {cfg.block_n // 2} + P {cfg.block_n // 4} "
                           f"+ O {dim_v(cfg) // 2} + {REG_OVERHEAD}) exceed the {budget} a consumer gets")
         errors += self._schedule_problems(cfg) + self._o_store_problems(cfg)
-        if self.causal_trim not in (0, 1):
-            errors.append(f"WgmmaTemplate.causal_trim={self.causal_trim} must be 0 or 1")
+        errors += [f"WgmmaTemplate.{switch}={getattr(self, switch)} must be 0 or 1" for switch in SWITCHES
+                   if getattr(self, switch) not in (0, 1)]
         if nc == 3 and cfg.paged:
             # the producer's cp.async loop spilled 80 B in the 32 registers three consumers leave it
             errors.append("paged K/V needs block_m 64 or 128 (three consumer warpgroups leave the producer "
@@ -206,6 +206,7 @@ class WgmmaTemplate(ForwardTemplate):
             "pingpong": pingpong_rule(cfg) if cfg.pingpong == -1 else cfg.pingpong,
             "o_store_tma": int(self.o_store_tma(cfg)),
             "causal_trim": int(bool(self.causal_trim) and cfg.causal),  # a causal kernel's switch (no-op otherwise)
+            "softcap_rcp": int(bool(self.softcap_rcp) and cfg.softcap),  # a softcap kernel's switch
             **({"o_off": lay["o_off"]} if "o_off" in lay else {}),
         }
 
@@ -305,6 +306,8 @@ class WgmmaTemplate(ForwardTemplate):
     # An experiment, not in the config name (off): causal_trim 1 = no GEMMs on a warpgroup's key tiles past its rows'
     # diagonals, its last tile trimmed (not timed).
     causal_trim = 0
+    # An experiment, not in the config name (off): softcap_rcp 1 = the softcap's reciprocal by one MUFU.RCP (not timed).
+    softcap_rcp = 0
 
     def persistent_rule(self, cfg: KernelConfig) -> bool:
         return (not cfg.causal) if self.persistent is None else bool(self.persistent)
@@ -327,6 +330,7 @@ class WgmmaTemplate(ForwardTemplate):
         return (items, 1, 1)
 
 
+SWITCHES = ("causal_trim", "softcap_rcp")  # the experiments' WgmmaTemplate attributes, each 0 or 1
 O_STORE_RULE_DIMS = (96, 128)  # o_store_rule: TMA for Q/K's and V's head dims in this range (128-row tiles)
 
 
