@@ -207,6 +207,7 @@ class WgmmaTemplate(ForwardTemplate):
             "o_store_tma": int(self.o_store_tma(cfg)),
             "causal_trim": int(bool(self.causal_trim) and cfg.causal),  # a causal kernel's switch (no-op otherwise)
             "softcap_rcp": int(bool(self.softcap_rcp) and cfg.softcap),  # a softcap kernel's switch
+            "alibi_columns": int(bool(self.alibi_columns) and cfg.alibi),  # an ALiBi kernel's switch
             **({"o_off": lay["o_off"]} if "o_off" in lay else {}),
         }
 
@@ -303,11 +304,10 @@ class WgmmaTemplate(ForwardTemplate):
     # pairs of query tiles of equal total cost, so a static round-robin balances them.
     # The rule of configs with persistent=-1 (True, False, or None: iff not causal); benchmarks set it.
     persistent: bool | None = True
-    # An experiment, not in the config name (off): causal_trim 1 = no GEMMs on a warpgroup's key tiles past its rows'
-    # diagonals, its last tile trimmed (not timed).
-    causal_trim = 0
-    # An experiment, not in the config name (off): softcap_rcp 1 = the softcap's reciprocal by one MUFU.RCP (not timed).
-    softcap_rcp = 0
+    # Experiments (SWITCHES), not in the config name, off, not timed: causal_trim 1 = no GEMMs on a warpgroup's key
+    # tiles past its rows' diagonals, its last tile trimmed; softcap_rcp 1 = the softcap's reciprocal by one MUFU.RCP;
+    # alibi_columns 1 = ALiBi's column form with the column index as an FFMA immediate.
+    causal_trim = softcap_rcp = alibi_columns = 0
 
     def persistent_rule(self, cfg: KernelConfig) -> bool:
         return (not cfg.causal) if self.persistent is None else bool(self.persistent)
@@ -330,7 +330,7 @@ class WgmmaTemplate(ForwardTemplate):
         return (items, 1, 1)
 
 
-SWITCHES = ("causal_trim", "softcap_rcp")  # the experiments' WgmmaTemplate attributes, each 0 or 1
+SWITCHES = ("causal_trim", "softcap_rcp", "alibi_columns")  # the experiments' WgmmaTemplate attributes, each 0 or 1
 O_STORE_RULE_DIMS = (96, 128)  # o_store_rule: TMA for Q/K's and V's head dims in this range (128-row tiles)
 
 
