@@ -181,3 +181,18 @@ def test_combos_compile_without_spills(columns, cfg):
     assert MARKER in render(cfg)
     kernel = compile_kernel(cfg, use_cache=False)
     assert kernel.report.spills == 0 and kernel.report.registers <= 255, kernel.report
+
+
+def test_all_switches_together_compile_without_spills(columns, monkeypatch):
+    """alibi_columns with causal_trim (SIDE after COLS) and softcap_rcp on: the served D 128 ALiBi tile and
+    softcap + ALiBi."""
+    pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
+    from autoflash.kernels.compile import compile_kernel
+
+    monkeypatch.setattr(W, "causal_trim", 1)
+    monkeypatch.setattr(W, "softcap_rcp", 1)
+    for cfg in (SERVED[0], wgmma(128, softcap=True)):
+        source = render(cfg)
+        assert "true, BLOCK_N, 1>(s_acc" in source and "n_own" in source
+        kernel = compile_kernel(cfg, use_cache=False)
+        assert kernel.report.spills == 0, (cfg.name, kernel.report)
