@@ -45,8 +45,10 @@ ALIBI_SETS = [("alibi",), ("alibi", "window", "sinks"), ("alibi", "softcap"), ("
 def test_off_renders_the_template_before_the_switch(tmp_path):
     before = templates_at(BEFORE, [W.template_file], tmp_path).get_template(W.template_file)
     assert W.alibi_columns == 0
-    configs = space_configs((8, 64, 128, 256), ALIBI_SETS) + configs_to_render()
-    assert sum(c.alibi for c in configs) > 1000
+    # every fifth ALiBi config of the space (all of them were compared once when the switch was added: NOTES,
+    # helper SC), and everything the ostore tests render
+    configs = space_configs((8, 64, 128, 256), ALIBI_SETS)[::5] + configs_to_render()
+    assert sum(c.alibi for c in configs) > 200
     for cfg in configs:
         assert render(cfg) == before.render(**W.values(cfg)), cfg.name
 

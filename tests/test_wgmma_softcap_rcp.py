@@ -57,8 +57,10 @@ def test_off_renders_the_template_before_the_switch(tmp_path):
     render (the H200's served entries, each variant alone, paged, Dv != D) are the template before the switch."""
     before = templates_at(BEFORE, [W.template_file], tmp_path).get_template(W.template_file)
     assert W.softcap_rcp == 0
-    configs = space_configs((8, 64, 128, 256), SOFTCAP_SETS) + configs_to_render()
-    assert sum(c.softcap for c in configs) > 1000 and len(shipped()) > 50
+    # every fifth softcap config of the space (all of them, 553 896 with the other switches' sets, were compared
+    # once when the switch was added: NOTES, helper SC), and everything the ostore tests render
+    configs = space_configs((8, 64, 128, 256), SOFTCAP_SETS)[::5] + configs_to_render()
+    assert sum(c.softcap for c in configs) > 200 and len(shipped()) > 50
     for cfg in configs:
         assert MARKER not in render(cfg)
         assert render(cfg) == before.render(**W.values(cfg)), cfg.name
