@@ -208,7 +208,7 @@ class WgmmaTemplate(ForwardTemplate):
             "causal_trim": int(bool(self.causal_trim) and cfg.causal),  # a causal kernel's switch (no-op otherwise)
             "softcap_rcp": int(bool(self.softcap_rcp) and cfg.softcap),  # a softcap kernel's switch
             "alibi_columns": int(bool(self.alibi_columns) and cfg.alibi),  # an ALiBi kernel's switch
-            **({"o_off": lay["o_off"]} if "o_off" in lay else {}),
+            "rescale_skip": int(bool(self.rescale_skip)), **({"o_off": lay["o_off"]} if "o_off" in lay else {}),
         }
 
     def default_tiles(self, key: dict) -> list[dict]:
@@ -306,8 +306,8 @@ class WgmmaTemplate(ForwardTemplate):
     persistent: bool | None = True
     # Experiments (SWITCHES), not in the config name, off, not timed: causal_trim 1 = no GEMMs on a warpgroup's key
     # tiles past its rows' diagonals, its last tile trimmed; softcap_rcp 1 = the softcap's reciprocal by one MUFU.RCP;
-    # alibi_columns 1 = ALiBi's column form with the column index as an FFMA immediate.
-    causal_trim = softcap_rcp = alibi_columns = 0
+    # alibi_columns 1 = ALiBi's column form, the column an FFMA immediate; rescale_skip 1 = O unscaled if no max moved.
+    causal_trim = softcap_rcp = alibi_columns = rescale_skip = 0
 
     def persistent_rule(self, cfg: KernelConfig) -> bool:
         return (not cfg.causal) if self.persistent is None else bool(self.persistent)
@@ -330,7 +330,7 @@ class WgmmaTemplate(ForwardTemplate):
         return (items, 1, 1)
 
 
-SWITCHES = ("causal_trim", "softcap_rcp", "alibi_columns")  # the experiments' WgmmaTemplate attributes, each 0 or 1
+SWITCHES = ("causal_trim", "softcap_rcp", "alibi_columns", "rescale_skip")  # WgmmaTemplate experiments, each 0 or 1
 O_STORE_RULE_DIMS = (96, 128)  # o_store_rule: TMA for Q/K's and V's head dims in this range (128-row tiles)
 
 
