@@ -5,7 +5,8 @@ is exactly 1 when the max stayed (x - x = +0, ex2(+0) = 1) and o * 1.f = o. Chec
 and the ostore tests' configs render byte-identical to the template before the switch (git); out-of-range values are
 refused; on, the served plain kernels (D 64, 128, 256, causal or not, both dtypes) compile without spills or wgmma
 serialisation, their main loop's steady path (benchmarks/sass_census.py) issues fewer instructions, and the switch
-with causal_trim, softcap_rcp and alibi_columns on compiles without spills. GPU: tests/test_wgmma_rescale_skip_gpu.py."""
+with causal_trim, softcap_rcp and alibi_columns on compiles without spills.
+GPU: tests/test_wgmma_rescale_skip_gpu.py."""
 import importlib.util
 import itertools
 from pathlib import Path
