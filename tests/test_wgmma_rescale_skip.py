@@ -7,9 +7,7 @@ refused; on, the served plain kernels (D 64, 128, 256, causal or not, both dtype
 serialisation, their main loop's steady path (benchmarks/sass_census.py) issues fewer instructions, and the switch
 with causal_trim, softcap_rcp and alibi_columns on compiles without spills.
 GPU: tests/test_wgmma_rescale_skip_gpu.py."""
-import importlib.util
 import itertools
-from pathlib import Path
 
 import pytest
 
@@ -17,35 +15,20 @@ from autoflash import KernelConfig
 from autoflash.kernels.registry import TEMPLATES
 from autoflash.kernels.render import render
 
-from conftest import fwd_key
 from sass import sass as read_sass
 from template_history import templates_at
 from test_wgmma_schedule_ostore import configs_to_render, shipped
+from test_wgmma_softcap_rcp import load_census, space_configs, wgmma
 
 W = TEMPLATES["flash_fwd_wgmma"]
 BEFORE = "f111ef9"  # HEAD when the switch was added (the template's last change: 943a0a8)
 MARKER = "if (!__any_sync(0xffffffffu, alpha0 != 1.f || alpha1 != 1.f)) return;"
-CENSUS = Path(__file__).resolve().parents[1] / "benchmarks" / "sass_census.py"
 VARIANTS = ("softcap", "alibi", "window", "sinks", "paged")
-
-
-def wgmma(head_dim=128, causal=False, block_m=128, block_n=128, stages=3, dtype="bf16", **extra):
-    return KernelConfig("flash_fwd_wgmma", "sm_90a", dtype, head_dim, causal, block_m, block_n,
-                        4 * (block_m // 64 + 1), stages, **extra)
 
 
 @pytest.fixture
 def skip(monkeypatch):
     monkeypatch.setattr(W, "rescale_skip", 1)
-
-
-def space_configs(head_dims, flag_sets) -> list[KernelConfig]:
-    """Every valid config of the space for these head dims, both dtypes, causal or not, each set of variant flags."""
-    out = []
-    for dtype, d, causal, flags in itertools.product(W.dtypes, head_dims, (False, True), flag_sets):
-        key = {**fwd_key(dtype, d, causal), **{f: True for f in flags}}
-        out += [c for c in W.space("sm_90a", key) if not c.problems()]
-    return out
 
 
 def test_off_renders_the_template_before_the_switch(tmp_path):
@@ -83,13 +66,6 @@ def served_plain() -> list[KernelConfig]:
     """tuned_configs/sm_90.json's plain flash_fwd_wgmma entries at D 64, 128 and 256 (both dtypes)."""
     return sorted({c for c in shipped() if c.head_dim in (64, 128, 256) and not c.head_dim_v
                    and not any(getattr(c, f) for f in VARIANTS)}, key=lambda c: c.name)
-
-
-def load_census():
-    spec = importlib.util.spec_from_file_location("sass_census", CENSUS)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def compiled_clean(cfg):
