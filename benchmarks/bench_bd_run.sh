@@ -5,5 +5,5 @@
 # one bulk op a tile (D 64's served kernel), and the same with the staging stores rotated by 1 and 2 rounds of
 # selects, D 64/128 N 4096 bf16/fp16, causal and not, beside SDPA cuDNN; then bf16 D 128 N 16384). Fits a ~140 s
 # call. Run from the repository root with $OUT set, carry=[".whl"].
-# (benchmarks/dq_ab_run.sh does the steps)
-bash benchmarks/dq_ab_run.sh benchmarks/bench_bd_rotate.py tests/test_backward_wgmma_bd_gpu.py
+# (benchmarks/ab_run.sh does the steps)
+bash benchmarks/ab_run.sh benchmarks/bench_bd_rotate.py tests/test_backward_wgmma_bd_gpu.py

@@ -4,5 +4,5 @@
 # then, only if they all pass, the A/B timing against the same tiles without the switch and SDPA cuDNN
 # (benchmarks/bench_dq_producer.py, N 4096 bf16/fp16 D 128/64, then bf16 D 128 N 16384). Fits a 150 s call.
 # Run from the repository root with $OUT set, carry=[".whl"].
-# (benchmarks/dq_ab_run.sh does the steps)
-bash benchmarks/dq_ab_run.sh benchmarks/bench_dq_producer.py tests/test_backward_wgmma_dq_producer_gpu.py
+# (benchmarks/ab_run.sh does the steps)
+bash benchmarks/ab_run.sh benchmarks/bench_dq_producer.py tests/test_backward_wgmma_dq_producer_gpu.py

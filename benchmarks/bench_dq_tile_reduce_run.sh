@@ -4,5 +4,5 @@
 # if they all pass, the A/B timing (benchmarks/bench_dq_tile_reduce.py: D 64/128 N 4096 bf16/fp16, causal and not,
 # beside SDPA cuDNN; then bf16 D 128 N 16384). Fits a 110 s call. Run from the repository root with $OUT set,
 # carry=[".whl"].
-# (benchmarks/dq_ab_run.sh does the steps)
-bash benchmarks/dq_ab_run.sh benchmarks/bench_dq_tile_reduce.py tests/test_backward_wgmma_dq_tile_gpu.py
+# (benchmarks/ab_run.sh does the steps)
+bash benchmarks/ab_run.sh benchmarks/bench_dq_tile_reduce.py tests/test_backward_wgmma_dq_tile_gpu.py

@@ -5,15 +5,6 @@
 # replay, interleaved rounds; --check: trimmed vs untrimmed outputs) on the causal rows below cuDNN: D 64 N 1024 /
 # 4096, D 256 N 1024 (and N 4096), bf16 and fp16. Run from the repository root with $OUT set, carry=[".whl"]:
 #   bash benchmarks/wgmma_fd_run.sh        (~2-3 min on one H200; logs in $OUT)
-export PYTHONUNBUFFERED=1 AUTOFLASH_CACHE_DIR=/tmp/afcache
-{ [ -n "${SKIP_PIP:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-  --target /tmp/site .whl/*.whl; } && export PYTHONPATH=/tmp/site:$PWD:$PWD/benchmarks:$PWD/tests || exit 1
-nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm --format=csv,noheader
-timeout ${COMPILE_S:-90} python benchmarks/wgmma_fd_ab.py --precompile > $OUT/compile.log 2>&1 &
-timeout ${TESTS_S:-150} python -m pytest -q -n 8 -p no:cacheprovider --tb=short -rf \
-  tests/test_wgmma_fd_gpu.py 2>&1 | grep -v Warning | tee $OUT/tests.log | tail -15
-wait; tail -40 $OUT/compile.log
-grep -q " passed" $OUT/tests.log && ! grep -q "FAILED\|ERROR\|skipped" $OUT/tests.log \
-  || { echo "tests did not all pass: no timing"; exit 1; }
-timeout ${BENCH_S:-240} python benchmarks/wgmma_fd_ab.py --check --rounds ${ROUNDS:-7} 2>&1 | tee $OUT/ab.log \
-  | grep "^|\|NVIDIA"
+# (benchmarks/ab_run.sh does the steps)
+COMPILE_S=${COMPILE_S:-90} TESTS_S=${TESTS_S:-150} BENCH_S=${BENCH_S:-240} BENCH16K_S=0 AB_ARGS="--check --rounds ${ROUNDS:-7}" \
+  bash benchmarks/ab_run.sh benchmarks/wgmma_fd_ab.py tests/test_wgmma_fd_gpu.py
