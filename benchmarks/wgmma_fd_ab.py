@@ -15,11 +15,11 @@ drops only masked columns' work, so 0 is expected); --precompile only compiles e
 from __future__ import annotations
 
 import argparse
-import contextlib
 import multiprocessing
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -38,16 +38,6 @@ OTHER = {64: [dict(block_m=192, block_n=128, warps=16, stages=2), dict(block_m=1
          256: [dict(block_m=128, block_n=64, warps=12, stages=2)]}
 
 
-@contextlib.contextmanager
-def trim(on: bool):
-    old = WG.causal_trim
-    WG.causal_trim = int(on)
-    try:
-        yield
-    finally:
-        WG.causal_trim = old
-
-
 def configs(dtype: str, d: int, n: int) -> list[KernelConfig]:
     """The served config (the H200's tuned entry) and the other tile shape."""
     from autoflash.serve.api import choose_config
@@ -59,7 +49,7 @@ def configs(dtype: str, d: int, n: int) -> list[KernelConfig]:
 
 
 def _compile(cfg: KernelConfig, on: bool) -> str:
-    with trim(on):
+    with mock.patch.object(WG, "causal_trim", int(on)):
         r = compile_kernel(cfg).report
     return f"{cfg.name} trim={int(on)}: {r.registers} registers, {r.spills} B spilled"
 
@@ -82,7 +72,7 @@ def row(dtype, d, n, rounds, calls, check):
     impls, outs, names = [], {}, {}
     for i, cfg in enumerate(configs(dtype, d, n)):
         for on in (False, True):
-            with trim(on):
+            with mock.patch.object(WG, "causal_trim", int(on)):
                 kernel = LoadedKernel(compile_kernel(cfg))
                 plan(kernel, p, scale)
             key = f"{'served' if i == 0 else 'other'} {'on' if on else 'off'}"

@@ -20,11 +20,11 @@ by exactly 1); --precompile only compiles every kernel (4 processes).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import multiprocessing
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -40,16 +40,6 @@ DEVICE = "NVIDIA H200"  # whose tuned entries are timed as "served" (the table n
 ROWS = [f"d{d}:{n}:{c}" for n in (4096, 1024) for d in (128, 64, 256) for c in ("nc", "c")]
 
 
-@contextlib.contextmanager
-def skip(on: bool):
-    old = WG.rescale_skip
-    WG.rescale_skip = int(on)
-    try:
-        yield
-    finally:
-        WG.rescale_skip = old
-
-
 def served(dtype: str, d: int, n: int, causal: bool) -> KernelConfig:
     from autoflash.serve.api import choose_config
 
@@ -57,7 +47,7 @@ def served(dtype: str, d: int, n: int, causal: bool) -> KernelConfig:
 
 
 def _compile(cfg: KernelConfig, on: bool) -> str:
-    with skip(on):
+    with mock.patch.object(WG, "rescale_skip", int(on)):
         r = compile_kernel(cfg).report
     return f"{cfg.name} rescale_skip={int(on)}: {r.registers} registers, {r.spills} B spilled"
 
@@ -85,7 +75,7 @@ def row(dtype, d, n, causal, rounds, calls, check):
     ks[:, :, 0, 0] = 16
     impls, outs = [], {}
     for on in (False, True):
-        with skip(on):
+        with mock.patch.object(WG, "rescale_skip", int(on)):
             kernel = LoadedKernel(compile_kernel(cfg))
             plan(kernel, p, scale)  # the plan keeps the switched kernel's arguments
         for data, (qq, kk_) in (("", (q, k)), (" sink", (qs, ks))):

@@ -21,11 +21,11 @@ kernel (4 processes).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import multiprocessing
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -40,16 +40,6 @@ DEVICE = "NVIDIA H200"  # whose tuned entries are timed as "served" (the table n
 VARIANTS = {"softcap": ("softcap_rcp", False), "alibi": ("alibi_columns", True)}  # variant: (switch, causal)
 
 
-@contextlib.contextmanager
-def switch(name: str, on: bool):
-    old = getattr(WG, name)
-    setattr(WG, name, int(on))
-    try:
-        yield
-    finally:
-        setattr(WG, name, old)
-
-
 def configs(variant: str, dtype: str, d: int) -> dict:
     """The served configs of the variant and of plain attention, same causality."""
     from autoflash.serve.api import choose_config
@@ -60,7 +50,7 @@ def configs(variant: str, dtype: str, d: int) -> dict:
 
 
 def _compile(cfg, name: str, on: bool) -> str:
-    with switch(name, on):
+    with mock.patch.object(WG, name, int(on)):
         r = compile_kernel(cfg).report
     return f"{cfg.name} {name}={int(on)}: {r.registers} registers, {r.spills} B spilled"
 
@@ -91,7 +81,7 @@ def row(variant, dtype, d, rounds, calls, check):
     for key, cfg, on, slope_arr in runs:
         p = Problem(b, HEADS, HEADS, N, N, d, causal, softcap=CAP if cfg.softcap else 0.0,
                     alibi_slopes=slope_arr.data_ptr() if cfg.alibi else 0)
-        with switch(name, on):
+        with mock.patch.object(WG, name, int(on)):
             kernel = LoadedKernel(compile_kernel(cfg))
             plan(kernel, p, scale)  # the plan keeps the switched kernel's arguments
         outs[key] = torch.empty_like(q)
