@@ -23,3 +23,25 @@ def test_a_kernel_is_not_read_from_a_longer_names_lines():
 
 def test_resource_report_uses_the_log_when_it_names_the_kernel():
     assert resource_report(b"", LOG, "k").registers == 255
+
+
+# the line ptxas printed for flash_fwd_wgmma with the (removed) causal_trim on the H200's served d256 tile
+C7511 = ("ptxas info    : (C7511) Potential Performance Loss: wgmma.mma_async instructions are serialized due to "
+         "insufficient register resources for the wgmma pipeline in the function 'k' in line 642\n")
+
+
+def test_a_serialised_wgmma_pipeline_is_reported_for_its_kernel_only():
+    assert parse_ptxas_report(LOG + C7511, "k").wgmma_serialized
+    assert not parse_ptxas_report(LOG + C7511, "k_combine").wgmma_serialized
+    assert not parse_ptxas_report(LOG, "k").wgmma_serialized
+
+
+def test_a_serialised_wgmma_pipeline_prunes_the_config():
+    from autoflash import KernelConfig
+    from autoflash.tuning.space import resource_check
+
+    cfg = KernelConfig("flash_fwd_wgmma", "sm_90a", "bf16", 128, False, 128, 128, 12, 2)
+    report = {"registers": 168, "spill_stores": 0, "spill_loads": 0, "static_smem": 0}
+    assert resource_check(cfg, report, 100_000)[1] == []
+    reasons = resource_check(cfg, {**report, "wgmma_serialized": True}, 100_000)[1]
+    assert reasons and "C7511" in reasons[0]

@@ -36,6 +36,7 @@ from autoflash.kernels.render import render
 log = logging.getLogger("autoflash")
 
 CACHE_ENV = "AUTOFLASH_CACHE_DIR"
+REPORT_FIELDS = "wgmma_serialized"  # in the cache key: entries cached before a report field existed are rebuilt
 
 
 class CompileError(RuntimeError):
@@ -51,6 +52,9 @@ class ResourceReport:
     spill_loads: int
     stack_frame: int
     static_smem: int
+    # ptxas C7511: too few registers for the wgmma pipeline, so it waits for each wgmma before the next. No spill
+    # shows it; the kernel runs correct but 1.1-1.7x slower (causal_trim on the H200, NOTES eighth session)
+    wgmma_serialized: bool = False
     source: str = "ptxas"  # "cubin" when read back from the ELF (see report_from_cubin)
 
     @property
@@ -185,7 +189,8 @@ def parse_ptxas_report(text: str, kernel: str) -> ResourceReport:
         values[field] = int(match.group(1)) if match else 0
     if not re.search(_PTXAS_PATTERNS["registers"], section):
         raise CompileError(f"no ptxas resource report for {kernel} in the NVRTC log:\n{text}")
-    return ResourceReport(**values)
+    serialized = re.search(rf"\(C7511\).*function '{re.escape(kernel)}'", text)
+    return ResourceReport(**values, wgmma_serialized=bool(serialized))
 
 
 def resource_report(cubin: bytes, text: str, kernel: str) -> ResourceReport:
@@ -265,7 +270,7 @@ def _save_failed_source(cfg: OpConfig, source: str) -> Path:
 
 def cache_key(source: str, cfg: OpConfig) -> str:
     h = hashlib.sha256()
-    for part in (source, "\0".join(nvrtc_options(cfg)), nvrtc_version(), __version__):
+    for part in (source, "\0".join(nvrtc_options(cfg)), nvrtc_version(), __version__, REPORT_FIELDS):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()[:32]

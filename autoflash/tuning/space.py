@@ -118,6 +118,8 @@ def resource_check(cfg, report: dict, smem: int) -> tuple[int, list[str]]:
     spills = report["spill_stores"] + report["spill_loads"]
     if spills:
         reasons.append(f"spills {spills} bytes (registers {report['registers']})")
+    if report.get("wgmma_serialized"):
+        reasons.append("ptxas serialised its wgmma instructions (C7511: too few registers for the wgmma pipeline)")
     regs_per_block = max(1, report["registers"]) * cfg.threads
     smem_total = smem + report.get("static_smem", 0)
     by_regs = lim.regs_per_sm // regs_per_block
