@@ -1,4 +1,4 @@
-"""The A/B run the dQ-path benchmarks share (bench_dq_producer.py, bench_dq_tile_reduce.py, bench_bd_rotate.py):
+"""The A/B run the dQ-path benchmarks share (bench_dq_producer.py, bench_dq_tile_reduce.py):
 the flash_bwd_wgmma configs a script names, each launched as attention_backward launches it on the same inputs,
 beside SDPA's cuDNN backward, in one run: TFLOP/s at 2.5x the forward's FLOPs; CUDA events, interleaved rounds,
 median, spread = range of the round medians (bench_backward.time_interleaved); each kernel's largest relative

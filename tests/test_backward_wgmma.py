@@ -1,8 +1,10 @@
 """flash_bwd_wgmma without a GPU: its rules refuse what it does not implement (variants, D 256,
 the deterministic mode beside the other dQ schedules) and the tiles that do not fit, its defaults are valid, it renders and
-compiles for sm_90a with no spills, and its SASS has HGMMA (the wgmma products), the vector
+compiles for sm_90a with no spills or local memory, and its SASS has HGMMA (the wgmma products), the vector
 dQ reductions and, with a producer warpgroup, setmaxnreg and mbarrier waits. GPU correctness and speed: tests/test_backward_wgmma_gpu.py,
 benchmarks/bench_backward_wgmma.py."""
+
+import re
 
 import pytest
 
@@ -146,7 +148,8 @@ def test_schedules_exclude_each_other(monkeypatch):
 
 
 @pytest.mark.parametrize("schedule,c", [x for s in SCHEDULES for x in _valid_configs(s)] +
-                         [("split", WG.default("sm_90a", key("fp16", d, True))) for d in (64, 128)] +
+                         [("split", WG.default("sm_90a", key("fp16", d, c, deterministic=det)))
+                          for d in (64, 128) for c in (False, True) for det in (False, True)] +
                          [("split", WG.default("sm_90a", key("bf16", d, c, deterministic=True)))
                           for d in (64, 128) for c in (False, True)] +
                          [("split", cfg(d=128, causal=True, warps=8, deterministic=True)),
@@ -155,8 +158,9 @@ def test_schedules_exclude_each_other(monkeypatch):
                           for d in (64, 128) for c in (False, True)],
                          ids=lambda x: x.name if hasattr(x, "name") else x)
 def test_compiles_without_spills_and_uses_hgmma(schedule, c, tmp_path, monkeypatch):
-    """Every valid bf16 config of every dQ schedule (and fp16 defaults): no spills, HGMMA in the SASS,
-    and the dQ reductions the schedule makes (red.global from registers, or bulk from shared memory)."""
+    """Every valid bf16 config of every dQ schedule and every served (default) config, bf16 and fp16: no spills,
+    no local memory, HGMMA in the SASS, and the dQ reductions the schedule makes (red.global from registers, or
+    bulk from shared memory)."""
     pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
     from autoflash.kernels.compile import compile_kernel
     from autoflash.ops import backward_wgmma
@@ -167,6 +171,7 @@ def test_compiles_without_spills_and_uses_hgmma(schedule, c, tmp_path, monkeypat
     assert kernel.report.spills == 0 and kernel.report.registers <= 255, kernel.report
     assert "serialized" not in kernel.log  # ptxas did not serialise the wgmmas (a register hazard)
     main = kernel_sass(kernel, c.name, tmp_path)
+    assert not re.search(r"\b(LDL|STL)\b", main), "local memory"
     # S^T, dP^T (m64 n block_m), dV, dK (m64 n D) and dQ (m64 n D / column groups)
     rows, cols = WG.dq_split(c)
     shapes = {f"HGMMA.64x{c.block_m}x16", f"HGMMA.64x{c.head_dim}x16", f"HGMMA.64x{c.head_dim // cols}x16"}
@@ -182,7 +187,7 @@ def test_compiles_without_spills_and_uses_hgmma(schedule, c, tmp_path, monkeypat
             assert schedule == "own_keys" or "BAR.SYNC.DEFER_BLOCKING 0x3, 0x100" in main  # the dS^T barrier
     if c.deterministic:  # the semaphore: an acquire load, a fence before the release add
         assert "LDG.E.STRONG.GPU" in main and "MEMBAR" in main, "no dq_sem ordering"
-    if schedule == "bulk" or WG.dq_via_producer(c):  # (the rule: D 128 producer configs, stages 2)
+    if schedule == "bulk" or WG.dq_via_producer(c):  # (the rule: producer configs but D 128 stages 3)
         assert "UBLKRED.G.S.ADD.F32" in main and "REDG" not in main  # bulk reductions only
     else:
         assert "REDG.E.ADD.F32x2" in main  # the dQ tile's vector reductions

@@ -1,13 +1,15 @@
 """flash_bwd_wgmma's dq_via_producer knob without a GPU (ops/backward_wgmma.py; BackwardConfig field, -1 = the
-rule: DQ_RULE's mode for producer configs that are not deterministic and hold a staging tile, 1 (a bulk reduction
-a row) at D 128, 2 (one a tile, from an unpadded staging tile) at D 64): off (0, or the
-rule off), every config renders the source it rendered before the knob existed (none of its code is in it; an
-explicit 0 renders what the rule's off renders); the rules refuse an explicit value that cannot apply (no producer
-warpgroup, deterministic) or equals the rule's (spelled -1), the staging tiles fit in shared memory (two at D 64,
-one at D 128, where the pipelined stages 3 has no room: the rule is off there), and D 64 / D 128 compile for
-sm_90a with no spills, the producer within its setmaxnreg budget, the consumers storing dQ to shared memory (no
-red.global) and the producer reducing it with bulk copies. GPU correctness:
-tests/test_backward_wgmma_dq_producer_gpu.py."""
+rule: DQ_RULE, 2 (one bulk reduction a tile, from an unpadded staging tile whose stores are rotated per lane), for
+producer configs that are not deterministic and hold a staging tile; 1: a bulk reduction a row, padded rows): off
+(0, or the rule off), every config renders the source it rendered before the knob existed (none of its code is in
+it; an explicit 0 renders what the rule's off renders); the rules refuse an explicit value that cannot apply (no
+producer warpgroup, deterministic) or equals the rule's (spelled -1), the staging tiles fit in shared memory (two
+at D 64; at D 128 two unpadded or one padded, and none with the pipelined stages 3: the rule is off there), the
+rotated stores (modelled on the template's index arithmetic) write every element once, to its row-major place,
+2 wavefronts a store, and D 64 / D 128 compile for sm_90a with no spills or local memory, the producer within its
+setmaxnreg budget, the consumers storing dQ to shared memory (no red.global) and the producer reducing it with bulk
+copies. The served configs' compiles: tests/test_backward_wgmma.py. GPU correctness:
+tests/test_backward_wgmma_dq_producer_gpu.py (1), tests/test_backward_wgmma_dq_tile_gpu.py (2)."""
 import re
 
 import pytest
@@ -22,8 +24,8 @@ KNOB_TEXT = ("DQ_BUFS", "DQ_PSTRIDE", "dq_full_bar", "dq_empty_bar", "DQ_VIA_PRO
 
 
 def on(d=128, mode=1, **kw):
-    """A producer config with dQ path `mode` (1: a bulk op a row, 2: one a tile): -1 where the rule picks it (D 128:
-    1, D 64: 2), else spelled out."""
+    """A producer config with dQ path `mode` (1: a bulk op a row, 2: one a tile): -1 where the rule picks it (2),
+    else spelled out."""
     c = cfg(d=d, warps=12, **kw)
     return c if WG.dq_mode(c) == mode else c.replace(dq_via_producer=mode)
 
@@ -56,7 +58,7 @@ def test_explicit_off_renders_the_rules_off(causal, monkeypatch):
     c = cfg(d=128, causal=causal, warps=12)
     assert WG.dq_via_producer(c) and "DQ_PSTRIDE" in render(c)
     explicit = render(c.replace(dq_via_producer=0))
-    monkeypatch.setattr(backward_wgmma, "DQ_RULE", {64: 0, 128: 0})  # the rule off at D 128
+    monkeypatch.setattr(backward_wgmma, "DQ_RULE", 0)  # the rule off
     assert not WG.dq_via_producer(c)
     assert explicit == render(c).replace(c.name, c.name + "_dqp0") and c.name + "_dqp0" in explicit
 
@@ -72,11 +74,11 @@ def test_on_changes_only_producer_configs():
 
 
 def test_rule():
-    """-1: DQ_RULE's mode for producer configs, not deterministic, with room for a staging tile: 1 (a bulk op a row)
-    at D 128 stages 2, 2 (one a tile) at D 64; off without a producer, deterministic, and at D 128 stages 3 (no
-    room); D 256 has no config here."""
-    assert backward_wgmma.DQ_RULE == {64: 2, 128: 1}
-    assert WG.dq_mode(cfg(d=128, warps=12)) == 1 and WG.dq_mode(cfg(d=128, causal=True, warps=12)) == 1
+    """-1: DQ_RULE (2, one bulk op a tile) for producer configs, not deterministic, with room for a staging tile (D
+    64 stages 2 and 3, D 128 stages 2); off without a producer, deterministic, and at D 128 stages 3 (no room); D 256
+    has no config here."""
+    assert backward_wgmma.DQ_RULE == 2
+    assert WG.dq_mode(cfg(d=128, warps=12)) == 2 and WG.dq_mode(cfg(d=128, causal=True, warps=12)) == 2
     assert WG.dq_mode(cfg(d=64, warps=12)) == 2 and WG.dq_mode(cfg(d=64, warps=12, stages=3, causal=True)) == 2
     for c in (cfg(d=128, warps=8), cfg(d=64, bm=128, warps=8), cfg(d=64, warps=12, deterministic=True),
               cfg(d=128, warps=12, deterministic=True), cfg(d=128, warps=12, stages=3)):
@@ -89,7 +91,8 @@ def test_rule():
     (lambda: cfg(d=64, bm=128, warps=8, dq_via_producer=1), "has none"),
     (lambda: cfg(warps=12, deterministic=True, dq_via_producer=1), "deterministic keeps the consumers' dQ adds"),
     (lambda: cfg(d=128, warps=12, stages=3, dq_via_producer=1), "shared memory"),  # three stages + a 34 KB tile
-    (lambda: cfg(d=128, warps=12, dq_via_producer=1), "is the rule's value"),  # spelled -1
+    (lambda: cfg(d=128, warps=12, stages=3, dq_via_producer=2), "shared memory"),  # unpadded: 32 KB, still too much
+    (lambda: cfg(d=128, warps=12, dq_via_producer=2), "is the rule's value"),  # spelled -1
     (lambda: cfg(d=64, warps=12, dq_via_producer=2), "spelled -1"),
     (lambda: cfg(warps=8, dq_via_producer=0), "spelled -1"),
     (lambda: cfg(d=128, warps=12, stages=3, dq_via_producer=0), "spelled -1"),
@@ -115,23 +118,24 @@ def test_names_and_stored_entries():
     assert BackwardConfig.from_dict(d64.to_dict()) == d64 and d64.name.endswith("_dqp1")
 
 
-def test_search_space_has_both_values():
-    """The tuner's space (Template.space over the knobs) holds the knob: the rule and the other value, per tile."""
+def test_search_space_has_every_value():
+    """The tuner's space (Template.space over the knobs) holds the knob: the rule (2) and the other values (1 too,
+    dominated on the H200), per producer tile of stages 2."""
     assert WG.knobs["dq_via_producer"] == (-1, 0, 1, 2)
-    for d, others in ((64, {0, 1}), (128, {0, 2})):
+    for d in (64, 128):
         valid = [c for c in WG.space("sm_90a", key("bf16", d, False)) if not c.problems() and WG.producer(c)]
         stages2 = {c.dq_via_producer for c in valid if c.stages == 2}
-        assert stages2 == {-1} | others, (d, stages2)
+        assert stages2 == {-1, 0, 1}, (d, stages2)
 
 
 def test_default_keys_get_the_rule():
-    """The defaults stay the tiles they were (names unchanged): D 128's stage dQ for the producer (a bulk op a
-    row), D 64's too (one a tile), the deterministic ones do not."""
+    """The defaults stay the tiles they were (names unchanged): D 64's and D 128's stage dQ for the producer (one
+    bulk op a tile), the deterministic ones do not."""
     for d in (64, 128):
         for det in (False, True):
             c = WG.default("sm_90a", key("bf16", d, True, deterministic=det))
             assert c.problems() == [] and c.dq_via_producer == -1 and "dqp" not in c.name
-            assert WG.dq_mode(c) == (0 if det else {64: 2, 128: 1}[d]), c.name
+            assert WG.dq_mode(c) == (0 if det else 2), c.name
 
 
 def test_staging_shared_memory():
@@ -173,27 +177,34 @@ def test_compiles_without_spills(d, causal, stages, dtype, tmp_path):
     assert "USETMAXREG.DEALLOC.CTAPOOL 0x18" in main and _producer_max_register(main) < 24
 
 
-def test_rule_table_picks_the_tile_reduction_at_d64():
-    """DQ_RULE[64] = 2 (H200: +5-9 % over the consumers' adds) serves D 64's producer default with one bulk op a
-    tile; its deterministic default and the D 128 rule stay as they are; 2 is spelled -1 there."""
-    c = WG.default("sm_90a", key("bf16", 64, True))
-    assert WG.dq_mode(c) == 2 and "(dq_via_producer=2)" in render(c) and "dqp" not in c.name
-    assert any("spelled -1" in p for p in c.replace(dq_via_producer=2).problems())
-    assert WG.dq_mode(WG.default("sm_90a", key("bf16", 64, True, deterministic=True))) == 0
-    assert WG.dq_mode(WG.default("sm_90a", key("bf16", 128, True))) == 1
+def test_rule_picks_the_tile_reduction():
+    """DQ_RULE = 2 (H200: over 1 +8-11 % at D 128, +21-25 % at D 64) serves the D 64 and D 128 producer defaults
+    with one bulk op a tile from the rotated stores; the deterministic defaults keep the consumers' adds; 2 is
+    spelled -1."""
+    for d in (64, 128):
+        c = WG.default("sm_90a", key("bf16", d, True))
+        source = render(c)
+        assert WG.dq_mode(c) == 2 and "(dq_via_producer=2)" in source and ROTATED in source and "dqp" not in c.name
+        assert any("spelled -1" in p for p in c.replace(dq_via_producer=2).problems())
+        assert WG.dq_mode(WG.default("sm_90a", key("bf16", d, True, deterministic=True))) == 0
+
+
+ROTATED = "*reinterpret_cast<float2*>(row + (b ^ rot) * 8) = v[b];"  # the rotated staging store
 
 
 def test_tile_reduce_value():
     """dq_via_producer=2: the staging rows unpadded (the tile one contiguous range of dq_accum, so D 128 holds two
-    staging tiles), one producer thread reduces it and frees it (count 1); 1 keeps none of that code."""
+    staging tiles), the stores rotated, one producer thread reduces it and frees it (count 1); 1 keeps none of
+    that code."""
     for d in (64, 128):
-        rows = on(d=d)
-        assert "(dq_via_producer=2)" not in render(rows) and "DQ_PSTRIDE = HEAD_DIM + 8;" in render(rows)
+        rows = render(on(d=d))
+        assert "(dq_via_producer=2)" not in rows and ROTATED not in rows and "DQ_PSTRIDE = HEAD_DIM + 8;" in rows
     for d, bufs in ((64, 2), (128, 2)):
         c = on(d=d, mode=2, causal=True)
         source, lay = render(c), WG.smem_layout(c)
-        assert c.problems() == [] and WG.dq_mode(c) == 2 and c.name.endswith("_causal" if d == 64 else "_causal_dqp2")
+        assert c.problems() == [] and WG.dq_mode(c) == 2 and c.name.endswith("_causal")
         assert "(dq_via_producer=2)" in source and "DQ_PSTRIDE = HEAD_DIM + 0;" in source
+        assert ROTATED in source and "constexpr int ROT = 4;" in source
         assert "mbar_init(dq_empty_bar + 8 * b, 1);" in source and lay["dq_bufs"] == bufs
         assert lay["dq_staging"] == 64 * d * 4 and WG.smem_bytes(c) <= 232448
     for bad, reason in ((cfg(warps=8, dq_via_producer=2), "dq_via_producer=2: the producer warpgroup"),
@@ -201,13 +212,61 @@ def test_tile_reduce_value():
         assert any(reason in p for p in bad.problems()), bad.problems()
 
 
-@pytest.mark.parametrize("d,causal,dtype", [(64, True, "bf16"), (128, False, "fp16")])
-def test_tile_reduce_compiles_without_spills(d, causal, dtype, tmp_path):
+def _store_pattern(rotate, dq_n=64):
+    """(step, lane) -> (row, column, value's column) of one warp's staging stores (one h), as the template computes
+    them: v[b] after the select rounds (one per bit of rot = g % 4), stored at column block b ^ rot; rotate=False:
+    the plain loop (rot 0)."""
+    out = {}
+    for lane in range(32):
+        g, t = lane // 4, lane % 4
+        rot = g % 4 if rotate else 0
+        v = list(range(dq_n // 8))  # v[b] = column block b's float2
+        for bit in (1, 2):
+            for b in range(dq_n // 8):
+                if not b & bit and rot & bit:
+                    v[b], v[b + bit] = v[b + bit], v[b]
+        for b in range(dq_n // 8):
+            out[b, lane] = (g, (b ^ rot) * 8 + 2 * t, v[b] * 8 + 2 * t)
+    return out
+
+
+def _wavefronts(addresses):
+    """Shared-memory wavefronts of one warp's 64-bit stores: per half-warp, the most distinct 8-byte words a bank
+    pair (32 pairs of 4-byte banks cover 128 B) is asked for."""
+    total = 0
+    for half in (addresses[:16], addresses[16:]):
+        words = {}
+        for a in half:
+            words.setdefault((a // 8) % 16, set()).add(a // 8)
+        total += max(len(w) for w in words.values())
+    return total
+
+
+@pytest.mark.parametrize("d", [64, 128])
+def test_rotated_stores_cover_the_tile_conflict_free(d):
+    """Each value lands at its own column (row-major, unpadded: the one bulk op reads it linearly), every (row,
+    column pair) once; a store is 2 wavefronts rotated (8 with the plain loop on unpadded rows)."""
+    for rotate, waves in ((False, 8), (True, 2)):
+        pattern = _store_pattern(rotate)
+        assert all(col == value_col for _, col, value_col in pattern.values())
+        assert len({(r, c) for r, c, _ in pattern.values()}) == 32 * 8  # 8 rows x 8 blocks x 4 lanes
+        for b in range(8):
+            rows_cols = [pattern[b, lane] for lane in range(32)]
+            assert _wavefronts([(r * d + c) * 4 for r, c, _ in rows_cols]) == waves, (rotate, b)
+
+
+@pytest.mark.parametrize("d,causal,stages,dtype", [(64, True, 2, "bf16"), (128, False, 2, "fp16"),
+                                                   (64, True, 3, "bf16")])
+def test_tile_reduce_compiles_without_spills(d, causal, stages, dtype, tmp_path):
+    """2 (the rule's): no spills, no local memory (the rotation's selects stay in registers: FSELs), one bulk
+    reduction a tile, the consumers' 16 float2 stores a tile (one loop, or the pipelined one)."""
     pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
     from autoflash.kernels.compile import compile_kernel
 
-    c = on(d=d, mode=2, dtype=dtype, causal=causal)
+    c = on(d=d, mode=2, dtype=dtype, causal=causal, stages=stages)
+    assert c.dq_via_producer == -1
     kernel = compile_kernel(c)
     assert kernel.report.spills == 0 and kernel.report.registers <= 168 and "serialized" not in kernel.log
     main = kernel_sass(kernel, c.name, tmp_path)
-    assert main.count("UBLKRED.G.S.ADD.F32") == 1 and "REDG" not in main and "STS.64" in main
+    assert main.count("UBLKRED.G.S.ADD.F32") == 1 and "REDG" not in main and not re.search(r"\b(LDL|STL)\b", main)
+    assert main.count("STS.64") % 16 == 0 and main.count("FSEL") >= 64  # two select rounds over 32 floats

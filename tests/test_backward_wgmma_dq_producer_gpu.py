@@ -1,10 +1,10 @@
 """flash_bwd_wgmma with dq_via_producer on (ops/backward_wgmma.py: the consumers stage dQ in shared memory, the
-producer warpgroup reduces it into the fp32 accumulator with bulk copies; value 1: a bulk op a row; the rule's at D 128, spelled 1 at D 64)
-on an H100/H200: gradients against
+producer warpgroup reduces it into the fp32 accumulator with bulk copies; value 1: a bulk op a row, spelled 1: the
+rule's is 2, tests/test_backward_wgmma_dq_tile_gpu.py) on an H100/H200: gradients against
 float64 autograd for every case of tests/test_backward_wgmma_gpu.py (odd lengths, Nq != Nk, GQA/MQA, causal
 in both alignments, rows that see no key), D 64 (two staging tiles) and D 128 (one), bf16 and fp16, the
 pipelined stages 3 at D 64 (the only size its shared memory allows); two runs agree within the rounding of
-unordered fp32 adds; attention_backward() serves it by the rule (the D 128 default)."""
+unordered fp32 adds; attention_backward() serves the rule's value (2) on the D 128 default."""
 import math
 
 import pytest
@@ -20,7 +20,7 @@ from test_backward_wgmma_gpu import CASES, _check_gradients, wgmma_config  # noq
 
 def producer_config(dtype, head_dim, causal, stages=2, mode=1):
     """The producer tile with dQ path `mode` (1: a bulk op a row, 2: one a tile): -1 where the rule picks that
-    mode (D 128: 1, D 64: 2), else spelled out."""
+    mode (2), else spelled out."""
     from autoflash.ops.backward_wgmma import TEMPLATE
 
     cfg = wgmma_config(dtype, head_dim, causal, producer=True, stages=stages)
@@ -61,11 +61,12 @@ def test_two_runs_agree_and_match_the_consumers_adds(d):
 
 
 def test_attention_backward_serves_the_rule():
-    """attention_backward() picks the D 128 producer default (the rule on), loaded with the staging tile's
-    shared memory."""
+    """attention_backward() picks the D 128 producer default (the rule: 2, one bulk op a tile), loaded with the
+    staging tiles' shared memory."""
     from autoflash.serve.autograd import _served_config, attention_backward
 
-    cfg = producer_config("bf16", 128, True)
+    cfg = producer_config("bf16", 128, True, mode=2)
+    assert cfg.dq_via_producer == -1
     key = dict(dtype="bf16", head_dim=128, causal=True, deterministic=False, window=False, softcap=False,
                sinks=False, alibi=False)
     assert _served_config(0, key, 1000) == cfg

@@ -1,8 +1,10 @@
-"""flash_bwd_wgmma with dq_via_producer=2 (ops/backward_wgmma.py: the staging tile unpadded, each query tile's dQ
-reduced by one bulk op of its rows before seq_q) on an H100/H200: gradients against float64 autograd for
-every case of tests/test_backward_wgmma_gpu.py (odd lengths: partial last tiles, Nq != Nk, GQA/MQA, causal in both
-alignments, rows that see no key), D 64 and D 128, bf16 and fp16; many tiles per block and many blocks per query
-tile: within the rounding of unordered fp32 adds of dq_via_producer=1's per-row reductions."""
+"""flash_bwd_wgmma with dq_via_producer=2, the rule's: the served path at D 64 and D 128 (ops/backward_wgmma.py: the
+staging tile unpadded, its stores rotated per lane, each query tile's dQ reduced by one bulk op of its rows before
+seq_q) on an H100/H200: gradients against float64 autograd for every case of tests/test_backward_wgmma_gpu.py (odd
+lengths: partial last tiles, Nq != Nk, GQA/MQA, causal in both alignments, rows that see no key), D 64 and D 128,
+bf16 and fp16 (the pipelined stages 3 at D 64: test_backward_wgmma_gpu.py's pipelined test, whose D 64 configs
+the rule gives 2); many tiles per block and many blocks per query tile: within the rounding of unordered fp32
+adds of dq_via_producer=1's per-row reductions (a misplaced column block would be off by O(1))."""
 import pytest
 
 pytestmark = pytest.mark.gpu
@@ -17,8 +19,8 @@ from test_backward_wgmma_gpu import CASES, _check_gradients  # noqa: E402
 def tile_config(dtype, head_dim, causal):
     from autoflash.ops.backward_wgmma import TEMPLATE
 
-    cfg = producer_config(dtype, head_dim, causal, mode=2)
-    assert cfg.problems() == [] and TEMPLATE.template_values(cfg)["dq_tile_reduce"], cfg.name
+    cfg = producer_config(dtype, head_dim, causal, mode=2)  # (the rule's: -1)
+    assert cfg.problems() == [] and cfg.dq_via_producer == -1 and TEMPLATE.template_values(cfg)["dq_tile_reduce"], cfg.name
     return cfg
 
 

@@ -21,12 +21,13 @@ without it, 0.75-0.82x cuDNN (benchmarks/bench_backward_wgmma_h200_2026-11-29_s5
 D 64's producer config (block_m 64, one warpgroup computes the dQ tile) ran 3-5 % above the w8
 block_m 128 tiles on every H200 N 4096 row (benchmarks/bench_backward_wgmma_h200_2026-11-29_s6_BW_call1.log)
 and is the D 64 default since. The pipelined schedule (stages 3) is correct but 2-6 % slower than
-stages 2 on every row there: not a default. dq_via_producer (a knob; its rule, -1: on at D 128 producer
-configs, not deterministic): the consumers stage dQ in shared memory and the producer warpgroup reduces it
-with bulk copies; H200 (benchmarks/dq_producer_ab_h200_2026-11-29_s6.log): D 128 +16-23 % over the same tiles
-(bf16 N 4096 373 -> 448 TFLOP/s, 0.85x cuDNN; causal 0.94-0.97x), D 64 -11 % (so off there). Its value 2 reduces
-each tile with one bulk op from an unpadded staging tile: D 64 +5-9 % over the D 64 default, 0.87x / 0.95-0.98x
-cuDNN (one H200 run), so DQ_RULE picks it at D 64. D 256 has no config here at all (below).
+stages 2 on every row there: not a default. dq_via_producer (a knob; its rule, -1: DQ_RULE): the consumers
+stage dQ in shared memory and the producer warpgroup reduces it with bulk copies; H200
+(benchmarks/dq_producer_ab_h200_2026-11-29_s6.log): a bulk op a row (value 1) D 128 +16-23 % over the same tiles
+(bf16 N 4096 373 -> 448 TFLOP/s, 0.85x cuDNN; causal 0.94-0.97x), D 64 -11 %. Value 2 reduces each tile with one
+bulk op from an unpadded staging tile, the consumers' stores rotated per lane (conflict-free): the rule's at D 64
+and D 128, 0.86-0.99x cuDNN at D 64, 0.94-1.04x at D 128 (N 4096; dq_stage_rotate_h200_2026-11-30_s8).
+D 256 has no config here at all (below).
 
 Not here (the rules refuse them, ops/backward.py serves them with flash_bwd_mma): the variants
 (window, softcap, sinks, ALiBi), head dim 256 (dK and dV of 64 keys x 256 columns are 256 registers
@@ -63,22 +64,19 @@ DQ_OWN_KEYS = False
 DQ_BULK_REDUCE = False
 # The knob dq_via_producer (BackwardConfig; producer configs only, not deterministic: dq_sem orders the
 # consumers' adds): the consumers store each tile's dQ slices to an fp32 staging tile in shared memory and the
-# producer warpgroup reduces its rows into dq_accum with bulk copies, so the consumers issue no red.global.
-# Its rule (-1, dq_via_producer_rule): this head dim's value (DQ_MODES) where the staging tile fits, else 0. H200
-# (dq_producer_ab_h200_2026-11-29_s6.log): 1 at D 128 +16-23 % over 0 on every bf16/fp16 N 4096 / 16384 row, -11 %
-# at D 64; 2 at D 64: +5-9 % over 0 (dq_tile_reduce_h200_2026-11-29_s6_BK_bench.log), 1-3 % below 1 at D 128.
-DQ_RULE = {64: 2, 128: 1}
-# dq_via_producer=2 (not the rule's yet): the staging tile unpadded (row stride D, as dq_accum's rows), so a query
-# tile's dQ is one contiguous range reduced by ONE bulk op from one producer thread instead of one op per row
-# (BLOCK_M ops, serialised per warp); the consumers' staging stores get bank conflicts. H200
-# (dq_tile_reduce_h200_2026-11-29_s6_BK_bench.log): D 64 +19-23 % over 1, +5-9 % over 0 (the D 64 rule's); D 128
-# -1..-3 % against 1 (the D 128 rule's).
-DQ_STAGING_PAD = 8  # floats added to each staging row (the template's DQ_PSTRIDE): conflict-free float2 stores
-# A switch (dq_via_producer=2 only; 0 = off, not timed yet): lane g of a warp stores its float2 of column block
-# b ^ (g % 2 ** R) at step b (the values moved there by R rounds of selects), so the rows of each unpadded staging
-# store spread over 2 ** R of the 4 32-byte bank groups (R = 2: 2 wavefronts instead of 8; R = 1: 4) while the tile
-# stays dq_accum's row-major range.
-DQ_STAGE_ROTATE = 0
+# producer warpgroup reduces it into dq_accum with bulk copies, so the consumers issue no red.global. Its values
+# (DQ_MODES): 1, rows padded (DQ_STAGING_PAD: conflict-free float2 stores), a bulk op per row (BLOCK_M ops,
+# serialised per warp); 2, rows unpadded (row stride D, as dq_accum's), so a query tile's dQ is one contiguous range
+# reduced by ONE bulk op from one producer thread, lane g of a warp storing its float2 of column block b ^ (g % 4) at
+# step b (two rounds of selects) so each store is 2 wavefronts, not 8, and the tile stays row-major.
+# H200, same producer tiles: 1 over 0 +16-23 % at D 128, -11 % at D 64 (dq_producer_ab_h200_2026-11-29_s6.log);
+# 2 over 0 +5-9 % at D 64 (dq_tile_reduce_h200_2026-11-29_s6_BK_bench.log); 2 over 1, N 4096 bf16/fp16 causal and
+# not: D 128 +8-11 % (bf16 432 -> 479 TFLOP/s, 0.94-1.04x cuDNN, was 0.85-0.96x), N 16384 +7-10 %, D 64 +21-25 %;
+# the rotation +9-12 % over plain unpadded stores at D 128, 0.99-1.02x at D 64; one round of selects (4
+# wavefronts) below two at D 128 (dq_stage_rotate_h200_2026-11-30_s8). So 1 is dominated on the H200 (a knob value
+# the tuner may still pick) and the rule (-1, dq_via_producer_rule) is DQ_RULE where its staging tile fits, else 0.
+DQ_RULE = 2
+DQ_STAGING_PAD = 8  # floats added to each staging row of value 1 (the template's DQ_PSTRIDE)
 DQ_MODES = {0: "consumers' adds", 1: "staged, a bulk op per row", 2: "staged unpadded, a bulk op per tile"}
 
 
@@ -197,13 +195,12 @@ class BackwardWgmmaTemplate(Template):
         return []
 
     def dq_via_producer_rule(self, cfg: BackwardConfig) -> int:
-        """dq_via_producer=-1: DQ_RULE's value for the head dim (D 64: 2, D 128: 1) for producer configs, not deterministic,
-        whose shared memory holds a staging tile (not D 128 stages 3 with 1); 0 elsewhere."""
-        mode = DQ_RULE.get(cfg.head_dim, 0)
-        if not mode or not self.producer(cfg) or cfg.deterministic:
+        """dq_via_producer=-1: DQ_RULE (2) for producer configs, not deterministic, whose shared memory holds a
+        staging tile (not D 128 stages 3); 0 elsewhere."""
+        if not DQ_RULE or not self.producer(cfg) or cfg.deterministic:
             return 0
         room = ARCHS[cfg.arch].smem_per_block - self._base_smem(cfg) - SMEM_ALIGN
-        return mode if room >= self._staging_tile_bytes(cfg, mode) + 16 else 0
+        return DQ_RULE if room >= self._staging_tile_bytes(cfg, DQ_RULE) + 16 else 0
 
     def dq_mode(self, cfg: BackwardConfig) -> int:
         """This config's dQ path (DQ_MODES): the knob, or its rule at -1."""
@@ -216,13 +213,6 @@ class BackwardWgmmaTemplate(Template):
     def _base_smem(self, cfg: BackwardConfig) -> int:
         """Shared memory before the dQ staging tiles (smem_layout's total without them)."""
         return self._layout(cfg)["total"]
-
-    def rotates_dq_stores(self, cfg: BackwardConfig) -> int:
-        """DQ_STAGE_ROTATE's rounds (0, 1, 2) where it applies: the config stages dQ unpadded (dq_via_producer=2 or
-        its rule); else 0."""
-        if DQ_STAGE_ROTATE not in (0, 1, 2):
-            raise ValueError(f"DQ_STAGE_ROTATE={DQ_STAGE_ROTATE!r}: 0 (off), 1 or 2 rounds of selects")
-        return DQ_STAGE_ROTATE if self.producer(cfg) and self.dq_mode(cfg) == 2 else 0
 
     def smem_layout(self, cfg: BackwardConfig) -> dict:
         lay = self._layout(cfg)
@@ -249,7 +239,7 @@ class BackwardWgmmaTemplate(Template):
         return cfg.block_m * (cfg.head_dim + (0 if mode == 2 else DQ_STAGING_PAD)) * 4
 
     def dq_staging_bytes(self, cfg: BackwardConfig) -> int:
-        """One fp32 dQ staging tile (dq_via_producer on, producer configs), its rows padded; 0 otherwise."""
+        """One fp32 dQ staging tile (dq_via_producer on, producer configs), its rows padded at value 1; 0 otherwise."""
         if not (self.producer(cfg) and self.dq_via_producer(cfg)):
             return 0
         return self._staging_tile_bytes(cfg, self.dq_mode(cfg))
@@ -267,8 +257,7 @@ class BackwardWgmmaTemplate(Template):
                 "dq_n": cfg.head_dim // cols, "dq_via_producer": bool(self.dq_staging_bytes(cfg)),
                 "dq_bufs": self.smem_layout(cfg)["dq_bufs"],
                 "dq_pad": 0 if self.dq_mode(cfg) == 2 else DQ_STAGING_PAD,
-                "dq_tile_reduce": self.producer(cfg) and self.dq_mode(cfg) == 2,
-                "dq_rotate": self.rotates_dq_stores(cfg)}
+                "dq_tile_reduce": self.producer(cfg) and self.dq_mode(cfg) == 2}
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         table = self.DETERMINISTIC_DEFAULTS if key.get("deterministic") else {}
