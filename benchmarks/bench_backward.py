@@ -20,7 +20,8 @@ SDPA's flash backward (a sanity check; the float64 checks are tests/test_backwar
     python benchmarks/bench_backward.py --head-dims 64 --no-rows --sweep           # every valid D 64 config
     python benchmarks/bench_backward.py --regs sm_90   # no GPU: ptxas registers/spills of both layouts
     python benchmarks/bench_backward.py --precompile   # fill the compile cache in parallel first
-    ncu --profile-from-start off ... python benchmarks/bench_backward.py --profile   # one call each, bf16 D128 N4096
+    ncu --profile-from-start off ... python benchmarks/bench_backward.py --profile --head-dims 64 --seqs 4096 \\
+        --sdpa cudnn   # one call each (bf16), for Nsight Compute (h200_final.sh ncu_bwd)
 """
 import argparse
 import json
@@ -158,20 +159,22 @@ def sweep(arch: str, n: int = 4096, head_dims=(64, 128), causal_values=(False,))
         torch.cuda.empty_cache()
 
 
-def profile(causal: bool = False, n: int = 4096, d: int = 128) -> None:
-    """One backward call of autoflash and one of SDPA's flash backend between cudaProfilerStart/Stop,
+def profile(causal: bool = False, n: int = 4096, d: int = 128, sdpa=("flash", "cudnn")) -> None:
+    """One backward call of autoflash and one of each SDPA backend between cudaProfilerStart/Stop,
     after warm-up, for Nsight Compute (--profile-from-start off)."""
     b, h = 16384 // n, 2048 // d
     q, k, v, dout = (torch.randn(b, h, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(4))
     out, lse, _ = forward_lse(q, k, v, causal, 1 / math.sqrt(d))
-    flash, _ = sdpa_backward("flash", q, k, v, dout, causal)
+    theirs = [fn for fn, _ in (sdpa_backward(name, q, k, v, dout, causal) for name in sdpa) if fn]
     for _ in range(3):
         attention_backward(q, k, v, out, lse, dout, causal=causal)
-        flash()
+        for fn in theirs:
+            fn()
     torch.cuda.synchronize()
     torch.cuda.cudart().cudaProfilerStart()
     attention_backward(q, k, v, out, lse, dout, causal=causal)
-    flash()
+    for fn in theirs:
+        fn()
     torch.cuda.synchronize()
     torch.cuda.cudart().cudaProfilerStop()
 
@@ -218,7 +221,9 @@ def main():
                         help="also time every valid config at N=4096, non-causal, at --head-dims")
     parser.add_argument("--rows", action=argparse.BooleanOptionalAction, default=True,
                         help="the table rows beside SDPA (--no-rows: only the sweep)")
-    parser.add_argument("--profile", action="store_true", help="one call of ours and of SDPA flash, for ncu")
+    parser.add_argument("--profile", action="store_true",
+                        help="one call of ours and of each --sdpa backend at the first --head-dims and --seqs, for ncu")
+    parser.add_argument("--causal", action="store_true", help="with --profile: the causal backward")
     parser.add_argument("--head-dims", default="64,128", help="comma-separated head dims (default 64,128)")
     parser.add_argument("--seqs", default="1024,4096", help="comma-separated sequence lengths (default 1024,4096)")
     parser.add_argument("--dtypes", default="bf16", help="comma-separated: bf16, fp16 (default bf16)")
@@ -241,7 +246,7 @@ def main():
         precompile(device_arch(torch.cuda.current_device())[0], args.sweep, head_dims)
         return 0
     if args.profile:
-        profile()
+        profile(args.causal, int(args.seqs.split(",")[0]), head_dims[0], args.sdpa.split(","))
         return 0
     torch.manual_seed(0)
     print(f"# {torch.cuda.get_device_name()} torch {torch.__version__}; backward TFLOP/s (2.5x forward FLOPs)")

@@ -18,6 +18,9 @@
 #   window  re-tune bf16 D 128 ($VARIANT_DIMS) window (causal) keys at N 4k/16k, o_store in the space (SA's W0)
 #   dv      tune bf16 Dqk 192 / Dv 128 (causal both, N 1k/4k/16k)
 #   training  benchmarks/bench_training.py --quick: a decoder's training step, autoflash vs SDPA's default
+#   bwd_tune  tune flash_bwd_wgmma's keys (bf16/fp16 x D 64/128 x causal both, N 4k/16k, not deterministic)
+#   bench_backward  benchmarks/bench_backward.py: D 64/128 x N 4k/16k x bf16/fp16 x causal vs SDPA's backward
+#   ncu_bwd  Nsight Compute over the served backward and cuDNN's (bf16 N 4096 non-causal, D $NCU_DIMS: 64 128)
 #   wgmma_det  flash_bwd_wgmma's deterministic tests alone, under a short timeout (a spin lock never run before)
 #   tests_serve  the GPU tests of the serving, host-path, backward and Dqk != Dv files only
 #   tests_files  the GPU tests of the files named in $TESTS_FILES only
@@ -83,6 +86,28 @@ for part in "$@"; do
             s=$(grep -E "^(bf16|fp16)|merged|time: wall" "$OUT/dv_tune.log" | tail -12) ;;
         training) timeout 120 python3 benchmarks/bench_training.py --quick --json "$OUT/training.json" > "$OUT/training.log" 2>&1
                   s=$(tail -12 "$OUT/training.log") ;;
+        bench_backward) timeout ${BACKWARD_TIMEOUT:-240} python3 benchmarks/bench_backward.py --head-dims 64,128 \
+                            --seqs 4096,16384 --dtypes bf16,fp16 --rounds 3 > "$OUT/bench_backward.log" 2>&1
+                        s=$(tail -20 "$OUT/bench_backward.log") ;;
+        bwd_tune) timeout ${BWD_TUNE_TIMEOUT:-170} python3 -m autoflash.cli tune --op backward --template flash_bwd_wgmma \
+                      --dtype bf16,fp16 --head-dim 64,128 --causal both --seq-len 4096,16384 --key deterministic=no \
+                      --trials 12 --timeout 30 --warm-start --out tuned_configs > "$OUT/bwd_tune.log" 2>&1
+                  cp tuned_configs/sm_90.json "$OUT/sm_90.json"
+                  s=$(tail -22 "$OUT/bwd_tune.log") ;;
+        ncu_bwd) ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+                 gmma=sm__pipe_tensor_op_gmma_cycles_active  # asked for only where this ncu knows it
+                 "$ncu" --query-metrics --chip gh100 2>/dev/null | grep -q "^$gmma " \
+                     && metrics="--metrics $gmma.avg.pct_of_peak_sustained_active" || metrics=""
+                 for d in ${NCU_DIMS:-64 128}; do  # our served backward and cuDNN's, bf16 N 4096 non-causal
+                     timeout ${NCU_TIMEOUT:-120} "$ncu" --clock-control none --profile-from-start off \
+                         --section SpeedOfLight --section WarpStateStats --section SchedulerStats \
+                         --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+                         $metrics -f -o /tmp/ncu_bwd_d$d python3 benchmarks/bench_backward.py --profile --head-dims $d \
+                         --seqs 4096 --sdpa cudnn > "$OUT/ncu_bwd_d$d.log" 2>&1
+                     "$ncu" --import /tmp/ncu_bwd_d$d.ncu-rep --page raw --csv > /tmp/ncu_bwd_d$d.csv 2>> "$OUT/ncu_bwd_d$d.log"
+                     python3 benchmarks/ncu_summary.py /tmp/ncu_bwd_d$d.csv > "$OUT/ncu_bwd_d$d.txt" 2>&1
+                 done
+                 s=$(grep -E "^===|gpu__time_duration|gmma|issue_active|warps_eligible|stalls" "$OUT"/ncu_bwd_d*.txt | head -40) ;;
         wgmma_det) timeout 90 python3 -m pytest -q -n 4 -p no:cacheprovider -rf tests/test_backward_wgmma_gpu.py \
                        -k deterministic > "$OUT/wgmma_det.log" 2>&1
                    s=$(tail -5 "$OUT/wgmma_det.log") ;;
