@@ -1,6 +1,6 @@
-"""The search the synchronisation-protocol tests share (test_backward_wgmma_dq_protocol.py, test_wgmma_protocol.py,
-test_wgmma_fd_protocol.py): every state reachable from `start`, depth first. A state whose successors are all None
-(no program can move) must be finished; anything else is a deadlock."""
+"""The search the synchronisation-protocol tests share (test_backward_wgmma_dq_protocol.py, test_wgmma_protocol.py):
+every state reachable from `start`, depth first. A state whose successors are all None (no program can move) must be
+finished; anything else is a deadlock."""
 
 
 def reachable(start, successors, finished, describe=lambda state: state) -> int:

@@ -97,8 +97,6 @@ class WgmmaTemplate(ForwardTemplate):
             errors.append(f"~{regs} registers per consumer thread (S {cfg.block_n // 2} + P {cfg.block_n // 4} "
                           f"+ O {dim_v(cfg) // 2} + {REG_OVERHEAD}) exceed the {budget} a consumer gets")
         errors += self._schedule_problems(cfg) + self._o_store_problems(cfg)
-        errors += [f"WgmmaTemplate.{switch}={getattr(self, switch)} must be 0 or 1" for switch in SWITCHES
-                   if getattr(self, switch) not in (0, 1)]
         if nc == 3 and cfg.paged:
             # the producer's cp.async loop spilled 80 B in the 32 registers three consumers leave it
             errors.append("paged K/V needs block_m 64 or 128 (three consumer warpgroups leave the producer "
@@ -204,11 +202,7 @@ class WgmmaTemplate(ForwardTemplate):
             # consumer warpgroups take turns issuing GEMMs (FA3 inter-warpgroup ping-pong); the template
             # applies it only with two consumers
             "pingpong": pingpong_rule(cfg) if cfg.pingpong == -1 else cfg.pingpong,
-            "o_store_tma": int(self.o_store_tma(cfg)),
-            "causal_trim": int(bool(self.causal_trim) and cfg.causal),  # a causal kernel's switch (no-op otherwise)
-            "softcap_rcp": int(bool(self.softcap_rcp) and cfg.softcap),  # a softcap kernel's switch
-            "alibi_columns": int(bool(self.alibi_columns) and cfg.alibi),  # an ALiBi kernel's switch
-            "rescale_skip": int(bool(self.rescale_skip)), **({"o_off": lay["o_off"]} if "o_off" in lay else {}),
+            "o_store_tma": int(self.o_store_tma(cfg)), **({"o_off": lay["o_off"]} if "o_off" in lay else {}),
         }
 
     def default_tiles(self, key: dict) -> list[dict]:
@@ -304,10 +298,6 @@ class WgmmaTemplate(ForwardTemplate):
     # pairs of query tiles of equal total cost, so a static round-robin balances them.
     # The rule of configs with persistent=-1 (True, False, or None: iff not causal); benchmarks set it.
     persistent: bool | None = True
-    # Experiments (SWITCHES), not in the config name, off, not timed: causal_trim 1 = no GEMMs on a warpgroup's key
-    # tiles past its rows' diagonals, its last tile trimmed; softcap_rcp 1 = the softcap's reciprocal by one MUFU.RCP;
-    # alibi_columns 1 = ALiBi's column form, the column an FFMA immediate; rescale_skip 1 = O unscaled if no max moved.
-    causal_trim = softcap_rcp = alibi_columns = rescale_skip = 0
 
     def persistent_rule(self, cfg: KernelConfig) -> bool:
         return (not cfg.causal) if self.persistent is None else bool(self.persistent)
@@ -330,7 +320,6 @@ class WgmmaTemplate(ForwardTemplate):
         return (items, 1, 1)
 
 
-SWITCHES = ("causal_trim", "softcap_rcp", "alibi_columns", "rescale_skip")  # WgmmaTemplate experiments, each 0 or 1
 O_STORE_RULE_DIMS = (96, 128)  # o_store_rule: TMA for Q/K's and V's head dims in this range (128-row tiles)
 
 
