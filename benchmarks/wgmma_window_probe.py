@@ -13,14 +13,10 @@ the extra masked tiles at the window's edge.
 
     PYTHONPATH=$PWD python3 benchmarks/wgmma_window_probe.py [--head-dim 128] [--seq 4096] [--tiles 128x128s2]
         [--lefts 1024 2048 3072] [--rounds 5] [--precompile]
-
---switch NAME=VALUE (repeatable) sets WgmmaTemplate class attributes (experimental switches) for the extra rows
-"...+sw", e.g. --switch causal_trim=1.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import multiprocessing
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -67,45 +63,23 @@ def work_tiles(cfg: KernelConfig, n: int, left: int) -> tuple[int, int]:
     return tiles, q_tiles
 
 
-def kernels(args, switch) -> list[tuple[str, KernelConfig, int, bool]]:
-    """(row name, config, window left (-1: plain), switched) of every timed row."""
+def kernels(args) -> list[tuple[str, KernelConfig, int]]:
+    """(row name, config, window left (-1: plain)) of every timed row."""
     d, n = args.head_dim, args.seq
-    rows = [("plain", tiles_config(d, args.tiles, False), -1, False)]
-    rows += [(f"win {left}", tiles_config(d, args.tiles, True), left, False) for left in args.lefts]
-    rows += [("win huge", tiles_config(d, args.tiles, True), HUGE, False)]
+    rows = [("plain", tiles_config(d, args.tiles, False), -1)]
+    rows += [(f"win {left}", tiles_config(d, args.tiles, True), left) for left in args.lefts]
+    rows += [("win huge", tiles_config(d, args.tiles, True), HUGE)]
     base = tiles_config(d, args.tiles, True)
     if WG.o_store_rule(base):  # the same window kernel storing O from registers (the store's share)
-        rows += [(f"win {args.lefts[0]} ostore0", base.replace(o_store=0), args.lefts[0], False)]
-    if switch:
-        rows += [(name + " +sw", cfg, left, True) for name, cfg, left, _ in list(rows)]
-    rows += [("served plain", served(d, n, False), -1, False), (f"served win {args.lefts[0]}", served(d, n, True),
-                                                                args.lefts[0], False)]
+        rows += [(f"win {args.lefts[0]} ostore0", base.replace(o_store=0), args.lefts[0])]
+    rows += [("served plain", served(d, n, False), -1), (f"served win {args.lefts[0]}", served(d, n, True),
+                                                         args.lefts[0])]
     return rows
 
 
-@contextlib.contextmanager
-def switched(switch):
-    """WgmmaTemplate's class attributes set to the (name, value) pairs of `switch` inside (None: nothing)."""
-    old = [(name, getattr(WG, name)) for name, _ in switch or ()]
-    for name, value in switch or ():
-        setattr(WG, name, value)
-    try:
-        yield
-    finally:
-        for name, value in old:
-            setattr(WG, name, value)
-
-
-def _compile(cfg: KernelConfig, switch) -> str:
-    with switched(switch):
-        r = compile_kernel(cfg).report
-    return f"{cfg.name}{' +sw' if switch else ''}: {r.registers} registers, {r.spills} B spilled"
-
-
-def parse_switch(texts: list | None):
-    if not texts:
-        return None
-    return tuple((text.split("=")[0], int(text.split("=")[1])) for text in texts)
+def _compile(cfg: KernelConfig) -> str:
+    r = compile_kernel(cfg).report
+    return f"{cfg.name}: {r.registers} registers, {r.spills} B spilled"
 
 
 def main() -> None:
@@ -116,21 +90,19 @@ def main() -> None:
     ap.add_argument("--lefts", type=int, nargs="+", default=[1024, 2048, 3072])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--calls", type=int, default=10)
-    ap.add_argument("--switch", action="append", default=None)
     ap.add_argument("--precompile", action="store_true")
     args = ap.parse_args()
-    switch = parse_switch(args.switch)
-    rows = kernels(args, switch)
+    rows = kernels(args)
     if args.precompile:
-        jobs = sorted({(cfg, switch if sw else None) for _, cfg, _, sw in rows}, key=lambda j: (j[0].name, bool(j[1])))
+        jobs = sorted({cfg for _, cfg, _ in rows}, key=lambda c: c.name)
         with ProcessPoolExecutor(8, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for line in pool.map(_compile, *zip(*jobs)):
+            for line in pool.map(_compile, jobs):
                 print(line, flush=True)
         return
-    run(args, rows, switch)
+    run(args, rows)
 
 
-def run(args, rows, switch) -> None:
+def run(args, rows) -> None:
     import torch
 
     from graph_timing import Impl, measure
@@ -144,15 +116,13 @@ def run(args, rows, switch) -> None:
     q, k, v = (torch.randn(b, HEADS, n, d, device="cuda", generator=g).to(torch.bfloat16) for _ in range(3))
     scale = d ** -0.5
     loaded, impls, meta = {}, [], {}
-    for name, cfg, left, sw in rows:
-        key = (cfg, sw)
+    for name, cfg, left in rows:
         p = Problem(b, HEADS, HEADS, n, n, d, True, window_left=left if left >= 0 else -1,
                     window_right=0 if left >= 0 else -1)
-        with switched(switch if sw else None):  # the plan keeps the switched kernel's arguments
-            if key not in loaded:
-                loaded[key] = LoadedKernel(compile_kernel(cfg))
-            kernel = loaded[key]
-            plan(kernel, p, scale)
+        if cfg not in loaded:
+            loaded[cfg] = LoadedKernel(compile_kernel(cfg))
+        kernel = loaded[cfg]
+        plan(kernel, p, scale)
         out = torch.empty_like(q)
         ptrs = (q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), 0)
         pairs = Problem(1, 1, 1, n, n, d, True, window_left=min(left, n) if left >= 0 else -1,
@@ -162,42 +132,34 @@ def run(args, rows, switch) -> None:
         impls.append(Impl(name, (lambda kk=kernel, pp=p, o=ptrs: launch(kk, *o, pp, scale,
                                                                        torch.cuda.current_stream().cuda_stream)),
                           calls=args.calls, work=work))
-        meta[name] = (cfg, left, sw, out, work_tiles(cfg, n, left if left >= 0 else n))
+        meta[name] = (cfg, left, out, work_tiles(cfg, n, left if left >= 0 else n))
     res = measure(impls, args.rounds)
     print(f"{torch.cuda.get_device_name()}; bf16 D {d} N {n} B {b} H {HEADS}; graphs of {args.calls}, "
           f"{args.rounds} rounds; TFLOP/s per visible pair")
     print("| row | config | TFLOP/s (spread) | x plain per visible pair | us | key tiles / query tiles per (b, h) |")
-    plain = {sw: res[name]["rate"] for name, (_, left, sw, _, _) in meta.items() if name.startswith("plain")
-             and res[name].get("rate")}
-    for name, (cfg, left, sw, _, (kt, qt)) in meta.items():
+    plain = res["plain"].get("rate")
+    for name, (cfg, left, _, (kt, qt)) in meta.items():
         r = res[name]
         if r.get("rate") is None:
             print(f"| {name} | {cfg.name} | n/a: {r.get('na')} |")
             continue
-        ratio = r["rate"] / plain[sw] if sw in plain else float("nan")
+        ratio = r["rate"] / plain if plain else float("nan")
         print(f"| {name} | {cfg.name.replace('flash_fwd_wgmma_sm_90a_', '')} | {r['rate'] / 1e12:.0f} "
               f"({r['spread']:.1%}) | {ratio:.3f}x | {r['s'] * 1e6:.1f} | {kt} / {qt} |", flush=True)
-    for sw in sorted({m[2] for m in meta.values()}):  # the fit over one kernel's rows (the WINDOW rows)
-        pts = [(meta[nm][4], res[nm]["s"]) for nm in meta if nm.startswith("win") and "huge" not in nm
-               and meta[nm][2] == sw and res[nm].get("s")]
-        if len(pts) < 2:
-            continue
-        a_mat = np.array([[kt, qt] for (kt, qt), _ in pts], dtype=float)
-        t = np.array([s for _, s in pts])
-        (a, c), *_ = np.linalg.lstsq(a_mat, t, rcond=None)
-        resid = float(np.max(np.abs(a_mat @ np.array([a, c]) - t) / t))
-        print(f"fit{' +sw' if sw else ''}: time = a * key tiles + c * query tiles: a = {a * 1e6:.3f} us, "
-              f"c = {c * 1e6:.3f} us = {c / a:.2f} key tiles per query tile (max residual {resid:.1%})")
-    if "plain" in res and res["plain"].get("s"):
-        fit_pts = [(meta[nm][4], res[nm]["s"]) for nm in meta if nm.startswith("win") and "huge" not in nm
-                   and not meta[nm][2] and res[nm].get("s")]
-        if len(fit_pts) >= 2:
-            a_mat = np.array([[kt, qt] for (kt, qt), _ in fit_pts], dtype=float)
-            (a, c), *_ = np.linalg.lstsq(a_mat, np.array([s for _, s in fit_pts]), rcond=None)
-            kt, qt = meta["plain"][4]
-            cp = (res["plain"]["s"] - a * kt) / qt
-            print(f"plain causal with the window fit's a: c = {cp * 1e6:.3f} us = {cp / a:.2f} key tiles per query tile")
-
+    # the fit over one kernel's rows (the WINDOW rows)
+    pts = [(meta[nm][3], res[nm]["s"]) for nm in meta if nm.startswith("win") and "huge" not in nm and res[nm].get("s")]
+    if len(pts) < 2:
+        return
+    a_mat = np.array([[kt, qt] for (kt, qt), _ in pts], dtype=float)
+    t = np.array([s for _, s in pts])
+    (a, c), *_ = np.linalg.lstsq(a_mat, t, rcond=None)
+    resid = float(np.max(np.abs(a_mat @ np.array([a, c]) - t) / t))
+    print(f"fit: time = a * key tiles + c * query tiles: a = {a * 1e6:.3f} us, "
+          f"c = {c * 1e6:.3f} us = {c / a:.2f} key tiles per query tile (max residual {resid:.1%})")
+    if res["plain"].get("s"):
+        kt, qt = meta["plain"][3]
+        cp = (res["plain"]["s"] - a * kt) / qt
+        print(f"plain causal with the window fit's a: c = {cp * 1e6:.3f} us = {cp / a:.2f} key tiles per query tile")
 
 if __name__ == "__main__":
     main()
