@@ -20,7 +20,8 @@ def tile_config(dtype, head_dim, causal):
     from autoflash.ops.backward_wgmma import TEMPLATE
 
     cfg = producer_config(dtype, head_dim, causal, mode=2)  # (the rule's: -1)
-    assert cfg.problems() == [] and cfg.dq_via_producer == -1 and TEMPLATE.template_values(cfg)["dq_tile_reduce"], cfg.name
+    assert cfg.problems() == [] and cfg.dq_via_producer == -1, cfg.name
+    assert TEMPLATE.template_values(cfg)["dq_tile_reduce"], cfg.name
     return cfg
 
 
