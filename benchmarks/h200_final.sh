@@ -86,8 +86,9 @@ for part in "$@"; do
             s=$(grep -E "^(bf16|fp16)|merged|time: wall" "$OUT/dv_tune.log" | tail -12) ;;
         training) timeout 120 python3 benchmarks/bench_training.py --quick --json "$OUT/training.json" > "$OUT/training.log" 2>&1
                   s=$(tail -12 "$OUT/training.log") ;;
-        bench_backward) timeout ${BACKWARD_TIMEOUT:-240} python3 benchmarks/bench_backward.py --head-dims 64,128 \
-                            --seqs 4096,16384 --dtypes bf16,fp16 --rounds 3 > "$OUT/bench_backward.log" 2>&1
+        bench_backward) timeout 60 python3 benchmarks/bench_backward.py --precompile --head-dims 64,128 > "$OUT/bench_backward.log" 2>&1
+                        timeout ${BACKWARD_TIMEOUT:-240} python3 benchmarks/bench_backward.py --head-dims 64,128 \
+                            --seqs 4096,16384 --dtypes bf16,fp16 --rounds 3 >> "$OUT/bench_backward.log" 2>&1
                         s=$(tail -20 "$OUT/bench_backward.log") ;;
         bwd_tune) timeout ${BWD_TUNE_TIMEOUT:-170} python3 -m autoflash.cli tune --op backward --template flash_bwd_wgmma \
                       --dtype bf16,fp16 --head-dim 64,128 --causal both --seq-len 4096,16384 --key deterministic=no \
