@@ -21,6 +21,7 @@
 #   bwd_tune  tune flash_bwd_wgmma's keys (bf16/fp16 x D 64/128 x causal both, N 4k/16k, not deterministic)
 #   bench_backward  benchmarks/bench_backward.py: D 64/128 x N 4k/16k x bf16/fp16 x causal vs SDPA's backward
 #   ncu_bwd  Nsight Compute over the served backward and cuDNN's (bf16 N 4096 non-causal, D $NCU_DIMS: 64 128)
+#   ncu_bwd_source  warp-stall samples per SASS instruction of the served backward's main kernel (D $NCU_DIMS)
 #   wgmma_det  flash_bwd_wgmma's deterministic tests alone, under a short timeout (a spin lock never run before)
 #   tests_serve  the GPU tests of the serving, host-path, backward and Dqk != Dv files only
 #   tests_files  the GPU tests of the files named in $TESTS_FILES only
@@ -109,6 +110,19 @@ for part in "$@"; do
                      python3 benchmarks/ncu_summary.py /tmp/ncu_bwd_d$d.csv > "$OUT/ncu_bwd_d$d.txt" 2>&1
                  done
                  s=$(grep -E "^===|gpu__time_duration|gmma|issue_active|warps_eligible|stalls" "$OUT"/ncu_bwd_d*.txt | head -40) ;;
+        ncu_bwd_source) ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+                        for d in ${NCU_DIMS:-64 128}; do  # warp-stall samples per SASS instruction of our main kernel
+                            timeout ${NCU_TIMEOUT:-120} "$ncu" --clock-control none --profile-from-start off \
+                                --kernel-name regex:"flash_bwd_wgmma_.*_wq1(_causal)?\$" --section SourceCounters \
+                                --section WarpStateStats --import-source no -f -o /tmp/ncu_src_d$d \
+                                python3 benchmarks/bench_backward.py --profile --head-dims $d --seqs 4096 --sdpa cudnn \
+                                > "$OUT/ncu_src_d$d.log" 2>&1
+                            "$ncu" --import /tmp/ncu_src_d$d.ncu-rep --page source --csv --print-source sass \
+                                > /tmp/ncu_src_d$d.csv 2>> "$OUT/ncu_src_d$d.log"
+                            gzip -c /tmp/ncu_src_d$d.csv > "$OUT/ncu_src_d$d.csv.gz"
+                            python3 benchmarks/ncu_summary.py --source /tmp/ncu_src_d$d.csv > "$OUT/ncu_src_d$d.txt" 2>&1
+                        done
+                        s=$(head -c 6000 "$OUT"/ncu_src_d*.txt) ;;
         wgmma_det) timeout 90 python3 -m pytest -q -n 4 -p no:cacheprovider -rf tests/test_backward_wgmma_gpu.py \
                        -k deterministic > "$OUT/wgmma_det.log" 2>&1
                    s=$(tail -5 "$OUT/wgmma_det.log") ;;
