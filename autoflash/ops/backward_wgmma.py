@@ -77,11 +77,12 @@ DQ_BULK_REDUCE = False
 # the tuner may still pick) and the rule (-1, dq_via_producer_rule) is DQ_RULE where its staging tile fits, else 0.
 DQ_RULE = 2
 DQ_STAGING_PAD = 8  # floats added to each staging row of value 1 (the template's DQ_PSTRIDE)
-# A switch (off; dq_via_producer=2 with two staging buffers only, i.e. D 64): the producer's thread that reduces dQ
-# waits for the read of the previous tile's bulk op (wait_group.read 1) instead of the one it just issued, then frees
-# that buffer. Its warp also loads the query tiles: H200 ncu source counters (eighth session, bf16 D 64 N 4096) put
-# 2.9 % of all warp samples on that read wait in the one warp and 8.5 % on the consumers' wait for query tiles.
-DQ_READ_LAG = False
+# The read lag (dq_via_producer=2 with two staging buffers, stages 2: D 64 and D 128): the producer's dQ thread waits
+# for the read of the PREVIOUS tile's bulk reduction (wait_group.read 1), not the one it just issued, then frees that
+# buffer, so its warp, which also loads the query tiles, is not held. Found with ncu source counters (H200, bf16 D 64
+# N 4096: 2.9 % of warp samples on that wait, 8.5 % on the consumers' wait for query tiles); measured
+# (dq_read_lag_h200_2026-11-30_s8.log) D 64 +5-6 %, D 128 +0-3 %; at stages 3 (the pipelined consumers) 11-15 % SLOWER,
+# so not there.
 DQ_MODES = {0: "consumers' adds", 1: "staged, a bulk op per row", 2: "staged unpadded, a bulk op per tile"}
 
 
@@ -263,7 +264,12 @@ class BackwardWgmmaTemplate(Template):
                 "dq_bufs": self.smem_layout(cfg)["dq_bufs"],
                 "dq_pad": 0 if self.dq_mode(cfg) == 2 else DQ_STAGING_PAD,
                 "dq_tile_reduce": self.producer(cfg) and self.dq_mode(cfg) == 2,
-                "dq_read_lag": DQ_READ_LAG and self.dq_mode(cfg) == 2 and self.smem_layout(cfg)["dq_bufs"] > 1}
+                "dq_read_lag": self.reads_dq_with_lag(cfg)}
+
+    def reads_dq_with_lag(self, cfg: BackwardConfig) -> bool:
+        """Whether the producer frees each dQ staging buffer one tile late (the read lag, above)."""
+        return (self.producer(cfg) and self.dq_mode(cfg) == 2 and self.smem_layout(cfg)["dq_bufs"] == 2
+                and cfg.stages == 2)
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         table = self.DETERMINISTIC_DEFAULTS if key.get("deterministic") else {}
