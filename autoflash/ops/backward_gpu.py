@@ -4,7 +4,6 @@ the timing inputs of the op contract."""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import astuple
 
 import numpy as np
 
@@ -111,7 +110,7 @@ class BackwardLaunch:
 
 def launch_plan(kernel, p: BackwardProblem, scale: float) -> BackwardLaunch:
     """The cached launch of problem p on a loaded kernel (one per shape and scale)."""
-    return kernel.cached_plan((astuple(p), scale), lambda: BackwardLaunch(kernel, p, scale))
+    return kernel.cached_plan((p.fields(), scale), lambda: BackwardLaunch(kernel, p, scale))
 
 
 def reference_gradients(q, k, v, dout, *, causal: bool, scale: float, causal_offset: int = 0,

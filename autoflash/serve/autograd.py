@@ -97,7 +97,7 @@ def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, cau
     import torch
 
     device = q.device.index if q.device.index is not None else torch.cuda.current_device()
-    key = dict(dtype=tensor_spec("q", q).dtype, head_dim=p.head_dim, causal=p.causal,
+    key = dict(dtype=specs[0].dtype, head_dim=p.head_dim, causal=p.causal,
                deterministic=bool(deterministic), **flags)
     cfg = _served_config(device, key, p.seq_k, p.head_dim_v) if config is None else pinned_config(config, key,
                                                                                                   p.head_dim_v)

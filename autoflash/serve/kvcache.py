@@ -183,7 +183,7 @@ def _paged_prefill(q, k_cache, v_cache, cache_seqlens, block_table, causal, soft
     kernel = api.loaded_kernel(cfg, qo.device)
     args = (qo.ptr, ko.ptr, vo.ptr, api._pointer(out), api._pointer(lse) if lse is not None else 0, api._stream(qo))
     # the plan holds the table and lengths pointers: they are part of its key
-    key = ("paged",) + dataclasses.astuple(p) + (float(scale),)
+    key = ("paged",) + p.fields() + (float(scale),)
     with _on_device(qo.device):
         kernel.cached_plan(key, lambda: LaunchPlan(kernel, p, float(scale)))(*args)
     out = out.transpose(1, 2)  # (batch, seqlen_q, heads, head_dim), a view
