@@ -25,18 +25,16 @@ SETTINGS = {"s2_early": (2, {"EARLY_RELEASE": True}), "s3_plain": (3, {"PLAIN_ST
             "s3_plain_early": (3, {"PLAIN_STAGES": True, "EARLY_RELEASE": True})}
 
 
-# stages 3 keeps room for the dQ staging tiles at D 64 only
-RUNS = [(case, setting) for setting, (stages, _) in SETTINGS.items() for case in CASES if stages == 2 or case[5] == 64]
-
-
+@pytest.mark.parametrize("setting", list(SETTINGS))
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
-@pytest.mark.parametrize("case, setting", RUNS, ids=lambda x: x if isinstance(x, str) else
-                         "b{}_h{}x{}_q{}_k{}_d{}_{}".format(*x))
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "b{}_h{}x{}_q{}_k{}_d{}_{}".format(*c))
 def test_gradients_match_float64_autograd(monkeypatch, case, dtype, setting):
     from autoflash.ops import backward_wgmma
     from autoflash.ops.backward_wgmma import TEMPLATE
 
     stages, switches = SETTINGS[setting]
+    if stages == 3 and case[5] != 64:
+        pytest.skip("stages 3 with the dQ staging tiles: D 64 only")
     for name, value in switches.items():
         monkeypatch.setattr(backward_wgmma, name, value)
     cfg = producer_config(dtype, case[5], case[6] is not None, stages=stages, mode=2)
