@@ -83,13 +83,6 @@ DQ_STAGING_PAD = 8  # floats added to each staging row of value 1 (the template'
 # N 4096: 2.9 % of warp samples on that wait, 8.5 % on the consumers' wait for query tiles); measured
 # (dq_read_lag_h200_2026-11-30_s8.log) D 64 +5-6 %, D 128 +0-3 %; at stages 3 (the pipelined consumers) 11-15 % SLOWER,
 # so not there.
-# Two switches (off; from the H200 ncu source counters after the read lag, bf16 D 64 N 4096: the consumers still wait
-# for their query tiles in 8.3 % of all warp samples, the producer idles in 14 %, so the loads start too late):
-# PLAIN_STAGES: stages 3 runs the plain consumer loop (a third query tile in flight) instead of the pipelined one;
-# EARLY_RELEASE: the plain loop frees a query tile's stage once dV and dK (its last readers) are done, behind the dQ
-# wgmma (wgmma_wait<1>), instead of after dQ.
-PLAIN_STAGES = False
-EARLY_RELEASE = False
 DQ_MODES = {0: "consumers' adds", 1: "staged, a bulk op per row", 2: "staged unpadded, a bulk op per tile"}
 
 
@@ -148,12 +141,7 @@ class BackwardWgmmaTemplate(Template):
             return 1
         rows, cols = BackwardWgmmaTemplate.dq_split(cfg)
         uneven = rows * cols < BackwardWgmmaTemplate.consumers(cfg)
-        return cfg.stages + 1 if BackwardWgmmaTemplate.pipelined(cfg) and uneven else cfg.stages
-
-    @staticmethod
-    def pipelined(cfg: BackwardConfig) -> bool:
-        """Whether the consumers run the pipelined schedule: stages 3 (unless PLAIN_STAGES)."""
-        return cfg.stages == 3 and not PLAIN_STAGES
+        return cfg.stages + 1 if cfg.stages == 3 and uneven else cfg.stages
 
     @staticmethod
     def accumulator_registers(cfg: BackwardConfig) -> int:
@@ -276,14 +264,12 @@ class BackwardWgmmaTemplate(Template):
                 "dq_bufs": self.smem_layout(cfg)["dq_bufs"],
                 "dq_pad": 0 if self.dq_mode(cfg) == 2 else DQ_STAGING_PAD,
                 "dq_tile_reduce": self.producer(cfg) and self.dq_mode(cfg) == 2,
-                "dq_read_lag": self.reads_dq_with_lag(cfg),
-                "plain_stages": PLAIN_STAGES and cfg.stages == 3,
-                "early_release": EARLY_RELEASE and self.producer(cfg) and not self.pipelined(cfg)}
+                "dq_read_lag": self.reads_dq_with_lag(cfg)}
 
     def reads_dq_with_lag(self, cfg: BackwardConfig) -> bool:
         """Whether the producer frees each dQ staging buffer one tile late (the read lag, above)."""
         return (self.producer(cfg) and self.dq_mode(cfg) == 2 and self.smem_layout(cfg)["dq_bufs"] == 2
-                and not self.pipelined(cfg))
+                and cfg.stages == 2)
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         table = self.DETERMINISTIC_DEFAULTS if key.get("deterministic") else {}
