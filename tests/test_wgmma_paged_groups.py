@@ -62,5 +62,5 @@ def test_the_served_chunked_prefill_tile_compiles_without_spills():
     from autoflash.kernels.compile import compile_kernel
 
     report = compile_kernel(SERVED).report
-    assert report.spills == 0 and report.stack_frame == 0, report
+    assert report.spills == 0 and report.stack_frame == 0 and not report.wgmma_serialized, report
     assert re.search(r"setmaxnreg\.dec\.sync\.aligned\.u32 40;", render(SERVED))

@@ -140,5 +140,5 @@ def test_other_pingpong_compiles_without_spills(cfg):
 
     assert cfg.problems() == []
     kernel = afc.compile_kernel(cfg)
-    assert kernel.report.spills == 0, kernel.report
+    assert kernel.report.spills == 0 and not kernel.report.wgmma_serialized, kernel.report
     assert kernel.report.registers <= 255

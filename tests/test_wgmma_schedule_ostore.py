@@ -238,7 +238,7 @@ def test_tma_store_compiles_without_spills(cfg):
 
     assert cfg.problems() == [] and W.o_store_tma(cfg), cfg.problems()
     kernel = afc.compile_kernel(cfg, use_cache=False)
-    assert kernel.report.spills == 0, kernel.report
+    assert kernel.report.spills == 0 and not kernel.report.wgmma_serialized, kernel.report
     assert kernel.report.registers <= 255
 
 
