@@ -132,3 +132,83 @@ def test_every_unit_is_walked_once(causal, n_kv_tiles, pairs, ctas):
     else:  # K/V tiles fastest: CTAs running together share heads
         first_round = [w[0] for w in walks]
         assert first_round == [(i % n_kv_tiles, i // n_kv_tiles) for i in range(grid)]
+
+
+# The synchronisation across units, checked as tests/test_backward_wgmma_dq_protocol.py checks one block's (its step
+# and the shared search): every interleaving of the producer's reducing thread, its loading threads and the two
+# consumer warpgroups (the served D 64 shape: stages 2, two staging tiles, dQ on one warpgroup, the other bar.arrives),
+# running several units with the counts carried across them, the read lag (a reduction frees the previous tile's
+# staging tile, across units too) and the consumers' K/V named barrier; K, V modelled as one more stage (KV) that a
+# consumer may load only while nobody reads it.
+KV = 99
+def persistent_producer(units, stages, bufs, reduces, carry=True):
+    ops, tiles = [], 0
+    for n in units:
+        for it in range(tiles, tiles + n + stages):
+            if it < tiles + n:
+                st = it % stages
+                if it >= stages:
+                    ops.append(("wait", ("empty", st), it // stages - 1))
+                ops += [("load", st, it), ("arrive", ("full", st))]
+            j = it - stages
+            if reduces and j >= tiles:
+                ops += [("wait", ("dq_full", j % bufs), j // bufs), ("reduce", j % bufs, j)]
+                ops += [("arrive", ("dq_empty", (j - 1) % bufs))] if j >= (1 if carry else tiles + 1) else []  # read lag
+        tiles += n
+    return ops
+
+
+def persistent_consumer(wg, units, stages, bufs, dq_wgs, kv_barrier=True):
+    ops, tiles, does_dq = [("load", KV, 0)], 0, wg < dq_wgs
+    sync = [("bar_arrive", ("kv", 0)), ("bar_wait", ("kv", 0))] if kv_barrier else []
+    for u, n in enumerate(units):
+        ops += sync + [("read", KV, u)]
+        for it in range(tiles, tiles + n):
+            st = it % stages
+            bar = ("ds", st)  # (dQ on one warpgroup: an id per stage)
+            ops += [("wait", ("full", st), it // stages), ("read", st, it), ("ds_write", it % stages, it, wg),
+                    ("bar_arrive", bar)]
+            if does_dq:
+                ops += [("bar_wait", bar), ("ds_read", it % stages, it, wg), ("ds_done", it % stages, it, wg)]
+            ops += [("done", st), ("arrive", ("empty", st))]
+            if does_dq:
+                b = it % bufs
+                ops += ([("wait", ("dq_empty", b), it // bufs - 1)] if it >= bufs else []) + [("stage", b, it, wg)]
+                ops += [("arrive", ("dq_full", b))]
+        ops += [("done", KV)] + sync + ([("load", KV, u + 1)] if u + 1 < len(units) else [])
+        tiles += n
+    return ops
+
+
+def explore_units(units, stages=2, bufs=2, dq_wgs=1, kv_barrier=True, carry=True):
+    from model_check import reachable
+    from test_backward_wgmma_dq_protocol import step
+
+    programs = [persistent_producer(units, stages, bufs, True, carry), persistent_producer(units, stages, 1, False)]
+    programs += [persistent_consumer(w, units, stages, bufs, dq_wgs, kv_barrier) for w in range(2)]
+    expected = {"full": 2, "empty": 2, "dq_full": dq_wgs, "dq_empty": 1}
+    start = (tuple(0 for _ in programs), (), (), (), (), (), ())
+    return reachable(start, lambda state: (step(a, prog[state[0][a]], state, expected)
+                                           for a, prog in enumerate(programs) if state[0][a] < len(prog)),
+                     lambda state: all(pc == len(p) for pc, p in zip(state[0], programs)), lambda state: state[0])
+
+
+@pytest.mark.parametrize("units", [(1, 1, 1), (2, 3), (3, 0, 2), (1, 2, 1), (0, 1), (2, 2)], ids=str)
+def test_every_interleaving_across_units_is_safe(units):
+    """(The served D 64 shape: its stages, staging tiles and dQ warpgroups are the rules'.)"""
+    c = served("bf16", 64, True)
+    assert (c.stages, WG.smem_layout(c)["dq_bufs"], WG.dq_split(c)[0] * WG.dq_split(c)[1]) == (2, 2, 1)
+    assert explore_units(units) > sum(units)
+
+
+def test_the_checker_finds_a_missing_kv_barrier():
+    """Without the consumers' named barrier around K, V, one warpgroup loads the next unit's K, V while the other
+    still reads this unit's."""
+    with pytest.raises(AssertionError, match="rewritten"):
+        explore_units((1, 1), kv_barrier=False)
+
+
+def test_the_checker_finds_a_read_lag_that_stops_at_a_unit():
+    """A read lag counted per unit (no carry, no drain) never frees a unit's last staging tile: a deadlock."""
+    with pytest.raises(AssertionError, match="deadlock"):
+        explore_units((2, 2), carry=False)
