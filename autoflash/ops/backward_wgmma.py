@@ -98,9 +98,8 @@ DQ_MODES = {0: "consumers' adds", 1: "staged, a bulk op per row", 2: "staged unp
 # tile); every other config ignores it (renders and launches as without it).
 PERSISTENT = False
 # D 128: its consumers need setmaxnreg 240 (at 232 ptxas serialises the wgmmas, 16 B spilled), which leaves the producer
-# 24 registers, and the unit loop spills there (NVRTC 13, sm_90a: 32 / 56 B non-causal / causal; still 8 / 32 B with Q
-# and dO copied in one loop and the unit's values recomputed a tile, asm-opaque); D 64 runs it spill-free with the
-# consumers at 232, the producer at 40 (2 x 128 x 232 + 128 x 40 = 64K).
+# 24 registers, and the item loop spilled 4-12 B there (NVRTC 13, sm_90a; also with its tile addresses recomputed and
+# Q / dO copied in one loop); D 64 runs it spill-free with the consumers at 232, the producer at 40.
 PERSISTENT_HEAD_DIMS = (64,)
 
 
