@@ -9,8 +9,6 @@ import numpy as np
 
 from autoflash.kernels.arrays import poisoned, random_normal, to_float64, to_storage
 from autoflash.kernels.elements import LOG2E
-from autoflash.kernels.registry import TEMPLATES
-from autoflash.ops import forward_wgmma
 from autoflash.ops.backward_kernels import PAD_M, TOLERANCE, BackwardProblem, default_scale
 from autoflash.ops.reference import Check, array_module, slopes_per_batch, visible_keys
 
@@ -54,15 +52,6 @@ class BackwardLaunch:
         pre_rows = 256 // (p.dim_v // 8)  # the preprocess has a lane per 16-byte chunk of an O row
         self.pre_grid = (seq_q_pad // pre_rows, bh, 1)
         self.main_grid = (-(-p.seq_k // cfg.block_n), p.heads_kv, p.batch)
-        # flash_bwd_wgmma's PERSISTENT schedule: one CTA per SM (at most one per item) walks the items, their count
-        # a last argument: K/V tiles (causal: pairs of them) x K/V heads x batch, as the template numbers them
-        self.items_tail = ()
-        persistent = getattr(TEMPLATES[cfg.template], "persistent_schedule", None)
-        if persistent is not None and persistent(cfg):
-            per_head = -(-self.main_grid[0] // 2) if cfg.causal else self.main_grid[0]
-            items = per_head * p.heads_kv * p.batch
-            self.main_grid = (min(items, _sm_count()), 1, 1)
-            self.items_tail = (np.int32(items),)
         self.block = (cfg.threads, 1, 1)
         self.n_vec8 = np.uint64(q_rows * p.head_dim // 8)
         self.conv_grid = (max(1, min(-(-int(self.n_vec8) // 256), 8192)), 1, 1)
@@ -113,15 +102,10 @@ class BackwardLaunch:
             self.sink((self.heads_q, 1, 1), (256, 1, 1), (lse2, delta, u64(sinks), u64(dsinks)) + self.sink_tail,
                       stream=stream)
         self.main(self.main_grid, self.block, (u64(q), u64(k), u64(v), u64(dout), lse2, delta, acc, u64(dk), u64(dv),
-                                               sem) + self.main_tail + self.variant_tail(sinks, alibi_slopes) + self.items_tail
+                                               sem) + self.main_tail + self.variant_tail(sinks, alibi_slopes)
                   + ((u64(cu_seqlens_q), u64(cu_seqlens_k)) if self.varlen else ()),
                   shared_mem=self.smem, stream=stream)
         self.conv(self.conv_grid, (256, 1, 1), (acc, u64(dq), self.n_vec8, self.scale), stream=stream)
-
-
-def _sm_count() -> int:
-    """The current device's SM count (the persistent grid's CTAs; cached per device there)."""
-    return forward_wgmma._sm_count()
 
 
 def launch_plan(kernel, p: BackwardProblem, scale: float) -> BackwardLaunch:

@@ -84,23 +84,6 @@ DQ_STAGING_PAD = 8  # floats added to each staging row of value 1 (the template'
 # (dq_read_lag_h200_2026-11-30_s8.log) D 64 +5-6 %, D 128 +0-3 %; at stages 3 (the pipelined consumers) 11-15 % SLOWER,
 # so not there.
 DQ_MODES = {0: "consumers' adds", 1: "staged, a bulk op per row", 2: "staged unpadded, a bulk op per tile"}
-# PERSISTENT (a schedule switch, off): the main kernel's grid is one CTA per SM (BackwardLaunch reads the device's SM
-# count and passes the work-item count n_items), each CTA walking work items blockIdx.x, + gridDim.x, ..., K/V tiles
-# fastest (CTAs running together share a head's Q, dO, dQ accumulator in L2): (K/V tile, K/V head, batch), or, causal,
-# (pair of K/V tiles p and n - 1 - p, K/V head, batch) as the forward pairs query tiles, so every item meets about the
-# same query tiles and the static stride stays balanced (work_units emulates the order). The consumers load each
-# unit's K, V themselves once all of them are done with the last one's (a named barrier each side); the producer walks
-# the same units, and the stages', dS^T buffers' and staging tiles' counts (so their mbarrier phases and the read lag)
-# run on across units, so the producer loads the next unit's first query tiles while the consumers finish this one,
-# and no last wave is partial (H200 ncu: 4096 CTAs of one SM
-# each at D 64, 31.03 waves; cuDNN's bprop runs 132 persistent CTAs). Applies to persistent_schedule's configs (the
-# producer configs with one bulk dQ reduction a tile, stages 2, head dim in PERSISTENT_HEAD_DIMS: the served D 64
-# tile); every other config ignores it (renders and launches as without it).
-PERSISTENT = False
-# D 128: its consumers need setmaxnreg 240 (at 232 ptxas serialises the wgmmas, 16 B spilled), which leaves the producer
-# 24 registers, and the item loop spilled 4-12 B there (NVRTC 13, sm_90a; also with its tile addresses recomputed and
-# Q / dO copied in one loop); D 64 runs it spill-free with the consumers at 232, the producer at 40.
-PERSISTENT_HEAD_DIMS = (64,)
 
 
 class BackwardWgmmaTemplate(Template):
@@ -229,12 +212,6 @@ class BackwardWgmmaTemplate(Template):
         """This config's dQ path (DQ_MODES): the knob, or its rule at -1."""
         return self.dq_via_producer_rule(cfg) if cfg.dq_via_producer == -1 else cfg.dq_via_producer
 
-    def persistent_schedule(self, cfg: BackwardConfig) -> bool:
-        """Whether this config runs the persistent grid (PERSISTENT on, a producer config whose dQ the producer
-        reduces a tile at a time, stages 2); BackwardLaunch asks it for the grid and the n_items argument."""
-        return (PERSISTENT and cfg.head_dim in PERSISTENT_HEAD_DIMS and self.producer(cfg) and cfg.stages == 2
-                and not cfg.deterministic and self.dq_mode(cfg) == 2)
-
     def dq_via_producer(self, cfg: BackwardConfig) -> bool:
         """Whether this config stages dQ for the producer (the knob, or its rule at -1)."""
         return self.dq_mode(cfg) > 0
@@ -287,7 +264,7 @@ class BackwardWgmmaTemplate(Template):
                 "dq_bufs": self.smem_layout(cfg)["dq_bufs"],
                 "dq_pad": 0 if self.dq_mode(cfg) == 2 else DQ_STAGING_PAD,
                 "dq_tile_reduce": self.producer(cfg) and self.dq_mode(cfg) == 2,
-                "dq_read_lag": self.reads_dq_with_lag(cfg), "persistent": self.persistent_schedule(cfg)}
+                "dq_read_lag": self.reads_dq_with_lag(cfg)}
 
     def reads_dq_with_lag(self, cfg: BackwardConfig) -> bool:
         """Whether the producer frees each dQ staging buffer one tile late (the read lag, above)."""
@@ -302,24 +279,6 @@ class BackwardWgmmaTemplate(Template):
             if not cfg.problems():
                 return cfg
         raise ValueError(f"no {self.name} config fits {arch} for {key}")
-
-
-def work_units(n_kv_tiles: int, pairs: int, causal: bool, ctas: int, cta: int) -> list[tuple[int, int]]:
-    """(K/V tile, hb = batch x heads_kv + head_kv) units that CTA `cta` of `ctas` walks under PERSISTENT, in order: the
-    template's first_unit / next_unit / unit_tile / unit_heads in Python (`pairs`: K/V heads x batch)."""
-    half = -(-n_kv_tiles // 2)
-    n_items = (half if causal else n_kv_tiles) * pairs
-    units, unit = [], 2 * cta if causal else cta
-    while unit < (2 * n_items if causal else n_items):
-        if causal:
-            p = (unit >> 1) % half
-            units.append((n_kv_tiles - 1 - p if unit & 1 else p, (unit >> 1) // half))
-            second = not unit & 1 and 2 * p + 1 != n_kv_tiles
-            unit = unit + 1 if second else (unit & ~1) + 2 * ctas
-        else:
-            units.append((unit % n_kv_tiles, unit // n_kv_tiles))
-            unit += ctas
-    return units
 
 
 TEMPLATE = BackwardWgmmaTemplate()
