@@ -4,7 +4,7 @@ on), transcribed as programs over a CTA's work items, and every interleaving exp
 try_wait.parity does (on the parity of the completed phases: one phase early or two late shows up); ping-pong's named
 barriers count arrivals (a warpgroup arriving twice on one barrier generation shows up). Checked: no deadlock, no early
 pass, no double arrival, a Qi / K / V slot never reloaded while a warpgroup's wgmma still reads it, and every read
-finds the tile it expects. test_wgmma_fd_protocol.py runs the causal trim's consumers against this model's producer."""
+finds the tile it expects."""
 import pytest
 
 from model_check import reachable
