@@ -7,6 +7,9 @@
 - spec["first_sleep"]: seconds the first trial of the process sleeps (a fresh machine's slow first kernel).
 - spec["crash"] = {config name: exit code}: the runner process dies in that config's trial, as
   one whose kernel took the driver down would.
+- $AUTOFLASH_TEST_MEET = "N:FOLDER": the first trial of each process waits (at most 60 s) until N processes
+  have reached theirs (a file per pid in FOLDER), so every worker of a campaign takes a share however late
+  a loaded machine starts it.
 """
 import os
 import time
@@ -16,9 +19,22 @@ HOOK = f"{Path(__file__).resolve()}:on_trial"
 
 
 _slept = []
+_met = []
+
+
+def _meet(spec: str) -> None:
+    count, _, folder = spec.partition(":")
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / str(os.getpid())).touch()
+    deadline = time.time() + 60
+    while len(list(Path(folder).iterdir())) < int(count) and time.time() < deadline:
+        time.sleep(0.05)
 
 
 def on_trial(spec: dict, config_name: str, trial_number) -> None:
+    if os.environ.get("AUTOFLASH_TEST_MEET") and not _met:
+        _met.append(True)
+        _meet(os.environ["AUTOFLASH_TEST_MEET"])
     if spec.get("first_sleep") and not _slept:
         _slept.append(True)
         time.sleep(spec["first_sleep"])

@@ -92,7 +92,8 @@ def check_campaign(out: Path, reference: Path, workers: int, out_dirs=None) -> l
 def test_three_workers_run_every_trial_once_and_agree_with_one(tmp_path, one_worker, storage):
     url = str(tmp_path / "study.journal") if storage == "journal" else f"sqlite:///{tmp_path / 'study.db'}"
     out = tune(tmp_path, "--devices", "0,1,2", "--storage", url,
-               extra_env={"AUTOFLASH_TEST_RECORD": str(tmp_path / "runs.txt")})
+               extra_env={"AUTOFLASH_TEST_RECORD": str(tmp_path / "runs.txt"),
+                          "AUTOFLASH_TEST_MEET": f"3:{tmp_path / 'met'}"})  # a late worker still gets a share
     assert "2 more worker(s)" in out
     runs = check_campaign(tmp_path, one_worker, workers=3)
     assert {dev for _, dev, _ in runs} == {0, 1, 2}  # each worker timed on its own device
@@ -103,7 +104,8 @@ def test_the_same_tune_command_twice_shares_the_campaign(tmp_path, one_worker):
     writes the same entries to its own tuned_configs folder."""
     url = str(tmp_path / "study.journal")
     procs = [tune(tmp_path / name, "--storage", url, wait=False,
-                  extra_env={"AUTOFLASH_TEST_RECORD": str(tmp_path / "runs.txt")}) for name in ("a", "b")]
+                  extra_env={"AUTOFLASH_TEST_RECORD": str(tmp_path / "runs.txt"),
+                             "AUTOFLASH_TEST_MEET": f"2:{tmp_path / 'met'}"}) for name in ("a", "b")]
     for proc in procs:
         out, _ = proc.communicate(timeout=300)
         assert proc.returncode == 0, out
