@@ -4,7 +4,8 @@ on), transcribed as programs over a CTA's work items, and every interleaving exp
 try_wait.parity does (on the parity of the completed phases: one phase early or two late shows up); ping-pong's named
 barriers count arrivals (a warpgroup arriving twice on one barrier generation shows up). Checked: no deadlock, no early
 pass, no double arrival, a Qi / K / V slot never reloaded while a warpgroup's wgmma still reads it, and every read
-finds the tile it expects."""
+finds the tile it expects. With O_VIA_Q (forward_wgmma, off) a warpgroup writes O over its Qi rows after its last
+P.V and hands Qi back only once its TMA store has read them: modelled as a last read of Qi in the epilogue."""
 import pytest
 
 from model_check import reachable
@@ -44,9 +45,9 @@ def ring_ops(stages):
     return tile, wait_full, release
 
 
-def consumer(wg, items, stages):
+def consumer(wg, items, stages, o_via_q=False):
     """One consumer warpgroup: the OVERLAP loop with ping-pong turns; reads last from a wgmma's issue to the
-    release that follows its wgmma_wait."""
+    release that follows its wgmma_wait. o_via_q: Qi is released after the epilogue's O staging and store."""
     ops = [("bar_arrive", 1)] if wg == CONSUMERS - 1 else []  # warpgroup 0 goes first
     turn_begin = [("bar_arrive", 1 + wg), ("bar_wait", 1 + wg)]
     turn_end = [("bar_arrive", 1 + (wg + 1) % CONSUMERS)]
@@ -58,6 +59,8 @@ def consumer(wg, items, stages):
         q = ("q", 0)
         ops += [("wait", ("full_q", 0), i)]
         release_q = [("done", q, i), ("arrive", ("empty_q", 0))]
+        epilogue = [("read", q, i)] + release_q if o_via_q else []  # O over Qi's rows, read by the TMA store
+        release_q = [] if o_via_q else release_q
         ops.append(wait_full("k", g))  # tile 0
         ops += turn_begin + [("read", q, i), ("read", tile("k", g), g)]
         ops += turn_end + release("k", g) + (release_q if n == 1 else [])
@@ -68,6 +71,7 @@ def consumer(wg, items, stages):
             ops += release("k", t) + (release_q if j == n - 1 else []) + release("v", t - 1)
         last = g + n - 1
         ops += [wait_full("v", last)] + turn_begin + [("read", tile("v", last), last)] + turn_end + release("v", last)
+        ops += epilogue
         g += n
     if wg == 0:
         ops += [("bar_arrive", 1), ("bar_wait", 1)]  # consumes the last warpgroup's unmatched turn signal
@@ -135,11 +139,11 @@ def land(copy, state):
     return pack(pcs, mbars, bars, targets, buffers, flight)
 
 
-def explore(items, stages) -> int:
+def explore(items, stages, o_via_q=False) -> int:
     """Every interleaving of the producer and the two consumer warpgroups; AssertionError at the first violation.
     Returns the number of states."""
     programs = [producer(items, stages)]
-    programs += [consumer(w, items, stages) for w in range(CONSUMERS)]
+    programs += [consumer(w, items, stages, o_via_q) for w in range(CONSUMERS)]
     start = (tuple(0 for _ in programs), (), (), (), (), ())
     def successors(state):
         return ([land(copy, state) for copy in state[5]]
@@ -158,12 +162,17 @@ def test_every_interleaving_is_safe(items, stages):
     assert explore(list(items), stages) > len(items)
 
 
+@pytest.mark.parametrize("items", ITEMS, ids=str)
+def test_every_interleaving_is_safe_with_o_via_q(items):
+    assert explore(list(items), 2, o_via_q=True) > len(items)
+
+
 def _mutated(change):
     """consumer() with `change` applied to each warpgroup's program."""
     original = consumer
 
-    def mutated(wg, items, stages):
-        return change(original(wg, items, stages))
+    def mutated(wg, items, stages, o_via_q=False):
+        return change(original(wg, items, stages, o_via_q))
 
     return original, mutated
 
@@ -180,12 +189,19 @@ def _no_wait_for_v(ops):
     return ops[:k] + ops[k + 1:]
 
 
-@pytest.mark.parametrize("change", [_early_v_release, _no_wait_for_v])
+def _o_via_q_early_q_release(ops):
+    """O_VIA_Q with Qi handed back at the last S = Qi Kj^T, as without it, while the epilogue still writes O there."""
+    k = next(k for k, op in enumerate(ops) if op[0] == "done" and op[1][0] == "k")  # the first item's first K release
+    late = next(k for k, op in enumerate(ops) if op[0] == "done" and op[1][0] == "q")  # its Qi hand-back
+    return ops[:k + 2] + ops[late:late + 2] + ops[k + 2:late] + ops[late + 2:]
+
+
+@pytest.mark.parametrize("change", [_early_v_release, _no_wait_for_v, _o_via_q_early_q_release])
 def test_the_model_catches_a_broken_handoff(change):
     original, mutated = _mutated(change)
-    globals()["consumer"] = mutated
+    globals()["consumer"] = lambda wg, items, stages, o_via_q=False: mutated(wg, items, stages, o_via_q)
     try:
         with pytest.raises(AssertionError):
-            explore([1, 2, 2, 1], 2)
+            explore([1, 2, 2, 1], 2, o_via_q=change is _o_via_q_early_q_release)
     finally:
         globals()["consumer"] = original

@@ -28,7 +28,8 @@ on the H100, benchmarks/NOTES.md), so the tuner may try the other schedule per p
 O's store (KernelConfig o_store, -1 = o_store_rule): from registers (0), or (1) staged in shared memory
 and written by one TMA store per consumer warpgroup, so the consumers start the next item at once; the
 kernel then takes a fourth tensor map (O's) after V's. Varlen launches of a TMA kernel store from
-registers (a run-time branch); paged launches store by TMA like dense ones.
+registers (a run-time branch); paged launches store by TMA like dense ones. O_VIA_Q (module switch, off): where
+O goes from registers (D > 128 dense plain configs: no room for a staging tile), stage it in Qi's tile instead.
 """
 from __future__ import annotations
 
@@ -57,6 +58,9 @@ PAGE_GROUP = 16  # rows of a paged K/V TMA box: page sizes are multiples of 16, 
 REG_OVERHEAD = 24
 BARRIER_BYTES = 8
 SMEM_ALIGN = 1024  # 128-byte swizzle atoms repeat every 1024 B: tiles start on that boundary
+# Issue 18 (off until timed): each consumer warpgroup writes O over its own Qi rows and stores them by TMA, then
+# hands Qi back once the store has read them (H200 D 256 N 1024 stalled on lg_throttle from the register store).
+O_VIA_Q = False
 
 
 class WgmmaTemplate(ForwardTemplate):
@@ -149,6 +153,11 @@ class WgmmaTemplate(ForwardTemplate):
                                            for d in (cfg.head_dim, dim_v(cfg)))
                 and self._smem_layout(cfg, True)["total"] + SMEM_ALIGN <= ARCHS[cfg.arch].smem_per_block)
 
+    def o_via_q(self, cfg: KernelConfig) -> bool:
+        """O_VIA_Q's configs: dense plain (no variant, not paged) ones above D 128 storing from registers, Dv = D."""
+        return (O_VIA_Q and cfg.head_dim > O_STORE_RULE_DIMS[1] and dim_v(cfg) == cfg.head_dim and not cfg.paged
+                and not any(getattr(cfg, flag, False) for flag in VARIANT_FLAGS) and not self.o_store_tma(cfg))
+
     @staticmethod
     def consumer_registers(cfg: KernelConfig) -> int:
         return cfg.block_n // 2 + cfg.block_n // 4 + dim_v(cfg) // 2 + REG_OVERHEAD
@@ -202,7 +211,8 @@ class WgmmaTemplate(ForwardTemplate):
             # consumer warpgroups take turns issuing GEMMs (FA3 inter-warpgroup ping-pong); the template
             # applies it only with two consumers
             "pingpong": pingpong_rule(cfg) if cfg.pingpong == -1 else cfg.pingpong,
-            "o_store_tma": int(self.o_store_tma(cfg)), **({"o_off": lay["o_off"]} if "o_off" in lay else {}),
+            "o_store_tma": int(self.o_store_tma(cfg) or self.o_via_q(cfg)), "o_via_q": int(self.o_via_q(cfg)),
+            **({"o_off": lay["o_off"]} if "o_off" in lay else {"o_off": lay["q_off"]} if self.o_via_q(cfg) else {}),
         }
 
     def default_tiles(self, key: dict) -> list[dict]:
@@ -247,7 +257,7 @@ class WgmmaTemplate(ForwardTemplate):
                 maps = qkv_map_args(q, k, v, *geometry) + o_map(o)
                 return (u64(q), u64(k), u64(v), u64(o), u64(lse)) + sizes + maps + tail
 
-        args.struct_pointers = 4 if self.o_store_tma(cfg) else 3
+        args.struct_pointers = 4 if self.o_store_tma(cfg) or self.o_via_q(cfg) else 3
         return args
 
     @staticmethod
@@ -279,7 +289,7 @@ class WgmmaTemplate(ForwardTemplate):
         """o -> the O tensor map argument the kernel takes after V's (a TMA O store), else ().
         Dense: (B, Hq, Nq, Dv) with o's strides, 64-row boxes (one consumer warpgroup's rows).
         Varlen kernels store O from registers; the map (over the packed tensor) is passed, never used."""
-        if not self.o_store_tma(cfg):
+        if not (self.o_store_tma(cfg) or self.o_via_q(cfg)):
             return lambda o: ()
         _, _, _, os_ = p.operand_strides()
         batch, rows = p.batch, p.seq_q
