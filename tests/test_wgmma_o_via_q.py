@@ -1,9 +1,9 @@
 """flash_fwd_wgmma's O_VIA_Q switch (forward_wgmma.O_VIA_Q, off; issue 18), without a GPU: which configs it
 switches (dense plain configs above D 128 that store O from registers: no room for O's staging tile), that off
 nothing changes (the full render identity against the previous tree was a throw-away script, see NOTES), what it
-renders (O staged at Qi's offset, Qi handed back after the store, no early release), the unchanged shared memory, the
-launch's O map, and the D 256 served tiles compiled for sm_90a: no spills, no local memory, wgmma not serialised, the
-TMA store (UTMASTG) in the SASS. The synchronisation: tests/test_wgmma_protocol.py (o_via_q); the GPU comparison
+renders (O staged at Qi's offset, Qi handed back after the store, no early release, Qi loaded after the item's first
+K/V tile), the unchanged shared memory, the launch's O map, and the D 256 served tiles compiled for sm_90a: no spills,
+no local memory, wgmma not serialised, the TMA store (UTMASTG) in the SASS. The synchronisation: tests/test_wgmma_protocol.py (o_via_q); the GPU comparison
 against float64: tests/test_wgmma_o_via_q_gpu.py."""
 import re
 import pytest
@@ -73,6 +73,8 @@ def test_renders_o_staged_over_qi(on, cfg):
     assert re.search(r"commit_group;.*\n.*\n\s*asm volatile\(\"cp\.async\.bulk\.wait_group\.read 0;\".*\n"
                      r"\s*asm volatile\(\"\{\\n\.reg \.b64 st;\\nmbarrier\.arrive\.shared::cta\.b64 st, \[%0\], 4;",
                      source), "the leader waits for the store's read, then arrives for its 4 warps"
+    # the producer loads Qi after the item's first K/V tile (those slots were freed before the last epilogue)
+    assert source.count("mbar_wait(empty_q,") == 1 and "if (j == 0) load_q();" in source
     forward_wgmma.O_VIA_Q = False
     assert W.smem_layout(cfg) == before and "o_off" not in before  # no staging tile: the same shared memory
     assert source.count("\n") > render(cfg).count("\n")

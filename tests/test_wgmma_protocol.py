@@ -5,7 +5,8 @@ try_wait.parity does (on the parity of the completed phases: one phase early or 
 barriers count arrivals (a warpgroup arriving twice on one barrier generation shows up). Checked: no deadlock, no early
 pass, no double arrival, a Qi / K / V slot never reloaded while a warpgroup's wgmma still reads it, and every read
 finds the tile it expects. With O_VIA_Q (forward_wgmma, off) a warpgroup writes O over its Qi rows after its last
-P.V and hands Qi back only once its TMA store has read them: modelled as a last read of Qi in the epilogue."""
+P.V and hands Qi back only once its TMA store has read them (modelled as a last read of Qi in the epilogue), and the
+producer loads an item's Qi after its first key tile."""
 import pytest
 
 from model_check import reachable
@@ -13,19 +14,21 @@ from model_check import reachable
 CONSUMERS = 2
 
 
-def producer(items, stages):
-    """The producer thread: per item its Qi (once the previous item's is released), then its key tiles' K and V."""
+def producer(items, stages, o_via_q=False):
+    """The producer thread: per item its Qi (once the previous item's is released), then its key tiles' K and V
+    (o_via_q: Qi after the first key tile's K and V)."""
     ops, g = [], 0
     for i, n in enumerate(items):
-        if i:
-            ops.append(("wait", ("empty_q", 0), i - 1))
-        ops.append(("load", ("q", 0), i, ("full_q", 0)))
-        for _ in range(n):
+        load_q = ([("wait", ("empty_q", 0), i - 1)] if i else []) + [("load", ("q", 0), i, ("full_q", 0))]
+        if not o_via_q:
+            ops += load_q
+        for t in range(n):
             s, fill = g % stages, g // stages
             for kv in ("k", "v"):
                 if fill:
                     ops.append(("wait", (f"empty_{kv}", s), fill - 1))
                 ops.append(("load", (kv, s), g, (f"full_{kv}", s)))
+            ops += load_q if o_via_q and t == 0 else []
             g += 1
     return ops
 
@@ -142,7 +145,7 @@ def land(copy, state):
 def explore(items, stages, o_via_q=False) -> int:
     """Every interleaving of the producer and the two consumer warpgroups; AssertionError at the first violation.
     Returns the number of states."""
-    programs = [producer(items, stages)]
+    programs = [producer(items, stages, o_via_q)]
     programs += [consumer(w, items, stages, o_via_q) for w in range(CONSUMERS)]
     start = (tuple(0 for _ in programs), (), (), (), (), ())
     def successors(state):
@@ -163,8 +166,9 @@ def test_every_interleaving_is_safe(items, stages):
 
 
 @pytest.mark.parametrize("items", ITEMS, ids=str)
-def test_every_interleaving_is_safe_with_o_via_q(items):
-    assert explore(list(items), 2, o_via_q=True) > len(items)
+@pytest.mark.parametrize("stages", [2, 3])
+def test_every_interleaving_is_safe_with_o_via_q(items, stages):
+    assert explore(list(items), stages, o_via_q=True) > len(items)
 
 
 def _mutated(change):

@@ -1,0 +1,118 @@
+"""flash_fwd_wgmma with O_VIA_Q (O staged over Qi's rows, stored by TMA, Qi handed back after the store; off by
+default) on an sm_90 GPU, against the float64 reference (O and LSE): the H200's served D 256 tiles (br128 bc80 s2,
+causal and not, bf16 and fp16), D 256 with one consumer warpgroup (br64 bc96) and D 192; dense launches with ragged
+lengths (the map clips rows past Nq), GQA with seq_k > seq_q and bottom-right causal, more items than SMs, and a grid
+of 3 CTAs (each walks many items: Qi is reloaded over the last item's O only after its store has read it); varlen
+launches (register store, Qi released after it); attention() on the served D 256 config called again into new outputs.
+Every switched kernel is compiled and loaded here with the switch on, and attention()'s per-process caches are cleared
+around each test, so no kernel of the other setting is reused. The CPU checks: tests/test_wgmma_o_via_q.py."""
+import pytest
+
+from autoflash import KernelConfig
+from autoflash.kernels.registry import TEMPLATES
+from autoflash.ops import forward_wgmma
+from autoflash.ops.forward_base import Problem
+
+pytestmark = pytest.mark.gpu
+
+WG = TEMPLATES["flash_fwd_wgmma"]
+# (batch, heads_q, heads_kv, seq_q, seq_k): > 132 items at 128-row tiles (causal: 256 pairs); ragged; GQA, Nk > Nq
+SHAPES = [(4, 8, 8, 2048, 2048), (3, 4, 2, 1000, 1000), (1, 6, 2, 333, 1100)]
+
+
+def wgmma(head_dim, causal, block_m=128, block_n=80, dtype="bf16"):
+    return KernelConfig("flash_fwd_wgmma", "sm_90a", dtype, head_dim, causal, block_m, block_n,
+                        4 * (block_m // 64 + 1), 2)
+
+
+CONFIGS = ([wgmma(256, c, dtype=t) for t in ("bf16", "fp16") for c in (False, True)]
+           + [wgmma(256, c, block_m=64, block_n=96) for c in (False, True)] + [wgmma(192, True, block_n=64)])
+
+
+@pytest.fixture(autouse=True)
+def switched(monkeypatch):
+    """O_VIA_Q on; attention()'s kernels and call plans are cached per process: none may come from, or stay in,
+    those caches across the switch."""
+    from autoflash.serve import api, call_plans
+
+    def clear():
+        api._compiled.cache_clear()
+        api.loaded_kernel.cache_clear()
+        call_plans.clear()
+
+    clear()
+    monkeypatch.setattr(forward_wgmma, "O_VIA_Q", True)
+    yield
+    clear()
+
+
+def sm90():
+    from autoflash.kernels.device import device_arch
+
+    if device_arch(0)[0] not in ("sm_90", "sm_90a"):
+        pytest.skip("flash_fwd_wgmma needs sm_90a")
+
+
+def load(cfg):
+    from autoflash.kernels.compile import compile_kernel
+    from autoflash.kernels.loaded import LoadedKernel
+    from autoflash.kernels.render import render
+
+    sm90()
+    assert not cfg.problems() and WG.o_via_q(cfg), cfg.problems()
+    assert "if (j == 0) load_q();" in render(cfg)  # the switched source (the compile cache is keyed by it)
+    compiled = compile_kernel(cfg)
+    assert compiled.report.spills == 0 and not compiled.report.wgmma_serialized, compiled.report
+    return LoadedKernel(compiled)
+
+
+@pytest.mark.parametrize("sms", ["all", 3])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c.name)
+def test_matches_the_reference(monkeypatch, cfg, sms):
+    from autoflash.ops.forward_launch import run_checked
+
+    if sms == 3:  # a persistent grid of 3 CTAs: each walks tens of items
+        monkeypatch.setattr(forward_wgmma, "_sm_count", lambda: 3)
+    k = load(cfg)
+    for i, (b, hq, hkv, nq, nk) in enumerate(SHAPES):
+        p = Problem(b, hq, hkv, nq, nk, cfg.head_dim, cfg.causal, causal_offset=nk - nq if cfg.causal else 0)
+        if sms == 3:
+            assert WG.grid(cfg, p)[0] == 3 and WG.items(cfg, p) >= 6
+        check = run_checked(k, p, seed=i)
+        assert check.passed, f"{cfg.name} {(b, hq, hkv, nq, nk)} sms={sms}: {check.describe()}"
+
+
+@pytest.mark.parametrize("cfg", [wgmma(256, False), wgmma(256, True)], ids=lambda c: c.name)
+def test_varlen_stores_from_registers(cfg):
+    from autoflash.ops.forward_launch import run_varlen_checked
+
+    k = load(cfg)
+    lens = [0, 1, 127, 129, 1000, 2049, 384, 7]
+    check = run_varlen_checked(k, lens, lens, 4, 2, bottom_right=True, seed=5)
+    assert check.passed, f"{cfg.name}: {check.describe()}"
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_on_the_served_config_writes_each_new_output(causal):
+    """attention() through its call plans (packed launches) with the switch on: the served bf16 D 256 N 1024
+    config, called again with the same q/k/v into new outputs (O's tensor map must follow each)."""
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    import autoflash
+    from autoflash.kernels.device import device_arch
+    from autoflash.serve import api
+
+    sm90()
+    arch, name = device_arch(0)
+    cfg = api.choose_config(arch, name, "bf16", 256, causal, 1024)
+    assert cfg.template == "flash_fwd_wgmma" and WG.o_via_q(cfg), cfg.name
+    g = torch.Generator(device="cuda").manual_seed(13)
+    q, k, v = (torch.randn(2, 8, 1024, 256, generator=g, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), is_causal=causal).float()
+    outs = [autoflash.attention(q, k, v, causal=causal) for _ in range(3)]
+    torch.cuda.synchronize()
+    assert len({o.data_ptr() for o in outs}) == len(outs)
+    for i, o in enumerate(outs):
+        err = (o.float() - ref).abs().max().item()
+        assert err < 2e-2, (i, err)
