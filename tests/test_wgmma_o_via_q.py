@@ -120,3 +120,19 @@ def test_compiles_without_spills_local_memory_or_serialisation(on, cfg, tmp_path
     code = sass(kernel.cubin, tmp_path)
     assert not re.search(r"\b(LDL|STL)\b", code), "local memory"
     assert code.count("UTMASTG") == -(-cfg.head_dim // 64), "one TMA store per 64-column block of O"
+
+
+def test_a_plan_keeps_its_setting(on, monkeypatch):
+    """The A/B (benchmarks/wgmma_o_via_q_ab.py) plans the switched kernel with the switch on, the served one with it
+    off, and times both in one process: a kernel's plan (O's map or not) must not follow the switch afterwards."""
+    from autoflash.ops.forward_launch import plan
+
+    from test_host_path import fake_kernel
+
+    monkeypatch.setattr(forward_wgmma, "_sm_count", lambda: 132)  # the grid asks the device otherwise
+    p = Problem(2, 8, 8, 1024, 1024, 256, True)
+    switched, served = fake_kernel(wgmma(256)), fake_kernel(wgmma(256))
+    first = plan(switched, p, 0.1)
+    forward_wgmma.O_VIA_Q = False
+    assert plan(served, p, 0.1).args.struct_pointers == 3
+    assert plan(switched, p, 0.1) is first and first.args.struct_pointers == 4
