@@ -2,7 +2,7 @@
 served kernel (registers store O) at kernel level, beside SDPA's cuDNN. Issue 18: bf16 D 256 causal N 1024 ran 0.86x
 cuDNN, its warps stalled on lg_throttle from the register store (benchmarks/ncu_fwd_weak_h200_2026-11-30_s8.txt).
 
-Rows: bf16/fp16 x D 256 x N 1024/4096 x causal and not, B*H*N = 64 x 4096, H = 16 (as wgmma_ostore_ab.py). Per row:
+Rows: bf16/fp16 x D 256 x N 1024/4096 x causal and not, B*H*N = 64 x 4096, H = 16 (the sixth session's o_store A/B shape). Per row:
 "served" (attention()'s config for the row, switch off), "oq" (the same config compiled and planned with the switch
 on), "served2" (the served kernel again, a second graph: the A/A control, the noise floor) and cuDNN. Every kernel is
 captured in a CUDA graph of --calls launches and replayed in --rounds interleaved rounds (benchmarks/graph_timing.py);
