@@ -2,27 +2,21 @@
 two staging buffers at stages 2 (the served D 64 and D 128 tiles) render the wait that leaves the last bulk reduction
 in flight, and those compile for sm_90a with 0 spills, no wgmma serialisation and that wait in the SASS
 (DEPBAR.LE SB0, 0x1). Their gradients: tests/test_backward_wgmma_dq_tile_gpu.py (the served mode-2 path)."""
-import itertools
-
 import pytest
 
 from autoflash.kernels.render import render
 from autoflash.ops.backward_wgmma import TEMPLATE as W
 
 from sass import sass
+from test_backward_wgmma import key
 
 LAG_WAIT = 'cp.async.bulk.wait_group.read 1;'
 
 
 def valid_configs():
-    for dtype, d, causal, det in itertools.product(("bf16", "fp16"), (64, 128), (False, True), (False, True)):
-        key = dict(dtype=dtype, head_dim=d, causal=causal, deterministic=det, window=False, softcap=False,
-                   sinks=False, alibi=False)
-        for bm, bn, warps, stages, dq in itertools.product((64, 128), (64, 128), (4, 8, 12), (2, 3), (-1, 0, 1, 2)):
-            cfg = W.config("sm_90a", key, block_m=bm, block_n=bn, warps=warps, stages=stages, warps_q=1,
-                           dq_via_producer=dq)
-            if not cfg.problems():
-                yield cfg
+    """Every valid config of the space: bf16/fp16, D 64/128, causal or not, deterministic or not, every knob."""
+    return [c for t in ("bf16", "fp16") for d in (64, 128) for causal in (False, True) for det in (False, True)
+            for c in W.space("sm_90a", key(t, d, causal, deterministic=det)) if not c.problems()]
 
 
 def lagged(cfg) -> bool:
@@ -34,9 +28,7 @@ def test_the_lag_is_rendered_by_the_two_buffer_tile_reductions_at_stages_2():
     with_lag = {c.name for c in configs if LAG_WAIT in render(c)}
     assert with_lag == {c.name for c in configs if lagged(c)} == {c.name for c in configs if W.reads_dq_with_lag(c)}
     assert {(c.head_dim, c.stages) for c in configs if lagged(c)} == {(64, 2), (128, 2)}
-    served = [W.config("sm_90a", dict(dtype=t, head_dim=d, causal=causal, deterministic=False, window=False,
-                                      softcap=False, sinks=False, alibi=False),
-                       block_m=64, block_n=128, warps=12, stages=2, warps_q=1)
+    served = [W.config("sm_90a", key(t, d, causal), block_m=64, block_n=128, warps=12, stages=2, warps_q=1)
               for t in ("bf16", "fp16") for d in (64, 128) for causal in (False, True)]
     assert all(lagged(c) for c in served)
 
@@ -46,9 +38,8 @@ def test_it_compiles_with_one_op_left_in_flight(tmp_path, d):
     pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
     from autoflash.kernels.compile import compile_kernel
 
-    key = dict(dtype="bf16", head_dim=d, causal=True, deterministic=False, window=False, softcap=False,
-               sinks=False, alibi=False)
-    cfg = W.config("sm_90a", key, block_m=64, block_n=128, warps=12, stages=2, warps_q=1, dq_via_producer=-1)
+    cfg = W.config("sm_90a", key("bf16", d, True), block_m=64, block_n=128, warps=12, stages=2, warps_q=1,
+                   dq_via_producer=-1)
     assert lagged(cfg) and LAG_WAIT in render(cfg)
     kernel = compile_kernel(cfg, use_cache=False)
     assert kernel.report.spills == 0 and not kernel.report.wgmma_serialized, kernel.report
