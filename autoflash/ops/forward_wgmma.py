@@ -28,8 +28,7 @@ on the H100, benchmarks/NOTES.md), so the tuner may try the other schedule per p
 O's store (KernelConfig o_store, -1 = o_store_rule): from registers (0), or (1) staged in shared memory
 and written by one TMA store per consumer warpgroup, so the consumers start the next item at once; the
 kernel then takes a fourth tensor map (O's) after V's. Varlen launches of a TMA kernel store from
-registers (a run-time branch); paged launches store by TMA like dense ones. O_VIA_Q (module switch, off): where
-O goes from registers (D > 128 dense plain configs: no room for a staging tile), stage it in Qi's tile instead.
+registers (a run-time branch); paged launches store by TMA like dense ones. O_VIA_Q: below.
 """
 from __future__ import annotations
 
@@ -158,6 +157,9 @@ class WgmmaTemplate(ForwardTemplate):
         return (O_VIA_Q and cfg.head_dim > O_STORE_RULE_DIMS[1] and dim_v(cfg) == cfg.head_dim and not cfg.paged
                 and not any(getattr(cfg, flag, False) for flag in VARIANT_FLAGS) and not self.o_store_tma(cfg))
 
+    def takes_o_map(self, cfg: KernelConfig) -> bool:  # O stored by TMA: through its staging tile, or O_VIA_Q's Qi
+        return self.o_store_tma(cfg) or self.o_via_q(cfg)
+
     @staticmethod
     def consumer_registers(cfg: KernelConfig) -> int:
         return cfg.block_n // 2 + cfg.block_n // 4 + dim_v(cfg) // 2 + REG_OVERHEAD
@@ -211,7 +213,7 @@ class WgmmaTemplate(ForwardTemplate):
             # consumer warpgroups take turns issuing GEMMs (FA3 inter-warpgroup ping-pong); the template
             # applies it only with two consumers
             "pingpong": pingpong_rule(cfg) if cfg.pingpong == -1 else cfg.pingpong,
-            "o_store_tma": int(self.o_store_tma(cfg) or self.o_via_q(cfg)), "o_via_q": int(self.o_via_q(cfg)),
+            "o_store_tma": int(self.takes_o_map(cfg)), "o_via_q": int(self.o_via_q(cfg)),
             **({"o_off": lay["o_off"]} if "o_off" in lay else {"o_off": lay["q_off"]} if self.o_via_q(cfg) else {}),
         }
 
@@ -257,7 +259,7 @@ class WgmmaTemplate(ForwardTemplate):
                 maps = qkv_map_args(q, k, v, *geometry) + o_map(o)
                 return (u64(q), u64(k), u64(v), u64(o), u64(lse)) + sizes + maps + tail
 
-        args.struct_pointers = 4 if self.o_store_tma(cfg) or self.o_via_q(cfg) else 3
+        args.struct_pointers = 4 if self.takes_o_map(cfg) else 3
         return args
 
     @staticmethod
@@ -289,7 +291,7 @@ class WgmmaTemplate(ForwardTemplate):
         """o -> the O tensor map argument the kernel takes after V's (a TMA O store), else ().
         Dense: (B, Hq, Nq, Dv) with o's strides, 64-row boxes (one consumer warpgroup's rows).
         Varlen kernels store O from registers; the map (over the packed tensor) is passed, never used."""
-        if not (self.o_store_tma(cfg) or self.o_via_q(cfg)):
+        if not self.takes_o_map(cfg):
             return lambda o: ()
         _, _, _, os_ = p.operand_strides()
         batch, rows = p.batch, p.seq_q
