@@ -34,6 +34,7 @@ set -uo pipefail
 export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1 PATH=/tmp/site/bin:$PATH
 export OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export AUTOFLASH_CACHE_DIR=/tmp/autoflash-cache
+ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)  # Nsight Compute (the ncu_* parts)
 summary=""
 for part in "$@"; do
     t0=$(date +%s)
@@ -96,8 +97,7 @@ for part in "$@"; do
                       --trials 12 --timeout 30 --warm-start --out tuned_configs > "$OUT/bwd_tune.log" 2>&1
                   cp tuned_configs/sm_90.json "$OUT/sm_90.json"
                   s=$(tail -22 "$OUT/bwd_tune.log") ;;
-        ncu_bwd) ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
-                 gmma=sm__pipe_tensor_op_gmma_cycles_active  # asked for only where this ncu knows it
+        ncu_bwd) gmma=sm__pipe_tensor_op_gmma_cycles_active  # asked for only where this ncu knows it
                  "$ncu" --query-metrics --chip gh100 2>/dev/null | grep -q "^$gmma " \
                      && metrics="--metrics $gmma.avg.pct_of_peak_sustained_active" || metrics=""
                  for d in ${NCU_DIMS:-64 128}; do  # our served backward and cuDNN's, bf16 N 4096 non-causal
@@ -110,8 +110,7 @@ for part in "$@"; do
                      python3 benchmarks/ncu_summary.py /tmp/ncu_bwd_d$d.csv > "$OUT/ncu_bwd_d$d.txt" 2>&1
                  done
                  s=$(grep -E "^===|gpu__time_duration|gmma|issue_active|warps_eligible|stalls" "$OUT"/ncu_bwd_d*.txt | head -40) ;;
-        ncu_bwd_source) ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
-                        for d in ${NCU_DIMS:-64 128}; do  # warp-stall samples per SASS instruction of our main kernel
+        ncu_bwd_source) for d in ${NCU_DIMS:-64 128}; do  # warp-stall samples per SASS instruction of our main kernel
                             timeout ${NCU_TIMEOUT:-120} "$ncu" --clock-control none --profile-from-start off \
                                 --kernel-name regex:"flash_bwd_wgmma_.*_wq1(_causal)?\$" --section SourceCounters \
                                 --section WarpStateStats --import-source no -f -o /tmp/ncu_src_d$d \
