@@ -70,12 +70,9 @@ class LaunchPlan:
 
 
 def plan(kernel: LoadedKernel, p: Problem, scale: float) -> LaunchPlan:
-    """The launch plan for a problem, built once per (shape, causal, offset, strides, scale) and kernel
-    (a plan holds no pointers, so it is never stale)."""
-    key = (p.batch, p.heads_q, p.heads_kv, p.seq_q, p.seq_k, p.head_dim, p.causal, p.causal_offset, p.strides,
-           scale, p.cu_seqlens_q, p.cu_seqlens_k, p.seqused_k, p.window_left, p.window_right, p.softcap, p.sinks,
-           p.alibi_slopes, p.alibi_batch_stride, p.total_q, p.total_k)
-    return kernel.cached_plan(key, lambda: LaunchPlan(kernel, p, scale))
+    """The launch plan for a problem, built once per (every field of the problem, scale) and kernel
+    (the device pointers a plan keeps, varlen's and the variants', are problem fields: never stale)."""
+    return kernel.cached_plan((p.fields(), scale), lambda: LaunchPlan(kernel, p, scale))
 
 
 def launch(kernel: LoadedKernel, q_ptr: int, k_ptr: int, v_ptr: int, o_ptr: int, lse_ptr: int, p: Problem,
