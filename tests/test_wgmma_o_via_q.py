@@ -1,7 +1,6 @@
-"""flash_fwd_wgmma's O_VIA_Q switch (forward_wgmma.O_VIA_Q, off; issue 18), without a GPU: which configs it
-switches (dense plain configs above D 128 that store O from registers: no room for O's staging tile), that off
-nothing changes (the full render identity against the previous tree was a throw-away script, see NOTES), what it
-renders (O staged at Qi's offset, Qi handed back after the store, no early release, Qi loaded after the item's first
+"""flash_fwd_wgmma's O over Qi (forward_wgmma.o_via_q; issue 18), without a GPU: which configs take it (dense
+plain configs above D 128 that would store O from registers: no room for O's staging tile), what they
+render (O staged at Qi's offset, Qi handed back after the store, no early release, Qi loaded after the item's first
 K/V tile), the unchanged shared memory, the launch's O map, and the D 256 served tiles compiled for sm_90a: no spills,
 no local memory, wgmma not serialised, the TMA store (UTMASTG) in the SASS. The synchronisation: tests/test_wgmma_protocol.py (o_via_q); the GPU comparison
 against float64: tests/test_wgmma_o_via_q_gpu.py."""
@@ -28,18 +27,6 @@ def wgmma(head_dim=256, causal=True, block_m=128, block_n=80, stages=2, dtype="b
 SERVED_D256 = [wgmma(256, c, dtype=t) for t in ("bf16", "fp16") for c in (True, False)]
 
 
-@pytest.fixture
-def on(monkeypatch):
-    monkeypatch.setattr(forward_wgmma, "O_VIA_Q", True)
-
-
-def test_off_by_default():
-    assert forward_wgmma.O_VIA_Q is False
-    for cfg in SERVED_D256:
-        assert not W.o_via_q(cfg) and W.template_values(cfg)["o_via_q"] == 0
-        assert "tma_o" not in render(cfg) and "mbarrier.arrive.shared::cta.b64 st, [%0], 4" not in render(cfg)
-
-
 @pytest.mark.parametrize("cfg, switched", [
     (wgmma(256, True), True), (wgmma(256, False, dtype="fp16"), True), (wgmma(256, block_m=64, block_n=96), True),
     (wgmma(192, block_n=64), True), (wgmma(136, False, block_n=64), True),
@@ -50,24 +37,20 @@ def test_off_by_default():
     (wgmma(256, paged=True), False), (wgmma(256, window=True), False), (wgmma(256, sinks=True), False),
     (wgmma(256, softcap=True), False), (wgmma(256, alibi=True), False),  # variants: ignored (served as before)
 ], ids=lambda x: x.name if isinstance(x, KernelConfig) else str(x))
-def test_which_configs_switch(on, cfg, switched):
+def test_which_configs_take_it(cfg, switched):
     assert cfg.problems() == [], cfg.problems()
     assert W.o_via_q(cfg) is switched
-    values = W.template_values(cfg)
-    assert values["o_via_q"] == int(switched)
-    if not switched:  # renders as with the switch off
-        source = render(cfg)
-        forward_wgmma.O_VIA_Q = False
-        assert source == render(cfg) and values == W.template_values(cfg)
+    assert W.template_values(cfg)["o_via_q"] == int(switched)
+    assert ("if (j == 0) load_q();" in render(cfg)) is switched
 
 
 @pytest.mark.parametrize("cfg", SERVED_D256 + [wgmma(192, block_n=64), wgmma(256, block_m=64, block_n=96)],
                          ids=lambda c: c.name)
-def test_renders_o_staged_over_qi(on, cfg):
+def test_renders_o_staged_over_qi(cfg):
     before = W.smem_layout(cfg)
     source = render(cfg)
     assert "const __grid_constant__ TmaDesc tma_o, int batch" in source
-    assert f"constexpr u32 O_OFF = {before['q_off']};" in source and "O_VIA_Q" in source
+    assert f"constexpr u32 O_OFF = {before['q_off']};" in source and "O over Qi" in source
     # Qi is handed back once per item: by the store's leader (4 warps) or, varlen, after the register store
     assert source.count("release(empty_q)") == 1 and "release(empty_q);  // varlen" in source
     assert re.search(r"commit_group;.*\n.*\n\s*asm volatile\(\"cp\.async\.bulk\.wait_group\.read 0;\".*\n"
@@ -75,12 +58,10 @@ def test_renders_o_staged_over_qi(on, cfg):
                      source), "the leader waits for the store's read, then arrives for its 4 warps"
     # the producer loads Qi after the item's first K/V tile (those slots were freed before the last epilogue)
     assert source.count("mbar_wait(empty_q,") == 1 and "if (j == 0) load_q();" in source
-    forward_wgmma.O_VIA_Q = False
-    assert W.smem_layout(cfg) == before and "o_off" not in before  # no staging tile: the same shared memory
-    assert source.count("\n") > render(cfg).count("\n")
+    assert "o_off" not in before  # no staging tile: the same shared memory as a register store
 
 
-def test_launch_passes_o_map(on, monkeypatch):
+def test_launch_passes_o_map(monkeypatch):
     made = []
 
     class Map:
@@ -99,9 +80,10 @@ def test_launch_passes_o_map(on, monkeypatch):
     i = args.index("tv")
     assert args[i + 1].geometry == (64, "bf16", 2, 8, 1000, 256, (8 * 1000 * 256, 1000 * 256, 256), 64)
     assert args[i + 2] == 2 and build.struct_pointers == 4
-    forward_wgmma.O_VIA_Q = False
-    build = W.launch_args(wgmma(256), p, 0.1)
-    assert build(16, 32, 48, 64, 80)[i + 1] == 2 and build.struct_pointers == 3 and len(made) == 1
+    build = W.launch_args(wgmma(128), Problem(2, 8, 2, 1000, 1000, 128, True), 0.1)  # the staging tile's map
+    assert build.struct_pointers == 4
+    build = W.launch_args(wgmma(256, paged=False, window=True), p, 0.1)  # a variant: from registers, no O map
+    assert build(16, 32, 48, 64, 80)[i + 1] == 2 and build.struct_pointers == 3
 
 
 COMPILED = SERVED_D256 + [wgmma(256, True, block_n=64), wgmma(256, False, block_m=64, block_n=96),
@@ -109,7 +91,7 @@ COMPILED = SERVED_D256 + [wgmma(256, True, block_n=64), wgmma(256, False, block_
 
 
 @pytest.mark.parametrize("cfg", COMPILED, ids=lambda c: c.name)
-def test_compiles_without_spills_local_memory_or_serialisation(on, cfg, tmp_path):
+def test_compiles_without_spills_local_memory_or_serialisation(cfg, tmp_path):
     pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
     from autoflash.kernels import compile as afc
 
@@ -120,19 +102,3 @@ def test_compiles_without_spills_local_memory_or_serialisation(on, cfg, tmp_path
     code = sass(kernel.cubin, tmp_path)
     assert not re.search(r"\b(LDL|STL)\b", code), "local memory"
     assert code.count("UTMASTG") == -(-cfg.head_dim // 64), "one TMA store per 64-column block of O"
-
-
-def test_a_plan_keeps_its_setting(on, monkeypatch):
-    """The A/B (benchmarks/wgmma_o_via_q_ab.py) plans the switched kernel with the switch on, the served one with it
-    off, and times both in one process: a kernel's plan (O's map or not) must not follow the switch afterwards."""
-    from autoflash.ops.forward_launch import plan
-
-    from test_host_path import fake_kernel
-
-    monkeypatch.setattr(forward_wgmma, "_sm_count", lambda: 132)  # the grid asks the device otherwise
-    p = Problem(2, 8, 8, 1024, 1024, 256, True)
-    switched, served = fake_kernel(wgmma(256)), fake_kernel(wgmma(256))
-    first = plan(switched, p, 0.1)
-    forward_wgmma.O_VIA_Q = False
-    assert plan(served, p, 0.1).args.struct_pointers == 3
-    assert plan(switched, p, 0.1) is first and first.args.struct_pointers == 4

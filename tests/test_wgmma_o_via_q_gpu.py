@@ -1,11 +1,10 @@
-"""flash_fwd_wgmma with O_VIA_Q (O staged over Qi's rows, stored by TMA, Qi handed back after the store; off by
-default) on an sm_90 GPU, against the float64 reference (O and LSE): the H200's served D 256 tiles (br128 bc80 s2,
+"""flash_fwd_wgmma's O over Qi (forward_wgmma.o_via_q: O staged over Qi's rows, stored by TMA, Qi handed back
+after the store; dense plain configs above D 128) on an sm_90 GPU, against the float64 reference (O and LSE): the H200's served D 256 tiles (br128 bc80 s2,
 causal and not, bf16 and fp16), D 256 with one consumer warpgroup (br64 bc96) and D 192; dense launches with ragged
 lengths (the map clips rows past Nq), GQA with seq_k > seq_q and bottom-right causal, more items than SMs, and a grid
 of 3 CTAs (each walks many items: Qi is reloaded over the last item's O only after its store has read it); varlen
 launches (register store, Qi released after it); attention() on the served D 256 config called again into new outputs.
-Every switched kernel is compiled and loaded here with the switch on, and attention()'s per-process caches are cleared
-around each test, so no kernel of the other setting is reused. The CPU checks: tests/test_wgmma_o_via_q.py."""
+The CPU checks: tests/test_wgmma_o_via_q.py."""
 import pytest
 
 from autoflash import KernelConfig
@@ -29,23 +28,6 @@ CONFIGS = ([wgmma(256, c, dtype=t) for t in ("bf16", "fp16") for c in (False, Tr
            + [wgmma(256, c, block_m=64, block_n=96) for c in (False, True)] + [wgmma(192, True, block_n=64)])
 
 
-@pytest.fixture(autouse=True)
-def switched(monkeypatch):
-    """O_VIA_Q on; attention()'s kernels and call plans are cached per process: none may come from, or stay in,
-    those caches across the switch."""
-    from autoflash.serve import api, call_plans
-
-    def clear():
-        api._compiled.cache_clear()
-        api.loaded_kernel.cache_clear()
-        call_plans.clear()
-
-    clear()
-    monkeypatch.setattr(forward_wgmma, "O_VIA_Q", True)
-    yield
-    clear()
-
-
 def sm90():
     from autoflash.kernels.device import device_arch
 
@@ -60,7 +42,7 @@ def load(cfg):
 
     sm90()
     assert not cfg.problems() and WG.o_via_q(cfg), cfg.problems()
-    assert "if (j == 0) load_q();" in render(cfg)  # the switched source (the compile cache is keyed by it)
+    assert "if (j == 0) load_q();" in render(cfg)  # the O-over-Qi source
     compiled = compile_kernel(cfg)
     assert compiled.report.spills == 0 and not compiled.report.wgmma_serialized, compiled.report
     return LoadedKernel(compiled)
@@ -94,7 +76,7 @@ def test_varlen_stores_from_registers(cfg):
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_attention_on_the_served_config_writes_each_new_output(causal):
-    """attention() through its call plans (packed launches) with the switch on: the served bf16 D 256 N 1024
+    """attention() through its call plans (packed launches): the served bf16 D 256 N 1024
     config, called again with the same q/k/v into new outputs (O's tensor map must follow each)."""
     torch = pytest.importorskip("torch")
     import torch.nn.functional as F

@@ -4,7 +4,7 @@ on), transcribed as programs over a CTA's work items, and every interleaving exp
 try_wait.parity does (on the parity of the completed phases: one phase early or two late shows up); ping-pong's named
 barriers count arrivals (a warpgroup arriving twice on one barrier generation shows up). Checked: no deadlock, no early
 pass, no double arrival, a Qi / K / V slot never reloaded while a warpgroup's wgmma still reads it, and every read
-finds the tile it expects. With O_VIA_Q (forward_wgmma, off) a warpgroup writes O over its Qi rows after its last
+finds the tile it expects. With O over Qi (forward_wgmma.o_via_q: dense plain configs above D 128) a warpgroup writes O over its Qi rows after its last
 P.V and hands Qi back only once its TMA store has read them (modelled as a last read of Qi in the epilogue), and the
 producer loads an item's Qi after its first key tile."""
 import pytest
@@ -194,7 +194,7 @@ def _no_wait_for_v(ops):
 
 
 def _o_via_q_early_q_release(ops):
-    """O_VIA_Q with Qi handed back at the last S = Qi Kj^T, as without it, while the epilogue still writes O there."""
+    """O over Qi with Qi handed back at the last S = Qi Kj^T, as without it, while the epilogue still writes O there."""
     k = next(k for k, op in enumerate(ops) if op[0] == "done" and op[1][0] == "k")  # the first item's first K release
     late = next(k for k, op in enumerate(ops) if op[0] == "done" and op[1][0] == "q")  # its Qi hand-back
     return ops[:k + 2] + ops[late:late + 2] + ops[k + 2:late] + ops[late + 2:]

@@ -28,7 +28,8 @@ on the H100, benchmarks/NOTES.md), so the tuner may try the other schedule per p
 O's store (KernelConfig o_store, -1 = o_store_rule): from registers (0), or (1) staged in shared memory
 and written by one TMA store per consumer warpgroup, so the consumers start the next item at once; the
 kernel then takes a fourth tensor map (O's) after V's. Varlen launches of a TMA kernel store from
-registers (a run-time branch); paged launches store by TMA like dense ones. O_VIA_Q: below.
+registers (a run-time branch); paged launches store by TMA like dense ones. Above D 128 (no room for the staging
+tile) dense plain configs store O by TMA through their own Qi tile (`o_via_q`).
 """
 from __future__ import annotations
 
@@ -57,9 +58,6 @@ PAGE_GROUP = 16  # rows of a paged K/V TMA box: page sizes are multiples of 16, 
 REG_OVERHEAD = 24
 BARRIER_BYTES = 8
 SMEM_ALIGN = 1024  # 128-byte swizzle atoms repeat every 1024 B: tiles start on that boundary
-# Issue 18 (off until timed): each consumer warpgroup writes O over its own Qi rows and stores them by TMA, then
-# hands Qi back once the store has read them (H200 D 256 N 1024 stalled on lg_throttle from the register store).
-O_VIA_Q = False
 
 
 class WgmmaTemplate(ForwardTemplate):
@@ -153,11 +151,14 @@ class WgmmaTemplate(ForwardTemplate):
                 and self._smem_layout(cfg, True)["total"] + SMEM_ALIGN <= ARCHS[cfg.arch].smem_per_block)
 
     def o_via_q(self, cfg: KernelConfig) -> bool:
-        """O_VIA_Q's configs: dense plain (no variant, not paged) ones above D 128 storing from registers, Dv = D."""
-        return (O_VIA_Q and cfg.head_dim > O_STORE_RULE_DIMS[1] and dim_v(cfg) == cfg.head_dim and not cfg.paged
+        """O over Qi: each consumer warpgroup writes O over its own Qi rows and stores them by TMA, then hands Qi
+        back once the store has read them. Dense plain (no variant, not paged) configs above D 128 that would store
+        from registers, Dv = D (H200, kernel level: D 256 N 1024 +7-11 %, N 4096 causal +4 %, non-causal -1 %
+        inside the A/A spread; benchmarks/NOTES.md "O_VIA_Q")."""
+        return (cfg.head_dim > O_STORE_RULE_DIMS[1] and dim_v(cfg) == cfg.head_dim and not cfg.paged
                 and not any(getattr(cfg, flag, False) for flag in VARIANT_FLAGS) and not self.o_store_tma(cfg))
 
-    def takes_o_map(self, cfg: KernelConfig) -> bool:  # O stored by TMA: through its staging tile, or O_VIA_Q's Qi
+    def takes_o_map(self, cfg: KernelConfig) -> bool:  # O stored by TMA: through its staging tile, or over Qi
         return self.o_store_tma(cfg) or self.o_via_q(cfg)
 
     @staticmethod
