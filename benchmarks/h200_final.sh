@@ -2,14 +2,14 @@
 # The H200 session's closing checks, in one device call (carry .whl):
 #   tests   every GPU test (pytest -m gpu)
 #   verify  autoflash verify: every entry of tuned_configs/<arch>.json re-checked on this GPU
-#   forward tune the forward campaign's 16-bit keys (bf16/fp16 x D 64/128/256 x causal, buckets 1k/4k/16k, or
-#           $FORWARD_SEQS), warm-started from the entries already in tuned_configs/, into tuned_configs/
+#   forward tune the forward campaign's 16-bit keys (bf16/fp16 x D 64/128/256 or $FORWARD_DIMS x causal, buckets
+#           1k/4k/16k or $FORWARD_SEQS), warm-started from the entries already in tuned_configs/, into tuned_configs/
 #   decode  tune the decode op's keys (bf16/fp16 x D 64/128, <= 16 packed rows) into tuned_configs/
 #   bench_decode  benchmarks/bench_decode.py: the decode table against SDPA and the copy bandwidth
 #   bench_kvcache  benchmarks/bench_kvcache.py: issue 15's three tables (varlen, paged decode, chunked prefill)
 #   host    benchmarks/host_overhead.py: host microseconds per call, attention() and the drop-in vs SDPA
 #   bench_varlen  benchmarks/bench_varlen.py: varlen and chunked prefill against the dense kernel and SDPA
-#   bench   autoflash bench: the forward grid (bf16/fp16 x D 64/128/256 x causal x N 1k/4k/16k) vs SDPA
+#   bench   autoflash bench: the forward grid (bf16/fp16 x D 64/128/256 x causal x N 1k/4k/16k; $BENCH_ARGS) vs SDPA
 #   bench_dims  autoflash bench at head dims 40/80/96/160 (bf16, N 4096, causal both) vs SDPA
 #   paged_sweep  benchmarks/bench_decode.py --paged-sweep: paged decode configs on the page-16 rows
 #   paged   tune the paged decode keys (bf16/fp16 x D 64/128, <= 16 packed rows, 16-key pages)
@@ -48,7 +48,7 @@ for part in "$@"; do
                    echo "per-test lines: $(grep -c ' PASSED' "$OUT/tests.log") PASSED, $(grep -c ' FAILED' "$OUT/tests.log") FAILED, $(grep -c ' SKIPPED' "$OUT/tests.log") SKIPPED, $(grep -c ' ERROR' "$OUT/tests.log") ERROR") ;;
         verify) timeout ${VERIFY_TIMEOUT:-200} python3 -m autoflash.cli verify > "$OUT/verify.log" 2>&1
                 s=$(tail -6 "$OUT/verify.log") ;;
-        forward) timeout ${FORWARD_TIMEOUT:-330} python3 -m autoflash.cli tune --dtype bf16,fp16 --head-dim 64,128,256 \
+        forward) timeout ${FORWARD_TIMEOUT:-330} python3 -m autoflash.cli tune --dtype bf16,fp16 --head-dim ${FORWARD_DIMS:-64,128,256} \
                      --causal both --seq-len ${FORWARD_SEQS:-1024,4096,16384} --trials ${FORWARD_TRIALS:-12} --timeout 12 \
                      --warm-start --out tuned_configs \
                      > "$OUT/forward_tune.log" 2>&1
@@ -125,7 +125,7 @@ for part in "$@"; do
         wgmma_det) timeout 90 python3 -m pytest -q -n 4 -p no:cacheprovider -rf tests/test_backward_wgmma_gpu.py \
                        -k deterministic > "$OUT/wgmma_det.log" 2>&1
                    s=$(tail -5 "$OUT/wgmma_det.log") ;;
-        bench) timeout ${BENCH_TIMEOUT:-200} python3 -m autoflash.cli bench --rounds 5 --out "$OUT/bench.json" \
+        bench) timeout ${BENCH_TIMEOUT:-200} python3 -m autoflash.cli bench --rounds 5 --out "$OUT/bench.json" ${BENCH_ARGS:-} \
                    --plots "$OUT/plots" > "$OUT/bench.log" 2>&1
                s=$(tail -42 "$OUT/bench.log") ;;
         bench_dims) timeout 120 python3 -m autoflash.cli bench --dtype bf16 --head-dim 40,80,96,160 --seq-len 4096 \
