@@ -9,6 +9,7 @@ import numpy as np
 
 from autoflash.kernels.arrays import poisoned, random_normal, to_float64, to_storage
 from autoflash.kernels.elements import LOG2E
+from autoflash.kernels.packed_sequence import PackedSequence, Slot
 from autoflash.ops.backward_kernels import PAD_M, TOLERANCE, BackwardProblem, default_scale
 from autoflash.ops.reference import Check, array_module, slopes_per_batch, visible_keys
 
@@ -72,11 +73,15 @@ class BackwardLaunch:
         self.scale = f32(scale)
         self.deterministic = cfg.deterministic
         self.varlen = cfg.varlen
+        self._packed = None
 
     def variant_tail(self, sinks: int = 0, alibi_slopes: int = 0) -> tuple:
         """The main kernel's last arguments, the forward's variant tail less its varlen pointers:
         (window_left, window_right, softcap, sinks, alibi_slopes, alibi_batch_stride)."""
-        return self.window + (self.softcap, np.uint64(sinks), np.uint64(alibi_slopes), self.alibi_batch_stride)
+        return self._variant_tail(np.uint64(sinks), np.uint64(alibi_slopes))
+
+    def _variant_tail(self, sinks, alibi_slopes) -> tuple:
+        return self.window + (self.softcap, sinks, alibi_slopes, self.alibi_batch_stride)
 
     def __call__(self, q: int, k: int, v: int, out: int, lse: int, dout: int, dq: int, dk: int, dv: int,
                  workspace: int, stream, sinks: int = 0, alibi_slopes: int = 0, dsinks: int = 0,
@@ -86,26 +91,58 @@ class BackwardLaunch:
         (heads_q,) or (batch, heads_q) as the problem's alibi_batch_stride says). Varlen kernels:
         cu_seqlens_q / cu_seqlens_k (int32, batch + 1, checked by the caller: the kernels trust them),
         q, out, dout, dq packed (total_q, heads_q, D), k, v, dk, dv (total_k, heads_kv, D), lse
-        (heads_q, total_q)."""
-        u64 = np.uint64
+        (heads_q, total_q). CuPy's launcher (packed() is the same launches, packed once)."""
+        self.check_pointers(sinks, alibi_slopes, dsinks, cu_seqlens_q, cu_seqlens_k)
+        ptrs = self.pointers(q, k, v, out, lse, dout, dq, dk, dv, workspace, sinks, alibi_slopes, dsinks,
+                             cu_seqlens_q, cu_seqlens_k)
+        for function, grid, block, smem, args in self.launches(tuple(np.uint64(p) for p in ptrs)):
+            function(grid, block, args, shared_mem=smem, stream=stream)
+
+    def check_pointers(self, sinks: int = 0, alibi_slopes: int = 0, dsinks: int = 0, cu_seqlens_q: int = 0,
+                       cu_seqlens_k: int = 0) -> None:
+        """ValueError unless the variant and varlen pointers this plan's kernels read are given."""
         if (self.sinks and not (sinks and dsinks)) or (self.alibi and not alibi_slopes):
             raise ValueError("this backward kernel needs " + ("sinks and dsinks" if self.sinks else "alibi_slopes")
                              + " pointers")
         if self.varlen and not (cu_seqlens_q and cu_seqlens_k):
             raise ValueError("a varlen backward kernel needs the cu_seqlens_q and cu_seqlens_k pointers")
-        lse2, delta, acc, sem = (u64(workspace + o) for o in self.offsets)
-        sem = sem if self.deterministic else u64(0)
-        varlen_pre = (u64(cu_seqlens_q), np.int32(self.heads_q)) if self.varlen else ()
-        self.pre(self.pre_grid, (256, 1, 1),
-                 (u64(out), u64(dout), u64(lse), lse2, delta, acc, sem) + self.pre_tail + varlen_pre, stream=stream)
+
+    def pointers(self, q: int, k: int, v: int, out: int, lse: int, dout: int, dq: int, dk: int, dv: int,
+                 workspace: int, sinks: int = 0, alibi_slopes: int = 0, dsinks: int = 0, cu_seqlens_q: int = 0,
+                 cu_seqlens_k: int = 0) -> tuple:
+        """A call's pointers in POINTERS order (the workspace split into its four parts)."""
+        lse2, delta, acc, sem = (workspace + o for o in self.offsets)
+        return (q, k, v, out, lse, dout, dq, dk, dv, lse2, delta, acc, sem, sinks, alibi_slopes, dsinks,
+                cu_seqlens_q, cu_seqlens_k)
+
+    def launches(self, p: tuple) -> list:
+        """The launches in order as (function, grid, block, shared memory, arguments); p: the pointer
+        arguments in POINTERS order (np.uint64 values, or packed_sequence.Slot markers when packing)."""
+        q, k, v, out, lse, dout, dq, dk, dv, lse2, delta, acc, sem, sinks, slopes, dsinks, cu_q, cu_k = p
+        sem = sem if self.deterministic else np.uint64(0)
+        varlen_pre = (cu_q, np.int32(self.heads_q)) if self.varlen else ()
+        runs = [(self.pre, self.pre_grid, (256, 1, 1), 0,
+                 (out, dout, lse, lse2, delta, acc, sem) + self.pre_tail + varlen_pre)]
         if self.sink is not None:
-            self.sink((self.heads_q, 1, 1), (256, 1, 1), (lse2, delta, u64(sinks), u64(dsinks)) + self.sink_tail,
-                      stream=stream)
-        self.main(self.main_grid, self.block, (u64(q), u64(k), u64(v), u64(dout), lse2, delta, acc, u64(dk), u64(dv),
-                                               sem) + self.main_tail + self.variant_tail(sinks, alibi_slopes)
-                  + ((u64(cu_seqlens_q), u64(cu_seqlens_k)) if self.varlen else ()),
-                  shared_mem=self.smem, stream=stream)
-        self.conv(self.conv_grid, (256, 1, 1), (acc, u64(dq), self.n_vec8, self.scale), stream=stream)
+            runs.append((self.sink, (self.heads_q, 1, 1), (256, 1, 1), 0,
+                         (lse2, delta, sinks, dsinks) + self.sink_tail))
+        runs.append((self.main, self.main_grid, self.block, self.smem,
+                     (q, k, v, dout, lse2, delta, acc, dk, dv, sem) + self.main_tail + self._variant_tail(sinks, slopes)
+                     + ((cu_q, cu_k) if self.varlen else ())))
+        runs.append((self.conv, self.conv_grid, (256, 1, 1), 0, (acc, dq, self.n_vec8, self.scale)))
+        return runs
+
+    def packed(self) -> PackedSequence:
+        """These launches packed once (kernels/packed_sequence.py), built on first use; call it with
+        pointers(...) and a raw stream pointer."""
+        if self._packed is None:
+            self._packed = PackedSequence(self.launches(tuple(Slot(i) for i in range(len(POINTERS)))))
+        return self._packed
+
+
+POINTERS = ("q", "k", "v", "out", "lse", "dout", "dq", "dk", "dv", "lse2", "delta", "acc", "sem", "sinks",
+            "alibi_slopes", "dsinks", "cu_seqlens_q", "cu_seqlens_k")
+OUTPUTS = tuple(POINTERS.index(n) for n in ("dq", "dk", "dv", "dsinks"))  # pointers a launch writes results to
 
 
 def launch_plan(kernel, p: BackwardProblem, scale: float) -> BackwardLaunch:

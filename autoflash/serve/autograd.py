@@ -17,7 +17,7 @@ from autoflash.ops.backward import OPERATION, TEMPLATE
 from autoflash.ops.backward_gpu import launch_plan
 from autoflash.ops.backward_kernels import HEAD_DIM_PAIRS, BackwardConfig, TensorSpec, check_inputs
 from autoflash.ops.backward_wgmma import serving_config
-from autoflash.serve import dispatch
+from autoflash.serve import backward_plans, dispatch, frameworks
 from autoflash.serve.errors import InputError
 from autoflash.serve.operands import TORCH_DTYPES, check_scale
 from autoflash.serve.variants import check_variants
@@ -84,6 +84,10 @@ def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, cau
     Returns new tensors (dq, dk, dv in the inputs' dtype; dsinks when sinks are given), computed on
     the current stream.
     """
+    grads = backward_plans.served(q, k, v, out, lse, grad_out, causal, causal_alignment, scale, deterministic, config,
+                                  window_size, softcap, sinks, alibi_slopes)
+    if grads is not None:  # a call checked before, served by its plan (serve/backward_plans.py)
+        return grads
     specs = [tensor_spec(n, t) for n, t in zip(("q", "k", "v", "out", "lse", "grad_out"),
                                                 (q, k, v, out, lse, grad_out))]
     if len(specs[0].shape) != 4:
@@ -93,15 +97,44 @@ def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, cau
     flags = variants.flags()
     p = check_inputs(*specs, causal, causal_alignment, window=(variants.window_left, variants.window_right),
                      softcap=variants.softcap, alibi_batch_stride=variants.alibi_batch_stride if flags["alibi"] else -1)
-    scale = check_scale(scale, p.head_dim)
-    import torch
-
-    device = q.device.index if q.device.index is not None else torch.cuda.current_device()
+    scale_value = check_scale(scale, p.head_dim)
+    device = q.device.index if q.device.index is not None else frameworks.torch().cuda.current_device()
     key = dict(dtype=specs[0].dtype, head_dim=p.head_dim, causal=p.causal,
                deterministic=bool(deterministic), **flags)
+    keep = backward_plans.ENABLED and backward_plans.plain(window_size, softcap, sinks, alibi_slopes)
+    arch = device_arch(device)[0] if keep and config is None else None
+    stamp = dispatch.files_stamp(arch) if arch is not None else None  # the files' state the choice is made from
     cfg = _served_config(device, key, p.seq_k, p.head_dim_v) if config is None else pinned_config(config, key,
                                                                                                   p.head_dim_v)
-    return launch_backward(cfg, device, p, scale, (q, k, v, out, lse, grad_out), variants)
+    tensors = (q, k, v, out, lse, grad_out)
+    if not backward_plans.ENABLED:
+        return launch_backward(cfg, device, p, scale_value, tensors, variants)
+    plan = launch_plan(_loaded(cfg, device), p, scale_value)
+    grads = _launch_packed(plan, device, p, tensors, variants)
+    if keep:  # next time: the allocations and the launches only
+        backward_plans.remember(backward_plans.BackwardPlan(device, plan, (q.shape, k.shape, v.shape), arch, stamp),
+                                q, k, v, out, lse, grad_out, causal, causal_alignment, scale, deterministic, config)
+    return grads
+
+
+def _launch_packed(plan, device: int, p, tensors: tuple, variants, **cu_seqlens):
+    """launch_backward's launches through the plan's packed sequence (backward_plans.ENABLED)."""
+    q, k, v = tensors[:3]
+    dq, dk, dv = q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+    workspace = q.new_empty((max(plan.workspace_bytes, 256),), dtype=frameworks.torch().uint8)
+    dsinks = q.new_empty((p.heads_q,), dtype=frameworks.torch().float32) if variants.sinks is not None else None
+    pointers = dict(sinks=variants.sinks_ptr, alibi_slopes=variants.alibi_ptr,
+                    dsinks=0 if dsinks is None else dsinks.data_ptr(), **cu_seqlens)
+    plan.check_pointers(**pointers)
+    ptrs = plan.pointers(*(t.data_ptr() for t in tensors), dq.data_ptr(), dk.data_ptr(), dv.data_ptr(),
+                         workspace.data_ptr(), **pointers)
+    cupy = frameworks.cupy()
+    if cupy.cuda.runtime.getDevice() == device:
+        plan.packed()(ptrs, frameworks.raw_stream()(device))
+    else:
+        with cupy.cuda.Device(device):
+            plan.packed()(ptrs, frameworks.raw_stream()(device))
+    return (dq, dk, dv) if dsinks is None else (dq, dk, dv, dsinks)
 
 
 def pinned_config(config, key: dict, head_dim_v: int = 0) -> BackwardConfig:
@@ -122,6 +155,8 @@ def launch_backward(cfg: BackwardConfig, device: int, p, scale: float, tensors: 
 
     q, k, v = tensors[:3]
     plan = launch_plan(_loaded(cfg, device), p, float(scale))
+    if backward_plans.ENABLED:
+        return _launch_packed(plan, device, p, tensors, variants, **cu_seqlens)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     workspace = torch.empty(plan.workspace_bytes, dtype=torch.uint8, device=q.device)
     dsinks = torch.empty(p.heads_q, dtype=torch.float32, device=q.device) if variants.sinks is not None else None

@@ -1,0 +1,98 @@
+"""A fixed sequence of kernel launches (e.g. the backward's preprocess, main kernel and dQ
+conversion) whose arguments are packed once, as kernels/loaded.PackedLaunch packs one launch:
+each launch keeps an 8-byte slot per argument and the kernelParams array of their addresses;
+a call writes only the device pointers (struct.pack_into, one call per run of adjacent pointer
+slots) and calls cuLaunchKernel. PackedLaunch is for the forward's five leading pointers and its
+TMA structs; here any argument may be a pointer, named by its position in a call's pointer tuple.
+
+Built from launches whose pointer arguments are Slot markers (their index in the pointer tuple
+a call passes) and whose other arguments are numpy scalars of at most 8 bytes; CuPy imported
+where used.
+"""
+from __future__ import annotations
+
+import operator
+import struct
+import threading
+
+import numpy as np
+
+from autoflash.kernels.loaded import LaunchError, ensure_context
+
+_SLOT = 8  # bytes per argument slot (every argument is a 4- or 8-byte scalar or pointer)
+
+
+class Slot(int):
+    """A pointer argument in a launch being packed: the index of its value in a call's pointers."""
+
+
+class _Launch:
+    __slots__ = ("head", "values", "params", "view", "params_ptr", "runs", "reads")
+
+    def __init__(self, function, grid, block, smem: int, args: tuple):
+        n = len(args)
+        self.values = np.zeros(max(n, 1), dtype=np.uint64)
+        self.params = np.zeros(max(n, 1), dtype=np.uint64)
+        self.view = memoryview(self.values).cast("B")
+        base = self.values.ctypes.data
+        slots = []  # (argument position, pointer index)
+        for i, a in enumerate(args):
+            if type(a) is Slot:
+                slots.append((i, int(a)))
+            elif isinstance(a, np.generic) and a.nbytes <= _SLOT:
+                self.view[i * _SLOT:i * _SLOT + a.nbytes] = a.tobytes()
+            else:
+                raise LaunchError(f"argument {i} ({type(a).__name__}) cannot be packed")
+            self.params[i] = base + i * _SLOT
+        self.runs = []  # (byte offset, Struct of n pointers, getter of their values from a call's tuple)
+        start = 0
+        while start < len(slots):
+            end = start + 1
+            while end < len(slots) and slots[end][0] == slots[end - 1][0] + 1:
+                end += 1
+            run = [p for _, p in slots[start:end]]
+            getter = operator.itemgetter(*run) if len(run) > 1 else (lambda ptrs, i=run[0]: (ptrs[i],))
+            self.runs.append((slots[start][0] * _SLOT, struct.Struct(f"{len(run)}Q"), getter))
+            start = end
+        self.reads = {p for _, p in slots}
+        self.head = (function.ptr, *(int(x) for x in grid), *(int(x) for x in block), int(smem))
+        self.params_ptr = self.params.ctypes.data
+
+
+class PackedSequence:
+    """launches: (function, grid, block, smem, args) in launch order; pointer arguments as Slot.
+    __call__(pointers, stream_ptr, start, stop) writes pointers[slot] into each slot of launches
+    start..stop-1 and launches them in order on the raw stream (0: the legacy default stream).
+    A lock makes each write-and-launch atomic (the driver copies the values at the call)."""
+
+    def __init__(self, launches: list):
+        from cupy.cuda import driver
+
+        self.launches = [_Launch(*launch) for launch in launches]
+        self._launch = driver.launchKernel
+        self._lock = threading.Lock()
+
+    def leading(self, slots) -> int:
+        """How many launches, from the first, read none of these pointer slots (they can be
+        launched before those pointers exist, e.g. before the outputs are allocated)."""
+        n = 0
+        for launch in self.launches:
+            if launch.reads & set(slots):
+                break
+            n += 1
+        return n
+
+    def __call__(self, pointers: tuple, stream_ptr: int, start: int = 0, stop: int | None = None) -> None:
+        ensure_context()
+        launch_kernel = self._launch
+        with self._lock:
+            for launch in self.launches[start:stop]:
+                view = launch.view
+                for offset, packer, getter in launch.runs:
+                    packer.pack_into(view, offset, *getter(pointers))
+                launch_kernel(*launch.head, stream_ptr, launch.params_ptr, 0)
+
+
+def param_bytes(sequence: PackedSequence, launch: int, index: int) -> bytes:
+    """The 8-byte slot of argument `index` of launch `launch` as packed now (tests)."""
+    return bytes(sequence.launches[launch].view[index * _SLOT:(index + 1) * _SLOT])
