@@ -1,12 +1,16 @@
 """Host cost of one attention_backward() call (issue 18 item 3, for the backward): a tiny problem (B=1, H=2,
 N=128, D=64, bf16, causal: a few us of GPU work) called 500 times in a row, wall clock over the loop, in 7
-interleaved rounds beside the same kernel's cached launch plan called directly (the floor: launches only) and
-SDPA's cuDNN backward (torch.autograd.grad of a saved forward); then cProfile's top functions of attention_backward.
+interleaved rounds: attention_backward with its call plans on and off (serve/backward_plans.ENABLED), the same
+kernel's launch plan called directly (the floor: launches only; CuPy's launcher and the packed sequence), SDPA's
+cuDNN backward (torch.autograd.grad of a saved forward), and a whole differentiable call (autoflash.attention() on
+tensors that require grad, then torch.autograd.grad) with plans on and off beside SDPA cuDNN's. Then cProfile's top
+functions of attention_backward with plans on.
 
     PYTHONPATH=$PWD:$PWD/benchmarks python3 benchmarks/host_backward.py
+    python3 benchmarks/host_backward.py --precompile   # compile its kernels into the disk cache (ab_run.sh)
 """
+import contextlib
 import cProfile
-import math
 import pstats
 import sys
 
@@ -17,41 +21,104 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from host_overhead import host_rounds
 from bench_backward_wgmma import pinned
 
+from autoflash.serve import backward_plans
 from autoflash.serve.autograd import _served_config, attention_backward
+
+B, H, N, D = 1, 2, 128, 64
+
+
+def key(deterministic=False):
+    return dict(dtype="bf16", head_dim=D, causal=True, deterministic=deterministic, window=False, softcap=False,
+                sinks=False, alibi=False)
+
+
+def precompile() -> int:
+    """The backward configs this script and tests/test_backward_host_plans_gpu.py run (served, and deterministic),
+    and the forward's, compiled in parallel processes into the disk cache."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from autoflash.kernels.compile import compile_kernel
+    from autoflash.serve.api import choose_config
+    from autoflash.kernels.device import device_arch
+
+    arch, name = device_arch(0)
+    cfgs = [_served_config(0, key(det), N, 0) for det in (False, True)]
+    cfgs.append(choose_config(arch, name, "bf16", D, True, N, dict(window=False, softcap=False, sinks=False,
+                                                                    alibi=False)))
+    with ProcessPoolExecutor() as pool:
+        for cfg, c in zip(cfgs, pool.map(compile_kernel, cfgs)):
+            print(f"  compiled {cfg.name}: {c.report.registers} registers, {c.report.spills} B spilled", flush=True)
+    return 0
+
+
+@contextlib.contextmanager
+def plans(on: bool):
+    before = backward_plans.ENABLED
+    backward_plans.ENABLED = on
+    try:
+        yield
+    finally:
+        backward_plans.ENABLED = before
 
 
 def main() -> int:
+    if "--precompile" in sys.argv:
+        return precompile()
     torch.manual_seed(0)
-    b, h, n, d = 1, 2, 128, 64
-    q, k, v, dout = (torch.randn(b, h, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(4))
+    q, k, v, dout = (torch.randn(B, H, N, D, device="cuda", dtype=torch.bfloat16) for _ in range(4))
     import autoflash
 
     out, lse = autoflash.attention(q, k, v, causal=True, return_lse=True)
-    key = dict(dtype="bf16", head_dim=d, causal=True, deterministic=False, window=False, softcap=False, sinks=False,
-               alibi=False)
-    cfg = _served_config(torch.cuda.current_device(), key, n, 0)
+    cfg = _served_config(torch.cuda.current_device(), key(), N, 0)
     plan_only = pinned(cfg, "", q, k, v, out, lse, dout, True)
+    with plans(True):
+        attention_backward(q, k, v, out, lse, dout, causal=True)  # keeps the plan
+    (entry,) = backward_plans._plans.values()
+    grads = plan_only()
+    workspace = torch.empty(entry.workspace_shape, dtype=torch.uint8, device="cuda")
+    pointers = entry.launch.pointers(*(t.data_ptr() for t in (q, k, v, out, lse, dout) + grads),
+                                     workspace.data_ptr())
+    stream = torch.cuda.current_stream().cuda_stream
     qq, kk, vv = (x.detach().clone().requires_grad_() for x in (q, k, v))
     with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
         o = F.scaled_dot_product_attention(qq, kk, vv, is_causal=True)
-    fns = {"attention_backward": lambda: attention_backward(q, k, v, out, lse, dout, causal=True),
-           "cached plan only": plan_only,
-           "sdpa cudnn (autograd.grad)": lambda: torch.autograd.grad(o, (qq, kk, vv), dout, retain_graph=True)}
-    for fn in fns.values():
-        fn()
+
+    def ours_step():
+        return torch.autograd.grad(autoflash.attention(qq, kk, vv, causal=True), (qq, kk, vv), dout)
+
+    def sdpa_step():
+        return torch.autograd.grad(F.scaled_dot_product_attention(qq, kk, vv, is_causal=True), (qq, kk, vv), dout)
+
+    cudnn = lambda: sdpa_kernel(SDPBackend.CUDNN_ATTENTION)  # noqa: E731  (set once around each round's loop)
+    fns = {"attention_backward, plans on": (lambda: attention_backward(q, k, v, out, lse, dout, causal=True),
+                                            lambda: plans(True)),
+           "attention_backward, plans off": (lambda: attention_backward(q, k, v, out, lse, dout, causal=True),
+                                             lambda: plans(False)),
+           "launch plan only, CuPy launcher": plan_only,
+           "launch plan only, packed": lambda: entry.packed(pointers, stream),
+           "sdpa cudnn backward (autograd.grad)": lambda: torch.autograd.grad(o, (qq, kk, vv), dout, retain_graph=True),
+           "attention() fwd+bwd, plans on": (ours_step, lambda: plans(True)),
+           "attention() fwd+bwd, plans off": (ours_step, lambda: plans(False)),
+           "sdpa cudnn fwd+bwd": (sdpa_step, cudnn)}
+    for fn, context in (f if isinstance(f, tuple) else (f, contextlib.nullcontext) for f in fns.values()):
+        with context():
+            fn()
     torch.cuda.synchronize()
     rows = host_rounds(fns, calls=500, rounds=7)
-    print(f"# {torch.cuda.get_device_name()}; host us per call (median, min..max of 7 rounds), served {cfg.name}")
+    print(f"# {torch.cuda.get_device_name()}; host us per call (median, min..max of 7 rounds of 500 calls), "
+          f"served {cfg.name}; plans kept: {len(backward_plans._plans)}")
+    print("| path | us per call | min..max |\n|---|---|---|")
     for name, r in rows.items():
-        print(f"  {name:30s} {r['median']:7.1f} us  ({r['min']:.1f}..{r['max']:.1f})")
+        print(f"| {name} | {r['median']:.1f} | {r['min']:.1f}..{r['max']:.1f} |")
     prof = cProfile.Profile()
-    prof.enable()
-    for _ in range(500):
-        attention_backward(q, k, v, out, lse, dout, causal=True)
-    prof.disable()
+    with plans(True):
+        prof.enable()
+        for _ in range(500):
+            attention_backward(q, k, v, out, lse, dout, causal=True)
+        prof.disable()
     torch.cuda.synchronize()
-    pstats.Stats(prof).sort_stats("tottime").print_stats(22)
-    pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
+    pstats.Stats(prof).sort_stats("tottime").print_stats(15)
+    pstats.Stats(prof).sort_stats("cumulative").print_stats(15)
     return 0
 
 
