@@ -17,7 +17,7 @@ from autoflash import store
 from autoflash.kernels import packed_sequence
 from autoflash.kernels.loaded import LoadedKernel
 from autoflash.kernels.registry import TEMPLATES
-from autoflash.ops.backward import OPERATION, BackwardConfig
+from autoflash.ops.backward import OPERATION
 from autoflash.ops.backward_gpu import OUTPUTS, BackwardLaunch
 from autoflash.ops.backward_kernels import check_inputs as real_check_inputs
 from autoflash.serve import autograd, backward_plans, dispatch, frameworks
