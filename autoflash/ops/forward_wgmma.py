@@ -58,6 +58,9 @@ PAGE_GROUP = 16  # rows of a paged K/V TMA box: page sizes are multiples of 16, 
 REG_OVERHEAD = 24
 BARRIER_BYTES = 8
 SMEM_ALIGN = 1024  # 128-byte swizzle atoms repeat every 1024 B: tiles start on that boundary
+# Issue 17 (off until timed): softcap kernels without ALiBi compute P's exp2 of this many of each thread's block_n / 4
+# columns a row by an FMA-pipe polynomial instead of MUFU (two MUFU ops a score bound them; 0: off).
+SOFTCAP_POLY = 0
 
 
 class WgmmaTemplate(ForwardTemplate):
@@ -215,6 +218,7 @@ class WgmmaTemplate(ForwardTemplate):
             # applies it only with two consumers
             "pingpong": pingpong_rule(cfg) if cfg.pingpong == -1 else cfg.pingpong,
             "o_store_tma": int(self.takes_o_map(cfg)), "o_via_q": int(self.o_via_q(cfg)),
+            "softcap_poly": min(SOFTCAP_POLY, cfg.block_n // 4) if cfg.softcap and not cfg.alibi else 0,
             **({"o_off": lay["o_off"]} if "o_off" in lay else {"o_off": lay["q_off"]} if self.o_via_q(cfg) else {}),
         }
 
