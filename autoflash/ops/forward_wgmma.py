@@ -58,8 +58,7 @@ PAGE_GROUP = 16  # rows of a paged K/V TMA box: page sizes are multiples of 16, 
 REG_OVERHEAD = 24
 BARRIER_BYTES = 8
 SMEM_ALIGN = 1024  # 128-byte swizzle atoms repeat every 1024 B: tiles start on that boundary
-# Issue 17 (off until timed): softcap kernels without ALiBi compute P's exp2 of this many of each thread's block_n / 4
-# columns a row by an FMA-pipe polynomial instead of MUFU (two MUFU ops a score bound them; 0: off).
+# Issue 17 (off until timed): softcap w/o ALiBi takes P's exp2 of this many of a thread's block_n/4 columns off MUFU.
 SOFTCAP_POLY = 0
 
 
