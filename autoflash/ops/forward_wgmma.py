@@ -1,11 +1,9 @@
 """flash_fwd_wgmma: Hopper (sm_90a) flash attention forward, FlashAttention-3 style.
 
-One producer warpgroup (warps 0-3) issues TMA copies of Qi and of Kj/Vj tiles into a
-STAGES-deep ring of 128-byte-swizzled shared-memory buffers, completing on mbarriers;
-block_m / 64 consumer warpgroups each own 64 query rows and run
-S = Qi Kj^T (wgmma, both operands in shared memory) and O += P Vj (wgmma, P from
-registers) with the online softmax in base 2. `setmaxnreg` moves registers from
-the producer to the consumers.
+One producer warpgroup (warps 0-3) issues TMA copies of Qi and of Kj/Vj tiles into a STAGES-deep ring of
+128-byte-swizzled shared-memory buffers, completing on mbarriers; block_m / 64 consumer warpgroups each own 64 query
+rows and run S = Qi Kj^T (wgmma, both operands in shared memory) and O += P Vj (wgmma, P from registers) with the
+online softmax in base 2. `setmaxnreg` moves registers from the producer to the consumers.
 
 Kernel signature = the shared one (templates/README.md) plus three tensor maps
 passed by value (4-D, built from the operands' real strides) and the batch size (see templates/flash_fwd_wgmma.cu.j2 and
@@ -16,12 +14,11 @@ are numbered per sequence (`items`), so no slot is spent past a short sequence's
 Head dims: any multiple of 8 (shared-memory tiles padded to whole 64-column blocks, see the template).
 V may have its own head dim (head_dim_v, Dv != Dqk, e.g. 192/128 MLA prefill): Q/K tiles and S run
 over head_dim, the V tiles, O's accumulators and store over head_dim_v; V's tensor map has its own.
-Paged K/V (paged=True, chunked prefill through serve/kvcache.py): the producer warpgroup's 128 threads
-read the block table once per 16-key group of a K/V tile (page sizes are multiples of 16); groups whose
-rows are all keys of the sequence come by TMA (16-row boxes of K/V's maps over the pages), the rest by
-cp.async from the producer's 128 threads (rows past the sequence's keys zero-filled); Q on TMA. Paged
-kernels take block_table, table_stride, page_size and num_pages after the contract's tail (as
-flash_fwd_mma's); dense launches only (seqused_k allowed).
+Paged K/V (paged=True, chunked prefill through serve/kvcache.py): the producer warpgroup's 128 threads read the
+block table once per 16-key group of a K/V tile (page sizes are multiples of 16); groups whose rows are all keys of
+the sequence come by TMA (16-row boxes of K/V's maps over the pages), the rest by cp.async from the producer's 128
+threads (rows past the sequence's keys zero-filled); Q on TMA. Paged kernels take block_table, table_stride,
+page_size and num_pages after the contract's tail (as flash_fwd_mma's); dense launches only (seqused_k allowed).
 Schedule: intra-warpgroup overlap always; consumer ping-pong and the persistent grid are knobs
 (KernelConfig pingpong / persistent, -1 = the rule: ping-pong iff causal, the grid persistent; measured
 on the H100, benchmarks/NOTES.md), so the tuner may try the other schedule per problem.
@@ -29,7 +26,7 @@ O's store (KernelConfig o_store, -1 = o_store_rule): from registers (0), or (1) 
 and written by one TMA store per consumer warpgroup, so the consumers start the next item at once; the
 kernel then takes a fourth tensor map (O's) after V's. Varlen launches of a TMA kernel store from
 registers (a run-time branch); paged launches store by TMA like dense ones. Above D 128 (no room for the staging
-tile) dense plain configs store O by TMA through their own Qi tile (`o_via_q`).
+tile) dense plain configs store O by TMA through their own Qi tile (`o_via_q`). UNIFORM_WG: below.
 """
 from __future__ import annotations
 
@@ -60,6 +57,7 @@ BARRIER_BYTES = 8
 SMEM_ALIGN = 1024  # 128-byte swizzle atoms repeat every 1024 B: tiles start on that boundary
 # Issue 17 (off until timed): softcap w/o ALiBi takes P's exp2 of this many of a thread's block_n/4 columns off MUFU.
 SOFTCAP_POLY = 0
+UNIFORM_WG = False  # issue 18 (off until timed): consumers read their warpgroup index by a lane-0 shuffle (template)
 
 
 class WgmmaTemplate(ForwardTemplate):
@@ -218,6 +216,7 @@ class WgmmaTemplate(ForwardTemplate):
             "pingpong": pingpong_rule(cfg) if cfg.pingpong == -1 else cfg.pingpong,
             "o_store_tma": int(self.takes_o_map(cfg)), "o_via_q": int(self.o_via_q(cfg)),
             "softcap_poly": min(SOFTCAP_POLY, cfg.block_n // 4) if cfg.softcap and not cfg.alibi else 0,
+            "uniform_wg": int(UNIFORM_WG and not cfg.paged),  # paged kernels: not timed, left as they are
             **({"o_off": lay["o_off"]} if "o_off" in lay else {"o_off": lay["q_off"]} if self.o_via_q(cfg) else {}),
         }
 
