@@ -1,10 +1,10 @@
 """Host cost of one attention_backward() call (issue 18 item 3, for the backward): a tiny problem (B=1, H=2,
 N=128, D=64, bf16, causal: a few us of GPU work) called 500 times in a row, wall clock over the loop, in 7
-interleaved rounds: attention_backward with its call plans on and off (serve/backward_plans.ENABLED), the same
-kernel's launch plan called directly (the floor: launches only; CuPy's launcher and the packed sequence), SDPA's
-cuDNN backward (torch.autograd.grad of a saved forward), and a whole differentiable call (autoflash.attention() on
-tensors that require grad, then torch.autograd.grad) with plans on and off beside SDPA cuDNN's. Then cProfile's top
-functions of attention_backward with plans on.
+interleaved rounds: attention_backward (served by its call plan, serve/backward_plans.py), the same kernel's
+launch plan called directly (the floor: launches only; CuPy's launcher and the packed sequence), SDPA's cuDNN
+backward (torch.autograd.grad of a saved forward), and a whole differentiable call (autoflash.attention() on
+tensors that require grad, then torch.autograd.grad; the drop-in autoflash.torch.scaled_dot_product_attention
+the same) beside SDPA cuDNN's. Then cProfile's top functions of attention_backward and of attention() fwd+bwd.
 
     PYTHONPATH=$PWD:$PWD/benchmarks python3 benchmarks/host_backward.py
     python3 benchmarks/host_backward.py --precompile   # compile its kernels into the disk cache (ab_run.sh)
@@ -51,28 +51,18 @@ def precompile() -> int:
     return 0
 
 
-@contextlib.contextmanager
-def plans(on: bool):
-    before = backward_plans.ENABLED
-    backward_plans.ENABLED = on
-    try:
-        yield
-    finally:
-        backward_plans.ENABLED = before
-
-
 def main() -> int:
     if "--precompile" in sys.argv:
         return precompile()
     torch.manual_seed(0)
     q, k, v, dout = (torch.randn(B, H, N, D, device="cuda", dtype=torch.bfloat16) for _ in range(4))
     import autoflash
+    import autoflash.torch
 
     out, lse = autoflash.attention(q, k, v, causal=True, return_lse=True)
     cfg = _served_config(torch.cuda.current_device(), key(), N, 0)
     plan_only = pinned(cfg, "", q, k, v, out, lse, dout, True)
-    with plans(True):
-        attention_backward(q, k, v, out, lse, dout, causal=True)  # keeps the plan
+    attention_backward(q, k, v, out, lse, dout, causal=True)  # keeps the plan
     (entry,) = backward_plans._plans.values()
     grads = plan_only()
     workspace = torch.empty(entry.workspace_shape, dtype=torch.uint8, device="cuda")
@@ -86,19 +76,20 @@ def main() -> int:
     def ours_step():
         return torch.autograd.grad(autoflash.attention(qq, kk, vv, causal=True), (qq, kk, vv), dout)
 
+    def dropin_step():
+        return torch.autograd.grad(autoflash.torch.scaled_dot_product_attention(qq, kk, vv, is_causal=True),
+                                   (qq, kk, vv), dout)
+
     def sdpa_step():
         return torch.autograd.grad(F.scaled_dot_product_attention(qq, kk, vv, is_causal=True), (qq, kk, vv), dout)
 
     cudnn = lambda: sdpa_kernel(SDPBackend.CUDNN_ATTENTION)  # noqa: E731  (set once around each round's loop)
-    fns = {"attention_backward, plans on": (lambda: attention_backward(q, k, v, out, lse, dout, causal=True),
-                                            lambda: plans(True)),
-           "attention_backward, plans off": (lambda: attention_backward(q, k, v, out, lse, dout, causal=True),
-                                             lambda: plans(False)),
+    fns = {"attention_backward": lambda: attention_backward(q, k, v, out, lse, dout, causal=True),
            "launch plan only, CuPy launcher": plan_only,
            "launch plan only, packed": lambda: entry.packed(pointers, stream),
            "sdpa cudnn backward (autograd.grad)": lambda: torch.autograd.grad(o, (qq, kk, vv), dout, retain_graph=True),
-           "attention() fwd+bwd, plans on": (ours_step, lambda: plans(True)),
-           "attention() fwd+bwd, plans off": (ours_step, lambda: plans(False)),
+           "attention() fwd+bwd": ours_step,
+           "drop-in sdpa fwd+bwd": dropin_step,
            "sdpa cudnn fwd+bwd": (sdpa_step, cudnn)}
     for fn, context in (f if isinstance(f, tuple) else (f, contextlib.nullcontext) for f in fns.values()):
         with context():
@@ -110,15 +101,17 @@ def main() -> int:
     print("| path | us per call | min..max |\n|---|---|---|")
     for name, r in rows.items():
         print(f"| {name} | {r['median']:.1f} | {r['min']:.1f}..{r['max']:.1f} |")
-    prof = cProfile.Profile()
-    with plans(True):
+    for what, fn in (("attention_backward", lambda: attention_backward(q, k, v, out, lse, dout, causal=True)),
+                     ("attention() fwd+bwd", ours_step)):
+        print(f"# cProfile: {what}, 500 calls")
+        prof = cProfile.Profile()
         prof.enable()
         for _ in range(500):
-            attention_backward(q, k, v, out, lse, dout, causal=True)
+            fn()
         prof.disable()
-    torch.cuda.synchronize()
-    pstats.Stats(prof).sort_stats("tottime").print_stats(15)
-    pstats.Stats(prof).sort_stats("cumulative").print_stats(15)
+        torch.cuda.synchronize()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(15)
+        pstats.Stats(prof).sort_stats("cumulative").print_stats(15)
     return 0
 
 

@@ -1,6 +1,5 @@
-"""attention_backward()'s call plans on a GPU (serve/backward_plans.py, switch on here): the
-gradients of a plan hit are those of the full path and of the path without plans (CuPy's
-launcher): dk and dv bitwise (each block sums its own keys in registers), dq bitwise where the
+"""attention_backward()'s call plans on a GPU (serve/backward_plans.py): the gradients of a plan
+hit are those of CuPy's launcher on the same launch plan and of the full (checked) path: dk and dv bitwise (each block sums its own keys in registers), dq bitwise where the
 kernel is deterministic, else within one bf16 unit of the largest |dq| (its fp32 adds from the
 K/V blocks land in any order); plain, GQA, causal bottom-right (rows that see no key), and
 deterministic; a hit with new tensors (new pointers) too. A tuned-file change sends the next call
@@ -12,7 +11,10 @@ pytestmark = pytest.mark.gpu
 
 torch = pytest.importorskip("torch")
 
+cupy = pytest.importorskip("cupy")
+
 from autoflash import store  # noqa: E402
+from autoflash.kernels.loaded import stream_handle  # noqa: E402
 from autoflash.serve import autograd, backward_plans, dispatch  # noqa: E402
 
 from test_backward_gpu import float64_forward, inputs  # noqa: E402
@@ -59,22 +61,31 @@ def test_a_hit_gives_the_full_paths_gradients(monkeypatch, checked, case):
     b, hq, hkv, nq, nk, alignment, det = CASES[case]
     tensors = problem(b, hq, hkv, nq, nk, alignment)
     kw = dict(causal=True, causal_alignment=alignment, deterministic=det)
-    monkeypatch.setattr(backward_plans, "ENABLED", False)
-    ref = autograd.attention_backward(*tensors, **kw)  # as before the plans
-    monkeypatch.setattr(backward_plans, "ENABLED", True)
     miss = autograd.attention_backward(*tensors, **kw)  # checked, packed launches, plan kept
+    ref = cupy_launcher(tensors)  # the same launches through CuPy's launcher
     hits = [autograd.attention_backward(*tensors, **kw) for _ in range(2)]
     fresh = autograd.attention_backward(*(t.clone() for t in tensors), **kw)  # new pointers, same plan
     torch.cuda.synchronize()
-    assert len(checked) == 2 and len(backward_plans._plans) == 1
+    assert len(checked) == 1 and len(backward_plans._plans) == 1
     for grads in [miss, fresh] + hits:
         same(grads, ref, det)
     if alignment == "bottom_right":
         assert torch.count_nonzero(hits[0][0][:, :, :nq - nk]) == 0  # rows that see no key: dq = 0
 
 
+def cupy_launcher(tensors):
+    """(dq, dk, dv) from the kept plan's BackwardLaunch called through CuPy's launcher (no packing)."""
+    (entry,) = backward_plans._plans.values()
+    q, k, v = tensors[:3]
+    grads = (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v))
+    workspace = torch.empty(entry.workspace_shape, dtype=torch.uint8, device=q.device)
+    ptr = torch.cuda.current_stream().cuda_stream
+    stream = stream_handle(ptr) if ptr else cupy.cuda.Stream.null  # 0: the legacy default stream
+    entry.launch(*(t.data_ptr() for t in tensors + grads), workspace.data_ptr(), stream)
+    return grads
+
+
 def test_a_tuned_file_change_rederives(monkeypatch, checked, tmp_path):
-    monkeypatch.setattr(backward_plans, "ENABLED", True)
     monkeypatch.setattr(store, "search_dirs", lambda: [tmp_path])
     monkeypatch.setattr(dispatch, "_recent", {})
     tensors = problem(2, 4, 4, 200, 200, "top_left")
@@ -101,11 +112,9 @@ def test_training_steps_are_served_by_the_plan(monkeypatch, checked):
         autoflash.attention(*leaves, causal=True).backward(dout)
         return [t.grad for t in leaves]
 
-    monkeypatch.setattr(backward_plans, "ENABLED", False)
-    ref = step()
-    monkeypatch.setattr(backward_plans, "ENABLED", True)
+    ref = step()  # checked, plan kept
     steps = [step() for _ in range(3)]
     torch.cuda.synchronize()
-    assert len(checked) == 2 and len(backward_plans._plans) == 1
+    assert len(checked) == 1 and len(backward_plans._plans) == 1
     for grads in steps:
         same(grads, ref, False)

@@ -12,7 +12,7 @@ import functools
 from autoflash.kernels.archs import build_arch
 from autoflash.kernels.compile import compile_kernel
 from autoflash.kernels.device import device_arch
-from autoflash.kernels.loaded import LoadedKernel, stream_handle
+from autoflash.kernels.loaded import LoadedKernel
 from autoflash.ops.backward import OPERATION, TEMPLATE
 from autoflash.ops.backward_gpu import launch_plan
 from autoflash.ops.backward_kernels import HEAD_DIM_PAIRS, BackwardConfig, TensorSpec, check_inputs
@@ -101,14 +101,12 @@ def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, cau
     device = q.device.index if q.device.index is not None else frameworks.torch().cuda.current_device()
     key = dict(dtype=specs[0].dtype, head_dim=p.head_dim, causal=p.causal,
                deterministic=bool(deterministic), **flags)
-    keep = backward_plans.ENABLED and backward_plans.plain(window_size, softcap, sinks, alibi_slopes)
+    keep = backward_plans.plain(window_size, softcap, sinks, alibi_slopes)
     arch = device_arch(device)[0] if keep and config is None else None
     stamp = dispatch.files_stamp(arch) if arch is not None else None  # the files' state the choice is made from
     cfg = _served_config(device, key, p.seq_k, p.head_dim_v) if config is None else pinned_config(config, key,
                                                                                                   p.head_dim_v)
     tensors = (q, k, v, out, lse, grad_out)
-    if not backward_plans.ENABLED:
-        return launch_backward(cfg, device, p, scale_value, tensors, variants)
     plan = launch_plan(_loaded(cfg, device), p, scale_value)
     grads = _launch_packed(plan, device, p, tensors, variants)
     if keep:  # next time: the allocations and the launches only
@@ -118,7 +116,7 @@ def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, cau
 
 
 def _launch_packed(plan, device: int, p, tensors: tuple, variants, **cu_seqlens):
-    """launch_backward's launches through the plan's packed sequence (backward_plans.ENABLED)."""
+    """The plan's launches through its packed sequence, on dq, dk, dv (and dsinks) allocated here."""
     q, k, v = tensors[:3]
     dq, dk, dv = q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
     workspace = q.new_empty((max(plan.workspace_bytes, 256),), dtype=frameworks.torch().uint8)
@@ -150,23 +148,8 @@ def launch_backward(cfg: BackwardConfig, device: int, p, scale: float, tensors: 
     """Runs cfg's backward for problem p on the current torch stream of device: tensors are the checked
     (q, k, v, out, lse, grad_out); cu_seqlens (varlen) the device pointers cu_seqlens_q / cu_seqlens_k.
     Returns new (dq, dk, dv) shaped as q, k, v, and dsinks (float32 (heads_q,)) last with sinks."""
-    import cupy
-    import torch
-
-    q, k, v = tensors[:3]
     plan = launch_plan(_loaded(cfg, device), p, float(scale))
-    if backward_plans.ENABLED:
-        return _launch_packed(plan, device, p, tensors, variants, **cu_seqlens)
-    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    workspace = torch.empty(plan.workspace_bytes, dtype=torch.uint8, device=q.device)
-    dsinks = torch.empty(p.heads_q, dtype=torch.float32, device=q.device) if variants.sinks is not None else None
-    ptr = torch.cuda.current_stream(device).cuda_stream
-    stream = stream_handle(ptr) if ptr else cupy.cuda.Stream.null  # 0: the legacy default stream
-    with cupy.cuda.Device(device):
-        plan(*(t.data_ptr() for t in tensors), dq.data_ptr(), dk.data_ptr(), dv.data_ptr(), workspace.data_ptr(),
-             stream, sinks=variants.sinks_ptr, alibi_slopes=variants.alibi_ptr,
-             dsinks=0 if dsinks is None else dsinks.data_ptr(), **cu_seqlens)
-    return (dq, dk, dv) if dsinks is None else (dq, dk, dv, dsinks)
+    return _launch_packed(plan, device, p, tensors, variants, **cu_seqlens)
 
 
 def kernel_ready(grad_out):

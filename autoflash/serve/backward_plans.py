@@ -19,8 +19,6 @@ so it is launched before dq, dk, dv are allocated. Outputs: dq, dk, dv are three
 of one buffer (a caller may keep, resize or free each alone), and the workspace is its own tensor
 (dropped after the call: views of one storage would keep the fp32 dQ accumulator alive as long as
 any gradient is kept).
-
-ENABLED is the switch (off: attention_backward as before this module, CuPy's launcher, no plans).
 """
 from __future__ import annotations
 
@@ -28,7 +26,6 @@ from autoflash.ops.backward_gpu import OUTPUTS
 from autoflash.ops.backward_kernels import BackwardConfig
 from autoflash.serve import dispatch, frameworks
 
-ENABLED = False
 MAX_PLANS = 1024  # distinct call signatures kept; past that the table starts over
 
 _plans: dict[tuple, "BackwardPlan"] = {}
@@ -86,7 +83,7 @@ def served(q, k, v, out, lse, grad_out, causal, causal_alignment, scale, determi
            softcap, sinks, alibi_slopes):
     """(dq, dk, dv) of a call from its plan, or None: the caller takes the full path (no plan, a
     variant call, or a re-check failed)."""
-    if not ENABLED or not plain(window_size, softcap, sinks, alibi_slopes):
+    if not plain(window_size, softcap, sinks, alibi_slopes):
         return None
     key = call_key(q, k, v, out, lse, grad_out, causal, causal_alignment, scale, deterministic, config)
     if key is None:
