@@ -2,7 +2,7 @@
 arithmetic) on an H100/H200: the served producer tiles (bm64 bn128 w12, stages 2; D 64 also the pipelined stages 3 of
 tuned_configs/sm_90.json) against float64 autograd for every case of tests/test_backward_wgmma_gpu.py (odd lengths,
 Nq != Nk, GQA/MQA, causal in both alignments, rows that see no key), bf16 and fp16; and switch off vs on on the same
-inputs: dK, dV bitwise equal (no atomics), dQ within the rounding of its unordered fp32 adds, and the deterministic
+inputs: dK, dV bitwise equal (no atomics), dQ within the rounding of its unordered fp32 adds (1e-3), and the deterministic
 kernels (dQ adds in K/V-tile order) bitwise equal in all three gradients. The served kernels are reloaded around
 each switch (autograd's kernel cache keys on the config alone)."""
 import pytest
@@ -56,10 +56,11 @@ def _off_and_on(monkeypatch, case, cfg):
 
 @pytest.mark.parametrize("case", [CASES[2], CASES[7], CASES[10]], ids=lambda c: "b{}_h{}x{}_q{}_k{}_d{}_{}".format(*c))
 def test_switch_changes_no_dk_dv_bit(case, monkeypatch):
-    """The served tile, off vs on: dK, dV the same bits; dQ (unordered fp32 adds into dq_accum) within 1e-5."""
+    """The served tile, off vs on: dK, dV the same bits; dQ (unordered fp32 adds into dq_accum, then rounded to
+    bf16: a last-bit flip is one bf16 ulp) within 1e-3, as test_backward_wgmma_dq_tile_gpu compares two dQ paths."""
     off, on = _off_and_on(monkeypatch, case, wgmma_config("bf16", case[5], case[6] is not None, producer=True))
     assert torch.equal(off[1], on[1]) and torch.equal(off[2], on[2])
-    assert rel_err(on[0], off[0].double()) <= 1e-5
+    assert rel_err(on[0], off[0].double()) <= 1e-3
 
 
 @pytest.mark.parametrize("case", [CASES[3], CASES[10]], ids=lambda c: "b{}_h{}x{}_q{}_k{}_d{}_{}".format(*c))
