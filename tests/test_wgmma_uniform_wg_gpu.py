@@ -1,23 +1,20 @@
-"""flash_fwd_wgmma with UNIFORM_WG (the consumers' warpgroup index by a lane-0 shuffle, so the tile loop's bookkeeping
-is uniform; off by default) on an sm_90 GPU, against the float64 reference (O and LSE): the H200's served D 64 tiles
-(causal br128 bc128 s4 bf16 / fp16 pingpong 0, causal br192 bc128 s2, non-causal br192 bc128 s3 / s2), D 128 and
-D 256's causal tiles, Dqk 192 / Dv 128, and two variant kernels (window + softcap at D 64, sinks + ALiBi at D 128).
-Causal top-left and bottom-right, Nq != Nk both ways, odd N, GQA, more items than SMs and a 3-CTA grid (each CTA walks
-many items: the ring's slot and parity run on across them); varlen (items numbered per sequence); attention() on the
-served bf16 D 64 causal N 1024 config. Every switched kernel is compiled and loaded here with the switch on, and
-attention()'s per-process caches are cleared around each test, so no kernel of the other setting is reused. The CPU
-checks: tests/test_wgmma_uniform_wg.py."""
+"""flash_fwd_wgmma's dense kernels, whose consumers read their warpgroup index by a lane-0 shuffle (the tile loop's
+bookkeeping in uniform registers; adopted after the ninth session's H200 A/B), on an sm_90 GPU against the float64
+reference (O and LSE): the H200's served D 64 tiles (causal br128 bc128 s4 bf16 / fp16 pingpong 0, causal br192 bc128
+s2, non-causal br192 bc128 s3 / s2), D 128 and D 256's causal tiles, Dqk 192 / Dv 128, and two variant kernels (window
++ softcap at D 64, sinks + ALiBi at D 128). Causal top-left and bottom-right, Nq != Nk both ways, odd N, GQA, more items
+than SMs and a 3-CTA grid (each CTA walks many items: the ring's slot and parity run on across them); varlen (items
+numbered per sequence); attention() on the served bf16 D 64 causal N 1024 config. The CPU checks:
+tests/test_wgmma_uniform_wg.py."""
 import numpy as np
 import pytest
 
 from autoflash import KernelConfig
-from autoflash.kernels.registry import TEMPLATES
 from autoflash.ops import forward_wgmma
 from autoflash.ops.forward_base import Problem
 
 pytestmark = pytest.mark.gpu
 
-WG = TEMPLATES["flash_fwd_wgmma"]
 SHUFFLED = "const int wg = __shfl_sync(0xffffffffu, warpgroup - 1, 0);"
 # (batch, heads_q, heads_kv, seq_q, seq_k): > 132 items; odd N; GQA with Nk > Nq; Nq > Nk
 SHAPES = [(4, 8, 8, 1024, 1024), (3, 4, 2, 999, 999), (1, 6, 2, 333, 1100), (2, 4, 4, 777, 500)]
@@ -34,23 +31,6 @@ CONFIGS = [wgmma(), wgmma(dtype="fp16", pingpong=0), wgmma(block_m=192, stages=2
            wgmma(256, block_n=80, stages=2), wgmma(192, stages=2, head_dim_v=128)]
 
 
-@pytest.fixture(autouse=True)
-def switched(monkeypatch):
-    """UNIFORM_WG on; attention()'s kernels and call plans are cached per process: none may come from, or stay in,
-    those caches across the switch."""
-    from autoflash.serve import api, call_plans
-
-    def clear():
-        api._compiled.cache_clear()
-        api.loaded_kernel.cache_clear()
-        call_plans.clear()
-
-    clear()
-    monkeypatch.setattr(forward_wgmma, "UNIFORM_WG", True)
-    yield
-    clear()
-
-
 def load(cfg):
     from autoflash.kernels.compile import compile_kernel
     from autoflash.kernels.device import device_arch
@@ -60,7 +40,7 @@ def load(cfg):
     if device_arch(0)[0] not in ("sm_90", "sm_90a"):
         pytest.skip("flash_fwd_wgmma needs sm_90a")
     assert not cfg.problems(), cfg.problems()
-    assert SHUFFLED in render(cfg)  # the switched source (the compile cache is keyed by it)
+    assert SHUFFLED in render(cfg)  # the uniform index (dense kernels)
     compiled = compile_kernel(cfg)
     assert compiled.report.spills == 0 and not compiled.report.wgmma_serialized, compiled.report
     return LoadedKernel(compiled)
@@ -110,7 +90,7 @@ def test_varlen(cfg):
 
 
 def test_attention_on_the_served_config():
-    """attention() through its call plans with the switch on: the served bf16 D 64 causal N 1024 config."""
+    """attention() through its call plans: the served bf16 D 64 causal N 1024 config."""
     torch = pytest.importorskip("torch")
     import torch.nn.functional as F
 

@@ -26,7 +26,7 @@ O's store (KernelConfig o_store, -1 = o_store_rule): from registers (0), or (1) 
 and written by one TMA store per consumer warpgroup, so the consumers start the next item at once; the
 kernel then takes a fourth tensor map (O's) after V's. Varlen launches of a TMA kernel store from
 registers (a run-time branch); paged launches store by TMA like dense ones. Above D 128 (no room for the staging
-tile) dense plain configs store O by TMA through their own Qi tile (`o_via_q`). UNIFORM_WG: below.
+tile) dense plain configs store O by TMA through their own Qi tile (`o_via_q`).
 """
 from __future__ import annotations
 
@@ -55,9 +55,6 @@ PAGE_GROUP = 16  # rows of a paged K/V TMA box: page sizes are multiples of 16, 
 REG_OVERHEAD = 24
 BARRIER_BYTES = 8
 SMEM_ALIGN = 1024  # 128-byte swizzle atoms repeat every 1024 B: tiles start on that boundary
-# Issue 17 (off until timed): softcap w/o ALiBi takes P's exp2 of this many of a thread's block_n/4 columns off MUFU.
-SOFTCAP_POLY = 0
-UNIFORM_WG = False  # issue 18 (off until timed): consumers read their warpgroup index by a lane-0 shuffle (template)
 
 
 class WgmmaTemplate(ForwardTemplate):
@@ -215,8 +212,6 @@ class WgmmaTemplate(ForwardTemplate):
             # applies it only with two consumers
             "pingpong": pingpong_rule(cfg) if cfg.pingpong == -1 else cfg.pingpong,
             "o_store_tma": int(self.takes_o_map(cfg)), "o_via_q": int(self.o_via_q(cfg)),
-            "softcap_poly": min(SOFTCAP_POLY, cfg.block_n // 4) if cfg.softcap and not cfg.alibi else 0,
-            "uniform_wg": int(UNIFORM_WG and not cfg.paged),  # paged kernels: not timed, left as they are
             **({"o_off": lay["o_off"]} if "o_off" in lay else {"o_off": lay["q_off"]} if self.o_via_q(cfg) else {}),
         }
 
