@@ -46,6 +46,12 @@ CUDA-graph docs advise). A first call that happens inside a capture loads the ke
 the thread's capture mode set to relaxed; that path has a test
 (tests/test_torch_sdpa.py::test_first_call_inside_a_graph_capture).
 
+Call plans (serve/call_plans.py, serve/training_plans.py): a plain eager call (no torch.compile
+tracing, no dispatch or function mode, no functorch transform) checked once is served next time
+without the checks and the dispatcher; a training call then runs autoflash's own autograd Function
+(the same forward and backward kernels as the ops' autograd formula; its grad_fn is
+PlannedAttentionBackward). Under torch.compile every call goes through the ops.
+
 This module imports PyTorch; `import autoflash` does not import it.
 """
 from __future__ import annotations
@@ -57,7 +63,7 @@ import math
 
 import torch
 
-from autoflash.serve import call_plans
+from autoflash.serve import call_plans, training_plans
 from autoflash.serve.api import MAX_TOKEN_STRIDE, attention_forward, forward_tagged
 from autoflash.serve.autograd import attention_backward
 from autoflash.serve.routing import BACKWARD_HEAD_DIMS, differentiable_problem
@@ -267,11 +273,12 @@ def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: 
     UnsupportedError (a NotImplementedError) naming the alternative.
     """
     direct = attn_mask is None and type(dropout_p) in _NUMBERS and dropout_p == 0 and _eager_plain(query, key, value)
-    if direct and query.dim() == 4 and type(scale) in _PLAN_SCALES:  # a call checked before: its plan
-        tag = _GQA_TAG if enable_gqa else _TAG
-        s = 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)
-        out = call_plans.run(call_plans.call_key(query, key, value, bool(is_causal), "top_left", s, False, None, tag),
-                             query, key, value)
+    plannable = direct and query.dim() == 4 and type(scale) in _PLAN_SCALES
+    if plannable:  # a call checked before: its plan (inference: serve/call_plans.py, training: training_plans.py)
+        plan_key = _plan_key(query, key, value, is_causal, scale, enable_gqa)
+        out = call_plans.run(plan_key, query, key, value)
+        if out is None:
+            out = training_plans.run(plan_key, False, query, key, value)
         if out is not None:
             return out
     hq, hkv = _check(query, key, value, attn_mask, dropout_p, enable_gqa)
@@ -296,13 +303,25 @@ def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: 
     k4 = key.reshape(batch, hkv, seq_k, e)
     v4 = value.reshape(batch, hkv, seq_k, e)
     if grad:
+        contiguous = q4.is_contiguous() and k4.is_contiguous() and v4.is_contiguous()
         q4, k4, v4 = q4.contiguous(), k4.contiguous(), v4.contiguous()
         out, _ = torch.ops.autoflash.sdpa_fwd(q4, k4, v4, bool(is_causal), float(scale))
+        if plannable and contiguous:  # next time (eager): autoflash's planned Function, as the op's autograd does
+            forward_key = call_plans.call_key(q4, k4, v4, bool(is_causal), "top_left", float(scale), True, None, None)
+            training_plans.remember(_plan_key(query, key, value, is_causal, scale, enable_gqa), forward_key, False,
+                                    bool(is_causal), "top_left", float(scale))
     elif direct:  # what the op would run, without the dispatcher's cost; the plan kept under the drop-in's tag
         out = _sdpa_impl(q4, k4, v4, bool(is_causal), float(scale), _GQA_TAG if enable_gqa else _TAG)
     else:
         out = torch.ops.autoflash.sdpa(q4, k4, v4, bool(is_causal), float(scale))
     return out.reshape(query.shape)
+
+
+def _plan_key(query, key, value, is_causal, scale, enable_gqa) -> tuple | None:
+    """The drop-in's call-plan key of a 4-D call (scale None, a float or an int)."""
+    s = 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)
+    return call_plans.call_key(query, key, value, bool(is_causal), "top_left", s, False, None,
+                               _GQA_TAG if enable_gqa else _TAG)
 
 
 # Call-plan tags: plans made by the drop-in passed its checks (enable_gqa's among them).

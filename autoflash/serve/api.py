@@ -15,7 +15,7 @@ from autoflash.ops.decode_kernels import DecodeConfig
 from autoflash.ops.forward import FORWARD
 from autoflash.ops.forward_base import CAUSAL_ALIGNMENTS, KernelConfig, Problem, causal_offset
 from autoflash.ops.forward_launch import plan
-from autoflash.serve import call_plans, dispatch, frameworks
+from autoflash.serve import call_plans, dispatch, frameworks, training_plans
 from autoflash.serve.autograd import differentiable_attention, no_v_head_dim_gradients
 from autoflash.serve.decode import launch_decode
 from autoflash.serve.errors import InputError
@@ -162,10 +162,14 @@ def attention(q, k, v, *, causal: bool = False, causal_alignment: str = "top_lef
     configurations raise InputError naming what is supported, never a silently
     non-differentiable result.
     """
-    out = call_plans.served(None, q, k, v, causal, causal_alignment, scale, return_lse, config, window_size, softcap,
-                            sinks, alibi_slopes)
-    if out is not None:  # a call checked before, served by its plan (serve/call_plans.py)
-        return out
+    plain = call_plans.plain(window_size, softcap, sinks, alibi_slopes)
+    if plain:  # a call checked before, served by its plan (serve/call_plans.py, training: serve/training_plans.py)
+        key = call_plans.call_key(q, k, v, causal, causal_alignment, scale, return_lse, config, None)
+        out = call_plans.run(key, q, k, v)
+        if out is None:
+            out = training_plans.run(key, deterministic, q, k, v)
+        if out is not None:
+            return out
     check_alignment(causal_alignment)
     variant_args = dict(window_size=window_size, softcap=softcap, sinks=sinks, alibi_slopes=alibi_slopes)
     if type(q).__module__.startswith("torch") and _needs_grad(q, k, v, sinks):
@@ -179,10 +183,16 @@ def attention(q, k, v, *, causal: bool = False, causal_alignment: str = "top_lef
         if why is not None:
             raise InputError(why)
         # The backward takes contiguous tensors: a strided view is copied here, for training only.
+        contiguous = q.is_contiguous() and k.is_contiguous() and v.is_contiguous()
         q, k, v = (t if t.is_contiguous() else t.contiguous() for t in (q, k, v))
-        return differentiable_attention(attention_forward, q, k, v, causal=bool(causal), scale=scale,
-                                        deterministic=bool(deterministic), config=config, return_lse=return_lse,
-                                        causal_alignment=causal_alignment, **variant_args)
+        result = differentiable_attention(attention_forward, q, k, v, causal=bool(causal), scale=scale,
+                                          deterministic=bool(deterministic), config=config, return_lse=return_lse,
+                                          causal_alignment=causal_alignment, **variant_args)
+        if plain and contiguous:  # next time: the Function with the forward's and the backward's plans
+            keys = (call_plans.call_key(q, k, v, causal, causal_alignment, scale, flag, config, None)
+                    for flag in (return_lse, True))  # this call's (its type now registered), its forward's
+            training_plans.remember(*keys, deterministic, causal, causal_alignment, scale)
+        return result
     return attention_forward(q, k, v, causal=causal, causal_alignment=causal_alignment, scale=scale,
                              return_lse=return_lse, config=config, **variant_args)
 

@@ -89,10 +89,17 @@ def served(q, k, v, out, lse, grad_out, causal, causal_alignment, scale, determi
     if key is None:
         return None
     entry = _plans.get(key)
-    return None if entry is None else _run(entry, q, k, v, out, lse, grad_out)
+    return None if entry is None else run(entry, q, k, v, out, lse, grad_out)
 
 
-def _run(entry: BackwardPlan, q, k, v, out, lse, grad_out):
+def find(q, k, v, out, lse, grad_out, causal, causal_alignment, scale, deterministic) -> BackwardPlan | None:
+    """The plan kept for a plain call with no pinned config (serve/training_plans.py holds on to it)."""
+    key = call_key(q, k, v, out, lse, grad_out, causal, causal_alignment, scale, deterministic, None)
+    return None if key is None else _plans.get(key)
+
+
+def run(entry: BackwardPlan, q, k, v, out, lse, grad_out):
+    """(dq, dk, dv) of a call with entry's key, or None when a re-check fails (then: the full path)."""
     ptrs = (q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr(), grad_out.data_ptr())
     if ((ptrs[0] | ptrs[1] | ptrs[2] | ptrs[3] | ptrs[4] | ptrs[5]) & 15
             or frameworks.cupy().cuda.runtime.getDevice() != entry.device

@@ -7,7 +7,7 @@ pointers: each tensor's type, dtype, shape, strides and device, and the call's c
 causal_alignment, scale, return_lse, config and the caller's tag (the torch drop-in keeps its
 own plans, its own checks having passed). A hit re-checks what the key cannot hold: the
 pointers' 16-byte alignment, that q's device is the current one, whether PyTorch wants gradients
-(then attention() must take the autograd path), and, for a config chosen from tuned_configs/, that
+(then attention() takes the autograd path: serve/training_plans.py keeps its plans, built on these), and, for a config chosen from tuned_configs/, that
 the tuned files are unchanged (dispatch.recent_files_stamp: a change is seen within 0.1 s); any of
 those failing sends the call down the full path, which gives the same answer or error as without
 plans. Variant calls (window, softcap, sinks, ALiBi), decode-routed calls, pinned dict configs,
@@ -62,7 +62,7 @@ def call_key(q, k, v, causal, causal_alignment, scale, return_lse, config, tag) 
     t = type(q)
     signature = _signature_of.get(t)
     if (signature is None or type(k) is not t or type(v) is not t or type(causal) is not bool
-            or type(return_lse) is not bool or type(scale) not in _SCALAR_TYPES):
+            or type(causal_alignment) is not str or type(return_lse) is not bool or type(scale) not in _SCALAR_TYPES):
         return None
     if config is not None and type(config) is not KernelConfig:
         return None  # dicts are unhashable; decode configs are served by decode
@@ -109,6 +109,11 @@ def _register(t: type, kind: str) -> None:
             _signature_of[t] = _cupy_signature
 
 
+def find(key: tuple | None) -> CallPlan | None:
+    """The plan kept under key (serve/training_plans.py builds on the forward's)."""
+    return None if key is None else _plans.get(key)
+
+
 def run(key: tuple | None, q, k, v):
     """The result of a call with a stored plan, or None: no plan, or a re-check failed (the
     caller then takes the full path)."""
@@ -127,15 +132,25 @@ def _fresh(entry: CallPlan) -> bool:
 
 
 def _run_torch(entry: CallPlan, return_lse: bool, q, k, v):
-    torch = frameworks.torch()
-    ptrs = q.data_ptr(), k.data_ptr(), v.data_ptr()
-    if (ptrs[0] | ptrs[1] | ptrs[2]) & 15 or not _on_device(entry) or not _fresh(entry):
+    if not ready(entry, q, k, v):
         return None
+    torch = frameworks.torch()
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
-        return None  # attention() differentiates; attention_forward's callers never get here with grad on
+        return None  # attention() differentiates (serve/training_plans.py); attention_forward's callers never get here
+    return launch_torch(entry, return_lse, q, k, v)
+
+
+def ready(entry: CallPlan, q, k, v) -> bool:
+    """A torch call with this plan's key may launch it: what the key cannot hold re-checked."""
+    return not (q.data_ptr() | k.data_ptr() | v.data_ptr()) & 15 and _on_device(entry) and _fresh(entry)
+
+
+def launch_torch(entry: CallPlan, return_lse: bool, q, k, v):
+    """out (and lse) of a torch call that passed ready(): allocated, and the kernel launched."""
     out = q.new_empty(entry.out_shape)
-    lse = q.new_empty(entry.lse_shape, dtype=torch.float32) if return_lse else None
-    _launch(entry, ptrs, out.data_ptr(), lse.data_ptr() if return_lse else 0, frameworks.raw_stream()(entry.device))
+    lse = q.new_empty(entry.lse_shape, dtype=frameworks.torch().float32) if return_lse else None
+    _launch(entry, (q.data_ptr(), k.data_ptr(), v.data_ptr()), out.data_ptr(), lse.data_ptr() if return_lse else 0,
+            frameworks.raw_stream()(entry.device))
     return (out, lse) if return_lse else out
 
 
