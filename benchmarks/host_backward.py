@@ -4,7 +4,9 @@ interleaved rounds: attention_backward (served by its call plan, serve/backward_
 launch plan called directly (the floor: launches only; CuPy's launcher and the packed sequence), SDPA's cuDNN
 backward (torch.autograd.grad of a saved forward), and a whole differentiable call (autoflash.attention() on
 tensors that require grad, then torch.autograd.grad; the drop-in autoflash.torch.scaled_dot_product_attention
-the same) beside SDPA cuDNN's. Then cProfile's top functions of attention_backward and of attention() fwd+bwd.
+the same; each also with its training plan cleared before every call: the checked path, as before
+serve/training_plans.py, plus the few us of keeping the plan again) beside SDPA cuDNN's. Then cProfile's top
+functions of attention_backward and of attention() fwd+bwd.
 
     PYTHONPATH=$PWD:$PWD/benchmarks python3 benchmarks/host_backward.py
     python3 benchmarks/host_backward.py --precompile   # compile its kernels into the disk cache (ab_run.sh)
@@ -21,7 +23,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from host_overhead import host_rounds
 from bench_backward_wgmma import pinned
 
-from autoflash.serve import backward_plans
+from autoflash.serve import backward_plans, training_plans
 from autoflash.serve.autograd import _served_config, attention_backward
 
 B, H, N, D = 1, 2, 128, 64
@@ -89,7 +91,9 @@ def main() -> int:
            "launch plan only, packed": lambda: entry.packed(pointers, stream),
            "sdpa cudnn backward (autograd.grad)": lambda: torch.autograd.grad(o, (qq, kk, vv), dout, retain_graph=True),
            "attention() fwd+bwd": ours_step,
+           "attention() fwd+bwd, training plan cleared each call": lambda: (training_plans.clear(), ours_step()),
            "drop-in sdpa fwd+bwd": dropin_step,
+           "drop-in fwd+bwd, training plan cleared each call": lambda: (training_plans.clear(), dropin_step()),
            "sdpa cudnn fwd+bwd": (sdpa_step, cudnn)}
     for fn, context in (f if isinstance(f, tuple) else (f, contextlib.nullcontext) for f in fns.values()):
         with context():
@@ -97,7 +101,8 @@ def main() -> int:
     torch.cuda.synchronize()
     rows = host_rounds(fns, calls=500, rounds=7)
     print(f"# {torch.cuda.get_device_name()}; host us per call (median, min..max of 7 rounds of 500 calls), "
-          f"served {cfg.name}; plans kept: {len(backward_plans._plans)}")
+          f"served {cfg.name}; plans kept: {len(backward_plans._plans)} backward, "
+          f"{len(training_plans._plans)} training")
     print("| path | us per call | min..max |\n|---|---|---|")
     for name, r in rows.items():
         print(f"| {name} | {r['median']:.1f} | {r['min']:.1f}..{r['max']:.1f} |")

@@ -7,10 +7,10 @@ pointers: each tensor's type, dtype, shape, strides and device, and the call's c
 causal_alignment, scale, return_lse, config and the caller's tag (the torch drop-in keeps its
 own plans, its own checks having passed). A hit re-checks what the key cannot hold: the
 pointers' 16-byte alignment, that q's device is the current one, whether PyTorch wants gradients
-(then attention() takes the autograd path: serve/training_plans.py keeps its plans, built on these), and, for a config chosen from tuned_configs/, that
-the tuned files are unchanged (dispatch.recent_files_stamp: a change is seen within 0.1 s); any of
-those failing sends the call down the full path, which gives the same answer or error as without
-plans. Variant calls (window, softcap, sinks, ALiBi), decode-routed calls, pinned dict configs,
+(then attention() takes the autograd path, whose plans serve/training_plans.py keeps, built on these
+ones), and, for a config chosen from tuned_configs/, that the tuned files are unchanged
+(dispatch.recent_files_stamp: a change is seen within 0.1 s); any of those failing sends the call
+down the full path, which gives the same answer or error as without plans. Variant calls (window, softcap, sinks, ALiBi), decode-routed calls, pinned dict configs,
 array subclasses and foreign arrays always take the full path.
 
 The launch goes through the plan's PackedLaunch (kernels/loaded.py): arguments packed once,

@@ -36,7 +36,8 @@ class TrainingPlan:
 
     def __init__(self, forward, causal: bool, causal_alignment: str, scale, deterministic: bool):
         self.forward, self.backward = forward, None
-        self.causal, self.causal_alignment, self.scale, self.deterministic = causal, causal_alignment, scale, deterministic
+        self.causal, self.causal_alignment = causal, causal_alignment
+        self.scale, self.deterministic = scale, deterministic
 
 
 def run(key: tuple | None, deterministic, q, k, v):
