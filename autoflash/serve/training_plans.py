@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 
 from autoflash.serve import backward_plans, call_plans, frameworks
+from autoflash.serve.autograd import attention_backward, kernel_ready
 
 MAX_PLANS = 1024  # distinct call signatures kept; past that the table starts over
 
@@ -79,20 +80,17 @@ def function_forward(ctx, entry: TrainingPlan, q, k, v):
 
 def function_backward(ctx, grad_out, _grad_lse):
     """The Function's backward: the kept backward plan when grad_out is as out, else attention_backward."""
-    from autoflash.serve.autograd import attention_backward, kernel_ready
-
     q, k, v, out, lse = ctx.saved_tensors
     g = kernel_ready(grad_out)
     entry = ctx.entry
-    plan = entry.backward
-    if (plan is not None and g.dtype == out.dtype and g.shape == out.shape and g.stride() == out.stride()
-            and g.device == out.device):
-        grads = backward_plans.run(plan, q, k, v, out, lse, g)
+    as_out = g.dtype == out.dtype and g.shape == out.shape and g.stride() == out.stride() and g.device == out.device
+    if as_out and entry.backward is not None:  # the backward plan's key, but for grad_out's pointer
+        grads = backward_plans.run(entry.backward, q, k, v, out, lse, g)
         if grads is not None:
             return None, *grads
     grads = attention_backward(q, k, v, out, lse, g, causal=entry.causal, causal_alignment=entry.causal_alignment,
                                scale=entry.scale, deterministic=entry.deterministic)
-    if g.dtype == out.dtype and g.shape == out.shape and g.stride() == out.stride() and g.device == out.device:
+    if as_out:
         entry.backward = backward_plans.find(q, k, v, out, lse, g, entry.causal, entry.causal_alignment,
                                              entry.scale, entry.deterministic)
     return None, *grads
