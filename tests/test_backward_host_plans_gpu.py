@@ -15,7 +15,7 @@ cupy = pytest.importorskip("cupy")
 
 from autoflash import store  # noqa: E402
 from autoflash.kernels.loaded import stream_handle  # noqa: E402
-from autoflash.serve import autograd, backward_plans, dispatch  # noqa: E402
+from autoflash.serve import autograd, backward_plans, dispatch, training_plans  # noqa: E402
 
 from test_backward_gpu import float64_forward, inputs  # noqa: E402
 
@@ -34,8 +34,10 @@ def checked(monkeypatch):
     real = autograd.check_inputs
     monkeypatch.setattr(autograd, "check_inputs", lambda *a, **kw: calls.append(1) or real(*a, **kw))
     backward_plans.clear()
+    training_plans.clear()  # a training plan holds on to a backward plan of its own
     yield calls
     backward_plans.clear()
+    training_plans.clear()
 
 
 def problem(b, hq, hkv, nq, nk, alignment):
