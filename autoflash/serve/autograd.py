@@ -49,8 +49,9 @@ def _served_config(device: int, key: dict, seq_len: int, head_dim_v: int = 0) ->
     if head_dim_v:
         return _pair_default(arch, tuple(sorted(key.items())), head_dim_v)
     wgmma = serving_config(arch, key)  # flash_bwd_wgmma where it serves the key (H200: 1.3-1.4x flash_bwd_mma)
-    if wgmma is not None:
-        return wgmma
+    if wgmma is not None:  # its tuned entry for this GPU and length, else its own default
+        return dispatch.explain(arch, device_name, OPERATION.name, key, seq_len, template=wgmma.template,
+                                default=wgmma)[0]
     return dispatch.explain(arch, device_name, OPERATION.name, key, seq_len, template=TEMPLATE.name)[0]
 
 

@@ -38,10 +38,11 @@ def tune_command(arch: str, op: str, key: dict) -> str:
 
 
 def explain(arch: str, device_name: str, op: str, key: dict, seq_len: int,
-            template: str | None = None) -> tuple[OpConfig, str]:
+            template: str | None = None, default: OpConfig | None = None) -> tuple[OpConfig, str]:
     """The config serving a problem and where it came from. Fallbacks, in order: an
     entry tuned on this exact device, one tuned on another device of the same arch
-    (nearest sequence bucket in both), the heuristic default (with a one-time
+    (nearest sequence bucket in both), `default` if the caller gives one (its template's
+    own default, no warning), else the heuristic default (with a one-time
     warning naming the command that tunes it). A damaged tuned_configs file raises
     StoreError naming the file and entry: it is never silently ignored.
 
@@ -49,12 +50,12 @@ def explain(arch: str, device_name: str, op: str, key: dict, seq_len: int,
     path, mtime and size, stat-ed on every call): a file written or removed while the
     process runs is seen on the next call, and a hit costs no JSON read, no search and
     no config validation."""
-    cache_key = (arch, device_name, op, tuple(key.items()), seq_len, template)
+    cache_key = (arch, device_name, op, tuple(key.items()), seq_len, template, default)
     stamp = files_stamp(arch)
     hit = _chosen.get(cache_key)
     if hit is not None and hit[0] == stamp:
         return hit[1], hit[2]
-    cfg, how = _explain_uncached(arch, device_name, op, key, seq_len, template)
+    cfg, how = _explain_uncached(arch, device_name, op, key, seq_len, template, default)
     if len(_chosen) >= _MAX_CHOSEN:
         _chosen.clear()  # many distinct lengths: start over rather than track recency
     _chosen[cache_key] = (stamp, cfg, how)
@@ -124,13 +125,15 @@ _absent: set[str] = set()
 
 
 def _explain_uncached(arch: str, device_name: str, op: str, key: dict, seq_len: int,
-                      template: str | None) -> tuple[OpConfig, str]:
+                      template: str | None, default: OpConfig | None) -> tuple[OpConfig, str]:
     entries = store.entries_for_arch(arch)
     entry, how = store.lookup(entries, device_name, op, key, seq_len, template)
     if entry is not None:
         cfg = OpConfig.from_dict(entry["config"])
         log.debug("tuned config %s for %s %s %s N=%d (%s)", cfg.name, device_name, op, key, seq_len, how)
         return cfg, "tuned: " + how
+    if default is not None:
+        return default, "template default"
     cfg = heuristic_default(arch, op, key)
     warned = (arch, op, tuple(key.items()))
     if warned not in _warned:
