@@ -6,11 +6,13 @@ bf16/fp16, D 64/128, causal and not, N 4096 by default (B = 16384 / N, H = 2048 
 FLOPs; each whole backward call (preprocess, main, dQ conversion) as attention_backward launches it, CUDA events,
 synchronised interleaved rounds, median, spread = range of the round medians (benchmarks/dq_ab.py); each kernel's
 largest relative gradient error against SDPA's flash backward (the float64 and off-vs-on bitwise checks:
-tests/test_backward_wgmma_uniform_wg_gpu.py).
+tests/test_backward_wgmma_uniform_wg_gpu.py). "uwg" is switch value AUTOFLASH_UNIFORM_WG_VALUE (1, 2 or 3; default 1;
+benchmarks/bwd_uniform_wg_pick_run.sh sets the value benchmarks/bwd_uniform_wg_pick.py picked).
 
     PYTHONPATH=$PWD:$PWD/benchmarks python benchmarks/bench_bwd_uniform_wg.py [--dtypes bf16,fp16]
         [--head-dims 64,128] [--seqs 4096] [--precompile]
 """
+import os
 import sys
 
 import dq_ab
@@ -19,6 +21,7 @@ from bench_backward_wgmma import key
 from autoflash.ops.backward_wgmma import serving_config
 
 NAMES = ["served", "uwg", "served2", "sdpa_cudnn"]
+VALUE = int(os.environ.get("AUTOFLASH_UNIFORM_WG_VALUE", "1"))
 PAIRS = (("uwg", "served"), ("served2", "served"), ("uwg", "sdpa_cudnn"), ("served", "sdpa_cudnn"))
 
 
@@ -26,9 +29,10 @@ def configs(arch, dtype, d, causal):
     """name -> (config, switches): the served config with the switch off, on, and off again."""
     c = serving_config(arch, key(dtype, d, causal))
     assert c is not None and not c.problems(), (dtype, d, causal)
-    return {"served": (c, {"UNIFORM_WG": False}), "uwg": (c, {"UNIFORM_WG": True}),
+    return {"served": (c, {"UNIFORM_WG": False}), "uwg": (c, {"UNIFORM_WG": VALUE}),
             "served2": (c, {"UNIFORM_WG": False})}
 
 
 if __name__ == "__main__":
+    print(f"# uwg = UNIFORM_WG {VALUE}", flush=True)
     sys.exit(dq_ab.main(__doc__, configs, NAMES, PAIRS, ("served", "uwg", "served2")))

@@ -4,7 +4,11 @@ tuned_configs/sm_90.json) against float64 autograd for every case of tests/test_
 Nq != Nk, GQA/MQA, causal in both alignments, rows that see no key), bf16 and fp16; and switch off vs on on the same
 inputs: dK, dV bitwise equal (no atomics), dQ within the rounding of its unordered fp32 adds (1e-3), and the deterministic
 kernels (dQ adds in K/V-tile order) bitwise equal in all three gradients. The served kernels are reloaded around
-each switch (autograd's kernel cache keys on the config alone)."""
+each switch (autograd's kernel cache keys on the config alone). Every switch value (1, 2, 3; the environment's
+AUTOFLASH_UNIFORM_WG_VALUES, e.g. "2,3", picks some: benchmarks/bwd_uniform_wg_pick_run.sh passes the spill-free
+ones)."""
+import os
+
 import pytest
 
 pytestmark = pytest.mark.gpu
@@ -23,9 +27,12 @@ def set_switch(monkeypatch, value):
     autograd._loaded.cache_clear()
 
 
-@pytest.fixture
-def on(monkeypatch):
-    set_switch(monkeypatch, True)
+VALUES = [int(v) for v in os.environ.get("AUTOFLASH_UNIFORM_WG_VALUES", "1,2,3").split(",")]
+
+
+@pytest.fixture(params=VALUES, ids=lambda v: f"uwg{v}")
+def on(request, monkeypatch):
+    set_switch(monkeypatch, request.param)
     yield
     from autoflash.serve import autograd
 
@@ -45,27 +52,29 @@ def test_uniform_wg_pipelined_gradients_match_float64_autograd(case, on):
                      "uniform wg pipelined")
 
 
-def _off_and_on(monkeypatch, case, cfg):
+def _off_and_on(monkeypatch, case, cfg, on_value):
     grads = {}
-    for value in (False, True):
+    for value in (False, on_value):
         set_switch(monkeypatch, value)
         grads[value] = _check_gradients(case, "bf16", cfg, f"uniform wg {value}")
     set_switch(monkeypatch, False)
-    return grads[False], grads[True]
+    return grads[False], grads[on_value]
 
 
+@pytest.mark.parametrize("value", VALUES)
 @pytest.mark.parametrize("case", [CASES[2], CASES[7], CASES[10]], ids=lambda c: "b{}_h{}x{}_q{}_k{}_d{}_{}".format(*c))
-def test_switch_changes_no_dk_dv_bit(case, monkeypatch):
+def test_switch_changes_no_dk_dv_bit(case, value, monkeypatch):
     """The served tile, off vs on: dK, dV the same bits; dQ (unordered fp32 adds into dq_accum, then rounded to
     bf16: a last-bit flip is one bf16 ulp) within 1e-3, as test_backward_wgmma_dq_tile_gpu compares two dQ paths."""
-    off, on = _off_and_on(monkeypatch, case, wgmma_config("bf16", case[5], case[6] is not None, producer=True))
+    off, on = _off_and_on(monkeypatch, case, wgmma_config("bf16", case[5], case[6] is not None, producer=True), value)
     assert torch.equal(off[1], on[1]) and torch.equal(off[2], on[2])
     assert rel_err(on[0], off[0].double()) <= 1e-3
 
 
+@pytest.mark.parametrize("value", VALUES)
 @pytest.mark.parametrize("case", [CASES[3], CASES[10]], ids=lambda c: "b{}_h{}x{}_q{}_k{}_d{}_{}".format(*c))
-def test_deterministic_switch_changes_no_bit(case, monkeypatch):
+def test_deterministic_switch_changes_no_bit(case, value, monkeypatch):
     """deterministic=True (dQ adds in K/V-tile order): off and on give the same bits in dQ, dK and dV."""
     cfg = wgmma_config("bf16", case[5], case[6] is not None, deterministic=True)
-    off, on = _off_and_on(monkeypatch, case, cfg)
+    off, on = _off_and_on(monkeypatch, case, cfg, value)
     assert all(torch.equal(a, b) for a, b in zip(off, on))
