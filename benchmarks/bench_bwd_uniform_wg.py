@@ -6,7 +6,7 @@ bf16/fp16, D 64/128, causal and not, N 4096 by default (B = 16384 / N, H = 2048 
 FLOPs; each whole backward call (preprocess, main, dQ conversion) as attention_backward launches it, CUDA events,
 synchronised interleaved rounds, median, spread = range of the round medians (benchmarks/dq_ab.py); each kernel's
 largest relative gradient error against SDPA's flash backward (the float64 and off-vs-on bitwise checks:
-tests/test_backward_wgmma_uniform_wg_gpu.py). "uwg" is switch value AUTOFLASH_UNIFORM_WG_VALUE (1, 2 or 3; default 1;
+tests/test_backward_wgmma_uniform_wg_gpu.py). "uwg" is switch value AUTOFLASH_UNIFORM_WG_VALUE (1 to 4; default 1;
 benchmarks/bwd_uniform_wg_pick_run.sh sets the value benchmarks/bwd_uniform_wg_pick.py picked).
 
     PYTHONPATH=$PWD:$PWD/benchmarks python benchmarks/bench_bwd_uniform_wg.py [--dtypes bf16,fp16]

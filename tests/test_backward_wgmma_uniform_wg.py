@@ -7,7 +7,8 @@ throw-away script, see the NOTES entry), each value changes only its lines (+ co
 and the compiled served tiles have no spills, no local memory, no serialised wgmma, the same wgmmas, and fewer
 instructions and R2UR than with the switch off. Values: 1 one shuffled index for all; 2 the key rows from the plain
 index (the device's NVRTC 13.0 spilled 12 B at D 128 with 1: the shuffled value, which ptxas cannot recompute, stayed
-live across the loop for the key rows); 3 the plain index up to setmaxnreg, the consumers' shuffle after it.
+live across the loop for the key rows); 3 the plain index up to setmaxnreg, the consumers' shuffle after it; 4 as
+1, the dK/dV stores after the loop with the key rows from the plain index again (in a block of their own).
 The float64 GPU checks: tests/test_backward_wgmma_uniform_wg_gpu.py."""
 import collections
 import re
@@ -33,6 +34,9 @@ CHANGES = {
     3: ([PLAIN], ["    int wg = threadIdx.x / 128;",
                   "    const int warp = (threadIdx.x % 128) / 32, lane = threadIdx.x % 32;",
                   "    wg = __shfl_sync(0xffffffffu, wg, 0);"]),
+    4: ([PLAIN], [SHUFFLED,
+                  "    {  // (UNIFORM_WG 4) the key rows again from the plain index, which ptxas recomputes here: the",
+                  "    const int kw = threadIdx.x / 128 * 64 + warp * 16 + g, key_row = k_start + kw;"]),
 }
 # the H200's served tiles (tuned_configs/sm_90.json, N 4096): bm64 bn128 w12 (a producer warpgroup), D 64 non-causal
 # stages 3 (pipelined), the rest stages 2

@@ -4,8 +4,8 @@ tuned_configs/sm_90.json) against float64 autograd for every case of tests/test_
 Nq != Nk, GQA/MQA, causal in both alignments, rows that see no key), bf16 and fp16; and switch off vs on on the same
 inputs: dK, dV bitwise equal (no atomics), dQ within the rounding of its unordered fp32 adds (1e-3), and the deterministic
 kernels (dQ adds in K/V-tile order) bitwise equal in all three gradients. The served kernels are reloaded around
-each switch (autograd's kernel cache keys on the config alone). Every switch value (1, 2, 3; the environment's
-AUTOFLASH_UNIFORM_WG_VALUES, e.g. "2,3", picks some: benchmarks/bwd_uniform_wg_pick_run.sh passes the spill-free
+each switch (autograd's kernel cache keys on the config alone). Every switch value (1, 2, 3, 4; the environment's
+AUTOFLASH_UNIFORM_WG_VALUES, e.g. "2,3,4", picks some: benchmarks/bwd_uniform_wg_pick_run.sh passes the spill-free
 ones)."""
 import os
 
@@ -27,7 +27,7 @@ def set_switch(monkeypatch, value):
     autograd._loaded.cache_clear()
 
 
-VALUES = [int(v) for v in os.environ.get("AUTOFLASH_UNIFORM_WG_VALUES", "1,2,3").split(",")]
+VALUES = [int(v) for v in os.environ.get("AUTOFLASH_UNIFORM_WG_VALUES", "1,2,3,4").split(",")]
 
 
 @pytest.fixture(params=VALUES, ids=lambda v: f"uwg{v}")

@@ -86,7 +86,8 @@ DQ_STAGING_PAD = 8  # floats added to each staging row of value 1 (the template'
 # Issue 16 (off until timed): the main kernel reads its warpgroup index by a lane-0 shuffle (template), so the
 # K/V descriptors of S^T / dP^T and the dQ wgmma's descriptors are built in uniform registers (no R2UR pairs).
 # 1: one shuffled index for all (NVRTC 13.0 spills 12 B at D 128: the key rows keep it live across the loop);
-# 2: the key rows from the plain index; 3: the plain index up to setmaxnreg, the consumers shuffle it after.
+# 2: the key rows from the plain index; 3: the plain index up to setmaxnreg, the consumers shuffle it after;
+# 4: as 1, but the dK/dV stores after the loop take the key rows from the plain index again.
 UNIFORM_WG = False
 DQ_MODES = {0: "consumers' adds", 1: "staged, a bulk op per row", 2: "staged unpadded, a bulk op per tile"}
 
