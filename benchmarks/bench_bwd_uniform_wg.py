@@ -19,16 +19,21 @@ import dq_ab
 from bench_backward_wgmma import key
 
 from autoflash.ops.backward_wgmma import serving_config
+from autoflash.serve.autograd import _served_config
 
 NAMES = ["served", "uwg", "served2", "sdpa_cudnn"]
 VALUE = int(os.environ.get("AUTOFLASH_UNIFORM_WG_VALUE", "1"))
+# the length whose served config is timed (tuned_configs/ buckets 4096 and 16384 hold the same tile for bf16 D 128,
+# the N 16384 rows; D 64 non-causal's is stages 3, pipelined)
+SERVED_AT = 4096
 PAIRS = (("uwg", "served"), ("served2", "served"), ("uwg", "sdpa_cudnn"), ("served", "sdpa_cudnn"))
 
 
 def configs(arch, dtype, d, causal):
-    """name -> (config, switches): the served config with the switch off, on, and off again."""
-    c = serving_config(arch, key(dtype, d, causal))
-    assert c is not None and not c.problems(), (dtype, d, causal)
+    """name -> (config, switches): the config attention_backward serves at N SERVED_AT (its tuned entry for this GPU,
+    else the default), with the switch off, on, and off again."""
+    c = _served_config(0, key(dtype, d, causal), SERVED_AT)
+    assert serving_config(arch, key(dtype, d, causal)) is not None and not c.problems(), (dtype, d, causal)
     return {"served": (c, {"UNIFORM_WG": False}), "uwg": (c, {"UNIFORM_WG": VALUE}),
             "served2": (c, {"UNIFORM_WG": False})}
 

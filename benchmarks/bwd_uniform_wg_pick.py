@@ -1,11 +1,13 @@
 """flash_bwd_wgmma's UNIFORM_WG values (ops/backward_wgmma.py: 1, 2, 3, 4) as this machine's NVRTC compiles them: the
-served kernel of each bf16/fp16 x D 64/128 x causal key, switch off and at each value, compiled in parallel (into the
-compile cache the A/B then reads); per kernel registers, spilled bytes, stack frame, serialised wgmma (ptxas C7511).
-A value is clean when all 8 of its kernels have none of the three; the pick is the first clean value of PREFERENCE.
+served kernels of each bf16/fp16 x D 64/128 x causal key (the tuned entries of N 4096 and 16384, the template's
+default: 12 kernels on the H200), switch off and at each value, compiled in parallel (into the compile cache the A/B
+then reads); per kernel registers, spilled bytes, stack frame, serialised wgmma (ptxas C7511).
+A value is clean when all of its kernels have none of the three; the pick is the first clean value of PREFERENCE.
 Prints "clean: 2,3,4" and "pick: 4" last (empty when none is clean) for benchmarks/bwd_uniform_wg_pick_run.sh.
 
     PYTHONPATH=$PWD:$PWD/benchmarks:$PWD/tests python benchmarks/bwd_uniform_wg_pick.py
 """
+import itertools
 from concurrent.futures import ProcessPoolExecutor
 
 from dq_ab import _compile
@@ -13,6 +15,7 @@ from test_backward_wgmma import key
 
 from autoflash.kernels.compile import nvrtc_version
 from autoflash.ops.backward_wgmma import serving_config
+from autoflash.serve.autograd import _served_config as served_config
 
 VALUES = (1, 2, 3, 4)
 # 4 and 1 keep the most instructions off the consumer loop (the same loop with NVRTC 13.5; 13.0 spills 1 at D 128);
@@ -25,8 +28,12 @@ def main() -> None:
 
     arch, name = device.device_arch(0)
     print(f"# {name} {arch}, NVRTC {nvrtc_version()}", flush=True)
-    configs = [serving_config(arch, key(dtype, d, causal)) for dtype in ("bf16", "fp16") for d in (64, 128)
-               for causal in (False, True)]
+    configs = {}  # name -> config: what attention_backward serves at N 4096 and 16384 (tuned entry) and the default
+    for dtype, d, causal in itertools.product(("bf16", "fp16"), (64, 128), (False, True)):
+        k = key(dtype, d, causal)
+        for c in (served_config(0, k, 4096), served_config(0, k, 16384), serving_config(arch, k)):
+            configs.setdefault(c.name, c)
+    configs = list(configs.values())
     items = [(c, {"UNIFORM_WG": value}) for value in (False, *VALUES) for c in configs]
     with ProcessPoolExecutor() as pool:
         reports = list(pool.map(_compile, items))
