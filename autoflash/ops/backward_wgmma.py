@@ -83,12 +83,6 @@ DQ_STAGING_PAD = 8  # floats added to each staging row of value 1 (the template'
 # N 4096: 2.9 % of warp samples on that wait, 8.5 % on the consumers' wait for query tiles); measured
 # (dq_read_lag_h200_2026-11-30_s8.log) D 64 +5-6 %, D 128 +0-3 %; at stages 3 (the pipelined consumers) 11-15 % SLOWER,
 # so not there.
-# Issue 16 (off until timed): the main kernel reads its warpgroup index by a lane-0 shuffle (template), so the
-# K/V descriptors of S^T / dP^T and the dQ wgmma's descriptors are built in uniform registers (no R2UR pairs).
-# 1: one shuffled index for all (NVRTC 13.0 spills 12 B at D 128: the key rows keep it live across the loop);
-# 2: the key rows from the plain index; 3: the plain index up to setmaxnreg, the consumers shuffle it after;
-# 4: as 1, but the dK/dV stores after the loop take the key rows from the plain index again.
-UNIFORM_WG = False
 DQ_MODES = {0: "consumers' adds", 1: "staged, a bulk op per row", 2: "staged unpadded, a bulk op per tile"}
 
 
@@ -270,7 +264,7 @@ class BackwardWgmmaTemplate(Template):
                 "dq_bufs": self.smem_layout(cfg)["dq_bufs"],
                 "dq_pad": 0 if self.dq_mode(cfg) == 2 else DQ_STAGING_PAD,
                 "dq_tile_reduce": self.producer(cfg) and self.dq_mode(cfg) == 2,
-                "dq_read_lag": self.reads_dq_with_lag(cfg), "uniform_wg": UNIFORM_WG}
+                "dq_read_lag": self.reads_dq_with_lag(cfg)}
 
     def reads_dq_with_lag(self, cfg: BackwardConfig) -> bool:
         """Whether the producer frees each dQ staging buffer one tile late (the read lag, above)."""
