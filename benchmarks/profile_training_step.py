@@ -1,6 +1,7 @@
 """Where a training step's attention time goes: torch.profiler over forward + backward of attention alone
 (bench_training.py's attention rows: q, k, v (B, H, N, D) requiring grad, out.backward(dout)), autoflash.attention
-against SDPA's default, every CUDA kernel with its count and time per step, and the step's GPU time.
+against SDPA's default, every CUDA kernel with its count and time per step, and the step's GPU time; then
+(--model) bench_training.py's 4-layer decoder step, its kernels grouped by name, largest first.
 
     PYTHONPATH=$PWD:$PWD/benchmarks python3 benchmarks/profile_training_step.py
 """
@@ -18,7 +19,50 @@ def impls():
             "sdpa_default": lambda q, k, v, c: F.scaled_dot_product_attention(q, k, v, is_causal=c)}
 
 
+def table(prof, steps: int, top: int = 0) -> None:
+    rows = [(e.key, e.count / steps, getattr(e, "device_time_total", getattr(e, "cuda_time_total", 0)) / steps)
+            for e in prof.key_averages()]
+    rows = sorted((r for r in rows if r[2] > 0), key=lambda r: -r[2])
+    print("| kernel | calls a step | us a step |")
+    print("|---|---|---|")
+    for key, count, t in rows[:top or len(rows)]:
+        print(f"| {key[:90]} | {count:g} | {t:.1f} |")
+    print(f"| (sum of kernels) | | {sum(r[2] for r in rows):.1f} |")
+
+
+def model() -> None:
+    import copy
+
+    from bench_training import IMPLS, Decoder
+    vocab, width, heads, layers, seq, batch = 8192, 2048, 16, 4, 4096, 2
+    torch.manual_seed(0)
+    base = Decoder(vocab, width, heads, layers).cuda().to(torch.bfloat16)
+    tokens = torch.randint(0, vocab, (batch, seq + 1), device="cuda")
+    for name, attn in IMPLS.items():
+        m = copy.deepcopy(base)
+        opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+
+        def step():
+            loss = F.cross_entropy(m(tokens[:, :-1], attn).float().reshape(-1, vocab), tokens[:, 1:].reshape(-1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(3):
+                step()
+            torch.cuda.synchronize()
+        print(f"\n## model step ({layers} layers, B {batch}, N {seq}, D {width // heads}): {name}")
+        table(prof, 3, top=18)
+
+
 def main() -> None:
+    import sys
+    if "--model" in sys.argv:
+        model()
+        return
     for d, causal in ((64, False), (128, True)):
         n = 4096
         b, h = 16384 // n, 2048 // d
@@ -44,19 +88,9 @@ def main() -> None:
                 for _ in range(STEPS):
                     step()
                 torch.cuda.synchronize()
-            rows = [e for e in prof.key_averages() if e.device_type.name == "CUDA" or getattr(e, "cuda_time_total", 0)]
             print(f"\n## bf16 D {d} causal={causal} B {b} H {h} N {n}: {name}, {wall * 1e3:.0f} us a step (events, "
                   f"{STEPS} steps back to back)")
-            print("| kernel | calls a step | us a step |")
-            print("|---|---|---|")
-            total = 0.0
-            for e in sorted(rows, key=lambda e: -getattr(e, "device_time_total", getattr(e, "cuda_time_total", 0))):
-                t = getattr(e, "device_time_total", getattr(e, "cuda_time_total", 0)) / STEPS
-                if t <= 0:
-                    continue
-                total += t
-                print(f"| {e.key[:90]} | {e.count / STEPS:g} | {t:.1f} |")
-            print(f"| (sum of kernels) | | {total:.1f} |")
+            table(prof, STEPS)
 
 
 if __name__ == "__main__":
