@@ -12,6 +12,8 @@ from autoflash.kernels.registry import TEMPLATES
 from autoflash.ops import forward_wgmma
 from autoflash.ops.forward_base import Problem
 
+from wgmma_gpu import load_checked, sm90
+
 pytestmark = pytest.mark.gpu
 
 WG = TEMPLATES["flash_fwd_wgmma"]
@@ -28,24 +30,9 @@ CONFIGS = ([wgmma(256, c, dtype=t) for t in ("bf16", "fp16") for c in (False, Tr
            + [wgmma(256, c, block_m=64, block_n=96) for c in (False, True)] + [wgmma(192, True, block_n=64)])
 
 
-def sm90():
-    from autoflash.kernels.device import device_arch
-
-    if device_arch(0)[0] not in ("sm_90", "sm_90a"):
-        pytest.skip("flash_fwd_wgmma needs sm_90a")
-
-
 def load(cfg):
-    from autoflash.kernels.compile import compile_kernel
-    from autoflash.kernels.loaded import LoadedKernel
-    from autoflash.kernels.render import render
-
-    sm90()
-    assert not cfg.problems() and WG.o_via_q(cfg), cfg.problems()
-    assert "if (j == 0) load_q();" in render(cfg)  # the O-over-Qi source
-    compiled = compile_kernel(cfg)
-    assert compiled.report.spills == 0 and not compiled.report.wgmma_serialized, compiled.report
-    return LoadedKernel(compiled)
+    assert WG.o_via_q(cfg), cfg.name
+    return load_checked(cfg, "if (j == 0) load_q();")  # the O-over-Qi source
 
 
 @pytest.mark.parametrize("sms", ["all", 3])

@@ -13,6 +13,8 @@ from autoflash import KernelConfig
 from autoflash.ops import forward_wgmma
 from autoflash.ops.forward_base import Problem
 
+from wgmma_gpu import load_checked
+
 pytestmark = pytest.mark.gpu
 
 SHUFFLED = "const int wg = __shfl_sync(0xffffffffu, warpgroup - 1, 0);"
@@ -32,18 +34,7 @@ CONFIGS = [wgmma(), wgmma(dtype="fp16", pingpong=0), wgmma(block_m=192, stages=2
 
 
 def load(cfg):
-    from autoflash.kernels.compile import compile_kernel
-    from autoflash.kernels.device import device_arch
-    from autoflash.kernels.loaded import LoadedKernel
-    from autoflash.kernels.render import render
-
-    if device_arch(0)[0] not in ("sm_90", "sm_90a"):
-        pytest.skip("flash_fwd_wgmma needs sm_90a")
-    assert not cfg.problems(), cfg.problems()
-    assert SHUFFLED in render(cfg)  # the uniform index (dense kernels)
-    compiled = compile_kernel(cfg)
-    assert compiled.report.spills == 0 and not compiled.report.wgmma_serialized, compiled.report
-    return LoadedKernel(compiled)
+    return load_checked(cfg, SHUFFLED)  # the uniform index (dense kernels)
 
 
 @pytest.mark.parametrize("sms", ["all", 3])
