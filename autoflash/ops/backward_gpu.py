@@ -10,7 +10,8 @@ import numpy as np
 from autoflash.kernels.arrays import poisoned, random_normal, to_float64, to_storage
 from autoflash.kernels.elements import LOG2E
 from autoflash.kernels.packed_sequence import PackedSequence, Slot
-from autoflash.ops.backward_kernels import PAD_M, TOLERANCE, BackwardProblem, default_scale
+from autoflash.ops.backward_kernels import PAD_M, TOLERANCE, BackwardProblem, default_scale, dense_strides
+from autoflash.ops.backward_wgmma import takes_strides
 from autoflash.ops.reference import Check, array_module, slopes_per_batch, visible_keys
 
 ZERO_FLOOR = 1e-3  # see compare_gradients
@@ -71,9 +72,30 @@ class BackwardLaunch:
         self.sink_tail = (i32(p.batch), i32(p.heads_q), i32(seq_q_pad), f32(LOG2E))
         self.heads_q = p.heads_q
         self.scale = f32(scale)
+        self.strided = takes_strides(cfg)
+        if self.strided:
+            self._stride_tails(p, cfg, scale)
         self.deterministic = cfg.deterministic
         self.varlen = cfg.varlen
         self._packed = None
+
+    def _stride_tails(self, p: BackwardProblem, cfg, scale: float) -> None:
+        """(STRIDED kernels) the tails of the (batch, head, token) strides: p.strides holds q, k, v, out, dout, dq,
+        dk, dv's (None: all contiguous). The preprocess takes heads_q and out's, dout's; the main kernel q's, k's,
+        v's, dout's, dk's, dv's; the dQ conversion, now a row a lane group as the preprocess, dq's."""
+        q_shape, kv_shape = (p.batch, p.heads_q, p.seq_q, p.head_dim), (p.batch, p.heads_kv, p.seq_k, p.head_dim)
+        strides = p.strides or tuple(dense_strides(s)[:3] for s in (q_shape, kv_shape, kv_shape, q_shape, q_shape,
+                                                                     q_shape, kv_shape, kv_shape))
+        if len(strides) != 8:
+            raise ValueError(f"a strided backward takes 8 stride triples (q, k, v, out, dout, dq, dk, dv), got "
+                             f"{len(strides)}")
+        packed = [(np.int64(sb), np.int64(sh), np.int32(sn)) for sb, sh, sn in strides]
+        q, k, v, o, do, dq, dk, dv = packed
+        self.pre_tail += (np.int32(p.heads_q),) + o + do
+        self.main_stride_tail = q + k + v + do + dk + dv
+        conv_rows = 256 // (p.head_dim // 8)
+        self.conv_grid = (-(-p.seq_q // conv_rows), p.batch * p.heads_q, 1)
+        self.conv_tail = (np.int32(p.seq_q), np.int32(p.heads_q), np.float32(scale)) + dq
 
     def variant_tail(self, sinks: int = 0, alibi_slopes: int = 0) -> tuple:
         """The main kernel's last arguments, the forward's variant tail less its varlen pointers:
@@ -128,8 +150,9 @@ class BackwardLaunch:
                          (lse2, delta, sinks, dsinks) + self.sink_tail))
         runs.append((self.main, self.main_grid, self.block, self.smem,
                      (q, k, v, dout, lse2, delta, acc, dk, dv, sem) + self.main_tail + self._variant_tail(sinks, slopes)
-                     + ((cu_q, cu_k) if self.varlen else ())))
-        runs.append((self.conv, self.conv_grid, (256, 1, 1), 0, (acc, dq, self.n_vec8, self.scale)))
+                     + ((cu_q, cu_k) if self.varlen else ()) + (self.main_stride_tail if self.strided else ())))
+        conv_tail = self.conv_tail if self.strided else (self.n_vec8, self.scale)
+        runs.append((self.conv, self.conv_grid, (256, 1, 1), 0, (acc, dq) + conv_tail))
         return runs
 
     def packed(self) -> PackedSequence:

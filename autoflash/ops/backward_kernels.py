@@ -126,16 +126,43 @@ class TensorSpec:
     aligned: bool = True  # data pointer a multiple of 16 bytes
 
 
+MAX_TOKEN_STRIDE = 2**31 // 256  # the kernels address rows within a tile with 32-bit offsets (serve/operands.py's)
+
+
+def row_strides(name: str, shape: tuple, strides: tuple, elem_bytes: int) -> tuple[int, int, int]:
+    """(batch, head, token) element strides of a (B, H, N, D) array whose rows the strided kernels read in
+    place: D contiguous, every row 16-byte aligned, else ValueError. A size-1 dim is never stepped along, so
+    its (arbitrary) stride is replaced by a valid one."""
+    b, h, n, d = shape
+    sb, sh, sn, sd = strides
+    if sd != 1 and d > 1:
+        raise ValueError(f"{name}'s head dim is not contiguous (strides {tuple(strides)}); the backward reads rows "
+                         f"of stride 1: pass {name}.contiguous()")
+    sn = d if n == 1 else sn
+    sh = sn * n if h == 1 else sh
+    sb = max(sh * h, sn * n) if b == 1 else sb
+    if min(sb, sh, sn) < 0 or any(x * elem_bytes % 16 for x in (sb, sh, sn)):
+        raise ValueError(f"{name}'s rows are not 16-byte aligned (strides {tuple(strides)} elements of {elem_bytes} "
+                         f"B): batch, head and token strides must be non-negative multiples of {16 // elem_bytes}; "
+                         f"pass {name}.contiguous()")
+    if sn >= MAX_TOKEN_STRIDE:
+        raise ValueError(f"{name}'s token stride {sn} is too large (the kernels take < {MAX_TOKEN_STRIDE})")
+    return sb, sh, sn
+
+
 def check_inputs(q: TensorSpec, k: TensorSpec, v: TensorSpec, out: TensorSpec, lse: TensorSpec,
                  grad_out: TensorSpec, causal: bool, causal_alignment: str = "top_left", *,
                  window: tuple[int, int] = (-1, -1), softcap: float = 0.0,
-                 alibi_batch_stride: int = -1) -> BackwardProblem:
+                 alibi_batch_stride: int = -1, strides: tuple | None = None) -> BackwardProblem:
     """The problem of a backward call, or ValueError naming what is wrong (before any launch).
     causal_alignment as the forward's (ops.forward_base.causal_offset): the problem's causal_offset,
     set for causal and for the variants that measure from the diagonal (window, ALiBi), as the
     forward does. Variants (their values checked by serve/variants.check_variants): window (left,
     right) and softcap become problem fields; alibi_batch_stride is the slopes' batch stride (0:
-    per-head slopes), -1 for no ALiBi. The sinks and slopes pointers are passed at launch."""
+    per-head slopes), -1 for no ALiBi. The sinks and slopes pointers are passed at launch.
+    strides (ops/backward_wgmma.STRIDED): the element strides of q, k, v, out, grad_out, which may then be views
+    whose rows are read in place (row_strides); the problem's strides are their (batch, head, token) strides, in
+    that order (None when all five are contiguous; the caller appends dq's, dk's, dv's). lse stays contiguous."""
     arrays = (q, k, v, out, lse, grad_out)
     for t in arrays:
         if not t.device.startswith("cuda"):
@@ -177,11 +204,13 @@ def check_inputs(q: TensorSpec, k: TensorSpec, v: TensorSpec, out: TensorSpec, l
                          f"{list(TEMPLATE.key_values['head_dim'])})")
     if max(nq, nk) >= 2**31 // PAD_M:
         raise ValueError(f"sequence length {max(nq, nk)} is too long for the kernels' 32-bit indices")
+    views = (q, k, v, out, grad_out) if strides is not None else ()
     for t in arrays:
-        if not t.contiguous:
+        if not t.contiguous and t not in views:
             raise ValueError(f"{t.name} is not contiguous; pass {t.name}.contiguous()")
         if not t.aligned:
             raise ValueError(f"{t.name}'s data pointer is not 16-byte aligned; pass a fresh contiguous copy")
+    rows = tuple(row_strides(t.name, t.shape, st, DTYPE_BYTES[t.dtype]) for t, st in zip(views, strides or ()))
     offset = causal_offset(causal_alignment, nq, nk)  # ValueError for an unknown alignment
     p = BackwardProblem(b, hq, hkv, nq, nk, d, bool(causal), offset if causal else 0)
     p.head_dim_v = dv if dv != d else 0
@@ -189,7 +218,17 @@ def check_inputs(q: TensorSpec, k: TensorSpec, v: TensorSpec, out: TensorSpec, l
     if p.variant_flags()["window"] or alibi_batch_stride >= 0:  # the diagonal they measure from
         p.causal_offset = offset
     p.alibi_batch_stride = max(alibi_batch_stride, 0)
+    p.strides = None if all(t.contiguous for t in views) else rows
     return p
+
+
+def dense_strides(shape: tuple) -> tuple:
+    """Element strides of a contiguous array of this shape."""
+    out, step = [], 1
+    for n in reversed(shape):
+        out.append(step)
+        step *= n
+    return tuple(reversed(out))
 
 
 class BackwardMmaTemplate(Template):
@@ -305,7 +344,8 @@ class BackwardMmaTemplate(Template):
         return rows * elem + 2 * cfg.stages * cfg.block_m * 4  # + lse2 and delta buffers
 
     def template_values(self, cfg: BackwardConfig) -> dict:
-        return {"mma_type": "bf16" if cfg.dtype == "bf16" else "f16", "pad_m": PAD_M}
+        return {"mma_type": "bf16" if cfg.dtype == "bf16" else "f16", "pad_m": PAD_M,
+                "strided": False}  # (backward_rows.cuh.j2: the strided small kernels are flash_bwd_wgmma's)
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         pair = (key["head_dim"], key.get("head_dim_v", 0))

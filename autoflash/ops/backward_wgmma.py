@@ -84,6 +84,12 @@ DQ_STAGING_PAD = 8  # floats added to each staging row of value 1 (the template'
 # (dq_read_lag_h200_2026-11-30_s8.log) D 64 +5-6 %, D 128 +0-3 %; at stages 3 (the pipelined consumers) 11-15 % SLOWER,
 # so not there.
 DQ_MODES = {0: "consumers' adds", 1: "staged, a bulk op per row", 2: "staged unpadded, a bulk op per tile"}
+# Strided operands (issue 16's training step: q, k, v views of a fused projection, dO a transposed view): on, the
+# three kernels take per-tensor (batch, head, token) element strides (head dim contiguous) for q, k, v, out, dout and
+# dq, dk, dv as run-time arguments (ops/backward_gpu.BackwardLaunch appends them), so the host passes views as they
+# are and gets gradients laid out like the inputs; the dQ accumulator and workspace stay contiguous. Off: the
+# contiguous kernels, byte-identical. Read when a kernel is rendered and launched: set it before the first backward.
+STRIDED = False
 
 
 class BackwardWgmmaTemplate(Template):
@@ -264,7 +270,7 @@ class BackwardWgmmaTemplate(Template):
                 "dq_bufs": self.smem_layout(cfg)["dq_bufs"],
                 "dq_pad": 0 if self.dq_mode(cfg) == 2 else DQ_STAGING_PAD,
                 "dq_tile_reduce": self.producer(cfg) and self.dq_mode(cfg) == 2,
-                "dq_read_lag": self.reads_dq_with_lag(cfg)}
+                "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": STRIDED}
 
     def reads_dq_with_lag(self, cfg: BackwardConfig) -> bool:
         """Whether the producer frees each dQ staging buffer one tile late (the read lag, above)."""
@@ -282,6 +288,11 @@ class BackwardWgmmaTemplate(Template):
 
 
 TEMPLATE = BackwardWgmmaTemplate()
+
+
+def takes_strides(cfg) -> bool:
+    """Whether cfg's kernels take the stride arguments (STRIDED as it is now: set it before the first backward)."""
+    return STRIDED and cfg.template == TEMPLATE.name
 
 
 def serving_config(arch: str, key: dict) -> BackwardConfig | None:

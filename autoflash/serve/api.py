@@ -10,13 +10,14 @@ from autoflash.kernels.compile import compile_kernel
 from autoflash.kernels.config import OpConfig
 from autoflash.kernels.device import device_arch
 from autoflash.kernels.loaded import LoadedKernel, stream_handle
+from autoflash.ops import backward_wgmma
 from autoflash.ops.backward_kernels import HEAD_DIM_PAIRS
 from autoflash.ops.decode_kernels import DecodeConfig
 from autoflash.ops.forward import FORWARD
 from autoflash.ops.forward_base import CAUSAL_ALIGNMENTS, KernelConfig, Problem, causal_offset
 from autoflash.ops.forward_launch import plan
 from autoflash.serve import call_plans, dispatch, frameworks, training_plans
-from autoflash.serve.autograd import differentiable_attention, no_v_head_dim_gradients
+from autoflash.serve.autograd import differentiable_attention, no_v_head_dim_gradients, readable_rows
 from autoflash.serve.decode import launch_decode
 from autoflash.serve.errors import InputError
 from autoflash.serve.operands import (  # noqa: F401  (api's names too: varlen, kvcache, the drop-in)
@@ -182,13 +183,15 @@ def attention(q, k, v, *, causal: bool = False, causal_alignment: str = "top_lef
                                      head_dim=problem.head_dim_v or problem.head_dim)  # a pair: its V head dim
         if why is not None:
             raise InputError(why)
-        # The backward takes contiguous tensors: a strided view is copied here, for training only.
-        contiguous = q.is_contiguous() and k.is_contiguous() and v.is_contiguous()
-        q, k, v = (t if t.is_contiguous() else t.contiguous() for t in (q, k, v))
+        # The backward takes contiguous tensors: a strided view is copied here, for training only; with
+        # ops/backward_wgmma.STRIDED it reads views whose rows it can (autograd.readable_rows) in place.
+        in_place = all(t.is_contiguous() or (backward_wgmma.STRIDED and readable_rows(t)) for t in (q, k, v))
+        q, k, v = (t if t.is_contiguous() or (backward_wgmma.STRIDED and readable_rows(t)) else t.contiguous()
+                   for t in (q, k, v))
         result = differentiable_attention(attention_forward, q, k, v, causal=bool(causal), scale=scale,
                                           deterministic=bool(deterministic), config=config, return_lse=return_lse,
                                           causal_alignment=causal_alignment, **variant_args)
-        if plain and contiguous:  # next time: the Function with the forward's and the backward's plans
+        if plain and in_place:  # next time: the Function with the forward's and the backward's plans
             keys = (call_plans.call_key(q, k, v, causal, causal_alignment, scale, flag, config, None)
                     for flag in (return_lse, True))  # this call's (its type now registered), its forward's
             training_plans.remember(*keys, deterministic, causal, causal_alignment, scale)

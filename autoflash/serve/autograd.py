@@ -15,8 +15,9 @@ from autoflash.kernels.device import device_arch
 from autoflash.kernels.loaded import LoadedKernel
 from autoflash.ops.backward import OPERATION, TEMPLATE
 from autoflash.ops.backward_gpu import launch_plan
-from autoflash.ops.backward_kernels import HEAD_DIM_PAIRS, BackwardConfig, TensorSpec, check_inputs
-from autoflash.ops.backward_wgmma import serving_config
+from autoflash.ops.backward_kernels import HEAD_DIM_PAIRS, BackwardConfig, TensorSpec, check_inputs, row_strides
+from autoflash.ops import backward_wgmma
+from autoflash.ops.backward_wgmma import serving_config, takes_strides
 from autoflash.serve import backward_plans, dispatch, frameworks
 from autoflash.serve.errors import InputError
 from autoflash.serve.operands import TORCH_DTYPES, check_scale
@@ -30,9 +31,13 @@ def tensor_spec(name: str, t) -> TensorSpec:
                       t.is_contiguous(), t.data_ptr() % 16 == 0)
 
 
-@functools.cache
 def _loaded(cfg: BackwardConfig, device: int):
-    """Compiled once per process (disk cache), loaded once per device."""
+    """Compiled once per process (disk cache), loaded once per device (and per STRIDED: the kernels' arguments)."""
+    return _loaded_as(cfg, device, takes_strides(cfg))
+
+
+@functools.cache
+def _loaded_as(cfg: BackwardConfig, device: int, strided: bool):
     import cupy
 
     compiled = compile_kernel(cfg)
@@ -97,7 +102,8 @@ def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, cau
                               device=q.get_device(), batch=specs[0].shape[0], heads_q=specs[0].shape[1])
     flags = variants.flags()
     p = check_inputs(*specs, causal, causal_alignment, window=(variants.window_left, variants.window_right),
-                     softcap=variants.softcap, alibi_batch_stride=variants.alibi_batch_stride if flags["alibi"] else -1)
+                     softcap=variants.softcap, alibi_batch_stride=variants.alibi_batch_stride if flags["alibi"] else -1,
+                     strides=tuple(t.stride() for t in (q, k, v, out, grad_out)) if backward_wgmma.STRIDED else None)
     scale_value = check_scale(scale, p.head_dim)
     device = q.device.index if q.device.index is not None else frameworks.torch().cuda.current_device()
     key = dict(dtype=specs[0].dtype, head_dim=p.head_dim, causal=p.causal,
@@ -108,6 +114,9 @@ def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, cau
     cfg = _served_config(device, key, p.seq_k, p.head_dim_v) if config is None else pinned_config(config, key,
                                                                                                   p.head_dim_v)
     tensors = (q, k, v, out, lse, grad_out)
+    if p.strides is not None:  # (STRIDED) views: gradients laid out like the inputs
+        return _strided_call(cfg, device, p, scale_value, tensors, variants, keep, arch, stamp,
+                             (causal, causal_alignment, scale, deterministic, config))
     plan = launch_plan(_loaded(cfg, device), p, scale_value)
     grads = _launch_packed(plan, device, p, tensors, variants)
     if keep:  # next time: the allocations and the launches only
@@ -116,10 +125,33 @@ def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, cau
     return grads
 
 
-def _launch_packed(plan, device: int, p, tensors: tuple, variants, **cu_seqlens):
-    """The plan's launches through its packed sequence, on dq, dk, dv (and dsinks) allocated here."""
+def _strided_call(cfg, device: int, p, scale: float, tensors: tuple, variants, keep: bool, arch, stamp, args: tuple):
+    """A call with views (STRIDED, check_inputs accepted their rows): dq, dk, dv are torch.empty_like(q, k, v).
+    flash_bwd_wgmma reads the views and writes the gradients in place; flash_bwd_mma (the other keys) reads
+    contiguous copies and its contiguous gradients are copied into them (one contract, as the drop-in's fake)."""
+    outputs = tuple(frameworks.torch().empty_like(t) for t in tensors[:3])
+    if takes_strides(cfg):
+        p.strides = p.strides + tuple(row_strides(n, tuple(o.shape), tuple(o.stride()), o.element_size())
+                                      for n, o in zip(("dq", "dk", "dv"), outputs))
+        plan = launch_plan(_loaded(cfg, device), p, scale)
+        grads = _launch_packed(plan, device, p, tensors, variants, outputs=outputs)
+        if keep:
+            plan_entry = backward_plans.BackwardPlan(device, plan, tuple(o.shape for o in outputs), arch, stamp,
+                                                     tuple(o.stride() for o in outputs))
+            backward_plans.remember(plan_entry, *tensors, *args)
+        return grads
+    p.strides = None
+    plan = launch_plan(_loaded(cfg, device), p, scale)
+    grads = _launch_packed(plan, device, p, tuple(t.contiguous() for t in tensors), variants)
+    for o, g in zip(outputs, grads):
+        o.copy_(g)
+    return outputs + tuple(grads[3:])
+
+
+def _launch_packed(plan, device: int, p, tensors: tuple, variants, outputs=None, **cu_seqlens):
+    """The plan's launches through its packed sequence, on dq, dk, dv (outputs, else allocated here; and dsinks)."""
     q, k, v = tensors[:3]
-    dq, dk, dv = q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+    dq, dk, dv = outputs or (q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape))
     workspace = q.new_empty((max(plan.workspace_bytes, 256),), dtype=frameworks.torch().uint8)
     dsinks = q.new_empty((p.heads_q,), dtype=frameworks.torch().float32) if variants.sinks is not None else None
     pointers = dict(sinks=variants.sinks_ptr, alibi_slopes=variants.alibi_ptr,
@@ -154,9 +186,23 @@ def launch_backward(cfg: BackwardConfig, device: int, p, scale: float, tensors: 
 
 
 def kernel_ready(grad_out):
-    """autograd's upstream gradient as the kernels read it: contiguous, 16-byte aligned."""
+    """autograd's upstream gradient as the kernels read it: contiguous, 16-byte aligned; with STRIDED, as it is
+    where its rows can be read in place (attention_backward copies it for flash_bwd_mma)."""
+    if backward_wgmma.STRIDED and readable_rows(grad_out):
+        return grad_out
     grad_out = grad_out.contiguous()
     return grad_out.clone() if grad_out.data_ptr() % 16 else grad_out  # the kernels read 16-byte vectors
+
+
+def readable_rows(t) -> bool:
+    """A 4-D tensor whose rows the strided backward reads in place (check_inputs' row_strides passes)."""
+    if t.dim() != 4 or t.data_ptr() % 16:
+        return False
+    try:
+        row_strides("t", tuple(t.shape), tuple(t.stride()), t.element_size())
+    except ValueError:
+        return False
+    return True
 
 
 @functools.cache

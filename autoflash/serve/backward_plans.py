@@ -65,13 +65,16 @@ class BackwardPlan:
     """What a call with this key does once checked: allocate the workspace, launch the leading
     launches (the preprocess), allocate dq, dk, dv as q, k, v, launch the rest, on `device`'s
     current stream. arch: the arch whose tuned files chose the config (None: pinned); stamp: their
-    state when it was chosen (read before the choice)."""
+    state when it was chosen (read before the choice). strides: the gradients' strides where they are
+    not contiguous (STRIDED views: torch.empty_like's of q, k, v), else None."""
 
     __slots__ = ("device", "launch", "packed", "leading", "offsets", "workspace_shape", "uint8", "shapes",
-                 "arch", "stamp")
+                 "arch", "stamp", "strides")
 
-    def __init__(self, device: int, launch, shapes: tuple, arch: str | None, stamp: tuple | None):
+    def __init__(self, device: int, launch, shapes: tuple, arch: str | None, stamp: tuple | None,
+                 strides: tuple | None = None):
         self.device, self.launch, self.shapes, self.arch, self.stamp = device, launch, shapes, arch, stamp
+        self.strides = strides
         self.packed = launch.packed()
         self.leading = self.packed.leading(OUTPUTS)
         self.offsets = tuple(launch.offsets)
@@ -111,7 +114,12 @@ def run(entry: BackwardPlan, q, k, v, out, lse, grad_out):
     o = entry.offsets
     parts = (w + o[0], w + o[1], w + o[2], w + o[3], 0, 0, 0, 0, 0)  # lse2, delta, acc, sem; no variant, no varlen
     entry.packed(ptrs + (0, 0, 0) + parts, stream, 0, entry.leading)  # the preprocess reads no gradient
-    dq, dk, dv = q.new_empty(entry.shapes[0]), k.new_empty(entry.shapes[1]), v.new_empty(entry.shapes[2])
+    if entry.strides is None:
+        dq, dk, dv = q.new_empty(entry.shapes[0]), k.new_empty(entry.shapes[1]), v.new_empty(entry.shapes[2])
+    else:
+        s = entry.strides
+        dq, dk, dv = (q.new_empty_strided(entry.shapes[0], s[0]), k.new_empty_strided(entry.shapes[1], s[1]),
+                      v.new_empty_strided(entry.shapes[2], s[2]))
     entry.packed(ptrs + (dq.data_ptr(), dk.data_ptr(), dv.data_ptr()) + parts, stream, entry.leading)
     return dq, dk, dv
 
