@@ -222,3 +222,4 @@ def test_served_tiles_compile_clean(c, strided):
 
     report = compile_kernel(c).report
     assert report.spills == 0 and report.stack_frame == 0 and not report.wgmma_serialized, report
+

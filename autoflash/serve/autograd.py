@@ -45,6 +45,9 @@ def _loaded_as(cfg: BackwardConfig, device: int, strided: bool):
         return LoadedKernel(compiled)
 
 
+_loaded.cache_clear = _loaded_as.cache_clear  # (tests clear the loaded kernels)
+
+
 def _served_config(device: int, key: dict, seq_len: int, head_dim_v: int = 0) -> BackwardConfig:
     """The tuned flash_bwd_mma entry for this key and length (tuned_configs/, nearest bucket), else the
     heuristic default; dispatch.explain caches the answer per problem (re-deriving the default on

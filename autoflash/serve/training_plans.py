@@ -5,15 +5,16 @@ forward's call plan and whose backward launches the backward's plan.
 
 A training plan is kept (by serve/api.py, integrations/torch.py) only after a differentiable call
 went through every check and its forward kept a forward plan (serve/call_plans.py); only calls
-whose q, k, v were contiguous (the full path would copy them) and plain (no variant). Its key is
+whose q, k, v were contiguous (the full path would copy them; with ops/backward_wgmma.STRIDED also views the
+backward reads in place) and plain (no variant). Its key is
 the forward plan key of the call as the caller sees it (tensor types, dtypes, shapes, strides,
 devices; causal, causal_alignment, scale, return_lse, config, the caller's tag) and
 deterministic. A hit re-checks what the key cannot hold: that PyTorch wants gradients (grad mode
 on, an input requiring grad: else the call is an inference one), and what the forward plan
 re-checks (pointer alignment, the current device, the tuned files). The backward holds on to the
 backward plan (serve/backward_plans.py) the first backward kept: its key differs from the forward's
-only in grad_out, which a hit checks against out's dtype, shape, strides and device before running
-it (its own re-checks: alignment, device, tuned files); anything else goes through
+only in grad_out, which a hit checks against that backward's grad_out dtype, shape, strides and device before
+running it (its own re-checks: alignment, device, tuned files); anything else goes through
 attention_backward (the full checks, or its plan table).
 """
 from __future__ import annotations
@@ -30,13 +31,13 @@ _plans: dict[tuple, "TrainingPlan"] = {}
 
 class TrainingPlan:
     """forward: the forward's CallPlan (with LSE); backward: the BackwardPlan of this call's backward
-    once one ran (None before); causal, causal_alignment, scale, deterministic: the backward's
-    arguments."""
+    once one ran (None before), for grad_outs of g_layout (dtype, shape, strides, device); causal,
+    causal_alignment, scale, deterministic: the backward's arguments."""
 
-    __slots__ = ("forward", "backward", "causal", "causal_alignment", "scale", "deterministic")
+    __slots__ = ("forward", "backward", "g_layout", "causal", "causal_alignment", "scale", "deterministic")
 
     def __init__(self, forward, causal: bool, causal_alignment: str, scale, deterministic: bool):
-        self.forward, self.backward = forward, None
+        self.forward, self.backward, self.g_layout = forward, None, None
         self.causal, self.causal_alignment = causal, causal_alignment
         self.scale, self.deterministic = scale, deterministic
 
@@ -79,20 +80,22 @@ def function_forward(ctx, entry: TrainingPlan, q, k, v):
 
 
 def function_backward(ctx, grad_out, _grad_lse):
-    """The Function's backward: the kept backward plan when grad_out is as out, else attention_backward."""
+    """The Function's backward: the kept backward plan when grad_out is laid out as when it was kept (as out, or
+    with ops/backward_wgmma.STRIDED e.g. a transposed view), else attention_backward."""
     q, k, v, out, lse = ctx.saved_tensors
     g = kernel_ready(grad_out)
     entry = ctx.entry
-    as_out = g.dtype == out.dtype and g.shape == out.shape and g.stride() == out.stride() and g.device == out.device
-    if as_out and entry.backward is not None:  # the backward plan's key, but for grad_out's pointer
+    layout = (g.dtype, g.shape, g.stride(), g.device)
+    if entry.backward is not None and layout == entry.g_layout:  # the backward plan's key, but for the pointers
         grads = backward_plans.run(entry.backward, q, k, v, out, lse, g)
         if grads is not None:
             return None, *grads
     grads = attention_backward(q, k, v, out, lse, g, causal=entry.causal, causal_alignment=entry.causal_alignment,
                                scale=entry.scale, deterministic=entry.deterministic)
-    if as_out:
+    if entry.backward is None:
         entry.backward = backward_plans.find(q, k, v, out, lse, g, entry.causal, entry.causal_alignment,
                                              entry.scale, entry.deterministic)
+        entry.g_layout = layout
     return None, *grads
 
 
