@@ -104,3 +104,16 @@ def test_misaligned_view_is_refused_clearly(host):
     ts[0] = View((B, H, N, 64), strides=(N * (3 * H * 64 + 4), 64, 3 * H * 64 + 4, 1))
     with pytest.raises(ValueError, match="q's rows are not 16-byte aligned"):
         autograd.attention_backward(*ts, causal=True)
+
+
+def test_contiguous_inputs_keep_their_plan_and_layout(host):
+    from autoflash.serve import autograd, backward_plans
+
+    View, gpu = host
+    for d in (64, 256):  # flash_bwd_wgmma (strided kernels, contiguous strides) and flash_bwd_mma
+        ts = host_views(View, d=d)
+        ts[:3] = [View((B, H, N, d)) for _ in range(3)]
+        ts[5] = View((B, H, N, d))
+        grads = autograd.attention_backward(*ts, causal=True)
+        assert all(g.is_contiguous() and not hasattr(g, "copied") for g in grads)
+    assert len(backward_plans._plans) == 2 and len(gpu.checked) == 2

@@ -162,7 +162,7 @@ def check_inputs(q: TensorSpec, k: TensorSpec, v: TensorSpec, out: TensorSpec, l
     per-head slopes), -1 for no ALiBi. The sinks and slopes pointers are passed at launch.
     strides (ops/backward_wgmma.STRIDED): the element strides of q, k, v, out, grad_out, which may then be views
     whose rows are read in place (row_strides); the problem's strides are their (batch, head, token) strides, in
-    that order (None when all five are contiguous; the caller appends dq's, dk's, dv's). lse stays contiguous."""
+    that order (the caller appends dq's, dk's, dv's). lse stays contiguous."""
     arrays = (q, k, v, out, lse, grad_out)
     for t in arrays:
         if not t.device.startswith("cuda"):
@@ -218,7 +218,7 @@ def check_inputs(q: TensorSpec, k: TensorSpec, v: TensorSpec, out: TensorSpec, l
     if p.variant_flags()["window"] or alibi_batch_stride >= 0:  # the diagonal they measure from
         p.causal_offset = offset
     p.alibi_batch_stride = max(alibi_batch_stride, 0)
-    p.strides = None if all(t.contiguous for t in views) else rows
+    p.strides = rows or None
     return p
 
 

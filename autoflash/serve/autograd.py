@@ -117,7 +117,7 @@ def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, cau
     cfg = _served_config(device, key, p.seq_k, p.head_dim_v) if config is None else pinned_config(config, key,
                                                                                                   p.head_dim_v)
     tensors = (q, k, v, out, lse, grad_out)
-    if p.strides is not None:  # (STRIDED) views: gradients laid out like the inputs
+    if backward_wgmma.STRIDED:  # views read in place; gradients laid out like the inputs
         return _strided_call(cfg, device, p, scale_value, tensors, variants, keep, arch, stamp,
                              (causal, causal_alignment, scale, deterministic, config))
     plan = launch_plan(_loaded(cfg, device), p, scale_value)
@@ -129,23 +129,27 @@ def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, cau
 
 
 def _strided_call(cfg, device: int, p, scale: float, tensors: tuple, variants, keep: bool, arch, stamp, args: tuple):
-    """A call with views (STRIDED, check_inputs accepted their rows): dq, dk, dv are torch.empty_like(q, k, v).
-    flash_bwd_wgmma reads the views and writes the gradients in place; flash_bwd_mma (the other keys) reads
-    contiguous copies and its contiguous gradients are copied into them (one contract, as the drop-in's fake)."""
+    """A call under STRIDED (check_inputs accepted the rows of q, k, v, out, grad_out: p.strides holds theirs): dq, dk,
+    dv are torch.empty_like(q, k, v) (the drop-in's fake gives that layout too). flash_bwd_wgmma reads the inputs and
+    writes the gradients in place; flash_bwd_mma (the other keys) reads contiguous copies and writes contiguous rows,
+    copied into the gradients where those are not contiguous. Planned where nothing was copied."""
     outputs = tuple(frameworks.torch().empty_like(t) for t in tensors[:3])
     if takes_strides(cfg):
         p.strides = p.strides + tuple(row_strides(n, tuple(o.shape), tuple(o.stride()), o.element_size())
                                       for n, o in zip(("dq", "dk", "dv"), outputs))
-        plan = launch_plan(_loaded(cfg, device), p, scale)
-        grads = _launch_packed(plan, device, p, tensors, variants, outputs=outputs)
-        if keep:
-            plan_entry = backward_plans.BackwardPlan(device, plan, tuple(o.shape for o in outputs), arch, stamp,
-                                                     tuple(o.stride() for o in outputs))
-            backward_plans.remember(plan_entry, *tensors, *args)
-        return grads
-    p.strides = None
+        read = tensors
+    else:
+        p.strides = None
+        read = tuple(t.contiguous() for t in tensors)
+    direct = takes_strides(cfg) or all(o.is_contiguous() for o in outputs)
     plan = launch_plan(_loaded(cfg, device), p, scale)
-    grads = _launch_packed(plan, device, p, tuple(t.contiguous() for t in tensors), variants)
+    grads = _launch_packed(plan, device, p, read, variants, outputs=outputs if direct else None)
+    if keep and direct and all(r is t for r, t in zip(read, tensors)):
+        entry = backward_plans.BackwardPlan(device, plan, tuple(o.shape for o in outputs), arch, stamp,
+                                            tuple(o.stride() for o in outputs))
+        backward_plans.remember(entry, *tensors, *args)
+    if direct:
+        return grads
     for o, g in zip(outputs, grads):
         o.copy_(g)
     return outputs + tuple(grads[3:])
