@@ -91,7 +91,9 @@ def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, cau
     tanh), alibi_slopes (no gradient: the bias is constant), sinks (float32 (heads_q,)): then the
     sinks' gradient dsinks (float32 (heads_q,)) is returned too.
     Returns new tensors (dq, dk, dv in the inputs' dtype; dsinks when sinks are given), computed on
-    the current stream.
+    the current stream. With ops/backward_wgmma.STRIDED on (off by default): q, k, v, out, grad_out may be views
+    whose head dim is contiguous and whose batch, head and token strides are multiples of 16 bytes (e.g. q, k, v
+    of a fused projection), read in place, and dq, dk, dv are laid out as torch.empty_like(q, k, v).
     """
     grads = backward_plans.served(q, k, v, out, lse, grad_out, causal, causal_alignment, scale, deterministic, config,
                                   window_size, softcap, sinks, alibi_slopes)
