@@ -69,14 +69,14 @@ def test_views_are_read_in_place_and_planned(host):
     from autoflash.serve import autograd, backward_plans
     from test_backward_host_plans import pointer
 
-    View, gpu = host
+    View, faked_gpu = host
     ts = host_views(View)
     dq, dk, dv = autograd.attention_backward(*ts, causal=True)
     assert dq.stride() == dk.stride() == dv.stride() == (N * H * 64, 64, H * 64, 1)  # empty_like of the views
-    assert len(gpu.checked) == 1 and len(backward_plans._plans) == 1
+    assert len(faked_gpu.checked) == 1 and len(backward_plans._plans) == 1
     ts2 = host_views(View)
     grads = autograd.attention_backward(*ts2, causal=True)  # new views, same layout: the plan
-    assert len(gpu.checked) == 1 and [g.stride() for g in grads] == [dq.stride()] * 3
+    assert len(faked_gpu.checked) == 1 and [g.stride() for g in grads] == [dq.stride()] * 3
     packed = next(iter(backward_plans._plans.values())).packed
     assert [pointer(packed, 1, i) for i in range(4)] == [t.data_ptr() for t in (ts2[0], ts2[1], ts2[2], ts2[5])]
     main = packed.launches[1]
@@ -88,7 +88,7 @@ def test_views_are_read_in_place_and_planned(host):
 def test_mma_served_views_are_copied_and_gradients_keep_the_layout(host):
     from autoflash.serve import autograd, backward_plans
 
-    View, gpu = host
+    View, faked_gpu = host
     ts = host_views(View, d=256)
     grads = autograd.attention_backward(*ts, causal=True)
     assert [g.stride() for g in grads] == [(N * H * 256, 256, H * 256, 1)] * 3
@@ -109,11 +109,11 @@ def test_misaligned_view_is_refused_clearly(host):
 def test_contiguous_inputs_keep_their_plan_and_layout(host):
     from autoflash.serve import autograd, backward_plans
 
-    View, gpu = host
+    View, faked_gpu = host
     for d in (64, 256):  # flash_bwd_wgmma (strided kernels, contiguous strides) and flash_bwd_mma
         ts = host_views(View, d=d)
         ts[:3] = [View((B, H, N, d)) for _ in range(3)]
         ts[5] = View((B, H, N, d))
         grads = autograd.attention_backward(*ts, causal=True)
         assert all(g.is_contiguous() and not hasattr(g, "copied") for g in grads)
-    assert len(backward_plans._plans) == 2 and len(gpu.checked) == 2
+    assert len(backward_plans._plans) == 2 and len(faked_gpu.checked) == 2
