@@ -9,10 +9,9 @@ import pytest
 
 from autoflash import KernelConfig
 from autoflash.kernels.registry import TEMPLATES
-from autoflash.ops import forward_wgmma
 from autoflash.ops.forward_base import Problem
 
-from wgmma_gpu import load_checked, sm90
+from wgmma_gpu import load_checked, on_grid, sm90
 
 pytestmark = pytest.mark.gpu
 
@@ -40,8 +39,7 @@ def load(cfg):
 def test_matches_the_reference(monkeypatch, cfg, sms):
     from autoflash.ops.forward_launch import run_checked
 
-    if sms == 3:  # a persistent grid of 3 CTAs: each walks tens of items
-        monkeypatch.setattr(forward_wgmma, "_sm_count", lambda: 3)
+    on_grid(monkeypatch, sms)
     k = load(cfg)
     for i, (b, hq, hkv, nq, nk) in enumerate(SHAPES):
         p = Problem(b, hq, hkv, nq, nk, cfg.head_dim, cfg.causal, causal_offset=nk - nq if cfg.causal else 0)

@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 
 from autoflash import KernelConfig
-from autoflash.ops import forward_wgmma
 from autoflash.ops.forward_base import Problem
 
-from wgmma_gpu import load_checked
+from wgmma_gpu import load_checked, on_grid
 
 pytestmark = pytest.mark.gpu
 
@@ -42,8 +41,7 @@ def load(cfg):
 def test_matches_the_reference(monkeypatch, cfg, sms):
     from autoflash.ops.forward_launch import run_checked
 
-    if sms == 3:  # a persistent grid of 3 CTAs: each walks tens of items
-        monkeypatch.setattr(forward_wgmma, "_sm_count", lambda: 3)
+    on_grid(monkeypatch, sms)
     k = load(cfg)
     for i, (b, hq, hkv, nq, nk) in enumerate(SHAPES):
         # causal: top-left (offset 0) and bottom-right (Nk - Nq; negative when Nq > Nk: rows with no key)

@@ -22,3 +22,11 @@ def load_checked(cfg, marker: str):
     compiled = compile_kernel(cfg)
     assert compiled.report.spills == 0 and not compiled.report.wgmma_serialized, compiled.report
     return LoadedKernel(compiled)
+
+
+def on_grid(monkeypatch, sms) -> None:
+    """sms == 3: a persistent grid of 3 CTAs, so each walks tens of items; "all": one CTA per SM."""
+    if sms == 3:
+        from autoflash.ops import forward_wgmma
+
+        monkeypatch.setattr(forward_wgmma, "_sm_count", lambda: 3)
