@@ -33,7 +33,8 @@ contiguous and whose other strides are multiples of 16 bytes, so views such as
 q.transpose(1, 2) of a (B, N, H, D) projection are read in place, without a copy.
 Other layouts are accepted, as torch's SDPA accepts them, but copied with .contiguous()
 first; so are the inputs of a call that needs gradients (the backward takes contiguous
-tensors). The output is a new contiguous (..., Hq, L, E) tensor.
+tensors). The output is a new contiguous (..., Hq, L, E) tensor; with ops/backward_wgmma.STRIDED on it is laid
+out in query's dimension order, as PyTorch's SDPA lays it out (a transposed view for a transposed query).
 
 The kernels run as custom ops (torch.library) with fake (meta) implementations:
 ``torch.ops.autoflash.sdpa`` (inference: output only), ``autoflash::sdpa_fwd`` (output and
@@ -64,7 +65,7 @@ import math
 import torch
 
 from autoflash.ops import backward_wgmma
-from autoflash.serve import call_plans, training_plans
+from autoflash.serve import call_plans, out_layout, training_plans
 from autoflash.serve.api import MAX_TOKEN_STRIDE, attention_forward, forward_tagged
 from autoflash.serve.autograd import attention_backward
 from autoflash.serve.routing import BACKWARD_HEAD_DIMS, differentiable_problem
@@ -84,7 +85,8 @@ class UnsupportedError(NotImplementedError):
 def _sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, is_causal: bool,
           scale: float) -> torch.Tensor:
     """(B, Hq, L, E), (B, H, S, E) x2 -> (B, Hq, L, E) on torch's current CUDA stream (no grad).
-    Inputs are read in place when their strides allow it; the output is contiguous."""
+    Inputs are read in place when their strides allow it; the output is contiguous (with
+    ops/backward_wgmma.STRIDED: in query's dimension order, _out_order)."""
     return _sdpa_impl(query, key, value, is_causal, scale)
 
 
@@ -93,13 +95,16 @@ def _sdpa_impl(query, key, value, is_causal: bool, scale: float, tag=None) -> to
     q, k, v = (t if _readable_in_place(t) else _kernel_ready(t) for t in (query, key, value))
     with _relaxed_capture_if_capturing(q.device):
         if tag is None:
-            return attention_forward(q, k, v, causal=is_causal, scale=scale)
-        return forward_tagged(tag, q, k, v, causal=is_causal, scale=scale)
+            out = attention_forward(q, k, v, causal=is_causal, scale=scale)
+        else:
+            out = forward_tagged(tag, q, k, v, causal=is_causal, scale=scale)
+    return _in_promised_layout(query, out)
 
 
 @_sdpa.register_fake
 def _sdpa_fake(query, key, value, is_causal, scale):
-    return query.new_empty(query.shape)  # contiguous whatever query's strides, dtype and device of query, as the real op
+    # contiguous whatever query's strides (STRIDED: query's order), dtype and device of query, as the real op
+    return out_layout.empty_torch(query, query.shape, _out_order(query))
 
 
 @torch.library.custom_op("autoflash::sdpa_fwd", mutates_args=(), device_types="cuda")
@@ -109,12 +114,33 @@ def _sdpa_fwd(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, is_ca
     LSE (B, Hq, L), float32."""
     q, k, v = (_grad_ready(t) for t in (query, key, value))
     with _relaxed_capture_if_capturing(q.device):
-        return attention_forward(q, k, v, causal=is_causal, scale=scale, return_lse=True)
+        out, lse = attention_forward(q, k, v, causal=is_causal, scale=scale, return_lse=True)
+    return _in_promised_layout(query, out), lse
 
 
 @_sdpa_fwd.register_fake
 def _sdpa_fwd_fake(query, key, value, is_causal, scale):
-    return query.new_empty(query.shape), query.new_empty(query.shape[:3], dtype=torch.float32)
+    return (out_layout.empty_torch(query, query.shape, _out_order(query)),
+            query.new_empty(query.shape[:3], dtype=torch.float32))
+
+
+def _out_order(query) -> tuple | None:
+    """The order of O's dims in memory the ops promise (their fakes' layout): None (contiguous), or under
+    ops/backward_wgmma.STRIDED query's (serve/out_layout.py, as attention() allocates it for a q read in place)."""
+    if not backward_wgmma.STRIDED:
+        return None
+    return out_layout.order(tuple(query.shape), tuple(query.stride()), query.shape[-1], query.element_size())
+
+
+def _in_promised_layout(query, out: torch.Tensor) -> torch.Tensor:
+    """out in the fakes' layout: itself but where attention() could not write it so (under STRIDED, a query
+    copied before the launch, or served by the decode kernel, whose O is contiguous): then a copy."""
+    if not backward_wgmma.STRIDED:
+        return out
+    order = _out_order(query)
+    if tuple(out.stride()) == out_layout.element_strides(tuple(out.shape), order):
+        return out
+    return out_layout.empty_torch(query, tuple(out.shape), order).copy_(out)
 
 
 @torch.library.custom_op("autoflash::sdpa_bwd", mutates_args=(), device_types="cuda")

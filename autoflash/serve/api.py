@@ -16,7 +16,7 @@ from autoflash.ops.decode_kernels import DecodeConfig
 from autoflash.ops.forward import FORWARD
 from autoflash.ops.forward_base import CAUSAL_ALIGNMENTS, KernelConfig, Problem, causal_offset
 from autoflash.ops.forward_launch import plan
-from autoflash.serve import call_plans, dispatch, frameworks, training_plans
+from autoflash.serve import call_plans, dispatch, frameworks, out_layout, training_plans
 from autoflash.serve.autograd import differentiable_attention, no_v_head_dim_gradients, readable_rows
 from autoflash.serve.decode import launch_decode
 from autoflash.serve.errors import InputError
@@ -111,6 +111,15 @@ def _empty_like(ref: Operand, shape: tuple, dtype: str):
         return cupy.empty(shape, dtype=_cupy_dtype(dtype))
 
 
+def _empty_in_order(ref: Operand, shape: tuple, order: tuple):
+    """_empty_like in ref's dtype, its dims in memory in `order` (serve/out_layout.py)."""
+    if ref.kind == "torch":
+        return out_layout.empty_torch(ref.obj, shape, order, frameworks.torch_dtypes()[ref.dtype])  # ref's device
+    cupy = frameworks.cupy()
+    with cupy.cuda.Device(ref.device):
+        return out_layout.empty_cupy(cupy, shape, order, _cupy_dtype(ref.dtype))
+
+
 def _pointer(x) -> int:
     return x.data_ptr() if hasattr(x, "data_ptr") else x.data.ptr
 
@@ -150,7 +159,8 @@ def attention(q, k, v, *, causal: bool = False, causal_alignment: str = "top_lef
 {variants}
 
     Returns the output, a new contiguous (batch, heads_q, seq_q, head_dim) array (same kind,
-    dtype, device; on the caller's current stream) and, with return_lse, the per-row
+    dtype, device; on the caller's current stream; with ops/backward_wgmma.STRIDED on, laid out in
+    q's dimension order as PyTorch's SDPA does, serve/out_layout.py) and, with return_lse, the per-row
     log-sum-exp (float32, batch x heads_q x seq_q, natural log).
 
     Served by the split-KV decode kernel when that is the right kernel (PyTorch fp16/bf16,
@@ -293,12 +303,16 @@ def forward_tagged(tag, q, k, v, *, causal: bool = False, causal_alignment: str 
         if cfg.head_dim_v != problem.head_dim_v:
             raise InputError(f"config {cfg.name} has head_dim_v={cfg.head_dim_v}, the inputs {problem.head_dim_v}")
     out_shape = (*qo.shape[:3], problem.dim_v)
-    out = _empty_like(qo, out_shape, qo.dtype)
+    # under ops/backward_wgmma.STRIDED, O in q's dimension order (serve/out_layout.py; foreign arrays: contiguous)
+    order = out_layout.order(qo.shape, qo.strides, problem.dim_v, ELEMENT_BYTES[qo.dtype]) if qo.wrap is None else None
+    if order is not None:
+        problem.strides = (*problem.strides[:3], out_layout.element_strides(out_shape, order)[:3])
+    out = _empty_like(qo, out_shape, qo.dtype) if order is None else _empty_in_order(qo, out_shape, order)
     lse = _empty_like(qo, qo.shape[:3], "fp32") if return_lse else None
     launched = launch_forward(cfg, qo, ko, vo, problem, scale_value, out, lse)
     if qo.wrap is None and call_plans.plain(window_size, softcap, sinks, alibi_slopes):  # next time: the launch only
         call_plans.remember(call_plans.CallPlan(qo.kind, qo.device, out_shape, qo.shape[:3], launched,
-                                                arch if pinned is None else None),
+                                                arch if pinned is None else None, order),
                             q, k, v, causal, causal_alignment, scale, return_lse, config, tag)
     out, lse = _result(qo, out), _result(qo, lse)
     return (out, lse) if return_lse else out

@@ -19,7 +19,7 @@ pointers written per call, one cuLaunchKernel.
 from __future__ import annotations
 
 from autoflash.ops.forward_base import KernelConfig
-from autoflash.serve import dispatch, frameworks
+from autoflash.serve import dispatch, frameworks, out_layout
 
 MAX_PLANS = 1024  # distinct call signatures kept; past that the table starts over
 
@@ -71,13 +71,16 @@ def call_key(q, k, v, causal, causal_alignment, scale, return_lse, config, tag) 
 
 class CallPlan:
     """What a call with this key does once checked: allocate out (and LSE), launch `plan`
-    on q's device and stream. arch: the arch whose tuned files chose the config (None: pinned)."""
+    on q's device and stream. arch: the arch whose tuned files chose the config (None: pinned).
+    out_order: the order of out's dims in memory the launch was planned with (serve/out_layout.py: under
+    ops/backward_wgmma.STRIDED q's; None: contiguous); the key's q strides determine it."""
 
-    __slots__ = ("kind", "device", "out_shape", "lse_shape", "plan", "arch", "stamp", "packed")
+    __slots__ = ("kind", "device", "out_shape", "lse_shape", "plan", "arch", "stamp", "packed", "out_order")
 
-    def __init__(self, kind: str, device: int, out_shape: tuple, lse_shape: tuple, plan, arch: str | None):
+    def __init__(self, kind: str, device: int, out_shape: tuple, lse_shape: tuple, plan, arch: str | None,
+                 out_order: tuple | None = None):
         self.kind, self.device, self.plan, self.arch = kind, device, plan, arch
-        self.out_shape, self.lse_shape = out_shape, lse_shape
+        self.out_shape, self.lse_shape, self.out_order = out_shape, lse_shape, out_order
         self.stamp = dispatch.files_stamp(arch) if arch is not None else None
         self.packed = None
 
@@ -147,7 +150,8 @@ def ready(entry: CallPlan, q, k, v) -> bool:
 
 def launch_torch(entry: CallPlan, return_lse: bool, q, k, v):
     """out (and lse) of a torch call that passed ready(): allocated, and the kernel launched."""
-    out = q.new_empty(entry.out_shape)
+    out = q.new_empty(entry.out_shape) if entry.out_order is None else out_layout.empty_torch(q, entry.out_shape,
+                                                                                               entry.out_order)
     lse = q.new_empty(entry.lse_shape, dtype=frameworks.torch().float32) if return_lse else None
     _launch(entry, (q.data_ptr(), k.data_ptr(), v.data_ptr()), out.data_ptr(), lse.data_ptr() if return_lse else 0,
             frameworks.raw_stream()(entry.device))
@@ -159,7 +163,8 @@ def _run_cupy(entry: CallPlan, return_lse: bool, q, k, v):
     ptrs = q.data.ptr, k.data.ptr, v.data.ptr
     if (ptrs[0] | ptrs[1] | ptrs[2]) & 15 or not _on_device(entry) or not _fresh(entry):
         return None
-    out = cupy.empty(entry.out_shape, dtype=q.dtype)
+    out = cupy.empty(entry.out_shape, dtype=q.dtype) if entry.out_order is None else out_layout.empty_cupy(
+        cupy, entry.out_shape, entry.out_order, q.dtype)
     lse = cupy.empty(entry.lse_shape, dtype="float32") if return_lse else None
     _launch(entry, ptrs, out.data.ptr, lse.data.ptr if return_lse else 0, cupy.cuda.get_current_stream().ptr)
     return (out, lse) if return_lse else out

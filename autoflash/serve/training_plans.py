@@ -15,7 +15,8 @@ re-checks (pointer alignment, the current device, the tuned files). The backward
 backward plan (serve/backward_plans.py) the first backward kept: its key differs from the forward's
 only in grad_out, which a hit checks against that backward's grad_out dtype, shape, strides and device before
 running it (its own re-checks: alignment, device, tuned files); anything else goes through
-attention_backward (the full checks, or its plan table).
+attention_backward (the full checks, or its plan table). The O the backward reads is the forward plan's
+(CallPlan.out_order: under STRIDED laid out like q), so the backward plan is kept for, and hit with, that layout.
 """
 from __future__ import annotations
 
