@@ -4,8 +4,9 @@
 # out like q, phase 2), then, only if they all pass: the A/A of the stride arithmetic on contiguous inputs
 # (benchmarks/bench_backward_strided.py, bf16 D 64/128 N 4096 causal both, beside SDPA cuDNN), the decoder step
 # alternating STRIDED off / phase 1 (O contiguous) / phase 1+2 (O like q) (benchmarks/strided_model_ab.py), and the
-# step's kernel profile with the switch on (profile_training_step.py --model: phase 2 leaves 16 of phase 1's 20
-# elementwise copies). Run from the repository root with $OUT set, carry=[".whl"]. Logs: $OUT/*.log.
+# step's kernel profile with the switch on (profile_training_step.py --model: of the 20 elementwise copies a step,
+# phase 1 leaves the 4 reshape copies of O, phase 2 none). Run from the repository root with $OUT set, carry=[".whl"].
+# Logs: $OUT/*.log.
 export COMPILE_S=40 TESTS_S=70 BENCH_S=25 BENCH16K_S=0 AB_ARGS="--dtypes bf16"
 bash benchmarks/ab_run.sh benchmarks/bench_backward_strided.py tests/test_backward_strided_gpu.py \
   tests/test_forward_o_layout_gpu.py || exit 1
