@@ -103,8 +103,7 @@ def _sdpa_impl(query, key, value, is_causal: bool, scale: float, tag=None) -> to
 
 @_sdpa.register_fake
 def _sdpa_fake(query, key, value, is_causal, scale):
-    # contiguous whatever query's strides (STRIDED: query's order), dtype and device of query, as the real op
-    return out_layout.empty_torch(query, query.shape, _out_order(query))
+    return _promised_empty(query)  # contiguous whatever query's strides (STRIDED: query's order), as the real op
 
 
 @torch.library.custom_op("autoflash::sdpa_fwd", mutates_args=(), device_types="cuda")
@@ -120,16 +119,19 @@ def _sdpa_fwd(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, is_ca
 
 @_sdpa_fwd.register_fake
 def _sdpa_fwd_fake(query, key, value, is_causal, scale):
-    return (out_layout.empty_torch(query, query.shape, _out_order(query)),
-            query.new_empty(query.shape[:3], dtype=torch.float32))
+    return _promised_empty(query), query.new_empty(query.shape[:3], dtype=torch.float32)
 
 
 def _out_order(query) -> tuple | None:
     """The order of O's dims in memory the ops promise (their fakes' layout): None (contiguous), or under
     ops/backward_wgmma.STRIDED query's (serve/out_layout.py, as attention() allocates it for a q read in place)."""
-    if not backward_wgmma.STRIDED:
-        return None
     return out_layout.order(tuple(query.shape), tuple(query.stride()), query.shape[-1], query.element_size())
+
+
+def _promised_empty(query) -> torch.Tensor:
+    """A new tensor shaped, typed and laid out as the ops' output for query (dtype and device of query)."""
+    order = _out_order(query)
+    return query.new_empty(query.shape) if order is None else out_layout.empty_torch(query, query.shape, order)
 
 
 def _in_promised_layout(query, out: torch.Tensor) -> torch.Tensor:
@@ -140,7 +142,7 @@ def _in_promised_layout(query, out: torch.Tensor) -> torch.Tensor:
     order = _out_order(query)
     if tuple(out.stride()) == out_layout.element_strides(tuple(out.shape), order):
         return out
-    return out_layout.empty_torch(query, tuple(out.shape), order).copy_(out)
+    return _promised_empty(query).copy_(out)  # (the drop-in's O has query's shape)
 
 
 @torch.library.custom_op("autoflash::sdpa_bwd", mutates_args=(), device_types="cuda")
