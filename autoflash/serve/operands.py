@@ -59,22 +59,29 @@ ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 MAX_TOKEN_STRIDE = 2**31 // 256  # the kernels address rows within a tile with 32-bit offsets
 
 
-def kernel_strides(t: Operand) -> tuple[int, int, int]:
-    """(batch, head, token) element strides of a (B, H, N, D) operand as the kernels take them:
-    the head dim must be contiguous and each stride a multiple of 16 bytes (TMA and 16-byte
-    vector loads), else InputError. A dim of size 1 is never stepped along, so its stride
-    (arbitrary in PyTorch) is replaced by one that is valid for any kernel."""
-    b, h, n, d = t.shape
-    sb, sh, sn, sd = t.strides
-    if sd != 1 and d > 1:
-        raise InputError(f"{t.name}'s head dim is not contiguous (strides {t.strides} elements); the kernels "
-                         f"need stride 1 in the last dim: pass {t.name}.contiguous()")
+def stepped_strides(shape: tuple, strides: tuple) -> tuple[int, int, int]:
+    """(batch, head, token) strides of a (B, H, N, D) array, those of size-1 dims (never stepped along; arbitrary in
+    PyTorch) replaced by ones valid for any kernel."""
+    b, h, n, d = shape
+    sb, sh, sn = strides[:3]
     if n == 1:
         sn = d
     if h == 1:
         sh = sn * n
     if b == 1:
         sb = max(sh * h, sn * n)
+    return sb, sh, sn
+
+
+def kernel_strides(t: Operand) -> tuple[int, int, int]:
+    """(batch, head, token) element strides of a (B, H, N, D) operand as the kernels take them:
+    the head dim must be contiguous and each stride a multiple of 16 bytes (TMA and 16-byte
+    vector loads), else InputError. A dim of size 1 is never stepped along, so its stride
+    (arbitrary in PyTorch) is replaced by one that is valid for any kernel."""
+    if t.strides[3] != 1 and t.shape[3] > 1:
+        raise InputError(f"{t.name}'s head dim is not contiguous (strides {t.strides} elements); the kernels "
+                         f"need stride 1 in the last dim: pass {t.name}.contiguous()")
+    sb, sh, sn = stepped_strides(t.shape, t.strides)
     eb = ELEMENT_BYTES[t.dtype]
     if min(sb, sh, sn) < 0 or any((s * eb) % 16 for s in (sb, sh, sn)) or t.ptr % 16:
         raise InputError(f"{t.name}'s rows are not 16-byte aligned (strides {t.strides} elements of {eb} B, "

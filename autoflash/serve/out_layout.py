@@ -13,7 +13,7 @@ plan allocate an O its launch was not planned for.
 from __future__ import annotations
 
 from autoflash.ops import backward_wgmma
-from autoflash.serve.operands import MAX_TOKEN_STRIDE
+from autoflash.serve.operands import MAX_TOKEN_STRIDE, stepped_strides
 
 LIKE_Q = True  # under STRIDED: False keeps O contiguous (benchmarks/strided_model_ab.py's phase-1-only runs)
 
@@ -24,7 +24,7 @@ def order(shape: tuple, strides: tuple, dim_v: int, element_bytes: int) -> tuple
     the kernels could not address (O's strides 16-byte multiples, its token stride < MAX_TOKEN_STRIDE)."""
     if not (backward_wgmma.STRIDED and LIKE_Q) or len(shape) != 4 or (dim_v * element_bytes) % 16:
         return None
-    steps = _steps(shape, strides)
+    steps = stepped_strides(shape, strides)  # size-1 dims must not reorder O
     if any(s == 0 for s, n in zip(steps, shape[:3]) if n > 1):
         return None
     dims = tuple(sorted(range(3), key=lambda d: -steps[d]))  # stable: ties keep (batch, head, token)
@@ -34,20 +34,6 @@ def order(shape: tuple, strides: tuple, dim_v: int, element_bytes: int) -> tuple
     if element_strides((*shape[:3], dim_v), perm)[2] >= MAX_TOKEN_STRIDE:
         return None
     return perm
-
-
-def _steps(shape: tuple, strides: tuple) -> tuple:
-    """q's (batch, head, token) strides with those of size-1 dims replaced as serve/operands.kernel_strides does
-    (a dim of size 1 is never stepped along: it must not reorder O)."""
-    b, h, n, d = shape
-    sb, sh, sn = strides[:3]
-    if n == 1:
-        sn = d
-    if h == 1:
-        sh = sn * n
-    if b == 1:
-        sb = max(sh * h, sn * n)
-    return sb, sh, sn
 
 
 def element_strides(shape: tuple, perm: tuple | None) -> tuple:
