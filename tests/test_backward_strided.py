@@ -12,7 +12,8 @@ import pytest
 from autoflash.kernels.render import render
 from autoflash.ops import backward_wgmma
 from autoflash.ops.backward_gpu import BackwardLaunch
-from autoflash.ops.backward_kernels import check_inputs, dense_strides, row_strides
+from autoflash.ops.backward_kernels import check_inputs, row_strides
+from autoflash.ops.forward_base import dense_strides
 
 from test_backward import specs, spec
 from test_backward_wgmma import _valid_configs, cfg, key

@@ -10,6 +10,7 @@ import pytest
 
 import autoflash
 from autoflash.ops import backward_wgmma
+from autoflash.ops.forward_base import dense_strides
 from autoflash.serve import backward_plans, call_plans, out_layout, training_plans
 
 import test_training_plans as tp
@@ -82,8 +83,8 @@ def test_order_rules(monkeypatch):
     assert out_layout.order(shape, TRANSPOSED, 4, 2) is None  # O rows of 8 bytes: not 16-byte strides
     monkeypatch.setattr(out_layout, "LIKE_Q", False)
     assert out_layout.order(shape, TRANSPOSED, D, 2) is None
-    assert out_layout.element_strides((B, H, N, 32), (0, 2, 1, 3)) == (N * H * 32, 32, H * 32, 1)
-    assert out_layout.element_strides((B, H, N, 32), None) == (H * N * 32, N * 32, 32, 1)
+    assert dense_strides((B, H, N, 32), (0, 2, 1, 3)) == (N * H * 32, 32, H * 32, 1)
+    assert dense_strides((B, H, N, 32), None) == (H * N * 32, N * 32, 32, 1)
     assert out_layout.inverse((0, 2, 1, 3)) == (0, 2, 1, 3) and out_layout.inverse((1, 2, 0, 3)) == (2, 0, 1, 3)
 
 

@@ -65,6 +65,7 @@ import math
 import torch
 
 from autoflash.ops import backward_wgmma
+from autoflash.ops.forward_base import dense_strides
 from autoflash.serve import call_plans, out_layout, training_plans
 from autoflash.serve.api import MAX_TOKEN_STRIDE, attention_forward, forward_tagged
 from autoflash.serve.autograd import attention_backward
@@ -140,7 +141,7 @@ def _in_promised_layout(query, out: torch.Tensor) -> torch.Tensor:
     if not backward_wgmma.STRIDED:
         return out
     order = _out_order(query)
-    if tuple(out.stride()) == out_layout.element_strides(tuple(out.shape), order):
+    if tuple(out.stride()) == dense_strides(tuple(out.shape), order):
         return out
     return _promised_empty(query).copy_(out)  # (the drop-in's O has query's shape)
 

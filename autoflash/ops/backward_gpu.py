@@ -10,8 +10,9 @@ import numpy as np
 from autoflash.kernels.arrays import poisoned, random_normal, to_float64, to_storage
 from autoflash.kernels.elements import LOG2E
 from autoflash.kernels.packed_sequence import PackedSequence, Slot
-from autoflash.ops.backward_kernels import PAD_M, TOLERANCE, BackwardProblem, default_scale, dense_strides
+from autoflash.ops.backward_kernels import PAD_M, TOLERANCE, BackwardProblem, default_scale
 from autoflash.ops.backward_wgmma import takes_strides
+from autoflash.ops.forward_base import contiguous_strides
 from autoflash.ops.reference import Check, array_module, slopes_per_batch, visible_keys
 
 ZERO_FLOOR = 1e-3  # see compare_gradients
@@ -84,7 +85,7 @@ class BackwardLaunch:
         dk, dv's (None: all contiguous). The preprocess takes heads_q and out's, dout's; the main kernel q's, k's,
         v's, dout's, dk's, dv's; the dQ conversion, now a row a lane group as the preprocess, dq's."""
         q_shape, kv_shape = (p.batch, p.heads_q, p.seq_q, p.head_dim), (p.batch, p.heads_kv, p.seq_k, p.head_dim)
-        strides = p.strides or tuple(dense_strides(s)[:3] for s in (q_shape, kv_shape, kv_shape, q_shape, q_shape,
+        strides = p.strides or tuple(contiguous_strides(*s) for s in (q_shape, kv_shape, kv_shape, q_shape, q_shape,
                                                                      q_shape, kv_shape, kv_shape))
         if len(strides) != 8:
             raise ValueError(f"a strided backward takes 8 stride triples (q, k, v, out, dout, dq, dk, dv), got "

@@ -38,7 +38,7 @@ from typing import ClassVar
 from autoflash.kernels.config import OpConfig
 from autoflash.kernels.elements import DTYPE_BYTES
 from autoflash.kernels.template import Template
-from autoflash.ops.forward_base import Problem, causal_offset
+from autoflash.ops.forward_base import MAX_TOKEN_STRIDE, Problem, causal_offset, stepped_strides
 
 # (Q/K head dim, V head dim) pairs with a backward (Dv != Dqk, e.g. MLA's 192/128); 192 is a backward
 # head dim only as such a pair's (routing's dense head dims stay TEMPLATE.key_values).
@@ -126,21 +126,16 @@ class TensorSpec:
     aligned: bool = True  # data pointer a multiple of 16 bytes
 
 
-MAX_TOKEN_STRIDE = 2**31 // 256  # the kernels address rows within a tile with 32-bit offsets (serve/operands.py's)
 
 
 def row_strides(name: str, shape: tuple, strides: tuple, elem_bytes: int) -> tuple[int, int, int]:
     """(batch, head, token) element strides of a (B, H, N, D) array whose rows the strided kernels read in
     place: D contiguous, every row 16-byte aligned, else ValueError. A size-1 dim is never stepped along, so
     its (arbitrary) stride is replaced by a valid one."""
-    b, h, n, d = shape
-    sb, sh, sn, sd = strides
-    if sd != 1 and d > 1:
+    if strides[3] != 1 and shape[3] > 1:
         raise ValueError(f"{name}'s head dim is not contiguous (strides {tuple(strides)}); the backward reads rows "
                          f"of stride 1: pass {name}.contiguous()")
-    sn = d if n == 1 else sn
-    sh = sn * n if h == 1 else sh
-    sb = max(sh * h, sn * n) if b == 1 else sb
+    sb, sh, sn = stepped_strides(shape, strides)
     if min(sb, sh, sn) < 0 or any(x * elem_bytes % 16 for x in (sb, sh, sn)):
         raise ValueError(f"{name}'s rows are not 16-byte aligned (strides {tuple(strides)} elements of {elem_bytes} "
                          f"B): batch, head and token strides must be non-negative multiples of {16 // elem_bytes}; "
@@ -220,15 +215,6 @@ def check_inputs(q: TensorSpec, k: TensorSpec, v: TensorSpec, out: TensorSpec, l
     p.alibi_batch_stride = max(alibi_batch_stride, 0)
     p.strides = rows or None
     return p
-
-
-def dense_strides(shape: tuple) -> tuple:
-    """Element strides of a contiguous array of this shape."""
-    out, step = [], 1
-    for n in reversed(shape):
-        out.append(step)
-        step *= n
-    return tuple(reversed(out))
 
 
 class BackwardMmaTemplate(Template):

@@ -100,6 +100,34 @@ def causal_offset(alignment: str, seq_q: int, seq_k: int) -> int:
     raise ValueError(f"causal_alignment must be one of {CAUSAL_ALIGNMENTS}, got {alignment!r}")
 
 
+MAX_TOKEN_STRIDE = 2**31 // 256  # the kernels address rows within a tile with 32-bit offsets
+
+
+def stepped_strides(shape: tuple, strides: tuple) -> tuple[int, int, int]:
+    """(batch, head, token) strides of a (B, H, N, D) array, those of size-1 dims (never stepped along; arbitrary in
+    PyTorch) replaced by ones valid for any kernel."""
+    b, h, n, d = shape
+    sb, sh, sn = strides[:3]
+    if n == 1:
+        sn = d
+    if h == 1:
+        sh = sn * n
+    if b == 1:
+        sb = max(sh * h, sn * n)
+    return sb, sh, sn
+
+
+def dense_strides(shape: tuple, order: tuple | None = None) -> tuple:
+    """The element strides of a dense array of `shape` whose dims lie in memory in `order`, outermost first (a
+    permutation; None: contiguous, the dims in their own order)."""
+    order = order or tuple(range(len(shape)))
+    strides, step = [0] * len(shape), 1
+    for d in reversed(order):
+        strides[d] = step
+        step *= shape[d]
+    return tuple(strides)
+
+
 def contiguous_strides(batch: int, heads: int, seq: int, head_dim: int) -> tuple[int, int, int]:
     """(batch, head, token) element strides of a contiguous (batch, heads, seq, head_dim) tensor."""
     return (heads * seq * head_dim, seq * head_dim, head_dim)

@@ -14,7 +14,7 @@ from autoflash.ops import backward_wgmma
 from autoflash.ops.backward_kernels import HEAD_DIM_PAIRS
 from autoflash.ops.decode_kernels import DecodeConfig
 from autoflash.ops.forward import FORWARD
-from autoflash.ops.forward_base import CAUSAL_ALIGNMENTS, KernelConfig, Problem, causal_offset
+from autoflash.ops.forward_base import CAUSAL_ALIGNMENTS, KernelConfig, Problem, causal_offset, dense_strides
 from autoflash.ops.forward_launch import plan
 from autoflash.serve import call_plans, dispatch, frameworks, out_layout, training_plans
 from autoflash.serve.autograd import differentiable_attention, no_v_head_dim_gradients, readable_rows
@@ -306,7 +306,7 @@ def forward_tagged(tag, q, k, v, *, causal: bool = False, causal_alignment: str 
     # under ops/backward_wgmma.STRIDED, O in q's dimension order (serve/out_layout.py; foreign arrays: contiguous)
     order = out_layout.order(qo.shape, qo.strides, problem.dim_v, ELEMENT_BYTES[qo.dtype]) if qo.wrap is None else None
     if order is not None:
-        problem.strides = (*problem.strides[:3], out_layout.element_strides(out_shape, order)[:3])
+        problem.strides = (*problem.strides[:3], dense_strides(out_shape, order)[:3])
     out = _empty_like(qo, out_shape, qo.dtype) if order is None else _empty_in_order(qo, out_shape, order)
     lse = _empty_like(qo, qo.shape[:3], "fp32") if return_lse else None
     launched = launch_forward(cfg, qo, ko, vo, problem, scale_value, out, lse)

@@ -25,13 +25,13 @@ from __future__ import annotations
 from autoflash.ops.backward_gpu import OUTPUTS
 from autoflash.ops.backward_kernels import BackwardConfig
 from autoflash.serve import dispatch, frameworks
+from autoflash.serve.call_plans import plain  # only variant-free calls have plans, as the forward's
 
 MAX_PLANS = 1024  # distinct call signatures kept; past that the table starts over
 
 _plans: dict[tuple, "BackwardPlan"] = {}
 _signature_of: dict[type, object] = {}  # exact tensor type -> its signature function (registered on first store)
 _SCALAR_TYPES = (type(None), float, int)
-_NO_WINDOW = (-1, -1)
 
 
 def _torch_signature(q, k, v, out, lse, grad_out) -> tuple:
@@ -39,12 +39,6 @@ def _torch_signature(q, k, v, out, lse, grad_out) -> tuple:
             v.dtype, v.shape, v.stride(), v.device, out.dtype, out.shape, out.stride(), out.device,
             lse.dtype, lse.shape, lse.stride(), lse.device,
             grad_out.dtype, grad_out.shape, grad_out.stride(), grad_out.device)
-
-
-def plain(window_size, softcap, sinks, alibi_slopes) -> bool:
-    """No attention variant asked for (only such calls have plans)."""
-    return (softcap is None and sinks is None and alibi_slopes is None
-            and (window_size is _NO_WINDOW or (type(window_size) is tuple and window_size == _NO_WINDOW)))
 
 
 def call_key(q, k, v, out, lse, grad_out, causal, causal_alignment, scale, deterministic, config) -> tuple | None:

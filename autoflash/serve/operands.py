@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from autoflash.ops.forward_base import MAX_TOKEN_STRIDE, stepped_strides  # noqa: F401  (MAX_TOKEN_STRIDE: api's name too)
 from autoflash.serve.errors import InputError
 from autoflash.serve.foreign import SUPPORTED_ARRAYS, foreign_view
 
@@ -56,23 +57,6 @@ def as_operand(x, name: str) -> Operand:
 
 
 ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
-MAX_TOKEN_STRIDE = 2**31 // 256  # the kernels address rows within a tile with 32-bit offsets
-
-
-def stepped_strides(shape: tuple, strides: tuple) -> tuple[int, int, int]:
-    """(batch, head, token) strides of a (B, H, N, D) array, those of size-1 dims (never stepped along; arbitrary in
-    PyTorch) replaced by ones valid for any kernel."""
-    b, h, n, d = shape
-    sb, sh, sn = strides[:3]
-    if n == 1:
-        sn = d
-    if h == 1:
-        sh = sn * n
-    if b == 1:
-        sb = max(sh * h, sn * n)
-    return sb, sh, sn
-
-
 def kernel_strides(t: Operand) -> tuple[int, int, int]:
     """(batch, head, token) element strides of a (B, H, N, D) operand as the kernels take them:
     the head dim must be contiguous and each stride a multiple of 16 bytes (TMA and 16-byte

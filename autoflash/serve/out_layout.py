@@ -13,7 +13,7 @@ plan allocate an O its launch was not planned for.
 from __future__ import annotations
 
 from autoflash.ops import backward_wgmma
-from autoflash.serve.operands import MAX_TOKEN_STRIDE, stepped_strides
+from autoflash.ops.forward_base import MAX_TOKEN_STRIDE, dense_strides, stepped_strides
 
 LIKE_Q = True  # under STRIDED: False keeps O contiguous (benchmarks/strided_model_ab.py's phase-1-only runs)
 
@@ -31,19 +31,9 @@ def order(shape: tuple, strides: tuple, dim_v: int, element_bytes: int) -> tuple
     if dims == (0, 1, 2):
         return None
     perm = (*dims, 3)
-    if element_strides((*shape[:3], dim_v), perm)[2] >= MAX_TOKEN_STRIDE:
+    if dense_strides((*shape[:3], dim_v), perm)[2] >= MAX_TOKEN_STRIDE:
         return None
     return perm
-
-
-def element_strides(shape: tuple, perm: tuple | None) -> tuple:
-    """The element strides of a dense tensor of `shape` laid out in `perm` order (None: contiguous)."""
-    perm = perm or tuple(range(len(shape)))
-    strides, step = [0] * len(shape), 1
-    for d in reversed(perm):
-        strides[d] = step
-        step *= shape[d]
-    return tuple(strides)
 
 
 def inverse(perm: tuple) -> tuple:
