@@ -68,7 +68,7 @@ from autoflash.ops import backward_wgmma
 from autoflash.ops.forward_base import dense_strides
 from autoflash.serve import call_plans, out_layout, training_plans
 from autoflash.serve.api import MAX_TOKEN_STRIDE, attention_forward, forward_tagged
-from autoflash.serve.autograd import attention_backward
+from autoflash.serve.autograd import attention_backward, backward_inputs, kernel_ready
 from autoflash.serve.routing import BACKWARD_HEAD_DIMS, differentiable_problem
 
 __all__ = ["scaled_dot_product_attention", "UnsupportedError"]
@@ -112,7 +112,7 @@ def _sdpa_fwd(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, is_ca
               scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The forward that keeps what the backward needs: out (B, Hq, L, E) and the natural-log
     LSE (B, Hq, L), float32."""
-    q, k, v = (_grad_ready(t) for t in (query, key, value))
+    q, k, v = (kernel_ready(t) for t in (query, key, value))
     with _relaxed_capture_if_capturing(q.device):
         out, lse = attention_forward(q, k, v, causal=is_causal, scale=scale, return_lse=True)
     return _in_promised_layout(query, out), lse
@@ -152,7 +152,7 @@ def _sdpa_bwd(grad_out: torch.Tensor, query: torch.Tensor, key: torch.Tensor, va
               scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """dq, dk, dv (new contiguous tensors; with ops/backward_wgmma.STRIDED laid out as torch.empty_like(query, key,
     value), the fake's layout) from the forward's inputs, out and LSE."""
-    g, q, k, v, o = (_grad_ready(t) for t in (grad_out, query, key, value, out))
+    g, q, k, v, o = (kernel_ready(t) for t in (grad_out, query, key, value, out))
     with _relaxed_capture_if_capturing(q.device):
         grads = attention_backward(q, k, v, o, _kernel_ready(lse), g, causal=is_causal, scale=scale)
     if not backward_wgmma.STRIDED:
@@ -195,12 +195,6 @@ def _readable_in_place(t: torch.Tensor) -> bool:
     if t.shape[-2] > 1 and t.stride(-2) >= MAX_TOKEN_STRIDE:
         return False
     return all(s >= 0 and (s * eb) % _ALIGN == 0 for s, n in zip(t.stride()[:-1], t.shape[:-1]) if n > 1)
-
-
-def _grad_ready(t: torch.Tensor) -> torch.Tensor:
-    """What the backward reads: t itself where ops/backward_wgmma.STRIDED is on and its rows can be read in place,
-    else _kernel_ready(t)."""
-    return t if backward_wgmma.STRIDED and _readable_in_place(t) else _kernel_ready(t)
 
 
 def _kernel_ready(t: torch.Tensor) -> torch.Tensor:
@@ -347,9 +341,7 @@ def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: 
     k4 = key.reshape(batch, hkv, seq_k, e)
     v4 = value.reshape(batch, hkv, seq_k, e)
     if grad:
-        contiguous = all(t.is_contiguous() or (backward_wgmma.STRIDED and _readable_in_place(t)) for t in (q4, k4, v4))
-        q4, k4, v4 = (t if t.is_contiguous() or (backward_wgmma.STRIDED and _readable_in_place(t)) else t.contiguous()
-                      for t in (q4, k4, v4))
+        (q4, k4, v4), contiguous = backward_inputs(q4, k4, v4)
         out, _ = torch.ops.autoflash.sdpa_fwd(q4, k4, v4, bool(is_causal), float(scale))
         if plannable and contiguous:  # next time (eager): autoflash's planned Function, as the op's autograd does
             forward_key = call_plans.call_key(q4, k4, v4, bool(is_causal), "top_left", float(scale), True, None, None)

@@ -10,14 +10,13 @@ from autoflash.kernels.compile import compile_kernel
 from autoflash.kernels.config import OpConfig
 from autoflash.kernels.device import device_arch
 from autoflash.kernels.loaded import LoadedKernel, stream_handle
-from autoflash.ops import backward_wgmma
 from autoflash.ops.backward_kernels import HEAD_DIM_PAIRS
 from autoflash.ops.decode_kernels import DecodeConfig
 from autoflash.ops.forward import FORWARD
 from autoflash.ops.forward_base import CAUSAL_ALIGNMENTS, KernelConfig, Problem, causal_offset, dense_strides
 from autoflash.ops.forward_launch import plan
 from autoflash.serve import call_plans, dispatch, frameworks, out_layout, training_plans
-from autoflash.serve.autograd import differentiable_attention, no_v_head_dim_gradients, readable_rows
+from autoflash.serve.autograd import backward_inputs, differentiable_attention, no_v_head_dim_gradients
 from autoflash.serve.decode import launch_decode
 from autoflash.serve.errors import InputError
 from autoflash.serve.operands import (  # noqa: F401  (api's names too: varlen, kvcache, the drop-in)
@@ -194,10 +193,8 @@ def attention(q, k, v, *, causal: bool = False, causal_alignment: str = "top_lef
         if why is not None:
             raise InputError(why)
         # The backward takes contiguous tensors: a strided view is copied here, for training only; with
-        # ops/backward_wgmma.STRIDED it reads views whose rows it can (autograd.readable_rows) in place.
-        in_place = all(t.is_contiguous() or (backward_wgmma.STRIDED and readable_rows(t)) for t in (q, k, v))
-        q, k, v = (t if t.is_contiguous() or (backward_wgmma.STRIDED and readable_rows(t)) else t.contiguous()
-                   for t in (q, k, v))
+        # ops/backward_wgmma.STRIDED it reads views whose rows it can in place (autograd.backward_inputs).
+        (q, k, v), in_place = backward_inputs(q, k, v)
         result = differentiable_attention(attention_forward, q, k, v, causal=bool(causal), scale=scale,
                                           deterministic=bool(deterministic), config=config, return_lse=return_lse,
                                           causal_alignment=causal_alignment, **variant_args)

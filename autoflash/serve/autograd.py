@@ -203,6 +203,13 @@ def kernel_ready(grad_out):
     return grad_out.clone() if grad_out.data_ptr() % 16 else grad_out  # the kernels read 16-byte vectors
 
 
+def backward_inputs(*tensors) -> tuple[tuple, bool]:
+    """The tensors as the backward reads them (contiguous copies, but views whose rows STRIDED reads in place) and
+    whether none was copied (then the call may be planned)."""
+    reads = [t.is_contiguous() or (backward_wgmma.STRIDED and readable_rows(t)) for t in tensors]
+    return tuple(t if read else t.contiguous() for t, read in zip(tensors, reads)), all(reads)
+
+
 def readable_rows(t) -> bool:
     """A 4-D tensor whose rows the strided backward reads in place (check_inputs' row_strides passes)."""
     if t.dim() != 4 or t.data_ptr() % 16:
