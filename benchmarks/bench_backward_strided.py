@@ -8,6 +8,7 @@ training step (benchmarks/backward_strided_run.sh).
     PYTHONPATH=$PWD:$PWD/benchmarks python benchmarks/bench_backward_strided.py [--dtypes bf16] [--head-dims 64,128]
         [--seqs 4096] [--precompile]
 """
+import dataclasses
 import sys
 
 import dq_ab
@@ -23,7 +24,7 @@ PAIRS = (("strided", "contiguous"), ("strided", "sdpa_cudnn"), ("contiguous", "s
 def configs(arch, dtype, d, causal):
     c = WGMMA.config(build_arch(WGMMA.archs, arch), key(dtype, d, causal), block_m=64, block_n=128, warps=12,
                      stages=2, warps_q=1)
-    return {"contiguous": (c, {}), "strided": (c, {"STRIDED": True})}
+    return {"contiguous": (c, {}), "strided": (dataclasses.replace(c, strided=True), {})}
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
-"""flash_bwd_wgmma on strided inputs and outputs (ops/backward_wgmma.STRIDED, issue 16's training step), without a
-GPU: the switch off renders every valid config as before (no stride argument anywhere) and keeps today's input
-checks; on, the three kernels take (batch, head, token) strides, check_inputs accepts views whose rows can be read in
+"""flash_bwd_wgmma on strided inputs and outputs (BackwardConfig.strided, served per call under
+ops/backward_wgmma.STRIDED, issue 16's training step), without a GPU: strided=False renders every valid config as
+before (no stride argument anywhere), and check_inputs without strides keeps the contiguous checks; strided=True,
+the three kernels take (batch, head, token) strides, check_inputs accepts views whose rows can be read in
 place (q, k, v of a fused projection, a transposed grad_out) and refuses the rest clearly, the launch plan passes the
 strides where each kernel declares them (CuPy's arguments and the packed launches agree), and the served tiles
 compile clean (0 spills, no stack, no serialised wgmma). The GPU checks: tests/test_backward_strided_gpu.py."""
+import dataclasses
 import re
 
 import numpy as np
@@ -28,9 +30,9 @@ DETERMINISTIC = [backward_wgmma.serving_config("sm_90a", key("bf16", d, c, deter
                  for c in (False, True)]
 
 
-@pytest.fixture
-def strided(monkeypatch):
-    monkeypatch.setattr(backward_wgmma, "STRIDED", True)
+def strided(c):
+    """c's strided kernels (the host picks them for views)."""
+    return dataclasses.replace(c, strided=True)
 
 
 def signature(source: str, name: str) -> list[str]:
@@ -47,9 +49,10 @@ def test_off_renders_no_stride_argument():
         assert "q_sb" not in source and "row_stride" not in source and "dq_sn" not in source, c.name
 
 
-def test_on_every_valid_config_takes_strides(strided):
-    configs = [c for _, c in _valid_configs("split")] + SERVED + DETERMINISTIC
+def test_on_every_valid_config_takes_strides():
+    configs = [strided(c) for _, c in _valid_configs("split")] + [strided(c) for c in SERVED + DETERMINISTIC]
     for c in configs:
+        assert c.name.endswith("_strided") and not c.problems(), c.name
         source = render(c)
         main = signature(source, c.name)
         assert main[-18:] == [f"{t} {n}_{s}" for n in ("q", "k", "v", "do", "dk", "dv")
@@ -149,8 +152,8 @@ def assert_args_match(source: str, name: str, args: tuple):
             assert type(arg) is ARG_TYPES[kind], (name, param, type(arg))
 
 
-def test_launch_plan_passes_the_strides_where_the_kernels_declare_them(strided):
-    c = SERVED[3]  # bf16 D 128 causal
+def test_launch_plan_passes_the_strides_where_the_kernels_declare_them():
+    c = strided(SERVED[3])  # bf16 D 128 causal
     s, strides = views()
     p = check_inputs(**s, causal=True, strides=strides)
     grads = ((N * H * D, D, H * D),) * 3  # torch.empty_like of the qkv views
@@ -169,13 +172,20 @@ def test_launch_plan_passes_the_strides_where_the_kernels_declare_them(strided):
     assert conv_grid == (-(-N // (256 // (D // 8))), B * H, 1)
 
 
-def test_contiguous_problem_passes_contiguous_strides(strided):
-    c = SERVED[0]
+def test_contiguous_problem_passes_contiguous_strides():
+    c = strided(SERVED[0])
     p = check_inputs(**specs(b=B, hq=4, hkv=2, nq=33, nk=65, d=64), causal=False)
     plan = BackwardLaunch(fake(c), p, 0.1)
     main_args = plan.launches(tuple(np.uint64(0) for _ in range(18)))[1][4]
     q, kv = dense_strides((B, 4, 33, 64))[:3], dense_strides((B, 2, 65, 64))[:3]
     assert [int(x) for x in main_args[-18:]] == [*q, *kv, *kv, *q, *kv, *kv]
+
+
+def test_strided_is_flash_bwd_wgmma_s_alone():
+    from autoflash.ops.backward import TEMPLATE as MMA
+
+    c = dataclasses.replace(MMA.default("sm_90", key("bf16", 64, False)), strided=True)
+    assert any("strided is a flash_bwd_wgmma mode" in e for e in c.problems())
 
 
 def test_off_launch_plan_is_todays():
@@ -188,7 +198,7 @@ def test_off_launch_plan_is_todays():
     assert_args_match(render(c), c.name, plan.launches(tuple(np.uint64(0) for _ in range(18)))[1][4])
 
 
-def test_packed_launches_are_cupys(strided, monkeypatch):
+def test_packed_launches_are_cupys(monkeypatch):
     """The strided plan's packed argument slots hold the bytes CuPy's launcher gets."""
     pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
     from cupy.cuda import driver as cuda_driver
@@ -202,7 +212,7 @@ def test_packed_launches_are_cupys(strided, monkeypatch):
     s, strides = views()
     p = check_inputs(**s, causal=True, strides=strides)
     p.strides = p.strides + ((N * H * D, D, H * D),) * 3
-    plan = BackwardLaunch(fake(SERVED[3]), p, 0.1)
+    plan = BackwardLaunch(fake(strided(SERVED[3])), p, 0.1)
     packed = plan.packed()
     ptrs = [(1 << 32) + 0x1000 * i for i in range(1, 11)]
     plan(*ptrs, "stream")
@@ -217,10 +227,10 @@ def test_packed_launches_are_cupys(strided, monkeypatch):
 
 # ---------------------------------------------------------------- compile gate
 @pytest.mark.parametrize("c", SERVED + DETERMINISTIC, ids=lambda c: c.name)
-def test_served_tiles_compile_clean(c, strided):
+def test_served_tiles_compile_clean(c):
     pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
     from autoflash.kernels.compile import compile_kernel
 
-    report = compile_kernel(c).report
+    report = compile_kernel(strided(c)).report
     assert report.spills == 0 and report.stack_frame == 0 and not report.wgmma_serialized, report
 

@@ -120,6 +120,7 @@ def test_lse_stays_contiguous(host, switch):
 def test_strided_plans_and_contiguous_plans_are_apart(host, monkeypatch):
     """A plan allocates the layout it launched with: one made with the switch off keeps contiguous O after it is
     turned on (the A/B clears plans between runs), and a view's plan is not a contiguous q's."""
+    monkeypatch.setattr(backward_wgmma, "STRIDED", False)
     autoflash.attention(*inputs(TRANSPOSED), causal=True)
     monkeypatch.setattr(backward_wgmma, "STRIDED", True)
     assert autoflash.attention(*inputs(TRANSPOSED), causal=True).stride() == CONTIGUOUS  # the off plan

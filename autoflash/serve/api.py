@@ -157,9 +157,9 @@ def attention(q, k, v, *, causal: bool = False, causal_alignment: str = "top_lef
     Attention variants (flash-attn's names and semantics; checked before any launch):
 {variants}
 
-    Returns the output, a new contiguous (batch, heads_q, seq_q, head_dim) array (same kind,
-    dtype, device; on the caller's current stream; with ops/backward_wgmma.STRIDED on, laid out in
-    q's dimension order as PyTorch's SDPA does, serve/out_layout.py) and, with return_lse, the per-row
+    Returns the output, a new (batch, heads_q, seq_q, head_dim) array (same kind, dtype, device;
+    on the caller's current stream; laid out in q's dimension order as PyTorch's SDPA does,
+    serve/out_layout.py: contiguous for a contiguous q, and always with ops/backward_wgmma.STRIDED off) and, with return_lse, the per-row
     log-sum-exp (float32, batch x heads_q x seq_q, natural log).
 
     Served by the split-KV decode kernel when that is the right kernel (PyTorch fp16/bf16,

@@ -7,6 +7,7 @@ torch is imported where used (this module loads with `import autoflash`). The dr
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 from autoflash.kernels.archs import build_arch
@@ -17,7 +18,7 @@ from autoflash.ops.backward import OPERATION, TEMPLATE
 from autoflash.ops.backward_gpu import launch_plan
 from autoflash.ops.backward_kernels import HEAD_DIM_PAIRS, BackwardConfig, TensorSpec, check_inputs, row_strides
 from autoflash.ops import backward_wgmma
-from autoflash.ops.backward_wgmma import serving_config, takes_strides
+from autoflash.ops.backward_wgmma import serving_config
 from autoflash.serve import backward_plans, dispatch, frameworks
 from autoflash.serve.errors import InputError
 from autoflash.serve.operands import TORCH_DTYPES, check_scale
@@ -31,21 +32,14 @@ def tensor_spec(name: str, t) -> TensorSpec:
                       t.is_contiguous(), t.data_ptr() % 16 == 0)
 
 
-def _loaded(cfg: BackwardConfig, device: int):
-    """Compiled once per process (disk cache), loaded once per device (and per STRIDED: the kernels' arguments)."""
-    return _loaded_as(cfg, device, takes_strides(cfg))
-
-
 @functools.cache
-def _loaded_as(cfg: BackwardConfig, device: int, strided: bool):
+def _loaded(cfg: BackwardConfig, device: int):
+    """Compiled once per process (disk cache), loaded once per device."""
     import cupy
 
     compiled = compile_kernel(cfg)
     with cupy.cuda.Device(device):
         return LoadedKernel(compiled)
-
-
-_loaded.cache_clear = _loaded_as.cache_clear  # (tests clear the loaded kernels)
 
 
 def _served_config(device: int, key: dict, seq_len: int, head_dim_v: int = 0) -> BackwardConfig:
@@ -91,7 +85,7 @@ def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, cau
     tanh), alibi_slopes (no gradient: the bias is constant), sinks (float32 (heads_q,)): then the
     sinks' gradient dsinks (float32 (heads_q,)) is returned too.
     Returns new tensors (dq, dk, dv in the inputs' dtype; dsinks when sinks are given), computed on
-    the current stream. With ops/backward_wgmma.STRIDED on (off by default): q, k, v, out, grad_out may be views
+    the current stream. With ops/backward_wgmma.STRIDED on (the default): q, k, v, out, grad_out may be views
     whose head dim is contiguous and whose batch, head and token strides are multiples of 16 bytes (e.g. q, k, v
     of a fused projection), read in place, and dq, dk, dv are laid out as torch.empty_like(q, k, v).
     """
@@ -106,9 +100,10 @@ def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, cau
     variants = check_variants(window_size, softcap, sinks, alibi_slopes, causal=bool(causal), kind="torch",
                               device=q.get_device(), batch=specs[0].shape[0], heads_q=specs[0].shape[1])
     flags = variants.flags()
+    views = backward_wgmma.STRIDED and not all(t.is_contiguous() for t in (q, k, v, out, grad_out))
     p = check_inputs(*specs, causal, causal_alignment, window=(variants.window_left, variants.window_right),
                      softcap=variants.softcap, alibi_batch_stride=variants.alibi_batch_stride if flags["alibi"] else -1,
-                     strides=tuple(t.stride() for t in (q, k, v, out, grad_out)) if backward_wgmma.STRIDED else None)
+                     strides=tuple(t.stride() for t in (q, k, v, out, grad_out)) if views else None)
     scale_value = check_scale(scale, p.head_dim)
     device = q.device.index if q.device.index is not None else frameworks.torch().cuda.current_device()
     key = dict(dtype=specs[0].dtype, head_dim=p.head_dim, causal=p.causal,
@@ -119,10 +114,12 @@ def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, cau
     cfg = _served_config(device, key, p.seq_k, p.head_dim_v) if config is None else pinned_config(config, key,
                                                                                                   p.head_dim_v)
     tensors = (q, k, v, out, lse, grad_out)
-    if backward_wgmma.STRIDED:  # views read in place; gradients laid out like the inputs
-        return _strided_call(cfg, device, p, scale_value, tensors, variants, keep, arch, stamp,
+    if views:  # read in place by flash_bwd_wgmma's strided kernels; gradients laid out like the inputs
+        return _strided_call(_strided(cfg, cfg.template == backward_wgmma.TEMPLATE.name), device, p, scale_value,
+                             tensors, variants, keep, arch, stamp,
                              (causal, causal_alignment, scale, deterministic, config))
-    plan = launch_plan(_loaded(cfg, device), p, scale_value)
+    # contiguous inputs take the contiguous kernels (the stride arithmetic cost 2-4 % on them, H200, s10_first_x2.sh)
+    plan = launch_plan(_loaded(_strided(cfg, False), device), p, scale_value)
     grads = _launch_packed(plan, device, p, tensors, variants)
     if keep:  # next time: the allocations and the launches only
         backward_plans.remember(backward_plans.BackwardPlan(device, plan, (q.shape, k.shape, v.shape), arch, stamp),
@@ -130,20 +127,26 @@ def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, cau
     return grads
 
 
+def _strided(cfg: BackwardConfig, strided: bool) -> BackwardConfig:
+    """cfg with its strided kernels or not, whatever a stored or pinned config said (the host decides it)."""
+    return cfg if cfg.strided == strided else dataclasses.replace(cfg, strided=strided)
+
+
 def _strided_call(cfg, device: int, p, scale: float, tensors: tuple, variants, keep: bool, arch, stamp, args: tuple):
-    """A call under STRIDED (check_inputs accepted the rows of q, k, v, out, grad_out: p.strides holds theirs): dq, dk,
-    dv are torch.empty_like(q, k, v) (the drop-in's fake gives that layout too). flash_bwd_wgmma reads the inputs and
-    writes the gradients in place; flash_bwd_mma (the other keys) reads contiguous copies and writes contiguous rows,
-    copied into the gradients where those are not contiguous. Planned where nothing was copied."""
+    """A call on views under STRIDED (check_inputs accepted the rows of q, k, v, out, grad_out: p.strides holds
+    theirs): dq, dk, dv are torch.empty_like(q, k, v) (the drop-in's fake gives that layout too). flash_bwd_wgmma's
+    strided kernels (cfg.strided) read the inputs and write the gradients in place; flash_bwd_mma (the other keys)
+    reads contiguous copies and writes contiguous rows, copied into the gradients where those are not contiguous.
+    Planned where nothing was copied."""
     outputs = tuple(frameworks.torch().empty_like(t) for t in tensors[:3])
-    if takes_strides(cfg):
+    if cfg.strided:
         p.strides = p.strides + tuple(row_strides(n, tuple(o.shape), tuple(o.stride()), o.element_size())
                                       for n, o in zip(("dq", "dk", "dv"), outputs))
         read = tensors
     else:
         p.strides = None
         read = tuple(t.contiguous() for t in tensors)
-    direct = takes_strides(cfg) or all(o.is_contiguous() for o in outputs)
+    direct = cfg.strided or all(o.is_contiguous() for o in outputs)
     plan = launch_plan(_loaded(cfg, device), p, scale)
     grads = _launch_packed(plan, device, p, read, variants, outputs=outputs if direct else None)
     if keep and direct and all(r is t for r, t in zip(read, tensors)):
