@@ -1,4 +1,4 @@
-"""A training step end to end: autoflash.attention (its forward + flash_bwd_mma backward through
+"""A training step end to end: autoflash.attention (its forward + backward through
 autograd) against PyTorch SDPA's default backend choice, in the same run (issue 16's last bar).
 
 Two measurements, each as CUDA events around whole steps after warm-up, ROUNDS interleaved
@@ -10,8 +10,8 @@ rounds of REPS steps per implementation, median of all steps and the spread of r
   model      a whole step of a small causal decoder (bf16 weights, LAYERS pre-norm blocks of width
              2048, D 128, N 4096, B 2): forward, cross-entropy, backward, AdamW step. q, k, v are
              the (B, N, H, D) projections viewed as (B, H, N, D) (non-contiguous) for both
-             implementations: each handles that layout its own way (autoflash copies to contiguous
-             for the backward), as a model would call it.
+             implementations: each handles that layout its own way (autoflash reads the views in
+             place, ops/backward_wgmma.STRIDED), as a model would call it.
 
     python benchmarks/bench_training.py [--json out.json] [--quick]
 """
