@@ -100,10 +100,9 @@ def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, cau
     variants = check_variants(window_size, softcap, sinks, alibi_slopes, causal=bool(causal), kind="torch",
                               device=q.get_device(), batch=specs[0].shape[0], heads_q=specs[0].shape[1])
     flags = variants.flags()
-    views = backward_wgmma.STRIDED and not all(t.is_contiguous() for t in (q, k, v, out, grad_out))
     p = check_inputs(*specs, causal, causal_alignment, window=(variants.window_left, variants.window_right),
                      softcap=variants.softcap, alibi_batch_stride=variants.alibi_batch_stride if flags["alibi"] else -1,
-                     strides=tuple(t.stride() for t in (q, k, v, out, grad_out)) if views else None)
+                     strides=tuple(t.stride() for t in (q, k, v, out, grad_out)) if backward_wgmma.STRIDED else None)
     scale_value = check_scale(scale, p.head_dim)
     device = q.device.index if q.device.index is not None else frameworks.torch().cuda.current_device()
     key = dict(dtype=specs[0].dtype, head_dim=p.head_dim, causal=p.causal,
@@ -114,11 +113,12 @@ def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, cau
     cfg = _served_config(device, key, p.seq_k, p.head_dim_v) if config is None else pinned_config(config, key,
                                                                                                   p.head_dim_v)
     tensors = (q, k, v, out, lse, grad_out)
-    if views:  # read in place by flash_bwd_wgmma's strided kernels; gradients laid out like the inputs
-        return _strided_call(_strided(cfg, cfg.template == backward_wgmma.TEMPLATE.name), device, p, scale_value,
-                             tensors, variants, keep, arch, stamp,
+    if backward_wgmma.STRIDED:  # views read in place; gradients laid out like the inputs (torch.empty_like)
+        # contiguous inputs take the contiguous kernels (the stride arithmetic cost 2-4 % on them, s10_first_x2.sh)
+        views = not all(t.is_contiguous() for t in (q, k, v, out, grad_out))
+        return _strided_call(_strided(cfg, views and cfg.template == backward_wgmma.TEMPLATE.name), device, p,
+                             scale_value, tensors, variants, keep, arch, stamp,
                              (causal, causal_alignment, scale, deterministic, config))
-    # contiguous inputs take the contiguous kernels (the stride arithmetic cost 2-4 % on them, H200, s10_first_x2.sh)
     plan = launch_plan(_loaded(_strided(cfg, False), device), p, scale_value)
     grads = _launch_packed(plan, device, p, tensors, variants)
     if keep:  # next time: the allocations and the launches only
@@ -133,11 +133,11 @@ def _strided(cfg: BackwardConfig, strided: bool) -> BackwardConfig:
 
 
 def _strided_call(cfg, device: int, p, scale: float, tensors: tuple, variants, keep: bool, arch, stamp, args: tuple):
-    """A call on views under STRIDED (check_inputs accepted the rows of q, k, v, out, grad_out: p.strides holds
-    theirs): dq, dk, dv are torch.empty_like(q, k, v) (the drop-in's fake gives that layout too). flash_bwd_wgmma's
-    strided kernels (cfg.strided) read the inputs and write the gradients in place; flash_bwd_mma (the other keys)
-    reads contiguous copies and writes contiguous rows, copied into the gradients where those are not contiguous.
-    Planned where nothing was copied."""
+    """A call under STRIDED (check_inputs accepted the rows of q, k, v, out, grad_out: p.strides holds theirs): dq, dk,
+    dv are torch.empty_like(q, k, v) (the drop-in's fake gives that layout too). flash_bwd_wgmma's strided kernels
+    (cfg.strided: views among the inputs) read the inputs and write the gradients in place; its contiguous kernels
+    read contiguous inputs, and flash_bwd_mma (the other keys) contiguous copies, both writing contiguous rows, copied
+    into the gradients where those are not contiguous. Planned where nothing was copied."""
     outputs = tuple(frameworks.torch().empty_like(t) for t in tensors[:3])
     if cfg.strided:
         p.strides = p.strides + tuple(row_strides(n, tuple(o.shape), tuple(o.stride()), o.element_size())
