@@ -147,8 +147,10 @@ def stages(torch, api, cfg, q, k, v):
     packed = plan.packed(*ptrs)
     raw = torch.cuda.current_stream().cuda_stream
     stream = api._stream(ops[0])
+    # a PackedSequence (it has .leading) takes the pointers as one tuple; an older tree's PackedLaunch one by one
+    launch = (lambda: packed(ptrs, raw)) if hasattr(packed, "leading") else (lambda: packed(*ptrs, raw))
     return host_rounds({
-        "stage: packed driver launch (launches)": lambda: packed(*ptrs, raw),
+        "stage: packed driver launch (launches)": launch,
         "stage: CuPy launch, arguments built (launches)": lambda: plan.function(
             plan.grid, plan.block, args, shared_mem=plan.smem, stream=stream)})
 

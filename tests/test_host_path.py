@@ -22,10 +22,12 @@ from conftest import fwd_key as K
 @pytest.fixture(autouse=True)
 def no_context_binding(monkeypatch):
     """No CUDA driver here: a launch's context binding is a no-op (test_host_plans tests it alone)."""
+    from autoflash.kernels import packed_sequence
     from autoflash.ops import forward_launch
 
     monkeypatch.setattr(launch, "ensure_context", lambda: None)
     monkeypatch.setattr(forward_launch, "ensure_context", lambda: None)
+    monkeypatch.setattr(packed_sequence, "ensure_context", lambda: None)
 
 
 # ------------------------------------------------------------ TMA descriptor cache

@@ -1,4 +1,4 @@
-"""attention()'s call plans (serve/call_plans.py) and packed launches (kernels/loaded.PackedLaunch),
+"""attention()'s call plans (serve/call_plans.py) and packed launches (kernels/packed_sequence.py),
 without a GPU: a call checked once is served from its plan; a plan is not served when what it was
 made from changes (strides, shapes, the tuned files, alignment, variants); the packed argument
 buffer holds exactly the arguments CuPy would have passed. Nothing here is timed:
@@ -6,7 +6,6 @@ benchmarks/host_overhead.py measures the host cost on a GPU."""
 import ctypes
 import types
 
-import numpy as np
 import pytest
 
 import autoflash
@@ -20,7 +19,7 @@ from autoflash.serve import api, call_plans, dispatch, frameworks
 from autoflash.serve.errors import InputError
 
 from conftest import fwd_key as K
-from test_host_path import FakeFunction, fake_kernel, no_context_binding  # noqa: F401  (an autouse fixture)
+from test_host_path import fake_kernel, no_context_binding  # noqa: F401  (an autouse fixture)
 from test_store import make_entry
 from test_variants import FakeCupyArray
 
@@ -247,14 +246,14 @@ def test_packed_arguments_are_the_ones_cupy_would_pass(driver):
     plan = simt_plan(driver)
     ptrs = (0x1000, 0x2000, 0x3000, 0x4000, 0x5000)
     packed = plan.packed(*ptrs)
-    packed(*ptrs, 0x77)
+    packed(ptrs, 0x77)
     (call,) = driver
     assert call["function"] == 0xABC and call["grid"] == plan.grid and call["smem"] == plan.smem
     assert call["stream"] == 0x77 and call["block"] == plan.block
     for i, raw in enumerate(expected_bytes(plan.args(*ptrs))):
         assert param_bytes(call["params"], i, len(raw)) == raw, i
     new = (0x11000, 0x12000, 0x13000, 0x14000, 0)
-    packed(*new, 0)
+    packed(new, 0)
     for i, raw in enumerate(expected_bytes(plan.args(*new))):
         assert param_bytes(driver[-1]["params"], i, len(raw)) == raw, i
     assert plan.packed(*new) is packed  # built once per plan
@@ -285,26 +284,19 @@ def test_packed_tma_maps_follow_q_k_v(fake_tma_maps, driver):
     plan = make_plan(kernel, Problem(2, 4, 2, 256, 512, 128, False), 0.1)
     first = (0x100000, 0x200000, 0x300000, 0x400000, 0)
     packed = plan.packed(*first)
-    assert len(packed.struct_slots) == 3
+    struct_slots = packed.launches[0].struct_slots
+    assert len(struct_slots) == 3
     for ptrs in (first, first[:3] + (0x500000, 0), (0x600000,) + first[1:]):
         encoded = len(made)
-        packed(*ptrs, 0)
+        packed(ptrs, 0)
         args = plan.args(*ptrs)
         for i, a in enumerate(args):
-            size = tma.TENSOR_MAP_BYTES if i in packed.struct_slots else len(a.tobytes())
-            want = ctypes.string_at(a.ptr, size) if i in packed.struct_slots else a.tobytes()
+            size = tma.TENSOR_MAP_BYTES if i in struct_slots else len(a.tobytes())
+            want = ctypes.string_at(a.ptr, size) if i in struct_slots else a.tobytes()
             assert param_bytes(driver[-1]["params"], i, size) == want, (ptrs, i)
-        assert param_bytes(driver[-1]["params"], packed.struct_slots[0], 8) == ptrs[0].to_bytes(8, "little")
+        assert param_bytes(driver[-1]["params"], struct_slots[0], 8) == ptrs[0].to_bytes(8, "little")
         if ptrs[1] == first[1] and ptrs[0] == first[0]:
             assert len(made) == encoded  # only o changed: the maps are the last call's
-
-
-def test_an_argument_that_cannot_be_packed_is_refused(driver):
-    fn = FakeFunction()
-    fn.ptr = 1
-    with pytest.raises(loaded.LaunchError, match="cannot be packed"):
-        loaded.PackedLaunch(fn, (1, 1, 1), (32, 1, 1), 0, lambda *p: tuple(np.uint64(x) for x in p) + ("x",),
-                            (16, 32, 48, 64, 0))
 
 
 # ------------------------------------------------------------ benchmarks/host_overhead.py's report

@@ -203,7 +203,7 @@ def test_paged_launch_passes_o_map(fake_maps):
 
 
 def test_packed_launch_re_encodes_o_map_when_o_moves(fake_tma_maps, driver):
-    """attention()'s per-call path (PackedLaunch) writes a fresh output each call: O's map must follow it."""
+    """attention()'s per-call path (a packed launch) writes a fresh output each call: O's map must follow it."""
     made = fake_tma_maps
     cfg = wgmma(128, True)
     assert W.o_store_tma(cfg)
@@ -212,11 +212,11 @@ def test_packed_launch_re_encodes_o_map_when_o_moves(fake_tma_maps, driver):
     plan = make_plan(kernel, Problem(2, 4, 2, 256, 512, 128, True), 0.1)
     first = (0x100000, 0x200000, 0x300000, 0x400000, 0)
     packed = plan.packed(*first)
-    assert len(packed.struct_slots) == 4
-    o_slot = packed.struct_slots[3]
+    assert len(packed.launches[0].struct_slots) == 4
+    o_slot = packed.launches[0].struct_slots[3]
     for ptrs in (first, first[:3] + (0x500000, 0), first[:3] + (0x500000, 0x10)):
         encoded = len(made)
-        packed(*ptrs, 0)
+        packed(ptrs, 0)
         assert param_bytes(driver[-1]["params"], o_slot, 8) == ptrs[3].to_bytes(8, "little"), ptrs
         if ptrs[4] == 0x10:
             assert len(made) == encoded  # only lse moved: the maps are the last call's

@@ -1,12 +1,12 @@
-"""A fixed sequence of kernel launches (e.g. the backward's preprocess, main kernel and dQ
-conversion) whose arguments are packed once, as kernels/loaded.PackedLaunch packs one launch:
-each launch keeps an 8-byte slot per argument and the kernelParams array of their addresses;
-a call writes only the device pointers (struct.pack_into, one call per run of adjacent pointer
-slots) and calls cuLaunchKernel. PackedLaunch is for the forward's five leading pointers and its
-TMA structs; here any argument may be a pointer, named by its position in a call's pointer tuple.
+"""Packed launches: a fixed sequence of kernel launches (the forward's one, the backward's preprocess, main
+kernel and dQ conversion) whose arguments are packed once into host buffers as cuLaunchKernel takes them:
+each launch keeps an 8-byte slot per scalar argument and the kernelParams array of their addresses; a call
+writes only the device pointers (struct.pack_into, one call per run of adjacent pointer slots) and calls
+cuLaunchKernel. This replaces CuPy's per-argument conversion of the whole tuple on every launch.
 
-Built from launches whose pointer arguments are Slot markers (their index in the pointer tuple
-a call passes) and whose other arguments are numpy scalars of at most 8 bytes; CuPy imported
+Built from launches whose pointer arguments are Slot markers (their index in the pointer tuple a call
+passes), whose other arguments are numpy scalars of at most 8 bytes or by-value structs (objects with .ptr,
+the address of their bytes: TMA maps, which embed pointers and are rebuilt when those move); CuPy imported
 where used.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 
 from autoflash.kernels.loaded import LaunchError, ensure_context
 
-_SLOT = 8  # bytes per argument slot (every argument is a 4- or 8-byte scalar or pointer)
+_SLOT = 8  # bytes per argument slot (every argument but a struct is a 4- or 8-byte scalar or a pointer)
 
 
 class Slot(int):
@@ -27,7 +27,7 @@ class Slot(int):
 
 
 class _Launch:
-    __slots__ = ("head", "values", "params", "view", "params_ptr", "runs", "reads")
+    __slots__ = ("head", "values", "params", "view", "params_ptr", "runs", "reads", "struct_slots", "structs")
 
     def __init__(self, function, grid, block, smem: int, args: tuple):
         n = len(args)
@@ -36,14 +36,19 @@ class _Launch:
         self.view = memoryview(self.values).cast("B")
         base = self.values.ctypes.data
         slots = []  # (argument position, pointer index)
+        self.struct_slots = []  # argument positions passed by the address of their own bytes
         for i, a in enumerate(args):
             if type(a) is Slot:
                 slots.append((i, int(a)))
             elif isinstance(a, np.generic) and a.nbytes <= _SLOT:
                 self.view[i * _SLOT:i * _SLOT + a.nbytes] = a.tobytes()
+            elif hasattr(a, "ptr"):  # a struct: params holds its own address (set_structs)
+                self.struct_slots.append(i)
             else:
                 raise LaunchError(f"argument {i} ({type(a).__name__}) cannot be packed")
             self.params[i] = base + i * _SLOT
+        self.structs = ()
+        self.set_structs(args)
         self.runs = []  # (byte offset, Struct of n pointers, getter of their values from a call's tuple)
         start = 0
         while start < len(slots):
@@ -58,19 +63,34 @@ class _Launch:
         self.head = (function.ptr, *(int(x) for x in grid), *(int(x) for x in block), int(smem))
         self.params_ptr = self.params.ctypes.data
 
+    def set_structs(self, args: tuple) -> None:
+        """Pass the structs of `args` (this launch's arguments built anew) by address; they are kept alive
+        while their addresses are in params."""
+        self.structs = tuple(args[i] for i in self.struct_slots)
+        for i, a in zip(self.struct_slots, self.structs):
+            self.params[i] = a.ptr
+
 
 class PackedSequence:
     """launches: (function, grid, block, smem, args) in launch order; pointer arguments as Slot.
     __call__(pointers, stream_ptr, start, stop) writes pointers[slot] into each slot of launches
     start..stop-1 and launches them in order on the raw stream (0: the legacy default stream).
-    A lock makes each write-and-launch atomic (the driver copies the values at the call)."""
+    A lock makes each write-and-launch atomic (the driver copies the values at the call).
 
-    def __init__(self, launches: list):
+    Launches with structs that embed pointers (the forward's TMA maps embed q, k, v, and o with a TMA O
+    store) take rebuild(pointers): every launch's arguments built for these pointers (only their structs
+    are used), called when one of the first `embedded` pointers differs from those of the last build;
+    `pointers`: those the launches' structs were built from."""
+
+    def __init__(self, launches: list, rebuild=None, embedded: int = 0, pointers: tuple = ()):
         from cupy.cuda import driver
 
         self.launches = [_Launch(*launch) for launch in launches]
         self._launch = driver.launchKernel
         self._lock = threading.Lock()
+        self._rebuild = rebuild if any(launch.struct_slots for launch in self.launches) else None
+        self._embedded = embedded
+        self._built_for = tuple(pointers[:embedded])
 
     def leading(self, slots) -> int:
         """How many launches, from the first, read none of these pointer slots (they can be
@@ -86,6 +106,10 @@ class PackedSequence:
         ensure_context()
         launch_kernel = self._launch
         with self._lock:
+            if self._rebuild is not None and pointers[:self._embedded] != self._built_for:
+                for launch, args in zip(self.launches, self._rebuild(pointers)):
+                    launch.set_structs(args)
+                self._built_for = tuple(pointers[:self._embedded])
             for launch in self.launches[start:stop]:
                 view = launch.view
                 for offset, packer, getter in launch.runs:

@@ -8,7 +8,8 @@ import math
 import numpy as np
 
 from autoflash.kernels.arrays import poisoned, random_normal, to_float64
-from autoflash.kernels.loaded import LaunchError, LoadedKernel, PackedLaunch, ensure_context, stream_handle
+from autoflash.kernels.loaded import LaunchError, LoadedKernel, ensure_context, stream_handle
+from autoflash.kernels.packed_sequence import PackedSequence, Slot
 from autoflash.ops.forward_base import BOTTOM_RIGHT_PER_SEQUENCE, VARIANT_FLAGS, Problem
 from autoflash.ops.reference import Check, compare, reference_attention
 
@@ -55,12 +56,17 @@ class LaunchPlan:
         self.args = kernel.template.launch_args(cfg, p, scale)
         self._packed = None
 
-    def packed(self, q: int, k: int, v: int, o: int, lse: int) -> PackedLaunch:
-        """This plan's arguments packed for the driver (built on the first call, from its pointers):
-        the per-call path of attention() (serve/call_plans.py)."""
+    def packed(self, q: int, k: int, v: int, o: int, lse: int) -> PackedSequence:
+        """This plan's arguments packed for the driver (built on the first call, from its pointers): the
+        per-call path of attention() (serve/call_plans.py); call it with (q, k, v, o, lse) and a raw stream.
+        Its TMA maps are built anew when a pointer they embed moves (args.struct_pointers: q, k, v, and o
+        with O's map)."""
         if self._packed is None:
-            self._packed = PackedLaunch(self.function, self.grid, self.block, self.smem, self.args,
-                                        (q, k, v, o, lse))
+            pointers = (q, k, v, o, lse)
+            launch = (self.function, self.grid, self.block, self.smem,
+                      tuple(Slot(i) for i in range(len(pointers))) + self.args(*pointers)[len(pointers):])
+            self._packed = PackedSequence([launch], lambda ptrs: (self.args(*ptrs),),
+                                          getattr(self.args, "struct_pointers", 3), pointers)
         return self._packed
 
     def __call__(self, q: int, k: int, v: int, o: int, lse: int, stream) -> None:

@@ -13,7 +13,7 @@ ones), and, for a config chosen from tuned_configs/, that the tuned files are un
 down the full path, which gives the same answer or error as without plans. Variant calls (window, softcap, sinks, ALiBi), decode-routed calls, pinned dict configs,
 array subclasses and foreign arrays always take the full path.
 
-The launch goes through the plan's PackedLaunch (kernels/loaded.py): arguments packed once,
+The launch goes through the plan's PackedSequence (kernels/packed_sequence.py): arguments packed once,
 pointers written per call, one cuLaunchKernel.
 """
 from __future__ import annotations
@@ -178,7 +178,7 @@ def _on_device(entry: CallPlan) -> bool:
 def _launch(entry: CallPlan, ptrs: tuple, o: int, lse: int, stream_ptr: int) -> None:
     if entry.packed is None:
         entry.packed = entry.plan.packed(*ptrs, o, lse)
-    entry.packed(*ptrs, o, lse, stream_ptr)
+    entry.packed(ptrs + (o, lse), stream_ptr)
 
 
 def clear() -> None:
