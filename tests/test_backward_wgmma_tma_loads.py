@@ -6,7 +6,6 @@ UTMALDG in the SASS); configs without a producer ignore it. The launch plan appe
 geometry the kernel reads (4-D (D, Nq, Hq, B), q's and dout's strides, 64 x block_m boxes, 128 B swizzle), and the
 packed launches re-encode them when q or dout moves. GPU checks: tests/test_backward_wgmma_tma_loads_gpu.py."""
 import ctypes
-import dataclasses
 
 import numpy as np
 import pytest
