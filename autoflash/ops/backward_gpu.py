@@ -79,7 +79,7 @@ class BackwardLaunch:
         self.deterministic = cfg.deterministic
         self.varlen = cfg.varlen
         # (flash_bwd_wgmma's TMA_LOADS) the main kernel's last arguments: tensor maps of q and dout
-        self.tma_loads = bool(getattr(kernel.template, "tma_loads", lambda c: False)(cfg))
+        self.tma_loads = bool(getattr(getattr(kernel, "template", None), "tma_loads", lambda c: False)(cfg))
         if self.tma_loads:
             self._map_geometries(p, cfg)
         self._packed = None
