@@ -1,14 +1,13 @@
-"""flash_bwd_wgmma with ops/backward_wgmma.STRIDED on against the contiguous kernel, in the machine code (no GPU): on
+"""flash_bwd_wgmma's strided kernels (BackwardConfig.strided, served for views) against the contiguous ones, in the machine code (no GPU): on
 the served tiles (bm64 bn128 w12 s2) the consumers' tile loop is the same, the producer warpgroup (24 registers)
 issues a query tile's copies with a tenth more instructions, not a fifth (its tile bases in uniform registers from a
 lane-0 tile index; before: a volatile %tid.x re-read per copy and 64-bit bases in vector registers, 332-343 against
 284-287 instructions), it reads %tid.x no more often than the contiguous producer, and nothing spills. The timing:
 benchmarks/bench_backward_strided.py (contiguous inputs, strided against contiguous kernels)."""
+import dataclasses
 import re
 
 import pytest
-
-from autoflash.ops import backward_wgmma
 
 from sass import sass
 from test_backward_wgmma import cfg
@@ -29,18 +28,17 @@ def count(ops: list[str], pattern: str) -> int:
 
 
 @pytest.mark.parametrize("d,causal", [(64, False), (64, True), (128, False), (128, True)])
-def test_strided_producer_is_within_a_tenth_of_the_contiguous_one(d, causal, tmp_path, monkeypatch):
+def test_strided_producer_is_within_a_tenth_of_the_contiguous_one(d, causal, tmp_path):
     pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
     from autoflash.kernels.compile import compile_kernel
 
     c = cfg("bf16", d, causal, bm=64, bn=128, warps=12, stages=2)
     code = {}
     for strided in (False, True):
-        monkeypatch.setattr(backward_wgmma, "STRIDED", strided)
-        kernel = compile_kernel(c)
+        kernel = compile_kernel(dataclasses.replace(c, strided=strided))
         assert kernel.report.spills == 0 and kernel.report.stack_frame == 0, kernel.report
         assert not kernel.report.wgmma_serialized, kernel.report
-        code[strided] = sass(kernel.cubin, tmp_path, c.name)
+        code[strided] = sass(kernel.cubin, tmp_path, kernel.config.name)
     assert not re.search(r"\b(STL|LDL)\b", code[True])
     (plain_producer, plain_loop), (producer, loop) = regions(code[False]), regions(code[True])
     assert count(loop, "HGMMA") == count(plain_loop, "HGMMA") and abs(len(loop) - len(plain_loop)) <= 8
