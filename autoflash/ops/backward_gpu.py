@@ -11,6 +11,7 @@ from autoflash.kernels.arrays import poisoned, random_normal, to_float64, to_sto
 from autoflash.kernels.elements import LOG2E
 from autoflash.kernels.packed_sequence import PackedSequence, Slot
 from autoflash.ops.backward_kernels import PAD_M, TOLERANCE, BackwardProblem, default_scale
+from autoflash.ops.backward_wgmma import takes_strides
 from autoflash.ops.forward_base import contiguous_strides
 from autoflash.ops.reference import Check, array_module, slopes_per_batch, visible_keys
 
@@ -72,7 +73,7 @@ class BackwardLaunch:
         self.sink_tail = (i32(p.batch), i32(p.heads_q), i32(seq_q_pad), f32(LOG2E))
         self.heads_q = p.heads_q
         self.scale = f32(scale)
-        self.strided = cfg.strided
+        self.strided = takes_strides(cfg)
         if self.strided:
             self._stride_tails(p, cfg, scale)
         self.deterministic = cfg.deterministic
