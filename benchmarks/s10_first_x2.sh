@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# (A record: benchmarks/backward_strided_run.sh and its A/A were removed once the strided kernels became the only ones.)
 # Tenth session's first call (nvidia-h200-x2, carry .whl): GPU 0 runs every GPU test and `autoflash verify` after the
 # ninth session's last host refactors (never run on a GPU); GPU 1 runs ops/backward_wgmma.STRIDED's A/B
 # (benchmarks/backward_strided_run.sh: its GPU tests, the A/A on contiguous inputs, the decoder step off/phase 1/

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# (A record: benchmarks/backward_strided_run.sh and its A/A were removed once the strided kernels became the only ones.)
 # Tenth session's third call (nvidia-h200-x2, carry .whl). GPU 1: helper SC's strided producer fix + the strided _dq
 # store (benchmarks/backward_strided_run.sh: GPU tests, the A/A on contiguous inputs, the decoder step off / phase 1 /
 # phase 1+2, the step's profile). GPU 0: the forward's four rows below cuDNN in the ninth session's bench (D 64 N 1024,

@@ -1,11 +1,9 @@
-"""flash_bwd_wgmma on strided inputs and outputs (BackwardConfig.strided, served per call under
-ops/backward_wgmma.STRIDED, issue 16's training step), without a GPU: strided=False renders every valid config as
-before (no stride argument anywhere), and check_inputs without strides keeps the contiguous checks; strided=True,
-the three kernels take (batch, head, token) strides, check_inputs accepts views whose rows can be read in
+"""flash_bwd_wgmma on strided inputs and outputs (issue 16's training step), without a GPU: its three kernels take
+(batch, head, token) strides in every valid config (flash_bwd_mma's none), check_inputs without strides keeps the
+contiguous checks, with strides it accepts views whose rows can be read in
 place (q, k, v of a fused projection, a transposed grad_out) and refuses the rest clearly, the launch plan passes the
 strides where each kernel declares them (CuPy's arguments and the packed launches agree), and the served tiles
 compile clean (0 spills, no stack, no serialised wgmma). The GPU checks: tests/test_backward_strided_gpu.py."""
-import dataclasses
 import re
 
 import numpy as np
@@ -30,29 +28,26 @@ DETERMINISTIC = [backward_wgmma.serving_config("sm_90a", key("bf16", d, c, deter
                  for c in (False, True)]
 
 
-def strided(c):
-    """c's strided kernels (the host picks them for views)."""
-    return dataclasses.replace(c, strided=True)
-
-
 def signature(source: str, name: str) -> list[str]:
     """The parameter declarations of kernel `name` in a rendered source."""
     at = source.index(f"{name}(const")
     return [re.sub(r"\s+", " ", p).strip() for p in source[at + len(name) + 1:source.index(")", at)].split(",")]
 
 
-def test_off_renders_no_stride_argument():
-    configs = [c for _, c in _valid_configs("split")] + SERVED  # (the served dQ schedule)
-    assert len(configs) > 20
-    for c in configs:
+def test_flash_bwd_mma_takes_no_stride_argument():
+    from autoflash.ops.backward import TEMPLATE as MMA
+
+    for d in (64, 128, 256):
+        c = MMA.default("sm_90", key("bf16", d, True))
         source = render(c)
-        assert "q_sb" not in source and "row_stride" not in source and "dq_sn" not in source, c.name
+        assert not backward_wgmma.takes_strides(c)
+        assert signature(source, c.name)[-1] != "int dv_sn" and "dq_sb" not in source, c.name
 
 
-def test_on_every_valid_config_takes_strides():
-    configs = [strided(c) for _, c in _valid_configs("split")] + [strided(c) for c in SERVED + DETERMINISTIC]
+def test_every_valid_config_takes_strides():
+    configs = [c for _, c in _valid_configs("split")] + SERVED + DETERMINISTIC
     for c in configs:
-        assert c.name.endswith("_strided") and not c.problems(), c.name
+        assert backward_wgmma.takes_strides(c)
         source = render(c)
         main = signature(source, c.name)
         assert main[-18:] == [f"{t} {n}_{s}" for n in ("q", "k", "v", "do", "dk", "dv")
@@ -153,7 +148,7 @@ def assert_args_match(source: str, name: str, args: tuple):
 
 
 def test_launch_plan_passes_the_strides_where_the_kernels_declare_them():
-    c = strided(SERVED[3])  # bf16 D 128 causal
+    c = SERVED[3]  # bf16 D 128 causal
     s, strides = views()
     p = check_inputs(**s, causal=True, strides=strides)
     grads = ((N * H * D, D, H * D),) * 3  # torch.empty_like of the qkv views
@@ -173,29 +168,12 @@ def test_launch_plan_passes_the_strides_where_the_kernels_declare_them():
 
 
 def test_contiguous_problem_passes_contiguous_strides():
-    c = strided(SERVED[0])
+    c = SERVED[0]
     p = check_inputs(**specs(b=B, hq=4, hkv=2, nq=33, nk=65, d=64), causal=False)
     plan = BackwardLaunch(fake(c), p, 0.1)
     main_args = plan.launches(tuple(np.uint64(0) for _ in range(18)))[1][4]
     q, kv = dense_strides((B, 4, 33, 64))[:3], dense_strides((B, 2, 65, 64))[:3]
     assert [int(x) for x in main_args[-18:]] == [*q, *kv, *kv, *q, *kv, *kv]
-
-
-def test_strided_is_flash_bwd_wgmma_s_alone():
-    from autoflash.ops.backward import TEMPLATE as MMA
-
-    c = dataclasses.replace(MMA.default("sm_90", key("bf16", 64, False)), strided=True)
-    assert any("strided is a flash_bwd_wgmma mode" in e for e in c.problems())
-
-
-def test_off_launch_plan_is_todays():
-    c = SERVED[0]
-    p = check_inputs(**specs(d=64), causal=False)
-    plan = BackwardLaunch(fake(c), p, 0.1)
-    assert not plan.strided
-    conv = plan.launches(tuple(np.uint64(0) for _ in range(18)))[-1]
-    assert len(conv[4]) == 4 and conv[4][2] == plan.n_vec8
-    assert_args_match(render(c), c.name, plan.launches(tuple(np.uint64(0) for _ in range(18)))[1][4])
 
 
 def test_packed_launches_are_cupys(monkeypatch):
@@ -212,7 +190,7 @@ def test_packed_launches_are_cupys(monkeypatch):
     s, strides = views()
     p = check_inputs(**s, causal=True, strides=strides)
     p.strides = p.strides + ((N * H * D, D, H * D),) * 3
-    plan = BackwardLaunch(fake(strided(SERVED[3])), p, 0.1)
+    plan = BackwardLaunch(fake(SERVED[3]), p, 0.1)
     packed = plan.packed()
     ptrs = [(1 << 32) + 0x1000 * i for i in range(1, 11)]
     plan(*ptrs, "stream")
@@ -231,6 +209,6 @@ def test_served_tiles_compile_clean(c):
     pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
     from autoflash.kernels.compile import compile_kernel
 
-    report = compile_kernel(strided(c)).report
+    report = compile_kernel(c).report
     assert report.spills == 0 and report.stack_frame == 0 and not report.wgmma_serialized, report
 

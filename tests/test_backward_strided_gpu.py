@@ -98,19 +98,6 @@ def test_deterministic_views_equal_contiguous_copies_bitwise(d, causal):
         assert torch.equal(g, a) and torch.equal(g, c)
 
 
-def test_contiguous_inputs_take_the_contiguous_kernels_as_with_the_switch_off(monkeypatch):
-    q, k, v, dout = (t.contiguous() for t in views(2, 4, 4, 500, 500, 128, torch.bfloat16))
-    out, lse = float64_forward(q, k, v, True, 1 / math.sqrt(128))
-    on = attention_backward(q, k, v, out, lse, dout, causal=True, deterministic=True)
-    (entry,) = backward_plans._plans.values()
-    assert not entry.launch.strided  # (the stride arithmetic cost 2-4 % on contiguous inputs)
-    monkeypatch.setattr(backward_wgmma, "STRIDED", False)
-    backward_plans.clear()
-    off = attention_backward(q, k, v, out, lse, dout, causal=True, deterministic=True)
-    for a, b in zip(on, off):
-        assert torch.equal(a, b) and a.is_contiguous()
-
-
 def test_a_plan_hit_on_new_views_matches_the_full_path():
     q, k, v, dout = views(2, 4, 4, 300, 300, 64, torch.bfloat16, seed=3)
     out, lse = float64_forward(q, k, v, True, 0.125)

@@ -78,7 +78,7 @@ def test_views_are_read_in_place_and_planned(host):
     grads = autograd.attention_backward(*ts2, causal=True)  # new views, same layout: the plan
     assert len(faked_gpu.checked) == 1 and [g.stride() for g in grads] == [dq.stride()] * 3
     entry = next(iter(backward_plans._plans.values()))
-    assert entry.launch.strided  # the strided kernels (BackwardConfig.strided, picked for the views)
+    assert entry.launch.strided  # flash_bwd_wgmma's kernels take the strides
     packed = entry.packed
     assert [pointer(packed, 1, i) for i in range(4)] == [t.data_ptr() for t in (ts2[0], ts2[1], ts2[2], ts2[5])]
     main = packed.launches[1]
@@ -112,11 +112,11 @@ def test_contiguous_inputs_keep_their_plan_and_layout(host):
     from autoflash.serve import autograd, backward_plans
 
     View, faked_gpu = host
-    for d in (64, 256):  # flash_bwd_wgmma (its contiguous kernels: the stride arithmetic costs) and flash_bwd_mma
+    for d in (64, 256):  # flash_bwd_wgmma (passed contiguous strides) and flash_bwd_mma
         ts = host_views(View, d=d)
         ts[:3] = [View((B, H, N, d)) for _ in range(3)]
         ts[5] = View((B, H, N, d))
         grads = autograd.attention_backward(*ts, causal=True)
         assert all(g.is_contiguous() and not hasattr(g, "copied") for g in grads)
     assert len(backward_plans._plans) == 2 and len(faked_gpu.checked) == 2
-    assert not any(entry.launch.strided for entry in backward_plans._plans.values())
+    assert [entry.launch.strided for entry in backward_plans._plans.values()] == [True, False]

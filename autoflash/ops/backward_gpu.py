@@ -12,6 +12,7 @@ from autoflash.kernels.elements import LOG2E
 from autoflash.kernels.packed_sequence import PackedSequence, Slot
 from autoflash.kernels.tma import TensorMap, cached_operand_map
 from autoflash.ops.backward_kernels import PAD_M, TOLERANCE, BackwardProblem, default_scale
+from autoflash.ops.backward_wgmma import takes_strides
 from autoflash.ops.forward_base import contiguous_strides
 from autoflash.ops.reference import Check, array_module, slopes_per_batch, visible_keys
 
@@ -73,7 +74,7 @@ class BackwardLaunch:
         self.sink_tail = (i32(p.batch), i32(p.heads_q), i32(seq_q_pad), f32(LOG2E))
         self.heads_q = p.heads_q
         self.scale = f32(scale)
-        self.strided = cfg.strided
+        self.strided = takes_strides(cfg)
         if self.strided:
             self._stride_tails(p, cfg, scale)
         self.deterministic = cfg.deterministic
@@ -86,10 +87,10 @@ class BackwardLaunch:
 
     def _map_geometries(self, p: BackwardProblem, cfg) -> None:
         """(TMA_LOADS) what q's and dout's maps encode besides their pointers: (B, Hq, Nq, D) as 4-D (D, Nq, Hq, B)
-        with the strides the kernel reads them by (p.strides' q and dout for strided kernels, else contiguous ones),
-        boxes of 64 columns x block_m tokens; rows past seq_q are zero-filled by the copy engine."""
+        with their own strides (p.strides' q and dout; None: contiguous), boxes of 64 columns x block_m tokens; rows
+        past seq_q are zero-filled by the copy engine."""
         shape = (p.batch, p.heads_q, p.seq_q, p.head_dim)
-        q_strides, do_strides = ((tuple(p.strides[0]), tuple(p.strides[4])) if cfg.strided and p.strides
+        q_strides, do_strides = ((tuple(p.strides[0]), tuple(p.strides[4])) if p.strides
                                  else (tuple(contiguous_strides(*shape)),) * 2)
         common = (cfg.dtype, p.batch, p.heads_q, p.seq_q, p.head_dim)
         self.map_geometry = (common + (q_strides, cfg.block_m), common + (do_strides, cfg.block_m))

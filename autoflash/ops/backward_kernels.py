@@ -80,10 +80,6 @@ class BackwardConfig(OpConfig):
     # same with one bulk reduction a tile. Named "_dqp0" / "_dqp1" / "_dqp2" after the flags only when not -1
     # (configs and entries written before it keep their names).
     dq_via_producer: int = -1
-    # (flash_bwd_wgmma) the operands' (batch, head, token) strides as run-time arguments, so views are read and the
-    # gradients written in place. Not a key field: the host picks it per call, on where an operand is not contiguous
-    # (serve/autograd.py; the stride arithmetic cost 2-4 % on contiguous inputs, H200, s10_first_x2.sh).
-    strided: bool = False
 
     op: ClassVar[str] = "backward"
     name_parts: ClassVar[tuple] = (("head_dim", "d"), ("head_dim_v", "dv"), ("block_m", "bm"), ("block_n", "bn"), ("warps", "w"),
@@ -100,8 +96,6 @@ class BackwardConfig(OpConfig):
                           f"needs -1")
         if self.varlen is True and self.template != "flash_bwd_mma":
             errors.append(f"varlen is a flash_bwd_mma mode; {self.template} has no varlen backward yet")
-        if self.strided is True and self.template != "flash_bwd_wgmma":
-            errors.append(f"strided is a flash_bwd_wgmma mode; {self.template} reads contiguous rows")
         if self.head_dim_v and self.template != "flash_bwd_mma":
             errors.append(f"head_dim_v (V's own head dim) is a flash_bwd_mma mode; {self.template} has none")
         return errors

@@ -84,12 +84,12 @@ DQ_STAGING_PAD = 8  # floats added to each staging row of value 1 (the template'
 # (dq_read_lag_h200_2026-11-30_s8.log) D 64 +5-6 %, D 128 +0-3 %; at stages 3 (the pipelined consumers) 11-15 % SLOWER,
 # so not there.
 DQ_MODES = {0: "consumers' adds", 1: "staged, a bulk op per row", 2: "staged unpadded, a bulk op per tile"}
-# Strided operands (issue 16's training step: q, k, v views of a fused projection, dO a transposed view): on, the
-# backward reads views in place and returns gradients laid out like the inputs (torch.empty_like(q, k, v)); where an
-# operand is not contiguous it launches the config with strided=True (BackwardConfig.strided: the three kernels take
-# per-tensor (batch, head, token) element strides as run-time arguments, ops/backward_gpu.BackwardLaunch appends them;
-# the dQ accumulator and workspace stay contiguous), else the contiguous kernels. Off: views are copied to contiguous
-# ones first. H200 (s10_first_x2.sh): the decoder step 28.6 -> 26.9 ms, SDPA's default 26.9.
+# Strided operands (issue 16's training step: q, k, v views of a fused projection, dO a transposed view): the three
+# kernels take per-tensor (batch, head, token) element strides (head dim contiguous) for q, k, v, out, dout and dq,
+# dk, dv as run-time arguments (ops/backward_gpu.BackwardLaunch appends them; contiguous inputs pass their dense
+# strides: on the H200 that cost nothing once the producer kept its tile bases uniform, s10_third_x2.sh); the fp32
+# dQ accumulator and the workspace stay contiguous. STRIDED on (the default): the host passes views as they are and
+# returns gradients laid out like torch.empty_like(q, k, v); off: views are copied to contiguous tensors first.
 STRIDED = True
 # The producer warpgroup's query tiles by TMA (issue 16, D 64 at 0.90-0.92x cuDNN): one elected thread issues Q's and
 # dO's tiles by tensor maps over q's and dout's own (batch, head, token) strides (ops/backward_gpu.BackwardLaunch
@@ -279,7 +279,7 @@ class BackwardWgmmaTemplate(Template):
                 "dq_bufs": self.smem_layout(cfg)["dq_bufs"],
                 "dq_pad": 0 if self.dq_mode(cfg) == 2 else DQ_STAGING_PAD,
                 "dq_tile_reduce": self.producer(cfg) and self.dq_mode(cfg) == 2,
-                "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": cfg.strided,
+                "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True,
                 "tma_loads": self.tma_loads(cfg)}
 
     def tma_loads(self, cfg: BackwardConfig) -> bool:
@@ -303,6 +303,11 @@ class BackwardWgmmaTemplate(Template):
 
 
 TEMPLATE = BackwardWgmmaTemplate()
+
+
+def takes_strides(cfg) -> bool:
+    """Whether cfg's kernels take the operands' strides (flash_bwd_wgmma's do; flash_bwd_mma reads contiguous rows)."""
+    return cfg.template == TEMPLATE.name
 
 
 def serving_config(arch: str, key: dict) -> BackwardConfig | None:

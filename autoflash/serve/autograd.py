@@ -7,7 +7,6 @@ torch is imported where used (this module loads with `import autoflash`). The dr
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 from autoflash.kernels.archs import build_arch
@@ -18,7 +17,7 @@ from autoflash.ops.backward import OPERATION, TEMPLATE
 from autoflash.ops.backward_gpu import launch_plan
 from autoflash.ops.backward_kernels import HEAD_DIM_PAIRS, BackwardConfig, TensorSpec, check_inputs, row_strides
 from autoflash.ops import backward_wgmma
-from autoflash.ops.backward_wgmma import serving_config
+from autoflash.ops.backward_wgmma import serving_config, takes_strides
 from autoflash.serve import backward_plans, dispatch, frameworks
 from autoflash.serve.errors import InputError
 from autoflash.serve.operands import TORCH_DTYPES, check_scale
@@ -114,12 +113,9 @@ def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, cau
                                                                                                   p.head_dim_v)
     tensors = (q, k, v, out, lse, grad_out)
     if backward_wgmma.STRIDED:  # views read in place; gradients laid out like the inputs (torch.empty_like)
-        # contiguous inputs take the contiguous kernels (the stride arithmetic cost 2-4 % on them, s10_first_x2.sh)
-        views = not all(t.is_contiguous() for t in (q, k, v, out, grad_out))
-        return _strided_call(_strided(cfg, views and cfg.template == backward_wgmma.TEMPLATE.name), device, p,
-                             scale_value, tensors, variants, keep, arch, stamp,
+        return _strided_call(cfg, device, p, scale_value, tensors, variants, keep, arch, stamp,
                              (causal, causal_alignment, scale, deterministic, config))
-    plan = launch_plan(_loaded(_strided(cfg, False), device), p, scale_value)
+    plan = launch_plan(_loaded(cfg, device), p, scale_value)
     grads = _launch_packed(plan, device, p, tensors, variants)
     if keep:  # next time: the allocations and the launches only
         backward_plans.remember(backward_plans.BackwardPlan(device, plan, (q.shape, k.shape, v.shape), arch, stamp),
@@ -127,26 +123,20 @@ def attention_backward(q, k, v, out, lse, grad_out, *, causal: bool = False, cau
     return grads
 
 
-def _strided(cfg: BackwardConfig, strided: bool) -> BackwardConfig:
-    """cfg with its strided kernels or not, whatever a stored or pinned config said (the host decides it)."""
-    return cfg if cfg.strided == strided else dataclasses.replace(cfg, strided=strided)
-
-
 def _strided_call(cfg, device: int, p, scale: float, tensors: tuple, variants, keep: bool, arch, stamp, args: tuple):
     """A call under STRIDED (check_inputs accepted the rows of q, k, v, out, grad_out: p.strides holds theirs): dq, dk,
-    dv are torch.empty_like(q, k, v) (the drop-in's fake gives that layout too). flash_bwd_wgmma's strided kernels
-    (cfg.strided: views among the inputs) read the inputs and write the gradients in place; its contiguous kernels
-    read contiguous inputs, and flash_bwd_mma (the other keys) contiguous copies, both writing contiguous rows, copied
-    into the gradients where those are not contiguous. Planned where nothing was copied."""
+    dv are torch.empty_like(q, k, v) (the drop-in's fake gives that layout too). flash_bwd_wgmma reads the inputs and
+    writes the gradients in place; flash_bwd_mma (the other keys) reads contiguous copies and writes contiguous rows,
+    copied into the gradients where those are not contiguous. Planned where nothing was copied."""
     outputs = tuple(frameworks.torch().empty_like(t) for t in tensors[:3])
-    if cfg.strided:
+    if takes_strides(cfg):
         p.strides = p.strides + tuple(row_strides(n, tuple(o.shape), tuple(o.stride()), o.element_size())
                                       for n, o in zip(("dq", "dk", "dv"), outputs))
         read = tensors
     else:
         p.strides = None
         read = tuple(t.contiguous() for t in tensors)
-    direct = cfg.strided or all(o.is_contiguous() for o in outputs)
+    direct = takes_strides(cfg) or all(o.is_contiguous() for o in outputs)
     plan = launch_plan(_loaded(cfg, device), p, scale)
     grads = _launch_packed(plan, device, p, read, variants, outputs=outputs if direct else None)
     if keep and direct and all(r is t for r, t in zip(read, tensors)):
