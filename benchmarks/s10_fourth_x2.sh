@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# (A record: TMA_LOADS and its run script were removed after this call: 0.95-0.96x at D 64, NOTES "Tenth session".)
 # Tenth session's fourth call (nvidia-h200-x2, carry .whl). GPU 0: every GPU test and `autoflash verify` after the
 # strided-only backward (bb11b42), the re-tuned forward entries and helper CL's packed-launch merge. GPU 1: helper TB's
 # ops/backward_wgmma.TMA_LOADS (benchmarks/backward_tma_loads_run.sh: its GPU tests, then the A/B beside cuDNN).

@@ -10,7 +10,6 @@ import numpy as np
 from autoflash.kernels.arrays import poisoned, random_normal, to_float64, to_storage
 from autoflash.kernels.elements import LOG2E
 from autoflash.kernels.packed_sequence import PackedSequence, Slot
-from autoflash.kernels.tma import TensorMap, cached_operand_map
 from autoflash.ops.backward_kernels import PAD_M, TOLERANCE, BackwardProblem, default_scale
 from autoflash.ops.backward_wgmma import takes_strides
 from autoflash.ops.forward_base import contiguous_strides
@@ -79,29 +78,7 @@ class BackwardLaunch:
             self._stride_tails(p, cfg, scale)
         self.deterministic = cfg.deterministic
         self.varlen = cfg.varlen
-        # (flash_bwd_wgmma's TMA_LOADS) the main kernel's last arguments: tensor maps of q and dout
-        self.tma_loads = bool(getattr(getattr(kernel, "template", None), "tma_loads", lambda c: False)(cfg))
-        if self.tma_loads:
-            self._map_geometries(p, cfg)
         self._packed = None
-
-    def _map_geometries(self, p: BackwardProblem, cfg) -> None:
-        """(TMA_LOADS) what q's and dout's maps encode besides their pointers: (B, Hq, Nq, D) as 4-D (D, Nq, Hq, B)
-        with their own strides (p.strides' q and dout; None: contiguous), boxes of 64 columns x block_m tokens; rows
-        past seq_q are zero-filled by the copy engine."""
-        shape = (p.batch, p.heads_q, p.seq_q, p.head_dim)
-        q_strides, do_strides = ((tuple(p.strides[0]), tuple(p.strides[4])) if p.strides
-                                 else (tuple(contiguous_strides(*shape)),) * 2)
-        common = (cfg.dtype, p.batch, p.heads_q, p.seq_q, p.head_dim)
-        self.map_geometry = (common + (q_strides, cfg.block_m), common + (do_strides, cfg.block_m))
-
-    def tma_map_args(self, q, dout) -> tuple:
-        """(TMA_LOADS) the kernel arguments of q's and dout's maps (cached per pointer and geometry); Slot markers
-        (packing) get blank maps, never launched: the packed sequence rebuilds them from the first call's pointers."""
-        if isinstance(q, Slot) or isinstance(dout, Slot):
-            return TensorMap().kernel_arg(), TensorMap().kernel_arg()
-        return tuple(cached_operand_map(int(ptr), *geometry).kernel_arg()
-                     for ptr, geometry in zip((q, dout), self.map_geometry))
 
     def _stride_tails(self, p: BackwardProblem, cfg, scale: float) -> None:
         """(STRIDED kernels) the tails of the (batch, head, token) strides: p.strides holds q, k, v, out, dout, dq,
@@ -174,22 +151,16 @@ class BackwardLaunch:
                          (lse2, delta, sinks, dsinks) + self.sink_tail))
         runs.append((self.main, self.main_grid, self.block, self.smem,
                      (q, k, v, dout, lse2, delta, acc, dk, dv, sem) + self.main_tail + self._variant_tail(sinks, slopes)
-                     + ((cu_q, cu_k) if self.varlen else ()) + (self.main_stride_tail if self.strided else ())
-                     + (self.tma_map_args(q, dout) if self.tma_loads else ())))
+                     + ((cu_q, cu_k) if self.varlen else ()) + (self.main_stride_tail if self.strided else ())))
         conv_tail = self.conv_tail if self.strided else (self.n_vec8, self.scale)
         runs.append((self.conv, self.conv_grid, (256, 1, 1), 0, (acc, dq) + conv_tail))
         return runs
 
     def packed(self) -> PackedSequence:
         """These launches packed once (kernels/packed_sequence.py), built on first use; call it with
-        pointers(...) and a raw stream pointer. TMA_LOADS: the main kernel's maps embed q and dout, so the
-        sequence rebuilds them whenever one of the pointers up to dout's differs from the last call's (the first
-        call included)."""
+        pointers(...) and a raw stream pointer."""
         if self._packed is None:
-            rebuild = ((lambda ptrs: [run[4] for run in self.launches(tuple(np.uint64(x) for x in ptrs))])
-                       if self.tma_loads else None)  # each launch's arguments for these pointers
-            self._packed = PackedSequence(self.launches(tuple(Slot(i) for i in range(len(POINTERS)))), rebuild,
-                                          POINTERS.index("dout") + 1)
+            self._packed = PackedSequence(self.launches(tuple(Slot(i) for i in range(len(POINTERS)))))
         return self._packed
 
 

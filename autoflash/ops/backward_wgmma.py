@@ -91,14 +91,6 @@ DQ_MODES = {0: "consumers' adds", 1: "staged, a bulk op per row", 2: "staged unp
 # dQ accumulator and the workspace stay contiguous. STRIDED on (the default): the host passes views as they are and
 # returns gradients laid out like torch.empty_like(q, k, v); off: views are copied to contiguous tensors first.
 STRIDED = True
-# The producer warpgroup's query tiles by TMA (issue 16, D 64 at 0.90-0.92x cuDNN): one elected thread issues Q's and
-# dO's tiles by tensor maps over q's and dout's own (batch, head, token) strides (ops/backward_gpu.BackwardLaunch
-# appends them, 128 B each by value) and lse2's, delta's rows by 1-D bulk copies, all completing on the stage's full
-# mbarrier by transaction bytes (arrival count 1 instead of the producer's 128 cp.async arrivals); rows past seq_q come
-# zero-filled, and the consumers drop the proxy fence after the wait. Producer configs only (tma_loads(): others
-# ignore it). Read when a kernel is rendered and when its launch plan is built: flip it before both. Off: not yet
-# measured on the H200 (benchmarks/bench_backward_tma_loads.py).
-TMA_LOADS = False
 
 
 class BackwardWgmmaTemplate(Template):
@@ -279,13 +271,7 @@ class BackwardWgmmaTemplate(Template):
                 "dq_bufs": self.smem_layout(cfg)["dq_bufs"],
                 "dq_pad": 0 if self.dq_mode(cfg) == 2 else DQ_STAGING_PAD,
                 "dq_tile_reduce": self.producer(cfg) and self.dq_mode(cfg) == 2,
-                "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True,
-                "tma_loads": self.tma_loads(cfg)}
-
-    def tma_loads(self, cfg: BackwardConfig) -> bool:
-        """Whether this config's producer loads the query tiles by TMA (TMA_LOADS, producer configs only): its main
-        kernel then takes the tensor maps of q and dout after its other arguments."""
-        return bool(TMA_LOADS) and self.producer(cfg)
+                "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True}
 
     def reads_dq_with_lag(self, cfg: BackwardConfig) -> bool:
         """Whether the producer frees each dQ staging buffer one tile late (the read lag, above)."""
