@@ -106,3 +106,12 @@ def torch_cuda():
     if not torch.cuda.is_available():
         pytest.skip("PyTorch sees no CUDA GPU")
     return torch
+
+
+@pytest.fixture
+def copies_views(monkeypatch):
+    """ops/backward_wgmma.STRIDED off: views are copied to contiguous tensors (the fake-torch host tests check that path;
+    views read in place, the default: tests/test_forward_o_layout.py and tests/test_backward_strided_host.py)."""
+    from autoflash.ops import backward_wgmma
+
+    monkeypatch.setattr(backward_wgmma, "STRIDED", False)

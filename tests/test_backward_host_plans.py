@@ -17,7 +17,6 @@ from autoflash import store
 from autoflash.kernels import packed_sequence
 from autoflash.kernels.loaded import LoadedKernel
 from autoflash.kernels.registry import TEMPLATES
-from autoflash.ops import backward_wgmma
 from autoflash.ops.backward import OPERATION
 from autoflash.ops.backward_gpu import OUTPUTS, BackwardLaunch
 from autoflash.ops.backward_kernels import check_inputs as real_check_inputs
@@ -27,11 +26,7 @@ from autoflash.serve.errors import InputError
 from test_backward import key
 
 
-@pytest.fixture(autouse=True)
-def copies_views(monkeypatch):
-    """These fakes check the path that copies views to contiguous ones (ops/backward_wgmma.STRIDED off); views read in
-    place (on, the default): tests/test_forward_o_layout.py and tests/test_backward_strided_host.py."""
-    monkeypatch.setattr(backward_wgmma, "STRIDED", False)
+pytestmark = pytest.mark.usefixtures("copies_views")  # the copying path (conftest.py)
 
 pytest.importorskip("cupy")  # the packed launches call CuPy's driver.launchKernel (patched here)
 

@@ -12,7 +12,7 @@ import autoflash
 from autoflash import store
 from autoflash.kernels import loaded, tma
 from autoflash.kernels.registry import TEMPLATES
-from autoflash.ops import backward_wgmma, forward_wgmma
+from autoflash.ops import forward_wgmma
 from autoflash.ops.forward_base import Problem
 from autoflash.ops.forward_launch import plan as make_plan
 from autoflash.serve import api, call_plans, dispatch, frameworks
@@ -24,11 +24,7 @@ from test_store import make_entry
 from test_variants import FakeCupyArray
 
 
-@pytest.fixture(autouse=True)
-def copies_views(monkeypatch):
-    """These fakes check the path that copies views to contiguous ones (ops/backward_wgmma.STRIDED off); views read in
-    place (on, the default): tests/test_forward_o_layout.py and tests/test_backward_strided_host.py."""
-    monkeypatch.setattr(backward_wgmma, "STRIDED", False)
+pytestmark = pytest.mark.usefixtures("copies_views")  # the copying path (conftest.py)
 
 H100 = "NVIDIA H100 80GB HBM3"
 ENSURE_CONTEXT = loaded.ensure_context  # the real one (an autouse fixture stubs it for the other tests)

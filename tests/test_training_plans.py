@@ -12,7 +12,6 @@ import pytest
 
 import autoflash
 from autoflash import store
-from autoflash.ops import backward_wgmma
 from autoflash.serve import api, autograd, backward_plans, call_plans, dispatch, frameworks, training_plans
 from autoflash.serve.errors import InputError
 
@@ -22,11 +21,7 @@ from test_host_path import fake_kernel as fake_fwd_kernel
 from test_host_path import no_context_binding  # noqa: F401  (an autouse fixture there, used here)
 
 
-@pytest.fixture(autouse=True)
-def copies_views(monkeypatch):
-    """These fakes check the path that copies views to contiguous ones (ops/backward_wgmma.STRIDED off); views read in
-    place (on, the default): tests/test_forward_o_layout.py and tests/test_backward_strided_host.py."""
-    monkeypatch.setattr(backward_wgmma, "STRIDED", False)
+pytestmark = pytest.mark.usefixtures("copies_views")  # the copying path (conftest.py)
 
 pytest.importorskip("cupy")  # the packed launches call CuPy's driver.launchKernel (patched here)
 
