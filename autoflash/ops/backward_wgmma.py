@@ -91,6 +91,12 @@ DQ_MODES = {0: "consumers' adds", 1: "staged, a bulk op per row", 2: "staged unp
 # dQ accumulator and the workspace stay contiguous. STRIDED on (the default): the host passes views as they are and
 # returns gradients laid out like torch.empty_like(q, k, v); off: views are copied to contiguous tensors first.
 STRIDED = True
+# The S^T / dP^T look-ahead (issue 16's D 64 gap; templates/flash_bwd_wgmma_steps.cuh.j2, lookahead_loop): tile it + 1's
+# S^T and dP^T wgmmas issued in iteration it, behind its P^T / dS^T and ahead of its dK and dQ, so they run while the
+# warpgroup stores dS^T and waits at the barrier. Applies to producer configs at stages 2 with D 64 and block_m 64 (the
+# served D 64 tile: a second S^T / dP^T set fits its registers; D 128's consumers sit at 224 of 240); every other
+# config ignores it (renders as off). Off until the H200 A/B says otherwise.
+PIPELINE = False
 
 
 class BackwardWgmmaTemplate(Template):
@@ -271,7 +277,12 @@ class BackwardWgmmaTemplate(Template):
                 "dq_bufs": self.smem_layout(cfg)["dq_bufs"],
                 "dq_pad": 0 if self.dq_mode(cfg) == 2 else DQ_STAGING_PAD,
                 "dq_tile_reduce": self.producer(cfg) and self.dq_mode(cfg) == 2,
-                "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True}
+                "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True, "pipeline": self.pipelines(cfg)}
+
+    def pipelines(self, cfg: BackwardConfig) -> bool:
+        """Whether cfg renders the S^T / dP^T look-ahead (PIPELINE on; other configs ignore the switch)."""
+        return (PIPELINE and self.producer(cfg) and cfg.stages == 2 and cfg.head_dim == 64 and cfg.block_m == 64
+                and not DQ_BULK_REDUCE and not DQ_OWN_KEYS)
 
     def reads_dq_with_lag(self, cfg: BackwardConfig) -> bool:
         """Whether the producer frees each dQ staging buffer one tile late (the read lag, above)."""
