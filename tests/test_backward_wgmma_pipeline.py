@@ -1,8 +1,9 @@
 """flash_bwd_wgmma's S^T / dP^T look-ahead (ops/backward_wgmma.PIPELINE) without a GPU: off (the default) renders no
-look-ahead anywhere; on, exactly the producer configs at stages 2 with D 64 and block_m 64 render it (every dQ mode,
-deterministic too) and every other config renders as off; those compile for sm_90a with 0 spills, no stack and no
-serialised wgmma, and their SASS issues the next tile's S^T / dP^T HGMMAs inside the loop, after this tile's dV and
-before its dK and dQ. Gradients: tests/test_backward_wgmma_pipeline_gpu.py; A/B: benchmarks/bench_backward_pipeline.py."""
+look-ahead anywhere; on, exactly the D 64 producer configs with block_m 64 render it (stages 2 and 3, every dQ mode,
+deterministic too; at stages 3 instead of the deferred-dQ loop, with a dS^T buffer per stage and the dQ read lag) and
+every other config renders as off; those compile for sm_90a with 0 spills, no stack and no serialised wgmma, and
+their SASS issues the next tile's S^T / dP^T HGMMAs inside the loop, after this tile's dV and before its dK and dQ.
+Gradients: tests/test_backward_wgmma_pipeline_gpu.py; A/B: benchmarks/bench_backward_pipeline.py."""
 import re
 
 import pytest
@@ -24,7 +25,7 @@ def valid_configs():
 
 
 def applies(c) -> bool:
-    return W.producer(c) and c.stages == 2 and c.head_dim == 64 and c.block_m == 64
+    return W.producer(c) and c.head_dim == 64 and c.block_m == 64
 
 
 def served(dtype="bf16", causal=False, **knobs):
@@ -44,7 +45,7 @@ def test_off_by_default_renders_no_look_ahead():
         assert not W.pipelines(c) and MARK not in render(c), c.name
 
 
-def test_on_exactly_the_d64_producer_tiles_at_stages_2_look_ahead(monkeypatch):
+def test_on_exactly_the_d64_producer_tiles_look_ahead(monkeypatch):
     configs = valid_configs()
     off = {c.name: render(c) for c in configs}
     monkeypatch.setattr(backward_wgmma, "PIPELINE", True)
@@ -57,6 +58,14 @@ def test_on_exactly_the_d64_producer_tiles_at_stages_2_look_ahead(monkeypatch):
         (t, causal, True, 0) for t in ("bf16", "fp16") for causal in (False, True)}
     assert all(on[n] == off[n] for n in off if n not in with_it)  # the others ignore the switch
     assert all(on[n] != off[n] for n in with_it)
+    assert {c.stages for c in configs if applies(c)} == {2, 3}
+    for c in configs:  # stages 3: the look-ahead loop, not the deferred dQ; a dS^T buffer per stage; the read lag
+        if applies(c) and c.stages == 3:
+            assert "constexpr bool PIPELINE = false;" in on[c.name] and W.ds_buffers(c) == 3, c.name
+            monkeypatch.setattr(backward_wgmma, "PIPELINE", False)
+            assert W.ds_buffers(c) == 4 and not W.reads_dq_with_lag(c), c.name
+            monkeypatch.setattr(backward_wgmma, "PIPELINE", True)
+            assert W.reads_dq_with_lag(c) == (W.dq_mode(c) == 2), c.name
 
 
 def hgmma_kinds(code: str) -> list[str]:
@@ -73,7 +82,8 @@ def hgmma_kinds(code: str) -> list[str]:
 
 @pytest.mark.parametrize("c", [served("bf16"), served("bf16", True), served("fp16", True),
                                served("bf16", True, dq_via_producer=0), served("bf16", False, dq_via_producer=1),
-                               served("fp16", False, deterministic=True)], ids=lambda c: c.name)
+                               served("fp16", False, deterministic=True), served("bf16", True).replace(stages=3),
+                               served("bf16", False, deterministic=True).replace(stages=3)], ids=lambda c: c.name)
 def test_on_compiles_clean_and_issues_the_next_tile_before_this_tiles_dq(on, c, tmp_path):
     pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
     from autoflash.kernels.compile import compile_kernel

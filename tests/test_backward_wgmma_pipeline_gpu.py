@@ -1,5 +1,5 @@
 """flash_bwd_wgmma's S^T / dP^T look-ahead (ops/backward_wgmma.PIPELINE, switched on here) on an sm_90 GPU: the D 64
-producer tile (bm64 bn128 w12 s2; every dQ mode and deterministic) matches float64 attention for bf16/fp16, causal
+producer tile (bm64 bn128 w12, stages 2 and 3; every dQ mode and deterministic) matches float64 attention for bf16/fp16, causal
 and not, odd lengths (1, 17, 1000, 4097), GQA, q and k/v of different lengths, contiguous inputs and views, and
 equals the same call with the switch off: dk, dv bitwise (every wgmma's operands and order are unchanged), dq bitwise
 when deterministic, else within one unit at its largest (fp32 adds in any order). CPU checks:
@@ -98,7 +98,8 @@ def test_matches_float64_and_the_switch_off(monkeypatch, case, dtype, layout):
     check_equal_to_off(on, run(monkeypatch, False, args, **kw))
 
 
-@pytest.mark.parametrize("knobs", [dict(deterministic=True), dict(dq_via_producer=0), dict(dq_via_producer=1)],
+@pytest.mark.parametrize("knobs", [dict(deterministic=True), dict(dq_via_producer=0), dict(dq_via_producer=1),
+                                   dict(stages=3), dict(stages=3, deterministic=True)],
                          ids=lambda k: "_".join(f"{a}{b}" for a, b in k.items()))
 @pytest.mark.parametrize("causal", [False, True])
 def test_other_dq_schedules(monkeypatch, knobs, causal):
