@@ -1,7 +1,7 @@
 """flash_bwd_mma's query-tile order switch (ops/backward_kernels.Q_ORDER, issue 16), without a GPU: off (0) by default;
 the order the rendered kernel computes (its C expression, evaluated here) visits every query tile of a K/V block's
-range exactly once per query head, in each order; only plain configs (dense, not deterministic, no variant, Dv = Dqk)
-take it; the A/B's kernels compile clean (no spills, no local memory). Float64 gradients on a GPU:
+range exactly once per query head, in each order; only plain configs (dense, not deterministic, no variant, Dv = Dqk,
+2 stages) take it; the A/B's kernels compile clean (no spills, no local memory). Float64 gradients on a GPU:
 tests/test_backward_mma_q_order_gpu.py."""
 import re
 
@@ -71,6 +71,14 @@ def test_only_plain_configs_take_it(extra, monkeypatch):
     before = render(other)
     monkeypatch.setattr(backward_kernels, "Q_ORDER", 2)
     assert render(other) == before
+
+
+def test_one_stage_configs_keep_the_order(monkeypatch):
+    """(ptxas: with one stage the reordered index spilled 4-40 B at D 128 warps_q 1 and D 256 32 x 32 causal)"""
+    monkeypatch.setattr(backward_kernels, "Q_ORDER", 2)
+    one = TEMPLATE.config("sm_90", dict(dtype="bf16", head_dim=128, causal=False, deterministic=False),
+                          block_m=64, block_n=128, warps=8, stages=1, warps_q=1)
+    assert one.problems() == [] and q_order(one) == 0 and q_order(one.replace(stages=2)) == 2
 
 
 def test_head_dim_v_pairs_keep_the_order(monkeypatch):
