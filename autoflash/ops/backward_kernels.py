@@ -217,7 +217,7 @@ def check_inputs(q: TensorSpec, k: TensorSpec, v: TensorSpec, out: TensorSpec, l
     return p
 
 
-# The main kernel's query-tile order (helper MB, off until an H200 A/B decides; benchmarks/bench_backward_mma_q_order.py).
+# The main kernel's query-tile order (helper MB; off until an H200 A/B decides: bench_backward_mma_q_order.py).
 # Every K/V block of a head starts its loop at the same query tile today (non-causal), so ~132 blocks reduce into one
 # dQ tile at a time; causal blocks start at their diagonal, all at different tiles. 0: ascending from the first tile
 # (today); 1: descending, FlashAttention-2's order (non-causal the same lockstep, causal now lockstep too); 2: ascending
