@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# (A record: both switches and their run scripts were removed after this call: neither moved beyond the spread, NOTES "Tenth session".)
 # Tenth session's fifth call (nvidia-h200-x2, carry .whl): two off-by-default switches' GPU tests and A/Bs side by side.
 # GPU 0: flash_bwd_mma's query-tile order (ops/backward_kernels.Q_ORDER, helper MB; benchmarks/backward_mma_q_order_run.sh).
 # GPU 1: flash_bwd_wgmma's look-ahead loop at D 64 (ops/backward_wgmma.PIPELINE, helper PL; backward_pipeline_run.sh).

@@ -217,22 +217,6 @@ def check_inputs(q: TensorSpec, k: TensorSpec, v: TensorSpec, out: TensorSpec, l
     return p
 
 
-# The main kernel's query-tile order (helper MB; off until an H200 A/B decides: bench_backward_mma_q_order.py).
-# Every K/V block of a head starts its loop at the same query tile today (non-causal), so ~132 blocks reduce into one
-# dQ tile at a time; causal blocks start at their diagonal, all at different tiles. 0: ascending from the first tile
-# (today); 1: descending, FlashAttention-2's order (non-causal the same lockstep, causal now lockstep too); 2: ascending
-# from a start rotated by the K/V tile index (no two blocks of a head on one dQ tile). Plain keys only (see q_order).
-Q_ORDER = 0
-
-
-def q_order(cfg: BackwardConfig) -> int:
-    """Q_ORDER for dense, non-deterministic, 2-stage configs without variants or Dv != Dqk; 0 (today's order) otherwise.
-    (ptxas, sm_90: with 1 stage the reordered index spills 4-40 B at D 128 warps_q 1 and D 256 32 x 32 causal.)"""
-    plain = not (cfg.deterministic or cfg.varlen or cfg.window or cfg.softcap or cfg.sinks or cfg.alibi
-                 or cfg.head_dim_v)
-    return Q_ORDER if plain and cfg.stages == 2 else 0
-
-
 class BackwardMmaTemplate(Template):
     name = "flash_bwd_mma"
     template_file = "flash_bwd_mma.cu.j2"
@@ -347,8 +331,7 @@ class BackwardMmaTemplate(Template):
 
     def template_values(self, cfg: BackwardConfig) -> dict:
         return {"mma_type": "bf16" if cfg.dtype == "bf16" else "f16", "pad_m": PAD_M,
-                "strided": False,  # (backward_rows.cuh.j2: the strided small kernels are flash_bwd_wgmma's)
-                "q_order": q_order(cfg)}
+                "strided": False}  # (backward_rows.cuh.j2: the strided small kernels are flash_bwd_wgmma's)
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         pair = (key["head_dim"], key.get("head_dim_v", 0))

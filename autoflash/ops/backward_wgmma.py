@@ -91,13 +91,6 @@ DQ_MODES = {0: "consumers' adds", 1: "staged, a bulk op per row", 2: "staged unp
 # dQ accumulator and the workspace stay contiguous. STRIDED on (the default): the host passes views as they are and
 # returns gradients laid out like torch.empty_like(q, k, v); off: views are copied to contiguous tensors first.
 STRIDED = True
-# The S^T / dP^T look-ahead (issue 16's D 64 gap; templates/flash_bwd_wgmma_steps.cuh.j2, lookahead_loop): tile it + 1's
-# S^T and dP^T wgmmas issued in iteration it, behind its P^T / dS^T and ahead of its dK and dQ, so they run while the
-# warpgroup stores dS^T and waits at the barrier. Applies to the D 64 producer tile (block_m 64; stages 2, the served
-# one, and 3, where it replaces the deferred-dQ schedule and gives the producer a tile more slack: the consumers now
-# wait for tile it + 1's copies in the middle of iteration it); D 128 spills 520 B and serialises its wgmmas (NVRTC
-# 13.5). Every other config ignores it (renders as off). Off until the H200 A/B says otherwise.
-PIPELINE = False
 
 
 class BackwardWgmmaTemplate(Template):
@@ -150,14 +143,12 @@ class BackwardWgmmaTemplate(Template):
     def ds_buffers(cfg: BackwardConfig) -> int:
         """dS^T tiles in shared memory (the template's DS_BUFS): one without a producer; with one, a tile per
         stage (a warpgroup may run up to stages - 1 tiles ahead), one more where the pipelined schedule
-        (stages 3, not under PIPELINE's look-ahead) reads a tile's dS^T an iteration later and the uneven dQ split
-        lets a warpgroup run ahead."""
+        (stages 3) reads a tile's dS^T an iteration later and the uneven dQ split lets a warpgroup run ahead."""
         if not BackwardWgmmaTemplate.producer(cfg):
             return 1
         rows, cols = BackwardWgmmaTemplate.dq_split(cfg)
         uneven = rows * cols < BackwardWgmmaTemplate.consumers(cfg)
-        deferred_dq = cfg.stages == 3 and not BackwardWgmmaTemplate.pipelines(cfg)
-        return cfg.stages + 1 if deferred_dq and uneven else cfg.stages
+        return cfg.stages + 1 if cfg.stages == 3 and uneven else cfg.stages
 
     @staticmethod
     def accumulator_registers(cfg: BackwardConfig) -> int:
@@ -280,19 +271,12 @@ class BackwardWgmmaTemplate(Template):
                 "dq_bufs": self.smem_layout(cfg)["dq_bufs"],
                 "dq_pad": 0 if self.dq_mode(cfg) == 2 else DQ_STAGING_PAD,
                 "dq_tile_reduce": self.producer(cfg) and self.dq_mode(cfg) == 2,
-                "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True, "pipeline": self.pipelines(cfg)}
-
-    @staticmethod
-    def pipelines(cfg: BackwardConfig) -> bool:
-        """Whether cfg renders the S^T / dP^T look-ahead (PIPELINE on; other configs ignore the switch). At stages 3
-        it replaces the deferred-dQ schedule (dS^T a buffer per stage, the dQ read lag as at stages 2)."""
-        return (PIPELINE and BackwardWgmmaTemplate.producer(cfg) and cfg.head_dim == 64 and cfg.block_m == 64
-                and not DQ_BULK_REDUCE and not DQ_OWN_KEYS)
+                "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True}
 
     def reads_dq_with_lag(self, cfg: BackwardConfig) -> bool:
         """Whether the producer frees each dQ staging buffer one tile late (the read lag, above)."""
         return (self.producer(cfg) and self.dq_mode(cfg) == 2 and self.smem_layout(cfg)["dq_bufs"] == 2
-                and (cfg.stages == 2 or self.pipelines(cfg)))
+                and cfg.stages == 2)
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         table = self.DETERMINISTIC_DEFAULTS if key.get("deterministic") else {}
