@@ -33,9 +33,9 @@ contiguous and whose other strides are multiples of 16 bytes, so views such as
 q.transpose(1, 2) of a (B, N, H, D) projection are read in place, without a copy.
 Other layouts are accepted, as torch's SDPA accepts them, but copied with .contiguous()
 first. Inputs that need gradients are read in place too where the backward can (ops/backward_wgmma.STRIDED, on by
-default: flash_bwd_wgmma's strided kernels; other keys' backward reads contiguous copies). The output is a new (..., Hq, L, E) tensor laid out in query's dimension order, as PyTorch's SDPA lays
-it out (a transposed view for a transposed query; contiguous for a contiguous one, and always with
-ops/backward_wgmma.STRIDED off).
+default: flash_bwd_wgmma takes strides; other keys' backward reads contiguous copies). The output is a new
+(..., Hq, L, E) tensor laid out in query's dimension order, as PyTorch's SDPA lays it out (a transposed view for a
+transposed query; contiguous for a contiguous one, and always with ops/backward_wgmma.STRIDED off).
 
 The kernels run as custom ops (torch.library) with fake (meta) implementations:
 ``torch.ops.autoflash.sdpa`` (inference: output only), ``autoflash::sdpa_fwd`` (output and

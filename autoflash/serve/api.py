@@ -159,8 +159,8 @@ def attention(q, k, v, *, causal: bool = False, causal_alignment: str = "top_lef
 
     Returns the output, a new (batch, heads_q, seq_q, head_dim) array (same kind, dtype, device;
     on the caller's current stream; laid out in q's dimension order as PyTorch's SDPA does,
-    serve/out_layout.py: contiguous for a contiguous q, and always with ops/backward_wgmma.STRIDED off) and, with return_lse, the per-row
-    log-sum-exp (float32, batch x heads_q x seq_q, natural log).
+    serve/out_layout.py: contiguous for a contiguous q, and always with ops/backward_wgmma.STRIDED
+    off) and, with return_lse, the per-row log-sum-exp (float32, batch x heads_q x seq_q, natural log).
 
     Served by the split-KV decode kernel when that is the right kernel (PyTorch fp16/bf16,
     seq_q <= 16, and no mask, bottom-right, or seq_q == seq_k: serve/routing.route_attention),
