@@ -1,10 +1,14 @@
 """Where a training step's attention time goes: torch.profiler over forward + backward of attention alone
 (bench_training.py's attention rows: q, k, v (B, H, N, D) requiring grad, out.backward(dout)), autoflash.attention
 against SDPA's default, every CUDA kernel with its count and time per step, and the step's GPU time; then
-(--model) bench_training.py's 4-layer decoder step, its kernels grouped by name, largest first.
+(--model) bench_training.py's 4-layer decoder step, its kernels grouped by name, largest first; (--model --host) the
+same step's host side: how long the CPU takes to enqueue a step against the step's wall time (a CPU-bound step leaves
+the GPU idle), the GPU's busy time (sum of kernels), and the CPU ops with the most self time.
 
-    PYTHONPATH=$PWD:$PWD/benchmarks python3 benchmarks/profile_training_step.py
+    PYTHONPATH=$PWD:$PWD/benchmarks python3 benchmarks/profile_training_step.py [--model [--host]]
 """
+import time
+
 import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
@@ -30,7 +34,34 @@ def table(prof, steps: int, top: int = 0) -> None:
     print(f"| (sum of kernels) | | {sum(r[2] for r in rows):.1f} |")
 
 
-def model() -> None:
+def host_table(step, name: str, steps: int = 5) -> None:
+    """Enqueue time (CPU, until step() returns) against wall time (until the GPU is done) per step, interleaving
+    nothing else; then the CPU ops with the most self time in a profiled run of the same steps."""
+    enqueue, wall = [], []
+    for _ in range(steps):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        step()
+        t1 = time.perf_counter()
+        torch.cuda.synchronize()
+        enqueue.append(t1 - t0)
+        wall.append(time.perf_counter() - t0)
+    med = sorted(zip(wall, enqueue))[steps // 2]
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+    events = prof.key_averages()
+    gpu = sum(getattr(e, "self_device_time_total", 0) for e in events) / 3
+    print(f"\n## host side, {name}: step {med[0] * 1e3:.2f} ms wall, CPU enqueue {med[1] * 1e3:.2f} ms "
+          f"(median of {steps}); GPU busy {gpu / 1e3:.2f} ms a step (profiled)")
+    print("| CPU op | calls a step | self CPU us a step | CPU us a step (with children) |")
+    print("|---|---|---|---|")
+    for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:15]:
+        print(f"| {e.key[:70]} | {e.count / 3:g} | {e.self_cpu_time_total / 3:.0f} | {e.cpu_time_total / 3:.0f} |")
+
+
+def model(host: bool = False) -> None:
     import copy
 
     from bench_training import IMPLS, Decoder
@@ -50,6 +81,9 @@ def model() -> None:
         for _ in range(3):
             step()
         torch.cuda.synchronize()
+        if host:
+            host_table(step, name)
+            continue
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             for _ in range(3):
                 step()
@@ -61,7 +95,7 @@ def model() -> None:
 def main() -> None:
     import sys
     if "--model" in sys.argv:
-        model()
+        model(host="--host" in sys.argv)
         return
     for d, causal in ((64, False), (128, True)):
         n = 4096
