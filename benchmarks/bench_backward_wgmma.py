@@ -124,23 +124,23 @@ def precompile(arch, dtypes, head_dims, others, schedules, deterministic):
                   flush=True)
 
 
-def problem(dtype: str, d: int, n: int, causal: bool):
-    """The timed problem (16k tokens a row, H x D = 2048): q, k, v, dout, the forward's O and LSE, and SDPA
-    flash's gradients as the reference (None where it refuses)."""
-    b, h = max(1, 16384 // n), 2048 // d
+def problem(dtype: str, d: int, n: int, causal: bool, tokens: int = 16384):
+    """The timed problem (`tokens` a row, 16k unless given; H x D = 2048): q, k, v, dout, the forward's O and LSE, and
+    SDPA flash's gradients as the reference (None where it refuses)."""
+    b, h = max(1, tokens // n), 2048 // d
     torch.manual_seed(0)
     q, k, v, dout = (torch.randn(b, h, n, d, device="cuda", dtype=DTYPES[dtype]) for _ in range(4))
     out, lse = torch_forward(q, k, v, causal, 1 / math.sqrt(d))
     return q, k, v, dout, out, lse, sdpa_backward("flash", q, k, v, dout, causal)[1]
 
 
-def problems(dtypes, head_dims, seqs: str):
+def problems(dtypes, head_dims, seqs: str, tokens: int = 16384):
     """Every timed problem in the table's order: (dtype, d, n, causal) and problem()'s tensors."""
     for dtype in dtypes:
         for d in head_dims:
             for n in (int(x) for x in seqs.split(",")):
                 for causal in (False, True):
-                    yield (dtype, d, n, causal), problem(dtype, d, n, causal)
+                    yield (dtype, d, n, causal), problem(dtype, d, n, causal, tokens)
 
 
 def torch_forward(q, k, v, causal, scale):

@@ -52,6 +52,7 @@ def main(doc: str, configs, names, pairs, spread_names, head_dims="64,128") -> i
     parser.add_argument("--dtypes", default="bf16,fp16")
     parser.add_argument("--head-dims", default=head_dims)
     parser.add_argument("--seqs", default="4096")
+    parser.add_argument("--tokens", type=int, default=16384, help="batch x N of every row (16 heads at D 128)")
     parser.add_argument("--precompile", action="store_true", help="only compile the kernels (parallel), then exit")
     args = parser.parse_args()
     dtypes, dims = args.dtypes.split(","), [int(x) for x in args.head_dims.split(",")]
@@ -62,7 +63,7 @@ def main(doc: str, configs, names, pairs, spread_names, head_dims="64,128") -> i
         return 0
     print(f"# {torch.cuda.get_device_name()} torch {torch.__version__}; backward TFLOP/s (2.5x forward FLOPs)")
     rows = []
-    for (dtype, d, n, causal), (q, k, v, dout, out, lse, ref) in problems(dtypes, dims, args.seqs):
+    for (dtype, d, n, causal), (q, k, v, dout, out, lse, ref) in problems(dtypes, dims, args.seqs, args.tokens):
         fns, errs = {}, {}
         for name, (cfg, switches) in configs(arch, dtype, d, causal).items():
             with switched(switches):

@@ -11,7 +11,7 @@ from autoflash.kernels.arrays import poisoned, random_normal, to_float64, to_sto
 from autoflash.kernels.elements import LOG2E
 from autoflash.kernels.packed_sequence import PackedSequence, Slot
 from autoflash.ops.backward_kernels import PAD_M, TOLERANCE, BackwardProblem, default_scale
-from autoflash.ops.backward_wgmma import takes_strides
+from autoflash.ops.backward_wgmma import heavy_first, takes_strides
 from autoflash.ops.forward_base import contiguous_strides
 from autoflash.ops.reference import Check, array_module, slopes_per_batch, visible_keys
 
@@ -55,6 +55,10 @@ class BackwardLaunch:
         pre_rows = 256 // (p.dim_v // 8)  # the preprocess has a lane per 16-byte chunk of an O row
         self.pre_grid = (seq_q_pad // pre_rows, bh, 1)
         self.main_grid = (-(-p.seq_k // cfg.block_n), p.heads_kv, p.batch)
+        if heavy_first(cfg):  # ops/backward_wgmma.HEAVY_FIRST: every head's K/V tile j before any tile j + 1
+            if self.main_grid[0] > 65535:
+                raise ValueError(f"{self.main_grid[0]} K/V tiles exceed the heavy-first grid's z limit (65535)")
+            self.main_grid = (p.heads_kv, p.batch, self.main_grid[0])
         self.block = (cfg.threads, 1, 1)
         self.n_vec8 = np.uint64(q_rows * p.head_dim // 8)
         self.conv_grid = (max(1, min(-(-int(self.n_vec8) // 256), 8192)), 1, 1)

@@ -91,6 +91,14 @@ DQ_MODES = {0: "consumers' adds", 1: "staged, a bulk op per row", 2: "staged unp
 # dQ accumulator and the workspace stay contiguous. STRIDED on (the default): the host passes views as they are and
 # returns gradients laid out like torch.empty_like(q, k, v); off: views are copied to contiguous tensors first.
 STRIDED = True
+# Causal dispatch order (prepared in the tenth session, NOT run on a GPU): K/V tile j of a causal backward meets
+# n_q_tiles - j * block_n / block_m query tiles, so the blocks' work falls with j; the grid dispatches blockIdx.x (j)
+# fastest, so every wave mixes heavy and light blocks of a few heads and the last wave is whatever is left. On, every
+# (batch, head)'s tile j is dispatched before any tile j + 1 (heaviest
+# first: the last waves hold the lightest blocks; the grid is (heads_kv, batch, K/V tiles), no index arithmetic). Aimed at the decoder step's shape (B 2, H 16, N 4096: 1024 blocks,
+# 7.8 waves of 132), where our D 128 causal backward ran 0.96x cuDNN's while the B 4 bench reads 1.06-1.09x. Same
+# per-block arithmetic: dk, dv bitwise equal, dq up to the order of its fp32 adds (deterministic: bitwise).
+HEAVY_FIRST = False
 
 
 class BackwardWgmmaTemplate(Template):
@@ -271,7 +279,8 @@ class BackwardWgmmaTemplate(Template):
                 "dq_bufs": self.smem_layout(cfg)["dq_bufs"],
                 "dq_pad": 0 if self.dq_mode(cfg) == 2 else DQ_STAGING_PAD,
                 "dq_tile_reduce": self.producer(cfg) and self.dq_mode(cfg) == 2,
-                "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True}
+                "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True,
+                "heavy_first": heavy_first(cfg)}
 
     def reads_dq_with_lag(self, cfg: BackwardConfig) -> bool:
         """Whether the producer frees each dQ staging buffer one tile late (the read lag, above)."""
@@ -289,6 +298,11 @@ class BackwardWgmmaTemplate(Template):
 
 
 TEMPLATE = BackwardWgmmaTemplate()
+
+
+def heavy_first(cfg) -> bool:
+    """Whether cfg's main kernel runs on the (heads_kv, batch, K/V tiles) grid (HEAVY_FIRST, causal keys)."""
+    return HEAVY_FIRST and cfg.causal and cfg.template == TEMPLATE.name
 
 
 def takes_strides(cfg) -> bool:

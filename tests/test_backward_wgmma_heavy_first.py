@@ -1,0 +1,53 @@
+"""ops/backward_wgmma.HEAVY_FIRST (off; causal keys only), without a GPU: off, every valid flash_bwd_wgmma config renders
+as before (the kernel reads its K/V tile from blockIdx.x); on, causal configs read it from blockIdx.z and the launch
+plan's main grid is (heads_kv, batch, K/V tiles), non-causal ones are unchanged; the served causal tiles compile clean
+(0 spills, no stack, no serialised wgmma). The GPU checks: tests/test_backward_wgmma_heavy_first_gpu.py."""
+import numpy as np
+import pytest
+
+from autoflash.kernels.render import render
+from autoflash.ops import backward_wgmma
+from autoflash.ops.backward_gpu import BackwardLaunch
+from autoflash.ops.backward_kernels import check_inputs
+
+from test_backward import specs
+from test_backward_host_plans import fake_kernel
+from test_backward_wgmma import _valid_configs, cfg
+
+OFF_LINE = "const int kv_tile = blockIdx.x, head_kv = blockIdx.y, batch = blockIdx.z;"
+ON_LINE = "const int head_kv = blockIdx.x, batch = blockIdx.y, kv_tile = blockIdx.z;"
+SERVED = [cfg(dt, d, True, bm=64, bn=128, warps=12, stages=2) for dt in ("bf16", "fp16") for d in (64, 128)]
+
+
+def test_off_by_default_and_every_config_reads_blockidx_x():
+    assert backward_wgmma.HEAVY_FIRST is False
+    for _, c in _valid_configs("split"):
+        source = render(c)
+        assert OFF_LINE in source and ON_LINE not in source, c.name
+
+
+def test_on_causal_configs_take_the_swapped_grid(monkeypatch):
+    monkeypatch.setattr(backward_wgmma, "HEAVY_FIRST", True)
+    for _, c in _valid_configs("split"):
+        source = render(c)
+        assert (ON_LINE in source) == c.causal and (OFF_LINE in source) != c.causal, c.name
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_launch_plan_grid(monkeypatch, causal):
+    monkeypatch.setattr(backward_wgmma, "HEAVY_FIRST", True)
+    c = cfg("bf16", 128, causal, bm=64, bn=128, warps=12, stages=2)
+    p = check_inputs(**specs(b=3, hq=8, hkv=2, nq=1000, nk=1000, d=128), causal=causal)
+    plan = BackwardLaunch(fake_kernel(c), p, 0.1)
+    main = plan.launches(tuple(np.uint64(0) for _ in range(18)))[1]
+    assert main[1] == ((2, 3, 8) if causal else (8, 2, 3))  # 1000 keys: 8 tiles of 128
+
+
+@pytest.mark.parametrize("c", SERVED, ids=lambda c: c.name)
+def test_served_causal_tiles_compile_clean(c, monkeypatch):
+    pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
+    from autoflash.kernels.compile import compile_kernel
+
+    monkeypatch.setattr(backward_wgmma, "HEAVY_FIRST", True)
+    report = compile_kernel(c).report
+    assert report.spills == 0 and report.stack_frame == 0 and not report.wgmma_serialized, report

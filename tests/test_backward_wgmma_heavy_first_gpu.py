@@ -1,0 +1,74 @@
+"""ops/backward_wgmma.HEAVY_FIRST on an sm_90 GPU (causal keys: the (heads_kv, batch, K/V tiles) grid): gradients
+against float64 within the backward's tolerances, and against the switch off: dk, dv bitwise (each block sums its own
+keys), dq within the tolerance (its fp32 adds arrive in another order), dq bitwise too when deterministic (the adds are
+serialised in K/V-tile order either way). Odd lengths, GQA, bottom-right alignment, views. CPU checks:
+tests/test_backward_wgmma_heavy_first.py."""
+import math
+
+import pytest
+
+pytestmark = pytest.mark.gpu
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("cupy")
+
+from autoflash.ops import backward_wgmma  # noqa: E402
+from autoflash.ops.backward import TOLERANCE  # noqa: E402
+from autoflash.serve import autograd, backward_plans  # noqa: E402
+from autoflash.serve.autograd import attention_backward  # noqa: E402
+
+from test_backward_gpu import float64_forward, reference_grads, rel_err  # noqa: E402
+
+if not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0):
+    pytest.skip("flash_bwd_wgmma needs an sm_90 GPU", allow_module_level=True)
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+CASES = [  # batch, heads_q, heads_kv, seq_q, seq_k, head_dim, alignment, views
+    (1, 2, 2, 1, 1, 64, "top_left", False),
+    (2, 4, 4, 17, 17, 128, "top_left", False),
+    (1, 8, 2, 1000, 1000, 64, "top_left", True),
+    (3, 4, 2, 300, 700, 128, "bottom_right", False),
+    (1, 2, 2, 4097, 4097, 128, "top_left", True),
+]
+
+
+def inputs(b, hq, hkv, nq, nk, d, dtype, views, seed):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    if views:  # (B, N, H, D) buffers seen as (B, H, N, D)
+        make = lambda n, h: torch.randn(b, n, h, d, device="cuda", dtype=dtype, generator=g).transpose(1, 2)  # noqa
+    else:
+        make = lambda n, h: torch.randn(b, h, n, d, device="cuda", dtype=dtype, generator=g)  # noqa
+    return make(nq, hq), make(nk, hkv), make(nk, hkv), make(nq, hq)
+
+
+def run(monkeypatch, on: bool, *args, **kw):
+    monkeypatch.setattr(backward_wgmma, "HEAVY_FIRST", on)
+    autograd._loaded.cache_clear()
+    backward_plans.clear()
+    return attention_backward(*args, **kw)
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "b{}_h{}x{}_q{}_k{}_d{}_{}{}".format(*c[:7], "_views" * c[7]))
+def test_matches_float64_and_the_switch_off(case, dtype, monkeypatch):
+    b, hq, hkv, nq, nk, d, alignment, views = case
+    q, k, v, dout = inputs(b, hq, hkv, nq, nk, d, DTYPES[dtype], views, seed=nq)
+    scale, offset = 1 / math.sqrt(d), (nk - nq if alignment == "bottom_right" else 0)
+    _, _, *refs = reference_grads(q, k, v, dout, True, scale, offset)
+    out, lse = float64_forward(q, k, v, True, scale, offset)
+    kw = dict(causal=True, causal_alignment=alignment)
+    on = run(monkeypatch, True, q, k, v, out, lse, dout, **kw)
+    off = run(monkeypatch, False, q, k, v, out, lse, dout, **kw)
+    for name, g, ref in zip(("dq", "dk", "dv"), on, refs):
+        assert rel_err(g, ref) < TOLERANCE[dtype], (name, rel_err(g, ref))
+    assert torch.equal(on[1], off[1]) and torch.equal(on[2], off[2])
+    assert rel_err(on[0], off[0].double()) < TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("d", [64, 128])
+def test_deterministic_equals_the_switch_off_bitwise(d, monkeypatch):
+    q, k, v, dout = inputs(2, 4, 2, 1000, 1000, d, torch.bfloat16, False, seed=d)
+    out, lse = float64_forward(q, k, v, True, 1 / math.sqrt(d))
+    on = run(monkeypatch, True, q, k, v, out, lse, dout, causal=True, deterministic=True)
+    off = run(monkeypatch, False, q, k, v, out, lse, dout, causal=True, deterministic=True)
+    assert all(torch.equal(a, b) for a, b in zip(on, off))
