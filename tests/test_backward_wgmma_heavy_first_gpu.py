@@ -8,21 +8,13 @@ import math
 import pytest
 
 pytestmark = pytest.mark.gpu
-
 torch = pytest.importorskip("torch")
-pytest.importorskip("cupy")
 
-from autoflash.ops import backward_wgmma  # noqa: E402
-from autoflash.ops.backward import TOLERANCE  # noqa: E402
-from autoflash.serve import autograd, backward_plans  # noqa: E402
-from autoflash.serve.autograd import attention_backward  # noqa: E402
-
+# (its module-level checks apply here too: torch, CuPy, an sm_90 GPU)
+from test_backward_strided_gpu import DTYPES, TOLERANCE, attention_backward, backward_wgmma  # noqa: E402
 from test_backward_gpu import float64_forward, reference_grads, rel_err  # noqa: E402
 
-if not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0):
-    pytest.skip("flash_bwd_wgmma needs an sm_90 GPU", allow_module_level=True)
-
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+from autoflash.serve import autograd, backward_plans  # noqa: E402
 CASES = [  # batch, heads_q, heads_kv, seq_q, seq_k, head_dim, alignment, views
     (1, 2, 2, 1, 1, 64, "top_left", False),
     (2, 4, 4, 17, 17, 128, "top_left", False),
