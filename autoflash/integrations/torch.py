@@ -69,7 +69,7 @@ from autoflash.ops import backward_wgmma
 from autoflash.ops.forward_base import dense_strides
 from autoflash.serve import call_plans, out_layout, training_plans
 from autoflash.serve.api import MAX_TOKEN_STRIDE, attention_forward, forward_tagged
-from autoflash.serve.autograd import attention_backward, backward_inputs, kernel_ready
+from autoflash.serve.autograd import aligned_contiguous, attention_backward, backward_inputs, kernel_ready
 from autoflash.serve.routing import BACKWARD_HEAD_DIMS, differentiable_problem
 
 __all__ = ["scaled_dot_product_attention", "UnsupportedError"]
@@ -94,7 +94,7 @@ def _sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, is_causal
 
 def _sdpa_impl(query, key, value, is_causal: bool, scale: float, tag=None) -> torch.Tensor:
     """The inference op's body; tag: the drop-in's call-plan tag when called directly (eager)."""
-    q, k, v = (t if _readable_in_place(t) else _kernel_ready(t) for t in (query, key, value))
+    q, k, v = (t if _readable_in_place(t) else aligned_contiguous(t) for t in (query, key, value))
     with _relaxed_capture_if_capturing(q.device):
         if tag is None:
             out = attention_forward(q, k, v, causal=is_causal, scale=scale)
@@ -155,7 +155,7 @@ def _sdpa_bwd(grad_out: torch.Tensor, query: torch.Tensor, key: torch.Tensor, va
     value), the fake's layout) from the forward's inputs, out and LSE."""
     g, q, k, v, o = (kernel_ready(t) for t in (grad_out, query, key, value, out))
     with _relaxed_capture_if_capturing(q.device):
-        grads = attention_backward(q, k, v, o, _kernel_ready(lse), g, causal=is_causal, scale=scale)
+        grads = attention_backward(q, k, v, o, aligned_contiguous(lse), g, causal=is_causal, scale=scale)
     if not backward_wgmma.STRIDED:
         return grads
     # an input copied above got contiguous gradients: into the fake's layout
@@ -196,14 +196,6 @@ def _readable_in_place(t: torch.Tensor) -> bool:
     if t.shape[-2] > 1 and t.stride(-2) >= MAX_TOKEN_STRIDE:
         return False
     return all(s >= 0 and (s * eb) % _ALIGN == 0 for s, n in zip(t.stride()[:-1], t.shape[:-1]) if n > 1)
-
-
-def _kernel_ready(t: torch.Tensor) -> torch.Tensor:
-    """Contiguous and 16-byte aligned (a view at an odd offset is copied)."""
-    t = t.contiguous()
-    if t.data_ptr() % _ALIGN:
-        t = t.clone()
-    return t
 
 
 _CU_STREAM_CAPTURE_MODE_RELAXED = 2  # cuda.h: CUstreamCaptureMode

@@ -126,8 +126,6 @@ class TensorSpec:
     aligned: bool = True  # data pointer a multiple of 16 bytes
 
 
-
-
 def row_strides(name: str, shape: tuple, strides: tuple, elem_bytes: int) -> tuple[int, int, int]:
     """(batch, head, token) element strides of a (B, H, N, D) array whose rows the strided kernels read in
     place: D contiguous, every row 16-byte aligned, else ValueError. A size-1 dim is never stepped along, so

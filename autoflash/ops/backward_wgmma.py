@@ -94,10 +94,11 @@ STRIDED = True
 # Causal dispatch order (prepared in the tenth session, NOT run on a GPU): K/V tile j of a causal backward meets
 # n_q_tiles - j * block_n / block_m query tiles, so the blocks' work falls with j; the grid dispatches blockIdx.x (j)
 # fastest, so every wave mixes heavy and light blocks of a few heads and the last wave is whatever is left. On, every
-# (batch, head)'s tile j is dispatched before any tile j + 1 (heaviest
-# first: the last waves hold the lightest blocks; the grid is (heads_kv, batch, K/V tiles), no index arithmetic). Aimed at the decoder step's shape (B 2, H 16, N 4096: 1024 blocks,
-# 7.8 waves of 132), where our D 128 causal backward ran 0.96x cuDNN's while the B 4 bench reads 1.06-1.09x. Same
-# per-block arithmetic: dk, dv bitwise equal, dq up to the order of its fp32 adds (deterministic: bitwise).
+# (batch, head)'s tile j is dispatched before any tile j + 1 (heaviest first: the last waves hold the lightest blocks;
+# the grid is (heads_kv, batch, K/V tiles), no index arithmetic). Aimed at the decoder step's shape (B 2, H 16, N 4096:
+# 1024 blocks, 7.8 waves of 132), where our D 128 causal backward ran 0.96x cuDNN's while the B 4 bench reads
+# 1.06-1.09x. Same per-block arithmetic: dk, dv bitwise equal, dq up to the order of its fp32 adds (deterministic:
+# bitwise).
 HEAVY_FIRST = False
 
 

@@ -129,14 +129,15 @@ def _strided_call(cfg, device: int, p, scale: float, tensors: tuple, variants, k
     writes the gradients in place; flash_bwd_mma (the other keys) reads contiguous copies and writes contiguous rows,
     copied into the gradients where those are not contiguous. Planned where nothing was copied."""
     outputs = tuple(frameworks.torch().empty_like(t) for t in tensors[:3])
-    if takes_strides(cfg):
+    in_place = takes_strides(cfg)
+    if in_place:
         p.strides = p.strides + tuple(row_strides(n, tuple(o.shape), tuple(o.stride()), o.element_size())
                                       for n, o in zip(("dq", "dk", "dv"), outputs))
         read = tensors
     else:
         p.strides = None
         read = tuple(t.contiguous() for t in tensors)
-    direct = takes_strides(cfg) or all(o.is_contiguous() for o in outputs)
+    direct = in_place or all(o.is_contiguous() for o in outputs)
     plan = launch_plan(_loaded(cfg, device), p, scale)
     grads = _launch_packed(plan, device, p, read, variants, outputs=outputs if direct else None)
     if keep and direct and all(r is t for r, t in zip(read, tensors)):
@@ -192,8 +193,13 @@ def kernel_ready(grad_out):
     where its rows can be read in place (attention_backward copies it for flash_bwd_mma)."""
     if backward_wgmma.STRIDED and readable_rows(grad_out):
         return grad_out
-    grad_out = grad_out.contiguous()
-    return grad_out.clone() if grad_out.data_ptr() % 16 else grad_out  # the kernels read 16-byte vectors
+    return aligned_contiguous(grad_out)
+
+
+def aligned_contiguous(t):
+    """t contiguous and 16-byte aligned (a view at an odd offset is copied): the kernels read 16-byte vectors."""
+    t = t.contiguous()
+    return t.clone() if t.data_ptr() % 16 else t
 
 
 def backward_inputs(*tensors) -> tuple[tuple, bool]:

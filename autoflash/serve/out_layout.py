@@ -1,9 +1,10 @@
-"""The forward's output layout. Under ops/backward_wgmma.STRIDED (the default): O is allocated dense with q's dimension order, as PyTorch's SDPA does
-(cuDNN: alloc_with_matching_layout, an argsort of q's strides; flash: its kernel's output is (B, N, H, D) and
-handed back transposed). A q viewed from a (B, N, H, D) projection then gets an O of that layout, whose
-`o.transpose(1, 2).reshape(b, n, h * d)` is a view instead of a copy, and the strided backward reads it in place.
-A contiguous q still gets a contiguous O. Off (STRIDED False): O is always a new contiguous (B, Hq, Nq, Dv) array. Every forward template takes O's (batch, head, token) strides at run
-time (flash_fwd_wgmma's TMA store builds O's tensor map from them), so the kernels are unchanged.
+"""The forward's output layout. Under ops/backward_wgmma.STRIDED (the default): O is allocated dense with q's
+dimension order, as PyTorch's SDPA does (cuDNN: alloc_with_matching_layout, an argsort of q's strides; flash: its
+kernel's output is (B, N, H, D) and handed back transposed). A q viewed from a (B, N, H, D) projection then gets an O of
+that layout, whose `o.transpose(1, 2).reshape(b, n, h * d)` is a view instead of a copy, and the strided backward reads
+it in place. A contiguous q still gets a contiguous O. Off (STRIDED False): O is always a new contiguous
+(B, Hq, Nq, Dv) array. Every forward template takes O's (batch, head, token) strides at run time (flash_fwd_wgmma's TMA
+store builds O's tensor map from them), so the kernels are unchanged.
 
 An order is a permutation of (0, 1, 2, 3): O's dims outermost first, the head dim (3) always last; None means
 contiguous. A plan (serve/call_plans.py) keeps the order it was checked with, so flipping STRIDED never makes a
