@@ -51,10 +51,12 @@ def test_matches_float64_and_the_switch_off(case, dtype, monkeypatch):
     kw = dict(causal=True, causal_alignment=alignment)
     on = run(monkeypatch, True, q, k, v, out, lse, dout, **kw)
     off = run(monkeypatch, False, q, k, v, out, lse, dout, **kw)
+    # one key: softmax is constant, dq = dk = 0 exactly and the kernel gets rounding-level values (relative to dO)
+    err = (lambda g, ref: (g.double() - ref).norm().item() / dout.double().norm().item()) if nk == 1 else rel_err
     for name, g, ref in zip(("dq", "dk", "dv"), on, refs):
-        assert rel_err(g, ref) < TOLERANCE[dtype], (name, rel_err(g, ref))
+        assert err(g, ref) < TOLERANCE[dtype], (name, err(g, ref))
     assert torch.equal(on[1], off[1]) and torch.equal(on[2], off[2])
-    assert rel_err(on[0], off[0].double()) < TOLERANCE[dtype]
+    assert err(on[0], off[0].double()) < TOLERANCE[dtype]
 
 
 @pytest.mark.parametrize("d", [64, 128])

@@ -215,14 +215,6 @@ def check_inputs(q: TensorSpec, k: TensorSpec, v: TensorSpec, out: TensorSpec, l
     return p
 
 
-# FlashAttention-2's D 64 S/dP warp layout (helper MB2; off until an H200 A/B decides: bench_backward_mma_warps_q4.py).
-# warps_q=4 splits S^T and dP^T over (warps / 4 key groups) x (4 query groups), FA2's AtomLayoutMSdP 4 at D 64, while
-# dK, dV and dQ keep warps_q 2's layout (FA2's AtomLayoutNdKV 4, AtomLayoutMdQ 4): P^T and dS^T pass through shared
-# memory in both, so the two layouts are independent. True adds 4 to the warps_q knob (the tuner may then pick it);
-# False (the default) refuses warps_q=4 configs, and every other config renders as before either way.
-WARPS_Q4 = False
-
-
 class BackwardMmaTemplate(Template):
     name = "flash_bwd_mma"
     template_file = "flash_bwd_mma.cu.j2"
@@ -232,18 +224,13 @@ class BackwardMmaTemplate(Template):
     # D 256: dK and dV take 2 x block_n x 256 / threads registers a thread, so only 16 keys x 128
     # columns a warp fits (warps_q 2, block_n = 8 x warps), with small tiles as FlashAttention-2's.
     key_values = {"head_dim": (64, 128, 256)}
-    KNOBS = {
+    knobs = {
         "block_m": (32, 64, 128),  # 128: FlashAttention-2's D 64 tile; fewer syncs and dQ tile set-ups per FLOP
         "block_n": (32, 64, 128),
         "warps": (4, 8),
         "stages": (1, 2),
-        "warps_q": (1, 2),  # 2: S/dP split over keys x query halves, P^T through shared memory; 4: WARPS_Q4
+        "warps_q": (1, 2),  # 2: S/dP split over keys x query halves, P^T through shared memory
     }
-
-    @property
-    def knobs(self) -> dict:
-        """KNOBS, with warps_q 4 added while WARPS_Q4 is on."""
-        return {**self.KNOBS, "warps_q": self.KNOBS["warps_q"] + (4,)} if WARPS_Q4 else self.KNOBS
     # head_dim -> (block_m, block_n, warps, stages, warps_q), first valid wins. Not tuned yet: the
     # H200 runs of benchmarks/bench_backward.py time them (benchmarks/NOTES.md, backward): at D 128
     # warps_q 2 ran 10 % ahead of 1, at D 64 they tied (1 uses less shared memory).
@@ -280,8 +267,6 @@ class BackwardMmaTemplate(Template):
                 errors.append("head_dim_v needs warps_q=2 with 16 keys a warp (dK and dV of two head dims)")
             if errors:
                 return errors
-        if cfg.warps_q == 4:
-            return self.warps_q4_problems(cfg)
         keys_per_warp = cfg.block_n * cfg.warps_q // cfg.warps  # of S^T, dP^T, dK, dV
         if cfg.block_n * cfg.warps_q % cfg.warps or keys_per_warp not in ((16,) if cfg.warps_q == 1 else (16, 32)):
             errors.append(f"block_n={cfg.block_n} must be 16 keys x warps ({cfg.warps})" + (
@@ -335,33 +320,10 @@ class BackwardMmaTemplate(Template):
             errors.append("varlen at head_dim 256 needs block_m=32 (block_m 64 spills registers)")
         return errors
 
-    @staticmethod
-    def warps_q4_problems(cfg: BackwardConfig) -> list[str]:
-        """warps_q=4 (WARPS_Q4): S^T, dP^T over (warps / 4) key groups x 4 query groups; dK, dV over (warps / 2) key
-        groups x 2 column halves and dQ in 32-row groups, as warps_q 2. Kept to what FlashAttention-2 runs it with and
-        ptxas compiles without spills (NVRTC 13.5 and 13.0.88, sm_80..sm_90): head_dim 64, 8 warps, stages 2, dense
-        keys without variants, varlen or the deterministic mode."""
-        errors = []
-        if cfg.head_dim != 64 or cfg.head_dim_v:
-            errors.append("warps_q=4 is FlashAttention-2's head_dim 64 layout: head_dim 64 only")
-        if cfg.deterministic or cfg.varlen or cfg.window or cfg.softcap or cfg.sinks or cfg.alibi:
-            errors.append("warps_q=4: dense keys without variants, varlen or deterministic only (not yet)")
-        if cfg.warps != 8 or cfg.stages != 2:
-            errors.append("warps_q=4 needs warps=8 and stages=2")
-        if cfg.block_m not in (64, 128) or cfg.block_n not in (64, 128):
-            errors.append("warps_q=4 needs block_m and block_n of 64 or 128 (16-query and 16-key multiples a warp "
-                          "in S^T, dP^T, dK and dV)")
-        elif cfg.block_m == 128 and cfg.block_n == 128 and cfg.causal:
-            # ptxas (sm_90): 36 B spilled under NVRTC 13.5, 32 B under 13.0.88 (9 cp.async offsets of the next
-            # query tile reloaded every tile); non-causal compiles clean at 255 registers
-            errors.append("warps_q=4 with block_m=128, block_n=128 spills registers when causal")
-        return errors
-
     def smem_bytes(self, cfg: BackwardConfig) -> int:
         elem = DTYPE_BYTES[cfg.dtype]
         stride, stride_v = cfg.head_dim + SMEM_PAD, (cfg.head_dim_v or cfg.head_dim) + SMEM_PAD
-        tiles = min(cfg.warps_q, 2)  # dS^T, and P^T with warps_q > 1
-        rows = cfg.block_n * (stride + stride_v) + tiles * cfg.block_n * (cfg.block_m + SMEM_PAD)  # K, V, dS^T (P^T)
+        rows = cfg.block_n * (stride + stride_v) + cfg.warps_q * cfg.block_n * (cfg.block_m + SMEM_PAD)  # K, V, dS^T (P^T)
         rows += cfg.stages * cfg.block_m * (stride + stride_v)  # Q and dO buffers
         return rows * elem + 2 * cfg.stages * cfg.block_m * 4  # + lse2 and delta buffers
 
