@@ -1,9 +1,10 @@
-"""flash_fwd_wgmma's IDLE_ROWS_SKIP switch (forward_wgmma, off; issue 18 item 2), without a GPU: off renders the template
-with the switch's block cut out (so today's source); on adds only that block, and only where a warpgroup can be idle
-(two or three consumers); the idle path's barrier steps, put into tests/test_wgmma_protocol.py's model (every
-interleaving of the producer and two consumer warpgroups, ping-pong on) with warpgroup 1 idle on some items, are safe,
-and the model catches an idle empty arrive made before its full wait; the switch's kernels compile for sm_90a without
-spills, local memory or serialised wgmma. The GPU comparison against float64: tests/test_wgmma_idle_rows_gpu.py."""
+"""flash_fwd_wgmma's IDLE_ROWS_SKIP switch (forward_wgmma, off; issue 18 item 2), without a GPU: off renders the
+template with the switch's block cut out (so today's source); on adds only that block, and only where a warpgroup can
+be idle (two or three consumers); the idle path's barrier steps, put into tests/test_wgmma_protocol.py's model (every
+interleaving of the producer and two consumer warpgroups, ping-pong on and off) with warpgroup 1 idle on some items,
+are safe, and the model catches an idle empty arrive made before its full wait; the switch's kernels compile for
+sm_90a without spills, local memory or serialised wgmma. The GPU comparison against float64:
+tests/test_wgmma_idle_rows_gpu.py."""
 import re
 
 import pytest
@@ -150,7 +151,8 @@ def test_the_model_catches_an_arrive_before_the_full_wait():
     round still open: the producer reloads a slot before warpgroup 0 has read it, which then waits forever or reads
     the wrong tile."""
     def early(wg, items, stages, idle, o_via_q):
-        return [op for op in consumer(wg, items, stages, idle, o_via_q) if not (op[0] == "wait" and op[1][0] == "full_k")]
+        ops = consumer(wg, items, stages, idle, o_via_q)
+        return [op for op in ops if not (op[0] == "wait" and op[1][0] == "full_k")]
     explore([3, 3], 2, {0, 1}, pingpong=True, wg1=early)  # ping-pong's turns keep it in step: safe
     with pytest.raises(AssertionError, match="deadlock|read|reloaded|overwritten|passed"):
         explore([3, 3], 2, {0, 1}, pingpong=False, wg1=early)
