@@ -175,3 +175,21 @@ def test_switched_kernels_compile_clean(cfg):
     assert cfg.problems() == [] and W.values(cfg)["idle_rows_skip"] == 1
     report = afc.compile_kernel(cfg, use_cache=False).report
     assert report.spills == 0 and report.stack_frame == 0 and not report.wgmma_serialized, report
+
+
+@pytest.mark.parametrize("cfg", [COMPILED[2], COMPILED[5]], ids=lambda c: c.name)
+def test_switched_sass_keeps_the_working_path(monkeypatch, tmp_path, cfg):
+    """The idle path adds barrier operations only: as many wgmmas (HGMMA) and exponentials (MUFU.EX2) as the served
+    kernel, more mbarrier operations (SYNCS), no local memory (LDL/STL)."""
+    pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
+    from autoflash.kernels import compile as afc
+    from sass import sass
+
+    counts = {}
+    for on in (False, True):
+        monkeypatch.setattr(forward_wgmma, "IDLE_ROWS_SKIP", on)
+        code = sass(afc.compile_kernel(cfg, use_cache=False).cubin, tmp_path)
+        counts[on] = {op: len(re.findall(op, code)) for op in ("HGMMA", "MUFU.EX2", "SYNCS", "LDL", "STL")}
+    off, on = counts[False], counts[True]
+    assert on["HGMMA"] == off["HGMMA"] > 0 and on["MUFU.EX2"] == off["MUFU.EX2"] > 0, counts
+    assert on["SYNCS"] > off["SYNCS"] and on["LDL"] == on["STL"] == 0, counts
