@@ -9,12 +9,15 @@ second module, its own cubin; the disk cache is keyed by the source), "served2" 
 graph: the A/A control, the noise floor) and cuDNN. Each is a CUDA graph of --calls launches replayed in --rounds
 interleaved rounds (benchmarks/graph_timing.py); the table gives TFLOP/s (median over rounds; causal counts half the
 work), x cuDNN, the spread, skip/served and served2/served, and the rows the config computes per row it stores.
+Rows whose served tile leaves warpgroups idle also time both kernels on a persistent grid of g CTAs, g the largest
+count <= the SMs coprime with the query tiles per (batch, head) (coprime_grid: on 132 SMs and 6 or 22 tiles, every
+idle-row tile would otherwise land on the same CTAs and the kernel's time, set by the other CTAs, could not move).
 
     PYTHONPATH=$PWD python3 benchmarks/wgmma_idle_rows_ab.py [--rows d64 ...] [--rounds 7] [--check] [--precompile]
 
---check also gives max |skip - served| per row (the idle warpgroups' rows are never stored, so 0 is expected: the
-working warpgroups run the same code); the float64 checks are tests/test_wgmma_idle_rows_gpu.py. --precompile compiles
-every kernel a run would time (8 processes, disk cache).
+--check also gives max |x - served| over the row's kernels x (the idle warpgroups' rows are never stored and each
+row is computed by one CTA in the same order, so 0 is expected); the float64 checks are
+tests/test_wgmma_idle_rows_gpu.py. --precompile compiles every kernel a run would time (8 processes, disk cache).
 """
 from __future__ import annotations
 
@@ -65,6 +68,17 @@ def computed_per_stored(cfg, n: int) -> float:
     return math.ceil(n / cfg.block_m) * cfg.block_m / n
 
 
+def coprime_grid(sms: int, tiles: int) -> int:
+    """The largest CTA count <= sms sharing no factor with the query tiles per (batch, head): the persistent walk
+    (items c, c + grid, ...; query tiles fastest) then gives each CTA every tile index in turn. On the H200's 132 SMs
+    the N 1024 / 4096 rows have 6 / 22 tiles of 192 rows, divisors of 132: every last (idle-row) tile lands on the
+    same 22 / 6 CTAs, so the others, which set the kernel's time, gain nothing from the skip."""
+    grid = sms
+    while math.gcd(grid, tiles) > 1:
+        grid -= 1
+    return grid
+
+
 def row(dtype, d, causal, n, rounds, calls, check):
     import torch
 
@@ -83,6 +97,19 @@ def row(dtype, d, causal, n, rounds, calls, check):
     for kernel in kernels.values():
         plan(kernel, p, scale)
     kernels["served2"] = kernels["served"]
+    idle = computed_per_stored(cfg, n) > 1
+    sms = forward_wgmma._sm_count()
+    grid = coprime_grid(sms, math.ceil(n / cfg.block_m))
+    if idle and grid != sms:  # the same two kernels again, planned on the coprime grid (a plan is kept per kernel)
+        real = forward_wgmma._sm_count
+        forward_wgmma._sm_count = lambda: grid
+        try:
+            for key, switched in (("served_g", False), ("skip_g", True)):
+                kernels[key] = loaded(cfg, switched)
+                plan(kernels[key], p, scale)
+                assert WG.grid(cfg, p)[0] == grid
+        finally:
+            forward_wgmma._sm_count = real
     outs = {key: torch.empty_like(q) for key in kernels}
 
     def runner(key):
@@ -97,21 +124,23 @@ def row(dtype, d, causal, n, rounds, calls, check):
     res = measure(impls, rounds)
     diff = ""
     if check:
-        for key in ("served", "skip"):
+        for key in kernels:
             runner(key)()
         torch.cuda.synchronize()
-        diff = f" | {(outs['skip'].float() - outs['served'].float()).abs().max().item():.2e}"
+        worst = max((outs[key].float() - outs["served"].float()).abs().max().item() for key in kernels)
+        diff = f" | {worst:.2e}"
     cudnn = res.get("cudnn", {}).get("rate")
     cells = []
-    for key in ("served", "skip", "served2"):
-        r = res[key]
-        vs = f"{r['rate'] / cudnn:.3f}x, " if cudnn else ""
-        cells.append(f"{r['rate'] / 1e12:.0f} ({vs}{r['spread']:.1%})")
-    skip, aa = (res[key]["rate"] / res["served"]["rate"] for key in ("skip", "served2"))
+    for key in ("served", "skip", "served2", "served_g", "skip_g"):
+        r = res.get(key)
+        vs = f"{r['rate'] / cudnn:.3f}x, " if r and cudnn else ""
+        cells.append(f"{r['rate'] / 1e12:.0f} ({vs}{r['spread']:.1%})" if r else "-")
+    ratios = [f"{res[key]['rate'] / res['served']['rate']:.3f}x" if key in res else "-"
+              for key in ("skip", "served2", "skip_g")]
     short = cfg.name.replace("flash_fwd_wgmma_sm_90a_", "")
     print(f"| {dtype} d{d} {'causal' if causal else 'full'} N{n} | {short} | {computed_per_stored(cfg, n):.3f} | "
-          + " | ".join(cells) + f" | {cudnn / 1e12 if cudnn else float('nan'):.0f} | {skip:.3f}x | {aa:.3f}x{diff} |",
-          flush=True)
+          f"{grid if 'skip_g' in kernels else sms} | " + " | ".join(cells)
+          + f" | {cudnn / 1e12 if cudnn else float('nan'):.0f} | " + " | ".join(ratios) + f"{diff} |", flush=True)
 
 
 def served_configs(rows) -> list:
@@ -148,8 +177,8 @@ def main() -> None:
 
     print(f"{torch.cuda.get_device_name()}; graphs of {args.calls} launches, {args.rounds} interleaved rounds; "
           "TFLOP/s (x cuDNN, spread); computed/stored: query rows computed per row stored with the switch off")
-    print("| row | served config | computed/stored | served | skip | served2 (A/A) | cuDNN | skip/served | "
-          "served2/served" + (" | max diff" if args.check else "") + " |")
+    print("| row | served config | computed/stored | grid g | served | skip | served2 (A/A) | served on g | skip on g "
+          "| cuDNN | skip/served | served2/served | skip on g/served" + (" | max diff" if args.check else "") + " |")
     for dtype, d, n in rows:
         for causal in (False, True):
             row(dtype, d, causal, n, args.rounds, args.calls, args.check)

@@ -58,13 +58,17 @@ def test_matches_the_reference(monkeypatch, switched, cfg, sms):
             assert check.passed, f"{cfg.name} {(b, hq, hkv, nq, nk)} offset {offset} sms={sms}: {check.describe()}"
 
 
+@pytest.mark.parametrize("grid", ["all", 131])
 @pytest.mark.parametrize("cfg", [CONFIGS[0], CONFIGS[1]], ids=lambda c: c.name)
-def test_more_items_than_sms(switched, cfg):
-    """br192 at N 1024: 6 tiles x 32 heads x 4 = 768 items (causal: 3 pairs x 128 = 384) on 132 SMs."""
+def test_more_items_than_sms(monkeypatch, switched, cfg, grid):
+    """br192 at N 1024: 6 tiles x 32 heads x 4 = 768 items (causal: 3 pairs x 128 = 384) on 132 SMs, or on the A/B's
+    131 CTAs (coprime with the 6 tiles: each CTA meets the idle-row tile in turn)."""
     from autoflash.ops.forward_launch import run_checked
 
+    if grid == 131:
+        monkeypatch.setattr(forward_wgmma, "_sm_count", lambda: 131)
     p = Problem(4, 32, 8, 1024, 1024, 64, cfg.causal)
-    assert WG.items(cfg, p) > 132
+    assert WG.items(cfg, p) > 132 and (grid == "all" or WG.grid(cfg, p)[0] == 131)
     check = run_checked(switched(cfg), p, seed=7)
     assert check.passed, f"{cfg.name}: {check.describe()}"
 
