@@ -18,7 +18,7 @@ from model_check import reachable
 from test_wgmma_schedule_ostore import configs_to_render
 
 W = TEMPLATES["flash_fwd_wgmma"]
-BLOCK = re.compile(r"\{%- if idle_rows_skip %\}.*?\{%- endif %\}\n", re.S)  # the switch's block (no nested ifs)
+BLOCK = re.compile(r"\{%- if idle_rows_skip( == 2)? %\}.*?\{%- endif %\}\n", re.S)  # the blocks (no nested ifs)
 
 
 def wgmma(head_dim=128, causal=False, block_m=128, block_n=128, stages=2, dtype="bf16", **extra):
@@ -40,7 +40,7 @@ CONFIGS = configs_to_render() + [wgmma(64, block_m=64, block_n=128), wgmma(128, 
 def test_off_renders_the_template_without_the_block(tmp_path):
     assert forward_wgmma.IDLE_ROWS_SKIP is False
     source = (templates_dir() / W.template_file).read_text()
-    assert len(BLOCK.findall(source)) == 1
+    assert len(BLOCK.findall(source)) == 2
     cut = BLOCK.sub("", source)
     assert "idle_rows_skip" not in cut
     (tmp_path / W.template_file).write_text(cut)
@@ -75,6 +75,39 @@ def test_on_adds_only_the_idle_path():
             "full_k", "full_v", "begin", "end", "empty_k", "empty_q", "empty_v"], cfg.name
         checked += 1
     assert checked >= 20
+
+
+def test_two_adds_only_the_rotation(monkeypatch):
+    """IDLE_ROWS_SKIP = 2: the idle path and, in decode's dense branch, the rotation of each (batch, head)'s units."""
+    rotation = "            if ((int)gridDim.x % units == 0) u = (u + item / (int)gridDim.x) % units;\n"
+    for cfg in CONFIGS:
+        monkeypatch.setattr(forward_wgmma, "IDLE_ROWS_SKIP", True)
+        one = render(cfg)
+        monkeypatch.setattr(forward_wgmma, "IDLE_ROWS_SKIP", 2)
+        two = render(cfg)
+        if W.consumers(cfg) == 1:
+            assert two == one, cfg.name
+            continue
+        assert two.count(rotation) == 1, cfg.name
+        head, tail = two.split(rotation)
+        comment = head[head.rindex("            u = item % units;\n") + len("            u = item % units;\n"):]
+        assert set(line.strip()[:2] for line in comment.splitlines()) == {"//"}, cfg.name
+        assert one == head[:len(head) - len(comment)] + tail, cfg.name
+
+
+@pytest.mark.parametrize("units, grid", [(6, 132), (22, 132), (6, 6), (5, 10), (6, 131), (3, 4)])
+def test_rotation_is_a_bijection_that_spreads_the_units(units, grid):
+    """The template's rotation, in Python: items = units x groups; CTA c walks c, c + grid, ...; it permutes each
+    group's units, and where grid is a multiple of units every CTA meets every unit (the last one included)."""
+    items = units * 64
+    def unit(item):
+        u = item % units
+        return (u + item // grid) % units if grid % units == 0 else u
+    assert sorted((i // units, unit(i)) for i in range(items)) == [(i // units, i % units) for i in range(items)]
+    walks = [[unit(i) for i in range(c, items, grid)] for c in range(min(grid, items))]
+    if grid % units == 0:
+        assert all(len(set(w)) == min(len(w), units) for w in walks)
+    assert unit(0) == 0 and all(unit(i) == i % units for i in range(grid))  # the first step is unchanged
 
 
 # ------------------------------------------------------------ the protocol with an idle warpgroup
@@ -166,13 +199,14 @@ COMPILED = [wgmma(64, block_m=192, block_n=128, stages=2), wgmma(64, block_m=192
             wgmma(64, block_m=192, sinks=True)]
 
 
-@pytest.mark.usefixtures("switched")
+@pytest.mark.parametrize("value", [True, 2])
 @pytest.mark.parametrize("cfg", COMPILED, ids=lambda c: c.name)
-def test_switched_kernels_compile_clean(cfg):
+def test_switched_kernels_compile_clean(monkeypatch, cfg, value):
     pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
     from autoflash.kernels import compile as afc
 
-    assert cfg.problems() == [] and W.values(cfg)["idle_rows_skip"] == 1
+    monkeypatch.setattr(forward_wgmma, "IDLE_ROWS_SKIP", value)
+    assert cfg.problems() == [] and W.values(cfg)["idle_rows_skip"] == value
     report = afc.compile_kernel(cfg, use_cache=False).report
     assert report.spills == 0 and report.stack_frame == 0 and not report.wgmma_serialized, report
 
