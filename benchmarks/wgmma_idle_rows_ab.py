@@ -6,12 +6,14 @@ bf16/fp16 D 64 N 1024 non-causal ran 0.99x cuDNN on 192-row tiles (1024 = 5 x 19
 Rows (B*H*N = 64 x 4096, H = 16): bf16/fp16 D 64 N 1024 and N 4096, bf16 D 128 / D 256 N 1024, causal and not. Per
 row: "served" (attention()'s config for the row, switch off), "skip" (the same config compiled with the switch on: a
 second module, its own cubin; the disk cache is keyed by the source), "served2" (the served kernel again in a second
-graph: the A/A control, the noise floor) and cuDNN. Each is a CUDA graph of --calls launches replayed in --rounds
-interleaved rounds (benchmarks/graph_timing.py); the table gives TFLOP/s (median over rounds; causal counts half the
-work), x cuDNN, the spread, skip/served and served2/served, and the rows the config computes per row it stores.
-Rows whose served tile leaves warpgroups idle also time both kernels on a persistent grid of g CTAs, g the largest
-count <= the SMs coprime with the query tiles per (batch, head) (coprime_grid: on 132 SMs and 6 or 22 tiles, every
-idle-row tile would otherwise land on the same CTAs and the kernel's time, set by the other CTAs, could not move).
+graph: the A/A control, the noise floor), "skip2" (IDLE_ROWS_SKIP = 2: the skip and each (batch, head)'s query tiles
+rotated by the persistent step; rows with idle warpgroups only) and cuDNN. Each is a CUDA graph of --calls launches
+replayed in --rounds interleaved rounds (benchmarks/graph_timing.py); the table gives TFLOP/s (median over rounds;
+causal counts half the work), x cuDNN, the spread, skip/served and served2/served, and the rows the config computes
+per row it stores. Rows whose served tile leaves warpgroups idle also time both kernels on a persistent grid of g
+CTAs, g the largest count <= the SMs coprime with the query tiles per (batch, head) (coprime_grid: on 132 SMs and 6 or
+22 tiles, every idle-row tile would otherwise land on the same CTAs and the kernel's time, set by the other CTAs,
+could not move).
 
     PYTHONPATH=$PWD python3 benchmarks/wgmma_idle_rows_ab.py [--rows d64 ...] [--rounds 7] [--check] [--precompile]
 
@@ -38,14 +40,15 @@ from autoflash.ops.forward_base import Problem  # noqa: E402
 from autoflash.serve.api import choose_config  # noqa: E402
 
 WG = forward_wgmma.WGMMA
+LABEL = {False: "served", True: "skip", 2: "skip2"}  # IDLE_ROWS_SKIP's values
 TOKENS, HEADS = 64 * 4096, 16
 # (dtype, head dim, seq len); each causal and not
 ROWS = {"d64": [(t, 64, n) for n in (1024, 4096) for t in ("bf16", "fp16")], "d128": [("bf16", 128, 1024)],
         "d256": [("bf16", 256, 1024)]}
 
 
-def compiled(cfg, switched: bool):
-    """cfg compiled with IDLE_ROWS_SKIP as given (the switch only changes the source; the launch is the same)."""
+def compiled(cfg, switched):
+    """cfg compiled with IDLE_ROWS_SKIP as given (False, True, 2: the switch changes the source, not the launch)."""
     forward_wgmma.IDLE_ROWS_SKIP = switched
     try:
         return compile_kernel(cfg)
@@ -53,12 +56,12 @@ def compiled(cfg, switched: bool):
         forward_wgmma.IDLE_ROWS_SKIP = False
 
 
-def loaded(cfg, switched: bool):
+def loaded(cfg, switched):
     from autoflash.kernels.loaded import LoadedKernel
 
     kernel = LoadedKernel(compiled(cfg, switched))
     r = kernel.compiled.report
-    print(f"  {'skip' if switched else 'served'} {cfg.name}: {r.registers} registers, {r.spills} B spilled, "
+    print(f"  {LABEL[switched]} {cfg.name}: {r.registers} registers, {r.spills} B spilled, "
           f"stack {r.stack_frame} B, serialised {r.wgmma_serialized}", flush=True)
     return kernel
 
@@ -100,6 +103,9 @@ def row(dtype, d, causal, n, rounds, calls, check):
     idle = computed_per_stored(cfg, n) > 1
     sms = forward_wgmma._sm_count()
     grid = coprime_grid(sms, math.ceil(n / cfg.block_m))
+    if idle:  # IDLE_ROWS_SKIP = 2: the tiles of each (batch, head) rotated by the persistent step
+        kernels["skip2"] = loaded(cfg, 2)
+        plan(kernels["skip2"], p, scale)
     if idle and grid != sms:  # the same two kernels again, planned on the coprime grid (a plan is kept per kernel)
         real = forward_wgmma._sm_count
         forward_wgmma._sm_count = lambda: grid
@@ -131,12 +137,12 @@ def row(dtype, d, causal, n, rounds, calls, check):
         diff = f" | {worst:.2e}"
     cudnn = res.get("cudnn", {}).get("rate")
     cells = []
-    for key in ("served", "skip", "served2", "served_g", "skip_g"):
+    for key in ("served", "skip", "served2", "skip2", "served_g", "skip_g"):
         r = res.get(key)
         vs = f"{r['rate'] / cudnn:.3f}x, " if r and cudnn else ""
         cells.append(f"{r['rate'] / 1e12:.0f} ({vs}{r['spread']:.1%})" if r else "-")
     ratios = [f"{res[key]['rate'] / res['served']['rate']:.3f}x" if key in res else "-"
-              for key in ("skip", "served2", "skip_g")]
+              for key in ("skip", "served2", "skip2", "skip_g")]
     short = cfg.name.replace("flash_fwd_wgmma_sm_90a_", "")
     print(f"| {dtype} d{d} {'causal' if causal else 'full'} N{n} | {short} | {computed_per_stored(cfg, n):.3f} | "
           f"{grid if 'skip_g' in kernels else sms} | " + " | ".join(cells)
@@ -149,14 +155,14 @@ def served_configs(rows) -> list:
                   key=lambda c: c.name)
 
 
-def _compile(cfg, switched: bool) -> str:
+def _compile(cfg, switched) -> str:
     r = compiled(cfg, switched).report
-    return (f"{'skip' if switched else 'served'} {cfg.name}: {r.registers} registers, {r.spills} B spilled, "
+    return (f"{LABEL[switched]} {cfg.name}: {r.registers} registers, {r.spills} B spilled, "
             f"stack {r.stack_frame} B, serialised {r.wgmma_serialized}")
 
 
 def precompile(rows) -> None:
-    jobs = [(c, s) for c in served_configs(rows) for s in (False, True)]
+    jobs = [(c, s) for c in served_configs(rows) for s in (False, True, 2)]
     with ProcessPoolExecutor(8, mp_context=multiprocessing.get_context("spawn")) as pool:
         for line in pool.map(_compile, *zip(*jobs)):
             print(line, flush=True)
@@ -177,8 +183,9 @@ def main() -> None:
 
     print(f"{torch.cuda.get_device_name()}; graphs of {args.calls} launches, {args.rounds} interleaved rounds; "
           "TFLOP/s (x cuDNN, spread); computed/stored: query rows computed per row stored with the switch off")
-    print("| row | served config | computed/stored | grid g | served | skip | served2 (A/A) | served on g | skip on g "
-          "| cuDNN | skip/served | served2/served | skip on g/served" + (" | max diff" if args.check else "") + " |")
+    print("| row | served config | computed/stored | grid g | served | skip | served2 (A/A) | skip2 | served on g | "
+          "skip on g | cuDNN | skip/served | served2/served | skip2/served | skip on g/served"
+          + (" | max diff" if args.check else "") + " |")
     for dtype, d, n in rows:
         for causal in (False, True):
             row(dtype, d, causal, n, args.rounds, args.calls, args.check)

@@ -4,7 +4,8 @@ wgmmas, softmax and store; forward_wgmma, off by default) on an sm_90 GPU, again
 Qi at D 256); seq_q 1024 / 64 / 65 / 1 / 257 (last tiles of 64, 64, 1, 1, 65 rows at br192), causal with both
 alignments and not, GQA, more items than SMs and a grid of 3 CTAs (each walks many items: the ring and the mbarrier
 phases run across idle and working items), varlen batches of short sequences (1, 64, 65, 200, ...), window + sinks,
-paged K/V. The CPU checks (render, protocol model, compile): tests/test_wgmma_idle_rows.py."""
+paged K/V; and IDLE_ROWS_SKIP = 2 (the rotated walk) on 132, 6 and 131 CTAs. The CPU checks (render, protocol model,
+compile): tests/test_wgmma_idle_rows.py."""
 import pytest
 
 from autoflash import KernelConfig
@@ -42,6 +43,22 @@ def switched(monkeypatch):
         return load_checked(cfg, MARKER)
 
     return load
+
+
+@pytest.mark.parametrize("sms", [132, 6, 131])
+@pytest.mark.parametrize("cfg", [CONFIGS[0], CONFIGS[1], CONFIGS[2]], ids=lambda c: c.name)
+def test_rotated_walk_matches_the_reference(monkeypatch, cfg, sms):
+    """IDLE_ROWS_SKIP = 2 (the tiles of each (batch, head) rotated by the persistent step where the grid is a multiple
+    of their count): 132 CTAs (N 1024: 6 tiles of 192 rows, rotated), 6 (rotated, many steps), 131 (not rotated)."""
+    from autoflash.ops.forward_launch import run_checked
+
+    monkeypatch.setattr(forward_wgmma, "IDLE_ROWS_SKIP", 2)
+    monkeypatch.setattr(forward_wgmma, "_sm_count", lambda: sms)
+    k = load_checked(cfg, "IDLE_ROWS_SKIP 2: a grid")
+    for i, (b, hq, hkv, nq, nk) in enumerate([(4, 32, 8, 1024, 1024), (2, 6, 2, 65, 65), (1, 4, 4, 257, 1000)]):
+        p = Problem(b, hq, hkv, nq, nk, cfg.head_dim, cfg.causal, causal_offset=nk - nq if cfg.causal else 0)
+        check = run_checked(k, p, seed=20 + i)
+        assert check.passed, f"{cfg.name} {(b, hq, hkv, nq, nk)} sms={sms}: {check.describe()}"
 
 
 @pytest.mark.parametrize("sms", ["all", 3])
