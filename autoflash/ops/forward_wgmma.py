@@ -212,6 +212,7 @@ class WgmmaTemplate(ForwardTemplate):
             # applies it only with two consumers
             "pingpong": pingpong_rule(cfg) if cfg.pingpong == -1 else cfg.pingpong,
             "o_store_tma": int(self.takes_o_map(cfg)), "o_via_q": int(self.o_via_q(cfg)),
+            "idle_rows_skip": int(IDLE_ROWS_SKIP) if nc > 1 else 0,  # warpgroup 0 always holds a row of the sequence
             **({"o_off": lay["o_off"]} if "o_off" in lay else {"o_off": lay["q_off"]} if self.o_via_q(cfg) else {}),
         }
 
@@ -329,6 +330,14 @@ class WgmmaTemplate(ForwardTemplate):
             items = min(items, _sm_count())
         return (items, 1, 1)
 
+
+# Idle consumer warpgroups (issue 18 item 2; prepared, NOT yet run on a GPU): a query tile past the sequence's end by
+# 64 rows or more (N 1024 on 192-row tiles: the sixth tile holds 64 rows, two of its three warpgroups compute rows TMA
+# zero-filled) makes those warpgroups skip every wgmma, the softmax and the store, keeping only the barrier protocol
+# (full waits, empty arrives, ping-pong turns) in the working warpgroups' order. Off: the render is unchanged. 2: also
+# rotates each (batch, head)'s query tiles by the persistent step when the grid is a multiple of the tile count (132
+# SMs and 6 / 22 tiles at N 1024 / 4096), else every cheap last tile lands on the same CTAs and the time cannot move.
+IDLE_ROWS_SKIP = False  # False / True / 2
 
 O_STORE_RULE_DIMS = (96, 128)  # o_store_rule: TMA for Q/K's and V's head dims in this range (128-row tiles)
 

@@ -1,0 +1,195 @@
+"""flash_fwd_wgmma's IDLE_ROWS_SKIP switch (forward_wgmma, off: a consumer warpgroup whose 64 rows are all past the
+sequence skips its wgmmas, softmax and store) against the served kernel at kernel level, beside SDPA's cuDNN. Issue 18:
+bf16/fp16 D 64 N 1024 non-causal ran 0.99x cuDNN on 192-row tiles (1024 = 5 x 192 + 64: the sixth tile's warpgroups
+1 and 2 compute rows past the sequence, 1152 rows computed for 1024).
+
+Rows (B*H*N = 64 x 4096, H = 16): bf16/fp16 D 64 N 1024 and N 4096, bf16 D 128 / D 256 N 1024, causal and not. Per
+row: "served" (attention()'s config for the row, switch off), "skip" (the same config compiled with the switch on: a
+second module, its own cubin; the disk cache is keyed by the source), "served2" (the served kernel again in a second
+graph: the A/A control, the noise floor), "skip2" (IDLE_ROWS_SKIP = 2: the skip and each (batch, head)'s query tiles
+rotated by the persistent step; rows with idle warpgroups only) and cuDNN. Each is a CUDA graph of --calls launches
+replayed in --rounds interleaved rounds (benchmarks/graph_timing.py); the table gives TFLOP/s (median over rounds;
+causal counts half the work), x cuDNN, the spread, skip/served and served2/served, and the rows the config computes
+per row it stores. Rows whose served tile leaves warpgroups idle also time both kernels on a persistent grid of g
+CTAs, g the largest count <= the SMs coprime with the query tiles per (batch, head) (coprime_grid: on 132 SMs and 6 or
+22 tiles, every idle-row tile would otherwise land on the same CTAs and the kernel's time, set by the other CTAs,
+could not move).
+
+    PYTHONPATH=$PWD python3 benchmarks/wgmma_idle_rows_ab.py [--rows d64 ...] [--rounds 7] [--check] [--precompile]
+
+--check also gives max |x - served| over the row's kernels x (the idle warpgroups' rows are never stored and each
+row is computed by one CTA in the same order, so 0 is expected); the float64 checks are
+tests/test_wgmma_idle_rows_gpu.py. --precompile compiles every kernel a run would time (8 processes, disk cache).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import multiprocessing
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from autoflash.kernels.compile import compile_kernel  # noqa: E402
+from autoflash.kernels.device import device_arch  # noqa: E402
+from autoflash.ops import forward_wgmma  # noqa: E402
+from autoflash.ops.forward_base import Problem  # noqa: E402
+from autoflash.serve.api import choose_config  # noqa: E402
+
+WG = forward_wgmma.WGMMA
+LABEL = {False: "served", True: "skip", 2: "skip2"}  # IDLE_ROWS_SKIP's values
+TOKENS, HEADS = 64 * 4096, 16
+# (dtype, head dim, seq len); each causal and not
+ROWS = {"d64": [(t, 64, n) for n in (1024, 4096) for t in ("bf16", "fp16")], "d128": [("bf16", 128, 1024)],
+        "d256": [("bf16", 256, 1024)]}
+
+
+def compiled(cfg, switched):
+    """cfg compiled with IDLE_ROWS_SKIP as given (False, True, 2: the switch changes the source, not the launch)."""
+    forward_wgmma.IDLE_ROWS_SKIP = switched
+    try:
+        return compile_kernel(cfg)
+    finally:
+        forward_wgmma.IDLE_ROWS_SKIP = False
+
+
+def loaded(cfg, switched):
+    from autoflash.kernels.loaded import LoadedKernel
+
+    kernel = LoadedKernel(compiled(cfg, switched))
+    r = kernel.compiled.report
+    print(f"  {LABEL[switched]} {cfg.name}: {r.registers} registers, {r.spills} B spilled, "
+          f"stack {r.stack_frame} B, serialised {r.wgmma_serialized}", flush=True)
+    return kernel
+
+
+def computed_per_stored(cfg, n: int) -> float:
+    """Query rows the kernel computes per row of the sequence: with the switch, whole 64-row warpgroups."""
+    return math.ceil(n / cfg.block_m) * cfg.block_m / n
+
+
+def coprime_grid(sms: int, tiles: int) -> int:
+    """The largest CTA count <= sms sharing no factor with the query tiles per (batch, head): the persistent walk
+    (items c, c + grid, ...; query tiles fastest) then gives each CTA every tile index in turn. On the H200's 132 SMs
+    the N 1024 / 4096 rows have 6 / 22 tiles of 192 rows, divisors of 132: every last (idle-row) tile lands on the
+    same 22 / 6 CTAs, so the others, which set the kernel's time, gain nothing from the skip."""
+    grid = sms
+    while math.gcd(grid, tiles) > 1:
+        grid -= 1
+    return grid
+
+
+def row(dtype, d, causal, n, rounds, calls, check):
+    import torch
+
+    from common import sdpa_runner
+    from graph_timing import Impl, measure
+    from autoflash.ops.forward_launch import launch, plan
+
+    arch, name = device_arch(0)
+    b = max(1, TOKENS // (n * HEADS))
+    tdt = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    g = torch.Generator(device="cuda").manual_seed(n + d)
+    q, k, v = (torch.randn(b, HEADS, n, d, device="cuda", generator=g).to(tdt) for _ in range(3))
+    p, scale = Problem(b, HEADS, HEADS, n, n, d, causal), d ** -0.5
+    cfg = choose_config(arch, name, dtype, d, causal, n)
+    kernels = {"served": loaded(cfg, False), "skip": loaded(cfg, True)}
+    for kernel in kernels.values():
+        plan(kernel, p, scale)
+    kernels["served2"] = kernels["served"]
+    idle = computed_per_stored(cfg, n) > 1
+    sms = forward_wgmma._sm_count()
+    grid = coprime_grid(sms, math.ceil(n / cfg.block_m))
+    if idle:  # IDLE_ROWS_SKIP = 2: the tiles of each (batch, head) rotated by the persistent step
+        kernels["skip2"] = loaded(cfg, 2)
+        plan(kernels["skip2"], p, scale)
+    if idle and grid != sms:  # the same two kernels again, planned on the coprime grid (a plan is kept per kernel)
+        real = forward_wgmma._sm_count
+        forward_wgmma._sm_count = lambda: grid
+        try:
+            for key, switched in (("served_g", False), ("skip_g", True)):
+                kernels[key] = loaded(cfg, switched)
+                plan(kernels[key], p, scale)
+                assert WG.grid(cfg, p)[0] == grid
+        finally:
+            forward_wgmma._sm_count = real
+    outs = {key: torch.empty_like(q) for key in kernels}
+
+    def runner(key):
+        ptrs = (q.data_ptr(), k.data_ptr(), v.data_ptr(), outs[key].data_ptr(), 0)
+        return lambda: launch(kernels[key], *ptrs, p, scale, torch.cuda.current_stream().cuda_stream)
+
+    work = 4.0 * b * HEADS * n * n * d / (2 if causal else 1)
+    impls = [Impl(key, runner(key), calls=calls, work=work) for key in kernels]
+    cudnn_run = sdpa_runner("sdpa_cudnn", q, k, v, causal)
+    if cudnn_run is not None:
+        impls.append(Impl("cudnn", cudnn_run, calls=calls, work=work))
+    res = measure(impls, rounds)
+    diff = ""
+    if check:
+        for key in kernels:
+            runner(key)()
+        torch.cuda.synchronize()
+        worst = max((outs[key].float() - outs["served"].float()).abs().max().item() for key in kernels)
+        diff = f" | {worst:.2e}"
+    cudnn = res.get("cudnn", {}).get("rate")
+    cells = []
+    for key in ("served", "skip", "served2", "skip2", "served_g", "skip_g"):
+        r = res.get(key)
+        vs = f"{r['rate'] / cudnn:.3f}x, " if r and cudnn else ""
+        cells.append(f"{r['rate'] / 1e12:.0f} ({vs}{r['spread']:.1%})" if r else "-")
+    ratios = [f"{res[key]['rate'] / res['served']['rate']:.3f}x" if key in res else "-"
+              for key in ("skip", "served2", "skip2", "skip_g")]
+    short = cfg.name.replace("flash_fwd_wgmma_sm_90a_", "")
+    print(f"| {dtype} d{d} {'causal' if causal else 'full'} N{n} | {short} | {computed_per_stored(cfg, n):.3f} | "
+          f"{grid if 'skip_g' in kernels else sms} | " + " | ".join(cells)
+          + f" | {cudnn / 1e12 if cudnn else float('nan'):.0f} | " + " | ".join(ratios) + f"{diff} |", flush=True)
+
+
+def served_configs(rows) -> list:
+    arch, name = device_arch(0)
+    return sorted({choose_config(arch, name, t, d, c, n) for t, d, n in rows for c in (False, True)},
+                  key=lambda c: c.name)
+
+
+def _compile(cfg, switched) -> str:
+    r = compiled(cfg, switched).report
+    return (f"{LABEL[switched]} {cfg.name}: {r.registers} registers, {r.spills} B spilled, "
+            f"stack {r.stack_frame} B, serialised {r.wgmma_serialized}")
+
+
+def precompile(rows) -> None:
+    jobs = [(c, s) for c in served_configs(rows) for s in (False, True, 2)]
+    with ProcessPoolExecutor(8, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for line in pool.map(_compile, *zip(*jobs)):
+            print(line, flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--calls", type=int, default=10, help="launches per CUDA graph")
+    ap.add_argument("--check", action="store_true")
+    ap.add_argument("--precompile", action="store_true")
+    args = ap.parse_args()
+    rows = [r for key in args.rows for r in ROWS[key]]
+    if args.precompile:
+        return precompile(rows)
+    import torch
+
+    print(f"{torch.cuda.get_device_name()}; graphs of {args.calls} launches, {args.rounds} interleaved rounds; "
+          "TFLOP/s (x cuDNN, spread); computed/stored: query rows computed per row stored with the switch off")
+    print("| row | served config | computed/stored | grid g | served | skip | served2 (A/A) | skip2 | served on g | "
+          "skip on g | cuDNN | skip/served | served2/served | skip2/served | skip on g/served"
+          + (" | max diff" if args.check else "") + " |")
+    for dtype, d, n in rows:
+        for causal in (False, True):
+            row(dtype, d, causal, n, args.rounds, args.calls, args.check)
+
+
+if __name__ == "__main__":
+    main()
