@@ -18,18 +18,17 @@ WG = TEMPLATES["flash_fwd_wgmma"]
 TEMPLATE = (Path(__file__).resolve().parents[1] / "templates" / "flash_fwd_wgmma.cu.j2").read_text()
 
 
-def task_count(items: int, grid: int, bx: int) -> int:
-    """The template's task_count() of a causal dense launch (2 tasks per pair, then the CTA's tail singles)."""
-    tail = items % grid
-    return 2 * (items // grid) + (bx < 2 * tail) + (2 * grid - 1 - bx < 2 * tail)
-
-
 def task_item(task: int, items: int, grid: int, bx: int, units: int) -> tuple[int, int]:
-    """The template's task_item(): (item, half) of a CTA's task (all operands non-negative: // and % are C's)."""
+    """The template's task_item() of a causal dense launch: (item, half) of a CTA's task, item -1 when the CTA is
+    done (all operands non-negative: // and % are C's)."""
+    k, half = task // 2, task % 2
+    if (k + 1) * grid <= items:
+        return bx + k * grid, half  # a whole round
     rounds, tail = items // grid, items % grid
-    if task < 2 * rounds:
-        return bx + (task // 2) * grid, task % 2
-    s = bx if task == 2 * rounds and bx < 2 * tail else 2 * grid - 1 - bx
+    first = task == 2 * rounds and bx < 2 * tail
+    s = bx if first else 2 * grid - 1 - bx
+    if task > 2 * rounds + (bx < 2 * tail) or s >= 2 * tail:
+        return -1, half
     half = 0 if s < tail else 1
     r = s if s < tail else 2 * tail - 1 - s
     f, a = tail // units, units - tail % units
@@ -38,12 +37,22 @@ def task_item(task: int, items: int, grid: int, bx: int, units: int) -> tuple[in
     return items - tail + (u - a + units) % units + j * units, half
 
 
+def cta_tasks(items: int, grid: int, bx: int, units: int) -> list[tuple[int, int]]:
+    """A CTA's (item, half) sequence: its loop runs until task_item says -1."""
+    tasks = []
+    while (task := task_item(len(tasks), items, grid, bx, units))[0] >= 0:
+        tasks.append(task)
+    return tasks
+
+
 def test_the_expressions_are_the_templates():
-    for text in ("return 2 * (items / grid_n()) + (bx < 2 * tail) + (2 * grid_n() - 1 - bx < 2 * tail);",
-                 "const int rounds = items / grid_n(), tail = items % grid_n(), bx = cta();",
-                 "if (!split || task < 2 * rounds) {", "half = task % PER_ITEM;",
-                 "return bx + (task / PER_ITEM) * grid_n();",
-                 "const int s = task == 2 * rounds && bx < 2 * tail ? bx : 2 * grid_n() - 1 - bx;",
+    for text in ("const int n = grid_n(), bx = cta(), k = task / PER_ITEM;", "half = task % PER_ITEM;",
+                 "if (!split) return bx + k * n < items ? bx + k * n : -1;",
+                 "if ((k + 1) * n <= items) return bx + k * n;  // a whole round",
+                 "const int rounds = items / n, tail = items - rounds * n;",
+                 "const bool first = task == 2 * rounds && bx < 2 * tail;",
+                 "const int s = first ? bx : 2 * n - 1 - bx;",
+                 "if (task > 2 * rounds + (bx < 2 * tail) || s >= 2 * tail) return -1;",
                  "half = s < tail ? 0 : 1;", "const int r = s < tail ? s : 2 * tail - 1 - s;",
                  "const int f = tail / units, a = units - tail % units;",
                  "const int u = r < a * f ? r / f : a + (r - a * f) / (f + 1);",
@@ -58,7 +67,7 @@ def schedule(q_tiles: int, hb: int, grid: int) -> list[list[tuple[int, int]]]:
     """Each CTA's (item, half) sequence for q_tiles query tiles and hb (head, batch) pairs."""
     units = (q_tiles + 1) // 2
     items = units * hb
-    return [[task_item(t, items, grid, bx, units) for t in range(task_count(items, grid, bx))] for bx in range(grid)]
+    return [cta_tasks(items, grid, bx, units) for bx in range(grid)]
 
 
 def cost(item: int, half: int, q_tiles: int) -> int:
@@ -113,8 +122,8 @@ def test_tail_singles_heaviest_first_dealt_in_a_snake(q_tiles, hb, grid):
     assert max(tail_cost) <= max(costs[0], pair_cost)
 
 
-def config(d=64, block_m=192, block_n=128, stages=3, causal=True):
-    cfg = WG.default("sm_90a", {"dtype": "bf16", "head_dim": d, "causal": causal})
+def config(d=64, block_m=192, block_n=128, stages=3, causal=True, **flags):
+    cfg = WG.default("sm_90a", {"dtype": "bf16", "head_dim": d, "causal": causal, **flags})
     return type(cfg)(**{**cfg.to_dict(), "block_m": block_m, "block_n": block_n, "stages": stages,
                         "warps": 4 * (block_m // 64 + 1)})
 
@@ -125,21 +134,29 @@ def test_the_switch_is_off_and_renders_the_tail_code_only_on(monkeypatch):
     assert "task_item" not in off and "grid_n" not in off
     monkeypatch.setattr(forward_wgmma, "TAIL_SPLIT", True)
     on = render(config())
-    assert on.count("task_item(task, half)") == 2 and on != off
+    assert on.count("task_item(task, half)") == 2 and on.count("if (item < 0) break;") == 2 and on != off
+    # non-causal and paged kernels render as today (paged: its producer spilled 40 B at D 128 with the split)
+    for cfg in (config(causal=False), config(128, 128, 128, 3, paged=True)):
+        monkeypatch.setattr(forward_wgmma, "TAIL_SPLIT", True)
+        on = render(cfg)
+        monkeypatch.setattr(forward_wgmma, "TAIL_SPLIT", False)
+        assert on == render(cfg), cfg.name
 
 
-# The tightest register budgets (the producer's 24 registers held the hoisted tail arithmetic and spilled before
-# gridDim.x / blockIdx.x were read volatile): three consumers at D 64, the served 128 x 128 four-stage D 64 and
-# 128 x 80 D 256 tiles, one consumer.
-@pytest.mark.parametrize("d,block_m,block_n,stages", [(64, 192, 128, 2), (64, 192, 128, 3), (64, 128, 128, 4),
-                                                      (64, 128, 224, 2), (128, 128, 160, 2), (256, 128, 80, 2),
-                                                      (128, 64, 128, 3)])
-def test_tail_split_compiles_without_spills(d, block_m, block_n, stages, monkeypatch):
+# The tightest register budgets (the producer's 24 registers spilled 4-24 B of hoisted tail arithmetic, or of
+# varlen's cu_seqlens_q address, in earlier forms): three consumers at D 64, the served D 64 / 128 / 256 tiles, the
+# D 64 window tiles, one consumer at block_n 240.
+@pytest.mark.parametrize("d,block_m,block_n,stages,flags", [
+    (64, 192, 128, 2, {}), (64, 192, 128, 3, {}), (64, 192, 96, 2, {}), (64, 128, 128, 4, {}), (64, 128, 112, 2, {}),
+    (64, 128, 224, 2, {}), (128, 128, 160, 2, {}), (256, 128, 80, 2, {}), (128, 64, 128, 3, {}), (64, 64, 240, 2, {}),
+    (64, 128, 128, 3, {"window": True}), (64, 128, 128, 4, {"window": True, "sinks": True}),
+    (64, 192, 128, 3, {"window": True})])
+def test_tail_split_compiles_without_spills(d, block_m, block_n, stages, flags, monkeypatch):
     from autoflash.kernels.compile import compile_kernel
 
     pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
     monkeypatch.setattr(forward_wgmma, "TAIL_SPLIT", True)
-    cfg = config(d, block_m, block_n, stages)
+    cfg = config(d, block_m, block_n, stages, **flags)
     assert not cfg.problems()
     report = compile_kernel(cfg).report
     assert report.spills == 0 and report.stack_frame == 0 and not report.wgmma_serialized, report

@@ -211,7 +211,8 @@ class WgmmaTemplate(ForwardTemplate):
             # consumer warpgroups take turns issuing GEMMs (FA3 inter-warpgroup ping-pong); the template
             # applies it only with two consumers
             "pingpong": pingpong_rule(cfg) if cfg.pingpong == -1 else cfg.pingpong,
-            "o_store_tma": int(self.takes_o_map(cfg)), "o_via_q": int(self.o_via_q(cfg)), "tail_split": int(TAIL_SPLIT),
+            "o_store_tma": int(self.takes_o_map(cfg)), "o_via_q": int(self.o_via_q(cfg)),
+            "tail_split": int(TAIL_SPLIT and cfg.causal and not cfg.paged),  # paged: its producer spilled 40 B
             **({"o_off": lay["o_off"]} if "o_off" in lay else {"o_off": lay["q_off"]} if self.o_via_q(cfg) else {}),
         }
 
@@ -331,7 +332,7 @@ class WgmmaTemplate(ForwardTemplate):
 
 
 O_STORE_RULE_DIMS = (96, 128)  # o_store_rule: TMA for Q/K's and V's head dims in this range (128-row tiles)
-TAIL_SPLIT = False  # causal dense launches run the last, partial round's pairs as single tiles (see the template)
+TAIL_SPLIT = False  # causal (not paged) kernels run the last, partial round's pairs as single tiles (see the template)
 
 
 def pingpong_rule(cfg: KernelConfig) -> int:
