@@ -31,10 +31,13 @@ def task_item(task: int, items: int, grid: int, bx: int, units: int) -> tuple[in
         return -1, half
     half = 0 if s < tail else 1
     r = s if s < tail else 2 * tail - 1 - s
-    f, a = tail // units, units - tail % units
-    u = r // f if r < a * f else a + (r - a * f) // (f + 1)
-    j = r % f if r < a * f else (r - a * f) % (f + 1)
-    return items - tail + (u - a + units) % units + j * units, half
+    f = tail // units
+    a = units - (tail - f * units)
+    u = 0
+    while r >= f + (u >= a):
+        r -= f + (u >= a)
+        u += 1
+    return items - tail + (u - a if u >= a else u - a + units) + r * units, half
 
 
 def cta_tasks(items: int, grid: int, bx: int, units: int) -> list[tuple[int, int]]:
@@ -53,11 +56,11 @@ def test_the_expressions_are_the_templates():
                  "const bool first = task == 2 * rounds && bx < 2 * tail;",
                  "const int s = first ? bx : 2 * n - 1 - bx;",
                  "if (task > 2 * rounds + (bx < 2 * tail) || s >= 2 * tail) return -1;",
-                 "half = s < tail ? 0 : 1;", "const int r = s < tail ? s : 2 * tail - 1 - s;",
-                 "const int f = tail / units, a = units - tail % units;",
-                 "const int u = r < a * f ? r / f : a + (r - a * f) / (f + 1);",
-                 "const int j = r < a * f ? r % f : (r - a * f) % (f + 1);",
-                 "return items - tail + (u - a + units) % units + j * units;",
+                 "half = s < tail ? 0 : 1;",
+                 "int r = s < tail ? s : 2 * tail - 1 - s;",
+                 "const int f = tail / units, a = units - (tail - f * units);",
+                 "for (; r >= f + (u >= a); ++u) r -= f + (u >= a);",
+                 "return items - tail + (u >= a ? u - a : u - a + units) + r * units;",
                  "const bool split = CAUSAL && !packed;",
                  "const int units = CAUSAL ? (q_tiles + 1) / 2 : q_tiles;"):
         assert text in TEMPLATE, text
