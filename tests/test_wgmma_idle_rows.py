@@ -79,7 +79,7 @@ def test_on_adds_only_the_idle_path():
 
 def test_two_adds_only_the_rotation(monkeypatch):
     """IDLE_ROWS_SKIP = 2: the idle path and, in decode's dense branch, the rotation of each (batch, head)'s units."""
-    rotation = "            if ((int)gridDim.x % units == 0) u = (u + item / (int)gridDim.x) % units;\n"
+    rotation = "            if (!CAUSAL && (int)gridDim.x % units == 0) u = (u + item / (int)gridDim.x) % units;\n"
     for cfg in CONFIGS:
         monkeypatch.setattr(forward_wgmma, "IDLE_ROWS_SKIP", True)
         one = render(cfg)

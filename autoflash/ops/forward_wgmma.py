@@ -5,28 +5,28 @@ One producer warpgroup (warps 0-3) issues TMA copies of Qi and of Kj/Vj tiles in
 rows and run S = Qi Kj^T (wgmma, both operands in shared memory) and O += P Vj (wgmma, P from registers) with the
 online softmax in base 2. `setmaxnreg` moves registers from the producer to the consumers.
 
-Kernel signature = the shared one (templates/README.md) plus three tensor maps
-passed by value (4-D, built from the operands' real strides) and the batch size (see templates/flash_fwd_wgmma.cu.j2 and
-autoflash/tma.py), then the forward contract's variant tail (ops/forward_base.py); the grid is 1-D
-and persistent (one CTA per SM), see `grid`. Varlen: the maps cover the packed (total, H, D)
-tensors as a batch of one, the kernel starts each tile at its sequence's first token, and work items
-are numbered per sequence (`items`), so no slot is spent past a short sequence's end.
+Kernel signature = the shared one (templates/README.md) plus three tensor maps passed by value (4-D, built from the
+operands' real strides) and the batch size (see templates/flash_fwd_wgmma.cu.j2 and autoflash/tma.py), then the
+forward contract's variant tail (ops/forward_base.py); the grid is 1-D and persistent (one CTA per SM), see `grid`.
+Varlen: the maps cover the packed (total, H, D) tensors as a batch of one, the kernel starts each tile at its
+sequence's first token, and work items are numbered per sequence (`items`), so no slot is spent past a short
+sequence's end.
 Head dims: any multiple of 8 (shared-memory tiles padded to whole 64-column blocks, see the template).
 V may have its own head dim (head_dim_v, Dv != Dqk, e.g. 192/128 MLA prefill): Q/K tiles and S run
 over head_dim, the V tiles, O's accumulators and store over head_dim_v; V's tensor map has its own.
-Paged K/V (paged=True, chunked prefill through serve/kvcache.py): the producer warpgroup's 128 threads read the
-block table once per 16-key group of a K/V tile (page sizes are multiples of 16); groups whose rows are all keys of
-the sequence come by TMA (16-row boxes of K/V's maps over the pages), the rest by cp.async from the producer's 128
-threads (rows past the sequence's keys zero-filled); Q on TMA. Paged kernels take block_table, table_stride,
-page_size and num_pages after the contract's tail (as flash_fwd_mma's); dense launches only (seqused_k allowed).
-Schedule: intra-warpgroup overlap always; consumer ping-pong and the persistent grid are knobs
-(KernelConfig pingpong / persistent, -1 = the rule: ping-pong iff causal, the grid persistent; measured
-on the H100, benchmarks/NOTES.md), so the tuner may try the other schedule per problem.
-O's store (KernelConfig o_store, -1 = o_store_rule): from registers (0), or (1) staged in shared memory
-and written by one TMA store per consumer warpgroup, so the consumers start the next item at once; the
-kernel then takes a fourth tensor map (O's) after V's. Varlen launches of a TMA kernel store from
-registers (a run-time branch); paged launches store by TMA like dense ones. Above D 128 (no room for the staging
-tile) dense plain configs store O by TMA through their own Qi tile (`o_via_q`).
+Paged K/V (paged=True, chunked prefill through serve/kvcache.py): the producer warpgroup's 128 threads read the block
+table once per 16-key group of a K/V tile (page sizes are multiples of 16); groups whose rows are all keys of the
+sequence come by TMA (16-row boxes of K/V's maps over the pages), the rest by cp.async from the producer's 128 threads
+(rows past the sequence's keys zero-filled); Q on TMA. Paged kernels take block_table, table_stride, page_size and
+num_pages after the contract's tail (as flash_fwd_mma's); dense launches only (seqused_k allowed).
+Schedule: intra-warpgroup overlap always; consumer ping-pong and the persistent grid are knobs (KernelConfig pingpong
+/ persistent, -1 = the rule: ping-pong iff causal, the grid persistent; measured on the H100, benchmarks/NOTES.md), so
+the tuner may try the other schedule per problem.
+O's store (KernelConfig o_store, -1 = o_store_rule): from registers (0), or (1) staged in shared memory and written by
+one TMA store per consumer warpgroup, so the consumers start the next item at once; the kernel then takes a fourth
+tensor map (O's) after V's. Varlen launches of a TMA kernel store from registers (a run-time branch); paged launches
+store by TMA like dense ones. Above D 128 (no room for the staging tile) dense plain configs store O by TMA through
+their own Qi tile (`o_via_q`).
 """
 from __future__ import annotations
 
@@ -213,6 +213,7 @@ class WgmmaTemplate(ForwardTemplate):
             "pingpong": pingpong_rule(cfg) if cfg.pingpong == -1 else cfg.pingpong,
             "o_store_tma": int(self.takes_o_map(cfg)), "o_via_q": int(self.o_via_q(cfg)),
             "idle_rows_skip": int(IDLE_ROWS_SKIP) if nc > 1 else 0,  # warpgroup 0 always holds a row of the sequence
+            "tail_split": int(TAIL_SPLIT and cfg.causal and not cfg.paged),  # paged: its producer spilled 40 B
             **({"o_off": lay["o_off"]} if "o_off" in lay else {"o_off": lay["q_off"]} if self.o_via_q(cfg) else {}),
         }
 
@@ -303,11 +304,11 @@ class WgmmaTemplate(ForwardTemplate):
         geometry = (cfg.dtype, batch, p.heads_q, rows, dim_v(cfg), tuple(os_), 64)
         return lambda o: (cached_operand_map(o, *geometry).kernel_arg(),)
 
-    # The kernel walks work items blockIdx.x, blockIdx.x + gridDim.x, ..., so the grid decides
-    # the schedule: one CTA per SM looping (persistent: the next item's Qi and K/V loads run under
-    # this item's epilogue; +5-15% non-causal on the H100), or one CTA per item. Causal items are
-    # pairs of query tiles of equal total cost, so a static round-robin balances them.
-    # The rule of configs with persistent=-1 (True, False, or None: iff not causal); benchmarks set it.
+    # The kernel walks work items blockIdx.x, blockIdx.x + gridDim.x, ..., so the grid decides the schedule: one
+    # CTA per SM looping (persistent: the next item's Qi and K/V loads run under this item's epilogue; +5-15%
+    # non-causal on the H100), or one CTA per item. Causal items are pairs of query tiles of equal total cost,
+    # so a static round-robin balances them. The rule of configs with persistent=-1 (True, False, or None: iff
+    # not causal); benchmarks set it.
     persistent: bool | None = True
 
     def persistent_rule(self, cfg: KernelConfig) -> bool:
@@ -331,20 +332,14 @@ class WgmmaTemplate(ForwardTemplate):
         return (items, 1, 1)
 
 
-# Idle consumer warpgroups (issue 18 item 2; prepared, NOT yet run on a GPU): a query tile past the sequence's end by
-# 64 rows or more (N 1024 on 192-row tiles: the sixth tile holds 64 rows, two of its three warpgroups compute rows TMA
-# zero-filled) makes those warpgroups skip every wgmma, the softmax and the store, keeping only the barrier protocol
-# (full waits, empty arrives, ping-pong turns) in the working warpgroups' order. Off: the render is unchanged. 2: also
-# rotates each (batch, head)'s query tiles by the persistent step when the grid is a multiple of the tile count (132
-# SMs and 6 / 22 tiles at N 1024 / 4096), else every cheap last tile lands on the same CTAs and the time cannot move.
-IDLE_ROWS_SKIP = False  # False / True / 2
-
 O_STORE_RULE_DIMS = (96, 128)  # o_store_rule: TMA for Q/K's and V's head dims in this range (128-row tiles)
+# Idle warpgroups and the causal tail split (issue 18; prepared switches, see the template): off = today's render.
+IDLE_ROWS_SKIP = False  # True: idle warpgroups skip their work; 2: also rotate query tiles by the persistent step
+TAIL_SPLIT = False  # causal (not paged): the last, partial round's pairs run as single tiles, heaviest first
 
 
 def pingpong_rule(cfg: KernelConfig) -> int:
-    """Ping-pong of configs with pingpong=-1: measured on the H100 (NOTES.md v3) it helped the causal
-    kernels and not the non-causal ones."""
+    """Ping-pong of configs with pingpong=-1: it helped the causal kernels only (H100, NOTES.md v3)."""
     return 1 if cfg.causal else 0
 
 
@@ -394,13 +389,11 @@ def map_geometry(cfg: KernelConfig, p: Problem) -> tuple:
 @functools.cache
 def _sm_count_of(device_id: int) -> int:
     import cupy
-
     return int(cupy.cuda.runtime.getDeviceProperties(device_id)["multiProcessorCount"])
 
 
 def _sm_count() -> int:
     import cupy
-
     return _sm_count_of(cupy.cuda.Device().id)
 
 
