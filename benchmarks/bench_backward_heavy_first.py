@@ -24,7 +24,7 @@ PAIRS = (("heavy_first", "blockidx_x"), ("heavy_first", "sdpa_cudnn"), ("blockid
 def configs(arch, dtype, d, causal):
     c = WGMMA.config(build_arch(WGMMA.archs, arch), key(dtype, d, causal), block_m=64, block_n=128, warps=12,
                      stages=2, warps_q=1)
-    return {"blockidx_x": (c, {}), "heavy_first": (c, {"HEAVY_FIRST": True})}
+    return {"blockidx_x": (c, {"HEAVY_FIRST": ()}), "heavy_first": (c, {"HEAVY_FIRST": (64, 128, 256)})}
 
 
 if __name__ == "__main__":

@@ -1,23 +1,20 @@
-"""flash_fwd_wgmma's IDLE_ROWS_SKIP switch (forward_wgmma, off: a consumer warpgroup whose 64 rows are all past the
-sequence skips its wgmmas, softmax and store) against the served kernel at kernel level, beside SDPA's cuDNN. Issue 18:
-bf16/fp16 D 64 N 1024 non-causal ran 0.99x cuDNN on 192-row tiles (1024 = 5 x 192 + 64: the sixth tile's warpgroups
-1 and 2 compute rows past the sequence, 1152 rows computed for 1024).
+"""flash_fwd_wgmma's IDLE_ROWS_SKIP (forward_wgmma, on: a consumer warpgroup whose 64 rows are all past the sequence
+skips its wgmmas, softmax and store; `grid` spreads such tiles with one SM fewer where a grid of every SM would give
+them all to the same CTAs) against the kernel before it (switch off, every SM) at kernel level, beside SDPA's cuDNN.
+Issue 18: bf16/fp16 D 64 N 1024 non-causal ran 0.99x cuDNN on 192-row tiles (1024 = 5 x 192 + 64: the sixth tile's
+warpgroups 1 and 2 computed rows past the sequence, 1152 rows computed for 1024).
 
 Rows (B*H*N = 64 x 4096, H = 16): bf16/fp16 D 64 N 1024 and N 4096, bf16 D 128 / D 256 N 1024, causal and not. Per
-row: "served" (attention()'s config for the row, switch off), "skip" (the same config compiled with the switch on: a
-second module, its own cubin; the disk cache is keyed by the source), "served2" (the served kernel again in a second
-graph: the A/A control, the noise floor), "skip2" (IDLE_ROWS_SKIP = 2: the skip and each (batch, head)'s query tiles
-rotated by the persistent step; rows with idle warpgroups only) and cuDNN. Each is a CUDA graph of --calls launches
-replayed in --rounds interleaved rounds (benchmarks/graph_timing.py); the table gives TFLOP/s (median over rounds;
-causal counts half the work), x cuDNN, the spread, skip/served and served2/served, and the rows the config computes
-per row it stores. Rows whose served tile leaves warpgroups idle also time both kernels on a persistent grid of g
-CTAs, g the largest count <= the SMs coprime with the query tiles per (batch, head) (coprime_grid: on 132 SMs and 6 or
-22 tiles, every idle-row tile would otherwise land on the same CTAs and the kernel's time, set by the other CTAs,
-could not move).
+row: "before" (attention()'s config for the row compiled and planned with the switch off), "served" (switch on, the
+grid rule), "served2" (the served kernel again in a second graph: the A/A control, the noise floor) and cuDNN. Each is a
+CUDA graph of --calls launches replayed in --rounds interleaved rounds (benchmarks/graph_timing.py); the table gives
+TFLOP/s (median over rounds; causal counts half the work), x cuDNN, the spread, served/before and served2/served, the
+grid, and the rows the config computed per row stored before the switch. (The eleventh session's first A/B of this
+switch also timed a rotated walk, `IDLE_ROWS_SKIP = 2`, since removed: wgmma_idle_rows_ab_h200_2026-11-30_s11.log.)
 
     PYTHONPATH=$PWD python3 benchmarks/wgmma_idle_rows_ab.py [--rows d64 ...] [--rounds 7] [--check] [--precompile]
 
---check also gives max |x - served| over the row's kernels x (the idle warpgroups' rows are never stored and each
+--check also gives max |x - before| over the row's kernels x (the idle warpgroups' rows are never stored and each
 row is computed by one CTA in the same order, so 0 is expected); the float64 checks are
 tests/test_wgmma_idle_rows_gpu.py. --precompile compiles every kernel a run would time (8 processes, disk cache).
 """
@@ -40,20 +37,28 @@ from autoflash.ops.forward_base import Problem  # noqa: E402
 from autoflash.serve.api import choose_config  # noqa: E402
 
 WG = forward_wgmma.WGMMA
-LABEL = {False: "served", True: "skip", 2: "skip2"}  # IDLE_ROWS_SKIP's values
+LABEL = {False: "before", True: "served"}  # IDLE_ROWS_SKIP's values
 TOKENS, HEADS = 64 * 4096, 16
 # (dtype, head dim, seq len); each causal and not
 ROWS = {"d64": [(t, 64, n) for n in (1024, 4096) for t in ("bf16", "fp16")], "d128": [("bf16", 128, 1024)],
         "d256": [("bf16", 256, 1024)]}
 
 
+class switch:
+    """IDLE_ROWS_SKIP set to `on` inside the block (it changes the source and, through `grid`, the launch)."""
+    def __init__(self, on):
+        self.on = on
+
+    def __enter__(self):
+        self.old, forward_wgmma.IDLE_ROWS_SKIP = forward_wgmma.IDLE_ROWS_SKIP, self.on
+
+    def __exit__(self, *exc):
+        forward_wgmma.IDLE_ROWS_SKIP = self.old
+
+
 def compiled(cfg, switched):
-    """cfg compiled with IDLE_ROWS_SKIP as given (False, True, 2: the switch changes the source, not the launch)."""
-    forward_wgmma.IDLE_ROWS_SKIP = switched
-    try:
+    with switch(switched):
         return compile_kernel(cfg)
-    finally:
-        forward_wgmma.IDLE_ROWS_SKIP = False
 
 
 def loaded(cfg, switched):
@@ -71,17 +76,6 @@ def computed_per_stored(cfg, n: int) -> float:
     return math.ceil(n / cfg.block_m) * cfg.block_m / n
 
 
-def coprime_grid(sms: int, tiles: int) -> int:
-    """The largest CTA count <= sms sharing no factor with the query tiles per (batch, head): the persistent walk
-    (items c, c + grid, ...; query tiles fastest) then gives each CTA every tile index in turn. On the H200's 132 SMs
-    the N 1024 / 4096 rows have 6 / 22 tiles of 192 rows, divisors of 132: every last (idle-row) tile lands on the
-    same 22 / 6 CTAs, so the others, which set the kernel's time, gain nothing from the skip."""
-    grid = sms
-    while math.gcd(grid, tiles) > 1:
-        grid -= 1
-    return grid
-
-
 def row(dtype, d, causal, n, rounds, calls, check):
     import torch
 
@@ -96,26 +90,13 @@ def row(dtype, d, causal, n, rounds, calls, check):
     q, k, v = (torch.randn(b, HEADS, n, d, device="cuda", generator=g).to(tdt) for _ in range(3))
     p, scale = Problem(b, HEADS, HEADS, n, n, d, causal), d ** -0.5
     cfg = choose_config(arch, name, dtype, d, causal, n)
-    kernels = {"served": loaded(cfg, False), "skip": loaded(cfg, True)}
-    for kernel in kernels.values():
-        plan(kernel, p, scale)
+    kernels, grids = {}, {}
+    for key, on in (("before", False), ("served", True)):
+        kernels[key] = loaded(cfg, on)
+        with switch(on):
+            plan(kernels[key], p, scale)
+            grids[key] = WG.grid(cfg, p)[0]
     kernels["served2"] = kernels["served"]
-    idle = computed_per_stored(cfg, n) > 1
-    sms = forward_wgmma._sm_count()
-    grid = coprime_grid(sms, math.ceil(n / cfg.block_m))
-    if idle:  # IDLE_ROWS_SKIP = 2: the tiles of each (batch, head) rotated by the persistent step
-        kernels["skip2"] = loaded(cfg, 2)
-        plan(kernels["skip2"], p, scale)
-    if idle and grid != sms:  # the same two kernels again, planned on the coprime grid (a plan is kept per kernel)
-        real = forward_wgmma._sm_count
-        forward_wgmma._sm_count = lambda: grid
-        try:
-            for key, switched in (("served_g", False), ("skip_g", True)):
-                kernels[key] = loaded(cfg, switched)
-                plan(kernels[key], p, scale)
-                assert WG.grid(cfg, p)[0] == grid
-        finally:
-            forward_wgmma._sm_count = real
     outs = {key: torch.empty_like(q) for key in kernels}
 
     def runner(key):
@@ -133,19 +114,19 @@ def row(dtype, d, causal, n, rounds, calls, check):
         for key in kernels:
             runner(key)()
         torch.cuda.synchronize()
-        worst = max((outs[key].float() - outs["served"].float()).abs().max().item() for key in kernels)
+        worst = max((outs[key].float() - outs["before"].float()).abs().max().item() for key in kernels)
         diff = f" | {worst:.2e}"
     cudnn = res.get("cudnn", {}).get("rate")
     cells = []
-    for key in ("served", "skip", "served2", "skip2", "served_g", "skip_g"):
+    for key in ("before", "served", "served2"):
         r = res.get(key)
         vs = f"{r['rate'] / cudnn:.3f}x, " if r and cudnn else ""
         cells.append(f"{r['rate'] / 1e12:.0f} ({vs}{r['spread']:.1%})" if r else "-")
-    ratios = [f"{res[key]['rate'] / res['served']['rate']:.3f}x" if key in res else "-"
-              for key in ("skip", "served2", "skip2", "skip_g")]
+    ratios = [f"{res['served']['rate'] / res['before']['rate']:.3f}x",
+              f"{res['served2']['rate'] / res['served']['rate']:.3f}x"]
     short = cfg.name.replace("flash_fwd_wgmma_sm_90a_", "")
     print(f"| {dtype} d{d} {'causal' if causal else 'full'} N{n} | {short} | {computed_per_stored(cfg, n):.3f} | "
-          f"{grid if 'skip_g' in kernels else sms} | " + " | ".join(cells)
+          f"{grids['before']} / {grids['served']} | " + " | ".join(cells)
           + f" | {cudnn / 1e12 if cudnn else float('nan'):.0f} | " + " | ".join(ratios) + f"{diff} |", flush=True)
 
 
@@ -162,7 +143,7 @@ def _compile(cfg, switched) -> str:
 
 
 def precompile(rows) -> None:
-    jobs = [(c, s) for c in served_configs(rows) for s in (False, True, 2)]
+    jobs = [(c, s) for c in served_configs(rows) for s in (False, True)]
     with ProcessPoolExecutor(8, mp_context=multiprocessing.get_context("spawn")) as pool:
         for line in pool.map(_compile, *zip(*jobs)):
             print(line, flush=True)
@@ -183,8 +164,8 @@ def main() -> None:
 
     print(f"{torch.cuda.get_device_name()}; graphs of {args.calls} launches, {args.rounds} interleaved rounds; "
           "TFLOP/s (x cuDNN, spread); computed/stored: query rows computed per row stored with the switch off")
-    print("| row | served config | computed/stored | grid g | served | skip | served2 (A/A) | skip2 | served on g | "
-          "skip on g | cuDNN | skip/served | served2/served | skip2/served | skip on g/served"
+    print("| row | served config | computed/stored | grid before / served | before | served | served2 (A/A) | cuDNN | "
+          "served/before | served2/served"
           + (" | max diff" if args.check else "") + " |")
     for dtype, d, n in rows:
         for causal in (False, True):

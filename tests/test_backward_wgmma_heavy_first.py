@@ -1,7 +1,8 @@
-"""ops/backward_wgmma.HEAVY_FIRST (off; causal keys only), without a GPU: off, every valid flash_bwd_wgmma config renders
-as before (the kernel reads its K/V tile from blockIdx.x); on, causal configs read it from blockIdx.z and the launch
-plan's main grid is (heads_kv, batch, K/V tiles), non-causal ones are unchanged; the served causal tiles compile clean
-(0 spills, no stack, no serialised wgmma). The GPU checks: tests/test_backward_wgmma_heavy_first_gpu.py."""
+"""ops/backward_wgmma.HEAVY_FIRST (the head dims whose causal keys take it; served: D 128), without a GPU: off, every
+valid flash_bwd_wgmma config renders as before (the kernel reads its K/V tile from blockIdx.x); on, causal configs read
+it from blockIdx.z and the launch plan's main grid is (heads_kv, batch, K/V tiles), non-causal ones are unchanged; the
+served causal tiles compile clean (0 spills, no stack, no serialised wgmma). The GPU checks:
+tests/test_backward_wgmma_heavy_first_gpu.py."""
 import numpy as np
 import pytest
 
@@ -19,15 +20,16 @@ ON_LINE = "const int head_kv = blockIdx.x, batch = blockIdx.y, kv_tile = blockId
 SERVED = [cfg(dt, d, True, bm=64, bn=128, warps=12, stages=2) for dt in ("bf16", "fp16") for d in (64, 128)]
 
 
-def test_off_by_default_and_every_config_reads_blockidx_x():
-    assert backward_wgmma.HEAVY_FIRST is False
+def test_served_for_d128_only_and_off_every_config_reads_blockidx_x(monkeypatch):
+    assert backward_wgmma.HEAVY_FIRST == (128,)  # measured: benchmarks/NOTES.md, eleventh session
+    monkeypatch.setattr(backward_wgmma, "HEAVY_FIRST", ())
     for _, c in _valid_configs("split"):
         source = render(c)
         assert OFF_LINE in source and ON_LINE not in source, c.name
 
 
 def test_on_causal_configs_take_the_swapped_grid(monkeypatch):
-    monkeypatch.setattr(backward_wgmma, "HEAVY_FIRST", True)
+    monkeypatch.setattr(backward_wgmma, "HEAVY_FIRST", (64, 128, 256))
     for _, c in _valid_configs("split"):
         source = render(c)
         assert (ON_LINE in source) == c.causal and (OFF_LINE in source) != c.causal, c.name
@@ -35,7 +37,7 @@ def test_on_causal_configs_take_the_swapped_grid(monkeypatch):
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_launch_plan_grid(monkeypatch, causal):
-    monkeypatch.setattr(backward_wgmma, "HEAVY_FIRST", True)
+    monkeypatch.setattr(backward_wgmma, "HEAVY_FIRST", (64, 128, 256))
     c = cfg("bf16", 128, causal, bm=64, bn=128, warps=12, stages=2)
     p = check_inputs(**specs(b=3, hq=8, hkv=2, nq=1000, nk=1000, d=128), causal=causal)
     plan = BackwardLaunch(fake_kernel(c), p, 0.1)
@@ -48,6 +50,6 @@ def test_served_causal_tiles_compile_clean(c, monkeypatch):
     pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
     from autoflash.kernels.compile import compile_kernel
 
-    monkeypatch.setattr(backward_wgmma, "HEAVY_FIRST", True)
+    monkeypatch.setattr(backward_wgmma, "HEAVY_FIRST", (64, 128, 256))
     report = compile_kernel(c).report
     assert report.spills == 0 and report.stack_frame == 0 and not report.wgmma_serialized, report

@@ -91,15 +91,14 @@ DQ_MODES = {0: "consumers' adds", 1: "staged, a bulk op per row", 2: "staged unp
 # dQ accumulator and the workspace stay contiguous. STRIDED on (the default): the host passes views as they are and
 # returns gradients laid out like torch.empty_like(q, k, v); off: views are copied to contiguous tensors first.
 STRIDED = True
-# Causal dispatch order (prepared in the tenth session, NOT run on a GPU): K/V tile j of a causal backward meets
-# n_q_tiles - j * block_n / block_m query tiles, so the blocks' work falls with j; the grid dispatches blockIdx.x (j)
-# fastest, so every wave mixes heavy and light blocks of a few heads and the last wave is whatever is left. On, every
-# (batch, head)'s tile j is dispatched before any tile j + 1 (heaviest first: the last waves hold the lightest blocks;
-# the grid is (heads_kv, batch, K/V tiles), no index arithmetic). Aimed at the decoder step's shape (B 2, H 16, N 4096:
-# 1024 blocks, 7.8 waves of 132), where our D 128 causal backward ran 0.96x cuDNN's while the B 4 bench reads
-# 1.06-1.09x. Same per-block arithmetic: dk, dv bitwise equal, dq up to the order of its fp32 adds (deterministic:
-# bitwise).
-HEAVY_FIRST = False
+# Causal dispatch order, per head dim: K/V tile j of a causal backward meets n_q_tiles - j * block_n / block_m query
+# tiles, so the blocks' work falls with j; the default grid dispatches blockIdx.x (j) fastest, so every wave mixes heavy
+# and light blocks of a few heads and the last wave is whatever is left. For these head dims every (batch, head)'s tile
+# j is dispatched before any tile j + 1 (heaviest first; the grid is (heads_kv, batch, K/V tiles), no index
+# arithmetic). Same per-block arithmetic: dk, dv bitwise equal, dq up to the order of its fp32 adds (deterministic:
+# bitwise). Measured (benchmarks/NOTES.md, eleventh session): D 128 +8 % at the decoder step's 8k tokens, +1 % at 16k;
+# D 64 +3 % at 8k but -5 % at 16k, so D 64 keeps blockIdx.x order.
+HEAVY_FIRST = (128,)
 
 
 class BackwardWgmmaTemplate(Template):
@@ -302,8 +301,8 @@ TEMPLATE = BackwardWgmmaTemplate()
 
 
 def heavy_first(cfg) -> bool:
-    """Whether cfg's main kernel runs on the (heads_kv, batch, K/V tiles) grid (HEAVY_FIRST, causal keys)."""
-    return HEAVY_FIRST and cfg.causal and cfg.template == TEMPLATE.name
+    """Whether cfg's main kernel runs on the (heads_kv, batch, K/V tiles) grid (causal, a HEAVY_FIRST head dim)."""
+    return cfg.causal and cfg.head_dim in HEAVY_FIRST and cfg.template == TEMPLATE.name
 
 
 def takes_strides(cfg) -> bool:

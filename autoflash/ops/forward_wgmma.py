@@ -41,8 +41,7 @@ from autoflash.kernels.tma import cached_operand_map, qkv_map_args
 from autoflash.ops.forward_base import (VARIANT_FLAGS, ForwardTemplate, KernelConfig, Problem, shared_tail,
                                        variant_tail)
 
-# Per consumer-warpgroup count: (producer registers, consumer registers) after setmaxnreg.
-# 64K registers per SM, one block per SM: 128 * (producer + consumers * nc) <= 65536.
+# Per consumer-warpgroup count nc: (producer, consumer) registers after setmaxnreg; 128 (producer + nc consumer) <= 64K.
 REG_SPLIT = {1: (0, 0), 2: (24, 240), 3: (24, 160)}
 # Paged kernels: the producer's 128 threads run the cp.async loop (page look-ups, 64-bit addresses)
 # and spill in 24 registers; the consumers give some back: 56 / 216 where the consumers need little
@@ -100,8 +99,7 @@ class WgmmaTemplate(ForwardTemplate):
             errors.append("paged K/V needs block_m 64 or 128 (three consumer warpgroups leave the producer "
                           "too few registers for its cp.async loop)")
         if nc == 3 and (cfg.softcap or cfg.alibi):
-            # the score transform's constants and temporaries: ptxas spilled 16-228 B at D 8 and D 64
-            # (block_n 128) with three consumers' 160 registers; window and sinks alone did not
+            # ptxas spilled 16-228 B at D 8 and D 64 (block_n 128) in three consumers' 160 registers (not window/sinks)
             errors.append("softcap/alibi need more registers than three consumer warpgroups get (160 each): "
                           "use block_m 128")
         return errors
@@ -213,7 +211,6 @@ class WgmmaTemplate(ForwardTemplate):
             "pingpong": pingpong_rule(cfg) if cfg.pingpong == -1 else cfg.pingpong,
             "o_store_tma": int(self.takes_o_map(cfg)), "o_via_q": int(self.o_via_q(cfg)),
             "idle_rows_skip": int(IDLE_ROWS_SKIP) if nc > 1 else 0,  # warpgroup 0 always holds a row of the sequence
-            "tail_split": int(TAIL_SPLIT and cfg.causal and not cfg.paged),  # paged: its producer spilled 40 B
             **({"o_off": lay["o_off"]} if "o_off" in lay else {"o_off": lay["q_off"]} if self.o_via_q(cfg) else {}),
         }
 
@@ -328,14 +325,18 @@ class WgmmaTemplate(ForwardTemplate):
         items = self.items(cfg, p)
         persistent = self.persistent_rule(cfg) if cfg.persistent == -1 else cfg.persistent == 1
         if persistent:
-            items = min(items, _sm_count())
+            sms, tiles = _sm_count(), -(-p.seq_q // cfg.block_m)
+            # dense non-causal tiles whose last one leaves warpgroups idle (IDLE_ROWS_SKIP): on a grid that is a
+            # multiple of the tile count every such cheap tile lands on the same CTAs; one SM fewer spreads them
+            spread = (IDLE_ROWS_SKIP and self.consumers(cfg) > 1 and not (cfg.causal or p.cu_seqlens_q)
+                      and tiles * cfg.block_m - p.seq_q >= 64 and sms % tiles == 0)
+            items = min(items, sms - spread)
         return (items, 1, 1)
 
 
 O_STORE_RULE_DIMS = (96, 128)  # o_store_rule: TMA for Q/K's and V's head dims in this range (128-row tiles)
-# Idle warpgroups and the causal tail split (issue 18; prepared switches, see the template): off = today's render.
-IDLE_ROWS_SKIP = False  # True: idle warpgroups skip their work; 2: also rotate query tiles by the persistent step
-TAIL_SPLIT = False  # causal (not paged): the last, partial round's pairs run as single tiles, heaviest first
+# Consumer warpgroups whose rows are all past the sequence skip their work (template; measured: NOTES.md, eleventh).
+IDLE_ROWS_SKIP = True
 
 
 def pingpong_rule(cfg: KernelConfig) -> int:
@@ -363,11 +364,10 @@ def padded_head_dim(head_dim: int) -> int:
 
 
 def map_geometry(cfg: KernelConfig, p: Problem) -> tuple:
-    """Everything a Q/K/V tensor map encodes besides its pointer (qkv_map_args' arguments after
-    the pointers): shapes and element strides; the maps are cached per pointer set and geometry.
-    Dense: (B, H, N, D) with the operands' strides. Varlen: the packed (total, H, D) tensors as one
-    batch of total tokens, so a tile may read the next sequence's rows (the kernel masks them) but
-    never past the tensor (TMA zero-fills there). The last element is V's head dim."""
+    """Everything a Q/K/V tensor map encodes besides its pointer (qkv_map_args' arguments after the pointers):
+    shapes and element strides; the maps are cached per pointer set and geometry. Dense: (B, H, N, D) with the
+    operands' strides. Varlen: the packed (total, H, D) tensors as one batch of total tokens, so a tile may read the
+    next sequence's rows (the kernel masks them) but never past the tensor (TMA zero-fills). Last: V's head dim."""
     qs, ks, vs, _ = p.operand_strides()
     if not p.cu_seqlens_q:
         return (cfg.dtype, p.batch, p.heads_q, p.heads_kv, p.seq_q, p.seq_k, cfg.head_dim, qs, ks, vs,
