@@ -62,7 +62,7 @@ def test_on_adds_only_the_idle_path():
         forward_wgmma.IDLE_ROWS_SKIP = False
         off = render(cfg)
         forward_wgmma.IDLE_ROWS_SKIP = True
-        if W.consumers(cfg) == 1:  # warpgroup 0 always holds the item's first row
+        if W.consumers(cfg) != 3:  # rendered for 192-row tiles only (forward_wgmma.IDLE_ROWS_SKIP)
             assert on == off, cfg.name
             continue
         anchor = "            mbar_wait(bar_q, it & 1);  // Qi in shared memory\n"
@@ -76,7 +76,7 @@ def test_on_adds_only_the_idle_path():
         assert [next(s for s in m if s) for m in steps] == [
             "full_k", "full_v", "begin", "end", "empty_k", "empty_q", "empty_v"], cfg.name
         checked += 1
-    assert checked >= 20
+    assert checked >= 15
 
 
 @pytest.mark.parametrize("seq_q, block_m, causal, varlen, spread", [
@@ -196,12 +196,12 @@ def test_switched_kernels_compile_clean(monkeypatch, cfg, value):
     from autoflash.kernels import compile as afc
 
     monkeypatch.setattr(forward_wgmma, "IDLE_ROWS_SKIP", value)
-    assert cfg.problems() == [] and W.values(cfg)["idle_rows_skip"] == value
+    assert cfg.problems() == [] and W.values(cfg)["idle_rows_skip"] == (value and W.consumers(cfg) == 3)
     report = afc.compile_kernel(cfg, use_cache=False).report
     assert report.spills == 0 and report.stack_frame == 0 and not report.wgmma_serialized, report
 
 
-@pytest.mark.parametrize("cfg", [COMPILED[2], COMPILED[5]], ids=lambda c: c.name)
+@pytest.mark.parametrize("cfg", [COMPILED[0], COMPILED[2]], ids=lambda c: c.name)
 def test_switched_sass_keeps_the_working_path(monkeypatch, tmp_path, cfg):
     """The idle path adds barrier operations only: as many wgmmas (HGMMA) and exponentials (MUFU.EX2) as the served
     kernel, more mbarrier operations (SYNCS), no local memory (LDL/STL)."""

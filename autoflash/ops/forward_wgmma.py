@@ -210,7 +210,7 @@ class WgmmaTemplate(ForwardTemplate):
             # applies it only with two consumers
             "pingpong": pingpong_rule(cfg) if cfg.pingpong == -1 else cfg.pingpong,
             "o_store_tma": int(self.takes_o_map(cfg)), "o_via_q": int(self.o_via_q(cfg)),
-            "idle_rows_skip": int(IDLE_ROWS_SKIP) if nc > 1 else 0,  # warpgroup 0 always holds a row of the sequence
+            "idle_rows_skip": int(IDLE_ROWS_SKIP and nc == 3),  # three consumers: see IDLE_ROWS_SKIP
             **({"o_off": lay["o_off"]} if "o_off" in lay else {"o_off": lay["q_off"]} if self.o_via_q(cfg) else {}),
         }
 
@@ -326,9 +326,8 @@ class WgmmaTemplate(ForwardTemplate):
         persistent = self.persistent_rule(cfg) if cfg.persistent == -1 else cfg.persistent == 1
         if persistent:
             sms, tiles = _sm_count(), -(-p.seq_q // cfg.block_m)
-            # dense non-causal tiles whose last one leaves warpgroups idle (IDLE_ROWS_SKIP): on a grid that is a
-            # multiple of the tile count every such cheap tile lands on the same CTAs; one SM fewer spreads them
-            spread = (IDLE_ROWS_SKIP and self.consumers(cfg) > 1 and not (cfg.causal or p.cu_seqlens_q)
+            # IDLE_ROWS_SKIP: a grid that is a multiple of the tiles gives every idle last tile to the same CTAs
+            spread = (IDLE_ROWS_SKIP and self.consumers(cfg) == 3 and not (cfg.causal or p.cu_seqlens_q)
                       and tiles * cfg.block_m - p.seq_q >= 64 and sms % tiles == 0)
             items = min(items, sms - spread)
         return (items, 1, 1)
@@ -336,6 +335,7 @@ class WgmmaTemplate(ForwardTemplate):
 
 O_STORE_RULE_DIMS = (96, 128)  # o_store_rule: TMA for Q/K's and V's head dims in this range (128-row tiles)
 # Consumer warpgroups whose rows are all past the sequence skip their work (template; measured: NOTES.md, eleventh).
+# Rendered for 192-row tiles only: 128-row ones measured no gain, and it spilled in some of them (paged D 256, Dqk 192).
 IDLE_ROWS_SKIP = True
 
 
