@@ -191,6 +191,7 @@ class WgmmaTemplate(ForwardTemplate):
         lay = self.smem_layout(cfg)
         nc = self.consumers(cfg)
         producer_regs, consumer_regs = reg_split(cfg)
+        wg_tiles = int(WG_TILES and IDLE_ROWS_SKIP and nc == 3 and cfg.causal and not self.o_via_q(cfg))
         return {
             **{flag: "true" if getattr(cfg, flag, False) else "false" for flag in VARIANT_FLAGS},
             "head_dim_v": dim_v(cfg),
@@ -208,8 +209,7 @@ class WgmmaTemplate(ForwardTemplate):
             # applies it only with two consumers
             "pingpong": pingpong_rule(cfg) if cfg.pingpong == -1 else cfg.pingpong,
             "o_store_tma": int(self.takes_o_map(cfg)), "o_via_q": int(self.o_via_q(cfg)),
-            "idle_rows_skip": int(IDLE_ROWS_SKIP and nc == 3),  # three consumers: see IDLE_ROWS_SKIP
-            "wg_tiles": int(WG_TILES and IDLE_ROWS_SKIP and nc == 3 and cfg.causal and not self.o_via_q(cfg)),
+            "idle_rows_skip": int(IDLE_ROWS_SKIP and nc == 3 and not wg_tiles), "wg_tiles": wg_tiles,  # (n_own = 0)
             **({"o_off": lay["o_off"]} if "o_off" in lay else {"o_off": lay["q_off"]} if self.o_via_q(cfg) else {}),
         }
 
