@@ -29,7 +29,9 @@ def wgmma(head_dim=64, causal=True, block_m=192, block_n=128, stages=2, dtype="b
 
 SWITCHED = [wgmma(), wgmma(stages=3), wgmma(dtype="fp16"), wgmma(stages=3, dtype="fp16"), wgmma(block_n=64),
             wgmma(block_n=96), wgmma(block_n=112), wgmma(stages=3, window=True), wgmma(stages=3, window=True,
-                                                                                     sinks=True), wgmma(8), wgmma(32)]
+                                                                                     sinks=True), wgmma(8), wgmma(32),
+            wgmma(128, block_n=64)]  # D 128 at 192 rows: bc 64-80 fit 160 registers (bc 96 spills, switch on or off)
+COMPILED = [c for c in SWITCHED if c.head_dim not in (8, 32)]
 
 
 def switch(on: bool):
@@ -161,7 +163,7 @@ def test_the_model_catches_a_trailing_arrive_before_its_full_wait():
 
 
 # ------------------------------------------------------------ compiled (NVRTC + ptxas, no GPU)
-@pytest.mark.parametrize("cfg", SWITCHED[:9], ids=lambda c: c.name)
+@pytest.mark.parametrize("cfg", COMPILED, ids=lambda c: c.name)
 def test_switched_kernels_compile_clean(cfg):
     pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
     from autoflash.kernels import compile as afc
