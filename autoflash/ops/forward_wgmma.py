@@ -209,7 +209,7 @@ class WgmmaTemplate(ForwardTemplate):
             # applies it only with two consumers
             "pingpong": pingpong_rule(cfg) if cfg.pingpong == -1 else cfg.pingpong,
             "o_store_tma": int(self.takes_o_map(cfg)), "o_via_q": int(self.o_via_q(cfg)),
-            "idle_rows_skip": int(IDLE_ROWS_SKIP and nc == 3 and not wg_tiles), "wg_tiles": wg_tiles,  # (n_own = 0)
+            "idle_rows_skip": int(IDLE_ROWS_SKIP and nc == 3 and not wg_tiles), "wg_tiles": wg_tiles,  # idle: n_own 0
             **({"o_off": lay["o_off"]} if "o_off" in lay else {"o_off": lay["q_off"]} if self.o_via_q(cfg) else {}),
         }
 
