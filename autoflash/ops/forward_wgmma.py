@@ -191,7 +191,6 @@ class WgmmaTemplate(ForwardTemplate):
         lay = self.smem_layout(cfg)
         nc = self.consumers(cfg)
         producer_regs, consumer_regs = reg_split(cfg)
-        wg_tiles = int(WG_TILES and IDLE_ROWS_SKIP and nc == 3 and cfg.causal and not self.o_via_q(cfg))
         return {
             **{flag: "true" if getattr(cfg, flag, False) else "false" for flag in VARIANT_FLAGS},
             "head_dim_v": dim_v(cfg),
@@ -203,13 +202,15 @@ class WgmmaTemplate(ForwardTemplate):
             "k_off": lay["k_off"],
             "v_off": lay["v_off"],
             "bar_off": lay["bar_off"],
-            "kv_bytes": lay["kv_bytes"], "v_bytes": lay["v_bytes"], "q_bytes": lay["q_bytes"],
+            "kv_bytes": lay["kv_bytes"],
+            "v_bytes": lay["v_bytes"],
+            "q_bytes": lay["q_bytes"],
             "overlap": 1,  # issue S(j+1) = Qi K(j+1)^T before softmax of tile j finishes P.V (FA3 intra-warpgroup)
             # consumer warpgroups take turns issuing GEMMs (FA3 inter-warpgroup ping-pong); the template
             # applies it only with two consumers
             "pingpong": pingpong_rule(cfg) if cfg.pingpong == -1 else cfg.pingpong,
             "o_store_tma": int(self.takes_o_map(cfg)), "o_via_q": int(self.o_via_q(cfg)),
-            "idle_rows_skip": int(IDLE_ROWS_SKIP and nc == 3 and not wg_tiles), "wg_tiles": wg_tiles,  # idle: n_own 0
+            "idle_rows_skip": int(IDLE_ROWS_SKIP and nc == 3),  # three consumers: see IDLE_ROWS_SKIP
             **({"o_off": lay["o_off"]} if "o_off" in lay else {"o_off": lay["q_off"]} if self.o_via_q(cfg) else {}),
         }
 
@@ -336,7 +337,6 @@ O_STORE_RULE_DIMS = (96, 128)  # o_store_rule: TMA for Q/K's and V's head dims i
 # Consumer warpgroups whose rows are all past the sequence skip their work (template; measured: NOTES.md, eleventh).
 # Rendered for 192-row tiles only: 128-row ones measured no gain, and it spilled in some of them (paged D 256, Dqk 192).
 IDLE_ROWS_SKIP = True
-WG_TILES = False  # causal 192-row tiles: a consumer warpgroup stops after its own last key tile (template; issue 18)
 
 
 def pingpong_rule(cfg: KernelConfig) -> int:
