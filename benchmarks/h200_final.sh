@@ -42,7 +42,7 @@ for part in "$@"; do
         summary+=$'\n'"===== $part: skipped (deadline)"; continue
     fi
     case $part in
-        tests) AUTOFLASH_TEST_WATCHDOG_S=${TEST_WATCHDOG_S:-200} timeout ${TESTS_TIMEOUT:-330} python3 -m pytest -v -m gpu -n ${XDIST:-15} -p no:cacheprovider -rf -k "${TESTS_K:-}" tests/ > "$OUT/tests.log" 2>&1
+        tests) AUTOFLASH_TEST_WATCHDOG_S=${TEST_WATCHDOG_S:-200} timeout ${TESTS_TIMEOUT:-400} python3 -m pytest -v -m gpu -n ${XDIST:-15} -p no:cacheprovider -rf --durations=30 -k "${TESTS_K:-}" tests/ > "$OUT/tests.log" 2>&1
                # -v: per-test lines survive a timeout; the counts below are read from them
                s=$(grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests.log" | grep -v "^\[" | tail -30
                    echo "per-test lines: $(grep -c ' PASSED' "$OUT/tests.log") PASSED, $(grep -c ' FAILED' "$OUT/tests.log") FAILED, $(grep -c ' SKIPPED' "$OUT/tests.log") SKIPPED, $(grep -c ' ERROR' "$OUT/tests.log") ERROR") ;;
