@@ -43,10 +43,9 @@ from autoflash.ops.forward_base import (VARIANT_FLAGS, ForwardTemplate, KernelCo
 
 # Per consumer-warpgroup count nc: (producer, consumer) registers after setmaxnreg; 128 (producer + nc consumer) <= 64K.
 REG_SPLIT = {1: (0, 0), 2: (24, 240), 3: (24, 160)}
-# Paged kernels: the producer's 128 threads run the cp.async loop (page look-ups, 64-bit addresses)
-# and spill in 24 registers; the consumers give some back: 56 / 216 where the consumers need little
-# (ptxas: D 40 spilled 12 B with a 48-register producer since the TMA page groups), else 40 / 232
-# (D 256 spilled 136 B at 224).
+# Paged kernels: the producer's 128 threads run the cp.async loop (page look-ups, 64-bit addresses) and spill in 24
+# registers; the consumers give some back: 56 / 216 where the consumers need little (ptxas: D 40 spilled 12 B with a
+# 48-register producer since the TMA page groups), else 40 / 232 (D 256 spilled 136 B at 224).
 PAGED_REG_SPLIT = {1: (0, 0), 2: ((56, 216), (40, 232)), 3: (32, 160)}
 PAGED_LIGHT_CONSUMER = 160  # consumer_registers() up to this take the 56 / 216 split
 PAGE_GROUP = 16  # rows of a paged K/V TMA box: page sizes are multiples of 16, so a group is in one page
@@ -156,6 +155,9 @@ class WgmmaTemplate(ForwardTemplate):
     def takes_o_map(self, cfg: KernelConfig) -> bool:  # O stored by TMA: through its staging tile, or over Qi
         return self.o_store_tma(cfg) or self.o_via_q(cfg)
 
+    def skips_idle_rows(self, cfg: KernelConfig) -> bool:  # IDLE_ROWS_SKIP's kernels: three consumer warpgroups
+        return IDLE_ROWS_SKIP and self.consumers(cfg) == 3
+
     @staticmethod
     def consumer_registers(cfg: KernelConfig) -> int:
         return cfg.block_n // 2 + cfg.block_n // 4 + dim_v(cfg) // 2 + REG_OVERHEAD
@@ -169,8 +171,7 @@ class WgmmaTemplate(ForwardTemplate):
         q_bytes = cfg.block_m * cols * eb
         kv_bytes = cfg.block_n * cols * eb  # one K tile
         v_bytes = cfg.block_n * padded_head_dim(dim_v(cfg)) * eb  # one V tile (V's own head dim)
-        q_off = 0
-        k_off = q_off + q_bytes
+        q_off, k_off = 0, q_bytes  # Qi first, then the K ring
         v_off = k_off + cfg.stages * kv_bytes
         bar_off = v_off + cfg.stages * v_bytes
         extra = {}
@@ -210,7 +211,7 @@ class WgmmaTemplate(ForwardTemplate):
             # applies it only with two consumers
             "pingpong": pingpong_rule(cfg) if cfg.pingpong == -1 else cfg.pingpong,
             "o_store_tma": int(self.takes_o_map(cfg)), "o_via_q": int(self.o_via_q(cfg)),
-            "idle_rows_skip": int(IDLE_ROWS_SKIP and nc == 3),  # three consumers: see IDLE_ROWS_SKIP
+            "idle_rows_skip": int(self.skips_idle_rows(cfg)),
             **({"o_off": lay["o_off"]} if "o_off" in lay else {"o_off": lay["q_off"]} if self.o_via_q(cfg) else {}),
         }
 
@@ -326,16 +327,15 @@ class WgmmaTemplate(ForwardTemplate):
         persistent = self.persistent_rule(cfg) if cfg.persistent == -1 else cfg.persistent == 1
         if persistent:
             sms, tiles = _sm_count(), -(-p.seq_q // cfg.block_m)
-            # IDLE_ROWS_SKIP: a grid that is a multiple of the tiles gives every idle last tile to the same CTAs
-            spread = (IDLE_ROWS_SKIP and self.consumers(cfg) == 3 and not (cfg.causal or p.cu_seqlens_q)
+            spread = (self.skips_idle_rows(cfg) and not (cfg.causal or p.cu_seqlens_q)
                       and tiles * cfg.block_m - p.seq_q >= 64 and sms % tiles == 0)
-            items = min(items, sms - spread)
+            items = min(items, sms - spread)  # on a multiple of the tiles every idle last tile goes to the same CTAs
         return (items, 1, 1)
 
 
 O_STORE_RULE_DIMS = (96, 128)  # o_store_rule: TMA for Q/K's and V's head dims in this range (128-row tiles)
-# Consumer warpgroups whose rows are all past the sequence skip their work (template; measured: NOTES.md, eleventh).
-# Rendered for 192-row tiles only: 128-row ones measured no gain, and it spilled in some of them (paged D 256, Dqk 192).
+# Consumer warpgroups whose rows are all past the sequence skip their work (template; NOTES.md, eleventh session), in
+# 192-row tiles only (skips_idle_rows): 128-row ones gained nothing, and it spilled in some (paged D 256, Dqk 192).
 IDLE_ROWS_SKIP = True
 
 
