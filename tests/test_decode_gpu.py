@@ -133,6 +133,13 @@ def test_cache_hints_and_fused_combine(knobs, layout, seq_q, group):
         run_and_check(q, k, v, [2500, 0, 1, 1001], layout=layout, num_splits=splits, config=cfg)
 
 
+@pytest.mark.parametrize("head_dim", [16, 32])
+def test_small_head_dims_merge_many_splits(head_dim):
+    # the combine kernel's block is sized by the head dim (WARP_COMBINE) or the split count: 40 splits here
+    q, k, v = make(2, 1, 1, 8, 3000, head_dim, seed=head_dim)
+    run_and_check(q, k, v, [3000, 5], num_splits=40)
+
+
 def test_fused_combine_under_graph_replay_with_new_lengths():
     from autoflash.kernels.device import device_arch
     from autoflash.ops.decode import DECODE

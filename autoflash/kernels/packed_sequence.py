@@ -11,6 +11,8 @@ where used.
 """
 from __future__ import annotations
 
+import ctypes
+import functools
 import operator
 import struct
 import threading
@@ -20,6 +22,46 @@ import numpy as np
 from autoflash.kernels.loaded import LaunchError, ensure_context
 
 _SLOT = 8  # bytes per argument slot (every argument but a struct is a 4- or 8-byte scalar or a pointer)
+
+
+PROGRAMMATIC_STREAM_SERIALIZATION = 6  # CUlaunchAttributeID: the launch may overlap the kernel before it
+
+
+class _AttributeValue(ctypes.Union):  # CUlaunchAttributeValue: a 64-byte union
+    _fields_ = [("pad", ctypes.c_char * 64), ("align", ctypes.c_uint64), ("flag", ctypes.c_int)]
+
+
+class _Attribute(ctypes.Structure):  # CUlaunchAttribute
+    _fields_ = [("id", ctypes.c_int), ("pad", ctypes.c_char * 4), ("value", _AttributeValue)]
+
+
+class _LaunchConfig(ctypes.Structure):  # CUlaunchConfig
+    _fields_ = [("grid", ctypes.c_uint * 3), ("block", ctypes.c_uint * 3), ("shared_mem_bytes", ctypes.c_uint),
+                ("stream", ctypes.c_void_p), ("attrs", ctypes.POINTER(_Attribute)), ("num_attrs", ctypes.c_uint)]
+
+
+@functools.lru_cache(maxsize=1)
+def _launch_kernel_ex():
+    """The driver's cuLaunchKernelEx (CuPy's driver module has no binding for it)."""
+    fn = ctypes.CDLL("libcuda.so.1").cuLaunchKernelEx
+    fn.argtypes = [ctypes.POINTER(_LaunchConfig), ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+class _ProgrammaticLaunch:
+    """A launch function with cuLaunchKernel's arguments that launches with programmatic stream serialization
+    (sm_90): the kernel may be scheduled before the previous kernel on the stream ends, and must itself wait
+    (griddepcontrol.wait) before it reads that kernel's results. Configs are built per call (thread-safe)."""
+
+    def __call__(self, function, gx, gy, gz, bx, by, bz, smem, stream, params, extra) -> None:
+        attr = _Attribute(id=PROGRAMMATIC_STREAM_SERIALIZATION)
+        attr.value.flag = 1
+        config = _LaunchConfig((ctypes.c_uint * 3)(gx, gy, gz), (ctypes.c_uint * 3)(bx, by, bz), smem, stream,
+                               ctypes.pointer(attr), 1)
+        status = _launch_kernel_ex()(ctypes.byref(config), function, params, extra or None)
+        if status:
+            raise LaunchError(f"cuLaunchKernelEx (programmatic dependent launch) failed with CUresult {status}")
 
 
 class Slot(int):
@@ -75,18 +117,20 @@ class PackedSequence:
     """launches: (function, grid, block, smem, args) in launch order; pointer arguments as Slot.
     __call__(pointers, stream_ptr, start, stop) writes pointers[slot] into each slot of launches
     start..stop-1 and launches them in order on the raw stream (0: the legacy default stream).
-    A lock makes each write-and-launch atomic (the driver copies the values at the call).
+    A lock makes each write-and-launch atomic (the driver copies the values at the call). programmatic: every
+    launch is a programmatic dependent launch (_ProgrammaticLaunch).
 
     Launches with structs that embed pointers (the forward's TMA maps embed q, k, v, and o with a TMA O
     store) take rebuild(pointers): every launch's arguments built for these pointers (only their structs
     are used), called when one of the first `embedded` pointers differs from those of the last build;
     `pointers`: those the launches' structs were built from."""
 
-    def __init__(self, launches: list, rebuild=None, embedded: int = 0, pointers: tuple = ()):
+    def __init__(self, launches: list, rebuild=None, embedded: int = 0, pointers: tuple = (),
+                 programmatic: bool = False):
         from cupy.cuda import driver
 
         self.launches = [_Launch(*launch) for launch in launches]
-        self._launch = driver.launchKernel
+        self._launch = _ProgrammaticLaunch() if programmatic else driver.launchKernel
         self._lock = threading.Lock()
         self._rebuild = rebuild if any(launch.struct_slots for launch in self.launches) else None
         self._embedded = embedded

@@ -40,6 +40,12 @@ FUSED_MAX_SPLITS = 32  # fused_combine merges with one lane per split; more spli
 RING_BYTES = 256    # paged: a warp's static ring of table entries, two batches of 32 (template: RING ints)
 HEAD_DIMS = (16, 32, 64, 128, 256)  # a warp's copy pass covers whole rows (D <= 256) or whole chunks
 VARIANT_FLAGS = ("window", "softcap", "sinks", "alibi")  # the forward's, in its order
+# Experiment switches (issue 14's small rows; not in the config name, off: renders as before).
+# WARP_COMBINE: the combine kernel merges a row with one warp per float4 column, lanes over splits, the LSEs
+# merged by shuffles in every warp (no block barrier). PDL_COMBINE (sm_90, needs WARP_COMBINE): the combine
+# is launched as the split kernel's programmatic dependent, so its launch overlaps the split kernel.
+WARP_COMBINE = False
+PDL_COMBINE = False
 
 
 @dataclass(frozen=True)
@@ -158,7 +164,9 @@ class DecodeMmaTemplate(Template):
 
     def template_values(self, cfg: DecodeConfig) -> dict:
         return {"mma_type": "bf16" if cfg.dtype == "bf16" else "f16",
-                "q_in_regs": "true" if self.q_in_regs(cfg) else "false"}
+                "q_in_regs": "true" if self.q_in_regs(cfg) else "false",
+                "warp_combine": "true" if WARP_COMBINE else "false",
+                "pdl": "true" if pdl_combine(cfg) else "false"}
 
     # Defaults, first valid wins (block_n, warps, stages): ~16 KB of K/V per warp stage, 3-4 deep,
     # with the L2::128B prefetch hint on the K/V copies (and on sm_90 the swizzled K/V rows). The H200 sweeps (benchmarks/NOTES.md, decode)
@@ -181,6 +189,18 @@ class DecodeMmaTemplate(Template):
 
 
 MMA = DecodeMmaTemplate()
+
+
+def pdl_combine(cfg: DecodeConfig) -> bool:
+    """Whether cfg's combine kernel is launched as its split kernel's programmatic dependent (griddepcontrol:
+    sm_90; only the warp combine waits for it)."""
+    return PDL_COMBINE and WARP_COMBINE and cfg.arch == "sm_90"
+
+
+def combine_threads(cfg: DecodeConfig, num_splits: int) -> int:
+    """The combine kernel's block: a warp per float4 column (at most COMBINE_GROUPS) with WARP_COMBINE, else a
+    group of 32 lanes per split (at most COMBINE_GROUPS)."""
+    return 32 * min(COMBINE_GROUPS, cfg.head_dim // 4 if WARP_COMBINE else num_splits)
 
 
 def min_split_keys(work_blocks: int, slots: int) -> int:

@@ -19,8 +19,9 @@ import numpy as np
 
 from autoflash.kernels.arrays import poisoned, random_normal, to_float64
 from autoflash.kernels.elements import DTYPE_BYTES, LOG2E
-from autoflash.ops.decode_kernels import (COMBINE_GROUPS, FUSED_MAX_SPLITS, DecodeConfig, m_blocks, min_split_keys,
-                                         split_heuristic)
+from autoflash.kernels.packed_sequence import PackedSequence, Slot
+from autoflash.ops.decode_kernels import (FUSED_MAX_SPLITS, DecodeConfig, combine_threads, m_blocks, min_split_keys,
+                                         pdl_combine, split_heuristic)
 from autoflash.ops.reference import Check, array_module, compare, slopes_per_batch, visible_keys
 
 
@@ -124,7 +125,8 @@ class DecodePlan:
     """One problem's launches with everything but the pointers converted beforehand."""
 
     __slots__ = ("split_fn", "combine_fn", "grid", "block", "smem", "tail", "num_splits", "combine_grid",
-                 "combine_block", "combine_tail", "counters", "fused", "paged_tail", "variant_head", "variant_end")
+                 "combine_block", "combine_tail", "counters", "fused", "paged_tail", "variant_head", "variant_end",
+                 "programmatic_combine")
 
     def __init__(self, kernel, p: DecodeProblem, strides: tuple[int, ...], num_splits: int, scale: float,
                  table_stride: int = 0):
@@ -156,7 +158,7 @@ class DecodePlan:
         self.variant_end = (i32(p.heads_q if p.alibi_per_batch else 0),)
         total_rows = p.batch * p.heads_kv * p.rows
         self.combine_grid = (total_rows, 1, 1)  # a block per packed row, a warp per split (at most 32)
-        self.combine_block = (32 * min(COMBINE_GROUPS, num_splits), 1, 1)
+        self.combine_block = (combine_threads(cfg, num_splits), 1, 1)
         self.combine_tail = tuple(i64(s) for s in strides[9:12]) + (
             i32(total_rows), i32(p.rows), i32(p.group), i32(p.heads_kv), i32(p.seq_q), i32(num_splits))
         # fused_combine: the last block of each (batch * KV head, m-block) merges; its ticket counters are
@@ -164,6 +166,13 @@ class DecodePlan:
         # The plan is cached, so this happens on the first call (outside any graph capture). Two streams
         # running one plan at the same time would share the counters: not supported.
         self.fused = cfg.fused_combine and 1 < num_splits <= FUSED_MAX_SPLITS
+        # PDL_COMBINE: the combine goes out as a packed programmatic dependent launch (its arguments' pointers
+        # are slots 0-4: o_part, lse_part, o, lse, sinks).
+        self.programmatic_combine = None
+        if pdl_combine(cfg) and num_splits > 1 and not self.fused:
+            args = (Slot(0), Slot(1), Slot(2), Slot(3)) + self.combine_tail + (Slot(4),)
+            self.programmatic_combine = PackedSequence(
+                [(self.combine_fn, self.combine_grid, self.combine_block, 0, args)], programmatic=True)
         self.counters = None
         if self.fused:
             import cupy
@@ -181,7 +190,9 @@ class DecodePlan:
                        u64(counters)) + self.tail + (u64(block_table),) + self.paged_tail + self.variant_head
                       + (sinks, u64(alibi_slopes)) + self.variant_end,
                       shared_mem=self.smem, stream=stream)
-        if self.num_splits > 1 and not self.fused:
+        if self.programmatic_combine is not None:
+            self.programmatic_combine((o_part, lse_part, o, lse, int(sinks)), stream.ptr)
+        elif self.num_splits > 1 and not self.fused:
             self.combine_fn(self.combine_grid, self.combine_block,
                             (u64(o_part), u64(lse_part), u64(o), u64(lse)) + self.combine_tail + (sinks,),
                             stream=stream)
