@@ -1,0 +1,26 @@
+#!/bin/bash
+# Twelfth session's second call (nvidia-h200-x2, carry .whl). GPU 0: the decode GPU tests with WARP_COMBINE and
+# PDL_COMBINE on (benchmarks/decode_switches_plugin.py), then the four test files the first call's 330 s limit cut
+# (switches off). GPU 1: benchmarks/decode_combine_ab.py. Logs in $OUT.
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+export PYTHONPATH=$PWD:$PWD/benchmarks:/tmp/site PYTHONUNBUFFERED=1
+(
+  DECODE_SWITCHES="WARP_COMBINE PDL_COMBINE" python3 -c "
+from autoflash.ops import decode_kernels as d; d.WARP_COMBINE = d.PDL_COMBINE = True
+from autoflash.kernels.render import render
+src = render(d.MMA.default('sm_90', {'dtype': 'bf16', 'head_dim': 128, 'm_tiles': 1}))
+print('switches on render: griddepcontrol', 'griddepcontrol.wait' in src, 'warp combine', 'SPLITS_PER_LANE' in src)"
+  CUDA_VISIBLE_DEVICES=0 DECODE_SWITCHES="WARP_COMBINE PDL_COMBINE" timeout 240 python3 -m pytest -q -m gpu -n 12 \
+    -p no:cacheprovider -p decode_switches_plugin -rf tests/test_decode_gpu.py tests/test_decode_variants_gpu.py \
+    tests/test_serve_decode_gpu.py tests/test_decode_swizzle_gpu.py tests/test_paged_gpu.py tests/test_paged_lookup_gpu.py \
+    > $OUT/decode_tests_switches_on.log 2>&1
+  echo "switches-on decode tests: $(tail -1 $OUT/decode_tests_switches_on.log)"; grep -E "^(FAILED|ERROR)" $OUT/decode_tests_switches_on.log | head
+  CUDA_VISIBLE_DEVICES=0 timeout 200 python3 -m pytest -q -m gpu -n 15 -p no:cacheprovider -rf tests/test_kernels_gpu.py \
+    tests/test_host_path_gpu.py tests/test_head_dim_v_gpu.py tests/test_forward_o_layout_gpu.py tests/test_wgmma_idle_rows_gpu.py \
+    tests/test_decode_gpu.py > $OUT/tests_cut_files.log 2>&1
+  echo "cut files (switches off): $(tail -1 $OUT/tests_cut_files.log)"; grep -E "^(FAILED|ERROR)" $OUT/tests_cut_files.log | head
+) > $OUT/gpu0.txt 2>&1 &
+CUDA_VISIBLE_DEVICES=1 timeout 420 python3 benchmarks/decode_combine_ab.py --rounds 5 2>&1 \
+  | grep -v "UserWarning\|return F.scaled\|DeprecationWarning\|stream=_stream" > $OUT/decode_combine_ab.log
+wait
+cat $OUT/gpu0.txt $OUT/decode_combine_ab.log
