@@ -65,7 +65,7 @@ def test_plan_launches_the_combine_as_a_programmatic_dependent(switches_on, monk
     assert len(kernel.function.calls) == 1 and kernel.combine.calls == []  # the split kernel as before
     grid, block, stream, n_attrs, attr_id, flag, function, values = launches[0]
     rows = 2 * 2 * 4  # batch x KV heads x packed rows
-    assert (grid, block, stream, n_attrs, attr_id, flag, function) == ((rows, 1, 1), (32 * 32, 1, 1), 99, 1, 6, 1,
+    assert (grid, block, stream, n_attrs, attr_id, flag, function) == ((rows, 1, 1), (32 * 16, 1, 1), 99, 1, 6, 1,
                                                                        4242)
     params = [p.rsplit(" ", 1)[1] for p in kernel_params(render(cfg), cfg.name + "_combine")]
     named = dict(zip(params, values))

@@ -198,9 +198,13 @@ def pdl_combine(cfg: DecodeConfig) -> bool:
 
 
 def combine_threads(cfg: DecodeConfig, num_splits: int) -> int:
-    """The combine kernel's block: a warp per float4 column (at most COMBINE_GROUPS) with WARP_COMBINE, else a
-    group of 32 lanes per split (at most COMBINE_GROUPS)."""
-    return 32 * min(COMBINE_GROUPS, cfg.head_dim // 4 if WARP_COMBINE else num_splits)
+    """The combine kernel's block. WARP_COMBINE: lane groups of `span` lanes (num_splits rounded up to a power of
+    two, at most 32) each take a float4 column, so a warp takes 32 / span columns; enough warps for the head dim's
+    columns (at most COMBINE_GROUPS). Else a group of 32 lanes per split (at most COMBINE_GROUPS)."""
+    if not WARP_COMBINE:
+        return 32 * min(COMBINE_GROUPS, num_splits)
+    span = min(32, 1 << max(0, num_splits - 1).bit_length())
+    return 32 * min(COMBINE_GROUPS, math.ceil(cfg.head_dim // 4 / (32 // span)))
 
 
 def min_split_keys(work_blocks: int, slots: int) -> int:
