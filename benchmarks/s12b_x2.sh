@@ -1,5 +1,5 @@
 #!/bin/bash
-# Twelfth session's second call (nvidia-h200-x2, carry .whl). GPU 0: the decode GPU tests with WARP_COMBINE and
+# Twelfth session's second and third calls (nvidia-h200-x2, carry .whl). GPU 0: the decode GPU tests with WARP_COMBINE and
 # PDL_COMBINE on (benchmarks/decode_switches_plugin.py), then the four test files the first call's 330 s limit cut
 # (switches off). GPU 1: benchmarks/decode_combine_ab.py. Logs in $OUT.
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
