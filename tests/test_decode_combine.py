@@ -1,7 +1,7 @@
-"""The decode combine switches without a GPU (ops/decode_kernels.WARP_COMBINE, PDL_COMBINE): what they render,
-the combine's block, and the programmatic dependent launch DecodePlan makes (cuLaunchKernelEx's structs laid out
-as cuda.h has them, the combine's arguments in its slots); the GPU side is tests/test_decode_gpu.py run with the
-switches on (benchmarks/decode_switches_plugin.py)."""
+"""The decode combine on sm_90 without a GPU (ops/decode_kernels.WARP_COMBINE, PDL_COMBINE): what the switches
+render, which combine kernel and block a split count gets, and the programmatic dependent launch DecodePlan makes
+(cuLaunchKernelEx's structs laid out as cuda.h has them, the combine's arguments in its slots); on the GPU:
+tests/test_decode_gpu.py and the other decode GPU tests."""
 import ctypes
 from types import SimpleNamespace
 
@@ -34,12 +34,22 @@ def test_launch_structs_match_cuda_h():
 def test_switches_render_the_dependency_only_on_sm_90(switches_on, arch):
     src = render(DECODE.default(arch, KEY))
     assert ("griddepcontrol.launch_dependents" in src) == ("griddepcontrol.wait" in src) == (arch == "sm_90")
-    assert "SPLITS_PER_LANE" in src  # the warp combine, on both
+    assert ("_combine_lanes" in src) == (arch == "sm_90")  # measured on sm_90 only
 
 
-def test_switches_off_render_the_old_combine():
+def test_switches_off_render_the_old_combine_only(monkeypatch):
+    monkeypatch.setattr(decode_kernels, "WARP_COMBINE", False)
+    monkeypatch.setattr(decode_kernels, "PDL_COMBINE", False)
     src = render(DECODE.default("sm_90", KEY))
-    assert "griddepcontrol" not in src and "SPLITS_PER_LANE" not in src
+    assert "griddepcontrol" not in src and "_combine_lanes" not in src and "_combine(" in src
+
+
+@pytest.mark.parametrize("splits, name, threads", [(2, "_combine_lanes", 64), (8, "_combine_lanes", 256),
+                                                   (16, "_combine_lanes", 512), (64, "_combine_lanes", 1024),
+                                                   (65, "_combine", 1024), (256, "_combine", 1024)])
+def test_combine_kernel_by_split_count(switches_on, splits, name, threads):
+    assert decode_kernels.combine_kernel(DECODE.default("sm_90", KEY), splits) == (name, threads)
+    assert decode_kernels.combine_kernel(DECODE.default("sm_80", KEY), splits) == ("_combine", 32 * min(32, splits))
 
 
 def test_plan_launches_the_combine_as_a_programmatic_dependent(switches_on, monkeypatch):
@@ -56,18 +66,20 @@ def test_plan_launches_the_combine_as_a_programmatic_dependent(switches_on, monk
 
     monkeypatch.setattr(packed_sequence, "_launch_kernel_ex", lambda: launch_ex)
     monkeypatch.setattr(packed_sequence, "ensure_context", lambda: None)
-    cfg = DECODE.default("sm_90", KEY)
+    cfg = DECODE.default("sm_90", KEY).replace(fused_combine=True)  # served unfused with PDL
     kernel = FakeKernel(cfg)
     kernel.combine.ptr = 4242
+    kernel.function_named = lambda suffix: kernel.combine if suffix == "_combine_lanes" else None
     p = DecodeProblem(2, 8, 2, 1, 4096, 128, True, sinks=False)
     plan = DecodePlan(kernel, p, tuple(range(1, 13)), 16, 0.1)
     plan(1, 2, 3, 4, 5, 6, 7, 8, SimpleNamespace(ptr=99), 0, 111, 0)
+    assert not plan.fused and plan.counters is None
     assert len(kernel.function.calls) == 1 and kernel.combine.calls == []  # the split kernel as before
     grid, block, stream, n_attrs, attr_id, flag, function, values = launches[0]
     rows = 2 * 2 * 4  # batch x KV heads x packed rows
     assert (grid, block, stream, n_attrs, attr_id, flag, function) == ((rows, 1, 1), (32 * 16, 1, 1), 99, 1, 6, 1,
                                                                        4242)
-    params = [p.rsplit(" ", 1)[1] for p in kernel_params(render(cfg), cfg.name + "_combine")]
+    params = [p.rsplit(" ", 1)[1] for p in kernel_params(render(cfg), cfg.name + "_combine_lanes")]
     named = dict(zip(params, values))
     assert (named["o_part"], named["lse_part"], named["o"], named["lse"], named["sinks"]) == (6, 7, 4, 5, 111)
     assert (named["o_sb"], named["o_sn"], named["o_sh"], named["total_rows"], named["num_splits"]) == (10, 11, 12,

@@ -15,6 +15,19 @@ from autoflash.ops.decode_launch import check_output, reference_decode  # noqa: 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+@pytest.fixture
+def merge_in_split_kernel(monkeypatch):
+    """fused_combine's merge inside the split kernel: served only without PDL_COMBINE (on sm_90 the combine
+    kernel merges); kernels and plans made anew so that the plan is made with the switch off."""
+    from autoflash.ops import decode_kernels
+    from autoflash.serve import decode as decode_api
+
+    monkeypatch.setattr(decode_kernels, "PDL_COMBINE", False)
+    decode_api._kernel_for.cache_clear()
+    yield
+    decode_api._kernel_for.cache_clear()
+
+
 def make(batch, seq_q, heads_kv, group, seq_k, head_dim, dtype="bf16", layout="bshd", seed=0):
     """Random q, k, v in `layout` (q and caches alike) and their bshd float64 NumPy views."""
     g = torch.Generator(device="cuda").manual_seed(seed)
@@ -116,7 +129,7 @@ def replay_and_check(graph, q, k, v, o, lse, seqlens, length_sets, poison=False)
                                    dict(fused_combine=True),
                                    dict(fused_combine=True, bulk_copy=True, l2_prefetch=0, evict_first=True, swizzle=False)])
 @pytest.mark.parametrize("layout, seq_q, group", [("bshd", 1, 4), ("bhsd", 3, 8), ("bshd", 3, 32)])
-def test_cache_hints_and_fused_combine(knobs, layout, seq_q, group):
+def test_cache_hints_and_fused_combine(knobs, layout, seq_q, group, merge_in_split_kernel):
     """Every split count: 1 (no merge), 7 and 32 (fused: the last block merges, twice in a row so
     the ticket counters must have been reset), 33 (beyond the fused limit: the combine kernel)."""
     from autoflash.kernels.device import device_arch
@@ -135,12 +148,12 @@ def test_cache_hints_and_fused_combine(knobs, layout, seq_q, group):
 
 @pytest.mark.parametrize("head_dim", [16, 32])
 def test_small_head_dims_merge_many_splits(head_dim):
-    # the combine kernel's block is sized by the head dim (WARP_COMBINE) or the split count: 40 splits here
+    # _combine_lanes' block is sized by the head dim and the split count: 40 splits here
     q, k, v = make(2, 1, 1, 8, 3000, head_dim, seed=head_dim)
     run_and_check(q, k, v, [3000, 5], num_splits=40)
 
 
-def test_fused_combine_under_graph_replay_with_new_lengths():
+def test_fused_combine_under_graph_replay_with_new_lengths(merge_in_split_kernel):
     from autoflash.kernels.device import device_arch
     from autoflash.ops.decode import DECODE
 

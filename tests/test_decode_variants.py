@@ -12,6 +12,7 @@ import pytest
 
 from autoflash.kernels.config import OpConfig
 from autoflash.key_flags import with_new_flags
+from autoflash.ops.decode_kernels import lanes_combine
 from autoflash.ops.decode import CHECK_WINDOW, DECODE, VARIANT_VALUES, DecodeProblem
 from autoflash.ops.decode_kernels import VARIANT_FLAGS, DecodeConfig
 from autoflash.ops.decode_launch import DecodePlan, reference_decode
@@ -124,8 +125,12 @@ def test_key_span_bounds_the_keys_a_window_reads():
 
 # ------------------------------------------------------------------ plan and render
 @pytest.mark.parametrize("flags", [COMBOS[0], COMBOS[-1]], ids=combo_id)
-def test_plan_passes_the_variant_tail_in_the_kernels_order(flags):
+def test_plan_passes_the_variant_tail_in_the_kernels_order(flags, monkeypatch):
     from autoflash.kernels.render import render
+    from autoflash.ops import decode_kernels
+
+    monkeypatch.setattr(decode_kernels, "PDL_COMBINE", False)  # both launches through CuPy (the programmatic
+    # launch's packing: tests/test_decode_combine.py); _combine_lanes has _combine's parameters
 
     c = DECODE.default("sm_90", {**KEY, **flags})
     src = render(c)
@@ -174,7 +179,7 @@ def _compile_clean(c):
     from autoflash.kernels.compile import compile_kernel
 
     sections = _sections(compile_kernel(c, use_cache=False).log)
-    assert set(sections) == {c.name, c.name + "_combine"}
+    assert set(sections) == {c.name, c.name + "_combine"} | ({c.name + "_combine_lanes"} if lanes_combine(c) else set())
     for name, text in sections.items():
         assert re.search(r"0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads", text), (name, text)
 

@@ -52,8 +52,11 @@ def test_render_switches_the_loads_through_the_table():
 
 
 @pytest.mark.parametrize("paged", [False, True])
-def test_plan_passes_exactly_the_kernels_parameters(paged):
+def test_plan_passes_exactly_the_kernels_parameters(paged, monkeypatch):
     from autoflash.kernels.render import render
+    from autoflash.ops import decode_kernels
+
+    monkeypatch.setattr(decode_kernels, "PDL_COMBINE", False)  # the combine through CuPy: recorded
 
     cfg = paged_cfg(paged=paged)
     page = 16 if paged else 0

@@ -40,12 +40,16 @@ FUSED_MAX_SPLITS = 32  # fused_combine merges with one lane per split; more spli
 RING_BYTES = 256    # paged: a warp's static ring of table entries, two batches of 32 (template: RING ints)
 HEAD_DIMS = (16, 32, 64, 128, 256)  # a warp's copy pass covers whole rows (D <= 256) or whole chunks
 VARIANT_FLAGS = ("window", "softcap", "sinks", "alibi")  # the forward's, in its order
-# Experiment switches (issue 14's small rows; not in the config name, off: renders as before).
-# WARP_COMBINE: the combine kernel merges a row with one warp per float4 column, lanes over splits, the LSEs
-# merged by shuffles in every warp (no block barrier). PDL_COMBINE (sm_90, needs WARP_COMBINE): the combine
-# is launched as the split kernel's programmatic dependent, so its launch overlaps the split kernel.
-WARP_COMBINE = False
-PDL_COMBINE = False
+# The combine on sm_90 (H200, benchmarks/NOTES.md "Twelfth session"): WARP_COMBINE renders a second combine
+# kernel, _combine_lanes, that merges a row with lane groups over the splits and a group per float4 column (LSEs
+# merged by shuffles, no block barrier), served up to LANES_MAX_SPLITS splits (+3-26 % on 2-64 split rows; at
+# 128 splits its scattered 16-byte reads lost 3-6 % to _combine's coalesced rows). PDL_COMBINE: the combine is
+# the split kernel's programmatic dependent launch (griddepcontrol), so its launch overlaps the split kernel;
+# the merge inside the split kernel (fused_combine) is then not used (the separate merge measured faster on 4 of
+# 5 rows). False restores the old combine and launches.
+WARP_COMBINE = True
+PDL_COMBINE = True
+LANES_MAX_SPLITS = 64
 
 
 @dataclass(frozen=True)
@@ -165,7 +169,7 @@ class DecodeMmaTemplate(Template):
     def template_values(self, cfg: DecodeConfig) -> dict:
         return {"mma_type": "bf16" if cfg.dtype == "bf16" else "f16",
                 "q_in_regs": "true" if self.q_in_regs(cfg) else "false",
-                "warp_combine": "true" if WARP_COMBINE else "false",
+                "warp_combine": "true" if lanes_combine(cfg) else "false",
                 "pdl": "true" if pdl_combine(cfg) else "false"}
 
     # Defaults, first valid wins (block_n, warps, stages): ~16 KB of K/V per warp stage, 3-4 deep,
@@ -191,20 +195,26 @@ class DecodeMmaTemplate(Template):
 MMA = DecodeMmaTemplate()
 
 
+def lanes_combine(cfg: DecodeConfig) -> bool:
+    """Whether cfg's module has the _combine_lanes kernel (measured on sm_90 only)."""
+    return WARP_COMBINE and cfg.arch == "sm_90"
+
+
 def pdl_combine(cfg: DecodeConfig) -> bool:
     """Whether cfg's combine kernel is launched as its split kernel's programmatic dependent (griddepcontrol:
-    sm_90; only the warp combine waits for it)."""
-    return PDL_COMBINE and WARP_COMBINE and cfg.arch == "sm_90"
+    sm_90)."""
+    return PDL_COMBINE and cfg.arch == "sm_90"
 
 
-def combine_threads(cfg: DecodeConfig, num_splits: int) -> int:
-    """The combine kernel's block. WARP_COMBINE: lane groups of `span` lanes (num_splits rounded up to a power of
-    two, at most 32) each take a float4 column, so a warp takes 32 / span columns; enough warps for the head dim's
-    columns (at most COMBINE_GROUPS). Else a group of 32 lanes per split (at most COMBINE_GROUPS)."""
-    if not WARP_COMBINE:
-        return 32 * min(COMBINE_GROUPS, num_splits)
+def combine_kernel(cfg: DecodeConfig, num_splits: int) -> tuple[str, int]:
+    """The combine kernel's name suffix and block for num_splits splits. _combine_lanes: lane groups of `span`
+    lanes (num_splits rounded up to a power of two, at most 32) each take a float4 column, so a warp takes
+    32 / span columns; enough warps for the head dim's columns. _combine: a group of 32 lanes per split. Both at
+    most COMBINE_GROUPS warps."""
+    if not lanes_combine(cfg) or num_splits > LANES_MAX_SPLITS:
+        return "_combine", 32 * min(COMBINE_GROUPS, num_splits)
     span = min(32, 1 << max(0, num_splits - 1).bit_length())
-    return 32 * min(COMBINE_GROUPS, math.ceil(cfg.head_dim // 4 / (32 // span)))
+    return "_combine_lanes", 32 * min(COMBINE_GROUPS, math.ceil(cfg.head_dim // 4 / (32 // span)))
 
 
 def min_split_keys(work_blocks: int, slots: int) -> int:

@@ -20,7 +20,7 @@ import numpy as np
 from autoflash.kernels.arrays import poisoned, random_normal, to_float64
 from autoflash.kernels.elements import DTYPE_BYTES, LOG2E
 from autoflash.kernels.packed_sequence import PackedSequence, Slot
-from autoflash.ops.decode_kernels import (FUSED_MAX_SPLITS, DecodeConfig, combine_threads, m_blocks, min_split_keys,
+from autoflash.ops.decode_kernels import (FUSED_MAX_SPLITS, DecodeConfig, combine_kernel, m_blocks, min_split_keys,
                                          pdl_combine, split_heuristic)
 from autoflash.ops.reference import Check, array_module, compare, slopes_per_batch, visible_keys
 
@@ -139,7 +139,8 @@ class DecodePlan:
         flags = {f: getattr(cfg, f) for f in p.variant_flags()}
         if flags != p.variant_flags():
             raise ValueError(f"kernel {cfg.name} has variant flags {flags}, the problem needs {p.variant_flags()}")
-        self.split_fn, self.combine_fn = kernel.function, kernel.function_named("_combine")
+        combine_name, combine_threads = combine_kernel(cfg, num_splits)
+        self.split_fn, self.combine_fn = kernel.function, kernel.function_named(combine_name)
         self.num_splits = num_splits
         self.grid = (num_splits, m_blocks(p.rows, cfg.m_tiles), p.batch * p.heads_kv)
         if self.grid[1] > 65535 or self.grid[2] > 65535:
@@ -158,14 +159,15 @@ class DecodePlan:
         self.variant_end = (i32(p.heads_q if p.alibi_per_batch else 0),)
         total_rows = p.batch * p.heads_kv * p.rows
         self.combine_grid = (total_rows, 1, 1)  # a block per packed row, a warp per split (at most 32)
-        self.combine_block = (combine_threads(cfg, num_splits), 1, 1)
+        self.combine_block = (combine_threads, 1, 1)
         self.combine_tail = tuple(i64(s) for s in strides[9:12]) + (
             i32(total_rows), i32(p.rows), i32(p.group), i32(p.heads_kv), i32(p.seq_q), i32(num_splits))
         # fused_combine: the last block of each (batch * KV head, m-block) merges; its ticket counters are
         # zeroed here, once, and reset by the kernel after each use (so graph replays find them zero).
         # The plan is cached, so this happens on the first call (outside any graph capture). Two streams
         # running one plan at the same time would share the counters: not supported.
-        self.fused = cfg.fused_combine and 1 < num_splits <= FUSED_MAX_SPLITS
+        # (with PDL_COMBINE the separate combine serves: the split kernel then gets no counters and merges nothing)
+        self.fused = cfg.fused_combine and 1 < num_splits <= FUSED_MAX_SPLITS and not pdl_combine(cfg)
         # PDL_COMBINE: the combine goes out as a packed programmatic dependent launch (its arguments' pointers
         # are slots 0-4: o_part, lse_part, o, lse, sinks).
         self.programmatic_combine = None
