@@ -10,7 +10,7 @@ OUT_REAL=$OUT; export OUT=/tmp/$tag; mkdir -p $OUT/gpu1
 ( sleep 570; tar czf $OUT_REAL/${tag}_partial.tgz -C /tmp/$tag . ) &
 watchdog=$!
 nvidia-smi --query-gpu=index,name --format=csv,noheader
-SKIP_PIP=1 CUDA_VISIBLE_DEVICES=0 XDIST=20 TESTS_TIMEOUT=330 TESTS_K="not paged_space" \
+SKIP_PIP=1 CUDA_VISIBLE_DEVICES=0 XDIST=20 TESTS_TIMEOUT=${TESTS_TIMEOUT:-330} TESTS_K="not paged_space" \
   bash benchmarks/h200_final.sh tests ${GPU0_PARTS:-} > $OUT/gpu0_summary.txt 2>&1 &
 gpu0=$!
 SKIP_PIP=1 CUDA_VISIBLE_DEVICES=1 OUT=$OUT/gpu1 "$@" > $OUT/gpu1_summary.txt 2>&1
