@@ -1,6 +1,6 @@
 """pytest plugin (`-p decode_switches_plugin`, benchmarks/ on PYTHONPATH): runs the decode tests with the
-decode_kernels experiment switches named in $DECODE_SWITCHES on (e.g. "WARP_COMBINE PDL_COMBINE"), in every
-xdist worker too."""
+decode_kernels settings named in $DECODE_SWITCHES, in every xdist worker too: NAME (set True) or NAME=VALUE
+(a string), e.g. "WARP_COMBINE PDL_TRIGGER=end"."""
 
 
 def pytest_configure(config):
@@ -8,6 +8,7 @@ def pytest_configure(config):
 
     from autoflash.ops import decode_kernels
 
-    for name in os.environ.get("DECODE_SWITCHES", "").split():
+    for item in os.environ.get("DECODE_SWITCHES", "").split():
+        name, _, value = item.partition("=")
         assert hasattr(decode_kernels, name), name
-        setattr(decode_kernels, name, True)
+        setattr(decode_kernels, name, value if value else True)

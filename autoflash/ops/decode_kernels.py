@@ -50,6 +50,7 @@ VARIANT_FLAGS = ("window", "softcap", "sinks", "alibi")  # the forward's, in its
 WARP_COMBINE = True
 PDL_COMBINE = True
 LANES_MAX_SPLITS = 64
+PDL_TRIGGER = "start"  # where the split kernel lets the combine be scheduled: "start", or "end" of its key loop
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ class DecodeMmaTemplate(Template):
         return {"mma_type": "bf16" if cfg.dtype == "bf16" else "f16",
                 "q_in_regs": "true" if self.q_in_regs(cfg) else "false",
                 "warp_combine": "true" if lanes_combine(cfg) else "false",
-                "pdl": "true" if pdl_combine(cfg) else "false"}
+                "pdl": "true" if pdl_combine(cfg) else "false", "pdl_trigger": PDL_TRIGGER}
 
     # Defaults, first valid wins (block_n, warps, stages): ~16 KB of K/V per warp stage, 3-4 deep,
     # with the L2::128B prefetch hint on the K/V copies (and on sm_90 the swizzled K/V rows). The H200 sweeps (benchmarks/NOTES.md, decode)
