@@ -92,3 +92,13 @@ def test_plan_without_the_switch_or_on_sm_80_launches_through_cupy(switches_on):
     plan = DecodePlan(kernel, p, tuple(range(1, 13)), 16, 0.1)
     plan(1, 2, 3, 4, 5, 6, 7, 8, SimpleNamespace(ptr=99), 0, 0, 0)
     assert plan.programmatic_combine is None and len(kernel.combine.calls) == 1
+
+
+@pytest.mark.parametrize("trigger", ["start", "end"])
+def test_the_trigger_renders_once_where_asked(switches_on, monkeypatch, trigger):
+    monkeypatch.setattr(decode_kernels, "PDL_TRIGGER", trigger)
+    src = render(DECODE.default("sm_90", KEY))
+    assert src.count("griddepcontrol.launch_dependents") == 1
+    at = src.index("griddepcontrol.launch_dependents")
+    loop_done = src.index("cp_async_wait<0>();  // only empty groups can be left")
+    assert (at > loop_done) == (trigger == "end")

@@ -42,15 +42,18 @@ HEAD_DIMS = (16, 32, 64, 128, 256)  # a warp's copy pass covers whole rows (D <=
 VARIANT_FLAGS = ("window", "softcap", "sinks", "alibi")  # the forward's, in its order
 # The combine on sm_90 (H200, benchmarks/NOTES.md "Twelfth session"): WARP_COMBINE renders a second combine
 # kernel, _combine_lanes, that merges a row with lane groups over the splits and a group per float4 column (LSEs
-# merged by shuffles, no block barrier), served up to LANES_MAX_SPLITS splits (+3-26 % on 2-64 split rows; at
-# 128 splits its scattered 16-byte reads lost 3-6 % to _combine's coalesced rows). PDL_COMBINE: the combine is
-# the split kernel's programmatic dependent launch (griddepcontrol), so its launch overlaps the split kernel;
-# the merge inside the split kernel (fused_combine) is then not used (the separate merge measured faster on 4 of
-# 5 rows). False restores the old combine and launches.
+# merged by shuffles, no block barrier), served up to LANES_MAX_SPLITS splits (at 128 splits its scattered 16-byte
+# reads lost 3-6 % to _combine's coalesced rows). PDL_COMBINE: the combine is the split kernel's programmatic
+# dependent launch (griddepcontrol), so its launch overlaps the split kernel; the merge inside the split kernel
+# (fused_combine) is then not used. Together 1.0-1.4x the old combine on 12 of 13 small rows (the 13th level).
+# False restores the old combine and launches.
 WARP_COMBINE = True
 PDL_COMBINE = True
 LANES_MAX_SPLITS = 64
-PDL_TRIGGER = "start"  # where the split kernel lets the combine be scheduled: "start", or "end" of its key loop
+# Where the split kernel lets the combine be scheduled: after its key loop ("end"), or at its start: on the H200
+# "start" ran D 64 rows with long splits 5-19 % slower than "end" (resident combine blocks beside the key loop), and
+# D 128 ones 1-3 % faster (benchmarks/decode_combine_ab_h200_2026-11-30_s12e.log)
+PDL_TRIGGER = "end"
 
 
 @dataclass(frozen=True)
