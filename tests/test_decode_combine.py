@@ -102,3 +102,16 @@ def test_the_trigger_renders_once_where_asked(switches_on, monkeypatch, trigger)
     at = src.index("griddepcontrol.launch_dependents")
     loop_done = src.index("cp_async_wait<0>();  // only empty groups can be left")
     assert (at > loop_done) == (trigger == "end")
+
+
+@pytest.mark.parametrize("seq_k, head_dim, want", [(32768, 128, 64), (32768, 64, 64), (131072, 128, 128),
+                                                   (8192, 128, 64)])
+def test_short_splits_stay_within_the_lanes_merge(switches_on, monkeypatch, seq_k, head_dim, want):
+    from autoflash.ops import decode_launch
+
+    monkeypatch.setattr(decode_launch, "sm_count", lambda device: 132)  # the H200
+    p = DecodeProblem(1, 8, 1, 1, seq_k, head_dim, True)  # MQA, batch 1: one block of work
+    kernel = FakeKernel(DECODE.default("sm_90", {**KEY, "head_dim": head_dim}))
+    assert decode_launch.choose_splits(kernel, p) == want
+    monkeypatch.setattr(decode_kernels, "WARP_COMBINE", False)  # the heuristic alone: 128 splits of 256 keys
+    assert decode_launch.choose_splits(kernel, p) == (128 if seq_k == 32768 else want)

@@ -20,8 +20,9 @@ import numpy as np
 from autoflash.kernels.arrays import poisoned, random_normal, to_float64
 from autoflash.kernels.elements import DTYPE_BYTES, LOG2E
 from autoflash.kernels.packed_sequence import PackedSequence, Slot
-from autoflash.ops.decode_kernels import (FUSED_MAX_SPLITS, DecodeConfig, combine_kernel, m_blocks, min_split_keys,
-                                         pdl_combine, split_heuristic)
+from autoflash.ops.decode_kernels import (FUSED_MAX_SPLITS, LANES_MAX_SPLITS, LANES_MIN_SPLIT_KEYS, DecodeConfig,
+                                         combine_kernel, lanes_combine, m_blocks, min_split_keys, pdl_combine,
+                                         split_heuristic)
 from autoflash.ops.reference import Check, array_module, compare, slopes_per_batch, visible_keys
 
 
@@ -96,8 +97,12 @@ def choose_splits(kernel, p: DecodeProblem, requested: int | None = None) -> int
     if cfg.num_splits:
         return cfg.num_splits
     work, slots = p.batch * p.heads_kv * m_blocks(p.rows, cfg.m_tiles), sm_count(kernel.device_id)
-    return split_heuristic(work, math.ceil(p.key_span / cfg.step_keys), slots,
-                           min_steps=math.ceil(min_split_keys(work, slots) / cfg.step_keys))
+    n_steps, min_steps = math.ceil(p.key_span / cfg.step_keys), math.ceil(min_split_keys(work, slots) / cfg.step_keys)
+    splits = split_heuristic(work, n_steps, slots, min_steps=min_steps)
+    if lanes_combine(cfg) and splits > LANES_MAX_SPLITS and p.key_span < LANES_MIN_SPLIT_KEYS * splits:
+        # more splits than _combine_lanes merges, each short: the heuristic's best within its range instead
+        splits = split_heuristic(work, n_steps, slots, max_splits=LANES_MAX_SPLITS, min_steps=min_steps)
+    return splits
 
 
 def workspace_sizes(p: DecodeProblem, num_splits: int) -> tuple[int, int]:
