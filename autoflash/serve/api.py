@@ -145,7 +145,7 @@ def attention(q, k, v, *, causal: bool = False, causal_alignment: str = "top_lef
     x.transpose(1, 2), as Hugging Face hands them): read in place, never copied (except
     for gradients, whose backward takes contiguous tensors). scale defaults to 1/sqrt(head_dim).
     v's head dim may differ from q/k's (e.g. 192/128, MLA prefill; 128/64): out is then
-    (batch, heads_q, seq_q, head_dim_v); forward only (flash_fwd_mma, flash_fwd_simt).
+    (batch, heads_q, seq_q, head_dim_v); gradients for 192/128 and 128/64 (see below).
 
     causal_alignment (used when causal=True):
       "top_left" (default; torch's is_causal): query i attends to keys 0..i.
@@ -167,7 +167,8 @@ def attention(q, k, v, *, causal: bool = False, causal_alignment: str = "top_lef
     else by the forward kernel. config pins a forward (KernelConfig) or decode (DecodeConfig) config.
 
     Differentiable for PyTorch tensors that require grad (with grad mode on): fp16/bf16,
-    head_dim 64, 128 or 256, sm_80+, causal in either alignment; the forward saves O and the LSE (not P) and the backward
+    head_dim 64, 128 or 256 (or Dqk/Dv 192/128, 128/64), sm_80+, causal in either alignment; the forward saves O and the
+    LSE (not P) and the backward
     recomputes P. deterministic=True makes dq bitwise repeatable (at a cost). Other
     configurations raise InputError naming what is supported, never a silently
     non-differentiable result.
