@@ -50,8 +50,8 @@ VARIANT_FLAGS = ("window", "softcap", "sinks", "alibi")  # the forward's, in its
 WARP_COMBINE = True
 PDL_COMBINE = True
 LANES_MAX_SPLITS = 64
-# More splits than LANES_MAX_SPLITS only when each keeps this many keys: at 128 splits of 256 keys (MQA batch 1, 32k
-# cache) 64 splits ran 1.05x (D 128) and 1.19x (D 64) faster on the H200 (decode_split_count_probe_h200_2026-11-30_s12g.log)
+# More splits than LANES_MAX_SPLITS only when each keeps this many keys: against 128 splits of 256 keys (MQA batch 1,
+# 32k cache) 64 splits ran 1.05x (D 128) and 1.19x (D 64) faster on the H200 (benchmarks/NOTES.md, twelfth session)
 LANES_MIN_SPLIT_KEYS = 1024
 # Where the split kernel lets the combine be scheduled: after its key loop ("end"), or at its start: on the H200
 # "start" ran D 64 rows with long splits 5-19 % slower than "end" (resident combine blocks beside the key loop), and
