@@ -1,7 +1,6 @@
 """A/B of the decode combine (issue 14's small rows): the served decode call with the combine as it was (old: one
 combine kernel, or the fused merge where the tuned config has it), then the served config unfused with
-_combine_lanes (lanes), and with the combine a programmatic dependent launch whose trigger is at the split
-kernel's start (pdl_start) or after its key loop (pdl_end). CUDA-graph replay over rotating input sets (K/V from
+_combine_lanes (lanes), and with the combine a programmatic dependent launch (pdl). CUDA-graph replay over rotating input sets (K/V from
 HBM), interleaved rounds, SDPA cuDNN in the same rounds; outputs of every mode compared with old.
 
   python benchmarks/decode_combine_ab.py [--rounds 5] [--rows 'd64 8/1 b8 n8192,...']
@@ -27,13 +26,13 @@ from autoflash.serve.decode import decode_attention  # noqa: E402
 ROWS = ("d64 8/1 b1 n32768,d64 8/1 b1 n131072,d64 8/1 b8 n8192,d64 32/8 b1 n8192,d64 32/8 b1 n32768,"
         "d64 32/8 b8 n8192,d64 8/1 b8 n1024,d64 8/1 b1 n1024,d128 8/1 b1 n1024,d128 8/1 b1 n8192,d128 8/1 b1 n32768,"
         "d128 32/8 b1 n1024,d128 8/1 b8 n8192")
-# name: (WARP_COMBINE, PDL_COMBINE, PDL_TRIGGER, served config unfused)
-MODES = {"old": (False, False, "start", False), "lanes": (True, False, "start", True),
-         "pdl_start": (True, True, "start", True), "pdl_end": (True, True, "end", True)}
+# name: (LANES_COMBINE, PDL_COMBINE, served config unfused). The fifth call also timed the PDL trigger at the split
+# kernel's start (the removed PDL_TRIGGER switch; decode_combine_ab_h200_2026-11-30_s12e.log).
+MODES = {"old": (False, False, False), "lanes": (True, False, True), "pdl": (True, True, True)}
 
 
-def set_mode(warp: bool, pdl: bool, trigger: str) -> None:
-    decode_kernels.WARP_COMBINE, decode_kernels.PDL_COMBINE, decode_kernels.PDL_TRIGGER = warp, pdl, trigger
+def set_mode(lanes: bool, pdl: bool) -> None:
+    decode_kernels.LANES_COMBINE, decode_kernels.PDL_COMBINE = lanes, pdl
     decode_api._kernel_for.cache_clear()  # kernels (and their plans) are rendered anew under the switches
 
 
@@ -50,7 +49,7 @@ def timed(sets, mode, config):
         return decode_attention(q, k, v, causal=True, layout="bhsd", config=config)
 
     def run():
-        set_mode(*MODES[mode][:3])
+        set_mode(*MODES[mode][:2])
         return graph_time(call, len(sets))
     return run
 
@@ -69,18 +68,18 @@ def main():
         row = rows[label]
         sets = row.make_sets()
         p = DecodeProblem(row.batch, row.heads_q, row.heads_kv, 1, row.seq_k, row.head_dim, True)
-        set_mode(False, False, "start")
+        set_mode(False, False)
         cfg = decode_api._choose_config(None, "bf16", p, torch.cuda.current_device())
         splits = decode_launch.choose_splits(decode_api._kernel_for(cfg, torch.cuda.current_device()), p)
         fused = cfg.fused_combine and 1 < splits <= decode_kernels.FUSED_MAX_SPLITS
-        configs = {m: cfg.replace(fused_combine=False) if MODES[m][3] else cfg for m in MODES}
+        configs = {m: cfg.replace(fused_combine=False) if MODES[m][2] else cfg for m in MODES}
         impls = {m: timed(sets, m, configs[m]) for m in MODES}
         cudnn = sdpa(sets, SDPA["cudnn"])
         impls["cudnn"] = lambda: graph_time(cudnn, len(sets))
         q, k, v = sets[0]
         outs = {}
         for m in MODES:  # outputs of each mode on the first set (eager), against old
-            set_mode(*MODES[m][:3])
+            set_mode(*MODES[m][:2])
             outs[m] = decode_attention(q, k, v, causal=True, layout="bhsd", config=configs[m]).float()
         diff = max(float((o - outs["old"]).abs().max()) for o in outs.values())
         times = {m: [] for m in impls}
@@ -95,7 +94,7 @@ def main():
               f"{med['cudnn'] / med[best]:10.3f}  {diff:.1e}", flush=True)
         del sets
         torch.cuda.empty_cache()
-    set_mode(True, True, "start")
+    set_mode(True, True)
 
 
 if __name__ == "__main__":

@@ -40,23 +40,20 @@ FUSED_MAX_SPLITS = 32  # fused_combine merges with one lane per split; more spli
 RING_BYTES = 256    # paged: a warp's static ring of table entries, two batches of 32 (template: RING ints)
 HEAD_DIMS = (16, 32, 64, 128, 256)  # a warp's copy pass covers whole rows (D <= 256) or whole chunks
 VARIANT_FLAGS = ("window", "softcap", "sinks", "alibi")  # the forward's, in its order
-# The combine on sm_90 (H200, benchmarks/NOTES.md "Twelfth session"): WARP_COMBINE renders a second combine
+# The combine on sm_90 (H200, benchmarks/NOTES.md "Twelfth session"): LANES_COMBINE renders a second combine
 # kernel, _combine_lanes, that merges a row with lane groups over the splits and a group per float4 column (LSEs
 # merged by shuffles, no block barrier), served up to LANES_MAX_SPLITS splits (at 128 splits its scattered 16-byte
 # reads lost 3-6 % to _combine's coalesced rows). PDL_COMBINE: the combine is the split kernel's programmatic
-# dependent launch (griddepcontrol), so its launch overlaps the split kernel; the merge inside the split kernel
+# dependent launch (griddepcontrol; the split kernel lets it be scheduled after its key loop: at its start, D 64
+# rows with long splits ran 5-19 % slower), so its launch overlaps the split kernel; the merge inside the split kernel
 # (fused_combine) is then not used. Together 1.0-1.4x the old combine on 12 of 13 small rows (the 13th level).
 # False restores the old combine and launches.
-WARP_COMBINE = True
+LANES_COMBINE = True
 PDL_COMBINE = True
 LANES_MAX_SPLITS = 64
 # More splits than LANES_MAX_SPLITS only when each keeps this many keys: against 128 splits of 256 keys (MQA batch 1,
 # 32k cache) 64 splits ran 1.05x (D 128) and 1.19x (D 64) faster on the H200 (benchmarks/NOTES.md, twelfth session)
 LANES_MIN_SPLIT_KEYS = 1024
-# Where the split kernel lets the combine be scheduled: after its key loop ("end"), or at its start: on the H200
-# "start" ran D 64 rows with long splits 5-19 % slower than "end" (resident combine blocks beside the key loop), and
-# D 128 ones 1-3 % faster (benchmarks/decode_combine_ab_h200_2026-11-30_s12e.log)
-PDL_TRIGGER = "end"
 
 
 @dataclass(frozen=True)
@@ -176,8 +173,8 @@ class DecodeMmaTemplate(Template):
     def template_values(self, cfg: DecodeConfig) -> dict:
         return {"mma_type": "bf16" if cfg.dtype == "bf16" else "f16",
                 "q_in_regs": "true" if self.q_in_regs(cfg) else "false",
-                "warp_combine": "true" if lanes_combine(cfg) else "false",
-                "pdl": "true" if pdl_combine(cfg) else "false", "pdl_trigger": PDL_TRIGGER}
+                "lanes_combine": "true" if lanes_combine(cfg) else "false",
+                "pdl": "true" if pdl_combine(cfg) else "false"}
 
     # Defaults, first valid wins (block_n, warps, stages): ~16 KB of K/V per warp stage, 3-4 deep,
     # with the L2::128B prefetch hint on the K/V copies (and on sm_90 the swizzled K/V rows). The H200 sweeps (benchmarks/NOTES.md, decode)
@@ -204,7 +201,7 @@ MMA = DecodeMmaTemplate()
 
 def lanes_combine(cfg: DecodeConfig) -> bool:
     """Whether cfg's module has the _combine_lanes kernel (measured on sm_90 only)."""
-    return WARP_COMBINE and cfg.arch == "sm_90"
+    return LANES_COMBINE and cfg.arch == "sm_90"
 
 
 def pdl_combine(cfg: DecodeConfig) -> bool:
