@@ -179,6 +179,13 @@ def rows_full():
             yield row
 
 
+def rows_named(labels: str) -> list:
+    """Rows of the full table by label ("d64 32/8 b1 n1024,d128 8/1 b8 n32768"), in the order given."""
+    wanted = [label.strip() for label in labels.split(",")]
+    rows = {r.label(): r for r in rows_full() if r.label() in wanted}
+    return [rows[label] for label in wanted]
+
+
 def rows_quick():
     for d, (hq, hkv), b, n in ((128, (32, 8), 1, 32768), (128, (32, 8), 64, 8192), (128, (8, 1), 1, 32768),
                                (128, (32, 8), 256, 8192), (64, (8, 1), 8, 131072)):

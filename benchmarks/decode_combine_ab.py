@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from bench_decode import SDPA, graph_time, rows_full, sdpa  # noqa: E402
+from bench_decode import SDPA, graph_time, rows_named, sdpa  # noqa: E402
 from autoflash.ops import decode_kernels, decode_launch  # noqa: E402
 from autoflash.ops.decode_launch import DecodeProblem  # noqa: E402
 from autoflash.serve import decode as decode_api  # noqa: E402
@@ -59,13 +59,11 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--rows", default=ROWS)
     args = ap.parse_args()
-    wanted = [r.strip() for r in args.rows.split(",")]
-    rows = {r.label(): r for r in rows_full() if r.label() in wanted}
     names = list(MODES) + ["cudnn"]
     print(f"{'row':22} {'splits':>6} {'fused':>5} " + " ".join(f"{m + ' us':>14}" for m in names)
           + "  best mode  best/old  best/cudnn  max|diff|")
-    for label in wanted:
-        row = rows[label]
+    for row in rows_named(args.rows):
+        label = row.label()
         sets = row.make_sets()
         p = DecodeProblem(row.batch, row.heads_q, row.heads_kv, 1, row.seq_k, row.head_dim, True)
         set_mode(False, False)
@@ -75,7 +73,7 @@ def main():
         configs = {m: cfg.replace(fused_combine=False) if MODES[m][2] else cfg for m in MODES}
         impls = {m: timed(sets, m, configs[m]) for m in MODES}
         cudnn = sdpa(sets, SDPA["cudnn"])
-        impls["cudnn"] = lambda: graph_time(cudnn, len(sets))
+        impls["cudnn"] = lambda calls=len(sets): graph_time(cudnn, calls)
         q, k, v = sets[0]
         outs = {}
         for m in MODES:  # outputs of each mode on the first set (eager), against old

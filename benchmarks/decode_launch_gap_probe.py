@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench_decode import SDPA, Row, graph_time, ours, rows_full, sdpa  # noqa: E402
+from bench_decode import SDPA, Row, graph_time, ours, rows_named, sdpa  # noqa: E402
 from autoflash.ops import decode_launch  # noqa: E402
 from autoflash.ops.decode_kernels import FUSED_MAX_SPLITS  # noqa: E402
 from autoflash.ops.decode_launch import DecodeProblem  # noqa: E402
@@ -73,12 +73,10 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--rows", default=ROWS)
     args = ap.parse_args()
-    wanted = [r.strip() for r in args.rows.split(",")]
-    rows = {r.label(): r for r in rows_full() if r.label() in wanted}
     print(f"{'row':22} {'splits':>6} {'fused':>5} {'full us':>8} {'split':>7} {'combine':>7} {'fused-twin':>10} "
           f"{'cudnn':>7} {'full/cudnn':>10} {'spread':>6}  config")
-    for label in wanted:
-        row = rows[label]
+    for row in rows_named(args.rows):
+        label = row.label()
         row.sets = row.make_sets()
         p = DecodeProblem(row.batch, row.heads_q, row.heads_kv, 1, row.seq_k, row.head_dim, True)
         cfg = decode_api._choose_config(None, "bf16", p, torch.cuda.current_device())

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from bench_decode import SDPA, graph_time, ours, rows_full, sdpa, splits_used  # noqa: E402
+from bench_decode import SDPA, graph_time, ours, rows_named, sdpa, splits_used  # noqa: E402
 
 ROWS = ("d128 8/1 b1 n8192,d128 8/1 b1 n32768,d64 8/1 b1 n32768,d128 32/8 b1 n8192,d128 32/8 b1 n32768,"
         "d64 32/8 b1 n32768,d128 8/1 b8 n8192,d64 8/1 b8 n32768")
@@ -27,11 +27,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
-    wanted = ROWS.split(",")
-    rows = {r.label(): r for r in rows_full() if r.label() in wanted}
     print(f"{'row':22} {'served':>6} " + " ".join(f"{'ns ' + str(n):>8}" for n in COUNTS) + f" {'cudnn':>8}  (us)")
-    for label in wanted:
-        row = rows[label]
+    for row in rows_named(ROWS):
+        label = row.label()
         row.sets = row.make_sets()
         served = splits_used(row)
         impls = {n: ours(row.sets, num_splits=n) for n in COUNTS}
