@@ -54,6 +54,7 @@ LANES_MAX_SPLITS = 64
 # More splits than LANES_MAX_SPLITS only when each keeps this many keys: against 128 splits of 256 keys (MQA batch 1,
 # 32k cache) 64 splits ran 1.05x (D 128) and 1.19x (D 64) faster on the H200 (benchmarks/NOTES.md, twelfth session)
 LANES_MIN_SPLIT_KEYS = 1024
+LANES_WARPS = 32  # _combine_lanes' block at most (its warps loop over the columns)
 
 
 @dataclass(frozen=True)
@@ -218,7 +219,7 @@ def combine_kernel(cfg: DecodeConfig, num_splits: int) -> tuple[str, int]:
     if not lanes_combine(cfg) or num_splits > LANES_MAX_SPLITS:
         return "_combine", 32 * min(COMBINE_GROUPS, num_splits)
     span = min(32, 1 << max(0, num_splits - 1).bit_length())
-    return "_combine_lanes", 32 * min(COMBINE_GROUPS, math.ceil(cfg.head_dim // 4 / (32 // span)))
+    return "_combine_lanes", 32 * min(LANES_WARPS, math.ceil(cfg.head_dim // 4 / (32 // span)))
 
 
 def min_split_keys(work_blocks: int, slots: int) -> int:
