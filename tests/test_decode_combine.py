@@ -45,7 +45,7 @@ def test_switches_off_render_the_old_combine_only(monkeypatch):
 
 
 @pytest.mark.parametrize("splits, name, threads", [(2, "_combine_lanes", 64), (8, "_combine_lanes", 256),
-                                                   (16, "_combine_lanes", 512), (64, "_combine_lanes", 1024),
+                                                   (16, "_combine_lanes", 512), (64, "_combine_lanes", 512),
                                                    (65, "_combine", 1024), (256, "_combine", 1024)])
 def test_combine_kernel_by_split_count(switches_on, splits, name, threads):
     assert decode_kernels.combine_kernel(DECODE.default("sm_90", KEY), splits) == (name, threads)

@@ -54,7 +54,7 @@ LANES_MAX_SPLITS = 64
 # More splits than LANES_MAX_SPLITS only when each keeps this many keys: against 128 splits of 256 keys (MQA batch 1,
 # 32k cache) 64 splits ran 1.05x (D 128) and 1.19x (D 64) faster on the H200 (benchmarks/NOTES.md, twelfth session)
 LANES_MIN_SPLIT_KEYS = 1024
-LANES_WARPS = 32  # _combine_lanes' block at most (its warps loop over the columns)
+LANES_WARPS = 16  # _combine_lanes' block at most (its warps loop over the columns; 16 beat 32 by 0-6 %: NOTES)
 
 
 @dataclass(frozen=True)
