@@ -163,7 +163,7 @@ class DecodePlan:
         self.variant_head = (i32(p.window_left), i32(p.window_right), np.float32(p.softcap))
         self.variant_end = (i32(p.heads_q if p.alibi_per_batch else 0),)
         total_rows = p.batch * p.heads_kv * p.rows
-        self.combine_grid = (total_rows, 1, 1)  # a block per packed row, a warp per split (at most 32)
+        self.combine_grid = (total_rows, 1, 1)  # a block per packed row (combine_kernel: its block)
         self.combine_block = (combine_threads, 1, 1)
         self.combine_tail = tuple(i64(s) for s in strides[9:12]) + (
             i32(total_rows), i32(p.rows), i32(p.group), i32(p.heads_kv), i32(p.seq_q), i32(num_splits))
