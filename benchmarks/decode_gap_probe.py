@@ -35,6 +35,12 @@ VARIANTS = {
     "swizzle": dict(swizzle=True),  # K/V rows unpadded, chunks XOR-swizzled (knob swizzle)
     "bn16w4s3sw": dict(block_n=16, warps=4, stages=3, l2_prefetch=128, swizzle=True),
     "sw_pf0": dict(swizzle=True, l2_prefetch=0),
+    # twelfth session: fewer K/V bytes in flight a block, so more blocks an SM (the tuned D 64 entry, bn32 w4 s5,
+    # holds 160 KB: one block an SM, 6.5 % of warps active on one-split 1k-cache rows; cuDNN runs five)
+    "s3": dict(stages=3),
+    "s2": dict(stages=2),
+    "w2s3": dict(warps=2, stages=3),
+    "bn16s3": dict(block_n=16, stages=3),
 }
 # (call 1 also ran "ahead2/4/8": an l2_ahead knob, L2 prefetches of the tile 2/4/8 past the cp.async ring:
 # 7-48 % slower on every row; removed, see benchmarks/NOTES.md and decode_gap_h200_2026-11-29_s6_DC_call1.log)
