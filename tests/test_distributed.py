@@ -118,7 +118,10 @@ def test_killed_worker_costs_only_its_trial(tmp_path, one_worker):
     marker = tmp_path / "hung"
     proc = tune(tmp_path, "--devices", "0,1", "--storage", str(tmp_path / "study.journal"), wait=False,
                 extra_env={"AUTOFLASH_TEST_RECORD": str(tmp_path / "runs.txt"),
-                           "AUTOFLASH_TEST_HANG": f"1:{marker}"})
+                           "AUTOFLASH_TEST_HANG": f"1:{marker}",
+                           # both workers reach their first trial: on a loaded machine worker 0 could otherwise run
+                           # the whole campaign before worker 1 starts, and nothing would hang (seen once, 2026-11-30)
+                           "AUTOFLASH_TEST_MEET": f"2:{tmp_path / 'met'}"})
     deadline = time.time() + 120
     while not (marker.exists() and marker.read_text()) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.1)
