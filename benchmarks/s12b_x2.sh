@@ -1,4 +1,5 @@
 #!/bin/bash
+# (Kept as run. Since then WARP_COMBINE is LANES_COMBINE and PDL_TRIGGER is gone: "end" is built in; see NOTES.)
 # Twelfth session's second and third calls (nvidia-h200-x2, carry .whl). GPU 0: the decode GPU tests with WARP_COMBINE and
 # PDL_COMBINE on (benchmarks/decode_switches_plugin.py), then the four test files the first call's 330 s limit cut
 # (switches off; SKIP_CUT=1 leaves them out). GPU 1: benchmarks/decode_combine_ab.py. Logs in $OUT.

@@ -1,4 +1,5 @@
 #!/bin/bash
+# (Kept as run. Since then WARP_COMBINE is LANES_COMBINE and PDL_TRIGGER is gone: "end" is built in; see NOTES.)
 # Twelfth session's fifth call (nvidia-h200-x2, carry .whl). GPU 0: the decode GPU tests with PDL_TRIGGER=end, then
 # the deterministic training-step test that timed out once in the fourth call's suite, four times alone. GPU 1:
 # benchmarks/decode_combine_ab.py (old / lanes / pdl_start / pdl_end). Logs in $OUT.
