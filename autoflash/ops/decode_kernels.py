@@ -214,8 +214,8 @@ def pdl_combine(cfg: DecodeConfig) -> bool:
 def combine_kernel(cfg: DecodeConfig, num_splits: int) -> tuple[str, int]:
     """The combine kernel's name suffix and block for num_splits splits. _combine_lanes: lane groups of `span`
     lanes (num_splits rounded up to a power of two, at most 32) each take a float4 column, so a warp takes
-    32 / span columns; enough warps for the head dim's columns. _combine: a group of 32 lanes per split. Both at
-    most COMBINE_GROUPS warps."""
+    32 / span columns; enough warps for the head dim's columns, at most LANES_WARPS (they loop over the rest).
+    _combine: a group of 32 lanes per split, at most COMBINE_GROUPS."""
     if not lanes_combine(cfg) or num_splits > LANES_MAX_SPLITS:
         return "_combine", 32 * min(COMBINE_GROUPS, num_splits)
     span = min(32, 1 << max(0, num_splits - 1).bit_length())
