@@ -222,6 +222,7 @@ def test_a_tuned_split_count_serves_only_its_own_grid(monkeypatch):
     monkeypatch.setattr(serve_decode.store, "entries_for_arch", lambda arch: [entry])
     monkeypatch.setattr(serve_decode.store, "lookup", lambda entries, *a: (entries[0], "tuned"))
     monkeypatch.setattr(serve_decode, "device_arch", lambda device: ("sm_90", "H200"))
+    monkeypatch.setattr(serve_decode.decode_launch, "sm_count", lambda device: 132)
     serve_decode._entry_blocks.cache_clear()
 
     def chosen(batch, heads_kv=8):
@@ -234,6 +235,52 @@ def test_a_tuned_split_count_serves_only_its_own_grid(monkeypatch):
     pinned = tuned.replace(num_splits=3)          # a caller's own config keeps its count
     p = DecodeProblem(batch=1, heads_q=32, heads_kv=8, seq_q=1, seq_k=1024, head_dim=64, causal=True)
     assert serve_decode._choose_config(pinned, "bf16", p, 0).num_splits == 3
+    serve_decode._entry_blocks.cache_clear()
+
+
+def test_one_split_grids_over_short_caches_get_lighter_buffers():
+    from autoflash.ops import decode_kernels
+    from autoflash.ops.decode_kernels import SHORT_CACHE_KEYS, SHORT_CACHE_KNOBS, short_cache_config
+
+    def cfg(arch="sm_90", head_dim=64, m_tiles=1):
+        return DECODE.default(arch, {"dtype": "bf16", "head_dim": head_dim, "m_tiles": m_tiles})
+
+    for head_dim in (64, 128):
+        light = short_cache_config(cfg(head_dim=head_dim), SHORT_CACHE_KEYS, 1)
+        assert light == cfg(head_dim=head_dim).replace(**SHORT_CACHE_KNOBS) and not light.problems()
+        assert MMA.smem_bytes(light) < MMA.smem_bytes(cfg(head_dim=head_dim))
+    # not measured, or not one split of a short cache: unchanged
+    for c, keys, splits in ((cfg(), SHORT_CACHE_KEYS + 1, 1), (cfg(), 1024, 2), (cfg(arch="sm_80"), 1024, 1),
+                            (cfg(head_dim=256), 1024, 1), (cfg(head_dim=32), 1024, 1), (cfg(m_tiles=2), 1024, 1)):
+        assert short_cache_config(c, keys, splits) == c
+    old, decode_kernels.SHORT_CACHE_KEYS = decode_kernels.SHORT_CACHE_KEYS, 0  # the switch off
+    try:
+        assert short_cache_config(cfg(), 1024, 1) == cfg()
+    finally:
+        decode_kernels.SHORT_CACHE_KEYS = old
+
+
+def test_the_short_cache_knobs_leave_a_tuned_entry_on_its_own_grid(monkeypatch):
+    from autoflash.ops.decode_kernels import SHORT_CACHE_KNOBS
+    from autoflash.serve import decode as serve_decode
+
+    key = {"dtype": "bf16", "head_dim": 64, "m_tiles": 1, "paged": False}
+    tuned = DECODE.default("sm_90", key).replace(stages=5)
+    entry = {"config": tuned.to_dict(), "problem": {"batch": 256, "heads_kv": 8, "group": 4, "seq_q": 1, "seq_k": 1024}}
+    monkeypatch.setattr(serve_decode.dispatch, "select", lambda *a: tuned)
+    monkeypatch.setattr(serve_decode.store, "entries_for_arch", lambda arch: [entry])
+    monkeypatch.setattr(serve_decode.store, "lookup", lambda entries, *a: (entries[0], "tuned"))
+    monkeypatch.setattr(serve_decode, "device_arch", lambda device: ("sm_90", "H200"))
+    monkeypatch.setattr(serve_decode.decode_launch, "sm_count", lambda device: 132)
+    serve_decode._entry_blocks.cache_clear()
+
+    def chosen(batch, seq_k=1024):
+        p = DecodeProblem(batch=batch, heads_q=32, heads_kv=8, seq_q=1, seq_k=seq_k, head_dim=64, causal=True)
+        return serve_decode._choose_config(None, "bf16", p, 0)
+
+    assert chosen(256) == tuned                                   # the grid it was timed on
+    assert chosen(64) == tuned.replace(**SHORT_CACHE_KNOBS)       # 512 blocks, one split, 1k keys
+    assert chosen(64, 8192) == tuned and chosen(1) == tuned       # a longer cache; a grid that splits
     serve_decode._entry_blocks.cache_clear()
 
 
@@ -254,6 +301,7 @@ def test_a_paged_cache_is_served_the_contiguous_config_and_split_count(monkeypat
     monkeypatch.setattr(serve_decode.store, "entries_for_arch", lambda arch: entries)
     monkeypatch.setattr(serve_decode.store, "lookup", lambda entries, device, op, k, n: (entries[k["paged"]], "tuned"))
     monkeypatch.setattr(serve_decode, "device_arch", lambda device: ("sm_90", "H200"))
+    monkeypatch.setattr(serve_decode.decode_launch, "sm_count", lambda device: 132)
     serve_decode._entry_blocks.cache_clear()
     serve_decode._paged_config.cache_clear()
 

@@ -109,6 +109,27 @@ def test_kvcache_with_cache_seqlens(dtype, seq_q, num_splits, causal):
     kv_reference_check(q, k, v, lengths, out, lse, causal, dtype)
 
 
+@pytest.mark.parametrize("d", [64, 128])
+def test_kvcache_one_split_grid_over_a_short_cache(d):
+    """A grid that fills the GPU (one split) over a 1000-key cache: served the short-cache knobs on sm_90
+    (decode_kernels.SHORT_CACHE_KEYS), correct with per-sequence lengths."""
+    from autoflash.ops import decode_launch, decode_kernels
+    from autoflash.serve import decode as serve_decode
+
+    hq, hkv, nk = 16, 4, 1000
+    b = -(-decode_launch.sm_count(0) // hkv)  # a block per SM at least: one split
+    q = randn((b, 1, hq, d), "bf16", 13)
+    k, v = randn((b, nk, hkv, d), "bf16", 14), randn((b, nk, hkv, d), "bf16", 15)
+    lengths = [(0, 1, 999, nk)[i % 4] if i < 8 else (37 * i) % (nk + 1) for i in range(b)]
+    p = decode_launch.DecodeProblem(b, hq, hkv, 1, nk, d, True)
+    served = serve_decode._choose_config(None, "bf16", p, 0)
+    if serve_decode.device_arch(0)[0] == "sm_90" and decode_kernels.SHORT_CACHE_KEYS >= nk:
+        assert (served.block_n, served.stages) == tuple(decode_kernels.SHORT_CACHE_KNOBS.values())
+    seqlens = torch.tensor(lengths, dtype=torch.int32, device="cuda")
+    out, lse = autoflash.attention_with_kvcache(q, k, v, seqlens, return_lse=True)
+    kv_reference_check(q, k, v, lengths, out, lse, True, "bf16")
+
+
 def test_kvcache_reads_strided_views_in_place():
     """q as the transpose of (B, Hq, Nq, D), caches as transposed (B, Hkv, capacity, D) stores cut to
     2500 positions: the right result, and no copy (with one split, peak memory grows by far less

@@ -13,6 +13,7 @@ l2_prefetch, evict_first, swizzle (K/V shared-memory rows unpadded, chunks XOR-s
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -55,6 +56,13 @@ LANES_MAX_SPLITS = 64
 # 32k cache) 64 splits ran 1.05x (D 128) and 1.19x (D 64) faster on the H200 (benchmarks/NOTES.md, twelfth session)
 LANES_MIN_SPLIT_KEYS = 1024
 LANES_WARPS = 16  # _combine_lanes' block at most (its warps loop over the columns; 16 beat 32 by 0-6 %: NOTES)
+# One-split grids over short caches (H200, benchmarks/NOTES.md "Thirteenth session"): the tuned entries keep 100-200 KB
+# of K/V in flight a block, so one block runs an SM, and a block of 1k keys spends much of its time filling and
+# draining that pipeline. 16-key x 3-stage buffers (four blocks an SM at D 64, two at D 128) ran 1.00-1.10x the
+# tuned knobs on the six one-split 1k-cache rows. Served up to SHORT_CACHE_KEYS keys (0: off), on sm_90, D 64-128, one
+# m-tile: where it was measured.
+SHORT_CACHE_KEYS = 1024
+SHORT_CACHE_KNOBS = {"block_n": 16, "stages": 3}
 
 
 @dataclass(frozen=True)
@@ -209,6 +217,21 @@ def pdl_combine(cfg: DecodeConfig) -> bool:
     """Whether cfg's combine kernel is launched as its split kernel's programmatic dependent (griddepcontrol:
     sm_90)."""
     return PDL_COMBINE and cfg.arch == "sm_90"
+
+
+def short_cache_config(cfg: DecodeConfig, seq_k: int, num_splits: int) -> DecodeConfig:
+    """cfg with SHORT_CACHE_KNOBS where a one-split grid reads a short cache (see SHORT_CACHE_KEYS) and they
+    hold fewer bytes a block; else cfg."""
+    if not (num_splits == 1 and 0 < seq_k <= SHORT_CACHE_KEYS and cfg.arch == "sm_90" and cfg.m_tiles == 1
+            and 64 <= cfg.head_dim <= 128):
+        return cfg
+    return _short_cache_twin(cfg)
+
+
+@functools.lru_cache(maxsize=64)
+def _short_cache_twin(cfg: DecodeConfig) -> DecodeConfig:
+    light = cfg.replace(**SHORT_CACHE_KNOBS)
+    return light if not light.problems() and MMA.smem_bytes(light) < MMA.smem_bytes(cfg) else cfg
 
 
 def combine_kernel(cfg: DecodeConfig, num_splits: int) -> tuple[str, int]:

@@ -91,12 +91,14 @@ def sm_count(device_id: int) -> int:
 def choose_splits(kernel, p: DecodeProblem, requested: int | None = None) -> int:
     """The caller's count, else the config's fixed one, else the wave-efficiency heuristic over
     this GPU's SMs. Shapes only: the same at graph capture and replay."""
-    cfg: DecodeConfig = kernel.config
-    if requested:
-        return requested
+    return requested or config_splits(kernel.config, p, sm_count(kernel.device_id))
+
+
+def config_splits(cfg: DecodeConfig, p: DecodeProblem, slots: int) -> int:
+    """The config's fixed split count, else the heuristic's over `slots` SMs."""
     if cfg.num_splits:
         return cfg.num_splits
-    work, slots = p.batch * p.heads_kv * m_blocks(p.rows, cfg.m_tiles), sm_count(kernel.device_id)
+    work = p.batch * p.heads_kv * m_blocks(p.rows, cfg.m_tiles)
     n_steps, min_steps = math.ceil(p.key_span / cfg.step_keys), math.ceil(min_split_keys(work, slots) / cfg.step_keys)
     splits = split_heuristic(work, n_steps, slots, min_steps=min_steps)
     if lanes_combine(cfg) and splits > LANES_MAX_SPLITS and p.key_span < LANES_MIN_SPLIT_KEYS * splits:

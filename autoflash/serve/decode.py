@@ -16,7 +16,7 @@ from autoflash import store
 from autoflash.kernels.compile import compile_kernel
 from autoflash.kernels.device import device_arch
 from autoflash.kernels.loaded import LoadedKernel, stream_handle
-from autoflash.ops import decode_launch
+from autoflash.ops import decode_kernels, decode_launch
 from autoflash.ops.decode import DECODE
 from autoflash.ops.decode_kernels import (DEFAULT_L2_PREFETCH, HEAD_DIMS, MAX_SPLITS, MMA, DecodeConfig,
                                          m_blocks, m_tiles_for)
@@ -333,6 +333,7 @@ def _choose_config(config, dtype: str, p: DecodeProblem, device_id: int) -> Deco
                **{f: on for f, on in p.variant_flags().items() if on}}  # plain keys stay as before
         unpaged = _splits_for_grid(dispatch.select(arch, name, DECODE.name, key, p.seq_k), arch, name,
                                    tuple(key.items()), p)
+        unpaged = _short_cache_config(unpaged, arch, name, tuple(key.items()), p, device_id)
         if not p.page_size:
             return unpaged
         blocks = p.batch * p.heads_kv * m_blocks(p.rows, unpaged.m_tiles)
@@ -351,6 +352,17 @@ def _splits_for_grid(cfg: DecodeConfig, arch: str, device_name: str, key: tuple,
         return cfg
     blocks = p.batch * p.heads_kv * m_blocks(p.rows, cfg.m_tiles)
     return cfg if _entry_blocks(arch, device_name, key, p.seq_k, cfg.m_tiles) == blocks else cfg.replace(num_splits=0)
+
+
+def _short_cache_config(cfg: DecodeConfig, arch: str, device_name: str, key: tuple, p: DecodeProblem,
+                        device_id: int) -> DecodeConfig:
+    """decode_kernels.short_cache_config (lighter K/V buffers for one-split grids over short caches), except on
+    the grid that the entry serving this key was timed on: there the tuner's choice stands."""
+    blocks = p.batch * p.heads_kv * m_blocks(p.rows, cfg.m_tiles)
+    if _entry_blocks(arch, device_name, key, p.seq_k, cfg.m_tiles) == blocks:
+        return cfg
+    splits = decode_launch.config_splits(cfg, p, decode_launch.sm_count(device_id))
+    return decode_kernels.short_cache_config(cfg, p.key_span, splits)
 
 
 @functools.lru_cache(maxsize=256)
