@@ -246,16 +246,18 @@ def test_one_split_grids_over_short_caches_get_lighter_buffers():
         return DECODE.default(arch, {"dtype": "bf16", "head_dim": head_dim, "m_tiles": m_tiles})
 
     for head_dim in (64, 128):
-        light = short_cache_config(cfg(head_dim=head_dim), SHORT_CACHE_KEYS, 1)
+        light = short_cache_config(cfg(head_dim=head_dim), SHORT_CACHE_KEYS, 132, 132, 1)
         assert light == cfg(head_dim=head_dim).replace(**SHORT_CACHE_KNOBS) and not light.problems()
         assert MMA.smem_bytes(light) < MMA.smem_bytes(cfg(head_dim=head_dim))
-    # not measured, or not one split of a short cache: unchanged
-    for c, keys, splits in ((cfg(), SHORT_CACHE_KEYS + 1, 1), (cfg(), 1024, 2), (cfg(arch="sm_80"), 1024, 1),
-                            (cfg(head_dim=256), 1024, 1), (cfg(head_dim=32), 1024, 1), (cfg(m_tiles=2), 1024, 1)):
-        assert short_cache_config(c, keys, splits) == c
+    # not measured, under a block an SM, or not one split of a short cache: unchanged
+    for c, keys, blocks, splits in ((cfg(), SHORT_CACHE_KEYS + 1, 512, 1), (cfg(), 1024, 512, 2),
+                                    (cfg(), 1024, 131, 1), (cfg(arch="sm_80"), 1024, 512, 1),
+                                    (cfg(head_dim=256), 1024, 512, 1), (cfg(head_dim=32), 1024, 512, 1),
+                                    (cfg(m_tiles=2), 1024, 512, 1)):
+        assert short_cache_config(c, keys, blocks, 132, splits) == c
     old, decode_kernels.SHORT_CACHE_KEYS = decode_kernels.SHORT_CACHE_KEYS, 0  # the switch off
     try:
-        assert short_cache_config(cfg(), 1024, 1) == cfg()
+        assert short_cache_config(cfg(), 1024, 512, 132, 1) == cfg()
     finally:
         decode_kernels.SHORT_CACHE_KEYS = old
 
@@ -281,6 +283,7 @@ def test_the_short_cache_knobs_leave_a_tuned_entry_on_its_own_grid(monkeypatch):
     assert chosen(256) == tuned                                   # the grid it was timed on
     assert chosen(64) == tuned.replace(**SHORT_CACHE_KNOBS)       # 512 blocks, one split, 1k keys
     assert chosen(64, 8192) == tuned and chosen(1) == tuned       # a longer cache; a grid that splits
+    assert chosen(8) == tuned                                     # 64 blocks, one split: under a block an SM
     serve_decode._entry_blocks.cache_clear()
 
 

@@ -56,12 +56,13 @@ LANES_MAX_SPLITS = 64
 # 32k cache) 64 splits ran 1.05x (D 128) and 1.19x (D 64) faster on the H200 (benchmarks/NOTES.md, twelfth session)
 LANES_MIN_SPLIT_KEYS = 1024
 LANES_WARPS = 16  # _combine_lanes' block at most (its warps loop over the columns; 16 beat 32 by 0-6 %: NOTES)
-# One-split grids over short caches (H200, benchmarks/NOTES.md "Thirteenth session"): the tuned entries keep 100-200 KB
-# of K/V in flight a block, so one block runs an SM, and a block of 1k keys spends much of its time filling and
-# draining that pipeline. 16-key x 3-stage buffers (four blocks an SM at D 64, two at D 128) ran 1.00-1.10x the
-# tuned knobs on the six one-split 1k-cache rows. Served up to SHORT_CACHE_KEYS keys (0: off), on sm_90, D 64-128, one
-# m-tile: where it was measured.
-SHORT_CACHE_KEYS = 1024
+# Grids of at least a block an SM over short caches (H200, benchmarks/NOTES.md "Thirteenth session"): the tuned
+# entries keep 100-200 KB of K/V in flight a block, so one block runs an SM, and a block of a few thousand keys
+# spends much of its time filling and draining that pipeline. 16-key x 3-stage buffers (four blocks an SM at D 64,
+# two at D 128) ran 1.00-1.10x the tuned knobs on the six one-split 1k-cache rows and 1.01-1.03x on six 2k-4k rows;
+# at 8k -2..+2 %. Grids under a block an SM lose with them (64 blocks: 0.83-0.88x): nothing shares the SM.
+# Served up to SHORT_CACHE_KEYS keys (0: off), on sm_90, D 64-128, one m-tile: where it was measured.
+SHORT_CACHE_KEYS = 4096
 SHORT_CACHE_KNOBS = {"block_n": 16, "stages": 3}
 
 
@@ -219,11 +220,11 @@ def pdl_combine(cfg: DecodeConfig) -> bool:
     return PDL_COMBINE and cfg.arch == "sm_90"
 
 
-def short_cache_config(cfg: DecodeConfig, seq_k: int, num_splits: int) -> DecodeConfig:
-    """cfg with SHORT_CACHE_KNOBS where a one-split grid reads a short cache (see SHORT_CACHE_KEYS) and they
-    hold fewer bytes a block; else cfg."""
-    if not (num_splits == 1 and 0 < seq_k <= SHORT_CACHE_KEYS and cfg.arch == "sm_90" and cfg.m_tiles == 1
-            and 64 <= cfg.head_dim <= 128):
+def short_cache_config(cfg: DecodeConfig, seq_k: int, blocks: int, slots: int, num_splits: int) -> DecodeConfig:
+    """cfg with SHORT_CACHE_KNOBS where `blocks` blocks (a split's), at least one for each of the `slots` SMs,
+    read a short cache in one split (see SHORT_CACHE_KEYS) and the knobs hold fewer bytes a block; else cfg."""
+    if not (num_splits == 1 and blocks >= slots and 0 < seq_k <= SHORT_CACHE_KEYS and cfg.arch == "sm_90"
+            and cfg.m_tiles == 1 and 64 <= cfg.head_dim <= 128):
         return cfg
     return _short_cache_twin(cfg)
 

@@ -361,8 +361,8 @@ def _short_cache_config(cfg: DecodeConfig, arch: str, device_name: str, key: tup
     blocks = p.batch * p.heads_kv * m_blocks(p.rows, cfg.m_tiles)
     if _entry_blocks(arch, device_name, key, p.seq_k, cfg.m_tiles) == blocks:
         return cfg
-    splits = decode_launch.config_splits(cfg, p, decode_launch.sm_count(device_id))
-    return decode_kernels.short_cache_config(cfg, p.key_span, splits)
+    slots = decode_launch.sm_count(device_id)
+    return decode_kernels.short_cache_config(cfg, p.key_span, blocks, slots, decode_launch.config_splits(cfg, p, slots))
 
 
 @functools.lru_cache(maxsize=256)
