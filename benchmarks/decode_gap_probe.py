@@ -41,7 +41,13 @@ VARIANTS = {
     "s2": dict(stages=2),
     "w2s3": dict(warps=2, stages=3),
     "bn16s3": dict(block_n=16, stages=3),
+    # thirteenth session: rows that split, with more blocks than the one-block-an-SM wave model counts on (split_factor:
+    # that many times the served split count, pinned; the light knobs hold 2-4 blocks an SM)
+    "x2": dict(split_factor=2),
+    "bn16s3x1": dict(block_n=16, stages=3, split_factor=1),
+    "bn16s3x2": dict(block_n=16, stages=3, split_factor=2),
 }
+H200_SMS = 132  # the split counts of --list, which runs without a GPU
 # (call 1 also ran "ahead2/4/8": an l2_ahead knob, L2 prefetches of the tile 2/4/8 past the cp.async ring:
 # 7-48 % slower on every row; removed, see benchmarks/NOTES.md and decode_gap_h200_2026-11-29_s6_DC_call1.log)
 
@@ -72,6 +78,19 @@ def served(row):
     return cfg, p
 
 
+def served_splits(row, cfg: DecodeConfig) -> int:
+    """The split count cfg runs this row with (its own, else the heuristic's on this GPU, or the H200 without one)."""
+    from autoflash.ops import decode_launch
+    from autoflash.ops.decode_launch import DecodeProblem
+
+    d, hq, hkv, b, n = row
+    try:
+        slots = decode_launch.sm_count(0)
+    except Exception:  # no GPU (--list)
+        slots = H200_SMS
+    return decode_launch.config_splits(cfg, DecodeProblem(b, hq, hkv, 1, n, d, True), slots)
+
+
 def variant_configs(row, names, base: DecodeConfig | None = None) -> dict:
     """name -> config for the valid variants (a knob the config does not have is skipped)."""
     if base is None:
@@ -84,6 +103,9 @@ def variant_configs(row, names, base: DecodeConfig | None = None) -> dict:
         if changes is None:
             out[name] = base
             continue
+        if "split_factor" in changes:
+            changes = {k: v for k, v in changes.items() if k != "split_factor"}
+            changes["num_splits"] = VARIANTS[name]["split_factor"] * served_splits(row, base)
         if any(not hasattr(base, k) for k in changes):
             continue
         cfg = base.replace(**changes)
