@@ -135,6 +135,17 @@ def _valid_configs(schedule):
         backward_wgmma.DQ_OWN_KEYS, backward_wgmma.DQ_BULK_REDUCE = saved
 
 
+def test_loops_split_pair_indices_without_dividing():
+    # an integer division by per_head was ~20 instructions a tile (I2F, MUFU.RCP, F2I...): head_and_tile multiplies
+    # (H200: 1.00-1.03x the backward against an A/A, benchmarks/NOTES.md "Thirteenth session")
+    from autoflash.kernels.render import render
+
+    division = re.compile(r"(\bit|\bcur|\bj|\btile|\(it - 1\)) [/%] per_head")
+    for _, c in _valid_configs("split"):
+        code = "\n".join(line.split("//")[0] for line in render(c).splitlines())
+        assert not division.search(code) and "head_and_tile(" in code, c.name
+
+
 def test_schedules_exclude_each_other(monkeypatch):
     from autoflash.ops import backward_wgmma
 

@@ -99,10 +99,6 @@ STRIDED = True
 # bitwise). Measured (benchmarks/NOTES.md, eleventh session): D 128 +8 % at the decoder step's 8k tokens, +1 % at 16k;
 # D 64 +3 % at 8k but -5 % at 16k, so D 64 keeps blockIdx.x order.
 HEAVY_FIRST = (128,)
-# (Thirteenth session, being measured) the main loops' (query head, query tile) split of a pair index by a multiply
-# (umulhi by floor((2^32 - 1) / per_head), one correction) in every warpgroup, as the producer's loads already did,
-# instead of an integer division (~20 instructions: I2F, MUFU.RCP, F2I, IABS...) a tile in the consumers.
-DIVISION_FREE = False
 
 
 class BackwardWgmmaTemplate(Template):
@@ -284,7 +280,7 @@ class BackwardWgmmaTemplate(Template):
                 "dq_pad": 0 if self.dq_mode(cfg) == 2 else DQ_STAGING_PAD,
                 "dq_tile_reduce": self.producer(cfg) and self.dq_mode(cfg) == 2,
                 "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True,
-                "heavy_first": heavy_first(cfg), "division_free": DIVISION_FREE}
+                "heavy_first": heavy_first(cfg)}
 
     def reads_dq_with_lag(self, cfg: BackwardConfig) -> bool:
         """Whether the producer frees each dQ staging buffer one tile late (the read lag, above)."""
