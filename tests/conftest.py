@@ -1,7 +1,9 @@
 """One GPU marker for the whole suite: gpu tests skip with the reason when no GPU is usable. A watchdog
 ends a test process that hangs (a spin-wait kernel that never finishes), so the run names the test."""
+import ast
 import faulthandler
 import functools
+import importlib
 import os
 
 import pytest
@@ -42,6 +44,15 @@ _stderr_fd = None
 def pytest_configure(config):
     global _stderr_fd
     _stderr_fd = os.dup(2)  # the terminal's stderr: during a test's call fd 2 goes to pytest's capture file
+    # AUTOFLASH_TEST_SWITCHES="autoflash.ops.backward_wgmma.DS_STMATRIX=True ...": module settings for the whole run
+    # (every xdist worker runs this too), so the GPU suite can run with a switch under measurement before adoption
+    for setting in os.environ.get("AUTOFLASH_TEST_SWITCHES", "").split():
+        path, _, value = setting.partition("=")
+        module, _, name = path.rpartition(".")
+        target = importlib.import_module(module)
+        if not hasattr(target, name):
+            raise pytest.UsageError(f"AUTOFLASH_TEST_SWITCHES: {module} has no {name}")
+        setattr(target, name, ast.literal_eval(value))
 
 
 @pytest.hookimpl(hookwrapper=True)
