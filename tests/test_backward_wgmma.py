@@ -146,6 +146,16 @@ def test_loops_split_pair_indices_without_dividing():
         assert not division.search(code) and "head_and_tile(" in code, c.name
 
 
+def test_ds_is_stored_by_stmatrix():
+    # four STS.32 a k-step and their swizzle arithmetic became one stmatrix.x4 (H200: D 64 +1.5..+2.7 % against an
+    # A/A, D 128 level; benchmarks/NOTES.md "Thirteenth session")
+    from autoflash.kernels.render import render
+
+    for _, c in _valid_configs("split"):
+        source = render(c)
+        assert "stmatrix_x4(ds_row" in source and "= dfrag[kk][i];" not in source, c.name
+
+
 def test_schedules_exclude_each_other(monkeypatch):
     from autoflash.ops import backward_wgmma
 

@@ -99,9 +99,6 @@ STRIDED = True
 # bitwise). Measured (benchmarks/NOTES.md, eleventh session): D 128 +8 % at the decoder step's 8k tokens, +1 % at 16k;
 # D 64 +3 % at 8k but -5 % at 16k, so D 64 keeps blockIdx.x order.
 HEAVY_FIRST = (128,)
-# (Thirteenth session, being measured) dS^T to shared memory by stmatrix, one x4 a k-step (four 8x8 matrices from the
-# accumulator fragments, a row address a lane) instead of four 4-byte stores a k-step and their swizzle arithmetic.
-DS_STMATRIX = False
 
 
 class BackwardWgmmaTemplate(Template):
@@ -283,7 +280,7 @@ class BackwardWgmmaTemplate(Template):
                 "dq_pad": 0 if self.dq_mode(cfg) == 2 else DQ_STAGING_PAD,
                 "dq_tile_reduce": self.producer(cfg) and self.dq_mode(cfg) == 2,
                 "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True,
-                "heavy_first": heavy_first(cfg), "ds_stmatrix": DS_STMATRIX}
+                "heavy_first": heavy_first(cfg)}
 
     def reads_dq_with_lag(self, cfg: BackwardConfig) -> bool:
         """Whether the producer frees each dQ staging buffer one tile late (the read lag, above)."""
