@@ -212,11 +212,13 @@ def test_split_heuristic_keeps_nearly_every_sm_busy():
     assert split_heuristic(1, 1024, 132) == 128  # MQA, batch 1: a block per SM but 4
 
 
-def test_a_tuned_split_count_serves_only_its_own_grid(monkeypatch):
+D64_KEY = {"dtype": "bf16", "head_dim": 64, "m_tiles": 1, "paged": False}
+
+
+def serve_only_entry(monkeypatch, tuned):
+    """serve/decode finds only `tuned`, an H200 entry timed at batch 256 x 8 KV heads x 1024 keys (132 SMs)."""
     from autoflash.serve import decode as serve_decode
 
-    key = {"dtype": "bf16", "head_dim": 64, "m_tiles": 1, "paged": False}
-    tuned = DECODE.default("sm_90", key).replace(num_splits=2)
     entry = {"config": tuned.to_dict(), "problem": {"batch": 256, "heads_kv": 8, "group": 4, "seq_q": 1, "seq_k": 1024}}
     monkeypatch.setattr(serve_decode.dispatch, "select", lambda *a: tuned)
     monkeypatch.setattr(serve_decode.store, "entries_for_arch", lambda arch: [entry])
@@ -224,6 +226,13 @@ def test_a_tuned_split_count_serves_only_its_own_grid(monkeypatch):
     monkeypatch.setattr(serve_decode, "device_arch", lambda device: ("sm_90", "H200"))
     monkeypatch.setattr(serve_decode.decode_launch, "sm_count", lambda device: 132)
     serve_decode._entry_blocks.cache_clear()
+
+
+def test_a_tuned_split_count_serves_only_its_own_grid(monkeypatch):
+    from autoflash.serve import decode as serve_decode
+
+    tuned = DECODE.default("sm_90", D64_KEY).replace(num_splits=2)
+    serve_only_entry(monkeypatch, tuned)
 
     def chosen(batch, heads_kv=8):
         p = DecodeProblem(batch=batch, heads_q=4 * heads_kv, heads_kv=heads_kv, seq_q=1, seq_k=1024, head_dim=64,
@@ -266,15 +275,8 @@ def test_the_short_cache_knobs_leave_a_tuned_entry_on_its_own_grid(monkeypatch):
     from autoflash.ops.decode_kernels import SHORT_CACHE_KNOBS
     from autoflash.serve import decode as serve_decode
 
-    key = {"dtype": "bf16", "head_dim": 64, "m_tiles": 1, "paged": False}
-    tuned = DECODE.default("sm_90", key).replace(stages=5)
-    entry = {"config": tuned.to_dict(), "problem": {"batch": 256, "heads_kv": 8, "group": 4, "seq_q": 1, "seq_k": 1024}}
-    monkeypatch.setattr(serve_decode.dispatch, "select", lambda *a: tuned)
-    monkeypatch.setattr(serve_decode.store, "entries_for_arch", lambda arch: [entry])
-    monkeypatch.setattr(serve_decode.store, "lookup", lambda entries, *a: (entries[0], "tuned"))
-    monkeypatch.setattr(serve_decode, "device_arch", lambda device: ("sm_90", "H200"))
-    monkeypatch.setattr(serve_decode.decode_launch, "sm_count", lambda device: 132)
-    serve_decode._entry_blocks.cache_clear()
+    tuned = DECODE.default("sm_90", D64_KEY).replace(stages=5)
+    serve_only_entry(monkeypatch, tuned)
 
     def chosen(batch, seq_k=1024):
         p = DecodeProblem(batch=batch, heads_q=32, heads_kv=8, seq_q=1, seq_k=seq_k, head_dim=64, causal=True)
