@@ -323,17 +323,15 @@ def _match(config: DecodeConfig, dtype: str, p: DecodeProblem) -> None:
 
 
 def _choose_config(config, dtype: str, p: DecodeProblem, device_id: int) -> DecodeConfig:
-    """The caller's config (matched to the problem), else a tuned entry for this GPU and cache
-    length, else the heuristic default. A paged cache serves what the same cache held contiguously
-    would (same knobs and split count, paged set: bit-equal outputs), unless a paged entry was timed
-    on this very grid (_paged_config)."""
+    """The caller's config (matched to the problem), else a tuned entry for this GPU and cache length, else the
+    heuristic default (_for_grid). A paged cache serves what the same cache held contiguously would (same knobs
+    and split count, paged set: bit-equal outputs), unless a paged entry was timed on this very grid (_paged_config)."""
     if config is None:
         arch, name = device_arch(device_id)
         key = {"dtype": dtype, "head_dim": p.head_dim, "m_tiles": m_tiles_for(p.rows, p.head_dim), "paged": False,
                **{f: on for f, on in p.variant_flags().items() if on}}  # plain keys stay as before
-        unpaged = _splits_for_grid(dispatch.select(arch, name, DECODE.name, key, p.seq_k), arch, name,
-                                   tuple(key.items()), p)
-        unpaged = _short_cache_config(unpaged, arch, name, tuple(key.items()), p, device_id)
+        tuned = dispatch.select(arch, name, DECODE.name, key, p.seq_k)
+        unpaged = _for_grid(tuned, arch, name, tuple(key.items()), p, device_id)
         if not p.page_size:
             return unpaged
         blocks = p.batch * p.heads_kv * m_blocks(p.rows, unpaged.m_tiles)
@@ -344,24 +342,15 @@ def _choose_config(config, dtype: str, p: DecodeProblem, device_id: int) -> Deco
     return config
 
 
-def _splits_for_grid(cfg: DecodeConfig, arch: str, device_name: str, key: tuple, p: DecodeProblem) -> DecodeConfig:
-    """A tuned entry's fixed split count was timed on its own problem's grid (batch x KV heads x m-blocks),
-    but entries are found by cache length alone: on another grid the heuristic chooses instead. (The H200
-    d64 N=1024 entry's 1 split, tuned at batch 256, left batch 1 on 8 blocks: 0.73-0.78x cuDNN.)"""
-    if not cfg.num_splits:
-        return cfg
-    blocks = p.batch * p.heads_kv * m_blocks(p.rows, cfg.m_tiles)
-    return cfg if _entry_blocks(arch, device_name, key, p.seq_k, cfg.m_tiles) == blocks else cfg.replace(num_splits=0)
-
-
-def _short_cache_config(cfg: DecodeConfig, arch: str, device_name: str, key: tuple, p: DecodeProblem,
-                        device_id: int) -> DecodeConfig:
-    """decode_kernels.short_cache_config (lighter K/V buffers for one-split grids over short caches), except on
-    the grid that the entry serving this key was timed on: there the tuner's choice stands."""
+def _for_grid(cfg: DecodeConfig, arch: str, device_name: str, key: tuple, p: DecodeProblem,
+              device_id: int) -> DecodeConfig:
+    """Entries are found by cache length alone, their knobs timed on their own grid (batch x KV heads x m-blocks). On
+    another grid a fixed split count gives way to the heuristic (the H200 d64 N=1024 entry's 1 split, from batch 256,
+    left batch 1 0.73-0.78x cuDNN) and short caches may take decode_kernels.short_cache_config's lighter buffers."""
     blocks = p.batch * p.heads_kv * m_blocks(p.rows, cfg.m_tiles)
     if _entry_blocks(arch, device_name, key, p.seq_k, cfg.m_tiles) == blocks:
         return cfg
-    slots = decode_launch.sm_count(device_id)
+    cfg, slots = cfg.replace(num_splits=0) if cfg.num_splits else cfg, decode_launch.sm_count(device_id)
     return decode_kernels.short_cache_config(cfg, p.key_span, blocks, slots, decode_launch.config_splits(cfg, p, slots))
 
 
