@@ -137,7 +137,7 @@ def _valid_configs(schedule):
 
 def test_loops_split_pair_indices_without_dividing():
     # an integer division by per_head was ~20 instructions a tile (I2F, MUFU.RCP, F2I...): head_and_tile multiplies
-    # (H200: 1.00-1.03x the backward against an A/A, benchmarks/NOTES.md "Thirteenth session")
+    # (H200: -0.5..+2.6 % against an A/A copy, benchmarks/NOTES.md "Thirteenth session")
     from autoflash.kernels.render import render
 
     division = re.compile(r"(\bit|\bcur|\bj|\btile|\(it - 1\)) [/%] per_head")
