@@ -255,18 +255,19 @@ def test_one_split_grids_over_short_caches_get_lighter_buffers():
         return DECODE.default(arch, {"dtype": "bf16", "head_dim": head_dim, "m_tiles": m_tiles})
 
     for head_dim in (64, 128):
-        light = short_cache_config(cfg(head_dim=head_dim), SHORT_CACHE_KEYS, 132, 132, 1)
+        light = short_cache_config(cfg(head_dim=head_dim), SHORT_CACHE_KEYS, 132, 132)
         assert light == cfg(head_dim=head_dim).replace(**SHORT_CACHE_KNOBS) and not light.problems()
         assert MMA.smem_bytes(light) < MMA.smem_bytes(cfg(head_dim=head_dim))
+    assert short_cache_config(cfg().replace(num_splits=1), 1024, 512, 132).block_n == SHORT_CACHE_KNOBS["block_n"]
     # not measured, under a block an SM, or not one split of a short cache: unchanged
-    for c, keys, blocks, splits in ((cfg(), SHORT_CACHE_KEYS + 1, 512, 1), (cfg(), 1024, 512, 2),
-                                    (cfg(), 1024, 131, 1), (cfg(arch="sm_80"), 1024, 512, 1),
-                                    (cfg(head_dim=256), 1024, 512, 1), (cfg(head_dim=32), 1024, 512, 1),
-                                    (cfg(m_tiles=2), 1024, 512, 1)):
-        assert short_cache_config(c, keys, blocks, 132, splits) == c
+    for c, keys, blocks in ((cfg(), SHORT_CACHE_KEYS + 1, 512), (cfg().replace(num_splits=2), 1024, 512),
+                            (cfg(), 1024, 131), (cfg(arch="sm_80"), 1024, 512),
+                            (cfg(head_dim=256), 1024, 512), (cfg(head_dim=32), 1024, 512),
+                            (cfg(m_tiles=2), 1024, 512)):
+        assert short_cache_config(c, keys, blocks, 132) == c
     old, decode_kernels.SHORT_CACHE_KEYS = decode_kernels.SHORT_CACHE_KEYS, 0  # the switch off
     try:
-        assert short_cache_config(cfg(), 1024, 512, 132, 1) == cfg()
+        assert short_cache_config(cfg(), 1024, 512, 132) == cfg()
     finally:
         decode_kernels.SHORT_CACHE_KEYS = old
 

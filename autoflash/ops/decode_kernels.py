@@ -220,10 +220,11 @@ def pdl_combine(cfg: DecodeConfig) -> bool:
     return PDL_COMBINE and cfg.arch == "sm_90"
 
 
-def short_cache_config(cfg: DecodeConfig, seq_k: int, blocks: int, slots: int, num_splits: int) -> DecodeConfig:
+def short_cache_config(cfg: DecodeConfig, seq_k: int, blocks: int, slots: int) -> DecodeConfig:
     """cfg with SHORT_CACHE_KNOBS where `blocks` blocks (a split's), at least one for each of the `slots` SMs,
-    read a short cache in one split (see SHORT_CACHE_KEYS) and the knobs hold fewer bytes a block; else cfg."""
-    if not (num_splits == 1 and blocks >= slots and 0 < seq_k <= SHORT_CACHE_KEYS and cfg.arch == "sm_90"
+    read a short cache in one split (see SHORT_CACHE_KEYS) and the knobs hold fewer bytes a block; else cfg. On
+    such a grid split_heuristic always gives one split, so only a fixed count above one is asked about."""
+    if not (cfg.num_splits <= 1 and blocks >= slots and 0 < seq_k <= SHORT_CACHE_KEYS and cfg.arch == "sm_90"
             and cfg.m_tiles == 1 and 64 <= cfg.head_dim <= 128):
         return cfg
     return _short_cache_twin(cfg)

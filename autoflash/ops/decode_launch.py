@@ -178,7 +178,7 @@ class DecodePlan:
         # PDL_COMBINE: the combine goes out as a packed programmatic dependent launch (its arguments' pointers
         # are slots 0-4: o_part, lse_part, o, lse, sinks).
         self.programmatic_combine = None
-        if pdl_combine(cfg) and num_splits > 1 and not self.fused:
+        if pdl_combine(cfg) and num_splits > 1:
             args = (Slot(0), Slot(1), Slot(2), Slot(3)) + self.combine_tail + (Slot(4),)
             self.programmatic_combine = PackedSequence(
                 [(self.combine_fn, self.combine_grid, self.combine_block, 0, args)], programmatic=True)

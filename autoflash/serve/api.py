@@ -168,8 +168,7 @@ def attention(q, k, v, *, causal: bool = False, causal_alignment: str = "top_lef
 
     Differentiable for PyTorch tensors that require grad (with grad mode on): fp16/bf16,
     head_dim 64, 128 or 256 (or Dqk/Dv 192/128, 128/64), sm_80+, causal in either alignment; the forward saves O and the
-    LSE (not P) and the backward
-    recomputes P. deterministic=True makes dq bitwise repeatable (at a cost). Other
+    LSE (not P) and the backward recomputes P. deterministic=True makes dq bitwise repeatable (at a cost). Other
     configurations raise InputError naming what is supported, never a silently
     non-differentiable result.
     """

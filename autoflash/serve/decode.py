@@ -350,8 +350,8 @@ def _for_grid(cfg: DecodeConfig, arch: str, device_name: str, key: tuple, p: Dec
     blocks = p.batch * p.heads_kv * m_blocks(p.rows, cfg.m_tiles)
     if _entry_blocks(arch, device_name, key, p.seq_k, cfg.m_tiles) == blocks:
         return cfg
-    cfg, slots = cfg.replace(num_splits=0) if cfg.num_splits else cfg, decode_launch.sm_count(device_id)
-    return decode_kernels.short_cache_config(cfg, p.key_span, blocks, slots, decode_launch.config_splits(cfg, p, slots))
+    cfg = cfg.replace(num_splits=0) if cfg.num_splits else cfg
+    return decode_kernels.short_cache_config(cfg, p.key_span, blocks, decode_launch.sm_count(device_id))
 
 
 @functools.lru_cache(maxsize=256)
