@@ -36,7 +36,7 @@ from autoflash.kernels.render import render
 log = logging.getLogger("autoflash")
 
 CACHE_ENV = "AUTOFLASH_CACHE_DIR"
-REPORT_FIELDS = "wgmma_serialized"  # in the cache key: entries cached before a report field existed are rebuilt
+REPORT_FIELDS = "wgmma_serialized C75xx"  # in the cache key: entries cached before a report field existed are rebuilt
 
 
 class CompileError(RuntimeError):
@@ -52,8 +52,9 @@ class ResourceReport:
     spill_loads: int
     stack_frame: int
     static_smem: int
-    # ptxas C7511: too few registers for the wgmma pipeline, so it waits for each wgmma before the next. No spill
-    # shows it; the kernel runs correct but 1.1-1.7x slower (causal_trim on the H200, NOTES eighth session)
+    # ptxas C7511 (too few registers for the wgmma pipeline), C7515 (other instructions define a wgmma's accumulator
+    # inside a pipeline stage), ...: it waits for each wgmma before the next. No spill shows it; the kernel runs
+    # correct but 1.1-1.7x slower (causal_trim on the H200, NOTES eighth session)
     wgmma_serialized: bool = False
     source: str = "ptxas"  # "cubin" when read back from the ELF (see report_from_cubin)
 
@@ -189,7 +190,7 @@ def parse_ptxas_report(text: str, kernel: str) -> ResourceReport:
         values[field] = int(match.group(1)) if match else 0
     if not re.search(_PTXAS_PATTERNS["registers"], section):
         raise CompileError(f"no ptxas resource report for {kernel} in the NVRTC log:\n{text}")
-    serialized = re.search(rf"\(C7511\).*function '{re.escape(kernel)}'", text)
+    serialized = re.search(rf"\(C75\d\d\) [^\n]*wgmma[^\n]*serialized[^\n]*function '{re.escape(kernel)}'", text)
     return ResourceReport(**values, wgmma_serialized=bool(serialized))
 
 

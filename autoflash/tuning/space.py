@@ -119,7 +119,7 @@ def resource_check(cfg, report: dict, smem: int) -> tuple[int, list[str]]:
     if spills:
         reasons.append(f"spills {spills} bytes (registers {report['registers']})")
     if report.get("wgmma_serialized"):
-        reasons.append("ptxas serialised its wgmma instructions (C7511: too few registers for the wgmma pipeline)")
+        reasons.append("ptxas serialised its wgmma instructions (C75xx: e.g. too few registers for the pipeline)")
     regs_per_block = max(1, report["registers"]) * cfg.threads
     smem_total = smem + report.get("static_smem", 0)
     by_regs = lim.regs_per_sm // regs_per_block

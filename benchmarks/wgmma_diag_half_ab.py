@@ -1,0 +1,143 @@
+"""flash_fwd_wgmma's DIAG_HALF (forward_wgmma, off by default) at kernel level: the served forward entries with the
+switch off, on, and off again (an A/A copy; the switch sits between the two offs because the order of interleaved
+kernels moved results up to 1.7 % in earlier A/Bs), beside SDPA's cuDNN. With the switch on, a consumer warpgroup's
+last key tile runs S, the softmax and P V over the tile's first half when no row of the warpgroup sees a key past it:
+in 128 x 128 causal tiles, warpgroup 0 on every diagonal tile. Issue 18: bf16 D 64 causal N 1024 is the one forward
+row below cuDNN (0.99x in every run).
+
+Rows (B*H*N = 64 x 4096, H = 16): bf16/fp16 x D 64/128 x causal N 1024/4096, D 256 causal N 1024 (bf16), and
+non-causal D 64 N 1024 (bf16: a control where no tile is a half tile). Each kernel is a CUDA graph of --calls launches
+replayed in --rounds interleaved rounds (benchmarks/graph_timing.py); the table gives TFLOP/s (median over rounds,
+causal counts half the work), x cuDNN and the spread, then on/off, on/off2 and off2/off (the A/A).
+
+    PYTHONPATH=$PWD python3 benchmarks/wgmma_diag_half_ab.py [--rounds 7] [--check] [--precompile]
+
+--check adds max |on - off| (the skipped half holds only exact zeros of P, so the sums are the same but for the
+order the wgmma adds them in: tiny differences allowed); the float64 checks are tests/test_wgmma_diag_half_gpu.py.
+--precompile compiles every kernel a run would time (8 processes, disk cache) and prints registers and spills.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from autoflash.kernels.compile import compile_kernel  # noqa: E402
+from autoflash.ops import forward_wgmma  # noqa: E402
+from autoflash.ops.forward_base import Problem  # noqa: E402
+from autoflash.serve.api import choose_config  # noqa: E402
+
+TOKENS, HEADS = 64 * 4096, 16
+ROWS = ([(t, d, True, n) for d in (64, 128) for n in (1024, 4096) for t in ("bf16", "fp16")]
+        + [("bf16", 256, True, 1024), ("bf16", 64, False, 1024)])
+LABELS = ("off", "on", "off2")
+
+
+class switch:
+    """DIAG_HALF set to `on` inside the block (it changes the source only)."""
+    def __init__(self, on):
+        self.on = on
+
+    def __enter__(self):
+        self.old, forward_wgmma.DIAG_HALF = forward_wgmma.DIAG_HALF, self.on
+
+    def __exit__(self, *exc):
+        forward_wgmma.DIAG_HALF = self.old
+
+
+def served(dtype, d, causal, n):
+    return choose_config("sm_90", "NVIDIA H200", dtype, d, causal, n)
+
+
+def compiled(cfg, on):
+    with switch(on):
+        return compile_kernel(cfg)
+
+
+def describe(cfg, on) -> str:
+    r = compiled(cfg, on).report
+    return (f"  {'on ' if on else 'off'} {cfg.name}: {r.registers} registers, {r.spills} B spilled, "
+            f"stack {r.stack_frame} B, serialised {r.wgmma_serialized}")
+
+
+def row(dtype, d, causal, n, rounds, calls, check):
+    import torch
+
+    from common import sdpa_runner
+    from graph_timing import Impl, measure
+    from autoflash.kernels.loaded import LoadedKernel
+    from autoflash.ops.forward_launch import launch, plan
+
+    cfg = served(dtype, d, causal, n)
+    b = max(1, TOKENS // (n * HEADS))
+    tdt = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    g = torch.Generator(device="cuda").manual_seed(n + d)
+    q, k, v = (torch.randn(b, HEADS, n, d, device="cuda", generator=g).to(tdt) for _ in range(3))
+    p, scale = Problem(b, HEADS, HEADS, n, n, d, causal), d ** -0.5
+    kernels = {label: LoadedKernel(compiled(cfg, label == "on")) for label in LABELS}
+    for kern in kernels.values():
+        plan(kern, p, scale)
+    outs = {key: torch.empty_like(q) for key in kernels}
+
+    def runner(key):
+        ptrs = (q.data_ptr(), k.data_ptr(), v.data_ptr(), outs[key].data_ptr(), 0)
+        return lambda: launch(kernels[key], *ptrs, p, scale, torch.cuda.current_stream().cuda_stream)
+
+    work = 4.0 * b * HEADS * n * n * d / (2 if causal else 1)
+    impls = [Impl(key, runner(key), calls=calls, work=work) for key in kernels]
+    cudnn_run = sdpa_runner("sdpa_cudnn", q, k, v, causal)
+    if cudnn_run is not None:
+        impls.append(Impl("cudnn", cudnn_run, calls=calls, work=work))
+    res = measure(impls, rounds)
+    diff = ""
+    if check:
+        for key in kernels:
+            runner(key)()
+        torch.cuda.synchronize()
+        diff = f" | {(outs['on'].float() - outs['off'].float()).abs().max().item():.2e}"
+    cudnn = res.get("cudnn", {}).get("rate")
+    cells = []
+    for key in LABELS:
+        r = res.get(key)
+        vs = f"{r['rate'] / cudnn:.3f}x, " if r and cudnn else ""
+        cells.append(f"{r['rate'] / 1e12:.0f} ({vs}{r['spread']:.1%})" if r else "-")
+    rate = {key: res[key]["rate"] for key in LABELS if key in res}
+    ratios = [f"{rate[a] / rate[b]:.3f}x" for a, b in (("on", "off"), ("on", "off2"), ("off2", "off"))]
+    name = cfg.name.replace("flash_fwd_wgmma_sm_90a_", "")
+    print(f"| {dtype} d{d} {'causal' if causal else 'full'} N{n} | {name} | " + " | ".join(cells)
+          + f" | {cudnn / 1e12 if cudnn else float('nan'):.0f} | " + " | ".join(ratios) + f"{diff} |", flush=True)
+
+
+def precompile() -> None:
+    jobs = [(served(*r), on) for r in ROWS for on in (False, True)]
+    with ProcessPoolExecutor(8, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for line in pool.map(describe, *zip(*jobs)):
+            print(line, flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--calls", type=int, default=10, help="launches per CUDA graph")
+    ap.add_argument("--check", action="store_true")
+    ap.add_argument("--precompile", action="store_true")
+    args = ap.parse_args()
+    if args.precompile:
+        return precompile()
+    import torch
+
+    print(f"{torch.cuda.get_device_name()}; graphs of {args.calls} launches, {args.rounds} interleaved rounds; "
+          "TFLOP/s (x cuDNN, spread); the served config with DIAG_HALF off, on, off again")
+    print("| row | served config | off | on | off2 | cuDNN | on/off | on/off2 | off2/off (A/A)"
+          + (" | max on-off" if args.check else "") + " |")
+    for r in ROWS:
+        row(*r, args.rounds, args.calls, args.check)
+
+
+if __name__ == "__main__":
+    main()
