@@ -210,7 +210,7 @@ class WgmmaTemplate(ForwardTemplate):
             # applies it only with two consumers
             "pingpong": pingpong_rule(cfg) if cfg.pingpong == -1 else cfg.pingpong,
             "o_store_tma": int(self.takes_o_map(cfg)), "o_via_q": int(self.o_via_q(cfg)),
-            "idle_rows_skip": int(self.skips_idle_rows(cfg)), "diag_half": "true" if DIAG_HALF else "false",
+            "idle_rows_skip": int(self.skips_idle_rows(cfg)), "pos_only": "true" if POS_ONLY else "false",
             **({"o_off": lay["o_off"]} if "o_off" in lay else {"o_off": lay["q_off"]} if self.o_via_q(cfg) else {}),
         }
 
@@ -336,7 +336,7 @@ O_STORE_RULE_DIMS = (96, 128)  # o_store_rule: TMA for Q/K's and V's head dims i
 # Consumer warpgroups whose rows are all past the sequence skip their work (template; NOTES.md, eleventh session), in
 # 192-row tiles only (skips_idle_rows): 128-row ones gained nothing, and it spilled in some (paged D 256, Dqk 192).
 IDLE_ROWS_SKIP = True
-DIAG_HALF = False  # a warpgroup's last key tile over the keys it sees when they are the first half (template)
+POS_ONLY = False  # plain kernels without the softmax of scale <= 0 (template; an A/B, fourteenth session)
 
 
 def pingpong_rule(cfg: KernelConfig) -> int:

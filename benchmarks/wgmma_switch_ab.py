@@ -1,25 +1,24 @@
-"""flash_fwd_wgmma's DIAG_HALF (forward_wgmma, off by default) at kernel level: the served forward entries with the
-switch off, on, and off again (an A/A copy; the switch sits between the two offs because the order of interleaved
-kernels moved results up to 1.7 % in earlier A/Bs), beside SDPA's cuDNN. With the switch on, a consumer warpgroup's
-last key tile runs S, the softmax and P V over the tile's first half when no row of the warpgroup sees a key past it:
-in 128 x 128 causal tiles, warpgroup 0 on every diagonal tile. Issue 18: bf16 D 64 causal N 1024 is the one forward
-row below cuDNN (0.99x in every run).
+"""An off-by-default flash_fwd_wgmma switch (a forward_wgmma module constant, --switch NAME: it changes the rendered
+source only) at kernel level: the served forward entries with the switch off, on, and off again (an A/A copy; the switch
+sits between the two offs because the order of interleaved kernels moved results up to 1.7 % in earlier A/Bs), beside
+SDPA's cuDNN. Written for DIAG_HALF (fourteenth session: a warpgroup's last key tile over the half of its keys it sees;
+measured and removed, benchmarks/NOTES.md) and used since for POS_ONLY.
 
 Rows (B*H*N = 64 x 4096, H = 16): bf16/fp16 x D 64/128 x causal N 1024/4096, D 256 causal N 1024 (bf16), and
-non-causal D 64 N 1024 (bf16: a control where no tile is a half tile). Each kernel is a CUDA graph of --calls launches
-replayed in --rounds interleaved rounds (benchmarks/graph_timing.py); the table gives TFLOP/s (median over rounds,
-causal counts half the work), x cuDNN and the spread, then on/off, on/off2 and off2/off (the A/A).
+non-causal D 64 N 1024 (bf16). Each kernel is a CUDA graph of --calls launches replayed in --rounds interleaved rounds
+(benchmarks/graph_timing.py); the table gives TFLOP/s (median over rounds, causal counts half the work), x cuDNN and
+the spread, then on/off, on/off2 and off2/off (the A/A).
 
-    PYTHONPATH=$PWD python3 benchmarks/wgmma_diag_half_ab.py [--rounds 7] [--check] [--precompile]
+    PYTHONPATH=$PWD python3 benchmarks/wgmma_switch_ab.py --switch NAME [--rounds 7] [--check] [--precompile]
 
---check adds max |on - off| (the skipped half holds only exact zeros of P, so the sums are the same but for the
-order the wgmma adds them in: tiny differences allowed); the float64 checks are tests/test_wgmma_diag_half_gpu.py.
---precompile compiles every kernel a run would time (8 processes, disk cache) and prints registers and spills.
+--check adds max |on - off| over the outputs; --precompile compiles every kernel a run would time (8 processes, disk
+cache) and prints registers, spills and whether ptxas serialised the wgmmas.
 """
 from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -38,16 +37,25 @@ ROWS = ([(t, d, True, n) for d in (64, 128) for n in (1024, 4096) for t in ("bf1
 LABELS = ("off", "on", "off2")
 
 
+SWITCH = ""  # set by --switch (and in each --precompile worker by its initializer)
+
+
+def set_switch(name):
+    global SWITCH
+    SWITCH = name
+
+
 class switch:
-    """DIAG_HALF set to `on` inside the block (it changes the source only)."""
+    """forward_wgmma.<SWITCH> set to `on` inside the block."""
     def __init__(self, on):
         self.on = on
 
     def __enter__(self):
-        self.old, forward_wgmma.DIAG_HALF = forward_wgmma.DIAG_HALF, self.on
+        self.old = getattr(forward_wgmma, SWITCH)
+        setattr(forward_wgmma, SWITCH, self.on)
 
     def __exit__(self, *exc):
-        forward_wgmma.DIAG_HALF = self.old
+        setattr(forward_wgmma, SWITCH, self.old)
 
 
 def served(dtype, d, causal, n):
@@ -115,24 +123,30 @@ def row(dtype, d, causal, n, rounds, calls, check):
 
 def precompile() -> None:
     jobs = [(served(*r), on) for r in ROWS for on in (False, True)]
-    with ProcessPoolExecutor(8, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(8, mp_context=multiprocessing.get_context("spawn"), initializer=set_switch,
+                             initargs=(SWITCH,)) as pool:
         for line in pool.map(describe, *zip(*jobs)):
             print(line, flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--switch", default=os.environ.get("WGMMA_SWITCH"),
+                    help="the forward_wgmma constant to turn on, e.g. POS_ONLY (default: $WGMMA_SWITCH)")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--calls", type=int, default=10, help="launches per CUDA graph")
     ap.add_argument("--check", action="store_true")
     ap.add_argument("--precompile", action="store_true")
     args = ap.parse_args()
+    if not isinstance(getattr(forward_wgmma, args.switch, None), bool):
+        ap.error(f"forward_wgmma has no switch {args.switch!r}")
+    set_switch(args.switch)
     if args.precompile:
         return precompile()
     import torch
 
     print(f"{torch.cuda.get_device_name()}; graphs of {args.calls} launches, {args.rounds} interleaved rounds; "
-          "TFLOP/s (x cuDNN, spread); the served config with DIAG_HALF off, on, off again")
+          f"TFLOP/s (x cuDNN, spread); the served config with {SWITCH} off, on, off again")
     print("| row | served config | off | on | off2 | cuDNN | on/off | on/off2 | off2/off (A/A)"
           + (" | max on-off" if args.check else "") + " |")
     for r in ROWS:
