@@ -10,7 +10,8 @@ operands' real strides) and the batch size (see templates/flash_fwd_wgmma.cu.j2 
 forward contract's variant tail (ops/forward_base.py); the grid is 1-D and persistent (one CTA per SM), see `grid`.
 Varlen: the maps cover the packed (total, H, D) tensors as a batch of one, the kernel starts each tile at its
 sequence's first token, and work items are numbered per sequence (`items`), so no slot is spent past a short
-sequence's end. Head dims: any multiple of 8 (shared-memory tiles padded to whole 64-column blocks, see the template).
+sequence's end.
+Head dims: any multiple of 8 (shared-memory tiles padded to whole 64-column blocks, see the template).
 V may have its own head dim (head_dim_v, Dv != Dqk, e.g. 192/128 MLA prefill): Q/K tiles and S run
 over head_dim, the V tiles, O's accumulators and store over head_dim_v; V's tensor map has its own.
 Paged K/V (paged=True, chunked prefill through serve/kvcache.py): the producer warpgroup's 128 threads read the block
@@ -210,7 +211,7 @@ class WgmmaTemplate(ForwardTemplate):
             # applies it only with two consumers
             "pingpong": pingpong_rule(cfg) if cfg.pingpong == -1 else cfg.pingpong,
             "o_store_tma": int(self.takes_o_map(cfg)), "o_via_q": int(self.o_via_q(cfg)),
-            "idle_rows_skip": int(self.skips_idle_rows(cfg)), "pos_only": "true" if POS_ONLY else "false",
+            "idle_rows_skip": int(self.skips_idle_rows(cfg)),
             **({"o_off": lay["o_off"]} if "o_off" in lay else {"o_off": lay["q_off"]} if self.o_via_q(cfg) else {}),
         }
 
@@ -336,7 +337,6 @@ O_STORE_RULE_DIMS = (96, 128)  # o_store_rule: TMA for Q/K's and V's head dims i
 # Consumer warpgroups whose rows are all past the sequence skip their work (template; NOTES.md, eleventh session), in
 # 192-row tiles only (skips_idle_rows): 128-row ones gained nothing, and it spilled in some (paged D 256, Dqk 192).
 IDLE_ROWS_SKIP = True
-POS_ONLY = False  # plain kernels without the softmax of scale <= 0 (template; an A/B, fourteenth session)
 
 
 def pingpong_rule(cfg: KernelConfig) -> int:
