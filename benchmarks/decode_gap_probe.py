@@ -28,6 +28,7 @@ ROWS = ((128, 32, 8, 64, 1024), (128, 32, 8, 256, 1024), (128, 32, 8, 64, 32768)
 # name -> changes to the served config (None: the served config itself, i.e. the tuned entry or default).
 VARIANTS = {
     "default": None,
+    "default2": None,  # an A/A copy of the served config (fourteenth session: effects the size of the spread)
     "bn16w4s3": dict(block_n=16, warps=4, stages=3, l2_prefetch=128),   # 109 KB at D 128: 2 blocks an SM
     "bn32w2s3": dict(block_n=32, warps=2, stages=3, l2_prefetch=128),   # 109 KB, 2 warps a block
     "bn16w2s4": dict(block_n=16, warps=2, stages=4, l2_prefetch=128),   # 74 KB: 3 blocks an SM
