@@ -99,11 +99,6 @@ STRIDED = True
 # bitwise). Measured (benchmarks/NOTES.md, eleventh session): D 128 +8 % at the decoder step's 8k tokens, +1 % at 16k;
 # D 64 +3 % at 8k but -5 % at 16k, so D 64 keeps blockIdx.x order.
 HEAVY_FIRST = (128,)
-# (Fourteenth session, prepared, not yet measured) lse2 and delta of a query tile in shared memory permuted by the
-# loader's copies (8-byte cp.async) so each consumer thread reads its values for two 8-query column blocks with one
-# 16-byte load: 8 LDS.128 a tile instead of 16 LDS.64 at block_m 64 (templates/hopper_bwd_ptx.cuh.j2, load_floats_async).
-# Producer configs only: the others' consumers sit at 252-255 registers and spilled 8-208 B with it (NVRTC 13).
-LSE_DELTA_VEC = False
 
 
 class BackwardWgmmaTemplate(Template):
@@ -285,11 +280,7 @@ class BackwardWgmmaTemplate(Template):
                 "dq_pad": 0 if self.dq_mode(cfg) == 2 else DQ_STAGING_PAD,
                 "dq_tile_reduce": self.producer(cfg) and self.dq_mode(cfg) == 2,
                 "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True,
-                "heavy_first": heavy_first(cfg), "lse_delta_vec": self.vector_lse_delta(cfg)}
-
-    def vector_lse_delta(self, cfg: BackwardConfig) -> bool:
-        """Whether cfg's consumers read lse2 and delta with 16-byte loads (LSE_DELTA_VEC, producer configs)."""
-        return LSE_DELTA_VEC and self.producer(cfg)
+                "heavy_first": heavy_first(cfg)}
 
     def reads_dq_with_lag(self, cfg: BackwardConfig) -> bool:
         """Whether the producer frees each dQ staging buffer one tile late (the read lag, above)."""
