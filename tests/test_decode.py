@@ -249,31 +249,52 @@ def test_a_tuned_split_count_serves_only_its_own_grid(monkeypatch):
 
 def test_one_split_grids_over_short_caches_get_lighter_buffers():
     from autoflash.ops import decode_kernels
-    from autoflash.ops.decode_kernels import SHORT_CACHE_KEYS, SHORT_CACHE_KNOBS, short_cache_config
+    from autoflash.ops.decode_kernels import SHORT_CACHE_KEYS, SHORT_CACHE_KNOBS, lighter_buffers
 
     def cfg(arch="sm_90", head_dim=64, m_tiles=1):
         return DECODE.default(arch, {"dtype": "bf16", "head_dim": head_dim, "m_tiles": m_tiles})
 
     for head_dim in (64, 128):
-        light = short_cache_config(cfg(head_dim=head_dim), SHORT_CACHE_KEYS, 132, 132)
+        light = lighter_buffers(cfg(head_dim=head_dim), SHORT_CACHE_KEYS, 132, 132)
         assert light == cfg(head_dim=head_dim).replace(**SHORT_CACHE_KNOBS) and not light.problems()
         assert MMA.smem_bytes(light) < MMA.smem_bytes(cfg(head_dim=head_dim))
-    assert short_cache_config(cfg().replace(num_splits=1), 1024, 512, 132).block_n == SHORT_CACHE_KNOBS["block_n"]
+    assert lighter_buffers(cfg().replace(num_splits=1), 1024, 512, 132).block_n == SHORT_CACHE_KNOBS["block_n"]
     # not measured, under a block an SM, or not one split of a short cache: unchanged
     for c, keys, blocks in ((cfg(), SHORT_CACHE_KEYS + 1, 512), (cfg().replace(num_splits=2), 1024, 512),
                             (cfg(), 1024, 131), (cfg(arch="sm_80"), 1024, 512),
                             (cfg(head_dim=256), 1024, 512), (cfg(head_dim=32), 1024, 512),
                             (cfg(m_tiles=2), 1024, 512)):
-        assert short_cache_config(c, keys, blocks, 132) == c
+        assert lighter_buffers(c, keys, blocks, 132) == c
     old, decode_kernels.SHORT_CACHE_KEYS = decode_kernels.SHORT_CACHE_KEYS, 0  # the switch off
     try:
-        assert short_cache_config(cfg(), 1024, 512, 132) == cfg()
+        assert lighter_buffers(cfg(), 1024, 512, 132) == cfg()
     finally:
         decode_kernels.SHORT_CACHE_KEYS = old
 
 
+def test_d64_one_split_grids_of_few_waves_over_long_caches_get_fewer_stages(monkeypatch):
+    from autoflash.ops import decode_kernels
+    from autoflash.ops.decode_kernels import LONG_CACHE_KEYS, LONG_CACHE_KNOBS, LONG_CACHE_WAVES, lighter_buffers
+
+    tuned = DECODE.default("sm_90", {"dtype": "bf16", "head_dim": 64, "m_tiles": 1}).replace(stages=5)
+    light = tuned.replace(**LONG_CACHE_KNOBS)
+    assert not light.problems() and MMA.smem_bytes(light) < MMA.smem_bytes(tuned)
+    for keys, blocks in ((LONG_CACHE_KEYS, 512), (131072, 256), (8192, 132), (32768, LONG_CACHE_WAVES * 132)):
+        assert lighter_buffers(tuned, keys, blocks, 132) == light, (keys, blocks)
+    # not measured: between the short and long ranges, past LONG_CACHE_WAVES blocks an SM (2048 blocks lost 1 %),
+    # under a block an SM, D 128, a split cache, a config already at 3 stages or fewer
+    d128 = DECODE.default("sm_90", {"dtype": "bf16", "head_dim": 128, "m_tiles": 1}).replace(stages=5)
+    for c, keys, blocks in ((tuned, LONG_CACHE_KEYS - 1, 512), (tuned, 8192, LONG_CACHE_WAVES * 132 + 1),
+                            (tuned, 8192, 2048), (tuned, 8192, 131), (tuned.replace(num_splits=2), 8192, 512),
+                            (light, 8192, 512), (tuned.replace(stages=2), 8192, 512)):
+        assert lighter_buffers(c, keys, blocks, 132) == c, (c.name, keys, blocks)
+    assert lighter_buffers(d128, 8192, 512, 132).stages == 5
+    monkeypatch.setattr(decode_kernels, "LONG_CACHE_WAVES", 0)  # the switch off
+    assert lighter_buffers(tuned, 8192, 512, 132) == tuned
+
+
 def test_the_short_cache_knobs_leave_a_tuned_entry_on_its_own_grid(monkeypatch):
-    from autoflash.ops.decode_kernels import SHORT_CACHE_KNOBS
+    from autoflash.ops.decode_kernels import LONG_CACHE_KNOBS, SHORT_CACHE_KNOBS
     from autoflash.serve import decode as serve_decode
 
     tuned = DECODE.default("sm_90", D64_KEY).replace(stages=5)
@@ -285,7 +306,8 @@ def test_the_short_cache_knobs_leave_a_tuned_entry_on_its_own_grid(monkeypatch):
 
     assert chosen(256) == tuned                                   # the grid it was timed on
     assert chosen(64) == tuned.replace(**SHORT_CACHE_KNOBS)       # 512 blocks, one split, 1k keys
-    assert chosen(64, 8192) == tuned and chosen(1) == tuned       # a longer cache; a grid that splits
+    assert chosen(64, 8192) == tuned.replace(**LONG_CACHE_KNOBS)  # 512 blocks, one split, 8k keys
+    assert chosen(128, 8192) == tuned and chosen(1) == tuned      # 1024 blocks: past 4 an SM; a grid that splits
     assert chosen(8) == tuned                                     # 64 blocks, one split: under a block an SM
     serve_decode._entry_blocks.cache_clear()
 

@@ -130,6 +130,26 @@ def test_kvcache_one_split_grid_over_a_short_cache(d):
     kv_reference_check(q, k, v, lengths, out, lse, True, "bf16")
 
 
+def test_kvcache_d64_one_split_grid_over_a_long_cache():
+    """D 64, a grid of 1-4 blocks an SM (one split) over a 9000-key cache: served LONG_CACHE_KNOBS on sm_90 when the
+    config it starts from holds more stages (decode_kernels.lighter_buffers), correct with per-sequence lengths."""
+    from autoflash.ops import decode_launch, decode_kernels
+    from autoflash.serve import decode as serve_decode
+
+    hq, hkv, nk, d = 16, 4, 9000, 64
+    b = -(-2 * decode_launch.sm_count(0) // hkv)  # two blocks an SM
+    q = randn((b, 1, hq, d), "bf16", 16)
+    k, v = randn((b, nk, hkv, d), "bf16", 17), randn((b, nk, hkv, d), "bf16", 18)
+    lengths = [(0, 1, 8191, nk)[i % 4] if i < 8 else (997 * i) % (nk + 1) for i in range(b)]
+    p = decode_launch.DecodeProblem(b, hq, hkv, 1, nk, d, True)
+    served = serve_decode._choose_config(None, "bf16", p, 0)
+    if serve_decode.device_arch(0)[0] == "sm_90" and decode_kernels.LONG_CACHE_WAVES:
+        assert served.stages <= decode_kernels.LONG_CACHE_KNOBS["stages"], served.name
+    seqlens = torch.tensor(lengths, dtype=torch.int32, device="cuda")
+    out, lse = autoflash.attention_with_kvcache(q, k, v, seqlens, return_lse=True)
+    kv_reference_check(q, k, v, lengths, out, lse, True, "bf16")
+
+
 def test_kvcache_reads_strided_views_in_place():
     """q as the transpose of (B, Hq, Nq, D), caches as transposed (B, Hkv, capacity, D) stores cut to
     2500 positions: the right result, and no copy (with one split, peak memory grows by far less

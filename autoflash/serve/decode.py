@@ -346,12 +346,12 @@ def _for_grid(cfg: DecodeConfig, arch: str, device_name: str, key: tuple, p: Dec
               device_id: int) -> DecodeConfig:
     """Entries are found by cache length alone, their knobs timed on their own grid (batch x KV heads x m-blocks). On
     another grid a fixed split count gives way to the heuristic (the H200 d64 N=1024 entry's 1 split, from batch 256,
-    left batch 1 0.73-0.78x cuDNN) and short caches may take decode_kernels.short_cache_config's lighter buffers."""
+    left batch 1 0.73-0.78x cuDNN) and one-split grids may take decode_kernels.lighter_buffers."""
     blocks = p.batch * p.heads_kv * m_blocks(p.rows, cfg.m_tiles)
     if _entry_blocks(arch, device_name, key, p.seq_k, cfg.m_tiles) == blocks:
         return cfg
     cfg = cfg.replace(num_splits=0) if cfg.num_splits else cfg
-    return decode_kernels.short_cache_config(cfg, p.key_span, blocks, decode_launch.sm_count(device_id))
+    return decode_kernels.lighter_buffers(cfg, p.key_span, blocks, decode_launch.sm_count(device_id))
 
 
 @functools.lru_cache(maxsize=256)
