@@ -272,29 +272,36 @@ def test_one_split_grids_over_short_caches_get_lighter_buffers():
         decode_kernels.SHORT_CACHE_KEYS = old
 
 
-def test_d64_one_split_grids_of_few_waves_over_long_caches_get_fewer_stages(monkeypatch):
+def test_one_split_grids_of_few_waves_over_long_caches_get_fewer_stages(monkeypatch):
     from autoflash.ops import decode_kernels
-    from autoflash.ops.decode_kernels import LONG_CACHE_KEYS, LONG_CACHE_KNOBS, LONG_CACHE_WAVES, lighter_buffers
+    from autoflash.ops.decode_kernels import LONG_CACHE_KEYS, LONG_CACHE_RULES, LONG_CACHE_WAVES, lighter_buffers
 
-    tuned = DECODE.default("sm_90", {"dtype": "bf16", "head_dim": 64, "m_tiles": 1}).replace(stages=5)
-    light = tuned.replace(**LONG_CACHE_KNOBS)
-    assert not light.problems() and MMA.smem_bytes(light) < MMA.smem_bytes(tuned)
-    for keys, blocks in ((LONG_CACHE_KEYS, 512), (131072, 256), (8192, 132), (32768, LONG_CACHE_WAVES * 132)):
-        assert lighter_buffers(tuned, keys, blocks, 132) == light, (keys, blocks)
-    # not measured: between the short and long ranges, past LONG_CACHE_WAVES blocks an SM (2048 blocks lost 1 %),
-    # under a block an SM, D 128, a split cache, a config already at 3 stages or fewer
-    d128 = DECODE.default("sm_90", {"dtype": "bf16", "head_dim": 128, "m_tiles": 1}).replace(stages=5)
-    for c, keys, blocks in ((tuned, LONG_CACHE_KEYS - 1, 512), (tuned, 8192, LONG_CACHE_WAVES * 132 + 1),
-                            (tuned, 8192, 2048), (tuned, 8192, 131), (tuned.replace(num_splits=2), 8192, 512),
-                            (light, 8192, 512), (tuned.replace(stages=2), 8192, 512)):
+    def tuned(head_dim, stages):
+        return DECODE.default("sm_90", {"dtype": "bf16", "head_dim": head_dim, "m_tiles": 1}).replace(stages=stages)
+
+    d64, d128 = tuned(64, 5), tuned(128, 3)  # the H200 entries' stages
+    light64, light128 = (c.replace(**LONG_CACHE_RULES[c.head_dim][1]) for c in (d64, d128))
+    for c, light in ((d64, light64), (d128, light128)):
+        assert not light.problems() and MMA.smem_bytes(light) < MMA.smem_bytes(c)
+    for c, light, keys, blocks in ((d64, light64, LONG_CACHE_KEYS, 512), (d64, light64, 131072, 256),
+                                   (d64, light64, 8192, 132), (d64, light64, 32768, LONG_CACHE_WAVES * 132),
+                                   (d128, light128, 8192, 512), (d128, light128, 32768, 264)):
+        assert lighter_buffers(c, keys, blocks, 132) == light, (c.name, keys, blocks)
+    # not measured or not faster: between the short and long ranges, past LONG_CACHE_WAVES blocks an SM (2048 blocks:
+    # level or -1 %), under a block an SM (D 128: two; 256 blocks were level), a split cache, other head dims, a
+    # config already at the rule's stages or fewer
+    d256 = tuned(256, 3)
+    for c, keys, blocks in ((d64, LONG_CACHE_KEYS - 1, 512), (d64, 8192, LONG_CACHE_WAVES * 132 + 1),
+                            (d64, 8192, 2048), (d64, 8192, 131), (d64.replace(num_splits=2), 8192, 512),
+                            (light64, 8192, 512), (d64.replace(stages=2), 8192, 512), (d128, 8192, 256),
+                            (d128, 8192, 2048), (light128, 8192, 512), (d256, 8192, 512)):
         assert lighter_buffers(c, keys, blocks, 132) == c, (c.name, keys, blocks)
-    assert lighter_buffers(d128, 8192, 512, 132).stages == 5
     monkeypatch.setattr(decode_kernels, "LONG_CACHE_WAVES", 0)  # the switch off
-    assert lighter_buffers(tuned, 8192, 512, 132) == tuned
+    assert lighter_buffers(d64, 8192, 512, 132) == d64 and lighter_buffers(d128, 8192, 512, 132) == d128
 
 
 def test_the_short_cache_knobs_leave_a_tuned_entry_on_its_own_grid(monkeypatch):
-    from autoflash.ops.decode_kernels import LONG_CACHE_KNOBS, SHORT_CACHE_KNOBS
+    from autoflash.ops.decode_kernels import LONG_CACHE_RULES, SHORT_CACHE_KNOBS
     from autoflash.serve import decode as serve_decode
 
     tuned = DECODE.default("sm_90", D64_KEY).replace(stages=5)
@@ -306,7 +313,7 @@ def test_the_short_cache_knobs_leave_a_tuned_entry_on_its_own_grid(monkeypatch):
 
     assert chosen(256) == tuned                                   # the grid it was timed on
     assert chosen(64) == tuned.replace(**SHORT_CACHE_KNOBS)       # 512 blocks, one split, 1k keys
-    assert chosen(64, 8192) == tuned.replace(**LONG_CACHE_KNOBS)  # 512 blocks, one split, 8k keys
+    assert chosen(64, 8192) == tuned.replace(**LONG_CACHE_RULES[64][1])  # 512 blocks, one split, 8k keys
     assert chosen(128, 8192) == tuned and chosen(1) == tuned      # 1024 blocks: past 4 an SM; a grid that splits
     assert chosen(8) == tuned                                     # 64 blocks, one split: under a block an SM
     serve_decode._entry_blocks.cache_clear()

@@ -131,8 +131,8 @@ def test_kvcache_one_split_grid_over_a_short_cache(d):
 
 
 def test_kvcache_d64_one_split_grid_over_a_long_cache():
-    """D 64, a grid of 1-4 blocks an SM (one split) over a 9000-key cache: served LONG_CACHE_KNOBS on sm_90 when the
-    config it starts from holds more stages (decode_kernels.lighter_buffers), correct with per-sequence lengths."""
+    """D 64, a grid of 1-4 blocks an SM (one split) over a 9000-key cache: served LONG_CACHE_RULES' stages on sm_90
+    when the config it starts from holds more (decode_kernels.lighter_buffers), correct with per-sequence lengths."""
     from autoflash.ops import decode_launch, decode_kernels
     from autoflash.serve import decode as serve_decode
 
@@ -144,7 +144,7 @@ def test_kvcache_d64_one_split_grid_over_a_long_cache():
     p = decode_launch.DecodeProblem(b, hq, hkv, 1, nk, d, True)
     served = serve_decode._choose_config(None, "bf16", p, 0)
     if serve_decode.device_arch(0)[0] == "sm_90" and decode_kernels.LONG_CACHE_WAVES:
-        assert served.stages <= decode_kernels.LONG_CACHE_KNOBS["stages"], served.name
+        assert served.stages <= decode_kernels.LONG_CACHE_RULES[d][1]["stages"], served.name
     seqlens = torch.tensor(lengths, dtype=torch.int32, device="cuda")
     out, lse = autoflash.attention_with_kvcache(q, k, v, seqlens, return_lse=True)
     kv_reference_check(q, k, v, lengths, out, lse, True, "bf16")

@@ -64,13 +64,15 @@ LANES_WARPS = 16  # _combine_lanes' block at most (its warps loop over the colum
 # Served up to SHORT_CACHE_KEYS keys (0: off), on sm_90, D 64-128, one m-tile: where it was measured.
 SHORT_CACHE_KEYS = 4096
 SHORT_CACHE_KNOBS = {"block_n": 16, "stages": 3}
-# D 64 over longer caches (fourteenth session, decode_gap_probe_h200_2026-11-30_s14d.log, 5 rounds with an A/A copy):
-# the tuned entries' 5 stages hold one block an SM; 3 stages hold two, which ran +1.1..+2.7 % on five one-split rows
-# of 256 and 512 blocks (8k-128k keys) and -1.0 % at 2048 blocks, where the grid's waves already balance. Served from
-# LONG_CACHE_KEYS keys on grids of at most LONG_CACHE_WAVES blocks an SM (0: off): the measured range.
+# Longer caches (fourteenth session, decode_gap_probe_h200_2026-11-30_s14d/e.log, 5 rounds with an A/A copy): on
+# one-split grids of a few blocks an SM, fewer stages than the tuned entries' (D 64: 5, one block an SM; D 128: 3)
+# ran faster: D 64 3 stages +1.1..+2.7 % on five rows of 256 and 512 blocks (8k-128k keys), D 128 2 stages +1.8 /
+# +2.0 % on the two 512-block rows and level at 256; both level or -1 % at 2048 blocks, whose waves already balance.
+# Head dim -> (fewest blocks an SM, knobs), served from LONG_CACHE_KEYS keys up to LONG_CACHE_WAVES blocks an SM (0:
+# off): the measured ranges.
 LONG_CACHE_KEYS = 8192
 LONG_CACHE_WAVES = 4
-LONG_CACHE_KNOBS = {"stages": 3}
+LONG_CACHE_RULES = {64: (1, {"stages": 3}), 128: (2, {"stages": 2})}
 
 
 @dataclass(frozen=True)
@@ -229,16 +231,17 @@ def pdl_combine(cfg: DecodeConfig) -> bool:
 
 def lighter_buffers(cfg: DecodeConfig, seq_k: int, blocks: int, slots: int) -> DecodeConfig:
     """cfg with fewer K/V bytes a block where `blocks` blocks (a split's), at least one for each of the `slots` SMs,
-    read the cache in one split: SHORT_CACHE_KNOBS over short caches (SHORT_CACHE_KEYS), LONG_CACHE_KNOBS at D 64
-    over long ones (LONG_CACHE_KEYS, LONG_CACHE_WAVES), where the knobs hold fewer bytes; else cfg. On such a grid
+    read the cache in one split: SHORT_CACHE_KNOBS over short caches (SHORT_CACHE_KEYS), LONG_CACHE_RULES' over
+    long ones (LONG_CACHE_KEYS, LONG_CACHE_WAVES), where the knobs hold fewer bytes; else cfg. On such a grid
     split_heuristic always gives one split, so only a fixed count above one is asked about."""
     if not (cfg.num_splits <= 1 and blocks >= slots and seq_k > 0 and cfg.arch == "sm_90" and cfg.m_tiles == 1
             and 64 <= cfg.head_dim <= 128):
         return cfg
     if seq_k <= SHORT_CACHE_KEYS:
         return _lighter_twin(cfg, tuple(SHORT_CACHE_KNOBS.items()))
-    if cfg.head_dim == 64 and seq_k >= LONG_CACHE_KEYS and blocks <= LONG_CACHE_WAVES * slots:
-        return _lighter_twin(cfg, tuple(LONG_CACHE_KNOBS.items()))
+    fewest, knobs = LONG_CACHE_RULES.get(cfg.head_dim, (0, {}))
+    if knobs and seq_k >= LONG_CACHE_KEYS and fewest * slots <= blocks <= LONG_CACHE_WAVES * slots:
+        return _lighter_twin(cfg, tuple(knobs.items()))
     return cfg
 
 
