@@ -33,12 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from autoflash.kernels.compile import compile_kernel  # noqa: E402
 from autoflash.kernels.device import device_arch  # noqa: E402
 from autoflash.ops import forward_wgmma  # noqa: E402
-from autoflash.ops.forward_base import Problem  # noqa: E402
 from autoflash.serve.api import choose_config  # noqa: E402
 
 WG = forward_wgmma.WGMMA
 LABEL = {False: "before", True: "served"}  # IDLE_ROWS_SKIP's values
-TOKENS, HEADS = 64 * 4096, 16
 # (dtype, head dim, seq len); each causal and not
 ROWS = {"d64": [(t, 64, n) for n in (1024, 4096) for t in ("bf16", "fp16")], "d128": [("bf16", 128, 1024)],
         "d256": [("bf16", 256, 1024)]}
@@ -77,18 +75,11 @@ def computed_per_stored(cfg, n: int) -> float:
 
 
 def row(dtype, d, causal, n, rounds, calls, check):
-    import torch
-
-    from common import sdpa_runner
-    from graph_timing import Impl, measure
-    from autoflash.ops.forward_launch import launch, plan
+    from forward_ab import cells, inputs, time_beside_cudnn
+    from autoflash.ops.forward_launch import plan
 
     arch, name = device_arch(0)
-    b = max(1, TOKENS // (n * HEADS))
-    tdt = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
-    g = torch.Generator(device="cuda").manual_seed(n + d)
-    q, k, v = (torch.randn(b, HEADS, n, d, device="cuda", generator=g).to(tdt) for _ in range(3))
-    p, scale = Problem(b, HEADS, HEADS, n, n, d, causal), d ** -0.5
+    q, k, v, p, scale = inputs(dtype, d, causal, n)
     cfg = choose_config(arch, name, dtype, d, causal, n)
     kernels, grids = {}, {}
     for key, on in (("before", False), ("served", True)):
@@ -97,36 +88,17 @@ def row(dtype, d, causal, n, rounds, calls, check):
             plan(kernels[key], p, scale)
             grids[key] = WG.grid(cfg, p)[0]
     kernels["served2"] = kernels["served"]
-    outs = {key: torch.empty_like(q) for key in kernels}
-
-    def runner(key):
-        ptrs = (q.data_ptr(), k.data_ptr(), v.data_ptr(), outs[key].data_ptr(), 0)
-        return lambda: launch(kernels[key], *ptrs, p, scale, torch.cuda.current_stream().cuda_stream)
-
-    work = 4.0 * b * HEADS * n * n * d / (2 if causal else 1)
-    impls = [Impl(key, runner(key), calls=calls, work=work) for key in kernels]
-    cudnn_run = sdpa_runner("sdpa_cudnn", q, k, v, causal)
-    if cudnn_run is not None:
-        impls.append(Impl("cudnn", cudnn_run, calls=calls, work=work))
-    res = measure(impls, rounds)
+    res, outs = time_beside_cudnn(kernels, q, k, v, p, scale, rounds, calls)
     diff = ""
     if check:
-        for key in kernels:
-            runner(key)()
-        torch.cuda.synchronize()
         worst = max((outs[key].float() - outs["before"].float()).abs().max().item() for key in kernels)
         diff = f" | {worst:.2e}"
     cudnn = res.get("cudnn", {}).get("rate")
-    cells = []
-    for key in ("before", "served", "served2"):
-        r = res.get(key)
-        vs = f"{r['rate'] / cudnn:.3f}x, " if r and cudnn else ""
-        cells.append(f"{r['rate'] / 1e12:.0f} ({vs}{r['spread']:.1%})" if r else "-")
     ratios = [f"{res['served']['rate'] / res['before']['rate']:.3f}x",
               f"{res['served2']['rate'] / res['served']['rate']:.3f}x"]
     short = cfg.name.replace("flash_fwd_wgmma_sm_90a_", "")
     print(f"| {dtype} d{d} {'causal' if causal else 'full'} N{n} | {short} | {computed_per_stored(cfg, n):.3f} | "
-          f"{grids['before']} / {grids['served']} | " + " | ".join(cells)
+          f"{grids['before']} / {grids['served']} | " + " | ".join(cells(res, ("before", "served", "served2")))
           + f" | {cudnn / 1e12 if cudnn else float('nan'):.0f} | " + " | ".join(ratios) + f"{diff} |", flush=True)
 
 

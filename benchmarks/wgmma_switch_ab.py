@@ -28,10 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from autoflash.kernels.compile import compile_kernel  # noqa: E402
 from autoflash.ops import forward_wgmma  # noqa: E402
-from autoflash.ops.forward_base import Problem  # noqa: E402
 from autoflash.serve.api import choose_config  # noqa: E402
 
-TOKENS, HEADS = 64 * 4096, 16
 ROWS = ([(t, d, True, n) for d in (64, 128) for n in (1024, 4096) for t in ("bf16", "fp16")]
         + [("bf16", 256, True, 1024), ("bf16", 64, False, 1024)])
 LABELS = ("off", "on", "off2")
@@ -74,50 +72,22 @@ def describe(cfg, on) -> str:
 
 
 def row(dtype, d, causal, n, rounds, calls, check):
-    import torch
-
-    from common import sdpa_runner
-    from graph_timing import Impl, measure
+    from forward_ab import cells, inputs, time_beside_cudnn
     from autoflash.kernels.loaded import LoadedKernel
-    from autoflash.ops.forward_launch import launch, plan
+    from autoflash.ops.forward_launch import plan
 
     cfg = served(dtype, d, causal, n)
-    b = max(1, TOKENS // (n * HEADS))
-    tdt = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
-    g = torch.Generator(device="cuda").manual_seed(n + d)
-    q, k, v = (torch.randn(b, HEADS, n, d, device="cuda", generator=g).to(tdt) for _ in range(3))
-    p, scale = Problem(b, HEADS, HEADS, n, n, d, causal), d ** -0.5
+    q, k, v, p, scale = inputs(dtype, d, causal, n)
     kernels = {label: LoadedKernel(compiled(cfg, label == "on")) for label in LABELS}
     for kern in kernels.values():
         plan(kern, p, scale)
-    outs = {key: torch.empty_like(q) for key in kernels}
-
-    def runner(key):
-        ptrs = (q.data_ptr(), k.data_ptr(), v.data_ptr(), outs[key].data_ptr(), 0)
-        return lambda: launch(kernels[key], *ptrs, p, scale, torch.cuda.current_stream().cuda_stream)
-
-    work = 4.0 * b * HEADS * n * n * d / (2 if causal else 1)
-    impls = [Impl(key, runner(key), calls=calls, work=work) for key in kernels]
-    cudnn_run = sdpa_runner("sdpa_cudnn", q, k, v, causal)
-    if cudnn_run is not None:
-        impls.append(Impl("cudnn", cudnn_run, calls=calls, work=work))
-    res = measure(impls, rounds)
-    diff = ""
-    if check:
-        for key in kernels:
-            runner(key)()
-        torch.cuda.synchronize()
-        diff = f" | {(outs['on'].float() - outs['off'].float()).abs().max().item():.2e}"
+    res, outs = time_beside_cudnn(kernels, q, k, v, p, scale, rounds, calls)
+    diff = f" | {(outs['on'].float() - outs['off'].float()).abs().max().item():.2e}" if check else ""
     cudnn = res.get("cudnn", {}).get("rate")
-    cells = []
-    for key in LABELS:
-        r = res.get(key)
-        vs = f"{r['rate'] / cudnn:.3f}x, " if r and cudnn else ""
-        cells.append(f"{r['rate'] / 1e12:.0f} ({vs}{r['spread']:.1%})" if r else "-")
     rate = {key: res[key]["rate"] for key in LABELS if key in res}
     ratios = [f"{rate[a] / rate[b]:.3f}x" for a, b in (("on", "off"), ("on", "off2"), ("off2", "off"))]
     name = cfg.name.replace("flash_fwd_wgmma_sm_90a_", "")
-    print(f"| {dtype} d{d} {'causal' if causal else 'full'} N{n} | {name} | " + " | ".join(cells)
+    print(f"| {dtype} d{d} {'causal' if causal else 'full'} N{n} | {name} | " + " | ".join(cells(res, LABELS))
           + f" | {cudnn / 1e12 if cudnn else float('nan'):.0f} | " + " | ".join(ratios) + f"{diff} |", flush=True)
 
 
