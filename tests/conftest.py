@@ -1,10 +1,13 @@
 """One GPU marker for the whole suite: gpu tests skip with the reason when no GPU is usable. A watchdog
-ends a test process that hangs (a spin-wait kernel that never finishes), so the run names the test."""
+ends a test process that hangs (a spin-wait kernel that never finishes), so the run names the test, and says just
+before whether the GPU still had work queued."""
 import ast
 import faulthandler
 import functools
 import importlib
 import os
+import sys
+import threading
 
 import pytest
 
@@ -55,15 +58,40 @@ def pytest_configure(config):
         setattr(target, name, ast.literal_eval(value))
 
 
+def gpu_state(torch) -> str | None:
+    """What the GPU is doing, for a test about to be ended: work still queued on the default stream (a kernel that
+    does not end) or none (the test waits on the host); None where CUDA was not used."""
+    if torch is None or not torch.cuda.is_initialized():
+        return None
+    try:
+        idle = torch.cuda.default_stream().query()
+    except Exception as exc:  # a sticky CUDA error, for one
+        return f"the default stream could not be queried ({type(exc).__name__}: {exc})"
+    return "the default stream has no work left: the test waits on the host" if idle else (
+        "the default stream still has work queued: a kernel has not ended")
+
+
+def _note_gpu_state() -> None:
+    state = gpu_state(sys.modules.get("torch"))
+    if state:
+        os.write(_stderr_fd, f"watchdog: {state}\n".encode())
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item):
+    note = None
     if TEST_WATCHDOG_S > 0:
         faulthandler.dump_traceback_later(TEST_WATCHDOG_S, exit=True, file=_stderr_fd)
+        # shortly before: the GPU's state (sixth-call timeout, benchmarks/NOTES.md fourteenth session)
+        note = threading.Timer(max(0.0, TEST_WATCHDOG_S - min(5.0, TEST_WATCHDOG_S / 4)), _note_gpu_state)
+        note.daemon = True
+        note.start()
     try:
         yield
     finally:
         if TEST_WATCHDOG_S > 0:
             faulthandler.cancel_dump_traceback_later()
+            note.cancel()
 
 
 @pytest.fixture(scope="session", autouse=True)

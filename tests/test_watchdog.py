@@ -6,6 +6,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 TESTS = Path(__file__).parent
 
 
@@ -31,3 +33,41 @@ def test_the_limit_is_per_test(tmp_path):
     body = "import time\n\n" + "".join(f"def test_{i}():\n    time.sleep(0.8)\n\n" for i in range(3))
     proc, _ = run_pytest(tmp_path, body, "1.5")
     assert proc.returncode == 0 and "3 passed" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_the_gpu_state_is_said_before_the_end():
+    """gpu_state: nothing without CUDA in use; queued work, no work, or why the stream could not be asked."""
+    from types import SimpleNamespace
+
+    from conftest import gpu_state
+
+    def fake_torch(initialized=True, idle=None, error=None):
+        def query():
+            if error:
+                raise error
+            return idle
+        cuda = SimpleNamespace(is_initialized=lambda: initialized, default_stream=lambda: SimpleNamespace(query=query))
+        return SimpleNamespace(cuda=cuda)
+
+    assert gpu_state(None) is None and gpu_state(fake_torch(initialized=False)) is None
+    assert "a kernel has not ended" in gpu_state(fake_torch(idle=False))
+    assert "waits on the host" in gpu_state(fake_torch(idle=True))
+    assert "RuntimeError: illegal address" in gpu_state(fake_torch(error=RuntimeError("illegal address")))
+
+
+def test_a_hanging_test_gets_the_note_without_cuda_in_use(tmp_path):
+    """The note's timer fires before the end and, with no CUDA in the process, writes nothing; the end is as before."""
+    proc, took = run_pytest(tmp_path, "import time\n\ndef test_spins():\n    time.sleep(60)\n", "2")
+    assert proc.returncode != 0 and took < 50 and "Timeout" in proc.stderr, proc.stderr[-2000:]
+    assert "watchdog:" not in proc.stderr
+
+
+@pytest.mark.gpu
+def test_a_kernel_that_does_not_end_is_named_before_the_end(tmp_path):
+    """A spin kernel of ~50 s (torch.cuda._sleep) outlives a 6 s watchdog: the note says the stream has work queued."""
+    pytest.importorskip("torch")
+    body = ("import time\nimport torch\n\ndef test_spins_on_the_gpu():\n    torch.cuda._sleep(100_000_000_000)\n"
+            "    time.sleep(60)\n")
+    proc, took = run_pytest(tmp_path, body, "6")
+    assert proc.returncode != 0 and took < 60, (proc.returncode, took)
+    assert "watchdog: the default stream still has work queued" in proc.stderr, proc.stderr[-2000:]
