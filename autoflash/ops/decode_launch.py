@@ -73,6 +73,10 @@ class DecodeProblem:
         """Packed query rows per (batch, KV head): G heads x Nq tokens."""
         return self.group * self.seq_q
 
+    def split_blocks(self, m_tiles: int) -> int:
+        """Blocks of one split (the work the split heuristic spreads): batch x KV heads x m-blocks of the rows."""
+        return self.batch * self.heads_kv * m_blocks(self.rows, m_tiles)
+
     def bytes_moved(self, dtype: str, kv_tokens: int | None = None) -> int:
         """The floor: Q and O once, K and V once per KV head (kv_tokens: the sum of the
         sequence lengths, default every sequence full; a window: the keys it covers)."""
@@ -98,7 +102,7 @@ def config_splits(cfg: DecodeConfig, p: DecodeProblem, slots: int) -> int:
     """The config's fixed split count, else the heuristic's over `slots` SMs."""
     if cfg.num_splits:
         return cfg.num_splits
-    work = p.batch * p.heads_kv * m_blocks(p.rows, cfg.m_tiles)
+    work = p.split_blocks(cfg.m_tiles)
     n_steps, min_steps = math.ceil(p.key_span / cfg.step_keys), math.ceil(min_split_keys(work, slots) / cfg.step_keys)
     splits = split_heuristic(work, n_steps, slots, min_steps=min_steps)
     if lanes_combine(cfg) and splits > LANES_MAX_SPLITS and p.key_span < LANES_MIN_SPLIT_KEYS * splits:

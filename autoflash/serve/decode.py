@@ -334,7 +334,7 @@ def _choose_config(config, dtype: str, p: DecodeProblem, device_id: int) -> Deco
         unpaged = _for_grid(tuned, arch, name, tuple(key.items()), p, device_id)
         if not p.page_size:
             return unpaged
-        blocks = p.batch * p.heads_kv * m_blocks(p.rows, unpaged.m_tiles)
+        blocks = p.split_blocks(unpaged.m_tiles)
         return _paged_config(arch, name, tuple(key.items()), p.seq_k, blocks, unpaged)
     if isinstance(config, dict):  # attention() hands a validated config object; a dict is checked here
         return _checked_config(config, dtype, p)
@@ -347,7 +347,7 @@ def _for_grid(cfg: DecodeConfig, arch: str, device_name: str, key: tuple, p: Dec
     """Entries are found by cache length alone, their knobs timed on their own grid (batch x KV heads x m-blocks). On
     another grid a fixed split count gives way to the heuristic (the H200 d64 N=1024 entry's 1 split, from batch 256,
     left batch 1 0.73-0.78x cuDNN) and one-split grids may take decode_kernels.lighter_buffers."""
-    blocks = p.batch * p.heads_kv * m_blocks(p.rows, cfg.m_tiles)
+    blocks = p.split_blocks(cfg.m_tiles)
     if _entry_blocks(arch, device_name, key, p.seq_k, cfg.m_tiles) == blocks:
         return cfg
     cfg = cfg.replace(num_splits=0) if cfg.num_splits else cfg
