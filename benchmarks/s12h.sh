@@ -3,10 +3,7 @@
 # split-count rule after s12g), then bench_decode on the rows whose count it changed and a neighbour it keeps.
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1
-timeout 150 python3 -m pytest -q -m gpu -n 12 -p no:cacheprovider -rf tests/test_decode_gpu.py \
-  tests/test_decode_variants_gpu.py tests/test_serve_decode_gpu.py tests/test_decode_swizzle_gpu.py tests/test_paged_gpu.py \
-  tests/test_paged_lookup_gpu.py > $OUT/decode_tests.log 2>&1
-echo "decode GPU tests: $(tail -1 $OUT/decode_tests.log)"; grep -E "^(FAILED|ERROR)" $OUT/decode_tests.log | head
+TIMEOUT_S=150 bash benchmarks/decode_gpu_tests.sh  # (the same test command, shared)
 timeout 150 python3 benchmarks/bench_decode.py --rounds 5 --json $OUT/bench_decode.json \
   --rows 'd128 8/1 b1 n32768,d64 8/1 b1 n32768,d128 8/1 b1 n131072,d64 8/1 b1 n131072' 2>&1 \
   | grep -v "UserWarning\|return F.scaled\|n/a (RuntimeError" > $OUT/bench_decode.log

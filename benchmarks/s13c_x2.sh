@@ -5,10 +5,7 @@
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=$PWD:$PWD/benchmarks:/tmp/site PYTHONUNBUFFERED=1
 (
-  CUDA_VISIBLE_DEVICES=0 timeout 300 python3 -m pytest -q -m gpu -n 12 -p no:cacheprovider -rf \
-    tests/test_decode_gpu.py tests/test_decode_variants_gpu.py tests/test_serve_decode_gpu.py \
-    tests/test_decode_swizzle_gpu.py tests/test_paged_gpu.py tests/test_paged_lookup_gpu.py > $OUT/decode_tests.log 2>&1
-  echo "decode GPU tests: rc $? $(tail -1 $OUT/decode_tests.log)"; grep -E "^(FAILED|ERROR)" $OUT/decode_tests.log | head
+  CUDA_VISIBLE_DEVICES=0 TIMEOUT_S=300 bash benchmarks/decode_gpu_tests.sh  # (the same test command, shared)
 ) > $OUT/gpu0.txt 2>&1 &
 for i in 1 2; do
   CUDA_VISIBLE_DEVICES=1 timeout 200 python3 benchmarks/bench_decode.py --rounds 3 --json $OUT/bench_decode_$i.json 2>&1 \
