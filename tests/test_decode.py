@@ -6,11 +6,11 @@ import re
 import pytest
 
 from autoflash.kernels.config import ConfigError, OpConfig
-from autoflash.ops.decode_kernels import lanes_combine
 from autoflash.ops import OPERATIONS, TEMPLATES
 from autoflash.ops.decode import DECODE, DecodeConfig, DecodeProblem
 from autoflash.serve.decode import decode_attention
 from autoflash.ops.decode_kernels import HEAD_DIMS, MAX_SPLITS, MMA, m_tiles_for, split_heuristic
+from decode_sections import kernel_sections, module_kernels
 
 
 def cfg(**changes):
@@ -97,11 +97,6 @@ def test_render_fills_every_constant():
     assert "{{" not in src and "{%" not in src
 
 
-def _sections(log: str) -> dict:
-    parts = re.split(r"Compiling entry function '([^']+)'", log)
-    return dict(zip(parts[1::2], parts[2::2]))
-
-
 def test_cache_hint_and_fused_combine_knobs_render_their_code():
     from autoflash.kernels.render import render
 
@@ -130,8 +125,8 @@ def test_nvrtc_compiles_both_kernels_without_spills(arch, knobs, dtype, head_dim
 
     c = DECODE.default(arch, {"dtype": dtype, "head_dim": head_dim, "m_tiles": m_tiles}).replace(**KNOB_SETS[knobs])
     compiled = compile_kernel(c, use_cache=False)
-    sections = _sections(compiled.log)
-    assert set(sections) == {c.name, c.name + "_combine"} | ({c.name + "_combine_lanes"} if lanes_combine(c) else set()), compiled.log
+    sections = kernel_sections(compiled.log)
+    assert set(sections) == module_kernels(c), compiled.log
     for name, text in sections.items():
         assert re.search(r"0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads", text), (name, text)
         regs = int(re.search(r"Used (\d+) registers", text).group(1))

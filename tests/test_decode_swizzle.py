@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from autoflash.ops.decode_kernels import lanes_combine
 from autoflash.ops.decode import DECODE, DecodeConfig
 from autoflash.ops.decode_kernels import MMA
+from decode_sections import kernel_sections, module_kernels
 
 # each {% if swizzle ... %} .. [{% else %} ..] {% endif %} with its whitespace control ({%- strips what precedes)
 SWIZZLE_IF = re.compile(r"(\s*)\{%(-?) if swizzle (==|!=) \"true\" %\}(.*?)(?:(\s*)\{%(-?) else %\}(.*?))?"
@@ -123,11 +123,6 @@ def test_the_ldmatrix_xor_form_is_kv_swizzled(head_dim, block_n):
                 assert got == base + swizzled(row, chunk, head_dim)
 
 
-def _sections(log: str) -> dict:
-    parts = re.split(r"Compiling entry function '([^']+)'", log)
-    return dict(zip(parts[1::2], parts[2::2]))
-
-
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 @pytest.mark.parametrize("changes", [dict(), dict(block_n=16), dict(evict_first=True, fused_combine=True),
                                      dict(head_dim=64, stages=4), dict(head_dim=64, block_n=16, warps=8, stages=4),
@@ -145,15 +140,15 @@ def test_compiles_without_spills(arch, changes):
         c = c.replace(stages=c.stages - 1)
     assert c.problems() == [], c.problems()
     compiled = compile_kernel(c, use_cache=False)
-    sections = _sections(compiled.log)
-    assert set(sections) == {c.name, c.name + "_combine"} | ({c.name + "_combine_lanes"} if lanes_combine(c) else set()), compiled.log
+    sections = kernel_sections(compiled.log)
+    assert set(sections) == module_kernels(c), compiled.log
     for name, text in sections.items():
         assert re.search(r"0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads", text), (name, text)
     if arch == "sm_90":  # the GPU's NVRTC 13.0 may differ: 8 registers of headroom, or (configs already at the
         # limit without the knob, bn64 w2 s2 D 128: 254) at most 2 more than the knob off
         off = c.replace(swizzle=False)
         regs = [int(re.search(r"Used (\d+) registers", t).group(1))
-                for t in (sections[c.name], _sections(compile_kernel(off, use_cache=False).log)[off.name])]
+                for t in (sections[c.name], kernel_sections(compile_kernel(off, use_cache=False).log)[off.name])]
         assert regs[0] <= max(247, regs[1] + 2), regs
 
 

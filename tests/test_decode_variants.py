@@ -12,12 +12,12 @@ import pytest
 
 from autoflash.kernels.config import OpConfig
 from autoflash.key_flags import with_new_flags
-from autoflash.ops.decode_kernels import lanes_combine
 from autoflash.ops.decode import CHECK_WINDOW, DECODE, VARIANT_VALUES, DecodeProblem
 from autoflash.ops.decode_kernels import VARIANT_FLAGS, DecodeConfig
 from autoflash.ops.decode_launch import DecodePlan, reference_decode
 from autoflash.ops.reference import reference_attention
 from fake_decode_kernel import FakeKernel, launch_args_by_name
+from decode_sections import kernel_sections, module_kernels
 
 KEY = {"dtype": "bf16", "head_dim": 128, "m_tiles": 1}
 COMBOS = [dict(zip(VARIANT_FLAGS, bits)) for bits in itertools.product((False, True), repeat=4)]
@@ -170,16 +170,11 @@ def test_render_declares_the_flags_and_plain_kernels_keep_no_variant_code_path()
 
 
 # ------------------------------------------------------------------ NVRTC / ptxas
-def _sections(log: str) -> dict:
-    parts = re.split(r"Compiling entry function '([^']+)'", log)
-    return dict(zip(parts[1::2], parts[2::2]))
-
-
 def _compile_clean(c):
     from autoflash.kernels.compile import compile_kernel
 
-    sections = _sections(compile_kernel(c, use_cache=False).log)
-    assert set(sections) == {c.name, c.name + "_combine"} | ({c.name + "_combine_lanes"} if lanes_combine(c) else set())
+    sections = kernel_sections(compile_kernel(c, use_cache=False).log)
+    assert set(sections) == module_kernels(c)
     for name, text in sections.items():
         assert re.search(r"0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads", text), (name, text)
 
