@@ -7,7 +7,6 @@ still the best? CUDA-graph replay over rotating input sets, interleaved rounds.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
@@ -16,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from bench_decode import SDPA, graph_time, ours, rows_named, sdpa, splits_used  # noqa: E402
+from bench_decode import SDPA, ours, rows_named, sdpa, splits_used, time_row  # noqa: E402
 
 ROWS = ("d128 8/1 b1 n8192,d128 8/1 b1 n32768,d64 8/1 b1 n32768,d128 32/8 b1 n8192,d128 32/8 b1 n32768,"
         "d64 32/8 b1 n32768,d128 8/1 b8 n8192,d64 8/1 b8 n32768")
@@ -34,11 +33,7 @@ def main():
         served = splits_used(row)
         impls = {n: ours(row.sets, num_splits=n) for n in COUNTS}
         impls["cudnn"] = sdpa(row.sets, SDPA["cudnn"])
-        times = {n: [] for n in impls}
-        for _ in range(args.rounds):
-            for n, fn in impls.items():
-                times[n].append(graph_time(fn, len(row.sets)) * 1e6)
-        med = {n: statistics.median(t) for n, t in times.items()}
+        med = {n: r["us"] for n, r in time_row(row, args.rounds, impls).items()}  # interleaved rounds' medians
         print(f"{label:22} {served:6d} " + " ".join(f"{med[n]:8.2f}" for n in COUNTS) + f" {med['cudnn']:8.2f}",
               flush=True)
         del row.sets
