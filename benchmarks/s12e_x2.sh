@@ -1,13 +1,15 @@
 #!/bin/bash
-# (Kept as run. Since then WARP_COMBINE is LANES_COMBINE and PDL_TRIGGER is gone: "end" is built in; see NOTES.)
+# (Kept as run. Since then WARP_COMBINE is LANES_COMBINE and PDL_TRIGGER is gone: "end" is built in; see NOTES. The
+# switch setting is now spelled for tests/conftest.py's AUTOFLASH_TEST_SWITCHES, which replaced the
+# benchmarks/decode_switches_plugin.py this call used.)
 # Twelfth session's fifth call (nvidia-h200-x2, carry .whl). GPU 0: the decode GPU tests with PDL_TRIGGER=end, then
 # the deterministic training-step test that timed out once in the fourth call's suite, four times alone. GPU 1:
 # benchmarks/decode_combine_ab.py (old / lanes / pdl_start / pdl_end). Logs in $OUT.
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=$PWD:$PWD/benchmarks:/tmp/site PYTHONUNBUFFERED=1
 (
-  CUDA_VISIBLE_DEVICES=0 DECODE_SWITCHES="PDL_TRIGGER=end" timeout 150 python3 -m pytest -q -m gpu -n 12 \
-    -p no:cacheprovider -p decode_switches_plugin -rf tests/test_decode_gpu.py tests/test_decode_variants_gpu.py \
+  CUDA_VISIBLE_DEVICES=0 AUTOFLASH_TEST_SWITCHES="autoflash.ops.decode_kernels.PDL_TRIGGER='end'" timeout 150 \
+    python3 -m pytest -q -m gpu -n 12 -p no:cacheprovider -rf tests/test_decode_gpu.py tests/test_decode_variants_gpu.py \
     tests/test_serve_decode_gpu.py tests/test_decode_swizzle_gpu.py tests/test_paged_gpu.py tests/test_paged_lookup_gpu.py \
     > $OUT/decode_tests_trigger_end.log 2>&1
   echo "PDL_TRIGGER=end decode tests: $(tail -1 $OUT/decode_tests_trigger_end.log)"; grep -E "^(FAILED|ERROR)" $OUT/decode_tests_trigger_end.log | head
