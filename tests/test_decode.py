@@ -242,7 +242,7 @@ def test_a_tuned_split_count_serves_only_its_own_grid(monkeypatch):
     serve_decode._entry_blocks.cache_clear()
 
 
-def test_one_split_grids_over_short_caches_get_lighter_buffers():
+def test_one_split_grids_over_short_caches_get_lighter_buffers(monkeypatch):
     from autoflash.ops import decode_kernels
     from autoflash.ops.decode_kernels import SHORT_CACHE_KEYS, SHORT_CACHE_KNOBS, lighter_buffers
 
@@ -260,11 +260,8 @@ def test_one_split_grids_over_short_caches_get_lighter_buffers():
                             (cfg(head_dim=256), 1024, 512), (cfg(head_dim=32), 1024, 512),
                             (cfg(m_tiles=2), 1024, 512)):
         assert lighter_buffers(c, keys, blocks, 132) == c
-    old, decode_kernels.SHORT_CACHE_KEYS = decode_kernels.SHORT_CACHE_KEYS, 0  # the switch off
-    try:
-        assert lighter_buffers(cfg(), 1024, 512, 132) == cfg()
-    finally:
-        decode_kernels.SHORT_CACHE_KEYS = old
+    monkeypatch.setattr(decode_kernels, "SHORT_CACHE_KEYS", 0)  # the switch off
+    assert lighter_buffers(cfg(), 1024, 512, 132) == cfg()
 
 
 def test_one_split_grids_of_few_waves_over_long_caches_get_fewer_stages(monkeypatch):
