@@ -6,6 +6,7 @@ inside an NVTX range "prof" for Nsight Compute.
   python benchmarks/decode_gap_probe.py [--rounds 3] [--variants default,bn16w4s3]
   python benchmarks/decode_gap_probe.py --ncu --rows 'd128 32/8 b64 n8192' --variants default,bn16w4s3
   python benchmarks/decode_gap_probe.py --list       # the variants' configs per row (no GPU)
+  python benchmarks/decode_gap_probe.py --alt-tuned /tmp/retune   # + variant "alt": what that tuned folder serves
 """
 from __future__ import annotations
 
@@ -92,6 +93,21 @@ def served_splits(row, cfg: DecodeConfig) -> int:
     return decode_launch.config_splits(cfg, DecodeProblem(b, hq, hkv, 1, n, d, True), slots)
 
 
+def served_from(folder: str, row):
+    """The config served on this row with `folder` searched first for tuned entries (a re-tune's copy)."""
+    from autoflash import store
+    from autoflash.serve import decode as decode_api
+
+    old = os.environ.get(store.TUNED_ENV)
+    os.environ[store.TUNED_ENV] = folder
+    try:
+        decode_api._entry_blocks.cache_clear()
+        return served(row)[0]
+    finally:
+        os.environ.pop(store.TUNED_ENV) if old is None else os.environ.__setitem__(store.TUNED_ENV, old)
+        decode_api._entry_blocks.cache_clear()
+
+
 def variant_configs(row, names, base: DecodeConfig | None = None) -> dict:
     """name -> config for the valid variants (a knob the config does not have is skipped)."""
     if base is None:
@@ -123,6 +139,7 @@ def main():
     ap.add_argument("--ncu", action="store_true")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--precompile-only", action="store_true")
+    ap.add_argument("--alt-tuned", help="a tuned_configs folder: variant 'alt' is what it serves on each row")
     ap.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "decode_gap_probe.json"))
     args = ap.parse_args()
     rows = [parse(x) for x in args.rows.split(",")] if args.rows else list(ROWS)
@@ -137,6 +154,11 @@ def main():
 
     bases = {row: served(row)[0] for row in rows}
     configs = {row: variant_configs(row, names, bases[row]) for row in rows}
+    if args.alt_tuned:
+        names.append("alt")
+        for row in rows:
+            configs[row]["alt"] = served_from(args.alt_tuned, row)
+            print(f"{label(row):24} served {bases[row].name}; alt {configs[row]['alt'].name}", flush=True)
     if not args.ncu:  # under Nsight Compute the cache is already filled (no forked compile workers there)
         bd.precompile({c for vs in configs.values() for c in vs.values()})
     if args.precompile_only:
