@@ -12,8 +12,8 @@ cp -r tuned_configs /tmp/vt
 KNOBS="--knob block_m=128,192 --knob block_n=64,80,96,112,128 --knob stages=2,3 --knob pingpong=-1 --knob persistent=-1 --knob o_store=-1"
 for v in "softcap no" "alibi yes"; do
   set -- $v
-  timeout 150 python3 -m autoflash.cli tune --dtype bf16 --head-dim 64,128 --causal $2 --key $1=yes --seq-len 4096 \
+  timeout 150 python3 -m autoflash.cli tune --dtype bf16 --head-dim 64,128 --causal $2 --key $1=yes --seq-len 4096 --template flash_fwd_wgmma \
     $KNOBS --sampler exhaustive --trials 20 --out /tmp/vt --log /tmp/$1_trials.json > /tmp/$1_tune.log 2>&1
   echo "$1 tune rc $?"; grep -A4 "^problem" /tmp/$1_tune.log; tail -1 /tmp/$1_tune.log
-  python3 -m autoflash.cli show --log /tmp/$1_trials.json 2>&1 | grep -E "ms|TFLOP" | sort -k1,1 | cut -c1-200 | head -60
+  python3 -m autoflash.cli show --log /tmp/$1_trials.json 2>&1 | grep -E "trials|COMPLETE|PRUNED|FAIL" | cut -c5-140 | head -40
 done
