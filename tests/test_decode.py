@@ -242,6 +242,25 @@ def test_a_tuned_split_count_serves_only_its_own_grid(monkeypatch):
     serve_decode._entry_blocks.cache_clear()
 
 
+def test_an_entry_rewritten_while_serving_is_seen_on_the_next_call(monkeypatch):
+    """The own-grid look-up is cached by the tuned files' state (dispatch.recent_files_stamp), as dispatch.explain is:
+    an entry re-tuned on another grid while the process runs stops pinning its split count to this one."""
+    from autoflash.serve import decode as serve_decode
+
+    tuned = DECODE.default("sm_90", D64_KEY).replace(num_splits=2)
+    serve_only_entry(monkeypatch, tuned)
+    stamp = [("sm_90.json", 1, 100)]
+    monkeypatch.setattr(serve_decode.dispatch, "recent_files_stamp", lambda arch: tuple(stamp))
+    p = DecodeProblem(batch=256, heads_q=32, heads_kv=8, seq_q=1, seq_k=1024, head_dim=64, causal=True)
+    assert serve_decode._choose_config(None, "bf16", p, 0).num_splits == 2  # timed on this grid
+    moved = {"config": tuned.to_dict(), "problem": {"batch": 8, "heads_kv": 8, "group": 4, "seq_q": 1, "seq_k": 1024}}
+    monkeypatch.setattr(serve_decode.store, "entries_for_arch", lambda arch: [moved])
+    assert serve_decode._choose_config(None, "bf16", p, 0).num_splits == 2  # same files' state: the cached answer
+    stamp[0] = ("sm_90.json", 2, 101)  # the file rewritten
+    assert serve_decode._choose_config(None, "bf16", p, 0).num_splits == 0  # another grid's entry: the heuristic
+    serve_decode._entry_blocks.cache_clear()
+
+
 def test_one_split_grids_over_short_caches_get_lighter_buffers(monkeypatch):
     from autoflash.ops import decode_kernels
     from autoflash.ops.decode_kernels import SHORT_CACHE_KEYS, SHORT_CACHE_KNOBS, lighter_buffers

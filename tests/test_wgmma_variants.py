@@ -108,16 +108,17 @@ def test_every_multiple_of_8_renders_padded_to_whole_column_blocks(d):
 
 def test_softcap_and_alibi_take_three_consumer_warpgroups_only_with_room_for_their_registers():
     """Three consumers get 160 registers each: softcap/ALiBi fit beside a smaller K/V tile (ptxas, 0 B spilled:
-    D 128 block_n 80, D 64 block_n 96), not beside the plain D 64 tile (block_n 128 spilled 44 B); the defaults
-    stay on two consumers."""
+    softcap D 128 block_n 64, ALiBi D 128 block_n 80, both D 64 block_n 96), not beside the plain D 64 tile (block_n
+    128 spilled 44 B); the defaults stay on two consumers (three measured 4-13 % slower on the H200, s15b)."""
     plain = WG.default("sm_90a", key(64, False))
     assert plain.block_m == 192 and plain.block_n == 128
     for flags in ({"softcap": True}, {"alibi": True}):
         assert any("three consumer warpgroups" in p for p in plain.replace(**flags).problems())
         assert not plain.replace(block_n=96, **flags).problems()
-        d128 = WG.config("sm_90a", key(128, False, **flags), block_m=192, block_n=80, warps=16, stages=2)
+        widest = 64 if "softcap" in flags else 80
+        d128 = WG.config("sm_90a", key(128, False, **flags), block_m=192, block_n=widest, warps=16, stages=2)
         assert not d128.problems()
-        assert any("three consumer warpgroups" in p for p in d128.replace(block_n=96).problems())
+        assert any("three consumer warpgroups" in p for p in d128.replace(block_n=widest + 16).problems())
         assert WG.default("sm_90a", key(64, False, **flags)).block_m == 128
     for flags in ({"window": True}, {"sinks": True}):
         assert WG.default("sm_90a", key(64, False, **flags)).block_m == 192

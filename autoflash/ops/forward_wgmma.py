@@ -51,7 +51,9 @@ PAGED_LIGHT_CONSUMER = 160  # consumer_registers() up to this take the 56 / 216 
 PAGE_GROUP = 16  # rows of a paged K/V TMA box: page sizes are multiples of 16, so a group is in one page
 # Registers a consumer thread needs besides S, P and O (addresses, m_i, l_i, loop state).
 REG_OVERHEAD = 24
-VARIANT_REGS = 12  # softcap's and ALiBi's per-row constants and their softmax temporaries
+# softcap's / ALiBi's extra registers a consumer thread (per-row constants, softmax temporaries): fitted to ptxas (NVRTC
+# 13.0 and 13.5) on three consumers' 160; softcap 16 as D 128 block_n 80 causal spilled 8 B under 12
+VARIANT_REGS = {"softcap": 16, "alibi": 12}
 BARRIER_BYTES = 8
 SMEM_ALIGN = 1024  # 128-byte swizzle atoms repeat every 1024 B: tiles start on that boundary
 
@@ -98,12 +100,13 @@ class WgmmaTemplate(ForwardTemplate):
             # the producer's cp.async loop spilled 80 B in the 32 registers three consumers leave it
             errors.append("paged K/V needs block_m 64 or 128 (three consumer warpgroups leave the producer "
                           "too few registers for its cp.async loop)")
-        if nc == 3 and (cfg.softcap or cfg.alibi) and regs + VARIANT_REGS > budget:
-            # ptxas (NVRTC 13): three consumers' 160 registers hold softcap/ALiBi at D 128 up to block_n 80 and at
-            # D 64 up to block_n 96 (ALiBi 112) with 0 B spilled; block_n 96 / 128 spilled 44-48 B
-            errors.append(f"softcap/alibi need ~{regs + VARIANT_REGS} registers per consumer thread (the plain "
-                          f"~{regs} + {VARIANT_REGS}), more than three consumer warpgroups get ({budget} each): use a "
-                          "smaller block_n or block_m 128")
+        extra = sum(n for flag, n in VARIANT_REGS.items() if getattr(cfg, flag))
+        if nc == 3 and extra and regs + extra > budget:
+            # ptxas: three consumers' 160 registers hold softcap at D 128 block_n 64 and D 64 block_n 96, ALiBi at
+            # D 128 block_n 80 and D 64 block_n 112, with 0 B spilled; the next block_n spilled 8-48 B
+            errors.append(f"softcap/alibi need ~{regs + extra} registers per consumer thread (the plain ~{regs} + "
+                          f"{extra}), more than three consumer warpgroups get ({budget} each): use a smaller block_n "
+                          "or block_m 128")
         return errors
 
     def _schedule_problems(self, cfg: KernelConfig) -> list[str]:
