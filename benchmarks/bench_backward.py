@@ -159,20 +159,28 @@ def sweep(arch: str, n: int = 4096, head_dims=(64, 128), causal_values=(False,))
         torch.cuda.empty_cache()
 
 
-def profile(causal: bool = False, n: int = 4096, d: int = 128, sdpa=("flash", "cudnn")) -> None:
-    """One backward call of autoflash and one of each SDPA backend between cudaProfilerStart/Stop,
-    after warm-up, for Nsight Compute (--profile-from-start off)."""
+def profile(causal: bool = False, n: int = 4096, d: int = 128, sdpa=("flash", "cudnn"), mma: bool = False) -> None:
+    """One backward call of autoflash (mma: flash_bwd_mma's config for the key, as the mma column) and one of each
+    SDPA backend between cudaProfilerStart/Stop, after warm-up, for Nsight Compute (--profile-from-start off)."""
     b, h = 16384 // n, 2048 // d
     q, k, v, dout = (torch.randn(b, h, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(4))
     out, lse, _ = forward_lse(q, k, v, causal, 1 / math.sqrt(d))
+    key = dict(dtype="bf16", head_dim=d, causal=causal, deterministic=False)
+    if mma:
+        from autoflash.kernels.device import device_arch
+
+        cfg = mma_config(device_arch(torch.cuda.current_device())[0], key, n)[0]
+    else:
+        cfg = None
+    print(f"profiled: {cfg.name if cfg else 'the served backward'}, b {b} h {h} n {n} d {d} causal {causal}", flush=True)
     theirs = [fn for fn, _ in (sdpa_backward(name, q, k, v, dout, causal) for name in sdpa) if fn]
     for _ in range(3):
-        attention_backward(q, k, v, out, lse, dout, causal=causal)
+        attention_backward(q, k, v, out, lse, dout, causal=causal, config=cfg)
         for fn in theirs:
             fn()
     torch.cuda.synchronize()
     torch.cuda.cudart().cudaProfilerStart()
-    attention_backward(q, k, v, out, lse, dout, causal=causal)
+    attention_backward(q, k, v, out, lse, dout, causal=causal, config=cfg)
     for fn in theirs:
         fn()
     torch.cuda.synchronize()
@@ -224,6 +232,7 @@ def main():
     parser.add_argument("--profile", action="store_true",
                         help="one call of ours and of each --sdpa backend at the first --head-dims and --seqs, for ncu")
     parser.add_argument("--causal", action="store_true", help="with --profile: the causal backward")
+    parser.add_argument("--mma", action="store_true", help="with --profile: flash_bwd_mma's config, not the served one")
     parser.add_argument("--head-dims", default="64,128", help="comma-separated head dims (default 64,128)")
     parser.add_argument("--seqs", default="1024,4096", help="comma-separated sequence lengths (default 1024,4096)")
     parser.add_argument("--dtypes", default="bf16", help="comma-separated: bf16, fp16 (default bf16)")
@@ -246,7 +255,7 @@ def main():
         precompile(device_arch(torch.cuda.current_device())[0], args.sweep, head_dims)
         return 0
     if args.profile:
-        profile(args.causal, int(args.seqs.split(",")[0]), head_dims[0], args.sdpa.split(","))
+        profile(args.causal, int(args.seqs.split(",")[0]), head_dims[0], args.sdpa.split(","), args.mma)
         return 0
     torch.manual_seed(0)
     print(f"# {torch.cuda.get_device_name()} torch {torch.__version__}; backward TFLOP/s (2.5x forward FLOPs)")
