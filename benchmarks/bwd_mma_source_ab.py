@@ -1,0 +1,101 @@
+"""flash_bwd_mma before and after a template change, in one run: each row's mma config (the mma column of
+bench_backward.py) compiled from templates/ ("new") and from an older copy of the template ("old", and "old2", the
+same source with a comment appended: a separate compile of the same code, the A/A pair), beside SDPA's
+FlashAttention-2 backward; CUDA-graph replay in interleaved rounds (graph_timing.py), TFLOP/s at 2.5x the forward's
+FLOPs, the spread of the round medians; dq, dk, dv of new and old compared bitwise.
+
+    python benchmarks/bwd_mma_source_ab.py --old-templates DIR [--rounds 7] [--head-dims 64,128] [--seqs 4096,16384]
+
+DIR holds the old flash_bwd_mma.cu.j2 (it is searched before templates/, which supplies the shared headers)."""
+from __future__ import annotations
+
+import argparse
+import math
+
+import torch
+
+from bench_backward import forward_lse, mma_config, sdpa_backward
+from graph_timing import Impl, measure
+
+from autoflash.kernels.compile import compile_kernel
+from autoflash.kernels.device import device_arch
+from autoflash.kernels.loaded import LoadedKernel
+from autoflash.kernels.registry import TEMPLATES
+from autoflash.kernels.render import environment
+from autoflash.ops.backward_gpu import launch_plan
+from autoflash.ops.backward_kernels import BackwardProblem
+
+TOKENS = 16384  # batch x N, 2048 / D heads (bench_backward.py's rows)
+
+
+def sources(cfg, old_dir: str) -> dict:
+    """label -> CUDA source: new (templates/), old, old2 (old + a comment: its own compile)."""
+    from autoflash.kernels.render import render
+
+    template = TEMPLATES[cfg.template]
+    old = environment(old_dir).get_template(template.template_file).render(**template.values(cfg))
+    return {"new": render(cfg), "old": old, "old2": old + "\n// the A/A copy\n"}
+
+
+def row(dtype: str, d: int, n: int, causal: bool, old_dir: str, rounds: int) -> dict:
+    arch = device_arch(torch.cuda.current_device())[0]
+    key = dict(dtype=dtype, head_dim=d, causal=causal, deterministic=False)
+    cfg = mma_config(arch, key, n)[0]
+    kernels = {label: LoadedKernel(compile_kernel(cfg, source=src)) for label, src in sources(cfg, old_dir).items()}
+    b, h = TOKENS // n, 2048 // d
+    tdt = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    g = torch.Generator(device="cuda").manual_seed(n + d)
+    q, k, v, dout = (torch.randn(b, h, n, d, device="cuda", generator=g).to(tdt) for _ in range(4))
+    scale = 1 / math.sqrt(d)
+    out, lse, _ = forward_lse(q, k, v, causal, scale)
+    p = BackwardProblem(b, h, h, n, n, d, causal)
+    import cupy
+
+    stream = cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
+    grads, impls = {}, []
+    work = p.flops()
+    for label, kernel in kernels.items():
+        plan = launch_plan(kernel, p, scale)
+        ws = torch.empty(plan.workspace_bytes, dtype=torch.uint8, device="cuda")
+        dq, dk, dv = (torch.empty_like(x) for x in (q, k, v))
+        grads[label] = (dq, dk, dv)
+        ptrs = [x.data_ptr() for x in (q, k, v, out, lse, dout, dq, dk, dv, ws)]
+        impls.append(Impl(label, lambda plan=plan, ptrs=ptrs: plan(*ptrs, stream), calls=3, work=work))
+    flash, _ = sdpa_backward("flash", q, k, v, dout, causal)
+    if flash is not None:
+        impls.append(Impl("fa2", flash, calls=3, work=work))
+    res = measure(impls, rounds)
+    for impl in impls[:len(kernels)]:
+        impl.kernel()
+    torch.cuda.synchronize()
+    same = all(torch.equal(a, c) for a, c in zip(grads["new"], grads["old"]))
+    return dict(cfg=cfg.name, res=res, bitwise=same)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--old-templates", required=True)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--dtypes", default="bf16")
+    ap.add_argument("--head-dims", default="64,128")
+    ap.add_argument("--seqs", default="4096,16384")
+    args = ap.parse_args()
+    print(f"{'row':28} {'new':>16} {'old':>16} {'old2':>16} {'fa2':>6} {'new/old':>8} {'old2/old':>8} "
+          f"{'new/fa2':>8} {'old/fa2':>8} bitwise", flush=True)
+    for dtype in args.dtypes.split(","):
+        for d in (int(x) for x in args.head_dims.split(",")):
+            for causal in (False, True):
+                for n in (int(x) for x in args.seqs.split(",")):
+                    r = row(dtype, d, n, causal, args.old_templates, args.rounds)
+                    res = r["res"]
+                    rate = {k: res[k]["rate"] / 1e12 for k in res if res[k].get("rate")}
+                    cell = {k: f"{rate[k]:.0f} ({res[k]['spread']:.1%})" for k in rate}
+                    label = f"{dtype} d{d} n{n} {'causal' if causal else 'non-causal'}"
+                    print(f"{label:28} {cell['new']:>16} {cell['old']:>16} {cell['old2']:>16} {rate.get('fa2', 0):6.0f} "
+                          f"{rate['new'] / rate['old']:8.3f} {rate['old2'] / rate['old']:8.3f} "
+                          f"{rate['new'] / rate.get('fa2', math.nan):8.3f} {rate['old'] / rate.get('fa2', math.nan):8.3f} "
+                          f"{r['bitwise']}  {r['cfg']}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
