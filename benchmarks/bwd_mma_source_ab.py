@@ -2,7 +2,7 @@
 bench_backward.py) compiled from templates/ ("new") and from an older copy of the template ("old", and "old2", the
 same source with a comment appended: a separate compile of the same code, the A/A pair), beside SDPA's
 FlashAttention-2 backward; CUDA-graph replay in interleaved rounds (graph_timing.py), TFLOP/s at 2.5x the forward's
-FLOPs, the spread of the round medians; dq, dk, dv of new and old compared bitwise.
+FLOPs, the spread of the round medians; dk, dv of new and old compared bitwise, dq within 1e-2 (atomic adds).
 
     python benchmarks/bwd_mma_source_ab.py --old-templates DIR [--rounds 7] [--head-dims 64,128] [--seqs 4096,16384]
 
@@ -37,6 +37,13 @@ def sources(cfg, old_dir: str) -> dict:
     return {"new": render(cfg), "old": old, "old2": old + "\n// the A/A copy\n"}
 
 
+def current_stream():
+    """torch's current stream for CuPy's launcher, looked up at each call (a graph capture runs on a side stream)."""
+    import cupy
+
+    return cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
+
+
 def fa2_backward(q, k, v, dout, causal: bool, scale: float):
     """SDPA's FlashAttention-2 backward as one capturable aten call on a saved forward (autograd.grad is not
     capturable in a graph)."""
@@ -58,9 +65,6 @@ def row(dtype: str, d: int, n: int, causal: bool, old_dir: str, rounds: int) -> 
     scale = 1 / math.sqrt(d)
     out, lse, _ = forward_lse(q, k, v, causal, scale)
     p = BackwardProblem(b, h, h, n, n, d, causal)
-    import cupy
-
-    stream = cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
     grads, impls = {}, []
     work = p.flops()
     for label, kernel in kernels.items():
@@ -69,13 +73,15 @@ def row(dtype: str, d: int, n: int, causal: bool, old_dir: str, rounds: int) -> 
         dq, dk, dv = (torch.empty_like(x) for x in (q, k, v))
         grads[label] = (dq, dk, dv)
         ptrs = [x.data_ptr() for x in (q, k, v, out, lse, dout, dq, dk, dv, ws)]
-        impls.append(Impl(label, lambda plan=plan, ptrs=ptrs: plan(*ptrs, stream), calls=3, work=work))
+        impls.append(Impl(label, lambda plan=plan, ptrs=ptrs: plan(*ptrs, current_stream()), calls=3, work=work))
     impls.append(Impl("fa2", fa2_backward(q, k, v, dout, causal, scale), calls=3, work=work))
     res = measure(impls, rounds)
     for impl in impls[:len(kernels)]:
         impl.kernel()
     torch.cuda.synchronize()
-    same = all(torch.equal(a, c) for a, c in zip(grads["new"], grads["old"]))
+    # dk, dv bitwise (each block writes its own); dq within rounding (its fp32 adds arrive in any order)
+    same = all(torch.equal(a, c) for a, c in zip(grads["new"][1:], grads["old"][1:]))
+    same = same and float((grads["new"][0].float() - grads["old"][0].float()).abs().max()) < 1e-2
     return dict(cfg=cfg.name, res=res, bitwise=same)
 
 
