@@ -1,15 +1,15 @@
 import sys, torch
-sys.argv = ["x", "--old-templates", "benchmarks/ab_templates"]
 import bwd_mma_source_ab as ab
 from graph_timing import Impl
-orig_measure = ab.measure
-def eager_measure(impls, rounds):
+def careful_measure(impls, rounds):
     for impl in impls:
+        impl.capture()
         try:
-            impl.kernel(); torch.cuda.synchronize(); print("eager ok", impl.name, flush=True)
+            impl.graph.replay(); torch.cuda.synchronize(); print("graph ok", impl.name, flush=True)
         except Exception as e:
-            print("eager FAIL", impl.name, str(e)[:200], flush=True); raise
+            print("graph FAIL", impl.name, str(e)[:200], flush=True); raise
     return {impl.name: dict(rate=1.0, spread=0.0) for impl in impls}
-ab.measure = eager_measure
-r = ab.row("bf16", 64, 16384, False, "benchmarks/ab_templates", 1)
-print(r["bitwise"])
+ab.measure = careful_measure
+for n in (4096, 16384):
+    r = ab.row("bf16", 64, n, False, "benchmarks/ab_templates", 1)
+    print(n, r["bitwise"], flush=True)
