@@ -4,4 +4,4 @@
 export PYTHONUNBUFFERED=1 AUTOFLASH_CACHE_DIR=/tmp/afcache CUDA_LAUNCH_BLOCKING=0
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
   && export PYTHONPATH=/tmp/site:$PWD:$PWD/benchmarks:$PWD/tests || exit 1
-timeout 120 python3 benchmarks/s15_dbg.py 2>&1 > $OUT/dbg.log; grep -E "graph|^4096|^16384|eager|Error" $OUT/dbg.log | grep -v moduleUnload | head -20
+timeout 120 python3 benchmarks/s15_dbg.py > $OUT/dbg.log 2>&1; grep -E "graph|^4096|^16384|eager|Error" $OUT/dbg.log | grep -v moduleUnload | head -20
