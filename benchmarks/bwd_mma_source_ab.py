@@ -92,12 +92,15 @@ def main():
     ap.add_argument("--dtypes", default="bf16")
     ap.add_argument("--head-dims", default="64,128")
     ap.add_argument("--seqs", default="4096,16384")
+    ap.add_argument("--causal", default="no,yes", help="no, yes or both (comma-separated)")
+    ap.add_argument("--no-header", action="store_true")
     args = ap.parse_args()
-    print(f"{'row':28} {'new':>16} {'old':>16} {'old2':>16} {'fa2':>6} {'new/old':>8} {'old2/old':>8} "
-          f"{'new/fa2':>8} {'old/fa2':>8} bitwise", flush=True)
+    if not args.no_header:
+        print(f"{'row':28} {'new':>16} {'old':>16} {'old2':>16} {'fa2':>6} {'new/old':>8} {'old2/old':>8} "
+              f"{'new/fa2':>8} {'old/fa2':>8} same", flush=True)
     for dtype in args.dtypes.split(","):
         for d in (int(x) for x in args.head_dims.split(",")):
-            for causal in (False, True):
+            for causal in (c == "yes" for c in args.causal.split(",")):
                 for n in (int(x) for x in args.seqs.split(",")):
                     r = row(dtype, d, n, causal, args.old_templates, args.rounds)
                     res = r["res"]
