@@ -28,13 +28,13 @@ def test_registered_with_the_op_contract():
 def test_rules():
     valid = [c for c in TEMPLATE.space("sm_90", key()) if not c.problems()]
     assert valid
-    # 16 keys a warp (warps_q 1); 16 or 32 (warps_q 2); warps_q=2 with 32 keys a warp and block_m 64
-    # spills at D 128 with one query buffer (the rule says so); block_m 128 at D 128 only with
+    # 16 keys a warp (warps_q 1); 16 or 32 (warps_q 2); at D 128 with one query buffer block_m 64 spills with
+    # warps_q 2 and 32 keys a warp, and with warps_q 1 (the rules say so); block_m 128 at D 128 only with
     # warps_q 2, 16 keys a warp and 8 warps (a 64-register dQ tile)
     assert {(c.block_m, c.block_n, c.warps, c.stages, c.warps_q) for c in valid} == {
         (m, n, w, s, wq) for m in (32, 64) for n in (32, 64, 128) for w in (4, 8) for s in (1, 2) for wq in (1, 2)
         if n * wq // w in ((16,) if wq == 1 else (16, 32)) and n * wq % w == 0
-        and not (wq == 2 and m == 64 and s == 1 and n * 2 // w == 32)} | {(128, 64, 8, 1, 2), (128, 64, 8, 2, 2)}
+        and not (m == 64 and s == 1 and (wq == 1 or n * 2 // w == 32))} | {(128, 64, 8, 1, 2), (128, 64, 8, 2, 2)}
     d64_128 = {(c.block_n, c.warps, c.stages) for c in TEMPLATE.space("sm_90", key(head_dim=64))
                if c.block_m == 128 and not c.problems()}
     assert d64_128 == {(32, 4, 1), (32, 4, 2), (64, 8, 1), (64, 8, 2), (128, 8, 2)}  # FA2's D 64 tile among them
