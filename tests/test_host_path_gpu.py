@@ -218,3 +218,33 @@ def test_threads_share_a_plan():
     torch.cuda.synchronize()
     for i in range(4):
         assert rel_err(outs[i], reference(*sets[i], False)) < TOLERANCE[dtype], i
+
+
+def test_a_plan_first_packed_in_a_thread_without_a_context():
+    """LaunchPlan.packed() builds its launch on first use, encoding the TMA maps (a driver call). attention()'s call
+    plans build it on a plan's first planned call, which may come in a thread that has made no CUDA call yet, so no
+    context is bound there (the suite's test_threads_share_a_plan once failed so: CUDA_ERROR_INVALID_CONTEXT)."""
+    import threading
+
+    from autoflash.kernels.loaded import LoadedKernel
+    from autoflash.kernels.compile import compile_kernel
+    from autoflash.ops.forward_base import Problem
+    from autoflash.ops.forward_launch import default_scale, plan
+
+    cfg = config_for("bf16")
+    q, k, v = (randn(1, 4, 256, 128, seed=s) for s in range(3))
+    o, lse = torch.empty_like(q), torch.empty(1, 4, 256, device="cuda", dtype=torch.float32)
+    launch = plan(LoadedKernel(compile_kernel(cfg)), Problem(1, 4, 4, 256, 256, 128, False), default_scale(128))
+    torch.cuda.synchronize()
+    errors = []
+
+    def work():
+        try:
+            launch.packed(q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), lse.data_ptr())
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    assert not errors

@@ -62,6 +62,7 @@ class LaunchPlan:
         Its TMA maps are built anew when a pointer they embed moves (args.struct_pointers: q, k, v, and o
         with O's map)."""
         if self._packed is None:
+            ensure_context()  # args() may encode TMA maps, a driver call: this thread may have made no CUDA call yet
             pointers = (q, k, v, o, lse)
             launch = (self.function, self.grid, self.block, self.smem,
                       tuple(Slot(i) for i in range(len(pointers))) + self.args(*pointers)[len(pointers):])
