@@ -18,9 +18,9 @@ end=$((SECONDS + 200))
 for w in $(seq 1 20); do
   ( n=0; while [ $SECONDS -lt $end ]; do
       AUTOFLASH_TEST_WATCHDOG_S=60 timeout 90 python3 -m pytest -q -p no:cacheprovider -x \
-        tests/test_forward_o_layout_gpu.py -k training_step > /tmp/stress_$w_$n.log 2>&1
+        tests/test_forward_o_layout_gpu.py -k training_step > /tmp/stress_${w}_${n}.log 2>&1
       rc=$?; echo "$w $n rc $rc" >> $OUT/stress_rc.txt
-      [ $rc -ne 0 ] && cp /tmp/stress_$w_$n.log $OUT/stress_fail_${w}_$n.log
+      [ $rc -ne 0 ] && cp /tmp/stress_${w}_${n}.log $OUT/stress_fail_${w}_$n.log
       n=$((n + 1))
     done ) &
 done
