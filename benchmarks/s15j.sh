@@ -17,10 +17,10 @@ PY
 timeout 90 python3 -c "import sys; sys.path.insert(0, '/tmp'); import stub, pytest; sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '$T']))" 2>&1 | grep -E "passed|failed|Error" | tail -2
 fi
 timeout 60 python3 -m pytest -q -n 0 -p no:cacheprovider tests/test_forward_o_layout_gpu.py -k training_step 2>&1 | tail -1  # warm the cache
-end=$((SECONDS + 150))
+end=$((SECONDS + 130))
 for w in $(seq 1 20); do
   ( n=0; while [ $SECONDS -lt $end ]; do
-      AUTOFLASH_TEST_WATCHDOG_S=60 timeout 90 python3 -m pytest -q -n 0 -p no:cacheprovider -x \
+      AUTOFLASH_TEST_WATCHDOG_S=45 timeout 55 python3 -m pytest -q -n 0 -p no:cacheprovider -x \
         tests/test_forward_o_layout_gpu.py -k training_step > /tmp/stress_${w}_${n}.log 2>&1
       rc=$?; echo "$w $n rc $rc" >> $OUT/stress_rc.txt
       [ $rc -ne 0 ] && cp /tmp/stress_${w}_${n}.log $OUT/stress_fail_${w}_$n.log
