@@ -1,27 +1,25 @@
 """flash_fwd_wgmma: Hopper (sm_90a) flash attention forward, FlashAttention-3 style.
 
-One producer warpgroup (warps 0-3) issues TMA copies of Qi and of Kj/Vj tiles into a STAGES-deep ring of
-128-byte-swizzled shared-memory buffers, completing on mbarriers; block_m / 64 consumer warpgroups each own 64 query
-rows and run S = Qi Kj^T (wgmma, both operands in shared memory) and O += P Vj (wgmma, P from registers) with the
-online softmax in base 2. `setmaxnreg` moves registers from the producer to the consumers.
-
+One producer warpgroup (warps 0-3) issues TMA copies of Qi and of Kj/Vj tiles into a STAGES-deep ring of 128-byte-
+swizzled shared-memory buffers, completing on mbarriers; block_m / 64 consumer warpgroups each own 64 query rows and run
+S = Qi Kj^T (wgmma, both operands in shared memory) and O += P Vj (wgmma, P from registers) with the online softmax in
+base 2. `setmaxnreg` moves registers from the producer to the consumers.
 Kernel signature = the shared one (templates/README.md) plus three tensor maps passed by value (4-D, built from the
-operands' real strides) and the batch size (see templates/flash_fwd_wgmma.cu.j2 and autoflash/tma.py), then the
-forward contract's variant tail (ops/forward_base.py); the grid is 1-D and persistent (one CTA per SM), see `grid`.
-Varlen: the maps cover the packed (total, H, D) tensors as a batch of one, the kernel starts each tile at its
-sequence's first token, and work items are numbered per sequence (`items`), so no slot is spent past a short
-sequence's end.
-Head dims: any multiple of 8 (shared-memory tiles padded to whole 64-column blocks, see the template).
-V may have its own head dim (head_dim_v, Dv != Dqk, e.g. 192/128 MLA prefill): Q/K tiles and S run
-over head_dim, the V tiles, O's accumulators and store over head_dim_v; V's tensor map has its own.
+operands' real strides) and the batch size (see templates/flash_fwd_wgmma.cu.j2 and autoflash/tma.py), then the forward
+contract's variant tail (ops/forward_base.py); the grid is 1-D and persistent (one CTA per SM), see `grid`.
+Varlen: the maps cover the packed (total, H, D) tensors as a batch of one, the kernel starts each tile at its sequence's
+first token, and work items are numbered per sequence (`items`), so no slot is spent past a short sequence's end.
+Head dims: any multiple of 8 (shared-memory tiles padded to whole 64-column blocks, see the template). V may have its
+own head dim (head_dim_v, Dv != Dqk, e.g. 192/128 MLA prefill): Q/K tiles and S run over head_dim, the V tiles, O's
+accumulators and store over head_dim_v; V's tensor map has its own.
 Paged K/V (paged=True, chunked prefill through serve/kvcache.py): the producer warpgroup's 128 threads read the block
 table once per 16-key group of a K/V tile (page sizes are multiples of 16); groups whose rows are all keys of the
 sequence come by TMA (16-row boxes of K/V's maps over the pages), the rest by cp.async from the producer's 128 threads
 (rows past the sequence's keys zero-filled); Q on TMA. Paged kernels take block_table, table_stride, page_size and
 num_pages after the contract's tail (as flash_fwd_mma's); dense launches only (seqused_k allowed).
-Schedule: intra-warpgroup overlap always; consumer ping-pong and the persistent grid are knobs (KernelConfig pingpong
-/ persistent, -1 = the rule: ping-pong iff causal, the grid persistent; measured on the H100, benchmarks/NOTES.md), so
-the tuner may try the other schedule per problem.
+Schedule: intra-warpgroup overlap always; consumer ping-pong and the persistent grid are knobs (KernelConfig pingpong /
+persistent, -1 = the rule: ping-pong iff causal, the grid persistent; measured on the H100, benchmarks/NOTES.md), so the
+tuner may try the other schedule per problem.
 O's store (KernelConfig o_store, -1 = o_store_rule): from registers (0), or (1) staged in shared memory and written by
 one TMA store per consumer warpgroup, so the consumers start the next item at once; the kernel then takes a fourth
 tensor map (O's) after V's. Varlen launches of a TMA kernel store from registers (a run-time branch); paged launches
@@ -51,9 +49,7 @@ PAGED_LIGHT_CONSUMER = 160  # consumer_registers() up to this take the 56 / 216 
 PAGE_GROUP = 16  # rows of a paged K/V TMA box: page sizes are multiples of 16, so a group is in one page
 # Registers a consumer thread needs besides S, P and O (addresses, m_i, l_i, loop state).
 REG_OVERHEAD = 24
-# softcap's / ALiBi's extra registers a consumer thread (per-row constants, softmax temporaries): fitted to ptxas (NVRTC
-# 13.0 and 13.5) on three consumers' 160; softcap 16 as D 128 block_n 80 causal spilled 8 B under 12
-VARIANT_REGS = {"softcap": 16, "alibi": 12}
+VARIANT_REGS = {"softcap": 16, "alibi": 12}  # their extra registers a consumer thread (ptxas fit, three consumers)
 BARRIER_BYTES = 8
 SMEM_ALIGN = 1024  # 128-byte swizzle atoms repeat every 1024 B: tiles start on that boundary
 
@@ -102,11 +98,8 @@ class WgmmaTemplate(ForwardTemplate):
                           "too few registers for its cp.async loop)")
         extra = sum(n for flag, n in VARIANT_REGS.items() if getattr(cfg, flag))
         if nc == 3 and extra and regs + extra > budget:
-            # ptxas: three consumers' 160 registers hold softcap at D 128 block_n 64 and D 64 block_n 96, ALiBi at
-            # D 128 block_n 80 and D 64 block_n 112, with 0 B spilled; the next block_n spilled 8-48 B
-            errors.append(f"softcap/alibi need ~{regs + extra} registers per consumer thread (the plain ~{regs} + "
-                          f"{extra}), more than three consumer warpgroups get ({budget} each): use a smaller block_n "
-                          "or block_m 128")
+            errors.append(f"softcap/alibi need ~{regs + extra} registers per consumer thread, more than three consumer "
+                          f"warpgroups get ({budget} each): use a smaller block_n or block_m 128")
         return errors
 
     def _schedule_problems(self, cfg: KernelConfig) -> list[str]:
@@ -231,12 +224,11 @@ class WgmmaTemplate(ForwardTemplate):
         }
         d = max(key["head_dim"], key.get("head_dim_v", 0))  # the larger head dim sets the footprint
         bm, bn, st = tiles[(min(m for m in (64, 128, 256) if m >= d), key["causal"])]
-        # Variant keys: the plain tiles, or (softcap/ALiBi at D <= 64: three consumers' registers hold them only
-        # with a smaller block_n, left to the tuner) two consumers with the causal D 64 tiles.
+        # Variant keys: the plain tiles, or (softcap/ALiBi at D <= 64: three consumers spill at block_n 128, and the
+        # smaller tiles that fit ran 4-13 % slower) two consumers with the causal D 64 tiles.
         plain = [dict(block_m=bm, block_n=bn, warps=4 * (bm // 64 + 1), stages=st),
                  dict(block_m=128, block_n=128, warps=12, stages=3)]
-        if bm == 192 and (key.get("softcap") or key.get("alibi")):
-            plain = plain[1:]  # three consumers pass the register rule at D 40-64 but spill 24-44 B at block_n 128
+        plain = plain[1:] if bm == 192 and (key.get("softcap") or key.get("alibi")) else plain
         if key.get("window") and 96 <= min(key["head_dim"], key.get("head_dim_v", 0) or key["head_dim"]) and d <= 128:
             # window keys: two stages leave room for the TMA O store (H200, bf16 D 128 N 4096 causal (1024, 0):
             # 428 TFLOP/s vs 391 on three-stage register-store tiles, benchmarks/wgmma_fw_h200_*_s6_call2_window128)

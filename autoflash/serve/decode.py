@@ -1,9 +1,8 @@
-"""decode_attention(): the split-KV decode call (autoflash/ops/decode*.py) for PyTorch tensors,
-contiguous or paged caches, with every input checked before anything is launched: check_decode
-(the checks) then launch_decode (no checks; a caller that checked its inputs itself, like
-autoflash.attention()'s decode route, may call it directly). autoflash.attention_with_kvcache
-(serve/kvcache.py) and autoflash.attention's decode route (serve/api.py) call decode_attention. torch and CuPy
-are imported where used, so `import autoflash` needs neither."""
+"""decode_attention(): the split-KV decode call (autoflash/ops/decode*.py) for PyTorch tensors, contiguous or paged
+caches, with every input checked before anything is launched: check_decode (the checks) then launch_decode (no
+checks; a caller that checked its inputs itself, like autoflash.attention()'s decode route, may call it directly).
+autoflash.attention_with_kvcache (serve/kvcache.py) and autoflash.attention's decode route (serve/api.py) call
+decode_attention. torch and CuPy are imported where used, so `import autoflash` needs neither."""
 from __future__ import annotations
 
 import contextlib
@@ -334,9 +333,8 @@ def _choose_config(config, dtype: str, p: DecodeProblem, device_id: int) -> Deco
         unpaged = _for_grid(tuned, arch, name, tuple(key.items()), p, device_id)
         if not p.page_size:
             return unpaged
-        blocks = p.split_blocks(unpaged.m_tiles)
-        return _paged_config(arch, name, tuple(key.items()), p.seq_k, blocks, unpaged,
-                             stamp=dispatch.recent_files_stamp(arch))
+        stamp = dispatch.recent_files_stamp(arch)
+        return _paged_config(arch, name, tuple(key.items()), p.seq_k, p.split_blocks(unpaged.m_tiles), unpaged, stamp)
     if isinstance(config, dict):  # attention() hands a validated config object; a dict is checked here
         return _checked_config(config, dtype, p)
     _match(config, dtype, p)
@@ -349,8 +347,7 @@ def _for_grid(cfg: DecodeConfig, arch: str, device_name: str, key: tuple, p: Dec
     another grid a fixed split count gives way to the heuristic (the H200 d64 N=1024 entry's 1 split, from batch 256,
     left batch 1 0.73-0.78x cuDNN) and one-split grids may take decode_kernels.lighter_buffers."""
     blocks = p.split_blocks(cfg.m_tiles)
-    stamp = dispatch.recent_files_stamp(arch)
-    if _entry_blocks(arch, device_name, key, p.seq_k, cfg.m_tiles, stamp=stamp) == blocks:
+    if _entry_blocks(arch, device_name, key, p.seq_k, cfg.m_tiles, dispatch.recent_files_stamp(arch)) == blocks:
         return cfg
     cfg = cfg.replace(num_splits=0) if cfg.num_splits else cfg
     return decode_kernels.lighter_buffers(cfg, p.key_span, blocks, decode_launch.sm_count(device_id))
@@ -359,8 +356,7 @@ def _for_grid(cfg: DecodeConfig, arch: str, device_name: str, key: tuple, p: Dec
 @functools.lru_cache(maxsize=256)
 def _entry_blocks(arch: str, device_name: str, key: tuple, seq_k: int, m_tiles: int, stamp: tuple = ()) -> int | None:
     """Blocks of one split of the timed problem of the entry serving this key (None: no entry or problem). `stamp`
-    (dispatch.recent_files_stamp) keys the cache by the tuned files' state: a file written while the process runs is
-    seen, as dispatch.explain sees it."""
+    (dispatch.recent_files_stamp) keys the cache by the tuned files' state, as dispatch.explain's answers are."""
     entry, _ = store.lookup(store.entries_for_arch(arch), device_name, DECODE.name, dict(key), seq_k)
     return _timed_blocks(entry, m_tiles) if entry is not None else None
 
@@ -376,11 +372,11 @@ def _timed_blocks(entry: dict, m_tiles: int) -> int | None:
 @functools.lru_cache(maxsize=256)
 def _paged_config(arch: str, device_name: str, unpaged_key: tuple, seq_k: int, blocks: int,
                   unpaged: DecodeConfig, stamp: tuple = ()) -> DecodeConfig:
-    """A paged problem's config: a tuned paged entry if it was timed on this grid (`blocks` blocks a
-    split; it keeps its split count), else `unpaged` (the config, split count included, that the same
-    cache held contiguously gets) with paged set: the kernels differ only in their K/V addresses, so
-    the outputs are bit-equal. (H200: the bucket-65536 paged entry, 2 warps x 16 keys x 16 splits timed on
-    32 blocks, ran batch 1 (8 blocks) at 0.67x contiguous.) Cached per tuned files' state, as _entry_blocks."""
+    """A paged problem's config: a tuned paged entry if it was timed on this grid (`blocks` blocks a split; it keeps
+    its split count), else `unpaged` (the config, split count included, that the same cache held contiguously gets)
+    with paged set: the kernels differ only in their K/V addresses, so the outputs are bit-equal. (H200: the
+    bucket-65536 paged entry, 2 warps x 16 keys x 16 splits timed on 32 blocks, ran batch 1 (8 blocks) at 0.67x
+    contiguous.) Cached per tuned files' state, as _entry_blocks."""
     key = {**dict(unpaged_key), "paged": True}
     entry, _ = store.lookup(store.entries_for_arch(arch), device_name, DECODE.name, key, seq_k)
     if entry is not None and _timed_blocks(entry, unpaged.m_tiles) == blocks:
