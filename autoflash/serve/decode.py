@@ -329,11 +329,10 @@ def _choose_config(config, dtype: str, p: DecodeProblem, device_id: int) -> Deco
         arch, name = device_arch(device_id)
         key = {"dtype": dtype, "head_dim": p.head_dim, "m_tiles": m_tiles_for(p.rows, p.head_dim), "paged": False,
                **{f: on for f, on in p.variant_flags().items() if on}}  # plain keys stay as before
-        tuned = dispatch.select(arch, name, DECODE.name, key, p.seq_k)
-        unpaged = _for_grid(tuned, arch, name, tuple(key.items()), p, device_id)
+        tuned, stamp = dispatch.select(arch, name, DECODE.name, key, p.seq_k), dispatch.recent_files_stamp(arch)
+        unpaged = _for_grid(tuned, arch, name, tuple(key.items()), p, device_id, stamp)
         if not p.page_size:
             return unpaged
-        stamp = dispatch.recent_files_stamp(arch)
         return _paged_config(arch, name, tuple(key.items()), p.seq_k, p.split_blocks(unpaged.m_tiles), unpaged, stamp)
     if isinstance(config, dict):  # attention() hands a validated config object; a dict is checked here
         return _checked_config(config, dtype, p)
@@ -341,13 +340,13 @@ def _choose_config(config, dtype: str, p: DecodeProblem, device_id: int) -> Deco
     return config
 
 
-def _for_grid(cfg: DecodeConfig, arch: str, device_name: str, key: tuple, p: DecodeProblem,
-              device_id: int) -> DecodeConfig:
+def _for_grid(cfg: DecodeConfig, arch: str, device_name: str, key: tuple, p: DecodeProblem, device_id: int,
+              stamp: tuple) -> DecodeConfig:
     """Entries are found by cache length alone, their knobs timed on their own grid (batch x KV heads x m-blocks). On
     another grid a fixed split count gives way to the heuristic (the H200 d64 N=1024 entry's 1 split, from batch 256,
     left batch 1 0.73-0.78x cuDNN) and one-split grids may take decode_kernels.lighter_buffers."""
     blocks = p.split_blocks(cfg.m_tiles)
-    if _entry_blocks(arch, device_name, key, p.seq_k, cfg.m_tiles, dispatch.recent_files_stamp(arch)) == blocks:
+    if _entry_blocks(arch, device_name, key, p.seq_k, cfg.m_tiles, stamp) == blocks:
         return cfg
     cfg = cfg.replace(num_splits=0) if cfg.num_splits else cfg
     return decode_kernels.lighter_buffers(cfg, p.key_span, blocks, decode_launch.sm_count(device_id))
