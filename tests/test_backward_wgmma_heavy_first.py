@@ -45,11 +45,28 @@ def test_launch_plan_grid(monkeypatch, causal):
     assert main[1] == ((2, 3, 8) if causal else (8, 2, 3))  # 1000 keys: 8 tiles of 128
 
 
+@pytest.mark.parametrize("built_on", [False, True])
+def test_grid_follows_the_kernel_not_the_switch_now(monkeypatch, built_on):
+    """A kernel keeps the order it was rendered with (LoadedKernel.values) when the switch changes after: the full GPU
+    suite hung three times on a kernel built with the switch off (a test's monkeypatch, since undone) launched on the
+    swapped grid; deterministic, its counter waits read past the workspace (benchmarks/NOTES.md, sixteenth session)."""
+    c = cfg("bf16", 128, True, bm=64, bn=128, warps=12, stages=2)
+    monkeypatch.setattr(backward_wgmma, "HEAVY_FIRST", (128,) if built_on else ())
+    kernel = fake_kernel(c)
+    kernel.values = backward_wgmma.TEMPLATE.values(c)
+    monkeypatch.setattr(backward_wgmma, "HEAVY_FIRST", () if built_on else (128,))  # the switch flipped since
+    p = check_inputs(**specs(b=3, hq=8, hkv=2, nq=1000, nk=1000, d=128), causal=True)
+    main = BackwardLaunch(kernel, p, 0.1).launches(tuple(np.uint64(0) for _ in range(18)))[1]
+    assert main[1] == ((2, 3, 8) if built_on else (8, 2, 3))
+
+
 @pytest.mark.parametrize("c", SERVED, ids=lambda c: c.name)
 def test_served_causal_tiles_compile_clean(c, monkeypatch):
     pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
     from autoflash.kernels.compile import compile_kernel
 
     monkeypatch.setattr(backward_wgmma, "HEAVY_FIRST", (64, 128, 256))
-    report = compile_kernel(c).report
+    compiled = compile_kernel(c)
+    assert compiled.values["heavy_first"] is True  # what a launch of it reads (loaded.rendered)
+    report = compiled.report
     assert report.spills == 0 and report.stack_frame == 0 and not report.wgmma_serialized, report

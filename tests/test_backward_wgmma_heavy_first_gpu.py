@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 from test_backward_strided_gpu import DTYPES, TOLERANCE, attention_backward, backward_wgmma  # noqa: E402
 from test_backward_gpu import float64_forward, reference_grads, rel_err  # noqa: E402
 
-from autoflash.serve import autograd, backward_plans  # noqa: E402
+from autoflash.serve import autograd, backward_plans, training_plans  # noqa: E402
 CASES = [  # batch, heads_q, heads_kv, seq_q, seq_k, head_dim, alignment, views
     (1, 2, 2, 1, 1, 64, "top_left", False),
     (2, 4, 4, 17, 17, 128, "top_left", False),
@@ -31,6 +31,16 @@ def inputs(b, hq, hkv, nq, nk, d, dtype, views, seed):
     else:
         make = lambda n, h: torch.randn(b, h, n, d, device="cuda", dtype=dtype, generator=g)  # noqa
     return make(nq, hq), make(nk, hkv), make(nk, hkv), make(nq, hq)
+
+
+@pytest.fixture(autouse=True)
+def forget_switched_kernels():
+    """The kernels loaded here were built with the switch as each test set it: forget them after the test (a later
+    test in this process would otherwise get one from autograd._loaded)."""
+    yield
+    autograd._loaded.cache_clear()
+    backward_plans.clear()
+    training_plans.clear()
 
 
 def run(monkeypatch, on: bool, *args, **kw):
@@ -66,3 +76,20 @@ def test_deterministic_equals_the_switch_off_bitwise(d, monkeypatch):
     on = run(monkeypatch, True, q, k, v, out, lse, dout, causal=True, deterministic=True)
     off = run(monkeypatch, False, q, k, v, out, lse, dout, causal=True, deterministic=True)
     assert all(torch.equal(a, b) for a, b in zip(on, off))
+
+
+def test_a_kernel_loaded_before_the_switch_changed_keeps_its_grid(monkeypatch):
+    """The full suite's hang (benchmarks/NOTES.md, sixteenth session): a deterministic kernel loaded with the switch
+    off, then given a new problem (a new launch plan) after the switch is back on. The plan reads the order the
+    kernel was built with: the call ends, with the gradients of the switch off, bitwise."""
+    def problem(n, seed):
+        q, k, v, dout = inputs(2, 4, 4, n, n, 128, torch.bfloat16, True, seed=seed)
+        return (q, k, v) + float64_forward(q, k, v, True, 1 / math.sqrt(128)) + (dout,)
+
+    run(monkeypatch, False, *problem(17, 1), causal=True, deterministic=True)  # loads the kernel, switch off
+    monkeypatch.setattr(backward_wgmma, "HEAVY_FIRST", (128,))  # as served; autograd._loaded keeps that kernel
+    args = problem(512, 5)
+    later = attention_backward(*args, causal=True, deterministic=True)
+    torch.cuda.synchronize()
+    off = run(monkeypatch, False, *args, causal=True, deterministic=True)
+    assert all(torch.equal(a, b) for a, b in zip(later, off))

@@ -22,7 +22,7 @@ import os
 import re
 import struct
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import filelock
@@ -31,7 +31,7 @@ import platformdirs
 from autoflash.version import __version__
 from autoflash.atomic import atomic_write_bytes
 from autoflash.kernels.config import OpConfig
-from autoflash.kernels.render import render
+from autoflash.kernels.render import rendering
 
 log = logging.getLogger("autoflash")
 
@@ -70,6 +70,8 @@ class CompiledKernel:
     report: ResourceReport
     log: str
     cached: bool = False
+    # the template values it was rendered with (None: compiled from a given source); LoadedKernel.values
+    values: dict | None = field(default=None, compare=False)
 
     @property
     def name(self) -> str:
@@ -296,23 +298,24 @@ def _load_entry(stem: Path, cfg: OpConfig) -> CompiledKernel | None:
 
 def compile_kernel(cfg: OpConfig, source: str | None = None, use_cache: bool = True) -> CompiledKernel:
     """Render (unless given the source), compile and cache one kernel."""
+    values = None
     if source is None:
-        source = render(cfg)
+        source, values = rendering(cfg)
     if not use_cache:
         cubin, text = _nvrtc_compile(source, cfg)
-        return CompiledKernel(cfg, cubin, resource_report(cubin, text, cfg.name), text)
+        return CompiledKernel(cfg, cubin, resource_report(cubin, text, cfg.name), text, values=values)
 
     folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     stem = folder / cache_key(source, cfg)
     entry = _load_entry(stem, cfg)
     if entry is not None:
-        return entry
+        return dataclasses.replace(entry, values=values)
 
     with filelock.FileLock(str(stem) + ".lock", timeout=600):
         entry = _load_entry(stem, cfg)  # another process may have built it meanwhile
         if entry is not None:
-            return entry
+            return dataclasses.replace(entry, values=values)
         cubin, text = _nvrtc_compile(source, cfg)
         report = resource_report(cubin, text, cfg.name)
         meta = {
@@ -325,4 +328,4 @@ def compile_kernel(cfg: OpConfig, source: str | None = None, use_cache: bool = T
         }
         atomic_write_bytes(stem.with_suffix(".cubin"), cubin)
         atomic_write_bytes(stem.with_suffix(".json"), json.dumps(meta, indent=1).encode())
-    return CompiledKernel(cfg, cubin, report, text)
+    return CompiledKernel(cfg, cubin, report, text, values=values)

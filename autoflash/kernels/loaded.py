@@ -28,6 +28,7 @@ class LoadedKernel:
 
         self.compiled = compiled
         self.config = compiled.config
+        self.values = compiled.values  # what it was rendered with (None: from a given source); see rendered()
         self.template = TEMPLATES[self.config.template]
         self.smem = self.template.smem_bytes(self.config)
         self.device_id = cupy.cuda.Device().id
@@ -60,6 +61,14 @@ class LoadedKernel:
                 self._plans.clear()  # rare (many distinct shapes): rebuilding a plan is cheap
             self._plans[key] = plan
         return plan
+
+
+def rendered(kernel, name: str, now):
+    """The value `name` a kernel was rendered with, for a launch choice that must agree with its code (a grid's
+    order): a switch may have changed since it was compiled (tests and A/B scripts set them). `now`: the value
+    the switch gives today, for kernels compiled from a given source or stand-ins without values."""
+    values = getattr(kernel, "values", None)
+    return values[name] if values and name in values else now
 
 
 class _StreamHandle:

@@ -39,10 +39,16 @@ def environment(folder: str | None = None) -> jinja2.Environment:
 
 def render(cfg: OpConfig) -> str:
     """CUDA source for one validated config; its (main) kernel symbol is cfg.name."""
+    return rendering(cfg)[0]
+
+
+def rendering(cfg: OpConfig) -> tuple[str, dict]:
+    """render(cfg) and the values it was rendered with (module switches included: a launch reads its
+    choices, e.g. the grid's order, from these, not from the switch as it is later)."""
     cfg.validate()
     template = TEMPLATES[cfg.template]
     values = template.values(cfg)
     for key, value in values.items():  # defence in depth: only ints and known literals
         if not isinstance(value, int) and not (isinstance(value, str) and value.replace("_", "").isalnum()):
             raise ValueError(f"template value {key}={value!r} is not a plain literal")
-    return environment(template.template_dir).get_template(template.template_file).render(**values)
+    return environment(template.template_dir).get_template(template.template_file).render(**values), values

@@ -9,6 +9,7 @@ import numpy as np
 
 from autoflash.kernels.arrays import poisoned, random_normal, to_float64, to_storage
 from autoflash.kernels.elements import LOG2E
+from autoflash.kernels.loaded import rendered
 from autoflash.kernels.packed_sequence import PackedSequence, Slot
 from autoflash.ops.backward_kernels import PAD_M, TOLERANCE, BackwardProblem, default_scale
 from autoflash.ops.backward_wgmma import heavy_first, takes_strides
@@ -55,7 +56,10 @@ class BackwardLaunch:
         pre_rows = 256 // (p.dim_v // 8)  # the preprocess has a lane per 16-byte chunk of an O row
         self.pre_grid = (seq_q_pad // pre_rows, bh, 1)
         self.main_grid = (-(-p.seq_k // cfg.block_n), p.heads_kv, p.batch)
-        if heavy_first(cfg):  # ops/backward_wgmma.HEAVY_FIRST: every head's K/V tile j before any tile j + 1
+        # ops/backward_wgmma.HEAVY_FIRST: every head's K/V tile j before any tile j + 1, as the kernel was rendered
+        # (a grid the kernel reads in the other order ran the deterministic mode's waits on other tiles' counters,
+        # past the workspace: it hung; benchmarks/NOTES.md, sixteenth session)
+        if rendered(kernel, "heavy_first", heavy_first(cfg)):
             if self.main_grid[0] > 65535:
                 raise ValueError(f"{self.main_grid[0]} K/V tiles exceed the heavy-first grid's z limit (65535)")
             self.main_grid = (p.heads_kv, p.batch, self.main_grid[0])

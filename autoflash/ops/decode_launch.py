@@ -19,6 +19,7 @@ import numpy as np
 
 from autoflash.kernels.arrays import poisoned, random_normal, to_float64
 from autoflash.kernels.elements import DTYPE_BYTES, LOG2E
+from autoflash.kernels.loaded import rendered
 from autoflash.kernels.packed_sequence import PackedSequence, Slot
 from autoflash.ops.decode_kernels import (FUSED_MAX_SPLITS, LANES_MAX_SPLITS, LANES_MIN_SPLIT_KEYS, DecodeConfig,
                                          combine_kernel, lanes_combine, m_blocks, min_split_keys, pdl_combine,
@@ -178,11 +179,12 @@ class DecodePlan:
         # The plan is cached, so this happens on the first call (outside any graph capture). Two streams
         # running one plan at the same time would share the counters: not supported.
         # (with PDL_COMBINE the separate combine serves: the split kernel then gets no counters and merges nothing)
-        self.fused = cfg.fused_combine and 1 < num_splits <= FUSED_MAX_SPLITS and not pdl_combine(cfg)
+        pdl = rendered(kernel, "pdl", "true" if pdl_combine(cfg) else "false") == "true"  # as the kernel was built
+        self.fused = cfg.fused_combine and 1 < num_splits <= FUSED_MAX_SPLITS and not pdl
         # PDL_COMBINE: the combine goes out as a packed programmatic dependent launch (its arguments' pointers
         # are slots 0-4: o_part, lse_part, o, lse, sinks).
         self.programmatic_combine = None
-        if pdl_combine(cfg) and num_splits > 1:
+        if pdl and num_splits > 1:
             args = (Slot(0), Slot(1), Slot(2), Slot(3)) + self.combine_tail + (Slot(4),)
             self.programmatic_combine = PackedSequence(
                 [(self.combine_fn, self.combine_grid, self.combine_block, 0, args)], programmatic=True)
