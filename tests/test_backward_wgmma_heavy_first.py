@@ -68,5 +68,8 @@ def test_served_causal_tiles_compile_clean(c, monkeypatch):
     monkeypatch.setattr(backward_wgmma, "HEAVY_FIRST", (64, 128, 256))
     compiled = compile_kernel(c)
     assert compiled.values["heavy_first"] is True  # what a launch of it reads (loaded.rendered)
+    from autoflash.tuning.compile_pool import compile_candidate
+
+    assert compile_candidate(c.to_dict())["values"]["heavy_first"] is True  # and what the tuner hands its runner
     report = compiled.report
     assert report.spills == 0 and report.stack_frame == 0 and not report.wgmma_serialized, report

@@ -39,11 +39,13 @@ class DeviceInfo:
 
 @dataclass
 class KernelBinary:
-    """A compiled candidate: its config (a dict), cubin and ptxas resource report (a dict)."""
+    """A compiled candidate: its config (a dict), cubin, ptxas resource report (a dict) and the template values it
+    was rendered with (a dict, empty if unknown: kernels/loaded.rendered then reads the runner's own switches)."""
 
     config: dict
     cubin: bytes = b""
     report: dict = field(default_factory=dict)
+    values: dict = field(default_factory=dict)
 
 
 @dataclass

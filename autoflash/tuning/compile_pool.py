@@ -26,7 +26,7 @@ def compile_candidate(config: dict, standin: dict | None = None) -> dict:
         ck = compile_kernel(cfg)
         return {"ok": True, "cubin": ck.cubin, "report": dataclasses.asdict(ck.report),
                 "smem": TEMPLATES[cfg.template].smem_bytes(cfg), "seconds": time.perf_counter() - t0,
-                "cached": ck.cached}
+                "cached": ck.cached, "values": ck.values}
     except Exception as exc:
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "seconds": time.perf_counter() - t0}
 

@@ -279,7 +279,7 @@ class Tuner:
             if st.started is None:  # --timeout counts from here: a study queued behind another's GPU work loses nothing
                 st.started = time.perf_counter()
             msg = TrialRequest(self._next_id, KernelBinary(job.cfg.to_dict(), job.compiled["cubin"],
-                                                           job.compiled["report"]),
+                                                           job.compiled["report"], job.compiled.get("values") or {}),
                                checks=op.check_problems(st.key.params),
                                buckets=[BucketRequest(b, st.problem(b), st.best.get(b)) for b in st.buckets],
                                timing=TimingOptions(self.opt.budget_ms, self.opt.slower_factor),
