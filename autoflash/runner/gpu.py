@@ -68,7 +68,8 @@ class GpuBackend:
     @staticmethod
     def _load(item: KernelBinary) -> LoadedKernel:
         cfg = OpConfig.from_dict(item.config)
-        return LoadedKernel(CompiledKernel(cfg, item.cubin, ResourceReport(**item.report), "", values=item.values or None))
+        report = ResourceReport(**item.report)
+        return LoadedKernel(CompiledKernel(cfg, item.cubin, report, "", values=item.values or None))
 
     def _launcher(self, op, kernel: LoadedKernel, problem: dict):
         """launch(i) on input set i, everything the host computes per launch prepared beforehand."""

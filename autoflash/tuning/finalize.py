@@ -45,8 +45,8 @@ def choose_finalists(st: StudyState, n: int) -> dict[int, list]:
 
 def retime_request(st: StudyState, bucket: int, ok: list, rounds: int) -> RetimeRequest:
     """Re-time the compiled finalists [(trial, compile result)] at a bucket."""
-    kernels = [KernelBinary(config_from_params(st.key, t.params).to_dict(), c["cubin"], c["report"], c.get("values") or {})
-               for t, c in ok]
+    kernels = [KernelBinary(config_from_params(st.key, t.params).to_dict(), c["cubin"], c["report"],
+                            c.get("values") or {}) for t, c in ok]
     return RetimeRequest(0, kernels, st.problem(bucket), rounds=rounds, launches_per_round=5)
 
 
