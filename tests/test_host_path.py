@@ -275,6 +275,20 @@ def test_stream_handles_are_made_once_per_pointer():
     assert launch.stream_handle(0x7100).ptr == 0x7100
 
 
+def test_an_encode_without_a_context_names_the_thread_and_its_context(monkeypatch):
+    """CUDA_ERROR_INVALID_CONTEXT (201) says what the thread had current (the suite saw it once in a worker thread)."""
+    import types
+
+    monkeypatch.setattr(tma, "_encode_fn", lambda: (lambda *a: 201))
+    monkeypatch.setattr(tma.ctypes, "CDLL", lambda name: types.SimpleNamespace(cuCtxGetCurrent=lambda ref: 0))
+    with pytest.raises(tma.TmaError, match=r"201 \(CUDA_ERROR_INVALID_CONTEXT: thread 'MainThread' has no context "
+                                           r"current, cuCtxGetCurrent returned 0\)"):
+        tma.encode_tiled(0x100000, "bf16", (128, 64, 1, 1), (256, 16384, 16384), (64, 64, 1, 1))
+    monkeypatch.setattr(tma, "_encode_fn", lambda: (lambda *a: 1))  # other codes: the number alone, as before
+    with pytest.raises(tma.TmaError, match=r"CUresult 1 \(dims"):
+        tma.encode_tiled(0x100000, "bf16", (128, 64, 1, 1), (256, 16384, 16384), (64, 64, 1, 1))
+
+
 def test_encode_passes_each_pointer_with_the_shared_geometry(monkeypatch):
     calls = []
     monkeypatch.setattr(tma, "_encode_fn", lambda: (lambda *a: calls.append(a) or 0))

@@ -109,9 +109,21 @@ def encode_tiled(ptr: int, dtype: str, dims: tuple[int, ...], strides_bytes: tup
     res = _encode_fn()(tmap.address, data_type, rank, ptr, dims_a, strides_a, box_a, elem_strides_a,
                        INTERLEAVE_NONE, swizzle, L2_PROMOTION_256B, OOB_FILL_ZERO)
     if res != 0:
-        raise TmaError(f"cuTensorMapEncodeTiled failed with CUresult {res} "
+        raise TmaError(f"cuTensorMapEncodeTiled failed with CUresult {res}{_context_note(res)} "
                        f"(dims {dims}, strides {strides_bytes}, box {box}, dtype {dtype})")
     return tmap
+
+
+def _context_note(res: int) -> str:
+    """For CUDA_ERROR_INVALID_CONTEXT (201), what this thread had bound: the test suite saw it once in a worker
+    thread (benchmarks/NOTES.md, fifteenth session) and the next one should say which case it was."""
+    if res != 201:
+        return ""
+    ctx = ctypes.c_void_p()
+    got = ctypes.CDLL("libcuda.so.1").cuCtxGetCurrent(ctypes.byref(ctx))
+    bound = f"context {ctx.value:#x}" if ctx.value else "no context"
+    return (f" (CUDA_ERROR_INVALID_CONTEXT: thread {threading.current_thread().name!r} has {bound} current, "
+            f"cuCtxGetCurrent returned {got})")
 
 
 def attention_operand_map(ptr: int, dtype: str, batch: int, heads: int, rows_per_head: int, head_dim: int,
