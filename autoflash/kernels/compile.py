@@ -279,7 +279,7 @@ def cache_key(source: str, cfg: OpConfig) -> str:
     return h.hexdigest()[:32]
 
 
-def _load_entry(stem: Path, cfg: OpConfig) -> CompiledKernel | None:
+def _load_entry(stem: Path, cfg: OpConfig, values: dict | None) -> CompiledKernel | None:
     """A cache entry, or None if absent or damaged (a damaged one is rebuilt)."""
     meta_path, cubin_path = stem.with_suffix(".json"), stem.with_suffix(".cubin")
     if not (meta_path.exists() and cubin_path.exists()):
@@ -290,7 +290,7 @@ def _load_entry(stem: Path, cfg: OpConfig) -> CompiledKernel | None:
         if hashlib.sha256(cubin).hexdigest() != meta["sha256"] or meta["name"] != cfg.name:
             raise ValueError("checksum or name mismatch")
         report = ResourceReport(**meta["report"])
-        return CompiledKernel(cfg, cubin, report, meta["log"], cached=True)
+        return CompiledKernel(cfg, cubin, report, meta["log"], cached=True, values=values)
     except Exception as exc:  # any damage: rebuild
         log.warning("compile cache entry %s is damaged (%s); rebuilding", stem, exc)
         return None
@@ -308,14 +308,14 @@ def compile_kernel(cfg: OpConfig, source: str | None = None, use_cache: bool = T
     folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     stem = folder / cache_key(source, cfg)
-    entry = _load_entry(stem, cfg)
+    entry = _load_entry(stem, cfg, values)
     if entry is not None:
-        return dataclasses.replace(entry, values=values)
+        return entry
 
     with filelock.FileLock(str(stem) + ".lock", timeout=600):
-        entry = _load_entry(stem, cfg)  # another process may have built it meanwhile
+        entry = _load_entry(stem, cfg, values)  # another process may have built it meanwhile
         if entry is not None:
-            return dataclasses.replace(entry, values=values)
+            return entry
         cubin, text = _nvrtc_compile(source, cfg)
         report = resource_report(cubin, text, cfg.name)
         meta = {

@@ -69,7 +69,7 @@ class GpuBackend:
     def _load(item: KernelBinary) -> LoadedKernel:
         cfg = OpConfig.from_dict(item.config)
         report = ResourceReport(**item.report)
-        return LoadedKernel(CompiledKernel(cfg, item.cubin, report, "", values=item.values or None))
+        return LoadedKernel(CompiledKernel(cfg, item.cubin, report, "", values=item.values))
 
     def _launcher(self, op, kernel: LoadedKernel, problem: dict):
         """launch(i) on input set i, everything the host computes per launch prepared beforehand."""
