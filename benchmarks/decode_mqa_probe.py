@@ -17,8 +17,7 @@ import statistics
 import numpy as np
 import torch
 
-from bench_decode import SDPA, graph_time, ours, rows_named, sdpa
-from read_floor_probe import kernel as read_kernel
+from bench_decode import SDPA, graph_time, ours, read_launch, rows_named, sdpa
 from autoflash.ops import decode_launch
 from autoflash.ops.decode_launch import DecodeProblem
 from autoflash.serve import decode as decode_api
@@ -55,20 +54,6 @@ def split_alone(row, cfg, splits: int):
     return call
 
 
-def read_alone(row, blocks: int, threads: int, unroll: int):
-    """The read floor's kernel over each set's K and V (one allocation), on `blocks` blocks."""
-    import cupy
-
-    fn, sink = read_kernel(unroll), torch.zeros(1, dtype=torch.int32, device="cuda")
-    it = itertools.cycle(row.kv_whole)
-
-    def call():
-        x = next(it)
-        with cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream):
-            fn((blocks,), (threads,), (x.data_ptr(), x.numel() // 8, sink.data_ptr()))
-    return call
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
@@ -94,8 +79,8 @@ def main():
         for n in sorted({served, 128}):
             impls[f"split alone ns{n}"] = split_alone(row, cfg, n)
         for blocks in (64, 128, sms, 8 * sms):
-            impls[f"read {blocks} blocks"] = read_alone(row, blocks, 1024 if blocks <= 2 * sms else 256,
-                                                        4 if blocks <= 2 * sms else 2)
+            impls[f"read {blocks} blocks"] = read_launch(row.kv_whole, blocks, 1024 if blocks <= 2 * sms else 256,
+                                                         4 if blocks <= 2 * sms else 2)
         impls["cudnn"] = sdpa(row.sets, SDPA["cudnn"])
         times = {n: [] for n in impls}
         for _ in range(args.rounds):  # interleaved rounds
