@@ -74,7 +74,15 @@ def run_case(c: dict, device: str = "cuda") -> dict:
             torch.cuda.synchronize()
         except Exception as exc:  # noqa: BLE001  (refusing only now breaks README's promise: refused at the call)
             return dict(verdict="failed", detail=f"backward raised {type(exc).__name__}: {exc}", errors=errors)
-        ref_out.backward(dout.double())
+        # Every flash backward takes delta = rowsum(dO o O) from the stored forward output, rounded to the dtype; its
+        # gradients are then exactly those of L - sum_i (delta~_i - delta_i) LSE_i (d LSE_i / d S_ij = P_ij), so the
+        # reference takes the same delta~ and the check measures the kernel's own error. (One visible key beside a
+        # sink: P ~ 1, dP - delta cancels, and O's rounding alone moves dq and dk past the tolerance.)
+        d64 = dout.double()
+        shift = (d64 * (out.detach().double() - ref_out.detach())).sum(-1)
+        shift = shift.T if c["api"] == "varlen" else shift  # (total, H) -> the LSE's (H, total)
+        live_lse = torch.where(torch.isneginf(ref_lse), torch.zeros_like(ref_lse), ref_lse)
+        ((ref_out * d64).sum() - (shift * live_lse).sum()).backward()
         if any(x.grad is None for x in args[:3]):
             return dict(verdict="failed", detail="q, k or v got no gradient", errors=errors)
         check = compare_gradients([as_numpy(x.grad) for x in args[:3]], [as_numpy(x.grad) for x in (q, k, v)],
