@@ -9,7 +9,7 @@ import pytest
 import autoflash
 from autoflash.serve.errors import InputError
 from autoflash.serve.routing import (BACKWARD_HEAD_DIMS, DECODE_MAX_QUERIES, differentiable_problem,
-                                     kvcache_problem, route_attention)
+                                     kvcache_route, route_attention)
 
 try:
     import torch
@@ -91,10 +91,13 @@ def test_differentiable(dtype, head_dim, arch):
     assert differentiable_problem(kind="torch", dtype=dtype, arch=arch, head_dim=head_dim) is None
 
 
-def test_kvcache_query_limit():
-    assert kvcache_problem(1) is None and kvcache_problem(DECODE_MAX_QUERIES) is None
-    why = kvcache_problem(256)
-    assert "1..16 query tokens" in why and "seqlen_q = 256" in why and "issue 15" in why
+def test_kvcache_route():
+    """Decode for 1..16 tokens of a head dim it has; longer chunks and the other head dims run the forward."""
+    assert kvcache_route(1, 128).op == "decode" and kvcache_route(DECODE_MAX_QUERIES, 64).op == "decode"
+    assert kvcache_route(DECODE_MAX_QUERIES + 1, 128).op == "forward"
+    for d in (8, 40, 80, 96, 160, 192):
+        route = kvcache_route(1, d)
+        assert route.op == "forward" and f"head_dim {d}" in route.reason
 
 
 def test_exported_from_the_package():

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 import autoflash  # noqa: E402
 import autoflash.torch as aft  # noqa: E402
-from autoflash.ops.decode_launch import check_output, reference_decode  # noqa: E402
+from autoflash.ops.decode_launch import check_output, reference_decode, shuffled_pages  # noqa: E402
 from autoflash.ops.reference import compare  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -249,4 +249,28 @@ def test_kvcache_chunked_prefill_bottom_right(with_lengths, causal):
     seqlens = torch.tensor(lengths, dtype=torch.int32, device="cuda") if with_lengths else None
     out, lse = autoflash.attention_with_kvcache(q, k, v, seqlens, causal=causal, return_lse=True)
     assert out.shape == q.shape and lse.shape == (b, hq, nq)
+    kv_reference_check(q, k, v, lengths, out, lse, causal, "bf16")
+
+
+@pytest.mark.parametrize("paged", [False, True])
+@pytest.mark.parametrize("d, seq_q, causal", [(40, 1, True), (80, 5, False), (96, 16, True), (192, 3, True)])
+def test_kvcache_head_dims_decode_lacks_run_the_forward(d, seq_q, causal, paged):
+    """Head dims the decode template has not (routing.kvcache_route) are served by the forward as a chunked prefill
+    is: per-sequence lengths (0: output 0, LSE -inf; shorter than the chunk; the whole cache), GQA, bottom-right."""
+    b, hq, hkv, page = 3, 8, 2, 16
+    nk = 10 * page
+    q = randn((b, seq_q, hq, d), "bf16", 30)
+    k, v = randn((b, nk, hkv, d), "bf16", 31), randn((b, nk, hkv, d), "bf16", 32)
+    lengths = [0, 2, nk]
+    seqlens = torch.tensor(lengths, dtype=torch.int32, device="cuda")
+    if paged:
+        num_pages = b * nk // page + 4
+        table = torch.from_numpy(shuffled_pages(b, nk // page, num_pages, 33)).cuda()
+        kp, vp = (torch.zeros((num_pages, page, hkv, d), dtype=x.dtype, device="cuda") for x in (k, v))
+        kp[table.long().reshape(-1)], vp[table.long().reshape(-1)] = (x.reshape(-1, page, hkv, d) for x in (k, v))
+        out, lse = autoflash.attention_with_kvcache(q, kp, vp, seqlens, block_table=table, causal=causal,
+                                                    return_lse=True)
+    else:
+        out, lse = autoflash.attention_with_kvcache(q, k, v, seqlens, causal=causal, return_lse=True)
+    assert out.shape == q.shape and lse.shape == (b, hq, seq_q)
     kv_reference_check(q, k, v, lengths, out, lse, causal, "bf16")

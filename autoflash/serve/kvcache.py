@@ -22,7 +22,7 @@ from autoflash.serve import api
 from autoflash.serve.decode import _check_seqlens, _check_table, _check_table_entries, _on_device, decode_attention
 from autoflash.serve.errors import InputError
 from autoflash.serve.operands import check_scale
-from autoflash.serve.routing import DECODE_MAX_QUERIES
+from autoflash.serve.routing import kvcache_route
 from autoflash.serve.variants import check_variants
 from autoflash.serve.varlen import attention_with_seqused_k
 
@@ -34,8 +34,9 @@ def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens=None, *, block_tab
     """softmax(q k^T * softmax_scale) v of the newest query tokens of each sequence over its cache.
 
     q: (batch, seqlen_q, heads_q, head_dim). seqlen_q 1..16 (decode, speculative decoding): the
-      split-KV decode kernel. seqlen_q > 16 (chunked prefill): the dense forward kernel, reading
-      q and the caches in place as (B, H, N, D) views (num_splits does not apply); on a paged
+      split-KV decode kernel for head_dim 16, 32, 64, 128 and 256. seqlen_q > 16 (chunked prefill),
+      and the head dims decode lacks: the dense forward kernel, reading q and the caches in place
+      as (B, H, N, D) views (num_splits does not apply); on a paged
       cache the forward compiled to read K/V through the block table (flash_fwd_wgmma on sm_90,
       flash_fwd_mma on sm_80-89; float16 or bfloat16, head_dim any multiple of 8 up to 256; CUDA
       graph capture allowed, with the kernel's guards below).
@@ -47,8 +48,8 @@ def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens=None, *, block_tab
       With block_table: a paged cache, k_cache and v_cache (num_pages, page_size, heads_kv,
       head_dim), page_size a multiple of 16 (vLLM's 16, 32, 64, ..., 256; 48 works too; other
       sizes are refused).
-    PyTorch CUDA tensors, float16 or bfloat16; head_dim 16, 32, 64, 128 or 256 (decode); chunked
-      prefill: what attention() takes (paged: any multiple of 8 up to 256).
+    PyTorch CUDA tensors, float16 or bfloat16; head_dim any multiple of 8 up to 256 (decode: 16, 32,
+      64, 128, 256; the others through the forward, as a chunked prefill is served).
     cache_seqlens: int32 tensor (batch,), the valid length L of each sequence's cache (0..seqlen_k;
       None: every sequence is seqlen_k long). Keys at positions >= L are never read. Checked on
       the host before the launch, except while a CUDA graph is being captured (no host copy is
@@ -88,7 +89,7 @@ def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens=None, *, block_tab
     if type(softcap) in (int, float) and softcap == 0:
         softcap = None  # flash-attn spells "no softcap" as 0.0
     variants = dict(window_size=window_size, softcap=softcap, sinks=sinks, alibi_slopes=alibi_slopes)
-    if q.shape[1] > DECODE_MAX_QUERIES:
+    if kvcache_route(q.shape[1], q.shape[3]).op == "forward":  # a chunk of > 16 tokens, or a head dim decode lacks
         return _chunked_prefill(q, k_cache, v_cache, cache_seqlens, block_table, causal, softmax_scale, return_lse,
                                 variants)
     if num_splits == 0 and type(num_splits) is int:
@@ -99,8 +100,9 @@ def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens=None, *, block_tab
 
 
 def _chunked_prefill(q, k_cache, v_cache, cache_seqlens, block_table, causal, softmax_scale, return_lse, variants):
-    """seqlen_q > 16: the dense forward over (B, H, N, D) views of the caller's tensors,
-    bottom-right; each sequence uses its first cache_seqlens[b] keys (paged: _paged_prefill)."""
+    """seqlen_q > 16, or a head dim decode lacks (routing.kvcache_route): the dense forward over (B, H, N, D)
+    views of the caller's tensors, bottom-right; each sequence uses its first cache_seqlens[b] keys (paged:
+    _paged_prefill)."""
     for name, x in (("k_cache", k_cache), ("v_cache", v_cache)):
         if not type(x).__module__.startswith("torch") or len(getattr(x, "shape", ())) != 4:
             raise InputError(f"{name} must be a 4-D PyTorch tensor (batch, seqlen_k, heads_kv, head_dim)")
@@ -132,8 +134,8 @@ def _check_queries(q) -> None:
 
 
 def _paged_prefill(q, k_cache, v_cache, cache_seqlens, block_table, causal, softmax_scale, return_lse, variants):
-    """seqlen_q > 16 on a paged cache: paged_config's kernel (wgmma or mma) with paged set, one launch, no copies. The
-    block table and cache_seqlens pass decode's checks (serve/decode.py: type, shape, device, page
+    """_chunked_prefill's work on a paged cache: paged_config's kernel (wgmma or mma) with paged set, one launch, no
+    copies. The block table and cache_seqlens pass decode's checks (serve/decode.py: type, shape, device, page
     size a multiple of 16, lengths in [0, capacity], every used entry a page of the cache; the values
     are skipped during CUDA graph capture, where the kernel clamps lengths and reads page 0 for a bad
     entry). The rest: attention()'s checks on (B, H, N, D) views, the caches seen as (B, Hkv,

@@ -5,7 +5,8 @@ dtypes and the GPU's arch (no GPU, no torch), so every decision is testable on t
   kernel, else the forward (ops/forward.py). See route_attention for the rule (causal
   alignment included: decode's mask is bottom-right).
 - autoflash.attention_with_kvcache() (serve/kvcache.py): decode for 1..DECODE_MAX_QUERIES query
-  tokens; longer chunks run the forward (paged caches: flash_fwd_mma compiled with `paged`).
+  tokens of a head dim decode has; longer chunks and other head dims run the forward (paged caches:
+  flash_fwd_wgmma or flash_fwd_mma compiled with `paged`). See kvcache_route.
 - Gradients: the backward operation (ops/backward.py: flash_bwd_wgmma where it serves the key on
   sm_90, else flash_bwd_mma); differentiable_problem says why a call is not differentiable.
 """
@@ -102,13 +103,12 @@ def differentiable_problem(*, kind: str, dtype: str, arch: str | None, head_dim:
             "torch.nn.functional.scaled_dot_product_attention")
 
 
-def kvcache_problem(seq_q: int) -> str | None:
-    """None when attention_with_kvcache serves seq_q query tokens per sequence, else the error."""
-    if 1 <= seq_q <= DECODE_MAX_QUERIES:
-        return None
-    return (f"attention_with_kvcache serves 1..{DECODE_MAX_QUERIES} query tokens per sequence today (decode and "
-            f"speculative decoding, through the split-KV decode kernel); got seqlen_q = {seq_q}. A chunked "
-            "prefill whose cache is filled to its end for every sequence (no cache_seqlens) is served by "
-            "autoflash.attention(q.transpose(1, 2), k_cache.transpose(1, 2), v_cache.transpose(1, 2), causal=True, "
-            "causal_alignment=\"bottom_right\") (views read in place; the output is (batch, heads, seq, head_dim)); "
-            "per-sequence cache lengths with longer chunks come with issue 15")
+def kvcache_route(seq_q: int, head_dim: int) -> Route:
+    """The operation serving attention_with_kvcache for seq_q query tokens of head_dim: decode for 1..DECODE_MAX_QUERIES
+    tokens of a head dim its template has, else the forward (serve/kvcache.py's chunked prefill: the dense forward
+    over views, or the paged forward; any multiple of 8 up to 256; num_splits does not apply there)."""
+    if seq_q > DECODE_MAX_QUERIES:
+        return Route("forward", f"seq_q {seq_q} > {DECODE_MAX_QUERIES}: a chunked prefill")
+    if head_dim not in DECODE_HEAD_DIMS:
+        return Route("forward", f"head_dim {head_dim}: decode has {list(DECODE_HEAD_DIMS)}")
+    return Route("decode", f"seq_q {seq_q} <= {DECODE_MAX_QUERIES}, d{head_dim}")
