@@ -24,7 +24,7 @@ def test_good_config_round_trips_through_json():
         ({"template": 'x"; system("rm -rf /")'}, "template"),
         ({"dtype": "fp64"}, "dtype"),
         ({"arch": "sm_90; asm"}, "arch"),
-        ({"head_dim": 48}, "head_dim"),
+        ({"head_dim": 44}, "head_dim"),  # not a multiple of 8
         ({"head_dim": "64"}, "integer"),
         ({"head_dim": 64.0}, "integer"),
         ({"block_m": True}, "integer"),

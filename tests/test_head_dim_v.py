@@ -40,7 +40,7 @@ def test_head_dim_v_is_a_key_field_whose_absence_means_equal():
 def test_a_dv_key_is_tuned_over_the_templates_that_serve_it():
     key = StudyKey.of("forward", "sm_90", "H200", **dv_key("bf16", 192, 128))
     configs = [c for c in space(key, None) if not c.problems()]
-    assert configs and {c.template for c in configs} == {"flash_fwd_mma", "flash_fwd_wgmma"}
+    assert configs and {c.template for c in configs} == {"flash_fwd_mma", "flash_fwd_simt", "flash_fwd_wgmma"}
     assert all(c.head_dim == 192 and c.head_dim_v == 128 for c in configs)
     problems = [FORWARD.bench_problem(key.params, 1024, 1 << 17)] + FORWARD.check_problems(key.params) + \
         FORWARD.verify_problems(key.params, 1024)

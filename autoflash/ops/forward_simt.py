@@ -19,7 +19,7 @@ class SimtTemplate(ForwardTemplate):
     template_file = "flash_fwd_simt.cu.j2"
     archs = ("sm_70", "sm_75", "sm_80", "sm_86", "sm_89", "sm_90")
     dtypes = ("fp32", "fp16", "bf16")
-    head_dims = (32, 64, 80, 96, 128, 256)
+    head_dims = tuple(range(8, 257, 8))  # any multiple of 8: a row group's threads split D (the rules check it)
     head_dims_v = (0,) + head_dims  # V's head dim may differ from Q/K's (any pair of these)
     knobs = {
         "block_m": (16, 32, 64, 128),
