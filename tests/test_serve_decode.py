@@ -98,6 +98,8 @@ def test_kvcache_route():
     for d in (8, 40, 80, 96, 160, 192):
         route = kvcache_route(1, d)
         assert route.op == "forward" and f"head_dim {d}" in route.reason
+    assert kvcache_route(1, 128, 128).op == "decode" and kvcache_route(4, 192, 128).op == "forward"
+    assert "v's head dim 64" in kvcache_route(1, 128, 64).reason
 
 
 def test_exported_from_the_package():

@@ -255,14 +255,14 @@ def reference_decode(q, k, v, seqlens, *, causal: bool, scale: float, window=(-1
     Variants as the forward's (ops/reference.py): window (left, right) around the diagonal (-1 =
     unbounded), softcap (0 = none) before ALiBi, alibi_slopes (Hq,) or (B, Hq): - slope * |diag - j|,
     sinks (Hq,) in the denominator only. A row that sees no key: output 0, LSE -inf (its sink with
-    sinks). Returns (out (B, Nq, Hq, D), lse (B, Hq, Nq))."""
+    sinks). Returns (out (B, Nq, Hq, Dv), lse (B, Hq, Nq))."""
     xp = array_module(q)
     q, k, v = (xp.asarray(a, dtype=xp.float64) for a in (q, k, v))
     b, nq, hq, d = q.shape
     group = hq // k.shape[2]
     sink = None if sinks is None else xp.asarray(sinks, dtype=xp.float64).reshape(hq, 1, 1)
     slopes = None if alibi_slopes is None else slopes_per_batch(xp, alibi_slopes, b, hq)
-    out = xp.zeros((b, nq, hq, d), dtype=xp.float64)
+    out = xp.zeros((b, nq, hq, v.shape[3]), dtype=xp.float64)  # V's head dim (the forward serves Dv != D)
     lse = xp.full((b, hq, nq), -xp.inf, dtype=xp.float64)
     for i in range(b):
         n = int(seqlens[i])

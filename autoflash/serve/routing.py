@@ -103,12 +103,15 @@ def differentiable_problem(*, kind: str, dtype: str, arch: str | None, head_dim:
             "torch.nn.functional.scaled_dot_product_attention")
 
 
-def kvcache_route(seq_q: int, head_dim: int) -> Route:
-    """The operation serving attention_with_kvcache for seq_q query tokens of head_dim: decode for 1..DECODE_MAX_QUERIES
-    tokens of a head dim its template has, else the forward (serve/kvcache.py's chunked prefill: the dense forward
-    over views, or the paged forward; any multiple of 8 up to 256; num_splits does not apply there)."""
+def kvcache_route(seq_q: int, head_dim: int, head_dim_v: int | None = None) -> Route:
+    """The operation serving attention_with_kvcache for seq_q query tokens of head_dim (V's: head_dim_v, None: the
+    same): decode for 1..DECODE_MAX_QUERIES tokens of a head dim its template has, else the forward (serve/kvcache.py's
+    chunked prefill: the dense forward over views, or the paged forward; any multiple of 8 up to 256; num_splits does
+    not apply there)."""
     if seq_q > DECODE_MAX_QUERIES:
         return Route("forward", f"seq_q {seq_q} > {DECODE_MAX_QUERIES}: a chunked prefill")
     if head_dim not in DECODE_HEAD_DIMS:
         return Route("forward", f"head_dim {head_dim}: decode has {list(DECODE_HEAD_DIMS)}")
+    if head_dim_v not in (None, head_dim):
+        return Route("forward", f"v's head dim {head_dim_v} != q/k's {head_dim}: decode's kernel has one head dim")
     return Route("decode", f"seq_q {seq_q} <= {DECODE_MAX_QUERIES}, d{head_dim}")

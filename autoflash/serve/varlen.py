@@ -38,7 +38,9 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q: int, max
 
     q: (total_q, heads_q, head_dim); k, v: (total_k, heads_kv, head_dim), heads_q a multiple of
       heads_kv (GQA/MQA); PyTorch CUDA tensors or CuPy arrays (fp32, fp16, bf16), any token and
-      head strides (multiples of 16 bytes) with head_dim contiguous: read in place.
+      head strides (multiples of 16 bytes) with head_dim contiguous: read in place. v may have a
+      head dim of its own (Dv != Dqk, e.g. 192/128 for MLA prefill; forward only): out is then
+      (total_q, heads_q, Dv).
     cu_seqlens_q, cu_seqlens_k: int32 (batch + 1,) on q's device, same kind as q: sequence b's
       queries are q[cu_seqlens_q[b]:cu_seqlens_q[b + 1]], its keys k[cu_seqlens_k[b]:cu_seqlens_k[b + 1]].
       Each must start at 0, never decrease and end at total_q / total_k.
@@ -58,7 +60,7 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q: int, max
     softmax_scale: default 1/sqrt(head_dim).
 {variants}
 
-    Returns out (total_q, heads_q, head_dim), a new contiguous array of q's kind, dtype and device
+    Returns out (total_q, heads_q, head_dim_v), a new contiguous array of q's kind, dtype and device
     (on the caller's current stream), and with return_lse the log-sum-exp, float32
     (heads_q, total_q) (flash-attn's varlen layout), natural log. Bad input raises ValueError
     (InputError) before anything launches.
@@ -109,7 +111,7 @@ def prepare_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q: int, max_s
     for t in (qo, ko, vo):
         if len(t.shape) != 3:
             raise InputError(f"{t.name} must have 3 dimensions (total_tokens, heads, head_dim), got shape {t.shape}")
-    dense = api.check_inputs(*(_as_one_batch(t) for t in (qo, ko, vo)))  # dtype/kind/device/heads/head_dim checks
+    dense = api.check_inputs(*(_as_one_batch(t) for t in (qo, ko, vo)), head_dim_v_ok=True)  # dtypes, heads, dims
     total_q, total_k = qo.shape[0], ko.shape[0]
     cq = _host_index(cu_seqlens_q, "cu_seqlens_q", qo, None)
     ck = _host_index(cu_seqlens_k, "cu_seqlens_k", qo, None)
@@ -129,7 +131,7 @@ def prepare_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q: int, max_s
     p = dataclasses.replace(dense, batch=batch, seq_q=max(int(spans_q.max(initial=0)), 1),
                             seq_k=max(int(used.max(initial=0)), 1), total_q=total_q, total_k=total_k,
                             causal=bool(causal))
-    o_strides = (0, dense.head_dim, dense.heads_q * dense.head_dim)  # the new packed output
+    o_strides = (0, dense.dim_v, dense.heads_q * dense.dim_v)  # the new packed output
     p.strides = (dense.strides[0], dense.strides[1], dense.strides[2], o_strides)
     p.cu_seqlens_q, p.cu_seqlens_k = api._pointer(cu_seqlens_q), api._pointer(cu_seqlens_k)
     p.seqused_k = 0 if seqused_k is None else api._pointer(seqused_k)
@@ -139,7 +141,7 @@ def prepare_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q: int, max_s
     cfg, scale = _kernel_config(qo, p, variants.flags(), softmax_scale)
 
     def launch():
-        out = api._empty_like(qo, qo.shape, qo.dtype)
+        out = api._empty_like(qo, (total_q, p.heads_q, p.dim_v), qo.dtype)
         lse = api._empty_like(qo, (p.heads_q, total_q), "fp32") if return_lse else None
         api.launch_forward(cfg, qo, ko, vo, p, scale, out, lse)
         out, lse = api._result(qo, out), api._result(qo, lse)
@@ -170,7 +172,7 @@ def attention_with_seqused_k(q, k, v, seqused_k, *, causal: bool = False, causal
     api.check_alignment(causal_alignment)
     qo, ko, vo = (api.as_operand(x, n) for x, n in ((q, "q"), (k, "k"), (v, "v")))
     _refuse_grad(qo, q, k, v)
-    p = api.check_inputs(qo, ko, vo)
+    p = api.check_inputs(qo, ko, vo, head_dim_v_ok=True)
     used = _host_index(seqused_k, "seqused_k", qo, p.batch, capture_ok=True)
     bad = np.nonzero((used < 0) | (used > p.seq_k))[0] if used is not None else ()  # None: capture, kernel clamps
     if len(bad):
@@ -180,7 +182,7 @@ def attention_with_seqused_k(q, k, v, seqused_k, *, causal: bool = False, causal
                               device=qo.device, batch=p.batch, heads_q=p.heads_q).apply(p)
     p.causal_offset = BOTTOM_RIGHT_PER_SEQUENCE if causal_alignment == "bottom_right" else 0
     cfg, scale = _kernel_config(qo, p, variants.flags(), scale)
-    out = api._empty_like(qo, qo.shape, qo.dtype)
+    out = api._empty_like(qo, (*qo.shape[:3], p.dim_v), qo.dtype)
     lse = api._empty_like(qo, qo.shape[:3], "fp32") if return_lse else None
     api.launch_forward(cfg, qo, ko, vo, p, scale, out, lse)
     out, lse = api._result(qo, out), api._result(qo, lse)
@@ -188,8 +190,10 @@ def attention_with_seqused_k(q, k, v, seqused_k, *, causal: bool = False, causal
 
 
 def _kernel_config(qo, p: Problem, flags: dict, scale) -> tuple:
-    """(the forward config of (dtype, head_dim, causal, flags), tuned or default; the checked scale)."""
+    """(the forward config of (dtype, head_dim, causal, flags), tuned or default; the checked scale). V's own head dim
+    is a key field where it differs (as attention() keys it)."""
     scale = check_scale(scale, p.head_dim, "softmax_scale")
+    flags = {**flags, "head_dim_v": p.head_dim_v} if p.head_dim_v else flags
     arch, device_name = device_arch(qo.device)
     return api.choose_config(arch, device_name, qo.dtype, p.head_dim, p.causal, p.seq_k, flags), scale
 
