@@ -19,6 +19,7 @@ from autoflash.kernels.archs import build_arch, compatible_archs
 from autoflash.kernels.device import no_gpu_reason
 from autoflash.kernels.elements import DTYPES
 from autoflash.kernels.registry import OPERATIONS, templates_of
+from autoflash.kernels.template import spell_values
 from autoflash.runner.process import InlineRunner, RunnerProcess
 from autoflash.runner.protocol import InfoRequest
 from autoflash.runner.standin import DEVICE_NAME as STANDIN_DEVICE, StandInBackend
@@ -109,7 +110,7 @@ def _allowed(tables) -> str:
     for by_name in tables:
         for name, allowed in by_name.items():
             values.setdefault(name, set()).update(allowed)
-    return "; ".join(f"{name} {', '.join(map(str, sorted(v)))}" for name, v in sorted(values.items()))
+    return "; ".join(f"{name} {spell_values(v)}" for name, v in sorted(values.items()))
 
 
 def cmd_tune(args) -> int:

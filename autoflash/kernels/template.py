@@ -14,6 +14,17 @@ from autoflash.kernels.elements import DTYPE_BYTES, ELEMENT_TYPES
 from autoflash.kernels.registry import OPERATIONS
 
 
+def spell_values(values) -> str:
+    """Key values for a message: a run of four or more evenly spaced integers as 'first..last step s' (every head
+    dim a multiple of 8: '8..256 step 8'), else the sorted values joined by commas."""
+    v = sorted(values)
+    if len(v) >= 4 and all(type(x) is int for x in v) and v[1] > v[0]:
+        step = v[1] - v[0]
+        if all(b - a == step for a, b in zip(v, v[1:])):
+            return f"{v[0]}..{v[-1]} step {step}"
+    return ", ".join(map(str, v))
+
+
 class Template:
     """Base class: subclasses fill in the class attributes and the hooks."""
 

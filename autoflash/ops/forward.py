@@ -14,6 +14,7 @@ import numpy as np
 from autoflash.kernels.archs import build_arch
 from autoflash.kernels.elements import DTYPE_BYTES
 from autoflash.kernels.registry import register_operation
+from autoflash.kernels.template import spell_values
 from autoflash.ops import forward_launch
 from autoflash.ops.base import Operation
 from autoflash.ops.forward_base import VARIANT_FLAGS, KernelConfig, Problem
@@ -106,10 +107,10 @@ class ForwardOp(Operation):
             if use_arch is None or key["dtype"] not in template.dtypes:
                 continue
             if key["head_dim"] not in template.head_dims:
-                tried.append(f"{name} supports head dims {list(template.head_dims)}")
+                tried.append(f"{name} supports head dims {spell_values(template.head_dims)}")
                 continue
             if key.get("head_dim_v", 0) not in template.head_dims_v:
-                tried.append(f"{name} supports V head dims {list(template.head_dims_v)} (0: Q/K's)")
+                tried.append(f"{name} supports V head dims {spell_values(template.head_dims_v)} (0: Q/K's)")
                 continue
             return template.default(use_arch, key)
         raise ValueError(f"no template supports {key['dtype']} head_dim={key['head_dim']} on {arch}"
