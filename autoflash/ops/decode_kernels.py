@@ -39,7 +39,8 @@ DEFAULT_L2_PREFETCH = 128  # run 6: +1-7 % on every row at or above 512 MB of K/
 COMBINE_GROUPS = 32  # the combine kernel's block: one packed row, a group of 32 lanes per split, at most 32
 FUSED_MAX_SPLITS = 32  # fused_combine merges with one lane per split; more splits use the combine kernel
 RING_BYTES = 256    # paged: a warp's static ring of table entries, two batches of 32 (template: RING ints)
-HEAD_DIMS = (16, 32, 64, 128, 256)  # a warp's copy pass covers whole rows (D <= 256) or whole chunks
+TILE_DIMS = (16, 32, 64, 128, 256)  # a tile's head dim: a warp's copy pass covers whole rows (D <= 256) or chunks
+HEAD_DIMS = tuple(range(8, 257, 8))  # a problem's: any multiple of 8, its tile padded to the next of TILE_DIMS
 VARIANT_FLAGS = ("window", "softcap", "sinks", "alibi")  # the forward's, in its order
 # The combine on sm_90 (H200, benchmarks/NOTES.md "Twelfth session"): LANES_COMBINE renders a second combine
 # kernel, _combine_lanes, that merges a row with lane groups over the splits and a group per float4 column (LSEs
@@ -109,6 +110,13 @@ class DecodeConfig(OpConfig):
         return self.warps * self.block_n
 
 
+def tile_dim(head_dim: int) -> int:
+    """The head dim of a decode tile for a problem's head_dim: the next of TILE_DIMS. The padding columns are
+    zero-filled in shared memory (Q, K and V), so they add nothing to S or to the O columns written; nothing of them
+    is read from or written to HBM (the template's HBM_DIM)."""
+    return next((d for d in TILE_DIMS if d >= head_dim), head_dim)  # (past 256: refused by the key's values)
+
+
 def m_tiles_for(rows: int, head_dim: int) -> int:
     """16-row tiles per block for G * Nq packed rows: one up to 16 rows, two beyond (D <= 128;
     more rows take more m-blocks, which re-read K/V, mostly from L2)."""
@@ -142,19 +150,20 @@ class DecodeMmaTemplate(Template):
     def q_in_regs(cfg: DecodeConfig) -> bool:
         """Q fragments (m_tiles * D / 4 registers) stay resident beside O (m_tiles * D / 2)
         up to 16 x 128; beyond, each k-step re-reads them from shared memory."""
-        return cfg.m_tiles * cfg.head_dim <= 128
+        return cfg.m_tiles * tile_dim(cfg.head_dim) <= 128
 
     def smem_bytes(self, cfg: DecodeConfig) -> int:
         """The warps' stage mbarriers, then Q rows + every warp's K/V buffers (rows padded by SMEM_PAD
         elements, K/V rows not with swizzle); after the key loop
         the space past the barriers holds the warps' (m, l, O) for the merge, whichever is larger."""
-        stride = cfg.head_dim + SMEM_PAD
-        kv_stride = cfg.head_dim if cfg.swizzle else stride
+        dim = tile_dim(cfg.head_dim)
+        stride = dim + SMEM_PAD
+        kv_stride = dim if cfg.swizzle else stride
         elem = 2  # fp16 / bf16
         barriers = math.ceil(8 * cfg.warps * cfg.stages / 16) * 16
         pipeline = (cfg.block_m * stride + cfg.warps * cfg.stages * 2 * cfg.block_n * kv_stride) * elem
         pipeline += 128 * cfg.swizzle  # the K/V buffers start on a 128-byte boundary
-        merge = 4 * cfg.warps * cfg.block_m * (2 + cfg.head_dim + MERGE_PAD)
+        merge = 4 * cfg.warps * cfg.block_m * (2 + dim + MERGE_PAD)
         return barriers + max(pipeline, merge)
 
     @staticmethod
@@ -171,9 +180,13 @@ class DecodeMmaTemplate(Template):
 
     def own_problems(self, cfg: DecodeConfig) -> list[str]:
         errors = []
-        if cfg.m_tiles * cfg.head_dim > 256:
-            errors.append(f"m_tiles * head_dim = {cfg.m_tiles * cfg.head_dim} > 256: O alone would take over "
-                          "128 registers a thread")
+        dim = tile_dim(cfg.head_dim)
+        if cfg.m_tiles * dim > 256:
+            errors.append(f"m_tiles * head_dim = {cfg.m_tiles * dim} > 256 (the tile's head dim: {dim}): O alone "
+                          "would take over 128 registers a thread")
+        if dim != cfg.head_dim and (cfg.bulk_copy or cfg.swizzle):
+            errors.append(f"head_dim {cfg.head_dim} runs in tiles of {dim} columns, zero-filled by cp.async chunk "
+                          "by chunk: not with bulk_copy (whole rows) or swizzle")
         if cfg.bulk_copy and cfg.arch != "sm_90":
             errors.append(f"bulk_copy needs sm_90 (cp.async.bulk with mbarrier transaction counts), not {cfg.arch}")
         if cfg.bulk_copy and cfg.paged:
@@ -190,7 +203,8 @@ class DecodeMmaTemplate(Template):
         return errors
 
     def template_values(self, cfg: DecodeConfig) -> dict:
-        return {"mma_type": "bf16" if cfg.dtype == "bf16" else "f16",
+        return {"head_dim": tile_dim(cfg.head_dim), "hbm_dim": cfg.head_dim,
+                "mma_type": "bf16" if cfg.dtype == "bf16" else "f16",
                 "q_in_regs": "true" if self.q_in_regs(cfg) else "false",
                 "lanes_combine": "true" if lanes_combine(cfg) else "false",
                 "pdl": "true" if pdl_combine(cfg) else "false"}
@@ -206,8 +220,9 @@ class DecodeMmaTemplate(Template):
         # swizzle where measured (H200, sm_90): +4-17 % on six rows, every one faster (benchmarks/NOTES.md, DC);
         # not D 128 with two m-tiles: 254 registers without it, and ptxas spilled 20 B with it (variants)
         head_dim = key.get("head_dim", 0)
-        swizzle = arch == "sm_90" and head_dim >= 64 and (key.get("m_tiles", 1) == 1 or head_dim == 64)
-        for block_n, warps, stages in self.DEFAULTS.get(key.get("head_dim"), []):
+        dim = tile_dim(head_dim) if 0 < head_dim <= TILE_DIMS[-1] else head_dim
+        swizzle = arch == "sm_90" and dim == head_dim >= 64 and (key.get("m_tiles", 1) == 1 or head_dim == 64)
+        for block_n, warps, stages in self.DEFAULTS.get(dim, []):
             cfg = self.config(arch, key, block_n=block_n, warps=warps, stages=stages, num_splits=0,
                               l2_prefetch=DEFAULT_L2_PREFETCH, swizzle=swizzle)
             if not cfg.problems():

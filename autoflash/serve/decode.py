@@ -15,6 +15,7 @@ from autoflash import store
 from autoflash.kernels.compile import compile_kernel
 from autoflash.kernels.device import device_arch
 from autoflash.kernels.loaded import LoadedKernel, stream_handle
+from autoflash.kernels.template import spell_values
 from autoflash.ops import decode_kernels, decode_launch
 from autoflash.ops.decode import DECODE
 from autoflash.ops.decode_kernels import (DEFAULT_L2_PREFETCH, HEAD_DIMS, MAX_SPLITS, MMA, DecodeConfig,
@@ -209,7 +210,7 @@ def _check_arrays(q, k, v, layout: str, causal, block_table):
     if dk != d:
         raise InputError(f"q has head dim {d}, the caches {dk}")
     if d not in HEAD_DIMS:
-        raise InputError(f"head dim {d} is not supported by decode (supported: {list(HEAD_DIMS)})")
+        raise InputError(f"head dim {d} is not supported by decode (supported: {spell_values(HEAD_DIMS)})")
     if b < 1 or nq < 1 or hq < 1 or hkv < 1:
         raise InputError(f"empty problem: batch {b}, query tokens {nq}, query heads {hq}, KV heads {hkv}")
     if hq % hkv:

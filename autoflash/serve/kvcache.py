@@ -34,8 +34,8 @@ def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens=None, *, block_tab
     """softmax(q k^T * softmax_scale) v of the newest query tokens of each sequence over its cache.
 
     q: (batch, seqlen_q, heads_q, head_dim). seqlen_q 1..16 (decode, speculative decoding): the
-      split-KV decode kernel for head_dim 16, 32, 64, 128 and 256. seqlen_q > 16 (chunked prefill),
-      and the head dims decode lacks: the dense forward kernel, reading q and the caches in place
+      split-KV decode kernel. seqlen_q > 16 (chunked prefill), and v's head dim differing from q/k's
+      (routing.kvcache_route): the dense forward kernel, reading q and the caches in place
       as (B, H, N, D) views (num_splits does not apply); on a paged
       cache the forward compiled to read K/V through the block table (flash_fwd_wgmma on sm_90,
       flash_fwd_mma on sm_80-89; float16 or bfloat16, head_dim any multiple of 8 up to 256; CUDA
@@ -48,8 +48,7 @@ def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens=None, *, block_tab
       With block_table: a paged cache, k_cache and v_cache (num_pages, page_size, heads_kv,
       head_dim), page_size a multiple of 16 (vLLM's 16, 32, 64, ..., 256; 48 works too; other
       sizes are refused).
-    PyTorch CUDA tensors, float16 or bfloat16; head_dim any multiple of 8 up to 256 (decode: 16, 32,
-      64, 128, 256; the others through the forward, as a chunked prefill is served).
+    PyTorch CUDA tensors, float16 or bfloat16; head_dim any multiple of 8 up to 256.
     cache_seqlens: int32 tensor (batch,), the valid length L of each sequence's cache (0..seqlen_k;
       None: every sequence is seqlen_k long). Keys at positions >= L are never read. Checked on
       the host before the launch, except while a CUDA graph is being captured (no host copy is
@@ -90,7 +89,7 @@ def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens=None, *, block_tab
         softcap = None  # flash-attn spells "no softcap" as 0.0
     variants = dict(window_size=window_size, softcap=softcap, sinks=sinks, alibi_slopes=alibi_slopes)
     dim_v = v_cache.shape[-1] if len(getattr(v_cache, "shape", ())) == 4 else None  # else decode's checks say why
-    if kvcache_route(q.shape[1], q.shape[3], dim_v).op == "forward":  # > 16 tokens, or head dims decode lacks
+    if kvcache_route(q.shape[1], q.shape[3], dim_v).op == "forward":  # > 16 tokens, or Dv != Dqk
         return _chunked_prefill(q, k_cache, v_cache, cache_seqlens, block_table, causal, softmax_scale, return_lse,
                                 variants)
     if num_splits == 0 and type(num_splits) is int:
@@ -101,7 +100,7 @@ def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens=None, *, block_tab
 
 
 def _chunked_prefill(q, k_cache, v_cache, cache_seqlens, block_table, causal, softmax_scale, return_lse, variants):
-    """seqlen_q > 16, or a head dim decode lacks (routing.kvcache_route): the dense forward over (B, H, N, D)
+    """seqlen_q > 16, or what decode lacks (routing.kvcache_route): the dense forward over (B, H, N, D)
     views of the caller's tensors, bottom-right; each sequence uses its first cache_seqlens[b] keys (paged:
     _paged_prefill)."""
     for name, x in (("k_cache", k_cache), ("v_cache", v_cache)):

@@ -5,7 +5,7 @@ dtypes and the GPU's arch (no GPU, no torch), so every decision is testable on t
   kernel, else the forward (ops/forward.py). See route_attention for the rule (causal
   alignment included: decode's mask is bottom-right).
 - autoflash.attention_with_kvcache() (serve/kvcache.py): decode for 1..DECODE_MAX_QUERIES query
-  tokens of a head dim decode has; longer chunks and other head dims run the forward (paged caches:
+  tokens of a head dim decode has; longer chunks and Dv != Dqk run the forward (paged caches:
   flash_fwd_wgmma or flash_fwd_mma compiled with `paged`). See kvcache_route.
 - Gradients: the backward operation (ops/backward.py: flash_bwd_wgmma where it serves the key on
   sm_90, else flash_bwd_mma); differentiable_problem says why a call is not differentiable.
@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from autoflash.kernels.archs import build_arch
+from autoflash.kernels.template import spell_values
 from autoflash.ops.backward import TEMPLATE as BACKWARD_TEMPLATE
 from autoflash.ops.decode_kernels import HEAD_DIMS as DECODE_HEAD_DIMS
 from autoflash.ops.decode_kernels import MMA as DECODE_TEMPLATE
@@ -62,7 +63,7 @@ def route_attention(*, kind: str, dtype: str, arch: str, batch: int, heads_q: in
     if dtype not in DECODE_DTYPES:
         return forward(f"dtype {dtype}: decode has {list(DECODE_DTYPES)}")
     if head_dim not in DECODE_HEAD_DIMS:
-        return forward(f"head_dim {head_dim}: decode has {list(DECODE_HEAD_DIMS)}")
+        return forward(f"head_dim {head_dim}: decode has {spell_values(DECODE_HEAD_DIMS)}")
     if build_arch(DECODE_TEMPLATE.archs, arch) is None:
         return forward(f"arch {arch}: decode runs on {list(DECODE_TEMPLATE.archs)}")
     if batch * heads_kv > GRID_YZ_LIMIT:
@@ -111,7 +112,7 @@ def kvcache_route(seq_q: int, head_dim: int, head_dim_v: int | None = None) -> R
     if seq_q > DECODE_MAX_QUERIES:
         return Route("forward", f"seq_q {seq_q} > {DECODE_MAX_QUERIES}: a chunked prefill")
     if head_dim not in DECODE_HEAD_DIMS:
-        return Route("forward", f"head_dim {head_dim}: decode has {list(DECODE_HEAD_DIMS)}")
+        return Route("forward", f"head_dim {head_dim}: decode has {spell_values(DECODE_HEAD_DIMS)}")
     if head_dim_v not in (None, head_dim):
         return Route("forward", f"v's head dim {head_dim_v} != q/k's {head_dim}: decode's kernel has one head dim")
     return Route("decode", f"seq_q {seq_q} <= {DECODE_MAX_QUERIES}, d{head_dim}")
