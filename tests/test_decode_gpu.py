@@ -230,7 +230,7 @@ def test_bad_inputs_are_refused():
     with pytest.raises(ValueError, match="multiple"):
         decode_attention(q[:, :, :7], k, v)
     with pytest.raises(ValueError, match="head dim"):
-        decode_attention(q[..., :96], k[..., :96], v[..., :96])
+        decode_attention(q[..., :100], k[..., :100], v[..., :100])  # every multiple of 8 runs (padded tiles)
     with pytest.raises(ValueError, match="contiguous in D"):
         decode_attention(q, k.transpose(2, 3).contiguous().transpose(2, 3), v)
     shifted = torch.empty(k.numel() + 4, dtype=k.dtype, device="cuda")[4:].view(k.shape)  # 8 bytes off
