@@ -26,6 +26,7 @@ import itertools
 import json
 import math
 import os
+import re
 import statistics
 import sys
 import time
@@ -237,10 +238,16 @@ def rows_full():
 
 
 def rows_named(labels: str) -> list:
-    """Rows of the full table by label ("d64 32/8 b1 n1024,d128 8/1 b8 n32768"), in the order given."""
-    wanted = [label.strip() for label in labels.split(",")]
-    rows = {r.label(): r for r in rows_full() if r.label() in wanted}
-    return [rows[label] for label in wanted]
+    """Rows by label ("d64 32/8 b1 n1024,d96 32/32 b8 n8192": head dim, query/KV heads, batch, cache length), in the
+    order given; any head dim the decode kernel takes, not only the full table's."""
+    rows = []
+    for label in (x.strip() for x in labels.split(",")):
+        m = re.fullmatch(r"d(\d+) (\d+)/(\d+) b(\d+) n(\d+)", label)
+        if m is None:
+            raise SystemExit(f"row {label!r}: expected 'd<head dim> <heads_q>/<heads_kv> b<batch> n<cache length>'")
+        d, hq, hkv, b, n = map(int, m.groups())
+        rows.append(Row(b, hq, hkv, n, d))
+    return rows
 
 
 def rows_quick():
@@ -274,7 +281,7 @@ def main():
     ap.add_argument("--paged-choice", action="store_true",
                     help="bench_kvcache's paged rows: the served config against the other selections")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--rows", help="only these rows of the full table, by label: 'd64 32/8 b1 n1024,d128 8/1 b8 n32768'")
+    ap.add_argument("--rows", help="these rows, by label (any head dim): 'd64 32/8 b1 n1024,d96 32/32 b8 n8192'")
     ap.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "bench_decode.json"))
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -290,10 +297,7 @@ def main():
         return paged_sweep(copy) if args.paged_sweep else paged_choice(copy)
     records = []
     print(HEADER)
-    only = {r.strip() for r in args.rows.split(",")} if args.rows else None
-    for row in (rows_quick() if args.quick else rows_full()):
-        if only is not None and row.label() not in only:
-            continue
+    for row in rows_named(args.rows) if args.rows else rows_quick() if args.quick else rows_full():
         row.sets = row.make_sets()
         impls = {"ours": ours(row.sets), **{n: sdpa(row.sets, be) for n, be in SDPA.items()},
                  "read": same_size_read(row)}
