@@ -49,6 +49,7 @@ def test_decode_serves(changes):
     (dict(seq_q=4096), "seq_q 4096"),
     (dict(dtype="fp32"), "dtype fp32"),
     (dict(head_dim=100), "head_dim 100"),
+    (dict(head_dim_v=64), "v's head dim 64 != q/k's 128"),  # (attention() took this out after routing before)
     (dict(kind="cupy"), "cupy arrays"),
     (dict(kind="jax"), "jax arrays"),
     (dict(arch="sm_75"), "arch sm_75"),

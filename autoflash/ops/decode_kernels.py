@@ -220,7 +220,7 @@ class DecodeMmaTemplate(Template):
         # swizzle where measured (H200, sm_90): +4-17 % on six rows, every one faster (benchmarks/NOTES.md, DC);
         # not D 128 with two m-tiles: 254 registers without it, and ptxas spilled 20 B with it (variants)
         head_dim = key.get("head_dim", 0)
-        dim = tile_dim(head_dim) if 0 < head_dim <= TILE_DIMS[-1] else head_dim
+        dim = tile_dim(head_dim) if head_dim > 0 else head_dim
         swizzle = arch == "sm_90" and dim == head_dim >= 64 and (key.get("m_tiles", 1) == 1 or head_dim == 64)
         for block_n, warps, stages in self.DEFAULTS.get(dim, []):
             cfg = self.config(arch, key, block_n=block_n, warps=warps, stages=stages, num_splits=0,

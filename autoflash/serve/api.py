@@ -21,7 +21,7 @@ from autoflash.serve.decode import launch_decode
 from autoflash.serve.errors import InputError
 from autoflash.serve.operands import (  # noqa: F401  (api's names too: varlen, kvcache, the drop-in)
     ELEMENT_BYTES, MAX_TOKEN_STRIDE, Operand, as_operand, check_scale, kernel_strides)
-from autoflash.serve.routing import Route, differentiable_problem, route_attention
+from autoflash.serve.routing import differentiable_problem, route_attention
 from autoflash.serve.variants import VARIANTS_DOC, Variants, check_variants
 
 log = logging.getLogger("autoflash")
@@ -279,9 +279,7 @@ def forward_tagged(tag, q, k, v, *, causal: bool = False, causal_alignment: str 
     route = route_attention(kind=qo.kind, dtype=qo.dtype, arch=arch, batch=problem.batch, heads_q=problem.heads_q,
                             heads_kv=problem.heads_kv, seq_q=problem.seq_q, seq_k=problem.seq_k,
                             head_dim=problem.head_dim, causal=causal, causal_alignment=causal_alignment,
-                            variants=tuple(variants.names()))
-    if problem.head_dim_v and route.op == "decode":  # decode's kernel has one head dim
-        route = Route("forward", f"v's head dim {problem.head_dim_v} != q/k's {problem.head_dim}")
+                            variants=tuple(variants.names()), head_dim_v=problem.head_dim_v)
     if isinstance(pinned, DecodeConfig) and route.op != "decode":
         raise InputError(f"config {pinned.name} is a decode config, and decode cannot serve this call: {route.reason}")
     if route.op == "decode" and not isinstance(pinned, KernelConfig):

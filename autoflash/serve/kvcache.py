@@ -88,7 +88,7 @@ def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens=None, *, block_tab
     if type(softcap) in (int, float) and softcap == 0:
         softcap = None  # flash-attn spells "no softcap" as 0.0
     variants = dict(window_size=window_size, softcap=softcap, sinks=sinks, alibi_slopes=alibi_slopes)
-    dim_v = v_cache.shape[-1] if len(getattr(v_cache, "shape", ())) == 4 else None  # else decode's checks say why
+    dim_v = v_cache.shape[-1] if len(getattr(v_cache, "shape", ())) == 4 else 0  # else decode's checks say why
     if kvcache_route(q.shape[1], q.shape[3], dim_v).op == "forward":  # > 16 tokens, or Dv != Dqk
         return _chunked_prefill(q, k_cache, v_cache, cache_seqlens, block_table, causal, softmax_scale, return_lse,
                                 variants)

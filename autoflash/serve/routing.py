@@ -37,12 +37,12 @@ class Route:
 
 def route_attention(*, kind: str, dtype: str, arch: str, batch: int, heads_q: int, heads_kv: int, seq_q: int,
                     seq_k: int, head_dim: int, causal: bool, causal_alignment: str = "top_left",
-                    variants: tuple[str, ...] = ()) -> Route:
+                    variants: tuple[str, ...] = (), head_dim_v: int = 0) -> Route:
     """The operation serving autoflash.attention(q, k, v, causal=causal, causal_alignment=...).
 
     Decode serves it when all hold: PyTorch tensors (decode's launcher allocates with torch),
-    seq_q <= DECODE_MAX_QUERIES, fp16/bf16, a head dim and an arch the decode template has, the
-    decode grid fits (batch * heads_kv <= 65535), and the masks agree: decode's causal mask is
+    seq_q <= DECODE_MAX_QUERIES, fp16/bf16, one head dim for q, k and v (head_dim_v 0 or equal) the decode template
+    has, an arch it has, the decode grid fits (batch * heads_kv <= 65535), and the masks agree: decode's causal mask is
     bottom-right (query i sees keys <= i + seq_k - seq_q), so it serves causal_alignment
     "bottom_right" with seq_q <= seq_k (every row sees a key), and "top_left" (keys <= i) only
     when seq_q == seq_k (the same mask); without causal there is no mask; and the variants'
@@ -58,12 +58,11 @@ def route_attention(*, kind: str, dtype: str, arch: str, batch: int, heads_q: in
                        "decode measures from the bottom-right one")
     if kind != "torch":
         return forward(f"{kind} arrays: the decode path takes PyTorch tensors")
-    if seq_q > DECODE_MAX_QUERIES:
-        return forward(f"seq_q {seq_q} > {DECODE_MAX_QUERIES} (decode serves up to {DECODE_MAX_QUERIES} query tokens)")
+    lacks = _decode_lacks(seq_q, head_dim, head_dim_v)
+    if lacks:
+        return forward(lacks)
     if dtype not in DECODE_DTYPES:
         return forward(f"dtype {dtype}: decode has {list(DECODE_DTYPES)}")
-    if head_dim not in DECODE_HEAD_DIMS:
-        return forward(f"head_dim {head_dim}: decode has {spell_values(DECODE_HEAD_DIMS)}")
     if build_arch(DECODE_TEMPLATE.archs, arch) is None:
         return forward(f"arch {arch}: decode runs on {list(DECODE_TEMPLATE.archs)}")
     if batch * heads_kv > GRID_YZ_LIMIT:
@@ -104,15 +103,20 @@ def differentiable_problem(*, kind: str, dtype: str, arch: str | None, head_dim:
             "torch.nn.functional.scaled_dot_product_attention")
 
 
-def kvcache_route(seq_q: int, head_dim: int, head_dim_v: int | None = None) -> Route:
-    """The operation serving attention_with_kvcache for seq_q query tokens of head_dim (V's: head_dim_v, None: the
-    same): decode for 1..DECODE_MAX_QUERIES tokens of a head dim its template has, else the forward (serve/kvcache.py's
-    chunked prefill: the dense forward over views, or the paged forward; any multiple of 8 up to 256; num_splits does
-    not apply there)."""
+def kvcache_route(seq_q: int, head_dim: int, head_dim_v: int = 0) -> Route:
+    """The operation serving attention_with_kvcache for seq_q query tokens of head_dim (V's: head_dim_v, 0: the
+    same): decode where its template serves the shapes (_decode_lacks), else the forward (serve/kvcache.py's chunked
+    prefill: the dense forward over views, or the paged forward; num_splits does not apply there)."""
+    lacks = _decode_lacks(seq_q, head_dim, head_dim_v)
+    return Route("forward", lacks) if lacks else Route("decode", f"seq_q {seq_q} <= {DECODE_MAX_QUERIES}, d{head_dim}")
+
+
+def _decode_lacks(seq_q: int, head_dim: int, head_dim_v: int = 0) -> str | None:
+    """Why the decode template cannot serve seq_q query tokens of these head dims (None: it can)."""
     if seq_q > DECODE_MAX_QUERIES:
-        return Route("forward", f"seq_q {seq_q} > {DECODE_MAX_QUERIES}: a chunked prefill")
+        return f"seq_q {seq_q} > {DECODE_MAX_QUERIES} (decode serves up to {DECODE_MAX_QUERIES} query tokens)"
     if head_dim not in DECODE_HEAD_DIMS:
-        return Route("forward", f"head_dim {head_dim}: decode has {spell_values(DECODE_HEAD_DIMS)}")
-    if head_dim_v not in (None, head_dim):
-        return Route("forward", f"v's head dim {head_dim_v} != q/k's {head_dim}: decode's kernel has one head dim")
-    return Route("decode", f"seq_q {seq_q} <= {DECODE_MAX_QUERIES}, d{head_dim}")
+        return f"head_dim {head_dim}: decode has {spell_values(DECODE_HEAD_DIMS)}"
+    if head_dim_v and head_dim_v != head_dim:
+        return f"v's head dim {head_dim_v} != q/k's {head_dim}: decode's kernel has one head dim"
+    return None
