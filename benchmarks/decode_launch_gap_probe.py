@@ -10,6 +10,7 @@ fused merge can hide part of it); if full ~= split, the combine is already hidde
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 from pathlib import Path
@@ -30,14 +31,15 @@ ROWS = ("d64 8/1 b8 n1024,d64 8/1 b8 n8192,d64 8/1 b1 n1024,d128 8/1 b1 n8192,d1
         "d128 8/1 b8 n1024,d64 32/8 b1 n32768,d128 32/8 b1 n1024,d64 32/8 b64 n1024")
 
 
-def kernels_alone(row: Row, cfg):
-    """Closures launching only the split kernel and only the combine kernel of cfg's plan for row
-    (inputs of the first set; outputs and partials allocated once)."""
+def kernels_alone(row: Row, cfg, splits: int | None = None, rotate: bool = False):
+    """Closures launching only the split kernel and only the combine kernel of cfg's plan for row with `splits` splits
+    (None: the served count). The split kernel reads the first input set (its K/V then sit in L2), or with `rotate`
+    each set in turn (K/V from HBM, as bench_decode times a row); outputs and partials are allocated once."""
     q, k, v = row.sets[0]
     p = DecodeProblem(row.batch, row.heads_q, row.heads_kv, 1, row.seq_k, row.head_dim, True)
     dev = torch.cuda.current_device()
     kernel = decode_api._kernel_for(cfg, dev)
-    splits = decode_launch.choose_splits(kernel, p)
+    splits = splits or decode_launch.choose_splits(kernel, p)
     o = torch.empty_like(q)
     lse = torch.empty((p.batch, p.heads_q, 1), dtype=torch.float32, device="cuda")
     n_o, n_l = decode_launch.workspace_sizes(p, splits)
@@ -46,13 +48,16 @@ def kernels_alone(row: Row, cfg):
     strides = sum((decode_api._token_head_strides(x, "bhsd") for x in (q, k, v, o)), ())
     plan = decode_launch.plan_for(kernel, p, strides, splits, row.head_dim ** -0.5)
     u64 = np.uint64
-    split_args = ((u64(q.data_ptr()), u64(k.data_ptr()), u64(v.data_ptr()), u64(o.data_ptr()), u64(lse.data_ptr()),
-                   u64(o_part.data_ptr() if n_o else 0), u64(lse_part.data_ptr() if n_l else 0), u64(0),
-                   u64(plan.counters.data.ptr if plan.fused else 0)) + plan.tail + (u64(0),) + plan.paged_tail
-                  + plan.variant_head + (u64(0), u64(0)) + plan.variant_end)
+
+    def split_args(q, k, v):
+        return ((u64(q.data_ptr()), u64(k.data_ptr()), u64(v.data_ptr()), u64(o.data_ptr()), u64(lse.data_ptr()),
+                 u64(o_part.data_ptr() if n_o else 0), u64(lse_part.data_ptr() if n_l else 0), u64(0),
+                 u64(plan.counters.data.ptr if plan.fused else 0)) + plan.tail + (u64(0),) + plan.paged_tail
+                + plan.variant_head + (u64(0), u64(0)) + plan.variant_end)
+    sets = itertools.cycle([split_args(*s) for s in (row.sets if rotate else row.sets[:1])])
 
     def split():
-        plan.split_fn(plan.grid, plan.block, split_args, shared_mem=plan.smem,
+        plan.split_fn(plan.grid, plan.block, next(sets), shared_mem=plan.smem,
                       stream=_stream(torch.cuda.current_stream().cuda_stream))
 
     def combine():

@@ -11,13 +11,12 @@ what it is made of, all timed like bench_decode's rows (graph replay over rotati
 from __future__ import annotations
 
 import argparse
-import itertools
 import statistics
 
-import numpy as np
 import torch
 
 from bench_decode import SDPA, graph_time, ours, read_launch, rows_named, sdpa
+from decode_launch_gap_probe import kernels_alone
 from autoflash.ops import decode_launch
 from autoflash.ops.decode_launch import DecodeProblem
 from autoflash.serve import decode as decode_api
@@ -25,33 +24,6 @@ from autoflash.serve import decode as decode_api
 ROWS = "d128 8/1 b1 n32768,d64 8/1 b1 n32768,d128 8/1 b1 n8192"
 KNOBS = ({"stages": 2}, {"stages": 4}, {"block_n": 16}, {"warps": 2}, {"block_n": 16, "warps": 8},
          {"warps": 8, "stages": 2})
-
-
-def split_alone(row, cfg, splits: int):
-    """The split kernel of cfg's plan alone (its partials written, no merge), cycling through the row's sets."""
-    import cupy
-
-    p = DecodeProblem(row.batch, row.heads_q, row.heads_kv, 1, row.seq_k, row.head_dim, True)
-    kernel = decode_api._kernel_for(cfg, torch.cuda.current_device())
-    q0 = row.sets[0][0]
-    o = torch.empty_like(q0)
-    lse = torch.empty((p.batch, p.heads_q, 1), dtype=torch.float32, device="cuda")
-    n_o, n_l = decode_launch.workspace_sizes(p, splits)
-    o_part = torch.zeros(max(n_o, 1), dtype=torch.float32, device="cuda")
-    lse_part = torch.zeros(max(n_l, 1), dtype=torch.float32, device="cuda")
-    strides = sum((decode_api._token_head_strides(x, "bhsd") for x in (q0, row.sets[0][1], row.sets[0][2], o)), ())
-    plan = decode_launch.plan_for(kernel, p, strides, splits, row.head_dim ** -0.5)
-    u64 = np.uint64
-    args = [(u64(q.data_ptr()), u64(k.data_ptr()), u64(v.data_ptr()), u64(o.data_ptr()), u64(lse.data_ptr()),
-             u64(o_part.data_ptr()), u64(lse_part.data_ptr()), u64(0), u64(0)) + plan.tail + (u64(0),)
-            + plan.paged_tail + plan.variant_head + (u64(0), u64(0)) + plan.variant_end for q, k, v in row.sets]
-    it = itertools.cycle(args)
-
-    def call():
-        plan.split_fn(plan.grid, plan.block, next(it), shared_mem=plan.smem,
-                      stream=cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream))
-    call.keep = (o, lse, o_part, lse_part)
-    return call
 
 
 def main():
@@ -77,7 +49,7 @@ def main():
                 continue
             impls[f"full {' '.join(f'{k}={v}' for k, v in knob.items())}"] = ours(row.sets, config=alt)
         for n in sorted({served, 128}):
-            impls[f"split alone ns{n}"] = split_alone(row, cfg, n)
+            impls[f"split alone ns{n}"] = kernels_alone(row, cfg, n, rotate=True)[2]
         for blocks in (64, 128, sms, 8 * sms):
             impls[f"read {blocks} blocks"] = read_launch(row.kv_whole, blocks, 1024 if blocks <= 2 * sms else 256,
                                                          4 if blocks <= 2 * sms else 2)
