@@ -83,6 +83,11 @@ DQ_STAGING_PAD = 8  # floats added to each staging row of value 1 (the template'
 # N 4096: 2.9 % of warp samples on that wait, 8.5 % on the consumers' wait for query tiles); measured
 # (dq_read_lag_h200_2026-11-30_s8.log) D 64 +5-6 %, D 128 +0-3 %; at stages 3 (the pipelined consumers) 11-15 % SLOWER,
 # so not there.
+# DQ_STMATRIX (value 2's staging, off: prepared for an A/B): the consumers store dQ by stmatrix (each fp32 as a pair of
+# b16, 4 matrices an instruction) instead of rotated float2 stores, so a row's 16-byte chunks hold columns 8b + e + 2i
+# (i = 0..3) and sit XOR-swizzled by row % 8; dq_accum's rows take that order and the _dq kernel restores it. On the
+# served D 64 tile: 16 STS.64 and 64 FSEL a tile become 8 STSM, the same 32 shared-memory wavefronts.
+DQ_STMATRIX = False
 DQ_MODES = {0: "consumers' adds", 1: "staged, a bulk op per row", 2: "staged unpadded, a bulk op per tile"}
 # Strided operands (issue 16's training step: q, k, v views of a fused projection, dO a transposed view): the three
 # kernels take per-tensor (batch, head, token) element strides (head dim contiguous) for q, k, v, out, dout and dq,
@@ -279,6 +284,7 @@ class BackwardWgmmaTemplate(Template):
                 "dq_bufs": self.smem_layout(cfg)["dq_bufs"],
                 "dq_pad": 0 if self.dq_mode(cfg) == 2 else DQ_STAGING_PAD,
                 "dq_tile_reduce": self.producer(cfg) and self.dq_mode(cfg) == 2,
+                "dq_stmatrix": DQ_STMATRIX and self.producer(cfg) and self.dq_mode(cfg) == 2,
                 "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True,
                 "heavy_first": heavy_first(cfg)}
 
