@@ -180,32 +180,34 @@ def test_compiles_without_spills(d, causal, stages, dtype, tmp_path):
 
 def test_rule_picks_the_tile_reduction():
     """DQ_RULE = 2 (H200: over 1 +8-11 % at D 128, +21-25 % at D 64) serves the D 64 and D 128 producer defaults
-    with one bulk op a tile from the rotated stores; the deterministic defaults keep the consumers' adds; 2 is
+    with one bulk op a tile from the stmatrix stores; the deterministic defaults keep the consumers' adds; 2 is
     spelled -1."""
     for d in (64, 128):
         c = WG.default("sm_90a", key("bf16", d, True))
         source = render(c)
-        assert WG.dq_mode(c) == 2 and "(dq_via_producer=2)" in source and ROTATED in source and "dqp" not in c.name
+        assert WG.dq_mode(c) == 2 and "(dq_via_producer=2)" in source and STAGED in source and "dqp" not in c.name
         assert any("spelled -1" in p for p in c.replace(dq_via_producer=2).problems())
         assert WG.dq_mode(WG.default("sm_90a", key("bf16", d, True, deterministic=True))) == 0
 
 
-ROTATED = "*reinterpret_cast<float2*>(row + (b ^ rot) * 8) = v[b];"  # the rotated staging store
+STAGED = "stmatrix_x4(row + 64 * k"  # the stmatrix staging store (dq_accum's permuted order)
+PERMUTED = "row[(2 * c) ^ (r % 8)]"  # the _dq kernel's read of that order
 
 
 def test_tile_reduce_value():
     """dq_via_producer=2: the staging rows unpadded (the tile one contiguous range of dq_accum, so D 128 holds two
-    staging tiles), the stores rotated, one producer thread reduces it and frees it (count 1); 1 keeps none of
+    staging tiles), stored by stmatrix and read back permuted by the _dq kernel, one producer thread reduces it and frees it (count 1); 1 keeps none of
     that code."""
     for d in (64, 128):
         rows = render(on(d=d))
-        assert "(dq_via_producer=2)" not in rows and ROTATED not in rows and "DQ_PSTRIDE = HEAD_DIM + 8;" in rows
+        assert "(dq_via_producer=2)" not in rows and STAGED not in rows and PERMUTED not in rows
+        assert "DQ_PSTRIDE = HEAD_DIM + 8;" in rows
     for d, bufs in ((64, 2), (128, 2)):
         c = on(d=d, mode=2, causal=True)
         source, lay = render(c), WG.smem_layout(c)
         assert c.problems() == [] and WG.dq_mode(c) == 2 and c.name.endswith("_causal")
         assert "(dq_via_producer=2)" in source and "DQ_PSTRIDE = HEAD_DIM + 0;" in source
-        assert ROTATED in source and "constexpr int ROT = 4;" in source
+        assert STAGED in source and PERMUTED in source
         assert "mbar_init(dq_empty_bar + 8 * b, 1);" in source and lay["dq_bufs"] == bufs
         assert lay["dq_staging"] == 64 * d * 4 and WG.smem_bytes(c) <= 232448
     for bad, reason in ((cfg(warps=8, dq_via_producer=2), "dq_via_producer=2: the producer warpgroup"),
@@ -213,44 +215,34 @@ def test_tile_reduce_value():
         assert any(reason in p for p in bad.problems()), bad.problems()
 
 
-def _store_pattern(rotate, dq_n=64):
-    """(step, lane) -> (row, column, value's column) of one warp's staging stores (one h), as the template computes
-    them: v[b] after the select rounds (one per bit of rot = g % 4), stored at column block b ^ rot; rotate=False:
-    the plain loop (rot 0)."""
-    out = {}
-    for lane in range(32):
-        g, t = lane // 4, lane % 4
-        rot = g % 4 if rotate else 0
-        v = list(range(dq_n // 8))  # v[b] = column block b's float2
-        for bit in (1, 2):
-            for b in range(dq_n // 8):
-                if not b & bit and rot & bit:
-                    v[b], v[b + bit] = v[b + bit], v[b]
-        for b in range(dq_n // 8):
-            out[b, lane] = (g, (b ^ rot) * 8 + 2 * t, v[b] * 8 + 2 * t)
-    return out
-
-
-def _wavefronts(addresses):
-    """Shared-memory wavefronts of one warp's 64-bit stores: per half-warp, the most distinct 8-byte words a bank
-    pair (32 pairs of 4-byte banks cover 128 B) is asked for."""
-    total = 0
-    for half in (addresses[:16], addresses[16:]):
-        words = {}
-        for a in half:
-            words.setdefault((a // 8) % 16, set()).add(a // 8)
-        total += max(len(w) for w in words.values())
-    return total
+def _stmatrix_places(d: int) -> dict:
+    """(row, column) -> byte offset where the stmatrix staging puts dQ's fp32 in a 16-row slice, as the template
+    computes it: lane 4g + t holds row g + 8h, column 8b + 2t + e of the accumulator as matrix (b, e)'s b16 pair t;
+    lane 8 mi + mr gives row mr's address of matrix mi of x4 number k (matrices (2k, 0), (2k, 1), (2k + 1, 0),
+    (2k + 1, 1)) by the template's per-lane offsets."""
+    place = {}
+    for h in range(2):
+        for k in range(d // 16):
+            for mi in range(4):
+                b, e = 2 * k + mi // 2, mi % 2
+                for mr in range(8):
+                    flip = (mr // 4) * 64
+                    offset = mr * d * 4 + (mi ^ (mr % 4)) * 16 + 64 * k + (-flip if k % 2 else flip)
+                    for t in range(4):
+                        place[(8 * h + mr, 8 * b + 2 * t + e)] = 8 * h * d * 4 + offset + 4 * t
+    return place
 
 
 @pytest.mark.parametrize("d", [64, 128])
-def test_rotated_stores_cover_the_tile_conflict_free(d):
-    """Each value lands at its own column (row-major, unpadded: the one bulk op reads it linearly), every (row,
-    column pair) once; a store is 2 wavefronts rotated (8 with the plain loop on unpadded rows)."""
-    for rotate, waves in ((False, 8), (True, 2)):
-        pattern = _store_pattern(rotate)
-        assert all(col == value_col for _, col, value_col in pattern.values())
-        assert len({(r, c) for r, c, _ in pattern.values()}) == 32 * 8  # 8 rows x 8 blocks x 4 lanes
-        for b in range(8):
-            rows_cols = [pattern[b, lane] for lane in range(32)]
-            assert _wavefronts([(r * d + c) * 4 for r, c, _ in rows_cols]) == waves, (rotate, b)
+def test_stmatrix_staging_is_what_the_dq_kernel_reads(d):
+    """Every value stored once; the _dq kernel's thread c finds column 8c + i at chunk (2c + i % 2) ^ (r % 8), float
+    i // 2; a matrix's 8 rows fall on 8 distinct 16-byte bank groups (one wavefront a matrix)."""
+    place = _stmatrix_places(d)
+    assert sorted(place.values()) == list(range(0, 16 * d * 4, 4))
+    for (row, col), byte in place.items():
+        c, i = divmod(col, 8)
+        assert byte == row * d * 4 + (((2 * c + i % 2) ^ (row % 8)) * 4 + i // 2) * 4, (row, col)
+    for h in range(2):
+        for b in range(d // 8):
+            for e in range(2):
+                assert len({(place[(8 * h + mr, 8 * b + e)] % 128) // 16 for mr in range(8)}) == 8

@@ -334,7 +334,7 @@ class BackwardMmaTemplate(Template):
     def template_values(self, cfg: BackwardConfig) -> dict:
         return {"mma_type": "bf16" if cfg.dtype == "bf16" else "f16", "pad_m": PAD_M,
                 "strided": False,  # (backward_rows.cuh.j2: the strided small kernels are flash_bwd_wgmma's)
-                "dq_stmatrix": False}
+                "dq_accum_permuted": False}
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         pair = (key["head_dim"], key.get("head_dim_v", 0))

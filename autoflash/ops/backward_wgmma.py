@@ -25,7 +25,7 @@ stages 2 on every row there: not a default. dq_via_producer (a knob; its rule, -
 stage dQ in shared memory and the producer warpgroup reduces it with bulk copies; H200
 (benchmarks/dq_producer_ab_h200_2026-11-29_s6.log): a bulk op a row (value 1) D 128 +16-23 % over the same tiles
 (bf16 N 4096 373 -> 448 TFLOP/s, 0.85x cuDNN; causal 0.94-0.97x), D 64 -11 %. Value 2 reduces each tile with one
-bulk op from an unpadded staging tile, the consumers' stores rotated per lane (conflict-free): the rule's at D 64
+bulk op from an unpadded staging tile, the consumers' stores conflict-free (now by stmatrix): the rule's at D 64
 and D 128, 0.86-0.99x cuDNN at D 64, 0.94-1.04x at D 128 (N 4096; dq_stage_rotate_h200_2026-11-30_s8).
 D 256 has no config here at all (below).
 
@@ -67,13 +67,16 @@ DQ_BULK_REDUCE = False
 # producer warpgroup reduces it into dq_accum with bulk copies, so the consumers issue no red.global. Its values
 # (DQ_MODES): 1, rows padded (DQ_STAGING_PAD: conflict-free float2 stores), a bulk op per row (BLOCK_M ops,
 # serialised per warp); 2, rows unpadded (row stride D, as dq_accum's), so a query tile's dQ is one contiguous range
-# reduced by ONE bulk op from one producer thread, lane g of a warp storing its float2 of column block b ^ (g % 4) at
-# step b (two rounds of selects) so each store is 2 wavefronts, not 8, and the tile stays row-major.
+# reduced by ONE bulk op from one producer thread; the consumers store it by stmatrix (each fp32 a pair of b16), so a
+# row's 16-byte chunks hold columns 8b + e + 2i (i = 0..3) at chunk (2b + e) ^ (row % 8), one wavefront a matrix, and
+# dq_accum's rows take that order (the _dq kernel restores it: template value dq_accum_permuted).
 # H200, same producer tiles: 1 over 0 +16-23 % at D 128, -11 % at D 64 (dq_producer_ab_h200_2026-11-29_s6.log);
 # 2 over 0 +5-9 % at D 64 (dq_tile_reduce_h200_2026-11-29_s6_BK_bench.log); 2 over 1, N 4096 bf16/fp16 causal and
 # not: D 128 +8-11 % (bf16 432 -> 479 TFLOP/s, 0.94-1.04x cuDNN, was 0.85-0.96x), N 16384 +7-10 %, D 64 +21-25 %;
 # the rotation +9-12 % over plain unpadded stores at D 128, 0.99-1.02x at D 64; one round of selects (4
-# wavefronts) below two at D 128 (dq_stage_rotate_h200_2026-11-30_s8). So 1 is dominated on the H200 (a knob value
+# wavefronts) below two at D 128 (dq_stage_rotate_h200_2026-11-30_s8); stmatrix over the rotation (8 STSM for 16
+# STS.64 and 64 FSEL a tile) D 128 +0.3..+2.2 %, D 64 -0.9..+1.4 % against an A/A copy
+# (backward_dq_stmatrix_ab_h200_2026-11-30_s18a_bench.log). So 1 is dominated on the H200 (a knob value
 # the tuner may still pick) and the rule (-1, dq_via_producer_rule) is DQ_RULE where its staging tile fits, else 0.
 DQ_RULE = 2
 DQ_STAGING_PAD = 8  # floats added to each staging row of value 1 (the template's DQ_PSTRIDE)
@@ -83,11 +86,6 @@ DQ_STAGING_PAD = 8  # floats added to each staging row of value 1 (the template'
 # N 4096: 2.9 % of warp samples on that wait, 8.5 % on the consumers' wait for query tiles); measured
 # (dq_read_lag_h200_2026-11-30_s8.log) D 64 +5-6 %, D 128 +0-3 %; at stages 3 (the pipelined consumers) 11-15 % SLOWER,
 # so not there.
-# DQ_STMATRIX (value 2's staging, off: prepared for an A/B): the consumers store dQ by stmatrix (each fp32 as a pair of
-# b16, 4 matrices an instruction) instead of rotated float2 stores, so a row's 16-byte chunks hold columns 8b + e + 2i
-# (i = 0..3) and sit XOR-swizzled by row % 8; dq_accum's rows take that order and the _dq kernel restores it. On the
-# served D 64 tile: 16 STS.64 and 64 FSEL a tile become 8 STSM, the same 32 shared-memory wavefronts.
-DQ_STMATRIX = False
 DQ_MODES = {0: "consumers' adds", 1: "staged, a bulk op per row", 2: "staged unpadded, a bulk op per tile"}
 # Strided operands (issue 16's training step: q, k, v views of a fused projection, dO a transposed view): the three
 # kernels take per-tensor (batch, head, token) element strides (head dim contiguous) for q, k, v, out, dout and dq,
@@ -284,7 +282,7 @@ class BackwardWgmmaTemplate(Template):
                 "dq_bufs": self.smem_layout(cfg)["dq_bufs"],
                 "dq_pad": 0 if self.dq_mode(cfg) == 2 else DQ_STAGING_PAD,
                 "dq_tile_reduce": self.producer(cfg) and self.dq_mode(cfg) == 2,
-                "dq_stmatrix": DQ_STMATRIX and self.producer(cfg) and self.dq_mode(cfg) == 2,
+                "dq_accum_permuted": self.producer(cfg) and self.dq_mode(cfg) == 2,  # (backward_rows' _dq kernel)
                 "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True,
                 "heavy_first": heavy_first(cfg)}
 
