@@ -102,10 +102,12 @@ def test_attention_lse_is_returned_and_not_differentiable():
     assert q.grad is not None and k.grad is not None and v.grad is not None
 
 
-@pytest.mark.parametrize("dtype, d, fragment", [(torch.float32, 64, "dtype fp32"), (torch.bfloat16, 96, "head_dim 96")])
+# (every head dim the forward takes, 8..256 step 8, has a backward: only the dtype is left to refuse here; the message
+# for head dims: tests/test_autograd.py, tests/test_serve_decode.py)
+@pytest.mark.parametrize("dtype, d, fragment", [(torch.float32, 64, "dtype fp32")])
 def test_attention_refuses_what_the_backward_lacks(dtype, d, fragment):
     q = torch.randn(1, 2, 32, d, device="cuda", dtype=dtype, requires_grad=True)
-    with pytest.raises(ValueError, match=f"no backward for {fragment}.*fp16 or bf16 with head_dim 64 or 128 or 256"):
+    with pytest.raises(ValueError, match=f"no backward for {fragment}.*fp16 or bf16 with head_dim 8..256 step 8"):
         autoflash.attention(q, q, q)
     with torch.no_grad():  # inference still runs, without a gradient
         assert not autoflash.attention(q, q, q).requires_grad

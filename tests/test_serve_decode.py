@@ -74,16 +74,15 @@ def test_every_rule_names_the_condition_it_checked():
 
 @pytest.mark.parametrize("kw, fragment", [
     (dict(dtype="fp32", head_dim=64), "no backward for dtype fp32"),
-    (dict(dtype="bf16", head_dim=32), "no backward for head_dim 32"),
-    (dict(dtype="fp16", head_dim=96), "no backward for head_dim 96"),
+    (dict(dtype="bf16", head_dim=36), "no backward for head_dim 36"),
+    (dict(dtype="fp16", head_dim=264), "no backward for head_dim 264"),
     (dict(dtype="bf16", head_dim=64, arch="sm_75"), "no backward for arch sm_75"),
     (dict(dtype="bf16", head_dim=64, kind="cupy"), "no backward for cupy arrays"),
 ])
 def test_not_differentiable_says_what_is(kw, fragment):
     why = differentiable_problem(**{"kind": "torch", "arch": "sm_90", **kw})
     assert fragment in why
-    dims = " or ".join(str(d) for d in BACKWARD_HEAD_DIMS)
-    assert f"fp16 or bf16 with head_dim {dims} on" in why and "torch.no_grad()" in why
+    assert "fp16 or bf16 with head_dim 8..256 step 8 on" in why and "torch.no_grad()" in why
 
 
 @pytest.mark.parametrize("dtype, head_dim, arch", [("bf16", 64, "sm_90"), ("fp16", 128, "sm_80"),

@@ -290,7 +290,7 @@ def test_the_backward_rechecks_grad_out(gpu):
 def test_bad_inputs_raise_what_they_raised_without_plans(gpu):
     step(qkv())
     step(qkv())
-    cases = [(qkv(d=96), {}), (qkv(), dict(causal_alignment="bottom-right")), (qkv(), dict(scale=float("nan"))),
+    cases = [(qkv(d=100), {}), (qkv(), dict(causal_alignment="bottom-right")), (qkv(), dict(scale=float("nan"))),
              ((Tensor((2, 4, 128, 64), "torch.float32", requires_grad=True),) + qkv()[1:], {})]
 
     def errors():

@@ -192,8 +192,8 @@ Q = Operand("q", "torch", None, 0, (10, 4, 128), "bf16", 0, strides=(512, 128, 1
     (Q, 64, None, r"v's head dim \(64\) != q/k's \(128\)"),
     (Operand("q", "torch", None, 0, (10, 4, 128), "fp32", 0, strides=(512, 128, 1)), 128, None,
      r"attention_varlen\(\) has no backward for dtype fp32"),
-    (Operand("q", "torch", None, 0, (10, 4, 96), "bf16", 0, strides=(384, 96, 1)), 96, None,
-     "no backward for head_dim 96"),
+    (Operand("q", "torch", None, 0, (10, 4, 100), "bf16", 0, strides=(400, 100, 1)), 100, None,
+     "no backward for head_dim 100"),
 ])
 def test_unsupported_gradients_refused_with_a_clear_message(monkeypatch, qo, v_dim, seqused, fragment):
     monkeypatch.setattr(varlen_grad, "device_arch", lambda device: ("sm_90", "NVIDIA H200"))

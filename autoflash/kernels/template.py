@@ -71,7 +71,7 @@ class Template:
             errors.append(f"template {self.name} does not support dtype {cfg.dtype} (supports {list(self.dtypes)})")
         for field, allowed in self.key_values.items():
             if getattr(cfg, field) not in allowed:
-                errors.append(f"{field} {getattr(cfg, field)} is not supported by {self.name} (supports {list(allowed)})")
+                errors.append(f"{field} {getattr(cfg, field)} is not supported by {self.name} (supports {spell_values(allowed)})")
         for knob, allowed in self.knobs.items():
             if getattr(cfg, knob) not in allowed:
                 errors.append(f"{knob}={getattr(cfg, knob)} is not one of {list(allowed)} for {self.name}")

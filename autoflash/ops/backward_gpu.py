@@ -11,7 +11,8 @@ from autoflash.kernels.arrays import poisoned, random_normal, to_float64, to_sto
 from autoflash.kernels.elements import LOG2E
 from autoflash.kernels.loaded import rendered
 from autoflash.kernels.packed_sequence import PackedSequence, Slot
-from autoflash.ops.backward_kernels import PAD_M, TOLERANCE, BackwardProblem, default_scale
+from autoflash.ops.backward_kernels import PAD_M, TOLERANCE, BackwardProblem, default_scale, tile_dim
+from autoflash.ops.backward_kernels import TEMPLATE as MMA
 from autoflash.ops.backward_wgmma import heavy_first, takes_strides
 from autoflash.ops.forward_base import contiguous_strides
 from autoflash.ops.reference import Check, array_module, slopes_per_batch, visible_keys
@@ -46,14 +47,15 @@ class BackwardLaunch:
         # varlen: the workspace rows stay (sequences x heads_q, seq_q_pad of the longest); the dQ
         # accumulator is packed as dQ, (total_q, heads_q, D)
         q_rows = p.total_q * p.heads_q if cfg.varlen else bh * p.seq_q
-        sizes = [bh * seq_q_pad * 4, bh * seq_q_pad * 4, q_rows * p.head_dim * 4,
+        tile = tile_dim(p.head_dim, p.head_dim_v) if cfg.template == MMA.name else p.head_dim
+        sizes = [bh * seq_q_pad * 4, bh * seq_q_pad * 4, q_rows * tile * 4,
                  bh * n_q_tiles * 4 if cfg.deterministic else 0]  # lse2, delta, dQ accumulator, counters
         self.offsets, total = [], 0
         for size in sizes:
             self.offsets.append(total)
             total += -(-size // 256) * 256
         self.workspace_bytes = total
-        pre_rows = 256 // (p.dim_v // 8)  # the preprocess has a lane per 16-byte chunk of an O row
+        pre_rows = 256 // ((p.head_dim_v or tile) // 8)  # the preprocess: a lane per 16-byte chunk of an O tile row
         self.pre_grid = (seq_q_pad // pre_rows, bh, 1)
         self.main_grid = (-(-p.seq_k // cfg.block_n), p.heads_kv, p.batch)
         # ops/backward_wgmma.HEAVY_FIRST: every head's K/V tile j before any tile j + 1, as the kernel was rendered

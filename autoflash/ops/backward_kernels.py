@@ -14,11 +14,12 @@ module holds three kernels launched in order on one stream:
   <name>_dq   dQ = scale * accumulator, in the input dtype.
 The cost of putting K/V heads (not query heads) in the grid: B * Hkv * ceil(Nk / block_n)
 blocks, few for MQA at short lengths. Causal in both alignments: the problem's causal_offset
-(query i sees keys 0..i + offset) is a kernel argument, as in the forward. Head dims 64, 128,
-256 (D 256 with 16 keys x 128 columns of dK, dV a warp: small tiles, as FlashAttention-2).
+(query i sees keys 0..i + offset) is a kernel argument, as in the forward. Head dims: tiles of 64,
+128, 256 (D 256 with 16 keys x 128 columns of dK, dV a warp: small tiles, as FlashAttention-2), every
+other multiple of 8 on the next of them (TILE_DIMS, below).
 
 Workspace (fp32/int32, one buffer): lse2 and delta (B*Hq rows padded to PAD_M), the dQ
-accumulator (B*Hq*Nq*D) and, deterministic, one counter per (B*Hq, query tile).
+accumulator (B*Hq*Nq*D, D the tile's head dim) and, deterministic, one counter per (B*Hq, query tile).
 
 Tolerances (relative Frobenius error of each gradient against the gradients of the float64
 forward, on the same rounded inputs): P and dS are rounded to the input dtype before their
@@ -37,7 +38,7 @@ from typing import ClassVar
 
 from autoflash.kernels.config import OpConfig
 from autoflash.kernels.elements import DTYPE_BYTES
-from autoflash.kernels.template import Template
+from autoflash.kernels.template import Template, spell_values
 from autoflash.ops.forward_base import MAX_TOKEN_STRIDE, Problem, causal_offset, stepped_strides
 
 # (Q/K head dim, V head dim) pairs with a backward (Dv != Dqk, e.g. MLA's 192/128); 192 is a backward
@@ -45,6 +46,11 @@ from autoflash.ops.forward_base import MAX_TOKEN_STRIDE, Problem, causal_offset,
 # Served by autoflash.attention() and attention_backward: their float64 gradient tests
 # (tests/test_backward_head_dim_v_gpu.py) passed on the H200 (2026-11-29, fifth session).
 HEAD_DIM_PAIRS = ((192, 128), (128, 64))
+# The head dims flash_bwd_mma's tiles are built for; any other multiple of 8 up to 256 runs on the next of them, its
+# Q, K, V, dO zero-filled past the problem's head dim in shared memory and nothing of the padding read or written in
+# global memory (the template's HBM_DIM): exact (the zero columns add nothing to S or dP, and their gradients, never
+# stored, are 0), at the tile's cost.
+TILE_DIMS = (64, 128, 256)
 PAD_M = 128  # workspace rows per (batch, query head) are padded to this (>= every block_m)
 SMEM_PAD = 8  # elements (16 bytes) added to each shared-memory row: conflict-free ldmatrix
 TOLERANCE = {"fp16": 2e-3, "bf16": 1e-2}
@@ -194,7 +200,7 @@ def check_inputs(q: TensorSpec, k: TensorSpec, v: TensorSpec, out: TensorSpec, l
                          f"{', '.join(f'{a}/{b}' for a, b in HEAD_DIM_PAIRS)})")
     if dv == d and d not in TEMPLATE.key_values["head_dim"]:
         raise ValueError(f"head_dim {d} is not supported by the backward (supports "
-                         f"{list(TEMPLATE.key_values['head_dim'])})")
+                         f"{spell_values(TEMPLATE.key_values['head_dim'])})")
     if max(nq, nk) >= 2**31 // PAD_M:
         raise ValueError(f"sequence length {max(nq, nk)} is too long for the kernels' 32-bit indices")
     views = (q, k, v, out, grad_out) if strides is not None else ()
@@ -223,7 +229,7 @@ class BackwardMmaTemplate(Template):
     dtypes = ("fp16", "bf16")
     # D 256: dK and dV take 2 x block_n x 256 / threads registers a thread, so only 16 keys x 128
     # columns a warp fits (warps_q 2, block_n = 8 x warps), with small tiles as FlashAttention-2's.
-    key_values = {"head_dim": (64, 128, 256)}
+    key_values = {"head_dim": tuple(range(8, 257, 8))}  # (TILE_DIMS, the others padded)
     knobs = {
         "block_m": (32, 64, 128),  # 128: FlashAttention-2's D 64 tile; fewer syncs and dQ tile set-ups per FLOP
         "block_n": (32, 64, 128),
@@ -256,6 +262,16 @@ class BackwardMmaTemplate(Template):
         return super().problems(cfg)
 
     def own_problems(self, cfg: BackwardConfig) -> list[str]:
+        tile = tile_dim(cfg.head_dim, cfg.head_dim_v)
+        if tile != cfg.head_dim:  # the tile's rules (registers, splits) are those of its own head dim, and
+            errors = [f"(head_dim {cfg.head_dim} on {tile}-column tiles) {e}"
+                      for e in self.own_problems(cfg.replace(head_dim=tile))]
+            # ptxas (NVRTC 13, sm_90): the tiles that sit at the 255-register cap spill 8-172 B padded (the
+            # problem's row strides are not powers of two), the next ones fit (185-250 registers)
+            if (tile, cfg.block_n if tile == 128 else cfg.block_m) in ((128, 128), (256, 64)):
+                errors.append(f"head_dim {cfg.head_dim} (padded to {tile}) spills registers with "
+                              f"{'block_n=128' if tile == 128 else 'block_m=64'}")
+            return errors
         errors = []
         if cfg.head_dim_v:
             if (cfg.head_dim, cfg.head_dim_v) not in HEAD_DIM_PAIRS:
@@ -326,19 +342,21 @@ class BackwardMmaTemplate(Template):
 
     def smem_bytes(self, cfg: BackwardConfig) -> int:
         elem = DTYPE_BYTES[cfg.dtype]
-        stride, stride_v = cfg.head_dim + SMEM_PAD, (cfg.head_dim_v or cfg.head_dim) + SMEM_PAD
+        tile = tile_dim(cfg.head_dim, cfg.head_dim_v)
+        stride, stride_v = tile + SMEM_PAD, (cfg.head_dim_v or tile) + SMEM_PAD
         rows = cfg.block_n * (stride + stride_v) + cfg.warps_q * cfg.block_n * (cfg.block_m + SMEM_PAD)  # K, V, dS^T (P^T)
         rows += cfg.stages * cfg.block_m * (stride + stride_v)  # Q and dO buffers
         return rows * elem + 2 * cfg.stages * cfg.block_m * 4  # + lse2 and delta buffers
 
     def template_values(self, cfg: BackwardConfig) -> dict:
         return {"mma_type": "bf16" if cfg.dtype == "bf16" else "f16", "pad_m": PAD_M,
+                "head_dim": tile_dim(cfg.head_dim, cfg.head_dim_v), "hbm_dim": cfg.head_dim,
                 "strided": False,  # (backward_rows.cuh.j2: the strided small kernels are flash_bwd_wgmma's)
                 "dq_accum_permuted": False}
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         pair = (key["head_dim"], key.get("head_dim_v", 0))
-        for bm, bn, w, s, wq in self.PAIR_DEFAULTS[pair] if pair[1] else self.DEFAULTS[key["head_dim"]]:
+        for bm, bn, w, s, wq in self.PAIR_DEFAULTS[pair] if pair[1] else self.DEFAULTS[tile_dim(key["head_dim"])]:
             cfg = self.config(arch, key, block_m=bm, block_n=bn, warps=w, stages=s, warps_q=wq)
             if not cfg.problems():
                 return cfg
@@ -347,6 +365,14 @@ class BackwardMmaTemplate(Template):
 
 
 TEMPLATE = BackwardMmaTemplate()
+
+
+def tile_dim(head_dim: int, head_dim_v: int = 0) -> int:
+    """The head dim of a flash_bwd_mma tile for a problem's: its own for TILE_DIMS and the HEAD_DIM_PAIRS, else the
+    next of TILE_DIMS (padded, above)."""
+    if head_dim_v or head_dim in TILE_DIMS:
+        return head_dim
+    return next((d for d in TILE_DIMS if d >= head_dim), head_dim)  # (past 256: refused by the key's values)
 
 
 def default_scale(head_dim: int) -> float:

@@ -275,6 +275,7 @@ class BackwardWgmmaTemplate(Template):
         rows, cols = self.dq_split(cfg)
         return {"wgmma_type": "bf16" if cfg.dtype == "bf16" else "f16", "pad_m": PAD_M,
                 "head_dim_v": cfg.head_dim,  # backward_rows.cuh.j2's O row width: V's head dim is Q/K's here
+                "hbm_dim": cfg.head_dim,  # (no padded head dims here)
                 "consumers": self.consumers(cfg), "producer": "true" if self.producer(cfg) else "false",
                 "dq_own_keys": "true" if DQ_OWN_KEYS else "false",
                 "dq_bulk": "true" if DQ_BULK_REDUCE else "false", "dq_rs": rows, "dq_cs": cols,

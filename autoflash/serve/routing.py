@@ -87,7 +87,7 @@ def differentiable_problem(*, kind: str, dtype: str, arch: str | None, head_dim:
     the backward O and the natural-log LSE (B, Hq, Nq)). arch None: not checked here (the
     backward checks it when it runs)."""
     supported = (f"gradients need PyTorch CUDA tensors in {' or '.join(BACKWARD_DTYPES)} with head_dim "
-                 f"{' or '.join(str(d) for d in BACKWARD_HEAD_DIMS)} on {'/'.join(BACKWARD_TEMPLATE.archs)}")
+                 f"{spell_values(BACKWARD_HEAD_DIMS)} on {'/'.join(BACKWARD_TEMPLATE.archs)}")
     if kind != "torch":
         why = f"{kind} arrays"
     elif dtype not in BACKWARD_DTYPES:
