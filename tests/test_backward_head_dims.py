@@ -1,11 +1,13 @@
-"""flash_bwd_mma at every multiple-of-8 head dim, without a GPU: a head dim not in TILE_DIMS runs on the next tile
-(HEAD_DIM) with the problem's rows in global memory (HBM_DIM): the rules are the tile's plus the padded tiles' own
-register limit, every padded key has a default that avoids it, the render pads what it must, the unpadded kernels
-keep their code, and the defaults compile clean. The GPU checks: tests/test_backward_head_dims_gpu.py."""
+"""The backward at every multiple-of-8 head dim, without a GPU: a head dim not in a template's TILE_DIMS runs on the
+next tile (HEAD_DIM) with the problem's rows in global memory (HBM_DIM): flash_bwd_mma to 256, flash_bwd_wgmma to
+128. The rules are the tile's plus the padded tiles' own (mma: not the tiles at the register cap; wgmma: no producer
+warpgroup), every padded key has a default, the render pads what it must, the unpadded kernels keep their code, and
+the defaults compile clean. The GPU checks: tests/test_backward_head_dims_gpu.py."""
 import pytest
 
 from autoflash.kernels.render import render
 from autoflash.ops.backward_kernels import TEMPLATE, TILE_DIMS, BackwardProblem, TensorSpec, check_inputs, tile_dim
+from autoflash.ops import backward_wgmma
 from autoflash.serve.routing import BACKWARD_HEAD_DIMS
 
 PADDED = [d for d in range(8, 257, 8) if d not in TILE_DIMS]
@@ -73,3 +75,31 @@ def test_padded_defaults_compile_clean(d, causal):
 
     report = compile_kernel(TEMPLATE.default("sm_90", key(d, causal))).report
     assert report.spills == 0 and report.stack_frame == 0, report
+
+
+WGMMA_PADDED = [d for d in range(8, 129, 8) if d not in backward_wgmma.TILE_DIMS]
+
+
+def test_wgmma_serves_padded_head_dims_to_128_without_a_producer():
+    wg = backward_wgmma.TEMPLATE
+    assert wg.key_values["head_dim"] == tuple(range(8, 129, 8))
+    for d in WGMMA_PADDED:
+        for det in (False, True):
+            c = backward_wgmma.serving_config("sm_90", key(d, True, deterministic=det))
+            assert c is not None and c.template == wg.name and c.head_dim == d and not wg.producer(c), c
+            assert not c.problems()
+    assert backward_wgmma.serving_config("sm_90", key(136)) is None  # (past 128: flash_bwd_mma)
+    producer = wg.config("sm_90a", key(96), block_m=64, block_n=128, warps=12, stages=2, warps_q=1)
+    assert any("head_dim 96 (padded) has no producer warpgroup: warps=8" in p for p in producer.problems())
+    source = render(wg.default("sm_90a", key(96, True)))
+    assert "constexpr int HEAD_DIM = 128;" in source and "constexpr int HBM_DIM = 96;" in source
+    assert "if (r >= seq_q || c >= 12) return;" in source  # the dQ conversion skips the padding columns
+
+
+@pytest.mark.parametrize("d", [8, 56, 96, 120])
+def test_wgmma_padded_defaults_compile_clean(d):
+    pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
+    from autoflash.kernels.compile import compile_kernel
+
+    report = compile_kernel(backward_wgmma.TEMPLATE.default("sm_90a", key(d, True))).report
+    assert report.spills == 0 and report.stack_frame == 0 and not report.wgmma_serialized, report

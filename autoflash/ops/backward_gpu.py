@@ -14,6 +14,7 @@ from autoflash.kernels.packed_sequence import PackedSequence, Slot
 from autoflash.ops.backward_kernels import PAD_M, TOLERANCE, BackwardProblem, default_scale, tile_dim
 from autoflash.ops.backward_kernels import TEMPLATE as MMA
 from autoflash.ops.backward_wgmma import heavy_first, takes_strides
+from autoflash.ops.backward_wgmma import tile_dim as wgmma_tile_dim
 from autoflash.ops.forward_base import contiguous_strides
 from autoflash.ops.reference import Check, array_module, slopes_per_batch, visible_keys
 
@@ -47,7 +48,8 @@ class BackwardLaunch:
         # varlen: the workspace rows stay (sequences x heads_q, seq_q_pad of the longest); the dQ
         # accumulator is packed as dQ, (total_q, heads_q, D)
         q_rows = p.total_q * p.heads_q if cfg.varlen else bh * p.seq_q
-        tile = tile_dim(p.head_dim, p.head_dim_v) if cfg.template == MMA.name else p.head_dim
+        tile = tile_dim(p.head_dim, p.head_dim_v) if cfg.template == MMA.name else wgmma_tile_dim(p.head_dim)
+        self.tile = tile  # (a padded head dim: the kernels' rows of the accumulator and of the small kernels' lanes)
         sizes = [bh * seq_q_pad * 4, bh * seq_q_pad * 4, q_rows * tile * 4,
                  bh * n_q_tiles * 4 if cfg.deterministic else 0]  # lse2, delta, dQ accumulator, counters
         self.offsets, total = [], 0
@@ -104,7 +106,7 @@ class BackwardLaunch:
         q, k, v, o, do, dq, dk, dv = packed
         self.pre_tail += (np.int32(p.heads_q),) + o + do
         self.main_stride_tail = q + k + v + do + dk + dv
-        conv_rows = 256 // (p.head_dim // 8)
+        conv_rows = 256 // (self.tile // 8)
         self.conv_grid = (-(-p.seq_q // conv_rows), p.batch * p.heads_q, 1)
         self.conv_tail = (np.int32(p.seq_q), np.int32(p.heads_q), np.float32(scale)) + dq
 

@@ -110,7 +110,9 @@ class BackwardWgmmaTemplate(Template):
     op = "backward"
     archs = ("sm_90a",)
     dtypes = ("fp16", "bf16")
-    key_values = {"head_dim": (64, 128), "deterministic": (False, True), **{f: (False,) for f in NOT_SUPPORTED}}
+    # every multiple of 8 to 128: 64 and 128 on their own tiles, the others on the next (TILE_DIMS, tile_dim)
+    key_values = {"head_dim": tuple(range(8, 129, 8)), "deterministic": (False, True),
+                  **{f: (False,) for f in NOT_SUPPORTED}}
     knobs = {
         "block_m": (64, 128),  # queries per tile: wgmma N of S^T, dP^T
         "block_n": (64, 128),  # keys per block: 64 per warpgroup (three get 168 registers a thread: spills)
@@ -144,7 +146,7 @@ class BackwardWgmmaTemplate(Template):
         every warpgroup the whole tile (rows, 1). With a producer warpgroup, a tile too narrow for a
         64-column slice each (D 64, block_m 64) goes to the first `rows` warpgroups whole (rows, 1):
         the others only hand over their dS^T and run ahead."""
-        rows = cfg.block_m // 64
+        cfg, rows = tiled(cfg), cfg.block_m // 64
         cols = 1 if DQ_OWN_KEYS else max(1, BackwardWgmmaTemplate.consumers(cfg) // rows)
         if BackwardWgmmaTemplate.producer(cfg) and (cfg.head_dim // cols) % 64:
             cols = 1
@@ -164,9 +166,15 @@ class BackwardWgmmaTemplate(Template):
     @staticmethod
     def accumulator_registers(cfg: BackwardConfig) -> int:
         """fp32 accumulators live at once a thread: dK, dV, S^T, dP^T and the 16-bit P^T fragments."""
-        return cfg.head_dim + cfg.block_m + cfg.block_m // 4
+        return tile_dim(cfg.head_dim) + cfg.block_m + cfg.block_m // 4
 
     def own_problems(self, cfg: BackwardConfig) -> list[str]:
+        if tile_dim(cfg.head_dim) != cfg.head_dim:  # a padded head dim: its tile's rules, and no producer warpgroup
+            # (ptxas: its 24 registers spilled 32-56 B at 5 of 14 padded head dims with the padding chunks' copies)
+            return [f"(head_dim {cfg.head_dim} on {tile_dim(cfg.head_dim)}-column tiles) {e}"
+                    for e in self.own_problems(tiled(cfg))] + (
+                [f"head_dim {cfg.head_dim} (padded) has no producer warpgroup: warps={4 * self.consumers(cfg)}"]
+                if self.producer(cfg) else [])
         errors = []
         if DQ_OWN_KEYS and DQ_BULK_REDUCE:
             errors.append("DQ_BULK_REDUCE stages the split schedule's dQ slices: not with DQ_OWN_KEYS")
@@ -248,7 +256,7 @@ class BackwardWgmmaTemplate(Template):
         return {**lay, "dq_staging": staging, "dq_bufs": dq_bufs, "total": total}
 
     def _layout(self, cfg: BackwardConfig) -> dict:
-        eb = DTYPE_BYTES[cfg.dtype]
+        cfg, eb = tiled(cfg), DTYPE_BYTES[cfg.dtype]
         kv = cfg.block_n * cfg.head_dim * eb
         qo = cfg.block_m * cfg.head_dim * eb
         ds = cfg.block_n * cfg.block_m * eb
@@ -260,7 +268,7 @@ class BackwardWgmmaTemplate(Template):
 
     @staticmethod
     def _staging_tile_bytes(cfg: BackwardConfig, mode: int) -> int:
-        return cfg.block_m * (cfg.head_dim + (0 if mode == 2 else DQ_STAGING_PAD)) * 4
+        return cfg.block_m * (tile_dim(cfg.head_dim) + (0 if mode == 2 else DQ_STAGING_PAD)) * 4
 
     def dq_staging_bytes(self, cfg: BackwardConfig) -> int:
         """One fp32 dQ staging tile (dq_via_producer on, producer configs), its rows padded at value 1; 0 otherwise."""
@@ -272,10 +280,11 @@ class BackwardWgmmaTemplate(Template):
         return self.smem_layout(cfg)["total"] + SMEM_ALIGN
 
     def template_values(self, cfg: BackwardConfig) -> dict:
+        hbm_dim, cfg = cfg.head_dim, tiled(cfg)  # (the tile's values, the problem's rows in global memory)
         rows, cols = self.dq_split(cfg)
         return {"wgmma_type": "bf16" if cfg.dtype == "bf16" else "f16", "pad_m": PAD_M,
-                "head_dim_v": cfg.head_dim,  # backward_rows.cuh.j2's O row width: V's head dim is Q/K's here
-                "hbm_dim": cfg.head_dim,  # (no padded head dims here)
+                "head_dim": cfg.head_dim, "hbm_dim": hbm_dim,
+                "head_dim_v": 0,  # (backward_rows.cuh.j2: V's head dim is Q/K's here)
                 "consumers": self.consumers(cfg), "producer": "true" if self.producer(cfg) else "false",
                 "dq_own_keys": "true" if DQ_OWN_KEYS else "false",
                 "dq_bulk": "true" if DQ_BULK_REDUCE else "false", "dq_rs": rows, "dq_cs": cols,
@@ -294,7 +303,8 @@ class BackwardWgmmaTemplate(Template):
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         table = self.DETERMINISTIC_DEFAULTS if key.get("deterministic") else {}
-        for bm, bn, producer in table.get(key["head_dim"], self.DEFAULTS.get(key["head_dim"], [])):
+        dim = tile_dim(key["head_dim"])
+        for bm, bn, producer in table.get(dim, self.DEFAULTS.get(dim, [])):
             cfg = self.config(arch, key, block_m=bm, block_n=bn, warps=4 * (bn // 64 + producer), stages=2,
                               warps_q=1)
             if not cfg.problems():
@@ -303,6 +313,18 @@ class BackwardWgmmaTemplate(Template):
 
 
 TEMPLATE = BackwardWgmmaTemplate()
+TILE_DIMS = (64, 128)  # the tiles' head dims; any other multiple of 8 to 128 runs on the next, padded as flash_bwd_mma's
+
+
+def tile_dim(head_dim: int) -> int:
+    """The head dim of a flash_bwd_wgmma tile for a problem's: the next of TILE_DIMS (past 128: refused by the key)."""
+    return next((d for d in TILE_DIMS if d >= head_dim), head_dim)
+
+
+def tiled(cfg: BackwardConfig) -> BackwardConfig:
+    """cfg with its tile's head dim (the config every rule, layout and render value is computed for)."""
+    dim = tile_dim(cfg.head_dim)
+    return cfg if dim == cfg.head_dim else cfg.replace(head_dim=dim)
 
 
 def heavy_first(cfg) -> bool:
