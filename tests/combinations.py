@@ -25,7 +25,8 @@ BASE_SEED = 20250
 APIS = ("attention", "kvcache", "varlen")
 HEAD_DIMS = (8, 16, 40, 64, 80, 96, 128, 160, 192, 256)
 DV_PAIRS = ((192, 128), (128, 64), (64, 128))  # Dqk != Dv (README: MLA prefill and the like)
-GRAD_DIMS = ((64, 64), (128, 128), (256, 256), (192, 128), (128, 64))  # README "Gradients": the covered head dims
+# the backward tiles' own head dims and the Dv != Dqk pairs (every multiple of 8 has gradients since the 18th session)
+GRAD_DIMS = ((64, 64), (128, 128), (256, 256), (192, 128), (128, 64))
 LENGTHS = (1, 17, 100, 257, 1000)
 PAGE_SIZES = (16, 32, 48, 64)
 TORCH_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
