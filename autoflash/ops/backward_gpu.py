@@ -10,6 +10,7 @@ import numpy as np
 from autoflash.kernels.arrays import poisoned, random_normal, to_float64, to_storage
 from autoflash.kernels.elements import LOG2E
 from autoflash.kernels.loaded import rendered
+from autoflash.ops.decode_launch import sm_count
 from autoflash.kernels.packed_sequence import PackedSequence, Slot
 from autoflash.ops.backward_kernels import PAD_M, TOLERANCE, BackwardProblem, default_scale, tile_dim
 from autoflash.ops.backward_kernels import TEMPLATE as MMA
@@ -50,8 +51,11 @@ class BackwardLaunch:
         q_rows = p.total_q * p.heads_q if cfg.varlen else bh * p.seq_q
         tile = tile_dim(p.head_dim, p.head_dim_v) if cfg.template == MMA.name else wgmma_tile_dim(p.head_dim)
         self.tile = tile  # (a padded head dim: the kernels' rows of the accumulator and of the small kernels' lanes)
-        sizes = [bh * seq_q_pad * 4, bh * seq_q_pad * 4, q_rows * tile * 4,
-                 bh * n_q_tiles * 4 if cfg.deterministic else 0]  # lse2, delta, dQ accumulator, counters
+        self.main_grid = (-(-p.seq_k // cfg.block_n), p.heads_kv, p.batch)
+        self.tail_split = rendered(kernel, "tail_split", False)
+        tail_words = self._split_tail(cfg, tile, sm_count(kernel.device_id)) if self.tail_split else 0
+        sizes = [bh * seq_q_pad * 4, bh * seq_q_pad * 4, q_rows * tile * 4,  # lse2, delta, dQ accumulator, counters
+                 bh * n_q_tiles * 4 if cfg.deterministic else tail_words * 4]  # (or TAIL_SPLIT's tail buffer)
         self.offsets, total = [], 0
         for size in sizes:
             self.offsets.append(total)
@@ -59,7 +63,6 @@ class BackwardLaunch:
         self.workspace_bytes = total
         pre_rows = 256 // ((p.head_dim_v or tile) // 8)  # the preprocess: a lane per 16-byte chunk of an O tile row
         self.pre_grid = (seq_q_pad // pre_rows, bh, 1)
-        self.main_grid = (-(-p.seq_k // cfg.block_n), p.heads_kv, p.batch)
         # ops/backward_wgmma.HEAVY_FIRST: every head's K/V tile j before any tile j + 1, as the kernel was rendered
         # (a grid the kernel reads in the other order ran the deterministic mode's waits on other tiles' counters,
         # past the workspace: it hung; benchmarks/NOTES.md, sixteenth session)
@@ -72,6 +75,7 @@ class BackwardLaunch:
         self.conv_grid = (max(1, min(-(-int(self.n_vec8) // 256), 8192)), 1, 1)
         i32, f32 = np.int32, np.float32
         self.pre_tail = (i32(p.seq_q), i32(seq_q_pad), f32(LOG2E))
+        self.tail_words = i32(tail_words)
         self.main_tail = (i32(p.heads_q), i32(p.heads_kv), i32(p.seq_q), i32(p.seq_k), i32(seq_q_pad),
                           f32(scale), f32(scale * LOG2E),
                           i32(p.causal_offset if p.causal or cfg.window or cfg.alibi else 0))
@@ -88,9 +92,25 @@ class BackwardLaunch:
         self.strided = takes_strides(cfg)
         if self.strided:
             self._stride_tails(p, cfg, scale)
+        if self.tail_split:  # (after the stride tails: the kernels' last arguments)
+            self.pre_tail += (self.tail_words,)
+            self.main_stride_tail += (i32(self.full_blocks), i32(self.parts))
         self.deterministic = cfg.deterministic
         self.varlen = cfg.varlen
         self._packed = None
+
+    def _split_tail(self, cfg, tile: int, sms: int) -> int:
+        """(ops/backward_wgmma.TAIL_SPLIT) the 1-D grid: the K/V tiles past the last whole wave (`sms` blocks) split
+        into sms // that many parts each, when that is two or more; returns the tail buffer's words (dK, dV fp32 sums
+        and a counter per split tile)."""
+        blocks = self.main_grid[0] * self.main_grid[1] * self.main_grid[2]
+        left = blocks % sms if blocks > sms else 0
+        self.parts = sms // left if left else 1
+        if self.parts < 2:
+            self.parts, left = 1, 0
+        self.full_blocks = blocks - left
+        self.main_grid = (self.full_blocks + left * self.parts, 1, 1)
+        return left * (2 * cfg.block_n * tile + 1)
 
     def _stride_tails(self, p: BackwardProblem, cfg, scale: float) -> None:
         """(STRIDED kernels) the tails of the (batch, head, token) strides: p.strides holds q, k, v, out, dout, dq,
@@ -154,7 +174,7 @@ class BackwardLaunch:
         """The launches in order as (function, grid, block, shared memory, arguments); p: the pointer
         arguments in POINTERS order (np.uint64 values, or packed_sequence.Slot markers when packing)."""
         q, k, v, out, lse, dout, dq, dk, dv, lse2, delta, acc, sem, sinks, slopes, dsinks, cu_q, cu_k = p
-        sem = sem if self.deterministic else np.uint64(0)
+        sem = sem if self.deterministic or self.tail_split else np.uint64(0)
         varlen_pre = (cu_q, np.int32(self.heads_q)) if self.varlen else ()
         runs = [(self.pre, self.pre_grid, (256, 1, 1), 0,
                  (out, dout, lse, lse2, delta, acc, sem) + self.pre_tail + varlen_pre)]

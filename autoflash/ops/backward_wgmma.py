@@ -102,6 +102,15 @@ STRIDED = True
 # bitwise). Measured (benchmarks/NOTES.md, eleventh session): D 128 +8 % at the decoder step's 8k tokens, +1 % at 16k;
 # D 64 +3 % at 8k but -5 % at 16k, so D 64 keeps blockIdx.x order.
 HEAVY_FIRST = (128,)
+# TAIL_SPLIT (off: prepared for an A/B): a grid of equal blocks whose count is not a whole number of waves (1 block an SM)
+# leaves its last wave nearly empty: the table's D 64 rows run 4096 blocks on 132 SMs, 31.03 waves, 4 blocks in the last
+# (at whole waves the served D 64 non-causal backward ran 1.07-1.09x cuDNN, at 7.76 / 15.52 waves 0.99 / 1.01x:
+# backward_waves_probe_h200_2026-11-30_s18f.log). On, the grid is 1-D: the whole waves' blocks run their K/V tiles
+# whole, and each K/V tile left is split into SMs // tiles-left parts dispatched last, each running a share of the
+# tile's query tiles and adding its dK, dV in fp32 to a tail buffer in dq_sem's workspace, converted by the tile's last
+# part (ops/backward_gpu.BackwardLaunch: the grid; the preprocess zeroes the buffer). Not deterministic (the adds'
+# order), not on the heavy-first grid.
+TAIL_SPLIT = False
 
 
 class BackwardWgmmaTemplate(Template):
@@ -294,7 +303,8 @@ class BackwardWgmmaTemplate(Template):
                 "dq_tile_reduce": self.producer(cfg) and self.dq_mode(cfg) == 2,
                 "dq_accum_permuted": self.producer(cfg) and self.dq_mode(cfg) == 2,  # (backward_rows' _dq kernel)
                 "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True,
-                "heavy_first": heavy_first(cfg)}
+                "heavy_first": heavy_first(cfg),
+                "tail_split": TAIL_SPLIT and not cfg.deterministic and not heavy_first(cfg)}
 
     def reads_dq_with_lag(self, cfg: BackwardConfig) -> bool:
         """Whether the producer frees each dQ staging buffer one tile late (the read lag, above)."""

@@ -1,0 +1,64 @@
+"""ops/backward_wgmma.TAIL_SPLIT without a GPU: off, every config renders as before (no 1-D grid, no tail buffer);
+on, the non-deterministic configs off the heavy-first grid render the split and compile clean; the launch's grid
+arithmetic: the K/V tiles past the last whole wave split into SMs // tiles-left parts, none when that is below two.
+GPU checks: tests/test_backward_wgmma_tail_split_gpu.py."""
+from types import SimpleNamespace
+
+import pytest
+
+from autoflash.kernels.render import render
+from autoflash.ops import backward_wgmma
+from autoflash.ops.backward_gpu import BackwardLaunch
+
+from test_backward_wgmma import WG, key
+
+SPLIT = "const bool is_part = (int)blockIdx.x >= full_blocks;"
+
+
+def test_off_by_default_renders_no_split():
+    assert backward_wgmma.TAIL_SPLIT is False
+    for d in (64, 128):
+        for causal in (False, True):
+            for c in WG.space("sm_90a", key("bf16", d, causal)):
+                if not c.problems():
+                    source = render(c)
+                    assert SPLIT not in source and "tail_words" not in source, c.name
+
+
+def test_on_where_it_applies(monkeypatch):
+    monkeypatch.setattr(backward_wgmma, "TAIL_SPLIT", True)
+    for d in (64, 96, 128):
+        for causal in (False, True):
+            for det in (False, True):
+                c = WG.default("sm_90a", key("bf16", d, causal, deterministic=det))
+                expected = not det and not backward_wgmma.heavy_first(backward_wgmma.tiled(c))
+                source = render(c)
+                assert (SPLIT in source) == expected and ("int tail_words" in source) == expected, c.name
+
+
+@pytest.mark.parametrize("tiles, heads_kv, batch, sms, full, parts", [
+    (32, 32, 4, 132, 4092, 33),    # the table's D 64 rows: 31 whole waves and 4 tiles left, 33 parts each
+    (32, 16, 4, 132, 2048, 1),     # D 128: 68 tiles left, one part each: no split
+    (8, 17, 1, 132, 132, 33),      # 136 blocks: 4 left
+    (33, 2, 3, 132, 132, 2),       # 66 left: 2 parts each
+    (33, 4, 1, 132, 132, 1),       # whole waves
+    (4, 8, 1, 132, 32, 1),         # under one wave
+])
+def test_split_tail_grid(tiles, heads_kv, batch, sms, full, parts):
+    launch = SimpleNamespace(main_grid=(tiles, heads_kv, batch))
+    cfg = SimpleNamespace(block_n=128)
+    words = BackwardLaunch._split_tail(launch, cfg, 64, sms)
+    left = tiles * heads_kv * batch - full
+    assert (launch.full_blocks, launch.parts) == (full, parts)
+    assert launch.main_grid == (full + left * parts, 1, 1) and launch.main_grid[0] <= full + sms
+    assert words == left * (2 * 128 * 64 + 1)
+
+
+@pytest.mark.parametrize("d, causal", [(64, False), (64, True), (128, False), (96, False)])
+def test_on_compiles_clean(d, causal, monkeypatch):
+    pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
+    from autoflash.kernels.compile import compile_kernel
+
+    monkeypatch.setattr(backward_wgmma, "TAIL_SPLIT", True)
+    report = compile_kernel(WG.default("sm_90a", key("bf16", d, causal))).report
+    assert report.spills == 0 and report.stack_frame == 0 and not report.wgmma_serialized, report

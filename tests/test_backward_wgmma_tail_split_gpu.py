@@ -1,0 +1,57 @@
+"""ops/backward_wgmma.TAIL_SPLIT on an sm_90 GPU: the K/V tiles past the last whole wave split into parts whose dK, dV
+are summed in fp32 give the gradients of float64 within the backward's tolerance and of the switch off within it
+(the split tiles' fp32 sums add in another order), on grids with 4, 8, 12 and 66 tiles left (parts of 33, 16, 11, 2;
+parts with no query tile among them), D 64, 128 and padded 96, GQA, causal in both alignments. The grid is split
+only where the GPU has that many SMs (132: the H200's). CPU checks: tests/test_backward_wgmma_tail_split.py."""
+import math
+
+import pytest
+
+pytestmark = pytest.mark.gpu
+torch = pytest.importorskip("torch")
+
+# (its module-level checks apply here too: torch, CuPy, an sm_90 GPU)
+from test_backward_strided_gpu import DTYPES, TOLERANCE, attention_backward, backward_wgmma  # noqa: E402
+from test_backward_gpu import float64_forward, reference_grads, rel_err  # noqa: E402
+from test_backward_wgmma_heavy_first_gpu import inputs  # noqa: E402
+
+from autoflash.serve import autograd, backward_plans  # noqa: E402
+
+CASES = [  # batch, heads_q, heads_kv, seq_q, seq_k, head_dim, causal, alignment (132 SMs: tiles left, parts)
+    (1, 17, 17, 1000, 1000, 64, False, "top_left"),  # 8 x 17 = 136 tiles: 4 left, 33 parts, most without a pair
+    (3, 8, 2, 4097, 4097, 64, False, "top_left"),  # 33 x 2 x 3 = 198: 66 left, 2 parts
+    (1, 9, 9, 2000, 2000, 64, True, "top_left"),  # 16 x 9 = 144: 12 left, 11 parts
+    (1, 40, 20, 300, 777, 128, False, "bottom_right"),  # 7 x 20 = 140: 8 left, 16 parts
+    (1, 20, 20, 777, 777, 96, False, "top_left"),  # padded: 140 tiles, 8 left
+    (2, 4, 2, 2000, 4224, 64, True, "bottom_right"),  # 33 x 2 x 2 = 132: whole waves, no split
+]
+
+
+def run(monkeypatch, on: bool, *args, **kw):
+    monkeypatch.setattr(backward_wgmma, "TAIL_SPLIT", on)
+    autograd._loaded.cache_clear()
+    backward_plans.clear()
+    return attention_backward(*args, **kw)
+
+
+@pytest.fixture(autouse=True)
+def forget_switched_kernels():
+    yield
+    autograd._loaded.cache_clear()
+    backward_plans.clear()
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "b{}_h{}x{}_q{}_k{}_d{}_causal{}_{}".format(*c))
+def test_matches_float64_and_the_switch_off(case, dtype, monkeypatch):
+    b, hq, hkv, nq, nk, d, causal, alignment = case
+    q, k, v, dout = inputs(b, hq, hkv, nq, nk, d, DTYPES[dtype], False, seed=nq + d)
+    scale, offset = 1 / math.sqrt(d), (nk - nq if causal and alignment == "bottom_right" else 0)
+    _, _, *refs = reference_grads(q, k, v, dout, causal, scale, offset)
+    out, lse = float64_forward(q, k, v, causal, scale, offset)
+    kw = dict(causal=causal, causal_alignment=alignment) if causal else dict(causal=False)
+    on = run(monkeypatch, True, q, k, v, out, lse, dout, **kw)
+    off = run(monkeypatch, False, q, k, v, out, lse, dout, **kw)
+    for name, g, ref, g_off in zip(("dq", "dk", "dv"), on, refs, off):
+        assert rel_err(g, ref) < TOLERANCE[dtype], (name, rel_err(g, ref))
+        assert rel_err(g, g_off.double()) < TOLERANCE[dtype], (name, "vs off")
