@@ -1,5 +1,5 @@
-"""ops/backward_wgmma.TAIL_SPLIT without a GPU: off, every config renders as before (no 1-D grid, no tail buffer);
-on, the non-deterministic configs off the heavy-first grid render the split and compile clean; the launch's grid
+"""ops/backward_wgmma.TAIL_SPLIT without a GPU: off, no config renders the split (no 1-D grid, no tail buffer); on
+(the default), the non-causal, non-deterministic configs render it and compile clean; the launch's grid
 arithmetic: the K/V tiles past the last whole wave split into SMs // tiles-left parts, none when that is below two.
 GPU checks: tests/test_backward_wgmma_tail_split_gpu.py."""
 from types import SimpleNamespace
@@ -15,8 +15,9 @@ from test_backward_wgmma import WG, key
 SPLIT = "const bool is_part = (int)blockIdx.x >= full_blocks;"
 
 
-def test_off_by_default_renders_no_split():
-    assert backward_wgmma.TAIL_SPLIT is False
+def test_off_renders_no_split(monkeypatch):
+    assert backward_wgmma.TAIL_SPLIT is True  # (served: NOTES "TAIL_SPLIT")
+    monkeypatch.setattr(backward_wgmma, "TAIL_SPLIT", False)
     for d in (64, 128):
         for causal in (False, True):
             for c in WG.space("sm_90a", key("bf16", d, causal)):
@@ -31,7 +32,7 @@ def test_on_where_it_applies(monkeypatch):
         for causal in (False, True):
             for det in (False, True):
                 c = WG.default("sm_90a", key("bf16", d, causal, deterministic=det))
-                expected = not det and not backward_wgmma.heavy_first(backward_wgmma.tiled(c))
+                expected = not det and not causal
                 source = render(c)
                 assert (SPLIT in source) == expected and ("int tail_words" in source) == expected, c.name
 

@@ -1,8 +1,9 @@
 """ops/backward_wgmma.TAIL_SPLIT on an sm_90 GPU: the K/V tiles past the last whole wave split into parts whose dK, dV
 are summed in fp32 give the gradients of float64 within the backward's tolerance and of the switch off within it
-(the split tiles' fp32 sums add in another order), on grids with 4, 8, 12 and 66 tiles left (parts of 33, 16, 11, 2;
-parts with no query tile among them), D 64, 128 and padded 96, GQA, causal in both alignments. The grid is split
-only where the GPU has that many SMs (132: the H200's). CPU checks: tests/test_backward_wgmma_tail_split.py."""
+(the split tiles' fp32 sums add in another order), on grids with 4, 8 and 66 tiles left (parts of 33, 16, 2; parts
+with no query tile among them), D 64, 128 and padded 96, GQA, both alignments; causal grids are not split (their
+cases check that the switch leaves them as they were). The grid is split only where the GPU has that many SMs (132:
+the H200's). CPU checks: tests/test_backward_wgmma_tail_split.py."""
 import math
 
 import pytest

@@ -102,15 +102,17 @@ STRIDED = True
 # bitwise). Measured (benchmarks/NOTES.md, eleventh session): D 128 +8 % at the decoder step's 8k tokens, +1 % at 16k;
 # D 64 +3 % at 8k but -5 % at 16k, so D 64 keeps blockIdx.x order.
 HEAVY_FIRST = (128,)
-# TAIL_SPLIT (off: prepared for an A/B): a grid of equal blocks whose count is not a whole number of waves (1 block an SM)
+# TAIL_SPLIT: a grid of equal blocks whose count is not a whole number of waves (1 block an SM)
 # leaves its last wave nearly empty: the table's D 64 rows run 4096 blocks on 132 SMs, 31.03 waves, 4 blocks in the last
 # (at whole waves the served D 64 non-causal backward ran 1.07-1.09x cuDNN, at 7.76 / 15.52 waves 0.99 / 1.01x:
 # backward_waves_probe_h200_2026-11-30_s18f.log). On, the grid is 1-D: the whole waves' blocks run their K/V tiles
 # whole, and each K/V tile left is split into SMs // tiles-left parts dispatched last, each running a share of the
 # tile's query tiles and adding its dK, dV in fp32 to a tail buffer in dq_sem's workspace, converted by the tile's last
 # part (ops/backward_gpu.BackwardLaunch: the grid; the preprocess zeroes the buffer). Not deterministic (the adds'
-# order), not on the heavy-first grid.
-TAIL_SPLIT = False
+# order), not causal (the tiles left are a causal grid's lightest: level to -1.2 %), not on the heavy-first grid.
+# H200, against an A/A copy (backward_tail_split_ab_h200_2026-11-30_s18g_bench.log): D 64 non-causal +1.8..+2.5 %
+# (0.989-1.008x cuDNN in that run, off 0.959-0.983x).
+TAIL_SPLIT = True
 
 
 class BackwardWgmmaTemplate(Template):
@@ -304,7 +306,7 @@ class BackwardWgmmaTemplate(Template):
                 "dq_accum_permuted": self.producer(cfg) and self.dq_mode(cfg) == 2,  # (backward_rows' _dq kernel)
                 "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True,
                 "heavy_first": heavy_first(cfg),
-                "tail_split": TAIL_SPLIT and not cfg.deterministic and not heavy_first(cfg)}
+                "tail_split": TAIL_SPLIT and not (cfg.deterministic or cfg.causal or heavy_first(cfg))}
 
     def reads_dq_with_lag(self, cfg: BackwardConfig) -> bool:
         """Whether the producer frees each dQ staging buffer one tile late (the read lag, above)."""
