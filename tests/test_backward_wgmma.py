@@ -113,6 +113,13 @@ def test_search_space_has_valid_configs():
         assert len(valid) >= 1, d
 
 
+def tail_split_reductions(c) -> int:
+    """red.global instructions of ops/backward_wgmma.TAIL_SPLIT's epilogue in c's SASS (a part adds dK and dV, a float
+    pair an instruction: the tile's head dim / 2 of them), 0 where c renders no split."""
+    values = WG.template_values(c)
+    return values["head_dim"] // 2 if values["tail_split"] else 0
+
+
 def kernel_sass(kernel, name: str, tmp_path) -> str:
     """The SASS of kernel `name` in a compiled kernel's cubin (skips the test without cuobjdump)."""
     return read_sass(kernel.cubin, tmp_path, name)
@@ -210,7 +217,8 @@ def test_compiles_without_spills_and_uses_hgmma(schedule, c, tmp_path, monkeypat
     if c.deterministic:  # the semaphore: an acquire load, a fence before the release add
         assert "LDG.E.STRONG.GPU" in main and "MEMBAR" in main, "no dq_sem ordering"
     if schedule == "bulk" or WG.dq_via_producer(c):  # (the rule: producer configs but D 128 stages 3)
-        assert "UBLKRED.G.S.ADD.F32" in main and "REDG" not in main  # bulk reductions only
+        # bulk reductions only (but TAIL_SPLIT's fp32 dK, dV sums in the epilogue)
+        assert "UBLKRED.G.S.ADD.F32" in main and main.count("REDG") == tail_split_reductions(c)
     else:
         assert "REDG.E.ADD.F32x2" in main  # the dQ tile's vector reductions
     if WG.producer(c) and WG.dq_mode(c) == 2:  # one bulk op a tile; the stmatrix staging stores (dS^T's are STSM too):

@@ -23,6 +23,7 @@ SERVED = [cfg(dt, d, True, bm=64, bn=128, warps=12, stages=2) for dt in ("bf16",
 def test_served_for_d128_only_and_off_every_config_reads_blockidx_x(monkeypatch):
     assert backward_wgmma.HEAVY_FIRST == (128,)  # measured: benchmarks/NOTES.md, eleventh session
     monkeypatch.setattr(backward_wgmma, "HEAVY_FIRST", ())
+    monkeypatch.setattr(backward_wgmma, "TAIL_SPLIT", False)  # (its 1-D grid: tests/test_backward_wgmma_tail_split.py)
     for _, c in _valid_configs("split"):
         source = render(c)
         assert OFF_LINE in source and ON_LINE not in source, c.name
@@ -30,6 +31,7 @@ def test_served_for_d128_only_and_off_every_config_reads_blockidx_x(monkeypatch)
 
 def test_on_causal_configs_take_the_swapped_grid(monkeypatch):
     monkeypatch.setattr(backward_wgmma, "HEAVY_FIRST", (64, 128, 256))
+    monkeypatch.setattr(backward_wgmma, "TAIL_SPLIT", False)  # (its 1-D grid: tests/test_backward_wgmma_tail_split.py)
     for _, c in _valid_configs("split"):
         source = render(c)
         assert (ON_LINE in source) == c.causal and (OFF_LINE in source) != c.causal, c.name
