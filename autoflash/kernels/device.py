@@ -20,6 +20,14 @@ def device_arch(device_id: int) -> tuple[str, str]:
     return arch, name
 
 
+@functools.cache
+def sm_count(device_id: int) -> int:
+    """A GPU's streaming multiprocessors (a wave of one-block-an-SM kernels)."""
+    import cupy
+
+    return int(cupy.cuda.runtime.getDeviceProperties(device_id)["multiProcessorCount"])
+
+
 # What CUDA says when there is no GPU, and what that means to the user.
 NO_GPU_WORDS = {"cudaErrorInsufficientDriver": "no NVIDIA driver is loaded on this machine (CUDA reports that as "
                                                "'driver version is insufficient')",

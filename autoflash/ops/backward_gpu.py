@@ -8,6 +8,7 @@ import dataclasses
 import numpy as np
 
 from autoflash.kernels.arrays import poisoned, random_normal, to_float64, to_storage
+from autoflash.kernels.device import sm_count
 from autoflash.kernels.elements import LOG2E
 from autoflash.kernels.loaded import rendered
 from autoflash.kernels.packed_sequence import PackedSequence, Slot
@@ -15,7 +16,6 @@ from autoflash.ops.backward_kernels import PAD_M, TOLERANCE, BackwardProblem, de
 from autoflash.ops.backward_kernels import TEMPLATE as MMA
 from autoflash.ops.backward_wgmma import heavy_first, takes_strides
 from autoflash.ops.backward_wgmma import tile_dim as wgmma_tile_dim
-from autoflash.ops.decode_launch import sm_count
 from autoflash.ops.forward_base import contiguous_strides
 from autoflash.ops.reference import Check, array_module, slopes_per_batch, visible_keys
 

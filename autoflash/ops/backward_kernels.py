@@ -370,9 +370,13 @@ TEMPLATE = BackwardMmaTemplate()
 def tile_dim(head_dim: int, head_dim_v: int = 0) -> int:
     """The head dim of a flash_bwd_mma tile for a problem's: its own for TILE_DIMS and the HEAD_DIM_PAIRS, else the
     next of TILE_DIMS (padded, above)."""
-    if head_dim_v or head_dim in TILE_DIMS:
-        return head_dim
-    return next((d for d in TILE_DIMS if d >= head_dim), head_dim)  # (past 256: refused by the key's values)
+    return head_dim if head_dim_v else next_tile(head_dim, TILE_DIMS)
+
+
+def next_tile(head_dim: int, tiles: tuple[int, ...]) -> int:
+    """The first of a template's tile head dims (ascending) that holds head_dim; head_dim itself past the last (a
+    key the template's values refuse)."""
+    return next((d for d in tiles if d >= head_dim), head_dim)
 
 
 def default_scale(head_dim: int) -> float:

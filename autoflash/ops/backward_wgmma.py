@@ -44,7 +44,7 @@ import functools
 from autoflash.kernels.archs import ARCHS, build_arch
 from autoflash.kernels.elements import DTYPE_BYTES
 from autoflash.kernels.template import Template
-from autoflash.ops.backward_kernels import PAD_M, BackwardConfig
+from autoflash.ops.backward_kernels import PAD_M, BackwardConfig, next_tile
 
 SMEM_ALIGN = 1024  # the kernel rounds the shared-memory base up to a swizzle atom
 REGISTER_BUDGET = 240  # fp32 accumulators a thread may hold at once (ptxas needs the rest)
@@ -293,6 +293,7 @@ class BackwardWgmmaTemplate(Template):
     def template_values(self, cfg: BackwardConfig) -> dict:
         hbm_dim, cfg = cfg.head_dim, tiled(cfg)  # (the tile's values, the problem's rows in global memory)
         rows, cols = self.dq_split(cfg)
+        tile_reduce = self.producer(cfg) and self.dq_mode(cfg) == 2  # (its staging by stmatrix permutes dq_accum)
         return {"wgmma_type": "bf16" if cfg.dtype == "bf16" else "f16", "pad_m": PAD_M,
                 "head_dim": cfg.head_dim, "hbm_dim": hbm_dim,
                 "head_dim_v": 0,  # (backward_rows.cuh.j2: V's head dim is Q/K's here)
@@ -302,8 +303,7 @@ class BackwardWgmmaTemplate(Template):
                 "dq_n": cfg.head_dim // cols, "dq_via_producer": bool(self.dq_staging_bytes(cfg)),
                 "dq_bufs": self.smem_layout(cfg)["dq_bufs"],
                 "dq_pad": 0 if self.dq_mode(cfg) == 2 else DQ_STAGING_PAD,
-                "dq_tile_reduce": self.producer(cfg) and self.dq_mode(cfg) == 2,
-                "dq_accum_permuted": self.producer(cfg) and self.dq_mode(cfg) == 2,  # (backward_rows' _dq kernel)
+                "dq_tile_reduce": tile_reduce, "dq_accum_permuted": tile_reduce,  # (the latter: backward_rows' _dq)
                 "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True,
                 "heavy_first": heavy_first(cfg),
                 "tail_split": TAIL_SPLIT and not (cfg.deterministic or cfg.causal or heavy_first(cfg))}
@@ -330,7 +330,7 @@ TILE_DIMS = (64, 128)  # the tiles' head dims; any other multiple of 8 to 128 ru
 
 def tile_dim(head_dim: int) -> int:
     """The head dim of a flash_bwd_wgmma tile for a problem's: the next of TILE_DIMS (past 128: refused by the key)."""
-    return next((d for d in TILE_DIMS if d >= head_dim), head_dim)
+    return next_tile(head_dim, TILE_DIMS)
 
 
 def tiled(cfg: BackwardConfig) -> BackwardConfig:

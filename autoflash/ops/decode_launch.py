@@ -11,13 +11,13 @@ ALiBi slopes are device arrays whose pointers come with each call (DecodePlan.__
 """
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from autoflash.kernels.arrays import poisoned, random_normal, to_float64
+from autoflash.kernels.device import sm_count  # (tests and serve/decode.py read it here)
 from autoflash.kernels.elements import DTYPE_BYTES, LOG2E
 from autoflash.kernels.loaded import rendered
 from autoflash.kernels.packed_sequence import PackedSequence, Slot
@@ -84,13 +84,6 @@ class DecodeProblem:
         tokens = self.batch * self.key_span if kv_tokens is None else kv_tokens
         qo = 2 * self.batch * self.heads_q * self.seq_q * self.head_dim
         return DTYPE_BYTES[dtype] * (qo + 2 * tokens * self.heads_kv * self.head_dim)
-
-
-@functools.lru_cache(maxsize=16)
-def sm_count(device_id: int) -> int:
-    import cupy
-
-    return cupy.cuda.runtime.getDeviceProperties(device_id)["multiProcessorCount"]
 
 
 def choose_splits(kernel, p: DecodeProblem, requested: int | None = None) -> int:

@@ -28,12 +28,12 @@ their own Qi tile (`o_via_q`).
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
 
 from autoflash.kernels.archs import ARCHS
+from autoflash.kernels.device import sm_count
 from autoflash.kernels.elements import DTYPE_BYTES
 from autoflash.kernels.tma import cached_operand_map, qkv_map_args
 from autoflash.ops.forward_base import (VARIANT_FLAGS, ForwardTemplate, KernelConfig, Problem, shared_tail,
@@ -386,15 +386,9 @@ def map_geometry(cfg: KernelConfig, p: Problem) -> tuple:
             dim_v(cfg))
 
 
-@functools.cache
-def _sm_count_of(device_id: int) -> int:
-    import cupy
-    return int(cupy.cuda.runtime.getDeviceProperties(device_id)["multiProcessorCount"])
-
-
 def _sm_count() -> int:
     import cupy
-    return _sm_count_of(cupy.cuda.Device().id)
+    return sm_count(cupy.cuda.Device().id)
 
 
 WGMMA = WgmmaTemplate()
