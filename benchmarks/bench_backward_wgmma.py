@@ -134,12 +134,12 @@ def problem(dtype: str, d: int, n: int, causal: bool, tokens: int = 16384):
     return q, k, v, dout, out, lse, sdpa_backward("flash", q, k, v, dout, causal)[1]
 
 
-def problems(dtypes, head_dims, seqs: str, tokens: int = 16384):
+def problems(dtypes, head_dims, seqs: str, tokens: int = 16384, causal_values=(False, True)):
     """Every timed problem in the table's order: (dtype, d, n, causal) and problem()'s tensors."""
     for dtype in dtypes:
         for d in head_dims:
             for n in (int(x) for x in seqs.split(",")):
-                for causal in (False, True):
+                for causal in causal_values:
                     yield (dtype, d, n, causal), problem(dtype, d, n, causal, tokens)
 
 

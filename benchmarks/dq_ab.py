@@ -53,17 +53,20 @@ def main(doc: str, configs, names, pairs, spread_names, head_dims="64,128") -> i
     parser.add_argument("--head-dims", default=head_dims)
     parser.add_argument("--seqs", default="4096")
     parser.add_argument("--tokens", type=int, default=16384, help="batch x N of every row (16 heads at D 128)")
+    parser.add_argument("--causal", default="false,true", help="causal values of the rows (default both)")
     parser.add_argument("--precompile", action="store_true", help="only compile the kernels (parallel), then exit")
     args = parser.parse_args()
     dtypes, dims = args.dtypes.split(","), [int(x) for x in args.head_dims.split(",")]
     arch = device_arch(torch.cuda.current_device())[0]
     if args.precompile:
-        precompile([x for t in dtypes for d in dims for causal in (False, True)
+        precompile([x for t in dtypes for d in dims for causal in [x == "true" for x in args.causal.split(",")]
                     for x in configs(arch, t, d, causal).values()])
         return 0
     print(f"# {torch.cuda.get_device_name()} torch {torch.__version__}; backward TFLOP/s (2.5x forward FLOPs)")
     rows = []
-    for (dtype, d, n, causal), (q, k, v, dout, out, lse, ref) in problems(dtypes, dims, args.seqs, args.tokens):
+    causal_values = [x == "true" for x in args.causal.split(",")]
+    for (dtype, d, n, causal), (q, k, v, dout, out, lse, ref) in problems(dtypes, dims, args.seqs, args.tokens,
+                                                                          causal_values):
         fns, errs = {}, {}
         for name, (cfg, switches) in configs(arch, dtype, d, causal).items():
             with switched(switches):
