@@ -22,7 +22,7 @@ CASES = [  # batch, heads_q, heads_kv, seq_q, seq_k, head_dim, causal
     (1, 17, 17, 1000, 1000, 64, False),  # 136 K/V tiles on 132 SMs: 4 split
     (3, 8, 2, 4097, 4097, 64, False),  # GQA, a one-row last query tile
     (1, 4, 4, 3000, 200, 64, False),  # 47 query tiles, 2 K/V tiles
-    (2, 4, 4, 700, 1, 64, False),  # one K/V tile of one key
+    (2, 4, 4, 700, 3, 64, False),  # one K/V tile of three keys (one key: dq is exactly 0, no relative error)
     (1, 40, 20, 300, 777, 128, False),
     (1, 20, 20, 777, 777, 96, False),  # padded, no producer: Q_ROTATE only
     (1, 9, 9, 2000, 2000, 64, True),  # causal: neither applies
