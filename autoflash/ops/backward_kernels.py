@@ -352,8 +352,7 @@ class BackwardMmaTemplate(Template):
         return {"mma_type": "bf16" if cfg.dtype == "bf16" else "f16", "pad_m": PAD_M,
                 "head_dim": tile_dim(cfg.head_dim, cfg.head_dim_v), "hbm_dim": cfg.head_dim,
                 "strided": False,  # (backward_rows.cuh.j2: the strided small kernels are flash_bwd_wgmma's)
-                "dq_accum_permuted": False, "tail_split": False,
-                "dq_first_store": False}
+                "dq_accum_permuted": False, "tail_split": False}
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         pair = (key["head_dim"], key.get("head_dim_v", 0))

@@ -113,13 +113,6 @@ HEAVY_FIRST = (128,)
 # H200, against an A/A copy (backward_tail_split_ab_h200_2026-11-30_s18g_bench.log): D 64 non-causal +1.8..+2.5 %
 # (0.989-1.008x cuDNN in that run, off 0.959-0.983x).
 TAIL_SPLIT = True
-# Two switches of TAIL_SPLIT's grids (non-causal, not deterministic). Q_ROTATE: each block runs its query tiles from
-# tile kv_tile on (mod the tile count), so the blocks of a head, in step, add into different dQ tiles at a time rather
-# than all into one. DQ_FIRST_STORE (dq_via_producer=2 also): the preprocess does not zero dq_accum; the first block at
-# a query tile stores its dQ by a bulk copy and flags it, the others add once flagged (a flag per query tile in
-# dq_sem's workspace, after the tail buffer): the preprocess writes half its bytes.
-Q_ROTATE = False
-DQ_FIRST_STORE = False
 
 
 class BackwardWgmmaTemplate(Template):
@@ -301,7 +294,6 @@ class BackwardWgmmaTemplate(Template):
         hbm_dim, cfg = cfg.head_dim, tiled(cfg)  # (the tile's values, the problem's rows in global memory)
         rows, cols = self.dq_split(cfg)
         tile_reduce = self.producer(cfg) and self.dq_mode(cfg) == 2  # (its staging by stmatrix permutes dq_accum)
-        split = TAIL_SPLIT and not (cfg.deterministic or cfg.causal or heavy_first(cfg))
         return {"wgmma_type": "bf16" if cfg.dtype == "bf16" else "f16", "pad_m": PAD_M,
                 "head_dim": cfg.head_dim, "hbm_dim": hbm_dim,
                 "head_dim_v": 0,  # (backward_rows.cuh.j2: V's head dim is Q/K's here)
@@ -314,8 +306,7 @@ class BackwardWgmmaTemplate(Template):
                 "dq_tile_reduce": tile_reduce, "dq_accum_permuted": tile_reduce,  # (the latter: backward_rows' _dq)
                 "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True,
                 "heavy_first": heavy_first(cfg),
-                "tail_split": split, "q_rotate": split and Q_ROTATE,
-                "dq_first_store": split and tile_reduce and DQ_FIRST_STORE}
+                "tail_split": TAIL_SPLIT and not (cfg.deterministic or cfg.causal or heavy_first(cfg))}
 
     def reads_dq_with_lag(self, cfg: BackwardConfig) -> bool:
         """Whether the producer frees each dQ staging buffer one tile late (the read lag, above)."""
