@@ -4,13 +4,15 @@ same source with a comment appended: a separate compile of the same code, the A/
 FlashAttention-2 backward; CUDA-graph replay in interleaved rounds (graph_timing.py), TFLOP/s at 2.5x the forward's
 FLOPs, the spread of the round medians; dk, dv of new and old compared bitwise, dq within 1e-2 (atomic adds).
 
-    python benchmarks/bwd_mma_source_ab.py --old-templates DIR [--rounds 7] [--head-dims 64,128] [--seqs 4096,16384]
+    python benchmarks/bwd_mma_source_ab.py --old-templates DIR [--extra DIR2 ...] [--rounds 7] [--head-dims 64,128]
+        [--seqs 4096,16384]
 
 DIR holds the old flash_bwd_mma.cu.j2 (it is searched before templates/, which supplies the shared headers)."""
 from __future__ import annotations
 
 import argparse
 import math
+import os
 
 import torch
 
@@ -28,13 +30,17 @@ from autoflash.ops.backward_kernels import BackwardProblem
 TOKENS = 16384  # batch x N, 2048 / D heads (bench_backward.py's rows)
 
 
-def sources(cfg, old_dir: str) -> dict:
-    """label -> CUDA source: new (templates/), old, old2 (old + a comment: its own compile)."""
+def sources(cfg, old_dir: str, extra_dirs=()) -> dict:
+    """label -> CUDA source: new (templates/), old, old2 (old + a comment: its own compile), and each extra
+    directory's template (labelled by the directory's name)."""
     from autoflash.kernels.render import render
 
     template = TEMPLATES[cfg.template]
-    old = environment(old_dir).get_template(template.template_file).render(**template.values(cfg))
-    return {"new": render(cfg), "old": old, "old2": old + "\n// the A/A copy\n"}
+    rendered = {d: environment(d).get_template(template.template_file).render(**template.values(cfg))
+                for d in (old_dir,) + tuple(extra_dirs)}
+    old = rendered[old_dir]
+    return {"new": render(cfg), "old": old, "old2": old + "\n// the A/A copy\n",
+            **{os.path.basename(d.rstrip("/")): rendered[d] for d in extra_dirs}}
 
 
 def current_stream():
@@ -53,11 +59,11 @@ def fa2_backward(q, k, v, dout, causal: bool, scale: float):
         dout, q, k, v, out, lse, cum_q, cum_k, max_q, max_k, 0.0, causal, seed, offset, scale=scale)
 
 
-def row(dtype: str, d: int, n: int, causal: bool, old_dir: str, rounds: int) -> dict:
+def row(dtype: str, d: int, n: int, causal: bool, old_dir: str, rounds: int, extra_dirs=()) -> dict:
     arch = device_arch(torch.cuda.current_device())[0]
     key = dict(dtype=dtype, head_dim=d, causal=causal, deterministic=False)
     cfg = mma_config(arch, key, n)[0]
-    kernels = {label: LoadedKernel(compile_kernel(cfg, source=src)) for label, src in sources(cfg, old_dir).items()}
+    kernels = {label: LoadedKernel(compile_kernel(cfg, source=src)) for label, src in sources(cfg, old_dir, extra_dirs).items()}
     b, h = TOKENS // n, 2048 // d
     tdt = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
     g = torch.Generator(device="cuda").manual_seed(n + d)
@@ -94,6 +100,7 @@ def main():
     ap.add_argument("--seqs", default="4096,16384")
     ap.add_argument("--causal", default="no,yes", help="no, yes or both (comma-separated)")
     ap.add_argument("--no-header", action="store_true")
+    ap.add_argument("--extra", action="append", default=[], help="another template directory (repeatable): a column")
     args = ap.parse_args()
     if not args.no_header:
         print(f"{'row':28} {'new':>16} {'old':>16} {'old2':>16} {'fa2':>6} {'new/old':>8} {'old2/old':>8} "
@@ -102,7 +109,7 @@ def main():
         for d in (int(x) for x in args.head_dims.split(",")):
             for causal in (c == "yes" for c in args.causal.split(",")):
                 for n in (int(x) for x in args.seqs.split(",")):
-                    r = row(dtype, d, n, causal, args.old_templates, args.rounds)
+                    r = row(dtype, d, n, causal, args.old_templates, args.rounds, args.extra)
                     res = r["res"]
                     rate = {k: res[k]["rate"] / 1e12 for k in res if res[k].get("rate")}
                     cell = {k: f"{rate[k]:.0f} ({res[k]['spread']:.1%})" for k in rate}
@@ -110,7 +117,10 @@ def main():
                     print(f"{label:28} {cell['new']:>16} {cell['old']:>16} {cell['old2']:>16} {rate.get('fa2', 0):6.0f} "
                           f"{rate['new'] / rate['old']:8.3f} {rate['old2'] / rate['old']:8.3f} "
                           f"{rate['new'] / rate.get('fa2', math.nan):8.3f} {rate['old'] / rate.get('fa2', math.nan):8.3f} "
-                          f"{r['bitwise']}  {r['cfg']}", flush=True)
+                          f"{r['bitwise']}  {r['cfg']}"
+                          + "".join(f"  {os.path.basename(x.rstrip('/'))} {rate[os.path.basename(x.rstrip('/'))]:.0f}"
+                                    f" ({rate[os.path.basename(x.rstrip('/'))] / rate['old']:.3f}x old)"
+                                    for x in args.extra), flush=True)
 
 
 if __name__ == "__main__":

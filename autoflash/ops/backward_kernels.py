@@ -51,6 +51,11 @@ HEAD_DIM_PAIRS = ((192, 128), (128, 64))
 # global memory (the template's HBM_DIM): exact (the zero columns add nothing to S or dP, and their gradients, never
 # stored, are 0), at the tile's cost.
 TILE_DIMS = (64, 128, 256)
+# The 2-D layout's P^T goes to shared memory right after its exp, before the dP^T mmas (FlashAttention-2's order), at
+# these tile head dims; elsewhere beside dS^T after them. H200, CUDA-graph A/B against the old order (dk, dv bitwise
+# equal; bwd_mma_p_early_ab_h200_2026-11-30_s19b.log): D 64 (bm128) +3.2..+3.3 % on all four rows; D 128 (bm64)
+# -7.5 % non-causal, -2.5 % causal (ptxas then issues the dP^T mmas after the stores, off the exps they overlapped).
+P_STORE_EARLY = (64,)
 PAD_M = 128  # workspace rows per (batch, query head) are padded to this (>= every block_m)
 SMEM_PAD = 8  # elements (16 bytes) added to each shared-memory row: conflict-free ldmatrix
 TOLERANCE = {"fp16": 2e-3, "bf16": 1e-2}
@@ -352,7 +357,8 @@ class BackwardMmaTemplate(Template):
         return {"mma_type": "bf16" if cfg.dtype == "bf16" else "f16", "pad_m": PAD_M,
                 "head_dim": tile_dim(cfg.head_dim, cfg.head_dim_v), "hbm_dim": cfg.head_dim,
                 "strided": False,  # (backward_rows.cuh.j2: the strided small kernels are flash_bwd_wgmma's)
-                "dq_accum_permuted": False, "tail_split": False}
+                "dq_accum_permuted": False, "tail_split": False,
+                "p_store_early": tile_dim(cfg.head_dim, cfg.head_dim_v) in P_STORE_EARLY}
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         pair = (key["head_dim"], key.get("head_dim_v", 0))
