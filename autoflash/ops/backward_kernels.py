@@ -240,7 +240,7 @@ class BackwardMmaTemplate(Template):
         "block_n": (32, 64, 128),
         "warps": (4, 8),
         "stages": (1, 2),
-        "warps_q": (1, 2),  # 2: S/dP split over keys x query halves, P^T through shared memory
+        "warps_q": (1, 2, 4),  # 2: S/dP split over keys x query halves, P^T through shared memory; 4 (D 256): quarters
     }
     # head_dim -> (block_m, block_n, warps, stages, warps_q), first valid wins. Not tuned yet: the
     # H200 runs of benchmarks/bench_backward.py time them (benchmarks/NOTES.md, backward): at D 128
@@ -292,9 +292,11 @@ class BackwardMmaTemplate(Template):
         if cfg.block_n * cfg.warps_q % cfg.warps or keys_per_warp not in ((16,) if cfg.warps_q == 1 else (16, 32)):
             errors.append(f"block_n={cfg.block_n} must be 16 keys x warps ({cfg.warps})" + (
                 "" if cfg.warps_q == 1 else f" or 8 keys x warps with warps_q={cfg.warps_q}"))
-        elif cfg.head_dim == 256 and not (cfg.warps_q == 2 and keys_per_warp == 16):
-            errors.append("head_dim 256 needs warps_q=2 and block_n = 8 x warps: dK and dV of more keys or "
-                          "columns a warp exceed the registers")
+        elif cfg.head_dim == 256 and (cfg.warps_q, keys_per_warp) not in ((2, 16), (4, 32)):
+            errors.append("head_dim 256 needs warps_q=2 with block_n = 8 x warps or warps_q=4 with block_n = 8 x "
+                          "warps: dK and dV of more keys or columns a warp exceed the registers")
+        if cfg.warps_q == 4 and tile_dim(cfg.head_dim, cfg.head_dim_v) != 256:
+            errors.append("warps_q=4 (FlashAttention-2's D 256 layout) is for head dims on the 256 tile")
         dq_rows = 16 * cfg.warps_q  # the dQ tile's rows per warp
         if cfg.block_m % dq_rows or cfg.warps % (cfg.block_m // dq_rows):
             errors.append(f"warps={cfg.warps} must split the dQ tile's {cfg.block_m // dq_rows} groups of "
@@ -302,9 +304,9 @@ class BackwardMmaTemplate(Template):
         elif cfg.head_dim % (16 * (cfg.warps // (cfg.block_m // dq_rows))):
             errors.append(f"head_dim={cfg.head_dim} must split into 16-column dQ slices over "
                           f"{cfg.warps // (cfg.block_m // dq_rows)} warps")
-        if cfg.warps_q == 2 and (cfg.block_m % 32 or cfg.warps % 2):
-            errors.append(f"warps_q=2 needs block_m a multiple of 32 and an even warp count, got "
-                          f"block_m={cfg.block_m} warps={cfg.warps}")
+        if cfg.warps_q > 1 and (cfg.block_m % (16 * cfg.warps_q) or cfg.warps % cfg.warps_q):
+            errors.append(f"warps_q={cfg.warps_q} needs block_m a multiple of {16 * cfg.warps_q} and warps a multiple "
+                          f"of {cfg.warps_q}, got block_m={cfg.block_m} warps={cfg.warps}")
         # ptxas (NVRTC 13, sm_80/sm_90): at D 128 the 2-D layout sits at the 255-register cap and
         # spills 16-48 bytes with one query buffer or the deterministic mode's counter wait.
         if (cfg.warps_q == 2 and cfg.head_dim == 128 and cfg.block_m == 64 and keys_per_warp == 32
@@ -349,7 +351,8 @@ class BackwardMmaTemplate(Template):
         elem = DTYPE_BYTES[cfg.dtype]
         tile = tile_dim(cfg.head_dim, cfg.head_dim_v)
         stride, stride_v = tile + SMEM_PAD, (cfg.head_dim_v or tile) + SMEM_PAD
-        rows = cfg.block_n * (stride + stride_v) + cfg.warps_q * cfg.block_n * (cfg.block_m + SMEM_PAD)  # K, V, dS^T (P^T)
+        s_tiles = 2 if cfg.warps_q > 1 else 1  # dS^T, and P^T (2-D layouts)
+        rows = cfg.block_n * (stride + stride_v) + s_tiles * cfg.block_n * (cfg.block_m + SMEM_PAD)  # K, V, dS^T (P^T)
         rows += cfg.stages * cfg.block_m * (stride + stride_v)  # Q and dO buffers
         return rows * elem + 2 * cfg.stages * cfg.block_m * 4  # + lse2 and delta buffers
 
