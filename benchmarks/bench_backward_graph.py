@@ -1,0 +1,96 @@
+"""Issue 16's backward bar at kernel level: per row, the served backward's launches (preprocess, main kernel, dQ
+conversion, as attention_backward launches them), flash_bwd_mma's (the mma bar's column), SDPA's cuDNN backward
+(torch.autograd.grad on a saved cuDNN forward) and SDPA's FlashAttention-2 backward (its aten op), each captured in a
+CUDA graph and replayed in interleaved rounds (graph_timing.py): no host time in any of them, the spread of the round
+medians given. TFLOP/s at 2.5x the forward's FLOPs; rows as bench_backward.py's (16k tokens, 2048 / D heads).
+
+    PYTHONPATH=$PWD:$PWD/benchmarks python benchmarks/bench_backward_graph.py [--rounds 7] [--dtypes bf16,fp16]
+        [--head-dims 64,128] [--seqs 4096,16384]
+"""
+from __future__ import annotations
+
+import argparse
+import math
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from bench_backward import forward_lse, mma_config, served_config
+from bwd_mma_source_ab import current_stream, fa2_backward
+from graph_timing import Impl, measure
+
+from autoflash.kernels.compile import compile_kernel
+from autoflash.kernels.device import device_arch
+from autoflash.kernels.loaded import LoadedKernel
+from autoflash.ops.backward_gpu import launch_plan
+from autoflash.ops.backward_kernels import BackwardProblem
+
+TOKENS = 16384
+
+
+def plan_impl(name: str, cfg, p, scale: float, tensors: tuple) -> Impl:
+    """cfg's three launches on q, k, v, out, lse, dout (tensors) into fresh dq, dk, dv and workspace."""
+    plan = launch_plan(LoadedKernel(compile_kernel(cfg)), p, scale)
+    q, k, v = tensors[:3]
+    keep = [torch.empty_like(x) for x in (q, k, v)] + [torch.empty(plan.workspace_bytes, dtype=torch.uint8,
+                                                                   device="cuda")]
+    ptrs = [x.data_ptr() for x in tensors] + [x.data_ptr() for x in keep]
+    return Impl(name, lambda: (keep, plan(*ptrs, current_stream()))[1], calls=3, work=p.flops())
+
+
+def cudnn_impl(q, k, v, dout, causal: bool, work: float) -> Impl:
+    """SDPA's cuDNN backward: autograd.grad on a cuDNN forward kept alive (capturable, as make_graphed_callables'
+    backward); n/a where cuDNN refuses the forward."""
+    qq, kk, vv = (x.detach().clone().requires_grad_() for x in (q, k, v))
+    try:
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            out = F.scaled_dot_product_attention(qq, kk, vv, is_causal=causal)
+    except RuntimeError as exc:
+        impl = Impl("cudnn", lambda: None)
+        impl.na = str(exc).splitlines()[0][:120]
+        return impl
+    return Impl("cudnn", lambda: torch.autograd.grad(out, (qq, kk, vv), dout, retain_graph=True), calls=3, work=work)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--dtypes", default="bf16,fp16")
+    ap.add_argument("--head-dims", default="64,128")
+    ap.add_argument("--seqs", default="4096,16384")
+    args = ap.parse_args()
+    arch = device_arch(torch.cuda.current_device())[0]
+    names = ("served", "mma", "cudnn", "fa2")
+    print(f"# {torch.cuda.get_device_name()} torch {torch.__version__}; backward TFLOP/s (2.5x forward FLOPs), "
+          f"CUDA-graph replay, {args.rounds} rounds; (spread of the round medians)", flush=True)
+    print("| dtype | D | N | causal | " + " | ".join(names) + " | served/cudnn | mma/fa2 |\n|" + "---|" * 10, flush=True)
+    for dtype in args.dtypes.split(","):
+        for d in (int(x) for x in args.head_dims.split(",")):
+            for n in (int(x) for x in args.seqs.split(",")):
+                for causal in (False, True):
+                    key = dict(dtype=dtype, head_dim=d, causal=causal, deterministic=False)
+                    b, h = TOKENS // n, 2048 // d
+                    tdt = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+                    g = torch.Generator(device="cuda").manual_seed(n + d)
+                    q, k, v, dout = (torch.randn(b, h, n, d, device="cuda", generator=g).to(tdt) for _ in range(4))
+                    scale = 1 / math.sqrt(d)
+                    out, lse, _ = forward_lse(q, k, v, causal, scale)
+                    p = BackwardProblem(b, h, h, n, n, d, causal)
+                    tensors = (q, k, v, out, lse, dout)
+                    impls = [plan_impl("served", served_config(arch, key, n), p, scale, tensors),
+                             plan_impl("mma", mma_config(arch, key, n)[0], p, scale, tensors),
+                             cudnn_impl(q, k, v, dout, causal, p.flops()),
+                             Impl("fa2", fa2_backward(q, k, v, dout, causal, scale), calls=3, work=p.flops())]
+                    res = measure(impls, args.rounds)
+                    rate = {x: r["rate"] / 1e12 for x, r in res.items() if r.get("rate")}
+                    cell = lambda x: f"{rate[x]:.0f} ({res[x]['spread']:.1%})" if x in rate else "n/a"  # noqa: E731
+                    ratio = lambda a, c: f"{rate[a] / rate[c]:.3f}" if a in rate and c in rate else "n/a"  # noqa: E731
+                    print(f"| {dtype} | {d} | {n} | {causal} | " + " | ".join(cell(x) for x in names)
+                          + f" | {ratio('served', 'cudnn')} | {ratio('mma', 'fa2')} |", flush=True)
+                    del q, k, v, dout, out, lse, impls
+                    torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
