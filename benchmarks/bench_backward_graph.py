@@ -39,18 +39,41 @@ def plan_impl(name: str, cfg, p, scale: float, tensors: tuple) -> Impl:
     return Impl(name, lambda: (keep, plan(*ptrs, current_stream()))[1], calls=3, work=p.flops())
 
 
+class StreamImpl(Impl):
+    """An Impl captured on a given stream: autograd runs a backward on its forward's stream, so the graph must
+    capture on that one (the default stream cannot be captured)."""
+
+    def __init__(self, name: str, kernel, stream, **kw):
+        super().__init__(name, kernel, **kw)
+        self.stream = stream
+
+    def capture(self) -> None:
+        self.kernel()
+        torch.cuda.synchronize()
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, stream=self.stream):
+            for _ in range(self.calls):
+                self.kernel()
+        self.graph.replay()
+        torch.cuda.synchronize()
+
+
 def cudnn_impl(q, k, v, dout, causal: bool, work: float) -> Impl:
-    """SDPA's cuDNN backward: autograd.grad on a cuDNN forward kept alive (capturable, as make_graphed_callables'
-    backward); n/a where cuDNN refuses the forward."""
+    """SDPA's cuDNN backward: autograd.grad on a cuDNN forward kept alive, run on its own stream (where autograd then
+    runs the backward, and the graph captures it); n/a where cuDNN refuses the forward."""
     qq, kk, vv = (x.detach().clone().requires_grad_() for x in (q, k, v))
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
     try:
-        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+        with torch.cuda.stream(stream), sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
             out = F.scaled_dot_product_attention(qq, kk, vv, is_causal=causal)
+        torch.cuda.synchronize()
     except RuntimeError as exc:
         impl = Impl("cudnn", lambda: None)
         impl.na = str(exc).splitlines()[0][:120]
         return impl
-    return Impl("cudnn", lambda: torch.autograd.grad(out, (qq, kk, vv), dout, retain_graph=True), calls=3, work=work)
+    return StreamImpl("cudnn", lambda: torch.autograd.grad(out, (qq, kk, vv), dout, retain_graph=True), stream,
+                      calls=3, work=work)
 
 
 def main():
