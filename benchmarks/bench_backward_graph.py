@@ -10,23 +10,20 @@ medians given. TFLOP/s at 2.5x the forward's FLOPs; rows as bench_backward.py's 
 from __future__ import annotations
 
 import argparse
-import math
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from bench_backward import forward_lse, mma_config, served_config
-from bwd_mma_source_ab import current_stream, fa2_backward
+from bench_backward import mma_config, served_config
+from bwd_mma_source_ab import current_stream, fa2_backward, row_inputs
 from graph_timing import Impl, measure
 
 from autoflash.kernels.compile import compile_kernel
 from autoflash.kernels.device import device_arch
 from autoflash.kernels.loaded import LoadedKernel
 from autoflash.ops.backward_gpu import launch_plan
-from autoflash.ops.backward_kernels import BackwardProblem
 
-TOKENS = 16384
 
 
 def plan_impl(name: str, cfg, p, scale: float, tensors: tuple) -> Impl:
@@ -93,13 +90,7 @@ def main():
             for n in (int(x) for x in args.seqs.split(",")):
                 for causal in (False, True):
                     key = dict(dtype=dtype, head_dim=d, causal=causal, deterministic=False)
-                    b, h = TOKENS // n, 2048 // d
-                    tdt = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
-                    g = torch.Generator(device="cuda").manual_seed(n + d)
-                    q, k, v, dout = (torch.randn(b, h, n, d, device="cuda", generator=g).to(tdt) for _ in range(4))
-                    scale = 1 / math.sqrt(d)
-                    out, lse, _ = forward_lse(q, k, v, causal, scale)
-                    p = BackwardProblem(b, h, h, n, n, d, causal)
+                    q, k, v, dout, out, lse, scale, p = row_inputs(dtype, d, n, causal)
                     tensors = (q, k, v, out, lse, dout)
                     impls = [plan_impl("served", served_config(arch, key, n), p, scale, tensors),
                              plan_impl("mma", mma_config(arch, key, n)[0], p, scale, tensors),

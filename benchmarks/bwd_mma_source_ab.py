@@ -59,18 +59,24 @@ def fa2_backward(q, k, v, dout, causal: bool, scale: float):
         dout, q, k, v, out, lse, cum_q, cum_k, max_q, max_k, 0.0, causal, seed, offset, scale=scale)
 
 
-def row(dtype: str, d: int, n: int, causal: bool, old_dir: str, rounds: int, extra_dirs=()) -> dict:
-    arch = device_arch(torch.cuda.current_device())[0]
-    key = dict(dtype=dtype, head_dim=d, causal=causal, deterministic=False)
-    cfg = mma_config(arch, key, n)[0]
-    kernels = {label: LoadedKernel(compile_kernel(cfg, source=src)) for label, src in sources(cfg, old_dir, extra_dirs).items()}
+def row_inputs(dtype: str, d: int, n: int, causal: bool):
+    """A row's random q, k, v, dO (TOKENS tokens, 2048 / d heads), the forward's O and LSE, the scale and the
+    BackwardProblem."""
     b, h = TOKENS // n, 2048 // d
     tdt = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
     g = torch.Generator(device="cuda").manual_seed(n + d)
     q, k, v, dout = (torch.randn(b, h, n, d, device="cuda", generator=g).to(tdt) for _ in range(4))
     scale = 1 / math.sqrt(d)
     out, lse, _ = forward_lse(q, k, v, causal, scale)
-    p = BackwardProblem(b, h, h, n, n, d, causal)
+    return q, k, v, dout, out, lse, scale, BackwardProblem(b, h, h, n, n, d, causal)
+
+
+def row(dtype: str, d: int, n: int, causal: bool, old_dir: str, rounds: int, extra_dirs=()) -> dict:
+    arch = device_arch(torch.cuda.current_device())[0]
+    key = dict(dtype=dtype, head_dim=d, causal=causal, deterministic=False)
+    cfg = mma_config(arch, key, n)[0]
+    kernels = {label: LoadedKernel(compile_kernel(cfg, source=src)) for label, src in sources(cfg, old_dir, extra_dirs).items()}
+    q, k, v, dout, out, lse, scale, p = row_inputs(dtype, d, n, causal)
     grads, impls = {}, []
     work = p.flops()
     for label, kernel in kernels.items():
