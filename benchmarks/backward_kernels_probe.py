@@ -29,9 +29,10 @@ def kernels(fn, calls: int) -> list[tuple[str, float, float]]:
             fn()
         torch.cuda.synchronize()
     out = []
-    for e in prof.key_averages():
-        if e.device_type.name == "CUDA" and e.count and getattr(e, "device_time_total", 0) > 0:
-            out.append((e.key[:90], e.count / calls, e.device_time_total / e.count))
+    for e in prof.key_averages():  # (CUDA activity only: kernels and memsets/copies, no CPU ops)
+        total = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
+        if e.count and total > 0:
+            out.append((e.key[:90], e.count / calls, total / e.count))
     return sorted(out, key=lambda x: -x[1] * x[2])
 
 
