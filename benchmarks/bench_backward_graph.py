@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from bench_backward import mma_config, served_config
+from bench_backward import full_key, mma_config, served_config
 from bwd_mma_source_ab import current_stream, fa2_backward, row_inputs
 from graph_timing import Impl, measure
 
@@ -23,6 +23,7 @@ from autoflash.kernels.compile import compile_kernel
 from autoflash.kernels.device import device_arch
 from autoflash.kernels.loaded import LoadedKernel
 from autoflash.ops.backward_gpu import launch_plan
+from autoflash.ops.backward_wgmma import TEMPLATE as WGMMA
 
 
 
@@ -79,16 +80,19 @@ def main():
     ap.add_argument("--dtypes", default="bf16,fp16")
     ap.add_argument("--head-dims", default="64,128")
     ap.add_argument("--seqs", default="4096,16384")
+    ap.add_argument("--causal", default="false,true")
+    ap.add_argument("--alt", default="", help="BMxBNxWARPSxSTAGES: a flash_bwd_wgmma tile timed as column alt")
     args = ap.parse_args()
     arch = device_arch(torch.cuda.current_device())[0]
-    names = ("served", "mma", "cudnn", "fa2")
+    names = ("served", "mma", "cudnn", "fa2") + (("alt",) if args.alt else ())
     print(f"# {torch.cuda.get_device_name()} torch {torch.__version__}; backward TFLOP/s (2.5x forward FLOPs), "
           f"CUDA-graph replay, {args.rounds} rounds; (spread of the round medians)", flush=True)
-    print("| dtype | D | N | causal | " + " | ".join(names) + " | served/cudnn | mma/fa2 |\n|" + "---|" * 10, flush=True)
+    print("| dtype | D | N | causal | " + " | ".join(names) + " | served/cudnn | mma/fa2 |" + (" alt/served |" if args.alt
+          else "") + "\n|" + "---|" * (10 + bool(args.alt)), flush=True)
     for dtype in args.dtypes.split(","):
         for d in (int(x) for x in args.head_dims.split(",")):
             for n in (int(x) for x in args.seqs.split(",")):
-                for causal in (False, True):
+                for causal in (x == "true" for x in args.causal.split(",")):
                     key = dict(dtype=dtype, head_dim=d, causal=causal, deterministic=False)
                     q, k, v, dout, out, lse, scale, p = row_inputs(dtype, d, n, causal)
                     tensors = (q, k, v, out, lse, dout)
@@ -96,12 +100,18 @@ def main():
                              plan_impl("mma", mma_config(arch, key, n)[0], p, scale, tensors),
                              cudnn_impl(q, k, v, dout, causal, p.flops()),
                              Impl("fa2", fa2_backward(q, k, v, dout, causal, scale), calls=3, work=p.flops())]
+                    if args.alt:
+                        bm, bn, w, st = (int(x) for x in args.alt.split("x"))
+                        alt = WGMMA.config(arch + "a", full_key(key), block_m=bm, block_n=bn, warps=w, stages=st,
+                                           warps_q=1)
+                        impls.append(plan_impl("alt", alt, p, scale, tensors))
                     res = measure(impls, args.rounds)
                     rate = {x: r["rate"] / 1e12 for x, r in res.items() if r.get("rate")}
                     cell = lambda x: f"{rate[x]:.0f} ({res[x]['spread']:.1%})" if x in rate else "n/a"  # noqa: E731
                     ratio = lambda a, c: f"{rate[a] / rate[c]:.3f}" if a in rate and c in rate else "n/a"  # noqa: E731
                     print(f"| {dtype} | {d} | {n} | {causal} | " + " | ".join(cell(x) for x in names)
-                          + f" | {ratio('served', 'cudnn')} | {ratio('mma', 'fa2')} |", flush=True)
+                          + f" | {ratio('served', 'cudnn')} | {ratio('mma', 'fa2')} |"
+                          + (f" {ratio('alt', 'served')} |" if args.alt else ""), flush=True)
                     del q, k, v, dout, out, lse, impls
                     torch.cuda.empty_cache()
 
