@@ -19,6 +19,7 @@ from bench_backward import full_key, mma_config, served_config
 from bwd_mma_source_ab import current_stream, fa2_backward, row_inputs
 from graph_timing import Impl, measure
 
+from autoflash.kernels.archs import build_arch
 from autoflash.kernels.compile import compile_kernel
 from autoflash.kernels.device import device_arch
 from autoflash.kernels.loaded import LoadedKernel
@@ -102,7 +103,7 @@ def main():
                              Impl("fa2", fa2_backward(q, k, v, dout, causal, scale), calls=3, work=p.flops())]
                     if args.alt:
                         bm, bn, w, st = (int(x) for x in args.alt.split("x"))
-                        alt = WGMMA.config(arch + "a", full_key(key), block_m=bm, block_n=bn, warps=w, stages=st,
+                        alt = WGMMA.config(build_arch(WGMMA.archs, arch), full_key(key), block_m=bm, block_n=bn, warps=w, stages=st,
                                            warps_q=1)
                         impls.append(plan_impl("alt", alt, p, scale, tensors))
                     res = measure(impls, args.rounds)
