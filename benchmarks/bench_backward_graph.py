@@ -24,6 +24,7 @@ from autoflash.kernels.compile import compile_kernel
 from autoflash.kernels.device import device_arch
 from autoflash.kernels.loaded import LoadedKernel
 from autoflash.ops.backward_gpu import launch_plan
+from autoflash.ops import backward_wgmma as WGMMA_MODULE
 from autoflash.ops.backward_wgmma import TEMPLATE as WGMMA
 
 
@@ -83,7 +84,9 @@ def main():
     ap.add_argument("--seqs", default="4096,16384")
     ap.add_argument("--causal", default="false,true")
     ap.add_argument("--alt", default="", help="BMxBNxWARPSxSTAGES: a flash_bwd_wgmma tile timed as column alt")
+    ap.add_argument("--one-consumer", action="store_true", help="ops/backward_wgmma.ONE_CONSUMER on (e.g. --alt 64x64x8x2)")
     args = ap.parse_args()
+    WGMMA_MODULE.ONE_CONSUMER = args.one_consumer or WGMMA_MODULE.ONE_CONSUMER
     arch = device_arch(torch.cuda.current_device())[0]
     names = ("served", "mma", "cudnn", "fa2") + (("alt",) if args.alt else ())
     print(f"# {torch.cuda.get_device_name()} torch {torch.__version__}; backward TFLOP/s (2.5x forward FLOPs), "

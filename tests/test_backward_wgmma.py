@@ -56,7 +56,7 @@ def test_defaults_are_valid():
     (cfg(d=128, bm=128), "accumulator registers"),  # dK, dV 128 + S^T, dP^T 128 + P^T 32
     (cfg(d=64, bm=64, bn=128), "must split over 2 warpgroups"),  # 32-column dQ slices
     (cfg(d=64, bm=128, warps=12), "consumers get 240 registers"),  # producer: spills at D 64 x 128 queries
-    (cfg(bn=64, warps=8), "needs two consumers"),  # one consumer + a producer warpgroup
+    (cfg(bn=64, warps=8), "needs ONE_CONSUMER"),  # one consumer + a producer warpgroup (off by default)
     (cfg(stages=3), "needs a producer warpgroup"),  # the pipelined schedule waits on the producer's mbarriers
     (cfg(stages=4, warps=12), "not one of"),
     (cfg(warps=16), "not one of"),

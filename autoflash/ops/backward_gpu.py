@@ -53,7 +53,8 @@ class BackwardLaunch:
         self.tile = tile  # (a padded head dim: the kernels' rows of the accumulator and of the small kernels' lanes)
         self.main_grid = (-(-p.seq_k // cfg.block_n), p.heads_kv, p.batch)
         self.tail_split = rendered(kernel, "tail_split", False)
-        tail_words = self._split_tail(cfg, tile, sm_count(kernel.device_id)) if self.tail_split else 0
+        ctas = rendered(kernel, "min_blocks", 1)  # (CTAs an SM: a wave is that many x the SMs)
+        tail_words = self._split_tail(cfg, tile, ctas * sm_count(kernel.device_id)) if self.tail_split else 0
         sizes = [bh * seq_q_pad * 4, bh * seq_q_pad * 4, q_rows * tile * 4,  # lse2, delta, dQ accumulator, counters
                  bh * n_q_tiles * 4 if cfg.deterministic else tail_words * 4]  # (or TAIL_SPLIT's tail buffer)
         self.offsets, total = [], 0

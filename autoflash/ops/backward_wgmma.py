@@ -113,6 +113,13 @@ HEAVY_FIRST = (128,)
 # H200, against an A/A copy (backward_tail_split_ab_h200_2026-11-30_s18g_bench.log): D 64 non-causal +1.8..+2.5 %
 # (0.989-1.008x cuDNN in that run, off 0.959-0.983x).
 TAIL_SPLIT = True
+# ONE_CONSUMER (off: not yet run on a GPU): a producer warpgroup with ONE consumer warpgroup (block_n 64, warps 8),
+# setmaxnreg 24 / 232 and __launch_bounds__(256, 2), so that two CTAs share an SM (2 x (128 x 232 + 128 x 24) = 64 K
+# registers, shared memory under half the SM's) and run independently, instead of two consumer warpgroups joined by
+# the dS^T barrier every tile: the structure of cuDNN's backward kernel (a 64 x 64 tile, one 4-warp group a CTA by its
+# name; benchmarks/NOTES.md, nineteenth session, s19k / s19l). Not deterministic. On, such configs join the space.
+ONE_CONSUMER = False
+ONE_CONSUMER_REGS = 232  # the consumer's setmaxnreg there (240 with two consumers)
 
 
 class BackwardWgmmaTemplate(Template):
@@ -150,6 +157,11 @@ class BackwardWgmmaTemplate(Template):
     def producer(cfg: BackwardConfig) -> bool:
         """A producer warpgroup besides the consumers (warps = 4 x (consumers + 1))."""
         return cfg.warps == 4 * (BackwardWgmmaTemplate.consumers(cfg) + 1)
+
+    @staticmethod
+    def one_consumer(cfg: BackwardConfig) -> bool:
+        """A producer warpgroup with one consumer (ONE_CONSUMER): two CTAs an SM."""
+        return BackwardWgmmaTemplate.producer(cfg) and BackwardWgmmaTemplate.consumers(cfg) == 1
 
     @staticmethod
     def dq_split(cfg: BackwardConfig) -> tuple[int, int]:
@@ -197,7 +209,12 @@ class BackwardWgmmaTemplate(Template):
             errors.append(f"warps={cfg.warps} must be 4 per warpgroup of 64 keys (block_n={cfg.block_n}): "
                           f"{4 * max(nc, 1)}, or {4 * max(nc, 1) + 4} with a producer warpgroup")
             return errors
-        if self.producer(cfg) and (DQ_BULK_REDUCE or DQ_OWN_KEYS or nc != 2):
+        if self.one_consumer(cfg) and (not ONE_CONSUMER or cfg.deterministic
+                                       or self.smem_bytes(cfg) > ARCHS[cfg.arch].smem_per_block // 2 - 1024):
+            errors.append("a producer with one consumer warpgroup (two CTAs an SM) needs ONE_CONSUMER, not "
+                          "deterministic, and at most half an SM's shared memory"
+                          + (f" ({self.smem_bytes(cfg)} B)" if ONE_CONSUMER else ""))
+        elif self.producer(cfg) and (DQ_BULK_REDUCE or DQ_OWN_KEYS or nc not in (1, 2)):
             # (DQ_OWN_KEYS: ptxas serialises the wgmmas for registers at D 128 under setmaxnreg 240)
             errors.append("a producer warpgroup needs two consumers (setmaxnreg 240/24) and the split dQ schedule "
                           "(not DQ_BULK_REDUCE, DQ_OWN_KEYS)")
@@ -306,7 +323,9 @@ class BackwardWgmmaTemplate(Template):
                 "dq_tile_reduce": tile_reduce, "dq_accum_permuted": tile_reduce,  # (the latter: backward_rows' _dq)
                 "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True,
                 "heavy_first": heavy_first(cfg),
-                "tail_split": TAIL_SPLIT and not (cfg.deterministic or cfg.causal or heavy_first(cfg))}
+                "tail_split": TAIL_SPLIT and not (cfg.deterministic or cfg.causal or heavy_first(cfg)),
+                "consumer_regs": ONE_CONSUMER_REGS if self.one_consumer(cfg) else 240,
+                "min_blocks": 2 if self.one_consumer(cfg) else 1}
 
     def reads_dq_with_lag(self, cfg: BackwardConfig) -> bool:
         """Whether the producer frees each dQ staging buffer one tile late (the read lag, above)."""

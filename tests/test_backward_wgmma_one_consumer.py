@@ -1,0 +1,46 @@
+"""ops/backward_wgmma.ONE_CONSUMER without a GPU: off (the default), the producer + one-consumer tile is refused with
+the reason and no served config changes; on, bm64 bn64 w8 s2 at D 64 is valid (not deterministic; stages 3 exceed
+half an SM's shared memory), renders setmaxnreg 232 and __launch_bounds__(256, 2), and compiles clean. GPU checks:
+tests/test_backward_wgmma_one_consumer_gpu.py."""
+import pytest
+
+from autoflash.kernels.render import render
+from autoflash.ops import backward_wgmma
+
+from test_backward_wgmma import WG, key
+
+
+def one(d=64, causal=False, stages=2, **kw):
+    return WG.config("sm_90a", key("bf16", d, causal, **kw), block_m=64, block_n=64, warps=8, stages=stages,
+                     warps_q=1)
+
+
+def test_off_refused_with_the_reason():
+    assert backward_wgmma.ONE_CONSUMER is False
+    assert any("one consumer" in p for p in one().problems())
+    for d in (64, 128):
+        for causal in (False, True):
+            assert not WG.one_consumer(WG.default("sm_90a", key("bf16", d, causal)))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_on_renders_two_ctas_an_sm(causal, monkeypatch):
+    monkeypatch.setattr(backward_wgmma, "ONE_CONSUMER", True)
+    cfg = one(causal=causal)
+    assert cfg.problems() == [] and WG.smem_bytes(cfg) <= 232448 // 2 - 1024
+    source = render(cfg)
+    assert "__launch_bounds__(THREADS, 2)" in source and "CONSUMER_REGS = 232;" in source
+    assert any("one consumer" in p for p in one(causal=causal, deterministic=True).problems())
+    assert any("shared memory" in p for p in one(causal=causal, stages=3).problems())
+    served = WG.default("sm_90a", key("bf16", 64, causal))  # (the two-consumer tiles keep 240 and one CTA an SM)
+    assert "__launch_bounds__(THREADS, 1)" in render(served) and "CONSUMER_REGS = 240;" in render(served)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_on_compiles_clean(causal, monkeypatch):
+    pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
+    from autoflash.kernels.compile import compile_kernel
+
+    monkeypatch.setattr(backward_wgmma, "ONE_CONSUMER", True)
+    report = compile_kernel(one(causal=causal)).report
+    assert report.spills == 0 and report.stack_frame == 0 and not report.wgmma_serialized, report
