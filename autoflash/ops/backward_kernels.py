@@ -246,8 +246,8 @@ class BackwardMmaTemplate(Template):
     # H200 runs of benchmarks/bench_backward.py time them (benchmarks/NOTES.md, backward): at D 128
     # warps_q 2 ran 10 % ahead of 1, at D 64 they tied (1 uses less shared memory).
     SMALL = [(64, 64, 4, 2, 1), (32, 64, 4, 2, 1), (32, 64, 4, 1, 1)]
-    # D 256: warps_q 4 (FlashAttention-2's layout there) where two query buffers fit (sm_90), +4.6..+6.0 % over warps_q 2
-    # (bwd_mma_d256_layout_h200_2026-11-30_s19f.log); its rule keeps it to plain D 256 keys.
+    # D 256: warps_q 4 (FlashAttention-2's layout there) where two query buffers fit (sm_90), +4.6..+6.0 % over
+    # warps_q 2 (bwd_mma_d256_layout_h200_2026-11-30_s19f.log); its rule keeps it to plain D 256 keys.
     # (64, 64, 8, 2, 2) and (32, 32, 4, 2, 2) at D 128 serve varlen (the rules refuse the others there);
     # dense keys never reach them (the tiles before them fit wherever these do).
     DEFAULTS = {64: [(64, 128, 8, 2, 1), (64, 128, 8, 2, 2)] + SMALL,

@@ -216,8 +216,8 @@ class BackwardWgmmaTemplate(Template):
                           + (f" ({self.smem_bytes(cfg)} B)" if ONE_CONSUMER else ""))
         elif self.producer(cfg) and (DQ_BULK_REDUCE or DQ_OWN_KEYS or nc not in (1, 2)):
             # (DQ_OWN_KEYS: ptxas serialises the wgmmas for registers at D 128 under setmaxnreg 240)
-            errors.append("a producer warpgroup needs two consumers (setmaxnreg 240/24) and the split dQ schedule "
-                          "(not DQ_BULK_REDUCE, DQ_OWN_KEYS)")
+            errors.append("a producer warpgroup needs two consumers (setmaxnreg 240/24; one under ONE_CONSUMER) and "
+                          "the split dQ schedule (not DQ_BULK_REDUCE, DQ_OWN_KEYS)")
         elif self.producer(cfg) and self.accumulator_registers(cfg) > PRODUCER_ACCUMULATORS:
             # ptxas (NVRTC 13.5): D 64 x block_m 128 spills 48 bytes under setmaxnreg 240
             errors.append(f"with a producer warpgroup the consumers get 240 registers: ~{self.accumulator_registers(cfg)} "
