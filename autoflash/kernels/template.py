@@ -25,6 +25,13 @@ def spell_values(values) -> str:
     return ", ".join(map(str, v))
 
 
+
+def next_tile(head_dim: int, tiles: tuple[int, ...]) -> int:
+    """The first of a template's tile head dims (ascending) that holds head_dim; head_dim itself past the last (a
+    key the template's values refuse)."""
+    return next((d for d in tiles if d >= head_dim), head_dim)
+
+
 class Template:
     """Base class: subclasses fill in the class attributes and the hooks."""
 

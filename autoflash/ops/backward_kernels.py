@@ -38,7 +38,7 @@ from typing import ClassVar
 
 from autoflash.kernels.config import OpConfig
 from autoflash.kernels.elements import DTYPE_BYTES
-from autoflash.kernels.template import Template, spell_values
+from autoflash.kernels.template import Template, next_tile, spell_values
 from autoflash.ops.forward_base import MAX_TOKEN_STRIDE, Problem, causal_offset, stepped_strides
 
 # (Q/K head dim, V head dim) pairs with a backward (Dv != Dqk, e.g. MLA's 192/128); 192 is a backward
@@ -363,11 +363,12 @@ class BackwardMmaTemplate(Template):
         return rows * elem + 2 * cfg.stages * cfg.block_m * 4  # + lse2 and delta buffers
 
     def template_values(self, cfg: BackwardConfig) -> dict:
+        tile = tile_dim(cfg.head_dim, cfg.head_dim_v)
         return {"mma_type": "bf16" if cfg.dtype == "bf16" else "f16", "pad_m": PAD_M,
-                "head_dim": tile_dim(cfg.head_dim, cfg.head_dim_v), "hbm_dim": cfg.head_dim,
+                "head_dim": tile, "hbm_dim": cfg.head_dim,
                 "strided": False,  # (backward_rows.cuh.j2: the strided small kernels are flash_bwd_wgmma's)
                 "dq_accum_permuted": False, "tail_split": False,
-                "p_store_early": tile_dim(cfg.head_dim, cfg.head_dim_v) in P_STORE_EARLY}
+                "p_store_early": tile in P_STORE_EARLY}
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         pair = (key["head_dim"], key.get("head_dim_v", 0))
@@ -386,12 +387,6 @@ def tile_dim(head_dim: int, head_dim_v: int = 0) -> int:
     """The head dim of a flash_bwd_mma tile for a problem's: its own for TILE_DIMS and the HEAD_DIM_PAIRS, else the
     next of TILE_DIMS (padded, above)."""
     return head_dim if head_dim_v else next_tile(head_dim, TILE_DIMS)
-
-
-def next_tile(head_dim: int, tiles: tuple[int, ...]) -> int:
-    """The first of a template's tile head dims (ascending) that holds head_dim; head_dim itself past the last (a
-    key the template's values refuse)."""
-    return next((d for d in tiles if d >= head_dim), head_dim)
 
 
 def default_scale(head_dim: int) -> float:

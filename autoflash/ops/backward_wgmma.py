@@ -43,8 +43,8 @@ import functools
 
 from autoflash.kernels.archs import ARCHS, build_arch
 from autoflash.kernels.elements import DTYPE_BYTES
-from autoflash.kernels.template import Template
-from autoflash.ops.backward_kernels import PAD_M, BackwardConfig, next_tile
+from autoflash.kernels.template import Template, next_tile
+from autoflash.ops.backward_kernels import PAD_M, BackwardConfig
 
 SMEM_ALIGN = 1024  # the kernel rounds the shared-memory base up to a swizzle atom
 REGISTER_BUDGET = 240  # fp32 accumulators a thread may hold at once (ptxas needs the rest)

@@ -20,7 +20,7 @@ from typing import ClassVar
 
 from autoflash.kernels.archs import ARCHS
 from autoflash.kernels.config import OpConfig
-from autoflash.kernels.template import Template
+from autoflash.kernels.template import Template, next_tile
 
 SMEM_PAD = 8        # elements added to each K/V/Q shared-memory row: conflict-free ldmatrix
 MERGE_PAD = 8       # floats added to each row of the warps' fp32 merge buffer
@@ -114,7 +114,7 @@ def tile_dim(head_dim: int) -> int:
     """The head dim of a decode tile for a problem's head_dim: the next of TILE_DIMS. The padding columns are
     zero-filled in shared memory (Q, K and V), so they add nothing to S or to the O columns written; nothing of them
     is read from or written to HBM (the template's HBM_DIM)."""
-    return next((d for d in TILE_DIMS if d >= head_dim), head_dim)  # (past 256: refused by the key's values)
+    return next_tile(head_dim, TILE_DIMS)  # (past 256: refused by the key's values)
 
 
 def m_tiles_for(rows: int, head_dim: int) -> int:
