@@ -13,7 +13,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from bench_backward import mma_config, sdpa_backward, served_config
-from bench_backward_graph import plan_impl
+from bench_backward_graph import config_impl
 from bwd_mma_source_ab import fa2_backward, row_inputs
 
 from autoflash.kernels.device import device_arch
@@ -47,8 +47,8 @@ def main():
         q, k, v, dout, out, lse, scale, p = row_inputs("bf16", d, n, False)
         key = dict(dtype="bf16", head_dim=d, causal=False, deterministic=False)
         tensors = (q, k, v, out, lse, dout)
-        runs = {"served": plan_impl("served", served_config(arch, key, n), p, scale, tensors).kernel,
-                "mma": plan_impl("mma", mma_config(arch, key, n)[0], p, scale, tensors).kernel,
+        runs = {"served": config_impl("served", served_config(arch, key, n), p, scale, tensors).kernel,
+                "mma": config_impl("mma", mma_config(arch, key, n)[0], p, scale, tensors).kernel,
                 "cudnn": sdpa_backward("cudnn", q, k, v, dout, False)[0],
                 "fa2": fa2_backward(q, k, v, dout, False, scale)}
         for name, fn in runs.items():

@@ -15,12 +15,12 @@ import math
 import torch
 
 from bench_backward import forward_lse
-from bwd_mma_source_ab import current_stream, fa2_backward
+from bwd_mma_source_ab import fa2_backward, plan_impl
 from graph_timing import Impl, measure
 
 from autoflash.kernels.compile import compile_kernel
 from autoflash.kernels.loaded import LoadedKernel
-from autoflash.ops.backward_gpu import launch_plan, verify
+from autoflash.ops.backward_gpu import verify
 from autoflash.ops.backward_kernels import TEMPLATE, BackwardProblem
 
 LAYOUTS = {"wq2_s2": (2, 2), "wq4_s2": (4, 2), "wq4_s1": (4, 1)}  # (warps_q, stages), bm64 bn64 w8
@@ -61,12 +61,8 @@ def main():
                 p = BackwardProblem(b, h, h, n, n, 256, causal)
                 impls = []
                 for name, (wq, st) in LAYOUTS.items():
-                    plan = launch_plan(LoadedKernel(compile_kernel(config(dtype, causal, wq, st))), p, scale)
-                    ws = torch.empty(plan.workspace_bytes, dtype=torch.uint8, device="cuda")
-                    ptrs = [x.data_ptr() for x in (q, k, v, out, lse, dout)] + [
-                        torch.empty_like(x).data_ptr() for x in (q, k, v)] + [ws.data_ptr()]
-                    impls.append(Impl(name, lambda plan=plan, ptrs=ptrs, ws=ws: plan(*ptrs, current_stream()),
-                                      calls=3, work=p.flops()))
+                    kernel = LoadedKernel(compile_kernel(config(dtype, causal, wq, st)))
+                    impls.append(plan_impl(name, kernel, p, scale, (q, k, v, out, lse, dout))[0])
                 impls.append(Impl("fa2", fa2_backward(q, k, v, dout, causal, scale), calls=3, work=p.flops()))
                 res = measure(impls, args.rounds)
                 rate = {k: r["rate"] / 1e12 for k, r in res.items() if r.get("rate")}

@@ -16,27 +16,21 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from bench_backward import full_key, mma_config, served_config
-from bwd_mma_source_ab import current_stream, fa2_backward, row_inputs
+from bwd_mma_source_ab import fa2_backward, plan_impl, row_inputs
 from graph_timing import Impl, measure
 
 from autoflash.kernels.archs import build_arch
 from autoflash.kernels.compile import compile_kernel
 from autoflash.kernels.device import device_arch
 from autoflash.kernels.loaded import LoadedKernel
-from autoflash.ops.backward_gpu import launch_plan
 from autoflash.ops import backward_wgmma as WGMMA_MODULE
 from autoflash.ops.backward_wgmma import TEMPLATE as WGMMA
 
 
 
-def plan_impl(name: str, cfg, p, scale: float, tensors: tuple) -> Impl:
+def config_impl(name: str, cfg, p, scale: float, tensors: tuple) -> Impl:
     """cfg's three launches on q, k, v, out, lse, dout (tensors) into fresh dq, dk, dv and workspace."""
-    plan = launch_plan(LoadedKernel(compile_kernel(cfg)), p, scale)
-    q, k, v = tensors[:3]
-    keep = [torch.empty_like(x) for x in (q, k, v)] + [torch.empty(plan.workspace_bytes, dtype=torch.uint8,
-                                                                   device="cuda")]
-    ptrs = [x.data_ptr() for x in tensors] + [x.data_ptr() for x in keep]
-    return Impl(name, lambda: (keep, plan(*ptrs, current_stream()))[1], calls=3, work=p.flops())
+    return plan_impl(name, LoadedKernel(compile_kernel(cfg)), p, scale, tensors)[0]
 
 
 class StreamImpl(Impl):
@@ -84,15 +78,17 @@ def main():
     ap.add_argument("--seqs", default="4096,16384")
     ap.add_argument("--causal", default="false,true")
     ap.add_argument("--alt", default="", help="BMxBNxWARPSxSTAGES: a flash_bwd_wgmma tile timed as column alt")
-    ap.add_argument("--one-consumer", action="store_true", help="ops/backward_wgmma.ONE_CONSUMER on (e.g. --alt 64x64x8x2)")
+    ap.add_argument("--one-consumer", action="store_true",
+                    help="ops/backward_wgmma.ONE_CONSUMER on (e.g. --alt 64x64x8x2)")
     args = ap.parse_args()
     WGMMA_MODULE.ONE_CONSUMER = args.one_consumer or WGMMA_MODULE.ONE_CONSUMER
     arch = device_arch(torch.cuda.current_device())[0]
     names = ("served", "mma", "cudnn", "fa2") + (("alt",) if args.alt else ())
     print(f"# {torch.cuda.get_device_name()} torch {torch.__version__}; backward TFLOP/s (2.5x forward FLOPs), "
           f"CUDA-graph replay, {args.rounds} rounds; (spread of the round medians)", flush=True)
-    print("| dtype | D | N | causal | " + " | ".join(names) + " | served/cudnn | mma/fa2 |" + (" alt/served |" if args.alt
-          else "") + "\n|" + "---|" * (10 + bool(args.alt)), flush=True)
+    header = "| dtype | D | N | causal | " + " | ".join(names) + " | served/cudnn | mma/fa2 |"
+    header += " alt/served |" if args.alt else ""
+    print(header + "\n|" + "---|" * (10 + bool(args.alt)), flush=True)
     for dtype in args.dtypes.split(","):
         for d in (int(x) for x in args.head_dims.split(",")):
             for n in (int(x) for x in args.seqs.split(",")):
@@ -100,15 +96,15 @@ def main():
                     key = dict(dtype=dtype, head_dim=d, causal=causal, deterministic=False)
                     q, k, v, dout, out, lse, scale, p = row_inputs(dtype, d, n, causal)
                     tensors = (q, k, v, out, lse, dout)
-                    impls = [plan_impl("served", served_config(arch, key, n), p, scale, tensors),
-                             plan_impl("mma", mma_config(arch, key, n)[0], p, scale, tensors),
+                    impls = [config_impl("served", served_config(arch, key, n), p, scale, tensors),
+                             config_impl("mma", mma_config(arch, key, n)[0], p, scale, tensors),
                              cudnn_impl(q, k, v, dout, causal, p.flops()),
                              Impl("fa2", fa2_backward(q, k, v, dout, causal, scale), calls=3, work=p.flops())]
                     if args.alt:
                         bm, bn, w, st = (int(x) for x in args.alt.split("x"))
-                        alt = WGMMA.config(build_arch(WGMMA.archs, arch), full_key(key), block_m=bm, block_n=bn, warps=w, stages=st,
-                                           warps_q=1)
-                        impls.append(plan_impl("alt", alt, p, scale, tensors))
+                        alt = WGMMA.config(build_arch(WGMMA.archs, arch), full_key(key), block_m=bm, block_n=bn,
+                                           warps=w, stages=st, warps_q=1)
+                        impls.append(config_impl("alt", alt, p, scale, tensors))
                     res = measure(impls, args.rounds)
                     rate = {x: r["rate"] / 1e12 for x, r in res.items() if r.get("rate")}
                     cell = lambda x: f"{rate[x]:.0f} ({res[x]['spread']:.1%})" if x in rate else "n/a"  # noqa: E731

@@ -71,22 +71,30 @@ def row_inputs(dtype: str, d: int, n: int, causal: bool):
     return q, k, v, dout, out, lse, scale, BackwardProblem(b, h, h, n, n, d, causal)
 
 
+def plan_impl(name: str, kernel, p, scale: float, tensors: tuple) -> tuple[Impl, tuple]:
+    """A loaded backward kernel's launches (preprocess, main kernel, dQ conversion) on q, k, v, out, lse, dout
+    (tensors) into fresh dq, dk, dv and workspace, as an Impl of 3 calls a graph; and those (dq, dk, dv), which the
+    Impl keeps alive."""
+    plan = launch_plan(kernel, p, scale)
+    outputs = tuple(torch.empty_like(x) for x in tensors[:3])
+    workspace = torch.empty(plan.workspace_bytes, dtype=torch.uint8, device="cuda")
+    ptrs = [x.data_ptr() for x in tensors + outputs + (workspace,)]
+    impl = Impl(name, lambda: (outputs, workspace, plan(*ptrs, current_stream()))[2], calls=3, work=p.flops())
+    return impl, outputs
+
+
 def row(dtype: str, d: int, n: int, causal: bool, old_dir: str, rounds: int, extra_dirs=()) -> dict:
     arch = device_arch(torch.cuda.current_device())[0]
     key = dict(dtype=dtype, head_dim=d, causal=causal, deterministic=False)
     cfg = mma_config(arch, key, n)[0]
-    kernels = {label: LoadedKernel(compile_kernel(cfg, source=src)) for label, src in sources(cfg, old_dir, extra_dirs).items()}
+    kernels = {label: LoadedKernel(compile_kernel(cfg, source=src))
+               for label, src in sources(cfg, old_dir, extra_dirs).items()}
     q, k, v, dout, out, lse, scale, p = row_inputs(dtype, d, n, causal)
     grads, impls = {}, []
-    work = p.flops()
     for label, kernel in kernels.items():
-        plan = launch_plan(kernel, p, scale)
-        ws = torch.empty(plan.workspace_bytes, dtype=torch.uint8, device="cuda")
-        dq, dk, dv = (torch.empty_like(x) for x in (q, k, v))
-        grads[label] = (dq, dk, dv)
-        ptrs = [x.data_ptr() for x in (q, k, v, out, lse, dout, dq, dk, dv, ws)]
-        impls.append(Impl(label, lambda plan=plan, ptrs=ptrs: plan(*ptrs, current_stream()), calls=3, work=work))
-    impls.append(Impl("fa2", fa2_backward(q, k, v, dout, causal, scale), calls=3, work=work))
+        impl, grads[label] = plan_impl(label, kernel, p, scale, (q, k, v, out, lse, dout))
+        impls.append(impl)
+    impls.append(Impl("fa2", fa2_backward(q, k, v, dout, causal, scale), calls=3, work=p.flops()))
     res = measure(impls, rounds)
     for impl in impls[:len(kernels)]:
         impl.kernel()
