@@ -33,6 +33,22 @@ def config_impl(name: str, cfg, p, scale: float, tensors: tuple) -> Impl:
     return plan_impl(name, LoadedKernel(compile_kernel(cfg)), p, scale, tensors)[0]
 
 
+def alt_impl(name: str, tile: str, switches: str, arch: str, key: dict, p, scale: float, tensors: tuple) -> Impl:
+    """A flash_bwd_wgmma tile BMxBNxWARPSxSTAGES, compiled with the ops/backward_wgmma switches named in
+    switches ("A+B") on, then set back."""
+    bm, bn, w, st = (int(x) for x in tile.split("x"))
+    cfg = WGMMA.config(build_arch(WGMMA.archs, arch), full_key(key), block_m=bm, block_n=bn, warps=w, stages=st,
+                       warps_q=1)
+    saved = {s: getattr(WGMMA_MODULE, s) for s in switches.split("+") if s}
+    try:
+        for s in saved:
+            setattr(WGMMA_MODULE, s, True)
+        return config_impl(name, cfg, p, scale, tensors)
+    finally:
+        for s, value in saved.items():
+            setattr(WGMMA_MODULE, s, value)
+
+
 class StreamImpl(Impl):
     """An Impl captured on a given stream: autograd runs a backward on its forward's stream, so the graph must
     capture on that one (the default stream cannot be captured)."""
@@ -77,18 +93,23 @@ def main():
     ap.add_argument("--head-dims", default="64,128")
     ap.add_argument("--seqs", default="4096,16384")
     ap.add_argument("--causal", default="false,true")
-    ap.add_argument("--alt", default="", help="BMxBNxWARPSxSTAGES: a flash_bwd_wgmma tile timed as column alt")
+    ap.add_argument("--alt", default="", help="BMxBNxWARPSxSTAGES[:SWITCH+SWITCH], comma-separated: flash_bwd_wgmma "
+                    "tiles timed as columns alt1, alt2, ..., each compiled with the named ops/backward_wgmma switches on")
     ap.add_argument("--one-consumer", action="store_true",
                     help="ops/backward_wgmma.ONE_CONSUMER on (e.g. --alt 64x64x8x2)")
     args = ap.parse_args()
     WGMMA_MODULE.ONE_CONSUMER = args.one_consumer or WGMMA_MODULE.ONE_CONSUMER
     arch = device_arch(torch.cuda.current_device())[0]
-    names = ("served", "mma", "cudnn", "fa2") + (("alt",) if args.alt else ())
+    alts = [(a.split(":") + [""])[:2] for a in args.alt.split(",")] if args.alt else []
+    alt_names = tuple(f"alt{i + 1}" for i in range(len(alts)))
+    names = ("served", "mma", "cudnn", "fa2") + alt_names
+    for name, (tile, switches) in zip(alt_names, alts):
+        print(f"# {name}: {tile}" + (f" with {switches}" if switches else ""), flush=True)
     print(f"# {torch.cuda.get_device_name()} torch {torch.__version__}; backward TFLOP/s (2.5x forward FLOPs), "
           f"CUDA-graph replay, {args.rounds} rounds; (spread of the round medians)", flush=True)
     header = "| dtype | D | N | causal | " + " | ".join(names) + " | served/cudnn | mma/fa2 |"
-    header += " alt/served |" if args.alt else ""
-    print(header + "\n|" + "---|" * (10 + bool(args.alt)), flush=True)
+    header += "".join(f" {a}/served |" for a in alt_names)
+    print(header + "\n|" + "---|" * (10 + 2 * len(alts)), flush=True)
     for dtype in args.dtypes.split(","):
         for d in (int(x) for x in args.head_dims.split(",")):
             for n in (int(x) for x in args.seqs.split(",")):
@@ -100,18 +121,15 @@ def main():
                              config_impl("mma", mma_config(arch, key, n)[0], p, scale, tensors),
                              cudnn_impl(q, k, v, dout, causal, p.flops()),
                              Impl("fa2", fa2_backward(q, k, v, dout, causal, scale), calls=3, work=p.flops())]
-                    if args.alt:
-                        bm, bn, w, st = (int(x) for x in args.alt.split("x"))
-                        alt = WGMMA.config(build_arch(WGMMA.archs, arch), full_key(key), block_m=bm, block_n=bn,
-                                           warps=w, stages=st, warps_q=1)
-                        impls.append(config_impl("alt", alt, p, scale, tensors))
+                    for name, (tile, switches) in zip(alt_names, alts):
+                        impls.append(alt_impl(name, tile, switches, arch, key, p, scale, tensors))
                     res = measure(impls, args.rounds)
                     rate = {x: r["rate"] / 1e12 for x, r in res.items() if r.get("rate")}
                     cell = lambda x: f"{rate[x]:.0f} ({res[x]['spread']:.1%})" if x in rate else "n/a"  # noqa: E731
                     ratio = lambda a, c: f"{rate[a] / rate[c]:.3f}" if a in rate and c in rate else "n/a"  # noqa: E731
                     print(f"| {dtype} | {d} | {n} | {causal} | " + " | ".join(cell(x) for x in names)
                           + f" | {ratio('served', 'cudnn')} | {ratio('mma', 'fa2')} |"
-                          + (f" {ratio('alt', 'served')} |" if args.alt else ""), flush=True)
+                          + "".join(f" {ratio(a, 'served')} |" for a in alt_names), flush=True)
                     del q, k, v, dout, out, lse, impls
                     torch.cuda.empty_cache()
 

@@ -44,3 +44,21 @@ def test_on_compiles_clean(causal, monkeypatch):
     monkeypatch.setattr(backward_wgmma, "ONE_CONSUMER", True)
     report = compile_kernel(one(causal=causal)).report
     assert report.spills == 0 and report.stack_frame == 0 and not report.wgmma_serialized, report
+
+
+@pytest.mark.parametrize("switch", ["Q_ROTATE", "HEADS_INNER"])
+def test_tail_split_orders_render_only_on_the_split_grid(switch, monkeypatch):
+    """Q_ROTATE / HEADS_INNER (off by default) change only TAIL_SPLIT's grid (non-causal, not deterministic); on,
+    the one-consumer tile compiles clean with them."""
+    assert getattr(backward_wgmma, switch) is False
+    monkeypatch.setattr(backward_wgmma, "ONE_CONSUMER", True)
+    marker = "(Q_ROTATE)" if switch == "Q_ROTATE" else "(HEADS_INNER)"
+    assert marker not in render(one())
+    monkeypatch.setattr(backward_wgmma, switch, True)
+    assert marker in render(one())
+    assert marker not in render(one(causal=True))
+    pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
+    from autoflash.kernels.compile import compile_kernel
+
+    report = compile_kernel(one()).report
+    assert report.spills == 0 and report.stack_frame == 0 and not report.wgmma_serialized, report

@@ -120,6 +120,12 @@ TAIL_SPLIT = True
 # name; benchmarks/NOTES.md, nineteenth session, s19k / s19l). Not deterministic. On, such configs join the space.
 ONE_CONSUMER = False
 ONE_CONSUMER_REGS = 232  # the consumer's setmaxnreg there (240 with two consumers)
+# Two orders of TAIL_SPLIT's grids (off; s20b times them with ONE_CONSUMER, whose N 16384 non-causal rows ran 5 %
+# slower than the served tile while the others ran 3-7 % faster). Q_ROTATE: each block runs its query tiles from tile
+# kv_tile on (mod the tile count), so a head's blocks, in step, add into different dQ tiles at a time. HEADS_INNER: the
+# units run head first, so a wave spans every head instead of one head's K/V tiles.
+Q_ROTATE = False
+HEADS_INNER = False
 
 
 class BackwardWgmmaTemplate(Template):
@@ -311,6 +317,7 @@ class BackwardWgmmaTemplate(Template):
         hbm_dim, cfg = cfg.head_dim, tiled(cfg)  # (the tile's values, the problem's rows in global memory)
         rows, cols = self.dq_split(cfg)
         tile_reduce = self.producer(cfg) and self.dq_mode(cfg) == 2  # (its staging by stmatrix permutes dq_accum)
+        split = TAIL_SPLIT and not (cfg.deterministic or cfg.causal or heavy_first(cfg))
         return {"wgmma_type": "bf16" if cfg.dtype == "bf16" else "f16", "pad_m": PAD_M,
                 "head_dim": cfg.head_dim, "hbm_dim": hbm_dim,
                 "head_dim_v": 0,  # (backward_rows.cuh.j2: V's head dim is Q/K's here)
@@ -323,7 +330,7 @@ class BackwardWgmmaTemplate(Template):
                 "dq_tile_reduce": tile_reduce, "dq_accum_permuted": tile_reduce,  # (the latter: backward_rows' _dq)
                 "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True,
                 "heavy_first": heavy_first(cfg),
-                "tail_split": TAIL_SPLIT and not (cfg.deterministic or cfg.causal or heavy_first(cfg)),
+                "tail_split": split, "q_rotate": split and Q_ROTATE, "heads_inner": split and HEADS_INNER,
                 "consumer_regs": ONE_CONSUMER_REGS if self.one_consumer(cfg) else 240,
                 "min_blocks": 2 if self.one_consumer(cfg) else 1}
 
