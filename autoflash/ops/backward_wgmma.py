@@ -113,19 +113,15 @@ HEAVY_FIRST = (128,)
 # H200, against an A/A copy (backward_tail_split_ab_h200_2026-11-30_s18g_bench.log): D 64 non-causal +1.8..+2.5 %
 # (0.989-1.008x cuDNN in that run, off 0.959-0.983x).
 TAIL_SPLIT = True
-# ONE_CONSUMER (off: not yet run on a GPU): a producer warpgroup with ONE consumer warpgroup (block_n 64, warps 8),
-# setmaxnreg 24 / 232 and __launch_bounds__(256, 2), so that two CTAs share an SM (2 x (128 x 232 + 128 x 24) = 64 K
-# registers, shared memory under half the SM's) and run independently, instead of two consumer warpgroups joined by
-# the dS^T barrier every tile: the structure of cuDNN's backward kernel (a 64 x 64 tile, one 4-warp group a CTA by its
-# name; benchmarks/NOTES.md, nineteenth session, s19k / s19l). Not deterministic. On, such configs join the space.
-ONE_CONSUMER = False
+# ONE_CONSUMER: a producer warpgroup with ONE consumer warpgroup (block_n 64, warps 8), setmaxnreg 24 / 232 and
+# __launch_bounds__(256, 2), so that two CTAs share an SM (2 x (128 x 232 + 128 x 24) = 64 K registers, shared memory
+# under half the SM's) and run independently, instead of two consumer warpgroups joined by the dS^T barrier every
+# tile: the structure of cuDNN's backward kernel (a 64 x 64 tile, one 4-warp group a CTA by its name; s19k / s19l).
+# Not deterministic; D 64 only (D 128's tile needs 182 KB). On, such configs join the space; the tuner picks them
+# per key. H200, graph replay against the served tile (benchmarks/NOTES.md, twentieth session, s20a / s20b): bf16 /
+# fp16 D 64 +3..+11 % at N 4096 / 8192 and N 16384 causal, -3..-6 % at N 16384 non-causal.
+ONE_CONSUMER = True
 ONE_CONSUMER_REGS = 232  # the consumer's setmaxnreg there (240 with two consumers)
-# Two orders of TAIL_SPLIT's grids (off; s20b times them with ONE_CONSUMER, whose N 16384 non-causal rows ran 5 %
-# slower than the served tile while the others ran 3-7 % faster). Q_ROTATE: each block runs its query tiles from tile
-# kv_tile on (mod the tile count), so a head's blocks, in step, add into different dQ tiles at a time. HEADS_INNER: the
-# units run head first, so a wave spans every head instead of one head's K/V tiles.
-Q_ROTATE = False
-HEADS_INNER = False
 
 
 class BackwardWgmmaTemplate(Template):
@@ -317,7 +313,6 @@ class BackwardWgmmaTemplate(Template):
         hbm_dim, cfg = cfg.head_dim, tiled(cfg)  # (the tile's values, the problem's rows in global memory)
         rows, cols = self.dq_split(cfg)
         tile_reduce = self.producer(cfg) and self.dq_mode(cfg) == 2  # (its staging by stmatrix permutes dq_accum)
-        split = TAIL_SPLIT and not (cfg.deterministic or cfg.causal or heavy_first(cfg))
         return {"wgmma_type": "bf16" if cfg.dtype == "bf16" else "f16", "pad_m": PAD_M,
                 "head_dim": cfg.head_dim, "hbm_dim": hbm_dim,
                 "head_dim_v": 0,  # (backward_rows.cuh.j2: V's head dim is Q/K's here)
@@ -330,7 +325,7 @@ class BackwardWgmmaTemplate(Template):
                 "dq_tile_reduce": tile_reduce, "dq_accum_permuted": tile_reduce,  # (the latter: backward_rows' _dq)
                 "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True,
                 "heavy_first": heavy_first(cfg),
-                "tail_split": split, "q_rotate": split and Q_ROTATE, "heads_inner": split and HEADS_INNER,
+                "tail_split": TAIL_SPLIT and not (cfg.deterministic or cfg.causal or heavy_first(cfg)),
                 "consumer_regs": ONE_CONSUMER_REGS if self.one_consumer(cfg) else 240,
                 "min_blocks": 2 if self.one_consumer(cfg) else 1}
 
