@@ -92,9 +92,11 @@ for part in "$@"; do
                         timeout ${BACKWARD_TIMEOUT:-240} python3 benchmarks/bench_backward.py --head-dims 64,128 \
                             --seqs 4096,16384 --dtypes bf16,fp16 --rounds 3 >> "$OUT/bench_backward.log" 2>&1
                         s=$(tail -20 "$OUT/bench_backward.log") ;;
-        bwd_tune) timeout ${BWD_TUNE_TIMEOUT:-170} python3 -m autoflash.cli tune --op backward --template flash_bwd_wgmma \
-                      --dtype bf16,fp16 --head-dim 64,128 --causal both --seq-len 4096,16384 --key deterministic=no \
-                      --trials 12 --timeout 30 --warm-start --out tuned_configs > "$OUT/bwd_tune.log" 2>&1
+        bwd_tune) for dt in 64:524288 128:262144; do  # (head dim:tokens) the bar's size: 16k tokens x 2048 / D heads
+                      timeout ${BWD_TUNE_TIMEOUT:-170} python3 -m autoflash.cli tune --op backward --template flash_bwd_wgmma \
+                          --dtype bf16,fp16 --head-dim ${dt%:*} --causal both --seq-len 4096,16384 --key deterministic=no \
+                          --trials 16 --timeout 30 --warm-start --tokens ${dt#*:} --out tuned_configs >> "$OUT/bwd_tune.log" 2>&1
+                  done
                   cp tuned_configs/sm_90.json "$OUT/sm_90.json"
                   s=$(tail -22 "$OUT/bwd_tune.log") ;;
         ncu_bwd) gmma=sm__pipe_tensor_op_gmma_cycles_active  # asked for only where this ncu knows it
