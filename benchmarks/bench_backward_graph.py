@@ -34,11 +34,11 @@ def config_impl(name: str, cfg, p, scale: float, tensors: tuple) -> Impl:
 
 
 def alt_impl(name: str, tile: str, switches: str, arch: str, key: dict, p, scale: float, tensors: tuple) -> Impl:
-    """A flash_bwd_wgmma tile BMxBNxWARPSxSTAGES, compiled with the ops/backward_wgmma switches named in
-    switches ("A+B") on, then set back."""
-    bm, bn, w, st = (int(x) for x in tile.split("x"))
+    """A flash_bwd_wgmma tile BMxBNxWARPSxSTAGES[xDQ_VIA_PRODUCER], compiled with the ops/backward_wgmma switches
+    named in switches ("A+B") on, then set back."""
+    bm, bn, w, st, dq = ([int(x) for x in tile.split("x")] + [-1])[:5]
     cfg = WGMMA.config(build_arch(WGMMA.archs, arch), full_key(key), block_m=bm, block_n=bn, warps=w, stages=st,
-                       warps_q=1)
+                       warps_q=1, dq_via_producer=dq)
     saved = {s: getattr(WGMMA_MODULE, s) for s in switches.split("+") if s}
     try:
         for s in saved:
@@ -93,8 +93,9 @@ def main():
     ap.add_argument("--head-dims", default="64,128")
     ap.add_argument("--seqs", default="4096,16384")
     ap.add_argument("--causal", default="false,true")
-    ap.add_argument("--alt", default="", help="BMxBNxWARPSxSTAGES[:SWITCH+SWITCH], comma-separated: flash_bwd_wgmma "
-                    "tiles timed as columns alt1, alt2, ..., each compiled with the named ops/backward_wgmma switches on")
+    ap.add_argument("--alt", default="", help="BMxBNxWARPSxSTAGES[xDQ][:SWITCH+SWITCH], comma-separated: "
+                    "flash_bwd_wgmma tiles (DQ: dq_via_producer) timed as columns alt1, alt2, ..., each compiled "
+                    "with the named ops/backward_wgmma switches on")
     ap.add_argument("--one-consumer", action="store_true",
                     help="ops/backward_wgmma.ONE_CONSUMER on (e.g. --alt 64x64x8x2)")
     args = ap.parse_args()
