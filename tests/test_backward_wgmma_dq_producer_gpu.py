@@ -75,20 +75,3 @@ def test_attention_backward_serves_the_rule():
     out, lse = float64_forward(q, k, v, True, 1 / math.sqrt(128))
     grads = attention_backward(q, k, v, out, lse, dout, causal=True)
     assert max(rel_err(x, r) for x, r in zip(grads, refs)) <= TOLERANCE["bf16"]
-
-
-@pytest.mark.parametrize("dtype", list(DTYPES))
-@pytest.mark.parametrize("case", [c for c in CASES if c[5] == 64], ids=lambda c: "b{}_h{}x{}_q{}_k{}_d{}_{}".format(*c))
-def test_own_keys_value_gradients_match_float64_autograd(case, dtype):
-    """dq_via_producer=3 (D 64): each consumer's dQ over its own keys, two staging tiles, two bulk ops a tile."""
-    _check_gradients(case, dtype, producer_config(dtype, 64, case[6] is not None, mode=3), "dq own keys")
-
-
-def test_own_keys_value_agrees_with_the_rule():
-    """Many blocks adding into each query tile (GQA 4:1, N 2048, causal): mode 3 and the rule's 2 agree up to
-    the order of the fp32 additions."""
-    case = (2, 8, 2, 2048, 2048, 64, "top_left")
-    own = _check_gradients(case, "bf16", producer_config("bf16", 64, True, mode=3), "dq own keys")
-    rule = _check_gradients(case, "bf16", producer_config("bf16", 64, True, mode=2), "dq_via_producer=2")
-    for a, b in zip(own, rule):
-        assert rel_err(a, b.double()) <= 1e-3

@@ -86,10 +86,7 @@ DQ_STAGING_PAD = 8  # floats added to each staging row of value 1 (the template'
 # N 4096: 2.9 % of warp samples on that wait, 8.5 % on the consumers' wait for query tiles); measured
 # (dq_read_lag_h200_2026-11-30_s8.log) D 64 +5-6 %, D 128 +0-3 %; at stages 3 (the pipelined consumers) 11-15 % SLOWER,
 # so not there.
-# 3 (s20h, not yet measured): as 2, but each of two consumers computes dQ over its own 64 keys (4 k-steps; with 2 one
-# consumer takes all 128 keys' 8 and the other none) into its own staging tile, two bulk ops a tile, no dS^T barrier.
-DQ_MODES = {0: "consumers' adds", 1: "staged, a bulk op per row", 2: "staged unpadded, a bulk op per tile",
-            3: "each consumer's own keys, staged unpadded, a bulk op per consumer a tile"}
+DQ_MODES = {0: "consumers' adds", 1: "staged, a bulk op per row", 2: "staged unpadded, a bulk op per tile"}
 # Strided operands (issue 16's training step: q, k, v views of a fused projection, dO a transposed view): the three
 # kernels take per-tensor (batch, head, token) element strides (head dim contiguous) for q, k, v, out, dout and dq,
 # dk, dv as run-time arguments (ops/backward_gpu.BackwardLaunch appends them; contiguous inputs pass their dense
@@ -142,7 +139,7 @@ class BackwardWgmmaTemplate(Template):
         "warps": (4, 8, 12),  # 4 per warpgroup: consumers (block_n / 64), then maybe a producer
         "stages": (2, 3),  # query-tile buffers; 3: also the pipelined consumers (producer configs only)
         "warps_q": (1,),
-        "dq_via_producer": (-1, 0, 1, 2, 3),  # dQ staged for the producer's bulk reductions (DQ_MODES; -1: the rule)
+        "dq_via_producer": (-1, 0, 1, 2),  # dQ staged for the producer's bulk reductions (DQ_MODES; -1: the rule)
     }
     # head_dim -> (block_m, block_n, producer warpgroup), first valid wins (not tuned yet). D 128: the
     # producer ran 8-9 % faster on every H200 row (s5_call2 log); D 64: its producer tile (64 queries, the
@@ -175,7 +172,7 @@ class BackwardWgmmaTemplate(Template):
         64-column slice each (D 64, block_m 64) goes to the first `rows` warpgroups whole (rows, 1):
         the others only hand over their dS^T and run ahead."""
         cfg, rows = tiled(cfg), cfg.block_m // 64
-        cols = 1 if own_keys(cfg) else max(1, BackwardWgmmaTemplate.consumers(cfg) // rows)
+        cols = 1 if DQ_OWN_KEYS else max(1, BackwardWgmmaTemplate.consumers(cfg) // rows)
         if BackwardWgmmaTemplate.producer(cfg) and (cfg.head_dim // cols) % 64:
             cols = 1
         return rows, cols
@@ -231,7 +228,7 @@ class BackwardWgmmaTemplate(Template):
             errors.append("stages=3 (the software-pipelined consumers) needs a producer warpgroup")
         rows, cols = self.dq_split(cfg)
         uneven = self.producer(cfg) and rows * cols < nc  # (dq_split: some warpgroups compute no dQ)
-        if not own_keys(cfg) and (nc % rows or (cfg.head_dim // cols) % 64 or (rows * cols != nc and not uneven)):
+        if not DQ_OWN_KEYS and (nc % rows or (cfg.head_dim // cols) % 64 or (rows * cols != nc and not uneven)):
             errors.append(f"the dQ tile ({cfg.block_m} x {cfg.head_dim}) must split over {nc} warpgroups into "
                           f"64-row x 64k-column slices")
         if nc == 1 and (cfg.head_dim == 128 or cfg.block_m == 128):
@@ -253,9 +250,6 @@ class BackwardWgmmaTemplate(Template):
         if v > 0 and cfg.deterministic:
             return [f"dq_via_producer={v}: deterministic keeps the consumers' dQ adds (dq_sem orders them in "
                     "K/V-tile order; the producer's bulk reductions are not)"]
-        if v == 3 and (self.consumers(cfg) != 2 or cfg.stages != 2 or DQ_OWN_KEYS or tile_dim(cfg.head_dim) != 64):
-            return ["dq_via_producer=3 splits dQ over two consumers' own keys (block_n 128 with a producer), stages 2 "
-                    "(the pipelined loop reads dS^T an iteration late), D 64 (D 128: ptxas serialises the wgmmas)"]
         if v == self.dq_via_producer_rule(cfg):
             return [f"dq_via_producer={cfg.dq_via_producer} is the rule's value for this config (head_dim "
                     f"{cfg.head_dim}, warps {cfg.warps}, stages {cfg.stages}, deterministic {cfg.deterministic}): "
@@ -304,9 +298,7 @@ class BackwardWgmmaTemplate(Template):
 
     @staticmethod
     def _staging_tile_bytes(cfg: BackwardConfig, mode: int) -> int:
-        """A staging buffer: one tile, (mode 3) one a consumer."""
-        tiles = BackwardWgmmaTemplate.consumers(cfg) if mode == 3 else 1
-        return tiles * cfg.block_m * (tile_dim(cfg.head_dim) + (0 if mode >= 2 else DQ_STAGING_PAD)) * 4
+        return cfg.block_m * (tile_dim(cfg.head_dim) + (0 if mode == 2 else DQ_STAGING_PAD)) * 4
 
     def dq_staging_bytes(self, cfg: BackwardConfig) -> int:
         """One fp32 dQ staging tile (dq_via_producer on, producer configs), its rows padded at value 1; 0 otherwise."""
@@ -320,16 +312,16 @@ class BackwardWgmmaTemplate(Template):
     def template_values(self, cfg: BackwardConfig) -> dict:
         hbm_dim, cfg = cfg.head_dim, tiled(cfg)  # (the tile's values, the problem's rows in global memory)
         rows, cols = self.dq_split(cfg)
-        tile_reduce = self.producer(cfg) and self.dq_mode(cfg) >= 2  # (its staging by stmatrix permutes dq_accum)
+        tile_reduce = self.producer(cfg) and self.dq_mode(cfg) == 2  # (its staging by stmatrix permutes dq_accum)
         return {"wgmma_type": "bf16" if cfg.dtype == "bf16" else "f16", "pad_m": PAD_M,
                 "head_dim": cfg.head_dim, "hbm_dim": hbm_dim,
                 "head_dim_v": 0,  # (backward_rows.cuh.j2: V's head dim is Q/K's here)
                 "consumers": self.consumers(cfg), "producer": "true" if self.producer(cfg) else "false",
-                "dq_own_keys": "true" if own_keys(cfg) else "false",
+                "dq_own_keys": "true" if DQ_OWN_KEYS else "false",
                 "dq_bulk": "true" if DQ_BULK_REDUCE else "false", "dq_rs": rows, "dq_cs": cols,
                 "dq_n": cfg.head_dim // cols, "dq_via_producer": bool(self.dq_staging_bytes(cfg)),
                 "dq_bufs": self.smem_layout(cfg)["dq_bufs"],
-                "dq_pad": 0 if self.dq_mode(cfg) >= 2 else DQ_STAGING_PAD,
+                "dq_pad": 0 if self.dq_mode(cfg) == 2 else DQ_STAGING_PAD,
                 "dq_tile_reduce": tile_reduce, "dq_accum_permuted": tile_reduce,  # (the latter: backward_rows' _dq)
                 "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True,
                 "heavy_first": heavy_first(cfg),
@@ -339,7 +331,7 @@ class BackwardWgmmaTemplate(Template):
 
     def reads_dq_with_lag(self, cfg: BackwardConfig) -> bool:
         """Whether the producer frees each dQ staging buffer one tile late (the read lag, above)."""
-        return (self.producer(cfg) and self.dq_mode(cfg) >= 2 and self.smem_layout(cfg)["dq_bufs"] == 2
+        return (self.producer(cfg) and self.dq_mode(cfg) == 2 and self.smem_layout(cfg)["dq_bufs"] == 2
                 and cfg.stages == 2)
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
@@ -366,11 +358,6 @@ def tiled(cfg: BackwardConfig) -> BackwardConfig:
     """cfg with its tile's head dim (the config every rule, layout and render value is computed for)."""
     dim = tile_dim(cfg.head_dim)
     return cfg if dim == cfg.head_dim else cfg.replace(head_dim=dim)
-
-
-def own_keys(cfg) -> bool:
-    """Each consumer's dQ over its own 64 keys: DQ_OWN_KEYS, or dq_via_producer=3 (the knob itself: never a rule)."""
-    return DQ_OWN_KEYS or cfg.dq_via_producer == 3
 
 
 def heavy_first(cfg) -> bool:
