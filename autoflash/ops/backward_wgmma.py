@@ -122,8 +122,6 @@ TAIL_SPLIT = True
 # fp16 D 64 +3..+11 % at N 4096 / 8192 and N 16384 causal, -3..-6 % at N 16384 non-causal.
 ONE_CONSUMER = True
 ONE_CONSUMER_REGS = 232  # the consumer's setmaxnreg there (240 with two consumers)
-# PINGPONG (off; s20j measures it): the two consumers of a producer tile (stages 2) take turns issuing S^T, dP^T
-PINGPONG = False
 
 
 class BackwardWgmmaTemplate(Template):
@@ -329,9 +327,7 @@ class BackwardWgmmaTemplate(Template):
                 "heavy_first": heavy_first(cfg),
                 "tail_split": TAIL_SPLIT and not (cfg.deterministic or cfg.causal or heavy_first(cfg)),
                 "consumer_regs": ONE_CONSUMER_REGS if self.one_consumer(cfg) else 240,
-                "min_blocks": 2 if self.one_consumer(cfg) else 1,
-                "pingpong": PINGPONG and self.producer(cfg) and self.consumers(cfg) == 2 and cfg.stages == 2
-                and not cfg.deterministic}
+                "min_blocks": 2 if self.one_consumer(cfg) else 1}
 
     def reads_dq_with_lag(self, cfg: BackwardConfig) -> bool:
         """Whether the producer frees each dQ staging buffer one tile late (the read lag, above)."""
