@@ -89,8 +89,8 @@ class Impl:
 def measure(impls: list[Impl], rounds: int) -> dict:
     for impl in impls:
         impl.capture()
-    for _ in range(rounds):  # interleaved: every implementation once per round
-        for impl in impls:
+    for r in range(rounds):  # interleaved: every implementation once per round, the order rotated each round (a
+        for impl in impls[r % len(impls):] + impls[:r % len(impls)]:  # column's position must not bias it: s20j)
             impl.replay()
     for impl in impls:
         impl.host_cost()
