@@ -115,11 +115,11 @@ HEAVY_FIRST = (128,)
 TAIL_SPLIT = True
 # ONE_CONSUMER: a producer warpgroup with ONE consumer warpgroup (block_n 64, warps 8), setmaxnreg 24 / 232 and
 # __launch_bounds__(256, 2), so that two CTAs share an SM (2 x (128 x 232 + 128 x 24) = 64 K registers, shared memory
-# under half the SM's) and run independently, instead of two consumer warpgroups joined by the dS^T barrier every
-# tile: the structure of cuDNN's backward kernel (a 64 x 64 tile, one 4-warp group a CTA by its name; s19k / s19l).
-# Not deterministic; D 64 only (D 128's tile needs 182 KB). On, such configs join the space; the tuner picks them
-# per key. H200, graph replay against the served tile (benchmarks/NOTES.md, twentieth session, s20a / s20b): bf16 /
-# fp16 D 64 +3..+11 % at N 4096 / 8192 and N 16384 causal, -3..-6 % at N 16384 non-causal.
+# under half the SM's) and run independently, instead of two consumer warpgroups meeting at the dS^T barrier every
+# tile (built on a misreading of cuDNN's kernel name; its launch is our two-consumer tile's shape: NOTES, twentieth
+# session). Not deterministic; D 64 only (D 128's tile needs 182 KB). On, such configs join the space and the tuner
+# picks per key. H200, graph replay against the two-consumer tile (s20a-d, s20h): N 4096 causal +4..+11 % in every
+# run, N 16384 non-causal -3..-8 %, the other rows within run-to-run movement; served on the causal D 64 keys.
 ONE_CONSUMER = True
 ONE_CONSUMER_REGS = 232  # the consumer's setmaxnreg there (240 with two consumers)
 
