@@ -2,7 +2,8 @@
 to run it: the next session's first call runs it): the producer + one-consumer tile (bm64 bn64 w8, two CTAs an SM),
 pinned, gives the gradients of float64 within the backward's tolerance and of the served tile within it, on odd
 lengths, GQA, Nq != Nk, causal in both alignments, a TAIL_SPLIT grid (its waves are two CTAs an SM), D 64, bf16 and
-fp16 (first run in s20a; the one-key case's check fixed after). CPU checks: tests/test_backward_wgmma_one_consumer.py."""
+fp16 (first run in s20a; the one-key case's check fixed after). CPU checks:
+tests/test_backward_wgmma_one_consumer.py."""
 import math
 
 import pytest
