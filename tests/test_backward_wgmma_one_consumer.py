@@ -1,7 +1,7 @@
 """ops/backward_wgmma.ONE_CONSUMER without a GPU: off, the producer + one-consumer tile is refused with the reason and
 no default changes (on is the default: the tuner picks it per key); on, bm64 bn64 w8 s2 at D 64 is valid (not
-deterministic; stages 3 exceed half an SM's shared memory), renders setmaxnreg 232 and __launch_bounds__(256, 2), and compiles clean. GPU checks:
-tests/test_backward_wgmma_one_consumer_gpu.py."""
+deterministic; stages 3 exceed half an SM's shared memory), renders setmaxnreg 232 and __launch_bounds__(256, 2), and
+compiles clean. GPU checks: tests/test_backward_wgmma_one_consumer_gpu.py."""
 import pytest
 
 from autoflash.kernels.render import render
