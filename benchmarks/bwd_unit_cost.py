@@ -6,7 +6,7 @@ times are fitted by least squares to T = fixed + per_row * seq_q: `fixed` is wha
 number of query tiles (launch, K/V loads, the pipeline's fill and drain, dK / dV stores; the preprocess and dQ
 conversion scale with seq_q), printed in us and as a share of the seq_q 4096 call.
 
-    PYTHONPATH=$PWD:$PWD/benchmarks python benchmarks/bwd_unit_cost.py [--alt 64x128x12x2:EARLY_QUERY] [--rounds 7]
+    PYTHONPATH=$PWD:$PWD/benchmarks python benchmarks/bwd_unit_cost.py [--alt 64x128x12x2:SWITCH] [--rounds 7]
 """
 from __future__ import annotations
 

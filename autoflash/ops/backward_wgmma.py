@@ -122,11 +122,6 @@ TAIL_SPLIT = True
 # run, N 16384 non-causal -3..-8 %, the other rows within run-to-run movement; served on the causal D 64 keys.
 ONE_CONSUMER = True
 ONE_CONSUMER_REGS = 232  # the consumer's setmaxnreg there (240 with two consumers)
-# EARLY_QUERY (producer configs): the producer issues the first query tiles while K, V are still in flight, instead of
-# after a block-wide wait for them; the consumers wait for their own K, V copies and meet at a named barrier, the
-# producer's share of K, V completing before its arrival on the first stage (cp.async.mbarrier.arrive tracks every
-# earlier copy of the thread). One load latency less a block (~1 % of a D 64 N 4096 block's 64 tiles).
-EARLY_QUERY = False
 
 
 class BackwardWgmmaTemplate(Template):
@@ -332,8 +327,7 @@ class BackwardWgmmaTemplate(Template):
                 "heavy_first": heavy_first(cfg),
                 "tail_split": TAIL_SPLIT and not (cfg.deterministic or cfg.causal or heavy_first(cfg)),
                 "consumer_regs": ONE_CONSUMER_REGS if self.one_consumer(cfg) else 240,
-                "min_blocks": 2 if self.one_consumer(cfg) else 1,
-                "early_query": EARLY_QUERY and self.producer(cfg)}
+                "min_blocks": 2 if self.one_consumer(cfg) else 1}
 
     def reads_dq_with_lag(self, cfg: BackwardConfig) -> bool:
         """Whether the producer frees each dQ staging buffer one tile late (the read lag, above)."""
