@@ -96,6 +96,10 @@ class BackwardLaunch:
         if self.tail_split:  # (after the stride tails: the kernels' last arguments)
             self.pre_tail += (self.tail_words,)
             self.main_stride_tail += (i32(self.full_blocks), i32(self.parts))
+        if rendered(kernel, "persistent", False):  # (ops/backward_wgmma.PERSISTENT) one CTA an SM walks the blocks
+            n_blocks = self.main_grid[0]
+            self.main_grid = (min(n_blocks, sm_count(kernel.device_id)), 1, 1)
+            self.main_stride_tail += (i32(n_blocks),)
         self.deterministic = cfg.deterministic
         self.varlen = cfg.varlen
         self._packed = None

@@ -122,6 +122,13 @@ TAIL_SPLIT = True
 # run, N 16384 non-causal -3..-8 %, the other rows within run-to-run movement; served on the causal D 64 keys.
 ONE_CONSUMER = True
 ONE_CONSUMER_REGS = 232  # the consumer's setmaxnreg there (240 with two consumers)
+# PERSISTENT (TAIL_SPLIT's grid, D 64, two consumers, dq_via_producer 2 with the read lag): one CTA an SM walks the
+# 1-D grid's blocks (units, then the parts) in steps of the SM count; the producer loads each next block's K, V into a
+# second K/V buffer under the block before, and its query tiles run on without a pipeline drain, so a block no longer
+# pays a launch, its K/V and first query tiles' latency and the last tiles' dQ drain (s21a: ~4 us a block, 3-4 % of
+# the N 4096 call, where cuDNN's persistent kernel pays ~0). The dQ tiles' destinations go through a shared-memory slot
+# per staging tile; setmaxnreg 232 / 40 (the producer holds the block walk).
+PERSISTENT = False
 
 
 class BackwardWgmmaTemplate(Template):
@@ -283,7 +290,18 @@ class BackwardWgmmaTemplate(Template):
             fits = total + 2 * (staging + 16) + SMEM_ALIGN <= ARCHS[cfg.arch].smem_per_block
             dq_bufs = 2 if fits else 1
             total += dq_bufs * (staging + 16)
+        if self.persistent(cfg):  # kv_empty[2] and a slot per staging tile, then the second K/V buffer (1 KB-aligned)
+            total = -(-(total + 16 + 16 * dq_bufs) // SMEM_ALIGN) * SMEM_ALIGN + 2 * lay["kv"]
         return {**lay, "dq_staging": staging, "dq_bufs": dq_bufs, "total": total}
+
+    def tail_split(self, cfg: BackwardConfig) -> bool:
+        """Whether cfg's main kernel runs on TAIL_SPLIT's 1-D grid."""
+        return TAIL_SPLIT and not (cfg.deterministic or cfg.causal or heavy_first(cfg))
+
+    def persistent(self, cfg: BackwardConfig) -> bool:
+        """Whether cfg's main kernel walks TAIL_SPLIT's blocks with one CTA an SM (PERSISTENT, above)."""
+        return (PERSISTENT and self.tail_split(cfg) and self.producer(cfg) and self.consumers(cfg) == 2
+                and tiled(cfg).head_dim == 64 and cfg.stages == 2 and self.dq_mode(cfg) == 2)
 
     def _layout(self, cfg: BackwardConfig) -> dict:
         cfg, eb = tiled(cfg), DTYPE_BYTES[cfg.dtype]
@@ -325,8 +343,9 @@ class BackwardWgmmaTemplate(Template):
                 "dq_tile_reduce": tile_reduce, "dq_accum_permuted": tile_reduce,  # (the latter: backward_rows' _dq)
                 "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True,
                 "heavy_first": heavy_first(cfg),
-                "tail_split": TAIL_SPLIT and not (cfg.deterministic or cfg.causal or heavy_first(cfg)),
-                "consumer_regs": ONE_CONSUMER_REGS if self.one_consumer(cfg) else 240,
+                "tail_split": self.tail_split(cfg), "persistent": self.persistent(cfg),
+                "consumer_regs": ONE_CONSUMER_REGS if self.one_consumer(cfg) else 224 if self.persistent(cfg) else 240,
+                "producer_regs": 56 if self.persistent(cfg) else 24, "smem_bytes": self.smem_bytes(cfg),
                 "min_blocks": 2 if self.one_consumer(cfg) else 1}
 
     def reads_dq_with_lag(self, cfg: BackwardConfig) -> bool:
