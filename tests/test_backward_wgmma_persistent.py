@@ -1,7 +1,7 @@
-"""ops/backward_wgmma.PERSISTENT without a GPU: off, no config changes; on, exactly the two-consumer D 64 tiles on
-TAIL_SPLIT's grid (not causal, not deterministic, stages 2, the producer's tile reduction) walk the blocks persistently,
-with the second K/V buffer inside the shared memory the host gives (a static_assert in the render), compiling clean
-at setmaxnreg 224 / 56; the launch takes one CTA an SM and the block count. GPU checks:
+"""ops/backward_wgmma.PERSISTENT without a GPU (on since s21d): off, no config walks blocks; on, exactly the
+two-consumer D 64 tiles on TAIL_SPLIT's grid (not causal, not deterministic, stages 2, the producer's tile reduction)
+walk the blocks persistently, with the second K/V buffer inside the shared memory the host gives (a static_assert in
+the render), compiling clean at setmaxnreg 224 / 56; the launch takes one CTA an SM and the block count. GPU checks:
 tests/test_backward_wgmma_persistent_gpu.py."""
 import pytest
 
@@ -30,6 +30,7 @@ def tiles():
 
 def test_on_changes_only_the_d64_two_consumer_tail_split_tiles(monkeypatch):
     cfgs = tiles()
+    monkeypatch.setattr(backward_wgmma, "PERSISTENT", False)
     off = [render(c) for c in cfgs]
     monkeypatch.setattr(backward_wgmma, "PERSISTENT", True)
     changed = [c.name for c, before in zip(cfgs, off) if render(c) != before]
@@ -42,9 +43,10 @@ def test_on_changes_only_the_d64_two_consumer_tail_split_tiles(monkeypatch):
     assert not WG.persistent(WG.default("sm_90a", key("bf16", 64, True)))  # causal: no TAIL_SPLIT grid
 
 
-def test_off_by_default():
-    assert backward_wgmma.PERSISTENT is False
-    assert not any(WG.persistent(c) for c in tiles())
+def test_on_by_default_and_off_walks_nothing(monkeypatch):
+    assert backward_wgmma.PERSISTENT is True  # (served: NOTES "PERSISTENT", s21d)
+    monkeypatch.setattr(backward_wgmma, "PERSISTENT", False)
+    assert not any(WG.persistent(c) or "n_blocks" in render(c) for c in tiles())
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])

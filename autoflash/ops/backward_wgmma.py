@@ -12,10 +12,8 @@ tile's dQ wgmma deferred to the next iteration, behind that tile's dK, so both r
 stores dS^T and waits at the barrier); warps_q unused (1).
 
 Served by attention_backward() (serve/autograd.py, serving_config below) wherever it supports the
-key: on the H200 it ran 302-361 TFLOP/s at N 4096 (387 at N 16384, D 128), 1.30-1.47x
-flash_bwd_mma's default on every bf16/fp16 D 64/128 row, causal and not, and 0.70-0.87x SDPA's
-cuDNN backward (benchmarks/bench_backward_wgmma_h200_2026-11-29_run2.log), above the tuned
-flash_bwd_mma entries' own TFLOP/s too (tuned_configs/sm_90.json: 204-287). With the producer
+key: its first H200 run was 1.30-1.47x flash_bwd_mma's default on every bf16/fp16 D 64/128 row
+(benchmarks/bench_backward_wgmma_h200_2026-11-29_run2.log). With the producer
 warpgroup (the D 128 default since): 348-399 at N 4096, 417 at N 16384, 8-9 % above the same tiles
 without it, 0.75-0.82x cuDNN (benchmarks/bench_backward_wgmma_h200_2026-11-29_s5_call2.log).
 D 64's producer config (block_m 64, one warpgroup computes the dQ tile) ran 3-5 % above the w8
@@ -122,13 +120,11 @@ TAIL_SPLIT = True
 # run, N 16384 non-causal -3..-8 %, the other rows within run-to-run movement; served on the causal D 64 keys.
 ONE_CONSUMER = True
 ONE_CONSUMER_REGS = 232  # the consumer's setmaxnreg there (240 with two consumers)
-# PERSISTENT (TAIL_SPLIT's grid, D 64, two consumers, dq_via_producer 2 with the read lag): one CTA an SM walks the
-# 1-D grid's blocks (units, then the parts) in steps of the SM count; the producer loads each next block's K, V into a
-# second K/V buffer under the block before, and its query tiles run on without a pipeline drain, so a block no longer
-# pays a launch, its K/V and first query tiles' latency and the last tiles' dQ drain (s21a: ~4 us a block, 3-4 % of
-# the N 4096 call, where cuDNN's persistent kernel pays ~0). The dQ tiles' destinations go through a shared-memory slot
-# per staging tile; setmaxnreg 232 / 40 (the producer holds the block walk).
-PERSISTENT = False
+# PERSISTENT (TAIL_SPLIT's grid, D 64, two consumers, dq_via_producer 2): one CTA an SM walks the 1-D grid's blocks;
+# the producer loads each next block's K, V into a second buffer under the block before and runs its query tiles on
+# (no launch, K/V wait or dQ drain a block: s21a fitted ~4 us a block). setmaxnreg 224 / 56. H200, graph replay against
+# an A/A copy (s21d): D 64 non-causal N 4096 +5.5 / +3.9 % (bf16 / fp16), N 16384 +2.8 / +3.6 %; float64 tests pass.
+PERSISTENT = True
 
 
 class BackwardWgmmaTemplate(Template):
@@ -294,8 +290,7 @@ class BackwardWgmmaTemplate(Template):
             total = -(-(total + 16 + 16 * dq_bufs) // SMEM_ALIGN) * SMEM_ALIGN + 2 * lay["kv"]
         return {**lay, "dq_staging": staging, "dq_bufs": dq_bufs, "total": total}
 
-    def tail_split(self, cfg: BackwardConfig) -> bool:
-        """Whether cfg's main kernel runs on TAIL_SPLIT's 1-D grid."""
+    def tail_split(self, cfg: BackwardConfig) -> bool:  # (its main kernel on TAIL_SPLIT's 1-D grid)
         return TAIL_SPLIT and not (cfg.deterministic or cfg.causal or heavy_first(cfg))
 
     def persistent(self, cfg: BackwardConfig) -> bool:
