@@ -1,5 +1,5 @@
 """What a backward block costs besides its query tiles: the main kernel's K/V tiles (blocks) held fixed (bf16 D 64
-non-causal, 4 x 32 heads, seq_k 4096: 4096 blocks of 128 keys) while seq_q, the query tiles each block loops over,
+non-causal, 4 x 32 heads, seq_k 4096: 4096 blocks of 128 keys; --head-dim 128: 16 heads) while seq_q, the query tiles each block loops over,
 runs 1024..16384. By graph replay (graph_timing.py, interleaved rounds), the served backward, the same tile with the
 named ops/backward_wgmma switches (--alt, as bench_backward_graph.py's), and SDPA's cuDNN backward; each column's
 times are fitted by least squares to T = fixed + per_row * seq_q: `fixed` is what the blocks cost whatever the
@@ -36,10 +36,12 @@ def main():
     ap.add_argument("--seq-k", type=int, default=4096)
     ap.add_argument("--seqs-q", default="1024,2048,4096,8192,16384")
     ap.add_argument("--dtype", default="bf16")
+    ap.add_argument("--head-dim", type=int, default=64, help="64 or 128 (2048 / D heads, as the bar's rows)")
     ap.add_argument("--alt", default="")
     args = ap.parse_args()
     arch = device_arch(torch.cuda.current_device())[0]
-    b, h, d, nk = 4, 32, 64, args.seq_k
+    b, d, nk = 4, args.head_dim, args.seq_k
+    h = 2048 // d
     tdt = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     key = dict(dtype=args.dtype, head_dim=d, causal=False, deterministic=False)
     alts = [(a.split(":") + [""])[:2] for a in args.alt.split(",")] if args.alt else []
