@@ -125,7 +125,6 @@ ONE_CONSUMER_REGS = 232  # the consumer's setmaxnreg there (240 with two consume
 # (no launch, K/V wait or dQ drain a block: s21a fitted ~4 us a block). setmaxnreg 224 / 56. H200, graph replay against
 # an A/A copy (s21d): D 64 non-causal N 4096 +5.5 / +3.9 % (bf16 / fp16), N 16384 +2.8 / +3.6 %; float64 tests pass.
 PERSISTENT = True
-PERSISTENT_ONE_KV = False  # the same walk at D 128 (one K/V buffer, the next block's K, V after its first query tiles)
 
 
 class BackwardWgmmaTemplate(Template):
@@ -287,9 +286,8 @@ class BackwardWgmmaTemplate(Template):
             fits = total + 2 * (staging + 16) + SMEM_ALIGN <= ARCHS[cfg.arch].smem_per_block
             dq_bufs = 2 if fits else 1
             total += dq_bufs * (staging + 16)
-        if self.persistent(cfg):  # two mbarriers, a slot per staging tile, (D 64) the second K/V buffer, 1 KB-aligned
-            total += 16 + 16 * dq_bufs
-            total = -(-total // SMEM_ALIGN) * SMEM_ALIGN + 2 * lay["kv"] if tiled(cfg).head_dim == 64 else total
+        if self.persistent(cfg):  # kv_empty[2] and a slot per staging tile, then the second K/V buffer (1 KB-aligned)
+            total = -(-(total + 16 + 16 * dq_bufs) // SMEM_ALIGN) * SMEM_ALIGN + 2 * lay["kv"]
         return {**lay, "dq_staging": staging, "dq_bufs": dq_bufs, "total": total}
 
     def tail_split(self, cfg: BackwardConfig) -> bool:  # (its main kernel on TAIL_SPLIT's 1-D grid)
@@ -297,9 +295,8 @@ class BackwardWgmmaTemplate(Template):
 
     def persistent(self, cfg: BackwardConfig) -> bool:
         """Whether cfg's main kernel walks TAIL_SPLIT's blocks with one CTA an SM (PERSISTENT, above)."""
-        dims = (64, 128) if PERSISTENT_ONE_KV else (64,)
         return (PERSISTENT and self.tail_split(cfg) and self.producer(cfg) and self.consumers(cfg) == 2
-                and tiled(cfg).head_dim in dims and cfg.stages == 2 and self.dq_mode(cfg) == 2)
+                and tiled(cfg).head_dim == 64 and cfg.stages == 2 and self.dq_mode(cfg) == 2)
 
     def _layout(self, cfg: BackwardConfig) -> dict:
         cfg, eb = tiled(cfg), DTYPE_BYTES[cfg.dtype]
@@ -329,7 +326,6 @@ class BackwardWgmmaTemplate(Template):
         hbm_dim, cfg = cfg.head_dim, tiled(cfg)  # (the tile's values, the problem's rows in global memory)
         rows, cols = self.dq_split(cfg)
         tile_reduce = self.producer(cfg) and self.dq_mode(cfg) == 2  # (its staging by stmatrix permutes dq_accum)
-        two_kv = self.persistent(cfg) and cfg.head_dim == 64  # (PERSISTENT's walk with two K/V buffers)
         return {"wgmma_type": "bf16" if cfg.dtype == "bf16" else "f16", "pad_m": PAD_M,
                 "head_dim": cfg.head_dim, "hbm_dim": hbm_dim,
                 "head_dim_v": 0,  # (backward_rows.cuh.j2: V's head dim is Q/K's here)
@@ -343,8 +339,8 @@ class BackwardWgmmaTemplate(Template):
                 "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True,
                 "heavy_first": heavy_first(cfg),
                 "tail_split": self.tail_split(cfg), "persistent": self.persistent(cfg),
-                "consumer_regs": ONE_CONSUMER_REGS if self.one_consumer(cfg) else 224 if two_kv else 240,
-                "producer_regs": 56 if two_kv else 24, "smem_bytes": self.smem_bytes(cfg), "kv_bufs": 2 if two_kv else 1,
+                "consumer_regs": ONE_CONSUMER_REGS if self.one_consumer(cfg) else 224 if self.persistent(cfg) else 240,
+                "producer_regs": 56 if self.persistent(cfg) else 24, "smem_bytes": self.smem_bytes(cfg),
                 "min_blocks": 2 if self.one_consumer(cfg) else 1}
 
     def reads_dq_with_lag(self, cfg: BackwardConfig) -> bool:
