@@ -46,7 +46,8 @@ def test_on_where_it_applies(monkeypatch):
     (33, 4, 1, 132, 132, 1),       # whole waves
     (4, 8, 1, 132, 32, 1),         # under one wave
 ])
-def test_split_tail_grid(tiles, heads_kv, batch, sms, full, parts):
+def test_split_tail_grid(tiles, heads_kv, batch, sms, full, parts, monkeypatch):
+    monkeypatch.setattr(backward_wgmma, "TAIL_WAVES", False)
     launch = SimpleNamespace(main_grid=(tiles, heads_kv, batch))
     cfg = SimpleNamespace(block_n=128)
     words = BackwardLaunch._split_tail(launch, cfg, 64, sms)
@@ -54,6 +55,25 @@ def test_split_tail_grid(tiles, heads_kv, batch, sms, full, parts):
     assert (launch.full_blocks, launch.parts) == (full, parts)
     assert launch.main_grid == (full + left * parts, 1, 1) and launch.main_grid[0] <= full + sms
     assert words == left * (2 * 128 * 64 + 1)
+
+
+@pytest.mark.parametrize("tiles, heads_kv, batch, full, parts", [
+    (32, 16, 4, 1980, 5),     # D 128's rows: 68 of 2048 tiles left: 5 parts each, 340 over 3 waves (0.75 of a tile)
+    (32, 32, 4, 4092, 33),    # D 64's: as without TAIL_WAVES (33 parts fit the last wave)
+    (33, 4, 1, 132, 1),       # whole waves
+    (10, 10, 1, 100, 1),      # under one wave
+    (29, 4, 2, 232, 1),       # 100 left: no k beats the whole tiles' one wave (1.1-1.2 of a tile)
+])
+def test_tail_waves_split_over_more_waves(tiles, heads_kv, batch, full, parts, monkeypatch):
+    from autoflash.ops.backward_gpu import tail_parts
+
+    monkeypatch.setattr(backward_wgmma, "TAIL_WAVES", True)
+    launch = SimpleNamespace(main_grid=(tiles, heads_kv, batch))
+    words = BackwardLaunch._split_tail(launch, SimpleNamespace(block_n=128), 128, 132)
+    left = tiles * heads_kv * batch - full
+    assert (launch.full_blocks, launch.parts) == (full, parts)
+    assert launch.main_grid == (full + left * parts, 1, 1) and words == left * (2 * 128 * 128 + 1)
+    assert tail_parts(68, 132) == 5 and tail_parts(100, 132) == 1
 
 
 @pytest.mark.parametrize("d, causal", [(64, False), (64, True), (128, False), (96, False)])

@@ -25,6 +25,8 @@ CASES = [  # batch, heads_q, heads_kv, seq_q, seq_k, head_dim, causal, alignment
     (1, 40, 20, 300, 777, 128, False, "bottom_right"),  # 7 x 20 = 140: 8 left, 16 parts
     (1, 20, 20, 777, 777, 96, False, "top_left"),  # padded: 140 tiles, 8 left
     (2, 4, 2, 2000, 4224, 64, True, "bottom_right"),  # 33 x 2 x 2 = 132: whole waves, no split
+    (2, 25, 25, 500, 500, 64, False, "top_left"),  # 4 x 25 x 2 = 200: 68 left (TAIL_WAVES: 5 parts, 340 over 3 waves)
+    (2, 25, 25, 500, 500, 128, False, "top_left"),  # (the same at D 128)
 ]
 
 

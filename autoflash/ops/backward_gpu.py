@@ -14,12 +14,21 @@ from autoflash.kernels.loaded import rendered
 from autoflash.kernels.packed_sequence import PackedSequence, Slot
 from autoflash.ops.backward_kernels import PAD_M, TOLERANCE, BackwardProblem, default_scale, tile_dim
 from autoflash.ops.backward_kernels import TEMPLATE as MMA
+from autoflash.ops import backward_wgmma
 from autoflash.ops.backward_wgmma import heavy_first, takes_strides
 from autoflash.ops.backward_wgmma import tile_dim as wgmma_tile_dim
 from autoflash.ops.forward_base import contiguous_strides
 from autoflash.ops.reference import Check, array_module, slopes_per_batch, visible_keys
 
 ZERO_FLOOR = 1e-3  # see compare_gradients
+
+
+def tail_parts(left: int, sms: int, overhead: float = 0.05) -> int:
+    """(TAIL_WAVES) Parts a tile for `left` K/V tiles past the last whole wave of `sms` blocks: k parts take ceil(left k
+    / sms) waves of 1 / k tile plus a part's own cost (`overhead`); the k of 2..16 ending soonest, else 1 (no split)."""
+    cost = {k: -(-left * k // sms) * (1 / k + overhead) for k in range(2, 17)}
+    best = min(cost, key=cost.get)
+    return best if cost[best] < 1 else 1
 
 
 class BackwardLaunch:
@@ -106,11 +115,13 @@ class BackwardLaunch:
 
     def _split_tail(self, cfg, tile: int, sms: int) -> int:
         """(ops/backward_wgmma.TAIL_SPLIT) the 1-D grid: the K/V tiles past the last whole wave (`sms` blocks) split
-        into sms // that many parts each, when that is two or more; returns the tail buffer's words (dK, dV fp32 sums
-        and a counter per split tile)."""
+        into sms // that many parts each, when that is two or more (else, TAIL_WAVES, tail_parts' count over more
+        waves); returns the tail buffer's words (dK, dV fp32 sums and a counter per split tile)."""
         blocks = self.main_grid[0] * self.main_grid[1] * self.main_grid[2]
         left = blocks % sms if blocks > sms else 0
         self.parts = sms // left if left else 1
+        if self.parts < 2 and left and backward_wgmma.TAIL_WAVES:
+            self.parts = tail_parts(left, sms)
         if self.parts < 2:
             self.parts, left = 1, 0
         self.full_blocks = blocks - left

@@ -118,13 +118,13 @@ TAIL_SPLIT = True
 # session). Not deterministic; D 64 only (D 128's tile needs 182 KB). On, such configs join the space and the tuner
 # picks per key. H200, graph replay against the two-consumer tile (s20a-d, s20h): N 4096 causal +4..+11 % in every
 # run, N 16384 non-causal -3..-8 %, the other rows within run-to-run movement; served on the causal D 64 keys.
-ONE_CONSUMER = True
-ONE_CONSUMER_REGS = 232  # the consumer's setmaxnreg there (240 with two consumers)
+ONE_CONSUMER, ONE_CONSUMER_REGS = True, 232  # (232: the consumer's setmaxnreg there; 240 with two consumers)
 # PERSISTENT (TAIL_SPLIT's grid, D 64, two consumers, dq_via_producer 2): one CTA an SM walks the 1-D grid's blocks;
 # the producer loads each next block's K, V into a second buffer under the block before and runs its query tiles on
-# (no launch, K/V wait or dQ drain a block: s21a fitted ~4 us a block). setmaxnreg 224 / 56. H200, graph replay against
-# an A/A copy (s21d): D 64 non-causal N 4096 +5.5 / +3.9 % (bf16 / fp16), N 16384 +2.8 / +3.6 %; float64 tests pass.
+# (no launch, K/V wait or dQ drain a block). setmaxnreg 224 / 56. H200, graph replay against an A/A copy (s21d):
+# D 64 non-causal N 4096 +5.5 / +3.9 % (bf16 / fp16), N 16384 +2.8 / +3.6 %.
 PERSISTENT = True
+TAIL_WAVES = False  # TAIL_SPLIT where under two parts a tile fit the last wave (ops/backward_gpu.tail_parts)
 
 
 class BackwardWgmmaTemplate(Template):
