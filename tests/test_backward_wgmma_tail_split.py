@@ -67,7 +67,7 @@ def test_split_tail_grid(tiles, heads_kv, batch, sms, full, parts, monkeypatch):
 def test_tail_waves_split_over_more_waves(tiles, heads_kv, batch, full, parts, monkeypatch):
     from autoflash.ops.backward_gpu import tail_parts
 
-    monkeypatch.setattr(backward_wgmma, "TAIL_WAVES", True)
+    assert backward_wgmma.TAIL_WAVES is True  # (served: NOTES "TAIL_WAVES", s21h)
     launch = SimpleNamespace(main_grid=(tiles, heads_kv, batch))
     words = BackwardLaunch._split_tail(launch, SimpleNamespace(block_n=128), 128, 132)
     left = tiles * heads_kv * batch - full
