@@ -12,9 +12,9 @@ from autoflash.kernels.device import sm_count
 from autoflash.kernels.elements import LOG2E
 from autoflash.kernels.loaded import rendered
 from autoflash.kernels.packed_sequence import PackedSequence, Slot
+from autoflash.ops import backward_wgmma
 from autoflash.ops.backward_kernels import PAD_M, TOLERANCE, BackwardProblem, default_scale, tile_dim
 from autoflash.ops.backward_kernels import TEMPLATE as MMA
-from autoflash.ops import backward_wgmma
 from autoflash.ops.backward_wgmma import heavy_first, takes_strides
 from autoflash.ops.backward_wgmma import tile_dim as wgmma_tile_dim
 from autoflash.ops.forward_base import contiguous_strides
