@@ -5,11 +5,16 @@ CUDA graph and replayed in interleaved rounds (graph_timing.py): no host time in
 medians given. TFLOP/s at 2.5x the forward's FLOPs; rows as bench_backward.py's (16k tokens, 2048 / D heads).
 
     PYTHONPATH=$PWD:$PWD/benchmarks python benchmarks/bench_backward_graph.py [--rounds 7] [--dtypes bf16,fp16]
-        [--head-dims 64,128] [--seqs 4096,16384]
+        [--head-dims 64,128] [--seqs 4096,16384] [--build-order shuffled|fixed|served-last]
+
+The H200 runs at its power cap, so a column's rate depends on the kernel before it (graph_timing shuffles the replay
+order every round) and on where its buffers sit (the columns are built in a seeded shuffled order per row).
 """
 from __future__ import annotations
 
 import argparse
+import functools
+import random
 
 import torch
 import torch.nn.functional as F
@@ -86,6 +91,29 @@ def cudnn_impl(q, k, v, dout, causal: bool, work: float) -> Impl:
                       calls=3, work=work)
 
 
+def row_impls(arch: str, key: dict, n: int, alts: list, order: str) -> list[Impl]:
+    """A row's columns (served, mma, cudnn, fa2, alt1..), built (compiled, their outputs and workspace allocated) in
+    `order`: "fixed" (that order), "served-last", or "shuffled" (seeded by the row). The first-built column's buffers
+    sit right after the inputs and read a few percent low at D 128 (s21c, s21f), so a fixed order biases one column."""
+    q, k, v, dout, out, lse, scale, p = row_inputs(key["dtype"], key["head_dim"], n, key["causal"])
+    tensors = (q, k, v, out, lse, dout)
+    builders = {
+        "served": lambda: config_impl("served", served_config(arch, key, n), p, scale, tensors),
+        "mma": lambda: config_impl("mma", mma_config(arch, key, n)[0], p, scale, tensors),
+        "cudnn": lambda: cudnn_impl(q, k, v, dout, key["causal"], p.flops()),
+        "fa2": lambda: Impl("fa2", fa2_backward(q, k, v, dout, key["causal"], scale), calls=3, work=p.flops()),
+    }
+    for i, (tile, switches) in enumerate(alts):
+        builders[f"alt{i + 1}"] = functools.partial(alt_impl, f"alt{i + 1}", tile, switches, arch, key, p, scale,
+                                                    tensors)
+    names = list(builders)
+    if order == "served-last":
+        names = names[1:] + names[:1]
+    elif order == "shuffled":
+        random.Random(f"{key} {n}").shuffle(names)
+    return [builders[name]() for name in names]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=7)
@@ -98,9 +126,11 @@ def main():
                     "with the named ops/backward_wgmma switches on")
     ap.add_argument("--one-consumer", action="store_true",
                     help="ops/backward_wgmma.ONE_CONSUMER on (e.g. --alt 64x64x8x2)")
-    ap.add_argument("--served-last", action="store_true",
-                    help="build the served column last (s21b: a copy of it built after the others read faster)")
+    ap.add_argument("--build-order", choices=("shuffled", "fixed", "served-last"), default="shuffled",
+                    help="the order a row's columns are built in (row_impls: the first-built reads low)")
+    ap.add_argument("--served-last", action="store_true", help="--build-order served-last (s21c, s21f)")
     args = ap.parse_args()
+    order = "served-last" if args.served_last else args.build_order
     WGMMA_MODULE.ONE_CONSUMER = args.one_consumer or WGMMA_MODULE.ONE_CONSUMER
     arch = device_arch(torch.cuda.current_device())[0]
     alts = [(a.split(":") + [""])[:2] for a in args.alt.split(",")] if args.alt else []
@@ -109,7 +139,7 @@ def main():
     for name, (tile, switches) in zip(alt_names, alts):
         print(f"# {name}: {tile}" + (f" with {switches}" if switches else ""), flush=True)
     print(f"# {torch.cuda.get_device_name()} torch {torch.__version__}; backward TFLOP/s (2.5x forward FLOPs), "
-          f"CUDA-graph replay, {args.rounds} rounds; (spread of the round medians)", flush=True)
+          f"CUDA-graph replay, {args.rounds} rounds, columns built {order}; (spread of the round medians)", flush=True)
     header = "| dtype | D | N | causal | " + " | ".join(names) + " | served/cudnn | mma/fa2 |"
     header += "".join(f" {a}/served |" for a in alt_names)
     print(header + "\n|" + "---|" * (10 + 2 * len(alts)), flush=True)
@@ -118,19 +148,7 @@ def main():
             for n in (int(x) for x in args.seqs.split(",")):
                 for causal in (x == "true" for x in args.causal.split(",")):
                     key = dict(dtype=dtype, head_dim=d, causal=causal, deterministic=False)
-                    q, k, v, dout, out, lse, scale, p = row_inputs(dtype, d, n, causal)
-                    tensors = (q, k, v, out, lse, dout)
-
-                    def served():
-                        return config_impl("served", served_config(arch, key, n), p, scale, tensors)
-
-                    impls = [] if args.served_last else [served()]  # (last: its outputs allocated after the others')
-                    impls += [config_impl("mma", mma_config(arch, key, n)[0], p, scale, tensors),
-                              cudnn_impl(q, k, v, dout, causal, p.flops()),
-                              Impl("fa2", fa2_backward(q, k, v, dout, causal, scale), calls=3, work=p.flops())]
-                    for name, (tile, switches) in zip(alt_names, alts):
-                        impls.append(alt_impl(name, tile, switches, arch, key, p, scale, tensors))
-                    impls += [served()] if args.served_last else []
+                    impls = row_impls(arch, key, n, alts, order)
                     res = measure(impls, args.rounds)
                     rate = {x: r["rate"] / 1e12 for x, r in res.items() if r.get("rate")}
                     cell = lambda x: f"{rate[x]:.0f} ({res[x]['spread']:.1%})" if x in rate else "n/a"  # noqa: E731
@@ -138,7 +156,7 @@ def main():
                     print(f"| {dtype} | {d} | {n} | {causal} | " + " | ".join(cell(x) for x in names)
                           + f" | {ratio('served', 'cudnn')} | {ratio('mma', 'fa2')} |"
                           + "".join(f" {ratio(a, 'served')} |" for a in alt_names), flush=True)
-                    del q, k, v, dout, out, lse, impls
+                    del impls
                     torch.cuda.empty_cache()
 
 
