@@ -326,9 +326,9 @@ class BackwardWgmmaTemplate(Template):
         hbm_dim, cfg = cfg.head_dim, tiled(cfg)  # (the tile's values, the problem's rows in global memory)
         rows, cols = self.dq_split(cfg)
         tile_reduce = self.producer(cfg) and self.dq_mode(cfg) == 2  # (its staging by stmatrix permutes dq_accum)
+        persistent = self.persistent(cfg)
         return {"wgmma_type": "bf16" if cfg.dtype == "bf16" else "f16", "pad_m": PAD_M,
-                "head_dim": cfg.head_dim, "hbm_dim": hbm_dim,
-                "head_dim_v": 0,  # (backward_rows.cuh.j2: V's head dim is Q/K's here)
+                "head_dim": cfg.head_dim, "hbm_dim": hbm_dim, "head_dim_v": 0,  # (backward_rows: V's is Q/K's)
                 "consumers": self.consumers(cfg), "producer": "true" if self.producer(cfg) else "false",
                 "dq_own_keys": "true" if DQ_OWN_KEYS else "false",
                 "dq_bulk": "true" if DQ_BULK_REDUCE else "false", "dq_rs": rows, "dq_cs": cols,
@@ -338,9 +338,9 @@ class BackwardWgmmaTemplate(Template):
                 "dq_tile_reduce": tile_reduce, "dq_accum_permuted": tile_reduce,  # (the latter: backward_rows' _dq)
                 "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True,
                 "heavy_first": heavy_first(cfg),
-                "tail_split": self.tail_split(cfg), "persistent": self.persistent(cfg),
-                "consumer_regs": ONE_CONSUMER_REGS if self.one_consumer(cfg) else 224 if self.persistent(cfg) else 240,
-                "producer_regs": 56 if self.persistent(cfg) else 24, "smem_bytes": self.smem_bytes(cfg),
+                "tail_split": self.tail_split(cfg), "persistent": persistent,
+                "consumer_regs": ONE_CONSUMER_REGS if self.one_consumer(cfg) else 224 if persistent else 240,
+                "producer_regs": 56 if persistent else 24, "smem_bytes": self.smem_bytes(cfg),
                 "min_blocks": 2 if self.one_consumer(cfg) else 1}
 
     def reads_dq_with_lag(self, cfg: BackwardConfig) -> bool:
