@@ -11,21 +11,17 @@ next tile prefetched) or, with a producer warpgroup, 3: the consumers are then s
 tile's dQ wgmma deferred to the next iteration, behind that tile's dK, so both run while the warpgroup
 stores dS^T and waits at the barrier); warps_q unused (1).
 
-Served by attention_backward() (serve/autograd.py, serving_config below) wherever it supports the
-key: its first H200 run was 1.30-1.47x flash_bwd_mma's default on every bf16/fp16 D 64/128 row
-(benchmarks/bench_backward_wgmma_h200_2026-11-29_run2.log). With the producer
-warpgroup (the D 128 default since): 348-399 at N 4096, 417 at N 16384, 8-9 % above the same tiles
-without it, 0.75-0.82x cuDNN (benchmarks/bench_backward_wgmma_h200_2026-11-29_s5_call2.log).
-D 64's producer config (block_m 64, one warpgroup computes the dQ tile) ran 3-5 % above the w8
-block_m 128 tiles on every H200 N 4096 row (benchmarks/bench_backward_wgmma_h200_2026-11-29_s6_BW_call1.log)
-and is the D 64 default since. The pipelined schedule (stages 3) is correct but 2-6 % slower than
-stages 2 on every row there: not a default. dq_via_producer (a knob; its rule, -1: DQ_RULE): the consumers
+Served by attention_backward() (serve/autograd.py, serving_config below) wherever it supports the key: its first
+H200 run was 1.30-1.47x flash_bwd_mma's default on every bf16/fp16 D 64/128 row (bench_backward_wgmma_h200_2026-11-29_
+run2.log). The producer warpgroup: 8-9 % above the same tiles without it (..._s5_call2.log).
+D 64's producer config (block_m 64, one warpgroup computes the dQ tile) ran 3-5 % above the w8 block_m 128 tiles
+on every H200 N 4096 row (s6_BW_call1.log): the D 64 default since. The pipelined schedule (stages 3) is correct
+but 2-6 % slower than stages 2 on every row there: not a default. dq_via_producer (a knob; its rule, -1: DQ_RULE): the consumers
 stage dQ in shared memory and the producer warpgroup reduces it with bulk copies; H200
 (benchmarks/dq_producer_ab_h200_2026-11-29_s6.log): a bulk op a row (value 1) D 128 +16-23 % over the same tiles
 (bf16 N 4096 373 -> 448 TFLOP/s, 0.85x cuDNN; causal 0.94-0.97x), D 64 -11 %. Value 2 reduces each tile with one
 bulk op from an unpadded staging tile, the consumers' stores conflict-free (now by stmatrix): the rule's at D 64
-and D 128, 0.86-0.99x cuDNN at D 64, 0.94-1.04x at D 128 (N 4096; dq_stage_rotate_h200_2026-11-30_s8).
-D 256 has no config here at all (below).
+and D 128, 0.86-0.99x cuDNN at D 64, 0.94-1.04x at D 128 (N 4096; dq_stage_rotate_h200_2026-11-30_s8). No D 256.
 
 Not here (the rules refuse them, ops/backward.py serves them with flash_bwd_mma): the variants
 (window, softcap, sinks, ALiBi), head dim 256 (dK and dV of 64 keys x 256 columns are 256 registers
@@ -125,6 +121,9 @@ ONE_CONSUMER, ONE_CONSUMER_REGS = True, 232  # (232: the consumer's setmaxnreg t
 # D 64 non-causal N 4096 +5.5 / +3.9 % (bf16 / fp16), N 16384 +2.8 / +3.6 %.
 PERSISTENT = True
 TAIL_WAVES = True  # TAIL_SPLIT where under two parts a tile fit the last wave (backward_gpu.tail_parts; s21h: +1-4 %)
+# PREFETCH_KV (TAIL_SPLIT's grid, not persistent): a block prefetches into L2 the K, V rows of block blockIdx.x + SMs
+PREFETCH_KV = False  # (the one that starts about when it ends, so that its K/V loads hit L2; s22a)
+PROBE_CLOCKS = False  # benchmarks/bwd_block_clocks.py: per-block clock64 marks in a __device__ array; never served
 
 
 class BackwardWgmmaTemplate(Template):
@@ -326,7 +325,7 @@ class BackwardWgmmaTemplate(Template):
         hbm_dim, cfg = cfg.head_dim, tiled(cfg)  # (the tile's values, the problem's rows in global memory)
         rows, cols = self.dq_split(cfg)
         tile_reduce = self.producer(cfg) and self.dq_mode(cfg) == 2  # (its staging by stmatrix permutes dq_accum)
-        persistent = self.persistent(cfg)
+        persistent, tail_split = self.persistent(cfg), self.tail_split(cfg)
         return {"wgmma_type": "bf16" if cfg.dtype == "bf16" else "f16", "pad_m": PAD_M,
                 "head_dim": cfg.head_dim, "hbm_dim": hbm_dim, "head_dim_v": 0,  # (backward_rows: V's is Q/K's)
                 "consumers": self.consumers(cfg), "producer": "true" if self.producer(cfg) else "false",
@@ -338,7 +337,8 @@ class BackwardWgmmaTemplate(Template):
                 "dq_tile_reduce": tile_reduce, "dq_accum_permuted": tile_reduce,  # (the latter: backward_rows' _dq)
                 "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True,
                 "heavy_first": heavy_first(cfg),
-                "tail_split": self.tail_split(cfg), "persistent": persistent,
+                "tail_split": tail_split, "persistent": persistent,
+                "probe_clocks": PROBE_CLOCKS and not persistent, "prefetch_kv": PREFETCH_KV and tail_split and not persistent,
                 "consumer_regs": ONE_CONSUMER_REGS if self.one_consumer(cfg) else 224 if persistent else 240,
                 "producer_regs": 56 if persistent else 24, "smem_bytes": self.smem_bytes(cfg),
                 "min_blocks": 2 if self.one_consumer(cfg) else 1}
