@@ -41,7 +41,7 @@ def clocks_of(cfg, switches: list[str], tensors: tuple, p, scale: float) -> tupl
         for s, value in saved.items():
             setattr(backward_wgmma, s, value)
     impl, _ = plan_impl(cfg.name, kernel, p, scale, tensors)
-    ptr = kernel.module.get_global("block_clocks")
+    ptr = kernel.module.get_global_var("block_clocks")
     table = cupy.ndarray((SLOTS, 8), dtype=cupy.uint64, memptr=ptr)
     for _ in range(5):  # warm: compiled, clocks up
         impl.kernel()
