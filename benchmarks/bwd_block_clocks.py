@@ -41,8 +41,9 @@ def clocks_of(cfg, switches: list[str], tensors: tuple, p, scale: float) -> tupl
         for s, value in saved.items():
             setattr(backward_wgmma, s, value)
     impl, _ = plan_impl(cfg.name, kernel, p, scale, tensors)
-    ptr = kernel.module.get_global_var("block_clocks")
-    table = cupy.ndarray((SLOTS, 8), dtype=cupy.uint64, memptr=ptr)
+    ptr = kernel.module.get_global_var("block_clocks")  # (a device address)
+    memory = cupy.cuda.UnownedMemory(ptr, SLOTS * 8 * 8, kernel.module)
+    table = cupy.ndarray((SLOTS, 8), dtype=cupy.uint64, memptr=cupy.cuda.MemoryPointer(memory, 0))
     for _ in range(5):  # warm: compiled, clocks up
         impl.kernel()
     table.fill(0)
