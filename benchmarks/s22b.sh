@@ -5,5 +5,5 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
   && export PYTHONPATH=/tmp/site:$PWD:$PWD/benchmarks:$PWD/tests || exit 1
 D=$(date +%Y-%m-%d)
 timeout 120 python3 benchmarks/bwd_block_clocks.py --switches PREFETCH_KV \
-  --rows bf16:128:4096:false,bf16:128:4096:true,bf16:128:16384:false,fp16:128:4096:false 2>&1 \
+  --rows bf16:128:4096:false,bf16:128:4096:true,bf16:128:16384:false,bf16:64:4096:true 2>&1 \
   | grep -v -i "warn\|no tuned config" | tee $OUT/bwd_block_clocks_h200_${D}_s22b.log
