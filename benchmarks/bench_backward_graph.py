@@ -40,14 +40,15 @@ def config_impl(name: str, cfg, p, scale: float, tensors: tuple) -> Impl:
 
 def alt_impl(name: str, tile: str, switches: str, arch: str, key: dict, p, scale: float, tensors: tuple) -> Impl:
     """A flash_bwd_wgmma tile BMxBNxWARPSxSTAGES[xDQ_VIA_PRODUCER], compiled with the ops/backward_wgmma switches
-    named in switches ("A+B") on, then set back."""
+    named in switches ("A+B") on (-A: off), then set back."""
     bm, bn, w, st, dq = ([int(x) for x in tile.split("x")] + [-1])[:5]
     cfg = WGMMA.config(build_arch(WGMMA.archs, arch), full_key(key), block_m=bm, block_n=bn, warps=w, stages=st,
                        warps_q=1, dq_via_producer=dq)
-    saved = {s: getattr(WGMMA_MODULE, s) for s in switches.split("+") if s}
+    saved = {s.lstrip("-"): getattr(WGMMA_MODULE, s.lstrip("-")) for s in switches.split("+") if s}
     try:
-        for s in saved:
-            setattr(WGMMA_MODULE, s, True)
+        for s in switches.split("+"):  # (-NAME: that switch off)
+            if s:
+                setattr(WGMMA_MODULE, s.lstrip("-"), not s.startswith("-"))
         return config_impl(name, cfg, p, scale, tensors)
     finally:
         for s, value in saved.items():

@@ -121,9 +121,9 @@ ONE_CONSUMER, ONE_CONSUMER_REGS = True, 232  # (232: the consumer's setmaxnreg t
 # D 64 non-causal N 4096 +5.5 / +3.9 % (bf16 / fp16), N 16384 +2.8 / +3.6 %.
 PERSISTENT = True
 TAIL_WAVES = True  # TAIL_SPLIT where under two parts a tile fit the last wave (backward_gpu.tail_parts; s21h: +1-4 %)
-# STAGED_STORE (producer configs, not persistent): dK, dV leave through the K, V tiles' shared memory in whole 16-byte
-STAGED_STORE = False  # chunks, not as the accumulators' 4-byte pairs (6-7 us a D 128 block, 4-8 % of the call: s22b)
-PROBE_CLOCKS = False  # benchmarks/bwd_block_clocks.py: per-block clock64 marks in a __device__ array; never served
+# STAGED_STORE (producer configs): dK, dV leave through the K, V tiles' shared memory in 16-byte chunks, not as the
+STAGED_STORE = True  # accumulators' 4-byte pairs (6-7 us a D 128 block, s22b; staged 2.2 us, the call -4 %, s22c)
+PROBE_CLOCKS = False  # benchmarks/bwd_block_clocks.py: per-block clock64 marks (a __device__ array); never served
 
 
 class BackwardWgmmaTemplate(Template):
@@ -338,7 +338,7 @@ class BackwardWgmmaTemplate(Template):
                 "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True,
                 "heavy_first": heavy_first(cfg),
                 "tail_split": tail_split, "persistent": persistent,
-                "probe_clocks": PROBE_CLOCKS and not persistent, "staged_store": STAGED_STORE and self.producer(cfg) and not persistent,
+                "probe_clocks": PROBE_CLOCKS and not persistent, "staged_store": STAGED_STORE and self.producer(cfg),
                 "consumer_regs": ONE_CONSUMER_REGS if self.one_consumer(cfg) else 224 if persistent else 240,
                 "producer_regs": 56 if persistent else 24, "smem_bytes": self.smem_bytes(cfg),
                 "min_blocks": 2 if self.one_consumer(cfg) else 1}
