@@ -11,17 +11,16 @@ next tile prefetched) or, with a producer warpgroup, 3: the consumers are then s
 tile's dQ wgmma deferred to the next iteration, behind that tile's dK, so both run while the warpgroup
 stores dS^T and waits at the barrier); warps_q unused (1).
 
-Served by attention_backward() (serve/autograd.py, serving_config below) wherever it supports the key: its first
-H200 run was 1.30-1.47x flash_bwd_mma's default on every bf16/fp16 D 64/128 row (bench_backward_wgmma_h200_2026-11-29_
-run2.log). The producer warpgroup: 8-9 % above the same tiles without it (..._s5_call2.log).
-D 64's producer config (block_m 64, one warpgroup computes the dQ tile) ran 3-5 % above the w8 block_m 128 tiles
-on every H200 N 4096 row (s6_BW_call1.log): the D 64 default since. The pipelined schedule (stages 3) is correct
-but 2-6 % slower than stages 2 on every row there: not a default. dq_via_producer (a knob; its rule, -1: DQ_RULE): the consumers
-stage dQ in shared memory and the producer warpgroup reduces it with bulk copies; H200
-(benchmarks/dq_producer_ab_h200_2026-11-29_s6.log): a bulk op a row (value 1) D 128 +16-23 % over the same tiles
-(bf16 N 4096 373 -> 448 TFLOP/s, 0.85x cuDNN; causal 0.94-0.97x), D 64 -11 %. Value 2 reduces each tile with one
-bulk op from an unpadded staging tile, the consumers' stores conflict-free (now by stmatrix): the rule's at D 64
-and D 128, 0.86-0.99x cuDNN at D 64, 0.94-1.04x at D 128 (N 4096; dq_stage_rotate_h200_2026-11-30_s8). No D 256.
+Served by attention_backward() (serve/autograd.py, serving_config below) wherever it supports the key: its first H200
+run was 1.30-1.47x flash_bwd_mma's default on every bf16/fp16 D 64/128 row
+(bench_backward_wgmma_h200_2026-11-29_run2.log). D 64's producer config (block_m 64, one warpgroup computes the dQ
+tile) ran 3-5 % above the w8 block_m 128 tiles on every H200 N 4096 row (s6_BW_call1.log): the D 64 default since. The
+pipelined schedule (stages 3) is correct but 2-6 % slower than stages 2 on every row there: not a default.
+dq_via_producer (a knob; its rule, -1: DQ_RULE): the consumers stage dQ in shared memory and the producer warpgroup
+reduces it with bulk copies; H200 (dq_producer_ab_h200_2026-11-29_s6.log): a bulk op a row (value 1) D 128 +16-23 %
+over the same tiles (bf16 N 4096 373 -> 448 TFLOP/s, 0.85x cuDNN; causal 0.94-0.97x), D 64 -11 %. Value 2 reduces each
+tile with one bulk op from an unpadded staging tile, the consumers' stores conflict-free (now by stmatrix): the rule's
+at D 64 and D 128, 0.86-0.99x cuDNN at D 64, 0.94-1.04x at D 128 (N 4096; dq_stage_rotate_h200_2026-11-30_s8).
 
 Not here (the rules refuse them, ops/backward.py serves them with flash_bwd_mma): the variants
 (window, softcap, sinks, ALiBi), head dim 256 (dK and dV of 64 keys x 256 columns are 256 registers
@@ -118,12 +117,12 @@ ONE_CONSUMER, ONE_CONSUMER_REGS = True, 232  # (232: the consumer's setmaxnreg t
 # PERSISTENT (TAIL_SPLIT's grid, D 64, two consumers, dq_via_producer 2): one CTA an SM walks the 1-D grid's blocks;
 # the producer loads each next block's K, V into a second buffer under the block before and runs its query tiles on
 # (no launch, K/V wait or dQ drain a block). setmaxnreg 224 / 56. H200, graph replay against an A/A copy (s21d):
-# D 64 non-causal N 4096 +5.5 / +3.9 % (bf16 / fp16), N 16384 +2.8 / +3.6 %.
-PERSISTENT = True
+PERSISTENT = True  # D 64 non-causal N 4096 +5.5 / +3.9 % (bf16 / fp16), N 16384 +2.8 / +3.6 %
 TAIL_WAVES = True  # TAIL_SPLIT where under two parts a tile fit the last wave (backward_gpu.tail_parts; s21h: +1-4 %)
 # STAGED_STORE (producer configs): dK, dV leave through the K, V tiles' shared memory in 16-byte chunks, not as the
 STAGED_STORE = True  # accumulators' 4-byte pairs (6-7 us a D 128 block, s22b; staged 2.2 us, the call -4 %, s22c)
-PROBE_CLOCKS = False  # benchmarks/bwd_block_clocks.py: per-block clock64 marks (a __device__ array); never served
+EARLY_QUERY = False  # (not persistent) the query tiles' loads issued while K, V are in flight (s21a's; s22e)
+PROBE_CLOCKS = False  # benchmarks/bwd_block_clocks.py: per-block clock64 marks; never served
 
 
 class BackwardWgmmaTemplate(Template):
@@ -339,6 +338,7 @@ class BackwardWgmmaTemplate(Template):
                 "heavy_first": heavy_first(cfg),
                 "tail_split": tail_split, "persistent": persistent,
                 "probe_clocks": PROBE_CLOCKS and not persistent, "staged_store": STAGED_STORE and self.producer(cfg),
+                "early_query": EARLY_QUERY and self.producer(cfg) and not persistent,
                 "consumer_regs": ONE_CONSUMER_REGS if self.one_consumer(cfg) else 224 if persistent else 240,
                 "producer_regs": 56 if persistent else 24, "smem_bytes": self.smem_bytes(cfg),
                 "min_blocks": 2 if self.one_consumer(cfg) else 1}
