@@ -121,7 +121,6 @@ PERSISTENT = True  # D 64 non-causal N 4096 +5.5 / +3.9 % (bf16 / fp16), N 16384
 TAIL_WAVES = True  # TAIL_SPLIT where under two parts a tile fit the last wave (backward_gpu.tail_parts; s21h: +1-4 %)
 # STAGED_STORE (producer configs): dK, dV leave through the K, V tiles' shared memory in 16-byte chunks, not as the
 STAGED_STORE = True  # accumulators' 4-byte pairs (6-7 us a D 128 block, s22b; staged 2.2 us, the call -4 %, s22c)
-EARLY_QUERY = False  # (not persistent) the query tiles' loads issued while K, V are in flight (s21a's; s22e)
 PROBE_CLOCKS = False  # benchmarks/bwd_block_clocks.py: per-block clock64 marks; never served
 
 
@@ -337,8 +336,7 @@ class BackwardWgmmaTemplate(Template):
                 "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True,
                 "heavy_first": heavy_first(cfg),
                 "tail_split": tail_split, "persistent": persistent,
-                "probe_clocks": PROBE_CLOCKS and not persistent, "staged_store": STAGED_STORE and self.producer(cfg),
-                "early_query": EARLY_QUERY and self.producer(cfg) and not persistent,
+                "probe_clocks": PROBE_CLOCKS, "staged_store": STAGED_STORE and self.producer(cfg),
                 "consumer_regs": ONE_CONSUMER_REGS if self.one_consumer(cfg) else 224 if persistent else 240,
                 "producer_regs": 56 if persistent else 24, "smem_bytes": self.smem_bytes(cfg),
                 "min_blocks": 2 if self.one_consumer(cfg) else 1}
