@@ -32,10 +32,10 @@ SLOTS = 1 << 16  # the template's block_clocks rows
 def clocks_of(cfg, switches: list[str], tensors: tuple, p, scale: float) -> tuple[np.ndarray, float]:
     """Every block's marks (rows of 8: marks 0..5, SM << 32 | query tiles, the global timer at mark 0) from one call
     of cfg compiled with PROBE_CLOCKS and `switches` on, and that call's wall time in us."""
-    saved = {s: getattr(backward_wgmma, s) for s in ["PROBE_CLOCKS"] + switches}
+    saved = {s.lstrip("-"): getattr(backward_wgmma, s.lstrip("-")) for s in ["PROBE_CLOCKS"] + switches}
     try:
-        for s in saved:
-            setattr(backward_wgmma, s, True)
+        for s in ["PROBE_CLOCKS"] + switches:  # (-NAME: that switch off)
+            setattr(backward_wgmma, s.lstrip("-"), not s.startswith("-"))
         kernel = LoadedKernel(compile_kernel(cfg))
     finally:
         for s, value in saved.items():
@@ -85,7 +85,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", default="bf16:128:4096:false,bf16:128:4096:true,bf16:128:16384:false",
                     help="dtype:head_dim:seq:causal, comma-separated")
-    ap.add_argument("--switches", default="", help="ops/backward_wgmma switches for a second build, A+B")
+    ap.add_argument("--switches", default="", help="ops/backward_wgmma switches for a second build, A+B (-A: off)")
     args = ap.parse_args()
     arch = device_arch(torch.cuda.current_device())[0]
     builds = [[]] + ([args.switches.split("+")] if args.switches else [])
