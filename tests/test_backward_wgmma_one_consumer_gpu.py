@@ -15,8 +15,7 @@ torch = pytest.importorskip("torch")
 from test_backward_strided_gpu import DTYPES, TOLERANCE, attention_backward, backward_wgmma  # noqa: E402
 from test_backward_gpu import float64_forward, grad_errors, reference_grads  # noqa: E402
 from test_backward_wgmma_heavy_first_gpu import inputs  # noqa: E402
-
-from autoflash.serve import autograd, backward_plans  # noqa: E402
+from switched_backward import forget_kernels, forget_switched_kernels  # noqa: E402,F401 (an autouse fixture)
 
 CASES = [  # batch, heads_q, heads_kv, seq_q, seq_k, causal, alignment
     (1, 4, 4, 1, 1, False, "top_left"),
@@ -31,11 +30,7 @@ CASES = [  # batch, heads_q, heads_kv, seq_q, seq_k, causal, alignment
 @pytest.fixture(autouse=True)
 def one_consumer(monkeypatch):
     monkeypatch.setattr(backward_wgmma, "ONE_CONSUMER", True)
-    autograd._loaded.cache_clear()
-    backward_plans.clear()
-    yield
-    autograd._loaded.cache_clear()
-    backward_plans.clear()
+    forget_kernels()
 
 
 @pytest.mark.parametrize("dtype", list(DTYPES))

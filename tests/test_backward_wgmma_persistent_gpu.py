@@ -11,11 +11,12 @@ pytestmark = pytest.mark.gpu
 torch = pytest.importorskip("torch")
 
 # (its module-level checks apply here too: torch, CuPy, an sm_90 GPU)
-from test_backward_strided_gpu import DTYPES, TOLERANCE, attention_backward, backward_wgmma  # noqa: E402
+from test_backward_strided_gpu import DTYPES, TOLERANCE, backward_wgmma  # noqa: E402
 from test_backward_gpu import float64_forward, grad_errors, reference_grads  # noqa: E402
 from test_backward_wgmma_heavy_first_gpu import inputs  # noqa: E402
+from switched_backward import forget_switched_kernels, run_switched  # noqa: E402,F401 (an autouse fixture)
 
-from autoflash.serve import autograd, backward_plans  # noqa: E402
+from autoflash.serve import autograd  # noqa: E402
 
 CASES = [  # batch, heads_q, heads_kv, seq_q, seq_k (132 SMs: blocks, of them parts; blocks a CTA)
     (2, 32, 32, 1000, 4500),  # 36 x 64 = 2304 K/V tiles: 60 left in 2 parts each, 2364 blocks, ~18 a CTA; key tail
@@ -26,18 +27,8 @@ CASES = [  # batch, heads_q, heads_kv, seq_q, seq_k (132 SMs: blocks, of them pa
 ]
 
 
-@pytest.fixture(autouse=True)
-def forget_switched_kernels():
-    yield
-    autograd._loaded.cache_clear()
-    backward_plans.clear()
-
-
 def run(monkeypatch, on: bool, *args, **kw):
-    monkeypatch.setattr(backward_wgmma, "PERSISTENT", on)
-    autograd._loaded.cache_clear()
-    backward_plans.clear()
-    return attention_backward(*args, **kw)
+    return run_switched(monkeypatch, "PERSISTENT", on, *args, **kw)
 
 
 @pytest.mark.parametrize("dtype", list(DTYPES))

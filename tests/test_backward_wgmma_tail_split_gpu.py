@@ -12,11 +12,10 @@ pytestmark = pytest.mark.gpu
 torch = pytest.importorskip("torch")
 
 # (its module-level checks apply here too: torch, CuPy, an sm_90 GPU)
-from test_backward_strided_gpu import DTYPES, TOLERANCE, attention_backward, backward_wgmma  # noqa: E402
+from test_backward_strided_gpu import DTYPES, TOLERANCE  # noqa: E402
 from test_backward_gpu import float64_forward, reference_grads, rel_err  # noqa: E402
 from test_backward_wgmma_heavy_first_gpu import inputs  # noqa: E402
-
-from autoflash.serve import autograd, backward_plans  # noqa: E402
+from switched_backward import forget_switched_kernels, run_switched  # noqa: E402,F401 (an autouse fixture)
 
 CASES = [  # batch, heads_q, heads_kv, seq_q, seq_k, head_dim, causal, alignment (132 SMs: tiles left, parts)
     (1, 17, 17, 1000, 1000, 64, False, "top_left"),  # 8 x 17 = 136 tiles: 4 left, 33 parts, most without a pair
@@ -31,17 +30,7 @@ CASES = [  # batch, heads_q, heads_kv, seq_q, seq_k, head_dim, causal, alignment
 
 
 def run(monkeypatch, on: bool, *args, **kw):
-    monkeypatch.setattr(backward_wgmma, "TAIL_SPLIT", on)
-    autograd._loaded.cache_clear()
-    backward_plans.clear()
-    return attention_backward(*args, **kw)
-
-
-@pytest.fixture(autouse=True)
-def forget_switched_kernels():
-    yield
-    autograd._loaded.cache_clear()
-    backward_plans.clear()
+    return run_switched(monkeypatch, "TAIL_SPLIT", on, *args, **kw)
 
 
 @pytest.mark.parametrize("dtype", list(DTYPES))
