@@ -114,13 +114,13 @@ TAIL_SPLIT = True
 # picks per key. H200, graph replay against the two-consumer tile (s20a-d, s20h): N 4096 causal +4..+11 % in every
 # run, N 16384 non-causal -3..-8 %, the other rows within run-to-run movement; served on the causal D 64 keys.
 ONE_CONSUMER, ONE_CONSUMER_REGS = True, 232  # (232: the consumer's setmaxnreg there; 240 with two consumers)
-# PERSISTENT (TAIL_SPLIT's grid, D 64, two consumers, dq_via_producer 2): one CTA an SM walks the 1-D grid's blocks,
-# the producer loading each next block's K, V into a second buffer under the block before; setmaxnreg 224 / 56.
-PERSISTENT = True  # H200, graph replay against an A/A copy (s21d): D 64 nc N 4096 +5.5 / +3.9 %, N 16384 +2.8 / +3.6 %
+# PERSISTENT (TAIL_SPLIT's grid, D 64, two consumers, dq_via_producer 2): one CTA an SM walks the 1-D grid's blocks;
+# the producer loads each next block's K, V into a second buffer under the block before and runs its query tiles on
+# (no launch, K/V wait or dQ drain a block). setmaxnreg 224 / 56. H200, graph replay against an A/A copy (s21d):
+PERSISTENT = True  # D 64 non-causal N 4096 +5.5 / +3.9 % (bf16 / fp16), N 16384 +2.8 / +3.6 %
 TAIL_WAVES = True  # TAIL_SPLIT where under two parts a tile fit the last wave (backward_gpu.tail_parts; s21h: +1-4 %)
 # STAGED_STORE (producer configs): dK, dV leave through the K, V tiles' shared memory in 16-byte chunks, not as the
 STAGED_STORE = True  # accumulators' 4-byte pairs (6-7 us a D 128 block, s22b; staged 2.2 us, the call -4 %, s22c)
-PRODUCER_STORE = False  # (PERSISTENT, STAGED_STORE) the producer copies the staged dK, dV out, not the consumers (s22i)
 PROBE_CLOCKS = False  # benchmarks/bwd_block_clocks.py: per-block clock64 marks; never served
 
 
@@ -283,9 +283,8 @@ class BackwardWgmmaTemplate(Template):
             fits = total + 2 * (staging + 16) + SMEM_ALIGN <= ARCHS[cfg.arch].smem_per_block
             dq_bufs = 2 if fits else 1
             total += dq_bufs * (staging + 16)
-        if self.persistent(cfg):  # kv_empty[2], a slot per staging tile (PRODUCER_STORE: 2 more), the 2nd K/V buffer
-            slots = 16 + 16 * dq_bufs + (64 if PRODUCER_STORE and STAGED_STORE else 0)
-            total = -(-(total + slots) // SMEM_ALIGN) * SMEM_ALIGN + 2 * lay["kv"]
+        if self.persistent(cfg):  # kv_empty[2] and a slot per staging tile, then the second K/V buffer (1 KB-aligned)
+            total = -(-(total + 16 + 16 * dq_bufs) // SMEM_ALIGN) * SMEM_ALIGN + 2 * lay["kv"]
         return {**lay, "dq_staging": staging, "dq_bufs": dq_bufs, "total": total}
 
     def tail_split(self, cfg: BackwardConfig) -> bool:  # (its main kernel on TAIL_SPLIT's 1-D grid)
@@ -338,7 +337,6 @@ class BackwardWgmmaTemplate(Template):
                 "heavy_first": heavy_first(cfg),
                 "tail_split": tail_split, "persistent": persistent,
                 "probe_clocks": PROBE_CLOCKS, "staged_store": STAGED_STORE and self.producer(cfg),
-                "producer_store": PRODUCER_STORE and STAGED_STORE and persistent,
                 "consumer_regs": ONE_CONSUMER_REGS if self.one_consumer(cfg) else 224 if persistent else 240,
                 "producer_regs": 56 if persistent else 24, "smem_bytes": self.smem_bytes(cfg),
                 "min_blocks": 2 if self.one_consumer(cfg) else 1}
