@@ -117,10 +117,12 @@ ONE_CONSUMER, ONE_CONSUMER_REGS = True, 232  # (232: the consumer's setmaxnreg t
 # PERSISTENT (TAIL_SPLIT's grid, D 64, two consumers, dq_via_producer 2): one CTA an SM walks the 1-D grid's blocks;
 # the producer loads each next block's K, V into a second buffer under the block before and runs its query tiles on
 # (no launch, K/V wait or dQ drain a block). setmaxnreg 224 / 56. H200, graph replay against an A/A copy (s21d):
-PERSISTENT = True  # D 64 non-causal N 4096 +5.5 / +3.9 % (bf16 / fp16), N 16384 +2.8 / +3.6 %
+# D 64 non-causal N 4096 +5.5 / +3.9 % (bf16 / fp16), N 16384 +2.8 / +3.6 %.
+PERSISTENT = True
 TAIL_WAVES = True  # TAIL_SPLIT where under two parts a tile fit the last wave (backward_gpu.tail_parts; s21h: +1-4 %)
 # STAGED_STORE (producer configs): dK, dV leave through the K, V tiles' shared memory in 16-byte chunks, not as the
-STAGED_STORE = True  # accumulators' 4-byte pairs (6-7 us a D 128 block, s22b; staged 2.2 us, the call -4 %, s22c)
+# accumulators' 4-byte pairs straight to global memory (those took 6-7 us a D 128 block, s22b; staged 2.2 us, s22c)
+STAGED_STORE = True  # (H200: the D 128 N 4096 call -3.7 %, its per-block fixed cost 183 -> 89 us, s22h)
 PROBE_CLOCKS = False  # benchmarks/bwd_block_clocks.py: per-block clock64 marks; never served
 
 
@@ -323,7 +325,7 @@ class BackwardWgmmaTemplate(Template):
         hbm_dim, cfg = cfg.head_dim, tiled(cfg)  # (the tile's values, the problem's rows in global memory)
         rows, cols = self.dq_split(cfg)
         tile_reduce = self.producer(cfg) and self.dq_mode(cfg) == 2  # (its staging by stmatrix permutes dq_accum)
-        persistent, tail_split = self.persistent(cfg), self.tail_split(cfg)
+        persistent = self.persistent(cfg)
         return {"wgmma_type": "bf16" if cfg.dtype == "bf16" else "f16", "pad_m": PAD_M,
                 "head_dim": cfg.head_dim, "hbm_dim": hbm_dim, "head_dim_v": 0,  # (backward_rows: V's is Q/K's)
                 "consumers": self.consumers(cfg), "producer": "true" if self.producer(cfg) else "false",
@@ -335,7 +337,7 @@ class BackwardWgmmaTemplate(Template):
                 "dq_tile_reduce": tile_reduce, "dq_accum_permuted": tile_reduce,  # (the latter: backward_rows' _dq)
                 "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True,
                 "heavy_first": heavy_first(cfg),
-                "tail_split": tail_split, "persistent": persistent,
+                "tail_split": self.tail_split(cfg), "persistent": persistent,
                 "probe_clocks": PROBE_CLOCKS, "staged_store": STAGED_STORE and self.producer(cfg),
                 "consumer_regs": ONE_CONSUMER_REGS if self.one_consumer(cfg) else 224 if persistent else 240,
                 "producer_regs": 56 if persistent else 24, "smem_bytes": self.smem_bytes(cfg),
