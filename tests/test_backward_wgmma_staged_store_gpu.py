@@ -3,9 +3,8 @@ chunks give the gradients of float64 within the backward's tolerance, and dK, dV
 stores where no fp32 sums intervene (causal grids: no TAIL_SPLIT parts; dQ's adds run in another order either way);
 on the served tiles: D 128 causal (heavy-first grid) and not (TAIL_SPLIT parts, TAIL_WAVES' 68 left), the persistent
 D 64 walk (parts with no query tile), the one-consumer causal D 64 tile, key tails, GQA, both alignments; bf16 and
-fp16 (padded head dims have no producer warpgroup, so no staged store). CPU checks: tests/test_backward_wgmma_staged_store.py."""
-import math
-
+fp16 (padded head dims have no producer warpgroup, so no staged store). CPU checks:
+tests/test_backward_wgmma_staged_store.py."""
 import pytest
 
 pytestmark = pytest.mark.gpu
@@ -13,9 +12,8 @@ torch = pytest.importorskip("torch")
 
 # (its module-level checks apply here too: torch, CuPy, an sm_90 GPU)
 from test_backward_strided_gpu import DTYPES, TOLERANCE  # noqa: E402
-from test_backward_gpu import float64_forward, grad_errors, reference_grads  # noqa: E402
-from test_backward_wgmma_heavy_first_gpu import inputs  # noqa: E402
-from switched_backward import forget_switched_kernels, run_switched  # noqa: E402,F401 (an autouse fixture)
+from test_backward_gpu import grad_errors  # noqa: E402
+from switched_backward import float64_case, forget_switched_kernels, run_switched  # noqa: E402,F401 (autouse fixture)
 
 CASES = [  # batch, heads_q, heads_kv, seq_q, seq_k, head_dim, causal, alignment
     (1, 4, 2, 777, 1000, 128, True, "bottom_right"),  # heavy-first grid, a key tail, GQA
@@ -31,18 +29,14 @@ CASES = [  # batch, heads_q, heads_kv, seq_q, seq_k, head_dim, causal, alignment
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "b{}_h{}x{}_q{}_k{}_d{}_causal{}_{}".format(*c))
 def test_matches_float64_and_the_direct_stores(case, dtype, monkeypatch):
-    b, hq, hkv, nq, nk, d, causal, alignment = case
-    q, k, v, dout = inputs(b, hq, hkv, nq, nk, d, DTYPES[dtype], False, seed=nq + d)
-    scale, offset = 1 / math.sqrt(d), (nk - nq if causal and alignment == "bottom_right" else 0)
-    _, _, *refs = reference_grads(q, k, v, dout, causal, scale, offset)
-    out, lse = float64_forward(q, k, v, causal, scale, offset)
-    kw = dict(causal=causal, causal_alignment=alignment) if causal else dict(causal=False)
-    staged = run_switched(monkeypatch, "STAGED_STORE", True, q, k, v, out, lse, dout, **kw)
-    direct = run_switched(monkeypatch, "STAGED_STORE", False, q, k, v, out, lse, dout, **kw)
+    args, refs, kw = float64_case(case, dtype)
+    dout, nk = args[5], case[4]
+    staged = run_switched(monkeypatch, "STAGED_STORE", True, *args, **kw)
+    direct = run_switched(monkeypatch, "STAGED_STORE", False, *args, **kw)
     assert all(torch.isfinite(g).all() for g in staged)
     for name, err, err_direct in zip(("dq", "dk", "dv"), grad_errors(staged, refs, dout, nk),
                                      grad_errors(staged, [g.double() for g in direct], dout, nk)):
         assert err < TOLERANCE[dtype], (name, err)
         assert err_direct < TOLERANCE[dtype], (name, "vs direct", err_direct)
-    if causal:  # (no parts: the same accumulators, rounded once, stored by another path)
+    if case[6]:  # (causal: no parts: the same accumulators, rounded once, stored by another path)
         assert torch.equal(staged[1], direct[1]) and torch.equal(staged[2], direct[2])

@@ -4,8 +4,6 @@ are summed in fp32 give the gradients of float64 within the backward's tolerance
 with no query tile among them), D 64, 128 and padded 96, GQA, both alignments; causal grids are not split (their
 cases check that the switch leaves them as they were). The grid is split only where the GPU has that many SMs (132:
 the H200's). CPU checks: tests/test_backward_wgmma_tail_split.py."""
-import math
-
 import pytest
 
 pytestmark = pytest.mark.gpu
@@ -13,9 +11,8 @@ torch = pytest.importorskip("torch")
 
 # (its module-level checks apply here too: torch, CuPy, an sm_90 GPU)
 from test_backward_strided_gpu import DTYPES, TOLERANCE  # noqa: E402
-from test_backward_gpu import float64_forward, reference_grads, rel_err  # noqa: E402
-from test_backward_wgmma_heavy_first_gpu import inputs  # noqa: E402
-from switched_backward import forget_switched_kernels, run_switched  # noqa: E402,F401 (an autouse fixture)
+from test_backward_gpu import rel_err  # noqa: E402
+from switched_backward import float64_case, forget_switched_kernels, run_switched  # noqa: E402,F401 (autouse fixture)
 
 CASES = [  # batch, heads_q, heads_kv, seq_q, seq_k, head_dim, causal, alignment (132 SMs: tiles left, parts)
     (1, 17, 17, 1000, 1000, 64, False, "top_left"),  # 8 x 17 = 136 tiles: 4 left, 33 parts, most without a pair
@@ -36,14 +33,9 @@ def run(monkeypatch, on: bool, *args, **kw):
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "b{}_h{}x{}_q{}_k{}_d{}_causal{}_{}".format(*c))
 def test_matches_float64_and_the_switch_off(case, dtype, monkeypatch):
-    b, hq, hkv, nq, nk, d, causal, alignment = case
-    q, k, v, dout = inputs(b, hq, hkv, nq, nk, d, DTYPES[dtype], False, seed=nq + d)
-    scale, offset = 1 / math.sqrt(d), (nk - nq if causal and alignment == "bottom_right" else 0)
-    _, _, *refs = reference_grads(q, k, v, dout, causal, scale, offset)
-    out, lse = float64_forward(q, k, v, causal, scale, offset)
-    kw = dict(causal=causal, causal_alignment=alignment) if causal else dict(causal=False)
-    on = run(monkeypatch, True, q, k, v, out, lse, dout, **kw)
-    off = run(monkeypatch, False, q, k, v, out, lse, dout, **kw)
+    args, refs, kw = float64_case(case, dtype)
+    on = run(monkeypatch, True, *args, **kw)
+    off = run(monkeypatch, False, *args, **kw)
     for name, g, ref, g_off in zip(("dq", "dk", "dv"), on, refs, off):
         assert rel_err(g, ref) < TOLERANCE[dtype], (name, rel_err(g, ref))
         assert rel_err(g, g_off.double()) < TOLERANCE[dtype], (name, "vs off")
