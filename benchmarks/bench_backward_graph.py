@@ -13,6 +13,7 @@ order every round) and on where its buffers sit (the columns are built in a seed
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import random
 
@@ -38,21 +39,28 @@ def config_impl(name: str, cfg, p, scale: float, tensors: tuple) -> Impl:
     return plan_impl(name, LoadedKernel(compile_kernel(cfg)), p, scale, tensors)[0]
 
 
+@contextlib.contextmanager
+def switched(names: list[str]):
+    """The ops/backward_wgmma switches named set inside the block (NAME on, -NAME off), set back after."""
+    names = [s for s in names if s]
+    saved = {s.lstrip("-"): getattr(WGMMA_MODULE, s.lstrip("-")) for s in names}
+    try:
+        for s in names:
+            setattr(WGMMA_MODULE, s.lstrip("-"), not s.startswith("-"))
+        yield
+    finally:
+        for s, value in saved.items():
+            setattr(WGMMA_MODULE, s, value)
+
+
 def alt_impl(name: str, tile: str, switches: str, arch: str, key: dict, p, scale: float, tensors: tuple) -> Impl:
     """A flash_bwd_wgmma tile BMxBNxWARPSxSTAGES[xDQ_VIA_PRODUCER], compiled with the ops/backward_wgmma switches
     named in switches ("A+B") on (-A: off), then set back."""
     bm, bn, w, st, dq = ([int(x) for x in tile.split("x")] + [-1])[:5]
     cfg = WGMMA.config(build_arch(WGMMA.archs, arch), full_key(key), block_m=bm, block_n=bn, warps=w, stages=st,
                        warps_q=1, dq_via_producer=dq)
-    saved = {s.lstrip("-"): getattr(WGMMA_MODULE, s.lstrip("-")) for s in switches.split("+") if s}
-    try:
-        for s in switches.split("+"):  # (-NAME: that switch off)
-            if s:
-                setattr(WGMMA_MODULE, s.lstrip("-"), not s.startswith("-"))
+    with switched(switches.split("+")):
         return config_impl(name, cfg, p, scale, tensors)
-    finally:
-        for s, value in saved.items():
-            setattr(WGMMA_MODULE, s, value)
 
 
 class StreamImpl(Impl):
@@ -124,7 +132,7 @@ def main():
     ap.add_argument("--causal", default="false,true")
     ap.add_argument("--alt", default="", help="BMxBNxWARPSxSTAGES[xDQ][:SWITCH+SWITCH], comma-separated: "
                     "flash_bwd_wgmma tiles (DQ: dq_via_producer) timed as columns alt1, alt2, ..., each compiled "
-                    "with the named ops/backward_wgmma switches on")
+                    "with the named ops/backward_wgmma switches on (-SWITCH: off)")
     ap.add_argument("--one-consumer", action="store_true",
                     help="ops/backward_wgmma.ONE_CONSUMER on (e.g. --alt 64x64x8x2)")
     ap.add_argument("--build-order", choices=("shuffled", "fixed", "served-last"), default="shuffled",

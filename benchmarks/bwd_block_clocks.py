@@ -19,12 +19,12 @@ import numpy as np
 import torch
 
 from bench_backward import served_config
+from bench_backward_graph import switched
 from bwd_mma_source_ab import plan_impl, row_inputs
 
 from autoflash.kernels.compile import compile_kernel
 from autoflash.kernels.device import device_arch
 from autoflash.kernels.loaded import LoadedKernel
-from autoflash.ops import backward_wgmma
 
 SLOTS = 1 << 16  # the template's block_clocks rows
 
@@ -32,14 +32,8 @@ SLOTS = 1 << 16  # the template's block_clocks rows
 def clocks_of(cfg, switches: list[str], tensors: tuple, p, scale: float) -> tuple[np.ndarray, float]:
     """Every block's marks (rows of 8: marks 0..5, SM << 32 | query tiles, the global timer at mark 0) from one call
     of cfg compiled with PROBE_CLOCKS and `switches` on, and that call's wall time in us."""
-    saved = {s.lstrip("-"): getattr(backward_wgmma, s.lstrip("-")) for s in ["PROBE_CLOCKS"] + switches}
-    try:
-        for s in ["PROBE_CLOCKS"] + switches:  # (-NAME: that switch off)
-            setattr(backward_wgmma, s.lstrip("-"), not s.startswith("-"))
+    with switched(["PROBE_CLOCKS"] + switches):
         kernel = LoadedKernel(compile_kernel(cfg))
-    finally:
-        for s, value in saved.items():
-            setattr(backward_wgmma, s, value)
     impl, _ = plan_impl(cfg.name, kernel, p, scale, tensors)
     ptr = kernel.module.get_global_var("block_clocks")  # (a device address)
     memory = cupy.cuda.UnownedMemory(ptr, SLOTS * 8 * 8, kernel.module)
