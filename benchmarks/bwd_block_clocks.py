@@ -5,7 +5,10 @@ Per SM the blocks are ordered by their start: the gap from one block's end (the 
 start is the launch between them. Cycles are turned into us by each SM's clock over the call (its cycles between its
 first and last block's starts over the global timer's ns between them). Printed: medians over the whole blocks (not TAIL_SPLIT's parts) and each phase's share of the
 call summed over the SMs; --switches compiles the tile again with those ops/backward_wgmma switches on (e.g.
-PREFETCH_KV) and prints its row beside.
+PREFETCH_KV) and prints its row beside. Then, per consumer warpgroup, where its query tiles' time goes (ns a tile,
+medians over the whole blocks): 0 waiting for the tile to land, 1 for S^T, 2 the exps and the dV issue, 3 waiting
+for dP^T, 4 dS and the dK issue, 5 dS^T stored and handed over, 6 the dQ wgmma and the wait for all, 7 dQ staged
+or reduced and the loop's turn.
 
     PYTHONPATH=$PWD:$PWD/benchmarks python benchmarks/bwd_block_clocks.py [--rows bf16:128:4096:false,...]
 """
@@ -29,24 +32,42 @@ from autoflash.kernels.loaded import LoadedKernel
 SLOTS = 1 << 16  # the template's block_clocks rows
 
 
-def clocks_of(cfg, switches: list[str], tensors: tuple, p, scale: float) -> tuple[np.ndarray, float]:
+PHASES = ("tile", "S", "exp+dV", "dP", "dS+dK", "dS_st", "dQ", "dQ_st")  # the template's lap(k), k = 0..7
+
+
+def device_table(kernel, name: str, shape: tuple, dtype) -> cupy.ndarray:
+    """The module's __device__ array `name` as a CuPy array."""
+    ptr = kernel.module.get_global_var(name)  # (a device address)
+    memory = cupy.cuda.UnownedMemory(ptr, int(np.prod(shape)) * np.dtype(dtype).itemsize, kernel.module)
+    return cupy.ndarray(shape, dtype=dtype, memptr=cupy.cuda.MemoryPointer(memory, 0))
+
+
+def clocks_of(cfg, switches: list[str], tensors: tuple, p, scale: float) -> tuple[np.ndarray, float, np.ndarray]:
     """Every block's marks (rows of 8: marks 0..5, SM << 32 | query tiles, the global timer at mark 0) from one call
-    of cfg compiled with PROBE_CLOCKS and `switches` on, and that call's wall time in us."""
+    of cfg compiled with PROBE_CLOCKS and `switches` on, that call's wall time in us, and every block's cycles a
+    phase (SLOTS x 2 consumer warpgroups x 8 phases)."""
     with switched(["PROBE_CLOCKS"] + switches):
         kernel = LoadedKernel(compile_kernel(cfg))
     impl, _ = plan_impl(cfg.name, kernel, p, scale, tensors)
-    ptr = kernel.module.get_global_var("block_clocks")  # (a device address)
-    memory = cupy.cuda.UnownedMemory(ptr, SLOTS * 8 * 8, kernel.module)
-    table = cupy.ndarray((SLOTS, 8), dtype=cupy.uint64, memptr=cupy.cuda.MemoryPointer(memory, 0))
+    table = device_table(kernel, "block_clocks", (SLOTS, 8), np.uint64)
+    phase = device_table(kernel, "phase_clocks", (SLOTS, 2, 8), np.uint32)
     for _ in range(5):  # warm: compiled, clocks up
         impl.kernel()
     table.fill(0)
+    phase.fill(0)
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
     impl.kernel()
     end.record()
     torch.cuda.synchronize()
-    return cupy.asnumpy(table).astype(np.int64), start.elapsed_time(end) * 1e3
+    return cupy.asnumpy(table).astype(np.int64), start.elapsed_time(end) * 1e3, cupy.asnumpy(phase).astype(np.int64)
+
+
+def phase_ns(marks: np.ndarray, phase: np.ndarray, mhz: float) -> np.ndarray:
+    """ns a query tile in each phase, per consumer warpgroup (2 x 8): medians over the whole blocks."""
+    whole = (marks[:, 0] > 0) & (marks[:, 4] > 0)
+    tiles = np.maximum(marks[whole, 6] & 0xFFFFFFFF, 1)[:, None, None]
+    return np.median(phase[whole] / tiles, axis=0) * 1e3 / mhz
 
 
 def phases(marks: np.ndarray, call_us: float) -> dict:
@@ -87,20 +108,27 @@ def main():
           "over the blocks / (SMs x the call)")
     print(f"{'row':<22} {'build':<14} {'MHz':>5} {'blocks':>6} {'tiles':>5} {'kv_wait':>8} {'1st_tile':>8} "
           f"{'per_tile':>8} {'epilog':>7} {'prod+':>6} {'gap':>6} | share: kv_wait 1st_tile epilog gap  call_us")
+    splits = []
     for row in args.rows.split(","):
         dtype, d, n, causal = row.split(":")
         key = dict(dtype=dtype, head_dim=int(d), causal=causal == "true", deterministic=False)
         q, k, v, dout, out, lse, scale, p = row_inputs(dtype, int(d), int(n), key["causal"])
         cfg = served_config(arch, key, int(n))
         for sw in builds:
-            marks, call_us = clocks_of(cfg, sw, (q, k, v, out, lse, dout), p, scale)
+            marks, call_us, phase = clocks_of(cfg, sw, (q, k, v, out, lse, dout), p, scale)
             r = phases(marks, call_us)
+            splits.append((row, "+".join(sw) or "served", phase_ns(marks, phase, r["mhz"])))
             us, sh = r["us"], r["share"]
             print(f"{row:<22} {'+'.join(sw) or 'served':<14} {r['mhz']:5.0f} {r['blocks']:6d} {r['tiles']:5.0f} "
                   f"{us['kv_wait']:8.2f} {us['first_tile']:8.2f} {us['per_tile']:8.2f} {us['epilogue']:7.2f} "
                   f"{us['producer_after']:6.2f} {us['launch_gap']:6.2f} | {sh['kv_wait']:.3f} {sh['first_tile']:.3f} "
                   f"{sh['epilogue']:.3f} {sh['launch_gap']:.3f}  {call_us:7.0f}")
     print(f"# served tiles: {cfg.name} (last row)")
+    print(f"# ns a query tile in each phase, per consumer warpgroup (medians over whole blocks)\n{'row':<22} "
+          f"{'build':<14} wg " + " ".join(f"{k:>7}" for k in PHASES) + "     sum")
+    for row, build, ns in splits:
+        for wg in range(2):
+            print(f"{row:<22} {build:<14} {wg:2d} " + " ".join(f"{x:7.0f}" for x in ns[wg]) + f" {ns[wg].sum():7.0f}")
 
 
 if __name__ == "__main__":
