@@ -101,6 +101,7 @@ def main():
     ap.add_argument("--rows", default="bf16:128:4096:false,bf16:128:4096:true,bf16:128:16384:false",
                     help="dtype:head_dim:seq:causal, comma-separated")
     ap.add_argument("--switches", default="", help="ops/backward_wgmma switches for a second build, A+B (-A: off)")
+    ap.add_argument("--stages", type=int, default=0, help="the second build's stages (e.g. 3 with DEEP_RING)")
     args = ap.parse_args()
     arch = device_arch(torch.cuda.current_device())[0]
     builds = [[]] + ([args.switches.split("+")] if args.switches else [])
@@ -115,7 +116,8 @@ def main():
         q, k, v, dout, out, lse, scale, p = row_inputs(dtype, int(d), int(n), key["causal"])
         cfg = served_config(arch, key, int(n))
         for sw in builds:
-            marks, call_us, phase = clocks_of(cfg, sw, (q, k, v, out, lse, dout), p, scale)
+            built = cfg.replace(stages=args.stages) if sw and args.stages else cfg
+            marks, call_us, phase = clocks_of(built, sw, (q, k, v, out, lse, dout), p, scale)
             r = phases(marks, call_us)
             splits.append((row, "+".join(sw) or "served", phase_ns(marks, phase, r["mhz"])))
             us, sh = r["us"], r["share"]

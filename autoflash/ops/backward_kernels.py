@@ -56,10 +56,6 @@ TILE_DIMS = (64, 128, 256)
 # equal; bwd_mma_p_early_ab_h200_2026-11-30_s19b.log): D 64 (bm128) +3.2..+3.3 % on all four rows; D 128 (bm64)
 # -7.5 % non-causal, -2.5 % causal (ptxas then issues the dP^T mmas after the stores, off the exps they overlapped).
 P_STORE_EARLY = (64,)
-# Tile head dims whose GEMM k-loops load k-step kk + 1's ldmatrix fragments into a second register set before kk's
-# mmas (a software pipeline, as cute's): FA2 spreads its LDSMs, ours come in bursts (NOTES, "where the 15 % goes").
-# Bitwise the same gradients. () = off everywhere: not timed on a GPU yet.
-FRAGMENT_PIPELINE = ()
 PAD_M = 128  # workspace rows per (batch, query head) are padded to this (>= every block_m)
 SMEM_PAD = 8  # elements (16 bytes) added to each shared-memory row: conflict-free ldmatrix
 TOLERANCE = {"fp16": 2e-3, "bf16": 1e-2}
@@ -372,7 +368,7 @@ class BackwardMmaTemplate(Template):
                 "head_dim": tile, "hbm_dim": cfg.head_dim,
                 "strided": False,  # (backward_rows.cuh.j2: the strided small kernels are flash_bwd_wgmma's)
                 "dq_accum_permuted": False, "tail_split": False,
-                "p_store_early": tile in P_STORE_EARLY, "fragment_pipeline": tile in FRAGMENT_PIPELINE}
+                "p_store_early": tile in P_STORE_EARLY}
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         pair = (key["head_dim"], key.get("head_dim_v", 0))

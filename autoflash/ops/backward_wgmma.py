@@ -46,14 +46,11 @@ NOT_SUPPORTED = ("window", "softcap", "sinks", "alibi")
 # Deterministic keys served here (not by flash_bwd_mma): tests/test_backward_wgmma_gpu.py's float64 and
 # bitwise-repeat tests passed on the H200, 1.40-1.45x flash_bwd_mma's deterministic default (s6_BW_call1 log).
 SERVE_DETERMINISTIC = True
-# A schedule switch not (yet) a BackwardConfig field (bench_backward_wgmma.py times both): each
-# warpgroup adds the dQ tile summed over its own 64 keys (twice the fp32 reductions, no block-wide
-# barrier for dS^T) instead of a slice of it summed over the block's keys. Measured on the H200
-# (run2 log): 20-24 % slower on every row, so off (twice the fp32 adds into L2).
+# DQ_OWN_KEYS: each warpgroup adds the dQ tile summed over its own 64 keys (twice the fp32 reductions, no block-wide
+# dS^T barrier) instead of a slice summed over the block's keys: 20-24 % slower on every H200 row (run2 log).
 DQ_OWN_KEYS = False
-# Another (with the split schedule only): the warpgroups stage their dQ slices in shared memory and
-# one thread per row hands each row to the bulk-copy unit as an fp32 reduction, so the compute
-# warps issue no red.global. Measured on the H200 (s5_call1 log): correct, 4-7 % slower on every row.
+# DQ_BULK_REDUCE (the split schedule only): the warpgroups stage their dQ slices in shared memory, one thread a row
+# hands each row to the bulk-copy unit as an fp32 reduction: correct, 4-7 % slower on every row (s5_call1 log).
 DQ_BULK_REDUCE = False
 # The knob dq_via_producer (BackwardConfig; producer configs only, not deterministic: dq_sem orders the
 # consumers' adds): the consumers store each tile's dQ slices to an fp32 staging tile in shared memory and the
@@ -73,12 +70,10 @@ DQ_BULK_REDUCE = False
 # the tuner may still pick) and the rule (-1, dq_via_producer_rule) is DQ_RULE where its staging tile fits, else 0.
 DQ_RULE = 2
 DQ_STAGING_PAD = 8  # floats added to each staging row of value 1 (the template's DQ_PSTRIDE)
-# The read lag (dq_via_producer=2 with two staging buffers, stages 2: D 64 and D 128): the producer's dQ thread waits
-# for the read of the PREVIOUS tile's bulk reduction (wait_group.read 1), not the one it just issued, then frees that
-# buffer, so its warp, which also loads the query tiles, is not held. Found with ncu source counters (H200, bf16 D 64
-# N 4096: 2.9 % of warp samples on that wait, 8.5 % on the consumers' wait for query tiles); measured
-# (dq_read_lag_h200_2026-11-30_s8.log) D 64 +5-6 %, D 128 +0-3 %; at stages 3 (the pipelined consumers) 11-15 % SLOWER,
-# so not there.
+# The read lag (dq_via_producer=2, two staging buffers, not pipelined): the producer's dQ thread waits for the read of
+# the PREVIOUS tile's bulk reduction (wait_group.read 1), then frees that buffer, so its warp, which also loads the
+# query tiles, is not held (ncu, s8: 2.9 % of warp samples on that wait); D 64 +5-6 %, D 128 +0-3 %; with the
+# pipelined consumers 11-15 % SLOWER, so not there (dq_read_lag_h200_2026-11-30_s8.log).
 DQ_MODES = {0: "consumers' adds", 1: "staged, a bulk op per row", 2: "staged unpadded, a bulk op per tile"}
 # Strided operands (issue 16's training step: q, k, v views of a fused projection, dO a transposed view): the three
 # kernels take per-tensor (batch, head, token) element strides (head dim contiguous) for q, k, v, out, dout and dq,
@@ -107,22 +102,23 @@ HEAVY_FIRST = (128,)
 # (0.989-1.008x cuDNN in that run, off 0.959-0.983x).
 TAIL_SPLIT = True
 # ONE_CONSUMER: a producer warpgroup with ONE consumer warpgroup (block_n 64, warps 8), setmaxnreg 24 / 232 and
-# __launch_bounds__(256, 2), so that two CTAs share an SM (2 x (128 x 232 + 128 x 24) = 64 K registers, shared memory
-# under half the SM's) and run independently, instead of two consumer warpgroups meeting at the dS^T barrier every
-# tile (built on a misreading of cuDNN's kernel name; its launch is our two-consumer tile's shape: NOTES, twentieth
-# session). Not deterministic; D 64 only (D 128's tile needs 182 KB). On, such configs join the space and the tuner
-# picks per key. H200, graph replay against the two-consumer tile (s20a-d, s20h): N 4096 causal +4..+11 % in every
-# run, N 16384 non-causal -3..-8 %, the other rows within run-to-run movement; served on the causal D 64 keys.
+# __launch_bounds__(256, 2): two CTAs share an SM and run independently instead of two consumers meeting at the dS^T
+# barrier every tile. Not deterministic; D 64 only (D 128's tile needs 182 KB); in the space, the tuner picks per key.
+# H200 against the two-consumer tile (s20a-d, s20h): N 4096 causal +4..+11 % in every run, N 16384 non-causal -3..-8 %,
+# the other rows within run-to-run movement; served on the causal D 64 keys.
 ONE_CONSUMER, ONE_CONSUMER_REGS = True, 232  # (232: the consumer's setmaxnreg there; 240 with two consumers)
 # PERSISTENT (TAIL_SPLIT's grid, D 64, two consumers, dq_via_producer 2): one CTA an SM walks the 1-D grid's blocks;
 # the producer loads each next block's K, V into a second buffer under the block before and runs its query tiles on
 # (no launch, K/V wait or dQ drain a block). setmaxnreg 224 / 56. H200, graph replay against an A/A copy (s21d):
 # D 64 non-causal N 4096 +5.5 / +3.9 % (bf16 / fp16), N 16384 +2.8 / +3.6 %.
 PERSISTENT = True
+# DEEP_RING (off; s23): stages 3 is a third query buffer for the plain schedule (not the pipelined one): s23b's laps put
+# the D 64 walk's dQ consumer 187 of its 1577 ns a tile waiting for the tile, which two buffers issue ~1.7 us ahead.
+DEEP_RING = False
 TAIL_WAVES = True  # TAIL_SPLIT where under two parts a tile fit the last wave (backward_gpu.tail_parts; s21h: +1-4 %)
-# STAGED_STORE (producer configs): dK, dV leave through the K, V tiles' shared memory in 16-byte chunks, not as the
-# accumulators' 4-byte pairs straight to global memory (those took 6-7 us a D 128 block, s22b; staged 2.2 us, s22c)
-STAGED_STORE = True  # (H200: the D 128 N 4096 call -3.7 %, its per-block fixed cost 183 -> 89 us, s22h)
+# STAGED_STORE (producer configs): dK, dV leave through the K, V tiles' shared memory in 16-byte chunks, not as 4-byte
+# pairs straight to global memory (6-7 us a D 128 block, s22b; staged 2.2 us; the N 4096 call -3.7 %, s22c / s22h)
+STAGED_STORE = True
 PROBE_CLOCKS = False  # benchmarks/bwd_block_clocks.py: per-block clock64 marks; never served
 
 
@@ -188,7 +184,7 @@ class BackwardWgmmaTemplate(Template):
             return 1
         rows, cols = BackwardWgmmaTemplate.dq_split(cfg)
         uneven = rows * cols < BackwardWgmmaTemplate.consumers(cfg)
-        return cfg.stages + 1 if cfg.stages == 3 and uneven else cfg.stages
+        return cfg.stages + 1 if pipelined(cfg) and uneven else cfg.stages
 
     @staticmethod
     def accumulator_registers(cfg: BackwardConfig) -> int:
@@ -295,7 +291,7 @@ class BackwardWgmmaTemplate(Template):
     def persistent(self, cfg: BackwardConfig) -> bool:
         """Whether cfg's main kernel walks TAIL_SPLIT's blocks with one CTA an SM (PERSISTENT, above)."""
         return (PERSISTENT and self.tail_split(cfg) and self.producer(cfg) and self.consumers(cfg) == 2
-                and tiled(cfg).head_dim == 64 and cfg.stages == 2 and self.dq_mode(cfg) == 2)
+                and tiled(cfg).head_dim == 64 and not pipelined(cfg) and self.dq_mode(cfg) == 2)
 
     def _layout(self, cfg: BackwardConfig) -> dict:
         cfg, eb = tiled(cfg), DTYPE_BYTES[cfg.dtype]
@@ -338,7 +334,7 @@ class BackwardWgmmaTemplate(Template):
                 "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True,
                 "heavy_first": heavy_first(cfg),
                 "tail_split": self.tail_split(cfg), "persistent": persistent,
-                "probe_clocks": PROBE_CLOCKS, "staged_store": STAGED_STORE and self.producer(cfg),
+                "probe_clocks": PROBE_CLOCKS, "deep_ring": DEEP_RING, "staged_store": STAGED_STORE and self.producer(cfg),
                 "consumer_regs": ONE_CONSUMER_REGS if self.one_consumer(cfg) else 224 if persistent else 240,
                 "producer_regs": 56 if persistent else 24, "smem_bytes": self.smem_bytes(cfg),
                 "min_blocks": 2 if self.one_consumer(cfg) else 1}
@@ -346,7 +342,7 @@ class BackwardWgmmaTemplate(Template):
     def reads_dq_with_lag(self, cfg: BackwardConfig) -> bool:
         """Whether the producer frees each dQ staging buffer one tile late (the read lag, above)."""
         return (self.producer(cfg) and self.dq_mode(cfg) == 2 and self.smem_layout(cfg)["dq_bufs"] == 2
-                and cfg.stages == 2)
+                and not pipelined(cfg))
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         table = self.DETERMINISTIC_DEFAULTS if key.get("deterministic") else {}
@@ -372,6 +368,10 @@ def tiled(cfg: BackwardConfig) -> BackwardConfig:
     """cfg with its tile's head dim (the config every rule, layout and render value is computed for)."""
     dim = tile_dim(cfg.head_dim)
     return cfg if dim == cfg.head_dim else cfg.replace(head_dim=dim)
+
+
+def pipelined(cfg) -> bool:  # the software-pipelined consumer schedule: stages 3, unless DEEP_RING
+    return cfg.stages == 3 and not DEEP_RING
 
 
 def heavy_first(cfg) -> bool:
