@@ -7,8 +7,10 @@ first and last block's starts over the global timer's ns between them). Printed:
 call summed over the SMs; --switches compiles the tile again with those ops/backward_wgmma switches on (e.g.
 PREFETCH_KV) and prints its row beside. Then, per consumer warpgroup, where its query tiles' time goes (ns a tile,
 medians over the whole blocks): 0 waiting for the tile to land, 1 for S^T, 2 the exps and the dV issue, 3 waiting
-for dP^T, 4 dS and the dK issue, 5 dS^T stored and handed over, 6 the dQ wgmma and the wait for all, 7 dQ staged
-or reduced and the loop's turn.
+for dP^T, 4 dS and the dK issue, 5 dS^T stored and handed over, 6 the dQ wgmma and the wait for all, 8 (the walk)
+the wait for a free dQ staging buffer, 7 the rest of dQ's staging or reduction and the loop's turn; and (the walk)
+the producer's: 0 its wait for a free stage, 1 its loads, 2 its dQ reduction (its thread 0: the wait for the staged
+tile, the bulk op, the wait for the previous op's read).
 
     PYTHONPATH=$PWD:$PWD/benchmarks python benchmarks/bwd_block_clocks.py [--rows bf16:128:4096:false,...]
 """
@@ -32,7 +34,8 @@ from autoflash.kernels.loaded import LoadedKernel
 SLOTS = 1 << 16  # the template's block_clocks rows
 
 
-PHASES = ("tile", "S", "exp+dV", "dP", "dS+dK", "dS_st", "dQ", "dQ_st")  # the template's lap(k), k = 0..7
+PHASES = ("tile", "S", "exp+dV", "dP", "dS+dK", "dS_st", "dQ", "dQ_st", "dQ_wait")  # the template's lap(k)
+PRODUCER_PHASES = ("empty", "loads", "dQ_red")  # produce_blocks' laps
 
 
 def device_table(kernel, name: str, shape: tuple, dtype) -> cupy.ndarray:
@@ -45,12 +48,12 @@ def device_table(kernel, name: str, shape: tuple, dtype) -> cupy.ndarray:
 def clocks_of(cfg, switches: list[str], tensors: tuple, p, scale: float) -> tuple[np.ndarray, float, np.ndarray]:
     """Every block's marks (rows of 8: marks 0..5, SM << 32 | query tiles, the global timer at mark 0) from one call
     of cfg compiled with PROBE_CLOCKS and `switches` on, that call's wall time in us, and every block's cycles a
-    phase (SLOTS x 2 consumer warpgroups x 8 phases)."""
+    phase (SLOTS x (2 consumer warpgroups, the producer) x 10 phases)."""
     with switched(["PROBE_CLOCKS"] + switches):
         kernel = LoadedKernel(compile_kernel(cfg))
     impl, _ = plan_impl(cfg.name, kernel, p, scale, tensors)
     table = device_table(kernel, "block_clocks", (SLOTS, 8), np.uint64)
-    phase = device_table(kernel, "phase_clocks", (SLOTS, 2, 8), np.uint32)
+    phase = device_table(kernel, "phase_clocks", (SLOTS, 3, 10), np.uint32)
     for _ in range(5):  # warm: compiled, clocks up
         impl.kernel()
     table.fill(0)
@@ -64,7 +67,7 @@ def clocks_of(cfg, switches: list[str], tensors: tuple, p, scale: float) -> tupl
 
 
 def phase_ns(marks: np.ndarray, phase: np.ndarray, mhz: float) -> np.ndarray:
-    """ns a query tile in each phase, per consumer warpgroup (2 x 8): medians over the whole blocks."""
+    """ns a query tile in each phase, per warpgroup (3 x 10): medians over the whole blocks."""
     whole = (marks[:, 0] > 0) & (marks[:, 4] > 0)
     tiles = np.maximum(marks[whole, 6] & 0xFFFFFFFF, 1)[:, None, None]
     return np.median(phase[whole] / tiles, axis=0) * 1e3 / mhz
@@ -101,7 +104,7 @@ def main():
     ap.add_argument("--rows", default="bf16:128:4096:false,bf16:128:4096:true,bf16:128:16384:false",
                     help="dtype:head_dim:seq:causal, comma-separated")
     ap.add_argument("--switches", default="", help="ops/backward_wgmma switches for a second build, A+B (-A: off)")
-    ap.add_argument("--stages", type=int, default=0, help="the second build's stages (e.g. 3 with DEEP_RING)")
+    ap.add_argument("--stages", type=int, default=0, help="the second build's stages (a tile variant under a switch)")
     args = ap.parse_args()
     arch = device_arch(torch.cuda.current_device())[0]
     builds = [[]] + ([args.switches.split("+")] if args.switches else [])
@@ -130,7 +133,13 @@ def main():
           f"{'build':<14} wg " + " ".join(f"{k:>7}" for k in PHASES) + "     sum")
     for row, build, ns in splits:
         for wg in range(2):
-            print(f"{row:<22} {build:<14} {wg:2d} " + " ".join(f"{x:7.0f}" for x in ns[wg]) + f" {ns[wg].sum():7.0f}")
+            cells = ns[wg][:len(PHASES)]
+            print(f"{row:<22} {build:<14} {wg:2d} " + " ".join(f"{x:7.0f}" for x in cells) + f" {cells.sum():7.0f}")
+    print(f"# the producer (the walk), ns a query tile\n{'row':<22} {'build':<14}    "
+          + " ".join(f"{k:>7}" for k in PRODUCER_PHASES) + "     sum")
+    for row, build, ns in splits:
+        cells = ns[2][:len(PRODUCER_PHASES)]
+        print(f"{row:<22} {build:<14}    " + " ".join(f"{x:7.0f}" for x in cells) + f" {cells.sum():7.0f}")
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ DQ_BULK_REDUCE = False
 # the tuner may still pick) and the rule (-1, dq_via_producer_rule) is DQ_RULE where its staging tile fits, else 0.
 DQ_RULE = 2
 DQ_STAGING_PAD = 8  # floats added to each staging row of value 1 (the template's DQ_PSTRIDE)
-# The read lag (dq_via_producer=2, two staging buffers, not pipelined): the producer's dQ thread waits for the read of
+# The read lag (dq_via_producer=2, two staging buffers, stages 2): the producer's dQ thread waits for the read of
 # the PREVIOUS tile's bulk reduction (wait_group.read 1), then frees that buffer, so its warp, which also loads the
 # query tiles, is not held (ncu, s8: 2.9 % of warp samples on that wait); D 64 +5-6 %, D 128 +0-3 %; with the
 # pipelined consumers 11-15 % SLOWER, so not there (dq_read_lag_h200_2026-11-30_s8.log).
@@ -112,9 +112,6 @@ ONE_CONSUMER, ONE_CONSUMER_REGS = True, 232  # (232: the consumer's setmaxnreg t
 # (no launch, K/V wait or dQ drain a block). setmaxnreg 224 / 56. H200, graph replay against an A/A copy (s21d):
 # D 64 non-causal N 4096 +5.5 / +3.9 % (bf16 / fp16), N 16384 +2.8 / +3.6 %.
 PERSISTENT = True
-# DEEP_RING (off; s23): stages 3 is a third query buffer for the plain schedule (not the pipelined one): s23b's laps put
-# the D 64 walk's dQ consumer 187 of its 1577 ns a tile waiting for the tile, which two buffers issue ~1.7 us ahead.
-DEEP_RING = False
 TAIL_WAVES = True  # TAIL_SPLIT where under two parts a tile fit the last wave (backward_gpu.tail_parts; s21h: +1-4 %)
 # STAGED_STORE (producer configs): dK, dV leave through the K, V tiles' shared memory in 16-byte chunks, not as 4-byte
 # pairs straight to global memory (6-7 us a D 128 block, s22b; staged 2.2 us; the N 4096 call -3.7 %, s22c / s22h)
@@ -184,7 +181,7 @@ class BackwardWgmmaTemplate(Template):
             return 1
         rows, cols = BackwardWgmmaTemplate.dq_split(cfg)
         uneven = rows * cols < BackwardWgmmaTemplate.consumers(cfg)
-        return cfg.stages + 1 if pipelined(cfg) and uneven else cfg.stages
+        return cfg.stages + 1 if cfg.stages == 3 and uneven else cfg.stages
 
     @staticmethod
     def accumulator_registers(cfg: BackwardConfig) -> int:
@@ -291,7 +288,7 @@ class BackwardWgmmaTemplate(Template):
     def persistent(self, cfg: BackwardConfig) -> bool:
         """Whether cfg's main kernel walks TAIL_SPLIT's blocks with one CTA an SM (PERSISTENT, above)."""
         return (PERSISTENT and self.tail_split(cfg) and self.producer(cfg) and self.consumers(cfg) == 2
-                and tiled(cfg).head_dim == 64 and not pipelined(cfg) and self.dq_mode(cfg) == 2)
+                and tiled(cfg).head_dim == 64 and cfg.stages == 2 and self.dq_mode(cfg) == 2)
 
     def _layout(self, cfg: BackwardConfig) -> dict:
         cfg, eb = tiled(cfg), DTYPE_BYTES[cfg.dtype]
@@ -334,7 +331,7 @@ class BackwardWgmmaTemplate(Template):
                 "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True,
                 "heavy_first": heavy_first(cfg),
                 "tail_split": self.tail_split(cfg), "persistent": persistent,
-                "probe_clocks": PROBE_CLOCKS, "deep_ring": DEEP_RING, "staged_store": STAGED_STORE and self.producer(cfg),
+                "probe_clocks": PROBE_CLOCKS, "staged_store": STAGED_STORE and self.producer(cfg),
                 "consumer_regs": ONE_CONSUMER_REGS if self.one_consumer(cfg) else 224 if persistent else 240,
                 "producer_regs": 56 if persistent else 24, "smem_bytes": self.smem_bytes(cfg),
                 "min_blocks": 2 if self.one_consumer(cfg) else 1}
@@ -342,7 +339,7 @@ class BackwardWgmmaTemplate(Template):
     def reads_dq_with_lag(self, cfg: BackwardConfig) -> bool:
         """Whether the producer frees each dQ staging buffer one tile late (the read lag, above)."""
         return (self.producer(cfg) and self.dq_mode(cfg) == 2 and self.smem_layout(cfg)["dq_bufs"] == 2
-                and not pipelined(cfg))
+                and cfg.stages == 2)
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         table = self.DETERMINISTIC_DEFAULTS if key.get("deterministic") else {}
@@ -368,10 +365,6 @@ def tiled(cfg: BackwardConfig) -> BackwardConfig:
     """cfg with its tile's head dim (the config every rule, layout and render value is computed for)."""
     dim = tile_dim(cfg.head_dim)
     return cfg if dim == cfg.head_dim else cfg.replace(head_dim=dim)
-
-
-def pipelined(cfg) -> bool:  # the software-pipelined consumer schedule: stages 3, unless DEEP_RING
-    return cfg.stages == 3 and not DEEP_RING
 
 
 def heavy_first(cfg) -> bool:
