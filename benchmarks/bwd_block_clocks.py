@@ -10,7 +10,8 @@ medians over the whole blocks): 0 waiting for the tile to land, 1 for S^T, 2 the
 for dP^T, 4 dS and the dK issue, 5 dS^T stored and handed over, 6 the dQ wgmma and the wait for all, 8 (the walk)
 the wait for a free dQ staging buffer, 7 the rest of dQ's staging or reduction and the loop's turn; and (the walk)
 the producer's: 0 its wait for a free stage, 1 its loads, 2 its dQ reduction (its thread 0: the wait for the staged
-tile, the bulk op, the wait for the previous op's read).
+tile, the bulk op, the wait for the previous op's read). Last, per consumer (the walk): the tiles it waited for and
+the mean ns from the producer's thread 0 having issued such a tile's copies to the consumer passing its wait.
 
     PYTHONPATH=$PWD:$PWD/benchmarks python benchmarks/bwd_block_clocks.py [--rows bf16:128:4096:false,...]
 """
@@ -48,12 +49,12 @@ def device_table(kernel, name: str, shape: tuple, dtype) -> cupy.ndarray:
 def clocks_of(cfg, switches: list[str], tensors: tuple, p, scale: float) -> tuple[np.ndarray, float, np.ndarray]:
     """Every block's marks (rows of 8: marks 0..5, SM << 32 | query tiles, the global timer at mark 0) from one call
     of cfg compiled with PROBE_CLOCKS and `switches` on, that call's wall time in us, and every block's cycles a
-    phase (SLOTS x (2 consumer warpgroups, the producer) x 10 phases)."""
+    phase (SLOTS x (2 consumer warpgroups, the producer) x 12 slots)."""
     with switched(["PROBE_CLOCKS"] + switches):
         kernel = LoadedKernel(compile_kernel(cfg))
     impl, _ = plan_impl(cfg.name, kernel, p, scale, tensors)
     table = device_table(kernel, "block_clocks", (SLOTS, 8), np.uint64)
-    phase = device_table(kernel, "phase_clocks", (SLOTS, 3, 10), np.uint32)
+    phase = device_table(kernel, "phase_clocks", (SLOTS, 3, 12), np.uint32)
     for _ in range(5):  # warm: compiled, clocks up
         impl.kernel()
     table.fill(0)
@@ -67,10 +68,15 @@ def clocks_of(cfg, switches: list[str], tensors: tuple, p, scale: float) -> tupl
 
 
 def phase_ns(marks: np.ndarray, phase: np.ndarray, mhz: float) -> np.ndarray:
-    """ns a query tile in each phase, per warpgroup (3 x 10): medians over the whole blocks."""
+    """ns a query tile in each phase, per warpgroup (3 x 12): medians over the whole blocks; slot 9: the mean ns from
+    issue to the end of a waited-for tile's wait, slot 10: the share of tiles waited for."""
     whole = (marks[:, 0] > 0) & (marks[:, 4] > 0)
     tiles = np.maximum(marks[whole, 6] & 0xFFFFFFFF, 1)[:, None, None]
-    return np.median(phase[whole] / tiles, axis=0) * 1e3 / mhz
+    ns = np.median(phase[whole] / tiles, axis=0) * 1e3 / mhz
+    waited = phase[whole][:, :, 10].sum(axis=0)
+    ns[:, 9] = phase[whole][:, :, 9].sum(axis=0) / np.maximum(waited, 1) * 1e3 / mhz
+    ns[:, 10] = waited / tiles.sum()
+    return ns
 
 
 def phases(marks: np.ndarray, call_us: float) -> dict:
@@ -140,6 +146,10 @@ def main():
     for row, build, ns in splits:
         cells = ns[2][:len(PRODUCER_PHASES)]
         print(f"{row:<22} {build:<14}    " + " ".join(f"{x:7.0f}" for x in cells) + f" {cells.sum():7.0f}")
+    print("# tiles a consumer waited for (share), and the mean ns from their copies' issue to the wait's end")
+    for row, build, ns in splits:
+        print(f"{row:<22} {build:<14} " + "  ".join(f"wg{wg}: {ns[wg][10]:.2f} of tiles, {ns[wg][9]:5.0f} ns"
+                                                   for wg in range(2)))
 
 
 if __name__ == "__main__":
