@@ -11,7 +11,9 @@ for dP^T, 4 dS and the dK issue, 5 dS^T stored and handed over, 6 the dQ wgmma a
 the wait for a free dQ staging buffer, 7 the rest of dQ's staging or reduction and the loop's turn; and (the walk)
 the producer's: 0 its wait for a free stage, 1 its loads, 2 its dQ reduction (its thread 0: the wait for the staged
 tile, the bulk op, the wait for the previous op's read). Last, per consumer (the walk): the tiles it waited for and
-the mean ns from the producer's thread 0 having issued such a tile's copies to the consumer passing its wait.
+the mean ns from the producer's thread 0 having issued such a tile's copies to the consumer passing its wait, and
+consumer 0's dq_empty wait and each consumer's tile wait repeated at once (their phases complete: what the wait
+instruction costs by itself).
 
     PYTHONPATH=$PWD:$PWD/benchmarks python benchmarks/bwd_block_clocks.py [--rows bf16:128:4096:false,...]
 """
@@ -49,12 +51,12 @@ def device_table(kernel, name: str, shape: tuple, dtype) -> cupy.ndarray:
 def clocks_of(cfg, switches: list[str], tensors: tuple, p, scale: float) -> tuple[np.ndarray, float, np.ndarray]:
     """Every block's marks (rows of 8: marks 0..5, SM << 32 | query tiles, the global timer at mark 0) from one call
     of cfg compiled with PROBE_CLOCKS and `switches` on, that call's wall time in us, and every block's cycles a
-    phase (SLOTS x (2 consumer warpgroups, the producer) x 12 slots)."""
+    phase (SLOTS x (2 consumer warpgroups, the producer) x 13 slots)."""
     with switched(["PROBE_CLOCKS"] + switches):
         kernel = LoadedKernel(compile_kernel(cfg))
     impl, _ = plan_impl(cfg.name, kernel, p, scale, tensors)
     table = device_table(kernel, "block_clocks", (SLOTS, 8), np.uint64)
-    phase = device_table(kernel, "phase_clocks", (SLOTS, 3, 12), np.uint32)
+    phase = device_table(kernel, "phase_clocks", (SLOTS, 3, 13), np.uint32)
     for _ in range(5):  # warm: compiled, clocks up
         impl.kernel()
     table.fill(0)
@@ -68,7 +70,7 @@ def clocks_of(cfg, switches: list[str], tensors: tuple, p, scale: float) -> tupl
 
 
 def phase_ns(marks: np.ndarray, phase: np.ndarray, mhz: float) -> np.ndarray:
-    """ns a query tile in each phase, per warpgroup (3 x 12): medians over the whole blocks; slot 9: the mean ns from
+    """ns a query tile in each phase, per warpgroup (3 x 13): medians over the whole blocks; slot 9: the mean ns from
     issue to the end of a waited-for tile's wait, slot 10: the share of tiles waited for."""
     whole = (marks[:, 0] > 0) & (marks[:, 4] > 0)
     tiles = np.maximum(marks[whole, 6] & 0xFFFFFFFF, 1)[:, None, None]
@@ -149,7 +151,8 @@ def main():
     print("# tiles a consumer waited for (share), and the mean ns from their copies' issue to the wait's end")
     for row, build, ns in splits:
         print(f"{row:<22} {build:<14} " + "  ".join(f"wg{wg}: {ns[wg][10]:.2f} of tiles, {ns[wg][9]:5.0f} ns"
-                                                   for wg in range(2)))
+                                                   for wg in range(2)) + f"  (waits again, phase complete: wg0 dq_empty {ns[0][11]:.0f},"
+              f" full {ns[0][12]:.0f}; wg1 full {ns[1][12]:.0f} ns)")
 
 
 if __name__ == "__main__":

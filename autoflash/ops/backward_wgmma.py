@@ -112,9 +112,6 @@ ONE_CONSUMER, ONE_CONSUMER_REGS = True, 232  # (232: the consumer's setmaxnreg t
 # (no launch, K/V wait or dQ drain a block). setmaxnreg 224 / 56. H200, graph replay against an A/A copy (s21d):
 # D 64 non-causal N 4096 +5.5 / +3.9 % (bf16 / fp16), N 16384 +2.8 / +3.6 %.
 PERSISTENT = True
-# DQ_THREE_BUFS (off; s23): the walk stages dQ in three tiles, not two: s23d's laps put consumer 0 118 ns a tile
-# waiting for a free one (the producer frees a buffer once the NEXT tile's bulk reduction is issued: the read lag).
-DQ_THREE_BUFS = False
 TAIL_WAVES = True  # TAIL_SPLIT where under two parts a tile fit the last wave (backward_gpu.tail_parts; s21h: +1-4 %)
 # STAGED_STORE (producer configs): dK, dV leave through the K, V tiles' shared memory in 16-byte chunks, not as 4-byte
 # pairs straight to global memory (6-7 us a D 128 block, s22b; staged 2.2 us; the N 4096 call -3.7 %, s22c / s22h)
@@ -279,7 +276,7 @@ class BackwardWgmmaTemplate(Template):
         staging, dq_bufs, total = self.dq_staging_bytes(cfg), 0, lay["total"]
         if staging:  # (dq_via_producer) two staging tiles where they fit, else one; an mbarrier pair each
             fits = total + 2 * (staging + 16) + SMEM_ALIGN <= ARCHS[cfg.arch].smem_per_block
-            dq_bufs = (3 if DQ_THREE_BUFS and self.persistent(cfg) else 2) if fits else 1
+            dq_bufs = 2 if fits else 1
             total += dq_bufs * (staging + 16)
         if self.persistent(cfg):  # kv_empty[2] and a slot per staging tile, then the second K/V buffer (1 KB-aligned)
             total = -(-(total + 16 + 16 * dq_bufs) // SMEM_ALIGN) * SMEM_ALIGN + 2 * lay["kv"]
@@ -334,14 +331,14 @@ class BackwardWgmmaTemplate(Template):
                 "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True,
                 "heavy_first": heavy_first(cfg),
                 "tail_split": self.tail_split(cfg), "persistent": persistent,
-                "probe_clocks": PROBE_CLOCKS, "dq_three_bufs": DQ_THREE_BUFS, "staged_store": STAGED_STORE and self.producer(cfg),
+                "probe_clocks": PROBE_CLOCKS, "staged_store": STAGED_STORE and self.producer(cfg),
                 "consumer_regs": ONE_CONSUMER_REGS if self.one_consumer(cfg) else 224 if persistent else 240,
                 "producer_regs": 56 if persistent else 24, "smem_bytes": self.smem_bytes(cfg),
                 "min_blocks": 2 if self.one_consumer(cfg) else 1}
 
     def reads_dq_with_lag(self, cfg: BackwardConfig) -> bool:
         """Whether the producer frees each dQ staging buffer one tile late (the read lag, above)."""
-        return (self.producer(cfg) and self.dq_mode(cfg) == 2 and self.smem_layout(cfg)["dq_bufs"] >= 2
+        return (self.producer(cfg) and self.dq_mode(cfg) == 2 and self.smem_layout(cfg)["dq_bufs"] == 2
                 and cfg.stages == 2)
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
