@@ -116,7 +116,7 @@ TAIL_WAVES = True  # TAIL_SPLIT where under two parts a tile fit the last wave (
 # STAGED_STORE (producer configs): dK, dV leave through the K, V tiles' shared memory in 16-byte chunks, not as 4-byte
 # pairs straight to global memory (6-7 us a D 128 block, s22b; staged 2.2 us; the N 4096 call -3.7 %, s22c / s22h)
 STAGED_STORE = True
-PROBE_CLOCKS = False  # benchmarks/bwd_block_clocks.py: per-block clock64 marks; never served
+PROBE_CLOCKS = False  # benchmarks/bwd_block_clocks.py: per-block clock64 marks and per-phase laps; never served
 
 
 class BackwardWgmmaTemplate(Template):
