@@ -112,6 +112,9 @@ ONE_CONSUMER, ONE_CONSUMER_REGS = True, 232  # (232: the consumer's setmaxnreg t
 # (no launch, K/V wait or dQ drain a block). setmaxnreg 224 / 56. H200, graph replay against an A/A copy (s21d):
 # D 64 non-causal N 4096 +5.5 / +3.9 % (bf16 / fp16), N 16384 +2.8 / +3.6 %.
 PERSISTENT = True
+# DQ_FREE_ON_FULL (off; s23, not yet run on a GPU): the walk's producer reduces tile g - 2's dQ and waits for its read
+# before arriving on full[g], so the consumer staging tile g's dQ (the same buffer) skips its dq_empty wait (s23's laps)
+DQ_FREE_ON_FULL = False
 TAIL_WAVES = True  # TAIL_SPLIT where under two parts a tile fit the last wave (backward_gpu.tail_parts; s21h: +1-4 %)
 # STAGED_STORE (producer configs): dK, dV leave through the K, V tiles' shared memory in 16-byte chunks, not as 4-byte
 # pairs straight to global memory (6-7 us a D 128 block, s22b; staged 2.2 us; the N 4096 call -3.7 %, s22c / s22h)
@@ -331,7 +334,7 @@ class BackwardWgmmaTemplate(Template):
                 "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True,
                 "heavy_first": heavy_first(cfg),
                 "tail_split": self.tail_split(cfg), "persistent": persistent,
-                "probe_clocks": PROBE_CLOCKS, "staged_store": STAGED_STORE and self.producer(cfg),
+                "probe_clocks": PROBE_CLOCKS, "dq_free_on_full": DQ_FREE_ON_FULL and persistent, "staged_store": STAGED_STORE and self.producer(cfg),
                 "consumer_regs": ONE_CONSUMER_REGS if self.one_consumer(cfg) else 224 if persistent else 240,
                 "producer_regs": 56 if persistent else 24, "smem_bytes": self.smem_bytes(cfg),
                 "min_blocks": 2 if self.one_consumer(cfg) else 1}

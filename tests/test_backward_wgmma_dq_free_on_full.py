@@ -1,0 +1,35 @@
+"""ops/backward_wgmma.DQ_FREE_ON_FULL without a GPU (s23; prepared, not yet run on a GPU): the persistent walk's
+producer reduces tile g - 2's dQ and waits for that bulk op's read before it arrives on full[g], so the consumer
+staging tile g's dQ (into the same buffer) needs no dq_empty wait. Checked here: only the walk renders it, its
+consumers then never wait on dq_empty and its producer never arrives there; on, the walk compiles clean. GPU: the
+walk's and TAIL_SPLIT's float64 tests with AUTOFLASH_TEST_SWITCHES (benchmarks/s24a.sh)."""
+import pytest
+
+from autoflash.kernels.render import render
+from autoflash.ops import backward_wgmma
+
+from test_backward_wgmma import WG, key
+from test_backward_wgmma_persistent import tiles
+
+MARK = "(DQ_FREE_ON_FULL) tile g - STAGES's staging buffer"
+
+
+def test_only_the_walk_renders_it(monkeypatch):
+    assert not any(MARK in render(c) for c in tiles())
+    monkeypatch.setattr(backward_wgmma, "DQ_FREE_ON_FULL", True)
+    assert any(WG.persistent(c) for c in tiles())
+    for c in tiles():
+        source = render(c)
+        assert (MARK in source) == WG.persistent(c), c.name
+        if WG.persistent(c):  # (the pipelined branch's stage_dq is compiled but never runs at stages 2)
+            assert "mbar_arrive(dq_empty_bar" not in source and source.count("mbar_wait(dq_empty_bar") == 1
+
+
+def test_on_the_walk_compiles_clean(monkeypatch):
+    pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
+    from autoflash.kernels.compile import compile_kernel
+
+    monkeypatch.setattr(backward_wgmma, "DQ_FREE_ON_FULL", True)
+    cfg = WG.default("sm_90a", key("bf16", 64, False))
+    report = compile_kernel(cfg).report
+    assert report.spills == 0 and report.stack_frame == 0 and not report.wgmma_serialized, report
