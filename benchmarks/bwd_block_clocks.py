@@ -3,17 +3,17 @@
 and the barriers set, 2 the first query tile landed, 3 the loop done, 4 dK, dV stored (thread 0), 5 the producer done.
 Per SM the blocks are ordered by their start: the gap from one block's end (the later of 4 and 5) to the next one's
 start is the launch between them. Cycles are turned into us by each SM's clock over the call (its cycles between its
-first and last block's starts over the global timer's ns between them). Printed: medians over the whole blocks (not TAIL_SPLIT's parts) and each phase's share of the
-call summed over the SMs; --switches compiles the tile again with those ops/backward_wgmma switches on (e.g.
-PREFETCH_KV) and prints its row beside. Then, per consumer warpgroup, where its query tiles' time goes (ns a tile,
-medians over the whole blocks): 0 waiting for the tile to land, 1 for S^T, 2 the exps and the dV issue, 3 waiting
-for dP^T, 4 dS and the dK issue, 5 dS^T stored and handed over, 6 the dQ wgmma and the wait for all, 8 (the walk)
-the wait for a free dQ staging buffer, 7 the rest of dQ's staging or reduction and the loop's turn; and (the walk)
-the producer's: 0 its wait for a free stage, 1 its loads, 2 its dQ reduction (its thread 0: the wait for the staged
-tile, the bulk op, the wait for the previous op's read). Last, per consumer (the walk): the tiles it waited for and
-the mean ns from the producer's thread 0 having issued such a tile's copies to the consumer passing its wait, and
-consumer 0's dq_empty wait and each consumer's tile wait repeated at once (their phases complete: what the wait
-instruction costs by itself).
+first and last block's starts over the global timer's ns between them). Printed: medians over the whole blocks (not
+TAIL_SPLIT's parts) and each phase's share of the call summed over the SMs; --switches compiles the tile again with
+those ops/backward_wgmma switches on (e.g. PREFETCH_KV) and prints its row beside. Then, per consumer warpgroup, where
+its query tiles' time goes (ns a tile, medians over the whole blocks): 0 waiting for the tile to land, 1 for S^T, 2 the
+exps and the dV issue, 3 waiting for dP^T, 4 dS and the dK issue, 5 dS^T stored and handed over, 6 the dQ wgmma and the
+wait for all, 8 (the walk) the wait for a free dQ staging buffer, 7 the rest of dQ's staging or reduction and the loop's
+turn; and (the walk) the producer's: 0 its wait for a free stage, 1 its loads, 2 its dQ reduction (its thread 0: the
+wait for the staged tile, the bulk op, the wait for the previous op's read). Last, per consumer (the walk): the tiles it
+waited for (> 64 cycles in the wait: every tile in practice, s23e) and the mean ns from the producer's thread 0 having issued such a tile's copies to the consumer passing its
+wait, and consumer 0's dq_empty wait and each consumer's tile wait repeated at once (their phases complete: what the
+wait instruction costs by itself).
 
     PYTHONPATH=$PWD:$PWD/benchmarks python benchmarks/bwd_block_clocks.py [--rows bf16:128:4096:false,...]
 """
@@ -150,9 +150,9 @@ def main():
         print(f"{row:<22} {build:<14}    " + " ".join(f"{x:7.0f}" for x in cells) + f" {cells.sum():7.0f}")
     print("# tiles a consumer waited for (share), and the mean ns from their copies' issue to the wait's end")
     for row, build, ns in splits:
-        print(f"{row:<22} {build:<14} " + "  ".join(f"wg{wg}: {ns[wg][10]:.2f} of tiles, {ns[wg][9]:5.0f} ns"
-                                                   for wg in range(2)) + f"  (waits again, phase complete: wg0 dq_empty {ns[0][11]:.0f},"
-              f" full {ns[0][12]:.0f}; wg1 full {ns[1][12]:.0f} ns)")
+        waited = "  ".join(f"wg{wg}: {ns[wg][10]:.2f} of tiles, {ns[wg][9]:5.0f} ns" for wg in range(2))
+        print(f"{row:<22} {build:<14} {waited}  (waits again, phase complete: wg0 dq_empty {ns[0][11]:.0f}, full "
+              f"{ns[0][12]:.0f}; wg1 full {ns[1][12]:.0f} ns)")
 
 
 if __name__ == "__main__":

@@ -113,6 +113,15 @@ def test_search_space_has_valid_configs():
         assert len(valid) >= 1, d
 
 
+def assert_compiles_clean(c) -> None:
+    """c's kernels compile with no spills, no stack frame and wgmma not serialised (skipped without CuPy)."""
+    pytest.importorskip("cupy", reason="CuPy (cupy-cuda13x) is not installed")
+    from autoflash.kernels.compile import compile_kernel
+
+    report = compile_kernel(c).report
+    assert report.spills == 0 and report.stack_frame == 0 and not report.wgmma_serialized, report
+
+
 def tail_split_reductions(c) -> int:
     """red.global instructions of ops/backward_wgmma.TAIL_SPLIT's epilogue in c's SASS (a part adds dK and dV, a float
     pair an instruction: the tile's head dim / 2 of them), 0 where c renders no split."""
