@@ -11,9 +11,9 @@ exps and the dV issue, 3 waiting for dP^T, 4 dS and the dK issue, 5 dS^T stored 
 wait for all, 8 (the walk) the wait for a free dQ staging buffer, 7 the rest of dQ's staging or reduction and the loop's
 turn; and (the walk) the producer's: 0 its wait for a free stage, 1 its loads, 2 its dQ reduction (its thread 0: the
 wait for the staged tile, the bulk op, the wait for the previous op's read). Last, per consumer (the walk): the tiles it
-waited for (> 64 cycles in the wait: every tile in practice, s23e) and the mean ns from the producer's thread 0 having issued such a tile's copies to the consumer passing its
-wait, and consumer 0's dq_empty wait and each consumer's tile wait repeated at once (their phases complete: what the
-wait instruction costs by itself).
+waited for (> 64 cycles in the wait: every tile in practice, s23e) and the mean ns from the producer's thread 0 having
+issued such a tile's copies to the consumer passing its wait, and consumer 0's dq_empty wait and each consumer's tile
+wait repeated at once (their phases complete: what the wait instruction costs by itself).
 
     PYTHONPATH=$PWD:$PWD/benchmarks python benchmarks/bwd_block_clocks.py [--rows bf16:128:4096:false,...]
 """
