@@ -1,8 +1,8 @@
-"""ops/backward_wgmma.DQ_FREE_ON_FULL without a GPU (s23; prepared, not yet run on a GPU): the persistent walk's
+"""ops/backward_wgmma.DQ_FREE_ON_FULL (served since s24) without a GPU: the persistent walk's
 producer reduces tile g - 2's dQ and waits for that bulk op's read before it arrives on full[g], so the consumer
 staging tile g's dQ (into the same buffer) needs no dq_empty wait. Checked here: only the walk renders it, its
 consumers then never wait on dq_empty and its producer never arrives there; on, the walk compiles clean. GPU: the
-walk's and TAIL_SPLIT's float64 tests with AUTOFLASH_TEST_SWITCHES (benchmarks/s24a.sh)."""
+walk's and TAIL_SPLIT's float64 tests (on, as served; s24a ran them with it on before it was)."""
 from autoflash.kernels.render import render
 from autoflash.ops import backward_wgmma
 
@@ -13,6 +13,7 @@ MARK = "(DQ_FREE_ON_FULL) tile g - STAGES's staging buffer"
 
 
 def test_only_the_walk_renders_it(monkeypatch):
+    monkeypatch.setattr(backward_wgmma, "DQ_FREE_ON_FULL", False)
     assert not any(MARK in render(c) for c in tiles())
     monkeypatch.setattr(backward_wgmma, "DQ_FREE_ON_FULL", True)
     assert any(WG.persistent(c) for c in tiles())

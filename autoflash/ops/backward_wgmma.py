@@ -112,9 +112,10 @@ ONE_CONSUMER, ONE_CONSUMER_REGS = True, 232  # (232: the consumer's setmaxnreg t
 # (no launch, K/V wait or dQ drain a block). setmaxnreg 224 / 56. H200, graph replay against an A/A copy (s21d):
 # D 64 non-causal N 4096 +5.5 / +3.9 % (bf16 / fp16), N 16384 +2.8 / +3.6 %.
 PERSISTENT = True
-# DQ_FREE_ON_FULL (off; s23, not yet run on a GPU): the walk's producer reduces tile g - 2's dQ and waits for its read
-# before arriving on full[g], so the consumer staging tile g's dQ (the same buffer) skips its dq_empty wait (s23's laps)
-DQ_FREE_ON_FULL = False
+# DQ_FREE_ON_FULL: the walk's producer reduces tile g - 2's dQ and waits for its read before arriving on full[g], so
+# the consumer staging tile g's dQ (the same buffer) skips its dq_empty wait. H200, graph replay against two A/A
+# copies (s24b): D 64 non-causal +1..+5 % (N 4096 +3.5 / +5.4 % bf16 / fp16, N 16384 +2.2 / +0.9 %).
+DQ_FREE_ON_FULL = True
 TAIL_WAVES = True  # TAIL_SPLIT where under two parts a tile fit the last wave (backward_gpu.tail_parts; s21h: +1-4 %)
 # STAGED_STORE (producer configs): dK, dV leave through the K, V tiles' shared memory in 16-byte chunks, not as 4-byte
 # pairs straight to global memory (6-7 us a D 128 block, s22b; staged 2.2 us; the N 4096 call -3.7 %, s22c / s22h)
@@ -340,9 +341,10 @@ class BackwardWgmmaTemplate(Template):
                 "min_blocks": 2 if self.one_consumer(cfg) else 1}
 
     def reads_dq_with_lag(self, cfg: BackwardConfig) -> bool:
-        """Whether the producer frees each dQ staging buffer one tile late (the read lag, above)."""
+        """Whether the producer frees each dQ staging buffer one tile late (the read lag, above; not the walk's
+        DQ_FREE_ON_FULL, which waits for each read before the next tile's full[])."""
         return (self.producer(cfg) and self.dq_mode(cfg) == 2 and self.smem_layout(cfg)["dq_bufs"] == 2
-                and cfg.stages == 2)
+                and cfg.stages == 2 and not (DQ_FREE_ON_FULL and self.persistent(cfg)))
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         table = self.DETERMINISTIC_DEFAULTS if key.get("deterministic") else {}
