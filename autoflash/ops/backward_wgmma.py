@@ -60,10 +60,14 @@ DQ_BULK_REDUCE = False
 # reduced by ONE bulk op from one producer thread; the consumers store it by stmatrix (each fp32 a pair of b16), so a
 # row's 16-byte chunks hold columns 8b + e + 2i (i = 0..3) at chunk (2b + e) ^ (row % 8), one wavefront a matrix, and
 # dq_accum's rows take that order (the _dq kernel restores it: template value dq_accum_permuted).
-# H200, same producer tiles: 1 over 0 +16-23 % at D 128, -11 % at D 64; 2 over 1 +8-11 % at D 128, +21-25 % at D 64;
-# stmatrix staging over the rotation +0..+2 % (benchmarks/: dq_producer_ab_*_s6, dq_tile_reduce_*_s6_BK_bench,
-# dq_stage_rotate_*_s8, backward_dq_stmatrix_ab_*_s18a_bench logs). So 1 is dominated (a knob value the tuner may
-# still pick) and the rule (-1, dq_via_producer_rule) is DQ_RULE where its staging tile fits, else 0.
+# H200, same producer tiles: 1 over 0 +16-23 % at D 128, -11 % at D 64 (dq_producer_ab_h200_2026-11-29_s6.log);
+# 2 over 0 +5-9 % at D 64 (dq_tile_reduce_h200_2026-11-29_s6_BK_bench.log); 2 over 1, N 4096 bf16/fp16 causal and
+# not: D 128 +8-11 % (bf16 432 -> 479 TFLOP/s, 0.94-1.04x cuDNN, was 0.85-0.96x), N 16384 +7-10 %, D 64 +21-25 %;
+# the rotation +9-12 % over plain unpadded stores at D 128, 0.99-1.02x at D 64; one round of selects (4
+# wavefronts) below two at D 128 (dq_stage_rotate_h200_2026-11-30_s8); stmatrix over the rotation (8 STSM for 16
+# STS.64 and 64 FSEL a tile) D 128 +0.3..+2.2 %, D 64 -0.9..+1.4 % against an A/A copy
+# (backward_dq_stmatrix_ab_h200_2026-11-30_s18a_bench.log). So 1 is dominated on the H200 (a knob value
+# the tuner may still pick) and the rule (-1, dq_via_producer_rule) is DQ_RULE where its staging tile fits, else 0.
 DQ_RULE = 2
 DQ_STAGING_PAD = 8  # floats added to each staging row of value 1 (the template's DQ_PSTRIDE)
 # The read lag (dq_via_producer=2, two staging buffers, stages 2): the producer's dQ thread waits for the read of
@@ -112,7 +116,6 @@ PERSISTENT = True
 # the consumer staging tile g's dQ (the same buffer) skips its dq_empty wait. H200, graph replay against two A/A
 # copies (s24b): D 64 non-causal +1..+5 % (N 4096 +3.5 / +5.4 % bf16 / fp16, N 16384 +2.2 / +0.9 %).
 DQ_FREE_ON_FULL = True
-DQ_FREE_ON_FULL_BLOCKS = False  # (s24, being measured) the same order in the block-a-CTA grids' producer (D 128, ...)
 TAIL_WAVES = True  # TAIL_SPLIT where under two parts a tile fit the last wave (backward_gpu.tail_parts; s21h: +1-4 %)
 # STAGED_STORE (producer configs): dK, dV leave through the K, V tiles' shared memory in 16-byte chunks, not as 4-byte
 # pairs straight to global memory (6-7 us a D 128 block, s22b; staged 2.2 us; the N 4096 call -3.7 %, s22c / s22h)
@@ -329,24 +332,19 @@ class BackwardWgmmaTemplate(Template):
                 "dq_bufs": self.smem_layout(cfg)["dq_bufs"],
                 "dq_pad": 0 if self.dq_mode(cfg) == 2 else DQ_STAGING_PAD,
                 "dq_tile_reduce": tile_reduce, "dq_accum_permuted": tile_reduce,  # (the latter: backward_rows' _dq)
-                "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True, "heavy_first": heavy_first(cfg),
-                "tail_split": self.tail_split(cfg), "persistent": persistent, "probe_clocks": PROBE_CLOCKS,
-                "dq_free_on_full": self.frees_dq_on_full(cfg), "staged_store": STAGED_STORE and self.producer(cfg),
+                "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True,
+                "heavy_first": heavy_first(cfg),
+                "tail_split": self.tail_split(cfg), "persistent": persistent,
+                "probe_clocks": PROBE_CLOCKS, "dq_free_on_full": DQ_FREE_ON_FULL and persistent, "staged_store": STAGED_STORE and self.producer(cfg),
                 "consumer_regs": ONE_CONSUMER_REGS if self.one_consumer(cfg) else 224 if persistent else 240,
                 "producer_regs": 56 if persistent else 24, "smem_bytes": self.smem_bytes(cfg),
                 "min_blocks": 2 if self.one_consumer(cfg) else 1}
 
     def reads_dq_with_lag(self, cfg: BackwardConfig) -> bool:
-        """Whether the producer frees each dQ staging buffer one tile late (the read lag, above)."""
-        return self._dq_buffer_per_stage(cfg) and not self.frees_dq_on_full(cfg)
-
-    def frees_dq_on_full(self, cfg: BackwardConfig) -> bool:
-        """Whether the producer waits for each dQ tile's read before the full[] of the tile that reuses its buffer."""
-        return (DQ_FREE_ON_FULL if self.persistent(cfg) else DQ_FREE_ON_FULL_BLOCKS) and self._dq_buffer_per_stage(cfg)
-
-    def _dq_buffer_per_stage(self, cfg: BackwardConfig) -> bool:  # (one bulk op a tile, two buffers, two stages)
+        """Whether the producer frees each dQ staging buffer one tile late (the read lag, above; not the walk's
+        DQ_FREE_ON_FULL, which waits for each read before the next tile's full[])."""
         return (self.producer(cfg) and self.dq_mode(cfg) == 2 and self.smem_layout(cfg)["dq_bufs"] == 2
-                and cfg.stages == 2)
+                and cfg.stages == 2 and not (DQ_FREE_ON_FULL and self.persistent(cfg)))
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         table = self.DETERMINISTIC_DEFAULTS if key.get("deterministic") else {}
