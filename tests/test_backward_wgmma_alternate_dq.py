@@ -1,7 +1,7 @@
-"""ops/backward_wgmma.ALTERNATE_DQ (s24, off, being measured) without a GPU: the walk's query tile g has its dQ computed
+"""ops/backward_wgmma.ALTERNATE_DQ (served since s24) without a GPU: the walk's query tile g has its dQ computed
 and staged by consumer g % 2 (the stage's index) instead of always consumer 0. Checked here: off, nothing renders it;
 on, only the walk does, where the dS^T hand-over waits on the tile's owner and both consumers take the whole dQ tile
-(slice 0, 0); it compiles clean. GPU: the walk's float64 tests with AUTOFLASH_TEST_SWITCHES (benchmarks/s24e.sh)."""
+(slice 0, 0); it compiles clean. GPU: the walk's float64 tests (s24e ran them with it on before it was served)."""
 from autoflash.kernels.render import render
 from autoflash.ops import backward_wgmma
 
@@ -12,6 +12,7 @@ MARK = "const bool does_dq = stage == wg;"
 
 
 def test_only_the_walk_renders_it(monkeypatch):
+    monkeypatch.setattr(backward_wgmma, "ALTERNATE_DQ", False)
     assert not any(MARK in render(c) for c in tiles())
     monkeypatch.setattr(backward_wgmma, "ALTERNATE_DQ", True)
     assert any(WG.persistent(c) for c in tiles())

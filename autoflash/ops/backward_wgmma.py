@@ -116,7 +116,8 @@ PERSISTENT = True
 # the consumer staging tile g's dQ (the same buffer) skips its dq_empty wait. H200, graph replay against two A/A
 # copies (s24b): D 64 non-causal +1..+5 % (N 4096 +3.5 / +5.4 % bf16 / fp16, N 16384 +2.2 / +0.9 %).
 DQ_FREE_ON_FULL = True
-ALTERNATE_DQ = False  # (s24, being measured) the walk: tile g's dQ by consumer g % 2, not always consumer 0
+# ALTERNATE_DQ: the walk's tile g's dQ by consumer g % 2, not always 0 (their busy time balances; H200 s24e: +0..+3 %)
+ALTERNATE_DQ = True
 TAIL_WAVES = True  # TAIL_SPLIT where under two parts a tile fit the last wave (backward_gpu.tail_parts; s21h: +1-4 %)
 # STAGED_STORE (producer configs): dK, dV leave through the K, V tiles' shared memory in 16-byte chunks, not as 4-byte
 # pairs straight to global memory (6-7 us a D 128 block, s22b; staged 2.2 us; the N 4096 call -3.7 %, s22c / s22h)
