@@ -26,21 +26,3 @@ def test_only_the_walk_renders_it(monkeypatch):
 def test_on_the_walk_compiles_clean(monkeypatch):
     monkeypatch.setattr(backward_wgmma, "ALTERNATE_DQ", True)
     assert_compiles_clean(WG.default("sm_90a", key("bf16", 64, False)))
-
-
-def test_own_half_first_renders_only_with_it(monkeypatch):
-    """OWN_HALF_FIRST: the tile's owner issues the dQ product over its own 64 keys inside the hand-over (after its
-    warpgroup's barrier), the other 64 keys' after it, accumulating; only the walk with ALTERNATE_DQ renders it."""
-    mark = "(OWN_HALF_FIRST) dQ over its own keys"
-    monkeypatch.setattr(backward_wgmma, "OWN_HALF_FIRST", False)
-    assert not any(mark in render(c) for c in tiles())
-    monkeypatch.setattr(backward_wgmma, "OWN_HALF_FIRST", True)
-    for c in tiles():
-        source = render(c)
-        assert (mark in source) == WG.persistent(c), c.name
-        if WG.persistent(c):
-            assert "((wg * DQ_KEY_STEPS / 2 + kk) * 16" in source and "(((wg ^ 1) * DQ_KEY_STEPS / 2 + kk) * 16" in source
-    monkeypatch.setattr(backward_wgmma, "ALTERNATE_DQ", False)
-    assert not any(mark in render(c) for c in tiles())
-    monkeypatch.setattr(backward_wgmma, "ALTERNATE_DQ", True)
-    assert_compiles_clean(WG.default("sm_90a", key("bf16", 64, False)))

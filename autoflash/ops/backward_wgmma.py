@@ -116,8 +116,8 @@ PERSISTENT = True
 # the consumer staging tile g's dQ (the same buffer) skips its dq_empty wait. H200, graph replay against two A/A
 # copies (s24b): D 64 non-causal +1..+5 % (N 4096 +3.5 / +5.4 % bf16 / fp16, N 16384 +2.2 / +0.9 %).
 DQ_FREE_ON_FULL = True
-ALTERNATE_DQ = True  # the walk's tile g's dQ by consumer g % 2, not always 0 (busy time balanced; s24e/f: +0..+3 %)
-OWN_HALF_FIRST = False  # (s24, measuring) ALTERNATE_DQ's owner issues its own keys' dQ half before the hand-over wait
+# ALTERNATE_DQ: the walk's tile g's dQ by consumer g % 2, not always 0 (their busy time balances; H200 s24e: +0..+3 %)
+ALTERNATE_DQ = True
 TAIL_WAVES = True  # TAIL_SPLIT where under two parts a tile fit the last wave (backward_gpu.tail_parts; s21h: +1-4 %)
 # STAGED_STORE (producer configs): dK, dV leave through the K, V tiles' shared memory in 16-byte chunks, not as 4-byte
 # pairs straight to global memory (6-7 us a D 128 block, s22b; staged 2.2 us; the N 4096 call -3.7 %, s22c / s22h)
@@ -334,10 +334,10 @@ class BackwardWgmmaTemplate(Template):
                 "dq_bufs": self.smem_layout(cfg)["dq_bufs"],
                 "dq_pad": 0 if self.dq_mode(cfg) == 2 else DQ_STAGING_PAD,
                 "dq_tile_reduce": tile_reduce, "dq_accum_permuted": tile_reduce,  # (the latter: backward_rows' _dq)
-                "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True, "heavy_first": heavy_first(cfg),
-                "tail_split": self.tail_split(cfg), "persistent": persistent, "probe_clocks": PROBE_CLOCKS,
-                "dq_free_on_full": DQ_FREE_ON_FULL and persistent, "alternate_dq": ALTERNATE_DQ and persistent,
-                "own_half_first": OWN_HALF_FIRST and ALTERNATE_DQ and persistent, "staged_store": STAGED_STORE and self.producer(cfg),
+                "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True,
+                "heavy_first": heavy_first(cfg),
+                "tail_split": self.tail_split(cfg), "persistent": persistent,
+                "probe_clocks": PROBE_CLOCKS, "dq_free_on_full": DQ_FREE_ON_FULL and persistent, "alternate_dq": ALTERNATE_DQ and persistent, "staged_store": STAGED_STORE and self.producer(cfg),
                 "consumer_regs": ONE_CONSUMER_REGS if self.one_consumer(cfg) else 224 if persistent else 240,
                 "producer_regs": 56 if persistent else 24, "smem_bytes": self.smem_bytes(cfg),
                 "min_blocks": 2 if self.one_consumer(cfg) else 1}
