@@ -28,6 +28,17 @@ def tiles():
     return out
 
 
+def walk_sources(monkeypatch, switch: str, mark: str) -> list[str]:
+    """The sources of the walk's tiles with ops/backward_wgmma's `switch` on, after checking that off no tile renders
+    `mark` and on exactly the walk's do."""
+    monkeypatch.setattr(backward_wgmma, switch, False)
+    assert not any(mark in render(c) for c in tiles())
+    monkeypatch.setattr(backward_wgmma, switch, True)
+    sources = {c.name: render(c) for c in tiles()}
+    assert {n for n, s in sources.items() if mark in s} == {c.name for c in tiles() if WG.persistent(c)} != set()
+    return [sources[c.name] for c in tiles() if WG.persistent(c)]
+
+
 def test_on_changes_only_the_d64_two_consumer_tail_split_tiles(monkeypatch):
     cfgs = tiles()
     monkeypatch.setattr(backward_wgmma, "PERSISTENT", False)
