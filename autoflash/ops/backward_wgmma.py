@@ -334,10 +334,10 @@ class BackwardWgmmaTemplate(Template):
                 "dq_bufs": self.smem_layout(cfg)["dq_bufs"],
                 "dq_pad": 0 if self.dq_mode(cfg) == 2 else DQ_STAGING_PAD,
                 "dq_tile_reduce": tile_reduce, "dq_accum_permuted": tile_reduce,  # (the latter: backward_rows' _dq)
-                "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True,
-                "heavy_first": heavy_first(cfg),
-                "tail_split": self.tail_split(cfg), "persistent": persistent,
-                "probe_clocks": PROBE_CLOCKS, "dq_free_on_full": DQ_FREE_ON_FULL and persistent, "alternate_dq": ALTERNATE_DQ and persistent, "staged_store": STAGED_STORE and self.producer(cfg),
+                "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True, "heavy_first": heavy_first(cfg),
+                "tail_split": self.tail_split(cfg), "persistent": persistent, "probe_clocks": PROBE_CLOCKS,
+                "dq_free_on_full": DQ_FREE_ON_FULL and persistent, "alternate_dq": ALTERNATE_DQ and persistent,
+                "staged_store": STAGED_STORE and self.producer(cfg),
                 "consumer_regs": ONE_CONSUMER_REGS if self.one_consumer(cfg) else 224 if persistent else 240,
                 "producer_regs": 56 if persistent else 24, "smem_bytes": self.smem_bytes(cfg),
                 "min_blocks": 2 if self.one_consumer(cfg) else 1}
