@@ -1,7 +1,7 @@
 """flash_bwd_wgmma's dQ read lag (ops/backward_wgmma.py) without a GPU: exactly the dq_via_producer=2 configs with
 two staging buffers at stages 2 (the served D 64 and D 128 tiles), less the D 64 walk's (DQ_FREE_ON_FULL waits for
-each read), render the wait that leaves the last bulk reduction in flight, and those compile for sm_90a with 0 spills, no wgmma serialisation and that wait in the SASS
-(DEPBAR.LE SB0, 0x1). Their gradients: tests/test_backward_wgmma_dq_tile_gpu.py (the served mode-2 path)."""
+each read), render the wait that leaves the last bulk reduction in flight, and those compile for sm_90a with 0
+spills, no wgmma serialisation and that wait in the SASS (DEPBAR.LE SB0, 0x1). Their gradients: tests/test_backward_wgmma_dq_tile_gpu.py (the served mode-2 path)."""
 import pytest
 
 from autoflash.kernels.render import render
