@@ -29,6 +29,7 @@ from autoflash.kernels.archs import build_arch
 from autoflash.kernels.compile import compile_kernel
 from autoflash.kernels.device import device_arch
 from autoflash.kernels.loaded import LoadedKernel
+from autoflash.ops import backward_kernels as MMA_MODULE
 from autoflash.ops import backward_wgmma as WGMMA_MODULE
 from autoflash.ops.backward_wgmma import TEMPLATE as WGMMA
 
@@ -41,24 +42,33 @@ def config_impl(name: str, cfg, p, scale: float, tensors: tuple) -> Impl:
 
 @contextlib.contextmanager
 def switched(names: list[str]):
-    """The ops/backward_wgmma switches named set inside the block (NAME on, -NAME off), set back after."""
+    """The ops/backward_wgmma switches named (MMA.NAME: ops/backward_kernels') set inside the block (NAME on, -NAME
+    off; a switch holding head dims: all of them, or none), set back after."""
     names = [s for s in names if s]
-    saved = {s.lstrip("-"): getattr(WGMMA_MODULE, s.lstrip("-")) for s in names}
+    saved = {}
     try:
         for s in names:
-            setattr(WGMMA_MODULE, s.lstrip("-"), not s.startswith("-"))
+            module, name = (MMA_MODULE, s.lstrip("-")[4:]) if s.lstrip("-").startswith("MMA.") else (WGMMA_MODULE,
+                                                                                                  s.lstrip("-"))
+            saved[module, name] = old = getattr(module, name)
+            on = not s.startswith("-")
+            setattr(module, name, ((64, 128, 256) if on else ()) if isinstance(old, tuple) else on)
         yield
     finally:
-        for s, value in saved.items():
-            setattr(WGMMA_MODULE, s, value)
+        for (module, name), value in saved.items():
+            setattr(module, name, value)
 
 
-def alt_impl(name: str, tile: str, switches: str, arch: str, key: dict, p, scale: float, tensors: tuple) -> Impl:
-    """A flash_bwd_wgmma tile BMxBNxWARPSxSTAGES[xDQ_VIA_PRODUCER], compiled with the ops/backward_wgmma switches
-    named in switches ("A+B") on (-A: off), then set back."""
-    bm, bn, w, st, dq = ([int(x) for x in tile.split("x")] + [-1])[:5]
-    cfg = WGMMA.config(build_arch(WGMMA.archs, arch), full_key(key), block_m=bm, block_n=bn, warps=w, stages=st,
-                       warps_q=1, dq_via_producer=dq)
+def alt_impl(name: str, tile: str, switches: str, arch: str, key: dict, n: int, p, scale: float,
+             tensors: tuple) -> Impl:
+    """A flash_bwd_wgmma tile BMxBNxWARPSxSTAGES[xDQ_VIA_PRODUCER] (or "mma": the mma column's config), compiled
+    with the switches named in switches ("A+B") on (-A: off; MMA.A: ops/backward_kernels'), then set back."""
+    if tile == "mma":
+        cfg = mma_config(arch, key, n)[0]
+    else:
+        bm, bn, w, st, dq = ([int(x) for x in tile.split("x")] + [-1])[:5]
+        cfg = WGMMA.config(build_arch(WGMMA.archs, arch), full_key(key), block_m=bm, block_n=bn, warps=w, stages=st,
+                           warps_q=1, dq_via_producer=dq)
     with switched(switches.split("+")):
         return config_impl(name, cfg, p, scale, tensors)
 
@@ -113,7 +123,7 @@ def row_impls(arch: str, key: dict, n: int, alts: list, order: str) -> list[Impl
         "fa2": lambda: Impl("fa2", fa2_backward(q, k, v, dout, key["causal"], scale), calls=3, work=p.flops()),
     }
     for i, (tile, switches) in enumerate(alts):
-        builders[f"alt{i + 1}"] = functools.partial(alt_impl, f"alt{i + 1}", tile, switches, arch, key, p, scale,
+        builders[f"alt{i + 1}"] = functools.partial(alt_impl, f"alt{i + 1}", tile, switches, arch, key, n, p, scale,
                                                     tensors)
     names = list(builders)
     if order == "served-last":
@@ -131,8 +141,9 @@ def main():
     ap.add_argument("--seqs", default="4096,16384")
     ap.add_argument("--causal", default="false,true")
     ap.add_argument("--alt", default="", help="BMxBNxWARPSxSTAGES[xDQ][:SWITCH+SWITCH], comma-separated: "
-                    "flash_bwd_wgmma tiles (DQ: dq_via_producer) timed as columns alt1, alt2, ..., each compiled "
-                    "with the named ops/backward_wgmma switches on (-SWITCH: off)")
+                    "flash_bwd_wgmma tiles (DQ: dq_via_producer; mma: the mma column's config) timed as columns alt1, "
+                    "alt2, ..., each compiled with the named ops/backward_wgmma switches on (-SWITCH: off; "
+                    "MMA.SWITCH: ops/backward_kernels')")
     ap.add_argument("--one-consumer", action="store_true",
                     help="ops/backward_wgmma.ONE_CONSUMER on (e.g. --alt 64x64x8x2)")
     ap.add_argument("--build-order", choices=("shuffled", "fixed", "served-last"), default="shuffled",
@@ -150,7 +161,9 @@ def main():
     print(f"# {torch.cuda.get_device_name()} torch {torch.__version__}; backward TFLOP/s (2.5x forward FLOPs), "
           f"CUDA-graph replay, {args.rounds} rounds, columns built {order}; (spread of the round medians)", flush=True)
     header = "| dtype | D | N | causal | " + " | ".join(names) + " | served/cudnn | mma/fa2 |"
-    header += "".join(f" {a}/served |" for a in alt_names)
+    # an alt is compared with the column it varies
+    base = {a: "mma" if tile == "mma" else "served" for a, (tile, _) in zip(alt_names, alts)}
+    header += "".join(f" {a}/{base[a]} |" for a in alt_names)
     print(header + "\n|" + "---|" * (10 + 2 * len(alts)), flush=True)
     for dtype in args.dtypes.split(","):
         for d in (int(x) for x in args.head_dims.split(",")):
@@ -164,7 +177,7 @@ def main():
                     ratio = lambda a, c: f"{rate[a] / rate[c]:.3f}" if a in rate and c in rate else "n/a"  # noqa: E731
                     print(f"| {dtype} | {d} | {n} | {causal} | " + " | ".join(cell(x) for x in names)
                           + f" | {ratio('served', 'cudnn')} | {ratio('mma', 'fa2')} |"
-                          + "".join(f" {ratio(a, 'served')} |" for a in alt_names), flush=True)
+                          + "".join(f" {ratio(a, base[a])} |" for a in alt_names), flush=True)
                     del impls
                     torch.cuda.empty_cache()
 

@@ -1,9 +1,7 @@
 """The attention backward (issue 16), CPU side: config, problem, input checks, template rules.
 
-It computes dQ, dK, dV from Q, K, V, the forward's O and LSE, and dO.
-
-One template so far, flash_bwd_mma (templates/flash_bwd_mma.cu.j2, sm_80+ mma.sync), whose
-module holds three kernels launched in order on one stream:
+dQ, dK, dV from Q, K, V, the forward's O and LSE, and dO. flash_bwd_mma (templates/flash_bwd_mma.cu.j2, sm_80+
+mma.sync; flash_bwd_wgmma is ops/backward_wgmma's) has three kernels launched in order on one stream:
   <name>_pre  delta = rowsum(dO * O) in fp32, lse2 = LSE * log2(e) (+inf where the forward saw
               no key), the fp32 dQ accumulator zeroed (and, deterministic, the dQ counters)
   <name>      parallel over (K/V tile, K/V head, batch), looping over every query tile of every
@@ -56,6 +54,9 @@ TILE_DIMS = (64, 128, 256)
 # equal; bwd_mma_p_early_ab_h200_2026-11-30_s19b.log): D 64 (bm128) +3.2..+3.3 % on all four rows; D 128 (bm64)
 # -7.5 % non-causal, -2.5 % causal (ptxas then issues the dP^T mmas after the stores, off the exps they overlapped).
 P_STORE_EARLY = (64,)
+# Dense causal keys of these tile head dims: grid (heads_kv, batch, K/V tiles), heaviest first (backward_wgmma's too);
+HEAVY_FIRST = ()
+DOWNWARD = ()  # ... a block's query tiles walked last to first (FlashAttention-2's order): the diagonal's last
 PAD_M = 128  # workspace rows per (batch, query head) are padded to this (>= every block_m)
 SMEM_PAD = 8  # elements (16 bytes) added to each shared-memory row: conflict-free ldmatrix
 TOLERANCE = {"fp16": 2e-3, "bf16": 1e-2}
@@ -368,7 +369,8 @@ class BackwardMmaTemplate(Template):
                 "head_dim": tile, "hbm_dim": cfg.head_dim,
                 "strided": False,  # (backward_rows.cuh.j2: the strided small kernels are flash_bwd_wgmma's)
                 "dq_accum_permuted": False, "tail_split": False,
-                "p_store_early": tile in P_STORE_EARLY}
+                "p_store_early": tile in P_STORE_EARLY, "heavy_first": runs_heavy_first(cfg),
+                "downward": cfg.causal and not cfg.varlen and tile in DOWNWARD}
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         pair = (key["head_dim"], key.get("head_dim_v", 0))
@@ -387,6 +389,11 @@ def tile_dim(head_dim: int, head_dim_v: int = 0) -> int:
     """The head dim of a flash_bwd_mma tile for a problem's: its own for TILE_DIMS and the HEAD_DIM_PAIRS, else the
     next of TILE_DIMS (padded, above)."""
     return head_dim if head_dim_v else next_tile(head_dim, TILE_DIMS)
+
+
+def runs_heavy_first(cfg) -> bool:
+    """Whether flash_bwd_mma config cfg's main kernel runs on the heavy-first grid (HEAVY_FIRST)."""
+    return cfg.causal and not cfg.varlen and tile_dim(cfg.head_dim, cfg.head_dim_v) in HEAVY_FIRST
 
 
 def default_scale(head_dim: int) -> float:

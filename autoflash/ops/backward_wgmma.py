@@ -37,7 +37,7 @@ import functools
 from autoflash.kernels.archs import ARCHS, build_arch
 from autoflash.kernels.elements import DTYPE_BYTES
 from autoflash.kernels.template import Template, next_tile
-from autoflash.ops.backward_kernels import PAD_M, BackwardConfig
+from autoflash.ops.backward_kernels import PAD_M, BackwardConfig, runs_heavy_first
 
 SMEM_ALIGN = 1024  # the kernel rounds the shared-memory base up to a swizzle atom
 REGISTER_BUDGET = 240  # fp32 accumulators a thread may hold at once (ptxas needs the rest)
@@ -376,7 +376,7 @@ def tiled(cfg: BackwardConfig) -> BackwardConfig:
 
 def heavy_first(cfg) -> bool:
     """Whether cfg's main kernel runs on the (heads_kv, batch, K/V tiles) grid (causal, a HEAVY_FIRST head dim)."""
-    return cfg.causal and cfg.head_dim in HEAVY_FIRST and cfg.template == TEMPLATE.name
+    return cfg.causal and cfg.head_dim in HEAVY_FIRST if cfg.template == TEMPLATE.name else runs_heavy_first(cfg)
 
 
 def takes_strides(cfg) -> bool:

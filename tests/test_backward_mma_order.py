@@ -1,0 +1,68 @@
+"""flash_bwd_mma's block orders (ops/backward_kernels.HEAVY_FIRST, DOWNWARD: tile head dims, off until timed), without
+a GPU: off, the default configs render without them; on, dense causal configs read their K/V tile from blockIdx.z and
+the launch plan's main grid is (heads_kv, batch, K/V tiles) (HEAVY_FIRST), walk their query tiles from the last
+(DOWNWARD), while non-causal and varlen configs render as off; the H200's causal tiles compile clean. The GPU checks:
+tests/test_backward_mma_order_gpu.py."""
+import numpy as np
+import pytest
+
+from autoflash.kernels.render import render
+from autoflash.ops import backward_kernels
+from autoflash.ops.backward_gpu import BackwardLaunch
+from autoflash.ops.backward_kernels import TEMPLATE, check_inputs
+
+from test_backward import specs
+from test_backward_host_plans import fake_kernel
+
+OFF_LINE = "const int kv_tile = blockIdx.x, head_kv = blockIdx.y, batch = blockIdx.z;"
+ON_LINE = "const int head_kv = blockIdx.x, batch = blockIdx.y, kv_tile = blockIdx.z;"
+DOWN_LINE = "for (int it = 0, head_i = 0, tile_i = per_head - 1; it < n_iter; ++it) {"
+ALL = (64, 128, 256)
+
+
+def configs(**extra):
+    return [TEMPLATE.default(arch, dict(dtype=dt, head_dim=d, causal=causal, deterministic=det, **extra))
+            for arch in ("sm_80", "sm_90") for dt in ("bf16", "fp16") for d in ALL for causal in (False, True)
+            for det in (False, True)]
+
+
+def test_off_by_default_and_off_renders_the_plain_orders():
+    assert backward_kernels.HEAVY_FIRST == () and backward_kernels.DOWNWARD == ()
+    for c in configs():
+        source = render(c)
+        assert OFF_LINE in source and ON_LINE not in source and DOWN_LINE not in source, c.name
+
+
+@pytest.mark.parametrize("switch, line", [("HEAVY_FIRST", ON_LINE), ("DOWNWARD", DOWN_LINE)])
+def test_on_dense_causal_configs_only(monkeypatch, switch, line):
+    monkeypatch.setattr(backward_kernels, switch, ALL)
+    for c in configs():
+        assert (line in render(c)) == c.causal, c.name
+    varlen = [c for c in (x.replace(varlen=True) for x in configs() if x.causal) if not c.problems()]
+    assert varlen
+    for c in varlen:
+        assert line not in render(c), c.name  # (varlen keeps its own loop and grid)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_launch_plan_grid(monkeypatch, causal):
+    monkeypatch.setattr(backward_kernels, "HEAVY_FIRST", ALL)
+    c = TEMPLATE.default("sm_90", dict(dtype="bf16", head_dim=128, causal=causal, deterministic=False))
+    p = check_inputs(**specs(b=3, hq=8, hkv=2, nq=1000, nk=1000, d=128), causal=causal)
+    kernel = fake_kernel(c)
+    kernel.values = TEMPLATE.values(c)
+    main = BackwardLaunch(kernel, p, 0.1).launches(tuple(np.uint64(0) for _ in range(18)))[1]
+    assert main[1] == ((2, 3, 8) if causal else (8, 2, 3))  # 1000 keys: 8 tiles of 128
+
+
+@pytest.mark.parametrize("d, bm", [(64, 128), (128, 64)])
+def test_h200_causal_tiles_compile_clean(monkeypatch, d, bm):
+    """The H200's tuned causal tiles (bm x 128, 8 warps, 2 stages, the 2-D layout) with both switches on."""
+    from autoflash.kernels.compile import compile_kernel
+
+    monkeypatch.setattr(backward_kernels, "HEAVY_FIRST", ALL)
+    monkeypatch.setattr(backward_kernels, "DOWNWARD", ALL)
+    c = TEMPLATE.config("sm_90", dict(dtype="bf16", head_dim=d, causal=True, deterministic=False), block_m=bm,
+                        block_n=128, warps=8, stages=2, warps_q=2)
+    report = compile_kernel(c, use_cache=False).report
+    assert report.spills == 0 and report.stack_frame == 0, report
