@@ -55,7 +55,7 @@ TILE_DIMS = (64, 128, 256)
 # -7.5 % non-causal, -2.5 % causal (ptxas then issues the dP^T mmas after the stores, off the exps they overlapped).
 P_STORE_EARLY = (64,)
 # Dense causal keys of these tile head dims: grid (heads_kv, batch, K/V tiles), heaviest first (backward_wgmma's too);
-HEAVY_FIRST = ()
+HEAVY_FIRST = (64, 128, 256)  # (s25a: causal N 4096 +3..+6 % against an A/A copy; benchmarks/NOTES.md)
 DOWNWARD = ()  # ... a block's query tiles walked last to first (FlashAttention-2's order): the diagonal's last
 PAD_M = 128  # workspace rows per (batch, query head) are padded to this (>= every block_m)
 SMEM_PAD = 8  # elements (16 bytes) added to each shared-memory row: conflict-free ldmatrix
