@@ -1,8 +1,7 @@
-"""flash_bwd_mma's block orders (ops/backward_kernels.HEAVY_FIRST, DOWNWARD: tile head dims), without a GPU: off,
-the default configs render without them; on, dense causal configs read their K/V tile from blockIdx.z and
-the launch plan's main grid is (heads_kv, batch, K/V tiles) (HEAVY_FIRST), walk their query tiles from the last
-(DOWNWARD), while non-causal and varlen configs render as off; the H200's causal tiles compile clean. The GPU checks:
-tests/test_backward_mma_order_gpu.py."""
+"""flash_bwd_mma's heavy-first block order (ops/backward_kernels.HEAVY_FIRST: tile head dims), without a GPU: off,
+the default configs read their K/V tile from blockIdx.x; on (served), dense causal configs read it from blockIdx.z and
+the launch plan's main grid is (heads_kv, batch, K/V tiles), while non-causal and varlen configs render as off; the
+H200's causal tiles compile clean. The GPU checks: tests/test_backward_mma_order_gpu.py."""
 import numpy as np
 import pytest
 
@@ -16,7 +15,6 @@ from test_backward_host_plans import fake_kernel
 
 OFF_LINE = "const int kv_tile = blockIdx.x, head_kv = blockIdx.y, batch = blockIdx.z;"
 ON_LINE = "const int head_kv = blockIdx.x, batch = blockIdx.y, kv_tile = blockIdx.z;"
-DOWN_LINE = "for (int it = 0, head_i = 0, tile_i = per_head - 1; it < n_iter; ++it) {"
 ALL = (64, 128, 256)
 
 
@@ -26,23 +24,21 @@ def configs(**extra):
             for det in (False, True)]
 
 
-def test_off_renders_the_plain_orders(monkeypatch):
+def test_off_renders_the_plain_order(monkeypatch):
     monkeypatch.setattr(backward_kernels, "HEAVY_FIRST", ())
-    monkeypatch.setattr(backward_kernels, "DOWNWARD", ())
     for c in configs():
         source = render(c)
-        assert OFF_LINE in source and ON_LINE not in source and DOWN_LINE not in source, c.name
+        assert OFF_LINE in source and ON_LINE not in source, c.name
 
 
-@pytest.mark.parametrize("switch, line", [("HEAVY_FIRST", ON_LINE), ("DOWNWARD", DOWN_LINE)])
-def test_on_dense_causal_configs_only(monkeypatch, switch, line):
-    monkeypatch.setattr(backward_kernels, switch, ALL)
+def test_served_on_dense_causal_configs_only():
+    assert backward_kernels.HEAVY_FIRST == ALL  # measured: benchmarks/NOTES.md, twenty-fifth session
     for c in configs():
-        assert (line in render(c)) == c.causal, c.name
+        assert (ON_LINE in render(c)) == c.causal, c.name
     varlen = [c for c in (x.replace(varlen=True) for x in configs() if x.causal) if not c.problems()]
     assert varlen
     for c in varlen:
-        assert line not in render(c), c.name  # (varlen keeps its own loop and grid)
+        assert ON_LINE not in render(c), c.name  # (varlen keeps its grid)
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -58,11 +54,10 @@ def test_launch_plan_grid(monkeypatch, causal):
 
 @pytest.mark.parametrize("d, bm", [(64, 128), (128, 64)])
 def test_h200_causal_tiles_compile_clean(monkeypatch, d, bm):
-    """The H200's tuned causal tiles (bm x 128, 8 warps, 2 stages, the 2-D layout) with both switches on."""
+    """The H200's tuned causal tiles (bm x 128, 8 warps, 2 stages, the 2-D layout), heavy first."""
     from autoflash.kernels.compile import compile_kernel
 
     monkeypatch.setattr(backward_kernels, "HEAVY_FIRST", ALL)
-    monkeypatch.setattr(backward_kernels, "DOWNWARD", ALL)
     c = TEMPLATE.config("sm_90", dict(dtype="bf16", head_dim=d, causal=True, deterministic=False), block_m=bm,
                         block_n=128, warps=8, stages=2, warps_q=2)
     report = compile_kernel(c, use_cache=False).report

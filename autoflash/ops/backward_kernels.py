@@ -54,9 +54,9 @@ TILE_DIMS = (64, 128, 256)
 # equal; bwd_mma_p_early_ab_h200_2026-11-30_s19b.log): D 64 (bm128) +3.2..+3.3 % on all four rows; D 128 (bm64)
 # -7.5 % non-causal, -2.5 % causal (ptxas then issues the dP^T mmas after the stores, off the exps they overlapped).
 P_STORE_EARLY = (64,)
-# Dense causal keys of these tile head dims: grid (heads_kv, batch, K/V tiles), heaviest first (backward_wgmma's too);
-HEAVY_FIRST = (64, 128, 256)  # (s25a: causal N 4096 +3..+6 % against an A/A copy; benchmarks/NOTES.md)
-DOWNWARD = ()  # ... a block's query tiles walked last to first (FlashAttention-2's order): the diagonal's last
+# Dense causal keys of these tile head dims: grid (heads_kv, batch, K/V tiles), heaviest first (backward_wgmma's too).
+# H200, graph replay against A/A copies (s25a, s25b): causal N 4096 D 128 +5..+7 %, D 256 +5..+6 %, D 64 0..+4 %.
+HEAVY_FIRST = (64, 128, 256)
 PAD_M = 128  # workspace rows per (batch, query head) are padded to this (>= every block_m)
 SMEM_PAD = 8  # elements (16 bytes) added to each shared-memory row: conflict-free ldmatrix
 TOLERANCE = {"fp16": 2e-3, "bf16": 1e-2}
@@ -369,8 +369,7 @@ class BackwardMmaTemplate(Template):
                 "head_dim": tile, "hbm_dim": cfg.head_dim,
                 "strided": False,  # (backward_rows.cuh.j2: the strided small kernels are flash_bwd_wgmma's)
                 "dq_accum_permuted": False, "tail_split": False,
-                "p_store_early": tile in P_STORE_EARLY, "heavy_first": runs_heavy_first(cfg),
-                "downward": cfg.causal and not cfg.varlen and tile in DOWNWARD}
+                "p_store_early": tile in P_STORE_EARLY, "heavy_first": runs_heavy_first(cfg)}
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         pair = (key["head_dim"], key.get("head_dim_v", 0))
