@@ -62,3 +62,27 @@ def test_h200_causal_tiles_compile_clean(monkeypatch, d, bm):
                         block_n=128, warps=8, stages=2, warps_q=2)
     report = compile_kernel(c, use_cache=False).report
     assert report.spills == 0 and report.stack_frame == 0, report
+
+
+BY_BATCH_LINE = "const int head_kv = blockIdx.x, kv_tile = blockIdx.y, batch = blockIdx.z;"
+
+
+@pytest.mark.parametrize("template", ["mma", "wgmma"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_heavy_by_batch_grid(monkeypatch, template, causal):
+    """HEAVY_BY_BATCH (off: s25c measures it): the heavy-first grids of both templates become (heads_kv, K/V tiles,
+    batch), the kernel reading its indices in that order; grids that are not heavy-first are unchanged."""
+    from autoflash.ops import backward_wgmma
+    from test_backward_wgmma import cfg as wgmma_cfg
+
+    monkeypatch.setattr(backward_kernels, "HEAVY_BY_BATCH", True)
+    monkeypatch.setattr(backward_wgmma, "HEAVY_FIRST", (128,))
+    monkeypatch.setattr(backward_wgmma, "TAIL_SPLIT", False)  # (its 1-D grid: tests/test_backward_wgmma_tail_split.py)
+    c = (TEMPLATE.default("sm_90", dict(dtype="bf16", head_dim=128, causal=causal, deterministic=False))
+         if template == "mma" else wgmma_cfg("bf16", 128, causal, bm=64, bn=128, warps=12, stages=2))
+    assert (BY_BATCH_LINE in render(c)) == causal
+    p = check_inputs(**specs(b=3, hq=8, hkv=2, nq=1000, nk=1000, d=128), causal=causal)
+    kernel = fake_kernel(c)
+    kernel.values = kernel.template.values(c)
+    main = BackwardLaunch(kernel, p, 0.1).launches(tuple(np.uint64(0) for _ in range(18)))[1]
+    assert main[1] == ((2, 8, 3) if causal else (8, 2, 3))  # 1000 keys: 8 tiles of 128

@@ -66,3 +66,31 @@ def test_deterministic_equals_the_switch_off_bitwise(d, monkeypatch):
     on = run(monkeypatch, True, q, k, v, out, lse, dout, **kw)
     off = run(monkeypatch, False, q, k, v, out, lse, dout, **kw)
     assert all(torch.equal(a, b) for a, b in zip(on, off))
+
+
+@pytest.mark.parametrize("template", ["mma", "wgmma"])
+@pytest.mark.parametrize("case", [c for c in CASES if c[0] > 1] + [(2, 4, 2, 1000, 1000, 64, "top_left")],
+                         ids=lambda c: "b{}_h{}x{}_q{}_k{}_d{}_{}".format(*c))
+def test_heavy_by_batch_matches_float64_and_the_switch_off(case, template, monkeypatch):
+    """HEAVY_BY_BATCH: both templates' heavy-first grids as (heads_kv, K/V tiles, batch) (flash_bwd_wgmma's at D 64
+    and 128 here); dk, dv bitwise to off, dq within the tolerance."""
+    from autoflash.ops import backward_wgmma
+
+    b, hq, hkv, nq, nk, d, alignment = case
+    if template == "wgmma" and torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("flash_bwd_wgmma needs an sm_90 GPU")
+    monkeypatch.setattr(backward_wgmma, "HEAVY_FIRST", (64, 128))
+    q, k, v, dout = inputs(b, hq, hkv, nq, nk, d, torch.bfloat16, seed=nq)
+    scale, offset = 1 / math.sqrt(d), (nk - nq if alignment == "bottom_right" else 0)
+    _, _, *refs = reference_grads(q, k, v, dout, True, scale, offset)
+    out, lse = float64_forward(q, k, v, True, scale, offset)
+    kw = dict(causal=True, causal_alignment=alignment, config=pinned("bf16", d, True, 2) if template == "mma" else None)
+    grads = {}
+    for by_batch in (True, False):
+        monkeypatch.setattr(backward_kernels, "HEAVY_BY_BATCH", by_batch)
+        grads[by_batch] = run(monkeypatch, True, q, k, v, out, lse, dout, **kw)
+    on, off = grads[True], grads[False]
+    for name, err in zip(("dq", "dk", "dv"), grad_errors(on, refs, dout, nk)):
+        assert err < TOLERANCE["bf16"], (name, err)
+    assert torch.equal(on[1], off[1]) and torch.equal(on[2], off[2])
+    assert grad_errors([on[0]], [off[0].double()], dout, nk)[0] < TOLERANCE["bf16"]

@@ -24,8 +24,7 @@ forward, on the same rounded inputs): P and dS are rounded to the input dtype be
 tensor-core products, delta uses the forward's rounded O, and the gradients are rounded on the
 way out, so each carries a few units of rounding of the dtype (bf16 2^-9, fp16 2^-12). Measured
 on the H200 over tests/test_backward_gpu.py (lengths 1..4097, GQA, causal, D 64/128): bf16
-2.1e-3..3.1e-3, fp16 2.7e-4..3.5e-4 (benchmarks/NOTES.md, backward). The bounds leave 3-6x:
-  bf16 1e-2, fp16 2e-3.
+2.1e-3..3.1e-3, fp16 2.7e-4..3.5e-4 (benchmarks/NOTES.md, backward). The bounds leave 3-6x: bf16 1e-2, fp16 2e-3.
 """
 from __future__ import annotations
 
@@ -57,6 +56,7 @@ P_STORE_EARLY = (64,)
 # Dense causal keys of these tile head dims: grid (heads_kv, batch, K/V tiles), heaviest first (backward_wgmma's too).
 # H200, graph replay against A/A copies (s25a, s25b): causal N 4096 D 128 +5..+7 %, D 256 +5..+6 %, D 64 0..+4 %.
 HEAVY_FIRST = (64, 128, 256)
+HEAVY_BY_BATCH = False  # both templates' heavy-first grids as (heads_kv, K/V tiles, batch): a batch's heads at a time
 PAD_M = 128  # workspace rows per (batch, query head) are padded to this (>= every block_m)
 SMEM_PAD = 8  # elements (16 bytes) added to each shared-memory row: conflict-free ldmatrix
 TOLERANCE = {"fp16": 2e-3, "bf16": 1e-2}
@@ -369,7 +369,8 @@ class BackwardMmaTemplate(Template):
                 "head_dim": tile, "hbm_dim": cfg.head_dim,
                 "strided": False,  # (backward_rows.cuh.j2: the strided small kernels are flash_bwd_wgmma's)
                 "dq_accum_permuted": False, "tail_split": False,
-                "p_store_early": tile in P_STORE_EARLY, "heavy_first": runs_heavy_first(cfg)}
+                "p_store_early": tile in P_STORE_EARLY, "heavy_first": runs_heavy_first(cfg),
+                "heavy_by_batch": HEAVY_BY_BATCH}
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         pair = (key["head_dim"], key.get("head_dim_v", 0))

@@ -37,14 +37,14 @@ import functools
 from autoflash.kernels.archs import ARCHS, build_arch
 from autoflash.kernels.elements import DTYPE_BYTES
 from autoflash.kernels.template import Template, next_tile
+from autoflash.ops import backward_kernels
 from autoflash.ops.backward_kernels import PAD_M, BackwardConfig, runs_heavy_first
 
 SMEM_ALIGN = 1024  # the kernel rounds the shared-memory base up to a swizzle atom
 REGISTER_BUDGET = 240  # fp32 accumulators a thread may hold at once (ptxas needs the rest)
 PRODUCER_ACCUMULATORS = 208  # the same under a producer warpgroup (setmaxnreg gives consumers 240 registers)
 NOT_SUPPORTED = ("window", "softcap", "sinks", "alibi")
-# Deterministic keys served here (not by flash_bwd_mma): tests/test_backward_wgmma_gpu.py's float64 and
-# bitwise-repeat tests passed on the H200, 1.40-1.45x flash_bwd_mma's deterministic default (s6_BW_call1 log).
+# Deterministic keys served here (not by flash_bwd_mma): float64 and bitwise-repeat tests passed on the H200 (s6).
 SERVE_DETERMINISTIC = True
 # DQ_OWN_KEYS: each warpgroup adds the dQ tile summed over its own 64 keys (twice the fp32 reductions, no block-wide
 # dS^T barrier) instead of a slice summed over the block's keys: 20-24 % slower on every H200 row (run2 log).
@@ -66,9 +66,8 @@ DQ_BULK_REDUCE = False
 # the rotation +9-12 % over plain unpadded stores at D 128, 0.99-1.02x at D 64; one round of selects (4
 # wavefronts) below two at D 128 (dq_stage_rotate_h200_2026-11-30_s8); stmatrix over the rotation (8 STSM for 16
 # STS.64 and 64 FSEL a tile) D 128 +0.3..+2.2 %, D 64 -0.9..+1.4 % against an A/A copy
-# (backward_dq_stmatrix_ab_h200_2026-11-30_s18a_bench.log). So 1 is dominated on the H200 (a knob value
-# the tuner may still pick) and the rule (-1, dq_via_producer_rule) is DQ_RULE where its staging tile fits, else 0.
-DQ_RULE = 2
+# (backward_dq_stmatrix_ab_h200_2026-11-30_s18a_bench.log). So 1 is dominated on the H200 (the tuner may still pick
+DQ_RULE = 2  # it); the rule (-1, dq_via_producer_rule) is DQ_RULE where its staging tile fits, else 0
 DQ_STAGING_PAD = 8  # floats added to each staging row of value 1 (the template's DQ_PSTRIDE)
 # The read lag (dq_via_producer=2, two staging buffers, stages 2): the producer's dQ thread waits for the read of
 # the PREVIOUS tile's bulk reduction (wait_group.read 1), then frees that buffer, so its warp, which also loads the
@@ -335,6 +334,7 @@ class BackwardWgmmaTemplate(Template):
                 "dq_pad": 0 if self.dq_mode(cfg) == 2 else DQ_STAGING_PAD,
                 "dq_tile_reduce": tile_reduce, "dq_accum_permuted": tile_reduce,  # (the latter: backward_rows' _dq)
                 "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True, "heavy_first": heavy_first(cfg),
+                "heavy_by_batch": backward_kernels.HEAVY_BY_BATCH,
                 "tail_split": self.tail_split(cfg), "persistent": persistent, "probe_clocks": PROBE_CLOCKS,
                 "dq_free_on_full": DQ_FREE_ON_FULL and persistent, "alternate_dq": ALTERNATE_DQ and persistent,
                 "staged_store": STAGED_STORE and self.producer(cfg),
