@@ -43,16 +43,17 @@ def config_impl(name: str, cfg, p, scale: float, tensors: tuple) -> Impl:
 @contextlib.contextmanager
 def switched(names: list[str]):
     """The ops/backward_wgmma switches named (MMA.NAME: ops/backward_kernels') set inside the block (NAME on, -NAME
-    off; a switch holding head dims: all of them, or none), set back after."""
+    off; a switch holding head dims: all of them, or none; NAME=N: the integer N), set back after."""
     names = [s for s in names if s]
     saved = {}
     try:
         for s in names:
-            module, name = (MMA_MODULE, s.lstrip("-")[4:]) if s.lstrip("-").startswith("MMA.") else (WGMMA_MODULE,
-                                                                                                  s.lstrip("-"))
+            spec, _, value = s.lstrip("-").partition("=")
+            module, name = (MMA_MODULE, spec[4:]) if spec.startswith("MMA.") else (WGMMA_MODULE, spec)
             saved[module, name] = old = getattr(module, name)
             on = not s.startswith("-")
-            setattr(module, name, ((64, 128, 256) if on else ()) if isinstance(old, tuple) else on)
+            setattr(module, name, int(value) if value else ((64, 128, 256) if on else ()) if isinstance(old, tuple)
+                    else on)
         yield
     finally:
         for (module, name), value in saved.items():

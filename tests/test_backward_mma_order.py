@@ -70,7 +70,7 @@ BY_BATCH_LINE = "const int head_kv = blockIdx.x, kv_tile = blockIdx.y, batch = b
 @pytest.mark.parametrize("template", ["mma", "wgmma"])
 @pytest.mark.parametrize("causal", [False, True])
 def test_heavy_by_batch_grid(monkeypatch, template, causal):
-    """HEAVY_BY_BATCH (off: s25c measures it): the heavy-first grids of both templates become (heads_kv, K/V tiles,
+    """HEAVY_BY_BATCH (served since s25c): the heavy-first grids of both templates become (heads_kv, K/V tiles,
     batch), the kernel reading its indices in that order; grids that are not heavy-first are unchanged."""
     from autoflash.ops import backward_wgmma
     from test_backward_wgmma import cfg as wgmma_cfg
@@ -86,3 +86,20 @@ def test_heavy_by_batch_grid(monkeypatch, template, causal):
     kernel.values = kernel.template.values(c)
     main = BackwardLaunch(kernel, p, 0.1).launches(tuple(np.uint64(0) for _ in range(18)))[1]
     assert main[1] == ((2, 8, 3) if causal else (8, 2, 3))  # 1000 keys: 8 tiles of 128
+
+
+@pytest.mark.parametrize("template", ["mma", "wgmma"])
+def test_heavy_groups_grid(monkeypatch, template):
+    """HEAVY_GROUP_MB (off: s25d measures it): heavy-first kernels map a 1-D grid of K/V tiles x pairs themselves."""
+    from autoflash.ops import backward_wgmma
+    from test_backward_wgmma import cfg as wgmma_cfg
+
+    monkeypatch.setattr(backward_kernels, "HEAVY_GROUP_MB", 32)
+    c = (TEMPLATE.default("sm_90", dict(dtype="bf16", head_dim=128, causal=True, deterministic=False))
+         if template == "mma" else wgmma_cfg("bf16", 128, True, bm=64, bn=128, warps=12, stages=2))
+    assert "(HEAVY_GROUP_MB)" in render(c) and backward_wgmma.HEAVY_FIRST == (128,)
+    p = check_inputs(**specs(b=3, hq=8, hkv=2, nq=1000, nk=1000, d=128), causal=True)
+    kernel = fake_kernel(c)
+    kernel.values = kernel.template.values(c)
+    main = BackwardLaunch(kernel, p, 0.1).launches(tuple(np.uint64(0) for _ in range(18)))[1]
+    assert main[1] == (8 * 2 * 3, 1, 1)

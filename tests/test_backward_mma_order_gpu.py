@@ -94,3 +94,31 @@ def test_heavy_by_batch_matches_float64_and_the_switch_off(case, template, monke
         assert err < TOLERANCE["bf16"], (name, err)
     assert torch.equal(on[1], off[1]) and torch.equal(on[2], off[2])
     assert grad_errors([on[0]], [off[0].double()], dout, nk)[0] < TOLERANCE["bf16"]
+
+
+@pytest.mark.parametrize("template", ["mma", "wgmma"])
+@pytest.mark.parametrize("group_mb", [1, 3, 64])
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_heavy_groups_match_float64_and_the_switch_off(group_mb, template, deterministic, monkeypatch):
+    """HEAVY_GROUP_MB: both templates' heavy-first order in groups of (batch, head) pairs (here 1, 5 + 1 and all 6 of
+    b 3 x hkv 2, 614400 bytes of query rows a pair); dk, dv bitwise to off, dq too when deterministic."""
+    from autoflash.ops import backward_wgmma
+
+    if template == "wgmma" and torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("flash_bwd_wgmma needs an sm_90 GPU")
+    b, hq, hkv, nq, nk, d = 3, 4, 2, 300, 700, 128
+    q, k, v, dout = inputs(b, hq, hkv, nq, nk, d, torch.bfloat16, seed=group_mb)
+    scale, offset = 1 / math.sqrt(d), nk - nq
+    _, _, *refs = reference_grads(q, k, v, dout, True, scale, offset)
+    out, lse = float64_forward(q, k, v, True, scale, offset)
+    kw = dict(causal=True, causal_alignment="bottom_right", deterministic=deterministic,
+              config=pinned("bf16", d, True, 2, deterministic) if template == "mma" else None)
+    grads = {}
+    for mb in (group_mb, 0):
+        monkeypatch.setattr(backward_kernels, "HEAVY_GROUP_MB", mb)
+        grads[mb] = run(monkeypatch, True, q, k, v, out, lse, dout, **kw)
+    on, off = grads[group_mb], grads[0]
+    for name, err in zip(("dq", "dk", "dv"), grad_errors(on, refs, dout, nk)):
+        assert err < TOLERANCE["bf16"], (name, err)
+    assert torch.equal(on[1], off[1]) and torch.equal(on[2], off[2])
+    assert torch.equal(on[0], off[0]) if deterministic else grad_errors([on[0]], [off[0].double()], dout, nk)[0] < 1e-2

@@ -75,7 +75,9 @@ class BackwardLaunch:
         self.pre_grid = (seq_q_pad // pre_rows, bh, 1)
         # HEAVY_FIRST (both templates'): every head's K/V tile j before any tile j + 1, as the kernel was rendered (a
         # grid read in the other order ran the deterministic waits past the workspace: it hung; NOTES s16)
-        if rendered(kernel, "heavy_first", heavy_first(cfg)):
+        if rendered(kernel, "heavy_group_mb", 0):  # (HEAVY_GROUP_MB: the kernel maps the 1-D grid itself)
+            self.main_grid = (self.main_grid[0] * p.heads_kv * p.batch, 1, 1)
+        elif rendered(kernel, "heavy_first", heavy_first(cfg)):
             if self.main_grid[0] > 65535:
                 raise ValueError(f"{self.main_grid[0]} K/V tiles exceed the heavy-first grid's z limit (65535)")
             by_batch = rendered(kernel, "heavy_by_batch", backward_kernels.HEAVY_BY_BATCH)

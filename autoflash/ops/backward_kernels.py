@@ -56,7 +56,8 @@ P_STORE_EARLY = (64,)
 # Dense causal keys of these tile head dims: grid (heads_kv, batch, K/V tiles), heaviest first (backward_wgmma's too).
 # H200, graph replay against A/A copies (s25a, s25b): causal N 4096 D 128 +5..+7 %, D 256 +5..+6 %, D 64 0..+4 %.
 HEAVY_FIRST = (64, 128, 256)
-HEAVY_BY_BATCH = False  # both templates' heavy-first grids as (heads_kv, K/V tiles, batch): a batch's heads at a time
+HEAVY_BY_BATCH = True  # both templates' heavy-first grids as (heads_kv, K/V tiles, batch): a batch's heads at a time
+HEAVY_GROUP_MB = 0  # (0: off) ... instead heavy first in groups of (batch, head) pairs whose query rows take ~this many MB
 PAD_M = 128  # workspace rows per (batch, query head) are padded to this (>= every block_m)
 SMEM_PAD = 8  # elements (16 bytes) added to each shared-memory row: conflict-free ldmatrix
 TOLERANCE = {"fp16": 2e-3, "bf16": 1e-2}
@@ -370,7 +371,7 @@ class BackwardMmaTemplate(Template):
                 "strided": False,  # (backward_rows.cuh.j2: the strided small kernels are flash_bwd_wgmma's)
                 "dq_accum_permuted": False, "tail_split": False,
                 "p_store_early": tile in P_STORE_EARLY, "heavy_first": runs_heavy_first(cfg),
-                "heavy_by_batch": HEAVY_BY_BATCH}
+                "heavy_by_batch": HEAVY_BY_BATCH, "heavy_group_mb": HEAVY_GROUP_MB if runs_heavy_first(cfg) else 0}
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         pair = (key["head_dim"], key.get("head_dim_v", 0))

@@ -335,6 +335,7 @@ class BackwardWgmmaTemplate(Template):
                 "dq_tile_reduce": tile_reduce, "dq_accum_permuted": tile_reduce,  # (the latter: backward_rows' _dq)
                 "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True, "heavy_first": heavy_first(cfg),
                 "heavy_by_batch": backward_kernels.HEAVY_BY_BATCH,
+                "heavy_group_mb": backward_kernels.HEAVY_GROUP_MB if heavy_first(cfg) else 0,
                 "tail_split": self.tail_split(cfg), "persistent": persistent, "probe_clocks": PROBE_CLOCKS,
                 "dq_free_on_full": DQ_FREE_ON_FULL and persistent, "alternate_dq": ALTERNATE_DQ and persistent,
                 "staged_store": STAGED_STORE and self.producer(cfg),
