@@ -1,7 +1,8 @@
-"""flash_bwd_mma's heavy-first block order (ops/backward_kernels.HEAVY_FIRST: tile head dims), without a GPU: off,
-the default configs read their K/V tile from blockIdx.x; on (served), dense causal configs read it from blockIdx.z and
-the launch plan's main grid is (heads_kv, batch, K/V tiles), while non-causal and varlen configs render as off; the
-H200's causal tiles compile clean. The GPU checks: tests/test_backward_mma_order_gpu.py."""
+"""flash_bwd_mma's heavy-first block order (ops/backward_kernels.HEAVY_FIRST: tile head dims; HEAVY_GROUP_MB), without
+a GPU: off, the default configs read their K/V tile from blockIdx.x; on (served), dense causal configs map a 1-D grid of
+K/V tiles x (batch, head) pairs themselves, heaviest first in groups of pairs, and the launch plan's main grid is that
+1-D grid, while non-causal and varlen configs render as off; the H200's causal tiles compile clean. The GPU checks:
+tests/test_backward_mma_order_gpu.py."""
 import numpy as np
 import pytest
 
@@ -14,7 +15,7 @@ from test_backward import specs
 from test_backward_host_plans import fake_kernel
 
 OFF_LINE = "const int kv_tile = blockIdx.x, head_kv = blockIdx.y, batch = blockIdx.z;"
-ON_LINE = "const int head_kv = blockIdx.x, batch = blockIdx.y, kv_tile = blockIdx.z;"
+ON_LINE = "const int kv_tile = r / in_group, head_kv = (first_pair + r % in_group) % heads_kv,"
 ALL = (64, 128, 256)
 
 
@@ -49,7 +50,7 @@ def test_launch_plan_grid(monkeypatch, causal):
     kernel = fake_kernel(c)
     kernel.values = TEMPLATE.values(c)
     main = BackwardLaunch(kernel, p, 0.1).launches(tuple(np.uint64(0) for _ in range(18)))[1]
-    assert main[1] == ((2, 3, 8) if causal else (8, 2, 3))  # 1000 keys: 8 tiles of 128
+    assert main[1] == ((8 * 2 * 3, 1, 1) if causal else (8, 2, 3))  # 1000 keys: 8 tiles of 128
 
 
 @pytest.mark.parametrize("d, bm", [(64, 128), (128, 64)])
@@ -64,40 +65,15 @@ def test_h200_causal_tiles_compile_clean(monkeypatch, d, bm):
     assert report.spills == 0 and report.stack_frame == 0, report
 
 
-BY_BATCH_LINE = "const int head_kv = blockIdx.x, kv_tile = blockIdx.y, batch = blockIdx.z;"
-
-
-@pytest.mark.parametrize("template", ["mma", "wgmma"])
-@pytest.mark.parametrize("causal", [False, True])
-def test_heavy_by_batch_grid(monkeypatch, template, causal):
-    """HEAVY_BY_BATCH (served since s25c): the heavy-first grids of both templates become (heads_kv, K/V tiles,
-    batch), the kernel reading its indices in that order; grids that are not heavy-first are unchanged."""
-    from autoflash.ops import backward_wgmma
-    from test_backward_wgmma import cfg as wgmma_cfg
-
-    monkeypatch.setattr(backward_kernels, "HEAVY_BY_BATCH", True)
-    monkeypatch.setattr(backward_wgmma, "HEAVY_FIRST", (128,))
-    monkeypatch.setattr(backward_wgmma, "TAIL_SPLIT", False)  # (its 1-D grid: tests/test_backward_wgmma_tail_split.py)
-    c = (TEMPLATE.default("sm_90", dict(dtype="bf16", head_dim=128, causal=causal, deterministic=False))
-         if template == "mma" else wgmma_cfg("bf16", 128, causal, bm=64, bn=128, warps=12, stages=2))
-    assert (BY_BATCH_LINE in render(c)) == causal
-    p = check_inputs(**specs(b=3, hq=8, hkv=2, nq=1000, nk=1000, d=128), causal=causal)
-    kernel = fake_kernel(c)
-    kernel.values = kernel.template.values(c)
-    main = BackwardLaunch(kernel, p, 0.1).launches(tuple(np.uint64(0) for _ in range(18)))[1]
-    assert main[1] == ((2, 8, 3) if causal else (8, 2, 3))  # 1000 keys: 8 tiles of 128
-
-
 @pytest.mark.parametrize("template", ["mma", "wgmma"])
 def test_heavy_groups_grid(monkeypatch, template):
-    """HEAVY_GROUP_MB (off: s25d measures it): heavy-first kernels map a 1-D grid of K/V tiles x pairs themselves."""
-    from autoflash.ops import backward_wgmma
+    """Both templates' heavy-first kernels map a 1-D grid of K/V tiles x pairs, in groups of HEAVY_GROUP_MB."""
     from test_backward_wgmma import cfg as wgmma_cfg
 
     monkeypatch.setattr(backward_kernels, "HEAVY_GROUP_MB", 32)
     c = (TEMPLATE.default("sm_90", dict(dtype="bf16", head_dim=128, causal=True, deterministic=False))
          if template == "mma" else wgmma_cfg("bf16", 128, True, bm=64, bn=128, warps=12, stages=2))
-    assert "(HEAVY_GROUP_MB)" in render(c) and backward_wgmma.HEAVY_FIRST == (128,)
+    assert "(32LL << 20)" in render(c) and ON_LINE in render(c)
     p = check_inputs(**specs(b=3, hq=8, hkv=2, nq=1000, nk=1000, d=128), causal=True)
     kernel = fake_kernel(c)
     kernel.values = kernel.template.values(c)

@@ -1,8 +1,8 @@
-"""flash_bwd_mma's heavy-first block order (ops/backward_kernels.HEAVY_FIRST: the (heads_kv, batch, K/V tiles) grid)
-on a GPU, causal keys: gradients against float64 within the backward's tolerances, and against the switch off: dk, dv
-bitwise (each block sums its own keys in the same order), dq within the tolerance (its fp32 adds arrive in another
-order); deterministic mode bitwise to off (its dQ adds stay in K/V-tile order). CPU checks (renders, compiles):
-tests/test_backward_mma_order.py."""
+"""flash_bwd_mma's heavy-first block order (ops/backward_kernels.HEAVY_FIRST: K/V tile j of every (batch, head) pair of
+a group before tile j + 1, HEAVY_GROUP_MB) on a GPU, causal keys: gradients against float64 within the backward's
+tolerances, and against the switch off: dk, dv bitwise (each block sums its own keys in the same order), dq within
+the tolerance (its fp32 adds arrive in another order); deterministic mode bitwise to off (its dQ adds stay in
+K/V-tile order). CPU checks (renders, compiles): tests/test_backward_mma_order.py."""
 import math
 
 import pytest
@@ -69,39 +69,12 @@ def test_deterministic_equals_the_switch_off_bitwise(d, monkeypatch):
 
 
 @pytest.mark.parametrize("template", ["mma", "wgmma"])
-@pytest.mark.parametrize("case", [c for c in CASES if c[0] > 1] + [(2, 4, 2, 1000, 1000, 64, "top_left")],
-                         ids=lambda c: "b{}_h{}x{}_q{}_k{}_d{}_{}".format(*c))
-def test_heavy_by_batch_matches_float64_and_the_switch_off(case, template, monkeypatch):
-    """HEAVY_BY_BATCH: both templates' heavy-first grids as (heads_kv, K/V tiles, batch) (flash_bwd_wgmma's at D 64
-    and 128 here); dk, dv bitwise to off, dq within the tolerance."""
-    from autoflash.ops import backward_wgmma
-
-    b, hq, hkv, nq, nk, d, alignment = case
-    if template == "wgmma" and torch.cuda.get_device_capability() != (9, 0):
-        pytest.skip("flash_bwd_wgmma needs an sm_90 GPU")
-    monkeypatch.setattr(backward_wgmma, "HEAVY_FIRST", (64, 128))
-    q, k, v, dout = inputs(b, hq, hkv, nq, nk, d, torch.bfloat16, seed=nq)
-    scale, offset = 1 / math.sqrt(d), (nk - nq if alignment == "bottom_right" else 0)
-    _, _, *refs = reference_grads(q, k, v, dout, True, scale, offset)
-    out, lse = float64_forward(q, k, v, True, scale, offset)
-    kw = dict(causal=True, causal_alignment=alignment, config=pinned("bf16", d, True, 2) if template == "mma" else None)
-    grads = {}
-    for by_batch in (True, False):
-        monkeypatch.setattr(backward_kernels, "HEAVY_BY_BATCH", by_batch)
-        grads[by_batch] = run(monkeypatch, True, q, k, v, out, lse, dout, **kw)
-    on, off = grads[True], grads[False]
-    for name, err in zip(("dq", "dk", "dv"), grad_errors(on, refs, dout, nk)):
-        assert err < TOLERANCE["bf16"], (name, err)
-    assert torch.equal(on[1], off[1]) and torch.equal(on[2], off[2])
-    assert grad_errors([on[0]], [off[0].double()], dout, nk)[0] < TOLERANCE["bf16"]
-
-
-@pytest.mark.parametrize("template", ["mma", "wgmma"])
 @pytest.mark.parametrize("group_mb", [1, 3, 64])
 @pytest.mark.parametrize("deterministic", [False, True])
 def test_heavy_groups_match_float64_and_the_switch_off(group_mb, template, deterministic, monkeypatch):
     """HEAVY_GROUP_MB: both templates' heavy-first order in groups of (batch, head) pairs (here 1, 5 + 1 and all 6 of
-    b 3 x hkv 2, 614400 bytes of query rows a pair); dk, dv bitwise to off, dq too when deterministic."""
+    b 3 x hkv 2, 614400 bytes of query rows a pair); dk, dv bitwise to the blockIdx.x order, dq too when
+    deterministic."""
     from autoflash.ops import backward_wgmma
 
     if template == "wgmma" and torch.cuda.get_device_capability() != (9, 0):
@@ -113,11 +86,12 @@ def test_heavy_groups_match_float64_and_the_switch_off(group_mb, template, deter
     out, lse = float64_forward(q, k, v, True, scale, offset)
     kw = dict(causal=True, causal_alignment="bottom_right", deterministic=deterministic,
               config=pinned("bf16", d, True, 2, deterministic) if template == "mma" else None)
+    monkeypatch.setattr(backward_kernels, "HEAVY_GROUP_MB", group_mb)
     grads = {}
-    for mb in (group_mb, 0):
-        monkeypatch.setattr(backward_kernels, "HEAVY_GROUP_MB", mb)
-        grads[mb] = run(monkeypatch, True, q, k, v, out, lse, dout, **kw)
-    on, off = grads[group_mb], grads[0]
+    for on in (True, False):
+        monkeypatch.setattr(backward_wgmma, "HEAVY_FIRST", (64, 128) if on else ())
+        grads[on] = run(monkeypatch, on, q, k, v, out, lse, dout, **kw)
+    on, off = grads[True], grads[False]
     for name, err in zip(("dq", "dk", "dv"), grad_errors(on, refs, dout, nk)):
         assert err < TOLERANCE["bf16"], (name, err)
     assert torch.equal(on[1], off[1]) and torch.equal(on[2], off[2])

@@ -1,8 +1,9 @@
-"""ops/backward_wgmma.HEAVY_FIRST (the head dims whose causal keys take it; served: D 128), without a GPU: off, every
-valid flash_bwd_wgmma config renders as before (the kernel reads its K/V tile from blockIdx.x); on, causal configs read
-it from blockIdx.z and the launch plan's main grid is (heads_kv, batch, K/V tiles), non-causal ones are unchanged; the
-served causal tiles compile clean (0 spills, no stack, no serialised wgmma). The GPU checks:
-tests/test_backward_wgmma_heavy_first_gpu.py."""
+"""ops/backward_wgmma.HEAVY_FIRST (the head dims whose causal keys take it; served: D 64, 128), without a GPU: off,
+every valid flash_bwd_wgmma config renders as before (the kernel reads its K/V tile from blockIdx.x); on, causal
+configs map a 1-D grid of K/V tiles x (batch, head) pairs themselves (heaviest first, in groups: ops/backward_kernels
+.HEAVY_GROUP_MB) and the launch plan's main grid is that 1-D grid, non-causal ones are unchanged; the served causal
+tiles compile clean (0 spills, no stack, no serialised wgmma). The GPU checks:
+tests/test_backward_wgmma_heavy_first_gpu.py and tests/test_backward_mma_order_gpu.py."""
 import numpy as np
 import pytest
 
@@ -16,12 +17,12 @@ from test_backward_host_plans import fake_kernel
 from test_backward_wgmma import _valid_configs, cfg
 
 OFF_LINE = "const int kv_tile = blockIdx.x, head_kv = blockIdx.y, batch = blockIdx.z;"
-ON_LINE = "const int head_kv = blockIdx.x, batch = blockIdx.y, kv_tile = blockIdx.z;"
+ON_LINE = "const int kv_tile = r / in_group, head_kv = (first_pair + r % in_group) % heads_kv,"
 SERVED = [cfg(dt, d, True, bm=64, bn=128, warps=12, stages=2) for dt in ("bf16", "fp16") for d in (64, 128)]
 
 
 def test_served_for_d128_only_and_off_every_config_reads_blockidx_x(monkeypatch):
-    assert backward_wgmma.HEAVY_FIRST == (128,)  # measured: benchmarks/NOTES.md, eleventh session
+    assert backward_wgmma.HEAVY_FIRST == (64, 128)  # measured: benchmarks/NOTES.md, eleventh and twenty-fifth sessions
     monkeypatch.setattr(backward_wgmma, "HEAVY_FIRST", ())
     monkeypatch.setattr(backward_wgmma, "TAIL_SPLIT", False)  # (its 1-D grid: tests/test_backward_wgmma_tail_split.py)
     for _, c in _valid_configs("split"):
@@ -44,7 +45,7 @@ def test_launch_plan_grid(monkeypatch, causal):
     p = check_inputs(**specs(b=3, hq=8, hkv=2, nq=1000, nk=1000, d=128), causal=causal)
     plan = BackwardLaunch(fake_kernel(c), p, 0.1)
     main = plan.launches(tuple(np.uint64(0) for _ in range(18)))[1]
-    assert main[1] == ((2, 3, 8) if causal else (8, 2, 3))  # 1000 keys: 8 tiles of 128
+    assert main[1] == ((8 * 2 * 3, 1, 1) if causal else (8, 2, 3))  # 1000 keys: 8 tiles of 128
 
 
 @pytest.mark.parametrize("built_on", [False, True])
@@ -59,7 +60,7 @@ def test_grid_follows_the_kernel_not_the_switch_now(monkeypatch, built_on):
     monkeypatch.setattr(backward_wgmma, "HEAVY_FIRST", () if built_on else (128,))  # the switch flipped since
     p = check_inputs(**specs(b=3, hq=8, hkv=2, nq=1000, nk=1000, d=128), causal=True)
     main = BackwardLaunch(kernel, p, 0.1).launches(tuple(np.uint64(0) for _ in range(18)))[1]
-    assert main[1] == ((2, 3, 8) if built_on else (8, 2, 3))
+    assert main[1] == ((8 * 2 * 3, 1, 1) if built_on else (8, 2, 3))
 
 
 @pytest.mark.parametrize("c", SERVED, ids=lambda c: c.name)

@@ -12,7 +12,7 @@ from autoflash.kernels.device import sm_count
 from autoflash.kernels.elements import LOG2E
 from autoflash.kernels.loaded import rendered
 from autoflash.kernels.packed_sequence import PackedSequence, Slot
-from autoflash.ops import backward_kernels, backward_wgmma
+from autoflash.ops import backward_wgmma
 from autoflash.ops.backward_kernels import PAD_M, TOLERANCE, BackwardProblem, default_scale, tile_dim
 from autoflash.ops.backward_kernels import TEMPLATE as MMA
 from autoflash.ops.backward_wgmma import heavy_first, takes_strides
@@ -73,15 +73,12 @@ class BackwardLaunch:
         self.workspace_bytes = total
         pre_rows = 256 // ((p.head_dim_v or tile) // 8)  # the preprocess: a lane per 16-byte chunk of an O tile row
         self.pre_grid = (seq_q_pad // pre_rows, bh, 1)
-        # HEAVY_FIRST (both templates'): every head's K/V tile j before any tile j + 1, as the kernel was rendered (a
-        # grid read in the other order ran the deterministic waits past the workspace: it hung; NOTES s16)
-        if rendered(kernel, "heavy_group_mb", 0):  # (HEAVY_GROUP_MB: the kernel maps the 1-D grid itself)
+        # HEAVY_FIRST (both templates'): a 1-D grid the kernel maps to (K/V tile, pair) heaviest first, as rendered (a
+        # grid read in another order ran the deterministic waits past the workspace: it hung; NOTES s16)
+        if rendered(kernel, "heavy_first", heavy_first(cfg)):
             self.main_grid = (self.main_grid[0] * p.heads_kv * p.batch, 1, 1)
-        elif rendered(kernel, "heavy_first", heavy_first(cfg)):
-            if self.main_grid[0] > 65535:
-                raise ValueError(f"{self.main_grid[0]} K/V tiles exceed the heavy-first grid's z limit (65535)")
-            by_batch = rendered(kernel, "heavy_by_batch", backward_kernels.HEAVY_BY_BATCH)
-            self.main_grid = (p.heads_kv, *((self.main_grid[0], p.batch) if by_batch else (p.batch, self.main_grid[0])))
+            if self.main_grid[0] >= 2**31:
+                raise ValueError(f"{self.main_grid[0]} blocks exceed the heavy-first grid's limit (2^31 - 1)")
         self.block = (cfg.threads, 1, 1)
         self.n_vec8 = np.uint64(q_rows * p.head_dim // 8)
         self.conv_grid = (max(1, min(-(-int(self.n_vec8) // 256), 8192)), 1, 1)

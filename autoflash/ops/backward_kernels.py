@@ -53,11 +53,10 @@ TILE_DIMS = (64, 128, 256)
 # equal; bwd_mma_p_early_ab_h200_2026-11-30_s19b.log): D 64 (bm128) +3.2..+3.3 % on all four rows; D 128 (bm64)
 # -7.5 % non-causal, -2.5 % causal (ptxas then issues the dP^T mmas after the stores, off the exps they overlapped).
 P_STORE_EARLY = (64,)
-# Dense causal keys of these tile head dims: grid (heads_kv, batch, K/V tiles), heaviest first (backward_wgmma's too).
-# H200, graph replay against A/A copies (s25a, s25b): causal N 4096 D 128 +5..+7 %, D 256 +5..+6 %, D 64 0..+4 %.
-HEAVY_FIRST = (64, 128, 256)
-HEAVY_BY_BATCH = True  # both templates' heavy-first grids as (heads_kv, K/V tiles, batch): a batch's heads at a time
-HEAVY_GROUP_MB = 0  # (0: off) ... instead heavy first in groups of (batch, head) pairs whose query rows take ~this many MB
+# Dense causal keys of these tile head dims run heaviest first (backward_wgmma's too): K/V tile j, which meets the most
+# query tiles, before tile j + 1, in groups of (batch, head) pairs whose query rows take ~HEAVY_GROUP_MB MB (the kernel
+# maps a 1-D grid). H200, graph replay against A/A copies (s25a-d): causal N 4096 D 128 +5..+7 %, D 256 +5..+6 %;
+HEAVY_FIRST, HEAVY_GROUP_MB = (64, 128, 256), 64  # 64 MB against every pair at once N 16384 +1..+5 %, 24 MB 2-5 % under
 PAD_M = 128  # workspace rows per (batch, query head) are padded to this (>= every block_m)
 SMEM_PAD = 8  # elements (16 bytes) added to each shared-memory row: conflict-free ldmatrix
 TOLERANCE = {"fp16": 2e-3, "bf16": 1e-2}
@@ -371,7 +370,7 @@ class BackwardMmaTemplate(Template):
                 "strided": False,  # (backward_rows.cuh.j2: the strided small kernels are flash_bwd_wgmma's)
                 "dq_accum_permuted": False, "tail_split": False,
                 "p_store_early": tile in P_STORE_EARLY, "heavy_first": runs_heavy_first(cfg),
-                "heavy_by_batch": HEAVY_BY_BATCH, "heavy_group_mb": HEAVY_GROUP_MB if runs_heavy_first(cfg) else 0}
+                "heavy_group_mb": HEAVY_GROUP_MB}
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         pair = (key["head_dim"], key.get("head_dim_v", 0))
@@ -393,7 +392,7 @@ def tile_dim(head_dim: int, head_dim_v: int = 0) -> int:
 
 
 def runs_heavy_first(cfg) -> bool:
-    """Whether flash_bwd_mma config cfg's main kernel runs on the heavy-first grid (HEAVY_FIRST)."""
+    """Whether flash_bwd_mma config cfg's main kernel runs its blocks heaviest first (HEAVY_FIRST)."""
     return cfg.causal and not cfg.varlen and tile_dim(cfg.head_dim, cfg.head_dim_v) in HEAVY_FIRST
 
 

@@ -82,13 +82,13 @@ DQ_MODES = {0: "consumers' adds", 1: "staged, a bulk op per row", 2: "staged unp
 # returns gradients laid out like torch.empty_like(q, k, v); off: views are copied to contiguous tensors first.
 STRIDED = True
 # Causal dispatch order, per head dim: K/V tile j of a causal backward meets n_q_tiles - j * block_n / block_m query
-# tiles, so the blocks' work falls with j; the default grid dispatches blockIdx.x (j) fastest, so every wave mixes heavy
-# and light blocks of a few heads and the last wave is whatever is left. For these head dims every (batch, head)'s tile
-# j is dispatched before any tile j + 1 (heaviest first; the grid is (heads_kv, batch, K/V tiles), no index
-# arithmetic). Same per-block arithmetic: dk, dv bitwise equal, dq up to the order of its fp32 adds (deterministic:
-# bitwise). Measured (benchmarks/NOTES.md, eleventh session): D 128 +8 % at the decoder step's 8k tokens, +1 % at 16k;
-# D 64 +3 % at 8k but -5 % at 16k, so D 64 keeps blockIdx.x order.
-HEAVY_FIRST = (128,)
+# tiles, so the blocks' work falls with j; dispatched blockIdx.x (j) fastest, every wave mixes heavy and light blocks
+# and the last wave is whatever is left. For these head dims the blocks run heaviest first, in groups of pairs
+# (ops/backward_kernels.HEAVY_GROUP_MB; the kernel maps a 1-D grid). Same per-block arithmetic: dk, dv bitwise equal,
+# dq up to the order of its fp32 adds (deterministic: bitwise). H200, against A/A copies: D 128 +8 % at 8k tokens, +1
+# % at 16k (s11); by groups of 64 MB, D 128 N 4096 +1..+2 % over every pair at once, D 64 N 4096 +0..+4 % over
+# blockIdx.x order, where every pair at once lost 35 % (s25b-d).
+HEAVY_FIRST = (64, 128)
 # TAIL_SPLIT: a grid of equal blocks whose count is not a whole number of waves (1 block an SM)
 # leaves its last wave nearly empty: the table's D 64 rows run 4096 blocks on 132 SMs, 31.03 waves, 4 blocks in the last
 # (at whole waves the served D 64 non-causal backward ran 1.07-1.09x cuDNN, at 7.76 / 15.52 waves 0.99 / 1.01x:
@@ -334,8 +334,7 @@ class BackwardWgmmaTemplate(Template):
                 "dq_pad": 0 if self.dq_mode(cfg) == 2 else DQ_STAGING_PAD,
                 "dq_tile_reduce": tile_reduce, "dq_accum_permuted": tile_reduce,  # (the latter: backward_rows' _dq)
                 "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True, "heavy_first": heavy_first(cfg),
-                "heavy_by_batch": backward_kernels.HEAVY_BY_BATCH,
-                "heavy_group_mb": backward_kernels.HEAVY_GROUP_MB if heavy_first(cfg) else 0,
+                "heavy_group_mb": backward_kernels.HEAVY_GROUP_MB,
                 "tail_split": self.tail_split(cfg), "persistent": persistent, "probe_clocks": PROBE_CLOCKS,
                 "dq_free_on_full": DQ_FREE_ON_FULL and persistent, "alternate_dq": ALTERNATE_DQ and persistent,
                 "staged_store": STAGED_STORE and self.producer(cfg),
@@ -376,7 +375,7 @@ def tiled(cfg: BackwardConfig) -> BackwardConfig:
 
 
 def heavy_first(cfg) -> bool:
-    """Whether cfg's main kernel runs on the (heads_kv, batch, K/V tiles) grid (causal, a HEAVY_FIRST head dim)."""
+    """Whether cfg's main kernel runs its blocks heaviest first (causal, a HEAVY_FIRST head dim)."""
     return cfg.causal and cfg.head_dim in HEAVY_FIRST if cfg.template == TEMPLATE.name else runs_heavy_first(cfg)
 
 
