@@ -53,10 +53,9 @@ TILE_DIMS = (64, 128, 256)
 # equal; bwd_mma_p_early_ab_h200_2026-11-30_s19b.log): D 64 (bm128) +3.2..+3.3 % on all four rows; D 128 (bm64)
 # -7.5 % non-causal, -2.5 % causal (ptxas then issues the dP^T mmas after the stores, off the exps they overlapped).
 P_STORE_EARLY = (64,)
-# Dense causal keys of these tile head dims run heaviest first (backward_wgmma's too): K/V tile j, which meets the most
-# query tiles, before tile j + 1, in groups of (batch, head) pairs whose query rows take ~HEAVY_GROUP_MB MB (the kernel
-# maps a 1-D grid). H200, graph replay against A/A copies (s25a-d): causal N 4096 D 128 +5..+7 %, D 256 +5..+6 %;
-HEAVY_FIRST, HEAVY_GROUP_MB = (64, 128, 256), 64  # 64 MB against every pair at once N 16384 +1..+5 %, 24 MB 2-5 % under
+# Plain causal keys of these tile dims run heaviest first (as backward_wgmma's): K/V tile j before tile j + 1, in groups
+# of (batch, head) pairs whose query rows take ~HEAVY_GROUP_MB MB (the kernel maps a 1-D grid). H200 (s25a-d): N 4096
+HEAVY_FIRST, HEAVY_GROUP_MB = (64, 128, 256), 64  # D 128 / 256 +5..+7 %; 64 MB over every pair at once: N 16384 +1..+5 %
 PAD_M = 128  # workspace rows per (batch, query head) are padded to this (>= every block_m)
 SMEM_PAD = 8  # elements (16 bytes) added to each shared-memory row: conflict-free ldmatrix
 TOLERANCE = {"fp16": 2e-3, "bf16": 1e-2}
@@ -392,8 +391,9 @@ def tile_dim(head_dim: int, head_dim_v: int = 0) -> int:
 
 
 def runs_heavy_first(cfg) -> bool:
-    """Whether flash_bwd_mma config cfg's main kernel runs its blocks heaviest first (HEAVY_FIRST)."""
-    return cfg.causal and not cfg.varlen and tile_dim(cfg.head_dim, cfg.head_dim_v) in HEAVY_FIRST
+    """Whether flash_bwd_mma config cfg's blocks run heaviest first (HEAVY_FIRST; plain dense keys: variants spilled)."""
+    return (cfg.causal and not (cfg.varlen or cfg.window or cfg.softcap or cfg.sinks or cfg.alibi)
+            and tile_dim(cfg.head_dim, cfg.head_dim_v) in HEAVY_FIRST)
 
 
 def default_scale(head_dim: int) -> float:
