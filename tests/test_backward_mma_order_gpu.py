@@ -3,6 +3,7 @@ a group before tile j + 1, HEAVY_GROUP_MB) on a GPU, causal keys: gradients agai
 tolerances, and against the switch off: dk, dv bitwise (each block sums its own keys in the same order), dq within
 the tolerance (its fp32 adds arrive in another order); deterministic mode bitwise to off (its dQ adds stay in
 K/V-tile order). CPU checks (renders, compiles): tests/test_backward_mma_order.py."""
+import functools
 import math
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 pytestmark = pytest.mark.gpu
 torch = pytest.importorskip("torch")
 
-from test_backward_gpu import DTYPES, float64_forward, grad_errors, inputs, pinned, reference_grads  # noqa: E402
+from test_backward_gpu import DTYPES, assert_switch_keeps_gradients, float64_forward, inputs, pinned  # noqa: E402
 
 from autoflash.ops import backward_kernels  # noqa: E402
 from autoflash.ops.backward import TOLERANCE  # noqa: E402
@@ -46,16 +47,9 @@ def run(monkeypatch, on: bool, *args, **kw):
 def test_matches_float64_and_the_switch_off(case, dtype, monkeypatch):
     b, hq, hkv, nq, nk, d, alignment = case
     q, k, v, dout = inputs(b, hq, hkv, nq, nk, d, DTYPES[dtype], seed=nq)
-    scale, offset = 1 / math.sqrt(d), (nk - nq if alignment == "bottom_right" else 0)
-    _, _, *refs = reference_grads(q, k, v, dout, True, scale, offset)
-    out, lse = float64_forward(q, k, v, True, scale, offset)
-    kw = dict(causal=True, causal_alignment=alignment, config=pinned(dtype, d, True, 2 if d < 256 else 4))
-    on = run(monkeypatch, True, q, k, v, out, lse, dout, **kw)
-    off = run(monkeypatch, False, q, k, v, out, lse, dout, **kw)
-    for name, err in zip(("dq", "dk", "dv"), grad_errors(on, refs, dout, nk)):
-        assert err < TOLERANCE[dtype], (name, err)
-    assert torch.equal(on[1], off[1]) and torch.equal(on[2], off[2])
-    assert grad_errors([on[0]], [off[0].double()], dout, nk)[0] < TOLERANCE[dtype]
+    assert_switch_keeps_gradients(functools.partial(run, monkeypatch), q, k, v, dout, TOLERANCE[dtype],
+                                  offset=nk - nq if alignment == "bottom_right" else 0, causal_alignment=alignment,
+                                  config=pinned(dtype, d, True, 2 if d < 256 else 4))
 
 
 @pytest.mark.parametrize("d", [64, 128])
@@ -81,18 +75,12 @@ def test_heavy_groups_match_float64_and_the_switch_off(group_mb, template, deter
         pytest.skip("flash_bwd_wgmma needs an sm_90 GPU")
     b, hq, hkv, nq, nk, d = 3, 4, 2, 300, 700, 128
     q, k, v, dout = inputs(b, hq, hkv, nq, nk, d, torch.bfloat16, seed=group_mb)
-    scale, offset = 1 / math.sqrt(d), nk - nq
-    _, _, *refs = reference_grads(q, k, v, dout, True, scale, offset)
-    out, lse = float64_forward(q, k, v, True, scale, offset)
-    kw = dict(causal=True, causal_alignment="bottom_right", deterministic=deterministic,
-              config=pinned("bf16", d, True, 2, deterministic) if template == "mma" else None)
     monkeypatch.setattr(backward_kernels, "HEAVY_GROUP_MB", group_mb)
-    grads = {}
-    for on in (True, False):
+
+    def run_both(on, *args, **kw):  # (both templates' switches)
         monkeypatch.setattr(backward_wgmma, "HEAVY_FIRST", (64, 128) if on else ())
-        grads[on] = run(monkeypatch, on, q, k, v, out, lse, dout, **kw)
-    on, off = grads[True], grads[False]
-    for name, err in zip(("dq", "dk", "dv"), grad_errors(on, refs, dout, nk)):
-        assert err < TOLERANCE["bf16"], (name, err)
-    assert torch.equal(on[1], off[1]) and torch.equal(on[2], off[2])
-    assert torch.equal(on[0], off[0]) if deterministic else grad_errors([on[0]], [off[0].double()], dout, nk)[0] < 1e-2
+        return run(monkeypatch, on, *args, **kw)
+
+    assert_switch_keeps_gradients(run_both, q, k, v, dout, TOLERANCE["bf16"], offset=nk - nq, dq_bitwise=deterministic,
+                                  causal_alignment="bottom_right", deterministic=deterministic,
+                                  config=pinned("bf16", d, True, 2, deterministic) if template == "mma" else None)

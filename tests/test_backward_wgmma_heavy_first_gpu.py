@@ -3,6 +3,7 @@ against float64 within the backward's tolerances, and against the switch off: dk
 keys), dq within the tolerance (its fp32 adds arrive in another order), dq bitwise too when deterministic (the adds are
 serialised in K/V-tile order either way). Odd lengths, GQA, bottom-right alignment, views. CPU checks:
 tests/test_backward_wgmma_heavy_first.py."""
+import functools
 import math
 
 import pytest
@@ -12,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 # (its module-level checks apply here too: torch, CuPy, an sm_90 GPU)
 from test_backward_strided_gpu import DTYPES, TOLERANCE, attention_backward, backward_wgmma  # noqa: E402
-from test_backward_gpu import float64_forward, grad_errors, reference_grads  # noqa: E402
+from test_backward_gpu import assert_switch_keeps_gradients, float64_forward  # noqa: E402
 
 from autoflash.serve import autograd, backward_plans, training_plans  # noqa: E402
 CASES = [  # batch, heads_q, heads_kv, seq_q, seq_k, head_dim, alignment, views
@@ -55,16 +56,8 @@ def run(monkeypatch, on: bool, *args, **kw):
 def test_matches_float64_and_the_switch_off(case, dtype, monkeypatch):
     b, hq, hkv, nq, nk, d, alignment, views = case
     q, k, v, dout = inputs(b, hq, hkv, nq, nk, d, DTYPES[dtype], views, seed=nq)
-    scale, offset = 1 / math.sqrt(d), (nk - nq if alignment == "bottom_right" else 0)
-    _, _, *refs = reference_grads(q, k, v, dout, True, scale, offset)
-    out, lse = float64_forward(q, k, v, True, scale, offset)
-    kw = dict(causal=True, causal_alignment=alignment)
-    on = run(monkeypatch, True, q, k, v, out, lse, dout, **kw)
-    off = run(monkeypatch, False, q, k, v, out, lse, dout, **kw)
-    for name, err in zip(("dq", "dk", "dv"), grad_errors(on, refs, dout, nk)):
-        assert err < TOLERANCE[dtype], (name, err)
-    assert torch.equal(on[1], off[1]) and torch.equal(on[2], off[2])
-    assert grad_errors([on[0]], [off[0].double()], dout, nk)[0] < TOLERANCE[dtype]
+    assert_switch_keeps_gradients(functools.partial(run, monkeypatch), q, k, v, dout, TOLERANCE[dtype],
+                                  offset=nk - nq if alignment == "bottom_right" else 0, causal_alignment=alignment)
 
 
 @pytest.mark.parametrize("d", [64, 128])
