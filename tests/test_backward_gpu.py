@@ -63,15 +63,15 @@ def grad_errors(grads, refs, dout, nk):
     return [rel_err(x, r) for x, r in zip(grads, refs)]
 
 
-def assert_switch_keeps_gradients(run_with, q, k, v, dout, tolerance, offset=0, dq_bitwise=False, **kw):
-    """A block-order switch (run_with(on, q, k, v, out, lse, dout, causal=True, **kw) runs the backward with it on or
+def assert_switch_keeps_gradients(run_with, q, k, v, dout, tolerance, offset=0, dq_bitwise=False, causal=True, **kw):
+    """A kernel switch (run_with(on, q, k, v, out, lse, dout, causal=causal, **kw) runs the backward with it on or
     off; scale 1 / sqrt(D)) against the float64 gradients within `tolerance`, and against itself off: dk, dv bitwise
     (each block sums its own keys in the same order), dq within `tolerance` (its fp32 adds arrive in another order)
     or, dq_bitwise (deterministic), bitwise."""
     nk, scale = k.shape[2], 1 / math.sqrt(q.shape[-1])
-    _, _, *refs = reference_grads(q, k, v, dout, True, scale, offset)
-    out, lse = float64_forward(q, k, v, True, scale, offset)
-    on, off = (run_with(x, q, k, v, out, lse, dout, causal=True, **kw) for x in (True, False))
+    _, _, *refs = reference_grads(q, k, v, dout, causal, scale, offset)
+    out, lse = float64_forward(q, k, v, causal, scale, offset)
+    on, off = (run_with(x, q, k, v, out, lse, dout, causal=causal, **kw) for x in (True, False))
     for name, err in zip(("dq", "dk", "dv"), grad_errors(on, refs, dout, nk)):
         assert err < tolerance, (name, err)
     assert torch.equal(on[1], off[1]) and torch.equal(on[2], off[2])
