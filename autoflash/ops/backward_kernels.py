@@ -10,19 +10,21 @@ mma.sync; flash_bwd_wgmma is ops/backward_wgmma's) has three kernels launched in
               dK/dV buffer); dQ added in fp32 to the accumulator (a reduction, or with
               deterministic=True in K/V-tile order behind a per-query-tile counter)
   <name>_dq   dQ = scale * accumulator, in the input dtype.
-The cost of putting K/V heads (not query heads) in the grid: B * Hkv * ceil(Nk / block_n) blocks, few for MQA at
-short lengths. Causal in both alignments: the problem's causal_offset (query i sees keys 0..i + offset) is a kernel
-argument, as in the forward. Head dims: tiles of 64, 128, 256 (D 256 with 16 keys x 128 columns of dK, dV a warp:
-small tiles, as FlashAttention-2), every other multiple of 8 on the next of them (TILE_DIMS, below).
+The cost of putting K/V heads (not query heads) in the grid: B * Hkv * ceil(Nk / block_n)
+blocks, few for MQA at short lengths. Causal in both alignments: the problem's causal_offset
+(query i sees keys 0..i + offset) is a kernel argument, as in the forward. Head dims: tiles of 64,
+128, 256 (D 256 with 16 keys x 128 columns of dK, dV a warp: small tiles, as FlashAttention-2), every
+other multiple of 8 on the next of them (TILE_DIMS, below).
 
-Workspace (fp32/int32, one buffer): lse2 and delta (B*Hq rows padded to PAD_M), the dQ accumulator (B*Hq*Nq*D, D
-the tile's head dim) and, deterministic, one counter per (B*Hq, query tile).
+Workspace (fp32/int32, one buffer): lse2 and delta (B*Hq rows padded to PAD_M), the dQ
+accumulator (B*Hq*Nq*D, D the tile's head dim) and, deterministic, one counter per (B*Hq, query tile).
 
-Tolerances (relative Frobenius error of each gradient against the gradients of the float64 forward, on the same
-rounded inputs): P and dS are rounded to the input dtype before their tensor-core products, delta uses the forward's
-rounded O, and the gradients are rounded on the way out, so each carries a few units of rounding of the dtype (bf16
-2^-9, fp16 2^-12). Measured on the H200 over tests/test_backward_gpu.py (lengths 1..4097, GQA, causal, D 64/128):
-bf16 2.1e-3..3.1e-3, fp16 2.7e-4..3.5e-4 (benchmarks/NOTES.md, backward). The bounds leave 3-6x: bf16 1e-2, fp16 2e-3.
+Tolerances (relative Frobenius error of each gradient against the gradients of the float64
+forward, on the same rounded inputs): P and dS are rounded to the input dtype before their
+tensor-core products, delta uses the forward's rounded O, and the gradients are rounded on the
+way out, so each carries a few units of rounding of the dtype (bf16 2^-9, fp16 2^-12). Measured
+on the H200 over tests/test_backward_gpu.py (lengths 1..4097, GQA, causal, D 64/128): bf16
+2.1e-3..3.1e-3, fp16 2.7e-4..3.5e-4 (benchmarks/NOTES.md, backward). The bounds leave 3-6x: bf16 1e-2, fp16 2e-3.
 """
 from __future__ import annotations
 
@@ -31,15 +33,15 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-from autoflash.kernels.archs import ARCHS
 from autoflash.kernels.config import OpConfig
 from autoflash.kernels.elements import DTYPE_BYTES
 from autoflash.kernels.template import Template, next_tile, spell_values
 from autoflash.ops.forward_base import MAX_TOKEN_STRIDE, Problem, causal_offset, stepped_strides
 
-# (Q/K head dim, V head dim) pairs with a backward (Dv != Dqk, e.g. MLA's 192/128); 192 is a backward head dim only as
-# such a pair's (routing's dense head dims stay TEMPLATE.key_values). Served by autoflash.attention() and
-# attention_backward: their float64 gradient tests (tests/test_backward_head_dim_v_gpu.py) passed on the H200 (s5).
+# (Q/K head dim, V head dim) pairs with a backward (Dv != Dqk, e.g. MLA's 192/128); 192 is a backward
+# head dim only as such a pair's (routing's dense head dims stay TEMPLATE.key_values).
+# Served by autoflash.attention() and attention_backward: their float64 gradient tests
+# (tests/test_backward_head_dim_v_gpu.py) passed on the H200 (2026-11-29, fifth session).
 HEAD_DIM_PAIRS = ((192, 128), (128, 64))
 # The head dims flash_bwd_mma's tiles are built for; any other multiple of 8 up to 256 runs on the next of them, its
 # Q, K, V, dO zero-filled past the problem's head dim in shared memory and nothing of the padding read or written in
@@ -54,8 +56,6 @@ P_STORE_EARLY = (64,)
 # Plain causal keys of these tile dims run heaviest first (as backward_wgmma's): K/V tile j before tile j + 1, in groups
 # of (batch, head) pairs whose query rows take ~HEAVY_GROUP_MB MB (the kernel maps a 1-D grid). H200 (s25a-d): N 4096
 HEAVY_FIRST, HEAVY_GROUP_MB = (64, 128, 256), 64  # D 128 / 256 +5..+7 %; 64 MB over every pair at once: N 16384 +1..+5 %
-# On sm_90+ P^T and dS^T go to shared memory by stmatrix: a quarter of the 2-D layout's store instructions (NOTES s26).
-STMATRIX_STORE = True
 PAD_M = 128  # workspace rows per (batch, query head) are padded to this (>= every block_m)
 SMEM_PAD = 8  # elements (16 bytes) added to each shared-memory row: conflict-free ldmatrix
 TOLERANCE = {"fp16": 2e-3, "bf16": 1e-2}
@@ -369,7 +369,7 @@ class BackwardMmaTemplate(Template):
                 "strided": False,  # (backward_rows.cuh.j2: the strided small kernels are flash_bwd_wgmma's)
                 "dq_accum_permuted": False, "tail_split": False,
                 "p_store_early": tile in P_STORE_EARLY, "heavy_first": runs_heavy_first(cfg),
-                "heavy_group_mb": HEAVY_GROUP_MB, "stmatrix_store": STMATRIX_STORE and ARCHS[cfg.arch].cc >= 90}
+                "heavy_group_mb": HEAVY_GROUP_MB}
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         pair = (key["head_dim"], key.get("head_dim_v", 0))
