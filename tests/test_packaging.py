@@ -1,5 +1,6 @@
 """A wheel carries templates/ and tuned_configs/ inside the package, and an installed
 autoflash finds them outside a checkout."""
+import site
 import subprocess
 import sys
 import zipfile
@@ -30,9 +31,15 @@ def test_wheel_contains_templates_and_configs(wheel):
 
 def test_installed_wheel_renders_outside_the_checkout(wheel, tmp_path):
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = venv / "bin" / "python"
     subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)], check=True)
+    # its dependencies from this interpreter's site directories (a venv's, not only the base Python's, which on a
+    # fresh machine lacks them), listed after the wheel's own site-packages; their .pth files, such as the checkout's
+    # editable install, are not read from there
+    purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    Path(purelib, "parent_site.pth").write_text("\n".join(site.getsitepackages() + [site.getusersitepackages()]) + "\n")
     code = (
         "import autoflash, autoflash.kernels.render as r; from autoflash.kernels.registry import TEMPLATES;"
         "assert 'site-packages' in str(r.templates_dir()), r.templates_dir();"
