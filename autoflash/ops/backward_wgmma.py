@@ -1,34 +1,32 @@
 """flash_bwd_wgmma: the attention backward on Hopper's warpgroup tensor cores (sm_90a, wgmma),
 FlashAttention-3's order of products (templates/flash_bwd_wgmma.cu.j2 says how it computes).
 
-Same kernels, signatures, workspace and launch as flash_bwd_mma (ops/backward_gpu.BackwardLaunch
-launches both): a preprocess, the main kernel (one block of 64 x `warps / 4` keys per (K/V tile,
-K/V head, batch), looping over query tiles of block_m rows), the dQ conversion. Config fields:
-block_n = 64 keys per warpgroup, warps = 4 per consumer warpgroup, plus 4 for a producer
-warpgroup (warp specialisation: it issues the query tiles' loads, mbarriers replace the block barrier
-that opens each tile, setmaxnreg moves its registers to the consumers); stages: query-tile buffers, 2 (the
-next tile prefetched) or, with a producer warpgroup, 3: the consumers are then software-pipelined (a
-tile's dQ wgmma deferred to the next iteration, behind that tile's dK, so both run while the warpgroup
-stores dS^T and waits at the barrier); warps_q unused (1).
+Same kernels, signatures, workspace and launch as flash_bwd_mma (ops/backward_gpu.BackwardLaunch launches both): a
+preprocess, the main kernel (one block of 64 x `warps / 4` keys per (K/V tile, K/V head, batch), looping over query
+tiles of block_m rows), the dQ conversion. Config fields: block_n = 64 keys per warpgroup, warps = 4 per consumer
+warpgroup, plus 4 for a producer warpgroup (warp specialisation: it issues the query tiles' loads, mbarriers replace
+the block barrier that opens each tile, setmaxnreg moves its registers to the consumers); stages: query-tile buffers,
+2 (the next tile prefetched) or, with a producer warpgroup, 3: the consumers are then software-pipelined (a tile's dQ
+wgmma deferred to the next iteration, behind that tile's dK, so both run while the warpgroup stores dS^T and waits at
+the barrier); warps_q unused (1).
 
 Served by attention_backward() (serve/autograd.py, serving_config below) wherever it supports the key: its first H200
-run was 1.30-1.47x flash_bwd_mma's default on every bf16/fp16 D 64/128 row
-(bench_backward_wgmma_h200_2026-11-29_run2.log). D 64's producer config (block_m 64, one warpgroup computes the dQ
-tile) ran 3-5 % above the w8 block_m 128 tiles on every H200 N 4096 row (s6_BW_call1.log): the D 64 default since. The
-pipelined schedule (stages 3) is correct but 2-6 % slower than stages 2 on every row there: not a default.
+run was 1.30-1.47x flash_bwd_mma's default on every bf16/fp16 D 64/128 row (bench_backward_wgmma_h200_2026-11-29_run2).
+D 64's producer config (block_m 64, one warpgroup computes the dQ tile) ran 3-5 % above the w8 block_m 128 tiles on
+every H200 N 4096 row (s6_BW_call1): the D 64 default since. Stages 3 (pipelined) are correct, 2-6 % slower there.
 dq_via_producer (a knob; its rule, -1: DQ_RULE): the consumers stage dQ in shared memory and the producer warpgroup
 reduces it with bulk copies; H200 (dq_producer_ab_h200_2026-11-29_s6.log): a bulk op a row (value 1) D 128 +16-23 %
 over the same tiles (bf16 N 4096 373 -> 448 TFLOP/s, 0.85x cuDNN; causal 0.94-0.97x), D 64 -11 %. Value 2 reduces each
 tile with one bulk op from an unpadded staging tile, the consumers' stores conflict-free (now by stmatrix): the rule's
 at D 64 and D 128, 0.86-0.99x cuDNN at D 64, 0.94-1.04x at D 128 (N 4096; dq_stage_rotate_h200_2026-11-30_s8).
 
-Not here (the rules refuse them, ops/backward.py serves them with flash_bwd_mma): the variants
-(window, softcap, sinks, ALiBi), head dim 256 (dK and dV of 64 keys x 256 columns are 256 registers
-a thread), fp32. deterministic=True (the dQ adds serialised in K/V-tile order, as flash_bwd_mma's) is served
-(SERVE_DETERMINISTIC): its bitwise-repeat and float64 tests passed on the H200, and it ran 1.40-1.45x
-flash_bwd_mma's deterministic default, at 0.73-0.75x the non-deterministic kernel (0.42-0.44x causal: the
-blocks of a head add dQ in a wavefront) (s6_BW_call1 log); at D 64 on the w8 x 128-query tile
-(DETERMINISTIC_DEFAULTS: the producer tile ran 12-13 % slower deterministic, s6_BW_call2 log).
+Not here (the rules refuse them, ops/backward.py serves them with flash_bwd_mma): the variants (window, softcap,
+sinks, ALiBi), head dim 256 (dK and dV of 64 keys x 256 columns are 256 registers a thread), fp32.
+deterministic=True (the dQ adds serialised in K/V-tile order, as flash_bwd_mma's) is served (SERVE_DETERMINISTIC):
+its bitwise-repeat and float64 tests passed on the H200, and it ran 1.40-1.45x flash_bwd_mma's deterministic default,
+at 0.73-0.75x the non-deterministic kernel (0.42-0.44x causal: the blocks of a head add dQ in a wavefront)
+(s6_BW_call1 log); at D 64 on the w8 x 128-query tile (DETERMINISTIC_DEFAULTS: the producer tile ran 12-13 % slower
+deterministic, s6_BW_call2 log).
 """
 from __future__ import annotations
 
@@ -111,6 +109,7 @@ ONE_CONSUMER, ONE_CONSUMER_REGS = True, 232  # (232: the consumer's setmaxnreg t
 # (no launch, K/V wait or dQ drain a block). setmaxnreg 224 / 56. H200, graph replay against an A/A copy (s21d):
 # D 64 non-causal N 4096 +5.5 / +3.9 % (bf16 / fp16), N 16384 +2.8 / +3.6 %.
 PERSISTENT = True
+CAUSAL_WALK = False  # PERSISTENT's walk of the heavy-first causal grid too, every other round backwards (NOTES s27)
 # DQ_FREE_ON_FULL: the walk's producer reduces tile g - 2's dQ and waits for its read before arriving on full[g], so
 # the consumer staging tile g's dQ (the same buffer) skips its dq_empty wait. H200, graph replay against two A/A
 # copies (s24b): D 64 non-causal +1..+5 % (N 4096 +3.5 / +5.4 % bf16 / fp16, N 16384 +2.2 / +0.9 %).
@@ -292,7 +291,8 @@ class BackwardWgmmaTemplate(Template):
 
     def persistent(self, cfg: BackwardConfig) -> bool:
         """Whether cfg's main kernel walks TAIL_SPLIT's blocks with one CTA an SM (PERSISTENT, above)."""
-        return (PERSISTENT and self.tail_split(cfg) and self.producer(cfg) and self.consumers(cfg) == 2
+        walked = self.tail_split(cfg) or (CAUSAL_WALK and heavy_first(cfg) and not cfg.deterministic)
+        return (PERSISTENT and walked and self.producer(cfg) and self.consumers(cfg) == 2
                 and tiled(cfg).head_dim == 64 and cfg.stages == 2 and self.dq_mode(cfg) == 2)
 
     def _layout(self, cfg: BackwardConfig) -> dict:
