@@ -1,7 +1,8 @@
 """ops/backward_wgmma.CAUSAL_WALK without a GPU: off, no causal tile walks blocks; on, exactly the two-consumer D 64
 causal tiles PERSISTENT walks (not deterministic, stages 2, the producer's tile reduction) render the walk of the
-heavy-first grid, compiling clean at setmaxnreg 224 / 56; the launch takes one CTA an SM and the heavy-first grid's
-block count. GPU checks: tests/test_backward_wgmma_causal_walk_gpu.py."""
+heavy-first grid (blocks from a counter), compiling clean at setmaxnreg 224 / 56; the launch takes one CTA an SM and
+the heavy-first grid's block count, and the preprocess zeroes the counter (one word of dq_sem's workspace). GPU
+checks: tests/test_backward_wgmma_causal_walk_gpu.py."""
 import pytest
 
 from autoflash.kernels.render import render
@@ -10,7 +11,7 @@ from autoflash.ops import backward_wgmma
 from test_backward_wgmma import WG, assert_compiles_clean, key
 from test_backward_wgmma_persistent import tiles
 
-MARK = "every other round backwards"
+MARK = "atomicAdd(dq_sem, 1) + (int)gridDim.x"  # (the producer takes the next block from the counter)
 
 
 def causal_tiles():
@@ -55,3 +56,7 @@ def test_launch_takes_one_cta_an_sm_and_the_heavy_first_block_count(monkeypatch)
     for seq, blocks, grid in ((4096, 32 * 16 * 2, 132), (256, 2 * 16 * 2, 64)):
         launch = backward_gpu.BackwardLaunch(Stand(), BackwardProblem(2, 16, 16, seq, seq, 64, True), 0.125)
         assert launch.main_grid == (grid, 1, 1) and int(launch.main_stride_tail[-1]) == blocks
+        assert int(launch.pre_tail[-1]) == 1 and launch.offsets[3] + 4 <= launch.workspace_bytes
+        pointers = [backward_gpu.np.uint64(8 * (i + 1)) for i in range(18)]
+        pre_args = launch.launches(pointers)[0][4]
+        assert pre_args[6] == pointers[12] != 0  # (dq_sem: the counter the preprocess zeroes)

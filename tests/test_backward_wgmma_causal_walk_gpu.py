@@ -1,5 +1,5 @@
-"""ops/backward_wgmma.CAUSAL_WALK on an sm_90 GPU: the persistent walk of the heavy-first causal grid (rounds of one
-block a CTA, every other round backwards) on the two-consumer D 64 tile gives the gradients of float64 within the
+"""ops/backward_wgmma.CAUSAL_WALK on an sm_90 GPU: the persistent walk of the heavy-first causal grid (each CTA's next
+block from a counter the preprocess zeroes) on the two-consumer D 64 tile gives the gradients of float64 within the
 backward's tolerance and of the switch off: dk, dv bitwise (a block sums its own keys in the same order either way),
 dq within the tolerance. Grids of many rounds and of two heavy-first groups, an odd length, GQA, bottom-right
 alignment, K/V tiles no query meets (top-left, seq_k > seq_q: blocks without a query tile), fewer blocks than SMs.
@@ -18,8 +18,8 @@ from test_backward_wgmma_heavy_first_gpu import inputs  # noqa: E402
 from switched_backward import forget_switched_kernels, run_switched  # noqa: E402,F401 (an autouse fixture)
 
 CASES = [  # batch, heads_q, heads_kv, seq_q, seq_k, alignment (132 SMs; BLOCK_N 128)
-    (1, 32, 32, 4097, 4097, "top_left"),  # 33 tiles x 32 pairs = 1056 blocks, 8 rounds; groups of 31 pairs and 1
-    (2, 16, 16, 2048, 2048, "top_left"),  # 512 blocks: 3 whole rounds and a short one
+    (1, 32, 32, 4097, 4097, "top_left"),  # 33 tiles x 32 pairs = 1056 blocks, ~8 a CTA; groups of 31 pairs and 1
+    (2, 16, 16, 2048, 2048, "top_left"),  # 512 blocks, ~4 a CTA
     (1, 8, 2, 1000, 4500, "top_left"),  # GQA 4; K/V tiles 8.. meet no query: blocks without a query tile
     (3, 4, 2, 777, 3000, "bottom_right"),  # GQA 2, key tail
     (1, 2, 2, 300, 100, "bottom_right"),  # one block a pair: fewer blocks than SMs

@@ -1,6 +1,5 @@
-"""The backward's GPU side (runner process and serve/autograd.py; CuPy imported where used):
-the launch plan of the three kernels, the float64 reference gradients, checked launches, and
-the timing inputs of the op contract."""
+"""The backward's GPU side (runner process and serve/autograd.py; CuPy imported where used): the launch plan of the
+three kernels, the float64 reference gradients, checked launches, and the timing inputs of the op contract."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,8 +12,7 @@ from autoflash.kernels.elements import LOG2E
 from autoflash.kernels.loaded import rendered
 from autoflash.kernels.packed_sequence import PackedSequence, Slot
 from autoflash.ops import backward_wgmma
-from autoflash.ops.backward_kernels import PAD_M, TOLERANCE, BackwardProblem, default_scale, tile_dim
-from autoflash.ops.backward_kernels import TEMPLATE as MMA
+from autoflash.ops.backward_kernels import TEMPLATE as MMA, PAD_M, TOLERANCE, BackwardProblem, default_scale, tile_dim
 from autoflash.ops.backward_wgmma import heavy_first, takes_strides
 from autoflash.ops.backward_wgmma import tile_dim as wgmma_tile_dim
 from autoflash.ops.forward_base import contiguous_strides
@@ -32,10 +30,10 @@ def tail_parts(left: int, sms: int, overhead: float = 0.05) -> int:
 
 
 class BackwardLaunch:
-    """The three launches of one problem on one loaded module (four with sinks: <name>_sink, the
-    sinks' gradient): grids, fixed arguments and the workspace layout, computed once; __call__
-    takes only pointers and a stream. Variants: the window bounds and softcap are the problem's
-    (fixed per plan, as its shape); the sinks, ALiBi slopes and dsinks pointers come with each call."""
+    """The three launches of one problem on one loaded module (four with sinks: <name>_sink, the sinks' gradient):
+    grids, fixed arguments and the workspace layout, computed once; __call__ takes only pointers and a stream.
+    Variants: the window bounds and softcap are the problem's (fixed per plan, as its shape); the sinks, ALiBi slopes
+    and dsinks pointers come with each call."""
 
     def __init__(self, kernel, p: BackwardProblem, scale: float):
         cfg = kernel.config
@@ -63,7 +61,9 @@ class BackwardLaunch:
         self.main_grid = (-(-p.seq_k // cfg.block_n), p.heads_kv, p.batch)
         self.tail_split = rendered(kernel, "tail_split", False)
         ctas = rendered(kernel, "min_blocks", 1)  # (CTAs an SM: a wave is that many x the SMs)
-        tail_words = self._split_tail(cfg, tile, ctas * sm_count(kernel.device_id)) if self.tail_split else 0
+        self.causal_walk = rendered(kernel, "causal_walk", False)  # (its block counter: a word the preprocess zeroes)
+        tail_words = self._split_tail(cfg, tile, ctas * sm_count(kernel.device_id)) if self.tail_split else int(
+            self.causal_walk)
         sizes = [bh * seq_q_pad * 4, bh * seq_q_pad * 4, q_rows * tile * 4,  # lse2, delta, dQ accumulator, counters
                  bh * n_q_tiles * 4 if cfg.deterministic else tail_words * 4]  # (or TAIL_SPLIT's tail buffer)
         self.offsets, total = [], 0
@@ -101,8 +101,9 @@ class BackwardLaunch:
         self.strided = takes_strides(cfg)
         if self.strided:
             self._stride_tails(p, cfg, scale)
-        if self.tail_split:  # (after the stride tails: the kernels' last arguments)
+        if self.tail_split or self.causal_walk:  # (after the stride tails: the kernels' last arguments)
             self.pre_tail += (self.tail_words,)
+        if self.tail_split:
             self.main_stride_tail += (i32(self.full_blocks), i32(self.parts))
         if rendered(kernel, "persistent", False):  # (ops/backward_wgmma.PERSISTENT) one CTA an SM walks the blocks
             n_blocks = self.main_grid[0]
@@ -189,7 +190,7 @@ class BackwardLaunch:
         """The launches in order as (function, grid, block, shared memory, arguments); p: the pointer
         arguments in POINTERS order (np.uint64 values, or packed_sequence.Slot markers when packing)."""
         q, k, v, out, lse, dout, dq, dk, dv, lse2, delta, acc, sem, sinks, slopes, dsinks, cu_q, cu_k = p
-        sem = sem if self.deterministic or self.tail_split else np.uint64(0)
+        sem = sem if self.deterministic or self.tail_split or self.causal_walk else np.uint64(0)
         varlen_pre = (cu_q, np.int32(self.heads_q)) if self.varlen else ()
         runs = [(self.pre, self.pre_grid, (256, 1, 1), 0,
                  (out, dout, lse, lse2, delta, acc, sem) + self.pre_tail + varlen_pre)]

@@ -15,18 +15,15 @@ run was 1.30-1.47x flash_bwd_mma's default on every bf16/fp16 D 64/128 row (benc
 D 64's producer config (block_m 64, one warpgroup computes the dQ tile) ran 3-5 % above the w8 block_m 128 tiles on
 every H200 N 4096 row (s6_BW_call1): the D 64 default since. Stages 3 (pipelined) are correct, 2-6 % slower there.
 dq_via_producer (a knob; its rule, -1: DQ_RULE): the consumers stage dQ in shared memory and the producer warpgroup
-reduces it with bulk copies; H200 (dq_producer_ab_h200_2026-11-29_s6.log): a bulk op a row (value 1) D 128 +16-23 %
-over the same tiles (bf16 N 4096 373 -> 448 TFLOP/s, 0.85x cuDNN; causal 0.94-0.97x), D 64 -11 %. Value 2 reduces each
-tile with one bulk op from an unpadded staging tile, the consumers' stores conflict-free (now by stmatrix): the rule's
-at D 64 and D 128, 0.86-0.99x cuDNN at D 64, 0.94-1.04x at D 128 (N 4096; dq_stage_rotate_h200_2026-11-30_s8).
+reduces it with bulk copies: a bulk op a row (value 1; H200 s6: D 128 +16-23 % over the same tiles, D 64 -11 %) or one
+a tile from an unpadded staging tile (value 2, stored by stmatrix: the rule's at D 64 and D 128 since s8).
 
 Not here (the rules refuse them, ops/backward.py serves them with flash_bwd_mma): the variants (window, softcap,
 sinks, ALiBi), head dim 256 (dK and dV of 64 keys x 256 columns are 256 registers a thread), fp32.
 deterministic=True (the dQ adds serialised in K/V-tile order, as flash_bwd_mma's) is served (SERVE_DETERMINISTIC):
 its bitwise-repeat and float64 tests passed on the H200, and it ran 1.40-1.45x flash_bwd_mma's deterministic default,
-at 0.73-0.75x the non-deterministic kernel (0.42-0.44x causal: the blocks of a head add dQ in a wavefront)
-(s6_BW_call1 log); at D 64 on the w8 x 128-query tile (DETERMINISTIC_DEFAULTS: the producer tile ran 12-13 % slower
-deterministic, s6_BW_call2 log).
+at 0.73-0.75x the non-deterministic kernel (causal 0.42-0.44x: a head's blocks add dQ in a wavefront) (s6_BW_call1);
+at D 64 on the w8 x 128-query tile (DETERMINISTIC_DEFAULTS: the producer tile 12-13 % slower there, s6_BW_call2).
 """
 from __future__ import annotations
 
@@ -82,20 +79,20 @@ STRIDED = True
 # Causal dispatch order, per head dim: K/V tile j of a causal backward meets n_q_tiles - j * block_n / block_m query
 # tiles, so the blocks' work falls with j; dispatched blockIdx.x (j) fastest, every wave mixes heavy and light blocks
 # and the last wave is whatever is left. For these head dims the blocks run heaviest first, in groups of pairs
-# (ops/backward_kernels.HEAVY_GROUP_MB; the kernel maps a 1-D grid). Same per-block arithmetic: dk, dv bitwise equal,
-# dq up to the order of its fp32 adds (deterministic: bitwise). H200, against A/A copies: D 128 +8 % at 8k tokens, +1
-# % at 16k (s11); by groups of 64 MB, D 128 N 4096 +1..+2 % over every pair at once, D 64 N 4096 +0..+4 % over
-# blockIdx.x order, where every pair at once lost 35 % (s25b-d).
+# (ops/backward_kernels.HEAVY_GROUP_MB; the kernel maps a 1-D grid). Same per-block arithmetic: dk, dv bitwise equal, dq
+# up to the order of its fp32 adds (deterministic: bitwise). H200, against A/A copies: D 128 +8 % at 8k tokens, +1 % at
+# 16k (s11); by groups of 64 MB, D 128 N 4096 +1..+2 % over every pair at once, D 64 N 4096 +0..+4 % over blockIdx.x
+# order, where every pair at once lost 35 % (s25b-d).
 HEAVY_FIRST = (64, 128)
-# TAIL_SPLIT: a grid of equal blocks whose count is not a whole number of waves (1 block an SM)
-# leaves its last wave nearly empty: the table's D 64 rows run 4096 blocks on 132 SMs, 31.03 waves, 4 blocks in the last
-# (at whole waves the served D 64 non-causal backward ran 1.07-1.09x cuDNN, at 7.76 / 15.52 waves 0.99 / 1.01x:
+# TAIL_SPLIT: a grid of equal blocks whose count is not a whole number of waves (1 block an SM) leaves its last wave
+# nearly empty: the table's D 64 rows run 4096 blocks on 132 SMs, 31.03 waves, 4 blocks in the last (at whole waves the
+# served D 64 non-causal backward ran 1.07-1.09x cuDNN, at 7.76 / 15.52 waves 0.99 / 1.01x:
 # backward_waves_probe_h200_2026-11-30_s18f.log). On, the grid is 1-D: the whole waves' blocks run their K/V tiles
 # whole, and each K/V tile left is split into SMs // tiles-left parts dispatched last, each running a share of the
 # tile's query tiles and adding its dK, dV in fp32 to a tail buffer in dq_sem's workspace, converted by the tile's last
 # part (ops/backward_gpu.BackwardLaunch: the grid; the preprocess zeroes the buffer). Not deterministic (the adds'
-# order), not causal (the tiles left are a causal grid's lightest: level to -1.2 %), not on the heavy-first grid.
-# H200, against an A/A copy (backward_tail_split_ab_h200_2026-11-30_s18g_bench.log): D 64 non-causal +1.8..+2.5 %
+# order), not causal (the tiles left are a causal grid's lightest: level to -1.2 %), not on the heavy-first grid. H200,
+# against an A/A copy (backward_tail_split_ab_h200_2026-11-30_s18g_bench.log): D 64 non-causal +1.8..+2.5 %
 # (0.989-1.008x cuDNN in that run, off 0.959-0.983x).
 TAIL_SPLIT = True
 # ONE_CONSUMER: a producer warpgroup with ONE consumer warpgroup (block_n 64, warps 8), setmaxnreg 24 / 232 and
@@ -104,12 +101,12 @@ TAIL_SPLIT = True
 # H200 against the two-consumer tile (s20a-d, s20h): N 4096 causal +4..+11 % in every run, N 16384 non-causal -3..-8 %,
 # the other rows within run-to-run movement; served on the causal D 64 keys.
 ONE_CONSUMER, ONE_CONSUMER_REGS = True, 232  # (232: the consumer's setmaxnreg there; 240 with two consumers)
-# PERSISTENT (TAIL_SPLIT's grid, D 64, two consumers, dq_via_producer 2): one CTA an SM walks the 1-D grid's blocks;
-# the producer loads each next block's K, V into a second buffer under the block before and runs its query tiles on
-# (no launch, K/V wait or dQ drain a block). setmaxnreg 224 / 56. H200, graph replay against an A/A copy (s21d):
-# D 64 non-causal N 4096 +5.5 / +3.9 % (bf16 / fp16), N 16384 +2.8 / +3.6 %.
+# PERSISTENT (TAIL_SPLIT's grid, D 64, two consumers, dq_via_producer 2): one CTA an SM walks the 1-D grid's blocks; the
+# producer loads each next block's K, V into a second buffer under the block before and runs its query tiles on (no
+# launch, K/V wait or dQ drain a block). setmaxnreg 224 / 56. H200, graph replay against an A/A copy (s21d): D 64
+# non-causal N 4096 +5.5 / +3.9 % (bf16 / fp16), N 16384 +2.8 / +3.6 %.
 PERSISTENT = True
-CAUSAL_WALK = False  # PERSISTENT's walk of the heavy-first causal grid too, every other round backwards (NOTES s27)
+CAUSAL_WALK = False  # PERSISTENT's walk of the heavy-first causal grid too, its blocks handed out by a counter (s27)
 # DQ_FREE_ON_FULL: the walk's producer reduces tile g - 2's dQ and waits for its read before arriving on full[g], so
 # the consumer staging tile g's dQ (the same buffer) skips its dq_empty wait. H200, graph replay against two A/A
 # copies (s24b): D 64 non-causal +1..+5 % (N 4096 +3.5 / +5.4 % bf16 / fp16, N 16384 +2.2 / +0.9 %).
@@ -282,15 +279,16 @@ class BackwardWgmmaTemplate(Template):
             fits = total + 2 * (staging + 16) + SMEM_ALIGN <= ARCHS[cfg.arch].smem_per_block
             dq_bufs = 2 if fits else 1
             total += dq_bufs * (staging + 16)
-        if self.persistent(cfg):  # kv_empty[2] and a slot per staging tile, then the second K/V buffer (1 KB-aligned)
-            total = -(-(total + 16 + 16 * dq_bufs) // SMEM_ALIGN) * SMEM_ALIGN + 2 * lay["kv"]
+        if self.persistent(cfg):  # kv_empty[2], a slot per staging tile (CAUSAL_WALK: 2 mbarriers, 2 indices), then
+            walk = 24 if cfg.causal else 0  # the second K/V buffer (1 KB-aligned)
+            total = -(-(total + 16 + 16 * dq_bufs + walk) // SMEM_ALIGN) * SMEM_ALIGN + 2 * lay["kv"]
         return {**lay, "dq_staging": staging, "dq_bufs": dq_bufs, "total": total}
 
     def tail_split(self, cfg: BackwardConfig) -> bool:  # (its main kernel on TAIL_SPLIT's 1-D grid)
         return TAIL_SPLIT and not (cfg.deterministic or cfg.causal or heavy_first(cfg))
 
     def persistent(self, cfg: BackwardConfig) -> bool:
-        """Whether cfg's main kernel walks TAIL_SPLIT's blocks with one CTA an SM (PERSISTENT, above)."""
+        """Whether cfg's main kernel walks TAIL_SPLIT's (or CAUSAL_WALK's) blocks with one CTA an SM (PERSISTENT)."""
         walked = self.tail_split(cfg) or (CAUSAL_WALK and heavy_first(cfg) and not cfg.deterministic)
         return (PERSISTENT and walked and self.producer(cfg) and self.consumers(cfg) == 2
                 and tiled(cfg).head_dim == 64 and cfg.stages == 2 and self.dq_mode(cfg) == 2)
@@ -335,7 +333,8 @@ class BackwardWgmmaTemplate(Template):
                 "dq_tile_reduce": tile_reduce, "dq_accum_permuted": tile_reduce,  # (the latter: backward_rows' _dq)
                 "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True, "heavy_first": heavy_first(cfg),
                 "heavy_group_mb": backward_kernels.HEAVY_GROUP_MB,
-                "tail_split": self.tail_split(cfg), "persistent": persistent, "probe_clocks": PROBE_CLOCKS,
+                "tail_split": self.tail_split(cfg), "persistent": persistent,
+                "causal_walk": persistent and cfg.causal, "probe_clocks": PROBE_CLOCKS,
                 "dq_free_on_full": DQ_FREE_ON_FULL and persistent, "alternate_dq": ALTERNATE_DQ and persistent,
                 "staged_store": STAGED_STORE and self.producer(cfg),
                 "consumer_regs": ONE_CONSUMER_REGS if self.one_consumer(cfg) else 224 if persistent else 240,
