@@ -179,10 +179,11 @@ def test_compiles_without_spills(d, causal, stages, dtype, tmp_path):
     assert "USETMAXREG.DEALLOC.CTAPOOL 0x18" in main and _producer_max_register(main) < 24
 
 
-def test_rule_picks_the_tile_reduction():
+def test_rule_picks_the_tile_reduction(monkeypatch):
     """DQ_RULE = 2 (H200: over 1 +8-11 % at D 128, +21-25 % at D 64) serves the D 64 and D 128 producer defaults
     with one bulk op a tile from the stmatrix stores; the deterministic defaults keep the consumers' adds; 2 is
     spelled -1."""
+    monkeypatch.setattr(backward_wgmma, "CAUSAL_WALK", False)  # (the walk's producer reduces dQ in its own loop)
     for d in (64, 128):
         c = WG.default("sm_90a", key("bf16", d, True))
         source = render(c)
@@ -195,10 +196,11 @@ STAGED = "stmatrix_x4(row + 64 * k"  # the stmatrix staging store (dq_accum's pe
 PERMUTED = "row[(2 * c) ^ (r % 8)]"  # the _dq kernel's read of that order
 
 
-def test_tile_reduce_value():
+def test_tile_reduce_value(monkeypatch):
     """dq_via_producer=2: the staging rows unpadded (the tile one contiguous range of dq_accum, so D 128 holds two
     staging tiles), stored by stmatrix and read back permuted by the _dq kernel, one producer thread reduces it and frees it (count 1); 1 keeps none of
     that code."""
+    monkeypatch.setattr(backward_wgmma, "CAUSAL_WALK", False)  # (as above)
     for d in (64, 128):
         rows = render(on(d=d))
         assert "(dq_via_producer=2)" not in rows and STAGED not in rows and PERMUTED not in rows

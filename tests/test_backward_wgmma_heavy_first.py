@@ -33,6 +33,7 @@ def test_served_for_d128_only_and_off_every_config_reads_blockidx_x(monkeypatch)
 def test_on_causal_configs_take_the_swapped_grid(monkeypatch):
     monkeypatch.setattr(backward_wgmma, "HEAVY_FIRST", (64, 128, 256))
     monkeypatch.setattr(backward_wgmma, "TAIL_SPLIT", False)  # (its 1-D grid: tests/test_backward_wgmma_tail_split.py)
+    monkeypatch.setattr(backward_wgmma, "CAUSAL_WALK", False)  # (its walk: tests/test_backward_wgmma_causal_walk.py)
     for _, c in _valid_configs("split"):
         source = render(c)
         assert (ON_LINE in source) == c.causal and (OFF_LINE in source) != c.causal, c.name

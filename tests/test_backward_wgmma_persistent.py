@@ -40,6 +40,7 @@ def walk_sources(monkeypatch, switch: str, mark: str) -> list[str]:
 
 
 def test_on_changes_only_the_d64_two_consumer_tail_split_tiles(monkeypatch):
+    monkeypatch.setattr(backward_wgmma, "CAUSAL_WALK", False)  # (its walk: tests/test_backward_wgmma_causal_walk.py)
     cfgs = tiles()
     monkeypatch.setattr(backward_wgmma, "PERSISTENT", False)
     off = [render(c) for c in cfgs]

@@ -18,6 +18,7 @@ SPLIT = "const bool is_part = (int)blockIdx.x >= full_blocks;"
 def test_off_renders_no_split(monkeypatch):
     assert backward_wgmma.TAIL_SPLIT is True  # (served: NOTES "TAIL_SPLIT")
     monkeypatch.setattr(backward_wgmma, "TAIL_SPLIT", False)
+    monkeypatch.setattr(backward_wgmma, "CAUSAL_WALK", False)
     for d in (64, 128):
         for causal in (False, True):
             for c in WG.space("sm_90a", key("bf16", d, causal)):
@@ -28,6 +29,7 @@ def test_off_renders_no_split(monkeypatch):
 
 def test_on_where_it_applies(monkeypatch):
     monkeypatch.setattr(backward_wgmma, "TAIL_SPLIT", True)
+    monkeypatch.setattr(backward_wgmma, "CAUSAL_WALK", False)  # (its counter also takes tail_words: its own tests)
     for d in (64, 96, 128):
         for causal in (False, True):
             for det in (False, True):

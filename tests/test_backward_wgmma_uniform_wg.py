@@ -58,6 +58,7 @@ def test_served_tiles_compile_clean_with_few_r2ur(c, tmp_path, monkeypatch):
     # TAIL_SPLIT's block-index arithmetic adds R2URs before the loop (its main loop's census: within 3 instructions of
     # the 3-D grid's, benchmarks/NOTES.md "TAIL_SPLIT"): the loop's count is what this checks
     monkeypatch.setattr(backward_wgmma, "TAIL_SPLIT", False)
+    monkeypatch.setattr(backward_wgmma, "CAUSAL_WALK", False)  # (the same for the causal walk's: 66 R2UR, s27)
 
     kernel = compile_kernel(c)  # the session's cache: test_backward_wgmma compiles these too
     report = kernel.report

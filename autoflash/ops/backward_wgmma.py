@@ -95,18 +95,19 @@ HEAVY_FIRST = (64, 128)
 # against an A/A copy (backward_tail_split_ab_h200_2026-11-30_s18g_bench.log): D 64 non-causal +1.8..+2.5 %
 # (0.989-1.008x cuDNN in that run, off 0.959-0.983x).
 TAIL_SPLIT = True
-# ONE_CONSUMER: a producer warpgroup with ONE consumer warpgroup (block_n 64, warps 8), setmaxnreg 24 / 232 and
-# __launch_bounds__(256, 2): two CTAs share an SM and run independently instead of two consumers meeting at the dS^T
-# barrier every tile. Not deterministic; D 64 only (D 128's tile needs 182 KB); in the space, the tuner picks per key.
-# H200 against the two-consumer tile (s20a-d, s20h): N 4096 causal +4..+11 % in every run, N 16384 non-causal -3..-8 %,
-# the other rows within run-to-run movement; served on the causal D 64 keys.
+# ONE_CONSUMER: a producer warpgroup with ONE consumer warpgroup (block_n 64, warps 8), setmaxnreg 24 / 232,
+# __launch_bounds__(256, 2): two CTAs an SM, independent, not two consumers meeting at the dS^T barrier every tile. Not
+# deterministic; D 64 only (D 128's tile needs 182 KB); the tuner picks per key. H200 vs the two-consumer tile (s20):
+# N 4096 causal +4..+11 %, N 16384 non-causal -3..-8 %; served on the causal D 64 keys until CAUSAL_WALK (s27).
 ONE_CONSUMER, ONE_CONSUMER_REGS = True, 232  # (232: the consumer's setmaxnreg there; 240 with two consumers)
 # PERSISTENT (TAIL_SPLIT's grid, D 64, two consumers, dq_via_producer 2): one CTA an SM walks the 1-D grid's blocks; the
 # producer loads each next block's K, V into a second buffer under the block before and runs its query tiles on (no
 # launch, K/V wait or dQ drain a block). setmaxnreg 224 / 56. H200, graph replay against an A/A copy (s21d): D 64
 # non-causal N 4096 +5.5 / +3.9 % (bf16 / fp16), N 16384 +2.8 / +3.6 %.
 PERSISTENT = True
-CAUSAL_WALK = False  # PERSISTENT's walk of the heavy-first causal grid too, its blocks handed out by a counter (s27)
+# CAUSAL_WALK: PERSISTENT's walk of the heavy-first causal grid, the next block to the first CTA free (a counter). H200
+# D 64 causal (s27b): +3..+14 % over the one-consumer tile (static rounds: 4-11 % behind the unwalked grid, s27a).
+CAUSAL_WALK = True
 # DQ_FREE_ON_FULL: the walk's producer reduces tile g - 2's dQ and waits for its read before arriving on full[g], so
 # the consumer staging tile g's dQ (the same buffer) skips its dq_empty wait. H200, graph replay against two A/A
 # copies (s24b): D 64 non-causal +1..+5 % (N 4096 +3.5 / +5.4 % bf16 / fp16, N 16384 +2.2 / +0.9 %).

@@ -1,0 +1,18 @@
+#!/bin/bash
+# Twenty-seventh session (nvidia-h200): with CAUSAL_WALK on, the D 64 causal keys re-tuned at the bar's size (as s20h),
+# then the bar's reading on those entries (graph replay, served built last; the per-call table; the training step).
+export PYTHONUNBUFFERED=1 AUTOFLASH_CACHE_DIR=/tmp/afcache
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  && export PYTHONPATH=/tmp/site:$PWD:$PWD/benchmarks:$PWD/tests || exit 1
+D=$(date +%Y-%m-%d)
+timeout 150 python3 -m autoflash.cli tune --op backward --template flash_bwd_wgmma --dtype bf16,fp16 --head-dim 64 \
+  --causal true --seq-len 4096,16384 --key deterministic=no --knob block_m=64 --trials 16 --timeout 40 --warm-start \
+  --tokens 524288 --out tuned_configs > $OUT/bwd_tune_d64_causal_h200_${D}_s27c.log 2>&1
+tail -9 $OUT/bwd_tune_d64_causal_h200_${D}_s27c.log | cut -c1-75,130-; cp tuned_configs/sm_90.json $OUT/sm_90.json
+timeout 160 python3 benchmarks/bench_backward_graph.py --rounds 11 --served-last 2>&1 \
+  | grep -v -i "warn\|no tuned config\|return Impl" | tee $OUT/bench_backward_graph_served_last_h200_${D}_s27c.log
+timeout 150 python3 benchmarks/bench_backward.py --head-dims 64,128 --seqs 4096,16384 --dtypes bf16,fp16 --rounds 3 \
+  --no-det > $OUT/bench_backward_h200_${D}_s27c.log 2>&1; tail -18 $OUT/bench_backward_h200_${D}_s27c.log
+timeout 130 python3 benchmarks/bench_training.py --quick --json $OUT/training_h200_${D}_s27c.json \
+  > $OUT/bench_training_h200_${D}_s27c.log 2>&1
+tail -12 $OUT/bench_training_h200_${D}_s27c.log
