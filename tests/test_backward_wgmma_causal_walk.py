@@ -9,7 +9,7 @@ from autoflash.kernels.render import render
 from autoflash.ops import backward_wgmma
 
 from test_backward_wgmma import WG, assert_compiles_clean, key
-from test_backward_wgmma_persistent import tiles
+from test_backward_wgmma_persistent import stand_kernel, tiles
 
 MARK = "atomicAdd(dq_sem, 1) + (int)gridDim.x"  # (the producer takes the next block from the counter)
 
@@ -44,17 +44,8 @@ def test_launch_takes_one_cta_an_sm_and_the_heavy_first_block_count(monkeypatch)
     monkeypatch.setattr(backward_wgmma, "CAUSAL_WALK", True)
     monkeypatch.setattr(backward_gpu, "sm_count", lambda device: 132)
     cfg = WG.config("sm_90a", key("bf16", 64, True), block_m=64, block_n=128, warps=12, stages=2, warps_q=1)
-
-    class Stand:  # a loaded kernel's face: its config and render values
-        config, smem, device_id = cfg, WG.smem_bytes(cfg), 0
-        values = WG.template_values(cfg)
-        function = None
-
-        def function_named(self, suffix):
-            return None
-
     for seq, blocks, grid in ((4096, 32 * 16 * 2, 132), (256, 2 * 16 * 2, 64)):
-        launch = backward_gpu.BackwardLaunch(Stand(), BackwardProblem(2, 16, 16, seq, seq, 64, True), 0.125)
+        launch = backward_gpu.BackwardLaunch(stand_kernel(cfg), BackwardProblem(2, 16, 16, seq, seq, 64, True), 0.125)
         assert launch.main_grid == (grid, 1, 1) and int(launch.main_stride_tail[-1]) == blocks
         assert int(launch.pre_tail[-1]) == 1 and launch.offsets[3] + 4 <= launch.workspace_bytes
         pointers = [backward_gpu.np.uint64(8 * (i + 1)) for i in range(18)]

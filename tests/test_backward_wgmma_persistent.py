@@ -28,6 +28,18 @@ def tiles():
     return out
 
 
+def stand_kernel(cfg):
+    """A loaded kernel's face for a launch plan: its config and render values, no functions."""
+    class Stand:
+        config, smem, device_id = cfg, WG.smem_bytes(cfg), 0
+        values = WG.template_values(cfg)
+        function = None
+
+        def function_named(self, suffix):
+            return None
+    return Stand()
+
+
 def walk_sources(monkeypatch, switch: str, mark: str) -> list[str]:
     """The sources of the walk's tiles with ops/backward_wgmma's `switch` on, after checking that off no tile renders
     `mark` and on exactly the walk's do."""
@@ -74,16 +86,7 @@ def test_launch_takes_one_cta_an_sm_and_the_block_count(monkeypatch):
     monkeypatch.setattr(backward_wgmma, "PERSISTENT", True)
     monkeypatch.setattr(backward_gpu, "sm_count", lambda device: 132)
     cfg = WG.default("sm_90a", key("bf16", 64, False))
-
-    class Stand:  # a loaded kernel's face: its config and render values
-        config, smem, device_id = cfg, WG.smem_bytes(cfg), 0
-        values = WG.template_values(cfg)
-        function = None
-
-        def function_named(self, suffix):
-            return None
-
-    launch = backward_gpu.BackwardLaunch(Stand(), BackwardProblem(4, 32, 32, 4096, 4096, 64, False), 0.125)
+    launch = backward_gpu.BackwardLaunch(stand_kernel(cfg), BackwardProblem(4, 32, 32, 4096, 4096, 64, False), 0.125)
     # 32 K/V tiles x 32 heads x 4 = 4096 blocks: 4092 whole, 4 left in 33 parts each -> 4224 blocks on 132 CTAs
     assert launch.main_grid == (132, 1, 1)
     assert [int(x) for x in launch.main_stride_tail[-3:]] == [4092, 33, 4224]
