@@ -8,7 +8,7 @@ import pytest
 from autoflash.kernels.render import render
 from autoflash.ops import backward_wgmma
 
-from test_backward_wgmma import WG, assert_compiles_clean, key
+from test_backward_wgmma import WG, assert_compiles_clean, cfg
 from test_backward_wgmma_persistent import stand_kernel, tiles
 
 MARK = "atomicAdd(dq_sem, 1) + (int)gridDim.x"  # (the producer takes the next block from the counter)
@@ -32,9 +32,9 @@ def test_on_walks_exactly_the_two_consumer_d64_causal_tiles(monkeypatch):
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
 def test_on_compiles_clean(dtype, monkeypatch):
     monkeypatch.setattr(backward_wgmma, "CAUSAL_WALK", True)
-    cfg = WG.config("sm_90a", key(dtype, 64, True), block_m=64, block_n=128, warps=12, stages=2, warps_q=1)
-    assert WG.persistent(cfg) and "PRODUCER_REGS = 56, CONSUMER_REGS = 224;" in render(cfg)
-    assert_compiles_clean(cfg)
+    walked = cfg(dtype, 64, True, warps=12)
+    assert WG.persistent(walked) and "PRODUCER_REGS = 56, CONSUMER_REGS = 224;" in render(walked)
+    assert_compiles_clean(walked)
 
 
 def test_launch_takes_one_cta_an_sm_and_the_heavy_first_block_count(monkeypatch):
@@ -43,9 +43,9 @@ def test_launch_takes_one_cta_an_sm_and_the_heavy_first_block_count(monkeypatch)
 
     monkeypatch.setattr(backward_wgmma, "CAUSAL_WALK", True)
     monkeypatch.setattr(backward_gpu, "sm_count", lambda device: 132)
-    cfg = WG.config("sm_90a", key("bf16", 64, True), block_m=64, block_n=128, warps=12, stages=2, warps_q=1)
+    walked = cfg("bf16", 64, True, warps=12)
     for seq, blocks, grid in ((4096, 32 * 16 * 2, 132), (256, 2 * 16 * 2, 64)):
-        launch = backward_gpu.BackwardLaunch(stand_kernel(cfg), BackwardProblem(2, 16, 16, seq, seq, 64, True), 0.125)
+        launch = backward_gpu.BackwardLaunch(stand_kernel(walked), BackwardProblem(2, 16, 16, seq, seq, 64, True), 0.125)
         assert launch.main_grid == (grid, 1, 1) and int(launch.main_stride_tail[-1]) == blocks
         assert int(launch.pre_tail[-1]) == 1 and launch.offsets[3] + 4 <= launch.workspace_bytes
         pointers = [backward_gpu.np.uint64(8 * (i + 1)) for i in range(18)]

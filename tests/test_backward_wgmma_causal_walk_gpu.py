@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 # (its module-level checks apply here too: torch, CuPy, an sm_90 GPU)
 from test_backward_strided_gpu import DTYPES, TOLERANCE, backward_wgmma  # noqa: E402
 from test_backward_gpu import assert_switch_keeps_gradients  # noqa: E402
+from test_backward_wgmma import cfg as tile  # noqa: E402
 from test_backward_wgmma_heavy_first_gpu import inputs  # noqa: E402
 from switched_backward import forget_switched_kernels, run_switched  # noqa: E402,F401 (an autouse fixture)
 
@@ -26,13 +27,6 @@ CASES = [  # batch, heads_q, heads_kv, seq_q, seq_k, alignment (132 SMs; BLOCK_N
 ]
 
 
-def walk_config(dtype: str):
-    """The two-consumer D 64 tile (the walk's; ONE_CONSUMER serves 64 x 64 with one consumer at D 64 causal)."""
-    key = dict(dtype=dtype, head_dim=64, causal=True, deterministic=False, window=False, softcap=False, sinks=False,
-               alibi=False)
-    return backward_wgmma.TEMPLATE.config("sm_90a", key, block_m=64, block_n=128, warps=12, stages=2, warps_q=1)
-
-
 def run(monkeypatch, on: bool, *args, **kw):
     return run_switched(monkeypatch, "CAUSAL_WALK", on, *args, **kw)
 
@@ -42,7 +36,7 @@ def run(monkeypatch, on: bool, *args, **kw):
 def test_matches_float64_and_the_switch_off(case, dtype, monkeypatch):
     b, hq, hkv, nq, nk, alignment = case
     q, k, v, dout = inputs(b, hq, hkv, nq, nk, 64, DTYPES[dtype], False, seed=nq + nk)
-    cfg = walk_config(dtype)
+    cfg = tile(dtype, 64, True, warps=12)  # (the walk's two-consumer D 64 tile)
     monkeypatch.setattr(backward_wgmma, "CAUSAL_WALK", True)
     assert backward_wgmma.TEMPLATE.persistent(cfg)
     assert_switch_keeps_gradients(functools.partial(run, monkeypatch), q, k, v, dout, TOLERANCE[dtype],
