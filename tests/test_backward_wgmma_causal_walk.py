@@ -11,7 +11,7 @@ from autoflash.ops import backward_wgmma
 from test_backward_wgmma import WG, assert_compiles_clean, cfg
 from test_backward_wgmma_persistent import stand_kernel, tiles
 
-MARK = "atomicAdd(dq_sem, 1) + (int)gridDim.x"  # (the producer takes the next block from the counter)
+MARK = "atomicAdd(queue_counter, 1) + (int)gridDim.x"  # (the producer takes the next block from the counter)
 
 
 def causal_tiles():

@@ -39,8 +39,7 @@ SMEM_ALIGN = 1024  # the kernel rounds the shared-memory base up to a swizzle at
 REGISTER_BUDGET = 240  # fp32 accumulators a thread may hold at once (ptxas needs the rest)
 PRODUCER_ACCUMULATORS = 208  # the same under a producer warpgroup (setmaxnreg gives consumers 240 registers)
 NOT_SUPPORTED = ("window", "softcap", "sinks", "alibi")
-# Deterministic keys served here (not by flash_bwd_mma): float64 and bitwise-repeat tests passed on the H200 (s6).
-SERVE_DETERMINISTIC = True
+SERVE_DETERMINISTIC = True  # deterministic keys served here, not by flash_bwd_mma (H200: float64, bitwise tests, s6)
 # DQ_OWN_KEYS: each warpgroup adds the dQ tile summed over its own 64 keys (twice the fp32 reductions, no block-wide
 # dS^T barrier) instead of a slice summed over the block's keys: 20-24 % slower on every H200 row (run2 log).
 DQ_OWN_KEYS = False
@@ -61,8 +60,8 @@ DQ_BULK_REDUCE = False
 # the rotation +9-12 % over plain unpadded stores at D 128, 0.99-1.02x at D 64; one round of selects (4
 # wavefronts) below two at D 128 (dq_stage_rotate_h200_2026-11-30_s8); stmatrix over the rotation (8 STSM for 16
 # STS.64 and 64 FSEL a tile) D 128 +0.3..+2.2 %, D 64 -0.9..+1.4 % against an A/A copy
-# (backward_dq_stmatrix_ab_h200_2026-11-30_s18a_bench.log). So 1 is dominated on the H200 (the tuner may still pick
-DQ_RULE = 2  # it); the rule (-1, dq_via_producer_rule) is DQ_RULE where its staging tile fits, else 0
+# (backward_dq_stmatrix_ab_h200_2026-11-30_s18a_bench.log). So 1 is dominated on the H200 (the tuner may pick it).
+DQ_RULE = 2  # the rule's value (-1, dq_via_producer_rule) where its staging tile fits, else 0
 DQ_STAGING_PAD = 8  # floats added to each staging row of value 1 (the template's DQ_PSTRIDE)
 # The read lag (dq_via_producer=2, two staging buffers, stages 2): the producer's dQ thread waits for the read of
 # the PREVIOUS tile's bulk reduction (wait_group.read 1), then frees that buffer, so its warp, which also loads the
@@ -77,12 +76,10 @@ DQ_MODES = {0: "consumers' adds", 1: "staged, a bulk op per row", 2: "staged unp
 # returns gradients laid out like torch.empty_like(q, k, v); off: views are copied to contiguous tensors first.
 STRIDED = True
 # Causal dispatch order, per head dim: K/V tile j of a causal backward meets n_q_tiles - j * block_n / block_m query
-# tiles, so the blocks' work falls with j; dispatched blockIdx.x (j) fastest, every wave mixes heavy and light blocks
-# and the last wave is whatever is left. For these head dims the blocks run heaviest first, in groups of pairs
-# (ops/backward_kernels.HEAVY_GROUP_MB; the kernel maps a 1-D grid). Same per-block arithmetic: dk, dv bitwise equal, dq
-# up to the order of its fp32 adds (deterministic: bitwise). H200, against A/A copies: D 128 +8 % at 8k tokens, +1 % at
-# 16k (s11); by groups of 64 MB, D 128 N 4096 +1..+2 % over every pair at once, D 64 N 4096 +0..+4 % over blockIdx.x
-# order, where every pair at once lost 35 % (s25b-d).
+# tiles; in blockIdx.x order the last wave is whatever is left. For these head dims the blocks run heaviest first, in
+# groups of pairs (ops/backward_kernels.HEAVY_GROUP_MB; a 1-D grid). dk, dv bitwise equal, dq up to its fp32 adds'
+# order. H200, against A/A copies: D 128 +8 % at 8k tokens, +1 % at 16k (s11); by groups of 64 MB, D 128 N 4096
+# +1..+2 % over every pair at once, D 64 N 4096 +0..+4 % over blockIdx.x order (every pair at once: -35 %) (s25b-d).
 HEAVY_FIRST = (64, 128)
 # TAIL_SPLIT: a grid of equal blocks whose count is not a whole number of waves (1 block an SM) leaves its last wave
 # nearly empty: the table's D 64 rows run 4096 blocks on 132 SMs, 31.03 waves, 4 blocks in the last (at whole waves the
@@ -108,6 +105,8 @@ PERSISTENT = True
 # CAUSAL_WALK: PERSISTENT's walk of the heavy-first causal grid, the next block to the first CTA free (a counter). H200
 # D 64 causal (s27b): +3..+14 % over the one-consumer tile (static rounds: 4-11 % behind the unwalked grid, s27a).
 CAUSAL_WALK = True
+# BLOCK_QUEUE: the non-causal walk's next blocks from the counter too (equal blocks: a gain would be SMs' rates). Off.
+BLOCK_QUEUE = False
 # DQ_FREE_ON_FULL: the walk's producer reduces tile g - 2's dQ and waits for its read before arriving on full[g], so
 # the consumer staging tile g's dQ (the same buffer) skips its dq_empty wait. H200, graph replay against two A/A
 # copies (s24b): D 64 non-causal +1..+5 % (N 4096 +3.5 / +5.4 % bf16 / fp16, N 16384 +2.2 / +0.9 %).
@@ -280,8 +279,8 @@ class BackwardWgmmaTemplate(Template):
             fits = total + 2 * (staging + 16) + SMEM_ALIGN <= ARCHS[cfg.arch].smem_per_block
             dq_bufs = 2 if fits else 1
             total += dq_bufs * (staging + 16)
-        if self.persistent(cfg):  # kv_empty[2], a slot per staging tile (CAUSAL_WALK: 2 mbarriers, 2 indices), then
-            walk = 24 if cfg.causal else 0  # the second K/V buffer (1 KB-aligned)
+        if self.persistent(cfg):  # kv_empty[2], a slot per staging tile (a queue: 2 mbarriers, 2 indices), then
+            walk = 24 if cfg.causal or BLOCK_QUEUE else 0  # the second K/V buffer (1 KB-aligned)
             total = -(-(total + 16 + 16 * dq_bufs + walk) // SMEM_ALIGN) * SMEM_ALIGN + 2 * lay["kv"]
         return {**lay, "dq_staging": staging, "dq_bufs": dq_bufs, "total": total}
 
@@ -335,7 +334,8 @@ class BackwardWgmmaTemplate(Template):
                 "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True, "heavy_first": heavy_first(cfg),
                 "heavy_group_mb": backward_kernels.HEAVY_GROUP_MB,
                 "tail_split": self.tail_split(cfg), "persistent": persistent,
-                "causal_walk": persistent and cfg.causal, "probe_clocks": PROBE_CLOCKS,
+                "causal_walk": persistent and cfg.causal, "block_queue": persistent and (cfg.causal or BLOCK_QUEUE),
+                "probe_clocks": PROBE_CLOCKS,
                 "dq_free_on_full": DQ_FREE_ON_FULL and persistent, "alternate_dq": ALTERNATE_DQ and persistent,
                 "staged_store": STAGED_STORE and self.producer(cfg),
                 "consumer_regs": ONE_CONSUMER_REGS if self.one_consumer(cfg) else 224 if persistent else 240,
