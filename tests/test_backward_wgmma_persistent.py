@@ -92,25 +92,20 @@ def test_launch_takes_one_cta_an_sm_and_the_block_count(monkeypatch):
     assert [int(x) for x in launch.main_stride_tail[-3:]] == [4092, 33, 4224]
 
 
-@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
-def test_block_queue_takes_the_walks_blocks_from_a_counter_past_the_tail_buffer(dtype, monkeypatch):
-    """(BLOCK_QUEUE) the non-causal walk's producer takes each next block from the counter, the word after TAIL_SPLIT's
-    tail buffer (its sums and counts), which the preprocess zeroes with it; it compiles clean."""
+
+def test_the_walk_takes_its_blocks_from_a_counter_past_the_tail_buffer(monkeypatch):
+    """The non-causal walk's producer takes each next block from the counter, the word after TAIL_SPLIT's tail buffer
+    (its sums and counts), which the preprocess zeroes with it."""
     from autoflash.ops import backward_gpu
     from autoflash.ops.backward_kernels import BackwardProblem
 
-    cfg = WG.default("sm_90a", key(dtype, 64, False))
-    monkeypatch.setattr(backward_wgmma, "BLOCK_QUEUE", False)
-    assert "queue_counter" not in render(cfg)
+    monkeypatch.setattr(backward_wgmma, "PERSISTENT", True)
     monkeypatch.setattr(backward_gpu, "sm_count", lambda device: 132)
-    problem = BackwardProblem(4, 32, 32, 4096, 4096, 64, False)
-    static = int(backward_gpu.BackwardLaunch(stand_kernel(cfg), problem, 0.125).tail_words)
-    monkeypatch.setattr(backward_wgmma, "BLOCK_QUEUE", True)
+    cfg = WG.default("sm_90a", key("bf16", 64, False))
     source = render(cfg)
     assert "atomicAdd(queue_counter, 1) + (int)gridDim.x" in source and "b += gridDim.x" not in source
     assert "queue_counter = dq_sem + (size_t)(n_blocks - full_blocks) / parts * (2 * BLOCK_N * HEAD_DIM + 1);" in source
-    launch = backward_gpu.BackwardLaunch(stand_kernel(cfg), problem, 0.125)
+    launch = backward_gpu.BackwardLaunch(stand_kernel(cfg), BackwardProblem(4, 32, 32, 4096, 4096, 64, False), 0.125)
     # 4 K/V tiles left: their dK, dV sums (2 x 128 keys x 64) and counts, then the counter
-    assert static == 4 * (2 * 128 * 64 + 1) and int(launch.tail_words) == static + 1 == int(launch.pre_tail[-1])
-    assert launch.offsets[3] + 4 * (static + 1) <= launch.workspace_bytes
-    assert_compiles_clean(cfg)
+    assert int(launch.tail_words) == 4 * (2 * 128 * 64 + 1) + 1 == int(launch.pre_tail[-1])
+    assert launch.offsets[3] + 4 * int(launch.tail_words) <= launch.workspace_bytes

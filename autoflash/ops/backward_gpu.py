@@ -63,7 +63,7 @@ class BackwardLaunch:
         ctas = rendered(kernel, "min_blocks", 1)  # (CTAs an SM: a wave is that many x the SMs)
         self.causal_walk = rendered(kernel, "causal_walk", False)  # (a walk's block counter: after TAIL_SPLIT's tail)
         tail_words = (self._split_tail(cfg, tile, ctas * sm_count(kernel.device_id)) if self.tail_split else 0) + int(
-            rendered(kernel, "block_queue", False))
+            rendered(kernel, "persistent", False))
         sizes = [bh * seq_q_pad * 4, bh * seq_q_pad * 4, q_rows * tile * 4,  # lse2, delta, dQ accumulator, counters
                  bh * n_q_tiles * 4 if cfg.deterministic else tail_words * 4]  # (or TAIL_SPLIT's tail buffer)
         self.offsets, total = [], 0

@@ -367,7 +367,7 @@ class BackwardMmaTemplate(Template):
         return {"mma_type": "bf16" if cfg.dtype == "bf16" else "f16", "pad_m": PAD_M,
                 "head_dim": tile, "hbm_dim": cfg.head_dim,
                 "strided": False,  # (backward_rows.cuh.j2: the strided small kernels are flash_bwd_wgmma's)
-                "dq_accum_permuted": False, "tail_split": False, "causal_walk": False, "block_queue": False,
+                "dq_accum_permuted": False, "tail_split": False, "causal_walk": False,
                 "p_store_early": tile in P_STORE_EARLY, "heavy_first": runs_heavy_first(cfg),
                 "heavy_group_mb": HEAVY_GROUP_MB}
 

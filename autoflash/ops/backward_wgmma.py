@@ -99,14 +99,13 @@ TAIL_SPLIT = True
 ONE_CONSUMER, ONE_CONSUMER_REGS = True, 232  # (232: the consumer's setmaxnreg there; 240 with two consumers)
 # PERSISTENT (TAIL_SPLIT's grid, D 64, two consumers, dq_via_producer 2): one CTA an SM walks the 1-D grid's blocks; the
 # producer loads each next block's K, V into a second buffer under the block before and runs its query tiles on (no
-# launch, K/V wait or dQ drain a block). setmaxnreg 224 / 56. H200, graph replay against an A/A copy (s21d): D 64
-# non-causal N 4096 +5.5 / +3.9 % (bf16 / fp16), N 16384 +2.8 / +3.6 %.
+# launch, K/V wait or dQ drain a block); a CTA's next block is a counter's next (s28a: level with steps of the grid
+# here). setmaxnreg 224 / 56. H200, graph replay against an A/A copy (s21d): D 64 non-causal N 4096 +5.5 / +3.9 %
+# (bf16 / fp16), N 16384 +2.8 / +3.6 %.
 PERSISTENT = True
 # CAUSAL_WALK: PERSISTENT's walk of the heavy-first causal grid, the next block to the first CTA free (a counter). H200
 # D 64 causal (s27b): +3..+14 % over the one-consumer tile (static rounds: 4-11 % behind the unwalked grid, s27a).
 CAUSAL_WALK = True
-# BLOCK_QUEUE: the non-causal walk's next blocks from the counter too (equal blocks: a gain would be SMs' rates). Off.
-BLOCK_QUEUE = False
 # DQ_FREE_ON_FULL: the walk's producer reduces tile g - 2's dQ and waits for its read before arriving on full[g], so
 # the consumer staging tile g's dQ (the same buffer) skips its dq_empty wait. H200, graph replay against two A/A
 # copies (s24b): D 64 non-causal +1..+5 % (N 4096 +3.5 / +5.4 % bf16 / fp16, N 16384 +2.2 / +0.9 %).
@@ -279,9 +278,9 @@ class BackwardWgmmaTemplate(Template):
             fits = total + 2 * (staging + 16) + SMEM_ALIGN <= ARCHS[cfg.arch].smem_per_block
             dq_bufs = 2 if fits else 1
             total += dq_bufs * (staging + 16)
-        if self.persistent(cfg):  # kv_empty[2], a slot per staging tile (a queue: 2 mbarriers, 2 indices), then
-            walk = 24 if cfg.causal or BLOCK_QUEUE else 0  # the second K/V buffer (1 KB-aligned)
-            total = -(-(total + 16 + 16 * dq_bufs + walk) // SMEM_ALIGN) * SMEM_ALIGN + 2 * lay["kv"]
+        if self.persistent(cfg):  # kv_empty[2], a slot per staging tile, the next blocks' 2 mbarriers and 2 indices,
+            # then the second K/V buffer (1 KB-aligned)
+            total = -(-(total + 16 + 16 * dq_bufs + 24) // SMEM_ALIGN) * SMEM_ALIGN + 2 * lay["kv"]
         return {**lay, "dq_staging": staging, "dq_bufs": dq_bufs, "total": total}
 
     def tail_split(self, cfg: BackwardConfig) -> bool:  # (its main kernel on TAIL_SPLIT's 1-D grid)
@@ -334,8 +333,7 @@ class BackwardWgmmaTemplate(Template):
                 "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True, "heavy_first": heavy_first(cfg),
                 "heavy_group_mb": backward_kernels.HEAVY_GROUP_MB,
                 "tail_split": self.tail_split(cfg), "persistent": persistent,
-                "causal_walk": persistent and cfg.causal, "block_queue": persistent and (cfg.causal or BLOCK_QUEUE),
-                "probe_clocks": PROBE_CLOCKS,
+                "causal_walk": persistent and cfg.causal, "probe_clocks": PROBE_CLOCKS,
                 "dq_free_on_full": DQ_FREE_ON_FULL and persistent, "alternate_dq": ALTERNATE_DQ and persistent,
                 "staged_store": STAGED_STORE and self.producer(cfg),
                 "consumer_regs": ONE_CONSUMER_REGS if self.one_consumer(cfg) else 224 if persistent else 240,
