@@ -40,7 +40,8 @@ from autoflash.ops.forward_base import MAX_TOKEN_STRIDE, Problem, causal_offset,
 
 # (Q/K head dim, V head dim) pairs with a backward (Dv != Dqk, e.g. MLA's 192/128); 192 is a backward
 # head dim only as such a pair's (routing's dense head dims stay TEMPLATE.key_values).
-# Served by attention() and attention_backward (float64 gradient tests: tests/test_backward_head_dim_v_gpu.py, H200).
+# Served by autoflash.attention() and attention_backward: their float64 gradient tests
+# (tests/test_backward_head_dim_v_gpu.py) passed on the H200 (2026-11-29, fifth session).
 HEAD_DIM_PAIRS = ((192, 128), (128, 64))
 # The head dims flash_bwd_mma's tiles are built for; any other multiple of 8 up to 256 runs on the next of them, its
 # Q, K, V, dO zero-filled past the problem's head dim in shared memory and nothing of the padding read or written in
@@ -57,7 +58,6 @@ P_STORE_EARLY = (64,)
 HEAVY_FIRST, HEAVY_GROUP_MB = (64, 128, 256), 64  # D 128 / 256 +5..+7 %; 64 MB over every pair at once: N 16384 +1..+5 %
 PAD_M = 128  # workspace rows per (batch, query head) are padded to this (>= every block_m)
 SMEM_PAD = 8  # elements (16 bytes) added to each shared-memory row: conflict-free ldmatrix
-MAXNREG = 0  # (being measured, s28) the main kernel's register cap by __maxnreg__ (0: __launch_bounds__(THREADS, 1))
 TOLERANCE = {"fp16": 2e-3, "bf16": 1e-2}
 FLOP_FACTOR = 2.5  # backward FLOPs / forward FLOPs (FlashAttention's convention)
 
@@ -369,7 +369,7 @@ class BackwardMmaTemplate(Template):
                 "strided": False,  # (backward_rows.cuh.j2: the strided small kernels are flash_bwd_wgmma's)
                 "dq_accum_permuted": False, "tail_split": False, "causal_walk": False,
                 "p_store_early": tile in P_STORE_EARLY, "heavy_first": runs_heavy_first(cfg),
-                "heavy_group_mb": HEAVY_GROUP_MB, "maxnreg": MAXNREG}
+                "heavy_group_mb": HEAVY_GROUP_MB}
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         pair = (key["head_dim"], key.get("head_dim_v", 0))
