@@ -58,6 +58,7 @@ P_STORE_EARLY = (64,)
 HEAVY_FIRST, HEAVY_GROUP_MB = (64, 128, 256), 64  # D 128 / 256 +5..+7 %; 64 MB over every pair at once: N 16384 +1..+5 %
 PAD_M = 128  # workspace rows per (batch, query head) are padded to this (>= every block_m)
 SMEM_PAD = 8  # elements (16 bytes) added to each shared-memory row: conflict-free ldmatrix
+S_ROWS = ()  # (being measured, s28) tile dims whose 2-D layout computes S, dP with the queries as rows (FA2's form)
 TOLERANCE = {"fp16": 2e-3, "bf16": 1e-2}
 FLOP_FACTOR = 2.5  # backward FLOPs / forward FLOPs (FlashAttention's convention)
 
@@ -369,7 +370,8 @@ class BackwardMmaTemplate(Template):
                 "strided": False,  # (backward_rows.cuh.j2: the strided small kernels are flash_bwd_wgmma's)
                 "dq_accum_permuted": False, "tail_split": False, "causal_walk": False,
                 "p_store_early": tile in P_STORE_EARLY, "heavy_first": runs_heavy_first(cfg),
-                "heavy_group_mb": HEAVY_GROUP_MB}
+                "heavy_group_mb": HEAVY_GROUP_MB, "s_rows": tile in S_ROWS and cfg.warps_q == 2 and cfg.block_m <= cfg.block_n
+                and not (cfg.window or cfg.softcap or cfg.alibi)}
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         pair = (key["head_dim"], key.get("head_dim_v", 0))
