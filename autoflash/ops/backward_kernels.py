@@ -44,23 +44,21 @@ from autoflash.ops.forward_base import MAX_TOKEN_STRIDE, Problem, causal_offset,
 # (tests/test_backward_head_dim_v_gpu.py) passed on the H200 (2026-11-29, fifth session).
 HEAD_DIM_PAIRS = ((192, 128), (128, 64))
 # The head dims flash_bwd_mma's tiles are built for; any other multiple of 8 up to 256 runs on the next of them, its
-# Q, K, V, dO zero-filled past the problem's head dim in shared memory and nothing of the padding read or written in
-# global memory (the template's HBM_DIM): exact (the zero columns add nothing to S or dP, and their gradients, never
-# stored, are 0), at the tile's cost.
+# Q, K, V, dO zero-filled past the problem's head dim in shared memory, the padding never read or written in global
+# memory (HBM_DIM): exact (zero columns add nothing to S or dP; their gradients, never stored, are 0).
 TILE_DIMS = (64, 128, 256)
-# The 2-D layout's P^T goes to shared memory right after its exp, before the dP^T mmas (FlashAttention-2's order), at
-# these tile head dims; elsewhere beside dS^T after them. H200, CUDA-graph A/B against the old order (dk, dv bitwise
-# equal; bwd_mma_p_early_ab_h200_2026-11-30_s19b.log): D 64 (bm128) +3.2..+3.3 % on all four rows; D 128 (bm64)
-# -7.5 % non-causal, -2.5 % causal (ptxas then issues the dP^T mmas after the stores, off the exps they overlapped).
+# The 2-D layout's P^T (S_ROWS: P) goes to shared memory right after its exp, before the dP^T mmas, at these tile dims;
+# elsewhere beside dS^T after them. H200 against the old order (bwd_mma_p_early_ab_h200_2026-11-30_s19b.log): D 64
+# (bm128) +3.2..+3.3 %; D 128 (bm64) -7.5 % non-causal, -2.5 % causal (the dP^T mmas then left the exps' side).
 P_STORE_EARLY = (64,)
-# Plain causal keys of these tile dims run heaviest first (as backward_wgmma's): K/V tile j before tile j + 1, in groups
-# of (batch, head) pairs whose query rows take ~HEAVY_GROUP_MB MB (the kernel maps a 1-D grid). H200 (s25a-d): N 4096
-HEAVY_FIRST, HEAVY_GROUP_MB = (64, 128, 256), 64  # D 128 / 256 +5..+7 %; 64 MB over every pair at once: N 16384 +1..+5 %
-PAD_M = 128  # workspace rows per (batch, query head) are padded to this (>= every block_m)
-SMEM_PAD = 8  # elements (16 bytes) added to each shared-memory row: conflict-free ldmatrix
-S_ROWS = ()  # (being measured, s28) tile dims whose 2-D layout computes S, dP with the queries as rows (FA2's form)
-TOLERANCE = {"fp16": 2e-3, "bf16": 1e-2}
-FLOP_FACTOR = 2.5  # backward FLOPs / forward FLOPs (FlashAttention's convention)
+# Plain causal keys of these tile dims run heaviest first (K/V tile j before j + 1, in groups of (batch, head) pairs
+# whose query rows take ~HEAVY_GROUP_MB MB; a 1-D grid). H200 (s25a-d): N 4096 D 128 / 256 +5..+7 %; N 16384 +1..+5 %
+HEAVY_FIRST, HEAVY_GROUP_MB = (64, 128, 256), 64
+PAD_M, SMEM_PAD = 128, 8  # workspace rows padded to PAD_M per (batch, head); SMEM_PAD elements on smem rows (ldmatrix)
+# Tile dims whose non-causal 2-D layout computes S, dP with the queries as rows (FA2's form; P, dS [query][key]). H200
+# against an A/A copy (s28e, s28f): D 128 +1.4..+4.3 % in 12 readings; D 64 -3..-7 % and causal level, both spilling.
+S_ROWS = (128,)
+TOLERANCE, FLOP_FACTOR = {"fp16": 2e-3, "bf16": 1e-2}, 2.5  # (backward FLOPs / forward FLOPs: FlashAttention's)
 
 
 @dataclass(frozen=True)
@@ -370,8 +368,8 @@ class BackwardMmaTemplate(Template):
                 "strided": False,  # (backward_rows.cuh.j2: the strided small kernels are flash_bwd_wgmma's)
                 "dq_accum_permuted": False, "tail_split": False, "causal_walk": False,
                 "p_store_early": tile in P_STORE_EARLY, "heavy_first": runs_heavy_first(cfg),
-                "heavy_group_mb": HEAVY_GROUP_MB, "s_rows": tile in S_ROWS and cfg.warps_q == 2 and cfg.block_m <= cfg.block_n
-                and not (cfg.window or cfg.softcap or cfg.alibi)}
+                "heavy_group_mb": HEAVY_GROUP_MB, "s_rows": tile in S_ROWS and cfg.warps_q == 2 and not cfg.causal
+                and cfg.block_m <= cfg.block_n and not (cfg.window or cfg.softcap or cfg.alibi)}
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         pair = (key["head_dim"], key.get("head_dim_v", 0))
