@@ -2,28 +2,26 @@
 
 dQ, dK, dV from Q, K, V, the forward's O and LSE, and dO. flash_bwd_mma (templates/flash_bwd_mma.cu.j2, sm_80+
 mma.sync; flash_bwd_wgmma is ops/backward_wgmma's) has three kernels launched in order on one stream:
-  <name>_pre  delta = rowsum(dO * O) in fp32, lse2 = LSE * log2(e) (+inf where the forward saw
-              no key), the fp32 dQ accumulator zeroed (and, deterministic, the dQ counters)
+  <name>_pre  delta = rowsum(dO * O) in fp32, lse2 = LSE * log2(e) (+inf where the forward saw no key), the fp32
+              dQ accumulator zeroed (and, deterministic, the dQ counters)
   <name>      parallel over (K/V tile, K/V head, batch), looping over every query tile of every
               query head of the K/V head's group: P recomputed from Q, K and LSE; dK and dV summed
               in registers (over the group too, so GQA/MQA needs no atomics and no per-query-head
               dK/dV buffer); dQ added in fp32 to the accumulator (a reduction, or with
               deterministic=True in K/V-tile order behind a per-query-tile counter)
   <name>_dq   dQ = scale * accumulator, in the input dtype.
-The cost of putting K/V heads (not query heads) in the grid: B * Hkv * ceil(Nk / block_n)
-blocks, few for MQA at short lengths. Causal in both alignments: the problem's causal_offset
-(query i sees keys 0..i + offset) is a kernel argument, as in the forward. Head dims: tiles of 64,
-128, 256 (D 256 with 16 keys x 128 columns of dK, dV a warp: small tiles, as FlashAttention-2), every
-other multiple of 8 on the next of them (TILE_DIMS, below).
+The cost of putting K/V heads (not query heads) in the grid: B * Hkv * ceil(Nk / block_n) blocks, few for MQA at short
+lengths. Causal in both alignments: the problem's causal_offset (query i sees keys 0..i + offset) is a kernel
+argument, as in the forward. Head dims: tiles of 64, 128, 256 (D 256 with 16 keys x 128 columns of dK, dV a warp:
+small tiles, as FlashAttention-2), every other multiple of 8 on the next of them (TILE_DIMS, below).
 
-Workspace (fp32/int32, one buffer): lse2 and delta (B*Hq rows padded to PAD_M), the dQ
-accumulator (B*Hq*Nq*D, D the tile's head dim) and, deterministic, one counter per (B*Hq, query tile).
+Workspace (fp32/int32, one buffer): lse2 and delta (B*Hq rows padded to PAD_M), the dQ accumulator (B*Hq*Nq*D, D the
+tile's head dim) and, deterministic, one counter per (B*Hq, query tile).
 
-Tolerances (relative Frobenius error of each gradient against the gradients of the float64
-forward, on the same rounded inputs): P and dS are rounded to the input dtype before their
-tensor-core products, delta uses the forward's rounded O, and the gradients are rounded on the
-way out, so each carries a few units of rounding of the dtype (bf16 2^-9, fp16 2^-12). Measured
-on the H200 over tests/test_backward_gpu.py (lengths 1..4097, GQA, causal, D 64/128): bf16
+Tolerances (relative Frobenius error of each gradient against the gradients of the float64 forward, on the same
+rounded inputs): P and dS are rounded to the input dtype before their tensor-core products, delta uses the forward's
+rounded O, and the gradients are rounded on the way out, so each carries a few units of rounding of the dtype (bf16
+2^-9, fp16 2^-12). Measured on the H200 over tests/test_backward_gpu.py (lengths 1..4097, GQA, causal, D 64/128): bf16
 2.1e-3..3.1e-3, fp16 2.7e-4..3.5e-4 (benchmarks/NOTES.md, backward). The bounds leave 3-6x: bf16 1e-2, fp16 2e-3.
 """
 from __future__ import annotations
@@ -38,14 +36,12 @@ from autoflash.kernels.elements import DTYPE_BYTES
 from autoflash.kernels.template import Template, next_tile, spell_values
 from autoflash.ops.forward_base import MAX_TOKEN_STRIDE, Problem, causal_offset, stepped_strides
 
-# (Q/K head dim, V head dim) pairs with a backward (Dv != Dqk, e.g. MLA's 192/128); 192 is a backward
-# head dim only as such a pair's (routing's dense head dims stay TEMPLATE.key_values).
-# Served by autoflash.attention() and attention_backward: their float64 gradient tests
-# (tests/test_backward_head_dim_v_gpu.py) passed on the H200 (2026-11-29, fifth session).
+# (Q/K head dim, V head dim) pairs with a backward (Dv != Dqk, e.g. MLA's 192/128; 192 only as such a pair's), served
+# by attention() and attention_backward (float64 gradient tests: tests/test_backward_head_dim_v_gpu.py, H200).
 HEAD_DIM_PAIRS = ((192, 128), (128, 64))
-# The head dims flash_bwd_mma's tiles are built for; any other multiple of 8 up to 256 runs on the next of them, its
-# Q, K, V, dO zero-filled past the problem's head dim in shared memory, the padding never read or written in global
-# memory (HBM_DIM): exact (zero columns add nothing to S or dP; their gradients, never stored, are 0).
+# The head dims flash_bwd_mma's tiles are built for; any other multiple of 8 up to 256 runs on the next of them, its Q,
+# K, V, dO zero-filled past the problem's head dim in shared memory, the padding never read or written in global memory
+# (HBM_DIM): exact (zero columns add nothing to S or dP; their gradients, never stored, are 0).
 TILE_DIMS = (64, 128, 256)
 # The 2-D layout's P^T (S_ROWS: P) goes to shared memory right after its exp, before the dP^T mmas, at these tile dims;
 # elsewhere beside dS^T after them. H200 against the old order (bwd_mma_p_early_ab_h200_2026-11-30_s19b.log): D 64
@@ -55,8 +51,8 @@ P_STORE_EARLY = (64,)
 # whose query rows take ~HEAVY_GROUP_MB MB; a 1-D grid). H200 (s25a-d): N 4096 D 128 / 256 +5..+7 %; N 16384 +1..+5 %
 HEAVY_FIRST, HEAVY_GROUP_MB = (64, 128, 256), 64
 PAD_M, SMEM_PAD = 128, 8  # workspace rows padded to PAD_M per (batch, head); SMEM_PAD elements on smem rows (ldmatrix)
-# Tile dims whose non-causal 2-D layout computes S, dP with the queries as rows (FA2's form; P, dS [query][key]). H200
-# against an A/A copy (s28e, s28f): D 128 +1.4..+4.3 % in 12 readings; D 64 -3..-7 % and causal level, both spilling.
+# Tile dims whose non-causal 2-D layout computes S, dP with queries as rows (FA2's form), s28e-f vs an A/A copy: D 128
+# +1.4..+4.3 % in 12 readings; D 64 -3..-7 % and causal level, both spilling.
 S_ROWS = (128,)
 TOLERANCE, FLOP_FACTOR = {"fp16": 2e-3, "bf16": 1e-2}, 2.5  # (backward FLOPs / forward FLOPs: FlashAttention's)
 
@@ -73,22 +69,20 @@ class BackwardConfig(OpConfig):
     stages: int = 2  # query-tile buffers: 2 prefetches the next (Q, dO, lse2, delta) tile
     deterministic: bool = False  # dQ adds serialised in K/V-tile order: bitwise repeatable
     warps_q: int = 1  # warps along the query columns of S, dP: 2 = FlashAttention-2's 2-D layout
-    # Variants (issue 17), compile-time like the forward's (ops/forward_base.KernelConfig): a true flag
-    # adds its name to the config name; plain configs keep their names and their code.
+    # Variants (issue 17), compile-time like the forward's (ops/forward_base.KernelConfig): a true flag adds its name to
+    # the config name; plain configs keep their names and their code.
     window: bool = False  # sliding window (Problem.window_left / window_right): query tiles outside skipped
     softcap: bool = False  # logit softcap (Problem.softcap > 0): dS times 1 - tanh^2
     sinks: bool = False  # per-head sink logit (Problem.sinks): its gradient from the <name>_sink kernel
     alibi: bool = False  # ALiBi bias (Problem.alibi_slopes): constant, no gradient
-    # Packed variable-length sequences (cu_seqlens, serve/varlen_grad.py): a run-time layout, not a key
-    # field (the served dense config with varlen=True); flash_bwd_mma only.
+    # Packed variable-length sequences (cu_seqlens, serve/varlen_grad.py): a run-time layout, not a key field (the
+    # served dense config with varlen=True); flash_bwd_mma only.
     varlen: bool = False
-    # V's head dim when it differs from Q/K's (HEAD_DIM_PAIRS; 0 = head_dim): dV, dO, V at it, dK, dQ at
-    # head_dim. Not a key field either (no tuned entries: the pair's default tile serves it).
+    # V's head dim when it differs from Q/K's (HEAD_DIM_PAIRS; 0 = head_dim): dV, dO, V at it, dK, dQ at head_dim. Not a
+    # key field either (no tuned entries: the pair's default tile serves it).
     head_dim_v: int = 0
-    # flash_bwd_wgmma's dQ reduction (a knob of that template only): -1 = its rule, 0 = the consumers'
-    # red.global adds, 1 = staged in shared memory and reduced by the producer warpgroup a row at a time, 2 = the
-    # same with one bulk reduction a tile. Named "_dqp0" / "_dqp1" / "_dqp2" after the flags only when not -1
-    # (configs and entries written before it keep their names).
+    # flash_bwd_wgmma's dQ reduction (its knob): -1 its rule, 0 the consumers' red.global adds, 1 staged in shared memory
+    # and reduced by the producer a row at a time, 2 one bulk reduction a tile; "_dqp<n>" in the name unless -1.
     dq_via_producer: int = -1
 
     op: ClassVar[str] = "backward"
@@ -231,8 +225,8 @@ class BackwardMmaTemplate(Template):
     op = "backward"
     archs = ("sm_80", "sm_86", "sm_89", "sm_90")
     dtypes = ("fp16", "bf16")
-    # D 256: dK and dV take 2 x block_n x 256 / threads registers a thread, so only 16 keys x 128
-    # columns a warp fits (warps_q 2, block_n = 8 x warps), with small tiles as FlashAttention-2's.
+    # D 256: dK and dV take 2 x block_n x 256 / threads registers a thread, so only 16 keys x 128 columns a warp fits
+    # (warps_q 2, block_n = 8 x warps), with small tiles as FlashAttention-2's.
     key_values = {"head_dim": tuple(range(8, 257, 8))}  # (TILE_DIMS, the others padded)
     knobs = {
         "block_m": (32, 64, 128),  # 128: FlashAttention-2's D 64 tile; fewer syncs and dQ tile set-ups per FLOP
@@ -241,21 +235,21 @@ class BackwardMmaTemplate(Template):
         "stages": (1, 2),
         "warps_q": (1, 2, 4),  # 2: S/dP split over keys x query halves, P^T through shared memory; 4 (D 256): quarters
     }
-    # head_dim -> (block_m, block_n, warps, stages, warps_q), first valid wins. Not tuned yet: the
-    # H200 runs of benchmarks/bench_backward.py time them (benchmarks/NOTES.md, backward): at D 128
-    # warps_q 2 ran 10 % ahead of 1, at D 64 they tied (1 uses less shared memory).
+    # head_dim -> (block_m, block_n, warps, stages, warps_q), first valid wins. Not tuned yet: the H200 runs of
+    # benchmarks/bench_backward.py time them (benchmarks/NOTES.md, backward): at D 128 warps_q 2 ran 10 % ahead of 1, at
+    # D 64 they tied (1 uses less shared memory).
     SMALL = [(64, 64, 4, 2, 1), (32, 64, 4, 2, 1), (32, 64, 4, 1, 1)]
-    # D 256: warps_q 4 (FlashAttention-2's layout there) where two query buffers fit (sm_90), +4.6..+6.0 % over
-    # warps_q 2 (bwd_mma_d256_layout_h200_2026-11-30_s19f.log); its rule keeps it to plain D 256 keys.
-    # (64, 64, 8, 2, 2) and (32, 32, 4, 2, 2) at D 128 serve varlen (the rules refuse the others there);
-    # dense keys never reach them (the tiles before them fit wherever these do).
+    # D 256: warps_q 4 (FlashAttention-2's layout there) where two query buffers fit (sm_90), +4.6..+6.0 % over warps_q
+    # 2 (bwd_mma_d256_layout_h200_2026-11-30_s19f.log); its rule keeps it to plain D 256 keys. (64, 64, 8, 2, 2) and
+    # (32, 32, 4, 2, 2) at D 128 serve varlen (the rules refuse the others there); dense keys never reach them (the
+    # tiles before them fit wherever these do).
     DEFAULTS = {64: [(64, 128, 8, 2, 1), (64, 128, 8, 2, 2)] + SMALL,
                 128: [(64, 128, 8, 2, 2), (64, 128, 8, 2, 1), (64, 64, 8, 2, 2)] + SMALL + [(32, 32, 4, 2, 2)],
                 256: [(64, 64, 8, 2, 4), (64, 64, 8, 2, 2), (64, 64, 8, 1, 2), (32, 64, 8, 2, 2), (32, 64, 8, 1, 2),
                       (32, 32, 4, 1, 2)]}
 
-    # (head_dim, head_dim_v) -> tiles as DEFAULTS (2-D layout, 16 keys a warp: dK and dV of the
-    # larger head dims; ptxas: 0 spills at sm_80 / sm_90)
+    # (head_dim, head_dim_v) -> tiles as DEFAULTS (2-D layout, 16 keys a warp: dK and dV of the larger head dims; ptxas:
+    # 0 spills at sm_80 / sm_90)
     PAIR_DEFAULTS = {(192, 128): [(64, 64, 8, 2, 2), (32, 32, 4, 1, 2)],
                      (128, 64): [(64, 64, 8, 2, 2), (32, 32, 4, 1, 2)]}
 
@@ -368,8 +362,7 @@ class BackwardMmaTemplate(Template):
                 "strided": False,  # (backward_rows.cuh.j2: the strided small kernels are flash_bwd_wgmma's)
                 "dq_accum_permuted": False, "tail_split": False, "causal_walk": False,
                 "p_store_early": tile in P_STORE_EARLY, "heavy_first": runs_heavy_first(cfg),
-                "heavy_group_mb": HEAVY_GROUP_MB, "s_rows": tile in S_ROWS and cfg.warps_q == 2 and not cfg.causal
-                and cfg.block_m <= cfg.block_n and not (cfg.window or cfg.softcap or cfg.alibi)}
+                "heavy_group_mb": HEAVY_GROUP_MB, "s_rows": tile in S_ROWS and runs_s_rows(cfg)}
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         pair = (key["head_dim"], key.get("head_dim_v", 0))
@@ -388,6 +381,13 @@ def tile_dim(head_dim: int, head_dim_v: int = 0) -> int:
     """The head dim of a flash_bwd_mma tile for a problem's: its own for TILE_DIMS and the HEAD_DIM_PAIRS, else the
     next of TILE_DIMS (padded, above)."""
     return head_dim if head_dim_v else next_tile(head_dim, TILE_DIMS)
+
+
+def runs_s_rows(cfg) -> bool:
+    """Whether cfg is a non-causal plain 2-D layout whose tile fits S_ROWS' (the template's static_assert)."""
+    groups = cfg.block_m // 32  # (warps over 32-query groups split the keys in multiples of 16; P, dS fit the tiles)
+    return (cfg.warps_q == 2 and not (cfg.causal or cfg.window or cfg.softcap or cfg.alibi) and cfg.block_m % 32 == 0
+            and cfg.block_m <= cfg.block_n and cfg.warps % groups == 0 and cfg.block_n * groups % (16 * cfg.warps) == 0)
 
 
 def runs_heavy_first(cfg) -> bool:
