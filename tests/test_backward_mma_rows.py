@@ -1,6 +1,6 @@
 """flash_bwd_mma's S_ROWS without a GPU: off, no config renders the S-form code; on (served: D 128), the 2-D
 layout's plain non-causal tiles with block_m <= block_n render it (causal keys, variants and warps_q 1 do not), and
-they compile; the served D 128 tile with 0 B spilled. GPU checks: tests/test_backward_mma_rows_gpu.py."""
+they compile, the D 128 (served) and D 64 tiles with 0 B spilled. GPU checks: tests/test_backward_mma_rows_gpu.py."""
 from autoflash.kernels.render import render
 from autoflash.ops import backward_kernels
 from autoflash.ops.backward import TEMPLATE
@@ -34,4 +34,5 @@ def test_on_the_tiles_compile_and_the_served_one_clean(monkeypatch):
         report = compile_kernel(cfg(128, dtype=dtype)).report
         assert report.spill_stores == report.spill_loads == 0, report
     monkeypatch.setattr(backward_kernels, "S_ROWS", (64, 128, 256))
-    assert compile_kernel(cfg(64)).report.registers <= 255  # (48 B spilled: why D 64 is not served)
+    report = compile_kernel(cfg(64)).report  # (not served: measured only with P stored early, when it spilled 48 B)
+    assert report.spill_stores == report.spill_loads == 0, report
