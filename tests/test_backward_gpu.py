@@ -122,6 +122,18 @@ def test_gradients_match_float64_autograd(case, dtype):
     assert max(errs) <= TOLERANCE[dtype], errs
 
 
+def run_mma_switched(monkeypatch, switch: str, value, *args, **kw):
+    """attention_backward(*args, **kw) with ops/backward_kernels.<switch> = value (a flash_bwd_mma switch), the served
+    kernels and launch plans forgotten first (the caller's fixture forgets them after)."""
+    from autoflash.ops import backward_kernels
+    from autoflash.serve import autograd, backward_plans
+
+    monkeypatch.setattr(backward_kernels, switch, value)
+    autograd._loaded.cache_clear()
+    backward_plans.clear()
+    return autograd.attention_backward(*args, **kw)
+
+
 def pinned(dtype, head_dim, causal, warps_q, deterministic=False):
     """The default tiles of the key with the S/dP warp layout pinned (1: keys only; 2: 2-D)."""
     from autoflash.kernels.device import device_arch

@@ -11,7 +11,8 @@ import pytest
 pytestmark = pytest.mark.gpu
 torch = pytest.importorskip("torch")
 
-from test_backward_gpu import DTYPES, assert_switch_keeps_gradients, float64_forward, inputs, pinned  # noqa: E402
+from test_backward_gpu import (DTYPES, assert_switch_keeps_gradients, float64_forward, inputs, pinned,  # noqa: E402
+                               run_mma_switched)
 
 from autoflash.ops import backward_kernels  # noqa: E402
 from autoflash.ops.backward import TOLERANCE  # noqa: E402
@@ -36,10 +37,7 @@ def forget_switched_kernels():
 
 
 def run(monkeypatch, on: bool, *args, **kw):
-    monkeypatch.setattr(backward_kernels, "HEAVY_FIRST", (64, 128, 256) if on else ())
-    autograd._loaded.cache_clear()
-    backward_plans.clear()
-    return autograd.attention_backward(*args, **kw)
+    return run_mma_switched(monkeypatch, "HEAVY_FIRST", (64, 128, 256) if on else (), *args, **kw)
 
 
 @pytest.mark.parametrize("dtype", list(DTYPES))

@@ -9,9 +9,9 @@ import pytest
 pytestmark = pytest.mark.gpu
 torch = pytest.importorskip("torch")
 
-from test_backward_gpu import DTYPES, float64_forward, grad_errors, inputs, reference_grads  # noqa: E402
+from test_backward_gpu import (DTYPES, float64_forward, grad_errors, inputs, reference_grads,  # noqa: E402
+                               run_mma_switched)
 
-from autoflash.ops import backward_kernels  # noqa: E402
 from autoflash.ops.backward import TOLERANCE  # noqa: E402
 from autoflash.serve import autograd, backward_plans  # noqa: E402
 
@@ -45,10 +45,7 @@ def mma_config(dtype: str, d: int):
 
 
 def run(monkeypatch, on: bool, *args, **kw):
-    monkeypatch.setattr(backward_kernels, "S_ROWS", (64, 128, 256) if on else ())
-    autograd._loaded.cache_clear()
-    backward_plans.clear()
-    return autograd.attention_backward(*args, **kw)
+    return run_mma_switched(monkeypatch, "S_ROWS", (64, 128, 256) if on else (), *args, **kw)
 
 
 @pytest.mark.parametrize("dtype", list(DTYPES))
