@@ -61,9 +61,10 @@ class BackwardLaunch:
         self.main_grid = (-(-p.seq_k // cfg.block_n), p.heads_kv, p.batch)
         self.tail_split = rendered(kernel, "tail_split", False)
         ctas = rendered(kernel, "min_blocks", 1)  # (CTAs an SM: a wave is that many x the SMs)
-        self.causal_walk = rendered(kernel, "causal_walk", False)  # (a walk's block counter: after TAIL_SPLIT's tail)
-        tail_words = (self._split_tail(cfg, tile, ctas * sm_count(kernel.device_id)) if self.tail_split else 0) + int(
-            rendered(kernel, "persistent", False))
+        self.causal_walk = rendered(kernel, "causal_walk", False)
+        walks = rendered(kernel, "persistent", False)  # (its block counter: a word after TAIL_SPLIT's tail buffer)
+        tail_words = self._split_tail(cfg, tile, ctas * sm_count(kernel.device_id)) if self.tail_split else 0
+        tail_words += int(walks)
         sizes = [bh * seq_q_pad * 4, bh * seq_q_pad * 4, q_rows * tile * 4,  # lse2, delta, dQ accumulator, counters
                  bh * n_q_tiles * 4 if cfg.deterministic else tail_words * 4]  # (or TAIL_SPLIT's tail buffer)
         self.offsets, total = [], 0
@@ -105,7 +106,7 @@ class BackwardLaunch:
             self.pre_tail += (self.tail_words,)
         if self.tail_split:
             self.main_stride_tail += (i32(self.full_blocks), i32(self.parts))
-        if rendered(kernel, "persistent", False):  # (ops/backward_wgmma.PERSISTENT) one CTA an SM walks the blocks
+        if walks:  # (ops/backward_wgmma.PERSISTENT) one CTA an SM walks the blocks
             n_blocks = self.main_grid[0]
             self.main_grid = (min(n_blocks, sm_count(kernel.device_id)), 1, 1)
             self.main_stride_tail += (i32(n_blocks),)
@@ -157,12 +158,11 @@ class BackwardLaunch:
     def __call__(self, q: int, k: int, v: int, out: int, lse: int, dout: int, dq: int, dk: int, dv: int,
                  workspace: int, stream, sinks: int = 0, alibi_slopes: int = 0, dsinks: int = 0,
                  cu_seqlens_q: int = 0, cu_seqlens_k: int = 0) -> None:
-        """Pointers of contiguous arrays; workspace: workspace_bytes, 256-byte aligned. Sinks kernels:
-        sinks (fp32, heads_q) and dsinks (fp32, heads_q, written); ALiBi kernels: alibi_slopes (fp32,
-        (heads_q,) or (batch, heads_q) as the problem's alibi_batch_stride says). Varlen kernels:
-        cu_seqlens_q / cu_seqlens_k (int32, batch + 1, checked by the caller: the kernels trust them),
-        q, out, dout, dq packed (total_q, heads_q, D), k, v, dk, dv (total_k, heads_kv, D), lse
-        (heads_q, total_q). CuPy's launcher (packed() is the same launches, packed once)."""
+        """Pointers of contiguous arrays; workspace: workspace_bytes, 256-byte aligned. Sinks kernels: sinks (fp32,
+        heads_q) and dsinks (fp32, heads_q, written); ALiBi kernels: alibi_slopes (fp32, (heads_q,) or (batch, heads_q)
+        as the problem's alibi_batch_stride says). Varlen kernels: cu_seqlens_q / cu_seqlens_k (int32, batch + 1,
+        checked by the caller: the kernels trust them), q, out, dout, dq packed (total_q, heads_q, D), k, v, dk, dv
+        (total_k, heads_kv, D), lse (heads_q, total_q). CuPy's launcher (packed() is the same launches, packed once)."""
         self.check_pointers(sinks, alibi_slopes, dsinks, cu_seqlens_q, cu_seqlens_k)
         ptrs = self.pointers(q, k, v, out, lse, dout, dq, dk, dv, workspace, sinks, alibi_slopes, dsinks,
                              cu_seqlens_q, cu_seqlens_k)
