@@ -51,9 +51,9 @@ P_STORE_EARLY = (64,)
 # whose query rows take ~HEAVY_GROUP_MB MB; a 1-D grid). H200 (s25a-d): N 4096 D 128 / 256 +5..+7 %; N 16384 +1..+5 %
 HEAVY_FIRST, HEAVY_GROUP_MB = (64, 128, 256), 64
 PAD_M, SMEM_PAD = 128, 8  # workspace rows padded to PAD_M per (batch, head); SMEM_PAD elements on smem rows (ldmatrix)
-# Tile dims whose 2-D layout computes S, dP with queries as rows (FA2's form): D 128 +1.4..+4.3 % (s28e-f), D 64 -2.4 %
-# (s29b). Under test (s29c): DP_FIRST tiles run dP's product before the exps (FA2's order); CAUSAL: causal keys too.
-S_ROWS, S_ROWS_DP_FIRST, S_ROWS_CAUSAL = (128,), (), False
+# Tile dims whose non-causal 2-D layout computes S, dP with queries as rows (FA2's form, dP's product before the exps):
+# D 128 +1.4..+4.3 % (s28e-f), dP first +2 % more (s29c-d); D 64 -1.5 %, causal D 64 -2..-3 %, D 128 level (s29b-c).
+S_ROWS = (128,)
 TOLERANCE, FLOP_FACTOR = {"fp16": 2e-3, "bf16": 1e-2}, 2.5  # (backward FLOPs / forward FLOPs: FlashAttention's)
 
 
@@ -357,12 +357,12 @@ class BackwardMmaTemplate(Template):
 
     def template_values(self, cfg: BackwardConfig) -> dict:
         tile = tile_dim(cfg.head_dim, cfg.head_dim_v)
-        return {"mma_type": "bf16" if cfg.dtype == "bf16" else "f16", "pad_m": PAD_M, "head_dim": tile,
-                "hbm_dim": cfg.head_dim, "strided": False,  # (backward_rows.cuh.j2: the strided kernels are wgmma's)
+        return {"mma_type": "bf16" if cfg.dtype == "bf16" else "f16", "pad_m": PAD_M,
+                "head_dim": tile, "hbm_dim": cfg.head_dim,
+                "strided": False,  # (backward_rows.cuh.j2: the strided small kernels are flash_bwd_wgmma's)
                 "dq_accum_permuted": False, "tail_split": False, "causal_walk": False,
                 "p_store_early": tile in P_STORE_EARLY, "heavy_first": runs_heavy_first(cfg),
-                "heavy_group_mb": HEAVY_GROUP_MB, "s_rows": tile in S_ROWS and runs_s_rows(cfg),
-                "s_rows_dp_first": tile in S_ROWS_DP_FIRST}
+                "heavy_group_mb": HEAVY_GROUP_MB, "s_rows": tile in S_ROWS and runs_s_rows(cfg)}
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         pair = (key["head_dim"], key.get("head_dim_v", 0))
@@ -385,9 +385,9 @@ def tile_dim(head_dim: int, head_dim_v: int = 0) -> int:
 
 def runs_s_rows(cfg) -> bool:
     """Whether cfg is a non-causal plain 2-D layout whose tile fits S_ROWS' (the template's static_assert)."""
-    groups, plain = cfg.block_m // 32, not (cfg.causal and not S_ROWS_CAUSAL or cfg.window or cfg.softcap or cfg.alibi)
-    return (cfg.warps_q == 2 and plain and cfg.block_m % 32 == 0 and cfg.block_m <= cfg.block_n  # (the keys split in
-            and cfg.warps % groups == 0 and cfg.block_n * groups % (16 * cfg.warps) == 0)  # 16s; P, dS fit the tiles)
+    groups = cfg.block_m // 32  # (warps over 32-query groups split the keys in multiples of 16; P, dS fit the tiles)
+    return (cfg.warps_q == 2 and not (cfg.causal or cfg.window or cfg.softcap or cfg.alibi) and cfg.block_m % 32 == 0
+            and cfg.block_m <= cfg.block_n and cfg.warps % groups == 0 and cfg.block_n * groups % (16 * cfg.warps) == 0)
 
 
 def runs_heavy_first(cfg) -> bool:
