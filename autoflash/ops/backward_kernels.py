@@ -43,17 +43,15 @@ HEAD_DIM_PAIRS = ((192, 128), (128, 64))
 # K, V, dO zero-filled past the problem's head dim in shared memory, the padding never read or written in global memory
 # (HBM_DIM): exact (zero columns add nothing to S or dP; their gradients, never stored, are 0).
 TILE_DIMS = (64, 128, 256)
-# The 2-D layout's P^T (S_ROWS: P) goes to shared memory right after its exp, before the dP^T mmas, at these tile dims;
-# elsewhere beside dS^T after them. H200 against the old order (bwd_mma_p_early_ab_h200_2026-11-30_s19b.log): D 64
-# (bm128) +3.2..+3.3 %; D 128 (bm64) -7.5 % non-causal, -2.5 % causal (the dP^T mmas then left the exps' side).
+# The 2-D layout's P^T goes to shared memory right after its exp, before the dP^T mmas, at these tile dims (else beside
+# dS^T). H200 (s19b): D 64 (bm128) +3.2..+3.3 %; D 128 (bm64) -7.5 % non-causal, -2.5 % causal (S_ROWS: P beside dS).
 P_STORE_EARLY = (64,)
 # Plain causal keys of these tile dims run heaviest first (K/V tile j before j + 1, in groups of (batch, head) pairs
 # whose query rows take ~HEAVY_GROUP_MB MB; a 1-D grid). H200 (s25a-d): N 4096 D 128 / 256 +5..+7 %; N 16384 +1..+5 %
 HEAVY_FIRST, HEAVY_GROUP_MB = (64, 128, 256), 64
 PAD_M, SMEM_PAD = 128, 8  # workspace rows padded to PAD_M per (batch, head); SMEM_PAD elements on smem rows (ldmatrix)
-# Tile dims whose non-causal 2-D layout computes S, dP with queries as rows (FA2's form, dP's product before the exps):
-# D 128 +1.4..+4.3 % (s28e-f), dP first +2 % more (s29c-d); D 64 -1.5 %, causal D 64 -2..-3 %, D 128 level (s29b-c).
-S_ROWS = (128,)
+S_ROWS = (128,)  # tile dims whose non-causal 2-D layout computes S, dP with queries as rows (FA2's form, dP's product
+# before the exps): D 128 +1.4..+4.3 % (s28e-f), dP first +2 % (s29c-d); D 64 -1.5 %, causal D 64 -2..-3 % (s29b-c)
 TOLERANCE, FLOP_FACTOR = {"fp16": 2e-3, "bf16": 1e-2}, 2.5  # (backward FLOPs / forward FLOPs: FlashAttention's)
 
 
@@ -384,10 +382,12 @@ def tile_dim(head_dim: int, head_dim_v: int = 0) -> int:
 
 
 def runs_s_rows(cfg) -> bool:
-    """Whether cfg is a non-causal plain 2-D layout whose tile fits S_ROWS' (the template's static_assert)."""
-    groups = cfg.block_m // 32  # (warps over 32-query groups split the keys in multiples of 16; P, dS fit the tiles)
+    """Whether cfg is a non-causal plain 2-D layout whose tile fits S_ROWS' (the template's static_assert: warps over
+    32-query groups split the keys in 16s, P and dS fit the tiles) and compiles clean (4 warps on 64 queries spill)."""
+    groups = cfg.block_m // 32
     return (cfg.warps_q == 2 and not (cfg.causal or cfg.window or cfg.softcap or cfg.alibi) and cfg.block_m % 32 == 0
-            and cfg.block_m <= cfg.block_n and cfg.warps % groups == 0 and cfg.block_n * groups % (16 * cfg.warps) == 0)
+            and cfg.block_m <= cfg.block_n and cfg.warps % groups == 0 and cfg.block_n * groups % (16 * cfg.warps) == 0
+            and not (cfg.warps == 4 and groups > 1))
 
 
 def runs_heavy_first(cfg) -> bool:
