@@ -6,7 +6,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
   && export PYTHONPATH=/tmp/site:$PWD:$PWD/benchmarks:$PWD/tests || exit 1
 D=$(date +%Y-%m-%d); T0=$(date +%s)
 for order in shuffled served-last; do
-  left=$((T0 + 330 - $(date +%s))); [ $left -gt 60 ] || break
+  left=$((T0 + 230 - $(date +%s))); [ $left -gt 60 ] || break
   timeout $(( left < 160 ? left : 160 )) python3 benchmarks/bench_backward_graph.py --rounds 11 --build-order $order 2>&1 \
     | grep -v -i "warn\|no.tuned.config\|return.Impl" | tee -a $OUT/bench_backward_graph_bar_h200_${D}_s29f.log
 done
