@@ -1,12 +1,14 @@
-"""flash_bwd_mma's OWN_QUERIES without a GPU: off, no config turns it on; on, the S^T form's 2-D layouts (warps_q 2
-and 4, causal or not, plain or with variants but softcap, whose registers hold P dcap) do, while warps_q 1, softcap
-and the S form (D 128 non-causal) do not; the served D 64 and D 256 tiles compile with 0 B spilled.
-GPU checks: tests/test_backward_mma_own_gpu.py."""
+"""flash_bwd_mma's OWN_DV / OWN_DK without a GPU: off, no config turns them on; on, the S^T form's 2-D layouts
+(warps_q 2 and 4, causal or not, plain or with variants but softcap, whose registers hold P dcap) do, while warps_q 1,
+softcap and the S form (D 128 non-causal) do not; served at D 64 (s30a), where the tiles compile with 0 B spilled, as
+the D 256 tile does with them on. GPU checks: tests/test_backward_mma_own_gpu.py."""
+import pytest
+
 from autoflash.kernels.render import render
 from autoflash.ops import backward_kernels
 from autoflash.ops.backward import TEMPLATE
 
-ON = "constexpr bool OWN_QUERIES = true;"
+ON = ("OWN_DV = true", "OWN_DK = true")
 
 
 def cfg(d, causal=False, warps_q=2, dtype="bf16", **kw):
@@ -15,23 +17,35 @@ def cfg(d, causal=False, warps_q=2, dtype="bf16", **kw):
     return TEMPLATE.config("sm_90", key, block_m=bm, block_n=bn, warps=8, stages=2, warps_q=warps_q)
 
 
-def test_off_turns_it_on_nowhere(monkeypatch):
-    monkeypatch.setattr(backward_kernels, "OWN_QUERIES", ())
-    assert not any(ON in render(cfg(d, c)) for d in (64, 128) for c in (False, True))
+def switched(monkeypatch, tiles):
+    for name in ("OWN_DV", "OWN_DK"):
+        monkeypatch.setattr(backward_kernels, name, tiles)
 
 
-def test_on_the_s_transposed_2d_layouts_only(monkeypatch):
-    monkeypatch.setattr(backward_kernels, "OWN_QUERIES", (64, 128, 256))
-    assert all(ON in render(cfg(64, c)) for c in (False, True)) and ON in render(cfg(128, True))
-    assert ON in render(cfg(256, True, warps_q=4)) and ON in render(cfg(64, True, window=True))
-    assert ON not in render(cfg(64, warps_q=1)) and ON not in render(cfg(64, True, softcap=True))
-    assert ON not in render(cfg(128))  # the S form (S_ROWS)
+def test_served_at_d64_only():
+    assert backward_kernels.OWN_DV == backward_kernels.OWN_DK == (64,)
+    assert all(m in render(cfg(64, c)) for m in ON for c in (False, True))
+    assert not any(m in render(cfg(d, True, warps_q=wq)) for m in ON for d, wq in ((128, 2), (256, 4)))
 
 
-def test_on_the_served_tiles_compile_clean(monkeypatch):
+def test_off_turns_them_on_nowhere(monkeypatch):
+    switched(monkeypatch, ())
+    assert not any(m in render(cfg(d, c)) for m in ON for d in (64, 128) for c in (False, True))
+
+
+@pytest.mark.parametrize("mark", ON)
+def test_on_the_s_transposed_2d_layouts_only(monkeypatch, mark):
+    switched(monkeypatch, (64, 128, 256))
+    assert all(mark in render(cfg(64, c)) for c in (False, True)) and mark in render(cfg(128, True))
+    assert mark in render(cfg(256, True, warps_q=4)) and mark in render(cfg(64, True, window=True))
+    assert mark not in render(cfg(64, warps_q=1)) and mark not in render(cfg(64, True, softcap=True))
+    assert mark not in render(cfg(128))  # the S form (S_ROWS)
+
+
+def test_on_the_d64_and_d256_tiles_compile_clean(monkeypatch):
     from autoflash.kernels.compile import compile_kernel
 
-    monkeypatch.setattr(backward_kernels, "OWN_QUERIES", (64, 128, 256))
+    switched(monkeypatch, (64, 128, 256))
     for dtype in ("bf16", "fp16"):
         for c in (cfg(64, dtype=dtype), cfg(64, True, dtype=dtype), cfg(256, True, warps_q=4, dtype=dtype)):
             report = compile_kernel(c).report

@@ -52,9 +52,9 @@ HEAVY_FIRST, HEAVY_GROUP_MB = (64, 128, 256), 64
 PAD_M, SMEM_PAD = 128, 8  # workspace rows padded to PAD_M per (batch, head); SMEM_PAD elements on smem rows (ldmatrix)
 S_ROWS = (128,)  # tile dims whose non-causal 2-D layout computes S, dP with queries as rows (FA2's form, dP's product
 # before the exps): D 128 +1.4..+4.3 % (s28e-f), dP first +2 % (s29c-d); D 64 -1.5 %, causal level to -3 % (s29b-c)
-# Tile dims whose S^T-form 2-D layouts take dV and dK over a warp's own queries from its registers (softcap's hold P
-# dcap there), the other queries' P^T / dS^T from shared memory: 1 / WARPS_Q fewer of those ldmatrix
-OWN_QUERIES = ()
+# Tile dims whose S^T-form 2-D layouts take dV (OWN_DV), dK (OWN_DK) over a warp's own queries from its registers (not
+# softcap: they hold P dcap), the others' P^T, dS^T by ldmatrix. H200 (s30a): D 64 +2 %; both at D 128 causal -5..-8 %
+OWN_DV, OWN_DK = (64,), (64,)
 TOLERANCE, FLOP_FACTOR = {"fp16": 2e-3, "bf16": 1e-2}, 2.5  # (backward FLOPs / forward FLOPs: FlashAttention's)
 
 
@@ -359,13 +359,13 @@ class BackwardMmaTemplate(Template):
     def template_values(self, cfg: BackwardConfig) -> dict:
         tile = tile_dim(cfg.head_dim, cfg.head_dim_v)
         s_rows = tile in S_ROWS and runs_s_rows(cfg)
+        own = cfg.warps_q > 1 and not (s_rows or cfg.softcap)  # (OWN_DV, OWN_DK: the S^T form's 2-D layouts)
         return {"mma_type": "bf16" if cfg.dtype == "bf16" else "f16", "pad_m": PAD_M,
                 "head_dim": tile, "hbm_dim": cfg.head_dim,
                 "strided": False,  # (backward_rows.cuh.j2: the strided small kernels are flash_bwd_wgmma's)
                 "dq_accum_permuted": False, "tail_split": False, "causal_walk": False,
                 "p_store_early": tile in P_STORE_EARLY, "heavy_first": runs_heavy_first(cfg),
-                "heavy_group_mb": HEAVY_GROUP_MB, "s_rows": s_rows,
-                "own_queries": tile in OWN_QUERIES and cfg.warps_q > 1 and not (s_rows or cfg.softcap)}
+                "heavy_group_mb": HEAVY_GROUP_MB, "s_rows": s_rows, "own_dv": tile in OWN_DV and own, "own_dk": tile in OWN_DK and own}
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         pair = (key["head_dim"], key.get("head_dim_v", 0))
