@@ -4,24 +4,22 @@ dQ, dK, dV from Q, K, V, the forward's O and LSE, and dO. flash_bwd_mma (templat
 mma.sync; flash_bwd_wgmma is ops/backward_wgmma's) has three kernels launched in order on one stream:
   <name>_pre  delta = rowsum(dO * O) in fp32, lse2 = LSE * log2(e) (+inf where the forward saw no key), the fp32
               dQ accumulator zeroed (and, deterministic, the dQ counters)
-  <name>      parallel over (K/V tile, K/V head, batch), looping over every query tile of every
-              query head of the K/V head's group: P recomputed from Q, K and LSE; dK and dV summed
-              in registers (over the group too, so GQA/MQA needs no atomics and no per-query-head
-              dK/dV buffer); dQ added in fp32 to the accumulator (a reduction, or with
-              deterministic=True in K/V-tile order behind a per-query-tile counter)
+  <name>      parallel over (K/V tile, K/V head, batch), looping over every query tile of every query head of the K/V
+              head's group: P recomputed from Q, K and LSE; dK and dV summed in registers (over the group too, so
+              GQA/MQA needs no atomics and no per-query-head dK/dV buffer); dQ added in fp32 to the accumulator (a
+              reduction, or with deterministic=True in K/V-tile order behind a per-query-tile counter)
   <name>_dq   dQ = scale * accumulator, in the input dtype.
-The cost of putting K/V heads (not query heads) in the grid: B * Hkv * ceil(Nk / block_n) blocks, few for MQA at short
-lengths. Causal in both alignments: the problem's causal_offset (query i sees keys 0..i + offset) is a kernel
-argument, as in the forward. Head dims: tiles of 64, 128, 256 (D 256 with 16 keys x 128 columns of dK, dV a warp:
-small tiles, as FlashAttention-2), every other multiple of 8 on the next of them (TILE_DIMS, below).
+The grid holds K/V heads, not query heads (B * Hkv * ceil(Nk / block_n) blocks: few for MQA at short lengths). Causal:
+the problem's causal_offset (query i sees keys 0..i + offset) is a kernel argument, as in the forward. Head dims: tiles
+of 64, 128, 256 (D 256 with 16 keys x 128 columns of dK, dV a warp: small tiles, as FlashAttention-2), every other
+multiple of 8 on the next of them (TILE_DIMS, below).
 
 Workspace (fp32/int32, one buffer): lse2 and delta (B*Hq rows padded to PAD_M), the dQ accumulator (B*Hq*Nq*D, D the
 tile's head dim) and, deterministic, one counter per (B*Hq, query tile).
 
-Tolerances (relative Frobenius error of each gradient against the gradients of the float64 forward, on the same
-rounded inputs): P and dS are rounded to the input dtype before their tensor-core products, delta uses the forward's
-rounded O, and the gradients are rounded on the way out, so each carries a few units of rounding of the dtype (bf16
-2^-9, fp16 2^-12). Measured on the H200 over tests/test_backward_gpu.py (lengths 1..4097, GQA, causal, D 64/128): bf16
+Tolerances (relative Frobenius error of each gradient against the float64 forward's, on the same rounded inputs): P
+and dS are rounded to the input dtype before their tensor-core products, delta uses the forward's rounded O, and the
+gradients are rounded on the way out: a few units of rounding of the dtype each (bf16 2^-9, fp16 2^-12). Measured on the H200 over tests/test_backward_gpu.py (lengths 1..4097, GQA, causal, D 64/128): bf16
 2.1e-3..3.1e-3, fp16 2.7e-4..3.5e-4 (benchmarks/NOTES.md, backward). The bounds leave 3-6x: bf16 1e-2, fp16 2e-3.
 """
 from __future__ import annotations
@@ -53,7 +51,8 @@ PAD_M, SMEM_PAD = 128, 8  # workspace rows padded to PAD_M per (batch, head); SM
 S_ROWS = (128,)  # tile dims whose non-causal 2-D layout computes S, dP with queries as rows (FA2's form, dP's product
 # before the exps): D 128 +1.4..+4.3 % (s28e-f), dP first +2 % (s29c-d); D 64 -1.5 %, causal level to -3 % (s29b-c)
 # Tile dims whose S^T-form 2-D layouts take dV (OWN_DV), dK (OWN_DK) over a warp's own queries from its registers (not
-# softcap: they hold P dcap), the others' P^T, dS^T by ldmatrix. H200 (s30a): D 64 +2 %; both at D 128 causal -5..-8 %
+# softcap: they hold P dcap), the others' P^T, dS^T by ldmatrix. H200: D 64 +2..+4 % (s30a-b); D 128 causal both -5..-8 %
+# (8 B spilled), dK alone -5..+8 % (s30b); D 256 (warps_q 4) level to -1.6 % (s30d)
 OWN_DV, OWN_DK = (64,), (64,)
 TOLERANCE, FLOP_FACTOR = {"fp16": 2e-3, "bf16": 1e-2}, 2.5  # (backward FLOPs / forward FLOPs: FlashAttention's)
 
@@ -76,9 +75,7 @@ class BackwardConfig(OpConfig):
     softcap: bool = False  # logit softcap (Problem.softcap > 0): dS times 1 - tanh^2
     sinks: bool = False  # per-head sink logit (Problem.sinks): its gradient from the <name>_sink kernel
     alibi: bool = False  # ALiBi bias (Problem.alibi_slopes): constant, no gradient
-    # Packed variable-length sequences (cu_seqlens, serve/varlen_grad.py): a run-time layout, not a key field (the
-    # served dense config with varlen=True); flash_bwd_mma only.
-    varlen: bool = False
+    varlen: bool = False  # packed sequences (serve/varlen_grad.py): a run-time layout, not a key field; mma only
     # V's head dim when it differs from Q/K's (HEAD_DIM_PAIRS; 0 = head_dim): dV, dO, V at it, dK, dQ at head_dim. Not a
     # key field either (no tuned entries: the pair's default tile serves it).
     head_dim_v: int = 0
@@ -236,14 +233,11 @@ class BackwardMmaTemplate(Template):
         "stages": (1, 2),
         "warps_q": (1, 2, 4),  # 2: S/dP split over keys x query halves, P^T through shared memory; 4 (D 256): quarters
     }
-    # head_dim -> (block_m, block_n, warps, stages, warps_q), first valid wins. Not tuned yet: the H200 runs of
-    # benchmarks/bench_backward.py time them (benchmarks/NOTES.md, backward): at D 128 warps_q 2 ran 10 % ahead of 1, at
-    # D 64 they tied (1 uses less shared memory).
+    # head_dim -> (block_m, block_n, warps, stages, warps_q), first valid wins (untuned keys; at D 128 warps_q 2 ran 10 %
+    # ahead of 1, at D 64 they tied: benchmarks/NOTES.md, backward). D 256: warps_q 4 (FlashAttention-2's layout there)
+    # where two query buffers fit (sm_90), +4.6..+6.0 % over 2 (s19f), plain keys only. (64, 64, 8, 2, 2), (32, 32, 4, 2,
+    # 2) at D 128 serve varlen (the rules refuse the others there; dense keys are served before them).
     SMALL = [(64, 64, 4, 2, 1), (32, 64, 4, 2, 1), (32, 64, 4, 1, 1)]
-    # D 256: warps_q 4 (FlashAttention-2's layout there) where two query buffers fit (sm_90), +4.6..+6.0 % over warps_q
-    # 2 (bwd_mma_d256_layout_h200_2026-11-30_s19f.log); its rule keeps it to plain D 256 keys. (64, 64, 8, 2, 2) and
-    # (32, 32, 4, 2, 2) at D 128 serve varlen (the rules refuse the others there); dense keys never reach them (the
-    # tiles before them fit wherever these do).
     DEFAULTS = {64: [(64, 128, 8, 2, 1), (64, 128, 8, 2, 2)] + SMALL,
                 128: [(64, 128, 8, 2, 2), (64, 128, 8, 2, 1), (64, 64, 8, 2, 2)] + SMALL + [(32, 32, 4, 2, 2)],
                 256: [(64, 64, 8, 2, 4), (64, 64, 8, 2, 2), (64, 64, 8, 1, 2), (32, 64, 8, 2, 2), (32, 64, 8, 1, 2),
