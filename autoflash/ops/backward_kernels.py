@@ -54,6 +54,7 @@ S_ROWS = (128,)  # tile dims whose non-causal 2-D layout computes S, dP with que
 # softcap: they hold P dcap), the others' P^T, dS^T by ldmatrix. H200: D 64 +2..+4 % (s30a-b); D 128 causal both -5..-8 %
 # (8 B spilled), dK alone -5..+8 % (s30b); D 256 (warps_q 4) level to -1.6 % (s30d)
 OWN_DV, OWN_DK = (64,), (64,)
+DQ_INTERLEAVE = ()  # tile dims: dQ's product before dK's, its adds spread among dK's mmas (2-D layouts, dense, plain)
 TOLERANCE, FLOP_FACTOR = {"fp16": 2e-3, "bf16": 1e-2}, 2.5  # (backward FLOPs / forward FLOPs: FlashAttention's)
 
 
@@ -359,7 +360,8 @@ class BackwardMmaTemplate(Template):
                 "strided": False,  # (backward_rows.cuh.j2: the strided small kernels are flash_bwd_wgmma's)
                 "dq_accum_permuted": False, "tail_split": False, "causal_walk": False,
                 "p_store_early": tile in P_STORE_EARLY, "heavy_first": runs_heavy_first(cfg),
-                "heavy_group_mb": HEAVY_GROUP_MB, "s_rows": s_rows, "own_dv": tile in OWN_DV and own, "own_dk": tile in OWN_DK and own}
+                "heavy_group_mb": HEAVY_GROUP_MB, "s_rows": s_rows, "own_dv": tile in OWN_DV and own, "own_dk": tile in OWN_DK and own,
+                "dq_interleave": tile in DQ_INTERLEAVE and cfg.warps_q > 1 and not (cfg.deterministic or cfg.varlen)}
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         pair = (key["head_dim"], key.get("head_dim_v", 0))
