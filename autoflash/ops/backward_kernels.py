@@ -37,9 +37,8 @@ from autoflash.ops.forward_base import MAX_TOKEN_STRIDE, Problem, causal_offset,
 # (Q/K head dim, V head dim) pairs with a backward (Dv != Dqk, e.g. MLA's 192/128; 192 only as such a pair's), served
 # by attention() and attention_backward (float64 gradient tests: tests/test_backward_head_dim_v_gpu.py, H200).
 HEAD_DIM_PAIRS = ((192, 128), (128, 64))
-# The head dims flash_bwd_mma's tiles are built for; any other multiple of 8 up to 256 runs on the next of them, its Q,
-# K, V, dO zero-filled past the problem's head dim in shared memory, the padding never read or written in global memory
-# (HBM_DIM): exact (zero columns add nothing to S or dP; their gradients, never stored, are 0).
+# The tiles' head dims; any other multiple of 8 up to 256 runs on the next, Q, K, V, dO zero past its head dim in shared
+# memory, never read or written past it in global memory (HBM_DIM): exact (zero columns add nothing to S or dP).
 TILE_DIMS = (64, 128, 256)
 # The 2-D layout's P^T goes to shared memory right after its exp, before the dP^T mmas, at these tile dims (else beside
 # dS^T). H200 (s19b): D 64 (bm128) +3.2..+3.3 %; D 128 (bm64) -7.5 % non-causal, -2.5 % causal (S_ROWS: P beside dS).
@@ -51,10 +50,11 @@ PAD_M, SMEM_PAD = 128, 8  # workspace rows padded to PAD_M per (batch, head); SM
 S_ROWS = (128,)  # tile dims whose non-causal 2-D layout computes S, dP with queries as rows (FA2's form, dP's product
 # before the exps): D 128 +1.4..+4.3 % (s28e-f), dP first +2 % (s29c-d); D 64 -1.5 %, causal level to -3 % (s29b-c)
 # Tile dims whose S^T-form 2-D layouts take dV (OWN_DV), dK (OWN_DK) over a warp's own queries from its registers (not
-# softcap: they hold P dcap), the others' P^T, dS^T by ldmatrix. H200: D 64 +2..+4 % (s30a-b); D 128 causal both -5..-8 %
-# (8 B spilled), dK alone -5..+8 % (s30b); D 256 (warps_q 4) level to -1.6 % (s30d)
+# softcap), the rest by ldmatrix. H200: D 64 +2..+4 % (s30a-b); D 128 causal -5..-8 % (spills; dK alone level); D 256 -1 %
 OWN_DV, OWN_DK = (64,), (64,)
-DQ_INTERLEAVE = ()  # tile dims: dQ's product before dK's, its adds spread among dK's mmas (2-D layouts, dense, plain)
+# Tile dims whose plain dense 2-D layouts (not deterministic) run dQ's product before dK's and spread its adds among dK's
+# mmas (FA2's interleave). H200 (s30h): D 64 +2.4..+7.1 %; D 128 causal +0..+9 % but 8 B spilled, non-causal -1..-2 %
+DQ_INTERLEAVE = (64,)
 TOLERANCE, FLOP_FACTOR = {"fp16": 2e-3, "bf16": 1e-2}, 2.5  # (backward FLOPs / forward FLOPs: FlashAttention's)
 
 
@@ -302,8 +302,7 @@ class BackwardMmaTemplate(Template):
         if cfg.warps_q > 1 and (cfg.block_m % (16 * cfg.warps_q) or cfg.warps % cfg.warps_q):
             errors.append(f"warps_q={cfg.warps_q} needs block_m a multiple of {16 * cfg.warps_q} and warps a multiple "
                           f"of {cfg.warps_q}, got block_m={cfg.block_m} warps={cfg.warps}")
-        # ptxas (NVRTC 13, sm_80/sm_90): at D 128 the 2-D layout sits at the 255-register cap and
-        # spills 16-48 bytes with one query buffer or the deterministic mode's counter wait.
+        # ptxas (NVRTC 13, sm_80/90): D 128's 2-D layout is at the register cap; 1 stage or deterministic spill 16-48 B
         if (cfg.warps_q == 2 and cfg.head_dim == 128 and cfg.block_m == 64 and keys_per_warp == 32
                 and (cfg.stages == 1 or cfg.deterministic)):
             errors.append("warps_q=2 with 32 keys a warp and block_m=64 at head_dim 128 spills registers with "
@@ -331,9 +330,8 @@ class BackwardMmaTemplate(Template):
             if cfg.window and cfg.alibi and cfg.block_m == 64:  # sm_90: 4 bytes; block_m 32: 245 registers
                 errors.append("head_dim 256 with window and alibi spills registers with block_m=64")
         if cfg.varlen and cfg.head_dim == 128:
-            # ptxas (NVRTC 13, sm_90): the per-sequence offsets cost the tiles at the register cap
-            # 4-88 bytes of spills, except 16 keys a warp with warps_q 2 (177-221 registers) and, without
-            # variants or deterministic, block_n 128 with warps_q 2
+            # ptxas (NVRTC 13, sm_90): the per-sequence offsets cost the tiles at the register cap 4-88 B of spills,
+            # except 16 keys a warp with warps_q 2 (177-221 registers) and, plain, block_n 128 with warps_q 2
             plain = not (cfg.deterministic or cfg.window or cfg.softcap or cfg.sinks or cfg.alibi)
             if cfg.warps_q != 2 or not (keys_per_warp == 16 or (plain and cfg.block_n == 128)):
                 errors.append("varlen at head_dim 128 spills registers unless warps_q=2 with 16 keys a warp "
@@ -353,7 +351,8 @@ class BackwardMmaTemplate(Template):
 
     def template_values(self, cfg: BackwardConfig) -> dict:
         tile = tile_dim(cfg.head_dim, cfg.head_dim_v)
-        s_rows = tile in S_ROWS and runs_s_rows(cfg)
+        s_rows, plain = tile in S_ROWS and runs_s_rows(cfg), not (cfg.varlen or cfg.window or cfg.softcap or cfg.sinks
+                                                                  or cfg.alibi)
         own = cfg.warps_q > 1 and not (s_rows or cfg.softcap)  # (OWN_DV, OWN_DK: the S^T form's 2-D layouts)
         return {"mma_type": "bf16" if cfg.dtype == "bf16" else "f16", "pad_m": PAD_M,
                 "head_dim": tile, "hbm_dim": cfg.head_dim,
@@ -361,7 +360,7 @@ class BackwardMmaTemplate(Template):
                 "dq_accum_permuted": False, "tail_split": False, "causal_walk": False,
                 "p_store_early": tile in P_STORE_EARLY, "heavy_first": runs_heavy_first(cfg),
                 "heavy_group_mb": HEAVY_GROUP_MB, "s_rows": s_rows, "own_dv": tile in OWN_DV and own, "own_dk": tile in OWN_DK and own,
-                "dq_interleave": tile in DQ_INTERLEAVE and cfg.warps_q > 1 and not (cfg.deterministic or cfg.varlen)}
+                "dq_interleave": tile in DQ_INTERLEAVE and cfg.warps_q > 1 and plain and not cfg.deterministic}
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         pair = (key["head_dim"], key.get("head_dim_v", 0))
