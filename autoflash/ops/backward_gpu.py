@@ -53,8 +53,7 @@ class BackwardLaunch:
         self.smem = kernel.smem
         seq_q_pad = -(-p.seq_q // PAD_M) * PAD_M
         n_q_tiles = -(-p.seq_q // cfg.block_m)
-        # varlen: the workspace rows stay (sequences x heads_q, seq_q_pad of the longest); the dQ
-        # accumulator is packed as dQ, (total_q, heads_q, D)
+        # varlen: the workspace rows stay (sequences x heads_q, seq_q_pad of the longest); the dQ accumulator is packed
         q_rows = p.total_q * p.heads_q if cfg.varlen else bh * p.seq_q
         tile = tile_dim(p.head_dim, p.head_dim_v) if cfg.template == MMA.name else wgmma_tile_dim(p.head_dim)
         self.tile = tile  # (a padded head dim: the kernels' rows of the accumulator and of the small kernels' lanes)
@@ -74,9 +73,11 @@ class BackwardLaunch:
         self.workspace_bytes = total
         pre_rows = 256 // ((p.head_dim_v or tile) // 8)  # the preprocess: a lane per 16-byte chunk of an O tile row
         self.pre_grid = (seq_q_pad // pre_rows, bh, 1)
-        # HEAVY_FIRST (both templates'): a 1-D grid the kernel maps to (K/V tile, pair) heaviest first, as rendered (a
-        # grid read in another order ran the deterministic waits past the workspace: it hung; NOTES s16)
-        if rendered(kernel, "heavy_first", heavy_first(cfg)):
+        # HEAVY_FIRST: a 1-D grid the kernel maps to (K/V tile, pair) heaviest first, or (mma HEAVY_BY_BATCH) heads in
+        # x, K/V tiles in y, as rendered (a grid read in another order ran the deterministic waits past the workspace)
+        if rendered(kernel, "heavy_by_batch", False):
+            self.main_grid = (p.heads_kv, self.main_grid[0], p.batch)  # (y: at most 65535 tiles, the launch says)
+        elif rendered(kernel, "heavy_first", heavy_first(cfg)):
             self.main_grid = (self.main_grid[0] * p.heads_kv * p.batch, 1, 1)
             if self.main_grid[0] >= 2**31:
                 raise ValueError(f"{self.main_grid[0]} blocks exceed the heavy-first grid's limit (2^31 - 1)")
@@ -89,8 +90,7 @@ class BackwardLaunch:
         self.main_tail = (i32(p.heads_q), i32(p.heads_kv), i32(p.seq_q), i32(p.seq_k), i32(seq_q_pad),
                           f32(scale), f32(scale * LOG2E),
                           i32(p.causal_offset if p.causal or cfg.window or cfg.alibi else 0))
-        # the variant tail: window bounds (a causal kernel takes 0 for the right one), softcap; the
-        # sinks and slopes pointers at call time
+        # the variant tail: window bounds (causal kernels take 0 for the right), softcap; sinks and slopes at call time
         self.window = (i32(p.window_left), i32(p.window_right))
         self.softcap = f32(p.softcap)
         self.alibi_batch_stride = i32(p.alibi_batch_stride)

@@ -40,20 +40,22 @@ HEAD_DIM_PAIRS = ((192, 128), (128, 64))
 # The tiles' head dims; any other multiple of 8 up to 256 runs on the next, Q, K, V, dO zero past its head dim in shared
 # memory, never read or written past it in global memory (HBM_DIM): exact (zero columns add nothing to S or dP).
 TILE_DIMS = (64, 128, 256)
-# The 2-D layout's P^T goes to shared memory right after its exp, before the dP^T mmas, at these tile dims (else beside
-# dS^T). H200 (s19b): D 64 (bm128) +3.2..+3.3 %; D 128 (bm64) -7.5 % non-causal, -2.5 % causal (S_ROWS: P beside dS).
-P_STORE_EARLY = (64,)
+P_STORE_EARLY = (64,)  # tile dims whose 2-D layout stores P^T right after its exp (else beside dS^T). H200 (s19b):
+# D 64 (bm128) +3.2..+3.3 %; D 128 (bm64) -7.5 % non-causal, -2.5 % causal (S_ROWS: P beside dS)
 # Plain causal keys of these tile dims run heaviest first (K/V tile j before j + 1, in groups of (batch, head) pairs
 # whose query rows take ~HEAVY_GROUP_MB MB; a 1-D grid). H200 (s25a-d): N 4096 D 128 / 256 +5..+7 %; N 16384 +1..+5 %
 HEAVY_FIRST, HEAVY_GROUP_MB = (64, 128, 256), 64
+# HEAVY_BY_BATCH (tile dims; off, untimed): heavy first by batch on a (K/V head, K/V tile, batch) grid, the loop counters
+# uniform (the groups' divisions made them vector registers that the dQ adds still read at the loop's top, s30g)
+HEAVY_BY_BATCH = ()
 PAD_M, SMEM_PAD = 128, 8  # workspace rows padded to PAD_M per (batch, head); SMEM_PAD elements on smem rows (ldmatrix)
 S_ROWS = (128,)  # tile dims whose non-causal 2-D layout computes S, dP with queries as rows (FA2's form, dP's product
 # before the exps): D 128 +1.4..+4.3 % (s28e-f), dP first +2 % (s29c-d); D 64 -1.5 %, causal level to -3 % (s29b-c)
 # Tile dims whose S^T-form 2-D layouts take dV (OWN_DV), dK (OWN_DK) over a warp's own queries from its registers (not
 # softcap), the rest by ldmatrix. H200: D 64 +2..+4 % (s30a-b); D 128 causal -5..-8 % (spills; dK alone level); D 256 -1 %
 OWN_DV, OWN_DK = (64,), (64,)
-# Tile dims whose plain dense 2-D layouts (not deterministic) run dQ's product before dK's and spread its adds among dK's
-# mmas (FA2's interleave). H200 (s30h): D 64 +2.4..+7.1 %; D 128 causal +0..+9 % but 8 B spilled, non-causal -1..-2 %
+# Tile dims whose plain dense 2-D layouts (not deterministic) run dQ's product before dK's, its adds among dK's mmas
+# (FA2's). H200 (s30h): D 64 +2.4..+7.1 %; D 128 causal +0..+9 % (8 B spilled; 0 with HEAVY_BY_BATCH), the S form -1 %
 DQ_INTERLEAVE = (64,)
 TOLERANCE, FLOP_FACTOR = {"fp16": 2e-3, "bf16": 1e-2}, 2.5  # (backward FLOPs / forward FLOPs: FlashAttention's)
 
@@ -70,18 +72,15 @@ class BackwardConfig(OpConfig):
     stages: int = 2  # query-tile buffers: 2 prefetches the next (Q, dO, lse2, delta) tile
     deterministic: bool = False  # dQ adds serialised in K/V-tile order: bitwise repeatable
     warps_q: int = 1  # warps along the query columns of S, dP: 2 = FlashAttention-2's 2-D layout
-    # Variants (issue 17), compile-time like the forward's (ops/forward_base.KernelConfig): a true flag adds its name to
-    # the config name; plain configs keep their names and their code.
+    # Variants (issue 17), compile-time as the forward's: a true flag adds its name to the config name
     window: bool = False  # sliding window (Problem.window_left / window_right): query tiles outside skipped
     softcap: bool = False  # logit softcap (Problem.softcap > 0): dS times 1 - tanh^2
     sinks: bool = False  # per-head sink logit (Problem.sinks): its gradient from the <name>_sink kernel
     alibi: bool = False  # ALiBi bias (Problem.alibi_slopes): constant, no gradient
     varlen: bool = False  # packed sequences (serve/varlen_grad.py): a run-time layout, not a key field; mma only
-    # V's head dim when it differs from Q/K's (HEAD_DIM_PAIRS; 0 = head_dim): dV, dO, V at it, dK, dQ at head_dim. Not a
-    # key field either (no tuned entries: the pair's default tile serves it).
-    head_dim_v: int = 0
+    head_dim_v: int = 0  # V's head dim if not Q/K's (HEAD_DIM_PAIRS): dV, dO, V at it; not a key field (no entries)
     # flash_bwd_wgmma's dQ reduction (its knob): -1 its rule, 0 the consumers' red.global adds, 1 staged in shared memory
-    # and reduced by the producer a row at a time, 2 one bulk reduction a tile; "_dqp<n>" in the name unless -1.
+    # and reduced by the producer a row at a time, 2 one bulk reduction a tile; "_dqp<n>" in the name unless -1
     dq_via_producer: int = -1
 
     op: ClassVar[str] = "backward"
@@ -359,6 +358,7 @@ class BackwardMmaTemplate(Template):
                 "strided": False,  # (backward_rows.cuh.j2: the strided small kernels are flash_bwd_wgmma's)
                 "dq_accum_permuted": False, "tail_split": False, "causal_walk": False,
                 "p_store_early": tile in P_STORE_EARLY, "heavy_first": runs_heavy_first(cfg),
+                "heavy_by_batch": runs_heavy_first(cfg) and tile in HEAVY_BY_BATCH,
                 "heavy_group_mb": HEAVY_GROUP_MB, "s_rows": s_rows, "own_dv": tile in OWN_DV and own, "own_dk": tile in OWN_DK and own,
                 "dq_interleave": tile in DQ_INTERLEAVE and cfg.warps_q > 1 and plain and not cfg.deterministic}
 
