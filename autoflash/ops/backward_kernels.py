@@ -47,7 +47,7 @@ P_STORE_EARLY = (64,)  # tile dims whose 2-D layout stores P^T right after its e
 HEAVY_FIRST, HEAVY_GROUP_MB = (64, 128, 256), 64
 # HEAVY_BY_BATCH (tile dims; off, untimed): heavy first by batch on a (K/V head, K/V tile, batch) grid, the loop counters
 # uniform (the groups' divisions made them vector registers that the dQ adds still read at the loop's top, s30g)
-HEAVY_BY_BATCH = ()
+HEAVY_BY_BATCH, LINE_COPIES = (), ()  # LINE_COPIES (tile dims; off, untimed): cp.async writes whole 128-byte lines
 PAD_M, SMEM_PAD = 128, 8  # workspace rows padded to PAD_M per (batch, head); SMEM_PAD elements on smem rows (ldmatrix)
 S_ROWS = (128,)  # tile dims whose non-causal 2-D layout computes S, dP with queries as rows (FA2's form, dP's product
 # before the exps): D 128 +1.4..+4.3 % (s28e-f), dP first +2 % (s29c-d); D 64 -1.5 %, causal level to -3 % (s29b-c)
@@ -358,7 +358,7 @@ class BackwardMmaTemplate(Template):
                 "strided": False,  # (backward_rows.cuh.j2: the strided small kernels are flash_bwd_wgmma's)
                 "dq_accum_permuted": False, "tail_split": False, "causal_walk": False,
                 "p_store_early": tile in P_STORE_EARLY, "heavy_first": runs_heavy_first(cfg),
-                "heavy_by_batch": runs_heavy_first(cfg) and tile in HEAVY_BY_BATCH,
+                "heavy_by_batch": runs_heavy_first(cfg) and tile in HEAVY_BY_BATCH, "line_copies": tile in LINE_COPIES,
                 "heavy_group_mb": HEAVY_GROUP_MB, "s_rows": s_rows, "own_dv": tile in OWN_DV and own, "own_dk": tile in OWN_DK and own,
                 "dq_interleave": tile in DQ_INTERLEAVE and cfg.warps_q > 1 and plain and not cfg.deterministic}
 
