@@ -10,7 +10,8 @@ import pytest
 pytestmark = pytest.mark.gpu
 torch = pytest.importorskip("torch")
 
-from test_backward_gpu import DTYPES, float64_forward, grad_errors, inputs, pinned, reference_grads  # noqa: E402
+from test_backward_gpu import (DTYPES, float64_forward, grad_errors, inputs, pinned, reference_grads,  # noqa: E402
+                               run_mma_switched)
 
 from autoflash.ops.backward import TOLERANCE  # noqa: E402
 from autoflash.serve import autograd, backward_plans  # noqa: E402
@@ -31,17 +32,15 @@ def forget_switched_kernels():
     backward_plans.clear()
 
 
-def run(monkeypatch, switches: dict, *args, **kw):
+ALL = (64, 128, 256)
+
+
+def run(monkeypatch, heavy_by_batch, interleave: bool, *args, **kw):
     from autoflash.ops import backward_kernels
 
-    for name, value in switches.items():
-        monkeypatch.setattr(backward_kernels, name, value)
-    autograd._loaded.cache_clear()
-    backward_plans.clear()
-    return autograd.attention_backward(*args, **kw)
-
-
-ALL = (64, 128, 256)
+    if interleave:
+        monkeypatch.setattr(backward_kernels, "DQ_INTERLEAVE", ALL)
+    return run_mma_switched(monkeypatch, "HEAVY_BY_BATCH", heavy_by_batch, *args, **kw)
 
 
 @pytest.mark.parametrize("interleave", [False, True], ids=["alone", "with_dq_interleave"])
@@ -57,9 +56,8 @@ def test_matches_float64_and_the_served_order(case, deterministic, interleave, m
     out, lse = float64_forward(q, k, v, True, scale, offset)
     kw = dict(causal=True, causal_alignment=alignment, deterministic=deterministic,
               config=pinned(dtype, d, True, 2, deterministic))  # (the 2-D layout: DQ_INTERLEAVE's)
-    extra = {"DQ_INTERLEAVE": ALL} if interleave else {}
-    on = run(monkeypatch, {"HEAVY_BY_BATCH": ALL, **extra}, q, k, v, out, lse, dout, **kw)
-    off = run(monkeypatch, {"HEAVY_BY_BATCH": (), **extra}, q, k, v, out, lse, dout, **kw)
+    on = run(monkeypatch, ALL, interleave, q, k, v, out, lse, dout, **kw)
+    off = run(monkeypatch, (), interleave, q, k, v, out, lse, dout, **kw)
     for name, err in zip(("dq", "dk", "dv"), grad_errors(on, refs, dout, nk)):
         assert err < TOLERANCE[dtype], (name, err)
     assert torch.equal(on[1], off[1]) and torch.equal(on[2], off[2])

@@ -9,7 +9,8 @@ import pytest
 pytestmark = pytest.mark.gpu
 torch = pytest.importorskip("torch")
 
-from test_backward_gpu import DTYPES, float64_forward, grad_errors, inputs, pinned, reference_grads  # noqa: E402
+from test_backward_gpu import (DTYPES, float64_forward, grad_errors, inputs, pinned, reference_grads,  # noqa: E402
+                               run_mma_switched)
 
 from autoflash.ops.backward import TOLERANCE  # noqa: E402
 from autoflash.serve import autograd, backward_plans  # noqa: E402
@@ -29,15 +30,6 @@ def forget_switched_kernels():
     yield
     autograd._loaded.cache_clear()
     backward_plans.clear()
-
-
-def run(monkeypatch, tiles, *args, **kw):
-    from autoflash.ops import backward_kernels
-
-    monkeypatch.setattr(backward_kernels, "LINE_COPIES", tiles)
-    autograd._loaded.cache_clear()
-    backward_plans.clear()
-    return autograd.attention_backward(*args, **kw)
 
 
 def config(dtype, d, causal):
@@ -60,7 +52,8 @@ def test_bitwise_equal_to_copies_by_chunk(case, monkeypatch):
     _, _, *refs = reference_grads(q, k, v, dout, causal, scale, 0)
     out, lse = float64_forward(q, k, v, causal, scale, 0)
     kw = dict(causal=causal, deterministic=True, config=config(dtype, d, causal))
-    on, off = (run(monkeypatch, tiles, q, k, v, out, lse, dout, **kw) for tiles in ((64, 128, 256), ()))
+    on, off = (run_mma_switched(monkeypatch, "LINE_COPIES", tiles, q, k, v, out, lse, dout, **kw)
+               for tiles in ((64, 128, 256), ()))
     for name, err in zip(("dq", "dk", "dv"), grad_errors(on, refs, dout, nk)):
         assert err < TOLERANCE[dtype], (name, err)
     assert all(torch.equal(x, y) for x, y in zip(on, off))
