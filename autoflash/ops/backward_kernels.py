@@ -19,8 +19,9 @@ tile's head dim) and, deterministic, one counter per (B*Hq, query tile).
 
 Tolerances (relative Frobenius error of each gradient against the float64 forward's, on the same rounded inputs): P
 and dS are rounded to the input dtype before their tensor-core products, delta uses the forward's rounded O, and the
-gradients are rounded on the way out: a few units of rounding of the dtype each (bf16 2^-9, fp16 2^-12). Measured on the H200 over tests/test_backward_gpu.py (lengths 1..4097, GQA, causal, D 64/128): bf16
-2.1e-3..3.1e-3, fp16 2.7e-4..3.5e-4 (benchmarks/NOTES.md, backward). The bounds leave 3-6x: bf16 1e-2, fp16 2e-3.
+gradients are rounded on the way out: a few units of rounding of the dtype each (bf16 2^-9, fp16 2^-12). Measured on
+the H200 over tests/test_backward_gpu.py (lengths 1..4097, GQA, causal, D 64/128): bf16 2.1e-3..3.1e-3, fp16
+2.7e-4..3.5e-4 (benchmarks/NOTES.md, backward). The bounds leave 3-6x: bf16 1e-2, fp16 2e-3.
 """
 from __future__ import annotations
 
@@ -45,14 +46,14 @@ P_STORE_EARLY = (64,)  # tile dims whose 2-D layout stores P^T right after its e
 # Plain causal keys of these tile dims run heaviest first (K/V tile j before j + 1, in groups of (batch, head) pairs
 # whose query rows take ~HEAVY_GROUP_MB MB; a 1-D grid). H200 (s25a-d): N 4096 D 128 / 256 +5..+7 %; N 16384 +1..+5 %
 HEAVY_FIRST, HEAVY_GROUP_MB = (64, 128, 256), 64
-# HEAVY_BY_BATCH (tile dims; off, untimed): heavy first by batch on a (K/V head, K/V tile, batch) grid, the loop counters
+# HEAVY_BY_BATCH (tile dims; off, untimed): heavy first by batch on a (K/V head, K/V tile, batch) grid, loop counters
 # uniform (the groups' divisions made them vector registers that the dQ adds still read at the loop's top, s30g)
 HEAVY_BY_BATCH, LINE_COPIES = (), ()  # LINE_COPIES (tile dims; off, untimed): cp.async writes whole 128-byte lines
 PAD_M, SMEM_PAD = 128, 8  # workspace rows padded to PAD_M per (batch, head); SMEM_PAD elements on smem rows (ldmatrix)
 S_ROWS = (128,)  # tile dims whose non-causal 2-D layout computes S, dP with queries as rows (FA2's form, dP's product
 # before the exps): D 128 +1.4..+4.3 % (s28e-f), dP first +2 % (s29c-d); D 64 -1.5 %, causal level to -3 % (s29b-c)
 # Tile dims whose S^T-form 2-D layouts take dV (OWN_DV), dK (OWN_DK) over a warp's own queries from its registers (not
-# softcap), the rest by ldmatrix. H200: D 64 +2..+4 % (s30a-b); D 128 causal -5..-8 % (spills; dK alone level); D 256 -1 %
+# softcap), the rest by ldmatrix. H200 (s30a-d): D 64 +2..+4 %, D 128 causal -5..-8 % (spills), D 256 -1 %
 OWN_DV, OWN_DK = (64,), (64,)
 # Tile dims whose plain dense 2-D layouts (not deterministic) run dQ's product before dK's, its adds among dK's mmas
 # (FA2's). H200 (s30h): D 64 +2.4..+7.1 %; D 128 causal +0..+9 % (8 B spilled; 0 with HEAVY_BY_BATCH), the S form -1 %
@@ -233,10 +234,9 @@ class BackwardMmaTemplate(Template):
         "stages": (1, 2),
         "warps_q": (1, 2, 4),  # 2: S/dP split over keys x query halves, P^T through shared memory; 4 (D 256): quarters
     }
-    # head_dim -> (block_m, block_n, warps, stages, warps_q), first valid wins (untuned keys; at D 128 warps_q 2 ran 10 %
-    # ahead of 1, at D 64 they tied: benchmarks/NOTES.md, backward). D 256: warps_q 4 (FlashAttention-2's layout there)
-    # where two query buffers fit (sm_90), +4.6..+6.0 % over 2 (s19f), plain keys only. (64, 64, 8, 2, 2), (32, 32, 4, 2,
-    # 2) at D 128 serve varlen (the rules refuse the others there; dense keys are served before them).
+    # head_dim -> (block_m, block_n, warps, stages, warps_q), first valid wins for untuned keys (NOTES, backward: D 128
+    # warps_q 2 10 % ahead of 1, D 64 tied). D 256: warps_q 4, FA2's layout, where two query buffers fit (sm_90;
+    # +4.6..+6.0 % over 2, s19f), plain keys only. (64, 64, 8, 2, 2), (32, 32, 4, 2, 2) at D 128 serve varlen.
     SMALL = [(64, 64, 4, 2, 1), (32, 64, 4, 2, 1), (32, 64, 4, 1, 1)]
     DEFAULTS = {64: [(64, 128, 8, 2, 1), (64, 128, 8, 2, 2)] + SMALL,
                 128: [(64, 128, 8, 2, 2), (64, 128, 8, 2, 1), (64, 64, 8, 2, 2)] + SMALL + [(32, 32, 4, 2, 2)],
@@ -349,17 +349,17 @@ class BackwardMmaTemplate(Template):
         return rows * elem + 2 * cfg.stages * cfg.block_m * 4  # + lse2 and delta buffers
 
     def template_values(self, cfg: BackwardConfig) -> dict:
-        tile = tile_dim(cfg.head_dim, cfg.head_dim_v)
-        s_rows, plain = tile in S_ROWS and runs_s_rows(cfg), not (cfg.varlen or cfg.window or cfg.softcap or cfg.sinks
-                                                                  or cfg.alibi)
+        tile, heavy = tile_dim(cfg.head_dim, cfg.head_dim_v), runs_heavy_first(cfg)
+        s_rows = tile in S_ROWS and runs_s_rows(cfg)
+        plain = not (cfg.varlen or cfg.window or cfg.softcap or cfg.sinks or cfg.alibi)
         own = cfg.warps_q > 1 and not (s_rows or cfg.softcap)  # (OWN_DV, OWN_DK: the S^T form's 2-D layouts)
         return {"mma_type": "bf16" if cfg.dtype == "bf16" else "f16", "pad_m": PAD_M,
                 "head_dim": tile, "hbm_dim": cfg.head_dim,
                 "strided": False,  # (backward_rows.cuh.j2: the strided small kernels are flash_bwd_wgmma's)
                 "dq_accum_permuted": False, "tail_split": False, "causal_walk": False,
-                "p_store_early": tile in P_STORE_EARLY, "heavy_first": runs_heavy_first(cfg),
-                "heavy_by_batch": runs_heavy_first(cfg) and tile in HEAVY_BY_BATCH, "line_copies": tile in LINE_COPIES,
-                "heavy_group_mb": HEAVY_GROUP_MB, "s_rows": s_rows, "own_dv": tile in OWN_DV and own, "own_dk": tile in OWN_DK and own,
+                "p_store_early": tile in P_STORE_EARLY, "heavy_first": heavy, "heavy_group_mb": HEAVY_GROUP_MB,
+                "heavy_by_batch": heavy and tile in HEAVY_BY_BATCH, "line_copies": tile in LINE_COPIES,
+                "s_rows": s_rows, "own_dv": tile in OWN_DV and own, "own_dk": tile in OWN_DK and own,
                 "dq_interleave": tile in DQ_INTERLEAVE and cfg.warps_q > 1 and plain and not cfg.deterministic}
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
