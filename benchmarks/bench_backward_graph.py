@@ -29,7 +29,7 @@ from autoflash.kernels.archs import build_arch
 from autoflash.kernels.compile import compile_kernel
 from autoflash.kernels.device import device_arch
 from autoflash.kernels.loaded import LoadedKernel
-from autoflash.ops import backward_kernels as MMA_MODULE
+from autoflash.ops import backward_mma_switches as MMA_MODULE
 from autoflash.ops import backward_wgmma as WGMMA_MODULE
 from autoflash.ops.backward_wgmma import TEMPLATE as WGMMA
 
@@ -42,7 +42,7 @@ def config_impl(name: str, cfg, p, scale: float, tensors: tuple) -> Impl:
 
 @contextlib.contextmanager
 def switched(names: list[str]):
-    """The ops/backward_wgmma switches named (MMA.NAME: ops/backward_kernels') set inside the block (NAME on, -NAME
+    """The ops/backward_wgmma switches named (MMA.NAME: ops/backward_mma_switches') set inside the block (NAME on, -NAME
     off; a switch holding head dims: all of them, or none; NAME=N: the integer N), set back after."""
     names = [s for s in names if s]
     saved = {}
@@ -63,7 +63,7 @@ def switched(names: list[str]):
 def alt_impl(name: str, tile: str, switches: str, arch: str, key: dict, n: int, p, scale: float,
              tensors: tuple) -> Impl:
     """A flash_bwd_wgmma tile BMxBNxWARPSxSTAGES[xDQ_VIA_PRODUCER] (or "mma": the mma column's config), compiled
-    with the switches named in switches ("A+B") on (-A: off; MMA.A: ops/backward_kernels'), then set back."""
+    with the switches named in switches ("A+B") on (-A: off; MMA.A: ops/backward_mma_switches'), then set back."""
     if tile == "mma":
         cfg = mma_config(arch, key, n)[0]
     else:
@@ -144,7 +144,7 @@ def main():
     ap.add_argument("--alt", default="", help="BMxBNxWARPSxSTAGES[xDQ][:SWITCH+SWITCH], comma-separated: "
                     "flash_bwd_wgmma tiles (DQ: dq_via_producer; mma: the mma column's config) timed as columns alt1, "
                     "alt2, ..., each compiled with the named ops/backward_wgmma switches on (-SWITCH: off; "
-                    "MMA.SWITCH: ops/backward_kernels')")
+                    "MMA.SWITCH: ops/backward_mma_switches')")
     ap.add_argument("--one-consumer", action="store_true",
                     help="ops/backward_wgmma.ONE_CONSUMER on (e.g. --alt 64x64x8x2)")
     ap.add_argument("--build-order", choices=("shuffled", "fixed", "served-last"), default="shuffled",

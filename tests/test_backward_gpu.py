@@ -123,12 +123,12 @@ def test_gradients_match_float64_autograd(case, dtype):
 
 
 def run_mma_switched(monkeypatch, switch: str, value, *args, **kw):
-    """attention_backward(*args, **kw) with ops/backward_kernels.<switch> = value (a flash_bwd_mma switch), the served
+    """attention_backward(*args, **kw) with ops/backward_mma_switches.<switch> = value (a flash_bwd_mma switch), the served
     kernels and launch plans forgotten first (the caller's fixture forgets them after)."""
-    from autoflash.ops import backward_kernels
+    from autoflash.ops import backward_mma_switches
     from autoflash.serve import autograd, backward_plans
 
-    monkeypatch.setattr(backward_kernels, switch, value)
+    monkeypatch.setattr(backward_mma_switches, switch, value)
     autograd._loaded.cache_clear()
     backward_plans.clear()
     return autograd.attention_backward(*args, **kw)

@@ -1,7 +1,7 @@
-"""flash_bwd_mma's HEAVY_BY_BATCH (ops/backward_kernels; off until timed): heavy-first causal blocks on a (K/V head,
+"""flash_bwd_mma's HEAVY_BY_BATCH (ops/backward_mma_switches; served at D 128): heavy-first causal blocks on a (K/V head,
 K/V tile, batch) grid. On a GPU: gradients against float64 within the backward's tolerances; dK and dV bitwise equal
-to the served order's (a block's arithmetic does not depend on the order blocks run in), and with deterministic=True dQ
-too; with DQ_INTERLEAVE at every tile dim as well (the pair the next session times). Batches > 1, both alignments,
+to the grouped heavy-first order's (a block's arithmetic does not depend on the order blocks run in), and with deterministic=True dQ
+too; with DQ_INTERLEAVE at every tile dim as well (served together at D 128 causal, s31a). Batches > 1, both alignments,
 GQA, tails, D 64 / 128 / 256. CPU checks: tests/test_backward_heavy_by_batch.py."""
 import math
 
@@ -36,10 +36,10 @@ ALL = (64, 128, 256)
 
 
 def run(monkeypatch, heavy_by_batch, interleave: bool, *args, **kw):
-    from autoflash.ops import backward_kernels
+    from autoflash.ops import backward_mma_switches
 
     if interleave:
-        monkeypatch.setattr(backward_kernels, "DQ_INTERLEAVE", ALL)
+        monkeypatch.setattr(backward_mma_switches, "DQ_INTERLEAVE", ALL)
     return run_mma_switched(monkeypatch, "HEAVY_BY_BATCH", heavy_by_batch, *args, **kw)
 
 

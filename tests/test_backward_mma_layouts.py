@@ -7,7 +7,8 @@ padded/256 backward GPU tests (tests/test_backward_gpu.py, tests/test_backward_h
 import pytest
 
 from autoflash.kernels.render import render
-from autoflash.ops.backward_kernels import P_STORE_EARLY, TEMPLATE
+from autoflash.ops.backward_kernels import TEMPLATE
+from autoflash.ops.backward_mma_switches import P_STORE_EARLY
 
 FLAGS = dict(deterministic=False, window=False, softcap=False, sinks=False, alibi=False)
 

@@ -1,4 +1,4 @@
-"""flash_bwd_mma's heavy-first block order (ops/backward_kernels.HEAVY_FIRST: K/V tile j of every (batch, head) pair of
+"""flash_bwd_mma's heavy-first block order (ops/backward_mma_switches.HEAVY_FIRST: K/V tile j of every (batch, head) pair of
 a group before tile j + 1, HEAVY_GROUP_MB) on a GPU, causal keys: gradients against float64 within the backward's
 tolerances, and against the switch off: dk, dv bitwise (each block sums its own keys in the same order), dq within
 the tolerance (its fp32 adds arrive in another order); deterministic mode bitwise to off (its dQ adds stay in
@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 from test_backward_gpu import (DTYPES, assert_switch_keeps_gradients, float64_forward, inputs, pinned,  # noqa: E402
                                run_mma_switched)
 
-from autoflash.ops import backward_kernels  # noqa: E402
+from autoflash.ops import backward_mma_switches  # noqa: E402
 from autoflash.ops.backward import TOLERANCE  # noqa: E402
 from autoflash.serve import autograd, backward_plans  # noqa: E402
 
@@ -73,7 +73,7 @@ def test_heavy_groups_match_float64_and_the_switch_off(group_mb, template, deter
         pytest.skip("flash_bwd_wgmma needs an sm_90 GPU")
     b, hq, hkv, nq, nk, d = 3, 4, 2, 300, 700, 128
     q, k, v, dout = inputs(b, hq, hkv, nq, nk, d, torch.bfloat16, seed=group_mb)
-    monkeypatch.setattr(backward_kernels, "HEAVY_GROUP_MB", group_mb)
+    monkeypatch.setattr(backward_mma_switches, "HEAVY_GROUP_MB", group_mb)
 
     def run_both(on, *args, **kw):  # (both templates' switches)
         monkeypatch.setattr(backward_wgmma, "HEAVY_FIRST", (64, 128) if on else ())

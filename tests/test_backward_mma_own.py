@@ -5,7 +5,7 @@ the D 256 tile does with them on. GPU checks: tests/test_backward_mma_own_gpu.py
 import pytest
 
 from autoflash.kernels.render import render
-from autoflash.ops import backward_kernels
+from autoflash.ops import backward_mma_switches
 from autoflash.ops.backward import TEMPLATE
 
 ON = ("OWN_DV = true", "OWN_DK = true")
@@ -19,11 +19,11 @@ def cfg(d, causal=False, warps_q=2, dtype="bf16", **kw):
 
 def switched(monkeypatch, tiles):
     for name in ("OWN_DV", "OWN_DK"):
-        monkeypatch.setattr(backward_kernels, name, tiles)
+        monkeypatch.setattr(backward_mma_switches, name, tiles)
 
 
 def test_served_at_d64_only():
-    assert backward_kernels.OWN_DV == backward_kernels.OWN_DK == (64,)
+    assert backward_mma_switches.OWN_DV == backward_mma_switches.OWN_DK == (64,)
     assert all(m in render(cfg(64, c)) for m in ON for c in (False, True))
     assert not any(m in render(cfg(d, True, warps_q=wq)) for m in ON for d, wq in ((128, 2), (256, 4)))
 

@@ -1,4 +1,4 @@
-"""flash_bwd_mma's OWN_DV / OWN_DK (ops/backward_kernels: the 2-D layouts' dV and dK over a warp's own queries from
+"""flash_bwd_mma's OWN_DV / OWN_DK (ops/backward_mma_switches: the 2-D layouts' dV and dK over a warp's own queries from
 its registers) on a GPU, both on and OWN_DK alone: gradients against float64 within the backward's tolerances and
 against both off within them too (the order of the fp32 adds over the queries differs); D 64 / 128 (warps_q 2) and
 256 (warps_q 4), causal in
@@ -50,9 +50,9 @@ def mma_config(dtype: str, d: int, causal: bool):
 
 def run(monkeypatch, switches: tuple, *args, **kw):
     """attention_backward with OWN_DV, OWN_DK on at every tile dim where named in switches, else off."""
-    from autoflash.ops import backward_kernels
+    from autoflash.ops import backward_mma_switches
 
-    monkeypatch.setattr(backward_kernels, "OWN_DK", (64, 128, 256) if "OWN_DK" in switches else ())
+    monkeypatch.setattr(backward_mma_switches, "OWN_DK", (64, 128, 256) if "OWN_DK" in switches else ())
     return run_mma_switched(monkeypatch, "OWN_DV", (64, 128, 256) if "OWN_DV" in switches else (), *args, **kw)
 
 

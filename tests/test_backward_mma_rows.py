@@ -2,7 +2,7 @@
 layout's plain non-causal tiles with block_m <= block_n render it (causal keys, variants and warps_q 1 do not), and
 they compile, the D 128 (served) and D 64 tiles with 0 B spilled. GPU checks: tests/test_backward_mma_rows_gpu.py."""
 from autoflash.kernels.render import render
-from autoflash.ops import backward_kernels
+from autoflash.ops import backward_mma_switches
 from autoflash.ops.backward import TEMPLATE
 
 MARK = "gemm_rows<2, KN_TILES, HEAD_DIM>"
@@ -15,14 +15,14 @@ def cfg(d, causal=False, warps_q=2, dtype="bf16", **kw):
 
 
 def test_off_renders_no_s_form(monkeypatch):
-    monkeypatch.setattr(backward_kernels, "S_ROWS", ())
+    monkeypatch.setattr(backward_mma_switches, "S_ROWS", ())
     assert not any(MARK in render(cfg(d, c)) for d in (64, 128) for c in (False, True))
 
 
 def test_on_renders_it_for_the_plain_non_causal_2d_layout_only(monkeypatch):
-    assert backward_kernels.S_ROWS == (128,)  # (served: NOTES s28e, s28f)
+    assert backward_mma_switches.S_ROWS == (128,)  # (served: NOTES s28e, s28f)
     assert MARK in render(cfg(128)) and MARK not in render(cfg(64)) and MARK not in render(cfg(128, True))
-    monkeypatch.setattr(backward_kernels, "S_ROWS", (64, 128, 256))
+    monkeypatch.setattr(backward_mma_switches, "S_ROWS", (64, 128, 256))
     assert MARK in render(cfg(64)) and not any(MARK in render(cfg(d, True)) for d in (64, 128))
     assert MARK not in render(cfg(64, warps_q=1)) and MARK not in render(cfg(128, window=True))
 
@@ -33,7 +33,7 @@ def test_on_the_tiles_compile_and_the_served_one_clean(monkeypatch):
     for dtype in ("bf16", "fp16"):
         report = compile_kernel(cfg(128, dtype=dtype)).report
         assert report.spill_stores == report.spill_loads == 0, report
-    monkeypatch.setattr(backward_kernels, "S_ROWS", (64, 128, 256))
+    monkeypatch.setattr(backward_mma_switches, "S_ROWS", (64, 128, 256))
     report = compile_kernel(cfg(64)).report  # (not served: 0.98x S^T, s29b-c)
     assert report.spill_stores == report.spill_loads == 0, report
 

@@ -76,11 +76,11 @@ class BackwardLaunch:
         # HEAVY_FIRST: a 1-D grid the kernel maps to (K/V tile, pair) heaviest first, or (mma HEAVY_BY_BATCH) heads in
         # x, K/V tiles in y, as rendered (a grid read in another order ran the deterministic waits past the workspace)
         if rendered(kernel, "heavy_by_batch", False):
-            self.main_grid = (p.heads_kv, self.main_grid[0], p.batch)  # (y: at most 65535 tiles, the launch says)
+            self.main_grid = (p.heads_kv, self.main_grid[0], p.batch)
         elif rendered(kernel, "heavy_first", heavy_first(cfg)):
             self.main_grid = (self.main_grid[0] * p.heads_kv * p.batch, 1, 1)
-            if self.main_grid[0] >= 2**31:
-                raise ValueError(f"{self.main_grid[0]} blocks exceed the heavy-first grid's limit (2^31 - 1)")
+        if self.main_grid[0] >= 2**31 or self.main_grid[1] > 65535:
+            raise ValueError(f"the main kernel's grid {self.main_grid} exceeds CUDA's (2^31 - 1 in x, 65535 in y)")
         self.block = (cfg.threads, 1, 1)
         self.n_vec8 = np.uint64(q_rows * p.head_dim // 8)
         self.conv_grid = (max(1, min(-(-int(self.n_vec8) // 256), 8192)), 1, 1)

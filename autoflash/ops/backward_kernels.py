@@ -33,6 +33,7 @@ from typing import ClassVar
 from autoflash.kernels.config import OpConfig
 from autoflash.kernels.elements import DTYPE_BYTES
 from autoflash.kernels.template import Template, next_tile, spell_values
+from autoflash.ops import backward_mma_switches as switches
 from autoflash.ops.forward_base import MAX_TOKEN_STRIDE, Problem, causal_offset, stepped_strides
 
 # (Q/K head dim, V head dim) pairs with a backward (Dv != Dqk, e.g. MLA's 192/128; 192 only as such a pair's), served
@@ -41,23 +42,7 @@ HEAD_DIM_PAIRS = ((192, 128), (128, 64))
 # The tiles' head dims; any other multiple of 8 up to 256 runs on the next, Q, K, V, dO zero past its head dim in shared
 # memory, never read or written past it in global memory (HBM_DIM): exact (zero columns add nothing to S or dP).
 TILE_DIMS = (64, 128, 256)
-P_STORE_EARLY = (64,)  # tile dims whose 2-D layout stores P^T right after its exp (else beside dS^T). H200 (s19b):
-# D 64 (bm128) +3.2..+3.3 %; D 128 (bm64) -7.5 % non-causal, -2.5 % causal (S_ROWS: P beside dS)
-# Plain causal keys of these tile dims run heaviest first (K/V tile j before j + 1, in groups of (batch, head) pairs
-# whose query rows take ~HEAVY_GROUP_MB MB; a 1-D grid). H200 (s25a-d): N 4096 D 128 / 256 +5..+7 %; N 16384 +1..+5 %
-HEAVY_FIRST, HEAVY_GROUP_MB = (64, 128, 256), 64
-# HEAVY_BY_BATCH (tile dims; off, untimed): heavy first by batch on a (K/V head, K/V tile, batch) grid, loop counters
-# uniform (the groups' divisions made them vector registers that the dQ adds still read at the loop's top, s30g)
-HEAVY_BY_BATCH, LINE_COPIES = (), ()  # LINE_COPIES (tile dims; off, untimed): cp.async writes whole 128-byte lines
 PAD_M, SMEM_PAD = 128, 8  # workspace rows padded to PAD_M per (batch, head); SMEM_PAD elements on smem rows (ldmatrix)
-S_ROWS = (128,)  # tile dims whose non-causal 2-D layout computes S, dP with queries as rows (FA2's form, dP's product
-# before the exps): D 128 +1.4..+4.3 % (s28e-f), dP first +2 % (s29c-d); D 64 -1.5 %, causal level to -3 % (s29b-c)
-# Tile dims whose S^T-form 2-D layouts take dV (OWN_DV), dK (OWN_DK) over a warp's own queries from its registers (not
-# softcap), the rest by ldmatrix. H200 (s30a-d): D 64 +2..+4 %, D 128 causal -5..-8 % (spills), D 256 -1 %
-OWN_DV, OWN_DK = (64,), (64,)
-# Tile dims whose plain dense 2-D layouts (not deterministic) run dQ's product before dK's, its adds among dK's mmas
-# (FA2's). H200 (s30h): D 64 +2.4..+7.1 %; D 128 causal +0..+9 % (8 B spilled; 0 with HEAVY_BY_BATCH), the S form -1 %
-DQ_INTERLEAVE = (64,)
 TOLERANCE, FLOP_FACTOR = {"fp16": 2e-3, "bf16": 1e-2}, 2.5  # (backward FLOPs / forward FLOPs: FlashAttention's)
 
 
@@ -350,17 +335,21 @@ class BackwardMmaTemplate(Template):
 
     def template_values(self, cfg: BackwardConfig) -> dict:
         tile, heavy = tile_dim(cfg.head_dim, cfg.head_dim_v), runs_heavy_first(cfg)
-        s_rows = tile in S_ROWS and runs_s_rows(cfg)
-        plain = not (cfg.varlen or cfg.window or cfg.softcap or cfg.sinks or cfg.alibi)
+        by_batch = heavy and tile in switches.HEAVY_BY_BATCH
+        s_rows = tile in switches.S_ROWS and runs_s_rows(cfg)
         own = cfg.warps_q > 1 and not (s_rows or cfg.softcap)  # (OWN_DV, OWN_DK: the S^T form's 2-D layouts)
+        # DQ_INTERLEAVE's registers: from D 128 on only the by-batch kernels' uniform counters leave room (else spills)
+        interleave = (cfg.warps_q > 1 and plain_dense(cfg) and not (cfg.deterministic or s_rows)
+                      and (tile < 128 or by_batch))
         return {"mma_type": "bf16" if cfg.dtype == "bf16" else "f16", "pad_m": PAD_M,
                 "head_dim": tile, "hbm_dim": cfg.head_dim,
                 "strided": False,  # (backward_rows.cuh.j2: the strided small kernels are flash_bwd_wgmma's)
                 "dq_accum_permuted": False, "tail_split": False, "causal_walk": False,
-                "p_store_early": tile in P_STORE_EARLY, "heavy_first": heavy, "heavy_group_mb": HEAVY_GROUP_MB,
-                "heavy_by_batch": heavy and tile in HEAVY_BY_BATCH, "line_copies": tile in LINE_COPIES,
-                "s_rows": s_rows, "own_dv": tile in OWN_DV and own, "own_dk": tile in OWN_DK and own,
-                "dq_interleave": tile in DQ_INTERLEAVE and cfg.warps_q > 1 and plain and not cfg.deterministic}
+                "p_store_early": tile in switches.P_STORE_EARLY, "heavy_first": heavy,
+                "heavy_group_mb": switches.HEAVY_GROUP_MB,
+                "heavy_by_batch": by_batch, "s_rows": s_rows,
+                "own_dv": tile in switches.OWN_DV and own, "own_dk": tile in switches.OWN_DK and own,
+                "dq_interleave": tile in switches.DQ_INTERLEAVE and interleave}
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         pair = (key["head_dim"], key.get("head_dim_v", 0))
@@ -391,9 +380,13 @@ def runs_s_rows(cfg) -> bool:
 
 
 def runs_heavy_first(cfg) -> bool:
-    """Whether flash_bwd_mma config cfg's blocks run heaviest first (HEAVY_FIRST; plain dense keys: variants spilled)."""
-    return (cfg.causal and not (cfg.varlen or cfg.window or cfg.softcap or cfg.sinks or cfg.alibi)
-            and tile_dim(cfg.head_dim, cfg.head_dim_v) in HEAVY_FIRST)
+    """Whether flash_bwd_mma config cfg runs its blocks heaviest first (HEAVY_FIRST; plain dense keys only)."""
+    return cfg.causal and plain_dense(cfg) and tile_dim(cfg.head_dim, cfg.head_dim_v) in switches.HEAVY_FIRST
+
+
+def plain_dense(cfg) -> bool:
+    """Whether cfg's keys are dense (not varlen) and without variants (window, softcap, sinks, ALiBi)."""
+    return not (cfg.varlen or cfg.window or cfg.softcap or cfg.sinks or cfg.alibi)
 
 
 def default_scale(head_dim: int) -> float:

@@ -32,7 +32,7 @@ import functools
 from autoflash.kernels.archs import ARCHS, build_arch
 from autoflash.kernels.elements import DTYPE_BYTES
 from autoflash.kernels.template import Template, next_tile
-from autoflash.ops import backward_kernels
+from autoflash.ops import backward_mma_switches
 from autoflash.ops.backward_kernels import PAD_M, BackwardConfig, runs_heavy_first
 
 SMEM_ALIGN = 1024  # the kernel rounds the shared-memory base up to a swizzle atom
@@ -77,7 +77,7 @@ DQ_MODES = {0: "consumers' adds", 1: "staged, a bulk op per row", 2: "staged unp
 STRIDED = True
 # Causal dispatch order, per head dim: K/V tile j of a causal backward meets n_q_tiles - j * block_n / block_m query
 # tiles; in blockIdx.x order the last wave is whatever is left. For these head dims the blocks run heaviest first, in
-# groups of pairs (ops/backward_kernels.HEAVY_GROUP_MB; a 1-D grid). dk, dv bitwise equal, dq up to its fp32 adds'
+# groups of pairs (ops/backward_mma_switches.HEAVY_GROUP_MB; a 1-D grid). dk, dv bitwise equal, dq up to its fp32 adds'
 # order. H200, against A/A copies: D 128 +8 % at 8k tokens, +1 % at 16k (s11); by groups of 64 MB, D 128 N 4096
 # +1..+2 % over every pair at once, D 64 N 4096 +0..+4 % over blockIdx.x order (every pair at once: -35 %) (s25b-d).
 HEAVY_FIRST = (64, 128)
@@ -331,7 +331,7 @@ class BackwardWgmmaTemplate(Template):
                 "dq_pad": 0 if self.dq_mode(cfg) == 2 else DQ_STAGING_PAD,
                 "dq_tile_reduce": tile_reduce, "dq_accum_permuted": tile_reduce,  # (the latter: backward_rows' _dq)
                 "dq_read_lag": self.reads_dq_with_lag(cfg), "strided": True, "heavy_first": heavy_first(cfg),
-                "heavy_group_mb": backward_kernels.HEAVY_GROUP_MB,
+                "heavy_group_mb": backward_mma_switches.HEAVY_GROUP_MB,
                 "tail_split": self.tail_split(cfg), "persistent": persistent,
                 "causal_walk": persistent and cfg.causal, "probe_clocks": PROBE_CLOCKS,
                 "dq_free_on_full": DQ_FREE_ON_FULL and persistent, "alternate_dq": ALTERNATE_DQ and persistent,
