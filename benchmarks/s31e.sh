@@ -12,7 +12,7 @@ SKIP_PIP=1 XDIST=15 TESTS_TIMEOUT=330 TESTS_K="not paged_space" FINAL_DEADLINE=$
 for f in tests verify; do cp $OUT/$f.log $OUT/${f}_h200_${D}_s31e.log; done
 grep -E "passed|failed" $OUT/tests.log | tail -2; tail -3 $OUT/verify.log
 bar() {
-  left=$((T0 + 585 - $(date +%s))); [ $left -gt 50 ] || return
+  left=$((T0 + ${END:-585} - $(date +%s))); [ $left -gt 50 ] || return  # (END: seconds after the pip line)
   timeout $(( left < 110 ? left : 110 )) python3 benchmarks/bench_backward_graph.py --rounds 7 "$@" 2>&1 \
     | grep -v -i "warn\|no.tuned.config\|return.Impl\|^# alt"
 }
