@@ -44,4 +44,4 @@ def test_the_adds_sit_among_the_dk_mmas_and_the_served_tiles_compile_clean(dtype
     source = render(cfg(64, dtype=dtype))
     tail = source[source.index(MARK):source.index("cp_async_wait<0>();  // only empty groups can be left")]
     dq_product, dk_product = tail.index("acc_dq[mt][2 * p]"), tail.index("gemm_smem_by_rows_but_own<DKV_TILES")
-    assert dq_product < dk_product < tail.index("add_pair(") and "add_dq_rows<" not in tail
+    assert dq_product < dk_product < tail.index("add_dq<true>(") and "add_dq_rows<" not in tail
