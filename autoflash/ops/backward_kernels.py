@@ -349,8 +349,7 @@ class BackwardMmaTemplate(Template):
                 "heavy_group_mb": switches.HEAVY_GROUP_MB,
                 "heavy_by_batch": by_batch, "s_rows": s_rows,
                 "own_dv": tile in switches.OWN_DV and own, "own_dk": tile in switches.OWN_DK and own,
-                "dq_interleave": tile in switches.DQ_INTERLEAVE and interleave,
-                "dq_interleave_split": tile in switches.DQ_INTERLEAVE_SPLIT}
+                "dq_interleave": tile in switches.DQ_INTERLEAVE and interleave}
 
     def default(self, arch: str, key: dict) -> BackwardConfig:
         pair = (key["head_dim"], key.get("head_dim_v", 0))

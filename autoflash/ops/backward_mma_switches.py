@@ -29,7 +29,3 @@ OWN_DV, OWN_DK = (64,), (64,)
 # (FA2's order); from D 128 on the HEAVY_BY_BATCH kernels only (the others spill). s30h: D 64 +2.4..+7.1 %; D 128
 # causal +0..+9 % but 8 B spilled (none by batch: s31a, above); the S form -0.8..-1.7 %.
 DQ_INTERLEAVE = (64, 128)
-
-# (Off, untimed) DQ_INTERLEAVE's whole query tiles add without the row tests: a second copy of dK's product (s31f: the
-# served D 128 causal kernel issues 14 % more instructions than the grouped one; its 16 adds each sit in a branch).
-DQ_INTERLEAVE_SPLIT = ()
