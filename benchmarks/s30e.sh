@@ -5,7 +5,7 @@
 export PYTHONUNBUFFERED=1 AUTOFLASH_CACHE_DIR=/tmp/afcache
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
   && export PYTHONPATH=/tmp/site:$PWD:$PWD/benchmarks:$PWD/tests || exit 1
-D=$(date +%Y-%m-%d)
+D=$(date +%Y-%m-%d); TAG=${TAG:-s30e}  # (s31f: TAG=s31f, the same profile on later code)
 ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 M=l1tex__data_pipe_lsu_wavefronts_mem_shared_op_ld.sum,l1tex__data_pipe_lsu_wavefronts_mem_shared_op_st.sum
 M=$M,l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_ld.sum,l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_st.sum
@@ -14,7 +14,7 @@ M=$M,smsp__sass_inst_executed_op_global_red.sum,sm__inst_executed_pipe_tensor_op
 M=$M,sm__cycles_active.max,sm__cycles_active.min,sm__cycles_active.avg,lts__t_sector_hit_rate.pct
 M=$M,lts__t_sectors_op_red.sum,dram__bytes_read.sum,dram__bytes_write.sum
 for c in "--causal" ""; do
-  tag=${c:+causal}; tag=${tag:-noncausal}; f=$OUT/ncu_bwd_mma_fa2_d128_n16384_${tag}_h200_${D}_s30e
+  tag=${c:+causal}; tag=${tag:-noncausal}; f=$OUT/ncu_bwd_mma_fa2_d128_n16384_${tag}_h200_${D}_${TAG}
   timeout 150 "$ncu" --clock-control none --profile-from-start off --section SpeedOfLight --section WarpStateStats \
     --section SchedulerStats --section LaunchStats --metrics $M -f -o /tmp/ncu_$tag \
     python3 benchmarks/bench_backward.py --profile --mma --head-dims 128 --seqs 16384 --sdpa flash $c > $f.log 2>&1
