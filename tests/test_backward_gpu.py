@@ -123,8 +123,8 @@ def test_gradients_match_float64_autograd(case, dtype):
 
 
 def run_mma_switched(monkeypatch, switch: str, value, *args, **kw):
-    """attention_backward(*args, **kw) with ops/backward_mma_switches.<switch> = value (a flash_bwd_mma switch), the served
-    kernels and launch plans forgotten first (the caller's fixture forgets them after)."""
+    """attention_backward(*args, **kw) with ops/backward_mma_switches.<switch> = value (a flash_bwd_mma switch), the
+    served kernels and launch plans forgotten first (the caller's fixture forgets them after)."""
     from autoflash.ops import backward_mma_switches
     from autoflash.serve import autograd, backward_plans
 

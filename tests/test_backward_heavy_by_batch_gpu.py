@@ -1,8 +1,8 @@
-"""flash_bwd_mma's HEAVY_BY_BATCH (ops/backward_mma_switches; served at D 128): heavy-first causal blocks on a (K/V head,
-K/V tile, batch) grid. On a GPU: gradients against float64 within the backward's tolerances; dK and dV bitwise equal
-to the grouped heavy-first order's (a block's arithmetic does not depend on the order blocks run in), and with deterministic=True dQ
-too; with DQ_INTERLEAVE at every tile dim as well (served together at D 128 causal, s31a). Batches > 1, both alignments,
-GQA, tails, D 64 / 128 / 256. CPU checks: tests/test_backward_heavy_by_batch.py."""
+"""flash_bwd_mma's HEAVY_BY_BATCH (ops/backward_mma_switches; served at D 128): heavy-first causal blocks on a (K/V
+head, K/V tile, batch) grid. On a GPU: gradients against float64 within the backward's tolerances; dK and dV bitwise
+equal to the grouped heavy-first order's (a block's arithmetic does not depend on the order blocks run in), and with
+deterministic=True dQ too; with DQ_INTERLEAVE at every tile dim as well (served together at D 128 causal, s31a). Batches
+> 1, both alignments, GQA, tails, D 64 / 128 / 256. CPU checks: tests/test_backward_heavy_by_batch.py."""
 import math
 
 import pytest

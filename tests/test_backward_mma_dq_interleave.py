@@ -1,9 +1,9 @@
-"""flash_bwd_mma's DQ_INTERLEAVE without a GPU (ops/backward_mma_switches: dQ's product before dK's, its adds spread among
-dK's mmas): served at D 64 (s30h) and, on the HEAVY_BY_BATCH kernels, at D 128 causal (s31a), on the plain dense S^T-form
-2-D layouts only (not warps_q 1, deterministic, varlen or the variants, whose kernels keep one run of adds after every
-product, nor D 128's S form); on, the source issues the adds inside dK's product (after dQ's), and the served tiles
-compile with 0 B spilled. On a GPU the mma tests run it wherever it is served
-(tests/test_backward_gpu.py; s30h ran them with it on at every tile dim: 102 passed)."""
+"""flash_bwd_mma's DQ_INTERLEAVE without a GPU (ops/backward_mma_switches: dQ's product before dK's, its adds spread
+among dK's mmas): served at D 64 (s30h) and, on the HEAVY_BY_BATCH kernels, at D 128 causal (s31a), on the plain dense
+S^T-form 2-D layouts only (not warps_q 1, deterministic, varlen or the variants, whose kernels keep one run of adds
+after every product, nor D 128's S form); on, the source issues the adds inside dK's product (after dQ's), and the
+served tiles compile with 0 B spilled. On a GPU the mma tests run it wherever it is served (tests/test_backward_gpu.py;
+s30h ran them with it on at every tile dim: 102 passed)."""
 import pytest
 
 from autoflash.kernels.render import render

@@ -1,8 +1,8 @@
-"""flash_bwd_mma's heavy-first block order (ops/backward_mma_switches.HEAVY_FIRST: tile head dims; HEAVY_GROUP_MB), without
-a GPU: off, the default configs read their K/V tile from blockIdx.x; on (served), dense causal configs map a 1-D grid of
-K/V tiles x (batch, head) pairs themselves, heaviest first in groups of pairs (D 128: by batch, HEAVY_BY_BATCH, its own
-tests), and the launch plan's main grid is that 1-D grid, while non-causal and varlen configs render as off; the H200's causal tiles compile clean. The GPU checks:
-tests/test_backward_mma_order_gpu.py."""
+"""flash_bwd_mma's heavy-first block order (ops/backward_mma_switches.HEAVY_FIRST: tile head dims; HEAVY_GROUP_MB),
+without a GPU: off, the default configs read their K/V tile from blockIdx.x; on (served), dense causal configs map a 1-D
+grid of K/V tiles x (batch, head) pairs themselves, heaviest first in groups of pairs (D 128: by batch, HEAVY_BY_BATCH,
+its own tests), and the launch plan's main grid is that 1-D grid, while non-causal and varlen configs render as off; the
+H200's causal tiles compile clean. The GPU checks: tests/test_backward_mma_order_gpu.py."""
 import numpy as np
 import pytest
 

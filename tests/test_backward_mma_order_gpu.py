@@ -1,7 +1,7 @@
-"""flash_bwd_mma's heavy-first block order (ops/backward_mma_switches.HEAVY_FIRST: K/V tile j of every (batch, head) pair of
-a group before tile j + 1, HEAVY_GROUP_MB) on a GPU, causal keys: gradients against float64 within the backward's
-tolerances, and against the switch off: dk, dv bitwise (each block sums its own keys in the same order), dq within
-the tolerance (its fp32 adds arrive in another order); deterministic mode bitwise to off (its dQ adds stay in
+"""flash_bwd_mma's heavy-first block order (ops/backward_mma_switches.HEAVY_FIRST: K/V tile j of every (batch, head)
+pair of a group before tile j + 1, HEAVY_GROUP_MB) on a GPU, causal keys: gradients against float64 within the
+backward's tolerances, and against the switch off: dk, dv bitwise (each block sums its own keys in the same order), dq
+within the tolerance (its fp32 adds arrive in another order); deterministic mode bitwise to off (its dQ adds stay in
 K/V-tile order). CPU checks (renders, compiles): tests/test_backward_mma_order.py."""
 import functools
 import math

@@ -1,7 +1,7 @@
-"""flash_bwd_mma's S_ROWS (ops/backward_mma_switches: S and dP with the queries as rows, FlashAttention-2's form) on a GPU:
-gradients against float64 within the backward's tolerances and against the switch off within them too (the
-products' order of fp32 adds may differ); the 2-D layout's non-causal tiles at D 64 (not served) and 128, key and
-query tails, GQA, Nq != Nk, a padded head dim. CPU checks: tests/test_backward_mma_rows.py."""
+"""flash_bwd_mma's S_ROWS (ops/backward_mma_switches: S and dP with the queries as rows, FlashAttention-2's form) on a
+GPU: gradients against float64 within the backward's tolerances and against the switch off within them too (the
+products' order of fp32 adds may differ); the 2-D layout's non-causal tiles at D 64 (not served) and 128, key and query
+tails, GQA, Nq != Nk, a padded head dim. CPU checks: tests/test_backward_mma_rows.py."""
 import math
 
 import pytest
